@@ -1,0 +1,57 @@
+# hull — every target works on a fresh Debian 12 host as root. `make test` installs what it needs by itself.
+SHELL := /bin/bash
+.DEFAULT_GOAL := build
+
+# Debian packages hull needs on the host: containerd (and its runc shim, our baseline peer), QEMU with virtiofsd,
+# the guest kernel, and what the guest image is built from.
+APT_PACKAGES := containerd runc qemu-system-x86 qemu-utils linux-image-cloud-amd64 busybox-static crun \
+                e2fsprogs iproute2 util-linux kmod
+MOCHA := node_modules/.bin/mocha --reporter scripts/mocha-summary-reporter.js
+UNIT_TESTS := 'ttrpc/dist/test/**/*.test.js' 'dist/{protos,shim,core,hypervisor,agent-client,fs-share,agent}/test/**/*.test.js'
+INTEGRATION_TESTS := 'dist/integration/**/*.test.js'
+
+.PHONY: deps apt-deps npm-deps build protos check-layers lint test test-unit test-integration bench guest install demo clean
+
+deps: apt-deps npm-deps
+
+# Idempotent and quick when everything is present: apt runs only for packages that are missing.
+apt-deps:
+	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "deps: installing $$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
+npm-deps: node_modules/.deps-stamp
+node_modules/.deps-stamp: package.json package-lock.json ttrpc/package.json
+	npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+build: npm-deps protos
+	node_modules/.bin/tsc -b
+	node scripts/check-layers.mjs
+
+protos: npm-deps
+	node scripts/gen-protos.mjs
+
+lint: build
+	node_modules/.bin/eslint .
+
+test-unit: build
+	$(MOCHA) --timeout 20000 $(UNIT_TESTS)
+
+test-integration: deps build
+	$(MOCHA) --timeout 300000 --slow 10000 $(INTEGRATION_TESTS)
+
+# One mocha run over both suites, so that its summary covers everything.
+test: deps build lint
+	$(MOCHA) --timeout 300000 --slow 10000 $(UNIT_TESTS) $(INTEGRATION_TESTS)
+
+bench: deps build
+	node dist/bench/run.js
+
+guest install demo:
+	@echo "make $@: not implemented yet (see the README's feature table)" >&2; exit 1
+
+clean:
+	rm -rf dist ttrpc/dist protos/gen bench/out

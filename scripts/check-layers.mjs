@@ -1,0 +1,112 @@
+#!/usr/bin/env node
+// Import-direction and cycle check. Dependencies point one way:
+//   shim -> core -> hypervisor | agent-client | fs-share -> ttrpc + protos;  agent -> ttrpc + protos.
+// A file may import only from the layers listed for its own folder; nothing imports shim/ from outside it;
+// ttrpc/ imports nothing but Node built-ins (it is published on its own). Relative imports must not form a cycle.
+// Exits 1 and names every offending import.
+import fs from 'node:fs';
+import path from 'node:path';
+import { builtinModules } from 'node:module';
+import ts from 'typescript';
+
+const root = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..');
+const LOWER = ['protos', 'ttrpc'];
+const ALLOWED = {
+  shim: ['shim', 'core', 'hypervisor', 'agent-client', 'fs-share', ...LOWER],
+  core: ['core', 'hypervisor', 'agent-client', 'fs-share', ...LOWER],
+  hypervisor: ['hypervisor', ...LOWER],
+  'agent-client': ['agent-client', ...LOWER],
+  'fs-share': ['fs-share', ...LOWER],
+  protos: LOWER,
+  ttrpc: ['ttrpc'],
+  agent: ['agent', ...LOWER],
+  integration: ['integration', 'core', 'hypervisor', 'agent-client', 'fs-share', ...LOWER],
+  bench: ['bench', 'integration', 'core', 'hypervisor', 'agent-client', 'fs-share', ...LOWER],
+  scripts: ['scripts', ...LOWER],
+};
+const PACKAGE_LAYERS = { 'ttrpc-ts': 'ttrpc' };
+const builtins = new Set(builtinModules.flatMap((m) => [m, `node:${m}`]));
+
+function sourceFiles(dir) {
+  const out = [];
+  for (const entry of fs.readdirSync(dir, { withFileTypes: true })) {
+    if (entry.name === 'node_modules' || entry.name === 'dist' || entry.name === 'gen' || entry.name === 'out') continue;
+    const full = path.join(dir, entry.name);
+    if (entry.isDirectory()) out.push(...sourceFiles(full));
+    else if (entry.name.endsWith('.ts') && !entry.name.endsWith('.d.ts')) out.push(full);
+  }
+  return out;
+}
+
+const layerOf = (file) => path.relative(root, file).split(path.sep)[0];
+
+function resolveRelative(fromFile, spec) {
+  const base = path.resolve(path.dirname(fromFile), spec);
+  for (const candidate of [base, `${base}.ts`, base.replace(/\.js$/, '.ts'), path.join(base, 'index.ts')]) {
+    if (fs.existsSync(candidate) && fs.statSync(candidate).isFile()) return candidate;
+  }
+  return undefined; // generated code (protos/gen) and other non-sources
+}
+
+const problems = [];
+const graph = new Map();
+const files = Object.keys(ALLOWED).filter((d) => fs.existsSync(path.join(root, d))).flatMap((d) => sourceFiles(path.join(root, d)));
+for (const file of files) {
+  const layer = layerOf(file);
+  const allowed = ALLOWED[layer];
+  const edges = [];
+  const { importedFiles } = ts.preProcessFile(fs.readFileSync(file, 'utf8'), true, true);
+  for (const { fileName: spec } of importedFiles) {
+    const where = `${path.relative(root, file)} imports '${spec}'`;
+    if (spec.startsWith('.')) {
+      const target = path.resolve(path.dirname(file), spec);
+      const targetLayer = path.relative(root, target).split(path.sep)[0];
+      if (!allowed.includes(targetLayer)) problems.push(`${where}: ${layer}/ may not import from ${targetLayer}/`);
+      const resolved = resolveRelative(file, spec);
+      if (resolved) edges.push(resolved);
+    } else if (builtins.has(spec) || builtins.has(spec.split('/')[0])) {
+      continue;
+    } else {
+      const pkg = spec.startsWith('@') ? spec.split('/').slice(0, 2).join('/') : spec.split('/')[0];
+      const targetLayer = PACKAGE_LAYERS[pkg];
+      if (targetLayer && !allowed.includes(targetLayer)) problems.push(`${where}: ${layer}/ may not import ${pkg}`);
+      if (!targetLayer && layer === 'ttrpc') problems.push(`${where}: ttrpc/ depends on nothing but Node built-ins`);
+    }
+  }
+  graph.set(file, edges);
+}
+
+// Cycle detection over relative imports (iterative DFS, colours: 1 = on stack, 2 = done).
+const colour = new Map();
+for (const start of graph.keys()) {
+  if (colour.get(start)) continue;
+  const stack = [[start, 0]];
+  const trail = [start];
+  colour.set(start, 1);
+  while (stack.length) {
+    const top = stack[stack.length - 1];
+    const edges = graph.get(top[0]) ?? [];
+    if (top[1] >= edges.length) {
+      colour.set(top[0], 2);
+      stack.pop();
+      trail.pop();
+      continue;
+    }
+    const next = edges[top[1]++];
+    if (colour.get(next) === 1) {
+      const cycle = trail.slice(trail.indexOf(next)).concat(next).map((f) => path.relative(root, f));
+      problems.push(`import cycle: ${cycle.join(' -> ')}`);
+    } else if (!colour.get(next)) {
+      colour.set(next, 1);
+      stack.push([next, 0]);
+      trail.push(next);
+    }
+  }
+}
+
+if (problems.length) {
+  console.error(`check-layers: ${problems.length} problem(s)`);
+  for (const p of problems) console.error(`  ${p}`);
+  process.exit(1);
+}
+console.log(`check-layers: ${files.length} files, imports follow the layers, no cycles`);
