@@ -9,12 +9,12 @@ export const HEADER_LENGTH = 10;
 /** The largest payload ttrpc accepts (4 MiB). */
 export const MAX_MESSAGE_LENGTH = 4 << 20;
 
-export enum FrameType {
-  Request = 0x01,
-  Response = 0x02,
+export const FrameType = {
+  Request: 0x01,
+  Response: 0x02,
   /** ttrpc 1.2 streaming; containerd 1.6 never sends it. Receivers ignore it. */
-  Data = 0x03,
-}
+  Data: 0x03,
+} as const;
 
 export interface FrameHeader {
   length: number;

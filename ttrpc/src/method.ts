@@ -17,11 +17,14 @@ export interface MethodDescriptor<Req, Res> {
   readonly response: Codec<Res>;
 }
 
+/* eslint-disable @typescript-eslint/no-explicit-any -- a Codec<T> is invariant in T, so only `any` accepts every
+   method descriptor here; the mapped types below recover each method's own types. */
 /** A service: its methods by bare name. */
 export type ServiceDefinition = Record<string, MethodDescriptor<any, any>>;
 
 export type RequestOf<D> = D extends MethodDescriptor<infer Req, any> ? Req : never;
 export type ResponseOf<D> = D extends MethodDescriptor<any, infer Res> ? Res : never;
+/* eslint-enable @typescript-eslint/no-explicit-any */
 
 export function method<Req, Res>(
   service: string,

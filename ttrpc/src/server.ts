@@ -23,10 +23,61 @@ export interface ServerOptions {
 
 const EMPTY = new Uint8Array(0);
 
+/**
+ * A request's context. Its AbortSignal and deadline timer are made only if the handler asks for the signal: most
+ * handlers finish long before any deadline, and an AbortController per request is a measurable share of a call.
+ */
+class RequestContext implements HandlerContext {
+  readonly service: string;
+  readonly method: string;
+  private metadataCache: Record<string, string[]> | undefined;
+  private controller: AbortController | undefined;
+  private timer: NodeJS.Timeout | undefined;
+  private abortedWith: unknown;
+
+  constructor(
+    private readonly request: RequestMessage,
+    readonly deadline: number | undefined,
+  ) {
+    this.service = request.service;
+    this.method = request.method;
+  }
+
+  get metadata(): Record<string, string[]> {
+    return (this.metadataCache ??= pairsToMetadata(this.request.metadata));
+  }
+
+  get signal(): AbortSignal {
+    if (!this.controller) {
+      const controller = (this.controller = new AbortController());
+      if (this.abortedWith !== undefined) {
+        controller.abort(this.abortedWith);
+      } else if (this.deadline !== undefined) {
+        const timeout = (): void => controller.abort(new DOMException('deadline exceeded', 'TimeoutError'));
+        const ms = this.deadline - Date.now();
+        if (ms <= 0) timeout();
+        else this.timer = setTimeout(timeout, ms);
+      }
+    }
+    return this.controller.signal;
+  }
+
+  abort(reason: unknown): void {
+    this.dispose();
+    if (this.controller) this.controller.abort(reason);
+    else this.abortedWith = reason;
+  }
+
+  dispose(): void {
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = undefined;
+  }
+}
+
 class ServerConnection {
   readonly channel: Channel;
   /** In-flight requests by stream id. */
-  readonly active = new Map<number, AbortController>();
+  readonly active = new Map<number, RequestContext>();
   private idleWaiters: (() => void)[] = [];
 
   constructor(
@@ -81,48 +132,29 @@ class ServerConnection {
   }
 
   private dispatch(streamId: number, request: RequestMessage, handler: RawHandler): void {
-    const controller = new AbortController();
-    this.active.set(streamId, controller);
-    let timer: NodeJS.Timeout | undefined;
-    let deadline: number | undefined;
-    if (request.timeoutNano > 0) {
-      const ms = request.timeoutNano / 1e6;
-      deadline = Date.now() + ms;
-      timer = setTimeout(() => controller.abort(new DOMException('deadline exceeded', 'TimeoutError')), ms);
-    }
-    const context: HandlerContext = {
-      service: request.service,
-      method: request.method,
-      metadata: pairsToMetadata(request.metadata),
-      signal: controller.signal,
-      deadline,
-    };
+    const deadline = request.timeoutNano > 0 ? Date.now() + request.timeoutNano / 1e6 : undefined;
+    const context = new RequestContext(request, deadline);
+    this.active.set(streamId, context);
     const payload = Buffer.from(request.payload.buffer, request.payload.byteOffset, request.payload.length);
     const finish = (result: Uint8Array | undefined, status: Status | undefined): void => {
-      if (timer) clearTimeout(timer);
+      context.dispose();
       this.active.delete(streamId);
       this.respond(streamId, result, status);
       if (this.active.size === 0) this.notifyIdle();
+    };
+    const fail = (err: unknown): void => {
+      this.server.options.onError?.(err, { service: request.service, method: request.method });
+      finish(undefined, toStatus(err));
     };
     let pending: Promise<Uint8Array> | Uint8Array;
     try {
       pending = handler(payload, context);
     } catch (err) {
-      this.failed(err, request);
-      finish(undefined, toStatus(err));
+      fail(err);
       return;
     }
-    Promise.resolve(pending).then(
-      (result) => finish(result, undefined),
-      (err: unknown) => {
-        this.failed(err, request);
-        finish(undefined, toStatus(err));
-      },
-    );
-  }
-
-  private failed(err: unknown, request: RequestMessage): void {
-    this.server.options.onError?.(err, { service: request.service, method: request.method });
+    if (pending instanceof Uint8Array) finish(pending, undefined);
+    else pending.then((result) => finish(result, undefined), fail);
   }
 
   private respond(streamId: number, payload: Uint8Array | undefined, status: Status | undefined): void {
@@ -144,7 +176,7 @@ class ServerConnection {
 
   private onClose(err?: Error): void {
     if (err) this.server.options.onError?.(err, {});
-    for (const controller of this.active.values()) controller.abort(new DOMException('connection closed', 'AbortError'));
+    for (const context of this.active.values()) context.abort(new DOMException('connection closed', 'AbortError'));
     this.active.clear();
     this.notifyIdle();
     this.server.connectionClosed(this);

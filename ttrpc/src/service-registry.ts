@@ -21,6 +21,10 @@ export type ServiceImplementation<S extends ServiceDefinition> = {
 
 export type { Metadata };
 
+function isPromise<T>(value: T | Promise<T>): value is Promise<T> {
+  return typeof (value as { then?: unknown } | null)?.then === 'function';
+}
+
 export class ServiceRegistry {
   private readonly services = new Map<string, Map<string, RawHandler>>();
 
@@ -29,14 +33,16 @@ export class ServiceRegistry {
     for (const [name, desc] of Object.entries(definition)) {
       const fn = impl[name as keyof S];
       if (!fn) continue;
-      this.registerRaw(desc.service, desc.method, async (payload, context) => {
+      const encode = (response: unknown): Uint8Array => desc.response.encode(response);
+      this.registerRaw(desc.service, desc.method, (payload, context) => {
         let request: unknown;
         try {
           request = desc.request.decode(payload);
         } catch (cause) {
           throw new StatusError(Code.INVALID_ARGUMENT, `${desc.service}/${desc.method}: undecodable request`, { cause });
         }
-        return desc.response.encode(await fn.call(impl, request as RequestOf<S[keyof S]>, context));
+        const result = fn.call(impl, request as RequestOf<S[keyof S]>, context);
+        return isPromise(result) ? result.then(encode) : encode(result);
       });
     }
   }

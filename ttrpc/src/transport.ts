@@ -61,7 +61,7 @@ export function listenUnix(address: string, onConnection: (socket: net.Socket) =
           fs.chmodSync(path, options.mode ?? 0o600);
         } catch (err) {
           server.close();
-          reject(err as Error);
+          reject(err instanceof Error ? err : new Error(String(err)));
           return;
         }
       }

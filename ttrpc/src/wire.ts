@@ -116,9 +116,20 @@ export interface EncodedRequest {
 }
 
 /** Prepares a Request for writing at a known size (used to build the frame in one allocation). */
+/** Encoded service and method names: a client sends the same few names over and over. */
+const nameCache = new Map<string, Buffer>();
+function encodedName(name: string): Buffer {
+  let buf = nameCache.get(name);
+  if (!buf) {
+    buf = Buffer.from(name, 'utf8');
+    if (nameCache.size < 4096) nameCache.set(name, buf);
+  }
+  return buf;
+}
+
 export function prepareRequest(req: RequestMessage): EncodedRequest {
-  const service = Buffer.from(req.service, 'utf8');
-  const method = Buffer.from(req.method, 'utf8');
+  const service = encodedName(req.service);
+  const method = encodedName(req.method);
   const metadata = req.metadata.map(sizeKeyValue);
   let size = 0;
   if (service.length) size += lenFieldSize(service.length);
@@ -188,13 +199,13 @@ function prepareStatus(status: Status): { size: number; write(w: Writer): void }
     return { typeUrl, value: d.value, size };
   });
   let size = 0;
-  if (status.code !== 0) size += 1 + varintSize(status.code);
+  if (status.code !== Code.OK) size += 1 + varintSize(status.code);
   if (message.length) size += lenFieldSize(message.length);
   for (const d of details) size += lenFieldSize(d.size);
   return {
     size,
     write(w) {
-      if (status.code !== 0) {
+      if (status.code !== Code.OK) {
         w.tag(1, WIRE_VARINT);
         w.varint(status.code);
       }

@@ -3,8 +3,7 @@ import { method, type Codec } from '../src/method';
 
 /** Two connected in-memory Duplex ends: what one writes, the other reads. */
 export function duplexPair(): [Duplex, Duplex] {
-  let a: Duplex | undefined;
-  let b: Duplex | undefined;
+  const ends: Duplex[] = [];
   const make = (peer: () => Duplex): Duplex =>
     new Duplex({
       read() {},
@@ -22,9 +21,8 @@ export function duplexPair(): [Duplex, Duplex] {
         cb(err);
       },
     });
-  a = make(() => b!);
-  b = make(() => a!);
-  return [a, b];
+  ends.push(make(() => ends[1]!), make(() => ends[0]!));
+  return [ends[0]!, ends[1]!];
 }
 
 export const json = <T>(): Codec<T> => ({

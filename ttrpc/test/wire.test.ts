@@ -2,8 +2,9 @@ import assert from 'node:assert/strict';
 import protobuf from 'protobufjs';
 import { decodeRequest, decodeResponse, encodeRequest, encodeResponse } from '../src/wire';
 
-// The ttrpc envelope as upstream defines it, loaded by reflection to cross-check our hand-written codec.
-const root = protobuf.parse(`
+// The ttrpc envelope as upstream defines it, loaded by reflection to cross-check our hand-written codec. Parsed in
+// before(): protobufjs's 64-bit setting is process wide and other suites loaded in the same run may change it.
+const PROTO = `
   syntax = "proto3";
   package ttrpc;
   message Any { string type_url = 1; bytes value = 2; }
@@ -11,11 +12,17 @@ const root = protobuf.parse(`
   message KeyValue { string key = 1; string value = 2; }
   message Request { string service = 1; string method = 2; bytes payload = 3; int64 timeout_nano = 4; repeated KeyValue metadata = 5; }
   message Response { Status status = 1; bytes payload = 2; }
-`).root;
-const Request = root.lookupType('ttrpc.Request');
-const Response = root.lookupType('ttrpc.Response');
+`;
 
 describe('ttrpc envelope encoding', () => {
+  let Request: protobuf.Type;
+  let Response: protobuf.Type;
+  before(() => {
+    const root = protobuf.parse(PROTO).root;
+    Request = root.lookupType('ttrpc.Request');
+    Response = root.lookupType('ttrpc.Response');
+  });
+
   it('encodes a Request byte for byte as protobufjs does', () => {
     const req = {
       service: 'containerd.task.v2.Task',
