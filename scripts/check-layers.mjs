@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // Import-direction and cycle check. Dependencies point one way:
-//   shim -> core -> hypervisor | agent-client | fs-share -> ttrpc + protos;  agent -> ttrpc + protos.
+//   shim -> core -> hypervisor | agent-client | fs-share -> errors + ttrpc + protos;  agent -> ttrpc + protos.
 // A file may import only from the layers listed for its own folder; nothing imports shim/ from outside it;
 // ttrpc/ imports nothing but Node built-ins (it is published on its own). Relative imports must not form a cycle.
 // Exits 1 and names every offending import.
@@ -10,7 +10,7 @@ import { builtinModules } from 'node:module';
 import ts from 'typescript';
 
 const root = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..');
-const LOWER = ['protos', 'ttrpc'];
+const LOWER = ['errors', 'protos', 'ttrpc'];
 const ALLOWED = {
   shim: ['shim', 'core', 'hypervisor', 'agent-client', 'fs-share', ...LOWER],
   core: ['core', 'hypervisor', 'agent-client', 'fs-share', ...LOWER],
@@ -18,8 +18,10 @@ const ALLOWED = {
   'agent-client': ['agent-client', ...LOWER],
   'fs-share': ['fs-share', ...LOWER],
   protos: LOWER,
+  errors: ['errors'],
   ttrpc: ['ttrpc'],
-  agent: ['agent', ...LOWER],
+  agent: ['agent', 'protos', 'ttrpc'],
+  guest: ['guest', 'scripts'],
   integration: ['integration', 'core', 'hypervisor', 'agent-client', 'fs-share', ...LOWER],
   bench: ['bench', 'integration', 'core', 'hypervisor', 'agent-client', 'fs-share', ...LOWER],
   scripts: ['scripts', ...LOWER],

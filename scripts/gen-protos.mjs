@@ -2,8 +2,9 @@
 // Generates static protobufjs code from protos/proto/**.proto (run by `make protos`, before `tsc -b`).
 //
 // Two CommonJS modules with separate protobufjs roots, so their google.protobuf copies do not collide:
-//   protos/gen/containerd.{js,d.ts}  every proto except kata/   ($protobuf.roots.containerd)
-//   protos/gen/agent.{js,d.ts}       kata/ only                 ($protobuf.roots.agent)
+//   protos/gen/containerd.{js,d.ts}  every proto except kata/ and hull/  ($protobuf.roots.containerd)
+//   protos/gen/agent.{js,d.ts}       kata/ only                          ($protobuf.roots.agent)
+//   protos/gen/hull.{js,d.ts}        hull/: hull's own agent extension   ($protobuf.roots.hull)
 // tsc does not copy .js files, so the generated modules are also copied to dist/protos/gen/, where the compiled
 // wrappers (dist/protos/containerd.js, dist/protos/agent.js) require them.
 //
@@ -52,8 +53,9 @@ function inputsHash(protos) {
 }
 
 const MODULES = [
-  { name: 'containerd', select: (rel) => !rel.startsWith('kata/') },
+  { name: 'containerd', select: (rel) => !rel.startsWith('kata/') && !rel.startsWith('hull/') },
   { name: 'agent', select: (rel) => rel.startsWith('kata/') },
+  { name: 'hull', select: (rel) => rel.startsWith('hull/') },
 ];
 const outputsOf = (name) => [`${name}.js`, `${name}.d.ts`];
 

@@ -1,0 +1,189 @@
+/**
+ * The agent client: Kata's grpc.AgentService and grpc.Health plus hull's Diagnostics, over our ttrpc, with hull's
+ * types at the edge, a per-method deadline table and typed errors.
+ */
+import { Client, type CallOptions, type MethodDescriptor } from 'ttrpc-ts';
+import { CancelledError, DeadlineExceededError, NotImplementedError, ShimError, UnavailableError } from '../errors';
+import { AgentService, HealthService, grpc } from '../protos/agent';
+import { DiagnosticsService } from '../protos/hull';
+import { classifyAgentError } from './errors';
+import { timeoutFor } from './timeouts';
+import type { AgentClient, AgentEndpoint, FileContents, GuestDetails, HealthStatus, SandboxSpec } from './types';
+
+export interface DialOptions {
+  /** Epoch milliseconds by which the agent must have answered Health.Check (the boot deadline). */
+  deadline: number;
+  /** Aborts the dial, e.g. when the VM exits; a ShimError reason is rethrown as it is. */
+  signal?: AbortSignal;
+  /** How often an unanswered Health.Check is sent again (earlier ones stay pending). */
+  probeIntervalMs?: number;
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+export class KataAgentClient implements AgentClient {
+  private constructor(private readonly client: Client) {}
+
+  /**
+   * Connects to the agent and waits until it answers Health.Check with SERVING. On a virtio-serial port the host
+   * side (QEMU's socket) accepts at once and holds what is written until the guest opens the port, so a probe sent
+   * early is answered as soon as the agent reads it: no polling delay is added to boot.
+   */
+  static async dial(endpoint: AgentEndpoint, options: DialOptions): Promise<KataAgentClient> {
+    if (endpoint.transport === 'vsock') {
+      throw new NotImplementedError('the vsock agent transport is not implemented yet; configure agent_transport = "serial"');
+    }
+    const started = Date.now();
+    const failure = (): ShimError | undefined => {
+      const reason: unknown = options.signal?.reason;
+      if (options.signal?.aborted) return reason instanceof ShimError ? reason : new CancelledError('dialing the agent was cancelled', { cause: reason });
+      if (Date.now() >= options.deadline) return new DeadlineExceededError(`the agent did not answer within ${options.deadline - started} ms (boot deadline)`);
+      return undefined;
+    };
+    for (;;) {
+      const stop = failure();
+      if (stop) throw stop;
+      let client: Client;
+      try {
+        client = await Client.connect(endpoint.path, { connectTimeoutMs: Math.max(1, Math.min(1000, options.deadline - Date.now())) });
+      } catch (err) {
+        const code = (err as NodeJS.ErrnoException).code;
+        if (code === 'ENOENT' || code === 'ECONNREFUSED' || code === 'EAGAIN') {
+          await sleep(20);
+          continue;
+        }
+        throw new UnavailableError(`connect to the agent at ${endpoint.path}`, { cause: err });
+      }
+      const agent = new KataAgentClient(client);
+      try {
+        await agent.probe(options);
+        return agent;
+      } catch (err) {
+        client.close();
+        if (err instanceof UnavailableError && !failure()) continue; // the channel closed: dial again
+        throw err;
+      }
+    }
+  }
+
+  /** Sends Health.Check, and again every probeIntervalMs, until one answers SERVING, the deadline, or abort. */
+  private probe(options: DialOptions): Promise<void> {
+    const interval = options.probeIntervalMs ?? 2000;
+    return new Promise<void>((resolve, reject) => {
+      const controller = new AbortController();
+      let timer: NodeJS.Timeout | undefined;
+      let settled = false;
+      const finish = (err?: Error): void => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        clearTimeout(deadlineTimer);
+        options.signal?.removeEventListener('abort', onAbort);
+        controller.abort();
+        if (err) reject(err);
+        else resolve();
+      };
+      const onAbort = (): void => {
+        const reason: unknown = options.signal?.reason;
+        finish(reason instanceof ShimError ? reason : new CancelledError('dialing the agent was cancelled', { cause: reason }));
+      };
+      const deadlineTimer = setTimeout(
+        () => finish(new DeadlineExceededError(`the agent did not answer Health.Check before the boot deadline`)),
+        Math.max(0, options.deadline - Date.now()),
+      );
+      options.signal?.addEventListener('abort', onAbort, { once: true });
+      const send = (): void => {
+        this.client
+          .call(HealthService.Check, {}, { deadline: options.deadline, signal: controller.signal })
+          .then((res) => {
+            if (res.status === grpc.HealthCheckResponse.ServingStatus.SERVING) finish();
+          })
+          .catch((err: unknown) => {
+            const classified = classifyAgentError(err, 'Check');
+            if (classified instanceof UnavailableError) finish(classified);
+          });
+        timer = setTimeout(send, interval);
+      };
+      send();
+    });
+  }
+
+  private async call<Req, Res>(desc: MethodDescriptor<Req, Res>, request: Req, options: CallOptions = {}): Promise<Res> {
+    const timeoutMs = timeoutFor(desc.method);
+    try {
+      return await this.client.call(desc, request, timeoutMs ? { timeoutMs, ...options } : options);
+    } catch (err) {
+      throw classifyAgentError(err, desc.method);
+    }
+  }
+
+  async check(): Promise<HealthStatus> {
+    const res = await this.call(HealthService.Check, {});
+    switch (res.status) {
+      case grpc.HealthCheckResponse.ServingStatus.SERVING:
+        return 'serving';
+      case grpc.HealthCheckResponse.ServingStatus.NOT_SERVING:
+        return 'not-serving';
+      default:
+        return 'unknown';
+    }
+  }
+
+  async version(): Promise<{ agentVersion: string; protocolVersion: string }> {
+    const res = await this.call(HealthService.Version, {});
+    return { agentVersion: res.agentVersion ?? '', protocolVersion: res.grpcVersion ?? '' };
+  }
+
+  async guestDetails(): Promise<GuestDetails> {
+    const [details, info] = await Promise.all([
+      this.call(AgentService.GetGuestDetails, { memBlockSize: true, memHotplugProbe: false }),
+      this.call(DiagnosticsService.GuestInfo, {}),
+    ]);
+    return {
+      kernelRelease: info.kernelRelease ?? '',
+      agentVersion: details.agentDetails?.version ?? '',
+      nodeVersion: info.nodeVersion ?? '',
+      initDaemon: details.agentDetails?.initDaemon ?? false,
+      memBlockSizeBytes: Number(details.memBlockSizeBytes ?? 0),
+      storageHandlers: details.agentDetails?.storageHandlers ?? [],
+      agentStartedMs: info.agentStartedMs ?? NaN,
+      agentReadyMs: info.agentReadyMs ?? NaN,
+      transport: info.transport ?? '',
+    };
+  }
+
+  async createSandbox(spec: SandboxSpec): Promise<void> {
+    await this.call(AgentService.CreateSandbox, {
+      sandboxId: spec.sandboxId,
+      hostname: spec.hostname ?? '',
+      dns: spec.dns ?? [],
+      storages: spec.storages.map((s) => ({ driver: s.driver, source: s.source, fstype: s.fstype, options: s.options, mountPoint: s.mountPoint })),
+      kernelModules: (spec.kernelModules ?? []).map((m) => ({ name: m.name, parameters: m.parameters })),
+    });
+  }
+
+  async destroySandbox(): Promise<void> {
+    await this.call(AgentService.DestroySandbox, {});
+  }
+
+  async setGuestDateTime(at: Date): Promise<void> {
+    const ms = at.getTime();
+    await this.call(AgentService.SetGuestDateTime, { Sec: Math.floor(ms / 1000), Usec: (ms % 1000) * 1000 });
+  }
+
+  async readSharedFile(guestPath: string, maxBytes = 1 << 20): Promise<FileContents> {
+    const res = await this.call(DiagnosticsService.ReadFile, { path: guestPath, maxBytes });
+    const data = Buffer.from(res.data ?? []);
+    // The guest is not trusted: never accept more than was asked for.
+    if (data.length > maxBytes) throw classifyAgentError(new Error(`ReadFile returned ${data.length} bytes, more than the ${maxBytes} asked for`), 'ReadFile');
+    return { data, size: Number(res.size ?? 0) };
+  }
+
+  onClose(listener: (err: Error) => void): () => void {
+    return this.client.onClose((cause) => listener(new UnavailableError('the agent connection closed', { cause })));
+  }
+
+  async close(): Promise<void> {
+    this.client.close();
+  }
+}

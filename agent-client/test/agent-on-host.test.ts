@@ -1,0 +1,131 @@
+/**
+ * The real agent (dist/agent/main.js) run on the host in its test mode (HULL_AGENT_SOCKET: a unix socket instead of
+ * the serial port, no changes to the system), driven through the real agent client. Boot, the serial port and
+ * virtio-fs mounts are covered by the VM integration test.
+ */
+import assert from 'node:assert/strict';
+import { spawn, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { AlreadyExistsError, CancelledError, DeadlineExceededError, InvalidArgumentError, NotImplementedError, UnavailableError } from '../../errors';
+import { AgentService } from '../../protos/agent';
+import { KataAgentClient } from '../client';
+import { classifyAgentError } from '../errors';
+
+const AGENT = path.resolve(__dirname, '..', '..', 'agent', 'main.js');
+
+describe('agent client against the real agent (host test mode)', function () {
+  this.timeout(20_000);
+  let dir: string;
+  let agentProcess: ChildProcess;
+  let client: KataAgentClient;
+  let socket: string;
+
+  beforeEach(async () => {
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'hull-agent-test-'));
+    socket = path.join(dir, 'agent.sock');
+    agentProcess = spawn(process.execPath, [AGENT], { env: { ...process.env, HULL_AGENT_SOCKET: socket }, stdio: ['ignore', 'ignore', 'pipe'] });
+    // The agent is started and dialled at once: dial retries until the socket answers.
+    client = await KataAgentClient.dial({ transport: 'unix', path: socket }, { deadline: Date.now() + 10_000 });
+  });
+
+  afterEach(async () => {
+    await client.close();
+    if (agentProcess.exitCode === null) {
+      agentProcess.kill('SIGKILL');
+      await new Promise((r) => agentProcess.once('exit', r));
+    }
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('answers Health.Check, Version and guest details', async () => {
+    assert.equal(await client.check(), 'serving');
+    assert.equal((await client.version()).agentVersion, '0.1.0');
+    const details = await client.guestDetails();
+    assert.equal(details.kernelRelease, os.release());
+    assert.equal(details.initDaemon, false);
+    assert.deepEqual(details.storageHandlers, ['virtio-fs']);
+    assert.equal(details.transport, 'unix');
+    assert.ok(details.agentReadyMs >= details.agentStartedMs);
+  });
+
+  it('refuses bad sandbox input with INVALID_ARGUMENT, before mounting anything', async () => {
+    const base = { sandboxId: 'sb1', storages: [] };
+    const bad = [
+      { ...base, sandboxId: '../etc' },
+      { ...base, hostname: 'bad_host!' },
+      { ...base, storages: [{ driver: 'virtio-fs', source: 'kataShared', fstype: 'virtiofs', options: [], mountPoint: '/etc' }] },
+      { ...base, storages: [{ driver: 'virtio-fs', source: 'kataShared', fstype: 'virtiofs', options: [], mountPoint: '/run/kata-containers/../../etc' }] },
+      { ...base, storages: [{ driver: 'virtio-fs', source: 'a/b', fstype: 'virtiofs', options: [], mountPoint: '/run/kata-containers/shared/containers' }] },
+      { ...base, storages: [{ driver: 'virtio-fs', source: 'kataShared', fstype: 'virtiofs', options: ['ro,exec'], mountPoint: '/run/kata-containers/shared/containers' }] },
+      { ...base, storages: [{ driver: 'nfs', source: 'x', fstype: 'nfs', options: [], mountPoint: '/run/kata-containers/x' }] },
+      { ...base, kernelModules: [{ name: 'evil; rm -rf /', parameters: [] }] },
+    ];
+    for (const spec of bad) await assert.rejects(client.createSandbox(spec), InvalidArgumentError, JSON.stringify(spec));
+  });
+
+  it('creates one sandbox: a second CreateSandbox is ALREADY_EXISTS', async () => {
+    await client.createSandbox({ sandboxId: 'sb1', storages: [] });
+    await assert.rejects(client.createSandbox({ sandboxId: 'sb2', storages: [] }), AlreadyExistsError);
+  });
+
+  it('reads only regular files below the shared folder', async () => {
+    await assert.rejects(client.readSharedFile('/etc/passwd'), InvalidArgumentError);
+    await assert.rejects(client.readSharedFile('/run/kata-containers/shared/../../../etc/passwd'), InvalidArgumentError);
+  });
+
+  it('answers UNIMPLEMENTED for what later issues add', async () => {
+    const raw = (client as unknown as { client: { call: (d: unknown, r: unknown) => Promise<unknown> } }).client;
+    await assert.rejects(raw.call(AgentService.CreateContainer, {}).catch((e: unknown) => Promise.reject(classifyAgentError(e, 'CreateContainer'))), NotImplementedError);
+  });
+
+  it('DestroySandbox ends the agent (in the guest: a power-off)', async () => {
+    await client.createSandbox({ sandboxId: 'sb1', storages: [] });
+    const exited = new Promise<number | null>((r) => agentProcess.once('exit', (code) => r(code)));
+    await client.destroySandbox();
+    assert.equal(await exited, 0);
+    await assert.rejects(client.check(), UnavailableError);
+  });
+});
+
+describe('agent client dialling', function () {
+  this.timeout(10_000);
+  let dir: string;
+  beforeEach(() => (dir = fs.mkdtempSync(path.join(os.tmpdir(), 'hull-dial-test-'))));
+  afterEach(() => fs.rmSync(dir, { recursive: true, force: true }));
+
+  it('gives up at the boot deadline when nothing listens', async () => {
+    const t0 = Date.now();
+    await assert.rejects(KataAgentClient.dial({ transport: 'serial', path: path.join(dir, 'missing.sock') }, { deadline: Date.now() + 300 }), DeadlineExceededError);
+    assert.ok(Date.now() - t0 < 2000);
+  });
+
+  it('gives up at the boot deadline when the channel accepts but no agent answers (a guest that never boots)', async () => {
+    const sock = path.join(dir, 'silent.sock');
+    const held: net.Socket[] = [];
+    const server = net.createServer((s) => held.push(s)).listen(sock);
+    await new Promise((r) => server.once('listening', r));
+    try {
+      await assert.rejects(KataAgentClient.dial({ transport: 'serial', path: sock }, { deadline: Date.now() + 500, probeIntervalMs: 100 }), DeadlineExceededError);
+    } finally {
+      held.forEach((s) => s.destroy());
+      server.close();
+    }
+  });
+
+  it('stops at once with the abort reason (the VM exited)', async () => {
+    const controller = new AbortController();
+    const dial = KataAgentClient.dial({ transport: 'serial', path: path.join(dir, 'missing.sock') }, { deadline: Date.now() + 60_000, signal: controller.signal });
+    setTimeout(() => controller.abort(new UnavailableError('qemu exited with code 1')), 100);
+    await assert.rejects(dial, (e: Error) => e instanceof UnavailableError && /qemu exited/.test(e.message));
+    const c2 = new AbortController();
+    c2.abort();
+    await assert.rejects(KataAgentClient.dial({ transport: 'serial', path: path.join(dir, 'missing.sock') }, { deadline: Date.now() + 1000, signal: c2.signal }), CancelledError);
+  });
+
+  it('says plainly that vsock is not implemented yet', async () => {
+    await assert.rejects(KataAgentClient.dial({ transport: 'vsock', cid: 3, port: 1024 }, { deadline: Date.now() + 1000 }), NotImplementedError);
+  });
+});

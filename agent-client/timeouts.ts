@@ -1,0 +1,26 @@
+/**
+ * Per-method deadlines for agent calls. The long polls (WaitProcess, ReadStdout, ReadStderr, GetOOMEvent) have
+ * none: they return when there is something to say. Defaults are generous because a guest under TCG emulation is
+ * an order of magnitude slower than under KVM.
+ */
+export const NO_DEADLINE = 0;
+
+export const DEFAULT_TIMEOUT_MS = 60_000;
+
+export const AGENT_TIMEOUTS_MS: Readonly<Record<string, number>> = {
+  WaitProcess: NO_DEADLINE,
+  ReadStdout: NO_DEADLINE,
+  ReadStderr: NO_DEADLINE,
+  GetOOMEvent: NO_DEADLINE,
+  Check: 10_000,
+  Version: 10_000,
+  GetGuestDetails: 10_000,
+  GuestInfo: 10_000,
+  SetGuestDateTime: 10_000,
+  DestroySandbox: 30_000,
+  CreateSandbox: 120_000,
+};
+
+export function timeoutFor(method: string): number {
+  return AGENT_TIMEOUTS_MS[method] ?? DEFAULT_TIMEOUT_MS;
+}

@@ -1,0 +1,102 @@
+/**
+ * The guest side of a sandbox: its id, host name and the storages (virtio-fs share, later volumes) mounted for it.
+ * One sandbox per VM; CreateSandbox twice is ALREADY_EXISTS.
+ */
+import fs from 'node:fs';
+import { Code, StatusError } from 'ttrpc-ts';
+import type { grpc } from '../protos/agent';
+import { SHARED_ROOT } from './init';
+import { log } from './log';
+import { mount, run, unmount } from './system';
+import { hostname as validHostname, invalid, moduleName, mountOptions, pathUnder, plainName } from './validate';
+
+interface MountedStorage {
+  driver: string;
+  mountPoint: string;
+}
+
+/** Storage drivers this agent mounts, and the filesystem type each one uses. */
+const STORAGE_DRIVERS: Record<string, string> = { 'virtio-fs': 'virtiofs' };
+
+export class GuestSandbox {
+  private id: string | undefined;
+  private readonly storages: MountedStorage[] = [];
+
+  constructor(private readonly options: { setHostname: boolean } = { setHostname: true }) {}
+
+  get sandboxId(): string | undefined {
+    return this.id;
+  }
+
+  get storageHandlers(): string[] {
+    return Object.keys(STORAGE_DRIVERS);
+  }
+
+  async create(req: grpc.ICreateSandboxRequest): Promise<void> {
+    if (this.id !== undefined) throw new StatusError(Code.ALREADY_EXISTS, `sandbox ${this.id} already exists`);
+    const id = plainName(req.sandboxId ?? '', 'sandbox id');
+    const host = req.hostname ? validHostname(req.hostname) : undefined;
+    const modules = (req.kernelModules ?? []).map((m) => ({ name: moduleName(m.name ?? ''), parameters: (m.parameters ?? []).map(moduleParameter) }));
+    // Validate every storage before mounting any.
+    const storages = (req.storages ?? []).map(checkStorage);
+    for (const d of req.dns ?? []) if (!/^[A-Za-z0-9 .:_-]{1,256}$/.test(d)) throw invalid(`dns entry ${JSON.stringify(d)} is not valid`);
+
+    for (const m of modules) await run('modprobe', [m.name, ...m.parameters]);
+    if (host && this.options.setHostname) fs.writeFileSync('/proc/sys/kernel/hostname', host);
+    try {
+      for (const s of storages) {
+        await mount(s.fstype, s.source, s.mountPoint, s.options);
+        this.storages.push({ driver: s.driver, mountPoint: s.mountPoint });
+      }
+    } catch (err) {
+      await this.unmountAll();
+      throw err;
+    }
+    this.id = id;
+    log.info('sandbox created', { id, storages: this.storages.map((s) => s.mountPoint) });
+  }
+
+  /** Unmounts what the sandbox mounted, newest first. Safe to call twice. */
+  async destroy(): Promise<void> {
+    await this.unmountAll();
+    this.id = undefined;
+  }
+
+  private async unmountAll(): Promise<void> {
+    while (this.storages.length) {
+      const s = this.storages.pop()!;
+      try {
+        await unmount(s.mountPoint);
+      } catch (err) {
+        log.warn('unmount failed', { mountPoint: s.mountPoint, error: (err as Error).message });
+      }
+    }
+  }
+}
+
+interface CheckedStorage {
+  driver: string;
+  fstype: string;
+  source: string;
+  mountPoint: string;
+  options: string[];
+}
+
+function checkStorage(s: grpc.IStorage): CheckedStorage {
+  const driver = s.driver ?? '';
+  const fstype = STORAGE_DRIVERS[driver];
+  if (!fstype) throw new StatusError(Code.INVALID_ARGUMENT, `storage driver ${JSON.stringify(driver)} is not supported (supported: ${Object.keys(STORAGE_DRIVERS).join(', ')})`);
+  if (s.fstype && s.fstype !== fstype) throw invalid(`storage driver ${driver} mounts ${fstype}, not ${s.fstype}`);
+  return {
+    driver,
+    fstype,
+    source: plainName(s.source ?? '', 'virtio-fs tag'),
+    mountPoint: pathUnder(SHARED_ROOT, s.mountPoint ?? '', 'storage mount point'),
+    options: mountOptions(s.options ?? []),
+  };
+}
+
+function moduleParameter(p: string): string {
+  if (!/^[A-Za-z0-9_]{1,64}=[A-Za-z0-9_.,:-]{0,256}$/.test(p)) throw invalid(`kernel module parameter ${JSON.stringify(p)} is not valid`);
+  return p;
+}

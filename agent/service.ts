@@ -1,0 +1,98 @@
+/**
+ * The agent's ttrpc services: Kata's grpc.AgentService (the sandbox part for now; every method not registered
+ * answers UNIMPLEMENTED), grpc.Health, and hull's own hull.agent.v1.Diagnostics.
+ */
+import fs from 'node:fs';
+import os from 'node:os';
+import { Code, StatusError, type Server } from 'ttrpc-ts';
+import { AgentService, HealthService, grpc } from '../protos/agent';
+import { DiagnosticsService } from '../protos/hull';
+import { SHARED_ROOT } from './init';
+import { log } from './log';
+import type { GuestSandbox } from './sandbox';
+import { run } from './system';
+import { realPathUnder } from './validate';
+
+export const AGENT_VERSION = '0.1.0';
+const READ_FILE_LIMIT = 1 << 20;
+
+export interface AgentContext {
+  sandbox: GuestSandbox;
+  transport: string;
+  startedMs: number;
+  readyMs(): number;
+  /** Ends the guest (power-off) once the reply has gone out. */
+  powerOff(): void;
+  isInit: boolean;
+}
+
+export function registerServices(server: Server, ctx: AgentContext): void {
+  server.register(AgentService, {
+    CreateSandbox: async (req) => {
+      await ctx.sandbox.create(req);
+      return {};
+    },
+    DestroySandbox: async () => {
+      await ctx.sandbox.destroy();
+      ctx.powerOff();
+      return {};
+    },
+    GetGuestDetails: (req) => ({
+      memBlockSizeBytes: req.memBlockSize ? memoryBlockSize() : 0,
+      supportMemHotplugProbe: false,
+      agentDetails: {
+        version: AGENT_VERSION,
+        initDaemon: ctx.isInit,
+        deviceHandlers: [],
+        storageHandlers: ctx.sandbox.storageHandlers,
+        supportsSeccomp: false,
+        extraFeatures: [],
+      },
+    }),
+    SetGuestDateTime: async (req) => {
+      const sec = Number(req.Sec ?? 0);
+      if (!Number.isInteger(sec) || sec <= 0) throw new StatusError(Code.INVALID_ARGUMENT, `invalid time ${sec}`);
+      await run('date', ['-u', '-s', `@${sec}`]);
+      return {};
+    },
+  });
+
+  server.register(HealthService, {
+    Check: () => ({ status: grpc.HealthCheckResponse.ServingStatus.SERVING }),
+    Version: () => ({ grpcVersion: 'ttrpc-1.1', agentVersion: AGENT_VERSION }),
+  });
+
+  server.register(DiagnosticsService, {
+    GuestInfo: () => ({
+      kernelRelease: os.release(),
+      agentVersion: AGENT_VERSION,
+      nodeVersion: process.version,
+      agentStartedMs: ctx.startedMs,
+      agentReadyMs: ctx.readyMs(),
+      transport: ctx.transport,
+    }),
+    ReadFile: (req) => {
+      const real = realPathUnder(`${SHARED_ROOT}/shared`, req.path ?? '', 'path');
+      const fd = fs.openSync(real, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
+      try {
+        const stat = fs.fstatSync(fd);
+        if (!stat.isFile()) throw new StatusError(Code.INVALID_ARGUMENT, `${req.path} is not a regular file`);
+        const want = Math.min(req.maxBytes || READ_FILE_LIMIT, READ_FILE_LIMIT, stat.size);
+        const data = Buffer.alloc(want);
+        const n = fs.readSync(fd, data, 0, want, 0);
+        return { data: data.subarray(0, n), size: stat.size };
+      } finally {
+        fs.closeSync(fd);
+      }
+    },
+  });
+  log.info('services registered', { services: server.registry.serviceNames });
+}
+
+function memoryBlockSize(): number {
+  try {
+    return parseInt(fs.readFileSync('/sys/devices/system/memory/block_size_bytes', 'utf8').trim(), 16);
+  } catch {
+    return 0;
+  }
+}

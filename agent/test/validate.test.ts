@@ -1,0 +1,39 @@
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { hostname, mountOptions, pathUnder, plainName, realPathUnder } from '../validate';
+
+describe('agent input validation', () => {
+  it('accepts plain names and refuses path-like ones', () => {
+    assert.equal(plainName('kataShared', 'tag'), 'kataShared');
+    for (const bad of ['', '.', '..', 'a/b', '../x', '-x', 'a b', 'x\0y', 'a'.repeat(200)]) assert.throws(() => plainName(bad, 'tag'), /not a plain name/);
+  });
+
+  it('keeps paths strictly below their root, normalized', () => {
+    assert.equal(pathUnder('/run/k', '/run/k/a/b', 'p'), '/run/k/a/b');
+    for (const bad of ['/run/k', '/run/k/', '/run/kx/a', 'run/k/a', '/run/k/../x', '/run/k//a', '/run/k/./a', '/etc']) {
+      assert.throws(() => pathUnder('/run/k', bad, 'p'), /not/, bad);
+    }
+  });
+
+  it('refuses a path whose symlinks lead outside its root', () => {
+    const root = fs.mkdtempSync(path.join(os.tmpdir(), 'hull-validate-'));
+    try {
+      fs.writeFileSync(path.join(root, 'f'), 'x');
+      fs.symlinkSync('/etc/passwd', path.join(root, 'escape'));
+      fs.symlinkSync('f', path.join(root, 'inside'));
+      assert.equal(realPathUnder(root, path.join(root, 'inside'), 'p'), fs.realpathSync(path.join(root, 'f')));
+      assert.throws(() => realPathUnder(root, path.join(root, 'escape'), 'p'), /resolves outside/);
+    } finally {
+      fs.rmSync(root, { recursive: true, force: true });
+    }
+  });
+
+  it('checks host names and mount options', () => {
+    assert.equal(hostname('pod-1.example'), 'pod-1.example');
+    for (const bad of ['-a', 'a_b', 'a'.repeat(65), 'a..b']) assert.throws(() => hostname(bad));
+    assert.deepEqual(mountOptions(['ro', 'nodev', 'mode=0755']), ['ro', 'nodev', 'mode=0755']);
+    for (const bad of ['ro,exec', 'x-evil', 'mode=07;55', 'context=system_u']) assert.throws(() => mountOptions([bad]), /not allowed/);
+  });
+});
