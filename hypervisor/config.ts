@@ -1,0 +1,164 @@
+/**
+ * VmConfig validation and defaults, and the fixed layout of a VM's state folder. Shapes are InvalidArgumentError
+ * (a caller bug); missing host files are FailedPreconditionError with the command that makes them.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { FailedPreconditionError, InvalidArgumentError } from '../errors';
+import { DEFAULT_QEMU_PATH, DEFAULT_VIRTIOFSD_PATH, type Accel, type AgentTransport, type VmConfig } from './types';
+
+export const ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,75}$/;
+export const MIN_MEMORY_MIB = 64;
+/** 4 TiB; anything QEMU itself rejects above the host's limits surfaces as its own start error. */
+export const MAX_MEMORY_MIB = 4 * 1024 * 1024;
+export const MAX_VCPUS = 255;
+/** sun_path is 108 bytes with its NUL. */
+const MAX_SOCKET_PATH = 107;
+
+/** Everything the driver keeps in stateDir. */
+export interface VmPaths {
+  stateDir: string;
+  qmpSocket: string;
+  agentSocket: string;
+  virtiofsdSocket: string;
+  consoleLog: string;
+  qemuPidFile: string;
+  virtiofsdPidFile: string;
+}
+
+export function vmPaths(stateDir: string): VmPaths {
+  return {
+    stateDir,
+    qmpSocket: path.join(stateDir, 'qmp.sock'),
+    agentSocket: path.join(stateDir, 'agent.sock'),
+    virtiofsdSocket: path.join(stateDir, 'virtiofsd.sock'),
+    consoleLog: path.join(stateDir, 'console.log'),
+    qemuPidFile: path.join(stateDir, 'qemu.pid'),
+    virtiofsdPidFile: path.join(stateDir, 'virtiofsd.pid'),
+  };
+}
+
+/** VmConfig with defaults applied and every value checked. */
+export interface ResolvedConfig {
+  id: string;
+  kernel: string;
+  initrd: string;
+  image: string;
+  vcpus: number;
+  memoryMiB: number;
+  accel: 'auto' | Accel;
+  agentTransport: 'auto' | AgentTransport;
+  sharedDir: string | undefined;
+  kernelParams: string[];
+  qemuPath: string;
+  virtiofsdPath: string;
+  debug: boolean;
+  paths: VmPaths;
+}
+
+/** What validation asks the filesystem (injectable for tests). */
+export interface FileProbe {
+  kind(p: string): 'file' | 'dir' | 'other' | 'missing';
+  executable(p: string): boolean;
+}
+
+export const realFileProbe: FileProbe = {
+  kind: (p) => {
+    try {
+      const st = fs.statSync(p);
+      return st.isFile() ? 'file' : st.isDirectory() ? 'dir' : 'other';
+    } catch {
+      return 'missing';
+    }
+  },
+  executable: (p) => {
+    try {
+      fs.accessSync(p, fs.constants.X_OK);
+      return fs.statSync(p).isFile();
+    } catch {
+      return false;
+    }
+  },
+};
+
+/** A value that will sit inside QEMU's (or virtiofsd's) comma-separated option syntax. */
+export function checkOptionValue(what: string, value: string): string {
+  if (value.length === 0) throw new InvalidArgumentError(`${what} is empty`);
+  if (value.includes(',')) throw new InvalidArgumentError(`${what} ${JSON.stringify(value)} contains a comma, which QEMU's option syntax cannot take`);
+  // eslint-disable-next-line no-control-regex
+  if (/[\u0000-\u001f\u007f]/.test(value)) throw new InvalidArgumentError(`${what} ${JSON.stringify(value)} contains a control character`);
+  return value;
+}
+
+function checkAbsolutePath(what: string, value: unknown): string {
+  if (typeof value !== 'string' || !path.isAbsolute(value)) {
+    throw new InvalidArgumentError(`${what} must be an absolute path, got ${JSON.stringify(value)}`);
+  }
+  return checkOptionValue(what, path.normalize(value));
+}
+
+function checkInteger(what: string, value: unknown, min: number, max: number): number {
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max) {
+    throw new InvalidArgumentError(`${what} must be an integer in [${min}, ${max}], got ${JSON.stringify(value)}`);
+  }
+  return value;
+}
+
+function checkEnum<T extends string>(what: string, value: unknown, allowed: readonly T[]): T {
+  if (!allowed.includes(value as T)) throw new InvalidArgumentError(`${what} must be one of ${allowed.join(', ')}, got ${JSON.stringify(value)}`);
+  return value as T;
+}
+
+/** Validate and apply defaults. Throws InvalidArgumentError for bad values, FailedPreconditionError for missing files. */
+export function resolveConfig(cfg: VmConfig, files: FileProbe = realFileProbe): ResolvedConfig {
+  if (typeof cfg.id !== 'string' || !ID_PATTERN.test(cfg.id)) {
+    throw new InvalidArgumentError(`sandbox id ${JSON.stringify(cfg.id)} does not match ${String(ID_PATTERN)}`);
+  }
+  const stateDir = checkAbsolutePath('stateDir', cfg.stateDir);
+  const paths = vmPaths(stateDir);
+  const longest = [paths.qmpSocket, paths.agentSocket, paths.virtiofsdSocket].reduce((a, b) => (Buffer.byteLength(b) > Buffer.byteLength(a) ? b : a));
+  if (Buffer.byteLength(longest) > MAX_SOCKET_PATH) {
+    throw new InvalidArgumentError(`stateDir ${stateDir} is too long: socket path ${longest} exceeds ${MAX_SOCKET_PATH} bytes`);
+  }
+  const kernelParams = cfg.kernelParams ?? [];
+  if (!Array.isArray(kernelParams)) throw new InvalidArgumentError('kernelParams must be an array of words');
+  for (const word of kernelParams) {
+    // eslint-disable-next-line no-control-regex
+    if (typeof word !== 'string' || word.length === 0 || /[\s\u0000-\u001f\u007f]/.test(word)) {
+      throw new InvalidArgumentError(`kernel parameter ${JSON.stringify(word)} must be one non-empty word without whitespace`);
+    }
+  }
+  const resolved: ResolvedConfig = {
+    id: cfg.id,
+    kernel: checkAbsolutePath('kernel', cfg.kernel),
+    initrd: checkAbsolutePath('initrd', cfg.initrd),
+    image: checkAbsolutePath('image', cfg.image),
+    vcpus: checkInteger('vcpus', cfg.vcpus, 1, MAX_VCPUS),
+    memoryMiB: checkInteger('memoryMiB', cfg.memoryMiB, MIN_MEMORY_MIB, MAX_MEMORY_MIB),
+    accel: checkEnum('accel', cfg.accel, ['auto', 'kvm', 'tcg'] as const),
+    agentTransport: checkEnum('agentTransport', cfg.agentTransport, ['auto', 'vsock', 'serial'] as const),
+    sharedDir: cfg.sharedDir === undefined ? undefined : checkAbsolutePath('sharedDir', cfg.sharedDir),
+    kernelParams: [...kernelParams],
+    qemuPath: checkAbsolutePath('qemuPath', cfg.qemuPath ?? DEFAULT_QEMU_PATH),
+    virtiofsdPath: checkAbsolutePath('virtiofsdPath', cfg.virtiofsdPath ?? DEFAULT_VIRTIOFSD_PATH),
+    debug: cfg.debug === true,
+    paths,
+  };
+
+  for (const [what, p] of [['guest kernel', resolved.kernel], ['guest initrd', resolved.initrd], ['guest root image', resolved.image]] as const) {
+    const kind = files.kind(p);
+    if (kind !== 'file') {
+      throw new FailedPreconditionError(`${what} ${p} ${kind === 'missing' ? 'does not exist' : 'is not a regular file'}: run \`make guest\``);
+    }
+  }
+  if (!files.executable(resolved.qemuPath)) {
+    throw new FailedPreconditionError(`QEMU ${resolved.qemuPath} is not an executable file: run \`make deps\` (Debian package qemu-system-x86)`);
+  }
+  if (resolved.sharedDir !== undefined) {
+    if (files.kind(resolved.sharedDir) !== 'dir') throw new FailedPreconditionError(`sharedDir ${resolved.sharedDir} is not a directory`);
+    if (!files.executable(resolved.virtiofsdPath)) {
+      throw new FailedPreconditionError(`virtiofsd ${resolved.virtiofsdPath} is not an executable file: run \`make deps\` (Debian package qemu-system-x86)`);
+    }
+  }
+  return resolved;
+}

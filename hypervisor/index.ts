@@ -1,0 +1,7 @@
+/** hypervisor/: the Hypervisor contract and its QEMU driver. Core imports from here only. */
+export * from './types';
+export { QemuHypervisor, type QemuHypervisorOptions, type StartTimings } from './qemu/qemu';
+export { chooseAccel, chooseTransport, cidCandidates, realHostProbe, type Choice, type HostProbe } from './accel';
+export { resolveConfig, vmPaths, ID_PATTERN, type FileProbe, type ResolvedConfig, type VmPaths } from './config';
+export { QmpClient, type QmpEvent, type QmpStatus, type ShutdownEvent } from './qemu/qmp';
+export { probeSandboxMode, type SandboxMode } from './virtiofsd';

@@ -1,0 +1,135 @@
+/**
+ * Pure QEMU argv builders: each option group is a small function returning its argv words, and buildQemuArgv()
+ * strings them together. No I/O, no shell: the argv goes straight to spawn(). Every value that lands inside QEMU's
+ * comma-separated option syntax goes through checkOptionValue (a comma would smuggle in another option).
+ */
+import { InvalidArgumentError } from '../../errors';
+import { checkOptionValue } from '../config';
+import { AGENT_SERIAL_NAME, GUEST_SHARE_TAG, type Accel, type AgentTransport } from '../types';
+
+/** The guest kernel words hull always passes; kernelParams come after them (so they win). */
+export const BASE_KERNEL_PARAMS: readonly string[] = Object.freeze(['console=ttyS0', 'panic=-1', 'quiet']);
+/** id of the memory backend, of the agent and fs chardevs. */
+export const MEMORY_BACKEND_ID = 'mem';
+
+export type AgentChannel = { transport: 'serial'; socketPath: string } | { transport: 'vsock'; cid: number };
+
+export interface QemuCmdline {
+  id: string;
+  accel: Accel;
+  vcpus: number;
+  memoryMiB: number;
+  kernel: string;
+  initrd: string;
+  image: string;
+  kernelParams: readonly string[];
+  debug: boolean;
+  agent: AgentChannel;
+  /** virtiofsd's vhost-user socket; absent = no virtio-fs device. */
+  virtiofsSocket?: string;
+  consoleLog: string;
+  qmpSocket: string;
+  pidFile: string;
+}
+
+/** q35 with the accelerator and the shared memory backend as guest RAM; `-cpu max` under TCG, `host` under KVM. */
+export function machineArgs(accel: Accel): string[] {
+  return ['-machine', `q35,accel=${accel},memory-backend=${MEMORY_BACKEND_ID}`, '-cpu', accel === 'kvm' ? 'host' : 'max'];
+}
+
+/** No default devices, no config files, no display, and a guest reboot ends QEMU (with panic=-1: a panic does). */
+export function baseArgs(): string[] {
+  return ['-nodefaults', '-no-user-config', '-nographic', '-no-reboot'];
+}
+
+export function nameArgs(id: string): string[] {
+  return ['-name', checkOptionValue('sandbox id', `hull-${id}`)];
+}
+
+/**
+ * vCPUs and RAM. Guest RAM is a shared memfd (share=on) so that vhost-user devices (virtiofsd) can map it; a
+ * private anonymous RAM would make virtio-fs fail.
+ */
+export function cpuMemoryArgs(vcpus: number, memoryMiB: number): string[] {
+  if (!Number.isInteger(vcpus) || vcpus < 1) throw new InvalidArgumentError(`vcpus ${vcpus} must be a positive integer`);
+  if (!Number.isInteger(memoryMiB) || memoryMiB < 1) throw new InvalidArgumentError(`memoryMiB ${memoryMiB} must be a positive integer`);
+  return [
+    '-smp', String(vcpus),
+    '-m', `${memoryMiB}M`,
+    '-object', `memory-backend-memfd,id=${MEMORY_BACKEND_ID},size=${memoryMiB}M,share=on`,
+  ];
+}
+
+/** The guest kernel command line: BASE_KERNEL_PARAMS (minus `quiet` when debugging), the agent transport, extras. */
+export function kernelCommandLine(transport: AgentTransport, extra: readonly string[], debug: boolean): string {
+  const base = debug ? BASE_KERNEL_PARAMS.filter((w) => w !== 'quiet') : BASE_KERNEL_PARAMS;
+  for (const word of extra) {
+    if (word.length === 0 || /\s/.test(word)) throw new InvalidArgumentError(`kernel parameter ${JSON.stringify(word)} must be one word`);
+  }
+  return [...base, `hull.agent=${transport}`, ...extra].join(' ');
+}
+
+export function kernelArgs(kernel: string, initrd: string, append: string): string[] {
+  return ['-kernel', checkOptionValue('kernel', kernel), '-initrd', checkOptionValue('initrd', initrd), '-append', append];
+}
+
+/** The guest image as a read-only raw virtio-blk disk (/dev/vda). */
+export function rootDiskArgs(image: string): string[] {
+  return [
+    '-drive', `file=${checkOptionValue('image', image)},if=none,id=rootfs,format=raw,readonly=on`,
+    '-device', 'virtio-blk-pci,drive=rootfs',
+  ];
+}
+
+/** The agent's channel: a virtio-serial port backed by a unix socket QEMU listens on, or a vhost-vsock device. */
+export function agentArgs(agent: AgentChannel): string[] {
+  if (agent.transport === 'vsock') {
+    if (!Number.isInteger(agent.cid) || agent.cid < 3 || agent.cid >= 0xffffffff) {
+      throw new InvalidArgumentError(`guest CID ${agent.cid} is not in [3, 2^32-2]`);
+    }
+    return ['-device', `vhost-vsock-pci,guest-cid=${agent.cid}`];
+  }
+  return [
+    '-device', 'virtio-serial-pci',
+    '-chardev', `socket,id=agent,path=${checkOptionValue('agent socket', agent.socketPath)},server=on,wait=off`,
+    '-device', `virtserialport,chardev=agent,name=${AGENT_SERIAL_NAME}`,
+  ];
+}
+
+/** virtio-fs: QEMU connects to virtiofsd's vhost-user socket (virtiofsd must already listen). */
+export function virtiofsArgs(socketPath: string): string[] {
+  return [
+    '-chardev', `socket,id=fs,path=${checkOptionValue('virtiofsd socket', socketPath)}`,
+    '-device', `vhost-user-fs-pci,chardev=fs,tag=${GUEST_SHARE_TAG}`,
+  ];
+}
+
+/** ttyS0 written to a file (QEMU appends nothing else to it). */
+export function consoleArgs(logPath: string): string[] {
+  return ['-chardev', `file,id=console,path=${checkOptionValue('console log', logPath)}`, '-serial', 'chardev:console'];
+}
+
+export function qmpArgs(socketPath: string): string[] {
+  return ['-qmp', `unix:${checkOptionValue('QMP socket', socketPath)},server=on,wait=off`];
+}
+
+export function pidfileArgs(pidFile: string): string[] {
+  return ['-pidfile', checkOptionValue('pid file', pidFile)];
+}
+
+/** The whole argv (without argv[0]). */
+export function buildQemuArgv(c: QemuCmdline): string[] {
+  return [
+    ...nameArgs(c.id),
+    ...machineArgs(c.accel),
+    ...baseArgs(),
+    ...cpuMemoryArgs(c.vcpus, c.memoryMiB),
+    ...kernelArgs(c.kernel, c.initrd, kernelCommandLine(c.agent.transport, c.kernelParams, c.debug)),
+    ...rootDiskArgs(c.image),
+    ...agentArgs(c.agent),
+    ...(c.virtiofsSocket === undefined ? [] : virtiofsArgs(c.virtiofsSocket)),
+    ...consoleArgs(c.consoleLog),
+    ...qmpArgs(c.qmpSocket),
+    ...pidfileArgs(c.pidFile),
+  ];
+}

@@ -1,0 +1,426 @@
+/**
+ * QemuHypervisor: the lifecycle of one sandbox VM. The handle holds all mutable state in one private object
+ * (`#s`) and runs lifecycle operations one at a time under a mutex; wait() and the exit path never take it, and
+ * stop() first aborts a start in progress so that it never waits behind a slow boot.
+ *
+ * It is the one owner of its child processes (QEMU and virtiofsd). A QEMU exit is recorded by exactly one code
+ * path (#recordExit), whether it happens during start, after stop() or by itself (guest panic, crash). Nothing is
+ * left behind: a failed start kills what it started and removes the sockets; cleanup() removes stateDir.
+ *
+ *   new --prepare--> prepared --start--> starting --> running <--pause/resume--> paused
+ *   starting/running/paused --(stop | QEMU exits)--> stopped --cleanup--> cleaned
+ */
+import fs from 'node:fs';
+import { FailedPreconditionError, InternalError, NotImplementedError, UnavailableError, CancelledError } from '../../errors';
+import { CID_ATTEMPTS, chooseAccel, chooseTransport, cidCandidates, isCidInUse, realHostProbe, type HostProbe } from '../accel';
+import { realFileProbe, resolveConfig, type FileProbe, type ResolvedConfig } from '../config';
+import { OwnedProcess } from '../process';
+import { AGENT_VSOCK_PORT, NOOP_LOGGER, type Accel, type AgentAddress, type AgentTransport, type Device, type Hypervisor, type Logger, type VmConfig, type VmExit } from '../types';
+import { Mutex, abortError, readTailLines, sleep } from '../util';
+import { Virtiofsd, probeSandboxMode, type SandboxMode } from '../virtiofsd';
+import { buildQemuArgv } from './cmdline';
+import { QmpClient } from './qmp';
+
+export interface QemuHypervisorOptions {
+  logger?: Logger;
+  /** Host capability probe (accel, vsock); injectable for tests. */
+  hostProbe?: HostProbe;
+  fileProbe?: FileProbe;
+  /** virtiofsd sandbox: 'auto' probes namespace and falls back to chroot. */
+  virtiofsdSandbox?: 'auto' | SandboxMode;
+  /** Graceful stop: how long after QMP quit before SIGTERM, and after SIGTERM before SIGKILL. */
+  quitTimeoutMs?: number;
+  termTimeoutMs?: number;
+  /** How long to wait for the exit after SIGKILL before reporting an InternalError. */
+  killTimeoutMs?: number;
+  qmpCommandTimeoutMs?: number;
+}
+
+type Phase = 'new' | 'prepared' | 'starting' | 'running' | 'paused' | 'stopping' | 'stopped' | 'cleaned';
+
+/** What start() measured. */
+export interface StartTimings {
+  virtiofsdReadyMs?: number;
+  /** QEMU spawn -> QMP negotiated and query-status says running. */
+  qmpReadyMs?: number;
+  virtiofsdSandbox?: SandboxMode;
+  /** Choosing the sandbox mode (the probe runs once per process; later VMs reuse its answer). */
+  sandboxProbeMs?: number;
+}
+
+/** All mutable state, in one place. */
+interface State {
+  phase: Phase;
+  cfg?: ResolvedConfig;
+  accel?: Accel;
+  transport?: AgentTransport;
+  cid?: number;
+  argv?: string[];
+  qemu?: OwnedProcess;
+  qmp?: QmpClient;
+  virtiofsd?: Virtiofsd;
+  /** stop() was requested (or start aborted): the exit is expected. */
+  stopRequested: boolean;
+  startAbort?: AbortController;
+  exit?: VmExit;
+  /** Settles when the exit is recorded and virtiofsd is stopped; set once a QEMU exit is being recorded. */
+  exitDone?: Promise<void>;
+  timings: StartTimings;
+}
+
+export class QemuHypervisor implements Hypervisor {
+  readonly #s: State = { phase: 'new', stopRequested: false, timings: {} };
+  readonly #lock = new Mutex();
+  readonly #log: Logger;
+  readonly #opts: Required<Omit<QemuHypervisorOptions, 'logger'>>;
+  readonly #exitWaiters: Array<(e: VmExit) => void> = [];
+
+  constructor(opts: QemuHypervisorOptions = {}) {
+    this.#log = opts.logger ?? NOOP_LOGGER;
+    this.#opts = {
+      hostProbe: opts.hostProbe ?? realHostProbe,
+      fileProbe: opts.fileProbe ?? realFileProbe,
+      virtiofsdSandbox: opts.virtiofsdSandbox ?? 'auto',
+      quitTimeoutMs: opts.quitTimeoutMs ?? 5000,
+      termTimeoutMs: opts.termTimeoutMs ?? 3000,
+      killTimeoutMs: opts.killTimeoutMs ?? 5000,
+      qmpCommandTimeoutMs: opts.qmpCommandTimeoutMs ?? 10_000,
+    };
+  }
+
+  // ---- VM manager -------------------------------------------------------------------------------------------
+
+  async prepare(cfg: VmConfig): Promise<void> {
+    return this.#lock.run(async () => {
+      this.#expect('prepare', ['new']);
+      const c = resolveConfig(cfg, this.#opts.fileProbe);
+      const accel = chooseAccel(c.accel, this.#opts.hostProbe);
+      const transport = chooseTransport(c.agentTransport, this.#opts.hostProbe);
+      this.#log.info({ id: c.id, accel: accel.value, why: accel.reason }, `accel: ${accel.value}`);
+      this.#log.info({ id: c.id, transport: transport.value, why: transport.reason }, `agent transport: ${transport.value}`);
+      fs.mkdirSync(c.paths.stateDir, { recursive: true, mode: 0o700 });
+      // Leftovers of an earlier run with the same folder would confuse the socket waits.
+      for (const p of [c.paths.qmpSocket, c.paths.agentSocket, c.paths.virtiofsdSocket, c.paths.consoleLog, c.paths.qemuPidFile, c.paths.virtiofsdPidFile]) {
+        fs.rmSync(p, { force: true });
+      }
+      Object.assign(this.#s, { cfg: c, accel: accel.value, transport: transport.value });
+      if (transport.value === 'vsock') this.#s.cid = cidCandidates(c.id).next().value as number;
+      this.#s.argv = this.#buildArgv();
+      this.#s.phase = 'prepared';
+      this.#log.debug({ id: c.id, argv: this.#s.argv }, 'qemu command line');
+    });
+  }
+
+  async start(signal: AbortSignal): Promise<void> {
+    return this.#lock.run(async () => {
+      this.#expect('start', ['prepared']);
+      if (signal.aborted) throw abortError(signal, 'start vm');
+      const ac = new AbortController();
+      this.#s.startAbort = ac;
+      this.#s.phase = 'starting';
+      try {
+        await this.#boot(AbortSignal.any([signal, ac.signal]));
+        this.#s.phase = 'running';
+      } catch (err) {
+        await this.#teardownFailedStart();
+        throw err;
+      } finally {
+        this.#s.startAbort = undefined;
+      }
+    });
+  }
+
+  async stop(opts: { force: boolean }): Promise<void> {
+    this.#s.stopRequested = true;
+    this.#s.startAbort?.abort(new CancelledError('start vm: stop requested'));
+    return this.#lock.run(async () => {
+      const s = this.#s;
+      if (s.phase === 'new' || s.phase === 'prepared') {
+        // Never started: there is nothing to stop, and nothing will ever start (a VM starts once).
+        s.phase = 'stopped';
+        this.#resolveExit({ code: null, signal: null, expected: true, stderrTail: '', consoleTail: [] });
+        return;
+      }
+      const qemu = s.qemu;
+      if (s.phase === 'running' || s.phase === 'paused') {
+        s.phase = 'stopping';
+        if (qemu) await this.#terminate(qemu, opts.force);
+      }
+      if (qemu) await this.#recordExit(qemu);
+      if (s.phase === 'stopping') s.phase = 'stopped';
+    });
+  }
+
+  wait(): Promise<VmExit> {
+    if (this.#s.exit) return Promise.resolve(this.#s.exit);
+    return new Promise((resolve) => this.#exitWaiters.push(resolve));
+  }
+
+  async pause(): Promise<void> {
+    return this.#lock.run(async () => {
+      this.#expect('pause', ['running']);
+      await this.#qmp().stop();
+      this.#s.phase = 'paused';
+    });
+  }
+
+  async resume(): Promise<void> {
+    return this.#lock.run(async () => {
+      this.#expect('resume', ['paused']);
+      await this.#qmp().cont();
+      this.#s.phase = 'running';
+    });
+  }
+
+  /** QMP query-status, for diagnostics and tests. */
+  async queryStatus(): Promise<{ status: string; running: boolean }> {
+    return this.#qmp().queryStatus();
+  }
+
+  /** Any QMP command (diagnostics now, device hotplug later). UnavailableError when QEMU is not running. */
+  async qmpExecute<T = unknown>(command: string, args?: Record<string, unknown>): Promise<T> {
+    return this.#qmp().execute<T>(command, args);
+  }
+
+  async cleanup(): Promise<void> {
+    return this.#lock.run(async () => {
+      const s = this.#s;
+      if (s.phase === 'cleaned' || s.phase === 'new') return;
+      if (s.qemu?.alive) throw new FailedPreconditionError(`cleanup: QEMU (pid ${s.qemu.pid}) is still running; stop it first`);
+      if (s.qemu) await this.#recordExit(s.qemu);
+      await s.virtiofsd?.stop(0);
+      if (s.cfg) fs.rmSync(s.cfg.paths.stateDir, { recursive: true, force: true });
+      s.phase = 'cleaned';
+      // Cleaned up without ever running: nothing will run now, so no waiter may hang.
+      this.#resolveExit({ code: null, signal: null, expected: true, stderrTail: '', consoleTail: [] });
+    });
+  }
+
+  // ---- device manager ---------------------------------------------------------------------------------------
+
+  async addDevice(d: Device): Promise<Device> {
+    throw new NotImplementedError(`addDevice(${d.kind}): device hotplug is not implemented yet`);
+  }
+
+  // ---- utilities --------------------------------------------------------------------------------------------
+
+  agentAddress(): AgentAddress {
+    const { cfg, transport, cid } = this.#prepared('agentAddress');
+    if (transport === 'vsock') return { transport: 'vsock', cid: cid ?? 0, port: AGENT_VSOCK_PORT };
+    return { transport: 'serial', path: cfg.paths.agentSocket };
+  }
+  consoleLogPath(): string {
+    return this.#prepared('consoleLogPath').cfg.paths.consoleLog;
+  }
+  pid(): number | undefined {
+    return this.#s.qemu?.alive ? this.#s.qemu.pid : undefined;
+  }
+  virtiofsdPid(): number | undefined {
+    return this.#s.virtiofsd?.pid;
+  }
+  accel(): Accel {
+    return this.#prepared('accel').accel;
+  }
+  /** The argv QEMU is (or will be) started with, without argv[0]. */
+  argv(): string[] {
+    return [...(this.#prepared('argv').argv ?? [])];
+  }
+  timings(): StartTimings {
+    return { ...this.#s.timings };
+  }
+
+  // ---- internals --------------------------------------------------------------------------------------------
+
+  #expect(op: string, phases: Phase[]): void {
+    if (!phases.includes(this.#s.phase)) throw new FailedPreconditionError(`cannot ${op} a VM in state ${this.#s.phase}`);
+  }
+
+  #prepared(op: string): State & { cfg: ResolvedConfig; accel: Accel; transport: AgentTransport } {
+    const s = this.#s;
+    if (!s.cfg || !s.accel || !s.transport) throw new FailedPreconditionError(`${op}: the VM is not prepared`);
+    return s as State & { cfg: ResolvedConfig; accel: Accel; transport: AgentTransport };
+  }
+
+  #qmp(): QmpClient {
+    const qmp = this.#s.qmp;
+    if (!qmp || qmp.closed) throw new UnavailableError('QMP is not connected (QEMU is not running)');
+    return qmp;
+  }
+
+  #buildArgv(): string[] {
+    const { cfg: c, accel, transport, cid } = this.#prepared('build argv');
+    return buildQemuArgv({
+      id: c.id,
+      accel,
+      vcpus: c.vcpus,
+      memoryMiB: c.memoryMiB,
+      kernel: c.kernel,
+      initrd: c.initrd,
+      image: c.image,
+      kernelParams: c.kernelParams,
+      debug: c.debug,
+      agent: transport === 'vsock' ? { transport, cid: cid ?? 0 } : { transport, socketPath: c.paths.agentSocket },
+      ...(c.sharedDir === undefined ? {} : { virtiofsSocket: c.paths.virtiofsdSocket }),
+      consoleLog: c.paths.consoleLog,
+      qmpSocket: c.paths.qmpSocket,
+      pidFile: c.paths.qemuPidFile,
+    });
+  }
+
+  /** virtiofsd (if sharing), then QEMU until QMP says running; retries another CID when vsock's is taken. */
+  async #boot(signal: AbortSignal): Promise<void> {
+    const s = this.#prepared('start');
+    const c = s.cfg;
+    if (c.sharedDir !== undefined) {
+      let sandbox = this.#opts.virtiofsdSandbox;
+      if (sandbox === 'auto') {
+        const t0 = performance.now();
+        const choice = await probeSandboxMode(c.virtiofsdPath, c.paths.stateDir, this.#log);
+        s.timings.sandboxProbeMs = performance.now() - t0;
+        this.#log.info({ id: c.id, sandbox: choice.value, why: choice.reason }, `virtiofsd sandbox: ${choice.value}`);
+        sandbox = choice.value;
+      }
+      s.virtiofsd = await Virtiofsd.start(
+        { binary: c.virtiofsdPath, socketPath: c.paths.virtiofsdSocket, sharedDir: c.sharedDir, sandbox, debug: c.debug }, signal, this.#log);
+      fs.writeFileSync(c.paths.virtiofsdPidFile, `${s.virtiofsd.process.pid}\n`);
+      s.timings.virtiofsdReadyMs = s.virtiofsd.readyMs;
+      s.timings.virtiofsdSandbox = sandbox;
+    }
+    const cids = s.transport === 'vsock' ? cidCandidates(c.id) : undefined;
+    cids?.next(); // the first candidate is already in the argv
+    for (let attempt = 1; ; attempt++) {
+      fs.rmSync(c.paths.qmpSocket, { force: true }); // a failed attempt's socket would only be refused
+      const qemu = OwnedProcess.spawn(c.qemuPath, s.argv ?? [], { name: 'qemu', logger: this.#log });
+      s.qemu = qemu;
+      this.#log.info({ id: c.id, pid: qemu.pid, accel: s.accel, attempt }, 'qemu started');
+      try {
+        await this.#waitReady(qemu, signal);
+      } catch (err) {
+        if (qemu.exit && cids && attempt < CID_ATTEMPTS && isCidInUse(qemu.stderrTail())) {
+          this.#log.warn({ id: c.id, cid: s.cid }, 'guest CID in use, trying another');
+          s.cid = cids.next().value as number;
+          s.argv = this.#buildArgv();
+          s.qemu = undefined;
+          continue;
+        }
+        throw err;
+      }
+      void qemu.exited.then(() => this.#recordExit(qemu)).catch((err: unknown) => {
+        this.#log.error({ id: c.id, err: String(err) }, 'recording the QEMU exit failed');
+      });
+      return;
+    }
+  }
+
+  /** Connect QMP (retrying until the socket appears) and wait for status running; QEMU exiting ends the wait. */
+  async #waitReady(qemu: OwnedProcess, signal: AbortSignal): Promise<void> {
+    const c = this.#prepared('start').cfg;
+    const exited = new AbortController();
+    void qemu.exited.then(() => exited.abort(new UnavailableError('QEMU exited during start')));
+    const until = AbortSignal.any([signal, exited.signal]);
+    try {
+      const qmp = await QmpClient.connect(c.paths.qmpSocket, {
+        signal: until, retryIntervalMs: 5, commandTimeoutMs: this.#opts.qmpCommandTimeoutMs, logger: this.#log,
+      });
+      this.#s.qmp = qmp;
+      qmp.onShutdown((e) => this.#log.info({ id: c.id, ...e }, 'QEMU reports SHUTDOWN'));
+      qmp.onStop(() => this.#log.debug({ id: c.id }, 'QEMU reports STOP'));
+      qmp.onResume(() => this.#log.debug({ id: c.id }, 'QEMU reports RESUME'));
+      for (;;) {
+        const st = await qmp.queryStatus();
+        if (st.running) break;
+        if (['shutdown', 'guest-panicked', 'internal-error', 'io-error'].includes(st.status)) {
+          throw new UnavailableError(`VM is ${st.status} during start`);
+        }
+        await sleep(10, until);
+      }
+      this.#s.timings.qmpReadyMs = performance.now() - qemu.spawnedAt;
+      this.#log.info({ id: c.id, pid: qemu.pid, qmpReadyMs: Math.round(this.#s.timings.qmpReadyMs) }, 'VM running');
+    } catch (err) {
+      if (signal.aborted && !qemu.exit) throw abortError(signal, 'start vm');
+      // A QMP failure (connection reset, handshake error) usually means QEMU is on its way out: give it a moment,
+      // so that the error says why in QEMU's words rather than as a socket error.
+      if (!qemu.exit && !(await qemu.waitExit(1000))) throw err;
+      await qemu.exited;
+      const e = qemu.exit;
+      const how = e?.error ? `could not be spawned: ${e.error.message}` : e?.signal ? `was killed by ${e.signal}` : `exited with code ${e?.code}`;
+      const consoleTail = await readTailLines(c.paths.consoleLog, 10);
+      throw new UnavailableError(
+        `QEMU ${how} during start; stderr: ${qemu.stderrTail().trim() || '(empty)'}` +
+          (consoleTail.length ? `; last console lines:\n${consoleTail.join('\n')}` : '; console: (empty)'),
+        { cause: e?.error ?? err });
+    }
+  }
+
+  /** Undo a start that failed or was aborted: QEMU, virtiofsd, sockets. The exit (if QEMU ran) is recorded. */
+  async #teardownFailedStart(): Promise<void> {
+    const s = this.#s;
+    const qemu = s.qemu;
+    // If QEMU is still alive, we are the ones ending it (abort, deadline, failed handshake): an expected exit.
+    // If it already exited on its own, that exit was not asked for.
+    if (qemu?.alive || s.startAbort?.signal.aborted) s.stopRequested = true;
+    if (qemu) {
+      await this.#kill(qemu);
+      await this.#recordExit(qemu);
+    } else {
+      await s.virtiofsd?.stop(0);
+      this.#resolveExit({ code: null, signal: null, expected: s.stopRequested, stderrTail: '', consoleTail: [] });
+    }
+    const p = s.cfg?.paths;
+    if (p) for (const f of [p.qmpSocket, p.agentSocket, p.virtiofsdSocket, p.virtiofsdPidFile]) fs.rmSync(f, { force: true });
+    s.phase = 'stopped';
+  }
+
+  /** Graceful: QMP quit, then SIGTERM, then SIGKILL, each bounded. force: SIGKILL at once. */
+  async #terminate(qemu: OwnedProcess, force: boolean): Promise<void> {
+    if (!force) {
+      const qmp = this.#s.qmp;
+      if (qmp && !qmp.closed) {
+        await qmp.quit({ timeoutMs: this.#opts.quitTimeoutMs }).catch((err: unknown) => {
+          this.#log.warn({ pid: qemu.pid, err: String(err) }, 'QMP quit failed');
+        });
+      }
+      if (await qemu.waitExit(this.#opts.quitTimeoutMs)) return;
+      this.#log.warn({ pid: qemu.pid }, 'QEMU still running after QMP quit; sending SIGTERM');
+      if (qemu.signal('SIGTERM') && (await qemu.waitExit(this.#opts.termTimeoutMs))) return;
+      this.#log.warn({ pid: qemu.pid }, 'QEMU still running after SIGTERM; sending SIGKILL');
+    }
+    await this.#kill(qemu);
+  }
+
+  async #kill(qemu: OwnedProcess): Promise<void> {
+    await qemu.kill(this.#opts.killTimeoutMs);
+    if (qemu.alive) throw new InternalError(`QEMU pid ${qemu.pid} did not exit within ${this.#opts.killTimeoutMs} ms of SIGKILL`);
+  }
+
+  /** The one place a QEMU exit becomes a VmExit. Also closes QMP and stops virtiofsd. Runs once. */
+  #recordExit(qemu: OwnedProcess): Promise<void> {
+    const s = this.#s;
+    s.exitDone ??= (async () => {
+      const e = await qemu.exited;
+      s.qmp?.close();
+      const c = s.cfg;
+      const exit: VmExit = {
+        code: e.code,
+        signal: e.signal,
+        expected: s.stopRequested,
+        stderrTail: qemu.stderrTail(),
+        consoleTail: c ? await readTailLines(c.paths.consoleLog) : [],
+      };
+      const fields = { id: c?.id, pid: qemu.pid, code: exit.code, signal: exit.signal, expected: exit.expected };
+      if (exit.expected) this.#log.info(fields, 'QEMU exited');
+      else this.#log.warn({ ...fields, stderrTail: exit.stderrTail, consoleTail: exit.consoleTail.slice(-10) }, 'QEMU exited unexpectedly');
+      await s.virtiofsd?.stop(1000).catch((err: unknown) => this.#log.error({ err: String(err) }, 'stopping virtiofsd failed'));
+      if (c) for (const f of [c.paths.qmpSocket, c.paths.agentSocket, c.paths.virtiofsdSocket, c.paths.virtiofsdPidFile]) fs.rmSync(f, { force: true });
+      if (s.phase === 'running' || s.phase === 'paused') s.phase = 'stopped';
+      this.#resolveExit(exit);
+    })();
+    return s.exitDone;
+  }
+
+  #resolveExit(exit: VmExit): void {
+    if (this.#s.exit) return;
+    this.#s.exit = exit;
+    for (const w of this.#exitWaiters.splice(0)) w(exit);
+  }
+}

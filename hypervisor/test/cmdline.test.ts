@@ -1,0 +1,97 @@
+import assert from 'node:assert/strict';
+import { InvalidArgumentError } from '../../errors';
+import { BASE_KERNEL_PARAMS, agentArgs, buildQemuArgv, kernelCommandLine, rootDiskArgs, type QemuCmdline } from '../qemu/cmdline';
+
+const S = '/run/hull/vm/pod1';
+const base: QemuCmdline = {
+  id: 'pod1',
+  accel: 'tcg',
+  vcpus: 2,
+  memoryMiB: 512,
+  kernel: '/opt/hull/guest/vmlinuz',
+  initrd: '/opt/hull/guest/initrd.img',
+  image: '/opt/hull/guest/rootfs.img',
+  kernelParams: [],
+  debug: false,
+  agent: { transport: 'serial', socketPath: `${S}/agent.sock` },
+  consoleLog: `${S}/console.log`,
+  qmpSocket: `${S}/qmp.sock`,
+  pidFile: `${S}/qemu.pid`,
+};
+
+describe('hypervisor/qemu/cmdline', () => {
+  it('TCG + serial agent + virtio-fs (golden)', () => {
+    const argv = buildQemuArgv({ ...base, virtiofsSocket: `${S}/virtiofsd.sock`, kernelParams: ['agent.log=debug'] });
+    assert.deepEqual(argv, [
+      '-name', 'hull-pod1',
+      '-machine', 'q35,accel=tcg,memory-backend=mem',
+      '-cpu', 'max',
+      '-nodefaults', '-no-user-config', '-nographic', '-no-reboot',
+      '-smp', '2',
+      '-m', '512M',
+      '-object', 'memory-backend-memfd,id=mem,size=512M,share=on',
+      '-kernel', '/opt/hull/guest/vmlinuz',
+      '-initrd', '/opt/hull/guest/initrd.img',
+      '-append', 'console=ttyS0 panic=-1 quiet hull.agent=serial agent.log=debug',
+      '-drive', 'file=/opt/hull/guest/rootfs.img,if=none,id=rootfs,format=raw,readonly=on',
+      '-device', 'virtio-blk-pci,drive=rootfs',
+      '-device', 'virtio-serial-pci',
+      '-chardev', 'socket,id=agent,path=/run/hull/vm/pod1/agent.sock,server=on,wait=off',
+      '-device', 'virtserialport,chardev=agent,name=agent.channel.0',
+      '-chardev', 'socket,id=fs,path=/run/hull/vm/pod1/virtiofsd.sock',
+      '-device', 'vhost-user-fs-pci,chardev=fs,tag=kataShared',
+      '-chardev', 'file,id=console,path=/run/hull/vm/pod1/console.log',
+      '-serial', 'chardev:console',
+      '-qmp', 'unix:/run/hull/vm/pod1/qmp.sock,server=on,wait=off',
+      '-pidfile', '/run/hull/vm/pod1/qemu.pid',
+    ]);
+  });
+
+  it('KVM + vsock agent (golden)', () => {
+    const argv = buildQemuArgv({ ...base, accel: 'kvm', vcpus: 1, memoryMiB: 2048, agent: { transport: 'vsock', cid: 1234 } });
+    assert.deepEqual(argv, [
+      '-name', 'hull-pod1',
+      '-machine', 'q35,accel=kvm,memory-backend=mem',
+      '-cpu', 'host',
+      '-nodefaults', '-no-user-config', '-nographic', '-no-reboot',
+      '-smp', '1',
+      '-m', '2048M',
+      '-object', 'memory-backend-memfd,id=mem,size=2048M,share=on',
+      '-kernel', '/opt/hull/guest/vmlinuz',
+      '-initrd', '/opt/hull/guest/initrd.img',
+      '-append', 'console=ttyS0 panic=-1 quiet hull.agent=vsock',
+      '-drive', 'file=/opt/hull/guest/rootfs.img,if=none,id=rootfs,format=raw,readonly=on',
+      '-device', 'virtio-blk-pci,drive=rootfs',
+      '-device', 'vhost-vsock-pci,guest-cid=1234',
+      '-chardev', 'file,id=console,path=/run/hull/vm/pod1/console.log',
+      '-serial', 'chardev:console',
+      '-qmp', 'unix:/run/hull/vm/pod1/qmp.sock,server=on,wait=off',
+      '-pidfile', '/run/hull/vm/pod1/qemu.pid',
+    ]);
+  });
+
+  it('no share: no vhost-user-fs device and no fs chardev', () => {
+    const argv = buildQemuArgv(base);
+    assert.ok(!argv.some((w) => w.includes('vhost-user-fs') || w.startsWith('socket,id=fs')));
+    assert.equal(argv.filter((w) => w === '-device').length, 3); // blk, virtio-serial, port
+  });
+
+  it('debug drops quiet; base params come first so extras win', () => {
+    assert.equal(kernelCommandLine('serial', ['panic=5'], true), 'console=ttyS0 panic=-1 hull.agent=serial panic=5');
+    assert.deepEqual([...BASE_KERNEL_PARAMS], ['console=ttyS0', 'panic=-1', 'quiet']);
+    assert.throws(() => kernelCommandLine('serial', ['a b'], false), InvalidArgumentError);
+  });
+
+  it('rejects commas and control characters in values that go into option syntax', () => {
+    assert.throws(() => rootDiskArgs('/img,format=qcow2'), (e: Error) => e instanceof InvalidArgumentError && /comma/.test(e.message));
+    assert.throws(() => buildQemuArgv({ ...base, consoleLog: '/tmp/a,b' }), InvalidArgumentError);
+    assert.throws(() => buildQemuArgv({ ...base, qmpSocket: '/tmp/q\nmp' }), InvalidArgumentError);
+    assert.throws(() => buildQemuArgv({ ...base, virtiofsSocket: '/x,server=on' }), InvalidArgumentError);
+    assert.throws(() => buildQemuArgv({ ...base, kernel: '/k,x' }), InvalidArgumentError);
+  });
+
+  it('rejects reserved or out-of-range guest CIDs', () => {
+    for (const cid of [0, 1, 2, 0xffffffff, 1.5]) assert.throws(() => agentArgs({ transport: 'vsock', cid }), InvalidArgumentError);
+    assert.deepEqual(agentArgs({ transport: 'vsock', cid: 3 }), ['-device', 'vhost-vsock-pci,guest-cid=3']);
+  });
+});

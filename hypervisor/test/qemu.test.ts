@@ -1,0 +1,201 @@
+/** QemuHypervisor's lifecycle against a fake QEMU (fake-qemu.ts): fast, and able to misbehave on demand. */
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import {
+  CancelledError, DeadlineExceededError, FailedPreconditionError, NotImplementedError, UnavailableError,
+} from '../../errors';
+import { VHOST_VSOCK_DEVICE, cidCandidates, type HostProbe } from '../accel';
+import { QemuHypervisor, type QemuHypervisorOptions } from '../qemu/qemu';
+import type { Logger, VmConfig } from '../types';
+import { pidExists } from '../util';
+import { writeFakeQemu } from './fake-qemu';
+
+const noKvmNoVsock: HostProbe = { exists: () => false, openReadWrite: () => false };
+const vsockHost: HostProbe = { exists: (p) => p === VHOST_VSOCK_DEVICE, openReadWrite: () => false };
+
+function recordingLogger(): Logger & { lines: Array<{ level: string; msg: string; obj: object }> } {
+  const lines: Array<{ level: string; msg: string; obj: object }> = [];
+  const at = (level: string) => (obj: object, msg: string): void => { lines.push({ level, msg, obj }); };
+  return { lines, info: at('info'), warn: at('warn'), debug: at('debug'), error: at('error') };
+}
+
+describe('hypervisor/qemu/qemu (fake QEMU)', function () {
+  this.timeout(20_000);
+  let dir: string;
+  let cfg: VmConfig;
+  let vms: QemuHypervisor[] = [];
+
+  const make = (opts: QemuHypervisorOptions = {}): QemuHypervisor => {
+    const vm = new QemuHypervisor({ hostProbe: noKvmNoVsock, quitTimeoutMs: 2000, termTimeoutMs: 2000, ...opts });
+    vms.push(vm);
+    return vm;
+  };
+  const withMode = (...modes: string[]): VmConfig => ({ ...cfg, kernelParams: modes.map((m) => `fake.mode=${m}`) });
+
+  beforeEach(() => {
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'hull-qemu-'));
+    for (const f of ['vmlinuz', 'initrd.img', 'rootfs.img']) fs.writeFileSync(path.join(dir, f), '');
+    cfg = {
+      id: 'pod-1', stateDir: path.join(dir, 'state'), kernel: path.join(dir, 'vmlinuz'), initrd: path.join(dir, 'initrd.img'),
+      image: path.join(dir, 'rootfs.img'), vcpus: 1, memoryMiB: 128, accel: 'auto', agentTransport: 'auto', qemuPath: writeFakeQemu(dir),
+    };
+  });
+  afterEach(async () => {
+    for (const vm of vms) {
+      await vm.stop({ force: true }).catch(() => undefined);
+      await vm.cleanup().catch(() => undefined);
+    }
+    vms = [];
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('prepare -> start -> pause/resume -> graceful stop -> cleanup, with every waiter told once', async () => {
+    const log = recordingLogger();
+    const vm = make({ logger: log });
+    await vm.prepare(cfg);
+    assert.equal(vm.accel(), 'tcg');
+    assert.deepEqual(vm.agentAddress(), { transport: 'serial', path: path.join(cfg.stateDir, 'agent.sock') });
+    assert.equal(vm.consoleLogPath(), path.join(cfg.stateDir, 'console.log'));
+    assert.ok(log.lines.some((l) => l.msg === 'accel: tcg' && /does not exist/.test((l.obj as { why: string }).why)));
+    const early = vm.wait();
+    await vm.start(AbortSignal.timeout(10_000));
+    const pid = vm.pid()!;
+    assert.ok(pid > 0 && pidExists(pid));
+    assert.ok((vm.timings().qmpReadyMs ?? 0) > 0);
+    await vm.pause();
+    assert.equal((await vm.queryStatus()).status, 'paused');
+    await assert.rejects(vm.pause(), FailedPreconditionError);
+    await vm.resume();
+    assert.equal((await vm.queryStatus()).status, 'running');
+    await assert.rejects(vm.cleanup(), FailedPreconditionError);
+
+    await vm.stop({ force: false });
+    const exit = await early;
+    assert.deepEqual({ code: exit.code, signal: exit.signal, expected: exit.expected }, { code: 0, signal: null, expected: true });
+    assert.ok(exit.consoleTail.some((l) => l.includes('fake qemu booting hull-pod-1')));
+    assert.equal(await vm.wait(), exit);
+    assert.equal(vm.pid(), undefined);
+    assert.equal(pidExists(pid), false);
+    assert.equal(fs.existsSync(path.join(cfg.stateDir, 'qmp.sock')), false);
+    await vm.stop({ force: false }); // idempotent
+    await vm.cleanup();
+    assert.equal(fs.existsSync(cfg.stateDir), false);
+    await vm.cleanup();
+  });
+
+  it('QEMU exiting during start is an UnavailableError with its stderr and console lines; nothing is left', async () => {
+    const vm = make();
+    await vm.prepare(withMode('exit-early'));
+    await assert.rejects(vm.start(AbortSignal.timeout(10_000)), (e: Error) => {
+      assert.ok(e instanceof UnavailableError, String(e));
+      assert.match(e.message, /exited with code 1/);
+      assert.match(e.message, /fake failure for the test/);
+      assert.match(e.message, /Kernel panic - not syncing/);
+      return true;
+    });
+    const exit = await vm.wait();
+    assert.equal(exit.code, 1);
+    assert.equal(exit.expected, false);
+    assert.match(exit.stderrTail, /fake failure/);
+    assert.equal(vm.pid(), undefined);
+    assert.deepEqual(fs.readdirSync(cfg.stateDir).sort(), ['console.log']);
+    await assert.rejects(vm.start(AbortSignal.timeout(1000)), FailedPreconditionError); // a VM starts once
+  });
+
+  it('a boot that never reaches QMP: the deadline kills QEMU (DeadlineExceededError), an abort too (CancelledError)', async () => {
+    const a = make();
+    await a.prepare(withMode('no-qmp'));
+    await assert.rejects(a.start(AbortSignal.timeout(300)), DeadlineExceededError);
+    const ea = await a.wait();
+    assert.equal(ea.signal, 'SIGKILL');
+    assert.equal(ea.expected, true);
+
+    const b = make();
+    await b.prepare({ ...withMode('no-qmp'), id: 'pod-2', stateDir: path.join(dir, 'state2') });
+    const ac = new AbortController();
+    setTimeout(() => ac.abort(), 200);
+    await assert.rejects(b.start(ac.signal), CancelledError);
+    assert.equal((await b.wait()).signal, 'SIGKILL');
+  });
+
+  it('stop() during a start aborts it instead of waiting behind it', async () => {
+    const vm = make();
+    await vm.prepare(withMode('no-qmp'));
+    const starting = vm.start(AbortSignal.timeout(60_000));
+    await new Promise((r) => setTimeout(r, 200));
+    const t0 = performance.now();
+    await vm.stop({ force: false });
+    assert.ok(performance.now() - t0 < 5000);
+    await assert.rejects(starting, CancelledError);
+    assert.equal((await vm.wait()).expected, true);
+  });
+
+  it('graceful stop escalates to SIGKILL when QEMU ignores quit and SIGTERM', async () => {
+    const log = recordingLogger();
+    const vm = make({ logger: log, quitTimeoutMs: 200, termTimeoutMs: 200 });
+    await vm.prepare(withMode('stubborn'));
+    await vm.start(AbortSignal.timeout(10_000));
+    await vm.stop({ force: false });
+    const exit = await vm.wait();
+    assert.equal(exit.signal, 'SIGKILL');
+    assert.ok(log.lines.some((l) => /after SIGTERM; sending SIGKILL/.test(l.msg)));
+  });
+
+  it('force stop sends SIGKILL at once', async () => {
+    const vm = make();
+    await vm.prepare(cfg);
+    await vm.start(AbortSignal.timeout(10_000));
+    await vm.stop({ force: true });
+    assert.equal((await vm.wait()).signal, 'SIGKILL');
+  });
+
+  it('an exit nobody asked for is recorded once as unexpected, and the VM is stopped', async () => {
+    const vm = make();
+    await vm.prepare(withMode('crash-after=300'));
+    await vm.start(AbortSignal.timeout(10_000));
+    const [a, b] = await Promise.all([vm.wait(), vm.wait()]);
+    assert.equal(a, b);
+    assert.deepEqual({ code: a.code, expected: a.expected }, { code: 3, expected: false });
+    assert.ok(a.consoleTail.includes('fake: crashing'));
+    await assert.rejects(vm.pause(), FailedPreconditionError);
+    await vm.stop({ force: false });
+    assert.equal((await vm.wait()).expected, false);
+  });
+
+  it('vsock: retries with another guest CID when QEMU says the first is taken', async () => {
+    const log = recordingLogger();
+    const first = cidCandidates(cfg.id).next().value as number;
+    const vm = make({ hostProbe: vsockHost, logger: log });
+    await vm.prepare(withMode(`cid-busy=${first}`));
+    assert.deepEqual(vm.agentAddress(), { transport: 'vsock', cid: first, port: 1024 });
+    await vm.start(AbortSignal.timeout(10_000));
+    const addr = vm.agentAddress();
+    assert.ok(addr.transport === 'vsock' && addr.cid !== first && addr.port === 1024);
+    assert.ok(vm.argv().includes(`vhost-vsock-pci,guest-cid=${addr.cid}`));
+    assert.ok(log.lines.some((l) => l.msg === 'guest CID in use, trying another'));
+  });
+
+  it('refuses operations out of order; addDevice is not implemented yet', async () => {
+    const vm = make();
+    await assert.rejects(vm.start(AbortSignal.timeout(1000)), FailedPreconditionError);
+    assert.throws(() => vm.agentAddress(), FailedPreconditionError);
+    assert.throws(() => vm.accel(), FailedPreconditionError);
+    await assert.rejects(vm.pause(), FailedPreconditionError);
+    await assert.rejects(vm.addDevice({ kind: 'block', id: 'd', hostPath: '/dev/null', readOnly: true }), NotImplementedError);
+    await vm.prepare(cfg);
+    await assert.rejects(vm.prepare(cfg), FailedPreconditionError);
+    await assert.rejects(vm.resume(), FailedPreconditionError);
+  });
+
+  it('stop before start resolves wait() and prevents a later start', async () => {
+    const vm = make();
+    await vm.prepare(cfg);
+    await vm.stop({ force: false });
+    assert.deepEqual(await vm.wait(), { code: null, signal: null, expected: true, stderrTail: '', consoleTail: [] });
+    await assert.rejects(vm.start(AbortSignal.timeout(1000)), FailedPreconditionError);
+    await vm.cleanup();
+    assert.equal(fs.existsSync(cfg.stateDir), false);
+  });
+});

@@ -1,0 +1,114 @@
+/**
+ * The contract core depends on: a `Hypervisor` runs one sandbox's VM. Core never sees QEMU, QMP or virtiofsd; it
+ * sees this interface (and tests it through a fake). Grouped as in Kata's runtime-rs `Hypervisor` trait: VM manager
+ * (prepare, start, stop, wait, pause, resume), device manager (addDevice) and utilities (agentAddress, pids, ...).
+ */
+
+export type Accel = 'kvm' | 'tcg';
+
+export interface VmConfig {
+  /** Sandbox id, validated: /^[A-Za-z0-9][A-Za-z0-9_.-]{0,75}$/ */
+  id: string;
+  /** Per-VM folder the driver owns (created by prepare, removed by cleanup): sockets, console log, pid files. */
+  stateDir: string;
+  /** Absolute paths to guest/out/{vmlinuz,initrd.img,rootfs.img}. */
+  kernel: string;
+  initrd: string;
+  image: string;
+  vcpus: number;
+  memoryMiB: number;
+  /** auto = detect (KVM only where it really runs a stock guest kernel; see accel.ts). */
+  accel: 'auto' | Accel;
+  /** auto = vsock when /dev/vhost-vsock exists, else serial. */
+  agentTransport: 'auto' | 'vsock' | 'serial';
+  /** Host folder exported to the guest with virtiofsd (tag GUEST_SHARE_TAG); absent = no virtio-fs. */
+  sharedDir?: string;
+  /** Extra kernel command line words, appended after the base ones (so they win). */
+  kernelParams?: string[];
+  /** Defaults DEFAULT_QEMU_PATH, DEFAULT_VIRTIOFSD_PATH. */
+  qemuPath?: string;
+  virtiofsdPath?: string;
+  /** Verbose guest kernel (no `quiet`) and virtiofsd debug logging. */
+  debug?: boolean;
+}
+
+export type AgentTransport = 'vsock' | 'serial';
+
+export type AgentAddress = { transport: 'serial'; path: string } | { transport: 'vsock'; cid: number; port: number };
+
+export interface VmExit {
+  /** QEMU's exit code, or null when a signal ended it (or it never started). */
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  /** True when stop() had been requested before QEMU exited. */
+  expected: boolean;
+  /** The last few KiB QEMU wrote to stderr. */
+  stderrTail: string;
+  /** The last lines of the guest console (ttyS0). */
+  consoleTail: string[];
+}
+
+/**
+ * A device to add to the VM. A placeholder for hotplug (a later issue): the shapes core will hand over, each
+ * returned filled in with where the guest sees it.
+ */
+export type Device =
+  | { kind: 'block'; id: string; hostPath: string; readOnly: boolean; /** filled in: guest PCI path */ pciPath?: string }
+  | { kind: 'network'; id: string; tapName: string; mac: string; /** filled in: guest PCI path */ pciPath?: string };
+
+export interface Hypervisor {
+  /**
+   * Validate the config (a missing kernel/initrd/image is a FailedPreconditionError naming the file and saying "run
+   * `make guest`"), choose accel and agent transport (logging which and why), create stateDir, build the argv.
+   */
+  prepare(cfg: VmConfig): Promise<void>;
+  /**
+   * Start virtiofsd (with sharedDir) then QEMU; resolves when QMP reports the VM running. QEMU exiting early is an
+   * UnavailableError carrying QEMU's stderr tail and the last console lines. Aborting kills everything and rejects
+   * with CancelledError (or DeadlineExceededError when the signal's reason is a timeout).
+   */
+  start(signal: AbortSignal): Promise<void>;
+  /** Graceful: QMP quit, wait, SIGTERM, wait, SIGKILL. force: SIGKILL at once. Also stops virtiofsd. Idempotent. */
+  stop(opts: { force: boolean }): Promise<void>;
+  /** Resolves when QEMU has exited (any number of callers, before or after the exit). */
+  wait(): Promise<VmExit>;
+  /** QMP stop / cont. */
+  pause(): Promise<void>;
+  resume(): Promise<void>;
+  /** NotImplementedError for now (hotplug comes later). */
+  addDevice(d: Device): Promise<Device>;
+  /** serial: the unix socket QEMU serves for the agent's virtio-serial port; vsock: guest CID + AGENT_VSOCK_PORT. */
+  agentAddress(): AgentAddress;
+  consoleLogPath(): string;
+  /** QEMU's pid while it runs. */
+  pid(): number | undefined;
+  virtiofsdPid(): number | undefined;
+  accel(): Accel;
+  /** After exit: remove stateDir (sockets, logs). Idempotent. */
+  cleanup(): Promise<void>;
+}
+
+/** Structured logger (pino-compatible subset). */
+export interface Logger {
+  info(obj: object, msg: string): void;
+  warn(obj: object, msg: string): void;
+  debug(obj: object, msg: string): void;
+  error(obj: object, msg: string): void;
+}
+
+export const NOOP_LOGGER: Logger = Object.freeze({
+  info: () => undefined,
+  warn: () => undefined,
+  debug: () => undefined,
+  error: () => undefined,
+});
+
+/** virtio-fs tag the guest mounts (Kata's name, so the agent's Storage handler works unchanged). */
+export const GUEST_SHARE_TAG = 'kataShared';
+/** The port the agent listens on over vsock (Kata's). */
+export const AGENT_VSOCK_PORT = 1024;
+/** The virtio-serial port name the agent opens (/dev/virtio-ports/agent.channel.0) when vsock is unavailable. */
+export const AGENT_SERIAL_NAME = 'agent.channel.0';
+
+export const DEFAULT_QEMU_PATH = '/usr/bin/qemu-system-x86_64';
+export const DEFAULT_VIRTIOFSD_PATH = '/usr/lib/qemu/virtiofsd';
