@@ -1,6 +1,7 @@
 /**
  * hull's guest agent. Inside the VM it runs as init (PID 1): it mounts the kernel filesystems and loads modules,
- * finds the agent channel the host chose (`hull.agent=serial|vsock` on the kernel command line) and serves Kata's
+ * finds the agent channel the host chose (`hull.agent=serial|vsock` on the kernel command line; the serial port's
+ * name can be changed with `hull.agent_port=NAME`) and serves Kata's
  * agent API over ttrpc on it. With HULL_AGENT_SOCKET set it instead serves on that unix socket and touches nothing
  * of the system (how the agent's own tests run it on the host).
  */
@@ -13,7 +14,6 @@ import { GuestSandbox } from './sandbox';
 import { registerServices } from './service';
 import { BUSYBOX, kernelParams, uptimeMs } from './system';
 
-const startedMs = uptimeMs();
 const SERIAL_PORT_NAME = 'agent.channel.0';
 const isInit = process.pid === 1;
 const testSocket = process.env.HULL_AGENT_SOCKET;
@@ -31,6 +31,8 @@ function powerOff(code = 0): void {
 
 async function main(): Promise<void> {
   if (isInit && !testSocket) await initGuest();
+  // Guest uptime when node started (what precedes it is kernel and initramfs): /proc is mounted only now.
+  const startedMs = Math.round(uptimeMs() - process.uptime() * 1000);
   const transport = testSocket ? 'unix' : (kernelParams().get('hull.agent') ?? 'serial');
   const server = new Server({
     onError: (err, where) => {
@@ -51,7 +53,8 @@ async function main(): Promise<void> {
   if (testSocket) {
     await server.listen(testSocket);
   } else if (transport === 'serial') {
-    const device = await waitForSerialPort(SERIAL_PORT_NAME, 30_000);
+    const portName = kernelParams().get('hull.agent_port') ?? SERIAL_PORT_NAME;
+    const device = await waitForSerialPort(portName, 30_000);
     new SerialPortListener(device, (stream) => server.serveStream(stream)).start();
   } else {
     throw new Error(`agent transport ${JSON.stringify(transport)} is not supported by this agent (supported: serial)`);

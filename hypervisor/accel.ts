@@ -4,7 +4,7 @@
  */
 import crypto from 'node:crypto';
 import fs from 'node:fs';
-import { FailedPreconditionError } from '../errors';
+import { FailedPreconditionError, NotImplementedError } from '../errors';
 import type { Accel, AgentTransport } from './types';
 
 export const KVM_DEVICE = '/dev/kvm';
@@ -62,19 +62,34 @@ export function chooseAccel(requested: 'auto' | Accel, probe: HostProbe = realHo
   return { value: 'kvm', reason: `${KVM_DEVICE} opens read-write and kvm_pvm is not loaded; using KVM` };
 }
 
-/** 'auto' = vsock when /dev/vhost-vsock exists, else a virtio-serial port. 'vsock' without the device fails. */
-export function chooseTransport(requested: 'auto' | AgentTransport, probe: HostProbe = realHostProbe): Choice<AgentTransport> {
+/**
+ * Whether hull's agent and agent client speak vsock. The QEMU side (vhost-vsock-pci, CID allocation) is built, but
+ * Node has no AF_VSOCK sockets; until the agent channel has them, every VM uses the virtio-serial port.
+ */
+export const VSOCK_AGENT_CHANNEL_IMPLEMENTED = false;
+
+/**
+ * 'auto' = vsock when /dev/vhost-vsock exists and hull's agent channel speaks vsock, else a virtio-serial port.
+ * 'vsock' without the device, or before the agent channel speaks it, fails with the reason.
+ */
+export function chooseTransport(
+  requested: 'auto' | AgentTransport,
+  probe: HostProbe = realHostProbe,
+  vsockImplemented: boolean = VSOCK_AGENT_CHANNEL_IMPLEMENTED,
+): Choice<AgentTransport> {
   const vsock = probe.exists(VHOST_VSOCK_DEVICE);
   if (requested === 'serial') return { value: 'serial', reason: 'configured: agentTransport=serial' };
   if (requested === 'vsock') {
+    if (!vsockImplemented) throw new NotImplementedError('agentTransport=vsock: the vsock agent channel is not implemented yet; use "serial" or "auto"');
     if (!vsock) {
       throw new FailedPreconditionError(`agentTransport=vsock is configured but ${VHOST_VSOCK_DEVICE} does not exist (modprobe vhost_vsock)`);
     }
     return { value: 'vsock', reason: 'configured: agentTransport=vsock' };
   }
-  return vsock
+  if (!vsock) return { value: 'serial', reason: `${VHOST_VSOCK_DEVICE} does not exist; using a virtio-serial port` };
+  return vsockImplemented
     ? { value: 'vsock', reason: `${VHOST_VSOCK_DEVICE} exists; using vsock` }
-    : { value: 'serial', reason: `${VHOST_VSOCK_DEVICE} does not exist; using a virtio-serial port` };
+    : { value: 'serial', reason: `${VHOST_VSOCK_DEVICE} exists, but hull's vsock agent channel is not implemented yet; using a virtio-serial port` };
 }
 
 /** CIDs 0-2 are reserved (hypervisor, local, host); 0xFFFFFFFF is VMADDR_CID_ANY. We stay below 2^31 so that no

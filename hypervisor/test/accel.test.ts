@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { FailedPreconditionError } from '../../errors';
+import { FailedPreconditionError, NotImplementedError } from '../../errors';
 import {
   CID_ATTEMPTS, KVM_DEVICE, KVM_PVM_MODULE, MAX_GUEST_CID, MIN_GUEST_CID, VHOST_VSOCK_DEVICE,
   chooseAccel, chooseTransport, cidCandidates, isCidInUse, type HostProbe,
@@ -40,14 +40,18 @@ describe('hypervisor/accel', () => {
   });
 
   describe('chooseTransport', () => {
-    it('auto: vsock when /dev/vhost-vsock exists, else serial', () => {
-      assert.equal(chooseTransport('auto', host([VHOST_VSOCK_DEVICE])).value, 'vsock');
+    it('auto: vsock when /dev/vhost-vsock exists and the agent channel speaks it, else serial', () => {
+      assert.equal(chooseTransport('auto', host([VHOST_VSOCK_DEVICE]), true).value, 'vsock');
+      const pending = chooseTransport('auto', host([VHOST_VSOCK_DEVICE]), false);
+      assert.equal(pending.value, 'serial');
+      assert.match(pending.reason, /not implemented yet/);
       const c = chooseTransport('auto', host([]));
       assert.equal(c.value, 'serial');
       assert.match(c.reason, /does not exist/);
     });
     it('forced vsock without the device is a FailedPreconditionError; forced serial always works', () => {
-      assert.throws(() => chooseTransport('vsock', host([])), FailedPreconditionError);
+      assert.throws(() => chooseTransport('vsock', host([]), true), FailedPreconditionError);
+      assert.throws(() => chooseTransport('vsock', host([VHOST_VSOCK_DEVICE]), false), NotImplementedError);
       assert.equal(chooseTransport('serial', host([VHOST_VSOCK_DEVICE])).value, 'serial');
     });
   });

@@ -167,7 +167,7 @@ describe('hypervisor/qemu/qemu (fake QEMU)', function () {
   it('vsock: retries with another guest CID when QEMU says the first is taken', async () => {
     const log = recordingLogger();
     const first = cidCandidates(cfg.id).next().value as number;
-    const vm = make({ hostProbe: vsockHost, logger: log });
+    const vm = make({ hostProbe: vsockHost, logger: log, vsockAgentChannel: true });
     await vm.prepare(withMode(`cid-busy=${first}`));
     assert.deepEqual(vm.agentAddress(), { transport: 'vsock', cid: first, port: 1024 });
     await vm.start(AbortSignal.timeout(10_000));

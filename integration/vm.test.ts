@@ -1,0 +1,99 @@
+/**
+ * A real VM from the real guest image: QEMU under whatever acceleration this host allows (TCG here), the agent
+ * answering on its channel, a virtio-fs share read back from inside the guest, and nothing left behind.
+ */
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { SandboxVm } from '../core/vm';
+import { DeadlineExceededError, FailedPreconditionError, UnavailableError } from '../errors';
+import { QemuHypervisor } from '../hypervisor';
+import { GUEST_SHARE_TAG, NOOP_LOGGER, type VmConfig } from '../hypervisor/types';
+import { childProcesses, guestArtifacts, mountsContaining } from './lib/guest';
+
+const SHARED_MOUNT = '/run/kata-containers/shared/containers';
+
+describe('a real VM with the agent (QEMU, guest image)', function () {
+  this.timeout(180_000);
+  let dir: string;
+
+  beforeEach(() => {
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'hull-vm-test-'));
+    fs.mkdirSync(path.join(dir, 'shared'));
+  });
+
+  afterEach(() => {
+    assert.deepEqual(childProcesses(process.pid, ['qemu-system-x86_64', 'virtiofsd']), [], 'no QEMU or virtiofsd left running');
+    assert.deepEqual(mountsContaining(dir), [], 'no mount left');
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  function config(overrides: Partial<VmConfig> = {}): VmConfig {
+    const guest = guestArtifacts();
+    return {
+      id: 'vmtest', stateDir: path.join(dir, 'vm'), kernel: guest.kernel, initrd: guest.initrd, image: guest.image,
+      vcpus: 1, memoryMiB: 512, accel: 'auto', agentTransport: 'serial', sharedDir: path.join(dir, 'shared'), ...overrides,
+    };
+  }
+
+  it('boots, answers Health.Check, reports the guest kernel, shares a folder, and powers off cleanly', async () => {
+    const guest = guestArtifacts();
+    const payload = `hello from the host ${Date.now()}\n`;
+    fs.writeFileSync(path.join(dir, 'shared', 'probe.txt'), payload);
+    const hv = new QemuHypervisor({ logger: NOOP_LOGGER });
+    const vm = await SandboxVm.boot(hv, config(), { bootTimeoutMs: 120_000, logger: NOOP_LOGGER });
+    let exitCode: number | null;
+    try {
+      assert.equal(await vm.agent.check(), 'serving');
+      const details = await vm.agent.guestDetails();
+      assert.equal(details.kernelRelease, guest.manifest.kernelRelease, 'the guest kernel, from the image');
+      assert.notEqual(details.kernelRelease, os.release(), 'not the host kernel');
+      assert.equal(details.initDaemon, true, 'the agent is the guest init');
+      assert.equal(details.transport, 'serial');
+
+      await vm.agent.createSandbox({
+        sandboxId: 'vmtest',
+        hostname: 'vmtest',
+        storages: [{ driver: 'virtio-fs', source: GUEST_SHARE_TAG, fstype: 'virtiofs', options: ['nodev'], mountPoint: SHARED_MOUNT }],
+      });
+      const file = await vm.agent.readSharedFile(`${SHARED_MOUNT}/probe.txt`);
+      assert.equal(file.data.toString(), payload, 'the guest reads the host file through virtio-fs');
+      assert.equal(file.size, Buffer.byteLength(payload));
+      fs.symlinkSync('/etc/hostname', path.join(dir, 'shared', 'escape'));
+      await assert.rejects(vm.agent.readSharedFile(`${SHARED_MOUNT}/escape`), 'a symlink in the share does not lead out of it');
+    } finally {
+      const exit = await vm.shutdown({ gracefulMs: 30_000 });
+      exitCode = exit.code;
+    }
+    assert.equal(exitCode, 0, 'the guest powered itself off (DestroySandbox)');
+    assert.equal(fs.existsSync(path.join(dir, 'vm')), false, 'the VM state folder is removed');
+    assert.equal(hv.pid(), undefined);
+  });
+
+  it('names the missing kernel and the make target that builds it', async () => {
+    const hv = new QemuHypervisor({ logger: NOOP_LOGGER });
+    await assert.rejects(SandboxVm.boot(hv, config({ kernel: path.join(dir, 'no-vmlinuz') }), { bootTimeoutMs: 10_000, logger: NOOP_LOGGER }),
+      (e: Error) => e instanceof FailedPreconditionError && e.message.includes(path.join(dir, 'no-vmlinuz')) && e.message.includes('make guest'));
+  });
+
+  it('reports QEMU exiting early with its stderr', async () => {
+    const hv = new QemuHypervisor({ logger: NOOP_LOGGER });
+    const corrupt = path.join(dir, 'corrupt-vmlinuz');
+    fs.writeFileSync(corrupt, Buffer.alloc(4096, 0x5a));
+    await assert.rejects(SandboxVm.boot(hv, config({ kernel: corrupt }), { bootTimeoutMs: 60_000, logger: NOOP_LOGGER }),
+      (e: Error) => e instanceof UnavailableError && /kernel/i.test(e.message));
+    assert.equal(hv.pid(), undefined);
+  });
+
+  it('kills the VM when the agent never answers before the boot deadline', async () => {
+    const hv = new QemuHypervisor({ logger: NOOP_LOGGER });
+    const t0 = Date.now();
+    // The agent waits for a serial port that does not exist, so it never answers.
+    await assert.rejects(SandboxVm.boot(hv, config({ kernelParams: ['hull.agent_port=no.such.port'] }), { bootTimeoutMs: 15_000, logger: NOOP_LOGGER }),
+      (e: Error) => e instanceof DeadlineExceededError && /15000 ms/.test(e.message));
+    assert.ok(Date.now() - t0 < 30_000);
+    assert.equal(hv.pid(), undefined);
+    assert.equal(fs.existsSync(path.join(dir, 'vm')), false);
+  });
+});
