@@ -7,7 +7,7 @@ SHELL := /bin/bash
 APT_PACKAGES := containerd runc qemu-system-x86 qemu-utils linux-image-cloud-amd64 busybox-static crun \
                 e2fsprogs iproute2 util-linux kmod
 MOCHA := node_modules/.bin/mocha --reporter scripts/mocha-summary-reporter.js
-UNIT_TESTS := 'ttrpc/dist/test/**/*.test.js' 'dist/{protos,shim,core,hypervisor,agent-client,fs-share,agent}/test/**/*.test.js'
+UNIT_TESTS := 'ttrpc/dist/test/**/*.test.js' 'dist/{protos,shim,core,hypervisor,agent-client,fs-share,agent,guest}/test/**/*.test.js'
 INTEGRATION_TESTS := 'dist/integration/**/*.test.js'
 
 .PHONY: deps apt-deps npm-deps build protos check-layers lint test test-unit test-integration bench guest install demo clean
@@ -40,17 +40,21 @@ lint: build
 test-unit: build
 	$(MOCHA) --timeout 20000 $(UNIT_TESTS)
 
-test-integration: deps build
+test-integration: deps build guest
 	$(MOCHA) --timeout 300000 --slow 10000 $(INTEGRATION_TESTS)
 
 # One mocha run over both suites, so that its summary covers everything.
-test: deps build lint
+test: deps build lint guest
 	$(MOCHA) --timeout 300000 --slow 10000 $(UNIT_TESTS) $(INTEGRATION_TESTS)
 
-bench: deps build
+bench: deps build guest
 	node dist/bench/run.js
 
-guest install demo:
+# The guest image (guest/out/: vmlinuz, initrd.img, rootfs.img, manifest.json). Rebuilt only when an input changed.
+guest: deps build
+	node dist/guest/build.js
+
+install demo:
 	@echo "make $@: not implemented yet (see the README's feature table)" >&2; exit 1
 
 clean:

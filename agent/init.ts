@@ -25,28 +25,50 @@ const MOUNTS: MountEntry[] = [
   { fstype: 'cgroup2', source: 'cgroup2', target: '/sys/fs/cgroup', options: ['nosuid', 'nodev', 'noexec'] },
 ];
 
-/** Modules loaded at boot: the agent channel (serial or vsock), virtio-fs and overlay for container roots. */
-export const BOOT_MODULES = ['virtio_console', 'vmw_vsock_virtio_transport', 'virtiofs', 'overlay'];
+/**
+ * Modules the agent channel needs before the agent can serve (the serial port's driver), and modules loaded in the
+ * background after it serves (vsock, virtio-fs, overlay): what needs them waits for `modulesReady`.
+ */
+export const CHANNEL_MODULES = ['virtio_console']; // loaded by the initramfs already; modprobe is then a no-op
+export const BACKGROUND_MODULES = ['vmw_vsock_virtio_transport', 'virtiofs', 'overlay'];
 
 export const SHARED_ROOT = '/run/kata-containers';
 export const SHARED_CONTAINERS = `${SHARED_ROOT}/shared/containers`;
 
-export async function initGuest(): Promise<void> {
-  for (const m of MOUNTS) {
-    // /proc is mounted first, so isMountPoint (which reads /proc/self/mountinfo) works for the rest.
-    if (m.target !== '/proc' && isMountPoint(m.target)) continue;
-    if (m.target === '/proc' && fs.existsSync('/proc/self')) continue;
+/** Resolves when the background modules are loaded (or failed to: the failure is logged, not fatal). */
+export let modulesReady: Promise<void> = Promise.resolve();
+
+async function loadModules(modules: string[]): Promise<void> {
+  try {
+    await run('modprobe', ['-a', ...modules]);
+  } catch (err) {
+    // A module missing from the image is reported, not fatal: the feature that needs it fails later, clearly.
+    log.warn('loading kernel modules failed', { modules, error: (err as Error).message });
+  }
+}
+
+async function mountMissing(entries: MountEntry[]): Promise<void> {
+  await Promise.all(entries.map(async (m) => {
+    if (isMountPoint(m.target)) return;
     try {
       await mount(m.fstype, m.source, m.target, m.options);
     } catch (err) {
       log.warn('mount failed', { target: m.target, error: (err as Error).message });
     }
-  }
-  try {
-    await run('modprobe', ['-a', ...BOOT_MODULES]);
-  } catch (err) {
-    // A module missing from the image is reported, not fatal: the feature that needs it fails later, clearly.
-    log.warn('loading kernel modules failed', { modules: BOOT_MODULES, error: (err as Error).message });
-  }
+  }));
+}
+
+/**
+ * Mounts what is missing and loads the channel's module. The initramfs normally hands over /dev, /proc and /sys
+ * already mounted; every spawn saved matters under emulation, so independent mounts run concurrently.
+ */
+export async function initGuest(): Promise<void> {
+  if (!fs.existsSync('/proc/self')) await mount('proc', 'proc', '/proc', ['nosuid', 'nodev', 'noexec']);
+  const first = MOUNTS.filter((m) => ['/sys', '/dev', '/run', '/tmp'].includes(m.target));
+  const second = MOUNTS.filter((m) => ['/dev/pts', '/dev/shm', '/sys/fs/cgroup'].includes(m.target));
+  const channelReady = fs.existsSync('/sys/module/virtio_console') ? Promise.resolve() : loadModules(CHANNEL_MODULES);
+  await Promise.all([mountMissing(first), channelReady]);
+  await mountMissing(second);
   fs.mkdirSync(SHARED_CONTAINERS, { recursive: true, mode: 0o755 });
+  modulesReady = loadModules(BACKGROUND_MODULES);
 }

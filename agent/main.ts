@@ -30,7 +30,9 @@ function powerOff(code = 0): void {
 }
 
 async function main(): Promise<void> {
+  const codeStart = performance.now();
   if (isInit && !testSocket) await initGuest();
+  const initMs = Math.round(performance.now() - codeStart);
   // Guest uptime when node started (what precedes it is kernel and initramfs): /proc is mounted only now.
   const startedMs = Math.round(uptimeMs() - process.uptime() * 1000);
   const transport = testSocket ? 'unix' : (kernelParams().get('hull.agent') ?? 'serial');
@@ -60,7 +62,8 @@ async function main(): Promise<void> {
     throw new Error(`agent transport ${JSON.stringify(transport)} is not supported by this agent (supported: serial)`);
   }
   readyMs = uptimeMs();
-  log.info('ready', { transport, startedMs, readyMs, node: process.version });
+  // codeMs: from node's start to the agent's first line (node bootstrap and loading the agent bundle).
+  log.info('ready', { transport, startedMs, codeMs: Math.round(codeStart), initMs, readyMs, node: process.version });
 }
 
 process.on('uncaughtException', (err) => {

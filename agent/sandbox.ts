@@ -5,7 +5,7 @@
 import fs from 'node:fs';
 import { Code, StatusError } from 'ttrpc-ts';
 import type { grpc } from '../protos/agent';
-import { SHARED_ROOT } from './init';
+import { SHARED_ROOT, modulesReady } from './init';
 import { log } from './log';
 import { mount, run, unmount } from './system';
 import { hostname as validHostname, invalid, moduleName, mountOptions, pathUnder, plainName } from './validate';
@@ -41,6 +41,7 @@ export class GuestSandbox {
     const storages = (req.storages ?? []).map(checkStorage);
     for (const d of req.dns ?? []) if (!/^[A-Za-z0-9 .:_-]{1,256}$/.test(d)) throw invalid(`dns entry ${JSON.stringify(d)} is not valid`);
 
+    await modulesReady; // virtiofs and overlay load in the background after boot
     for (const m of modules) await run('modprobe', [m.name, ...m.parameters]);
     if (host && this.options.setHostname) fs.writeFileSync('/proc/sys/kernel/hostname', host);
     try {

@@ -7,8 +7,20 @@ import { InvalidArgumentError } from '../../errors';
 import { checkOptionValue } from '../config';
 import { AGENT_SERIAL_NAME, GUEST_SHARE_TAG, type Accel, type AgentTransport } from '../types';
 
-/** The guest kernel words hull always passes; kernelParams come after them (so they win). */
-export const BASE_KERNEL_PARAMS: readonly string[] = Object.freeze(['console=ttyS0', 'panic=-1', 'quiet']);
+/**
+ * The guest kernel words hull always passes; kernelParams come after them (so they win). After the console and
+ * panic handling come boot-time savers that Kata passes too: trust the TSC, skip the timer check, the legacy
+ * keyboard controller probes, SMP alternatives patching and crypto self-tests, expedite RCU. Measured under TCG:
+ * about 0.5 s less from QEMU start to agent ready. (`mitigations=off` would save more and is deliberately absent.)
+ */
+export const BASE_KERNEL_PARAMS: readonly string[] = Object.freeze([
+  'console=ttyS0', 'panic=-1', 'quiet', 'reboot=k',
+  'tsc=reliable', 'no_timer_check', 'rcupdate.rcu_expedited=1', 'noreplace-smp', 'cryptomgr.notests',
+  'i8042.direct=1', 'i8042.dumbkbd=1', 'i8042.nopnp=1', 'i8042.noaux=1',
+]);
+
+/** qboot, a minimal firmware that loads the kernel faster than SeaBIOS; used when QEMU's package ships it. */
+export const QBOOT_FIRMWARE = '/usr/share/qemu/qboot.rom';
 /** id of the memory backend, of the agent and fs chardevs. */
 export const MEMORY_BACKEND_ID = 'mem';
 
@@ -30,6 +42,8 @@ export interface QemuCmdline {
   consoleLog: string;
   qmpSocket: string;
   pidFile: string;
+  /** Firmware image (`-bios`); absent = QEMU's default (SeaBIOS). */
+  firmware?: string;
 }
 
 /** q35 with the accelerator and the shared memory backend as guest RAM; `-cpu max` under TCG, `host` under KVM. */
@@ -122,6 +136,7 @@ export function buildQemuArgv(c: QemuCmdline): string[] {
   return [
     ...nameArgs(c.id),
     ...machineArgs(c.accel),
+    ...(c.firmware === undefined ? [] : ['-bios', checkOptionValue('firmware', c.firmware)]),
     ...baseArgs(),
     ...cpuMemoryArgs(c.vcpus, c.memoryMiB),
     ...kernelArgs(c.kernel, c.initrd, kernelCommandLine(c.agent.transport, c.kernelParams, c.debug)),

@@ -18,7 +18,7 @@ import { OwnedProcess } from '../process';
 import { AGENT_VSOCK_PORT, NOOP_LOGGER, type Accel, type AgentAddress, type AgentTransport, type Device, type Hypervisor, type Logger, type VmConfig, type VmExit } from '../types';
 import { Mutex, abortError, readTailLines, sleep } from '../util';
 import { Virtiofsd, probeSandboxMode, type SandboxMode } from '../virtiofsd';
-import { buildQemuArgv } from './cmdline';
+import { buildQemuArgv, QBOOT_FIRMWARE } from './cmdline';
 import { QmpClient } from './qmp';
 
 export interface QemuHypervisorOptions {
@@ -267,6 +267,7 @@ export class QemuHypervisor implements Hypervisor {
       consoleLog: c.paths.consoleLog,
       qmpSocket: c.paths.qmpSocket,
       pidFile: c.paths.qemuPidFile,
+      ...(this.#opts.fileProbe.kind(QBOOT_FIRMWARE) === 'file' ? { firmware: QBOOT_FIRMWARE } : {}),
     });
   }
 

@@ -32,7 +32,7 @@ describe('hypervisor/qemu/cmdline', () => {
       '-object', 'memory-backend-memfd,id=mem,size=512M,share=on',
       '-kernel', '/opt/hull/guest/vmlinuz',
       '-initrd', '/opt/hull/guest/initrd.img',
-      '-append', 'console=ttyS0 panic=-1 quiet hull.agent=serial agent.log=debug',
+      '-append', 'console=ttyS0 panic=-1 quiet reboot=k tsc=reliable no_timer_check rcupdate.rcu_expedited=1 noreplace-smp cryptomgr.notests i8042.direct=1 i8042.dumbkbd=1 i8042.nopnp=1 i8042.noaux=1 hull.agent=serial agent.log=debug',
       '-drive', 'file=/opt/hull/guest/rootfs.img,if=none,id=rootfs,format=raw,readonly=on',
       '-device', 'virtio-blk-pci,drive=rootfs',
       '-device', 'virtio-serial-pci',
@@ -59,7 +59,7 @@ describe('hypervisor/qemu/cmdline', () => {
       '-object', 'memory-backend-memfd,id=mem,size=2048M,share=on',
       '-kernel', '/opt/hull/guest/vmlinuz',
       '-initrd', '/opt/hull/guest/initrd.img',
-      '-append', 'console=ttyS0 panic=-1 quiet hull.agent=vsock',
+      '-append', 'console=ttyS0 panic=-1 quiet reboot=k tsc=reliable no_timer_check rcupdate.rcu_expedited=1 noreplace-smp cryptomgr.notests i8042.direct=1 i8042.dumbkbd=1 i8042.nopnp=1 i8042.noaux=1 hull.agent=vsock',
       '-drive', 'file=/opt/hull/guest/rootfs.img,if=none,id=rootfs,format=raw,readonly=on',
       '-device', 'virtio-blk-pci,drive=rootfs',
       '-device', 'vhost-vsock-pci,guest-cid=1234',
@@ -77,8 +77,9 @@ describe('hypervisor/qemu/cmdline', () => {
   });
 
   it('debug drops quiet; base params come first so extras win', () => {
-    assert.equal(kernelCommandLine('serial', ['panic=5'], true), 'console=ttyS0 panic=-1 hull.agent=serial panic=5');
-    assert.deepEqual([...BASE_KERNEL_PARAMS], ['console=ttyS0', 'panic=-1', 'quiet']);
+    assert.equal(kernelCommandLine('serial', ['panic=5'], true), 'console=ttyS0 panic=-1 reboot=k tsc=reliable no_timer_check rcupdate.rcu_expedited=1 noreplace-smp cryptomgr.notests i8042.direct=1 i8042.dumbkbd=1 i8042.nopnp=1 i8042.noaux=1 hull.agent=serial panic=5');
+    assert.deepEqual(BASE_KERNEL_PARAMS.slice(0, 3), ['console=ttyS0', 'panic=-1', 'quiet']);
+    assert.ok(!BASE_KERNEL_PARAMS.includes('mitigations=off'), 'guest CPU mitigations stay on');
     assert.throws(() => kernelCommandLine('serial', ['a b'], false), InvalidArgumentError);
   });
 

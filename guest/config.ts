@@ -1,0 +1,55 @@
+/**
+ * What goes into the guest image. Changing anything here changes the builder's own fingerprint, so the next
+ * `make guest` rebuilds.
+ */
+
+/**
+ * Kernel modules, by name (dependencies are added from modules.dep). Everything else the guest needs is built into
+ * the cloud kernel (ext4, devtmpfs, the 8250 serial console, cgroup2, tmpfs).
+ */
+export const GUEST_MODULES = {
+  /**
+   * Loaded by the initramfs: virtio over PCI (q35) or MMIO (microvm) and virtio-blk to reach the root disk, and the
+   * virtio-serial driver so the agent's channel exists when the agent starts (loading it here costs far less than a
+   * modprobe spawned by node under emulation).
+   */
+  initrd: ['virtio_pci', 'virtio_mmio', 'virtio_blk', 'virtio_console'],
+  /** Installed in the root filesystem for the agent to `modprobe`, with a modules.dep made by depmod. */
+  rootfs: [
+    'virtio_console', // virtio-serial ports: /dev/hvc*, /dev/vport*
+    'vsock', 'vmw_vsock_virtio_transport_common', 'vmw_vsock_virtio_transport', // the agent's AF_VSOCK listener
+    'fuse', 'virtiofs', // the shared folder
+    'overlay', // container root filesystems
+    'virtio_rng', // /dev/hwrng, entropy from the host
+    'veth', 'tun', 'virtio_net', // pod networking (virtio_net pulls in net_failover and failover)
+    'sch_ingress', 'act_mirred', 'cls_u32', // tc redirect between the pod's veth and the VM's NIC
+  ],
+  /** Modules in the lists above that a kernel may lack without failing the build (they are reported). */
+  optional: ['virtio_rng', 'sch_ingress', 'act_mirred', 'cls_u32'],
+} as const;
+
+/** Paths inside the guest. */
+export const GUEST_PATHS = {
+  agentDir: '/opt/hull/agent',
+  agentMain: '/opt/hull/agent/main.js',
+  node: '/usr/bin/node',
+  crun: '/usr/bin/crun',
+  init: '/sbin/init',
+  /** Default root disk: the first virtio-blk disk, on PCI and on MMIO alike. `root=/dev/vdX` on the kernel command line overrides it. */
+  rootDevice: '/dev/vda',
+} as const;
+
+/**
+ * Options for the guest's node, which runs the agent as PID 1 (see /sbin/init). Measured under TCG on
+ * 2025-era hardware: see guest/README.md.
+ */
+export const AGENT_NODE_FLAGS: readonly string[] = [];
+
+/** Packages inside native modules that esbuild must not bundle; they are copied next to the bundle if the agent uses them. */
+export const NATIVE_MODULES: readonly string[] = ['node-pty'];
+
+/** How long the initramfs waits for the root disk to appear, in seconds. */
+export const ROOT_WAIT_SECONDS = 20;
+
+/** Debian packages whose versions go into the manifest and the fingerprint (the versioned kernel image is added). */
+export const PACKAGES = ['linux-image-cloud-amd64', 'busybox-static', 'crun', 'nodejs', 'e2fsprogs', 'kmod'] as const;

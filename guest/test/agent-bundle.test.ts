@@ -1,0 +1,55 @@
+/** Bundling the agent with esbuild: one file, native packages left external and copied next to it. */
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { bundleAgent } from '../agent-bundle';
+
+describe('guest agent bundle', () => {
+  let dir: string;
+  beforeEach(() => {
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'hull-bundle-'));
+  });
+  afterEach(() => fs.rmSync(dir, { recursive: true, force: true }));
+
+  const write = (rel: string, text: string): string => {
+    const file = path.join(dir, rel);
+    fs.mkdirSync(path.dirname(file), { recursive: true });
+    fs.writeFileSync(file, text);
+    return file;
+  };
+
+  it('bundles the entry and what it requires into one runnable file, and lists the inputs', async () => {
+    const entry = write('app/main.js', "const { greet } = require('./lib'); const lib = require('dep'); process.stdout.write(greet(lib.name));\n");
+    write('app/lib.js', "exports.greet = (n) => 'hello ' + n;\n");
+    write('app/node_modules/dep/package.json', '{"name":"dep","main":"index.js"}');
+    write('app/node_modules/dep/index.js', "exports.name = 'dep';\n");
+    const out = path.join(dir, 'out');
+    const bundle = await bundleAgent(entry, out, ['node-pty']);
+    assert.deepEqual(fs.readdirSync(out), ['main.js']);
+    assert.equal(execFileSync(process.execPath, [path.join(out, 'main.js')], { encoding: 'utf8' }), 'hello dep');
+    assert.deepEqual(bundle.natives, []);
+    assert.ok(bundle.inputs.includes(path.join(dir, 'app/lib.js')));
+    assert.ok(bundle.inputs.includes(path.join(dir, 'app/node_modules/dep/index.js')));
+    assert.equal(bundle.bytes, fs.statSync(path.join(out, 'main.js')).size);
+  });
+
+  it('keeps a native package external and copies it next to the bundle', async () => {
+    const entry = write('app/main.js', "const pty = require('node-pty'); process.stdout.write(pty.kind);\n");
+    write('app/node_modules/node-pty/package.json', '{"name":"node-pty","main":"lib/index.js"}');
+    write('app/node_modules/node-pty/lib/index.js', "exports.kind = require('../build/Release/marker.js');\n");
+    write('app/node_modules/node-pty/build/Release/marker.js', "module.exports = 'native';\n");
+    write('app/node_modules/node-pty/build/Release/pty.node', 'not really ELF');
+    const out = path.join(dir, 'out');
+    const bundle = await bundleAgent(entry, out, ['node-pty']);
+    assert.deepEqual(bundle.natives, ['node-pty']);
+    assert.deepEqual(bundle.nativeObjects, [path.join(out, 'node_modules/node-pty/build/Release/pty.node')]);
+    assert.match(fs.readFileSync(path.join(out, 'main.js'), 'utf8'), /require\("node-pty"\)/);
+    assert.equal(execFileSync(process.execPath, [path.join(out, 'main.js')], { encoding: 'utf8' }), 'native');
+  });
+
+  it('says how to fix a missing entry point', async () => {
+    await assert.rejects(bundleAgent(path.join(dir, 'nope.js'), dir, []), /not found: build the agent first/);
+  });
+});
