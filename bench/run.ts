@@ -1,10 +1,12 @@
 /** `make bench`: runs every benchmark and writes each one's figures to bench/out/<name>.json. */
 import os from 'node:os';
 import { benchTtrpc } from './ttrpc';
+import { benchVm } from './vm';
 import { writeJson } from './lib/report';
 
 const benches: Record<string, () => Promise<Record<string, unknown>>> = {
   ttrpc: benchTtrpc,
+  vm: benchVm,
 };
 
 async function main(): Promise<void> {
