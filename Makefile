@@ -58,4 +58,4 @@ install demo:
 	@echo "make $@: not implemented yet (see the README's feature table)" >&2; exit 1
 
 clean:
-	rm -rf dist ttrpc/dist protos/gen bench/out
+	rm -rf dist ttrpc/dist protos/gen bench/out guest/out
