@@ -8,7 +8,7 @@
  * protos/proto/kata/oci.proto). 64-bit integers are numbers (see int64.ts).
  */
 import './int64'; // must run before the generated module loads
-import { codec, method, type MethodDescriptor, type ProtobufjsClass, type ServiceDefinition } from 'ttrpc-ts';
+import { protobufMethod, type ProtobufjsClass, type ServiceDefinition } from 'ttrpc-ts';
 import { google, grpc, types } from './gen/agent';
 
 export { google, grpc, types };
@@ -18,18 +18,10 @@ export { clampUint64, MAX_UINT64_NUMBER } from './int64';
 export const AGENT_SERVICE = 'grpc.AgentService';
 export const HEALTH_SERVICE = 'grpc.Health';
 
-function unary<Req, Res>(
-  service: string,
-  name: string,
-  request: ProtobufjsClass<Req>,
-  response: ProtobufjsClass<Res>,
-): MethodDescriptor<Req, Res> {
-  return method(service, name, codec(request), codec(response));
-}
 
 const Empty = google.protobuf.Empty;
 const rpc = <Req, Res>(name: string, request: ProtobufjsClass<Req>, response: ProtobufjsClass<Res>) =>
-  unary(AGENT_SERVICE, name, request, response);
+  protobufMethod(AGENT_SERVICE, name, request, response);
 
 /** grpc.AgentService: every RPC of the upstream service, grouped as upstream groups them. */
 export const AgentService = {
@@ -90,6 +82,6 @@ export const AgentService = {
 
 /** grpc.Health: liveness and version of the agent. */
 export const HealthService = {
-  Check: unary(HEALTH_SERVICE, 'Check', grpc.CheckRequest, grpc.HealthCheckResponse),
-  Version: unary(HEALTH_SERVICE, 'Version', grpc.CheckRequest, grpc.VersionCheckResponse),
+  Check: protobufMethod(HEALTH_SERVICE, 'Check', grpc.CheckRequest, grpc.HealthCheckResponse),
+  Version: protobufMethod(HEALTH_SERVICE, 'Version', grpc.CheckRequest, grpc.VersionCheckResponse),
 } satisfies ServiceDefinition;

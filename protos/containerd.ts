@@ -7,7 +7,7 @@
  * numbers (see int64.ts).
  */
 import './int64'; // must run before the generated module loads
-import { codec, method, type MethodDescriptor, type ProtobufjsClass, type ServiceDefinition } from 'ttrpc-ts';
+import { protobufMethod, type ProtobufjsClass, type ServiceDefinition } from 'ttrpc-ts';
 import { containerd, google, io, runtimeoptions, ttrpc } from './gen/containerd';
 import { packAny, type Encoder, type PackedAny } from './well-known';
 
@@ -95,18 +95,10 @@ export function taskEvent<N extends TaskEventName>(name: N, payload: TaskEventPa
 export const TASK_SERVICE = 'containerd.task.v2.Task';
 export const EVENTS_SERVICE = 'containerd.services.events.ttrpc.v1.Events';
 
-function unary<Req, Res>(
-  service: string,
-  name: string,
-  request: ProtobufjsClass<Req>,
-  response: ProtobufjsClass<Res>,
-): MethodDescriptor<Req, Res> {
-  return method(service, name, codec(request), codec(response));
-}
 
 const Empty = google.protobuf.Empty;
 const taskRpc = <Req, Res>(name: string, request: ProtobufjsClass<Req>, response: ProtobufjsClass<Res>) =>
-  unary(TASK_SERVICE, name, request, response);
+  protobufMethod(TASK_SERVICE, name, request, response);
 
 /** containerd.task.v2.Task: what containerd calls on the shim. */
 export const TaskService = {
@@ -131,5 +123,5 @@ export const TaskService = {
 
 /** containerd.services.events.ttrpc.v1.Events: what the shim calls on containerd ($TTRPC_ADDRESS). */
 export const EventsService = {
-  Forward: unary(EVENTS_SERVICE, 'Forward', eventsService.ForwardRequest, Empty),
+  Forward: protobufMethod(EVENTS_SERVICE, 'Forward', eventsService.ForwardRequest, Empty),
 } satisfies ServiceDefinition;

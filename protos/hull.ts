@@ -4,7 +4,7 @@
  * protos/gen/hull (root `hull`).
  */
 import './int64'; // must run before the generated module loads
-import { codec, method } from 'ttrpc-ts';
+import { protobufMethod } from 'ttrpc-ts';
 import { hull } from './gen/hull';
 
 export import diagnostics = hull.agent.v1;
@@ -12,6 +12,6 @@ export import diagnostics = hull.agent.v1;
 export const DIAGNOSTICS_SERVICE = 'hull.agent.v1.Diagnostics';
 
 export const DiagnosticsService = {
-  GuestInfo: method(DIAGNOSTICS_SERVICE, 'GuestInfo', codec(diagnostics.GuestInfoRequest), codec(diagnostics.GuestInfoResponse)),
-  ReadFile: method(DIAGNOSTICS_SERVICE, 'ReadFile', codec(diagnostics.ReadFileRequest), codec(diagnostics.ReadFileResponse)),
+  GuestInfo: protobufMethod(DIAGNOSTICS_SERVICE, 'GuestInfo', diagnostics.GuestInfoRequest, diagnostics.GuestInfoResponse),
+  ReadFile: protobufMethod(DIAGNOSTICS_SERVICE, 'ReadFile', diagnostics.ReadFileRequest, diagnostics.ReadFileResponse),
 };

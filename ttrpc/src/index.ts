@@ -1,7 +1,7 @@
 export { Client, createServiceClient, isConnectionClosed, type CallOptions, type ClientOptions, type ServiceClient } from './client';
 export { Server, type ServerOptions } from './server';
 export { ServiceRegistry, type HandlerContext, type RawHandler, type ServiceImplementation } from './service-registry';
-export { codec, method, type Codec, type MethodDescriptor, type ProtobufjsClass, type RequestOf, type ResponseOf, type ServiceDefinition } from './method';
+export { codec, method, protobufMethod, type Codec, type MethodDescriptor, type ProtobufjsClass, type RequestOf, type ResponseOf, type ServiceDefinition } from './method';
 export { type Metadata } from './metadata';
 export {
   CancelledError,

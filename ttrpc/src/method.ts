@@ -45,3 +45,13 @@ export interface ProtobufjsClass<T> {
 export function codec<T>(cls: ProtobufjsClass<T>): Codec<T> {
   return { encode: (value) => cls.encode(value).finish(), decode: (bytes) => cls.decode(bytes) };
 }
+
+/** A method whose messages are protobufjs static classes. */
+export function protobufMethod<Req, Res>(
+  service: string,
+  name: string,
+  request: ProtobufjsClass<Req>,
+  response: ProtobufjsClass<Res>,
+): MethodDescriptor<Req, Res> {
+  return method(service, name, codec(request), codec(response));
+}
