@@ -3,9 +3,9 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := build
 
 # Debian packages hull needs on the host: containerd (and its runc shim, our baseline peer), QEMU with virtiofsd,
-# the guest kernel, and what the guest image is built from.
+# the guest kernel, and what the guest image is built from (gcc and libc6-dev build the guest's static init).
 APT_PACKAGES := containerd runc qemu-system-x86 qemu-utils linux-image-cloud-amd64 busybox-static crun \
-                e2fsprogs iproute2 util-linux kmod
+                e2fsprogs iproute2 util-linux kmod gcc libc6-dev
 MOCHA := node_modules/.bin/mocha --reporter scripts/mocha-summary-reporter.js
 UNIT_TESTS := 'ttrpc/dist/test/**/*.test.js' 'dist/{protos,shim,core,hypervisor,agent-client,fs-share,agent,guest}/test/**/*.test.js'
 INTEGRATION_TESTS := 'dist/integration/**/*.test.js'

@@ -1,5 +1,7 @@
 /**
- * hull's guest agent. Inside the VM it runs as init (PID 1): it mounts the kernel filesystems and loads modules,
+ * hull's guest agent. Inside the VM it is the guest's init daemon together with hull-init (guest/init/hull-init.c),
+ * which is PID 1, starts the agent, reaps orphans and reports their exit statuses on fd 3 (see reaper.ts), and
+ * powers the VM off when the agent exits. The agent mounts the kernel filesystems and loads modules,
  * finds the agent channel the host chose (`hull.agent=serial|vsock` on the kernel command line; the serial port's
  * name can be changed with `hull.agent_port=NAME`) and serves Kata's
  * agent API over ttrpc on it. With HULL_AGENT_SOCKET set it instead serves on that unix socket and touches nothing
@@ -10,16 +12,33 @@ import { Server } from 'ttrpc-ts';
 import { initGuest } from './init';
 import { log } from './log';
 import { SerialPortListener, waitForSerialPort } from './port';
+import { openHullInitReaper, underHullInit, type Reaper } from './reaper';
 import { GuestSandbox } from './sandbox';
 import { registerServices } from './service';
 import { BUSYBOX, kernelParams, uptimeMs } from './system';
 
 const SERIAL_PORT_NAME = 'agent.channel.0';
-const isInit = process.pid === 1;
 const testSocket = process.env.HULL_AGENT_SOCKET;
+/** Started by hull-init (HULL_INIT=1 and fd 3 is its pipe): exiting is how the agent powers the guest off. */
+const underInit = !testSocket && underHullInit();
+/** The guest's init daemon: under hull-init, or (an image without it) node itself as PID 1. */
+const isInit = underInit || process.pid === 1;
+/** Exit statuses of the guest's orphans (container init processes), from hull-init; opened once the agent serves. */
+let reaper: Reaper | undefined;
 
 function powerOff(code = 0): void {
+  if (underInit) {
+    // hull-init syncs and powers off on SIGUSR2. Exiting alone is not enough: node's exit joins libuv's thread
+    // pool, where the serial port's read can block forever (hull-init would power off too, were the exit to end).
+    try {
+      process.kill(process.ppid, 'SIGUSR2');
+    } catch (err) {
+      log.error('asking hull-init to power off failed', { error: (err as Error).message });
+    }
+    process.exit(code);
+  }
   if (!isInit) process.exit(code);
+  // Fallback when node itself is PID 1 (an image without hull-init).
   try {
     execFileSync(BUSYBOX, ['sync']);
     execFileSync(BUSYBOX, ['poweroff', '-f']);
@@ -48,6 +67,7 @@ async function main(): Promise<void> {
     startedMs,
     readyMs: () => readyMs,
     isInit,
+    reaper: () => reaper,
     // Leave time for the reply to reach the host before the guest goes away.
     powerOff: () => setTimeout(() => powerOff(0), 100),
   });
@@ -62,6 +82,8 @@ async function main(): Promise<void> {
     throw new Error(`agent transport ${JSON.stringify(transport)} is not supported by this agent (supported: serial)`);
   }
   readyMs = uptimeMs();
+  // Off the boot's critical path: statuses wait in the pipe (and in hull-init) until it is read.
+  if (underInit) reaper = openHullInitReaper();
   // codeMs: from node's start to the agent's first line (node bootstrap and loading the agent bundle).
   log.info('ready', { transport, startedMs, codeMs: Math.round(codeStart), initMs, readyMs, node: process.version });
 }

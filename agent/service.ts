@@ -9,6 +9,7 @@ import { AgentService, HealthService, grpc } from '../protos/agent';
 import { DiagnosticsService } from '../protos/hull';
 import { SHARED_ROOT } from './init';
 import { log } from './log';
+import type { Reaper } from './reaper';
 import type { GuestSandbox } from './sandbox';
 import { run } from './system';
 import { realPathUnder } from './validate';
@@ -24,6 +25,8 @@ export interface AgentContext {
   /** Ends the guest (power-off) once the reply has gone out. */
   powerOff(): void;
   isInit: boolean;
+  /** Exit statuses of orphaned processes (container inits) from hull-init; undefined outside the guest. */
+  reaper(): Reaper | undefined;
 }
 
 export function registerServices(server: Server, ctx: AgentContext): void {

@@ -19,7 +19,8 @@ import { busyboxApplets, kernelFiles, KernelFiles, KERNEL_METAPACKAGE, packageFi
 import { buildInitramfs } from './initramfs';
 import { parseLdd, sharedLibraries } from './ldd';
 import { LoadPlan, resolveLoadOrder } from './modules';
-import { copyToGuest, Ext4Result, guestInitScript, makeExt4, stageBase, stageBusybox, staged, writeGuestFile } from './rootfs';
+import { compileHullInit, HULL_INIT_SOURCE } from './hull-init';
+import { copyToGuest, Ext4Result, guestSymlink, makeExt4, stageBase, stageBusybox, staged, writeGuestFile } from './rootfs';
 import { builderHash, fileIdentity, inputIdentities, outputsIntact, readStamp, Stamp, stampKey } from './stamp';
 
 const REPO = path.resolve(__dirname, '..', '..');
@@ -149,7 +150,7 @@ class ImageBuild {
     const bundle = await this.stageAgent();
     await this.stagePrograms(bundle.nativeObjects);
     await this.stageModules(rootfsPlan);
-    await writeGuestFile(this.staging, GUEST_PATHS.init, guestInitScript(AGENT_NODE_FLAGS), 0o755);
+    await this.stageInit();
     await this.selfTest();
 
     const identities = Object.fromEntries([...this.inputs.entries()].sort(([a], [b]) => (a < b ? -1 : 1)));
@@ -276,6 +277,14 @@ class ImageBuild {
     await run('depmod', ['-b', this.staging, '-C', conf, this.kernel.release]);
   }
 
+  /** hull-init at /sbin/hull-init, compiled with the agent's command, and /sbin/init -> hull-init (relative: it is
+   * checked from the initramfs, before switch_root). */
+  private async stageInit(): Promise<void> {
+    await this.addInputs([HULL_INIT_SOURCE]);
+    await compileHullInit([GUEST_PATHS.node, ...AGENT_NODE_FLAGS, GUEST_PATHS.agentMain], this.workDir, staged(this.staging, GUEST_PATHS.hullInit));
+    await guestSymlink(this.staging, GUEST_PATHS.init, path.posix.relative(path.posix.dirname(GUEST_PATHS.init), GUEST_PATHS.hullInit));
+  }
+
   /** Runs the staged node and crun in a chroot of the staging folder: catches a missing library now, not at boot. */
   private async selfTest(): Promise<void> {
     if (process.getuid?.() !== 0) return;
@@ -284,6 +293,9 @@ class ImageBuild {
     // crun itself cannot run here (it re-executes itself through /proc); check that its libraries resolve.
     parseLdd((await run('chroot', [this.staging, '/lib64/ld-linux-x86-64.so.2', '--list', GUEST_PATHS.crun])).stdout);
     await run('chroot', [this.staging, '/bin/sh', '-c', 'exit 0']);
+    // hull-init, not as PID 1 (it then exits with its child's code instead of powering off).
+    const init = await run('chroot', [this.staging, GUEST_PATHS.init, '--exec', '/bin/sh', '-c', 'exit 3'], { allowFailure: true });
+    if (init.code !== 3) throw new Error(`staged hull-init returned ${init.code} for a child exiting with 3: ${init.stderr.trim()}`);
   }
 }
 

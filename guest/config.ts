@@ -34,13 +34,16 @@ export const GUEST_PATHS = {
   agentMain: '/opt/hull/agent/main.js',
   node: '/usr/bin/node',
   crun: '/usr/bin/crun',
+  /** What the kernel runs: a symlink to hullInit. */
   init: '/sbin/init',
+  /** hull-init (guest/init/hull-init.c): PID 1, starts the agent, reaps orphans, powers off when the agent exits. */
+  hullInit: '/sbin/hull-init',
   /** Default root disk: the first virtio-blk disk, on PCI and on MMIO alike. `root=/dev/vdX` on the kernel command line overrides it. */
   rootDevice: '/dev/vda',
 } as const;
 
 /**
- * Options for the guest's node, which runs the agent as PID 1 (see /sbin/init). Measured under TCG on
+ * Options for the guest's node, which hull-init starts to run the agent (compiled into hull-init). Measured under TCG on
  * 2025-era hardware: see guest/README.md.
  */
 export const AGENT_NODE_FLAGS: readonly string[] = [];
@@ -52,4 +55,4 @@ export const NATIVE_MODULES: readonly string[] = ['node-pty'];
 export const ROOT_WAIT_SECONDS = 20;
 
 /** Debian packages whose versions go into the manifest and the fingerprint (the versioned kernel image is added). */
-export const PACKAGES = ['linux-image-cloud-amd64', 'busybox-static', 'crun', 'nodejs', 'e2fsprogs', 'kmod'] as const;
+export const PACKAGES = ['linux-image-cloud-amd64', 'busybox-static', 'crun', 'nodejs', 'e2fsprogs', 'kmod', 'gcc', 'libc6-dev'] as const;
