@@ -8,7 +8,7 @@ import { AgentService, HealthService, grpc } from '../protos/agent';
 import { DiagnosticsService } from '../protos/hull';
 import { classifyAgentError } from './errors';
 import { timeoutFor } from './timeouts';
-import type { AgentClient, AgentEndpoint, FileContents, GuestDetails, HealthStatus, SandboxSpec } from './types';
+import type { AgentClient, AgentEndpoint, ContainerSpec, FileContents, GuestDetails, HealthStatus, ProcessSpec, SandboxSpec } from './types';
 
 export interface DialOptions {
   /** Epoch milliseconds by which the agent must have answered Health.Check (the boot deadline). */
@@ -17,6 +17,52 @@ export interface DialOptions {
   signal?: AbortSignal;
   /** How often an unanswered Health.Check is sent again (earlier ones stay pending). */
   probeIntervalMs?: number;
+}
+
+/** Default read size of readStdout/readStderr, and the largest accepted. */
+const READ_CHUNK = 1 << 20;
+
+/** containerd's default capabilities for a container process. */
+const DEFAULT_CAPABILITIES = [
+  'CAP_CHOWN', 'CAP_DAC_OVERRIDE', 'CAP_FSETID', 'CAP_FOWNER', 'CAP_MKNOD', 'CAP_NET_RAW', 'CAP_SETGID', 'CAP_SETUID',
+  'CAP_SETFCAP', 'CAP_SETPCAP', 'CAP_NET_BIND_SERVICE', 'CAP_SYS_CHROOT', 'CAP_KILL', 'CAP_AUDIT_WRITE',
+];
+const DEFAULT_ENV = ['PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'];
+
+function toGrpcProcess(spec: ProcessSpec): grpc.IProcess {
+  const caps = spec.uid ? [] : DEFAULT_CAPABILITIES;
+  return {
+    Terminal: false,
+    User: { UID: spec.uid ?? 0, GID: spec.gid ?? 0 },
+    Args: spec.args,
+    Env: spec.env ?? DEFAULT_ENV,
+    Cwd: spec.cwd ?? '/',
+    Capabilities: { Bounding: DEFAULT_CAPABILITIES, Effective: caps, Permitted: caps, Inheritable: [], Ambient: [] },
+    NoNewPrivileges: true,
+  };
+}
+
+/** The OCI spec containerd would send for a plain container: default mounts and namespaces. */
+function toGrpcSpec(spec: ContainerSpec): grpc.ISpec {
+  return {
+    Version: '1.0.2',
+    Process: toGrpcProcess(spec),
+    Root: { Path: 'rootfs', Readonly: spec.rootReadonly ?? false },
+    Hostname: spec.hostname ?? '',
+    Mounts: [
+      { destination: '/proc', type: 'proc', source: 'proc', options: ['nosuid', 'noexec', 'nodev'] },
+      { destination: '/dev', type: 'tmpfs', source: 'tmpfs', options: ['nosuid', 'strictatime', 'mode=755', 'size=65536k'] },
+      { destination: '/dev/pts', type: 'devpts', source: 'devpts', options: ['nosuid', 'noexec', 'newinstance', 'ptmxmode=0666', 'mode=0620', 'gid=5'] },
+      { destination: '/dev/shm', type: 'tmpfs', source: 'shm', options: ['nosuid', 'noexec', 'nodev', 'mode=1777', 'size=65536k'] },
+      { destination: '/dev/mqueue', type: 'mqueue', source: 'mqueue', options: ['nosuid', 'noexec', 'nodev'] },
+      { destination: '/sys', type: 'sysfs', source: 'sysfs', options: ['nosuid', 'noexec', 'nodev', 'ro'] },
+    ],
+    Linux: {
+      Namespaces: ['pid', 'ipc', 'uts', 'mount', 'network'].map((Type) => ({ Type, Path: '' })),
+      MaskedPaths: ['/proc/kcore', '/proc/keys', '/proc/timer_list', '/sys/firmware'],
+      ReadonlyPaths: ['/proc/bus', '/proc/fs', '/proc/irq', '/proc/sys', '/proc/sysrq-trigger'],
+    },
+  };
 }
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
@@ -177,6 +223,61 @@ export class KataAgentClient implements AgentClient {
     // The guest is not trusted: never accept more than was asked for.
     if (data.length > maxBytes) throw classifyAgentError(new Error(`ReadFile returned ${data.length} bytes, more than the ${maxBytes} asked for`), 'ReadFile');
     return { data, size: Number(res.size ?? 0) };
+  }
+
+  async createContainer(containerId: string, spec: ContainerSpec, execId = ''): Promise<void> {
+    await this.call(AgentService.CreateContainer, { containerId, execId, OCI: toGrpcSpec(spec), storages: [], devices: [], sharedMounts: [] });
+  }
+
+  async startContainer(containerId: string): Promise<void> {
+    await this.call(AgentService.StartContainer, { containerId });
+  }
+
+  async execProcess(containerId: string, execId: string, spec: ProcessSpec): Promise<void> {
+    await this.call(AgentService.ExecProcess, { containerId, execId, process: toGrpcProcess(spec) });
+  }
+
+  async waitProcess(containerId: string, execId = ''): Promise<number> {
+    const res = await this.call(AgentService.WaitProcess, { containerId, execId });
+    const status = res.status ?? 0;
+    if (!Number.isInteger(status) || status < 0 || status > 255) throw classifyAgentError(new Error(`WaitProcess returned exit status ${status}`), 'WaitProcess');
+    return status;
+  }
+
+  readStdout(containerId: string, execId: string, maxBytes = READ_CHUNK): Promise<Buffer> {
+    return this.readStream(AgentService.ReadStdout, containerId, execId, maxBytes);
+  }
+
+  readStderr(containerId: string, execId: string, maxBytes = READ_CHUNK): Promise<Buffer> {
+    return this.readStream(AgentService.ReadStderr, containerId, execId, maxBytes);
+  }
+
+  private async readStream(desc: typeof AgentService.ReadStdout, containerId: string, execId: string, maxBytes: number): Promise<Buffer> {
+    const len = Math.max(1, Math.min(Math.floor(maxBytes), READ_CHUNK));
+    const res = await this.call(desc, { containerId, execId, len });
+    const data = Buffer.from(res.data ?? []);
+    // The guest is not trusted: never accept more than was asked for.
+    if (data.length > len) throw classifyAgentError(new Error(`${desc.method} returned ${data.length} bytes, more than the ${len} asked for`), desc.method);
+    return data;
+  }
+
+  async writeStdin(containerId: string, execId: string, data: Uint8Array): Promise<number> {
+    const res = await this.call(AgentService.WriteStdin, { containerId, execId, data });
+    const written = Number(res.len ?? 0);
+    if (!Number.isInteger(written) || written < 0 || written > data.length) throw classifyAgentError(new Error(`WriteStdin reported ${written} bytes written of ${data.length}`), 'WriteStdin');
+    return written;
+  }
+
+  async closeStdin(containerId: string, execId: string): Promise<void> {
+    await this.call(AgentService.CloseStdin, { containerId, execId });
+  }
+
+  async signalProcess(containerId: string, execId: string, signal: number): Promise<void> {
+    await this.call(AgentService.SignalProcess, { containerId, execId, signal });
+  }
+
+  async removeContainer(containerId: string): Promise<void> {
+    await this.call(AgentService.RemoveContainer, { containerId, timeout: 0 });
   }
 
   onClose(listener: (err: Error) => void): () => void {

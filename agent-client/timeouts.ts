@@ -19,6 +19,8 @@ export const AGENT_TIMEOUTS_MS: Readonly<Record<string, number>> = {
   SetGuestDateTime: 10_000,
   DestroySandbox: 30_000,
   CreateSandbox: 120_000,
+  CreateContainer: 120_000,
+  RemoveContainer: 120_000,
 };
 
 export function timeoutFor(method: string): number {

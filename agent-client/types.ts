@@ -46,7 +46,24 @@ export interface FileContents {
   size: number;
 }
 
-export interface AgentClient {
+/** A process to run in a container (the container's init or an exec'd process). No terminal yet. */
+export interface ProcessSpec {
+  args: string[];
+  /** NAME=value entries; default PATH only. */
+  env?: string[];
+  /** Absolute path inside the container; default '/'. */
+  cwd?: string;
+  uid?: number;
+  gid?: number;
+}
+
+/** A container: its init process, and whether its rootfs (shared by the host beforehand) is mounted read-only. */
+export interface ContainerSpec extends ProcessSpec {
+  rootReadonly?: boolean;
+  hostname?: string;
+}
+
+export interface AgentClient extends ContainerAgentClient {
   check(): Promise<HealthStatus>;
   version(): Promise<{ agentVersion: string; protocolVersion: string }>;
   guestDetails(): Promise<GuestDetails>;
@@ -59,4 +76,26 @@ export interface AgentClient {
   /** Registers a listener for the agent connection's loss; returns a function that removes it. */
   onClose(listener: (err: Error) => void): () => void;
   close(): Promise<void>;
+}
+
+/**
+ * The container and process methods of the agent (KataAgentClient has them). Kept apart from AgentClient for now
+ * so that AgentClient's other implementations (core's test fakes) need not grow them yet.
+ */
+export interface ContainerAgentClient {
+  /** Creates container `containerId` (its rootfs must already be in the share); its init waits for startContainer. */
+  createContainer(containerId: string, spec: ContainerSpec, execId?: string): Promise<void>;
+  startContainer(containerId: string): Promise<void>;
+  /** Runs a process in a running container. */
+  execProcess(containerId: string, execId: string, spec: ProcessSpec): Promise<void>;
+  /** The exit code (or 128 + signal) once the process exited and its output reached end of file. No deadline. */
+  waitProcess(containerId: string, execId?: string): Promise<number>;
+  /** Up to `maxBytes` of the process's output, waiting for some; empty at end of stream. No deadline. */
+  readStdout(containerId: string, execId: string, maxBytes?: number): Promise<Buffer>;
+  readStderr(containerId: string, execId: string, maxBytes?: number): Promise<Buffer>;
+  writeStdin(containerId: string, execId: string, data: Uint8Array): Promise<number>;
+  closeStdin(containerId: string, execId: string): Promise<void>;
+  /** Signals the process; with execId '' every process of the container. */
+  signalProcess(containerId: string, execId: string, signal: number): Promise<void>;
+  removeContainer(containerId: string): Promise<void>;
 }

@@ -13,6 +13,7 @@ import { initGuest } from './init';
 import { log } from './log';
 import { SerialPortListener, waitForSerialPort } from './port';
 import { openHullInitReaper, underHullInit, type Reaper } from './reaper';
+import { Containers } from './container';
 import { GuestSandbox } from './sandbox';
 import { registerServices } from './service';
 import { BUSYBOX, kernelParams, uptimeMs } from './system';
@@ -63,6 +64,7 @@ async function main(): Promise<void> {
   let readyMs = NaN;
   registerServices(server, {
     sandbox: new GuestSandbox({ setHostname: !testSocket }),
+    containers: new Containers(() => reaper),
     transport,
     startedMs,
     readyMs: () => readyMs,

@@ -1,5 +1,5 @@
 /**
- * The agent's ttrpc services: Kata's grpc.AgentService (the sandbox part for now; every method not registered
+ * The agent's ttrpc services: Kata's grpc.AgentService (the sandbox part and the first container and process methods; every method not registered
  * answers UNIMPLEMENTED), grpc.Health, and hull's own hull.agent.v1.Diagnostics.
  */
 import fs from 'node:fs';
@@ -10,6 +10,7 @@ import { DiagnosticsService } from '../protos/hull';
 import { SHARED_ROOT } from './init';
 import { log } from './log';
 import type { Reaper } from './reaper';
+import type { Containers } from './container';
 import type { GuestSandbox } from './sandbox';
 import { run } from './system';
 import { realPathUnder } from './validate';
@@ -19,6 +20,7 @@ const READ_FILE_LIMIT = 1 << 20;
 
 export interface AgentContext {
   sandbox: GuestSandbox;
+  containers: Containers;
   transport: string;
   startedMs: number;
   readyMs(): number;
@@ -33,6 +35,34 @@ export function registerServices(server: Server, ctx: AgentContext): void {
   server.register(AgentService, {
     CreateSandbox: async (req) => {
       await ctx.sandbox.create(req);
+      return {};
+    },
+    CreateContainer: async (req) => {
+      await ctx.containers.create(req);
+      return {};
+    },
+    StartContainer: async (req) => {
+      await ctx.containers.start(req);
+      return {};
+    },
+    RemoveContainer: async (req) => {
+      await ctx.containers.remove(req);
+      return {};
+    },
+    ExecProcess: async (req) => {
+      await ctx.containers.exec(req);
+      return {};
+    },
+    SignalProcess: async (req) => {
+      await ctx.containers.signal(req);
+      return {};
+    },
+    WaitProcess: async (req) => ({ status: await ctx.containers.wait(req) }),
+    ReadStdout: async (req) => ({ data: await ctx.containers.read(req, 'stdout') }),
+    ReadStderr: async (req) => ({ data: await ctx.containers.read(req, 'stderr') }),
+    WriteStdin: async (req) => ({ len: await ctx.containers.write(req) }),
+    CloseStdin: (req) => {
+      ctx.containers.closeStdin(req);
       return {};
     },
     DestroySandbox: async () => {

@@ -9,7 +9,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { AlreadyExistsError, CancelledError, DeadlineExceededError, InvalidArgumentError, NotImplementedError, UnavailableError } from '../../errors';
+import { AlreadyExistsError, CancelledError, DeadlineExceededError, FailedPreconditionError, InvalidArgumentError, NotFoundError, NotImplementedError, UnavailableError } from '../../errors';
 import { AgentService } from '../../protos/agent';
 import { KataAgentClient } from '../client';
 import { classifyAgentError } from '../errors';
@@ -78,7 +78,20 @@ describe('agent client against the real agent (host test mode)', function () {
 
   it('answers UNIMPLEMENTED for what later issues add', async () => {
     const raw = (client as unknown as { client: { call: (d: unknown, r: unknown) => Promise<unknown> } }).client;
-    await assert.rejects(raw.call(AgentService.CreateContainer, {}).catch((e: unknown) => Promise.reject(classifyAgentError(e, 'CreateContainer'))), NotImplementedError);
+    await assert.rejects(raw.call(AgentService.PauseContainer, {}).catch((e: unknown) => Promise.reject(classifyAgentError(e, 'PauseContainer'))), NotImplementedError);
+  });
+
+  it('checks container requests, and needs hull-init to run containers', async () => {
+    await assert.rejects(client.createContainer('../x', { args: ['true'] }), InvalidArgumentError);
+    await assert.rejects(client.createContainer('c1', { args: [] }), InvalidArgumentError);
+    await assert.rejects(client.createContainer('c1', { args: ['a\0b'] }), InvalidArgumentError);
+    await assert.rejects(client.createContainer('c1', { args: ['true'], cwd: '/a/../b' }), InvalidArgumentError);
+    await assert.rejects(client.createContainer('c1', { args: ['true'] }), (e: Error) => e instanceof FailedPreconditionError && /hull-init/.test(e.message));
+    await assert.rejects(client.waitProcess('c1'), NotFoundError);
+    await assert.rejects(client.readStdout('c1', ''), NotFoundError);
+    await assert.rejects(client.signalProcess('c1', '', 15), NotFoundError);
+    await assert.rejects(client.signalProcess('c1', '', 99), InvalidArgumentError);
+    await assert.rejects(client.removeContainer('c1'), NotFoundError);
   });
 
   it('DestroySandbox ends the agent (in the guest: a power-off)', async () => {

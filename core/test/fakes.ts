@@ -1,5 +1,5 @@
 /** In-memory fakes of the Hypervisor and the agent, for fast tests of core. They record what was asked of them. */
-import type { AgentClient, FileContents, GuestDetails, HealthStatus, SandboxSpec } from '../../agent-client';
+import type { AgentClient, ContainerSpec, FileContents, GuestDetails, HealthStatus, ProcessSpec, SandboxSpec } from '../../agent-client';
 import { NotImplementedError } from '../../errors';
 import type { Accel, AgentAddress, Device, Hypervisor, VmConfig, VmExit } from '../../hypervisor/types';
 
@@ -93,6 +93,35 @@ export class FakeAgent implements AgentClient {
   }
   async close(): Promise<void> {
     this.calls.push('close');
+  }
+  // Containers: recorded; processes exit at once with code 0 and no output.
+  async createContainer(containerId: string, _spec: ContainerSpec): Promise<void> {
+    this.calls.push(`createContainer ${containerId}`);
+  }
+  async startContainer(containerId: string): Promise<void> {
+    this.calls.push(`startContainer ${containerId}`);
+  }
+  async execProcess(containerId: string, execId: string, _spec: ProcessSpec): Promise<void> {
+    this.calls.push(`execProcess ${containerId} ${execId}`);
+  }
+  async waitProcess(_containerId: string): Promise<number> {
+    return 0;
+  }
+  async readStdout(): Promise<Buffer> {
+    return Buffer.alloc(0);
+  }
+  async readStderr(): Promise<Buffer> {
+    return Buffer.alloc(0);
+  }
+  async writeStdin(_c: string, _e: string, data: Uint8Array): Promise<number> {
+    return data.length;
+  }
+  async closeStdin(): Promise<void> {}
+  async signalProcess(containerId: string, execId: string, signal: number): Promise<void> {
+    this.calls.push(`signalProcess ${containerId} ${execId} ${signal}`);
+  }
+  async removeContainer(containerId: string): Promise<void> {
+    this.calls.push(`removeContainer ${containerId}`);
   }
 }
 

@@ -1,0 +1,268 @@
+/**
+ * Containers in the guest, run by crun: CreateContainer writes an OCI bundle (/run/hull/containers/<cid>/) whose
+ * rootfs is the container's folder in the virtio-fs share and runs `crun create` with stdio pipes the agent made
+ * (the container's init inherits them); StartContainer is `crun start`, ExecProcess `crun exec --detach`,
+ * RemoveContainer `crun delete --force`. Container inits and exec'd processes are orphaned when crun exits, so their
+ * exit codes come from hull-init's reaper. crun's own messages go to <bundle>/crun.log, not to the container's
+ * stderr. Every id is a plain name; crun runs from argv arrays, never through a shell.
+ */
+import { execFile, spawn } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { Code, StatusError } from 'ttrpc-ts';
+import type { grpc } from '../protos/agent';
+import { SHARED_CONTAINERS } from './init';
+import { log } from './log';
+import { toOciProcess, toRuntimeSpec } from './oci';
+import { ContainerProcess, READ_LIMIT } from './process';
+import type { Reaper } from './reaper';
+import { invalid, plainName, realPathUnder } from './validate';
+
+export interface ContainersOptions {
+  crun?: string;
+  /** crun's state folder. */
+  crunRoot?: string;
+  /** Where bundles are written, one folder per container. */
+  bundleRoot?: string;
+  /** Where the share shows container rootfs folders (<cid>/rootfs). */
+  sharedContainers?: string;
+}
+
+const CRUN_TIMEOUT_MS = 60_000;
+const MAX_EXECS = 1024;
+
+interface Container {
+  id: string;
+  bundle: string;
+  state: 'creating' | 'created' | 'running' | 'removing';
+  init: ContainerProcess | undefined;
+  execs: Map<string, ContainerProcess>;
+}
+
+export class Containers {
+  private readonly containers = new Map<string, Container>();
+  private readonly crun: string;
+  private readonly crunRoot: string;
+  private readonly bundleRoot: string;
+  private readonly sharedContainers: string;
+
+  constructor(private readonly reaper: () => Reaper | undefined, options: ContainersOptions = {}) {
+    this.crun = options.crun ?? '/usr/bin/crun';
+    this.crunRoot = options.crunRoot ?? '/run/hull/crun';
+    this.bundleRoot = options.bundleRoot ?? '/run/hull/containers';
+    this.sharedContainers = options.sharedContainers ?? SHARED_CONTAINERS;
+  }
+
+  async create(req: grpc.ICreateContainerRequest): Promise<void> {
+    const cid = plainName(req.containerId ?? '', 'container id');
+    const execId = req.execId ? plainName(req.execId, 'exec id') : '';
+    if (this.containers.has(cid)) throw new StatusError(Code.ALREADY_EXISTS, `container ${cid} already exists`);
+    const rootPath = `${this.sharedContainers}/${cid}/rootfs`;
+    const config = toRuntimeSpec(req.OCI, cid, rootPath); // checks everything before anything is done
+    const reaper = this.requireReaper();
+    let real: string;
+    try {
+      real = realPathUnder(this.sharedContainers, rootPath, `rootfs of container ${cid}`);
+    } catch (err) {
+      if (err instanceof StatusError && err.code === Code.NOT_FOUND) {
+        throw new StatusError(Code.NOT_FOUND, `the rootfs of container ${cid} is not in the shared folder (${rootPath}): share it before CreateContainer (and CreateSandbox must have mounted the share)`);
+      }
+      throw err;
+    }
+    if (!fs.statSync(real).isDirectory()) throw invalid(`the rootfs of container ${cid} (${rootPath}) is not a folder`);
+
+    const bundle = path.join(this.bundleRoot, cid);
+    const container: Container = { id: cid, bundle, state: 'creating', init: undefined, execs: new Map() };
+    this.containers.set(cid, container);
+    try {
+      fs.rmSync(bundle, { recursive: true, force: true }); // a leftover of an earlier container of that id
+      fs.mkdirSync(bundle, { recursive: true, mode: 0o700 });
+      fs.writeFileSync(path.join(bundle, 'config.json'), JSON.stringify(config), { mode: 0o600 });
+      const pidFile = path.join(bundle, 'init.pid');
+      container.init = await this.spawnWithPipes(execId, bundle, reaper, pidFile, ['create', '--bundle', bundle, '--pid-file', pidFile, cid]);
+      container.state = 'created';
+      log.info('container created', { id: cid, pid: container.init.pid });
+    } catch (err) {
+      container.init?.close();
+      await this.crunRun(['delete', '--force', cid], bundle).catch(() => undefined);
+      fs.rmSync(bundle, { recursive: true, force: true });
+      this.containers.delete(cid);
+      throw err;
+    }
+  }
+
+  async start(req: grpc.IStartContainerRequest): Promise<void> {
+    const c = this.get(req.containerId);
+    if (c.state !== 'created') throw new StatusError(Code.FAILED_PRECONDITION, `container ${c.id} is ${c.state}, not created`);
+    await this.crunRun(['start', c.id], c.bundle);
+    c.state = 'running';
+    log.info('container started', { id: c.id });
+  }
+
+  async exec(req: grpc.IExecProcessRequest): Promise<void> {
+    const c = this.get(req.containerId);
+    const execId = plainName(req.execId ?? '', 'exec id');
+    if (c.execs.has(execId) || execId === c.init?.execId) throw new StatusError(Code.ALREADY_EXISTS, `process ${execId} already exists in container ${c.id}`);
+    if (c.state !== 'running') throw new StatusError(Code.FAILED_PRECONDITION, `container ${c.id} is ${c.state}, not running`);
+    if (c.init?.exited) throw new StatusError(Code.FAILED_PRECONDITION, `container ${c.id} has exited`);
+    if (c.execs.size >= MAX_EXECS) throw new StatusError(Code.RESOURCE_EXHAUSTED, `container ${c.id} has ${MAX_EXECS} processes already`);
+    const ociProcess = toOciProcess(req.process);
+    const reaper = this.requireReaper();
+    const processFile = path.join(c.bundle, `exec-${execId}.json`);
+    const pidFile = path.join(c.bundle, `exec-${execId}.pid`);
+    const placeholder = new ContainerProcess(execId, null, null, null);
+    c.execs.set(execId, placeholder); // reserves the id while crun runs
+    try {
+      fs.writeFileSync(processFile, JSON.stringify(ociProcess), { mode: 0o600 });
+      const proc = await this.spawnWithPipes(execId, c.bundle, reaper, pidFile, ['exec', '--detach', '--pid-file', pidFile, '--process', processFile, c.id]);
+      if (c.execs.get(execId) !== placeholder) {
+        proc.close(); // removed meanwhile
+        throw new StatusError(Code.NOT_FOUND, `container ${c.id} was removed`);
+      }
+      c.execs.set(execId, proc);
+      log.info('process started', { id: c.id, execId, pid: proc.pid });
+    } catch (err) {
+      if (c.execs.get(execId) === placeholder) c.execs.delete(execId);
+      throw err;
+    } finally {
+      fs.rmSync(processFile, { force: true });
+    }
+  }
+
+  async wait(req: grpc.IWaitProcessRequest): Promise<number> {
+    return this.process(req).wait();
+  }
+
+  async read(req: grpc.IReadStreamRequest, which: 'stdout' | 'stderr'): Promise<Buffer> {
+    const len = Number(req.len ?? 0);
+    if (!Number.isInteger(len) || len <= 0) throw invalid(`read length ${req.len} is not a positive integer`);
+    return this.process(req)[which].read(Math.min(len, READ_LIMIT));
+  }
+
+  async write(req: grpc.IWriteStreamRequest): Promise<number> {
+    return this.process(req).write(req.data ?? new Uint8Array());
+  }
+
+  closeStdin(req: grpc.ICloseStdinRequest): void {
+    this.process(req).closeStdin();
+  }
+
+  async signal(req: grpc.ISignalProcessRequest): Promise<void> {
+    const signal = Number(req.signal ?? 0);
+    if (!Number.isInteger(signal) || signal < 1 || signal > 64) throw invalid(`signal ${req.signal} is not a signal number (1-64)`);
+    const c = this.get(req.containerId);
+    const proc = this.process(req);
+    if (proc.exited) return; // nothing left to signal (and its pid may be reused)
+    if (proc === c.init && !req.execId) {
+      // Kata: exec id "" signals every process of the container.
+      if (c.state === 'created') process.kill(proc.pid, signal); // crun kill --all needs a started container's cgroup processes
+      else await this.crunRun(['kill', '--all', c.id, String(signal)], c.bundle);
+      return;
+    }
+    try {
+      process.kill(proc.pid, signal);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ESRCH') throw err;
+    }
+  }
+
+  async remove(req: grpc.IRemoveContainerRequest): Promise<void> {
+    const c = this.get(req.containerId);
+    if (c.state === 'creating' || c.state === 'removing') throw new StatusError(Code.FAILED_PRECONDITION, `container ${c.id} is ${c.state}`);
+    c.state = 'removing';
+    try {
+      await this.crunRun(['delete', '--force', c.id], c.bundle);
+    } catch (err) {
+      c.state = 'running';
+      throw err;
+    }
+    c.init?.close();
+    for (const p of c.execs.values()) p.close();
+    c.execs.clear();
+    fs.rmSync(c.bundle, { recursive: true, force: true });
+    this.containers.delete(c.id);
+    log.info('container removed', { id: c.id });
+  }
+
+  private get(containerId: string | null | undefined): Container {
+    const cid = plainName(containerId ?? '', 'container id');
+    const c = this.containers.get(cid);
+    if (!c) throw new StatusError(Code.NOT_FOUND, `container ${cid} not found`);
+    return c;
+  }
+
+  /** The container's init for exec id "" (or the init's own exec id), else that exec'd process. */
+  private process(req: { containerId?: string | null; execId?: string | null }): ContainerProcess {
+    const c = this.get(req.containerId);
+    const execId = req.execId ? plainName(req.execId, 'exec id') : '';
+    if (c.init && (execId === '' || execId === c.init.execId)) return c.init;
+    const p = c.execs.get(execId);
+    if (!p || p.pid === 0) throw new StatusError(Code.NOT_FOUND, `process ${execId || '(init)'} not found in container ${c.id}`);
+    return p;
+  }
+
+  private requireReaper(): Reaper {
+    const reaper = this.reaper();
+    if (!reaper) throw new StatusError(Code.FAILED_PRECONDITION, 'containers need hull-init (the guest init) to report exit statuses; this agent runs without it');
+    return reaper;
+  }
+
+  private crunArgs(bundle: string, args: string[]): string[] {
+    return ['--root', this.crunRoot, `--log=${path.join(bundle, 'crun.log')}`, ...args];
+  }
+
+  /** crun with the agent's stdio pipes, which the process it starts inherits; resolves once crun exited 0. */
+  private async spawnWithPipes(execId: string, bundle: string, reaper: Reaper, pidFile: string, args: string[]): Promise<ContainerProcess> {
+    fs.rmSync(pidFile, { force: true });
+    const child = spawn(this.crun, this.crunArgs(bundle, args), { stdio: ['pipe', 'pipe', 'pipe'], env: {} });
+    // Node destroys a child's stdin when the child exits; crun exits at once, the process it started keeps the pipe.
+    const stdin = child.stdin;
+    (child as { stdin: unknown }).stdin = null;
+    const proc = new ContainerProcess(execId, stdin, child.stdout, child.stderr);
+    const timer = setTimeout(() => child.kill('SIGKILL'), CRUN_TIMEOUT_MS);
+    const code = await new Promise<number | string>((resolve) => {
+      child.on('error', (err) => resolve(err.message));
+      child.on('exit', (c, sig) => resolve(c ?? `killed by ${sig}`));
+    });
+    clearTimeout(timer);
+    if (code !== 0) {
+      const stderr = (await Promise.race([proc.stderr.read(4096), new Promise<Buffer>((r) => setTimeout(() => r(Buffer.alloc(0)), 100))])).toString();
+      proc.close();
+      throw new StatusError(Code.INTERNAL, `crun ${args[0]}: ${crunMessage(bundle) || stderr.trim() || `exit ${code}`}`);
+    }
+    let pid: number;
+    try {
+      pid = Number(fs.readFileSync(pidFile, 'utf8').trim());
+    } catch (err) {
+      proc.close();
+      throw new StatusError(Code.INTERNAL, `crun ${args[0]} wrote no pid file: ${(err as Error).message}`);
+    }
+    if (!Number.isInteger(pid) || pid <= 1) {
+      proc.close();
+      throw new StatusError(Code.INTERNAL, `crun ${args[0]} wrote a bad pid file`);
+    }
+    proc.started(pid, reaper.waitFor(pid));
+    return proc;
+  }
+
+  private crunRun(args: string[], bundle: string): Promise<void> {
+    return new Promise((resolve, reject) => {
+      execFile(this.crun, this.crunArgs(bundle, args), { timeout: CRUN_TIMEOUT_MS, env: {} }, (err, _stdout, stderr) => {
+        if (err) reject(new StatusError(Code.INTERNAL, `crun ${args[0]} ${args.at(-1) ?? ''}: ${crunMessage(bundle) || stderr.trim() || err.message}`, { cause: err }));
+        else resolve();
+      });
+    });
+  }
+}
+
+/** The last lines crun logged for this bundle (its error), then the log is emptied for the next command. */
+function crunMessage(bundle: string): string {
+  const file = path.join(bundle, 'crun.log');
+  try {
+    const text = fs.readFileSync(file, 'utf8').trim();
+    fs.truncateSync(file, 0);
+    return text.split('\n').slice(-3).join('; ').slice(0, 2000);
+  } catch {
+    return '';
+  }
+}

@@ -1,0 +1,217 @@
+/**
+ * Kata's protobuf OCI spec (grpc.Spec, Go-style field names) to an OCI runtime-spec config.json for crun, keeping
+ * only what means something inside the guest and checking every value the host sent:
+ * - root.path is the container's rootfs in the virtio-fs share (computed by the agent, never the host's path);
+ * - bind mounts (host paths) and namespace paths are dropped, so is the network namespace (containers use the
+ *   guest's network, the pod's), hooks, seccomp (not supported yet), AppArmor/SELinux labels and devices;
+ * - linux.cgroupsPath is /hull/<cid>; memory, CPU and pids resources are kept.
+ */
+import path from 'node:path';
+import { Code, StatusError } from 'ttrpc-ts';
+import type { grpc } from '../protos/agent';
+import { invalid } from './validate';
+
+const MAX_ARGS = 4096;
+const MAX_ENV = 4096;
+const MAX_STRING_BYTES = 128 * 1024;
+const MAX_TOTAL_BYTES = 1 << 20;
+const MAX_MOUNTS = 128;
+const MAX_OPTIONS = 64;
+const MAX_PATHS = 256;
+const UINT32_MAX = 0xffffffff;
+
+/** Mount types that need no host path: kept. */
+const KEPT_MOUNT_TYPES = new Set(['proc', 'sysfs', 'devpts', 'tmpfs', 'mqueue', 'cgroup', 'cgroup2']);
+/** Namespace types created for the container (network: the guest's is the pod's; user: only with mappings). */
+const KEPT_NAMESPACES = new Set(['pid', 'ipc', 'uts', 'mount', 'cgroup']);
+
+export interface OciProcess {
+  terminal: boolean;
+  user: { uid: number; gid: number; additionalGids?: number[] };
+  args: string[];
+  env: string[];
+  cwd: string;
+  capabilities?: Record<string, string[]>;
+  rlimits?: { type: string; hard: number; soft: number }[];
+  noNewPrivileges?: boolean;
+  oomScoreAdj?: number;
+}
+
+function str(value: unknown, what: string, maxBytes = MAX_STRING_BYTES): string {
+  if (typeof value !== 'string') throw invalid(`${what} is not a string`);
+  if (value.includes('\0')) throw invalid(`${what} contains a NUL byte`);
+  if (Buffer.byteLength(value) > maxBytes) throw invalid(`${what} is longer than ${maxBytes} bytes`);
+  return value;
+}
+
+function strings(values: readonly unknown[] | null | undefined, what: string, max: number): string[] {
+  const list = values ?? [];
+  if (list.length > max) throw invalid(`${what}: more than ${max} entries`);
+  return list.map((v, i) => str(v, `${what}[${i}]`));
+}
+
+function uint32(value: unknown, what: string): number {
+  const n = Number(value ?? 0);
+  if (!Number.isInteger(n) || n < 0 || n > UINT32_MAX) throw invalid(`${what} ${String(value)} is not a valid id`);
+  return n;
+}
+
+/** An absolute, normalized path (inside the container: nothing is resolved here). */
+function absPath(value: unknown, what: string): string {
+  const p = str(value, what, 4096);
+  if (!path.posix.isAbsolute(p) || path.posix.normalize(p) !== p || (p.length > 1 && p.endsWith('/'))) {
+    throw invalid(`${what} ${JSON.stringify(p)} is not an absolute normalized path`);
+  }
+  return p;
+}
+
+/** The process part of the spec (CreateContainer's init and ExecProcess). */
+export function toOciProcess(p: grpc.IProcess | null | undefined): OciProcess {
+  if (!p) throw invalid('the spec has no process');
+  if (p.Terminal) throw new StatusError(Code.UNIMPLEMENTED, 'terminal (tty) processes are not implemented yet by this agent');
+  const args = strings(p.Args, 'process args', MAX_ARGS);
+  if (args.length === 0) throw invalid('process args are empty');
+  const env = strings(p.Env, 'process env', MAX_ENV);
+  for (const e of env) if (!/^[^=]+=/.test(e)) throw invalid(`environment entry ${JSON.stringify(e.slice(0, 64))} is not NAME=value`);
+  const total = [...args, ...env].reduce((n, s) => n + Buffer.byteLength(s) + 1, 0);
+  if (total > MAX_TOTAL_BYTES) throw invalid(`process args and env are larger than ${MAX_TOTAL_BYTES} bytes`);
+  const out: OciProcess = {
+    terminal: false,
+    user: { uid: uint32(p.User?.UID, 'uid'), gid: uint32(p.User?.GID, 'gid') },
+    args,
+    env,
+    cwd: p.Cwd ? absPath(p.Cwd, 'cwd') : '/',
+  };
+  const gids = p.User?.AdditionalGids ?? [];
+  if (gids.length > 64) throw invalid('more than 64 additional gids');
+  if (gids.length) out.user.additionalGids = gids.map((g, i) => uint32(g, `additional gid ${i}`));
+  const caps = p.Capabilities;
+  if (caps) {
+    const capList = (list: readonly string[] | null | undefined, what: string): string[] =>
+      strings(list, what, 64).map((c) => {
+        if (!/^CAP_[A-Z_]{1,32}$/.test(c)) throw invalid(`${what}: ${JSON.stringify(c)} is not a capability name`);
+        return c;
+      });
+    out.capabilities = {
+      bounding: capList(caps.Bounding, 'bounding capabilities'),
+      effective: capList(caps.Effective, 'effective capabilities'),
+      inheritable: capList(caps.Inheritable, 'inheritable capabilities'),
+      permitted: capList(caps.Permitted, 'permitted capabilities'),
+      ambient: capList(caps.Ambient, 'ambient capabilities'),
+    };
+  }
+  const rlimits = p.Rlimits ?? [];
+  if (rlimits.length > 32) throw invalid('more than 32 rlimits');
+  if (rlimits.length) {
+    out.rlimits = rlimits.map((r) => {
+      const type = str(r.Type, 'rlimit type', 32);
+      if (!/^RLIMIT_[A-Z]{1,16}$/.test(type)) throw invalid(`rlimit ${JSON.stringify(type)} is not valid`);
+      return { type, hard: nonNegative(r.Hard, `${type} hard`), soft: nonNegative(r.Soft, `${type} soft`) };
+    });
+  }
+  if (p.NoNewPrivileges) out.noNewPrivileges = true;
+  if (p.OOMScoreAdj) {
+    const adj = Number(p.OOMScoreAdj);
+    if (!Number.isInteger(adj) || adj < -1000 || adj > 1000) throw invalid(`oom score adj ${adj} is out of range`);
+    out.oomScoreAdj = adj;
+  }
+  return out;
+}
+
+function nonNegative(value: unknown, what: string): number {
+  const n = Number(value ?? 0);
+  if (!Number.isSafeInteger(n) || n < 0) throw invalid(`${what} ${String(value)} is not a non-negative integer`);
+  return n;
+}
+
+function signedInt(value: unknown, what: string): number {
+  const n = Number(value ?? 0);
+  if (!Number.isSafeInteger(n)) throw invalid(`${what} ${String(value)} is not an integer`);
+  return n;
+}
+
+function mounts(list: readonly grpc.IMount[] | null | undefined): object[] {
+  const all = list ?? [];
+  if (all.length > MAX_MOUNTS) throw invalid(`more than ${MAX_MOUNTS} mounts`);
+  const out: object[] = [];
+  for (const [i, m] of all.entries()) {
+    const type = m.type ?? '';
+    if (!KEPT_MOUNT_TYPES.has(type)) continue; // bind mounts name host paths: volumes are not supported yet
+    const destination = absPath(m.destination, `mount ${i} destination`);
+    const source = str(m.source ?? type, `mount ${i} source`, 256);
+    if (source.includes('/')) continue; // a path as the source of a kernel filesystem: not ours to pass on
+    const options = strings(m.options, `mount ${destination} options`, MAX_OPTIONS);
+    for (const o of options) if (o.length > 256) throw invalid(`mount ${destination}: option too long`);
+    out.push({ destination, type, source: source || type, options });
+  }
+  return out;
+}
+
+function resources(r: grpc.ILinuxResources | null | undefined): object | undefined {
+  if (!r) return undefined;
+  const out: Record<string, object> = {};
+  const mem = r.Memory;
+  if (mem && (mem.Limit || mem.Reservation || mem.Swap)) {
+    const m: Record<string, number> = {};
+    if (mem.Limit) m.limit = signedInt(mem.Limit, 'memory limit');
+    if (mem.Reservation) m.reservation = signedInt(mem.Reservation, 'memory reservation');
+    if (mem.Swap) m.swap = signedInt(mem.Swap, 'memory swap');
+    out.memory = m;
+  }
+  const cpu = r.CPU;
+  if (cpu && (cpu.Shares || cpu.Quota || cpu.Period || cpu.Cpus || cpu.Mems)) {
+    const c: Record<string, number | string> = {};
+    if (cpu.Shares) c.shares = nonNegative(cpu.Shares, 'cpu shares');
+    if (cpu.Quota) c.quota = signedInt(cpu.Quota, 'cpu quota');
+    if (cpu.Period) c.period = nonNegative(cpu.Period, 'cpu period');
+    for (const [key, value] of [['cpus', cpu.Cpus], ['mems', cpu.Mems]] as const) {
+      if (!value) continue;
+      if (!/^[0-9,-]{1,256}$/.test(value)) throw invalid(`cpu ${key} ${JSON.stringify(value)} is not a cpu list`);
+      c[key] = value;
+    }
+    out.cpu = c;
+  }
+  if (r.Pids?.Limit) out.pids = { limit: signedInt(r.Pids.Limit, 'pids limit') };
+  return Object.keys(out).length ? out : undefined;
+}
+
+/** config.json for crun, for container `cid` whose rootfs (already checked to exist) is `rootPath`. */
+export function toRuntimeSpec(spec: grpc.ISpec | null | undefined, cid: string, rootPath: string): Record<string, unknown> {
+  if (!spec) throw invalid('CreateContainer without an OCI spec');
+  const process = toOciProcess(spec.Process);
+  const linux = spec.Linux ?? {};
+  const namespaces: { type: string }[] = [];
+  const nsList = linux.Namespaces ?? [];
+  if (nsList.length > 16) throw invalid('more than 16 namespaces');
+  const hasMappings = (linux.UIDMappings?.length ?? 0) > 0;
+  for (const ns of nsList) {
+    const type = ns.Type ?? '';
+    if ((KEPT_NAMESPACES.has(type) || (type === 'user' && hasMappings)) && !namespaces.some((n) => n.type === type)) namespaces.push({ type });
+  }
+  if (!namespaces.some((n) => n.type === 'mount')) namespaces.push({ type: 'mount' }); // crun needs one to pivot_root
+  const out: Record<string, unknown> = {
+    ociVersion: '1.0.2',
+    process,
+    root: { path: rootPath, readonly: Boolean(spec.Root?.Readonly) },
+    mounts: mounts(spec.Mounts),
+    linux: {
+      namespaces,
+      cgroupsPath: `/hull/${cid}`,
+      maskedPaths: strings(linux.MaskedPaths, 'masked paths', MAX_PATHS).map((p, i) => absPath(p, `masked path ${i}`)),
+      readonlyPaths: strings(linux.ReadonlyPaths, 'read-only paths', MAX_PATHS).map((p, i) => absPath(p, `read-only path ${i}`)),
+    },
+  };
+  if (hasMappings) {
+    const map = (list: readonly grpc.ILinuxIDMapping[] | null | undefined, what: string): object[] =>
+      (list ?? []).slice(0, 64).map((m) => ({ containerID: uint32(m.ContainerID, what), hostID: uint32(m.HostID, what), size: uint32(m.Size, what) }));
+    Object.assign(out.linux as object, { uidMappings: map(linux.UIDMappings, 'uid mapping'), gidMappings: map(linux.GIDMappings, 'gid mapping') });
+  }
+  const res = resources(linux.Resources);
+  if (res) (out.linux as Record<string, unknown>).resources = res;
+  if (spec.Hostname) {
+    const host = str(spec.Hostname, 'hostname', 64);
+    if (!/^[A-Za-z0-9]([A-Za-z0-9.-]{0,62}[A-Za-z0-9])?$/.test(host)) throw invalid(`hostname ${JSON.stringify(host)} is not valid`);
+    out.hostname = host;
+  }
+  return out;
+}

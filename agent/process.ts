@@ -1,0 +1,153 @@
+/**
+ * A container process as the agent sees it: the pipes it created for its stdio, its output buffered until the host
+ * reads it (ReadStdout/ReadStderr), and its exit code from hull-init's reaper. WaitProcess answers only once the
+ * process has exited AND both output pipes reached end of file, so no output is lost after the exit is reported.
+ */
+import type { Readable, Writable } from 'node:stream';
+import { Code, StatusError } from 'ttrpc-ts';
+
+/** Output buffered per stream before the pipe is paused (the process then blocks writing until the host reads). */
+export const OUTPUT_BUFFER_LIMIT = 1 << 20;
+/** Largest ReadStdout/ReadStderr answer. */
+export const READ_LIMIT = 1 << 20;
+/** Largest WriteStdin request. */
+export const WRITE_LIMIT = 1 << 20;
+
+/** A pipe's output, buffered up to a cap; read() blocks until there is data or end of file. */
+export class OutputBuffer {
+  private chunks: Buffer[] = [];
+  private size = 0;
+  private eof = false;
+  private waiters: (() => void)[] = [];
+  private readonly endedPromise: Promise<void>;
+
+  constructor(private readonly stream: Readable | null | undefined, private readonly limit = OUTPUT_BUFFER_LIMIT) {
+    let markEnded!: () => void;
+    this.endedPromise = new Promise((resolve) => (markEnded = resolve));
+    const end = (): void => {
+      if (this.eof) return;
+      this.eof = true;
+      markEnded();
+      this.wake();
+    };
+    if (!stream) {
+      end();
+      return;
+    }
+    stream.on('data', (chunk: Buffer) => {
+      this.chunks.push(chunk);
+      this.size += chunk.length;
+      if (this.size >= this.limit) stream.pause();
+      this.wake();
+    });
+    stream.on('end', end);
+    stream.on('close', end);
+    stream.on('error', end);
+  }
+
+  /** Resolves once the pipe reached end of file (what is buffered may still be unread). */
+  ended(): Promise<void> {
+    return this.endedPromise;
+  }
+
+  /** Up to `len` bytes, waiting for some; empty at end of file. */
+  async read(len: number): Promise<Buffer> {
+    while (this.size === 0 && !this.eof) await new Promise<void>((resolve) => this.waiters.push(resolve));
+    if (this.size === 0) return Buffer.alloc(0);
+    const parts: Buffer[] = [];
+    let want = len;
+    while (want > 0 && this.chunks.length) {
+      const head = this.chunks[0]!;
+      if (head.length <= want) {
+        parts.push(head);
+        this.chunks.shift();
+        want -= head.length;
+      } else {
+        parts.push(head.subarray(0, want));
+        this.chunks[0] = head.subarray(want);
+        want = 0;
+      }
+    }
+    const out = Buffer.concat(parts);
+    this.size -= out.length;
+    if (this.size < this.limit && this.stream?.isPaused()) this.stream.resume();
+    return out;
+  }
+
+  /** Drops the buffer and stops reading (the process is forgotten); blocked readers get end of file. */
+  close(): void {
+    this.chunks = [];
+    this.size = 0;
+    this.stream?.destroy();
+    this.eof = true;
+    this.wake();
+  }
+
+  private wake(): void {
+    const waiters = this.waiters;
+    this.waiters = [];
+    for (const w of waiters) w();
+  }
+}
+
+export class ContainerProcess {
+  readonly stdout: OutputBuffer;
+  readonly stderr: OutputBuffer;
+  private stdinClosed = false;
+  /** Set by start(): the process's pid and exit code. */
+  pid = 0;
+  exitCode: number | undefined;
+  private exitPromise: Promise<number> | undefined;
+
+  constructor(readonly execId: string, private readonly stdin: Writable | null | undefined, stdout: Readable | null | undefined, stderr: Readable | null | undefined) {
+    this.stdout = new OutputBuffer(stdout);
+    this.stderr = new OutputBuffer(stderr);
+    stdin?.on('error', () => {
+      this.stdinClosed = true; // EPIPE: the process closed its stdin or exited
+    });
+  }
+
+  /** Records the pid and its exit code as the reaper reports it. */
+  started(pid: number, exit: Promise<number>): void {
+    this.pid = pid;
+    this.exitPromise = exit.then((code) => {
+      this.exitCode = code;
+      return code;
+    });
+  }
+
+  get exited(): boolean {
+    return this.exitCode !== undefined;
+  }
+
+  /** The exit code, once the process exited and its stdout and stderr reached end of file. */
+  async wait(): Promise<number> {
+    if (!this.exitPromise) throw new StatusError(Code.FAILED_PRECONDITION, `process ${this.execId || '(init)'} has not been started`);
+    const code = await this.exitPromise;
+    await Promise.all([this.stdout.ended(), this.stderr.ended()]);
+    return code;
+  }
+
+  async write(data: Uint8Array): Promise<number> {
+    if (data.length > WRITE_LIMIT) throw new StatusError(Code.INVALID_ARGUMENT, `stdin write of ${data.length} bytes is larger than ${WRITE_LIMIT}`);
+    const stdin = this.stdin;
+    if (!stdin || this.stdinClosed || stdin.destroyed || stdin.writableEnded) throw new StatusError(Code.FAILED_PRECONDITION, 'stdin is closed');
+    await new Promise<void>((resolve, reject) => {
+      stdin.write(Buffer.from(data), (err) => (err ? reject(new StatusError(Code.FAILED_PRECONDITION, `stdin: ${err.message}`)) : resolve()));
+    });
+    return data.length;
+  }
+
+  closeStdin(): void {
+    this.stdinClosed = true;
+    this.stdin?.end();
+  }
+
+  /** Forgets the process's pipes. */
+  close(): void {
+    this.closeStdin();
+    this.stdin?.destroy();
+    this.stdout.close();
+    this.stderr.close();
+  }
+}

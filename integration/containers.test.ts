@@ -1,0 +1,140 @@
+/**
+ * Containers in a real VM: a busybox rootfs shared from the host with fs-share (virtio-fs), run by the agent with
+ * the guest's crun; output, exit codes, signals, exec, and the errors for duplicates and unknown processes. One boot
+ * for the whole suite (a boot is seconds under TCG).
+ */
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import type { AgentClient } from '../agent-client';
+import { SandboxVm } from '../core/vm';
+import { AlreadyExistsError, InvalidArgumentError, NotFoundError } from '../errors';
+import { VirtioFsShare } from '../fs-share';
+import { QemuHypervisor } from '../hypervisor';
+import { GUEST_SHARE_TAG, NOOP_LOGGER } from '../hypervisor/types';
+import { childProcesses, guestArtifacts, mountsContaining } from './lib/guest';
+
+const SHARED_MOUNT = '/run/kata-containers/shared/containers';
+const SANDBOX = 'ctrtest';
+const APPLETS = ['sh', 'echo', 'cat', 'sleep', 'true'];
+
+/** Everything a container wrote to stdout and stderr, read until end of stream, then its exit code. */
+async function collect(agent: AgentClient, cid: string, execId = ''): Promise<{ stdout: string; stderr: string; code: number }> {
+  const drain = async (read: () => Promise<Buffer>): Promise<string> => {
+    const parts: Buffer[] = [];
+    for (;;) {
+      const chunk = await read();
+      if (chunk.length === 0) return Buffer.concat(parts).toString();
+      parts.push(chunk);
+    }
+  };
+  const [stdout, stderr, code] = await Promise.all([
+    drain(() => agent.readStdout(cid, execId)),
+    drain(() => agent.readStderr(cid, execId)),
+    agent.waitProcess(cid, execId),
+  ]);
+  return { stdout, stderr, code };
+}
+
+describe('containers in a real VM (crun in the guest, rootfs over virtio-fs)', function () {
+  this.timeout(200_000);
+  let dir: string;
+  let share: VirtioFsShare;
+  let vm: SandboxVm | undefined;
+  let agent: AgentClient;
+  let rootfs: string;
+
+  before(async () => {
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'hull-ctr-test-'));
+    rootfs = path.join(dir, 'rootfs');
+    for (const d of ['bin', 'proc', 'sys', 'dev', 'tmp', 'etc']) fs.mkdirSync(path.join(rootfs, d), { recursive: true });
+    fs.copyFileSync('/bin/busybox', path.join(rootfs, 'bin', 'busybox'));
+    fs.chmodSync(path.join(rootfs, 'bin', 'busybox'), 0o755);
+    for (const a of APPLETS) fs.symlinkSync('busybox', path.join(rootfs, 'bin', a));
+    share = new VirtioFsShare({ root: path.join(dir, 'share'), sandboxId: SANDBOX });
+    await share.prepare();
+    const guest = guestArtifacts();
+    vm = await SandboxVm.boot(new QemuHypervisor({ logger: NOOP_LOGGER }), {
+      id: SANDBOX, stateDir: path.join(dir, 'vm'), kernel: guest.kernel, initrd: guest.initrd, image: guest.image,
+      vcpus: 1, memoryMiB: 512, accel: 'auto', agentTransport: 'serial', sharedDir: share.sharedDir(),
+    }, { bootTimeoutMs: 120_000, logger: NOOP_LOGGER });
+    agent = vm.agent;
+    await agent.createSandbox({
+      sandboxId: SANDBOX,
+      storages: [{ driver: 'virtio-fs', source: GUEST_SHARE_TAG, fstype: 'virtiofs', options: ['nodev'], mountPoint: SHARED_MOUNT }],
+    });
+  });
+
+  after(async () => {
+    try {
+      if (vm) assert.equal((await vm.shutdown({ gracefulMs: 30_000 })).code, 0, 'the guest powered itself off');
+    } finally {
+      await share?.cleanup();
+      assert.deepEqual(childProcesses(process.pid, ['qemu-system-x86_64', 'virtiofsd']), [], 'no QEMU or virtiofsd left running');
+      assert.deepEqual(mountsContaining(dir), [], 'no mount left');
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  async function run(cid: string, args: string[]): Promise<void> {
+    await share.shareRootfs(cid, [], rootfs);
+    await agent.createContainer(cid, { args, rootReadonly: true, hostname: cid }, cid);
+    await agent.startContainer(cid);
+  }
+
+  async function remove(cid: string): Promise<void> {
+    await agent.removeContainer(cid);
+    await share.unshare(cid);
+  }
+
+  it('runs a container: its stdout, stderr and exit code', async () => {
+    await run('c-hello', ['sh', '-c', 'echo hello; echo err >&2']);
+    assert.deepEqual(await collect(agent, 'c-hello'), { stdout: 'hello\n', stderr: 'err\n', code: 0 });
+    await remove('c-hello');
+    await assert.rejects(agent.waitProcess('c-hello'), NotFoundError, 'a removed container is forgotten');
+  });
+
+  it('reports a non-zero exit code', async () => {
+    await run('c-exit', ['sh', '-c', 'exit 42']);
+    assert.equal((await collect(agent, 'c-exit')).code, 42);
+    await remove('c-exit');
+  });
+
+  it('signals every process of a container: SIGTERM ends `sleep` with 143', async () => {
+    // The container's init is PID 1 of its PID namespace, which ignores SIGTERM without a handler (as under runc):
+    // the shell stays, `sleep` (signalled too: exec id '' is every process) dies, and the shell exits with its status.
+    await run('c-sleep', ['sh', '-c', 'sleep 100; exit $?']);
+    await assert.rejects(agent.signalProcess('c-sleep', '', 0), InvalidArgumentError, 'signal 0 is refused');
+    await assert.rejects(agent.signalProcess('no-such', '', 15), NotFoundError);
+    await agent.signalProcess('c-sleep', '', 15);
+    assert.equal(await agent.waitProcess('c-sleep'), 143);
+    await remove('c-sleep');
+  });
+
+  it('execs a process in a running container, refuses duplicates and unknown processes', async () => {
+    await run('c-exec', ['sleep', '100']);
+    await agent.execProcess('c-exec', 'e1', { args: ['echo', 'from-exec'] });
+    assert.deepEqual(await collect(agent, 'c-exec', 'e1'), { stdout: 'from-exec\n', stderr: '', code: 0 });
+    await assert.rejects(agent.execProcess('c-exec', 'e1', { args: ['true'] }), AlreadyExistsError, 'duplicate exec id');
+    await assert.rejects(agent.waitProcess('c-exec', 'no-such-exec'), NotFoundError, 'unknown exec id');
+    await assert.rejects(agent.readStdout('c-exec', 'no-such-exec'), NotFoundError);
+    await assert.rejects(agent.createContainer('c-exec', { args: ['true'] }), AlreadyExistsError, 'duplicate container id');
+
+    // stdin: cat echoes what it is given and ends at CloseStdin.
+    await agent.execProcess('c-exec', 'e2', { args: ['cat'] });
+    assert.equal(await agent.writeStdin('c-exec', 'e2', Buffer.from('through stdin\n')), 14);
+    await agent.closeStdin('c-exec', 'e2');
+    assert.deepEqual(await collect(agent, 'c-exec', 'e2'), { stdout: 'through stdin\n', stderr: '', code: 0 });
+
+    await agent.signalProcess('c-exec', '', 9);
+    assert.equal(await agent.waitProcess('c-exec'), 137);
+    await remove('c-exec');
+    await assert.rejects(agent.removeContainer('c-exec'), NotFoundError);
+  });
+
+  it('refuses a container whose rootfs is not shared, and bad ids', async () => {
+    await assert.rejects(agent.createContainer('c-missing', { args: ['true'] }), (e: Error) => e instanceof NotFoundError && /not in the shared folder/.test(e.message));
+    await assert.rejects(agent.createContainer('../escape', { args: ['true'] }), InvalidArgumentError);
+  });
+});
