@@ -1,12 +1,14 @@
 /** `make bench`: runs every benchmark and writes each one's figures to bench/out/<name>.json. */
 import os from 'node:os';
 import { benchTtrpc } from './ttrpc';
+import { benchGuest } from './guest';
 import { benchVm } from './vm';
 import { writeJson } from './lib/report';
 
 const benches: Record<string, () => Promise<Record<string, unknown>>> = {
   ttrpc: benchTtrpc,
   vm: benchVm,
+  guest: benchGuest,
 };
 
 async function main(): Promise<void> {

@@ -13,29 +13,12 @@ import { AlreadyExistsError, InvalidArgumentError, NotFoundError } from '../erro
 import { VirtioFsShare } from '../fs-share';
 import { QemuHypervisor } from '../hypervisor';
 import { GUEST_SHARE_TAG, NOOP_LOGGER } from '../hypervisor/types';
+import { busyboxRootfs, collectOutput as collect } from './lib/containers';
 import { childProcesses, guestArtifacts, mountsContaining } from './lib/guest';
 
 const SHARED_MOUNT = '/run/kata-containers/shared/containers';
 const SANDBOX = 'ctrtest';
 const APPLETS = ['sh', 'echo', 'cat', 'sleep', 'true'];
-
-/** Everything a container wrote to stdout and stderr, read until end of stream, then its exit code. */
-async function collect(agent: AgentClient, cid: string, execId = ''): Promise<{ stdout: string; stderr: string; code: number }> {
-  const drain = async (read: () => Promise<Buffer>): Promise<string> => {
-    const parts: Buffer[] = [];
-    for (;;) {
-      const chunk = await read();
-      if (chunk.length === 0) return Buffer.concat(parts).toString();
-      parts.push(chunk);
-    }
-  };
-  const [stdout, stderr, code] = await Promise.all([
-    drain(() => agent.readStdout(cid, execId)),
-    drain(() => agent.readStderr(cid, execId)),
-    agent.waitProcess(cid, execId),
-  ]);
-  return { stdout, stderr, code };
-}
 
 describe('containers in a real VM (crun in the guest, rootfs over virtio-fs)', function () {
   this.timeout(200_000);
@@ -47,11 +30,7 @@ describe('containers in a real VM (crun in the guest, rootfs over virtio-fs)', f
 
   before(async () => {
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 'hull-ctr-test-'));
-    rootfs = path.join(dir, 'rootfs');
-    for (const d of ['bin', 'proc', 'sys', 'dev', 'tmp', 'etc']) fs.mkdirSync(path.join(rootfs, d), { recursive: true });
-    fs.copyFileSync('/bin/busybox', path.join(rootfs, 'bin', 'busybox'));
-    fs.chmodSync(path.join(rootfs, 'bin', 'busybox'), 0o755);
-    for (const a of APPLETS) fs.symlinkSync('busybox', path.join(rootfs, 'bin', a));
+    rootfs = busyboxRootfs(path.join(dir, 'rootfs'), APPLETS);
     share = new VirtioFsShare({ root: path.join(dir, 'share'), sandboxId: SANDBOX });
     await share.prepare();
     const guest = guestArtifacts();
