@@ -96,7 +96,9 @@ export class SandboxVm {
       this.destroyed = true;
       try {
         await this.agent.destroySandbox();
-        await Promise.race([this.hypervisor.wait(), new Promise((r) => setTimeout(r, options.gracefulMs))]);
+        let timer: NodeJS.Timeout | undefined;
+        await Promise.race([this.hypervisor.wait(), new Promise((r) => (timer = setTimeout(r, options.gracefulMs)))]);
+        clearTimeout(timer); // a pending timer would keep the process alive for the whole grace period
       } catch (err) {
         this.logger.warn({ error: errorMessage(err) }, 'graceful VM shutdown failed; stopping it');
       }

@@ -4,6 +4,7 @@
  * for the whole suite (a boot is seconds under TCG).
  */
 import assert from 'node:assert/strict';
+import crypto from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -13,7 +14,7 @@ import { AlreadyExistsError, InvalidArgumentError, NotFoundError } from '../erro
 import { VirtioFsShare } from '../fs-share';
 import { QemuHypervisor } from '../hypervisor';
 import { GUEST_SHARE_TAG, NOOP_LOGGER } from '../hypervisor/types';
-import { busyboxRootfs, collectOutput as collect } from './lib/containers';
+import { busyboxRootfs, collectOutput as collect, drainStream } from './lib/containers';
 import { childProcesses, guestArtifacts, mountsContaining } from './lib/guest';
 
 const SHARED_MOUNT = '/run/kata-containers/shared/containers';
@@ -110,6 +111,29 @@ describe('containers in a real VM (crun in the guest, rootfs over virtio-fs)', f
     assert.equal(await agent.waitProcess('c-exec'), 137);
     await remove('c-exec');
     await assert.rejects(agent.removeContainer('c-exec'), NotFoundError);
+  });
+
+  it('delivers 50 MiB of stdout intact (same length and sha256)', async () => {
+    // Random bytes written on the host into the rootfs, read by `cat` in the guest over virtio-fs and sent back
+    // through stdout: a lost, repeated or reordered chunk changes the hash.
+    const data = crypto.randomBytes(50 * 2 ** 20);
+    fs.writeFileSync(path.join(rootfs, 'tmp', 'payload.bin'), data);
+    try {
+      await run('c-stream', ['cat', '/tmp/payload.bin']);
+      const got = crypto.createHash('sha256');
+      let bytes = 0;
+      const [, , code] = await Promise.all([
+        drainStream(() => agent.readStdout('c-stream', ''), (c) => { got.update(c); bytes += c.length; }),
+        drainStream(() => agent.readStderr('c-stream', ''), () => undefined),
+        agent.waitProcess('c-stream'),
+      ]);
+      assert.equal(code, 0);
+      assert.equal(bytes, data.length);
+      assert.equal(got.digest('hex'), crypto.createHash('sha256').update(data).digest('hex'));
+      await remove('c-stream');
+    } finally {
+      fs.rmSync(path.join(rootfs, 'tmp', 'payload.bin'), { force: true });
+    }
   });
 
   it('refuses a container whose rootfs is not shared, and bad ids', async () => {
