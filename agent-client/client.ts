@@ -276,6 +276,14 @@ export class KataAgentClient implements AgentClient {
     await this.call(AgentService.SignalProcess, { containerId, execId, signal });
   }
 
+  async pauseContainer(containerId: string): Promise<void> {
+    await this.call(AgentService.PauseContainer, { containerId });
+  }
+
+  async resumeContainer(containerId: string): Promise<void> {
+    await this.call(AgentService.ResumeContainer, { containerId });
+  }
+
   async removeContainer(containerId: string): Promise<void> {
     await this.call(AgentService.RemoveContainer, { containerId, timeout: 0 });
   }

@@ -97,5 +97,8 @@ export interface ContainerAgentClient {
   closeStdin(containerId: string, execId: string): Promise<void>;
   /** Signals the process; with execId '' every process of the container. */
   signalProcess(containerId: string, execId: string, signal: number): Promise<void>;
+  /** Freezes / thaws every process of the container. */
+  pauseContainer(containerId: string): Promise<void>;
+  resumeContainer(containerId: string): Promise<void>;
   removeContainer(containerId: string): Promise<void>;
 }

@@ -34,7 +34,7 @@ const MAX_EXECS = 1024;
 interface Container {
   id: string;
   bundle: string;
-  state: 'creating' | 'created' | 'running' | 'removing';
+  state: 'creating' | 'created' | 'running' | 'paused' | 'removing';
   init: ContainerProcess | undefined;
   execs: Map<string, ContainerProcess>;
 }
@@ -166,14 +166,34 @@ export class Containers {
     }
   }
 
+  /** Freezes every process of the container (cgroup v2 freezer, through crun). */
+  async pause(req: grpc.IPauseContainerRequest): Promise<void> {
+    const c = this.get(req.containerId);
+    if (c.state !== 'running') throw new StatusError(Code.FAILED_PRECONDITION, `container ${c.id} is ${c.state}, not running`);
+    await this.crunRun(['pause', c.id], c.bundle);
+    c.state = 'paused';
+    log.info('container paused', { id: c.id });
+  }
+
+  async resume(req: grpc.IResumeContainerRequest): Promise<void> {
+    const c = this.get(req.containerId);
+    if (c.state !== 'paused') throw new StatusError(Code.FAILED_PRECONDITION, `container ${c.id} is ${c.state}, not paused`);
+    await this.crunRun(['resume', c.id], c.bundle);
+    c.state = 'running';
+    log.info('container resumed', { id: c.id });
+  }
+
   async remove(req: grpc.IRemoveContainerRequest): Promise<void> {
     const c = this.get(req.containerId);
     if (c.state === 'creating' || c.state === 'removing') throw new StatusError(Code.FAILED_PRECONDITION, `container ${c.id} is ${c.state}`);
+    const before = c.state;
     c.state = 'removing';
     try {
+      // Frozen processes cannot die: thaw a paused container before killing it.
+      if (before === 'paused') await this.crunRun(['resume', c.id], c.bundle);
       await this.crunRun(['delete', '--force', c.id], c.bundle);
     } catch (err) {
-      c.state = 'running';
+      c.state = before;
       throw err;
     }
     c.init?.close();

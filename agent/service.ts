@@ -57,6 +57,14 @@ export function registerServices(server: Server, ctx: AgentContext): void {
       await ctx.containers.signal(req);
       return {};
     },
+    PauseContainer: async (req) => {
+      await ctx.containers.pause(req);
+      return {};
+    },
+    ResumeContainer: async (req) => {
+      await ctx.containers.resume(req);
+      return {};
+    },
     WaitProcess: async (req) => ({ status: await ctx.containers.wait(req) }),
     ReadStdout: async (req) => ({ data: await ctx.containers.read(req, 'stdout') }),
     ReadStderr: async (req) => ({ data: await ctx.containers.read(req, 'stderr') }),

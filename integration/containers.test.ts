@@ -10,7 +10,7 @@ import os from 'node:os';
 import path from 'node:path';
 import type { AgentClient } from '../agent-client';
 import { SandboxVm } from '../core/vm';
-import { AlreadyExistsError, InvalidArgumentError, NotFoundError } from '../errors';
+import { AlreadyExistsError, FailedPreconditionError, InvalidArgumentError, NotFoundError } from '../errors';
 import { VirtioFsShare } from '../fs-share';
 import { QemuHypervisor } from '../hypervisor';
 import { GUEST_SHARE_TAG, NOOP_LOGGER } from '../hypervisor/types';
@@ -134,6 +134,31 @@ describe('containers in a real VM (crun in the guest, rootfs over virtio-fs)', f
     } finally {
       fs.rmSync(path.join(rootfs, 'tmp', 'payload.bin'), { force: true });
     }
+  });
+
+  it('pauses (its output stops, exec is refused) and resumes a container', async () => {
+    await run('c-pause', ['sh', '-c', 'while :; do echo tick; sleep 0.1; done']);
+    await agent.pauseContainer('c-pause');
+    await assert.rejects(agent.pauseContainer('c-pause'), FailedPreconditionError, 'pause twice');
+    await assert.rejects(agent.execProcess('c-pause', 'e1', { args: ['true'] }), FailedPreconditionError, 'no exec while paused');
+    // Output already buffered comes out; then a read stays unanswered: the processes are frozen.
+    let pending = agent.readStdout('c-pause', '');
+    let frozen = false;
+    for (const until = Date.now() + 20_000; Date.now() < until;) {
+      const outcome = await Promise.race([pending.then(() => 'data'), new Promise((r) => setTimeout(() => r('quiet'), 1500))]);
+      if (outcome === 'quiet') {
+        frozen = true;
+        break;
+      }
+      pending = agent.readStdout('c-pause', '');
+    }
+    assert.ok(frozen, 'output stopped while paused');
+    await agent.resumeContainer('c-pause');
+    await assert.rejects(agent.resumeContainer('c-pause'), FailedPreconditionError, 'resume twice');
+    assert.ok((await pending).length > 0, 'output goes on after resume');
+    await agent.signalProcess('c-pause', '', 9);
+    assert.equal((await collect(agent, 'c-pause')).code, 137);
+    await remove('c-pause');
   });
 
   it('refuses a container whose rootfs is not shared, and bad ids', async () => {

@@ -120,6 +120,12 @@ export class FakeAgent implements AgentClient {
   async signalProcess(containerId: string, execId: string, signal: number): Promise<void> {
     this.calls.push(`signalProcess ${containerId} ${execId} ${signal}`);
   }
+  async pauseContainer(containerId: string): Promise<void> {
+    this.calls.push(`pauseContainer ${containerId}`);
+  }
+  async resumeContainer(containerId: string): Promise<void> {
+    this.calls.push(`resumeContainer ${containerId}`);
+  }
   async removeContainer(containerId: string): Promise<void> {
     this.calls.push(`removeContainer ${containerId}`);
   }
