@@ -4,11 +4,11 @@
  */
 import { Client, type CallOptions, type MethodDescriptor } from 'ttrpc-ts';
 import { CancelledError, DeadlineExceededError, NotImplementedError, ShimError, UnavailableError } from '../errors';
-import { AgentService, HealthService, grpc } from '../protos/agent';
+import { AgentService, HealthService, MAX_UINT64_NUMBER, grpc } from '../protos/agent';
 import { DiagnosticsService } from '../protos/hull';
 import { classifyAgentError } from './errors';
 import { timeoutFor } from './timeouts';
-import type { AgentClient, AgentEndpoint, ContainerSpec, FileContents, GuestDetails, HealthStatus, ProcessSpec, SandboxSpec } from './types';
+import type { AgentClient, AgentEndpoint, ContainerSpec, ContainerStats, FileContents, GuestDetails, HealthStatus, ProcessSpec, SandboxSpec } from './types';
 
 export interface DialOptions {
   /** Epoch milliseconds by which the agent must have answered Health.Check (the boot deadline). */
@@ -274,6 +274,25 @@ export class KataAgentClient implements AgentClient {
 
   async signalProcess(containerId: string, execId: string, signal: number): Promise<void> {
     await this.call(AgentService.SignalProcess, { containerId, execId, signal });
+  }
+
+  async statsContainer(containerId: string): Promise<ContainerStats> {
+    const res = await this.call(AgentService.StatsContainer, { containerId });
+    const cg = res.cgroupStats;
+    const limit = (n: number | null | undefined): number | undefined => (!n || n >= MAX_UINT64_NUMBER ? undefined : Number(n));
+    const memoryStat: Record<string, number> = {};
+    for (const [k, v] of Object.entries(cg?.memoryStats?.stats ?? {})) memoryStat[k] = Number(v);
+    return {
+      cpuUsageNs: Number(cg?.cpuStats?.cpuUsage?.totalUsage ?? 0),
+      cpuUserNs: Number(cg?.cpuStats?.cpuUsage?.usageInUsermode ?? 0),
+      cpuKernelNs: Number(cg?.cpuStats?.cpuUsage?.usageInKernelmode ?? 0),
+      memoryUsageBytes: Number(cg?.memoryStats?.usage?.usage ?? 0),
+      memoryMaxUsageBytes: Number(cg?.memoryStats?.usage?.maxUsage ?? 0),
+      memoryLimitBytes: limit(cg?.memoryStats?.usage?.limit),
+      memoryStat,
+      pids: Number(cg?.pidsStats?.current ?? 0),
+      pidsLimit: limit(cg?.pidsStats?.limit),
+    };
   }
 
   async pauseContainer(containerId: string): Promise<void> {

@@ -82,6 +82,20 @@ export interface AgentClient extends ContainerAgentClient {
  * The container and process methods of the agent (KataAgentClient has them). Kept apart from AgentClient for now
  * so that AgentClient's other implementations (core's test fakes) need not grow them yet.
  */
+/** A container's resource use, from its cgroup in the guest. Limits are undefined when there is none. */
+export interface ContainerStats {
+  cpuUsageNs: number;
+  cpuUserNs: number;
+  cpuKernelNs: number;
+  memoryUsageBytes: number;
+  memoryMaxUsageBytes: number;
+  memoryLimitBytes: number | undefined;
+  /** memory.stat, key by key. */
+  memoryStat: Record<string, number>;
+  pids: number;
+  pidsLimit: number | undefined;
+}
+
 export interface ContainerAgentClient {
   /** Creates container `containerId` (its rootfs must already be in the share); its init waits for startContainer. */
   createContainer(containerId: string, spec: ContainerSpec, execId?: string): Promise<void>;
@@ -97,6 +111,7 @@ export interface ContainerAgentClient {
   closeStdin(containerId: string, execId: string): Promise<void>;
   /** Signals the process; with execId '' every process of the container. */
   signalProcess(containerId: string, execId: string, signal: number): Promise<void>;
+  statsContainer(containerId: string): Promise<ContainerStats>;
   /** Freezes / thaws every process of the container. */
   pauseContainer(containerId: string): Promise<void>;
   resumeContainer(containerId: string): Promise<void>;

@@ -16,6 +16,7 @@ import { log } from './log';
 import { toOciProcess, toRuntimeSpec } from './oci';
 import { ContainerProcess, READ_LIMIT } from './process';
 import type { Reaper } from './reaper';
+import { CGROUP_ROOT, readCgroupStats } from './stats';
 import { invalid, plainName, realPathUnder } from './validate';
 
 export interface ContainersOptions {
@@ -164,6 +165,15 @@ export class Containers {
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'ESRCH') throw err;
     }
+  }
+
+  /** Resource use from the container's cgroup (see stats.ts); its processes must have been started. */
+  stats(req: grpc.IStatsContainerRequest): grpc.ICgroupStats {
+    const c = this.get(req.containerId);
+    if (c.state === 'creating' || c.state === 'removing') throw new StatusError(Code.FAILED_PRECONDITION, `container ${c.id} is ${c.state}`);
+    const dir = path.join(CGROUP_ROOT, 'hull', c.id);
+    if (!fs.existsSync(dir)) throw new StatusError(Code.NOT_FOUND, `container ${c.id} has no cgroup (${dir})`);
+    return readCgroupStats(dir);
   }
 
   /** Freezes every process of the container (cgroup v2 freezer, through crun). */

@@ -57,6 +57,7 @@ export function registerServices(server: Server, ctx: AgentContext): void {
       await ctx.containers.signal(req);
       return {};
     },
+    StatsContainer: (req) => ({ cgroupStats: ctx.containers.stats(req), networkStats: [] }),
     PauseContainer: async (req) => {
       await ctx.containers.pause(req);
       return {};

@@ -136,8 +136,14 @@ describe('containers in a real VM (crun in the guest, rootfs over virtio-fs)', f
     }
   });
 
-  it('pauses (its output stops, exec is refused) and resumes a container', async () => {
+  it('reports stats, pauses (its output stops, exec is refused) and resumes a container', async () => {
     await run('c-pause', ['sh', '-c', 'while :; do echo tick; sleep 0.1; done']);
+    const stats = await agent.statsContainer('c-pause');
+    assert.ok(stats.memoryUsageBytes > 0, `memory use ${stats.memoryUsageBytes}`);
+    assert.ok(stats.pids >= 1, `pids ${stats.pids}`);
+    assert.ok(stats.cpuUsageNs > 0, `cpu ${stats.cpuUsageNs}`);
+    assert.equal(stats.memoryLimitBytes, undefined, 'no memory limit was set');
+    await assert.rejects(agent.statsContainer('no-such'), NotFoundError);
     await agent.pauseContainer('c-pause');
     await assert.rejects(agent.pauseContainer('c-pause'), FailedPreconditionError, 'pause twice');
     await assert.rejects(agent.execProcess('c-pause', 'e1', { args: ['true'] }), FailedPreconditionError, 'no exec while paused');

@@ -78,7 +78,7 @@ describe('agent client against the real agent (host test mode)', function () {
 
   it('answers UNIMPLEMENTED for what later issues add', async () => {
     const raw = (client as unknown as { client: { call: (d: unknown, r: unknown) => Promise<unknown> } }).client;
-    await assert.rejects(raw.call(AgentService.StatsContainer, {}).catch((e: unknown) => Promise.reject(classifyAgentError(e, 'StatsContainer'))), NotImplementedError);
+    await assert.rejects(raw.call(AgentService.UpdateContainer, {}).catch((e: unknown) => Promise.reject(classifyAgentError(e, 'UpdateContainer'))), NotImplementedError);
   });
 
   it('checks container requests, and needs hull-init to run containers', async () => {

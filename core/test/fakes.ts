@@ -1,5 +1,5 @@
 /** In-memory fakes of the Hypervisor and the agent, for fast tests of core. They record what was asked of them. */
-import type { AgentClient, ContainerSpec, FileContents, GuestDetails, HealthStatus, ProcessSpec, SandboxSpec } from '../../agent-client';
+import type { AgentClient, ContainerSpec, ContainerStats, FileContents, GuestDetails, HealthStatus, ProcessSpec, SandboxSpec } from '../../agent-client';
 import { NotImplementedError } from '../../errors';
 import type { Accel, AgentAddress, Device, Hypervisor, VmConfig, VmExit } from '../../hypervisor/types';
 
@@ -119,6 +119,9 @@ export class FakeAgent implements AgentClient {
   async closeStdin(): Promise<void> {}
   async signalProcess(containerId: string, execId: string, signal: number): Promise<void> {
     this.calls.push(`signalProcess ${containerId} ${execId} ${signal}`);
+  }
+  async statsContainer(_containerId: string): Promise<ContainerStats> {
+    return { cpuUsageNs: 0, cpuUserNs: 0, cpuKernelNs: 0, memoryUsageBytes: 0, memoryMaxUsageBytes: 0, memoryLimitBytes: undefined, memoryStat: {}, pids: 0, pidsLimit: undefined };
   }
   async pauseContainer(containerId: string): Promise<void> {
     this.calls.push(`pauseContainer ${containerId}`);
