@@ -7,7 +7,6 @@
  * agent API over ttrpc on it. With HULL_AGENT_SOCKET set it instead serves on that unix socket and touches nothing
  * of the system (how the agent's own tests run it on the host).
  */
-import { execFileSync } from 'node:child_process';
 import { Server } from 'ttrpc-ts';
 import { initGuest } from './init';
 import { log } from './log';
@@ -16,7 +15,7 @@ import { openHullInitReaper, underHullInit, type Reaper } from './reaper';
 import { Containers } from './container';
 import { GuestSandbox } from './sandbox';
 import { registerServices } from './service';
-import { BUSYBOX, kernelParams, uptimeMs } from './system';
+import { kernelParams, uptimeMs } from './system';
 
 const SERIAL_PORT_NAME = 'agent.channel.0';
 const testSocket = process.env.HULL_AGENT_SOCKET;
@@ -38,15 +37,9 @@ function powerOff(code = 0): void {
     }
     process.exit(code);
   }
-  if (!isInit) process.exit(code);
-  // Fallback when node itself is PID 1 (an image without hull-init).
-  try {
-    execFileSync(BUSYBOX, ['sync']);
-    execFileSync(BUSYBOX, ['poweroff', '-f']);
-  } catch (err) {
-    log.error('poweroff failed', { error: (err as Error).message });
-  }
-  process.exit(code); // as PID 1 this panics the kernel, which (panic=-1, -no-reboot) also ends the VM
+  // Outside the guest (test mode) this just ends the agent; as PID 1 it would panic the kernel, which (panic=-1,
+  // QEMU -no-reboot) ends the VM too.
+  process.exit(code);
 }
 
 async function main(): Promise<void> {

@@ -12,16 +12,11 @@ import { QemuHypervisor } from '../hypervisor';
 import { GUEST_SHARE_TAG, NOOP_LOGGER } from '../hypervisor/types';
 import { busyboxRootfs, collectOutput, drainStream } from '../integration/lib/containers';
 import { guestArtifacts } from '../integration/lib/guest';
-import { printTable, round } from './lib/report';
+import { median, printTable, round } from './lib/report';
 
 const RUNS = Number(process.env.BENCH_GUEST_RUNS ?? 8);
 const THROUGHPUT_BYTES = 32 << 20;
 const SANDBOX = 'benchguest';
-
-const median = (xs: number[]): number => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
-};
 
 export async function benchGuest(): Promise<Record<string, unknown>> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'hull-bench-guest-'));

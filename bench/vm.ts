@@ -12,15 +12,10 @@ import { SandboxVm } from '../core/vm';
 import { QemuHypervisor } from '../hypervisor';
 import { GUEST_SHARE_TAG, NOOP_LOGGER } from '../hypervisor/types';
 import { guestArtifacts } from '../integration/lib/guest';
-import { printTable, round } from './lib/report';
+import { median, printTable, round } from './lib/report';
 
 const BOOTS = Number(process.env.BENCH_VM_BOOTS ?? 5);
 const TARGET_MS = 3000;
-
-const median = (xs: number[]): number => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
-};
 
 /** Proportional set size in KiB, from /proc/<pid>/smaps_rollup. */
 export function pssKiB(pid: number | undefined): number {

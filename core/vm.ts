@@ -83,10 +83,6 @@ export class SandboxVm {
     }
   }
 
-  get exit(): VmExit | undefined {
-    return this.exited;
-  }
-
   /**
    * Ends the VM: DestroySandbox (the agent unmounts and powers off), waiting up to `gracefulMs` for QEMU to exit,
    * then a forced stop. Removes everything the VM left in its state folder. Safe to call twice.

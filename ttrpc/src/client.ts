@@ -196,7 +196,3 @@ export function createServiceClient<S extends ServiceDefinition>(client: Client,
   }
   return stub as ServiceClient<S>;
 }
-
-export function isConnectionClosed(err: unknown): err is ConnectionClosedError {
-  return err instanceof ConnectionClosedError;
-}

@@ -1,4 +1,4 @@
-export { Client, createServiceClient, isConnectionClosed, type CallOptions, type ClientOptions, type ServiceClient } from './client';
+export { Client, createServiceClient, type CallOptions, type ClientOptions, type ServiceClient } from './client';
 export { Server, type ServerOptions } from './server';
 export { ServiceRegistry, type HandlerContext, type RawHandler, type ServiceImplementation } from './service-registry';
 export { codec, method, protobufMethod, type Codec, type MethodDescriptor, type ProtobufjsClass, type RequestOf, type ResponseOf, type ServiceDefinition } from './method';
