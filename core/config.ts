@@ -1,0 +1,349 @@
+/**
+ * hull's configuration file, in the manner of Kata's configuration.toml but with only the keys hull implements.
+ * `config/configuration.toml` in the checkout documents every key with its default (a unit test keeps it equal to
+ * `defaultConfig`).
+ *
+ * Which file: the CRI runtime option `ConfigPath`, else `$HULL_CONFIG`, else /etc/hull/configuration.toml. A file
+ * named by either of the first two must exist; when the default file does not exist the built-in defaults apply,
+ * so a checkout runs in place without any file. The guest artefacts default to paths relative to the shim binary
+ * (`guestArtifactDir`). Unknown sections and keys, wrong types and out-of-range values are InvalidArgumentErrors
+ * that name the file and the dotted key; TOML syntax errors name the file, line and column.
+ *
+ * The shim loads this at start-up, so it stays light: the hypervisor's small constant modules (not the QEMU driver),
+ * and smol-toml (28 KB, no dependencies), required only when there is a file to parse.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import type * as SmolToml from 'smol-toml' with { 'resolution-mode': 'import' };
+import { FailedPreconditionError, InvalidArgumentError, NotImplementedError } from '../errors';
+import { VSOCK_AGENT_CHANNEL_IMPLEMENTED } from '../hypervisor/accel';
+import { MAX_MEMORY_MIB, MAX_VCPUS, MIN_MEMORY_MIB, checkOptionValue } from '../hypervisor/config';
+import { DEFAULT_QEMU_PATH, DEFAULT_VIRTIOFSD_PATH, type Accel, type AgentTransport, type VmConfig } from '../hypervisor/types';
+
+export const DEFAULT_CONFIG_PATH = '/etc/hull/configuration.toml';
+/** The environment variable that names the file when the runtime option `ConfigPath` does not. */
+export const CONFIG_PATH_ENV = 'HULL_CONFIG';
+export const DEFAULT_STATE_DIR = '/run/hull';
+export const DEFAULT_VCPUS = 1;
+export const DEFAULT_MEMORY_MIB = 512;
+/**
+ * From the start of boot until the agent answers. An idle 2-core host boots a TCG guest in about 5 s; several pods
+ * starting at once on a loaded host can take many times that, and a failed boot gives up with the guest console's
+ * last lines anyway. 60 s is 12 times the idle boot, and stays below kubelet's 2-minute runtime request timeout,
+ * so that the user sees hull's boot error rather than kubelet's cancellation.
+ */
+export const DEFAULT_BOOT_TIMEOUT_S = 60;
+export const MAX_BOOT_TIMEOUT_S = 3600;
+/** The files `make guest` writes to guest/out/ and `make install` copies to <prefix>/share/hull/guest/. */
+export const GUEST_ARTIFACT_NAMES = Object.freeze({ kernel: 'vmlinuz', initrd: 'initrd.img', image: 'rootfs.img' });
+
+export type AccelSetting = 'auto' | Accel;
+export type TransportSetting = 'auto' | AgentTransport;
+/** The only shared file system hull implements. */
+export type SharedFs = 'virtio-fs';
+
+export interface HypervisorSettings {
+  /** QEMU binary. */
+  readonly path: string;
+  readonly kernel: string;
+  readonly initrd: string;
+  readonly image: string;
+  /** Extra guest kernel command line words, after hull's own. */
+  readonly kernelParams: readonly string[];
+  readonly defaultVcpus: number;
+  readonly defaultMemoryMiB: number;
+  readonly accel: AccelSetting;
+  readonly sharedFs: SharedFs;
+  /** virtiofsd binary. */
+  readonly virtioFsDaemon: string;
+}
+
+export interface AgentSettings {
+  readonly transport: TransportSetting;
+  /** `boot_timeout` (seconds in the file), in milliseconds as BootOptions wants it. */
+  readonly bootTimeoutMs: number;
+}
+
+export interface RuntimeSettings {
+  readonly debug: boolean;
+  /** Where hull keeps per-sandbox state for crash recovery. */
+  readonly stateDir: string;
+}
+
+/** The whole configuration, deeply frozen. */
+export interface HullConfig {
+  readonly hypervisor: HypervisorSettings;
+  readonly agent: AgentSettings;
+  readonly runtime: RuntimeSettings;
+}
+
+export interface LoadedConfig {
+  readonly config: HullConfig;
+  /** The file read, or 'defaults' when none was named and the default file does not exist. */
+  readonly source: string;
+}
+
+/** Every section and key the file may hold, in the order the shipped file documents them. */
+export const CONFIG_KEYS = Object.freeze({
+  hypervisor: Object.freeze(['path', 'kernel', 'initrd', 'image', 'kernel_params', 'default_vcpus', 'default_memory', 'accel', 'shared_fs', 'virtio_fs_daemon'] as const),
+  agent: Object.freeze(['transport', 'boot_timeout'] as const),
+  runtime: Object.freeze(['debug', 'state_dir'] as const),
+});
+
+/**
+ * A file that only exists in a checkout: when `<binDir>/..` has it, the shim runs in place and `make guest` writes
+ * the artefacts to `<binDir>/../guest/out/`.
+ */
+const CHECKOUT_MARKER = path.join('guest', 'build.ts');
+
+/**
+ * Where the guest artefacts are when the file does not say. `binDir` is the folder of the shim binary with
+ * symlinks resolved: `<checkout>/bin` gives `<checkout>/guest/out`, `<prefix>/bin` gives `<prefix>/share/hull/guest`.
+ */
+export function guestArtifactDir(binDir: string, exists: (p: string) => boolean = fs.existsSync): string {
+  if (!path.isAbsolute(binDir)) throw new InvalidArgumentError(`binDir must be an absolute path, got ${JSON.stringify(binDir)}`);
+  const root = path.dirname(path.normalize(binDir));
+  return exists(path.join(root, CHECKOUT_MARKER)) ? path.join(root, 'guest', 'out') : path.join(root, 'share', 'hull', 'guest');
+}
+
+/** The built-in defaults: what an empty file, or no file at all, means. */
+export function defaultConfig(binDir: string, exists?: (p: string) => boolean): HullConfig {
+  const guest = guestArtifactDir(binDir, exists);
+  return deepFreeze<HullConfig>({
+    hypervisor: {
+      path: DEFAULT_QEMU_PATH,
+      kernel: path.join(guest, GUEST_ARTIFACT_NAMES.kernel),
+      initrd: path.join(guest, GUEST_ARTIFACT_NAMES.initrd),
+      image: path.join(guest, GUEST_ARTIFACT_NAMES.image),
+      kernelParams: [],
+      defaultVcpus: DEFAULT_VCPUS,
+      defaultMemoryMiB: DEFAULT_MEMORY_MIB,
+      accel: 'auto',
+      sharedFs: 'virtio-fs',
+      virtioFsDaemon: DEFAULT_VIRTIOFSD_PATH,
+    },
+    agent: { transport: 'auto', bootTimeoutMs: DEFAULT_BOOT_TIMEOUT_S * 1000 },
+    runtime: { debug: false, stateDir: DEFAULT_STATE_DIR },
+  });
+}
+
+/** Parses and checks the text of a configuration file; `file` names it in errors. Absent keys take the defaults. */
+export function parseConfig(text: string, file: string, binDir: string, exists?: (p: string) => boolean): HullConfig {
+  // smol-toml ships CommonJS code but only ES module typings, hence the typed require.
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const toml = require('smol-toml') as typeof SmolToml;
+  let doc: Record<string, unknown>;
+  try {
+    doc = toml.parse(text);
+  } catch (err) {
+    if (!(err instanceof toml.TomlError)) throw err;
+    const what = err.message.split('\n')[0]!.replace(/^Invalid TOML document: /, '');
+    const line = (text.split(/\r?\n/)[err.line - 1] ?? '').trim().slice(0, 80);
+    throw new InvalidArgumentError(`${file}:${err.line}:${err.column}: TOML syntax error: ${what} (in ${JSON.stringify(line)})`, { cause: err });
+  }
+  checkKeys(doc, file);
+  const d = defaultConfig(binDir, exists);
+  const hv = new Section(file, 'hypervisor', doc.hypervisor);
+  const agent = new Section(file, 'agent', doc.agent);
+  const runtime = new Section(file, 'runtime', doc.runtime);
+  const transport = agent.oneOf('transport', ['auto', 'vsock', 'serial'] as const, d.agent.transport);
+  if (transport === 'vsock' && !VSOCK_AGENT_CHANNEL_IMPLEMENTED) {
+    throw new NotImplementedError(`${file}: agent.transport = "vsock": the vsock agent channel is not implemented yet; use "auto" or "serial"`);
+  }
+  return deepFreeze<HullConfig>({
+    hypervisor: {
+      path: hv.path('path', d.hypervisor.path),
+      kernel: hv.path('kernel', d.hypervisor.kernel),
+      initrd: hv.path('initrd', d.hypervisor.initrd),
+      image: hv.path('image', d.hypervisor.image),
+      kernelParams: hv.words('kernel_params', d.hypervisor.kernelParams),
+      defaultVcpus: hv.integer('default_vcpus', 1, MAX_VCPUS, '', d.hypervisor.defaultVcpus),
+      defaultMemoryMiB: hv.integer('default_memory', MIN_MEMORY_MIB, MAX_MEMORY_MIB, ' (MiB)', d.hypervisor.defaultMemoryMiB),
+      accel: hv.oneOf('accel', ['auto', 'kvm', 'tcg'] as const, d.hypervisor.accel),
+      sharedFs: hv.oneOf('shared_fs', ['virtio-fs'] as const, d.hypervisor.sharedFs),
+      virtioFsDaemon: hv.path('virtio_fs_daemon', d.hypervisor.virtioFsDaemon),
+    },
+    agent: {
+      transport,
+      bootTimeoutMs: agent.integer('boot_timeout', 1, MAX_BOOT_TIMEOUT_S, ' (seconds)', d.agent.bootTimeoutMs / 1000) * 1000,
+    },
+    runtime: {
+      debug: runtime.boolean('debug', d.runtime.debug),
+      stateDir: runtime.path('state_dir', d.runtime.stateDir),
+    },
+  });
+}
+
+export interface LoadOptions {
+  /** The CRI runtime option `ConfigPath` (containerd's runtime options); empty means not set. */
+  configPath?: string;
+  /** Read for HULL_CONFIG (empty means not set). */
+  env: NodeJS.ProcessEnv;
+  /** The folder of the shim binary, symlinks resolved (see guestArtifactDir). */
+  binDir: string;
+  /** For tests: the file read when neither ConfigPath nor HULL_CONFIG is set. */
+  defaultPath?: string;
+  /** For tests: the file probe guestArtifactDir uses. */
+  exists?: (p: string) => boolean;
+}
+
+/**
+ * Chooses the file (ConfigPath > HULL_CONFIG > /etc/hull/configuration.toml), reads and checks it. A named file
+ * that is missing is a FailedPreconditionError; a missing default file means the built-in defaults.
+ */
+export function loadConfig(options: LoadOptions): LoadedConfig {
+  const fromEnv = options.env[CONFIG_PATH_ENV];
+  const named = options.configPath
+    ? { file: options.configPath, from: 'the runtime option ConfigPath' }
+    : fromEnv
+      ? { file: fromEnv, from: CONFIG_PATH_ENV }
+      : undefined;
+  if (named && !path.isAbsolute(named.file)) {
+    throw new InvalidArgumentError(`${named.from} must be an absolute path, got ${JSON.stringify(named.file)}`);
+  }
+  const file = named?.file ?? options.defaultPath ?? DEFAULT_CONFIG_PATH;
+  let text: string;
+  try {
+    text = fs.readFileSync(file, 'utf8');
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    const missing = code === 'ENOENT' || code === 'ENOTDIR';
+    if (missing && !named) return Object.freeze({ config: defaultConfig(options.binDir, options.exists), source: 'defaults' });
+    const why = missing ? 'does not exist' : `cannot be read (${code ?? (err as Error).message})`;
+    throw new FailedPreconditionError(`configuration file ${file}${named ? ` (from ${named.from})` : ''} ${why}`, { cause: err });
+  }
+  return Object.freeze({ config: parseConfig(text, file, options.binDir, options.exists), source: file });
+}
+
+/** What the VM of one sandbox needs besides the configuration. */
+export interface SandboxVmPlace {
+  id: string;
+  /** The VM's own state folder (the hypervisor creates and removes it). */
+  stateDir: string;
+  /** The host folder shared with the guest over virtio-fs, if any. */
+  sharedDir?: string;
+}
+
+/** The hypervisor's VmConfig for one sandbox. */
+export function toVmConfig(config: HullConfig, place: SandboxVmPlace): VmConfig {
+  const hv = config.hypervisor;
+  const vm: VmConfig = {
+    id: place.id,
+    stateDir: place.stateDir,
+    kernel: hv.kernel,
+    initrd: hv.initrd,
+    image: hv.image,
+    vcpus: hv.defaultVcpus,
+    memoryMiB: hv.defaultMemoryMiB,
+    accel: hv.accel,
+    agentTransport: config.agent.transport,
+    kernelParams: [...hv.kernelParams],
+    qemuPath: hv.path,
+    virtiofsdPath: hv.virtioFsDaemon,
+    debug: config.runtime.debug,
+  };
+  if (place.sharedDir !== undefined) vm.sharedDir = place.sharedDir;
+  return vm;
+}
+
+/** Unknown sections, unknown keys and sections that are not tables, in the order the file has them. */
+function checkKeys(doc: Record<string, unknown>, file: string): void {
+  const sections = Object.keys(CONFIG_KEYS) as (keyof typeof CONFIG_KEYS)[];
+  for (const [name, value] of Object.entries(doc)) {
+    if (!(sections as string[]).includes(name)) {
+      const what = isTable(value) ? 'unknown section' : `unknown key (keys belong in a section: ${sections.map((s) => `[${s}]`).join(', ')})`;
+      throw new InvalidArgumentError(`${file}: ${name}: ${what}`);
+    }
+    if (!isTable(value)) throw new InvalidArgumentError(`${file}: ${name} must be a section ([${name}]), got ${describe(value)}`);
+    const known: readonly string[] = CONFIG_KEYS[name as keyof typeof CONFIG_KEYS];
+    for (const key of Object.keys(value)) {
+      if (!known.includes(key)) throw new InvalidArgumentError(`${file}: ${name}.${key}: unknown key (known: ${known.join(', ')})`);
+    }
+  }
+}
+
+/** Typed reads of one section's values; an absent key gives the default, a bad one an error naming the key. */
+class Section {
+  private readonly table: Record<string, unknown>;
+
+  constructor(private readonly file: string, private readonly name: string, table: unknown) {
+    this.table = isTable(table) ? table : {};
+  }
+
+  path(key: string, dflt: string): string {
+    const value = this.table[key];
+    if (value === undefined) return dflt;
+    if (typeof value !== 'string' || !path.isAbsolute(value)) throw this.bad(key, 'must be an absolute path', value);
+    try {
+      return checkOptionValue(this.where(key), path.normalize(value));
+    } catch (err) {
+      throw new InvalidArgumentError(`${this.file}: ${(err as Error).message}`);
+    }
+  }
+
+  integer(key: string, min: number, max: number, unit: string, dflt: number): number {
+    const value = this.table[key];
+    if (value === undefined) return dflt;
+    if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max) {
+      throw this.bad(key, `must be an integer from ${min} to ${max}${unit}`, value);
+    }
+    return value;
+  }
+
+  oneOf<T extends string>(key: string, allowed: readonly T[], dflt: T): T {
+    const value = this.table[key];
+    if (value === undefined) return dflt;
+    if (!allowed.includes(value as T)) {
+      const choices = allowed.length === 1 ? `must be "${allowed[0]}" (the only value implemented)` : `must be one of ${allowed.map((a) => `"${a}"`).join(', ')}`;
+      throw this.bad(key, choices, value);
+    }
+    return value as T;
+  }
+
+  boolean(key: string, dflt: boolean): boolean {
+    const value = this.table[key];
+    if (value === undefined) return dflt;
+    if (typeof value !== 'boolean') throw this.bad(key, 'must be true or false', value);
+    return value;
+  }
+
+  /** An array of kernel command line words: non-empty, no whitespace or control characters. */
+  words(key: string, dflt: readonly string[]): string[] {
+    const value = this.table[key];
+    if (value === undefined) return [...dflt];
+    const need = 'must be an array of words without spaces, e.g. ["loglevel=7"]';
+    if (!Array.isArray(value)) throw this.bad(key, need, value);
+    for (const word of value as unknown[]) {
+      // eslint-disable-next-line no-control-regex
+      if (typeof word !== 'string' || word.length === 0 || /[\s\u0000-\u001f\u007f]/.test(word)) throw this.bad(key, need, word);
+    }
+    return [...(value as string[])];
+  }
+
+  private where(key: string): string {
+    return `${this.name}.${key}`;
+  }
+
+  private bad(key: string, need: string, got: unknown): InvalidArgumentError {
+    return new InvalidArgumentError(`${this.file}: ${this.where(key)} ${need}, got ${describe(got)}`);
+  }
+}
+
+function isTable(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value) && !(value instanceof Date);
+}
+
+function describe(value: unknown): string {
+  if (value instanceof Date) return 'a date';
+  if (Array.isArray(value)) return `an array ${JSON.stringify(value)}`;
+  if (isTable(value)) return 'a table';
+  return JSON.stringify(value);
+}
+
+function deepFreeze<T>(value: T): T {
+  if (typeof value === 'object' && value !== null && !Object.isFrozen(value)) {
+    for (const v of Object.values(value)) deepFreeze(v);
+    Object.freeze(value);
+  }
+  return value;
+}
