@@ -8,6 +8,7 @@ import { AgentService, HealthService, MAX_UINT64_NUMBER, grpc } from '../protos/
 import { DiagnosticsService } from '../protos/hull';
 import { classifyAgentError } from './errors';
 import { timeoutFor } from './timeouts';
+import { grpcProcessFromOci, grpcSpecFromOci, type OciMount, type OciProcess, type OciSpec } from './oci';
 import type { AgentClient, AgentEndpoint, ContainerSpec, ContainerStats, FileContents, GuestDetails, HealthStatus, ProcessSpec, SandboxSpec } from './types';
 
 export interface DialOptions {
@@ -227,6 +228,15 @@ export class KataAgentClient implements AgentClient {
 
   async createContainer(containerId: string, spec: ContainerSpec, execId = ''): Promise<void> {
     await this.call(AgentService.CreateContainer, { containerId, execId, OCI: toGrpcSpec(spec), storages: [], devices: [], sharedMounts: [] });
+  }
+
+  async createOciContainer(containerId: string, spec: OciSpec, mounts?: readonly OciMount[]): Promise<void> {
+    // Kata's convention: the init process's exec id is the container id (an empty exec id means every process).
+    await this.call(AgentService.CreateContainer, { containerId, execId: containerId, OCI: grpcSpecFromOci(spec, mounts), storages: [], devices: [], sharedMounts: [] });
+  }
+
+  async execOciProcess(containerId: string, execId: string, process: OciProcess): Promise<void> {
+    await this.call(AgentService.ExecProcess, { containerId, execId, process: grpcProcessFromOci(process) });
   }
 
   async startContainer(containerId: string): Promise<void> {

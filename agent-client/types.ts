@@ -1,3 +1,4 @@
+import type { OciMount, OciProcess, OciSpec } from './oci';
 /** hull's own types for talking to the guest agent; generated protocol classes stay behind this edge. */
 
 /** Where the agent listens, as the hypervisor reports it. */
@@ -99,6 +100,10 @@ export interface ContainerStats {
 export interface ContainerAgentClient {
   /** Creates container `containerId` (its rootfs must already be in the share); its init waits for startContainer. */
   createContainer(containerId: string, spec: ContainerSpec, execId?: string): Promise<void>;
+  /** Creates a container from containerd's OCI spec; `mounts` replaces the spec's mounts (volume sources rewritten to the share). */
+  createOciContainer(containerId: string, spec: OciSpec, mounts?: readonly OciMount[]): Promise<void>;
+  /** Runs a process given as an OCI Process (containerd's exec spec) in a running container. */
+  execOciProcess(containerId: string, execId: string, process: OciProcess): Promise<void>;
   startContainer(containerId: string): Promise<void>;
   /** Runs a process in a running container. */
   execProcess(containerId: string, execId: string, spec: ProcessSpec): Promise<void>;

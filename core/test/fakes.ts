@@ -1,6 +1,6 @@
 /** In-memory fakes of the Hypervisor and the agent, for fast tests of core. They record what was asked of them. */
-import type { AgentClient, ContainerSpec, ContainerStats, FileContents, GuestDetails, HealthStatus, ProcessSpec, SandboxSpec } from '../../agent-client';
-import { NotImplementedError } from '../../errors';
+import type { AgentClient, ContainerSpec, ContainerStats, FileContents, GuestDetails, HealthStatus, OciMount, OciProcess, OciSpec, ProcessSpec, SandboxSpec } from '../../agent-client';
+import { NotFoundError, NotImplementedError } from '../../errors';
 import type { Accel, AgentAddress, Device, Hypervisor, VmConfig, VmExit } from '../../hypervisor/types';
 
 export class FakeHypervisor implements Hypervisor {
@@ -94,29 +94,65 @@ export class FakeAgent implements AgentClient {
   async close(): Promise<void> {
     this.calls.push('close');
   }
-  // Containers: recorded; processes exit at once with code 0 and no output.
+  // Containers: recorded. Processes run until the test ends them with exitProcess(); output queued with emit().
+  readonly procs = new Map<string, FakeProcess>();
+  private proc(containerId: string, execId: string): FakeProcess {
+    const p = this.procs.get(`${containerId}/${execId || containerId}`);
+    if (!p) throw new NotFoundError(`fake process ${containerId}/${execId}: not found`);
+    return p;
+  }
+  private addProc(containerId: string, execId: string): void {
+    this.procs.set(`${containerId}/${execId}`, new FakeProcess());
+  }
+  /** Queues output on a process's stdout (or stderr). */
+  emit(containerId: string, execId: string, data: string, stream: 'stdout' | 'stderr' = 'stdout'): void {
+    this.proc(containerId, execId).push(stream, Buffer.from(data));
+  }
+  /** Ends the process: its output reaches end of stream, then waitProcess answers. */
+  exitProcess(containerId: string, execId: string, code: number): void {
+    this.proc(containerId, execId).exit(code);
+  }
+  stdinOf(containerId: string, execId: string): { data: string; closed: boolean } {
+    const p = this.proc(containerId, execId);
+    return { data: Buffer.concat(p.stdin).toString(), closed: p.stdinClosed };
+  }
   async createContainer(containerId: string, _spec: ContainerSpec): Promise<void> {
     this.calls.push(`createContainer ${containerId}`);
+    this.addProc(containerId, containerId);
   }
+  async createOciContainer(containerId: string, _spec: OciSpec, mounts?: readonly OciMount[]): Promise<void> {
+    this.calls.push(`createOciContainer ${containerId}`);
+    this.lastMounts = mounts ? [...mounts] : undefined;
+    this.addProc(containerId, containerId);
+  }
+  lastMounts: OciMount[] | undefined;
   async startContainer(containerId: string): Promise<void> {
     this.calls.push(`startContainer ${containerId}`);
   }
   async execProcess(containerId: string, execId: string, _spec: ProcessSpec): Promise<void> {
     this.calls.push(`execProcess ${containerId} ${execId}`);
+    this.addProc(containerId, execId);
   }
-  async waitProcess(_containerId: string): Promise<number> {
-    return 0;
+  async execOciProcess(containerId: string, execId: string, _spec: OciProcess): Promise<void> {
+    this.calls.push(`execOciProcess ${containerId} ${execId}`);
+    this.addProc(containerId, execId);
   }
-  async readStdout(): Promise<Buffer> {
-    return Buffer.alloc(0);
+  async waitProcess(containerId: string, execId = ''): Promise<number> {
+    return this.proc(containerId, execId).exited;
   }
-  async readStderr(): Promise<Buffer> {
-    return Buffer.alloc(0);
+  async readStdout(containerId: string, execId: string): Promise<Buffer> {
+    return this.proc(containerId, execId).read('stdout');
   }
-  async writeStdin(_c: string, _e: string, data: Uint8Array): Promise<number> {
+  async readStderr(containerId: string, execId: string): Promise<Buffer> {
+    return this.proc(containerId, execId).read('stderr');
+  }
+  async writeStdin(containerId: string, execId: string, data: Uint8Array): Promise<number> {
+    this.proc(containerId, execId).stdin.push(Buffer.from(data));
     return data.length;
   }
-  async closeStdin(): Promise<void> {}
+  async closeStdin(containerId: string, execId: string): Promise<void> {
+    this.proc(containerId, execId).stdinClosed = true;
+  }
   async signalProcess(containerId: string, execId: string, signal: number): Promise<void> {
     this.calls.push(`signalProcess ${containerId} ${execId} ${signal}`);
   }
@@ -137,3 +173,32 @@ export class FakeAgent implements AgentClient {
 export const testConfig = (): VmConfig => ({
   id: 'sb1', stateDir: '/fake/state', kernel: '/k', initrd: '/i', image: '/r', vcpus: 1, memoryMiB: 256, accel: 'auto', agentTransport: 'auto',
 });
+
+/** A process of FakeAgent: output queues per stream, an exit the test triggers. */
+export class FakeProcess {
+  readonly stdin: Buffer[] = [];
+  stdinClosed = false;
+  private readonly queues = { stdout: [] as Buffer[], stderr: [] as Buffer[] };
+  private readonly waiting = { stdout: [] as (() => void)[], stderr: [] as (() => void)[] };
+  private ended = false;
+  private resolveExit!: (code: number) => void;
+  readonly exited: Promise<number> = new Promise((r) => (this.resolveExit = r));
+
+  push(stream: 'stdout' | 'stderr', data: Buffer): void {
+    this.queues[stream].push(data);
+    this.wake(stream);
+  }
+  exit(code: number): void {
+    this.ended = true;
+    this.wake('stdout');
+    this.wake('stderr');
+    this.resolveExit(code);
+  }
+  async read(stream: 'stdout' | 'stderr'): Promise<Buffer> {
+    while (this.queues[stream].length === 0 && !this.ended) await new Promise<void>((r) => this.waiting[stream].push(r));
+    return this.queues[stream].shift() ?? Buffer.alloc(0);
+  }
+  private wake(stream: 'stdout' | 'stderr'): void {
+    for (const w of this.waiting[stream].splice(0)) w();
+  }
+}

@@ -1,0 +1,447 @@
+/**
+ * The sandbox held in memory for the life of the shim daemon: one VM (booted by the first Create, which must be
+ * the sandbox's own container), its share, and its containers with their processes. Every Task method of
+ * containerd maps onto one method here (Kata's mapping, kata-design.md §1); shim/ only translates types.
+ *
+ * Container states: created → running ⇄ paused, running → stopped (its init exited), then deleted. The container
+ * whose id is the sandbox id owns the VM: deleting it tears the whole sandbox down.
+ */
+import path from 'node:path';
+import { AlreadyExistsError, FailedPreconditionError, InternalError, InvalidArgumentError, NotFoundError, NotImplementedError, errorMessage } from '../errors';
+import type { AgentClient, ContainerStats, OciLinuxResources, OciMount, OciProcess, OciSpec } from '../agent-client';
+import type { FsShare } from '../fs-share';
+import type { Hypervisor, Logger, VmConfig } from '../hypervisor/types';
+import { GUEST_SHARE_TAG } from '../hypervisor/types';
+import type { EventSink, RootfsMount, StdioPaths } from './events';
+import { Process, type ExitInfo, type ProcessStatus } from './process';
+import { ProcessIo } from './stdio';
+import { Store, removeUnmounted, writeBundlePointer, type SandboxRecord } from './store';
+import { SandboxVm, type AgentDialer } from './vm';
+
+/** containerd's identifier rule (identifiers.Validate): also keeps ids usable as file names. */
+const ID = /^[A-Za-z0-9]+(?:[._-][A-Za-z0-9]+)*$/;
+const MAX_ID = 76;
+/** Where the agent mounts the share in the guest. */
+const GUEST_SHARE_MOUNT = '/run/kata-containers/shared/containers';
+/** Signals a Kill may carry (Linux: 1–64). */
+const MAX_SIGNAL = 64;
+
+export function validateId(what: string, id: string): string {
+  if (typeof id !== 'string' || id.length === 0 || id.length > MAX_ID || !ID.test(id)) {
+    throw new InvalidArgumentError(`${what} ${JSON.stringify(id)} is not a valid identifier`);
+  }
+  return id;
+}
+
+export interface SandboxOptions {
+  namespace: string;
+  id: string;
+  /** The sandbox's folder: its crash-recovery record, the VM's state and the share live below it. */
+  dir: string;
+  /** The VM's configuration for this sandbox (from hull's configuration file). */
+  vmConfig(vm: { id: string; stateDir: string; sharedDir: string }): VmConfig;
+  bootTimeoutMs: number;
+  hypervisor(): Hypervisor;
+  share(root: string, id: string): FsShare;
+  dial?: AgentDialer;
+  logger: Logger;
+  events: EventSink;
+}
+
+export interface CreateRequest {
+  id: string;
+  bundle: string;
+  /** containerd's config.json, parsed. */
+  spec: OciSpec;
+  rootfs: RootfsMount[];
+  stdio: StdioPaths;
+}
+
+export interface ProcessState {
+  id: string;
+  execId: string;
+  bundle: string;
+  pid: number;
+  status: ProcessStatus | 'paused';
+  stdio: StdioPaths;
+  exit: ExitInfo | undefined;
+}
+
+class Container {
+  readonly execs = new Map<string, Process>();
+  /** The exec's OCI process, kept from Exec until Start. */
+  readonly execSpecs = new Map<string, OciProcess>();
+  paused = false;
+  constructor(
+    readonly id: string,
+    readonly bundle: string,
+    readonly init: Process,
+  ) {}
+
+  process(execId: string): Process {
+    if (execId === '') return this.init;
+    const p = this.execs.get(execId);
+    if (!p) throw new NotFoundError(`process ${execId} of container ${this.id}: not found`);
+    return p;
+  }
+}
+
+export class Sandbox {
+  private readonly containers = new Map<string, Container>();
+  private vm: SandboxVm | undefined;
+  private share: FsShare | undefined;
+  private readonly store: Store;
+  private record: SandboxRecord;
+  /** Create and Delete of containers (and the VM's life) run one at a time. */
+  private lifecycle: Promise<unknown> = Promise.resolve();
+  private tornDown = false;
+
+  constructor(private readonly o: SandboxOptions) {
+    validateId('namespace', o.namespace);
+    validateId('sandbox id', o.id);
+    this.store = new Store(path.join(o.dir, 'state.json'));
+    this.record = {
+      version: 1,
+      namespace: o.namespace,
+      sandboxId: o.id,
+      shimPid: process.pid,
+      vmStateDir: path.join(o.dir, 'vm'),
+      shareRoot: o.dir,
+      shareId: 'share',
+      containers: {},
+    };
+  }
+
+  get id(): string {
+    return this.o.id;
+  }
+
+  get recordFile(): string {
+    return this.store.file;
+  }
+
+  /** No container left: the daemon may exit once Shutdown asks. */
+  get empty(): boolean {
+    return this.containers.size === 0;
+  }
+
+  private serial<T>(fn: () => Promise<T>): Promise<T> {
+    const next = this.lifecycle.then(fn, fn);
+    this.lifecycle = next.catch(() => undefined);
+    return next;
+  }
+
+  private container(id: string): Container {
+    const c = this.containers.get(id);
+    if (!c) throw new NotFoundError(`container ${id}: not found`);
+    return c;
+  }
+
+  private agent(): AgentClient {
+    if (!this.vm) throw new FailedPreconditionError(`sandbox ${this.o.id} has no running VM`);
+    return this.vm.agent;
+  }
+
+  private hostPid(): number {
+    return this.vm?.hypervisor.pid() ?? 0;
+  }
+
+  private save(): void {
+    this.store.save(this.record);
+  }
+
+  async create(req: CreateRequest): Promise<number> {
+    validateId('container id', req.id);
+    if (!path.isAbsolute(req.bundle)) throw new InvalidArgumentError(`bundle ${JSON.stringify(req.bundle)} is not an absolute path`);
+    return this.serial(async () => {
+      if (this.tornDown) throw new FailedPreconditionError(`sandbox ${this.o.id} is shut down`);
+      if (this.containers.has(req.id)) throw new AlreadyExistsError(`container ${req.id}: already exists`);
+      const ownsVm = req.id === this.o.id;
+      if (!ownsVm && !this.vm) {
+        throw new FailedPreconditionError(`container ${req.id} joins sandbox ${this.o.id}, whose own container does not exist`);
+      }
+      if (req.stdio.terminal && req.stdio.stderr !== '') throw new InvalidArgumentError('a terminal process has no separate stderr');
+      const { spec, mounts, volumes } = splitMounts(req.spec);
+
+      // The record and the bundle pointer first: a crash from here on leaves what `delete` needs to clean up.
+      this.record.containers[req.id] = { bundle: req.bundle };
+      this.save();
+      writeBundlePointer(req.bundle, this.store.file);
+      let io: ProcessIo | undefined;
+      try {
+        if (ownsVm) await this.startVm(spec);
+        const share = this.share!;
+        const root = await share.shareRootfs(req.id, req.rootfs, path.join(req.bundle, 'rootfs'));
+        const shared: OciMount[] = [...mounts];
+        for (const v of volumes) {
+          const readOnly = (v.options ?? []).includes('ro');
+          const g = await share.shareVolume(req.id, { source: v.source!, destination: v.destination, readOnly });
+          shared.push({ ...v, source: g.guestPath });
+        }
+        const agent = this.agent();
+        const proc = new Process(req.id, '', req.stdio);
+        io = await ProcessIo.open({ agent, containerId: req.id, execId: req.id, stdio: req.stdio, logger: this.o.logger });
+        proc.io = io;
+        await agent.createOciContainer(req.id, { ...spec, root: { ...spec.root, readonly: spec.root?.readonly ?? root.readOnly } }, shared);
+        io.start(); // the process exists in the guest: its output can be read from now on
+        proc.pid = this.hostPid();
+        this.containers.set(req.id, new Container(req.id, req.bundle, proc));
+        this.o.events({ type: 'create', containerId: req.id, bundle: req.bundle, rootfs: req.rootfs, io: req.stdio, pid: proc.pid });
+        return proc.pid;
+      } catch (err) {
+        io?.close();
+        await this.undoCreate(req.id, ownsVm);
+        throw err;
+      }
+    });
+  }
+
+  private async startVm(spec: OciSpec): Promise<void> {
+    const share = this.o.share(this.record.shareRoot, this.record.shareId);
+    this.share = share;
+    await share.prepare();
+    const config = this.o.vmConfig({ id: this.o.id, stateDir: this.record.vmStateDir, sharedDir: share.sharedDir() });
+    const hv = this.o.hypervisor();
+    this.vm = await SandboxVm.boot(hv, config, { bootTimeoutMs: this.o.bootTimeoutMs, logger: this.o.logger, dial: this.o.dial });
+    this.record.qemuPid = hv.pid();
+    this.record.virtiofsdPid = hv.virtiofsdPid();
+    this.save();
+    this.vm.agent.onClose((err) => this.vmLost(err));
+    await this.vm.agent.createSandbox({
+      sandboxId: this.o.id,
+      hostname: spec.hostname ?? '',
+      storages: [{ driver: 'virtio-fs', source: GUEST_SHARE_TAG, fstype: 'virtiofs', options: ['nodev'], mountPoint: GUEST_SHARE_MOUNT }],
+    });
+  }
+
+  /** The agent connection broke outside a shutdown: every process is gone with the VM. */
+  private vmLost(err: Error): void {
+    if (this.tornDown) return;
+    this.o.logger.error({ error: errorMessage(err) }, 'lost the VM: every process of the sandbox is reported as exited');
+    for (const c of this.containers.values()) {
+      for (const p of [c.init, ...c.execs.values()]) this.finish(p, 255);
+    }
+  }
+
+  private async undoCreate(id: string, ownsVm: boolean): Promise<void> {
+    const log = (what: string) => (e: unknown) => this.o.logger.warn({ id, error: errorMessage(e) }, `undoing a failed create: ${what}`);
+    if (this.vm && !ownsVm) await this.vm.agent.removeContainer(id).catch(() => undefined);
+    if (ownsVm) {
+      await this.teardown().catch(log('tear the sandbox down'));
+    } else {
+      await this.share?.unshare(id).catch(log('unshare'));
+      delete this.record.containers[id];
+      this.save();
+    }
+  }
+
+  async start(id: string, execId: string): Promise<number> {
+    const c = this.container(id);
+    const p = c.process(execId);
+    if (p.status !== 'created') throw new FailedPreconditionError(`process ${execId || id} is ${p.status}, not created`);
+    const agent = this.agent();
+    if (p.isInit) {
+      await agent.startContainer(id);
+      p.markRunning(this.hostPid());
+      this.o.events({ type: 'start', containerId: id, pid: p.pid });
+    } else {
+      const spec = c.execSpecs.get(execId)!;
+      p.io = await ProcessIo.open({ agent, containerId: id, execId, stdio: p.stdio, logger: this.o.logger });
+      try {
+        await agent.execOciProcess(id, execId, spec);
+      } catch (err) {
+        p.io.close();
+        p.io = undefined;
+        throw err;
+      }
+      c.execSpecs.delete(execId);
+      p.io.start();
+      p.markRunning(this.hostPid());
+      this.o.events({ type: 'exec-started', containerId: id, execId, pid: p.pid });
+    }
+    void this.watch(p, p.isInit ? id : execId);
+    return p.pid;
+  }
+
+  /** Waits for the process in the guest, then for its output to drain, then publishes its exit. */
+  private async watch(p: Process, agentExecId: string): Promise<void> {
+    let status = 255;
+    try {
+      status = await this.agent().waitProcess(p.containerId, agentExecId);
+    } catch (err) {
+      if (!this.tornDown) this.o.logger.warn({ id: p.containerId, execId: p.execId, error: errorMessage(err) }, 'waiting for a process failed');
+    }
+    await p.io?.outputDone;
+    this.finish(p, status);
+  }
+
+  private finish(p: Process, status: number): void {
+    if (!p.markStopped(status)) return;
+    this.o.events({ type: 'exit', containerId: p.containerId, id: p.execId || p.containerId, pid: p.pid, exitStatus: status, exitedAt: p.exit!.exitedAt });
+  }
+
+  async exec(id: string, execId: string, spec: OciProcess, stdio: StdioPaths): Promise<void> {
+    validateId('exec id', execId);
+    const c = this.container(id);
+    if (execId === id || c.execs.has(execId)) throw new AlreadyExistsError(`exec ${execId} of container ${id}: already exists`);
+    if (c.init.status !== 'running') throw new FailedPreconditionError(`container ${id} is ${c.init.status}: cannot exec in it`);
+    if (!!spec.terminal !== stdio.terminal) throw new InvalidArgumentError(`exec ${execId}: the request's terminal flag and the process spec disagree`);
+    if (stdio.terminal && stdio.stderr !== '') throw new InvalidArgumentError('a terminal process has no separate stderr');
+    c.execs.set(execId, new Process(id, execId, stdio));
+    c.execSpecs.set(execId, spec);
+    this.o.events({ type: 'exec-added', containerId: id, execId });
+  }
+
+  state(id: string, execId: string): ProcessState {
+    const c = this.container(id);
+    const p = c.process(execId);
+    const status = p.status === 'running' && c.paused ? 'paused' : p.status;
+    return { id, execId, bundle: c.bundle, pid: p.pid, status, stdio: p.stdio, exit: p.exit };
+  }
+
+  wait(id: string, execId: string): Promise<ExitInfo> {
+    return this.container(id).process(execId).wait();
+  }
+
+  async kill(id: string, execId: string, signal: number, all: boolean): Promise<void> {
+    if (!Number.isInteger(signal) || signal < 1 || signal > MAX_SIGNAL) throw new InvalidArgumentError(`signal ${signal} is out of range`);
+    const c = this.container(id);
+    const p = c.process(execId);
+    if (all && execId !== '') throw new InvalidArgumentError('kill --all applies to a container, not to an exec');
+    if (p.status === 'stopped') throw new NotFoundError(`process ${execId || id} already finished: not found`);
+    if (p.status === 'created' && !p.isInit) throw new NotFoundError(`process ${execId} has not started: not found`);
+    // The agent's empty exec id means every process of the container; the init alone is addressed by the container id.
+    await this.agent().signalProcess(id, all ? '' : execId || id, signal);
+  }
+
+  async delete(id: string, execId: string): Promise<{ pid: number; exit: ExitInfo }> {
+    const c = this.container(id);
+    if (execId !== '') {
+      const p = c.process(execId);
+      if (p.status === 'running') throw new FailedPreconditionError(`exec ${execId} is running: cannot delete it`);
+      c.execs.delete(execId);
+      c.execSpecs.delete(execId);
+      p.io?.close();
+      return { pid: p.pid, exit: p.exit ?? { exitStatus: 0, exitedAt: new Date() } };
+    }
+    return this.serial(async () => {
+      const p = c.init;
+      if (p.status === 'running') throw new FailedPreconditionError(`container ${id} is running: cannot delete a running process`);
+      p.markStopped(0); // never started: no exit event
+      for (const e of c.execs.values()) e.io?.close();
+      if (id === this.o.id) {
+        await this.teardown();
+      } else {
+        await this.agent().removeContainer(id).catch((err: unknown) => {
+          if (!(err instanceof NotFoundError)) throw err;
+        });
+        await this.share?.unshare(id);
+        delete this.record.containers[id];
+        this.save();
+      }
+      this.containers.delete(id);
+      const exit = p.exit!;
+      this.o.events({ type: 'delete', containerId: id, pid: p.pid, exitStatus: exit.exitStatus, exitedAt: exit.exitedAt });
+      return { pid: p.pid, exit };
+    });
+  }
+
+  /**
+   * Ends the sandbox: every process reported exited, the VM shut down (the agent unmounts and powers off), the
+   * share unmounted, the record and folders removed. Idempotent.
+   */
+  async teardown(): Promise<void> {
+    this.tornDown = true;
+    for (const c of this.containers.values()) {
+      for (const p of [c.init, ...c.execs.values()]) if (p.status !== 'created') this.finish(p, 137);
+    }
+    const problems: string[] = [];
+    const step = async (what: string, fn: () => Promise<unknown>): Promise<void> => {
+      await fn().catch((err: unknown) => {
+        problems.push(`${what}: ${errorMessage(err)}`);
+        this.o.logger.warn({ error: errorMessage(err) }, `sandbox teardown: ${what}`);
+      });
+    };
+    const vm = this.vm;
+    this.vm = undefined;
+    if (vm) await step('shut the VM down', () => vm.shutdown({ gracefulMs: 5_000 }));
+    if (this.share) await step('unmount the share', () => this.share!.cleanup());
+    if (problems.length === 0) {
+      this.store.remove();
+      await step('remove the sandbox folder', async () => removeUnmounted(this.o.dir));
+    }
+    if (problems.length > 0) throw new InternalError(`sandbox ${this.o.id} teardown: ${problems.join('; ')}`);
+  }
+
+  async pause(id: string): Promise<void> {
+    const c = this.container(id);
+    if (c.init.status !== 'running' || c.paused) throw new FailedPreconditionError(`container ${id} is ${c.paused ? 'paused' : c.init.status}: cannot pause`);
+    await this.agent().pauseContainer(id);
+    c.paused = true;
+    this.o.events({ type: 'paused', containerId: id });
+  }
+
+  async resume(id: string): Promise<void> {
+    const c = this.container(id);
+    if (!c.paused) throw new FailedPreconditionError(`container ${id} is not paused`);
+    await this.agent().resumeContainer(id);
+    c.paused = false;
+    this.o.events({ type: 'resumed', containerId: id });
+  }
+
+  async closeIO(id: string, execId: string): Promise<void> {
+    const p = this.container(id).process(execId);
+    if (p.status === 'created') throw new FailedPreconditionError(`process ${execId || id} has not started`);
+    await p.io?.closeStdin();
+  }
+
+  async resizePty(id: string, execId: string, width: number, height: number): Promise<void> {
+    const p = this.container(id).process(execId);
+    if (!p.stdio.terminal) throw new FailedPreconditionError(`process ${execId || id} has no terminal`);
+    void width;
+    void height;
+    throw new NotImplementedError('terminals are not implemented by hull yet');
+  }
+
+  async update(id: string, resources: OciLinuxResources): Promise<void> {
+    this.container(id);
+    void resources;
+    throw new NotImplementedError('updating container resources is not implemented by hull yet');
+  }
+
+  async stats(id: string): Promise<ContainerStats> {
+    const c = this.container(id);
+    if (c.init.status === 'stopped') throw new NotFoundError(`container ${id} has stopped: no stats`);
+    return this.agent().statsContainer(id);
+  }
+
+  /** The pids containerd may show: the VM's, for the init and each running exec. */
+  pids(id: string): { pid: number; execId: string }[] {
+    const c = this.container(id);
+    return [c.init, ...c.execs.values()].filter((p) => p.status === 'running').map((p) => ({ pid: p.pid, execId: p.execId }));
+  }
+
+  /** Connect: the init's pid (0 before the VM runs). */
+  taskPid(id: string): number {
+    return this.container(id).init.pid;
+  }
+}
+
+/**
+ * The spec's mounts, split into those the guest makes itself (proc, tmpfs, …) and bind mounts of host files and
+ * folders (volumes), which must go through the share.
+ */
+function splitMounts(spec: OciSpec): { spec: OciSpec; mounts: OciMount[]; volumes: OciMount[] } {
+  const mounts: OciMount[] = [];
+  const volumes: OciMount[] = [];
+  for (const m of spec.mounts ?? []) {
+    const isBind = m.type === 'bind' || (m.options ?? []).some((o) => o === 'bind' || o === 'rbind');
+    if (!isBind) {
+      mounts.push(m);
+      continue;
+    }
+    if (typeof m.source !== 'string' || !path.isAbsolute(m.source)) throw new InvalidArgumentError(`mount ${m.destination}: bind source ${JSON.stringify(m.source)} is not an absolute path`);
+    volumes.push(m);
+  }
+  return { spec, mounts, volumes };
+}

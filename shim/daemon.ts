@@ -1,0 +1,76 @@
+/**
+ * The long-running shim daemon of one sandbox: serves containerd.task.v2.Task on the socket `start` handed over as
+ * fd 3 (or on -socket), publishes events, and exits after Shutdown once no container is left, or on SIGTERM/SIGINT
+ * after tearing the sandbox down. Its socket file goes with it.
+ */
+import fs from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
+import { Server } from 'ttrpc-ts';
+import { errorMessage } from '../errors';
+import { TaskService } from '../protos/containerd';
+import { socketAddress, socketPath } from './address';
+import type { ShimFlags } from './flags';
+import { openLogger } from './logger';
+import { EventPublisher } from './publisher';
+import { TaskServiceImpl } from './task-service';
+
+const LISTEN_FD = 3;
+
+export async function runDaemon(flags: ShimFlags, binDir: string): Promise<void> {
+  const bundle = process.cwd();
+  const logger = openLogger(bundle, flags.debug, flags.id, flags.namespace);
+  const sockPath = flags.socket || socketPath(socketAddress(flags.address, flags.namespace, flags.id));
+  const publisher = new EventPublisher(process.env.TTRPC_ADDRESS || `${flags.address}.ttrpc`, flags.namespace, logger);
+  const server = new Server({ onError: (err, where) => logger.debug({ ...where, error: errorMessage(err) }, 'ttrpc') });
+
+  let exiting = false;
+  const exit = async (code: number): Promise<void> => {
+    if (exiting) return;
+    exiting = true;
+    await publisher.close();
+    await server.shutdown({ timeoutMs: 1_000 });
+    fs.rmSync(sockPath, { force: true });
+    logger.info({ code }, 'shim exiting');
+    logger.flush();
+    setTimeout(() => process.exit(code), 50).unref();
+    process.exitCode = code;
+  };
+
+  const service = new TaskServiceImpl({
+    namespace: flags.namespace,
+    id: flags.id,
+    binDir,
+    logger,
+    publisher,
+    onShutdown: () => void exit(0),
+  });
+  server.register(TaskService, service.implementation());
+
+  if (flags.socket) {
+    await server.listen(flags.socket);
+  } else {
+    const listener = net.createServer();
+    await new Promise<void>((resolve, reject) => {
+      listener.once('error', reject);
+      listener.listen({ fd: LISTEN_FD }, () => resolve());
+    });
+    server.serveListener(listener);
+  }
+
+  const terminate = (signal: string): void => {
+    logger.info({ signal }, 'tearing the sandbox down');
+    void service
+      .teardown()
+      .catch((err: unknown) => logger.error({ error: errorMessage(err) }, 'teardown'))
+      .finally(() => void exit(0));
+  };
+  process.once('SIGTERM', () => terminate('SIGTERM'));
+  process.once('SIGINT', () => terminate('SIGINT'));
+  process.on('uncaughtException', (err) => {
+    logger.error({ error: errorMessage(err), stack: err.stack }, 'uncaught exception: the shim dies; `delete` cleans up after it');
+    logger.flush();
+    process.exit(1);
+  });
+  logger.info({ socket: sockPath, bundle: path.basename(bundle) }, 'shim daemon serving');
+}

@@ -1,0 +1,251 @@
+/**
+ * containerd.task.v2.Task: thin adapters from containerd's requests onto core's Sandbox, and from core's typed
+ * errors onto status codes (status.ts). The sandbox is made by the first Create, which must be for the sandbox's
+ * own container; the VM boots inside that Create.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import type { HandlerContext, ServiceImplementation } from 'ttrpc-ts';
+import type { OciLinuxResources, OciProcess, OciSpec } from '../agent-client';
+import { Sandbox, type SandboxEvent } from '../core';
+import { loadConfig, toVmConfig, type HullConfig } from '../core/config';
+import { FailedPreconditionError, InvalidArgumentError, NotFoundError, NotImplementedError } from '../errors';
+import { VirtioFsShare } from '../fs-share';
+import { QemuHypervisor } from '../hypervisor';
+import type { Logger } from '../hypervisor/types';
+import { runtimeOptions, taskTypes, TaskService, TypeUrl, typeUrlMatches, unpackAny, type TimestampLike } from '../protos/containerd';
+import { sandboxOf } from './address';
+import { metricsAny } from './metrics';
+import type { EventPublisher } from './publisher';
+import { toStatusError } from './status';
+
+const MAX_SPEC_BYTES = 16 << 20;
+const Status = taskTypes.Status;
+
+export interface TaskServiceOptions {
+  namespace: string;
+  /** The id the daemon was started for: its sandbox. */
+  id: string;
+  /** The folder holding the shim binary (guest artefacts are found relative to it). */
+  binDir: string;
+  logger: Logger;
+  publisher: EventPublisher;
+  /** Asked to exit once Shutdown finds no container left. */
+  onShutdown(): void;
+}
+
+function timestamp(d: Date | undefined): TimestampLike | null {
+  if (!d) return null;
+  const ms = d.getTime();
+  return { seconds: Math.floor(ms / 1000), nanos: (ms % 1000) * 1e6 };
+}
+
+function readSpec(bundle: string): OciSpec {
+  if (!path.isAbsolute(bundle)) throw new InvalidArgumentError(`bundle ${JSON.stringify(bundle)} is not an absolute path`);
+  const file = path.join(bundle, 'config.json');
+  let text: string;
+  try {
+    const st = fs.statSync(file);
+    if (!st.isFile() || st.size > MAX_SPEC_BYTES) throw new InvalidArgumentError(`${file} is not a regular file of at most ${MAX_SPEC_BYTES} bytes`);
+    text = fs.readFileSync(file, 'utf8');
+  } catch (err) {
+    if (err instanceof InvalidArgumentError) throw err;
+    throw new InvalidArgumentError(`cannot read the OCI spec ${file}: ${(err as Error).message}`);
+  }
+  try {
+    const spec = JSON.parse(text) as OciSpec;
+    if (typeof spec !== 'object' || spec === null || Array.isArray(spec)) throw new Error('not a JSON object');
+    return spec;
+  } catch (err) {
+    throw new InvalidArgumentError(`the OCI spec ${file} is not valid JSON: ${(err as Error).message}`);
+  }
+}
+
+function jsonAny<T>(any: { type_url?: string | null; value?: Uint8Array | null } | null | undefined, typeUrl: string, what: string): T {
+  if (!any?.type_url || !typeUrlMatches(any.type_url, typeUrl)) throw new InvalidArgumentError(`${what}: expected ${typeUrl}, got ${JSON.stringify(any?.type_url ?? '')}`);
+  try {
+    return JSON.parse(Buffer.from(any.value ?? []).toString('utf8')) as T;
+  } catch (err) {
+    throw new InvalidArgumentError(`${what}: invalid JSON: ${(err as Error).message}`);
+  }
+}
+
+export class TaskServiceImpl {
+  private sandbox: Sandbox | undefined;
+  private config: HullConfig | undefined;
+  private shuttingDown = false;
+
+  constructor(private readonly o: TaskServiceOptions) {}
+
+  /** The live sandbox, or NOT_FOUND for any container id (no Create yet, or already torn down). */
+  private sb(id: string): Sandbox {
+    if (!this.sandbox) throw new NotFoundError(`container ${id}: not found`);
+    return this.sandbox;
+  }
+
+  private publish(e: SandboxEvent): void {
+    const p = this.o.publisher;
+    switch (e.type) {
+      case 'create':
+        p.publish('TaskCreate', { containerId: e.containerId, bundle: e.bundle, rootfs: e.rootfs.map((m) => ({ type: m.type, source: m.source, options: m.options })), io: e.io, pid: e.pid });
+        break;
+      case 'start':
+        p.publish('TaskStart', { containerId: e.containerId, pid: e.pid });
+        break;
+      case 'exec-added':
+        p.publish('TaskExecAdded', { containerId: e.containerId, execId: e.execId });
+        break;
+      case 'exec-started':
+        p.publish('TaskExecStarted', { containerId: e.containerId, execId: e.execId, pid: e.pid });
+        break;
+      case 'exit':
+        p.publish('TaskExit', { containerId: e.containerId, id: e.id, pid: e.pid, exitStatus: e.exitStatus, exitedAt: timestamp(e.exitedAt) });
+        break;
+      case 'delete':
+        p.publish('TaskDelete', { containerId: e.containerId, id: e.containerId, pid: e.pid, exitStatus: e.exitStatus, exitedAt: timestamp(e.exitedAt) });
+        break;
+      case 'paused':
+        p.publish('TaskPaused', { containerId: e.containerId });
+        break;
+      case 'resumed':
+        p.publish('TaskResumed', { containerId: e.containerId });
+        break;
+      case 'oom':
+        p.publish('TaskOOM', { containerId: e.containerId });
+        break;
+    }
+  }
+
+  private makeSandbox(configPath: string): Sandbox {
+    const { config, source } = loadConfig({ configPath, env: process.env, binDir: this.o.binDir });
+    this.config = config;
+    this.o.logger.info({ source }, 'configuration loaded');
+    return new Sandbox({
+      namespace: this.o.namespace,
+      id: this.o.id,
+      dir: path.join(config.runtime.stateDir, this.o.namespace, this.o.id),
+      vmConfig: (place) => toVmConfig(config, place),
+      bootTimeoutMs: config.agent.bootTimeoutMs,
+      hypervisor: () => new QemuHypervisor({ logger: this.o.logger }),
+      share: (root, id) => new VirtioFsShare({ root, sandboxId: id }),
+      logger: this.o.logger,
+      events: (e) => this.publish(e),
+    });
+  }
+
+  implementation(): ServiceImplementation<typeof TaskService> {
+    const wrap =
+      <Req, Res>(fn: (req: Req, ctx: HandlerContext) => Promise<Res> | Res) =>
+      async (req: Req, ctx: HandlerContext): Promise<Res> => {
+        try {
+          return await fn(req, ctx);
+        } catch (err) {
+          throw toStatusError(err);
+        }
+      };
+    const sb = (id: string | null | undefined): Sandbox => this.sb(id ?? '');
+    return {
+      Create: wrap(async (req) => {
+        if (req.checkpoint || req.parentCheckpoint) throw new NotImplementedError('restoring from a checkpoint is not supported by hull');
+        const id = req.id ?? '';
+        const spec = readSpec(req.bundle ?? '');
+        if (!this.sandbox) {
+          const { sandboxId } = sandboxOf(id, spec.annotations);
+          if (sandboxId !== this.o.id) throw new FailedPreconditionError(`this shim serves sandbox ${this.o.id}; container ${id} belongs to ${sandboxId}`);
+          let configPath = '';
+          if (req.options?.type_url && typeUrlMatches(req.options.type_url, TypeUrl.RuntimeOptions)) {
+            configPath = unpackAny(req.options, TypeUrl.RuntimeOptions, runtimeOptions.Options).configPath ?? '';
+          }
+          this.sandbox = this.makeSandbox(configPath);
+        }
+        const pid = await this.sandbox.create({
+          id,
+          bundle: req.bundle ?? '',
+          spec,
+          rootfs: (req.rootfs ?? []).map((m) => ({ type: m.type ?? '', source: m.source ?? '', options: m.options ?? [] })),
+          stdio: { stdin: req.stdin ?? '', stdout: req.stdout ?? '', stderr: req.stderr ?? '', terminal: req.terminal ?? false },
+        });
+        return { pid };
+      }),
+      Start: wrap(async (req) => ({ pid: await sb(req.id).start(req.id ?? '', req.execId ?? '') })),
+      Delete: wrap(async (req) => {
+        const { pid, exit } = await sb(req.id).delete(req.id ?? '', req.execId ?? '');
+        return { pid, exitStatus: exit.exitStatus, exitedAt: timestamp(exit.exitedAt) };
+      }),
+      State: wrap((req) => {
+        const s = sb(req.id).state(req.id ?? '', req.execId ?? '');
+        const status = { created: Status.CREATED, running: Status.RUNNING, stopped: Status.STOPPED, paused: Status.PAUSED }[s.status];
+        return {
+          id: s.id,
+          bundle: s.bundle,
+          pid: s.pid,
+          status,
+          stdin: s.stdio.stdin,
+          stdout: s.stdio.stdout,
+          stderr: s.stdio.stderr,
+          terminal: s.stdio.terminal,
+          exitStatus: s.exit?.exitStatus ?? 0,
+          exitedAt: timestamp(s.exit?.exitedAt),
+          execId: s.execId,
+        };
+      }),
+      Pids: wrap((req) => ({ processes: sb(req.id).pids(req.id ?? '').map((p) => ({ pid: p.pid })) })),
+      Pause: wrap(async (req) => {
+        await sb(req.id).pause(req.id ?? '');
+        return {};
+      }),
+      Resume: wrap(async (req) => {
+        await sb(req.id).resume(req.id ?? '');
+        return {};
+      }),
+      Checkpoint: wrap(() => {
+        throw new NotImplementedError('checkpointing a VM sandbox is not supported by hull');
+      }),
+      Kill: wrap(async (req) => {
+        await sb(req.id).kill(req.id ?? '', req.execId ?? '', req.signal ?? 0, req.all ?? false);
+        return {};
+      }),
+      Exec: wrap(async (req) => {
+        const process = jsonAny<OciProcess>(req.spec, TypeUrl.OciProcess, 'exec spec');
+        await sb(req.id).exec(req.id ?? '', req.execId ?? '', process, { stdin: req.stdin ?? '', stdout: req.stdout ?? '', stderr: req.stderr ?? '', terminal: req.terminal ?? false });
+        return {};
+      }),
+      ResizePty: wrap(async (req) => {
+        await sb(req.id).resizePty(req.id ?? '', req.execId ?? '', req.width ?? 0, req.height ?? 0);
+        return {};
+      }),
+      CloseIO: wrap(async (req) => {
+        if (req.stdin) await sb(req.id).closeIO(req.id ?? '', req.execId ?? '');
+        return {};
+      }),
+      Update: wrap(async (req) => {
+        const resources = jsonAny<OciLinuxResources>(req.resources, TypeUrl.OciLinuxResources, 'resources');
+        await sb(req.id).update(req.id ?? '', resources);
+        return {};
+      }),
+      Wait: wrap(async (req) => {
+        const exit = await sb(req.id).wait(req.id ?? '', req.execId ?? '');
+        return { exitStatus: exit.exitStatus, exitedAt: timestamp(exit.exitedAt) };
+      }),
+      Stats: wrap(async (req) => ({ stats: metricsAny(await sb(req.id).stats(req.id ?? '')) })),
+      Connect: wrap((req) => ({ shimPid: process.pid, taskPid: this.sandbox?.taskPid(req.id ?? '') ?? 0, version: '' })),
+      Shutdown: wrap(() => {
+        if (this.sandbox && !this.sandbox.empty) return {};
+        if (!this.shuttingDown) {
+          this.shuttingDown = true;
+          setImmediate(() => this.o.onShutdown());
+        }
+        return {};
+      }),
+    };
+  }
+
+  /** SIGTERM or a lost containerd: tear everything down. */
+  async teardown(): Promise<void> {
+    await this.sandbox?.teardown();
+  }
+
+  get configuration(): HullConfig | undefined {
+    return this.config;
+  }
+}
