@@ -14,7 +14,7 @@ import { errorMessage } from '../errors';
 import { VirtioFsShare } from '../fs-share';
 import { NOOP_LOGGER } from '../hypervisor/types';
 import { task, TaskService, toTimestamp } from '../protos/containerd';
-import { socketAddress } from './address';
+import { socketAddress, socketPath } from './address';
 import type { ShimFlags } from './flags';
 
 const SIGKILL = 9;
@@ -47,6 +47,8 @@ export async function deleteContainer(flags: ShimFlags): Promise<Uint8Array> {
         } else {
           const share = new VirtioFsShare({ root: record.shareRoot, sandboxId: record.shareId });
           for (const p of await recoverFromRecord(record, recordFile, flags.id, share, NOOP_LOGGER)) warn(p);
+          // The dead daemon's socket (the daemon removes it when it exits normally).
+          if (flags.id === record.sandboxId) fs.rmSync(socketPath(socketAddress(flags.address, flags.namespace, record.sandboxId)), { force: true });
         }
       }
     } catch (err) {

@@ -1,0 +1,206 @@
+/**
+ * The product end to end: a private containerd 1.6 runs containers through containerd-shim-hull-v2 (bin/, found on
+ * its PATH), each in a real QEMU VM booted from the real guest image, driven with the real `ctr`.
+ */
+import assert from 'node:assert/strict';
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { processAlive, Store } from '../core';
+import { mountsUnder } from '../fs-share';
+import { BUSYBOX_IMAGE, importBusybox, startContainerd, type PrivateContainerd } from './lib/containerd';
+import { guestArtifacts } from './lib/guest';
+
+const RUNTIME = 'io.containerd.hull.v2';
+/** containerd's shim socket address rule (runtime/v2/shim/util_unix.go), computed independently of shim/. */
+const socketAddress = (address: string, ns: string, id: string): string =>
+  `unix:///run/containerd/s/${crypto.createHash('sha256').update(path.posix.join(address, ns, id)).digest('hex')}`;
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/** Command lines of live processes that mention `marker`. */
+function processesMentioning(marker: string): string[] {
+  const out: string[] = [];
+  for (const pid of fs.readdirSync('/proc').filter((d) => /^\d+$/.test(d))) {
+    try {
+      const cmd = fs.readFileSync(`/proc/${pid}/cmdline`, 'latin1').split('\0').join(' ');
+      if (cmd.includes(marker) && Number(pid) !== process.pid) out.push(`${pid} ${cmd.slice(0, 160)}`);
+    } catch {
+      /* gone */
+    }
+  }
+  return out;
+}
+
+describe('shim: containerd-shim-hull-v2 with a real containerd and ctr', function () {
+  this.timeout(600_000);
+  let ctd: PrivateContainerd;
+
+  before(async function () {
+    guestArtifacts(); // names `make guest` if the image is missing
+    ctd = await startContainerd();
+    await importBusybox(ctd);
+  });
+
+  after(async () => {
+    await ctd?.stop();
+  });
+
+  const run = (id: string, args: readonly string[], extra: readonly string[] = [], input?: string) =>
+    ctd.ctr(['run', '--rm', '--runtime', RUNTIME, ...extra, BUSYBOX_IMAGE, id, ...args], input === undefined ? {} : { input });
+
+  /** Nothing of sandbox `id` is left: no QEMU or virtiofsd, no mount, no state folder, no socket. */
+  async function assertNothingLeft(id: string): Promise<void> {
+    const sandboxDir = path.join(ctd.stateDir, ctd.namespace, id);
+    // containerd runs `delete` and removes the bundle after the ctr command returned: give it a moment.
+    for (let i = 0; i < 100 && (fs.existsSync(sandboxDir) || processesMentioning(sandboxDir).length > 0); i++) await sleep(100);
+    assert.deepEqual(processesMentioning(sandboxDir), [], 'no QEMU or virtiofsd of the sandbox is left');
+    assert.deepEqual((await mountsUnder(ctd.dir)).map((m) => m.mountPoint).filter((m) => m.includes(`/${id}`)), [], 'no mount is left');
+    assert.equal(fs.existsSync(sandboxDir), false, `${sandboxDir} is removed`);
+    const sock = socketAddress(ctd.address, ctd.namespace, id).slice('unix://'.length);
+    assert.equal(fs.existsSync(sock), false, `the shim's socket ${sock} is removed`);
+  }
+
+  async function taskStatus(id: string): Promise<string | undefined> {
+    const r = await ctd.ctr(['task', 'ls']);
+    const line = r.stdout.split('\n').find((l) => l.split(/\s+/)[0] === id);
+    return line?.trim().split(/\s+/)[2];
+  }
+
+  async function waitStatus(id: string, status: string): Promise<void> {
+    for (let i = 0; i < 600; i++) {
+      if ((await taskStatus(id)) === status) return;
+      await sleep(100);
+    }
+    assert.fail(`task ${id} never became ${status} (now ${String(await taskStatus(id))})`);
+  }
+
+  it('`ctr run --rm` prints the guest kernel release, not the host one, and leaves nothing behind', async () => {
+    const r = await run('uname', ['uname', '-r']);
+    assert.equal(r.code, 0, r.stderr);
+    const { manifest } = guestArtifacts();
+    assert.equal(r.stdout.trim(), manifest.kernelRelease);
+    assert.notEqual(r.stdout.trim(), os.release());
+    await assertNothingLeft('uname');
+  });
+
+  it('propagates exit codes and stdout/stderr', async () => {
+    const r = await run('exit7', ['sh', '-c', 'echo out; echo err >&2; exit 7']);
+    assert.equal(r.code, 7);
+    assert.equal(r.stdout, 'out\n');
+    assert.equal(r.stderr, 'err\n');
+    await assertNothingLeft('exit7');
+  });
+
+  it('pipes stdin into the container', async () => {
+    // ctr attaches its own stdin to the task (and never closes the task's stdin): read a line rather than to EOF.
+    const r = await run('stdin', ['sh', '-c', 'read line; echo "got:$line"'], [], 'hello from the host\n');
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout, 'got:hello from the host\n');
+    await assertNothingLeft('stdin');
+  });
+
+  it('serves exec, ps, pause/resume, metrics and kill on a running task', async () => {
+    const id = 'busy';
+    const runner = ctd.spawnCtr(['run', '--rm', '--runtime', RUNTIME, BUSYBOX_IMAGE, id, 'sh', '-c', 'trap "exit 143" TERM; while :; do sleep 1; done']);
+    const exited = new Promise<number | null>((resolve) => runner.once('close', resolve));
+    try {
+      await waitStatus(id, 'RUNNING');
+
+      const ex = await ctd.ctr(['task', 'exec', '--exec-id', 'e1', id, 'sh', '-c', 'echo in-exec; uname -r; exit 3']);
+      assert.equal(ex.code, 3, ex.stderr);
+      assert.equal(ex.stdout.split('\n')[0], 'in-exec');
+
+      const ps = await ctd.ctr(['task', 'ps', id]);
+      assert.equal(ps.code, 0, ps.stderr);
+      assert.match(ps.stdout, /^PID/m);
+      assert.ok(ps.stdout.trim().split('\n').length >= 2, ps.stdout);
+
+      assert.equal((await ctd.ctr(['task', 'pause', id])).code, 0);
+      assert.equal(await taskStatus(id), 'PAUSED');
+      assert.equal((await ctd.ctr(['task', 'resume', id])).code, 0);
+      assert.equal(await taskStatus(id), 'RUNNING');
+
+      const m = await ctd.ctr(['task', 'metrics', id]);
+      assert.equal(m.code, 0, m.stderr);
+      assert.match(m.stdout, /memory\.usage_in_bytes|memory\.usage|MEMORY/i);
+
+      const k = await ctd.ctr(['task', 'kill', '-s', 'TERM', id]);
+      assert.equal(k.code, 0, k.stderr);
+      assert.equal(await exited, 143);
+    } finally {
+      runner.kill('SIGKILL');
+    }
+    await assertNothingLeft(id);
+  });
+
+  it('carries 100 MiB of stdout with the same sha256', async () => {
+    const out = path.join(ctd.dir, 'big.out');
+    const r = await ctd.ctr(
+      ['run', '--rm', '--runtime', RUNTIME, BUSYBOX_IMAGE, 'big', 'sh', '-c', 'head -c 104857600 /dev/urandom > /tmp/big && sha256sum /tmp/big >&2 && cat /tmp/big'],
+      { stdoutFile: out },
+    );
+    assert.equal(r.code, 0, r.stderr);
+    const data = fs.readFileSync(out);
+    fs.rmSync(out);
+    assert.equal(data.length, 100 * 1024 * 1024);
+    assert.equal(crypto.createHash('sha256').update(data).digest('hex'), r.stderr.split(/\s+/)[0]);
+    await assertNothingLeft('big');
+  });
+
+  it('runs two containers at once in two VMs', async () => {
+    for (const id of ['twin-a', 'twin-b']) {
+      const r = await ctd.ctr(['run', '-d', '--runtime', RUNTIME, BUSYBOX_IMAGE, id, 'sleep', '600']);
+      assert.equal(r.code, 0, r.stderr);
+    }
+    try {
+      for (const id of ['twin-a', 'twin-b']) await waitStatus(id, 'RUNNING');
+      const qemus = ['twin-a', 'twin-b'].map((id) => processesMentioning(path.join(ctd.stateDir, ctd.namespace, id, 'vm', 'qmp.sock')));
+      assert.equal(qemus[0]!.length, 1);
+      assert.equal(qemus[1]!.length, 1);
+      assert.notEqual(qemus[0]![0]!.split(' ')[0], qemus[1]![0]!.split(' ')[0]);
+    } finally {
+      for (const id of ['twin-a', 'twin-b']) {
+        await ctd.ctr(['task', 'kill', '-s', 'KILL', id]);
+        await ctd.ctr(['task', 'delete', '-f', id]);
+        await ctd.ctr(['container', 'delete', id]);
+      }
+    }
+    await assertNothingLeft('twin-a');
+    await assertNothingLeft('twin-b');
+  });
+
+  it('cleans up after SIGKILL of the shim daemon while a task runs', async () => {
+    const id = 'crash';
+    const r = await ctd.ctr(['run', '-d', '--runtime', RUNTIME, BUSYBOX_IMAGE, id, 'sleep', '600']);
+    assert.equal(r.code, 0, r.stderr);
+    await waitStatus(id, 'RUNNING');
+    const record = Store.load(path.join(ctd.stateDir, ctd.namespace, id, 'state.json'));
+    assert.ok(record?.qemuPid && processAlive(record.qemuPid));
+    process.kill(record.shimPid, 'SIGKILL');
+    // containerd sees the connection close, runs `delete`, and reports the task stopped.
+    for (let i = 0; i < 100 && (await taskStatus(id)) === 'RUNNING'; i++) await sleep(100);
+    await assertNothingLeft(id);
+    await ctd.ctr(['task', 'delete', id]);
+    await ctd.ctr(['container', 'delete', id]);
+  });
+
+  it('fails Create with a clear message for a bad OCI spec and leaves nothing behind', async () => {
+    const r = await run('badspec', ['true'], ['--cwd', 'relative/dir']);
+    assert.notEqual(r.code, 0);
+    assert.match(r.stderr, /cwd|absolute/i);
+    await ctd.ctr(['container', 'delete', 'badspec']);
+    await assertNothingLeft('badspec');
+  });
+
+  it('fails Create with a clear message when the guest image is missing (runtime ConfigPath)', async () => {
+    const cfg = path.join(ctd.dir, 'missing-image.toml');
+    fs.writeFileSync(cfg, `[hypervisor]\nimage = "${ctd.dir}/no-such-rootfs.img"\n[runtime]\nstate_dir = "${ctd.stateDir}"\n`);
+    const r = await run('noimage', ['true'], ['--runtime-config-path', cfg]);
+    assert.notEqual(r.code, 0);
+    assert.match(r.stderr, /no-such-rootfs\.img/);
+    assert.match(r.stderr, /make guest/);
+    await ctd.ctr(['container', 'delete', 'noimage']);
+    await assertNothingLeft('noimage');
+  });
+});
