@@ -72,6 +72,8 @@ class Container {
   /** The exec's OCI process, kept from Exec until Start. */
   readonly execSpecs = new Map<string, OciProcess>();
   paused = false;
+  /** Milliseconds spent in this shim per phase, logged when the container is deleted (bench/shim.ts reads them). */
+  readonly timings: { createMs: number; bootMs?: number; qemuStartedMs?: number; startMs?: number } = { createMs: 0 };
   constructor(
     readonly id: string,
     readonly bundle: string,
@@ -168,6 +170,7 @@ export class Sandbox {
       this.save();
       writeBundlePointer(req.bundle, this.store.file);
       let io: ProcessIo | undefined;
+      const t0 = performance.now();
       try {
         if (ownsVm) await this.startVm(spec);
         const share = this.share!;
@@ -185,7 +188,10 @@ export class Sandbox {
         await agent.createOciContainer(req.id, { ...spec, root: { ...spec.root, readonly: spec.root?.readonly ?? root.readOnly } }, shared);
         io.start(); // the process exists in the guest: its output can be read from now on
         proc.pid = this.hostPid();
-        this.containers.set(req.id, new Container(req.id, req.bundle, proc));
+        const container = new Container(req.id, req.bundle, proc);
+        container.timings.createMs = performance.now() - t0;
+        if (ownsVm && this.vm) Object.assign(container.timings, { bootMs: this.vm.timings.agentReadyMs, qemuStartedMs: this.vm.timings.qemuStartedMs });
+        this.containers.set(req.id, container);
         this.o.events({ type: 'create', containerId: req.id, bundle: req.bundle, rootfs: req.rootfs, io: req.stdio, pid: proc.pid });
         return proc.pid;
       } catch (err) {
@@ -241,7 +247,9 @@ export class Sandbox {
     if (p.status !== 'created') throw new FailedPreconditionError(`process ${execId || id} is ${p.status}, not created`);
     const agent = this.agent();
     if (p.isInit) {
+      const t0 = performance.now();
       await agent.startContainer(id);
+      c.timings.startMs = performance.now() - t0;
       p.markRunning(this.hostPid());
       this.o.events({ type: 'start', containerId: id, pid: p.pid });
     } else {
@@ -340,6 +348,7 @@ export class Sandbox {
         this.save();
       }
       this.containers.delete(id);
+      this.o.logger.info({ containerId: id, ...c.timings }, 'container timings');
       const exit = p.exit!;
       this.o.events({ type: 'delete', containerId: id, pid: p.pid, exitStatus: exit.exitStatus, exitedAt: exit.exitedAt });
       return { pid: p.pid, exit };

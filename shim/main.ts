@@ -20,7 +20,9 @@ export async function main(entry: string, argv: readonly string[] = process.argv
     fail(err);
   }
   if (flags.version) {
-    const pkg = JSON.parse(fs.readFileSync(path.join(__dirname, '..', '..', 'package.json'), 'utf8')) as { version: string };
+    // dist/shim/main.js in a checkout; <prefix>/lib/hull/shim.js (a bundle with its package.json) when installed.
+    const file = [path.join(__dirname, '..', '..', 'package.json'), path.join(__dirname, 'package.json')].find((f) => fs.existsSync(f));
+    const pkg = file ? (JSON.parse(fs.readFileSync(file, 'utf8')) as { version: string }) : { version: 'unknown' };
     fs.writeSync(1, `containerd-shim-hull-v2:\n  Version: ${pkg.version}\n  Runtime: io.containerd.hull.v2\n`);
     return;
   }

@@ -1,0 +1,72 @@
+#!/usr/bin/env node
+// `make install`: the shim bundled into one file (esbuild) under <prefix>/lib/hull, a launcher at
+// <prefix>/bin/containerd-shim-hull-v2 (a real file: the shim finds the guest artefacts relative to its own
+// folder), the guest artefacts under <prefix>/share/hull/guest, and the default configuration at
+// /etc/hull/configuration.toml unless one exists (then it goes next to it as configuration.toml.default).
+// Prints the containerd config.toml fragment and a RuntimeClass to use it.
+import fs from 'node:fs';
+import path from 'node:path';
+import { build } from 'esbuild';
+
+const root = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..');
+const args = process.argv.slice(2);
+const prefix = path.resolve(args[args.indexOf('--prefix') + 1] ?? '/usr/local');
+const etc = path.resolve(args.includes('--etc') ? args[args.indexOf('--etc') + 1] : '/etc/hull');
+
+const libDir = path.join(prefix, 'lib', 'hull');
+const binDir = path.join(prefix, 'bin');
+const guestDir = path.join(prefix, 'share', 'hull', 'guest');
+for (const d of [libDir, binDir, guestDir, etc]) fs.mkdirSync(d, { recursive: true });
+
+// Three bundles, so that `start` (part of every container start) parses only its own small one: main.js keeps
+// requiring ./daemon and ./delete lazily, and those resolve to their own bundles next to it.
+const bundle = (entry, outfile, external = []) =>
+  build({ entryPoints: [path.join(root, 'dist', 'shim', entry)], bundle: true, platform: 'node', target: 'node20', format: 'cjs', outfile: path.join(libDir, outfile), external, logLevel: 'warning' });
+await bundle('main.js', 'shim.js', ['./daemon', './delete']);
+await bundle('daemon.js', 'daemon.js');
+await bundle('delete.js', 'delete.js');
+const pkg = JSON.parse(fs.readFileSync(path.join(root, 'package.json'), 'utf8'));
+fs.writeFileSync(path.join(libDir, 'package.json'), JSON.stringify({ name: pkg.name, version: pkg.version, private: true }) + '\n');
+
+const launcher = path.join(binDir, 'containerd-shim-hull-v2');
+fs.writeFileSync(
+  `${launcher}.tmp`,
+  `#!/usr/bin/env node\n'use strict';\nrequire(${JSON.stringify(path.join(libDir, 'shim.js'))}).main(__filename);\n`,
+  { mode: 0o755 },
+);
+fs.renameSync(`${launcher}.tmp`, launcher);
+
+for (const f of ['vmlinuz', 'initrd.img', 'rootfs.img', 'manifest.json']) {
+  const src = path.join(root, 'guest', 'out', f);
+  if (!fs.existsSync(src)) throw new Error(`${src} is missing: run \`make guest\``);
+  fs.copyFileSync(src, path.join(guestDir, `.${f}.tmp`));
+  fs.renameSync(path.join(guestDir, `.${f}.tmp`), path.join(guestDir, f));
+}
+
+const conf = path.join(etc, 'configuration.toml');
+const shipped = path.join(root, 'config', 'configuration.toml');
+const confTarget = fs.existsSync(conf) ? `${conf}.default` : conf;
+fs.copyFileSync(shipped, confTarget);
+
+console.log(`installed:
+  ${launcher}
+  ${libDir}/{shim,daemon,delete}.js
+  ${guestDir}/{vmlinuz,initrd.img,rootfs.img,manifest.json}
+  ${confTarget}${confTarget !== conf ? `   (kept your ${conf})` : ''}
+
+containerd (/etc/containerd/config.toml, version 2), then restart containerd:
+
+  [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.hull]
+    runtime_type = "io.containerd.hull.v2"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.hull.options]
+      ConfigPath = "${conf}"
+
+Kubernetes:
+
+  apiVersion: node.k8s.io/v1
+  kind: RuntimeClass
+  metadata:
+    name: hull
+  handler: hull
+
+Without Kubernetes: ctr run --rm --runtime io.containerd.hull.v2 <image> <id> uname -r`);
