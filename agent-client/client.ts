@@ -5,11 +5,12 @@
 import { Client, type CallOptions, type MethodDescriptor } from 'ttrpc-ts';
 import { CancelledError, DeadlineExceededError, NotImplementedError, ShimError, UnavailableError } from '../errors';
 import { AgentService, HealthService, MAX_UINT64_NUMBER, grpc } from '../protos/agent';
-import { DiagnosticsService } from '../protos/hull';
+import { DiagnosticsService, ProcessesService } from '../protos/hull';
 import { classifyAgentError } from './errors';
+import { parsePidList, toGrpcResources } from './resources';
 import { timeoutFor } from './timeouts';
 import { grpcProcessFromOci, grpcSpecFromOci, type OciMount, type OciProcess, type OciSpec } from './oci';
-import type { AgentClient, AgentEndpoint, ContainerSpec, ContainerStats, FileContents, GuestDetails, HealthStatus, ProcessSpec, SandboxSpec } from './types';
+import type { AgentClient, AgentEndpoint, ContainerResources, ContainerSpec, ContainerStats, FileContents, GuestDetails, HealthStatus, ProcessSpec, SandboxSpec } from './types';
 
 export interface DialOptions {
   /** Epoch milliseconds by which the agent must have answered Health.Check (the boot deadline). */
@@ -57,11 +58,13 @@ function toGrpcSpec(spec: ContainerSpec): grpc.ISpec {
       { destination: '/dev/shm', type: 'tmpfs', source: 'shm', options: ['nosuid', 'noexec', 'nodev', 'mode=1777', 'size=65536k'] },
       { destination: '/dev/mqueue', type: 'mqueue', source: 'mqueue', options: ['nosuid', 'noexec', 'nodev'] },
       { destination: '/sys', type: 'sysfs', source: 'sysfs', options: ['nosuid', 'noexec', 'nodev', 'ro'] },
+      ...(spec.mounts ?? []),
     ],
     Linux: {
       Namespaces: ['pid', 'ipc', 'uts', 'mount', 'network'].map((Type) => ({ Type, Path: '' })),
       MaskedPaths: ['/proc/kcore', '/proc/keys', '/proc/timer_list', '/sys/firmware'],
       ReadonlyPaths: ['/proc/bus', '/proc/fs', '/proc/irq', '/proc/sys', '/proc/sysrq-trigger'],
+      Resources: toGrpcResources(spec.resources),
     },
   };
 }
@@ -303,6 +306,30 @@ export class KataAgentClient implements AgentClient {
       pids: Number(cg?.pidsStats?.current ?? 0),
       pidsLimit: limit(cg?.pidsStats?.limit),
     };
+  }
+
+  async updateContainer(containerId: string, resources: ContainerResources): Promise<void> {
+    await this.call(AgentService.UpdateContainer, { containerId, resources: toGrpcResources(resources) });
+  }
+
+  async listProcesses(containerId: string): Promise<number[]> {
+    const res = await this.call(ProcessesService.ListProcesses, { containerId, format: 'json', args: [] });
+    const pids = parsePidList(res.processList ?? new Uint8Array());
+    if (!pids) throw classifyAgentError(new Error('ListProcesses returned something other than a list of pids'), 'ListProcesses');
+    return pids;
+  }
+
+  async processTable(containerId: string): Promise<string> {
+    const res = await this.call(ProcessesService.ListProcesses, { containerId, format: 'table', args: [] });
+    return Buffer.from(res.processList ?? []).toString('utf8');
+  }
+
+  async getOOMEvent(signal?: AbortSignal): Promise<string> {
+    const res = await this.call(AgentService.GetOOMEvent, {}, { signal });
+    const id = res.containerId ?? '';
+    // The guest is not trusted: an id is a plain name, as the agent requires of every container id.
+    if (!/^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/.test(id)) throw classifyAgentError(new Error(`GetOOMEvent returned a bad container id ${JSON.stringify(id.slice(0, 64))}`), 'GetOOMEvent');
+    return id;
   }
 
   async pauseContainer(containerId: string): Promise<void> {

@@ -1,5 +1,5 @@
 export { KataAgentClient, type DialOptions } from './client';
 export { classifyAgentError } from './errors';
 export { AGENT_TIMEOUTS_MS, DEFAULT_TIMEOUT_MS, NO_DEADLINE, timeoutFor } from './timeouts';
-export type { AgentClient, AgentEndpoint, ContainerAgentClient, ContainerSpec, ContainerStats, ProcessSpec, FileContents, GuestDetails, HealthStatus, SandboxSpec, StorageSpec } from './types';
+export type { AgentClient, AgentEndpoint, ContainerAgentClient, ContainerMount, ContainerResources, ContainerSpec, ContainerStats, ProcessSpec, FileContents, GuestDetails, HealthStatus, SandboxSpec, StorageSpec } from './types';
 export { grpcProcessFromOci, grpcResourcesFromOci, grpcSpecFromOci, type OciLinuxResources, type OciMount, type OciProcess, type OciSpec } from './oci';

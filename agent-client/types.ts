@@ -58,10 +58,43 @@ export interface ProcessSpec {
   gid?: number;
 }
 
+/**
+ * A mount of the container spec, as in OCI. A volume is a bind mount whose source is its guest path in the share
+ * (fs-share's shareVolume/shareVolumes give it); the agent refuses any other bind source.
+ */
+export interface ContainerMount {
+  destination: string;
+  type: string;
+  source: string;
+  options: string[];
+}
+
+/**
+ * Linux resources of a container (OCI's memory, CPU and pids parts). Unset fields are left as they are; -1 means
+ * "no limit" for memory, memory+swap, CPU quota and pids.
+ */
+export interface ContainerResources {
+  memoryLimitBytes?: number;
+  memoryReservationBytes?: number;
+  /** Memory plus swap, as in OCI. */
+  memorySwapBytes?: number;
+  /** cgroup v1 style shares (2-262144); the guest's crun maps them to cpu.weight. */
+  cpuShares?: number;
+  cpuQuotaUs?: number;
+  cpuPeriodUs?: number;
+  /** cpuset lists of the guest's CPUs and memory nodes, like "0-1". */
+  cpus?: string;
+  mems?: string;
+  pidsLimit?: number;
+}
+
 /** A container: its init process, and whether its rootfs (shared by the host beforehand) is mounted read-only. */
 export interface ContainerSpec extends ProcessSpec {
   rootReadonly?: boolean;
   hostname?: string;
+  /** Mounts after the default ones (proc, /dev, /sys...): volumes, typically. */
+  mounts?: ContainerMount[];
+  resources?: ContainerResources;
 }
 
 export interface AgentClient extends ContainerAgentClient {
@@ -117,6 +150,17 @@ export interface ContainerAgentClient {
   /** Signals the process; with execId '' every process of the container. */
   signalProcess(containerId: string, execId: string, signal: number): Promise<void>;
   statsContainer(containerId: string): Promise<ContainerStats>;
+  /** Applies new limits to the container's cgroup (only the fields given). */
+  updateContainer(containerId: string, resources: ContainerResources): Promise<void>;
+  /** The container's processes as guest pids (Kata's ListProcesses, format "json"). */
+  listProcesses(containerId: string): Promise<number[]>;
+  /** A ps-like table of the container's processes (format "table"). */
+  processTable(containerId: string): Promise<string>;
+  /**
+   * Long poll: the id of the next container whose cgroup had a process killed by the OOM killer. No deadline;
+   * `signal` stops waiting (the agent then keeps the request until the connection closes).
+   */
+  getOOMEvent(signal?: AbortSignal): Promise<string>;
   /** Freezes / thaws every process of the container. */
   pauseContainer(containerId: string): Promise<void>;
   resumeContainer(containerId: string): Promise<void>;

@@ -2,8 +2,10 @@
  * Containers in the guest, run by crun: CreateContainer writes an OCI bundle (/run/hull/containers/<cid>/) whose
  * rootfs is the container's folder in the virtio-fs share and runs `crun create` with stdio pipes the agent made
  * (the container's init inherits them); StartContainer is `crun start`, ExecProcess `crun exec --detach`,
- * RemoveContainer `crun delete --force`. Container inits and exec'd processes are orphaned when crun exits, so their
- * exit codes come from hull-init's reaper. crun's own messages go to <bundle>/crun.log, not to the container's
+ * RemoveContainer `crun delete --force`, UpdateContainer `crun update --resources` (crun converts the OCI values
+ * to cgroup v2 files the same way as at creation). Container inits and exec'd processes are orphaned when crun
+ * exits, so their exit codes come from hull-init's reaper. Each container's cgroup is watched for OOM kills
+ * (oom.ts) from creation to removal. crun's own messages go to <bundle>/crun.log, not to the container's
  * stderr. Every id is a plain name; crun runs from argv arrays, never through a shell.
  */
 import { execFile, spawn } from 'node:child_process';
@@ -14,8 +16,11 @@ import type { grpc } from '../protos/agent';
 import { SHARED_CONTAINERS } from './init';
 import { log } from './log';
 import { toOciProcess, toRuntimeSpec } from './oci';
+import { OomEvents } from './oom';
 import { ContainerProcess, READ_LIMIT } from './process';
+import { cgroupPids, listFormat, processList } from './processes';
 import type { Reaper } from './reaper';
+import { onlineSets, toOciResources } from './resources';
 import { CGROUP_ROOT, readCgroupStats } from './stats';
 import { invalid, plainName, realPathUnder } from './validate';
 
@@ -46,6 +51,8 @@ export class Containers {
   private readonly crunRoot: string;
   private readonly bundleRoot: string;
   private readonly sharedContainers: string;
+  /** OOM kills in the containers' cgroups, for GetOOMEvent. */
+  readonly oomEvents = new OomEvents();
 
   constructor(private readonly reaper: () => Reaper | undefined, options: ContainersOptions = {}) {
     this.crun = options.crun ?? '/usr/bin/crun';
@@ -59,7 +66,7 @@ export class Containers {
     const execId = req.execId ? plainName(req.execId, 'exec id') : '';
     if (this.containers.has(cid)) throw new StatusError(Code.ALREADY_EXISTS, `container ${cid} already exists`);
     const rootPath = `${this.sharedContainers}/${cid}/rootfs`;
-    const config = toRuntimeSpec(req.OCI, cid, rootPath); // checks everything before anything is done
+    const config = toRuntimeSpec(req.OCI, cid, rootPath, this.sharedContainers); // checks everything before anything is done
     const reaper = this.requireReaper();
     let real: string;
     try {
@@ -82,6 +89,7 @@ export class Containers {
       const pidFile = path.join(bundle, 'init.pid');
       container.init = await this.spawnWithPipes(execId, bundle, reaper, pidFile, ['create', '--bundle', bundle, '--pid-file', pidFile, cid]);
       container.state = 'created';
+      this.oomEvents.watch(cid, path.join(cgroupDir(cid), 'memory.events'));
       log.info('container created', { id: cid, pid: container.init.pid });
     } catch (err) {
       container.init?.close();
@@ -176,6 +184,29 @@ export class Containers {
     return readCgroupStats(dir);
   }
 
+  /** New memory, CPU and pids limits for a created, running or paused container. */
+  async update(req: grpc.IUpdateContainerRequest): Promise<void> {
+    const c = this.get(req.containerId);
+    const resources = toOciResources(req.resources, onlineSets());
+    if (c.state === 'creating' || c.state === 'removing') throw new StatusError(Code.FAILED_PRECONDITION, `container ${c.id} is ${c.state}`);
+    if (c.init?.exited) throw new StatusError(Code.FAILED_PRECONDITION, `container ${c.id} has exited`);
+    if (!resources) return; // nothing that applies in the guest
+    const file = path.join(c.bundle, 'update.json');
+    fs.writeFileSync(file, JSON.stringify(resources), { mode: 0o600 });
+    try {
+      await this.crunRun(['update', '--resources', file, c.id], c.bundle);
+    } finally {
+      fs.rmSync(file, { force: true });
+    }
+    log.info('container updated', { id: c.id, resources });
+  }
+
+  /** Kata's ListProcesses: the container's pids (its cgroup's processes) as JSON, or a ps-like table. */
+  listProcesses(req: { containerId?: string | null; format?: string | null; args?: string[] | null }): Buffer {
+    const format = listFormat(req.format, req.args);
+    return processList(cgroupPids(this.cgroupOf(req.containerId)), format);
+  }
+
   /** Freezes every process of the container (cgroup v2 freezer, through crun). */
   async pause(req: grpc.IPauseContainerRequest): Promise<void> {
     const c = this.get(req.containerId);
@@ -201,9 +232,11 @@ export class Containers {
     try {
       // Frozen processes cannot die: thaw a paused container before killing it.
       if (before === 'paused') await this.crunRun(['resume', c.id], c.bundle);
+      this.oomEvents.unwatch(c.id); // reads memory.events a last time: a kill just before removal still counts
       await this.crunRun(['delete', '--force', c.id], c.bundle);
     } catch (err) {
       c.state = before;
+      this.oomEvents.watch(c.id, path.join(cgroupDir(c.id), 'memory.events'));
       throw err;
     }
     c.init?.close();
@@ -229,6 +262,15 @@ export class Containers {
     const p = c.execs.get(execId);
     if (!p || p.pid === 0) throw new StatusError(Code.NOT_FOUND, `process ${execId || '(init)'} not found in container ${c.id}`);
     return p;
+  }
+
+  /** The cgroup folder of a started (or created) container. */
+  private cgroupOf(containerId: string | null | undefined): string {
+    const c = this.get(containerId);
+    if (c.state === 'creating' || c.state === 'removing') throw new StatusError(Code.FAILED_PRECONDITION, `container ${c.id} is ${c.state}`);
+    const dir = cgroupDir(c.id);
+    if (!fs.existsSync(dir)) throw new StatusError(Code.NOT_FOUND, `container ${c.id} has no cgroup (${dir})`);
+    return dir;
   }
 
   private requireReaper(): Reaper {
@@ -283,6 +325,11 @@ export class Containers {
       });
     });
   }
+}
+
+/** Where crun puts container `cid` (config.json's cgroupsPath /hull/<cid>). */
+function cgroupDir(cid: string): string {
+  return path.join(CGROUP_ROOT, 'hull', cid);
 }
 
 /** The last lines crun logged for this bundle (its error), then the log is emptied for the next command. */

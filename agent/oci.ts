@@ -2,14 +2,18 @@
  * Kata's protobuf OCI spec (grpc.Spec, Go-style field names) to an OCI runtime-spec config.json for crun, keeping
  * only what means something inside the guest and checking every value the host sent:
  * - root.path is the container's rootfs in the virtio-fs share (computed by the agent, never the host's path);
- * - bind mounts (host paths) and namespace paths are dropped, so is the network namespace (containers use the
- *   guest's network, the pod's), hooks, seccomp (not supported yet), AppArmor/SELinux labels and devices;
+ * - bind mounts are volumes: kept only if their source is in the share (volumes.ts), refused otherwise;
+ * - namespace paths are dropped, so is the network namespace (containers use the guest's network, the pod's),
+ *   hooks, seccomp (not supported yet), AppArmor/SELinux labels and devices;
  * - linux.cgroupsPath is /hull/<cid>; memory, CPU and pids resources are kept.
  */
 import path from 'node:path';
 import { Code, StatusError } from 'ttrpc-ts';
 import type { grpc } from '../protos/agent';
+import { SHARED_CONTAINERS } from './init';
+import { onlineSets, toOciResources } from './resources';
 import { invalid } from './validate';
+import { isBindMount, volumeMount } from './volumes';
 
 const MAX_ARGS = 4096;
 const MAX_ENV = 4096;
@@ -124,19 +128,17 @@ function nonNegative(value: unknown, what: string): number {
   return n;
 }
 
-function signedInt(value: unknown, what: string): number {
-  const n = Number(value ?? 0);
-  if (!Number.isSafeInteger(n)) throw invalid(`${what} ${String(value)} is not an integer`);
-  return n;
-}
-
-function mounts(list: readonly grpc.IMount[] | null | undefined): object[] {
+function mounts(list: readonly grpc.IMount[] | null | undefined, sharedRoot: string): object[] {
   const all = list ?? [];
   if (all.length > MAX_MOUNTS) throw invalid(`more than ${MAX_MOUNTS} mounts`);
   const out: object[] = [];
   for (const [i, m] of all.entries()) {
+    if (isBindMount(m)) {
+      out.push(volumeMount(m, i, sharedRoot));
+      continue;
+    }
     const type = m.type ?? '';
-    if (!KEPT_MOUNT_TYPES.has(type)) continue; // bind mounts name host paths: volumes are not supported yet
+    if (!KEPT_MOUNT_TYPES.has(type)) continue;
     const destination = absPath(m.destination, `mount ${i} destination`);
     const source = str(m.source ?? type, `mount ${i} source`, 256);
     if (source.includes('/')) continue; // a path as the source of a kernel filesystem: not ours to pass on
@@ -147,36 +149,11 @@ function mounts(list: readonly grpc.IMount[] | null | undefined): object[] {
   return out;
 }
 
-function resources(r: grpc.ILinuxResources | null | undefined): object | undefined {
-  if (!r) return undefined;
-  const out: Record<string, object> = {};
-  const mem = r.Memory;
-  if (mem && (mem.Limit || mem.Reservation || mem.Swap)) {
-    const m: Record<string, number> = {};
-    if (mem.Limit) m.limit = signedInt(mem.Limit, 'memory limit');
-    if (mem.Reservation) m.reservation = signedInt(mem.Reservation, 'memory reservation');
-    if (mem.Swap) m.swap = signedInt(mem.Swap, 'memory swap');
-    out.memory = m;
-  }
-  const cpu = r.CPU;
-  if (cpu && (cpu.Shares || cpu.Quota || cpu.Period || cpu.Cpus || cpu.Mems)) {
-    const c: Record<string, number | string> = {};
-    if (cpu.Shares) c.shares = nonNegative(cpu.Shares, 'cpu shares');
-    if (cpu.Quota) c.quota = signedInt(cpu.Quota, 'cpu quota');
-    if (cpu.Period) c.period = nonNegative(cpu.Period, 'cpu period');
-    for (const [key, value] of [['cpus', cpu.Cpus], ['mems', cpu.Mems]] as const) {
-      if (!value) continue;
-      if (!/^[0-9,-]{1,256}$/.test(value)) throw invalid(`cpu ${key} ${JSON.stringify(value)} is not a cpu list`);
-      c[key] = value;
-    }
-    out.cpu = c;
-  }
-  if (r.Pids?.Limit) out.pids = { limit: signedInt(r.Pids.Limit, 'pids limit') };
-  return Object.keys(out).length ? out : undefined;
-}
-
-/** config.json for crun, for container `cid` whose rootfs (already checked to exist) is `rootPath`. */
-export function toRuntimeSpec(spec: grpc.ISpec | null | undefined, cid: string, rootPath: string): Record<string, unknown> {
+/**
+ * config.json for crun, for container `cid` whose rootfs (already checked to exist) is `rootPath`; volume sources
+ * must be inside `sharedRoot` (where the guest mounts the share).
+ */
+export function toRuntimeSpec(spec: grpc.ISpec | null | undefined, cid: string, rootPath: string, sharedRoot = SHARED_CONTAINERS): Record<string, unknown> {
   if (!spec) throw invalid('CreateContainer without an OCI spec');
   const process = toOciProcess(spec.Process);
   const linux = spec.Linux ?? {};
@@ -193,7 +170,7 @@ export function toRuntimeSpec(spec: grpc.ISpec | null | undefined, cid: string, 
     ociVersion: '1.0.2',
     process,
     root: { path: rootPath, readonly: Boolean(spec.Root?.Readonly) },
-    mounts: mounts(spec.Mounts),
+    mounts: mounts(spec.Mounts, sharedRoot),
     linux: {
       namespaces,
       cgroupsPath: `/hull/${cid}`,
@@ -206,7 +183,7 @@ export function toRuntimeSpec(spec: grpc.ISpec | null | undefined, cid: string, 
       (list ?? []).slice(0, 64).map((m) => ({ containerID: uint32(m.ContainerID, what), hostID: uint32(m.HostID, what), size: uint32(m.Size, what) }));
     Object.assign(out.linux as object, { uidMappings: map(linux.UIDMappings, 'uid mapping'), gidMappings: map(linux.GIDMappings, 'gid mapping') });
   }
-  const res = resources(linux.Resources);
+  const res = toOciResources(linux.Resources, onlineSets());
   if (res) (out.linux as Record<string, unknown>).resources = res;
   if (spec.Hostname) {
     const host = str(spec.Hostname, 'hostname', 64);

@@ -1,12 +1,12 @@
 /**
  * The agent's ttrpc services: Kata's grpc.AgentService (the sandbox part and the first container and process methods; every method not registered
- * answers UNIMPLEMENTED), grpc.Health, and hull's own hull.agent.v1.Diagnostics.
+ * answers UNIMPLEMENTED), grpc.Health, and hull's own hull.agent.v1.Diagnostics and hull.agent.v1.Processes.
  */
 import fs from 'node:fs';
 import os from 'node:os';
 import { Code, StatusError, type Server } from 'ttrpc-ts';
 import { AgentService, HealthService, grpc } from '../protos/agent';
-import { DiagnosticsService } from '../protos/hull';
+import { DiagnosticsService, ProcessesService } from '../protos/hull';
 import { SHARED_ROOT } from './init';
 import { log } from './log';
 import type { Reaper } from './reaper';
@@ -66,6 +66,12 @@ export function registerServices(server: Server, ctx: AgentContext): void {
       await ctx.containers.resume(req);
       return {};
     },
+    UpdateContainer: async (req) => {
+      await ctx.containers.update(req);
+      return {};
+    },
+    // Long poll: ends with an event, or CANCELLED when the connection closes.
+    GetOOMEvent: async (_req, call) => ({ containerId: await ctx.containers.oomEvents.next(call.signal) }),
     WaitProcess: async (req) => ({ status: await ctx.containers.wait(req) }),
     ReadStdout: async (req) => ({ data: await ctx.containers.read(req, 'stdout') }),
     ReadStderr: async (req) => ({ data: await ctx.containers.read(req, 'stderr') }),
@@ -102,6 +108,10 @@ export function registerServices(server: Server, ctx: AgentContext): void {
   server.register(HealthService, {
     Check: () => ({ status: grpc.HealthCheckResponse.ServingStatus.SERVING }),
     Version: () => ({ grpcVersion: 'ttrpc-1.1', agentVersion: AGENT_VERSION }),
+  });
+
+  server.register(ProcessesService, {
+    ListProcesses: (req) => ({ processList: ctx.containers.listProcesses(req) }),
   });
 
   server.register(DiagnosticsService, {

@@ -40,6 +40,58 @@ export function realPathUnder(root: string, value: string, what: string): string
   return real;
 }
 
+/**
+ * Resolves `value` (strictly below `root`) one component at a time, following a symlink only while it stays below
+ * `root`: a link that leads out (an absolute target elsewhere, or `..` above root) is INVALID_ARGUMENT even when its
+ * target does not exist, and nothing outside root is ever looked at. A missing component is NOT_FOUND. Returns the
+ * symlink-free path.
+ */
+export function resolveUnder(root: string, value: string, what: string): string {
+  pathUnder(root, value, what);
+  let realRoot: string;
+  try {
+    realRoot = fs.realpathSync(root);
+  } catch (err) {
+    throw new StatusError(Code.NOT_FOUND, `${what} ${value}: ${root}: ${(err as NodeJS.ErrnoException).code ?? 'not found'}`);
+  }
+  const pending = value.slice(root.length + 1).split('/');
+  let current = realRoot;
+  let links = 0;
+  const outside = (detail: string): StatusError => invalid(`${what} ${value} leads outside ${root} (${detail})`);
+  while (pending.length > 0) {
+    const piece = pending.shift()!;
+    if (piece === '' || piece === '.') continue;
+    if (piece === '..') {
+      if (current === realRoot) throw outside('through ..');
+      current = path.dirname(current);
+      continue;
+    }
+    const next = `${current}/${piece}`;
+    let stat: fs.Stats;
+    try {
+      stat = fs.lstatSync(next);
+    } catch (err) {
+      throw new StatusError(Code.NOT_FOUND, `${what} ${value}: ${next}: ${(err as NodeJS.ErrnoException).code ?? 'not found'}`);
+    }
+    if (!stat.isSymbolicLink()) {
+      current = next;
+      continue;
+    }
+    if (++links > 40) throw invalid(`${what} ${value}: too many symlinks`);
+    const target = fs.readlinkSync(next);
+    if (target.startsWith('/')) {
+      // An absolute link is read from the guest's root: fine only if it points into root.
+      const inside = target === root || target.startsWith(`${root}/`) ? target.slice(root.length) : target === realRoot || target.startsWith(`${realRoot}/`) ? target.slice(realRoot.length) : undefined;
+      if (inside === undefined) throw outside(`symlink ${next} -> ${target}`);
+      current = realRoot;
+      pending.unshift(...inside.split('/'));
+    } else {
+      pending.unshift(...target.split('/'));
+    }
+  }
+  return current;
+}
+
 /** RFC 1123 host name, at most 64 bytes (the kernel's limit). */
 export function hostname(value: string): string {
   if (value.length > 64 || !/^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/.test(value)) {

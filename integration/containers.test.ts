@@ -1,17 +1,18 @@
 /**
  * Containers in a real VM: a busybox rootfs shared from the host with fs-share (virtio-fs), run by the agent with
- * the guest's crun; output, exit codes, signals, exec, and the errors for duplicates and unknown processes. One boot
- * for the whole suite (a boot is seconds under TCG).
+ * the guest's crun; output, exit codes, signals, exec, volumes, OOM events, resource updates, process lists, and
+ * the errors for duplicates, unknown processes and escaping volumes. One boot for the whole suite (a boot is
+ * seconds under TCG).
  */
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import type { AgentClient } from '../agent-client';
+import type { AgentClient, ContainerSpec } from '../agent-client';
 import { SandboxVm } from '../core/vm';
 import { AlreadyExistsError, FailedPreconditionError, InvalidArgumentError, NotFoundError } from '../errors';
-import { VirtioFsShare } from '../fs-share';
+import { shareVolumes, VirtioFsShare } from '../fs-share';
 import { QemuHypervisor } from '../hypervisor';
 import { GUEST_SHARE_TAG, NOOP_LOGGER } from '../hypervisor/types';
 import { busyboxRootfs, collectOutput as collect, drainStream } from './lib/containers';
@@ -19,7 +20,8 @@ import { childProcesses, guestArtifacts, mountsContaining } from './lib/guest';
 
 const SHARED_MOUNT = '/run/kata-containers/shared/containers';
 const SANDBOX = 'ctrtest';
-const APPLETS = ['sh', 'echo', 'cat', 'sleep', 'true'];
+const APPLETS = ['sh', 'echo', 'cat', 'sleep', 'true', 'dd'];
+const MiB = 2 ** 20;
 
 describe('containers in a real VM (crun in the guest, rootfs over virtio-fs)', function () {
   this.timeout(200_000);
@@ -165,6 +167,135 @@ describe('containers in a real VM (crun in the guest, rootfs over virtio-fs)', f
     await agent.signalProcess('c-pause', '', 9);
     assert.equal((await collect(agent, 'c-pause')).code, 137);
     await remove('c-pause');
+  });
+
+  /** Shares the rootfs, then creates and starts container `cid` from `spec`. */
+  async function runSpec(cid: string, spec: ContainerSpec): Promise<void> {
+    await share.shareRootfs(cid, [], rootfs);
+    await agent.createContainer(cid, { rootReadonly: true, hostname: cid, ...spec }, cid);
+    await agent.startContainer(cid);
+  }
+
+  it('mounts volumes: read-only ones refuse writes (host unchanged), read-write ones reach the host', async () => {
+    const cid = 'c-vol';
+    const [roDir, rwDir, guestRoDir] = ['vol-ro', 'vol-rw', 'vol-guest-ro'].map((n) => path.join(dir, n)) as [string, string, string];
+    for (const d of [roDir, rwDir, guestRoDir]) fs.mkdirSync(d);
+    fs.writeFileSync(path.join(roDir, 'f'), 'host\n');
+    fs.writeFileSync(path.join(guestRoDir, 'f'), 'host\n');
+    const greeting = path.join(dir, 'greeting.txt');
+    fs.writeFileSync(greeting, 'hello\n');
+    await share.shareRootfs(cid, [], rootfs);
+    const mounts = await shareVolumes(share, cid, [
+      { destination: '/ro', type: 'bind', source: roDir, options: ['rbind', 'ro'] },
+      { destination: '/rw', type: 'bind', source: rwDir, options: ['rbind', 'rw'] },
+      { destination: '/etc/greeting', type: 'bind', source: greeting, options: ['rbind', 'ro'] },
+    ]);
+    // Shared read-write on the host, mounted read-only in the container: the guest's own ro must hold.
+    const guestRo = await share.shareVolume(cid, { source: guestRoDir, destination: '/guest-ro', readOnly: false });
+    mounts.push({ destination: '/guest-ro', type: 'bind', source: guestRo.guestPath, options: ['rbind', 'ro'] });
+    const script = [
+      'echo x > /ro/f; echo ro=$?', 'echo x > /guest-ro/f; echo guest-ro=$?', 'echo x > /etc/greeting; echo file=$?',
+      'cat /ro/f /guest-ro/f /etc/greeting', 'echo from-guest > /rw/new; echo rw=$?',
+    ].join('; ');
+    await agent.createContainer(cid, { args: ['sh', '-c', script], rootReadonly: true, mounts }, cid);
+    await agent.startContainer(cid);
+    const out = await collect(agent, cid);
+    assert.equal(out.code, 0, out.stderr);
+    assert.match(out.stdout, /^ro=[1-9]\d*\nguest-ro=[1-9]\d*\nfile=[1-9]\d*\nhost\nhost\nhello\nrw=0\n$/, out.stdout);
+    assert.match(out.stderr, /Read-only file system/);
+    assert.equal(fs.readFileSync(path.join(roDir, 'f'), 'utf8'), 'host\n');
+    assert.equal(fs.readFileSync(path.join(guestRoDir, 'f'), 'utf8'), 'host\n');
+    assert.equal(fs.readFileSync(greeting, 'utf8'), 'hello\n');
+    assert.equal(fs.readFileSync(path.join(rwDir, 'new'), 'utf8'), 'from-guest\n', 'the host sees what the container wrote');
+    await remove(cid);
+    assert.deepEqual(mountsContaining(dir).filter((m) => m.includes(`/${cid}/`)), [], 'unshare left no volume mounted');
+  });
+
+  it('refuses volumes from outside the share, through .., or through a symlink leading out (INVALID_ARGUMENT)', async () => {
+    const cid = 'c-escape';
+    const volDir = path.join(dir, 'vol-escape');
+    fs.mkdirSync(volDir);
+    fs.symlinkSync('/etc', path.join(volDir, 'abs'));
+    fs.symlinkSync('../../../../../../../../../etc', path.join(volDir, 'rel'));
+    await share.shareRootfs(cid, [], rootfs);
+    const vol = await share.shareVolume(cid, { source: volDir, destination: '/v', readOnly: false });
+    const bind = (destination: string, source: string): ContainerSpec => ({ args: ['true'], mounts: [{ destination, type: 'bind', source, options: ['rbind'] }] });
+    for (const source of ['/etc', `${SHARED_MOUNT}/../../../etc`, `${vol.guestPath}/../../../../../etc`, `${vol.guestPath}/abs`, `${vol.guestPath}/rel`, SHARED_MOUNT]) {
+      await assert.rejects(agent.createContainer(cid, bind('/v', source)), (e: Error) => e instanceof InvalidArgumentError && /volume "\/v"/.test(e.message), source);
+    }
+    await assert.rejects(agent.createContainer(cid, bind('/v/../etc', vol.guestPath)), InvalidArgumentError, 'destination not normalized');
+    await assert.rejects(agent.createContainer(cid, bind('v', vol.guestPath)), InvalidArgumentError, 'relative destination');
+    await assert.rejects(agent.waitProcess(cid), NotFoundError, 'nothing was created');
+    await share.unshare(cid);
+  });
+
+  it('confines a volume destination that goes through a symlink to the rootfs (crun resolves it in the rootfs)', async () => {
+    // /escape -> ../../../../../../../../../target: from the rootfs's place in the guest that climbs to the guest's
+    // root, unless it is resolved inside the rootfs, where it is the rootfs's /target.
+    const cid = 'c-dest';
+    fs.mkdirSync(path.join(rootfs, 'target'), { recursive: true });
+    fs.symlinkSync('../../../../../../../../../target', path.join(rootfs, 'escape'));
+    const volDir = path.join(dir, 'vol-dest');
+    fs.mkdirSync(volDir);
+    fs.writeFileSync(path.join(volDir, 'f'), 'inside\n');
+    try {
+      await share.shareRootfs(cid, [], rootfs);
+      const mounts = await shareVolumes(share, cid, [{ destination: '/escape', type: 'bind', source: volDir, options: ['rbind', 'ro'] }]);
+      await agent.createContainer(cid, { args: ['cat', '/target/f'], rootReadonly: true, mounts }, cid);
+      await agent.startContainer(cid);
+      assert.deepEqual(await collect(agent, cid), { stdout: 'inside\n', stderr: '', code: 0 });
+      assert.ok(!fs.existsSync(path.join(rootfs, 'target', 'f')), 'the mount stayed in the container');
+      await remove(cid);
+    } finally {
+      fs.rmSync(path.join(rootfs, 'escape'), { force: true });
+      fs.rmSync(path.join(rootfs, 'target'), { recursive: true, force: true });
+    }
+  });
+
+  it('reports an OOM kill with GetOOMEvent, and the container exits with 137', async () => {
+    const cid = 'c-oom';
+    const controller = new AbortController();
+    const oom = agent.getOOMEvent(controller.signal);
+    oom.catch(() => undefined); // awaited below; a failure before that must not be an unhandled rejection
+    try {
+      // dd's 64 MiB buffer is touched as it reads: far beyond the 16 MiB limit, and the guest has no swap.
+      await runSpec(cid, { args: ['dd', 'if=/dev/zero', 'of=/dev/null', 'bs=64M', 'count=1'], resources: { memoryLimitBytes: 16 * MiB } });
+      assert.equal((await collect(agent, cid)).code, 137);
+      assert.equal(await oom, cid);
+      await remove(cid);
+    } finally {
+      controller.abort();
+    }
+  });
+
+  it('updates a running container\'s limits, and lists its processes with a running exec', async () => {
+    const cid = 'c-update';
+    await runSpec(cid, { args: ['sleep', '100'] });
+    assert.equal((await agent.statsContainer(cid)).memoryLimitBytes, undefined);
+    await agent.updateContainer(cid, { memoryLimitBytes: 48 * MiB, pidsLimit: 50, cpuQuotaUs: 50_000, cpuPeriodUs: 100_000, cpuShares: 512 });
+    const stats = await agent.statsContainer(cid);
+    assert.equal(stats.memoryLimitBytes, 48 * MiB, 'memory.max of the container\'s cgroup');
+    assert.equal(stats.pidsLimit, 50, 'pids.max');
+    await agent.updateContainer(cid, { memoryLimitBytes: -1 });
+    assert.equal((await agent.statsContainer(cid)).memoryLimitBytes, undefined, 'limit lifted');
+    await assert.rejects(agent.updateContainer(cid, { cpuShares: 1 }), InvalidArgumentError);
+    await assert.rejects(agent.updateContainer(cid, { cpus: '63' }), InvalidArgumentError, 'a CPU the guest does not have');
+    await assert.rejects(agent.updateContainer('no-such', { pidsLimit: 5 }), NotFoundError);
+
+    await agent.execProcess(cid, 'e1', { args: ['sleep', '4242'] });
+    const pids = await agent.listProcesses(cid);
+    assert.equal(pids.length, 2, `init and exec: ${JSON.stringify(pids)}`);
+    const table = await agent.processTable(cid);
+    const pidOf = (cmd: string): number => Number(table.split('\n').find((l) => l.endsWith(cmd))?.trim().split(/\s+/)[1]);
+    assert.deepEqual([pidOf('sleep 100'), pidOf('sleep 4242')].sort((a, b) => a - b), pids, table);
+    await agent.signalProcess(cid, 'e1', 9);
+    assert.equal(await agent.waitProcess(cid, 'e1'), 137);
+    assert.deepEqual(await agent.listProcesses(cid), [pidOf('sleep 100')], 'the exec has gone');
+    await assert.rejects(agent.listProcesses('no-such'), NotFoundError);
+
+    await agent.signalProcess(cid, '', 9);
+    assert.equal((await collect(agent, cid)).code, 137);
+    await remove(cid);
   });
 
   it('refuses a container whose rootfs is not shared, and bad ids', async () => {

@@ -1,7 +1,7 @@
 /**
- * hull's own extension of the agent protocol (`hull.agent.v1.Diagnostics`, protos/proto/hull/): guest facts Kata's
- * API has no field for, and a bounded read of a file in the shared folder. Generated classes come from
- * protos/gen/hull (root `hull`).
+ * hull's own extension of the agent protocol (protos/proto/hull/): `hull.agent.v1.Diagnostics` (guest facts Kata's
+ * API has no field for, and a bounded read of a file in the shared folder) and `hull.agent.v1.Processes`
+ * (ListProcesses, which Kata's API dropped after 2.x). Generated classes come from protos/gen/hull (root `hull`).
  */
 import './int64'; // must run before the generated module loads
 import { protobufMethod } from 'ttrpc-ts';
@@ -14,4 +14,10 @@ export const DIAGNOSTICS_SERVICE = 'hull.agent.v1.Diagnostics';
 export const DiagnosticsService = {
   GuestInfo: protobufMethod(DIAGNOSTICS_SERVICE, 'GuestInfo', diagnostics.GuestInfoRequest, diagnostics.GuestInfoResponse),
   ReadFile: protobufMethod(DIAGNOSTICS_SERVICE, 'ReadFile', diagnostics.ReadFileRequest, diagnostics.ReadFileResponse),
+};
+
+export const PROCESSES_SERVICE = 'hull.agent.v1.Processes';
+
+export const ProcessesService = {
+  ListProcesses: protobufMethod(PROCESSES_SERVICE, 'ListProcesses', diagnostics.ListProcessesRequest, diagnostics.ListProcessesResponse),
 };

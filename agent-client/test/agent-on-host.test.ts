@@ -78,7 +78,7 @@ describe('agent client against the real agent (host test mode)', function () {
 
   it('answers UNIMPLEMENTED for what later issues add', async () => {
     const raw = (client as unknown as { client: { call: (d: unknown, r: unknown) => Promise<unknown> } }).client;
-    await assert.rejects(raw.call(AgentService.UpdateContainer, {}).catch((e: unknown) => Promise.reject(classifyAgentError(e, 'UpdateContainer'))), NotImplementedError);
+    await assert.rejects(raw.call(AgentService.AddSwap, {}).catch((e: unknown) => Promise.reject(classifyAgentError(e, 'AddSwap'))), NotImplementedError);
   });
 
   it('checks container requests, and needs hull-init to run containers', async () => {
@@ -92,6 +92,27 @@ describe('agent client against the real agent (host test mode)', function () {
     await assert.rejects(client.signalProcess('c1', '', 15), NotFoundError);
     await assert.rejects(client.signalProcess('c1', '', 99), InvalidArgumentError);
     await assert.rejects(client.removeContainer('c1'), NotFoundError);
+  });
+
+  it('checks volumes and resources before anything else, and knows no container to update or list', async () => {
+    const volume = (source: string) => ({ args: ['true'], mounts: [{ destination: '/data', type: 'bind', source, options: ['rbind'] }] });
+    await assert.rejects(client.createContainer('c1', volume('/etc')), (e: Error) => e instanceof InvalidArgumentError && /volume "\/data"/.test(e.message));
+    await assert.rejects(client.createContainer('c1', volume('/run/kata-containers/shared/containers/../../../etc')), InvalidArgumentError);
+    await assert.rejects(client.createContainer('c1', { args: ['true'], resources: { cpuShares: 1 } }), InvalidArgumentError);
+    await assert.rejects(client.createContainer('c1', { args: ['true'], resources: { memoryLimitBytes: 0 } }), InvalidArgumentError, 'refused by the client');
+    await assert.rejects(client.updateContainer('c1', { memoryLimitBytes: 64 << 20 }), NotFoundError);
+    await assert.rejects(client.listProcesses('c1'), NotFoundError);
+    await assert.rejects(client.processTable('c1'), NotFoundError);
+  });
+
+  it('GetOOMEvent waits without a deadline until cancelled', async () => {
+    const controller = new AbortController();
+    const poll = client.getOOMEvent(controller.signal);
+    const outcome = await Promise.race([poll.then(() => 'answered', () => 'failed'), new Promise((r) => setTimeout(() => r('waiting'), 300))]);
+    assert.equal(outcome, 'waiting');
+    controller.abort();
+    await assert.rejects(poll, CancelledError);
+    assert.equal(await client.check(), 'serving', 'the connection is still usable');
   });
 
   it('DestroySandbox ends the agent (in the guest: a power-off)', async () => {

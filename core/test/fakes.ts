@@ -1,5 +1,5 @@
 /** In-memory fakes of the Hypervisor and the agent, for fast tests of core. They record what was asked of them. */
-import type { AgentClient, ContainerSpec, ContainerStats, FileContents, GuestDetails, HealthStatus, OciMount, OciProcess, OciSpec, ProcessSpec, SandboxSpec } from '../../agent-client';
+import type { AgentClient, ContainerResources, ContainerSpec, ContainerStats, FileContents, GuestDetails, HealthStatus, OciMount, OciProcess, OciSpec, ProcessSpec, SandboxSpec } from '../../agent-client';
 import { NotFoundError, NotImplementedError } from '../../errors';
 import type { Accel, AgentAddress, Device, Hypervisor, VmConfig, VmExit } from '../../hypervisor/types';
 
@@ -158,6 +158,19 @@ export class FakeAgent implements AgentClient {
   }
   async statsContainer(_containerId: string): Promise<ContainerStats> {
     return { cpuUsageNs: 0, cpuUserNs: 0, cpuKernelNs: 0, memoryUsageBytes: 0, memoryMaxUsageBytes: 0, memoryLimitBytes: undefined, memoryStat: {}, pids: 0, pidsLimit: undefined };
+  }
+  async updateContainer(containerId: string, _resources: ContainerResources): Promise<void> {
+    this.calls.push(`updateContainer ${containerId}`);
+  }
+  async listProcesses(_containerId: string): Promise<number[]> {
+    return [];
+  }
+  async processTable(_containerId: string): Promise<string> {
+    return 'UID  PID  PPID  STAT  TIME  CMD\n';
+  }
+  /** No OOM ever: waits until aborted. */
+  getOOMEvent(signal?: AbortSignal): Promise<string> {
+    return new Promise((_resolve, reject) => signal?.addEventListener('abort', () => reject(new Error('aborted')), { once: true }));
   }
   async pauseContainer(containerId: string): Promise<void> {
     this.calls.push(`pauseContainer ${containerId}`);
