@@ -30,6 +30,8 @@ const MOUNTS: MountEntry[] = [
  * background after it serves (vsock, virtio-fs, overlay): what needs them waits for `modulesReady`.
  */
 export const CHANNEL_MODULES = ['virtio_console']; // loaded by the initramfs already; modprobe is then a no-op
+/** The vsock channel's transport (it pulls in vsock and the common virtio transport code), loaded before listening. */
+export const VSOCK_CHANNEL_MODULES = ['vmw_vsock_virtio_transport'];
 export const BACKGROUND_MODULES = ['vmw_vsock_virtio_transport', 'virtiofs', 'overlay'];
 
 export const SHARED_ROOT = '/run/kata-containers';
@@ -45,6 +47,12 @@ async function loadModules(modules: string[]): Promise<void> {
     // A module missing from the image is reported, not fatal: the feature that needs it fails later, clearly.
     log.warn('loading kernel modules failed', { modules, error: (err as Error).message });
   }
+}
+
+/** Loads the vsock channel's modules unless they are there already (a failure is logged; listening then says why). */
+export async function loadVsockModules(): Promise<void> {
+  if (VSOCK_CHANNEL_MODULES.every((m) => fs.existsSync(`/sys/module/${m}`))) return;
+  await loadModules(VSOCK_CHANNEL_MODULES);
 }
 
 async function mountMissing(entries: MountEntry[]): Promise<void> {
