@@ -16,7 +16,7 @@ import { openHullInitReaper, underHullInit, type Reaper } from './reaper';
 import { Containers } from './container';
 import { GuestSandbox } from './sandbox';
 import { registerServices } from './service';
-import { kernelParams, uptimeMs } from './system';
+import { agentChannels, kernelParams, uptimeMs } from './system';
 import { AGENT_VSOCK_PORT, VsockListener } from './vsock';
 
 const SERIAL_PORT_NAME = 'agent.channel.0';
@@ -51,7 +51,7 @@ async function main(): Promise<void> {
   const initMs = Math.round(performance.now() - codeStart);
   // Guest uptime when node started (what precedes it is kernel and initramfs): /proc is mounted only now.
   const startedMs = Math.round(uptimeMs() - process.uptime() * 1000);
-  const transport = testSocket ? 'unix' : (kernelParams().get('hull.agent') ?? 'serial');
+  const transport = testSocket ? 'unix' : agentChannels().join(',');
   const server = new Server({
     onError: (err, where) => {
       if (where.method) log.warn('request failed', { method: `${where.service}/${where.method}`, error: (err as Error).message });
@@ -73,7 +73,7 @@ async function main(): Promise<void> {
   if (testSocket) {
     await server.listen(testSocket);
   } else {
-    const channels = transport.split(',');
+    const channels = agentChannels();
     const unknown = channels.filter((c) => !CHANNELS.includes(c));
     if (unknown.length) throw new Error(`agent transport ${JSON.stringify(transport)} is not supported by this agent (supported: ${CHANNELS.join(', ')})`);
     await Promise.all(channels.map(async (channel) => {

@@ -140,6 +140,8 @@ describe('hull-vsock in a real guest (vsock_loopback, CID 1)', function () {
     assert.equal(r.closedByAgent, true, JSON.stringify(r));
     const consoleLog = fs.readFileSync(vm!.hypervisor.consoleLogPath(), 'utf8');
     assert.match(consoleLog, /hull-agent warn refused a vsock connection that does not come from the host \{"peer":"1:\d+"\}/);
+    assert.match(consoleLog, /hull-agent info ready \{"transport":"serial,vsock"/);
+    assert.doesNotMatch(consoleLog, /loading kernel modules failed/);
     assert.equal(await agent.check(), 'serving', 'the agent still serves the host');
   });
 });
