@@ -7,10 +7,10 @@ SHELL := /bin/bash
 APT_PACKAGES := containerd runc qemu-system-x86 qemu-utils linux-image-cloud-amd64 busybox-static crun \
                 e2fsprogs iproute2 util-linux kmod gcc libc6-dev
 MOCHA := node_modules/.bin/mocha --reporter scripts/mocha-summary-reporter.js
-UNIT_TESTS := 'ttrpc/dist/test/**/*.test.js' 'dist/{protos,shim,core,hypervisor,agent-client,fs-share,agent,guest}/test/**/*.test.js'
+UNIT_TESTS := 'ttrpc/dist/test/**/*.test.js' 'vsock/dist/test/**/*.test.js' 'dist/{protos,shim,core,hypervisor,agent-client,fs-share,agent,guest}/test/**/*.test.js'
 INTEGRATION_TESTS := 'dist/integration/**/*.test.js'
 
-.PHONY: deps apt-deps npm-deps build protos check-layers lint test test-unit test-integration bench guest install demo clean
+.PHONY: deps apt-deps npm-deps addon build protos check-layers lint test test-unit test-integration bench guest install demo clean
 
 deps: apt-deps npm-deps
 
@@ -23,11 +23,16 @@ apt-deps:
 	fi
 
 npm-deps: node_modules/.deps-stamp
-node_modules/.deps-stamp: package.json package-lock.json ttrpc/package.json
+node_modules/.deps-stamp: package.json package-lock.json ttrpc/package.json vsock/package.json
 	npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
 
-build: npm-deps protos
+# hull-vsock's addon: npm ci builds it (node-gyp); this rebuilds it when its C source changes afterwards.
+addon: vsock/build/Release/hull_vsock.node
+vsock/build/Release/hull_vsock.node: vsock/src/vsock.c vsock/binding.gyp | npm-deps
+	npm run install --workspace=hull-vsock --loglevel=error
+
+build: npm-deps protos addon
 	node_modules/.bin/tsc -b
 	node scripts/check-layers.mjs
 
@@ -66,4 +71,4 @@ demo: deps build guest
 	node dist/integration/demo.js
 
 clean:
-	rm -rf dist ttrpc/dist protos/gen bench/out guest/out
+	rm -rf dist ttrpc/dist vsock/dist vsock/build protos/gen bench/out guest/out

@@ -2,10 +2,11 @@
  * The agent client: Kata's grpc.AgentService and grpc.Health plus hull's Diagnostics, over our ttrpc, with hull's
  * types at the edge, a per-method deadline table and typed errors.
  */
-import { Client, type CallOptions, type MethodDescriptor } from 'ttrpc-ts';
-import { CancelledError, DeadlineExceededError, NotImplementedError, ShimError, UnavailableError } from '../errors';
+import type { Client, CallOptions, MethodDescriptor } from 'ttrpc-ts';
+import { CancelledError, DeadlineExceededError, ShimError, UnavailableError, errorMessage } from '../errors';
 import { AgentService, HealthService, MAX_UINT64_NUMBER, grpc } from '../protos/agent';
 import { DiagnosticsService, ProcessesService } from '../protos/hull';
+import { connectOnce, describeEndpoint, isNotYet, parseAgentEndpoint, type VsockConnector } from './channel';
 import { classifyAgentError } from './errors';
 import { parsePidList, toGrpcResources } from './resources';
 import { timeoutFor } from './timeouts';
@@ -19,6 +20,8 @@ export interface DialOptions {
   signal?: AbortSignal;
   /** How often an unanswered Health.Check is sent again (earlier ones stay pending). */
   probeIntervalMs?: number;
+  /** How vsock streams are opened (hull-vsock by default); tests pass a fake. */
+  vsockConnector?: VsockConnector;
 }
 
 /** Default read size of readStdout/readStderr, and the largest accepted. */
@@ -77,12 +80,12 @@ export class KataAgentClient implements AgentClient {
   /**
    * Connects to the agent and waits until it answers Health.Check with SERVING. On a virtio-serial port the host
    * side (QEMU's socket) accepts at once and holds what is written until the guest opens the port, so a probe sent
-   * early is answered as soon as the agent reads it: no polling delay is added to boot.
+   * early is answered as soon as the agent reads it: no polling delay is added to boot. Over vsock, connecting
+   * fails until the agent listens (see channel.ts for what is retried), then the probe is answered at once.
+   * `endpoint` may also be a string: `vsock://<cid>:<port>`, or a unix socket path.
    */
-  static async dial(endpoint: AgentEndpoint, options: DialOptions): Promise<KataAgentClient> {
-    if (endpoint.transport === 'vsock') {
-      throw new NotImplementedError('the vsock agent transport is not implemented yet; configure agent_transport = "serial"');
-    }
+  static async dial(endpoint: AgentEndpoint | string, options: DialOptions): Promise<KataAgentClient> {
+    const target = typeof endpoint === 'string' ? parseAgentEndpoint(endpoint) : endpoint;
     const started = Date.now();
     const failure = (): ShimError | undefined => {
       const reason: unknown = options.signal?.reason;
@@ -95,14 +98,14 @@ export class KataAgentClient implements AgentClient {
       if (stop) throw stop;
       let client: Client;
       try {
-        client = await Client.connect(endpoint.path, { connectTimeoutMs: Math.max(1, Math.min(1000, options.deadline - Date.now())) });
+        const timeoutMs = Math.max(1, Math.min(1000, options.deadline - Date.now()));
+        client = await connectOnce(target, { timeoutMs, ...(options.signal ? { signal: options.signal } : {}), ...(options.vsockConnector ? { vsockConnector: options.vsockConnector } : {}) });
       } catch (err) {
-        const code = (err as NodeJS.ErrnoException).code;
-        if (code === 'ENOENT' || code === 'ECONNREFUSED' || code === 'EAGAIN') {
+        if (isNotYet(target, err)) {
           await sleep(20);
           continue;
         }
-        throw new UnavailableError(`connect to the agent at ${endpoint.path}`, { cause: err });
+        throw new UnavailableError(`connect to the agent at ${describeEndpoint(target)}: ${errorMessage(err)}`, { cause: err });
       }
       const agent = new KataAgentClient(client);
       try {

@@ -1,4 +1,5 @@
 export { KataAgentClient, type DialOptions } from './client';
+export { parseAgentEndpoint, type VsockConnector } from './channel';
 export { classifyAgentError } from './errors';
 export { AGENT_TIMEOUTS_MS, DEFAULT_TIMEOUT_MS, NO_DEADLINE, timeoutFor } from './timeouts';
 export type { AgentClient, AgentEndpoint, ContainerAgentClient, ContainerMount, ContainerResources, ContainerSpec, ContainerStats, ProcessSpec, FileContents, GuestDetails, HealthStatus, SandboxSpec, StorageSpec } from './types';

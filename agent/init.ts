@@ -5,7 +5,7 @@
  */
 import fs from 'node:fs';
 import { log } from './log';
-import { isMountPoint, mount, run } from './system';
+import { agentChannels, isMountPoint, mount, run } from './system';
 
 interface MountEntry {
   fstype: string;
@@ -30,6 +30,8 @@ const MOUNTS: MountEntry[] = [
  * background after it serves (vsock, virtio-fs, overlay): what needs them waits for `modulesReady`.
  */
 export const CHANNEL_MODULES = ['virtio_console']; // loaded by the initramfs already; modprobe is then a no-op
+/** The vsock channel's transport (it pulls in vsock and the common virtio transport code), loaded before listening. */
+export const VSOCK_CHANNEL_MODULES = ['vmw_vsock_virtio_transport'];
 export const BACKGROUND_MODULES = ['vmw_vsock_virtio_transport', 'virtiofs', 'overlay'];
 
 export const SHARED_ROOT = '/run/kata-containers';
@@ -47,6 +49,15 @@ async function loadModules(modules: string[]): Promise<void> {
   }
 }
 
+/**
+ * Loads the vsock channel's modules unless they are there already (initGuest loads them when the agent is init);
+ * a failure is logged, and listening then says why.
+ */
+export async function loadVsockModules(): Promise<void> {
+  if (VSOCK_CHANNEL_MODULES.every((m) => fs.existsSync(`/sys/module/${m}`))) return;
+  await loadModules(VSOCK_CHANNEL_MODULES);
+}
+
 async function mountMissing(entries: MountEntry[]): Promise<void> {
   await Promise.all(entries.map(async (m) => {
     if (isMountPoint(m.target)) return;
@@ -59,16 +70,21 @@ async function mountMissing(entries: MountEntry[]): Promise<void> {
 }
 
 /**
- * Mounts what is missing and loads the channel's module. The initramfs normally hands over /dev, /proc and /sys
- * already mounted; every spawn saved matters under emulation, so independent mounts run concurrently.
+ * Mounts what is missing and loads the channels' modules (the vsock transport too when `hull.agent` names vsock).
+ * The initramfs normally hands over /dev, /proc and /sys already mounted; every spawn saved matters under
+ * emulation, so independent mounts run concurrently, and one modprobe loads all the channel modules.
  */
 export async function initGuest(): Promise<void> {
   if (!fs.existsSync('/proc/self')) await mount('proc', 'proc', '/proc', ['nosuid', 'nodev', 'noexec']);
   const first = MOUNTS.filter((m) => ['/sys', '/dev', '/run', '/tmp'].includes(m.target));
   const second = MOUNTS.filter((m) => ['/dev/pts', '/dev/shm', '/sys/fs/cgroup'].includes(m.target));
-  const channelReady = fs.existsSync('/sys/module/virtio_console') ? Promise.resolve() : loadModules(CHANNEL_MODULES);
+  const channelModules = [
+    ...(fs.existsSync('/sys/module/virtio_console') ? [] : CHANNEL_MODULES),
+    ...(agentChannels().includes('vsock') ? VSOCK_CHANNEL_MODULES.filter((m) => !fs.existsSync(`/sys/module/${m}`)) : []),
+  ];
+  const channelReady = channelModules.length ? loadModules(channelModules) : Promise.resolve();
   await Promise.all([mountMissing(first), channelReady]);
   await mountMissing(second);
   fs.mkdirSync(SHARED_CONTAINERS, { recursive: true, mode: 0o755 });
-  modulesReady = loadModules(BACKGROUND_MODULES);
+  modulesReady = loadModules(BACKGROUND_MODULES.filter((m) => !channelModules.includes(m)));
 }

@@ -3,21 +3,24 @@
  * which is PID 1, starts the agent, reaps orphans and reports their exit statuses on fd 3 (see reaper.ts), and
  * powers the VM off when the agent exits. The agent mounts the kernel filesystems and loads modules,
  * finds the agent channel the host chose (`hull.agent=serial|vsock` on the kernel command line; the serial port's
- * name can be changed with `hull.agent_port=NAME`) and serves Kata's
+ * name can be changed with `hull.agent_port=NAME`; `hull.agent=serial,vsock` serves on both, which lets a test
+ * whose host speaks serial reach the vsock listener from inside the guest) and serves Kata's
  * agent API over ttrpc on it. With HULL_AGENT_SOCKET set it instead serves on that unix socket and touches nothing
  * of the system (how the agent's own tests run it on the host).
  */
 import { Server } from 'ttrpc-ts';
-import { initGuest } from './init';
+import { initGuest, loadVsockModules } from './init';
 import { log } from './log';
 import { SerialPortListener, waitForSerialPort } from './port';
 import { openHullInitReaper, underHullInit, type Reaper } from './reaper';
 import { Containers } from './container';
 import { GuestSandbox } from './sandbox';
 import { registerServices } from './service';
-import { kernelParams, uptimeMs } from './system';
+import { agentChannels, kernelParams, uptimeMs } from './system';
+import { AGENT_VSOCK_PORT, VsockListener } from './vsock';
 
 const SERIAL_PORT_NAME = 'agent.channel.0';
+const CHANNELS = ['serial', 'vsock'];
 const testSocket = process.env.HULL_AGENT_SOCKET;
 /** Started by hull-init (HULL_INIT=1 and fd 3 is its pipe): exiting is how the agent powers the guest off. */
 const underInit = !testSocket && underHullInit();
@@ -48,7 +51,7 @@ async function main(): Promise<void> {
   const initMs = Math.round(performance.now() - codeStart);
   // Guest uptime when node started (what precedes it is kernel and initramfs): /proc is mounted only now.
   const startedMs = Math.round(uptimeMs() - process.uptime() * 1000);
-  const transport = testSocket ? 'unix' : (kernelParams().get('hull.agent') ?? 'serial');
+  const transport = testSocket ? 'unix' : agentChannels().join(',');
   const server = new Server({
     onError: (err, where) => {
       if (where.method) log.warn('request failed', { method: `${where.service}/${where.method}`, error: (err as Error).message });
@@ -69,12 +72,20 @@ async function main(): Promise<void> {
 
   if (testSocket) {
     await server.listen(testSocket);
-  } else if (transport === 'serial') {
-    const portName = kernelParams().get('hull.agent_port') ?? SERIAL_PORT_NAME;
-    const device = await waitForSerialPort(portName, 30_000);
-    new SerialPortListener(device, (stream) => server.serveStream(stream)).start();
   } else {
-    throw new Error(`agent transport ${JSON.stringify(transport)} is not supported by this agent (supported: serial)`);
+    const channels = agentChannels();
+    const unknown = channels.filter((c) => !CHANNELS.includes(c));
+    if (unknown.length) throw new Error(`agent transport ${JSON.stringify(transport)} is not supported by this agent (supported: ${CHANNELS.join(', ')})`);
+    await Promise.all(channels.map(async (channel) => {
+      if (channel === 'vsock') {
+        await loadVsockModules();
+        VsockListener.start(AGENT_VSOCK_PORT, (stream) => server.serveStream(stream));
+        return;
+      }
+      const portName = kernelParams().get('hull.agent_port') ?? SERIAL_PORT_NAME;
+      const device = await waitForSerialPort(portName, 30_000);
+      new SerialPortListener(device, (stream) => server.serveStream(stream)).start();
+    }));
   }
   readyMs = uptimeMs();
   // Off the boot's critical path: statuses wait in the pipe (and in hull-init) until it is read.

@@ -68,3 +68,8 @@ export function kernelParams(): Map<string, string> {
   }
   return params;
 }
+
+/** The agent channels the host chose: `hull.agent=serial`, `vsock` or `serial,vsock` (default serial). */
+export function agentChannels(): string[] {
+  return (kernelParams().get('hull.agent') ?? 'serial').split(',');
+}

@@ -15,8 +15,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import type * as SmolToml from 'smol-toml' with { 'resolution-mode': 'import' };
-import { FailedPreconditionError, InvalidArgumentError, NotImplementedError } from '../errors';
-import { VSOCK_AGENT_CHANNEL_IMPLEMENTED } from '../hypervisor/accel';
+import { FailedPreconditionError, InvalidArgumentError } from '../errors';
 import { MAX_MEMORY_MIB, MAX_VCPUS, MIN_MEMORY_MIB, checkOptionValue } from '../hypervisor/config';
 import { DEFAULT_QEMU_PATH, DEFAULT_VIRTIOFSD_PATH, type Accel, type AgentTransport, type VmConfig } from '../hypervisor/types';
 
@@ -147,9 +146,6 @@ export function parseConfig(text: string, file: string, binDir: string, exists?:
   const agent = new Section(file, 'agent', doc.agent);
   const runtime = new Section(file, 'runtime', doc.runtime);
   const transport = agent.oneOf('transport', ['auto', 'vsock', 'serial'] as const, d.agent.transport);
-  if (transport === 'vsock' && !VSOCK_AGENT_CHANNEL_IMPLEMENTED) {
-    throw new NotImplementedError(`${file}: agent.transport = "vsock": the vsock agent channel is not implemented yet; use "auto" or "serial"`);
-  }
   return deepFreeze<HullConfig>({
     hypervisor: {
       path: hv.path('path', d.hypervisor.path),

@@ -2,7 +2,7 @@
  * The agent as one CommonJS file, bundled by esbuild from its compiled output (dist/agent/main.js and what it
  * requires: ttrpc-ts, protos, protobufjs). One file loads much faster under emulation than a node_modules tree.
  * Packages with native code (NATIVE_MODULES) stay external and are copied next to the bundle when the agent
- * uses them.
+ * uses them (package.json and what its "files" list names).
  */
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
@@ -26,6 +26,26 @@ async function listFiles(dir: string): Promise<string[]> {
     else if (entry.isFile()) out.push(full);
   }
   return out;
+}
+
+/**
+ * The files of an installed package that belong in the image: package.json and what its `files` list names (plain
+ * paths of files or folders, as npm would pack them), or every file when it has no such list.
+ */
+async function packageFiles(dir: string): Promise<string[]> {
+  const manifest = JSON.parse(await fs.readFile(path.join(dir, 'package.json'), 'utf8')) as { files?: unknown };
+  if (!Array.isArray(manifest.files)) return listFiles(dir);
+  const out = [path.join(dir, 'package.json')];
+  for (const entry of manifest.files) {
+    if (typeof entry !== 'string' || /[*?[\]{}!]/.test(entry) || path.isAbsolute(entry) || entry.split('/').includes('..')) {
+      throw new Error(`${path.join(dir, 'package.json')}: "files" entry ${JSON.stringify(entry)} is not a plain relative path`);
+    }
+    const full = path.join(dir, entry);
+    const st = await fs.stat(full).catch(() => undefined);
+    if (!st) throw new Error(`${path.join(dir, 'package.json')}: "files" names ${entry}, which does not exist (is the package built?)`);
+    out.push(...(st.isDirectory() ? await listFiles(full) : [full]));
+  }
+  return [...new Set(out)].sort();
 }
 
 const BUILD_OPTIONS = {
@@ -76,10 +96,12 @@ export async function bundleAgent(entry: string, outDir: string, natives: readon
     }
     const src = path.dirname(pkgJson);
     const dst = path.join(outDir, 'node_modules', pkg);
-    await fs.cp(src, dst, { recursive: true, dereference: true });
-    for (const file of await listFiles(src)) {
+    for (const file of await packageFiles(src)) {
+      const target = path.join(dst, path.relative(src, file));
+      await fs.mkdir(path.dirname(target), { recursive: true });
+      await fs.copyFile(file, target); // follows symlinks
       inputs.push(file);
-      if (file.endsWith('.node')) nativeObjects.push(path.join(dst, path.relative(src, file)));
+      if (file.endsWith('.node')) nativeObjects.push(target);
     }
   }
   const bytes = (await fs.stat(outfile)).size;

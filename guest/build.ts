@@ -151,7 +151,7 @@ class ImageBuild {
     await this.stagePrograms(bundle.nativeObjects);
     await this.stageModules(rootfsPlan);
     await this.stageInit();
-    await this.selfTest();
+    await this.selfTest(bundle.nativeObjects);
 
     const identities = Object.fromEntries([...this.inputs.entries()].sort(([a], [b]) => (a < b ? -1 : 1)));
     const key = stampKey(this.settings, identities);
@@ -285,11 +285,20 @@ class ImageBuild {
     await guestSymlink(this.staging, GUEST_PATHS.init, path.posix.relative(path.posix.dirname(GUEST_PATHS.init), GUEST_PATHS.hullInit));
   }
 
-  /** Runs the staged node and crun in a chroot of the staging folder: catches a missing library now, not at boot. */
-  private async selfTest(): Promise<void> {
+  /**
+   * Runs the staged node and crun in a chroot of the staging folder, and has node load each native addon: catches
+   * a missing library now, not at boot.
+   */
+  private async selfTest(nativeObjects: readonly string[]): Promise<void> {
     if (process.getuid?.() !== 0) return;
     const node = await run('chroot', [this.staging, GUEST_PATHS.node, '-e', 'process.stdout.write(process.version)']);
     if (node.stdout !== process.version) throw new Error(`staged node printed '${node.stdout}', expected ${process.version}`);
+    for (const object of nativeObjects) {
+      const guestPath = `/${path.relative(this.staging, object)}`;
+      await run('chroot', [this.staging, GUEST_PATHS.node, '-e', `process.dlopen({ exports: {} }, ${JSON.stringify(guestPath)})`]).catch((cause: unknown) => {
+        throw new Error(`the staged node cannot load the native addon ${guestPath}`, { cause });
+      });
+    }
     // crun itself cannot run here (it re-executes itself through /proc); check that its libraries resolve.
     parseLdd((await run('chroot', [this.staging, '/lib64/ld-linux-x86-64.so.2', '--list', GUEST_PATHS.crun])).stdout);
     await run('chroot', [this.staging, '/bin/sh', '-c', 'exit 0']);

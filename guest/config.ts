@@ -18,6 +18,7 @@ export const GUEST_MODULES = {
   rootfs: [
     'virtio_console', // virtio-serial ports: /dev/hvc*, /dev/vport*
     'vsock', 'vmw_vsock_virtio_transport_common', 'vmw_vsock_virtio_transport', // the agent's AF_VSOCK listener
+    'vsock_loopback', // CID 1 inside the guest: not loaded at boot; tests load it through CreateSandbox
     'fuse', 'virtiofs', // the shared folder
     'overlay', // container root filesystems
     'virtio_rng', // /dev/hwrng, entropy from the host
@@ -25,7 +26,7 @@ export const GUEST_MODULES = {
     'sch_ingress', 'act_mirred', 'cls_u32', // tc redirect between the pod's veth and the VM's NIC
   ],
   /** Modules in the lists above that a kernel may lack without failing the build (they are reported). */
-  optional: ['virtio_rng', 'sch_ingress', 'act_mirred', 'cls_u32'],
+  optional: ['virtio_rng', 'vsock_loopback', 'sch_ingress', 'act_mirred', 'cls_u32'],
 } as const;
 
 /** Paths inside the guest. */
@@ -49,7 +50,7 @@ export const GUEST_PATHS = {
 export const AGENT_NODE_FLAGS: readonly string[] = [];
 
 /** Packages inside native modules that esbuild must not bundle; they are copied next to the bundle if the agent uses them. */
-export const NATIVE_MODULES: readonly string[] = ['node-pty'];
+export const NATIVE_MODULES: readonly string[] = ['node-pty', 'hull-vsock'];
 
 /** How long the initramfs waits for the root disk to appear, in seconds. */
 export const ROOT_WAIT_SECONDS = 20;

@@ -4,7 +4,7 @@
  */
 import crypto from 'node:crypto';
 import fs from 'node:fs';
-import { FailedPreconditionError, NotImplementedError } from '../errors';
+import { FailedPreconditionError } from '../errors';
 import type { Accel, AgentTransport } from './types';
 
 export const KVM_DEVICE = '/dev/kvm';
@@ -63,33 +63,23 @@ export function chooseAccel(requested: 'auto' | Accel, probe: HostProbe = realHo
 }
 
 /**
- * Whether hull's agent and agent client speak vsock. The QEMU side (vhost-vsock-pci, CID allocation) is built, but
- * Node has no AF_VSOCK sockets; until the agent channel has them, every VM uses the virtio-serial port.
+ * 'auto' = vsock when /dev/vhost-vsock opens read-write (QEMU's vhost-vsock-pci needs exactly that), else a
+ * virtio-serial port, with the reason. 'vsock' without a usable device is a FailedPreconditionError saying why.
  */
-export const VSOCK_AGENT_CHANNEL_IMPLEMENTED = false;
-
-/**
- * 'auto' = vsock when /dev/vhost-vsock exists and hull's agent channel speaks vsock, else a virtio-serial port.
- * 'vsock' without the device, or before the agent channel speaks it, fails with the reason.
- */
-export function chooseTransport(
-  requested: 'auto' | AgentTransport,
-  probe: HostProbe = realHostProbe,
-  vsockImplemented: boolean = VSOCK_AGENT_CHANNEL_IMPLEMENTED,
-): Choice<AgentTransport> {
-  const vsock = probe.exists(VHOST_VSOCK_DEVICE);
+export function chooseTransport(requested: 'auto' | AgentTransport, probe: HostProbe = realHostProbe): Choice<AgentTransport> {
   if (requested === 'serial') return { value: 'serial', reason: 'configured: agentTransport=serial' };
+  const exists = probe.exists(VHOST_VSOCK_DEVICE);
+  const usable = exists && probe.openReadWrite(VHOST_VSOCK_DEVICE);
   if (requested === 'vsock') {
-    if (!vsockImplemented) throw new NotImplementedError('agentTransport=vsock: the vsock agent channel is not implemented yet; use "serial" or "auto"');
-    if (!vsock) {
-      throw new FailedPreconditionError(`agentTransport=vsock is configured but ${VHOST_VSOCK_DEVICE} does not exist (modprobe vhost_vsock)`);
+    if (!usable) {
+      const why = exists ? 'cannot be opened read-write' : 'does not exist (modprobe vhost_vsock)';
+      throw new FailedPreconditionError(`agentTransport=vsock is configured but ${VHOST_VSOCK_DEVICE} ${why}`);
     }
     return { value: 'vsock', reason: 'configured: agentTransport=vsock' };
   }
-  if (!vsock) return { value: 'serial', reason: `${VHOST_VSOCK_DEVICE} does not exist; using a virtio-serial port` };
-  return vsockImplemented
-    ? { value: 'vsock', reason: `${VHOST_VSOCK_DEVICE} exists; using vsock` }
-    : { value: 'serial', reason: `${VHOST_VSOCK_DEVICE} exists, but hull's vsock agent channel is not implemented yet; using a virtio-serial port` };
+  if (!exists) return { value: 'serial', reason: `${VHOST_VSOCK_DEVICE} does not exist; using a virtio-serial port` };
+  if (!usable) return { value: 'serial', reason: `${VHOST_VSOCK_DEVICE} cannot be opened read-write; using a virtio-serial port` };
+  return { value: 'vsock', reason: `${VHOST_VSOCK_DEVICE} opens read-write; using vsock` };
 }
 
 /** CIDs 0-2 are reserved (hypervisor, local, host); 0xFFFFFFFF is VMADDR_CID_ANY. We stay below 2^31 so that no
@@ -105,7 +95,7 @@ export const CID_ATTEMPTS = 8;
  * exits at once with "unable to set guest cid". So we ask for a CID derived from the sandbox id (the same sandbox
  * gets the same CID, which helps debugging) and, if QEMU reports it taken, retry with pseudo-random ones
  * (`cidCandidates`), at most CID_ATTEMPTS times. No lock file, nothing to leak when a shim dies. (Kata opens
- * /dev/vhost-vsock itself and probes with the ioctl, which Node cannot issue without a native addon.)
+ * /dev/vhost-vsock itself and probes with the ioctl; QEMU's answer is enough, and keeps hypervisor/ free of native code.)
  */
 export function* cidCandidates(id: string, random: () => number = () => crypto.randomInt(0, 0x7fffffff)): Generator<number> {
   const span = MAX_GUEST_CID - MIN_GUEST_CID + 1;

@@ -1,8 +1,9 @@
 #!/usr/bin/env node
 // Import-direction and cycle check. Dependencies point one way:
-//   shim -> core -> hypervisor | agent-client | fs-share -> errors + ttrpc + protos;  agent -> ttrpc + protos.
+//   shim -> core -> hypervisor | agent-client | fs-share -> errors + ttrpc + protos;  agent -> ttrpc + protos + vsock.
+// vsock/ (hull-vsock, AF_VSOCK sockets) sits beside ttrpc/: agent/ and agent-client/ use it (and so may integration/).
 // A file may import only from the layers listed for its own folder; nothing imports shim/ from outside it;
-// ttrpc/ imports nothing but Node built-ins (it is published on its own). Relative imports must not form a cycle.
+// ttrpc/ and vsock/ import nothing but Node built-ins (each is a package of its own). Relative imports must not form a cycle.
 // Exits 1 and names every offending import.
 import fs from 'node:fs';
 import path from 'node:path';
@@ -15,21 +16,24 @@ const ALLOWED = {
   shim: ['shim', 'core', 'hypervisor', 'agent-client', 'fs-share', ...LOWER],
   core: ['core', 'hypervisor', 'agent-client', 'fs-share', ...LOWER],
   hypervisor: ['hypervisor', ...LOWER],
-  'agent-client': ['agent-client', ...LOWER],
+  'agent-client': ['agent-client', 'vsock', ...LOWER],
   'fs-share': ['fs-share', ...LOWER],
   protos: LOWER,
   errors: ['errors'],
   ttrpc: ['ttrpc'],
-  agent: ['agent', 'protos', 'ttrpc'],
+  vsock: ['vsock'],
+  agent: ['agent', 'protos', 'ttrpc', 'vsock'],
   guest: ['guest', 'scripts'],
-  integration: ['integration', 'core', 'hypervisor', 'agent-client', 'fs-share', ...LOWER],
+  integration: ['integration', 'core', 'hypervisor', 'agent-client', 'fs-share', 'vsock', ...LOWER],
   bench: ['bench', 'integration', 'core', 'hypervisor', 'agent-client', 'fs-share', ...LOWER],
   scripts: ['scripts', ...LOWER],
 };
-const PACKAGE_LAYERS = { 'ttrpc-ts': 'ttrpc' };
+const PACKAGE_LAYERS = { 'ttrpc-ts': 'ttrpc', 'hull-vsock': 'vsock' };
+/** Layers that are packages of their own: Node built-ins only (their tests may use their devDependencies). */
+const SELF_CONTAINED = ['ttrpc', 'vsock'];
 const builtins = new Set(builtinModules.flatMap((m) => [m, `node:${m}`]));
-// ttrpc/'s own tests may use its devDependencies (e.g. protobufjs to cross-check the wire codec).
-const ttrpcDevDeps = Object.keys(JSON.parse(fs.readFileSync(path.join(root, 'ttrpc', 'package.json'), 'utf8')).devDependencies ?? {});
+// Their own tests may use their devDependencies (e.g. protobufjs to cross-check ttrpc's wire codec).
+const devDeps = Object.fromEntries(SELF_CONTAINED.map((l) => [l, Object.keys(JSON.parse(fs.readFileSync(path.join(root, l, 'package.json'), 'utf8')).devDependencies ?? {})]));
 
 function sourceFiles(dir) {
   const out = [];
@@ -74,8 +78,10 @@ for (const file of files) {
       const pkg = spec.startsWith('@') ? spec.split('/').slice(0, 2).join('/') : spec.split('/')[0];
       const targetLayer = PACKAGE_LAYERS[pkg];
       if (targetLayer && !allowed.includes(targetLayer)) problems.push(`${where}: ${layer}/ may not import ${pkg}`);
-      const ttrpcTest = path.relative(root, file).startsWith(path.join('ttrpc', 'test'));
-      if (!targetLayer && layer === 'ttrpc' && !(ttrpcTest && ttrpcDevDeps.includes(pkg))) problems.push(`${where}: ttrpc/ depends on nothing but Node built-ins`);
+      const ownTest = path.relative(root, file).startsWith(path.join(layer, 'test'));
+      if (SELF_CONTAINED.includes(layer) && !targetLayer && !(ownTest && devDeps[layer].includes(pkg))) {
+        problems.push(`${where}: ${layer}/ depends on nothing but Node built-ins`);
+      }
     }
   }
   graph.set(file, edges);

@@ -9,8 +9,10 @@ import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
+import { VsockError, localCid } from 'hull-vsock';
 import { AlreadyExistsError, CancelledError, DeadlineExceededError, FailedPreconditionError, InvalidArgumentError, NotFoundError, NotImplementedError, UnavailableError } from '../../errors';
 import { AgentService } from '../../protos/agent';
+import { parseAgentEndpoint, type VsockConnector } from '../channel';
 import { KataAgentClient } from '../client';
 import { classifyAgentError } from '../errors';
 
@@ -38,6 +40,25 @@ describe('agent client against the real agent (host test mode)', function () {
       await new Promise((r) => agentProcess.once('exit', r));
     }
     fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('dials over a vsock stream (here a fake connector to the agent\'s socket) after the guest first resets', async () => {
+    const seen: Array<{ cid: number; port: number; timeoutMs: number }> = [];
+    const vsockConnector: VsockConnector = async (address, options) => {
+      seen.push({ ...address, timeoutMs: options.timeoutMs });
+      if (seen.length < 3) throw new VsockError('connect ECONNRESET', { code: 'ECONNRESET', syscall: 'connect' });
+      const s = net.connect(socket);
+      await new Promise((r) => s.once('connect', r));
+      return s;
+    };
+    const viaVsock = await KataAgentClient.dial('vsock://42:1024', { deadline: Date.now() + 10_000, vsockConnector });
+    try {
+      assert.equal(await viaVsock.check(), 'serving');
+      assert.equal(seen.length, 3);
+      assert.ok(seen.every((a) => a.cid === 42 && a.port === 1024 && a.timeoutMs > 0 && a.timeoutMs <= 1000));
+    } finally {
+      await viaVsock.close();
+    }
   });
 
   it('answers Health.Check, Version and guest details', async () => {
@@ -159,7 +180,46 @@ describe('agent client dialling', function () {
     await assert.rejects(KataAgentClient.dial({ transport: 'serial', path: path.join(dir, 'missing.sock') }, { deadline: Date.now() + 1000, signal: c2.signal }), CancelledError);
   });
 
-  it('says plainly that vsock is not implemented yet', async () => {
-    await assert.rejects(KataAgentClient.dial({ transport: 'vsock', cid: 3, port: 1024 }, { deadline: Date.now() + 1000 }), NotImplementedError);
+  it('parses agent addresses: vsock://cid:port, unix:// and absolute paths', () => {
+    assert.deepEqual(parseAgentEndpoint('vsock://3:1024'), { transport: 'vsock', cid: 3, port: 1024 });
+    assert.deepEqual(parseAgentEndpoint('unix:///run/a.sock'), { transport: 'unix', path: '/run/a.sock' });
+    assert.deepEqual(parseAgentEndpoint('/run/a.sock'), { transport: 'unix', path: '/run/a.sock' });
+    for (const bad of ['vsock://3', 'vsock://x:1', 'vsock://3:99999999999', 'relative.sock', 'tcp://1.2.3.4:5']) {
+      assert.throws(() => parseAgentEndpoint(bad), InvalidArgumentError, bad);
+    }
+  });
+
+  it('vsock: retries while the guest resets or does not answer, until the boot deadline', async () => {
+    let attempts = 0;
+    const vsockConnector: VsockConnector = async () => {
+      attempts++;
+      throw new VsockError('connect ECONNRESET vsock://3:1024', { code: attempts % 2 ? 'ECONNRESET' : 'ETIMEDOUT', syscall: 'connect' });
+    };
+    await assert.rejects(KataAgentClient.dial('vsock://3:1024', { deadline: Date.now() + 300, vsockConnector }), DeadlineExceededError);
+    assert.ok(attempts > 3, `${attempts} attempts`);
+  });
+
+  it('vsock: a CID no transport reaches (ENODEV) is UnavailableError at once, not retried', async () => {
+    let cid = 2; // without /dev/vsock: the host's CID, which no transport serves then
+    try {
+      cid = localCid(); // this machine's own CID: the connect fails without a packet leaving the machine
+    } catch {
+      // keep 2
+    }
+    const t0 = Date.now();
+    await assert.rejects(KataAgentClient.dial({ transport: 'vsock', cid, port: 1024 }, { deadline: Date.now() + 10_000 }), (e: Error) =>
+      e instanceof UnavailableError && e.message.includes(`vsock://${cid}:1024`) && e.cause instanceof VsockError);
+    assert.ok(Date.now() - t0 < 3000);
+  });
+
+  it('vsock: stops with the abort reason while retrying', async () => {
+    const controller = new AbortController();
+    const vsockConnector: VsockConnector = async (_a, o) => {
+      await new Promise((r) => setTimeout(r, 10));
+      throw new VsockError(o.signal?.aborted ? 'aborted' : 'reset', { code: o.signal?.aborted ? 'ABORT_ERR' : 'ECONNRESET' });
+    };
+    const dial = KataAgentClient.dial('vsock://3:1024', { deadline: Date.now() + 60_000, signal: controller.signal, vsockConnector });
+    setTimeout(() => controller.abort(new UnavailableError('qemu exited with code 1')), 100);
+    await assert.rejects(dial, (e: Error) => e instanceof UnavailableError && /qemu exited/.test(e.message));
   });
 });

@@ -49,6 +49,24 @@ describe('guest agent bundle', () => {
     assert.equal(execFileSync(process.execPath, [path.join(out, 'main.js')], { encoding: 'utf8' }), 'native');
   });
 
+  it('copies only package.json and what its "files" list names, and refuses a list it cannot read plainly', async () => {
+    const entry = write('app/main.js', "process.stdout.write(require('hull-vsock').kind);\n");
+    write('app/node_modules/hull-vsock/package.json', '{"name":"hull-vsock","main":"dist/index.js","files":["dist","build/Release/x.node"]}');
+    write('app/node_modules/hull-vsock/dist/index.js', "exports.kind = 'vsock';\n");
+    write('app/node_modules/hull-vsock/build/Release/x.node', 'not really ELF');
+    write('app/node_modules/hull-vsock/build/Release/obj.target/x.o', 'object');
+    write('app/node_modules/hull-vsock/src/x.c', 'source');
+    const out = path.join(dir, 'out');
+    const bundle = await bundleAgent(entry, out, ['hull-vsock']);
+    const copied = path.join(out, 'node_modules/hull-vsock');
+    assert.deepEqual(fs.readdirSync(copied, { recursive: true }).map(String).sort(), ['build', 'build/Release', 'build/Release/x.node', 'dist', 'dist/index.js', 'package.json']);
+    assert.deepEqual(bundle.nativeObjects, [path.join(copied, 'build/Release/x.node')]);
+    assert.equal(execFileSync(process.execPath, [path.join(out, 'main.js')], { encoding: 'utf8' }), 'vsock');
+
+    write('app/node_modules/hull-vsock/package.json', '{"name":"hull-vsock","main":"dist/index.js","files":["dist/*.js"]}');
+    await assert.rejects(bundleAgent(entry, path.join(dir, 'out2'), ['hull-vsock']), /not a plain relative path/);
+  });
+
   it('says how to fix a missing entry point', async () => {
     await assert.rejects(bundleAgent(path.join(dir, 'nope.js'), dir, []), /not found: build the agent first/);
   });

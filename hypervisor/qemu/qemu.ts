@@ -12,7 +12,7 @@
  */
 import fs from 'node:fs';
 import { FailedPreconditionError, InternalError, NotImplementedError, UnavailableError, CancelledError } from '../../errors';
-import { CID_ATTEMPTS, VSOCK_AGENT_CHANNEL_IMPLEMENTED, chooseAccel, chooseTransport, cidCandidates, isCidInUse, realHostProbe, type HostProbe } from '../accel';
+import { CID_ATTEMPTS, chooseAccel, chooseTransport, cidCandidates, isCidInUse, realHostProbe, type HostProbe } from '../accel';
 import { realFileProbe, resolveConfig, type FileProbe, type ResolvedConfig } from '../config';
 import { OwnedProcess } from '../process';
 import { AGENT_VSOCK_PORT, NOOP_LOGGER, type Accel, type AgentAddress, type AgentTransport, type Device, type Hypervisor, type Logger, type VmConfig, type VmExit } from '../types';
@@ -34,8 +34,6 @@ export interface QemuHypervisorOptions {
   /** How long to wait for the exit after SIGKILL before reporting an InternalError. */
   killTimeoutMs?: number;
   qmpCommandTimeoutMs?: number;
-  /** Whether the agent channel speaks vsock (default VSOCK_AGENT_CHANNEL_IMPLEMENTED); tests of the vsock path set it. */
-  vsockAgentChannel?: boolean;
 }
 
 type Phase = 'new' | 'prepared' | 'starting' | 'running' | 'paused' | 'stopping' | 'stopped' | 'cleaned';
@@ -81,7 +79,6 @@ export class QemuHypervisor implements Hypervisor {
     this.#log = opts.logger ?? NOOP_LOGGER;
     this.#opts = {
       hostProbe: opts.hostProbe ?? realHostProbe,
-      vsockAgentChannel: opts.vsockAgentChannel ?? VSOCK_AGENT_CHANNEL_IMPLEMENTED,
       fileProbe: opts.fileProbe ?? realFileProbe,
       virtiofsdSandbox: opts.virtiofsdSandbox ?? 'auto',
       quitTimeoutMs: opts.quitTimeoutMs ?? 5000,
@@ -98,7 +95,7 @@ export class QemuHypervisor implements Hypervisor {
       this.#expect('prepare', ['new']);
       const c = resolveConfig(cfg, this.#opts.fileProbe);
       const accel = chooseAccel(c.accel, this.#opts.hostProbe);
-      const transport = chooseTransport(c.agentTransport, this.#opts.hostProbe, this.#opts.vsockAgentChannel);
+      const transport = chooseTransport(c.agentTransport, this.#opts.hostProbe);
       this.#log.info({ id: c.id, accel: accel.value, why: accel.reason }, `accel: ${accel.value}`);
       this.#log.info({ id: c.id, transport: transport.value, why: transport.reason }, `agent transport: ${transport.value}`);
       fs.mkdirSync(c.paths.stateDir, { recursive: true, mode: 0o700 });

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { FailedPreconditionError, NotImplementedError } from '../../errors';
+import { FailedPreconditionError } from '../../errors';
 import {
   CID_ATTEMPTS, KVM_DEVICE, KVM_PVM_MODULE, MAX_GUEST_CID, MIN_GUEST_CID, VHOST_VSOCK_DEVICE,
   chooseAccel, chooseTransport, cidCandidates, isCidInUse, type HostProbe,
@@ -40,19 +40,19 @@ describe('hypervisor/accel', () => {
   });
 
   describe('chooseTransport', () => {
-    it('auto: vsock when /dev/vhost-vsock exists and the agent channel speaks it, else serial', () => {
-      assert.equal(chooseTransport('auto', host([VHOST_VSOCK_DEVICE]), true).value, 'vsock');
-      const pending = chooseTransport('auto', host([VHOST_VSOCK_DEVICE]), false);
-      assert.equal(pending.value, 'serial');
-      assert.match(pending.reason, /not implemented yet/);
+    it('auto: vsock when /dev/vhost-vsock opens read-write, else serial, and says why', () => {
+      const v = chooseTransport('auto', host([], [VHOST_VSOCK_DEVICE]));
+      assert.deepEqual(v, { value: 'vsock', reason: '/dev/vhost-vsock opens read-write; using vsock' });
+      const closed = chooseTransport('auto', host([VHOST_VSOCK_DEVICE]));
+      assert.deepEqual(closed, { value: 'serial', reason: '/dev/vhost-vsock cannot be opened read-write; using a virtio-serial port' });
       const c = chooseTransport('auto', host([]));
-      assert.equal(c.value, 'serial');
-      assert.match(c.reason, /does not exist/);
+      assert.deepEqual(c, { value: 'serial', reason: '/dev/vhost-vsock does not exist; using a virtio-serial port' });
     });
-    it('forced vsock without the device is a FailedPreconditionError; forced serial always works', () => {
-      assert.throws(() => chooseTransport('vsock', host([]), true), FailedPreconditionError);
-      assert.throws(() => chooseTransport('vsock', host([VHOST_VSOCK_DEVICE]), false), NotImplementedError);
-      assert.equal(chooseTransport('serial', host([VHOST_VSOCK_DEVICE])).value, 'serial');
+    it('forced vsock without a usable device is a FailedPreconditionError saying why; forced serial always works', () => {
+      assert.equal(chooseTransport('vsock', host([], [VHOST_VSOCK_DEVICE])).value, 'vsock');
+      assert.throws(() => chooseTransport('vsock', host([])), (e: Error) => e instanceof FailedPreconditionError && /does not exist \(modprobe vhost_vsock\)/.test(e.message));
+      assert.throws(() => chooseTransport('vsock', host([VHOST_VSOCK_DEVICE])), (e: Error) => e instanceof FailedPreconditionError && /cannot be opened read-write/.test(e.message));
+      assert.equal(chooseTransport('serial', host([], [VHOST_VSOCK_DEVICE])).value, 'serial');
     });
   });
 

@@ -13,7 +13,7 @@ import { pidExists } from '../util';
 import { writeFakeQemu } from './fake-qemu';
 
 const noKvmNoVsock: HostProbe = { exists: () => false, openReadWrite: () => false };
-const vsockHost: HostProbe = { exists: (p) => p === VHOST_VSOCK_DEVICE, openReadWrite: () => false };
+const vsockHost: HostProbe = { exists: (p) => p === VHOST_VSOCK_DEVICE, openReadWrite: (p) => p === VHOST_VSOCK_DEVICE };
 
 function recordingLogger(): Logger & { lines: Array<{ level: string; msg: string; obj: object }> } {
   const lines: Array<{ level: string; msg: string; obj: object }> = [];
@@ -164,10 +164,28 @@ describe('hypervisor/qemu/qemu (fake QEMU)', function () {
     assert.equal((await vm.wait()).expected, false);
   });
 
+  it('auto picks vsock where /dev/vhost-vsock opens (logged with the reason); agentTransport=serial overrides it', async () => {
+    const log = recordingLogger();
+    const vm = make({ hostProbe: vsockHost, logger: log });
+    await vm.prepare(cfg);
+    const cid = cidCandidates(cfg.id).next().value as number;
+    assert.deepEqual(vm.agentAddress(), { transport: 'vsock', cid, port: 1024 });
+    const argv = vm.argv();
+    assert.deepEqual(argv.slice(argv.indexOf(`vhost-vsock-pci,guest-cid=${cid}`) - 1).slice(0, 2), ['-device', `vhost-vsock-pci,guest-cid=${cid}`]);
+    assert.match(argv[argv.indexOf('-append') + 1]!, / hull\.agent=vsock( |$)/);
+    assert.ok(!argv.some((w) => w.includes('virtio-serial') || w.includes('virtserialport')), 'no serial port');
+    assert.ok(log.lines.some((l) => l.msg === 'agent transport: vsock' && (l.obj as { why: string }).why === '/dev/vhost-vsock opens read-write; using vsock'));
+
+    const serial = make({ hostProbe: vsockHost });
+    await serial.prepare({ ...cfg, stateDir: path.join(dir, 'state2'), agentTransport: 'serial' });
+    assert.equal(serial.agentAddress().transport, 'serial');
+    assert.ok(!serial.argv().some((w) => w.includes('vhost-vsock')));
+  });
+
   it('vsock: retries with another guest CID when QEMU says the first is taken', async () => {
     const log = recordingLogger();
     const first = cidCandidates(cfg.id).next().value as number;
-    const vm = make({ hostProbe: vsockHost, logger: log, vsockAgentChannel: true });
+    const vm = make({ hostProbe: vsockHost, logger: log });
     await vm.prepare(withMode(`cid-busy=${first}`));
     assert.deepEqual(vm.agentAddress(), { transport: 'vsock', cid: first, port: 1024 });
     await vm.start(AbortSignal.timeout(10_000));
