@@ -339,14 +339,14 @@ export class Sandbox {
       for (const e of c.execs.values()) e.io?.close();
       if (id === this.o.id) {
         await this.teardown();
-      } else {
+      } else if (!this.tornDown) {
         await this.agent().removeContainer(id).catch((err: unknown) => {
           if (!(err instanceof NotFoundError)) throw err;
         });
         await this.share?.unshare(id);
         delete this.record.containers[id];
         this.save();
-      }
+      } // else the sandbox was torn down under the container: VM, share and record are gone already
       this.containers.delete(id);
       this.o.logger.info({ containerId: id, ...c.timings }, 'container timings');
       const exit = p.exit!;

@@ -178,7 +178,10 @@ export class ProcessIo {
           if (!sock.destroyed) sock.resume();
         });
       });
+      let finished = false;
       const finish = (): void => {
+        if (finished) return;
+        finished = true;
         void chain.then(async () => {
           if (!broken && !this.closed) {
             await agent.closeStdin(containerId, execId).catch((err: unknown) => logger.debug({ containerId, execId, error: errorMessage(err) }, 'stdin: close'));
@@ -188,6 +191,7 @@ export class ProcessIo {
       };
       sock.once('end', finish);
       sock.once('error', finish);
+      sock.once('close', finish); // destroyed by close(): the process is gone, a later CloseIO must not wait forever
     });
   }
 

@@ -36,7 +36,16 @@ export class EventPublisher {
     if (this.closed) return;
     const { topic, event } = taskEvent(name, payload);
     this.queue.push({ topic, event, timestamp: new Date() });
-    this.running ??= this.drain().finally(() => (this.running = undefined));
+    this.kick();
+  }
+
+  /** Starts draining unless a drain runs; one that ends re-checks the queue (an event may land as it finishes). */
+  private kick(): void {
+    if (this.running || this.closed) return;
+    this.running = this.drain().finally(() => {
+      this.running = undefined;
+      if (this.queue.length > 0) this.kick();
+    });
   }
 
   /** Waits (up to `timeoutMs`) for queued events to go out, then stops. */
@@ -53,7 +62,7 @@ export class EventPublisher {
   private async drain(): Promise<void> {
     while (this.queue.length > 0 && !this.closed) {
       const item = this.queue[0]!;
-      for (let attempt = 1; ; attempt++) {
+      for (let attempt = 1; !this.closed; attempt++) {
         try {
           await this.send(item);
           break;
@@ -72,7 +81,14 @@ export class EventPublisher {
   }
 
   private async send(item: Queued): Promise<void> {
-    this.client ??= await Client.connect(this.address, { connectTimeoutMs: CALL_TIMEOUT_MS, metadata: { [NAMESPACE_KEY]: [this.namespace] } });
+    if (!this.client) {
+      const client = await Client.connect(this.address, { connectTimeoutMs: CALL_TIMEOUT_MS, metadata: { [NAMESPACE_KEY]: [this.namespace] } });
+      if (this.closed) {
+        client.close(); // close() ran while connecting: it could not close this one
+        throw new Error('the event publisher is closed');
+      }
+      this.client = client;
+    }
     const ms = item.timestamp.getTime();
     await this.client.call(
       EventsService.Forward,

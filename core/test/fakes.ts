@@ -1,6 +1,8 @@
-/** In-memory fakes of the Hypervisor and the agent, for fast tests of core. They record what was asked of them. */
+/** In-memory fakes of the Hypervisor, the agent and the share, for fast tests of core. They record what was asked of them. */
+import path from 'node:path';
 import type { AgentClient, ContainerResources, ContainerSpec, ContainerStats, FileContents, GuestDetails, HealthStatus, OciMount, OciProcess, OciSpec, ProcessSpec, SandboxSpec } from '../../agent-client';
 import { NotFoundError, NotImplementedError } from '../../errors';
+import { GUEST_SHARED_DIR, type FsShare, type GuestMount, type Mount, type VolumeSpec } from '../../fs-share';
 import type { Accel, AgentAddress, Device, Hypervisor, VmConfig, VmExit } from '../../hypervisor/types';
 
 export class FakeHypervisor implements Hypervisor {
@@ -88,8 +90,14 @@ export class FakeAgent implements AgentClient {
   async readSharedFile(_p: string): Promise<FileContents> {
     return { data: Buffer.alloc(0), size: 0 };
   }
-  onClose(_listener: (err: Error) => void): () => void {
-    return () => undefined;
+  private readonly closeListeners = new Set<(err: Error) => void>();
+  onClose(listener: (err: Error) => void): () => void {
+    this.closeListeners.add(listener);
+    return () => this.closeListeners.delete(listener);
+  }
+  /** The connection breaking outside a shutdown (the VM died). */
+  lose(err: Error): void {
+    for (const l of this.closeListeners) l(err);
   }
   async close(): Promise<void> {
     this.calls.push('close');
@@ -105,7 +113,7 @@ export class FakeAgent implements AgentClient {
     this.procs.set(`${containerId}/${execId}`, new FakeProcess());
   }
   /** Queues output on a process's stdout (or stderr). */
-  emit(containerId: string, execId: string, data: string, stream: 'stdout' | 'stderr' = 'stdout'): void {
+  emit(containerId: string, execId: string, data: string | Buffer, stream: 'stdout' | 'stderr' = 'stdout'): void {
     this.proc(containerId, execId).push(stream, Buffer.from(data));
   }
   /** Ends the process: its output reaches end of stream, then waitProcess answers. */
@@ -213,5 +221,43 @@ export class FakeProcess {
   }
   private wake(stream: 'stdout' | 'stderr'): void {
     for (const w of this.waiting[stream].splice(0)) w();
+  }
+}
+
+type ShareMethod = 'prepare' | 'shareRootfs' | 'shareVolume' | 'unshare' | 'cleanup';
+
+/** FsShare in memory: records calls (`shareRootfs c1`, `unshare c1`, ...); `fail[method]` makes that method throw. */
+export class FakeShare implements FsShare {
+  calls: string[] = [];
+  readonly fail: Partial<Record<ShareMethod, Error>> = {};
+  constructor(
+    readonly root: string,
+    readonly id: string,
+  ) {}
+
+  private call(method: ShareMethod, what: string): void {
+    this.calls.push(what);
+    const err = this.fail[method];
+    if (err) throw err;
+  }
+  async prepare(): Promise<void> {
+    this.call('prepare', 'prepare');
+  }
+  sharedDir(): string {
+    return path.join(this.root, this.id, 'shared');
+  }
+  async shareRootfs(containerId: string, _mounts: Mount[], _bundleRootfs?: string): Promise<GuestMount> {
+    this.call('shareRootfs', `shareRootfs ${containerId}`);
+    return { guestPath: `${GUEST_SHARED_DIR}/${containerId}/rootfs`, readOnly: false };
+  }
+  async shareVolume(containerId: string, volume: VolumeSpec): Promise<GuestMount> {
+    this.call('shareVolume', `shareVolume ${containerId} ${volume.source}${volume.readOnly ? ' ro' : ''}`);
+    return { guestPath: `${GUEST_SHARED_DIR}/${containerId}/volumes${volume.destination}`, readOnly: volume.readOnly };
+  }
+  async unshare(containerId: string): Promise<void> {
+    this.call('unshare', `unshare ${containerId}`);
+  }
+  async cleanup(): Promise<void> {
+    this.call('cleanup', 'cleanup');
   }
 }

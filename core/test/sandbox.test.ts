@@ -1,0 +1,656 @@
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import type { OciSpec } from '../../agent-client';
+import { AlreadyExistsError, FailedPreconditionError, InvalidArgumentError, NotFoundError, UnavailableError } from '../../errors';
+import { NOOP_LOGGER } from '../../hypervisor/types';
+import type { SandboxEvent, StdioPaths } from '../events';
+import { Sandbox, type CreateRequest } from '../sandbox';
+import { Store } from '../store';
+import { FakeAgent, FakeHypervisor, FakeShare, testConfig } from './fakes';
+
+const NO_STDIO: StdioPaths = { stdin: '', stdout: '', stderr: '', terminal: false };
+const SPEC: OciSpec = { ociVersion: '1.0.2', process: { args: ['sh'], cwd: '/' }, root: { path: 'rootfs' }, hostname: 'pod' };
+const ROOTFS = [{ type: 'overlay', source: 'overlay', options: ['lowerdir=/l', 'upperdir=/u', 'workdir=/w'] }];
+
+/** One line per event, e.g. `create c1`, `exec-started c1/e1`, `exit c1/e1 3`, `delete c1 0`. */
+function summary(e: SandboxEvent): string {
+  switch (e.type) {
+    case 'exec-added':
+    case 'exec-started':
+      return `${e.type} ${e.containerId}/${e.execId}`;
+    case 'exit':
+      return `exit ${e.containerId}${e.id === e.containerId ? '' : `/${e.id}`} ${e.exitStatus}`;
+    case 'delete':
+      return `delete ${e.containerId} ${e.exitStatus}`;
+    default:
+      return `${e.type} ${e.containerId}`;
+  }
+}
+
+async function until(what: string, pred: () => boolean, ms = 2_000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!pred()) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
+
+function mkfifo(p: string): string {
+  const r = spawnSync('mkfifo', ['-m', '0600', p]);
+  assert.equal(r.status, 0, `mkfifo ${p}: ${r.stderr?.toString()}`);
+  return p;
+}
+
+/** A non-blocking reader of a FIFO: what its writers put in so far, and whether they have all closed it. */
+class FifoReader {
+  readonly fd: number;
+  constructor(p: string) {
+    this.fd = fs.openSync(p, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
+  }
+  drain(): { data: Buffer; eof: boolean } {
+    const chunks: Buffer[] = [];
+    const buf = Buffer.alloc(64 * 1024);
+    for (;;) {
+      let n: number;
+      try {
+        n = fs.readSync(this.fd, buf, 0, buf.length, null);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === 'EAGAIN') return { data: Buffer.concat(chunks), eof: false };
+        throw err;
+      }
+      if (n === 0) return { data: Buffer.concat(chunks), eof: true };
+      chunks.push(Buffer.from(buf.subarray(0, n)));
+    }
+  }
+  close(): void {
+    fs.closeSync(this.fd);
+  }
+}
+
+/** A sandbox `sb` over the fakes, in a temporary folder; events collected in order. */
+class Harness {
+  readonly tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'hull-sandbox-'));
+  readonly dir = path.join(this.tmp, 'state', 'ns1', 'sb');
+  readonly hv = new FakeHypervisor();
+  readonly agent = new FakeAgent(this.hv);
+  readonly shares: FakeShare[] = [];
+  readonly events: SandboxEvent[] = [];
+  /** Called synchronously with each event, as the sandbox emits it. */
+  onEvent: ((e: SandboxEvent) => void) | undefined;
+  readonly sandbox: Sandbox;
+  private readonly fds: number[] = [];
+
+  constructor() {
+    this.sandbox = new Sandbox({
+      namespace: 'ns1',
+      id: 'sb',
+      dir: this.dir,
+      vmConfig: (vm) => ({ ...testConfig(), id: vm.id, stateDir: vm.stateDir, sharedDir: vm.sharedDir }),
+      bootTimeoutMs: 1_000,
+      hypervisor: () => this.hv,
+      share: (root, id) => {
+        const s = new FakeShare(root, id);
+        this.shares.push(s);
+        return s;
+      },
+      dial: async () => this.agent,
+      logger: NOOP_LOGGER,
+      events: (e) => {
+        this.events.push(e);
+        this.onEvent?.(e);
+      },
+    });
+  }
+
+  get share(): FakeShare {
+    assert.equal(this.shares.length, 1, 'one share per sandbox');
+    return this.shares[0]!;
+  }
+
+  get recordFile(): string {
+    return path.join(this.dir, 'state.json');
+  }
+
+  summaries(): string[] {
+    return this.events.map(summary);
+  }
+
+  bundle(id: string): string {
+    const b = path.join(this.tmp, 'bundles', id);
+    fs.mkdirSync(path.join(b, 'rootfs'), { recursive: true });
+    return b;
+  }
+
+  fifos(name: string, streams: ('stdin' | 'stdout' | 'stderr')[]): StdioPaths {
+    const folder = path.join(this.tmp, 'fifo');
+    fs.mkdirSync(folder, { recursive: true });
+    const stdio = { ...NO_STDIO };
+    for (const s of streams) stdio[s] = mkfifo(path.join(folder, `${name}-${s}`));
+    return stdio;
+  }
+
+  reader(p: string): FifoReader {
+    const r = new FifoReader(p);
+    this.fds.push(r.fd);
+    return r;
+  }
+
+  request(id: string, stdio: StdioPaths = NO_STDIO, spec: OciSpec = SPEC): CreateRequest {
+    return { id, bundle: this.bundle(id), spec, rootfs: ROOTFS, stdio };
+  }
+
+  create(id: string, stdio: StdioPaths = NO_STDIO): Promise<number> {
+    return this.sandbox.create(this.request(id, stdio));
+  }
+
+  /** The sandbox container, started. */
+  async running(): Promise<void> {
+    await this.create('sb');
+    await this.sandbox.start('sb', '');
+  }
+
+  async dispose(): Promise<void> {
+    for (const p of this.agent.procs.values()) p.exit(137); // ends every output copy
+    await this.sandbox.teardown().catch(() => undefined);
+    for (const fd of this.fds) fs.closeSync(fd);
+    fs.rmSync(this.tmp, { recursive: true, force: true });
+  }
+}
+
+describe('core Sandbox (fake hypervisor, agent and share)', () => {
+  let h: Harness;
+  beforeEach(() => (h = new Harness()));
+  afterEach(() => h.dispose());
+
+  describe('Create', () => {
+    it('boots the VM with the first Create, which must be the sandbox container; a second container joins', async () => {
+      await assert.rejects(h.create('c2'), FailedPreconditionError);
+      assert.deepEqual(h.hv.calls, [], 'no VM for a container that cannot own it');
+      assert.equal(fs.existsSync(h.recordFile), false);
+
+      assert.equal(await h.create('sb'), 4242, 'the pid is the VM host pid');
+      assert.deepEqual(h.hv.calls, ['prepare', 'start']);
+      assert.equal(h.hv.config?.id, 'sb');
+      assert.equal(h.hv.config?.sharedDir, path.join(h.dir, 'share', 'shared'));
+      assert.equal(h.hv.config?.stateDir, path.join(h.dir, 'vm'));
+      assert.equal(h.agent.sandbox?.sandboxId, 'sb');
+      assert.equal(h.agent.sandbox?.hostname, 'pod');
+
+      assert.equal(await h.create('c2'), 4242);
+      assert.deepEqual(h.hv.calls, ['prepare', 'start'], 'one VM per sandbox');
+      assert.deepEqual(h.share.calls, ['prepare', 'shareRootfs sb', 'shareRootfs c2']);
+      assert.deepEqual(h.agent.calls, ['createSandbox', 'createOciContainer sb', 'createOciContainer c2']);
+      assert.deepEqual(h.summaries(), ['create sb', 'create c2']);
+      const created = h.events[1]!;
+      assert.ok(created.type === 'create');
+      assert.deepEqual(created, { type: 'create', containerId: 'c2', bundle: h.bundle('c2'), rootfs: ROOTFS, io: NO_STDIO, pid: 4242 });
+    });
+
+    it('refuses a duplicate id, and leaves the existing container alone', async () => {
+      await h.create('sb');
+      await h.create('c2');
+      await assert.rejects(h.create('sb'), AlreadyExistsError);
+      await assert.rejects(h.create('c2'), AlreadyExistsError);
+      assert.deepEqual(Object.keys(Store.load(h.recordFile)!.containers).sort(), ['c2', 'sb']);
+      assert.equal(h.sandbox.state('c2', '').status, 'created');
+      assert.deepEqual(h.hv.calls, ['prepare', 'start']);
+    });
+
+    it('refuses bad ids, relative bundles, and a terminal with a separate stderr', async () => {
+      await assert.rejects(h.sandbox.create({ ...h.request('sb'), id: '../sb' }), InvalidArgumentError);
+      await assert.rejects(h.sandbox.create({ ...h.request('sb'), bundle: 'relative/bundle' }), InvalidArgumentError);
+      await assert.rejects(h.sandbox.create(h.request('sb', { stdin: '', stdout: '/a', stderr: '/b', terminal: true })), InvalidArgumentError);
+      assert.deepEqual(h.hv.calls, []);
+    });
+
+    it('shares bind-mount volumes and hands the agent their guest paths; other mounts pass through', async () => {
+      const spec: OciSpec = {
+        ...SPEC,
+        mounts: [
+          { destination: '/proc', type: 'proc', source: 'proc' },
+          { destination: '/data', type: 'bind', source: '/srv/data', options: ['rbind', 'ro'] },
+        ],
+      };
+      await h.sandbox.create(h.request('sb', NO_STDIO, spec));
+      assert.deepEqual(h.share.calls, ['prepare', 'shareRootfs sb', 'shareVolume sb /srv/data ro']);
+      assert.deepEqual(h.agent.lastMounts, [
+        { destination: '/proc', type: 'proc', source: 'proc' },
+        { destination: '/data', type: 'bind', source: '/run/kata-containers/shared/containers/sb/volumes/data', options: ['rbind', 'ro'] },
+      ]);
+      const relative: OciSpec = { ...SPEC, mounts: [{ destination: '/x', type: 'bind', source: 'rel', options: ['rbind'] }] };
+      await assert.rejects(h.sandbox.create(h.request('c2', NO_STDIO, relative)), InvalidArgumentError);
+    });
+
+    it('a failed sandbox Create undoes everything (VM stopped, share cleaned, record removed) and throws the agent error', async () => {
+      const boom = new UnavailableError('agent: create container failed');
+      h.agent.createOciContainer = async () => {
+        throw boom;
+      };
+      await assert.rejects(h.create('sb'), (e) => e === boom);
+      assert.deepEqual(h.agent.calls, ['createSandbox', 'destroySandbox', 'close']);
+      assert.deepEqual(h.hv.calls, ['prepare', 'start', 'stop', 'cleanup']);
+      assert.equal(h.hv.running, false);
+      assert.deepEqual(h.share.calls, ['prepare', 'shareRootfs sb', 'cleanup']);
+      assert.equal(fs.existsSync(h.recordFile), false);
+      assert.equal(fs.existsSync(h.dir), false);
+      assert.deepEqual(h.events, []);
+    });
+
+    it('a failed VM boot undoes the share and the record', async () => {
+      h.hv.failStart = new UnavailableError('qemu: bad option');
+      await assert.rejects(h.create('sb'), /bad option/);
+      assert.deepEqual(h.hv.calls, ['prepare', 'start', 'stop(force)', 'cleanup']);
+      assert.deepEqual(h.share.calls, ['prepare', 'cleanup']);
+      assert.equal(fs.existsSync(h.dir), false);
+      assert.deepEqual(h.events, []);
+    });
+
+    it('a failed pod container Create removes it from the guest, the share and the record, and keeps the VM', async () => {
+      await h.create('sb');
+      const boom = new UnavailableError('share: mount failed');
+      h.share.fail.shareRootfs = boom;
+      await assert.rejects(h.create('c2'), (e) => e === boom);
+      assert.deepEqual(h.share.calls.slice(-2), ['shareRootfs c2', 'unshare c2']);
+      assert.ok(h.agent.calls.includes('removeContainer c2'));
+      assert.deepEqual(Object.keys(Store.load(h.recordFile)!.containers), ['sb']);
+      assert.ok(h.hv.running);
+      delete h.share.fail.shareRootfs;
+      await h.create('c2');
+      assert.deepEqual(h.summaries(), ['create sb', 'create c2']);
+    });
+
+    it('a failed pod container Create closes its FIFOs', async () => {
+      await h.create('sb');
+      const stdio = h.fifos('c2', ['stdin', 'stdout']);
+      h.agent.createOciContainer = async () => {
+        throw new UnavailableError('agent gone');
+      };
+      await assert.rejects(h.create('c2', stdio), UnavailableError);
+      // Nothing of the shim holds the stdout FIFO any more: a reader sees end of file.
+      const r = h.reader(stdio.stdout);
+      await until('the shim to close stdout', () => r.drain().eof);
+    });
+  });
+
+  describe('a container life', () => {
+    it('publishes create, start, exit, delete in that order; the pod container goes from the guest and the share', async () => {
+      await h.running();
+      await h.create('c2');
+      assert.equal(await h.sandbox.start('c2', ''), 4242);
+      h.agent.exitProcess('c2', '', 7);
+      assert.deepEqual(await h.sandbox.wait('c2', ''), { exitStatus: 7, exitedAt: h.sandbox.state('c2', '').exit!.exitedAt });
+      const { pid, exit } = await h.sandbox.delete('c2', '');
+      assert.equal(pid, 4242);
+      assert.equal(exit.exitStatus, 7);
+      assert.deepEqual(h.summaries(), ['create sb', 'start sb', 'create c2', 'start c2', 'exit c2 7', 'delete c2 7']);
+      const exitEvent = h.events[4]!;
+      assert.ok(exitEvent.type === 'exit');
+      assert.deepEqual(exitEvent, { type: 'exit', containerId: 'c2', id: 'c2', pid: 4242, exitStatus: 7, exitedAt: exit.exitedAt });
+      assert.ok(h.agent.calls.includes('removeContainer c2'));
+      assert.deepEqual(h.share.calls.slice(-1), ['unshare c2']);
+      assert.throws(() => h.sandbox.state('c2', ''), NotFoundError);
+      await assert.rejects(h.sandbox.delete('c2', ''), NotFoundError);
+      assert.ok(h.hv.running, 'the VM stays for the sandbox container');
+    });
+
+    it('deleting a container that never started publishes no exit; its init stopped with status 0', async () => {
+      await h.running();
+      await h.create('c2');
+      const { exit } = await h.sandbox.delete('c2', '');
+      assert.equal(exit.exitStatus, 0);
+      assert.deepEqual(h.summaries(), ['create sb', 'start sb', 'create c2', 'delete c2 0']);
+    });
+
+    it('refuses to delete a running container, and to start one twice', async () => {
+      await h.running();
+      await assert.rejects(h.sandbox.delete('sb', ''), FailedPreconditionError);
+      await assert.rejects(h.sandbox.start('sb', ''), FailedPreconditionError);
+      assert.ok(h.hv.running);
+      assert.equal(h.sandbox.state('sb', '').status, 'running');
+    });
+
+    it('state() reports created, running, paused and stopped, with the exit', async () => {
+      await h.create('sb');
+      assert.deepEqual(h.sandbox.state('sb', ''), { id: 'sb', execId: '', bundle: h.bundle('sb'), pid: 4242, status: 'created', stdio: NO_STDIO, exit: undefined });
+      await h.create('c2');
+      await h.sandbox.start('sb', '');
+      assert.equal(h.sandbox.state('sb', '').status, 'running');
+      await h.sandbox.pause('sb');
+      assert.equal(h.sandbox.state('sb', '').status, 'paused');
+      await h.sandbox.resume('sb');
+      assert.equal(h.sandbox.state('sb', '').status, 'running');
+      h.agent.exitProcess('sb', '', 0);
+      await h.sandbox.wait('sb', '');
+      const s = h.sandbox.state('sb', '');
+      assert.equal(s.status, 'stopped');
+      assert.equal(s.exit?.exitStatus, 0);
+      assert.ok(s.exit?.exitedAt instanceof Date);
+      assert.equal(h.sandbox.state('c2', '').status, 'created');
+      assert.throws(() => h.sandbox.state('nope', ''), NotFoundError);
+      assert.throws(() => h.sandbox.state('sb', 'nope'), NotFoundError);
+    });
+
+    it('pause and resume: agent calls, events, and refusals in the wrong state', async () => {
+      await h.create('sb');
+      await assert.rejects(h.sandbox.pause('sb'), FailedPreconditionError, 'created');
+      await h.sandbox.start('sb', '');
+      await assert.rejects(h.sandbox.resume('sb'), FailedPreconditionError, 'not paused');
+      await h.sandbox.pause('sb');
+      await assert.rejects(h.sandbox.pause('sb'), FailedPreconditionError, 'already paused');
+      await assert.rejects(h.sandbox.delete('sb', ''), FailedPreconditionError, 'a paused container still runs');
+      await h.sandbox.resume('sb');
+      assert.deepEqual(h.summaries(), ['create sb', 'start sb', 'paused sb', 'resumed sb']);
+      assert.deepEqual(h.agent.calls.filter((c) => /pause|resume/.test(c)), ['pauseContainer sb', 'resumeContainer sb']);
+      h.agent.exitProcess('sb', '', 0);
+      await h.sandbox.wait('sb', '');
+      await assert.rejects(h.sandbox.pause('sb'), FailedPreconditionError, 'stopped');
+    });
+
+    it('pids lists the running init and execs with the VM pid; Connect taskPid', async () => {
+      await h.create('sb');
+      assert.deepEqual(h.sandbox.pids('sb'), []);
+      assert.equal(h.sandbox.taskPid('sb'), 4242);
+      await h.sandbox.start('sb', '');
+      await h.sandbox.exec('sb', 'e1', { args: ['true'], cwd: '/' }, NO_STDIO);
+      assert.deepEqual(h.sandbox.pids('sb'), [{ pid: 4242, execId: '' }]);
+      await h.sandbox.start('sb', 'e1');
+      assert.deepEqual(h.sandbox.pids('sb'), [{ pid: 4242, execId: '' }, { pid: 4242, execId: 'e1' }]);
+    });
+  });
+
+  describe('stdio', () => {
+    it('publishes the exit only after the output reached the FIFOs (stdout and stderr bytes exact)', async () => {
+      const stdio = h.fifos('sb', ['stdout', 'stderr']);
+      await h.create('sb', stdio);
+      const out = h.reader(stdio.stdout);
+      const err = h.reader(stdio.stderr);
+      let atExit: { out: { data: Buffer; eof: boolean }; err: { data: Buffer; eof: boolean } } | undefined;
+      h.onEvent = (e) => {
+        if (e.type === 'exit') atExit = { out: out.drain(), err: err.drain() };
+      };
+      await h.sandbox.start('sb', '');
+      h.agent.emit('sb', '', 'hello\n');
+      h.agent.emit('sb', '', 'oops\n', 'stderr');
+      h.agent.emit('sb', '', Buffer.from([0, 1, 2, 0xff, 0xfe]));
+      h.agent.emit('sb', '', 'world\n');
+      h.agent.exitProcess('sb', '', 0);
+      await h.sandbox.wait('sb', '');
+      assert.ok(atExit, 'exit published');
+      assert.deepEqual(atExit.out.data, Buffer.concat([Buffer.from('hello\n'), Buffer.from([0, 1, 2, 0xff, 0xfe]), Buffer.from('world\n')]));
+      assert.equal(atExit.err.data.toString(), 'oops\n');
+      assert.ok(atExit.out.eof && atExit.err.eof, 'the shim closed both FIFOs before publishing the exit');
+    });
+
+    it('copies 4 MiB of stdout exactly, waiting for a slow reader, and publishes the exit after it', async function () {
+      const stdio = h.fifos('sb', ['stdout']);
+      await h.create('sb', stdio);
+      const fd = fs.openSync(stdio.stdout, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
+      const sock = new net.Socket({ fd, readable: true, writable: false });
+      const chunks: Buffer[] = [];
+      let received = 0;
+      const done = new Promise<Buffer>((resolve, reject) => {
+        sock.on('data', (c: Buffer) => {
+          chunks.push(c);
+          received += c.length;
+          // A slow reader: the shim has to wait for the pipe to drain.
+          sock.pause();
+          setTimeout(() => sock.resume(), 1);
+        });
+        sock.once('end', () => resolve(Buffer.concat(chunks)));
+        sock.once('error', reject);
+      });
+      let receivedAtExit = -1;
+      h.onEvent = (e) => {
+        if (e.type === 'exit') receivedAtExit = received;
+      };
+      const total = 4 << 20;
+      const data = crypto.randomBytes(total);
+      await h.sandbox.start('sb', '');
+      for (let off = 0; off < total; off += 100_000) h.agent.emit('sb', '', data.subarray(off, off + 100_000));
+      h.agent.exitProcess('sb', '', 0);
+      const got = await done;
+      sock.destroy();
+      await h.sandbox.wait('sb', '');
+      assert.equal(got.length, total);
+      assert.ok(got.equals(data), 'stdout bytes differ');
+      // At the exit, everything had been written: only what fits in the pipe and the reader buffers was still unread.
+      assert.ok(receivedAtExit >= total - 256 * 1024, `only ${receivedAtExit} of ${total} bytes had been read at the exit`);
+    });
+
+    it('forwards stdin and closes it after CloseIO, once the writer closed and the pipe was read', async () => {
+      const stdio = h.fifos('sb', ['stdin']);
+      await h.create('sb', stdio);
+      await assert.rejects(h.sandbox.closeIO('sb', ''), FailedPreconditionError, 'not started');
+      await h.sandbox.start('sb', '');
+      const w = fs.openSync(stdio.stdin, fs.constants.O_WRONLY | fs.constants.O_NONBLOCK);
+      fs.writeSync(w, 'line 1\n');
+      await until('the first line', () => h.agent.stdinOf('sb', '').data === 'line 1\n');
+      fs.writeSync(w, 'line 2\n');
+      fs.closeSync(w);
+      await until('the second line', () => h.agent.stdinOf('sb', '').data === 'line 1\nline 2\n');
+      await new Promise((r) => setTimeout(r, 30));
+      assert.equal(h.agent.stdinOf('sb', '').closed, false, 'containerd may reopen stdin until CloseIO');
+      await h.sandbox.closeIO('sb', '');
+      assert.deepEqual(h.agent.stdinOf('sb', ''), { data: 'line 1\nline 2\n', closed: true });
+    });
+
+    it('CloseIO after the process exited returns at once', async () => {
+      const stdio = h.fifos('sb', ['stdin']);
+      await h.create('sb', stdio);
+      await h.sandbox.start('sb', '');
+      h.agent.exitProcess('sb', '', 0);
+      await h.sandbox.wait('sb', '');
+      const closed = h.sandbox.closeIO('sb', '').then(() => 'closed');
+      assert.equal(await Promise.race([closed, new Promise((r) => setTimeout(() => r('hung'), 1_000))]), 'closed');
+    });
+  });
+
+  describe('Exec', () => {
+    it('publishes exec-added, exec-started, exit; output exact; the exec can be deleted once stopped', async () => {
+      await h.running();
+      const stdio = h.fifos('e1', ['stdout']);
+      await h.sandbox.exec('sb', 'e1', { args: ['echo', 'hi'], cwd: '/' }, stdio);
+      assert.equal(h.sandbox.state('sb', 'e1').status, 'created');
+      assert.equal(await h.sandbox.start('sb', 'e1'), 4242);
+      assert.ok(h.agent.calls.includes('execOciProcess sb e1'));
+      const out = h.reader(stdio.stdout);
+      let atExit: Buffer | undefined;
+      h.onEvent = (e) => {
+        if (e.type === 'exit') atExit = out.drain().data;
+      };
+      h.agent.emit('sb', 'e1', 'hi\n');
+      h.agent.exitProcess('sb', 'e1', 3);
+      assert.equal((await h.sandbox.wait('sb', 'e1')).exitStatus, 3);
+      assert.equal(atExit?.toString(), 'hi\n');
+      assert.deepEqual(h.summaries(), ['create sb', 'start sb', 'exec-added sb/e1', 'exec-started sb/e1', 'exit sb/e1 3']);
+      const exit = h.events[4]!;
+      assert.ok(exit.type === 'exit' && exit.id === 'e1' && exit.pid === 4242);
+      assert.equal(h.sandbox.state('sb', '').status, 'running', 'the init still runs');
+
+      const { exit: deleted } = await h.sandbox.delete('sb', 'e1');
+      assert.equal(deleted.exitStatus, 3);
+      assert.throws(() => h.sandbox.state('sb', 'e1'), NotFoundError);
+      await assert.rejects(h.sandbox.delete('sb', 'e1'), NotFoundError);
+    });
+
+    it('refuses duplicate exec ids, execs in a container that does not run, and a running exec delete', async () => {
+      await h.create('sb');
+      await assert.rejects(h.sandbox.exec('sb', 'e1', { args: ['true'] }, NO_STDIO), FailedPreconditionError, 'created');
+      await h.sandbox.start('sb', '');
+      await h.sandbox.exec('sb', 'e1', { args: ['true'] }, NO_STDIO);
+      await assert.rejects(h.sandbox.exec('sb', 'e1', { args: ['true'] }, NO_STDIO), AlreadyExistsError);
+      await assert.rejects(h.sandbox.exec('sb', 'sb', { args: ['true'] }, NO_STDIO), AlreadyExistsError);
+      await assert.rejects(h.sandbox.exec('sb', 'e/2', { args: ['true'] }, NO_STDIO), InvalidArgumentError);
+      await assert.rejects(h.sandbox.exec('sb', 'e2', { args: ['true'], terminal: true }, NO_STDIO), InvalidArgumentError);
+      await assert.rejects(h.sandbox.exec('nope', 'e2', { args: ['true'] }, NO_STDIO), NotFoundError);
+      await h.sandbox.start('sb', 'e1');
+      await assert.rejects(h.sandbox.start('sb', 'e1'), FailedPreconditionError);
+      await assert.rejects(h.sandbox.delete('sb', 'e1'), FailedPreconditionError);
+      h.agent.exitProcess('sb', '', 0);
+      await h.sandbox.wait('sb', '');
+      await assert.rejects(h.sandbox.exec('sb', 'e3', { args: ['true'] }, NO_STDIO), FailedPreconditionError, 'stopped');
+    });
+
+    it('an exec deleted before it started is gone without events', async () => {
+      await h.running();
+      await h.sandbox.exec('sb', 'e1', { args: ['true'] }, NO_STDIO);
+      const { exit } = await h.sandbox.delete('sb', 'e1');
+      assert.equal(exit.exitStatus, 0);
+      assert.deepEqual(h.summaries(), ['create sb', 'start sb', 'exec-added sb/e1']);
+      await assert.rejects(h.sandbox.start('sb', 'e1'), NotFoundError);
+    });
+  });
+
+  describe('Wait and Kill', () => {
+    it('Wait resolves for several waiters, and for one that comes after the exit', async () => {
+      await h.running();
+      const w1 = h.sandbox.wait('sb', '');
+      const w2 = h.sandbox.wait('sb', '');
+      let settled = false;
+      void w1.then(() => (settled = true));
+      await new Promise((r) => setTimeout(r, 20));
+      assert.equal(settled, false);
+      h.agent.exitProcess('sb', '', 143);
+      const [a, b] = await Promise.all([w1, w2]);
+      assert.equal(a.exitStatus, 143);
+      assert.deepEqual(a, b);
+      assert.deepEqual(await h.sandbox.wait('sb', ''), a);
+      assert.throws(() => h.sandbox.wait('nope', ''), NotFoundError);
+    });
+
+    it('Kill signals the init, all processes, or an exec through the agent', async () => {
+      await h.create('sb');
+      await h.sandbox.kill('sb', '', 9, false); // a created init can be killed (containerd does so on a failed start)
+      await h.sandbox.start('sb', '');
+      await h.sandbox.exec('sb', 'e1', { args: ['sleep', '1'] }, NO_STDIO);
+      await assert.rejects(h.sandbox.kill('sb', 'e1', 15, false), NotFoundError, 'an exec that has not started');
+      await h.sandbox.start('sb', 'e1');
+      await h.sandbox.kill('sb', '', 15, false);
+      await h.sandbox.kill('sb', '', 9, true);
+      await h.sandbox.kill('sb', 'e1', 2, false);
+      assert.deepEqual(h.agent.calls.filter((c) => c.startsWith('signalProcess')), [
+        'signalProcess sb sb 9',
+        'signalProcess sb sb 15',
+        'signalProcess sb  9',
+        'signalProcess sb e1 2',
+      ]);
+    });
+
+    it('Kill of a stopped process is NotFound; kill all on an exec and bad signals are InvalidArgument', async () => {
+      await h.running();
+      await h.sandbox.exec('sb', 'e1', { args: ['true'] }, NO_STDIO);
+      await h.sandbox.start('sb', 'e1');
+      await assert.rejects(h.sandbox.kill('sb', 'e1', 9, true), InvalidArgumentError);
+      for (const signal of [0, -1, 65, 1.5]) await assert.rejects(h.sandbox.kill('sb', '', signal, false), InvalidArgumentError, `signal ${signal}`);
+      await assert.rejects(h.sandbox.kill('sb', 'nope', 9, false), NotFoundError);
+      h.agent.exitProcess('sb', 'e1', 0);
+      await h.sandbox.wait('sb', 'e1');
+      await assert.rejects(h.sandbox.kill('sb', 'e1', 9, false), NotFoundError);
+      h.agent.exitProcess('sb', '', 0);
+      await h.sandbox.wait('sb', '');
+      await assert.rejects(h.sandbox.kill('sb', '', 9, false), NotFoundError);
+      await assert.rejects(h.sandbox.kill('sb', '', 9, true), NotFoundError);
+    });
+  });
+
+  describe('teardown', () => {
+    it('deleting the sandbox container shuts the VM down through the agent, cleans the share and removes its folder', async () => {
+      await h.running();
+      assert.ok(fs.existsSync(h.recordFile));
+      h.agent.exitProcess('sb', '', 0);
+      await h.sandbox.wait('sb', '');
+      const { exit } = await h.sandbox.delete('sb', '');
+      assert.equal(exit.exitStatus, 0);
+      assert.deepEqual(h.agent.calls.slice(-2), ['destroySandbox', 'close']);
+      assert.deepEqual(h.hv.calls, ['prepare', 'start', 'stop', 'cleanup']);
+      assert.equal(h.hv.running, false);
+      assert.deepEqual(h.share.calls.slice(-1), ['cleanup']);
+      assert.equal(fs.existsSync(h.recordFile), false);
+      assert.equal(fs.existsSync(h.dir), false);
+      assert.deepEqual(h.summaries(), ['create sb', 'start sb', 'exit sb 0', 'delete sb 0']);
+      assert.ok(h.sandbox.empty);
+      await assert.rejects(h.create('sb'), FailedPreconditionError, 'a torn-down sandbox takes no more containers');
+    });
+
+    it('teardown() reports every running process exited (137) and resolves their waiters', async () => {
+      await h.running();
+      await h.sandbox.exec('sb', 'e1', { args: ['sleep', '9'] }, NO_STDIO);
+      await h.sandbox.start('sb', 'e1');
+      await h.create('c2'); // created, never started: no exit
+      await h.sandbox.teardown();
+      assert.equal((await h.sandbox.wait('sb', 'e1')).exitStatus, 137);
+      assert.equal((await h.sandbox.wait('sb', '')).exitStatus, 137);
+      assert.deepEqual(h.summaries().filter((s) => s.startsWith('exit')).sort(), ['exit sb 137', 'exit sb/e1 137']);
+      assert.deepEqual(h.agent.calls.slice(-2), ['destroySandbox', 'close']);
+      assert.equal(fs.existsSync(h.dir), false);
+      await h.sandbox.teardown(); // idempotent
+    });
+
+    it('a pod container left when the sandbox container was deleted can still be deleted, and the sandbox empties', async () => {
+      await h.running();
+      await h.create('c2');
+      await h.sandbox.start('c2', '');
+      h.agent.exitProcess('sb', '', 0);
+      await h.sandbox.wait('sb', '');
+      await h.sandbox.delete('sb', ''); // tears the VM down under c2
+      assert.equal((await h.sandbox.wait('c2', '')).exitStatus, 137);
+      assert.equal(h.sandbox.empty, false);
+      const { exit } = await h.sandbox.delete('c2', '');
+      assert.equal(exit.exitStatus, 137);
+      assert.ok(h.sandbox.empty, 'Shutdown may now end the daemon');
+      assert.deepEqual(h.summaries().filter((e) => e.startsWith('delete')), ['delete sb 0', 'delete c2 137']);
+      assert.equal(fs.existsSync(h.dir), false, 'the sandbox folder is not made again');
+    });
+
+    it('keeps the record when the share cannot be cleaned, so that `delete` can try again', async () => {
+      await h.create('sb');
+      h.share.fail.cleanup = new UnavailableError('device busy');
+      await assert.rejects(h.sandbox.teardown(), /device busy/);
+      assert.ok(fs.existsSync(h.recordFile));
+      assert.equal(h.hv.running, false);
+    });
+
+    it('a lost VM reports every started process exited with 255', async () => {
+      await h.running();
+      await h.sandbox.exec('sb', 'e1', { args: ['sleep', '9'] }, NO_STDIO);
+      await h.sandbox.start('sb', 'e1');
+      h.agent.lose(new Error('connection reset'));
+      assert.equal((await h.sandbox.wait('sb', '')).exitStatus, 255);
+      assert.equal((await h.sandbox.wait('sb', 'e1')).exitStatus, 255);
+    });
+  });
+
+  describe('the crash-recovery record', () => {
+    it('names the sandbox, the VM pids and state folder, the share and each container with its bundle', async () => {
+      await h.create('sb');
+      const bundleSb = h.bundle('sb');
+      assert.deepEqual(Store.load(h.recordFile), {
+        version: 1,
+        namespace: 'ns1',
+        sandboxId: 'sb',
+        shimPid: process.pid,
+        vmStateDir: path.join(h.dir, 'vm'),
+        shareRoot: h.dir,
+        shareId: 'share',
+        qemuPid: 4242,
+        containers: { sb: { bundle: bundleSb } },
+      });
+      assert.equal(h.sandbox.recordFile, h.recordFile);
+      assert.equal((fs.statSync(h.recordFile).mode & 0o777).toString(8), '600');
+      assert.deepEqual(JSON.parse(fs.readFileSync(path.join(bundleSb, 'hull-sandbox.json'), 'utf8')), { record: h.recordFile });
+
+      await h.create('c2');
+      assert.deepEqual(Store.load(h.recordFile)!.containers, { sb: { bundle: bundleSb }, c2: { bundle: h.bundle('c2') } });
+      assert.deepEqual(JSON.parse(fs.readFileSync(path.join(h.bundle('c2'), 'hull-sandbox.json'), 'utf8')), { record: h.recordFile });
+
+      await h.sandbox.delete('c2', '');
+      assert.deepEqual(Store.load(h.recordFile)!.containers, { sb: { bundle: bundleSb } });
+      assert.equal(fs.existsSync(`${h.recordFile}.tmp`), false);
+    });
+  });
+});
