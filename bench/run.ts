@@ -3,12 +3,14 @@ import os from 'node:os';
 import { benchTtrpc } from './ttrpc';
 import { benchGuest } from './guest';
 import { benchVm } from './vm';
+import { benchShim } from './shim';
 import { writeJson } from './lib/report';
 
 const benches: Record<string, () => Promise<Record<string, unknown>>> = {
   ttrpc: benchTtrpc,
   vm: benchVm,
   guest: benchGuest,
+  shim: benchShim,
 };
 
 async function main(): Promise<void> {

@@ -19,6 +19,8 @@ export interface ExitInfo {
 
 export class Process {
   status: ProcessStatus = 'created';
+  /** A Start is in flight (a second one is refused). */
+  starting = false;
   /** The pid reported to containerd (the VM's host pid: guest pids mean nothing on the host). */
   pid = 0;
   exit: ExitInfo | undefined;

@@ -7,9 +7,9 @@
  * whose id is the sandbox id owns the VM: deleting it tears the whole sandbox down.
  */
 import path from 'node:path';
-import { AlreadyExistsError, FailedPreconditionError, InternalError, InvalidArgumentError, NotFoundError, NotImplementedError, errorMessage } from '../errors';
-import type { AgentClient, ContainerStats, OciLinuxResources, OciMount, OciProcess, OciSpec } from '../agent-client';
-import type { FsShare } from '../fs-share';
+import { AlreadyExistsError, FailedPreconditionError, InternalError, InvalidArgumentError, NotFoundError, NotImplementedError, UnavailableError, errorMessage } from '../errors';
+import type { AgentClient, ContainerResources, ContainerStats, OciLinuxResources, OciProcess, OciSpec } from '../agent-client';
+import { isBindMount, shareVolumes, type FsShare } from '../fs-share';
 import type { Hypervisor, Logger, VmConfig } from '../hypervisor/types';
 import { GUEST_SHARE_TAG } from '../hypervisor/types';
 import type { EventSink, RootfsMount, StdioPaths } from './events';
@@ -97,6 +97,7 @@ export class Sandbox {
   /** Create and Delete of containers (and the VM's life) run one at a time. */
   private lifecycle: Promise<unknown> = Promise.resolve();
   private tornDown = false;
+  private readonly oomWatch = new AbortController();
 
   constructor(private readonly o: SandboxOptions) {
     validateId('namespace', o.namespace);
@@ -163,7 +164,13 @@ export class Sandbox {
         throw new FailedPreconditionError(`container ${req.id} joins sandbox ${this.o.id}, whose own container does not exist`);
       }
       if (req.stdio.terminal && req.stdio.stderr !== '') throw new InvalidArgumentError('a terminal process has no separate stderr');
-      const { spec, mounts, volumes } = splitMounts(req.spec);
+      const spec = req.spec;
+      const mounts = (spec.mounts ?? []).map((m, i) => {
+        if (typeof m?.destination !== 'string') throw new InvalidArgumentError(`mounts[${i}] has no destination`);
+        const mount = { destination: m.destination, type: m.type ?? '', source: m.source ?? '', options: m.options ?? [] };
+        if (isBindMount(mount) && !path.isAbsolute(mount.source)) throw new InvalidArgumentError(`mount ${m.destination}: bind source ${JSON.stringify(m.source)} is not an absolute path`);
+        return mount;
+      });
 
       // The record and the bundle pointer first: a crash from here on leaves what `delete` needs to clean up.
       this.record.containers[req.id] = { bundle: req.bundle };
@@ -175,12 +182,7 @@ export class Sandbox {
         if (ownsVm) await this.startVm(spec);
         const share = this.share!;
         const root = await share.shareRootfs(req.id, req.rootfs, path.join(req.bundle, 'rootfs'));
-        const shared: OciMount[] = [...mounts];
-        for (const v of volumes) {
-          const readOnly = (v.options ?? []).includes('ro');
-          const g = await share.shareVolume(req.id, { source: v.source!, destination: v.destination, readOnly });
-          shared.push({ ...v, source: g.guestPath });
-        }
+        const shared = await shareVolumes(share, req.id, mounts); // volumes: sources rewritten to the share
         const agent = this.agent();
         const proc = new Process(req.id, '', req.stdio);
         io = await ProcessIo.open({ agent, containerId: req.id, execId: req.id, stdio: req.stdio, logger: this.o.logger });
@@ -218,6 +220,21 @@ export class Sandbox {
       hostname: spec.hostname ?? '',
       storages: [{ driver: 'virtio-fs', source: GUEST_SHARE_TAG, fstype: 'virtiofs', options: ['nodev'], mountPoint: GUEST_SHARE_MOUNT }],
     });
+    void this.watchOom(this.vm.agent, this.oomWatch.signal);
+  }
+
+  /** Kata's OOM watcher: one GetOOMEvent long poll at a time, each answer published as an oom event. */
+  private async watchOom(agent: AgentClient, signal: AbortSignal): Promise<void> {
+    while (!signal.aborted) {
+      try {
+        const id = await agent.getOOMEvent(signal);
+        if (this.containers.has(id)) this.o.events({ type: 'oom', containerId: id });
+      } catch (err) {
+        if (signal.aborted || this.tornDown || err instanceof UnavailableError || err instanceof NotImplementedError) return;
+        this.o.logger.warn({ error: errorMessage(err) }, 'GetOOMEvent failed; asking again in a second');
+        await new Promise((r) => setTimeout(r, 1_000).unref());
+      }
+    }
   }
 
   /** The agent connection broke outside a shutdown: every process is gone with the VM. */
@@ -244,7 +261,16 @@ export class Sandbox {
   async start(id: string, execId: string): Promise<number> {
     const c = this.container(id);
     const p = c.process(execId);
-    if (p.status !== 'created') throw new FailedPreconditionError(`process ${execId || id} is ${p.status}, not created`);
+    if (p.status !== 'created' || p.starting) throw new FailedPreconditionError(`process ${execId || id} is ${p.starting ? 'starting' : p.status}, not created`);
+    p.starting = true;
+    try {
+      return await this.startProcess(c, p, id, execId);
+    } finally {
+      p.starting = false;
+    }
+  }
+
+  private async startProcess(c: Container, p: Process, id: string, execId: string): Promise<number> {
     const agent = this.agent();
     if (p.isInit) {
       const t0 = performance.now();
@@ -361,6 +387,7 @@ export class Sandbox {
    */
   async teardown(): Promise<void> {
     this.tornDown = true;
+    this.oomWatch.abort();
     for (const c of this.containers.values()) {
       for (const p of [c.init, ...c.execs.values()]) if (p.status !== 'created') this.finish(p, 137);
     }
@@ -412,10 +439,11 @@ export class Sandbox {
     throw new NotImplementedError('terminals are not implemented by hull yet');
   }
 
+  /** containerd's Update (CRI UpdateContainerResources): the limits inside the guest, applied by crun there. */
   async update(id: string, resources: OciLinuxResources): Promise<void> {
-    this.container(id);
-    void resources;
-    throw new NotImplementedError('updating container resources is not implemented by hull yet');
+    const c = this.container(id);
+    if (c.init.status === 'stopped') throw new FailedPreconditionError(`container ${id} has stopped`);
+    await this.agent().updateContainer(id, toContainerResources(resources));
   }
 
   async stats(id: string): Promise<ContainerStats> {
@@ -424,10 +452,11 @@ export class Sandbox {
     return this.agent().statsContainer(id);
   }
 
-  /** The pids containerd may show: the VM's, for the init and each running exec. */
-  pids(id: string): { pid: number; execId: string }[] {
+  /** The container's processes as the guest numbers them (host pids would all be QEMU's). */
+  async pids(id: string): Promise<number[]> {
     const c = this.container(id);
-    return [c.init, ...c.execs.values()].filter((p) => p.status === 'running').map((p) => ({ pid: p.pid, execId: p.execId }));
+    if (c.init.status !== 'running') return [];
+    return this.agent().listProcesses(id);
   }
 
   /** Connect: the init's pid (0 before the VM runs). */
@@ -436,21 +465,22 @@ export class Sandbox {
   }
 }
 
-/**
- * The spec's mounts, split into those the guest makes itself (proc, tmpfs, …) and bind mounts of host files and
- * folders (volumes), which must go through the share.
- */
-function splitMounts(spec: OciSpec): { spec: OciSpec; mounts: OciMount[]; volumes: OciMount[] } {
-  const mounts: OciMount[] = [];
-  const volumes: OciMount[] = [];
-  for (const m of spec.mounts ?? []) {
-    const isBind = m.type === 'bind' || (m.options ?? []).some((o) => o === 'bind' || o === 'rbind');
-    if (!isBind) {
-      mounts.push(m);
-      continue;
-    }
-    if (typeof m.source !== 'string' || !path.isAbsolute(m.source)) throw new InvalidArgumentError(`mount ${m.destination}: bind source ${JSON.stringify(m.source)} is not an absolute path`);
-    volumes.push(m);
-  }
-  return { spec, mounts, volumes };
+/** OCI LinuxResources (JSON from containerd) as the agent client takes them; zero and absent mean "not set". */
+export function toContainerResources(r: OciLinuxResources): ContainerResources {
+  const out: ContainerResources = {};
+  const set = (key: keyof ContainerResources, v: unknown, what: string): void => {
+    if (v === undefined || v === null || v === 0) return;
+    if (typeof v !== 'number' || !Number.isSafeInteger(v)) throw new InvalidArgumentError(`resources: ${what} ${JSON.stringify(v)} is not an integer`);
+    (out as Record<string, number>)[key] = v;
+  };
+  set('memoryLimitBytes', r.memory?.limit, 'memory.limit');
+  set('memoryReservationBytes', r.memory?.reservation, 'memory.reservation');
+  set('memorySwapBytes', r.memory?.swap, 'memory.swap');
+  set('cpuShares', r.cpu?.shares, 'cpu.shares');
+  set('cpuQuotaUs', r.cpu?.quota, 'cpu.quota');
+  set('cpuPeriodUs', r.cpu?.period, 'cpu.period');
+  set('pidsLimit', r.pids?.limit, 'pids.limit');
+  if (r.cpu?.cpus) out.cpus = String(r.cpu.cpus);
+  if (r.cpu?.mems) out.mems = String(r.cpu.mems);
+  return out;
 }

@@ -31,7 +31,8 @@ export async function runDaemon(flags: ShimFlags, binDir: string): Promise<void>
     await publisher.close();
     await server.shutdown({ timeoutMs: 1_000 });
     fs.rmSync(sockPath, { force: true });
-    logger.info({ code }, 'shim exiting');
+    const cpu = process.cpuUsage();
+    logger.info({ code, cpuMs: (cpu.user + cpu.system) / 1000, rssBytes: process.memoryUsage.rss() }, 'shim exiting');
     logger.flush();
     setTimeout(() => process.exit(code), 50).unref();
     process.exitCode = code;

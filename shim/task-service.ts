@@ -189,7 +189,7 @@ export class TaskServiceImpl {
           execId: s.execId,
         };
       }),
-      Pids: wrap((req) => ({ processes: sb(req.id).pids(req.id ?? '').map((p) => ({ pid: p.pid })) })),
+      Pids: wrap(async (req) => ({ processes: (await sb(req.id).pids(req.id ?? '')).map((pid) => ({ pid })) })),
       Pause: wrap(async (req) => {
         await sb(req.id).pause(req.id ?? '');
         return {};
