@@ -7,7 +7,9 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { Client } from 'ttrpc-ts';
 import { processAlive, Store } from '../core';
+import { packJsonAny, TaskService, TypeUrl } from '../protos/containerd';
 import { mountsUnder } from '../fs-share';
 import { BUSYBOX_IMAGE, importBusybox, startContainerd, type PrivateContainerd } from './lib/containerd';
 import { guestArtifacts } from './lib/guest';
@@ -132,6 +134,41 @@ describe('shim: containerd-shim-hull-v2 with a real containerd and ctr', functio
       runner.kill('SIGKILL');
     }
     await assertNothingLeft(id);
+  });
+
+  it('publishes task events in order, including oom, and applies Update inside the guest', async () => {
+    const events = ctd.spawnCtr(['events']);
+    const lines: string[] = [];
+    events.stdout?.on('data', (c: Buffer) => lines.push(...c.toString().split('\n')));
+    try {
+      await sleep(300); // the subscription is in place
+      // 32 MiB limit, then one 64 MiB allocation: the guest kernel's OOM killer ends it (137).
+      const oom = await run('oomer', ['dd', 'if=/dev/zero', 'of=/dev/null', 'bs=64M', 'count=1'], ['--memory-limit', String(32 << 20)]);
+      assert.equal(oom.code, 137, oom.stderr);
+
+      const upd = await ctd.ctr(['run', '-d', '--runtime', RUNTIME, BUSYBOX_IMAGE, 'upd', 'sleep', '600']);
+      assert.equal(upd.code, 0, upd.stderr);
+      await waitStatus('upd', 'RUNNING');
+      // ctr 1.6 has no `task update`: call the shim's Task.Update as containerd would for CRI's UpdateContainerResources.
+      const client = await Client.connect(socketAddress(ctd.address, ctd.namespace, 'upd'), { metadata: { 'containerd-namespace-ttrpc': [ctd.namespace] } });
+      try {
+        await client.call(TaskService.Update, { id: 'upd', resources: packJsonAny(TypeUrl.OciLinuxResources, { memory: { limit: 48 << 20 } }) }, { timeoutMs: 30_000 });
+      } finally {
+        client.close();
+      }
+      const m = await ctd.ctr(['task', 'metrics', '--format', 'json', 'upd']);
+      assert.equal(m.code, 0, m.stderr);
+      assert.match(m.stdout, new RegExp(`"usage_limit":\\s*${48 << 20}|${48 << 20}`));
+      await ctd.ctr(['task', 'kill', '-s', 'KILL', 'upd']);
+      await ctd.ctr(['task', 'delete', '-f', 'upd']);
+      await ctd.ctr(['container', 'delete', 'upd']);
+    } finally {
+      events.kill('SIGTERM');
+    }
+    const topics = lines.filter((l) => / oomer|container_id:"oomer"|"oomer"/.test(l) || l.includes('oomer')).map((l) => /(\/tasks\/[a-z-]+)/.exec(l)?.[1]).filter((t): t is string => !!t);
+    assert.deepEqual(topics, ['/tasks/create', '/tasks/start', '/tasks/oom', '/tasks/exit', '/tasks/delete'], lines.join('\n'));
+    await assertNothingLeft('oomer');
+    await assertNothingLeft('upd');
   });
 
   it('carries 100 MiB of stdout with the same sha256', async () => {
