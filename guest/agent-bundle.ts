@@ -2,7 +2,8 @@
  * The agent as one CommonJS file, bundled by esbuild from its compiled output (dist/agent/main.js and what it
  * requires: ttrpc-ts, protos, protobufjs). One file loads much faster under emulation than a node_modules tree.
  * Packages with native code (NATIVE_MODULES) stay external and are copied next to the bundle when the agent
- * uses them.
+ * uses them: only what loads at run time on this platform (keepNativeFile), not their sources, build
+ * intermediates, type definitions, tests or other platforms' prebuilt binaries (node-pty ships 60 MB of those).
  */
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
@@ -23,9 +24,28 @@ async function listFiles(dir: string): Promise<string[]> {
   for (const entry of await fs.readdir(dir, { withFileTypes: true })) {
     const full = path.join(dir, entry.name);
     if (entry.isDirectory()) out.push(...(await listFiles(full)));
-    else if (entry.isFile()) out.push(full);
+    else if (entry.isFile() || (entry.isSymbolicLink() && (await fs.stat(full).catch(() => undefined))?.isFile())) out.push(full);
   }
   return out;
+}
+
+/** Top-level folders of a native package that are never needed at run time. */
+const SKIPPED_FOLDERS = new Set(['src', 'deps', 'third_party', 'scripts', 'typings', 'test', 'tests', 'docs', 'node-addon-api', '.github']);
+const SKIPPED_SUFFIXES = ['.map', '.ts', '.md', '.c', '.cc', '.cpp', '.h', '.gyp', '.gypi', '.mk', '.pdb', '.test.js'];
+
+/**
+ * Whether a file of a native package (path relative to the package, '/'-separated) goes into the image: its
+ * package.json, licence, JavaScript and compiled modules; of build/ only build/Release (not its obj.target/ and
+ * .deps/); of prebuilds/ only the folder of `platform` (e.g. linux-x64, the guest runs the host's node).
+ */
+export function keepNativeFile(rel: string, platform = `${process.platform}-${process.arch}`): boolean {
+  const parts = rel.split('/');
+  const top = parts[0]!;
+  if (parts.length > 1 && SKIPPED_FOLDERS.has(top)) return false;
+  if (top === 'build' && (parts[1] !== 'Release' || parts[2] === 'obj.target' || parts[2] === '.deps')) return false;
+  if (top === 'prebuilds' && parts[1] !== platform) return false;
+  if (/^LICEN[CS]E/i.test(parts.at(-1)!)) return true;
+  return !SKIPPED_SUFFIXES.some((suffix) => rel.endsWith(suffix));
 }
 
 const BUILD_OPTIONS = {
@@ -76,10 +96,13 @@ export async function bundleAgent(entry: string, outDir: string, natives: readon
     }
     const src = path.dirname(pkgJson);
     const dst = path.join(outDir, 'node_modules', pkg);
-    await fs.cp(src, dst, { recursive: true, dereference: true });
     for (const file of await listFiles(src)) {
+      const rel = path.relative(src, file);
+      if (!keepNativeFile(rel.split(path.sep).join('/'))) continue;
+      await fs.mkdir(path.dirname(path.join(dst, rel)), { recursive: true });
+      await fs.copyFile(file, path.join(dst, rel));
       inputs.push(file);
-      if (file.endsWith('.node')) nativeObjects.push(path.join(dst, path.relative(src, file)));
+      if (file.endsWith('.node')) nativeObjects.push(path.join(dst, rel));
     }
   }
   const bytes = (await fs.stat(outfile)).size;
