@@ -117,6 +117,9 @@ export class FakeAgent implements AgentClient {
     return data.length;
   }
   async closeStdin(): Promise<void> {}
+  async ttyWinResize(containerId: string, execId: string, rows: number, cols: number): Promise<void> {
+    this.calls.push(`ttyWinResize ${containerId} ${execId} ${rows}x${cols}`);
+  }
   async signalProcess(containerId: string, execId: string, signal: number): Promise<void> {
     this.calls.push(`signalProcess ${containerId} ${execId} ${signal}`);
   }
