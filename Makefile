@@ -3,9 +3,10 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := build
 
 # Debian packages hull needs on the host: containerd (and its runc shim, our baseline peer), QEMU with virtiofsd,
-# the guest kernel, and what the guest image is built from (gcc and libc6-dev build the guest's static init).
+# the guest kernel, and what the guest image is built from (gcc and libc6-dev build the guest's static programs;
+# g++, make and python3 are node-gyp's, which builds node-pty's native module for the agent).
 APT_PACKAGES := containerd runc qemu-system-x86 qemu-utils linux-image-cloud-amd64 busybox-static crun \
-                e2fsprogs iproute2 util-linux kmod gcc libc6-dev
+                e2fsprogs iproute2 util-linux kmod gcc libc6-dev g++ make python3
 MOCHA := node_modules/.bin/mocha --reporter scripts/mocha-summary-reporter.js
 UNIT_TESTS := 'ttrpc/dist/test/**/*.test.js' 'vsock/dist/test/**/*.test.js' 'dist/{protos,shim,core,hypervisor,agent-client,fs-share,agent,guest}/test/**/*.test.js'
 INTEGRATION_TESTS := 'dist/integration/**/*.test.js'
@@ -23,8 +24,9 @@ apt-deps:
 	fi
 
 npm-deps: node_modules/.deps-stamp
+# node-gyp compiles against the installed node's headers when it has them (no download).
 node_modules/.deps-stamp: package.json package-lock.json ttrpc/package.json vsock/package.json
-	npm ci --no-audit --no-fund --loglevel=error
+	$(if $(wildcard /usr/include/node/node.h),npm_config_nodedir=/usr) npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
 
 # hull-vsock's addon: npm ci builds it (node-gyp); this rebuilds it when its C source changes afterwards.

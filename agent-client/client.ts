@@ -3,7 +3,7 @@
  * types at the edge, a per-method deadline table and typed errors.
  */
 import type { Client, CallOptions, MethodDescriptor } from 'ttrpc-ts';
-import { CancelledError, DeadlineExceededError, ShimError, UnavailableError, errorMessage } from '../errors';
+import { CancelledError, DeadlineExceededError, InvalidArgumentError, ShimError, UnavailableError, errorMessage } from '../errors';
 import { AgentService, HealthService, MAX_UINT64_NUMBER, grpc } from '../protos/agent';
 import { DiagnosticsService, ProcessesService } from '../protos/hull';
 import { connectOnce, describeEndpoint, isNotYet, parseAgentEndpoint, type VsockConnector } from './channel';
@@ -37,7 +37,7 @@ const DEFAULT_ENV = ['PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sb
 function toGrpcProcess(spec: ProcessSpec): grpc.IProcess {
   const caps = spec.uid ? [] : DEFAULT_CAPABILITIES;
   return {
-    Terminal: false,
+    Terminal: spec.terminal ?? false,
     User: { UID: spec.uid ?? 0, GID: spec.gid ?? 0 },
     Args: spec.args,
     Env: spec.env ?? DEFAULT_ENV,
@@ -286,6 +286,13 @@ export class KataAgentClient implements AgentClient {
 
   async closeStdin(containerId: string, execId: string): Promise<void> {
     await this.call(AgentService.CloseStdin, { containerId, execId });
+  }
+
+  async ttyWinResize(containerId: string, execId: string, rows: number, cols: number): Promise<void> {
+    for (const [what, n] of [['rows', rows], ['columns', cols]] as const) {
+      if (!Number.isInteger(n) || n < 0 || n > 0xffff) throw new InvalidArgumentError(`terminal ${what} ${n} is not an integer from 0 to 65535`);
+    }
+    await this.call(AgentService.TtyWinResize, { containerId, execId, row: rows, column: cols });
   }
 
   async signalProcess(containerId: string, execId: string, signal: number): Promise<void> {

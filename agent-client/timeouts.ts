@@ -17,6 +17,7 @@ export const AGENT_TIMEOUTS_MS: Readonly<Record<string, number>> = {
   GetGuestDetails: 10_000,
   GuestInfo: 10_000,
   SetGuestDateTime: 10_000,
+  TtyWinResize: 10_000,
   DestroySandbox: 30_000,
   CreateSandbox: 120_000,
   CreateContainer: 120_000,

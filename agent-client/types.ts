@@ -47,7 +47,7 @@ export interface FileContents {
   size: number;
 }
 
-/** A process to run in a container (the container's init or an exec'd process). No terminal yet. */
+/** A process to run in a container (the container's init or an exec'd process). */
 export interface ProcessSpec {
   args: string[];
   /** NAME=value entries; default PATH only. */
@@ -56,6 +56,11 @@ export interface ProcessSpec {
   cwd?: string;
   uid?: number;
   gid?: number;
+  /**
+   * A pty as stdin, stdout and stderr and as the controlling terminal: its output comes on stdout (stderr ends at
+   * once), closeStdin sends ^D, ttyWinResize sets its size (80x24 at first). Default false.
+   */
+  terminal?: boolean;
 }
 
 /**
@@ -147,6 +152,8 @@ export interface ContainerAgentClient {
   readStderr(containerId: string, execId: string, maxBytes?: number): Promise<Buffer>;
   writeStdin(containerId: string, execId: string, data: Uint8Array): Promise<number>;
   closeStdin(containerId: string, execId: string): Promise<void>;
+  /** Sets the size of a terminal process's pty (rows and columns from 0 to 65535); its foreground process group gets SIGWINCH. */
+  ttyWinResize(containerId: string, execId: string, rows: number, cols: number): Promise<void>;
   /** Signals the process; with execId '' every process of the container. */
   signalProcess(containerId: string, execId: string, signal: number): Promise<void>;
   statsContainer(containerId: string): Promise<ContainerStats>;

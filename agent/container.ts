@@ -6,9 +6,10 @@
  * to cgroup v2 files the same way as at creation). Container inits and exec'd processes are orphaned when crun
  * exits, so their exit codes come from hull-init's reaper. Each container's cgroup is watched for OOM kills
  * (oom.ts) from creation to removal. crun's own messages go to <bundle>/crun.log, not to the container's
- * stderr. Every id is a plain name; crun runs from argv arrays, never through a shell.
+ * stderr. Every id is a plain name; crun runs from argv arrays, never through a shell. A process with a terminal
+ * gets a pty instead of the pipes (terminal.ts).
  */
-import { execFile, spawn } from 'node:child_process';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { Code, StatusError } from 'ttrpc-ts';
@@ -22,7 +23,8 @@ import { cgroupPids, listFormat, processList } from './processes';
 import type { Reaper } from './reaper';
 import { onlineSets, toOciResources } from './resources';
 import { CGROUP_ROOT, readCgroupStats } from './stats';
-import { invalid, plainName, realPathUnder } from './validate';
+import { crunProcess, HULL_CTTY, initialSize, PRESERVED_FDS, Terminal } from './terminal';
+import { invalid, plainName, realPathUnder, uint16 } from './validate';
 
 export interface ContainersOptions {
   crun?: string;
@@ -32,6 +34,8 @@ export interface ContainersOptions {
   bundleRoot?: string;
   /** Where the share shows container rootfs folders (<cid>/rootfs). */
   sharedContainers?: string;
+  /** hull-ctty, run first in a process with a terminal. */
+  hullCtty?: string;
 }
 
 const CRUN_TIMEOUT_MS = 60_000;
@@ -43,6 +47,8 @@ interface Container {
   state: 'creating' | 'created' | 'running' | 'paused' | 'removing';
   init: ContainerProcess | undefined;
   execs: Map<string, ContainerProcess>;
+  /** Whether /proc is mounted in the container: a process with a terminal needs it (terminal.ts). */
+  procMounted: boolean;
 }
 
 export class Containers {
@@ -53,12 +59,14 @@ export class Containers {
   private readonly sharedContainers: string;
   /** OOM kills in the containers' cgroups, for GetOOMEvent. */
   readonly oomEvents = new OomEvents();
+  private readonly hullCtty: string;
 
   constructor(private readonly reaper: () => Reaper | undefined, options: ContainersOptions = {}) {
     this.crun = options.crun ?? '/usr/bin/crun';
     this.crunRoot = options.crunRoot ?? '/run/hull/crun';
     this.bundleRoot = options.bundleRoot ?? '/run/hull/containers';
     this.sharedContainers = options.sharedContainers ?? SHARED_CONTAINERS;
+    this.hullCtty = options.hullCtty ?? HULL_CTTY;
   }
 
   async create(req: grpc.ICreateContainerRequest): Promise<void> {
@@ -67,6 +75,8 @@ export class Containers {
     if (this.containers.has(cid)) throw new StatusError(Code.ALREADY_EXISTS, `container ${cid} already exists`);
     const rootPath = `${this.sharedContainers}/${cid}/rootfs`;
     const config = toRuntimeSpec(req.OCI, cid, rootPath, this.sharedContainers); // checks everything before anything is done
+    const procMounted = (config.mounts as { destination: string; type: string }[]).some((m) => m.destination === '/proc' && m.type === 'proc');
+    if (config.process.terminal && !procMounted) throw invalid(`container ${cid}: a process with a terminal needs /proc mounted in the container`);
     const reaper = this.requireReaper();
     let real: string;
     try {
@@ -80,14 +90,16 @@ export class Containers {
     if (!fs.statSync(real).isDirectory()) throw invalid(`the rootfs of container ${cid} (${rootPath}) is not a folder`);
 
     const bundle = path.join(this.bundleRoot, cid);
-    const container: Container = { id: cid, bundle, state: 'creating', init: undefined, execs: new Map() };
+    const container: Container = { id: cid, bundle, state: 'creating', init: undefined, execs: new Map(), procMounted };
     this.containers.set(cid, container);
     try {
       fs.rmSync(bundle, { recursive: true, force: true }); // a leftover of an earlier container of that id
       fs.mkdirSync(bundle, { recursive: true, mode: 0o700 });
-      fs.writeFileSync(path.join(bundle, 'config.json'), JSON.stringify(config), { mode: 0o600 });
+      const crunConfig = config.process.terminal ? { ...config, process: crunProcess(config.process) } : config;
+      fs.writeFileSync(path.join(bundle, 'config.json'), JSON.stringify(crunConfig), { mode: 0o600 });
       const pidFile = path.join(bundle, 'init.pid');
-      container.init = await this.spawnWithPipes(execId, bundle, reaper, pidFile, ['create', '--bundle', bundle, '--pid-file', pidFile, cid]);
+      const terminal = config.process.terminal ? await Terminal.open(initialSize(config.process)) : undefined;
+      container.init = await this.spawnWithPipes(execId, bundle, reaper, pidFile, ['create', '--bundle', bundle, '--pid-file', pidFile, cid], terminal);
       container.state = 'created';
       this.oomEvents.watch(cid, path.join(cgroupDir(cid), 'memory.events'));
       log.info('container created', { id: cid, pid: container.init.pid });
@@ -105,6 +117,7 @@ export class Containers {
     if (c.state !== 'created') throw new StatusError(Code.FAILED_PRECONDITION, `container ${c.id} is ${c.state}, not created`);
     await this.crunRun(['start', c.id], c.bundle);
     c.state = 'running';
+    await c.init?.terminal?.execed(CRUN_TIMEOUT_MS); // with a terminal: hull-ctty ran the program, or says why not
     log.info('container started', { id: c.id });
   }
 
@@ -116,14 +129,22 @@ export class Containers {
     if (c.init?.exited) throw new StatusError(Code.FAILED_PRECONDITION, `container ${c.id} has exited`);
     if (c.execs.size >= MAX_EXECS) throw new StatusError(Code.RESOURCE_EXHAUSTED, `container ${c.id} has ${MAX_EXECS} processes already`);
     const ociProcess = toOciProcess(req.process);
+    if (ociProcess.terminal && !c.procMounted) throw new StatusError(Code.FAILED_PRECONDITION, `container ${c.id} has no /proc mounted, which a process with a terminal needs`);
     const reaper = this.requireReaper();
     const processFile = path.join(c.bundle, `exec-${execId}.json`);
     const pidFile = path.join(c.bundle, `exec-${execId}.pid`);
     const placeholder = new ContainerProcess(execId, null, null, null);
     c.execs.set(execId, placeholder); // reserves the id while crun runs
     try {
-      fs.writeFileSync(processFile, JSON.stringify(ociProcess), { mode: 0o600 });
-      const proc = await this.spawnWithPipes(execId, c.bundle, reaper, pidFile, ['exec', '--detach', '--pid-file', pidFile, '--process', processFile, c.id]);
+      fs.writeFileSync(processFile, JSON.stringify(ociProcess.terminal ? crunProcess(ociProcess) : ociProcess), { mode: 0o600 });
+      const terminal = ociProcess.terminal ? await Terminal.open(initialSize(ociProcess)) : undefined;
+      const proc = await this.spawnWithPipes(execId, c.bundle, reaper, pidFile, ['exec', '--detach', '--pid-file', pidFile, '--process', processFile, c.id], terminal);
+      try {
+        await terminal?.execed(CRUN_TIMEOUT_MS);
+      } catch (err) {
+        proc.close();
+        throw err;
+      }
       if (c.execs.get(execId) !== placeholder) {
         proc.close(); // removed meanwhile
         throw new StatusError(Code.NOT_FOUND, `container ${c.id} was removed`);
@@ -154,6 +175,12 @@ export class Containers {
 
   closeStdin(req: grpc.ICloseStdinRequest): void {
     this.process(req).closeStdin();
+  }
+
+  /** TtyWinResize: the new size of the process's terminal (FAILED_PRECONDITION without one). */
+  resize(req: grpc.ITtyWinResizeRequest): void {
+    const size = { rows: uint16(req.row, 'row'), cols: uint16(req.column, 'column') };
+    this.process(req).resize(size);
   }
 
   async signal(req: grpc.ISignalProcessRequest): Promise<void> {
@@ -283,20 +310,36 @@ export class Containers {
     return ['--root', this.crunRoot, `--log=${path.join(bundle, 'crun.log')}`, ...args];
   }
 
-  /** crun with the agent's stdio pipes, which the process it starts inherits; resolves once crun exited 0. */
-  private async spawnWithPipes(execId: string, bundle: string, reaper: Reaper, pidFile: string, args: string[]): Promise<ContainerProcess> {
+  /**
+   * crun with the agent's stdio pipes, which the process it starts inherits, or with `terminal`'s slave and
+   * hull-ctty; resolves once crun exited 0.
+   */
+  private async spawnWithPipes(execId: string, bundle: string, reaper: Reaper, pidFile: string, args: string[], terminal?: Terminal): Promise<ContainerProcess> {
     fs.rmSync(pidFile, { force: true });
-    const child = spawn(this.crun, this.crunArgs(bundle, args), { stdio: ['pipe', 'pipe', 'pipe'], env: {} });
-    // Node destroys a child's stdin when the child exits; crun exits at once, the process it started keeps the pipe.
-    const stdin = child.stdin;
-    (child as { stdin: unknown }).stdin = null;
-    const proc = new ContainerProcess(execId, stdin, child.stdout, child.stderr);
+    let proc: ContainerProcess;
+    let child: ChildProcess;
+    if (terminal) {
+      try {
+        child = this.spawnOnTerminal(bundle, args, terminal);
+      } catch (err) {
+        terminal.close();
+        throw err;
+      }
+      proc = new ContainerProcess(execId, terminal.input, terminal.output, null, terminal);
+    } else {
+      child = spawn(this.crun, this.crunArgs(bundle, args), { stdio: ['pipe', 'pipe', 'pipe'], env: {} });
+      // Node destroys a child's stdin when the child exits; crun exits at once, the process it started keeps the pipe.
+      const stdin = child.stdin;
+      (child as { stdin: unknown }).stdin = null;
+      proc = new ContainerProcess(execId, stdin, child.stdout, child.stderr);
+    }
     const timer = setTimeout(() => child.kill('SIGKILL'), CRUN_TIMEOUT_MS);
     const code = await new Promise<number | string>((resolve) => {
       child.on('error', (err) => resolve(err.message));
       child.on('exit', (c, sig) => resolve(c ?? `killed by ${sig}`));
     });
     clearTimeout(timer);
+    terminal?.releaseSlave(); // the process has its own copy now
     if (code !== 0) {
       const stderr = (await Promise.race([proc.stderr.read(4096), new Promise<Buffer>((r) => setTimeout(() => r(Buffer.alloc(0)), 100))])).toString();
       proc.close();
@@ -315,6 +358,23 @@ export class Containers {
     }
     proc.started(pid, reaper.waitFor(pid));
     return proc;
+  }
+
+  /** crun (args[0] is its command) with the terminal's slave as stdio, and hull-ctty as fd 3 for the process. */
+  private spawnOnTerminal(bundle: string, args: string[], terminal: Terminal): ChildProcess {
+    let helper: number;
+    try {
+      helper = fs.openSync(this.hullCtty, fs.constants.O_RDONLY);
+    } catch (err) {
+      throw new StatusError(Code.FAILED_PRECONDITION, `terminals need ${this.hullCtty} (the guest image has it): ${(err as Error).message}`, { cause: err });
+    }
+    try {
+      const child = spawn(this.crun, this.crunArgs(bundle, [args[0]!, `--preserve-fds=${PRESERVED_FDS}`, ...args.slice(1)]), { stdio: terminal.stdio(helper), env: {} });
+      terminal.attach(child);
+      return child;
+    } finally {
+      fs.closeSync(helper);
+    }
   }
 
   private crunRun(args: string[], bundle: string): Promise<void> {

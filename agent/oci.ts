@@ -5,14 +5,15 @@
  * - bind mounts are volumes: kept only if their source is in the share (volumes.ts), refused otherwise;
  * - namespace paths are dropped, so is the network namespace (containers use the guest's network, the pod's),
  *   hooks, seccomp (not supported yet), AppArmor/SELinux labels and devices;
- * - linux.cgroupsPath is /hull/<cid>; memory, CPU and pids resources are kept.
+ * - linux.cgroupsPath is /hull/<cid>; memory, CPU and pids resources are kept;
+ * - process.terminal and consoleSize are kept as asked: container.ts gives crun the process without a terminal
+ *   (terminal.ts explains why).
  */
 import path from 'node:path';
-import { Code, StatusError } from 'ttrpc-ts';
 import type { grpc } from '../protos/agent';
 import { SHARED_CONTAINERS } from './init';
 import { onlineSets, toOciResources } from './resources';
-import { invalid } from './validate';
+import { invalid, uint16 } from './validate';
 import { isBindMount, volumeMount } from './volumes';
 
 const MAX_ARGS = 4096;
@@ -30,7 +31,9 @@ const KEPT_MOUNT_TYPES = new Set(['proc', 'sysfs', 'devpts', 'tmpfs', 'mqueue', 
 const KEPT_NAMESPACES = new Set(['pid', 'ipc', 'uts', 'mount', 'cgroup']);
 
 export interface OciProcess {
+  /** Whether the process asked for a terminal; crun never gets one (terminal.ts). */
   terminal: boolean;
+  consoleSize?: { height: number; width: number };
   user: { uid: number; gid: number; additionalGids?: number[] };
   args: string[];
   env: string[];
@@ -72,7 +75,6 @@ function absPath(value: unknown, what: string): string {
 /** The process part of the spec (CreateContainer's init and ExecProcess). */
 export function toOciProcess(p: grpc.IProcess | null | undefined): OciProcess {
   if (!p) throw invalid('the spec has no process');
-  if (p.Terminal) throw new StatusError(Code.UNIMPLEMENTED, 'terminal (tty) processes are not implemented yet by this agent');
   const args = strings(p.Args, 'process args', MAX_ARGS);
   if (args.length === 0) throw invalid('process args are empty');
   const env = strings(p.Env, 'process env', MAX_ENV);
@@ -80,12 +82,13 @@ export function toOciProcess(p: grpc.IProcess | null | undefined): OciProcess {
   const total = [...args, ...env].reduce((n, s) => n + Buffer.byteLength(s) + 1, 0);
   if (total > MAX_TOTAL_BYTES) throw invalid(`process args and env are larger than ${MAX_TOTAL_BYTES} bytes`);
   const out: OciProcess = {
-    terminal: false,
+    terminal: Boolean(p.Terminal),
     user: { uid: uint32(p.User?.UID, 'uid'), gid: uint32(p.User?.GID, 'gid') },
     args,
     env,
     cwd: p.Cwd ? absPath(p.Cwd, 'cwd') : '/',
   };
+  if (p.Terminal && p.ConsoleSize) out.consoleSize = { height: uint16(p.ConsoleSize.Height, 'console height'), width: uint16(p.ConsoleSize.Width, 'console width') };
   const gids = p.User?.AdditionalGids ?? [];
   if (gids.length > 64) throw invalid('more than 64 additional gids');
   if (gids.length) out.user.additionalGids = gids.map((g, i) => uint32(g, `additional gid ${i}`));
@@ -149,11 +152,14 @@ function mounts(list: readonly grpc.IMount[] | null | undefined, sharedRoot: str
   return out;
 }
 
+/** config.json for crun; its process is what the host asked for (terminal.ts rewrites one with a terminal). */
+export type RuntimeSpec = Record<string, unknown> & { process: OciProcess };
+
 /**
  * config.json for crun, for container `cid` whose rootfs (already checked to exist) is `rootPath`; volume sources
  * must be inside `sharedRoot` (where the guest mounts the share).
  */
-export function toRuntimeSpec(spec: grpc.ISpec | null | undefined, cid: string, rootPath: string, sharedRoot = SHARED_CONTAINERS): Record<string, unknown> {
+export function toRuntimeSpec(spec: grpc.ISpec | null | undefined, cid: string, rootPath: string, sharedRoot = SHARED_CONTAINERS): RuntimeSpec {
   if (!spec) throw invalid('CreateContainer without an OCI spec');
   const process = toOciProcess(spec.Process);
   const linux = spec.Linux ?? {};
@@ -166,7 +172,7 @@ export function toRuntimeSpec(spec: grpc.ISpec | null | undefined, cid: string, 
     if ((KEPT_NAMESPACES.has(type) || (type === 'user' && hasMappings)) && !namespaces.some((n) => n.type === type)) namespaces.push({ type });
   }
   if (!namespaces.some((n) => n.type === 'mount')) namespaces.push({ type: 'mount' }); // crun needs one to pivot_root
-  const out: Record<string, unknown> = {
+  const out: RuntimeSpec = {
     ociVersion: '1.0.2',
     process,
     root: { path: rootPath, readonly: Boolean(spec.Root?.Readonly) },

@@ -1,7 +1,8 @@
 /**
- * A container process as the agent sees it: the pipes it created for its stdio, its output buffered until the host
- * reads it (ReadStdout/ReadStderr), and its exit code from hull-init's reaper. WaitProcess answers only once the
- * process has exited AND both output pipes reached end of file, so no output is lost after the exit is reported.
+ * A container process as the agent sees it: the pipes it created for its stdio (or its terminal: terminal.ts), its
+ * output buffered until the host reads it (ReadStdout/ReadStderr), and its exit code from hull-init's reaper.
+ * WaitProcess answers only once the process has exited AND both output pipes reached end of file, so no output is
+ * lost after the exit is reported.
  */
 import type { Readable, Writable } from 'node:stream';
 import { Code, StatusError } from 'ttrpc-ts';
@@ -90,6 +91,14 @@ export class OutputBuffer {
   }
 }
 
+/** What a process with a terminal has besides its streams (terminal.ts). */
+export interface ProcessTerminal {
+  resize(size: { rows: number; cols: number }): void;
+  /** Resolves once the process runs its program; rejects when it could not (see Terminal.execed). */
+  execed(timeoutMs: number): Promise<void>;
+  close(): void;
+}
+
 export class ContainerProcess {
   readonly stdout: OutputBuffer;
   readonly stderr: OutputBuffer;
@@ -99,7 +108,13 @@ export class ContainerProcess {
   exitCode: number | undefined;
   private exitPromise: Promise<number> | undefined;
 
-  constructor(readonly execId: string, private readonly stdin: Writable | null | undefined, stdout: Readable | null | undefined, stderr: Readable | null | undefined) {
+  constructor(
+    readonly execId: string,
+    private readonly stdin: Writable | null | undefined,
+    stdout: Readable | null | undefined,
+    stderr: Readable | null | undefined,
+    readonly terminal?: ProcessTerminal,
+  ) {
     this.stdout = new OutputBuffer(stdout);
     this.stderr = new OutputBuffer(stderr);
     stdin?.on('error', () => {
@@ -138,16 +153,24 @@ export class ContainerProcess {
     return data.length;
   }
 
+  /** End of file on stdin: the pipe is closed; a terminal gets VEOF (^D) and stays open. */
   closeStdin(): void {
     this.stdinClosed = true;
     this.stdin?.end();
   }
 
-  /** Forgets the process's pipes. */
+  /** TtyWinResize; only for a process with a terminal. */
+  resize(size: { rows: number; cols: number }): void {
+    if (!this.terminal) throw new StatusError(Code.FAILED_PRECONDITION, `process ${this.execId || '(init)'} has no terminal`);
+    this.terminal.resize(size);
+  }
+
+  /** Forgets the process's pipes (and closes its terminal). */
   close(): void {
     this.closeStdin();
     this.stdin?.destroy();
     this.stdout.close();
     this.stderr.close();
+    this.terminal?.close();
   }
 }

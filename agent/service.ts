@@ -80,6 +80,10 @@ export function registerServices(server: Server, ctx: AgentContext): void {
       ctx.containers.closeStdin(req);
       return {};
     },
+    TtyWinResize: (req) => {
+      ctx.containers.resize(req);
+      return {};
+    },
     DestroySandbox: async () => {
       await ctx.sandbox.destroy();
       ctx.powerOff();

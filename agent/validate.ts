@@ -92,6 +92,13 @@ export function resolveUnder(root: string, value: string, what: string): string 
   return current;
 }
 
+/** An integer from 0 to 65535 (a terminal's rows or columns); a missing value is 0. */
+export function uint16(value: unknown, what: string): number {
+  const n = Number(value ?? 0);
+  if (!Number.isInteger(n) || n < 0 || n > 0xffff) throw invalid(`${what} ${String(value)} is not an integer from 0 to 65535`);
+  return n;
+}
+
 /** RFC 1123 host name, at most 64 bytes (the kernel's limit). */
 export function hostname(value: string): string {
   if (value.length > 64 || !/^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/.test(value)) {

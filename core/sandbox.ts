@@ -434,9 +434,8 @@ export class Sandbox {
   async resizePty(id: string, execId: string, width: number, height: number): Promise<void> {
     const p = this.container(id).process(execId);
     if (!p.stdio.terminal) throw new FailedPreconditionError(`process ${execId || id} has no terminal`);
-    void width;
-    void height;
-    throw new NotImplementedError('terminals are not implemented by hull yet');
+    if (p.status === 'stopped') return;
+    await this.agent().ttyWinResize(id, execId || id, height, width);
   }
 
   /** containerd's Update (CRI UpdateContainerResources): the limits inside the guest, applied by crun there. */

@@ -19,7 +19,7 @@ import { busyboxApplets, kernelFiles, KernelFiles, KERNEL_METAPACKAGE, packageFi
 import { buildInitramfs } from './initramfs';
 import { parseLdd, sharedLibraries } from './ldd';
 import { LoadPlan, resolveLoadOrder } from './modules';
-import { compileHullInit, HULL_INIT_SOURCE } from './hull-init';
+import { compileHullCtty, compileHullInit, HULL_CTTY_SOURCE, HULL_INIT_SOURCE } from './hull-init';
 import { copyToGuest, Ext4Result, guestSymlink, makeExt4, stageBase, stageBusybox, staged, writeGuestFile } from './rootfs';
 import { builderHash, fileIdentity, inputIdentities, outputsIntact, readStamp, Stamp, stampKey } from './stamp';
 
@@ -151,7 +151,7 @@ class ImageBuild {
     await this.stagePrograms(bundle.nativeObjects);
     await this.stageModules(rootfsPlan);
     await this.stageInit();
-    await this.selfTest(bundle.nativeObjects);
+    await this.selfTest(bundle.natives);
 
     const identities = Object.fromEntries([...this.inputs.entries()].sort(([a], [b]) => (a < b ? -1 : 1)));
     const key = stampKey(this.settings, identities);
@@ -278,26 +278,27 @@ class ImageBuild {
   }
 
   /** hull-init at /sbin/hull-init, compiled with the agent's command, and /sbin/init -> hull-init (relative: it is
-   * checked from the initramfs, before switch_root). */
+   * checked from the initramfs, before switch_root); hull-ctty next to it. */
   private async stageInit(): Promise<void> {
-    await this.addInputs([HULL_INIT_SOURCE]);
+    await this.addInputs([HULL_INIT_SOURCE, HULL_CTTY_SOURCE]);
     await compileHullInit([GUEST_PATHS.node, ...AGENT_NODE_FLAGS, GUEST_PATHS.agentMain], this.workDir, staged(this.staging, GUEST_PATHS.hullInit));
     await guestSymlink(this.staging, GUEST_PATHS.init, path.posix.relative(path.posix.dirname(GUEST_PATHS.init), GUEST_PATHS.hullInit));
+    await compileHullCtty(staged(this.staging, GUEST_PATHS.hullCtty));
   }
 
   /**
-   * Runs the staged node and crun in a chroot of the staging folder, and has node load each native addon: catches
-   * a missing library now, not at boot.
+   * Runs the staged node (and the agent's native packages in it), hull-init and hull-ctty in a chroot of the staging
+   * folder: catches a missing library now, not at boot.
    */
-  private async selfTest(nativeObjects: readonly string[]): Promise<void> {
+  private async selfTest(natives: readonly string[]): Promise<void> {
     if (process.getuid?.() !== 0) return;
     const node = await run('chroot', [this.staging, GUEST_PATHS.node, '-e', 'process.stdout.write(process.version)']);
     if (node.stdout !== process.version) throw new Error(`staged node printed '${node.stdout}', expected ${process.version}`);
-    for (const object of nativeObjects) {
-      const guestPath = `/${path.relative(this.staging, object)}`;
-      await run('chroot', [this.staging, GUEST_PATHS.node, '-e', `process.dlopen({ exports: {} }, ${JSON.stringify(guestPath)})`]).catch((cause: unknown) => {
-        throw new Error(`the staged node cannot load the native addon ${guestPath}`, { cause });
-      });
+    for (const pkg of natives) {
+      // Loads the package the way the bundle does (from the agent's folder), native module included.
+      const script = `require(${JSON.stringify(`${GUEST_PATHS.agentDir}/node_modules/${pkg}`)}); process.stdout.write('ok')`;
+      const loaded = await run('chroot', [this.staging, GUEST_PATHS.node, '-e', script], { allowFailure: true });
+      if (loaded.stdout !== 'ok') throw new Error(`the staged agent cannot load its native package ${pkg}: ${loaded.stderr.trim()}`);
     }
     // crun itself cannot run here (it re-executes itself through /proc); check that its libraries resolve.
     parseLdd((await run('chroot', [this.staging, '/lib64/ld-linux-x86-64.so.2', '--list', GUEST_PATHS.crun])).stdout);
@@ -305,6 +306,9 @@ class ImageBuild {
     // hull-init, not as PID 1 (it then exits with its child's code instead of powering off).
     const init = await run('chroot', [this.staging, GUEST_PATHS.init, '--exec', '/bin/sh', '-c', 'exit 3'], { allowFailure: true });
     if (init.code !== 3) throw new Error(`staged hull-init returned ${init.code} for a child exiting with 3: ${init.stderr.trim()}`);
+    // hull-ctty with no terminal on stdin: it says so and exits 126 (a pty is tested on the host, guest/test).
+    const ctty = await run('chroot', [this.staging, GUEST_PATHS.hullCtty, '/bin/true'], { allowFailure: true });
+    if (ctty.code !== 126 || !/controlling terminal/.test(ctty.stderr)) throw new Error(`staged hull-ctty returned ${ctty.code}: ${ctty.stderr.trim()}`);
   }
 }
 

@@ -2,12 +2,17 @@
  * hull-init (`guest/init/hull-init.c`), the guest's PID 1: it starts the agent, reaps orphans and reports their exit
  * statuses to the agent on fd 3. Compiled here, statically, into the image at /sbin/hull-init (/sbin/init links to
  * it). The agent's command line (node, its flags, the bundle) is compiled in through a generated header.
+ *
+ * hull-ctty (`guest/init/hull-ctty.c`), compiled the same way: the agent runs it in a container, first, for a
+ * process with a terminal, to make the pty its controlling terminal (see agent/terminal.ts).
  */
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { run } from './exec';
 
 export const HULL_INIT_SOURCE = path.resolve(__dirname, '..', '..', 'guest', 'init', 'hull-init.c');
+
+export const HULL_CTTY_SOURCE = path.resolve(__dirname, '..', '..', 'guest', 'init', 'hull-ctty.c');
 
 export const HULL_INIT_CFLAGS: readonly string[] = ['-static', '-Os', '-s', '-Wall', '-Wextra', '-Werror'];
 
@@ -30,10 +35,19 @@ export async function compileHullInit(agentArgv: readonly string[], workDir: str
   const include = path.join(workDir, 'hull-init-include');
   await fs.mkdir(include, { recursive: true });
   await fs.writeFile(path.join(include, 'hull-init-config.h'), hullInitConfig(agentArgv));
+  await compileStatic('hull-init', source, output, ['-I', include]);
+}
+
+/** Compiles hull-ctty into `output`. */
+export async function compileHullCtty(output: string, source = HULL_CTTY_SOURCE): Promise<void> {
+  await compileStatic('hull-ctty', source, output);
+}
+
+async function compileStatic(name: string, source: string, output: string, extra: readonly string[] = []): Promise<void> {
   await fs.mkdir(path.dirname(output), { recursive: true });
   try {
-    await run('gcc', [...HULL_INIT_CFLAGS, '-I', include, '-o', output, source]);
+    await run('gcc', [...HULL_INIT_CFLAGS, ...extra, '-o', output, source]);
   } catch (err) {
-    throw new Error(`compiling hull-init failed (it needs gcc and libc6-dev, for the static libc.a): ${(err as Error).message}`, { cause: err });
+    throw new Error(`compiling ${name} failed (it needs gcc and libc6-dev, for the static libc.a): ${(err as Error).message}`, { cause: err });
   }
 }

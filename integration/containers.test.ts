@@ -11,7 +11,7 @@ import os from 'node:os';
 import path from 'node:path';
 import type { AgentClient, ContainerSpec } from '../agent-client';
 import { SandboxVm } from '../core/vm';
-import { AlreadyExistsError, FailedPreconditionError, InvalidArgumentError, NotFoundError } from '../errors';
+import { AlreadyExistsError, FailedPreconditionError, InternalError, InvalidArgumentError, NotFoundError } from '../errors';
 import { shareVolumes, VirtioFsShare } from '../fs-share';
 import { QemuHypervisor } from '../hypervisor';
 import { GUEST_SHARE_TAG, NOOP_LOGGER } from '../hypervisor/types';
@@ -20,7 +20,7 @@ import { childProcesses, guestArtifacts, mountsContaining } from './lib/guest';
 
 const SHARED_MOUNT = '/run/kata-containers/shared/containers';
 const SANDBOX = 'ctrtest';
-const APPLETS = ['sh', 'echo', 'cat', 'sleep', 'true', 'dd'];
+const APPLETS = ['sh', 'echo', 'cat', 'sleep', 'true', 'dd', 'stty'];
 const MiB = 2 ** 20;
 
 describe('containers in a real VM (crun in the guest, rootfs over virtio-fs)', function () {
@@ -296,6 +296,62 @@ describe('containers in a real VM (crun in the guest, rootfs over virtio-fs)', f
     await agent.signalProcess(cid, '', 9);
     assert.equal((await collect(agent, cid)).code, 137);
     await remove(cid);
+  });
+
+  it('runs a container whose init has a terminal: resized before start, all output on stdout, exact exit code', async () => {
+    await share.shareRootfs('c-tty', [], rootfs);
+    // 2000 lines written just before the exit: all of them must be read before WaitProcess answers.
+    const script = 'read -r line; stty size; i=0; while [ $i -lt 2000 ]; do echo line$i; i=$((i+1)); done; exit 5';
+    await agent.createContainer('c-tty', { args: ['sh', '-c', script], terminal: true, rootReadonly: true }, 'c-tty');
+    await agent.ttyWinResize('c-tty', '', 37, 101);
+    await agent.startContainer('c-tty');
+    await agent.writeStdin('c-tty', '', Buffer.from('go\n'));
+    const r = await collect(agent, 'c-tty');
+    const lines = Array.from({ length: 2000 }, (_, i) => `line${i}\r\n`).join('');
+    assert.deepEqual(r, { stdout: `go\r\n37 101\r\n${lines}`, stderr: '', code: 5 }, 'the terminal echoes input and ends lines with CR LF; stderr ends at once');
+    await remove('c-tty');
+
+    // A program that cannot be run fails StartContainer (hull-ctty runs it only then), as crun fails CreateContainer without a terminal.
+    await share.shareRootfs('c-tty-bad', [], rootfs);
+    await agent.createContainer('c-tty-bad', { args: ['no-such-program'], terminal: true }, 'c-tty-bad');
+    await assert.rejects(agent.startContainer('c-tty-bad'), (e: Error) => e instanceof InternalError && /exec no-such-program: No such file/.test(e.message));
+    assert.equal(await agent.waitProcess('c-tty-bad'), 127);
+    await remove('c-tty-bad');
+  });
+
+  it('execs processes with a terminal: the controlling terminal, its size, exit codes, ^D and ^C, errors', async () => {
+    await run('c-tty-exec', ['sleep', '100']);
+    await assert.rejects(agent.ttyWinResize('c-tty-exec', '', 10, 10), FailedPreconditionError, 'the init has no terminal');
+    await assert.rejects(agent.ttyWinResize('c-tty-exec', 'no-such-exec', 10, 10), NotFoundError);
+    await assert.rejects(agent.ttyWinResize('no-such', '', 10, 10), NotFoundError);
+    await assert.rejects(agent.ttyWinResize('c-tty-exec', '', 65536, 10), InvalidArgumentError);
+
+    // /dev/tty opens only for a process with a controlling terminal.
+    await agent.execProcess('c-tty-exec', 'e1', { args: ['sh', '-c', 'read -r line; stty size; echo ctty > /dev/tty; exit 3'], terminal: true });
+    await agent.ttyWinResize('c-tty-exec', 'e1', 37, 101);
+    await agent.writeStdin('c-tty-exec', 'e1', Buffer.from('go\n'));
+    assert.deepEqual(await collect(agent, 'c-tty-exec', 'e1'), { stdout: 'go\r\n37 101\r\nctty\r\n', stderr: '', code: 3 });
+
+    // CloseStdin after a partial line: cat gets the line, then end of file.
+    await agent.execProcess('c-tty-exec', 'e2', { args: ['cat'], terminal: true });
+    await agent.writeStdin('c-tty-exec', 'e2', Buffer.from('partial'));
+    await agent.closeStdin('c-tty-exec', 'e2');
+    assert.deepEqual(await collect(agent, 'c-tty-exec', 'e2'), { stdout: 'partialpartial', stderr: '', code: 0 });
+
+    // ^C is SIGINT for the terminal's foreground process group: the shell and its sleep.
+    await agent.execProcess('c-tty-exec', 'e3', { args: ['sh', '-c', 'echo ready; sleep 100; echo not interrupted'], terminal: true });
+    let seen = '';
+    while (!seen.includes('ready')) seen += (await agent.readStdout('c-tty-exec', 'e3')).toString();
+    await agent.writeStdin('c-tty-exec', 'e3', Buffer.from('\x03'));
+    const e3 = await collect(agent, 'c-tty-exec', 'e3');
+    assert.equal(e3.code, 130, `output: ${seen}${e3.stdout}`);
+    assert.doesNotMatch(e3.stdout, /not interrupted/);
+
+    await assert.rejects(agent.execProcess('c-tty-exec', 'e4', { args: ['no-such-program'], terminal: true }),
+      (e: Error) => e instanceof InternalError && /exec no-such-program: No such file or directory/.test(e.message));
+    await agent.signalProcess('c-tty-exec', '', 9);
+    assert.equal(await agent.waitProcess('c-tty-exec'), 137);
+    await remove('c-tty-exec');
   });
 
   it('refuses a container whose rootfs is not shared, and bad ids', async () => {

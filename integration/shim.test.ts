@@ -7,6 +7,7 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import * as pty from 'node-pty';
 import { Client } from 'ttrpc-ts';
 import { processAlive, Store } from '../core';
 import { packJsonAny, TaskService, TypeUrl } from '../protos/containerd';
@@ -100,6 +101,19 @@ describe('shim: containerd-shim-hull-v2 with a real containerd and ctr', functio
     assert.equal(r.code, 0, r.stderr);
     assert.equal(r.stdout, 'got:hello from the host\n');
     await assertNothingLeft('stdin');
+  });
+
+  it('`ctr run -t` gives the container a terminal of the size of ctr\'s own', async () => {
+    // ctr -t needs a terminal of its own: run it on a pty (node-pty) of 33 rows and 77 columns.
+    const term = pty.spawn('ctr', ctd.ctrArgs(['run', '-t', '--rm', '--runtime', RUNTIME, BUSYBOX_IMAGE, 'tty', 'sh', '-c', 'stty size; tty >/dev/null; echo "tty=$?"; exit 4']), {
+      cols: 77, rows: 33, env: ctd.env as Record<string, string>,
+    });
+    let out = '';
+    term.onData((d) => (out += d));
+    const code = await new Promise<number>((resolve) => term.onExit((e) => resolve(e.exitCode)));
+    assert.equal(code, 4, out);
+    assert.match(out, /^33 77\r?$/m, out);
+    await assertNothingLeft('tty');
   });
 
   it('serves exec, ps, pause/resume, metrics and kill on a running task', async () => {

@@ -2,12 +2,18 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { hostname, mountOptions, pathUnder, plainName, realPathUnder } from '../validate';
+import { hostname, mountOptions, pathUnder, plainName, realPathUnder, uint16 } from '../validate';
 
 describe('agent input validation', () => {
   it('accepts plain names and refuses path-like ones', () => {
     assert.equal(plainName('kataShared', 'tag'), 'kataShared');
     for (const bad of ['', '.', '..', 'a/b', '../x', '-x', 'a b', 'x\0y', 'a'.repeat(200)]) assert.throws(() => plainName(bad, 'tag'), /not a plain name/);
+  });
+
+  it('takes terminal sizes from 0 to 65535 only', () => {
+    assert.equal(uint16(65535, 'row'), 65535);
+    assert.equal(uint16(undefined, 'row'), 0);
+    for (const bad of [65536, -1, 1.5, NaN, 'x']) assert.throws(() => uint16(bad, 'row'), /not an integer from 0 to 65535/);
   });
 
   it('keeps paths strictly below their root, normalized', () => {

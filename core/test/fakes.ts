@@ -161,6 +161,9 @@ export class FakeAgent implements AgentClient {
   async closeStdin(containerId: string, execId: string): Promise<void> {
     this.proc(containerId, execId).stdinClosed = true;
   }
+  async ttyWinResize(containerId: string, execId: string, rows: number, cols: number): Promise<void> {
+    this.calls.push(`ttyWinResize ${containerId} ${execId} ${rows}x${cols}`);
+  }
   async signalProcess(containerId: string, execId: string, signal: number): Promise<void> {
     this.calls.push(`signalProcess ${containerId} ${execId} ${signal}`);
   }

@@ -4,7 +4,7 @@ import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { bundleAgent } from '../agent-bundle';
+import { bundleAgent, keepNativeFile } from '../agent-bundle';
 
 describe('guest agent bundle', () => {
   let dir: string;
@@ -65,6 +65,26 @@ describe('guest agent bundle', () => {
 
     write('app/node_modules/hull-vsock/package.json', '{"name":"hull-vsock","main":"dist/index.js","files":["dist/*.js"]}');
     await assert.rejects(bundleAgent(entry, path.join(dir, 'out2'), ['hull-vsock']), /not a plain relative path/);
+  });
+
+  it('copies only what a native package needs at run time on this platform', async () => {
+    const entry = write('app/main.js', "require('node-pty');\n");
+    const files = ['package.json', 'LICENSE', 'lib/index.js', 'lib/index.js.map', 'lib/index.test.js', 'build/Release/pty.node',
+      'build/Release/obj.target/pty.o', 'build/Makefile', 'src/pty.cc', 'typings/node-pty.d.ts', 'prebuilds/win32-x64/pty.node'];
+    for (const f of files) write(`app/node_modules/node-pty/${f}`, f === 'package.json' ? '{"name":"node-pty","main":"lib/index.js"}' : 'x');
+    const out = path.join(dir, 'out');
+    const bundle = await bundleAgent(entry, out, ['node-pty']);
+    const copied = (d: string): string[] => fs.readdirSync(d, { recursive: true, withFileTypes: true }).filter((e) => e.isFile())
+      .map((e) => path.relative(path.join(out, 'node_modules/node-pty'), path.join(e.parentPath, e.name))).sort();
+    assert.deepEqual(copied(path.join(out, 'node_modules/node-pty')), ['LICENSE', 'build/Release/pty.node', 'lib/index.js', 'package.json']);
+    assert.ok(!bundle.inputs.some((f) => f.endsWith('pty.cc')), 'files left out are not inputs either');
+  });
+
+  it('keeps the prebuilt binaries of the platform asked for only', () => {
+    assert.equal(keepNativeFile('prebuilds/linux-x64/pty.node', 'linux-x64'), true);
+    assert.equal(keepNativeFile('prebuilds/darwin-arm64/pty.node', 'linux-x64'), false);
+    assert.equal(keepNativeFile('build/Release/.deps/x.d', 'linux-x64'), false);
+    assert.equal(keepNativeFile('lib/shared/conout.js', 'linux-x64'), true);
   });
 
   it('says how to fix a missing entry point', async () => {

@@ -8,7 +8,7 @@ import { once } from 'node:events';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { compileHullInit, hullInitConfig } from '../hull-init';
+import { compileHullCtty, compileHullInit, hullInitConfig } from '../hull-init';
 
 const hasStaticLibc = spawnSync('gcc', ['-print-file-name=libc.a'], { encoding: 'utf8' }).stdout?.trim().startsWith('/') ?? false;
 
@@ -81,6 +81,81 @@ describe('hull-init', () => {
       const r = runInit(['--exec', path.join(dir, 'missing')]);
       assert.equal(r.status, 127);
       assert.match(r.stderr, /^hull-init: exec .*missing: No such file or directory$/m);
+    });
+  });
+
+  describe('hull-ctty', function () {
+    this.timeout(30_000);
+    let dir: string;
+    let ctty: string;
+    // node-pty's native openpty, as the agent uses it (agent/terminal.ts).
+    let pty: { open(cols: number, rows: number): { master: number; slave: number }; resize(fd: number, cols: number, rows: number): void };
+
+    before(async function () {
+      if (!hasStaticLibc) this.skip();
+      dir = fs.mkdtempSync(path.join(os.tmpdir(), 'hull-ctty-'));
+      ctty = path.join(dir, 'hull-ctty');
+      await compileHullCtty(ctty);
+      pty = ((await import('node-pty')) as unknown as { native: typeof pty }).native;
+    });
+
+    after(() => {
+      if (dir) fs.rmSync(dir, { recursive: true, force: true });
+    });
+
+    /** hull-ctty run as the agent runs it: as /proc/self/fd/3, the pty's slave as stdio, fd 4 its status channel. */
+    function runCtty(args: string[], input: string, onOutput: (text: string, master: number) => void): Promise<{ code: number | null; output: string; status: string }> {
+      const { master, slave } = pty.open(80, 24);
+      const self = fs.openSync(ctty, 'r');
+      const child = spawn('/proc/self/fd/3', args, { stdio: [slave, slave, slave, self, 'pipe'] });
+      fs.closeSync(self);
+      fs.closeSync(slave);
+      fs.writeSync(master, input);
+      let status = '';
+      child.stdio[4]!.on('data', (d: Buffer) => (status += d.toString()));
+      const ended = Promise.all([once(child, 'exit'), once(child.stdio[4]!, 'close')]);
+      return new Promise((resolve) => {
+        let output = '';
+        const buf = Buffer.alloc(65536);
+        const poll = (): void => {
+          for (;;) {
+            try {
+              const n = fs.readSync(master, buf, 0, buf.length, null);
+              if (n === 0) break;
+              output += buf.toString('utf8', 0, n);
+              onOutput(output, master);
+            } catch (err) {
+              if ((err as NodeJS.ErrnoException).code === 'EAGAIN') return void setTimeout(poll, 5);
+              break; // EIO: no slave left
+            }
+          }
+          fs.closeSync(master);
+          void ended.then(() => resolve({ code: child.exitCode, output, status }));
+        };
+        poll();
+      });
+    }
+
+    it('makes the pty the controlling terminal of the program it runs, in the foreground: SIGWINCH comes from the kernel', async () => {
+      let resized = false;
+      const script = 'read -r line < /dev/tty; echo "got $line"; trap "echo winch; exit 7" WINCH; echo ready; while :; do sleep 0.05; done';
+      const r = await runCtty(['sh', '-c', script], 'hello\n', (out, master) => {
+        if (out.includes('ready') && !resized) {
+          resized = true;
+          pty.resize(master, 100, 30);
+        }
+      });
+      assert.equal(r.code, 7, r.output);
+      assert.match(r.output, /got hello/);
+      assert.match(r.output, /winch/);
+      assert.equal(r.status, '', 'end of file on the status channel: the program was executed');
+    }).timeout(30_000);
+
+    it('reports a program it cannot run on fd 4 and exits 127', async () => {
+      const r = await runCtty(['no-such-program'], '', () => undefined);
+      assert.equal(r.code, 127);
+      assert.equal(r.status, 'exec no-such-program: No such file or directory');
+      assert.match(r.output, /hull-ctty: exec no-such-program: No such file or directory/);
     });
   });
 });

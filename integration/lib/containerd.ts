@@ -31,6 +31,9 @@ export interface PrivateContainerd {
   log: string;
   /** Runs ctr and collects its output (`input` goes to its stdin). */
   ctr(args: readonly string[], opts?: { input?: string | Buffer; timeoutMs?: number; stdoutFile?: string }): Promise<CtrResult>;
+  /** ctr's arguments for this containerd (address and namespace first), and the environment tests run it with. */
+  ctrArgs(args: readonly string[]): string[];
+  env: NodeJS.ProcessEnv;
   /** Spawns ctr and returns the child (for tests that talk to it while it runs). */
   spawnCtr(args: readonly string[]): ChildProcess;
   stop(): Promise<void>;
@@ -108,7 +111,7 @@ export async function startContainerd(opts: { hullConfig?: string; namespace?: s
     for (const m of (await mountsUnder(dir)).reverse()) spawnSync('umount', ['-l', m.mountPoint]);
     fs.rmSync(dir, { recursive: true, force: true });
   };
-  return { dir, address, namespace, stateDir, process: child, log, ctr, spawnCtr, stop };
+  return { dir, address, namespace, stateDir, process: child, log, ctr, ctrArgs, env, spawnCtr, stop };
 }
 
 function sha256(data: Buffer): string {

@@ -1,0 +1,303 @@
+/**
+ * Terminal processes (OCI process.terminal): the process gets a pty as its stdin, stdout and stderr and as its
+ * controlling terminal. Its output is the pty's (stdout; stderr is at end of file at once, as Kata does it), stdin
+ * writes go to the pty, CloseStdin sends VEOF (^D) and TtyWinResize sets the pty's size.
+ *
+ * Design. The agent allocates the pty itself (node-pty's openpty, in the guest's devpts, as Kata's agent does)
+ * and keeps the master; the slave becomes the process's stdio through crun exactly as the pipes of a process
+ * without a terminal do (`crun create` / `crun exec --detach`, the process orphaned and its exit status reported
+ * by hull-init's reaper). One thing crun cannot do with a pty it did not open: make it the controlling terminal.
+ * crun always setsid()s the container process and only sets a controlling terminal on a pty of its own, which it
+ * opens inside the container and then either hands over on --console-socket (SCM_RIGHTS: neither node nor
+ * node-pty can receive a file descriptor) or proxies itself in the foreground. So the process's first program is
+ * hull-ctty (guest/init/hull-ctty.c, a small static program in the image): crun runs it as /proc/self/fd/3 (the agent opens
+ * it and crun keeps it with --preserve-fds, so nothing is mounted in the container), it calls setsid() and
+ * TIOCSCTTY on stdin and executes the real program, keeping the pid. Fd 4 is its exec status channel: end of file
+ * once the program runs, or one line saying why it could not (so a missing executable still fails
+ * ExecProcess/StartContainer as it does without a terminal).
+ *
+ * Why not the alternatives, with crun 1.8.1 (Debian 12's, the guest's; from its source and tried on a host):
+ * - node-pty spawning `crun run`/`crun exec --tty` in the foreground (crun's stdio the pty, terminal: true): crun
+ *   opens a second pty in the container and proxies it to its stdio. It forwards SIGWINCH to the process as a
+ *   signal but never copies the new size to its own pty (so `stty size` does not change), and when the process
+ *   exits it stops copying at once: what is still in its pty goes to crun's log, not to stdout. Output is lost.
+ * - The same with terminal: false: the pty is the process's stdio, and crun forwards the signals it receives as
+ *   the terminal's foreground process (SIGWINCH, SIGINT from ^C) to the process, but the process has no
+ *   controlling terminal (crun's setsid), so ^C reaches only the process and not its children, /dev/tty cannot be
+ *   opened and shells turn job control off. It also cannot split CreateContainer from StartContainer, and
+ *   node-pty's UnixTerminal destroys the pty 200 ms after the child exits, unread output or not.
+ * With hull-ctty the kernel does the rest: TIOCSWINSZ on the master sends SIGWINCH to the foreground process
+ * group, ^C is SIGINT for it, exit statuses are exact (the reaper), and WaitProcess answers only after the master
+ * reached end of file (EIO once the last slave is closed), so all output is read first.
+ *
+ * node-pty is used through its native layer (open: openpty; resize: TIOCSWINSZ), which it exports as `native`
+ * without promising it (hence the exact version in package.json); its UnixTerminal is not used, for the reason
+ * above and because its writes retry EAGAIN in a busy loop. Its fds are not close-on-exec, so programs the agent
+ * starts while a terminal is open inherit them: crun closes them for container processes, and crun and the
+ * agent's other commands exit soon after; the agent's slave copy is closed as soon as crun has run.
+ *
+ * The master is read with non-blocking reads of its own (PtyOutput), not with node's tty.ReadStream: libuv takes
+ * a hangup seen after a short read for end of file, and a pty returns a few KiB per read, so when a process
+ * exits right after writing, what the pty still holds is dropped (here the tail of 3000 lines written at once was
+ * lost in one run out of five to eight). Reads go on until EIO, which the master returns once every slave fd is closed; while the
+ * pty is empty it is polled, every 1 ms at first and at most every 50 ms, and at once again after input.
+ */
+import type { ChildProcess, StdioOptions } from 'node:child_process';
+import fs from 'node:fs';
+import { Readable, Writable } from 'node:stream';
+import { Code, StatusError } from 'ttrpc-ts';
+import { log } from './log';
+import type { OciProcess } from './oci';
+import type { ProcessTerminal } from './process';
+
+/** Where the guest image has hull-ctty (guest/config.ts, GUEST_PATHS.hullCtty). */
+export const HULL_CTTY = '/sbin/hull-ctty';
+/** How crun runs hull-ctty: its fd 3, passed on with --preserve-fds (fd 4 is the exec status channel). */
+export const CTTY_ARG0 = '/proc/self/fd/3';
+export const PRESERVED_FDS = 2;
+
+/** The size a terminal gets when the spec has no console size (the usual VT100 default). */
+export const DEFAULT_SIZE: TerminalSize = { rows: 24, cols: 80 };
+
+const VEOF = Buffer.from([0x04]);
+/** Longest exec failure line read from hull-ctty. */
+const REPORT_LIMIT = 1024;
+/** Delays between polls of an empty pty (output) or a full one (input), growing to the last. */
+const POLL_MS = [1, 2, 5, 10, 20, 50];
+const READ_CHUNK = 64 * 1024;
+
+export interface TerminalSize {
+  rows: number;
+  cols: number;
+}
+
+/** node-pty's native module (src/unix/pty.cc), the two functions used here. */
+interface PtyNative {
+  open(cols: number, rows: number): { master: number; slave: number; pty: string };
+  resize(fd: number, cols: number, rows: number): void;
+}
+
+let native: PtyNative | undefined;
+
+/** Loaded on first use: an agent that never opens a terminal never loads the native module. */
+async function ptyNative(): Promise<PtyNative> {
+  if (native) return native;
+  let mod: { native?: PtyNative | null; default?: { native?: PtyNative | null } };
+  try {
+    mod = (await import('node-pty')) as unknown as typeof mod;
+  } catch (cause) {
+    throw new StatusError(Code.FAILED_PRECONDITION, `terminals need node-pty, which does not load here: ${(cause as Error).message}`, { cause });
+  }
+  const n = mod.native ?? mod.default?.native;
+  if (typeof n?.open !== 'function' || typeof n.resize !== 'function') throw new StatusError(Code.INTERNAL, 'node-pty has no native open/resize: not the version hull was built with');
+  native = n;
+  return n;
+}
+
+/** crun's view of a process that asked for a terminal: no terminal of crun's own, and hull-ctty runs first. */
+export function crunProcess(p: OciProcess): OciProcess {
+  const { consoleSize: _size, ...rest } = p;
+  return { ...rest, terminal: false, args: [CTTY_ARG0, ...p.args] };
+}
+
+/** The size a process's terminal starts with: its console size where both dimensions are given. */
+export function initialSize(p: OciProcess): TerminalSize {
+  const box = p.consoleSize;
+  return box && box.height > 0 && box.width > 0 ? { rows: box.height, cols: box.width } : DEFAULT_SIZE;
+}
+
+/**
+ * The master's output until end of file (EIO: no slave fd is open any more), read without blocking and polled
+ * while the pty is empty. Destroying it closes the master.
+ */
+export class PtyOutput extends Readable {
+  private timer: NodeJS.Timeout | undefined;
+  private idle = 0;
+  private readonly buffer = Buffer.allocUnsafe(READ_CHUNK);
+
+  constructor(private readonly fd: number) {
+    super({ highWaterMark: READ_CHUNK });
+  }
+
+  override _read(): void {
+    this.pump();
+  }
+
+  /** Output is expected soon (input was written): the next poll is at once. */
+  wake(): void {
+    if (!this.timer) return;
+    this.idle = 0;
+    clearTimeout(this.timer);
+    this.timer = undefined;
+    setImmediate(() => this.pump());
+  }
+
+  override _destroy(err: Error | null, done: (err?: Error | null) => void): void {
+    clearTimeout(this.timer);
+    this.timer = undefined;
+    try {
+      fs.closeSync(this.fd);
+    } catch {
+      // closed already
+    }
+    done(err);
+  }
+
+  private pump(): void {
+    clearTimeout(this.timer);
+    this.timer = undefined;
+    while (!this.destroyed) {
+      let n: number;
+      try {
+        n = fs.readSync(this.fd, this.buffer, 0, READ_CHUNK, null);
+      } catch (err) {
+        const code = (err as NodeJS.ErrnoException).code;
+        if (code === 'EAGAIN') {
+          this.timer = setTimeout(() => this.pump(), POLL_MS[Math.min(this.idle++, POLL_MS.length - 1)]);
+          this.timer.unref();
+        } else if (code === 'EIO') {
+          this.push(null);
+        } else {
+          this.destroy(err as Error);
+        }
+        return;
+      }
+      if (n === 0) {
+        this.push(null);
+        return;
+      }
+      this.idle = 0;
+      if (!this.push(Buffer.from(this.buffer.subarray(0, n)))) return; // _read is called again when there is room
+    }
+  }
+}
+
+/**
+ * One process's pty: the master (output as a stream, input written with back-off on EAGAIN) and, until the process
+ * has it, the slave. The master is closed by the output stream: once it has ended and been read, or by close().
+ */
+export class Terminal implements ProcessTerminal {
+  readonly output: PtyOutput;
+  /** The process's stdin: writes go to the master; end() sends VEOF. */
+  readonly input: Writable;
+  private slave: number | undefined;
+  /** Whether the input written so far ends a line (VEOF then needs to be sent once, not twice). */
+  private atLineStart = true;
+  private report: Promise<string | undefined> | undefined;
+  private channel: Readable | undefined;
+
+  private constructor(private readonly pty: PtyNative, private readonly master: number, slave: number, readonly name: string) {
+    this.slave = slave;
+    this.output = new PtyOutput(master);
+    this.input = new Writable({
+      write: (chunk: Buffer, _encoding, done) => {
+        this.writeAll(chunk).then(() => done(), done);
+      },
+      final: (done) => {
+        // ^D at the start of a line is end of file for a reader in canonical mode; after a partial line the first
+        // one only hands the line over, so a second one is needed.
+        const eof = this.atLineStart ? VEOF : Buffer.concat([VEOF, VEOF]);
+        this.writeAll(eof).then(() => done(), done);
+      },
+    });
+  }
+
+  static async open(size: TerminalSize): Promise<Terminal> {
+    const pty = await ptyNative();
+    const { master, slave, pty: name } = pty.open(size.cols, size.rows);
+    return new Terminal(pty, master, slave, name);
+  }
+
+  /** crun's stdio: the slave as 0, 1 and 2, hull-ctty (`helper`, an open fd) as 3 and a new status channel as 4. */
+  stdio(helper: number): StdioOptions {
+    if (this.slave === undefined) throw new Error(`terminal ${this.name} has given its slave away already`);
+    return [this.slave, this.slave, this.slave, helper, 'pipe'];
+  }
+
+  /** Takes hull-ctty's status channel from the crun that stdio() was given to. */
+  attach(child: ChildProcess): void {
+    const channel = child.stdio[4] as Readable | null | undefined;
+    if (!channel) throw new Error('crun has no status channel on fd 4');
+    this.channel = channel;
+    this.report = new Promise((resolve) => {
+      const chunks: Buffer[] = [];
+      let size = 0;
+      channel.on('data', (chunk: Buffer) => {
+        if (size < REPORT_LIMIT) chunks.push(chunk);
+        size += chunk.length;
+      });
+      const end = (): void => {
+        const text = Buffer.concat(chunks).toString('utf8', 0, REPORT_LIMIT).trim();
+        resolve(text || undefined);
+      };
+      channel.on('end', end);
+      channel.on('close', end);
+      channel.on('error', end);
+    });
+  }
+
+  /** Once crun has given the slave to the process: the agent's copy is closed, so the output ends with the process's. */
+  releaseSlave(): void {
+    if (this.slave === undefined) return;
+    fs.closeSync(this.slave);
+    this.slave = undefined;
+  }
+
+  /**
+   * Resolves once hull-ctty has executed the process's program; rejects with its report when it could not. After
+   * `timeoutMs` without an answer the program is taken as started.
+   */
+  async execed(timeoutMs: number): Promise<void> {
+    if (!this.report) return;
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<'timeout'>((resolve) => (timer = setTimeout(() => resolve('timeout'), timeoutMs)));
+    const outcome = await Promise.race([this.report, timeout]);
+    clearTimeout(timer);
+    this.report = undefined;
+    this.channel?.destroy();
+    if (outcome === 'timeout') {
+      log.warn('no exec status from hull-ctty in time; the process is taken as started', { terminal: this.name, timeoutMs });
+      return;
+    }
+    if (outcome !== undefined) throw new StatusError(Code.INTERNAL, `the process cannot start: ${outcome}`);
+  }
+
+  /** Sets the window size; the kernel sends SIGWINCH to the terminal's foreground process group. */
+  resize(size: TerminalSize): void {
+    if (this.output.destroyed) return; // the process is gone and its output was read: nobody to tell
+    this.pty.resize(this.master, size.cols, size.rows);
+  }
+
+  /** Closes the master (a process still on the terminal gets SIGHUP), the agent's slave and the status channel. */
+  close(): void {
+    this.releaseSlave();
+    this.channel?.destroy();
+    this.input.destroy();
+    this.output.destroy();
+  }
+
+  /**
+   * Writes all of `data` to the master. Writes are synchronous so that they never race the output stream closing
+   * the master (its fd number could be reused); a full pty (EAGAIN) is retried with a growing delay.
+   */
+  private async writeAll(data: Buffer): Promise<void> {
+    let offset = 0;
+    let attempt = 0;
+    while (offset < data.length) {
+      if (this.output.destroyed) throw new Error('the terminal is closed');
+      try {
+        offset += fs.writeSync(this.master, data, offset);
+        attempt = 0;
+      } catch (err) {
+        const code = (err as NodeJS.ErrnoException).code;
+        if (code !== 'EAGAIN') throw new Error(code === 'EIO' ? 'the terminal has no process any more' : `terminal write: ${(err as Error).message}`, { cause: err });
+        await new Promise((resolve) => setTimeout(resolve, POLL_MS[Math.min(attempt++, POLL_MS.length - 1)]));
+      }
+    }
+    if (data.length) {
+      const last = data[data.length - 1];
+      this.atLineStart = last === 0x0a || last === 0x0d || last === 0x04;
+      this.output.wake(); // the terminal echoes input, and the process probably answers it
+    }
+  }
+}
