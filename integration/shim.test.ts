@@ -106,7 +106,7 @@ describe('shim: containerd-shim-hull-v2 with a real containerd and ctr', functio
   it('`ctr run -t` gives the container a terminal of the size of ctr\'s own', async () => {
     // ctr -t needs a terminal of its own: run it on a pty (node-pty) of 33 rows and 77 columns.
     const term = pty.spawn('ctr', ctd.ctrArgs(['run', '-t', '--rm', '--runtime', RUNTIME, BUSYBOX_IMAGE, 'tty', 'sh', '-c', 'stty size; tty >/dev/null; echo "tty=$?"; exit 4']), {
-      cols: 77, rows: 33, env: ctd.env as Record<string, string>,
+      cols: 77, rows: 33, env: ctd.env,
     });
     let out = '';
     term.onData((d) => (out += d));
