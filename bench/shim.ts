@@ -78,16 +78,21 @@ async function startLatency(binary: string, env: NodeJS.ProcessEnv): Promise<num
     const bundle = fs.mkdtempSync(path.join(os.tmpdir(), 'hull-bench-start-'));
     fs.writeFileSync(path.join(bundle, 'config.json'), JSON.stringify({ ociVersion: '1.0.2', annotations: {} }));
     const id = `benchstart-${process.pid}-${i}`;
-    const t0 = performance.now();
-    const { stdout } = await execFileAsync(binary, ['-namespace', 'benchstart', '-address', '/run/containerd/containerd.sock', '-publish-binary', '/usr/bin/containerd', '-id', id, 'start'], { cwd: bundle, env });
-    times.push(performance.now() - t0);
-    const address = stdout.trim();
-    const client = await Client.connect(address);
-    await client.call(TaskService.Shutdown, { id }, { timeoutMs: 5_000 }).catch(() => undefined);
-    client.close();
-    await new Promise((r) => setTimeout(r, 100));
-    fs.rmSync(address.replace('unix://', ''), { force: true });
-    fs.rmSync(bundle, { recursive: true, force: true });
+    try {
+      const t0 = performance.now();
+      const started = execFileAsync(binary, ['-namespace', 'benchstart', '-address', '/run/containerd/containerd.sock', '-publish-binary', '/usr/bin/containerd', '-id', id, 'start'], { cwd: bundle, env, timeout: 30_000 });
+      started.child.stdin?.end(); // no runtime options: runc's start reads stdin to its end
+      const { stdout } = await started;
+      times.push(performance.now() - t0);
+      const address = stdout.trim();
+      const client = await Client.connect(address);
+      await client.call(TaskService.Shutdown, { id }, { timeoutMs: 5_000 }).catch(() => undefined);
+      client.close();
+      await new Promise((r) => setTimeout(r, 100));
+      fs.rmSync(address.replace('unix://', ''), { force: true });
+    } finally {
+      fs.rmSync(bundle, { recursive: true, force: true });
+    }
   }
   return times;
 }
