@@ -19,7 +19,10 @@ import type { ContainerAgentClient } from '../agent-client';
 import type { Logger } from '../hypervisor/types';
 import type { StdioPaths } from './events';
 
-const CHUNK = 64 * 1024;
+/** Largest ReadStdout/ReadStderr asked for (the agent's limit): fewer round trips over the agent channel. */
+const READ_CHUNK = 1 << 20;
+/** Largest WriteStdin sent at once. */
+const WRITE_CHUNK = 64 * 1024;
 
 type Sink = { write(chunk: Buffer): Promise<void>; end(): Promise<void> };
 
@@ -170,7 +173,7 @@ export class ProcessIo {
         chain = chain.then(async () => {
           if (broken) return;
           try {
-            for (let off = 0; off < chunk.length; ) off += await agent.writeStdin(containerId, execId, chunk.subarray(off, off + CHUNK));
+            for (let off = 0; off < chunk.length; ) off += await agent.writeStdin(containerId, execId, chunk.subarray(off, off + WRITE_CHUNK));
           } catch (err) {
             broken = true;
             logger.debug({ containerId, execId, error: errorMessage(err) }, 'stdin: the process no longer takes input');
@@ -213,7 +216,7 @@ export class ProcessIo {
     const read = stream === 'stdout' ? agent.readStdout.bind(agent) : agent.readStderr.bind(agent);
     try {
       for (;;) {
-        const data = await read(containerId, execId, CHUNK);
+        const data = await read(containerId, execId, READ_CHUNK);
         if (data.length === 0) break;
         // Without a sink the output is still read, or the process would block on a full pipe in the guest.
         if (sink && !this.closed) await sink.write(data);
