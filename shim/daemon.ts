@@ -45,6 +45,7 @@ export async function runDaemon(flags: ShimFlags, binDir: string): Promise<void>
     logger,
     publisher,
     onShutdown: () => void exit(0),
+    onDebug: () => (logger.level = 'debug'),
   });
   server.register(TaskService, service.implementation());
 

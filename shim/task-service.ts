@@ -32,6 +32,8 @@ export interface TaskServiceOptions {
   publisher: EventPublisher;
   /** Asked to exit once Shutdown finds no container left. */
   onShutdown(): void;
+  /** The configuration asks for debug logs (containerd's -debug flag is the other way). */
+  onDebug?(): void;
 }
 
 function timestamp(d: Date | undefined): TimestampLike | null {
@@ -119,6 +121,7 @@ export class TaskServiceImpl {
   private makeSandbox(configPath: string): Sandbox {
     const { config, source } = loadConfig({ configPath, env: process.env, binDir: this.o.binDir });
     this.config = config;
+    if (config.runtime.debug) this.o.onDebug?.();
     this.o.logger.info({ source }, 'configuration loaded');
     return new Sandbox({
       namespace: this.o.namespace,
