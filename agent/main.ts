@@ -18,7 +18,6 @@ import { Containers } from './container';
 import { GuestSandbox } from './sandbox';
 import { registerServices } from './service';
 import { agentChannels, kernelParams, uptimeMs } from './system';
-import { AGENT_VSOCK_PORT, VsockListener } from './vsock';
 
 const SERIAL_PORT_NAME = 'agent.channel.0';
 const CHANNELS = ['serial', 'vsock'];
@@ -81,7 +80,8 @@ async function main(): Promise<void> {
     if (unknown.length) throw new Error(`agent transport ${JSON.stringify(transport)} is not supported by this agent (supported: ${CHANNELS.join(', ')})`);
     await Promise.all(channels.map(async (channel) => {
       if (channel === 'vsock') {
-        await loadVsockModules();
+        // Loaded only for this channel: hull-vsock's native module is not worth its load time on a serial boot.
+        const [{ AGENT_VSOCK_PORT, VsockListener }] = await Promise.all([import('./vsock.js'), loadVsockModules()]);
         VsockListener.start(AGENT_VSOCK_PORT, (stream) => server.serveStream(stream));
         return;
       }

@@ -9,6 +9,9 @@
  * runs the bundle's top-level code with HULL_AGENT_LOAD_ONLY=1 (the agent loads its modules and does not start),
  * then writes `script.createCachedData()`, which then covers every function compiled so far.
  *
+ * The bundle must not use `import()` of an external package: functions that come from the code cache lose the
+ * script's dynamic import callback (ERR_VM_DYNAMIC_IMPORT_CALLBACK_MISSING), so external packages are `require`d.
+ *
  * A cache that V8 rejects (another node, other V8 flags) costs only its reading: the bundle is compiled as without
  * one. What happened is kept for the agent's `ready` line (`codeCacheState()`).
  */
@@ -53,13 +56,16 @@ export interface LoadOptions {
 export function runBundle(bundle: string, cache: string, opts: LoadOptions = {}): CodeCacheState {
   const source = fs.readFileSync(bundle, 'utf8');
   const cachedData = opts.writeCache ? undefined : readOptional(cache);
-  const script = new vm.Script(Module.wrap(source), { filename: bundle, ...(cachedData ? { cachedData } : {}) });
+  const require = createRequire(bundle);
+  const script = new vm.Script(Module.wrap(source), {
+    filename: bundle,
+    ...(cachedData ? { cachedData } : {}),
+  });
   const state: CodeCacheState = opts.writeCache ? 'produced' : !cachedData ? 'absent' : script.cachedDataRejected ? 'rejected' : 'accepted';
   (globalThis as Record<symbol, CodeCacheState>)[STATE_KEY] = state;
   const wrapper = script.runInThisContext() as (exports: unknown, require: NodeJS.Require, module: Module, filename: string, dirname: string) => void;
   const mod = new Module(bundle);
   mod.filename = bundle;
-  const require = createRequire(bundle);
   if (opts.writeCache) process.env[LOAD_ONLY_ENV] = '1';
   try {
     wrapper.call(mod.exports, mod.exports, require, mod, bundle, path.dirname(bundle));
