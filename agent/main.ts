@@ -6,7 +6,8 @@
  * name can be changed with `hull.agent_port=NAME`; `hull.agent=serial,vsock` serves on both, which lets a test
  * whose host speaks serial reach the vsock listener from inside the guest) and serves Kata's
  * agent API over ttrpc on it. With HULL_AGENT_SOCKET set it instead serves on that unix socket and touches nothing
- * of the system (how the agent's own tests run it on the host).
+ * of the system (how the agent's own tests run it on the host). With HULL_AGENT_LOAD_ONLY set it only loads its
+ * modules and does not start: how the image build makes the bundle's code cache (guest/agent-loader.ts).
  */
 import { Server } from 'ttrpc-ts';
 import { initGuest, loadVsockModules } from './init';
@@ -17,7 +18,6 @@ import { Containers } from './container';
 import { GuestSandbox } from './sandbox';
 import { registerServices } from './service';
 import { agentChannels, kernelParams, uptimeMs } from './system';
-import { AGENT_VSOCK_PORT, VsockListener } from './vsock';
 
 const SERIAL_PORT_NAME = 'agent.channel.0';
 const CHANNELS = ['serial', 'vsock'];
@@ -26,6 +26,8 @@ const testSocket = process.env.HULL_AGENT_SOCKET;
 const underInit = !testSocket && underHullInit();
 /** The guest's init daemon: under hull-init, or (an image without it) node itself as PID 1. */
 const isInit = underInit || process.pid === 1;
+/** What the guest's loader (guest/agent-loader.ts) did with the bundle's V8 code cache; undefined without the loader. */
+const codeCache = (globalThis as Record<symbol, string | undefined>)[Symbol.for('hull.agent.codeCache')];
 /** Exit statuses of the guest's orphans (container init processes), from hull-init; opened once the agent serves. */
 let reaper: Reaper | undefined;
 
@@ -78,7 +80,8 @@ async function main(): Promise<void> {
     if (unknown.length) throw new Error(`agent transport ${JSON.stringify(transport)} is not supported by this agent (supported: ${CHANNELS.join(', ')})`);
     await Promise.all(channels.map(async (channel) => {
       if (channel === 'vsock') {
-        await loadVsockModules();
+        // Loaded only for this channel: hull-vsock's native module is not worth its load time on a serial boot.
+        const [{ AGENT_VSOCK_PORT, VsockListener }] = await Promise.all([import('./vsock.js'), loadVsockModules()]);
         VsockListener.start(AGENT_VSOCK_PORT, (stream) => server.serveStream(stream));
         return;
       }
@@ -91,15 +94,18 @@ async function main(): Promise<void> {
   // Off the boot's critical path: statuses wait in the pipe (and in hull-init) until it is read.
   if (underInit) reaper = openHullInitReaper();
   // codeMs: from node's start to the agent's first line (node bootstrap and loading the agent bundle).
-  log.info('ready', { transport, startedMs, codeMs: Math.round(codeStart), initMs, readyMs, node: process.version });
+  log.info('ready', { transport, startedMs, codeMs: Math.round(codeStart), initMs, readyMs, node: process.version, codeCache });
+  if (codeCache === 'rejected') log.warn('V8 rejected the agent code cache (another node or other V8 flags than the image build\'s): the bundle was compiled instead');
 }
 
-process.on('uncaughtException', (err) => {
-  log.error('uncaught exception', { error: err.stack ?? String(err) });
-  powerOff(1);
-});
+if (!process.env.HULL_AGENT_LOAD_ONLY) {
+  process.on('uncaughtException', (err) => {
+    log.error('uncaught exception', { error: err.stack ?? String(err) });
+    powerOff(1);
+  });
 
-main().catch((err: unknown) => {
-  log.error('agent failed to start', { error: err instanceof Error ? err.message : String(err) });
-  powerOff(1);
-});
+  main().catch((err: unknown) => {
+    log.error('agent failed to start', { error: err instanceof Error ? err.message : String(err) });
+    powerOff(1);
+  });
+}

@@ -84,7 +84,10 @@ async function ptyNative(): Promise<PtyNative> {
   if (native) return native;
   let mod: { native?: PtyNative | null; default?: { native?: PtyNative | null } };
   try {
-    mod = (await import('node-pty')) as unknown as typeof mod;
+    // require, not import(): the guest runs the agent from a V8 code cache, whose functions lose vm.Script's
+    // dynamic import callback (guest/agent-loader.ts).
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    mod = require('node-pty') as typeof mod;
   } catch (cause) {
     throw new StatusError(Code.FAILED_PRECONDITION, `terminals need node-pty, which does not load here: ${(cause as Error).message}`, { cause });
   }

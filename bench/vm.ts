@@ -28,11 +28,21 @@ export function pssKiB(pid: number | undefined): number {
   }
 }
 
+/** codeMs and initMs of the agent's `ready` line on the guest console (NaN when absent). */
+export function agentReadyLine(console: string): { codeMs: number; initMs: number } {
+  const m = /hull-agent info ready (\{.*\})/.exec(console);
+  const fields = m ? (JSON.parse(m[1]!) as { codeMs?: number; initMs?: number }) : {};
+  return { codeMs: fields.codeMs ?? NaN, initMs: fields.initMs ?? NaN };
+}
+
 interface Boot {
   total_ms: number;
   qemu_start_ms: number;
   kernel_boot_ms: number;
   agent_start_ms: number;
+  /** Of agent_start: node's start and loading the agent's code, then the agent's init (mounts, modules). */
+  agent_code_ms: number;
+  agent_init_ms: number;
   other_ms: number;
   qemu_pss_mib: number;
   virtiofsd_pss_mib: number;
@@ -55,6 +65,7 @@ export async function benchVm(): Promise<Record<string, unknown>> {
       const details = await vm.agent.guestDetails();
       await vm.agent.createSandbox({ sandboxId: `bench${i}`, storages: [{ driver: 'virtio-fs', source: GUEST_SHARE_TAG, fstype: 'virtiofs', options: [], mountPoint: '/run/kata-containers/shared/containers' }] });
       await new Promise((r) => setTimeout(r, 1000)); // idle guest
+      const ready = agentReadyLine(fs.readFileSync(hv.consoleLogPath(), 'utf8'));
       const total = vm.timings.agentReadyMs;
       const qemu = vm.timings.qemuStartedMs;
       boots.push({
@@ -62,6 +73,8 @@ export async function benchVm(): Promise<Record<string, unknown>> {
         qemu_start_ms: round(qemu),
         kernel_boot_ms: round(details.agentStartedMs),
         agent_start_ms: round(details.agentReadyMs - details.agentStartedMs),
+        agent_code_ms: ready.codeMs,
+        agent_init_ms: ready.initMs,
         other_ms: round(total - qemu - details.agentReadyMs),
         qemu_pss_mib: round(pssKiB(hv.pid()) / 1024),
         virtiofsd_pss_mib: round(pssKiB(hv.virtiofsdPid()) / 1024),

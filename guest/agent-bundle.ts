@@ -85,11 +85,12 @@ const BUILD_OPTIONS = {
   logLevel: 'silent',
 } as const satisfies esbuild.BuildOptions;
 
-export async function bundleAgent(entry: string, outDir: string, natives: readonly string[]): Promise<AgentBundle> {
+/** Bundles `entry` into `<outDir>/<fileName>`, native packages into `<outDir>/node_modules/`. */
+export async function bundleAgent(entry: string, outDir: string, natives: readonly string[], fileName = 'main.js'): Promise<AgentBundle> {
   await fs.access(entry).catch(() => {
     throw new Error(`agent entry point ${entry} not found: build the agent first (make build), or pass --agent <file>`);
   });
-  const outfile = path.join(outDir, 'main.js');
+  const outfile = path.join(outDir, fileName);
   const workDir = path.dirname(entry);
   const external = [...natives, ...natives.map((n) => `${n}/*`)];
   const result = await esbuild.build({

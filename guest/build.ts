@@ -14,6 +14,7 @@ import * as path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { AGENT_NODE_FLAGS, GUEST_MODULES, GUEST_PATHS, NATIVE_MODULES, PACKAGES, ROOT_WAIT_SECONDS } from './config';
 import type { AgentBundle } from './agent-bundle';
+import { BUNDLE_FILE, CODE_CACHE_FILE } from './agent-loader';
 import { run } from './exec';
 import { busyboxApplets, kernelFiles, KernelFiles, KERNEL_METAPACKAGE, packageFile, packageVersion, queryPackages, readModule } from './host';
 import { buildInitramfs } from './initramfs';
@@ -28,6 +29,8 @@ const GUEST_DIR = path.join(REPO, 'guest');
 const OUT_DIR = path.join(GUEST_DIR, 'out');
 const LOCK = path.join(GUEST_DIR, '.build.lock');
 const DEFAULT_AGENT = path.join(REPO, 'dist', 'agent', 'main.js');
+/** The agent's loader as tsc compiled it (node builtins only), copied into the image as GUEST_PATHS.agentMain. */
+const AGENT_LOADER = path.join(__dirname, 'agent-loader.js');
 const OUTPUTS = ['vmlinuz', 'initrd.img', 'rootfs.img', 'manifest.json'] as const;
 
 interface Args {
@@ -110,7 +113,7 @@ interface Manifest {
   packages: Record<string, string>;
   node: { version: string; host: string; flags: readonly string[] };
   esbuild: string;
-  agent: { entry: string; bundleBytes: number; natives: string[] };
+  agent: { entry: string; bundleBytes: number; codeCacheBytes: number; natives: string[] };
   modules: { initrd: string[]; rootfs: string[]; builtin: string[]; missing: string[] };
   rootfs: { sizeBytes: number; contentBytes: number; inodes: number };
   files: Record<string, { size: number; sha256: string }>;
@@ -152,12 +155,13 @@ class ImageBuild {
     await this.stageModules(rootfsPlan);
     await this.stageInit();
     await this.selfTest(bundle.natives);
+    const codeCacheBytes = await this.writeCodeCache();
 
     const identities = Object.fromEntries([...this.inputs.entries()].sort(([a], [b]) => (a < b ? -1 : 1)));
     const key = stampKey(this.settings, identities);
     const uuid = key.slice(0, 32).replace(/^(.{8})(.{4})(.{4})(.{4})(.{12})$/, '$1-$2-$3-$4-$5');
     const ext4 = await makeExt4(this.staging, path.join(this.out, 'rootfs.img'), uuid);
-    const manifest = await this.writeManifest(started, initrdPlan, rootfsPlan, bundle, ext4);
+    const manifest = await this.writeManifest(started, initrdPlan, rootfsPlan, bundle, codeCacheBytes, ext4);
 
     const outputs: Record<string, number> = {};
     for (const name of OUTPUTS) outputs[name] = (await fs.stat(path.join(this.out, name))).size;
@@ -170,7 +174,7 @@ class ImageBuild {
     for (const file of files) if (!this.inputs.has(file)) this.inputs.set(file, await fileIdentity(file));
   }
 
-  private async writeManifest(started: number, initrd: LoadPlan, rootfs: LoadPlan, bundle: AgentBundle, ext4: Ext4Result): Promise<Manifest> {
+  private async writeManifest(started: number, initrd: LoadPlan, rootfs: LoadPlan, bundle: AgentBundle, codeCacheBytes: number, ext4: Ext4Result): Promise<Manifest> {
     const files: Manifest['files'] = {};
     for (const name of ['vmlinuz', 'initrd.img', 'rootfs.img']) {
       const file = path.join(this.out, name);
@@ -183,7 +187,7 @@ class ImageBuild {
       packages: Object.fromEntries([...this.settings.packages.entries(), [kernelPkg, kernelVersion] as const].sort()),
       node: { version: process.version, host: this.settings.node, flags: AGENT_NODE_FLAGS },
       esbuild: this.settings.esbuild,
-      agent: { entry: shown(this.args.agent), bundleBytes: bundle.bytes, natives: bundle.natives },
+      agent: { entry: shown(this.args.agent), bundleBytes: bundle.bytes, codeCacheBytes, natives: bundle.natives },
       modules: {
         initrd: initrd.load.map((m) => m.name),
         rootfs: rootfs.load.map((m) => m.name),
@@ -231,9 +235,26 @@ class ImageBuild {
   private async stageAgent(): Promise<AgentBundle> {
     // Loaded here, not at the top, so that the up-to-date check does not pay for loading esbuild.
     const { bundleAgent } = await import('./agent-bundle.js');
-    const bundle = await bundleAgent(this.args.agent, staged(this.staging, GUEST_PATHS.agentDir), NATIVE_MODULES);
+    const bundle = await bundleAgent(this.args.agent, staged(this.staging, GUEST_PATHS.agentDir), NATIVE_MODULES, BUNDLE_FILE);
     await this.addInputs(bundle.inputs);
+    // The loader without its source map comment (there is no map in the image).
+    const loader = (await fs.readFile(AGENT_LOADER, 'utf8')).replace(/\n\/\/# sourceMappingURL=.*\n?$/, '\n');
+    await writeGuestFile(this.staging, GUEST_PATHS.agentMain, loader);
     return bundle;
+  }
+
+  /**
+   * The bundle's V8 code cache, made by the image's own node (same V8, same AGENT_NODE_FLAGS) in a chroot of the
+   * staging folder: the loader runs the bundle's top-level code without starting the agent and writes the cache.
+   * Its inputs (bundle, node, flags, loader) are all in the fingerprint. Needs root, like the self-test; without
+   * it the image has no cache and the agent compiles its bundle at boot. Returns the cache's size (0: none).
+   */
+  private async writeCodeCache(): Promise<number> {
+    if (process.getuid?.() !== 0) return 0;
+    const cache = path.posix.join(GUEST_PATHS.agentDir, CODE_CACHE_FILE);
+    const made = await run('chroot', [this.staging, GUEST_PATHS.node, ...AGENT_NODE_FLAGS, GUEST_PATHS.agentMain, '--write-code-cache', cache], { allowFailure: true });
+    if (made.code !== 0) throw new Error(`the staged node could not load the agent bundle to make its code cache: ${made.stderr.trim()}`);
+    return (await fs.stat(staged(this.staging, cache))).size;
   }
 
   /**

@@ -32,6 +32,7 @@ export const GUEST_MODULES = {
 /** Paths inside the guest. */
 export const GUEST_PATHS = {
   agentDir: '/opt/hull/agent',
+  /** The loader (guest/agent-loader.ts), which runs the bundle agent.js with its code cache agent.cache. */
   agentMain: '/opt/hull/agent/main.js',
   node: '/usr/bin/node',
   crun: '/usr/bin/crun',
