@@ -189,6 +189,8 @@ export async function recoverFromRecord(
   }
   await step('unmount the share', () => share.cleanup());
   await step('remove the VM state folder', () => removeUnmounted(record.vmStateDir));
+  // The record goes only once nothing is left that it points to: a later `delete` can then try again.
+  if (problems.length > 0) return problems;
   await step('remove the record', () => new Store(recordFile).remove());
   await step('remove the sandbox folder', () => removeUnmounted(path.dirname(recordFile)));
   return problems;

@@ -154,7 +154,7 @@ describe('core store', () => {
       assert.equal(fs.existsSync(dir), false);
     });
 
-    it('runs every step and reports each failure', async () => {
+    it('reports each failure and keeps the record while the share is still mounted, so a later delete can retry', async () => {
       const dir = path.join(tmp, 'state', 'ns1', 'sb');
       const file = path.join(dir, 'state.json');
       const r = record(dir);
@@ -164,6 +164,7 @@ describe('core store', () => {
       const problems = await recoverFromRecord(r, file, undefined, share, NOOP_LOGGER);
       assert.equal(problems.length, 1);
       assert.match(problems[0]!, /unmount the share: umount: target is busy/);
+      assert.deepEqual(Store.load(file), r, 'the record is kept');
     });
   });
 
