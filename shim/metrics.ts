@@ -4,7 +4,7 @@
  */
 import fs from 'node:fs';
 import type { ContainerStats } from '../agent-client';
-import { cgroups1, cgroups2, packAny, TypeUrl, type PackedAny } from '../protos/containerd';
+import { cgroups1, cgroups2, MAX_UINT64_NUMBER, packAny, TypeUrl, type PackedAny } from '../protos/containerd';
 
 let hostIsV2: boolean | undefined;
 export function hostCgroupV2(): boolean {
@@ -19,7 +19,6 @@ const V2_MEMORY_STAT = [
   'workingset_refault', 'workingset_activate', 'workingset_nodereclaim', 'pgrefill', 'pgscan', 'pgsteal', 'pgactivate', 'pgdeactivate',
   'pglazyfree', 'pglazyfreed', 'thp_fault_alloc', 'thp_collapse_alloc',
 ] as const;
-const UINT64_MAX_NUMBER = Number.MAX_SAFE_INTEGER;
 
 export function metricsAny(s: ContainerStats, v2 = hostCgroupV2()): PackedAny {
   if (v2) {
@@ -31,7 +30,7 @@ export function metricsAny(s: ContainerStats, v2 = hostCgroupV2()): PackedAny {
     return packAny(TypeUrl.CgroupsV2Metrics, cgroups2.Metrics, {
       pids: { current: s.pids, limit: s.pidsLimit ?? 0 },
       cpu: { usageUsec: Math.floor(s.cpuUsageNs / 1000), userUsec: Math.floor(s.cpuUserNs / 1000), systemUsec: Math.floor(s.cpuKernelNs / 1000) },
-      memory: { ...memory, usage: s.memoryUsageBytes, usageLimit: s.memoryLimitBytes ?? UINT64_MAX_NUMBER },
+      memory: { ...memory, usage: s.memoryUsageBytes, usageLimit: s.memoryLimitBytes ?? MAX_UINT64_NUMBER },
     });
   }
   return packAny(TypeUrl.CgroupsV1Metrics, cgroups1.Metrics, {
@@ -40,7 +39,7 @@ export function metricsAny(s: ContainerStats, v2 = hostCgroupV2()): PackedAny {
     memory: {
       cache: s.memoryStat.file ?? 0,
       rss: s.memoryStat.anon ?? 0,
-      usage: { usage: s.memoryUsageBytes, max: s.memoryMaxUsageBytes, limit: s.memoryLimitBytes ?? UINT64_MAX_NUMBER },
+      usage: { usage: s.memoryUsageBytes, max: s.memoryMaxUsageBytes, limit: s.memoryLimitBytes ?? MAX_UINT64_NUMBER },
     },
   });
 }

@@ -11,19 +11,9 @@ import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
-import { InvalidArgumentError } from '../errors';
 import { sandboxOf, socketAddress, socketPath } from './address';
+import { readSpec } from './spec';
 import type { ShimFlags } from './flags';
-
-const MAX_SPEC_BYTES = 16 << 20;
-
-export function readSpecAnnotations(bundle: string): Record<string, string> {
-  const file = path.join(bundle, 'config.json');
-  const st = fs.statSync(file);
-  if (st.size > MAX_SPEC_BYTES) throw new InvalidArgumentError(`${file} is larger than ${MAX_SPEC_BYTES} bytes`);
-  const spec = JSON.parse(fs.readFileSync(file, 'utf8')) as { annotations?: Record<string, string> };
-  return spec.annotations ?? {};
-}
 
 function writeAddress(bundle: string, address: string): void {
   const tmp = path.join(bundle, '.address');
@@ -68,7 +58,7 @@ async function claim(p: string): Promise<net.Server | undefined> {
 
 export async function start(flags: ShimFlags, entry: string): Promise<string> {
   const bundle = process.cwd();
-  const { sandboxId, joins } = sandboxOf(flags.id, readSpecAnnotations(bundle));
+  const { sandboxId, joins } = sandboxOf(flags.id, readSpec(bundle).annotations);
   const address = socketAddress(flags.address, flags.namespace, sandboxId);
   if (joins) {
     writeAddress(bundle, address);

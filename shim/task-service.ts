@@ -3,10 +3,9 @@
  * errors onto status codes (status.ts). The sandbox is made by the first Create, which must be for the sandbox's
  * own container; the VM boots inside that Create.
  */
-import fs from 'node:fs';
 import path from 'node:path';
 import type { HandlerContext, ServiceImplementation } from 'ttrpc-ts';
-import type { OciLinuxResources, OciProcess, OciSpec } from '../agent-client';
+import type { OciLinuxResources, OciProcess } from '../agent-client';
 import { Sandbox, type SandboxEvent } from '../core';
 import { loadConfig, toVmConfig, type HullConfig } from '../core/config';
 import { FailedPreconditionError, InvalidArgumentError, NotFoundError, NotImplementedError } from '../errors';
@@ -15,11 +14,11 @@ import { QemuHypervisor } from '../hypervisor';
 import type { Logger } from '../hypervisor/types';
 import { runtimeOptions, taskTypes, TaskService, TypeUrl, typeUrlMatches, unpackAny, type TimestampLike } from '../protos/containerd';
 import { sandboxOf } from './address';
+import { readSpec } from './spec';
 import { metricsAny } from './metrics';
 import type { EventPublisher } from './publisher';
 import { toStatusError } from './status';
 
-const MAX_SPEC_BYTES = 16 << 20;
 const Status = taskTypes.Status;
 
 export interface TaskServiceOptions {
@@ -40,27 +39,6 @@ function timestamp(d: Date | undefined): TimestampLike | null {
   if (!d) return null;
   const ms = d.getTime();
   return { seconds: Math.floor(ms / 1000), nanos: (ms % 1000) * 1e6 };
-}
-
-function readSpec(bundle: string): OciSpec {
-  if (!path.isAbsolute(bundle)) throw new InvalidArgumentError(`bundle ${JSON.stringify(bundle)} is not an absolute path`);
-  const file = path.join(bundle, 'config.json');
-  let text: string;
-  try {
-    const st = fs.statSync(file);
-    if (!st.isFile() || st.size > MAX_SPEC_BYTES) throw new InvalidArgumentError(`${file} is not a regular file of at most ${MAX_SPEC_BYTES} bytes`);
-    text = fs.readFileSync(file, 'utf8');
-  } catch (err) {
-    if (err instanceof InvalidArgumentError) throw err;
-    throw new InvalidArgumentError(`cannot read the OCI spec ${file}: ${(err as Error).message}`);
-  }
-  try {
-    const spec = JSON.parse(text) as OciSpec;
-    if (typeof spec !== 'object' || spec === null || Array.isArray(spec)) throw new Error('not a JSON object');
-    return spec;
-  } catch (err) {
-    throw new InvalidArgumentError(`the OCI spec ${file} is not valid JSON: ${(err as Error).message}`);
-  }
 }
 
 function jsonAny<T>(any: { type_url?: string | null; value?: Uint8Array | null } | null | undefined, typeUrl: string, what: string): T {
