@@ -74,7 +74,7 @@ export class Containers {
     const execId = req.execId ? plainName(req.execId, 'exec id') : '';
     if (this.containers.has(cid)) throw new StatusError(Code.ALREADY_EXISTS, `container ${cid} already exists`);
     const rootPath = `${this.sharedContainers}/${cid}/rootfs`;
-    const config = toRuntimeSpec(req.OCI, cid, rootPath, this.sharedContainers); // checks everything before anything is done
+    const { guestSysctls, ...config } = toRuntimeSpec(req.OCI, cid, rootPath, this.sharedContainers); // checks everything before anything is done
     const procMounted = (config.mounts as { destination: string; type: string }[]).some((m) => m.destination === '/proc' && m.type === 'proc');
     if (config.process.terminal && !procMounted) throw invalid(`container ${cid}: a process with a terminal needs /proc mounted in the container`);
     const reaper = this.requireReaper();
@@ -98,6 +98,7 @@ export class Containers {
       const crunConfig = config.process.terminal ? { ...config, process: crunProcess(config.process) } : config;
       fs.writeFileSync(path.join(bundle, 'config.json'), JSON.stringify(crunConfig), { mode: 0o600 });
       const pidFile = path.join(bundle, 'init.pid');
+      for (const { key, value } of guestSysctls ?? []) writeGuestSysctl(key, value);
       const terminal = config.process.terminal ? await Terminal.open(initialSize(config.process)) : undefined;
       container.init = await this.spawnWithPipes(execId, bundle, reaper, pidFile, ['create', '--bundle', bundle, '--pid-file', pidFile, cid], terminal);
       container.state = 'created';
@@ -402,4 +403,19 @@ function crunMessage(bundle: string): string {
   } catch {
     return '';
   }
+}
+
+/**
+ * A namespaced sysctl of a container that shares the guest's namespace (a pod's net and IPC are the VM's): written
+ * into the guest itself. Keys use dots or, when they contain a slash, slashes as separators (Kubernetes' rule); oci.ts
+ * has checked that no component is empty or a dot.
+ */
+function writeGuestSysctl(key: string, value: string): void {
+  const rel = key.includes('/') ? key : key.replace(/\./g, '/');
+  try {
+    fs.writeFileSync(path.posix.join('/proc/sys', rel), value);
+  } catch (err) {
+    throw invalid(`sysctl ${key}=${value}: ${(err as Error).message}`);
+  }
+  log.info('sysctl set in the guest', { key, value });
 }

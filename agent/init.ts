@@ -36,6 +36,8 @@ export const BACKGROUND_MODULES = ['vmw_vsock_virtio_transport', 'virtiofs', 'ov
 
 export const SHARED_ROOT = '/run/kata-containers';
 export const SHARED_CONTAINERS = `${SHARED_ROOT}/shared/containers`;
+/** The pod's /dev/shm: a tmpfs the agent mounts at CreateSandbox (an `ephemeral` storage) for every container to bind. */
+export const SANDBOX_SHM = `${SHARED_ROOT}/sandbox/shm`;
 
 /** Resolves when the background modules are loaded (or failed to: the failure is logged, not fatal). */
 export let modulesReady: Promise<void> = Promise.resolve();

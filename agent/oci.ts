@@ -3,15 +3,19 @@
  * only what means something inside the guest and checking every value the host sent:
  * - root.path is the container's rootfs in the virtio-fs share (computed by the agent, never the host's path);
  * - bind mounts are volumes: kept only if their source is in the share (volumes.ts), refused otherwise;
- * - namespace paths are dropped, so is the network namespace (containers use the guest's network, the pod's),
- *   hooks, seccomp (not supported yet), AppArmor/SELinux labels and devices;
+ * - the network namespace is dropped (containers use the guest's network, the pod's); a namespace given with a path
+ *   (a Kubernetes container joining its pod's ipc or uts namespace) means the guest's own, which is the pod's; pid
+ *   and mount namespaces are always the container's own; hooks, seccomp (not supported yet), AppArmor/SELinux labels
+ *   and devices are dropped;
+ * - namespaced sysctls (net.*, the IPC ones) are kept for crun when the container has that namespace of its own, and
+ *   returned as `guestSysctls` otherwise: the agent writes those into the guest, whose namespaces are the pod's;
  * - linux.cgroupsPath is /hull/<cid>; memory, CPU and pids resources are kept;
  * - process.terminal and consoleSize are kept as asked: container.ts gives crun the process without a terminal
  *   (terminal.ts explains why).
  */
 import path from 'node:path';
 import type { grpc } from '../protos/agent';
-import { SHARED_CONTAINERS } from './init';
+import { SANDBOX_SHM, SHARED_CONTAINERS } from './init';
 import { onlineSets, toOciResources } from './resources';
 import { invalid, uint16 } from './validate';
 import { isBindMount, volumeMount } from './volumes';
@@ -29,6 +33,11 @@ const UINT32_MAX = 0xffffffff;
 const KEPT_MOUNT_TYPES = new Set(['proc', 'sysfs', 'devpts', 'tmpfs', 'mqueue', 'cgroup', 'cgroup2']);
 /** Namespace types created for the container (network: the guest's is the pod's; user: only with mappings). */
 const KEPT_NAMESPACES = new Set(['pid', 'ipc', 'uts', 'mount', 'cgroup']);
+/** Namespaces a path joins to the guest's own (the pod's) instead of making a new one. */
+const POD_NAMESPACES = new Set(['ipc', 'uts']);
+const MAX_SYSCTLS = 64;
+/** Guest folders the agent made that a bind mount may name as its source: the pod's shm. */
+const GUEST_SOURCES: ReadonlySet<string> = new Set([SANDBOX_SHM]);
 
 export interface OciProcess {
   /** Whether the process asked for a terminal; crun never gets one (terminal.ts). */
@@ -137,7 +146,7 @@ function mounts(list: readonly grpc.IMount[] | null | undefined, sharedRoot: str
   const out: object[] = [];
   for (const [i, m] of all.entries()) {
     if (isBindMount(m)) {
-      out.push(volumeMount(m, i, sharedRoot));
+      out.push(volumeMount(m, i, sharedRoot, GUEST_SOURCES));
       continue;
     }
     const type = m.type ?? '';
@@ -153,7 +162,8 @@ function mounts(list: readonly grpc.IMount[] | null | undefined, sharedRoot: str
 }
 
 /** config.json for crun; its process is what the host asked for (terminal.ts rewrites one with a terminal). */
-export type RuntimeSpec = Record<string, unknown> & { process: OciProcess };
+/** crun's config.json, and (not part of it) the sysctls the agent applies to the guest itself. */
+export type RuntimeSpec = Record<string, unknown> & { process: OciProcess; guestSysctls?: { key: string; value: string }[] };
 
 /**
  * config.json for crun, for container `cid` whose rootfs (already checked to exist) is `rootPath`; volume sources
@@ -169,6 +179,7 @@ export function toRuntimeSpec(spec: grpc.ISpec | null | undefined, cid: string, 
   const hasMappings = (linux.UIDMappings?.length ?? 0) > 0;
   for (const ns of nsList) {
     const type = ns.Type ?? '';
+    if (POD_NAMESPACES.has(type) && ns.Path) continue;
     if ((KEPT_NAMESPACES.has(type) || (type === 'user' && hasMappings)) && !namespaces.some((n) => n.type === type)) namespaces.push({ type });
   }
   if (!namespaces.some((n) => n.type === 'mount')) namespaces.push({ type: 'mount' }); // crun needs one to pivot_root
@@ -194,7 +205,29 @@ export function toRuntimeSpec(spec: grpc.ISpec | null | undefined, cid: string, 
   if (spec.Hostname) {
     const host = str(spec.Hostname, 'hostname', 64);
     if (!/^[A-Za-z0-9]([A-Za-z0-9.-]{0,62}[A-Za-z0-9])?$/.test(host)) throw invalid(`hostname ${JSON.stringify(host)} is not valid`);
+    if (!namespaces.some((n) => n.type === 'uts')) throw invalid(`hostname ${host}: the container has no UTS namespace of its own (the pod's host name is CreateSandbox's)`);
     out.hostname = host;
   }
+  const own = new Set(namespaces.map((n) => n.type));
+  const sysctls = Object.entries(linux.Sysctl ?? {});
+  const crunSysctls: Record<string, string> = {};
+  if (sysctls.length > MAX_SYSCTLS) throw invalid(`more than ${MAX_SYSCTLS} sysctls`);
+  for (const [key, value] of sysctls) {
+    const ns = sysctlNamespace(key);
+    if (!ns) throw invalid(`sysctl ${JSON.stringify(key.slice(0, 64))} is not a namespaced sysctl (a pod may set only those)`);
+    if (!/^[\x20-\x7e]{0,256}$/.test(value)) throw invalid(`sysctl ${key}: the value is not printable text of at most 256 bytes`);
+    if (own.has(ns)) crunSysctls[key] = value;
+    else (out.guestSysctls ??= []).push({ key, value });
+  }
+  if (Object.keys(crunSysctls).length) (out.linux as Record<string, unknown>).sysctl = crunSysctls;
   return out;
+}
+
+/** The namespace a sysctl belongs to (Kubernetes' namespaced sysctls), or undefined for a node-wide one. */
+export function sysctlNamespace(key: string): 'net' | 'ipc' | undefined {
+  if (!/^[a-z0-9_]+(?:[./][a-z0-9_-]+){1,8}$/.test(key) || key.length > 128) return undefined;
+  const k = key.replace(/\//g, '.');
+  if (k.startsWith('net.')) return 'net';
+  if (/^kernel\.(?:shmmax|shmall|shmmni|shm_rmid_forced|msgmax|msgmnb|msgmni|sem)$/.test(k) || k.startsWith('fs.mqueue.')) return 'ipc';
+  return undefined;
 }

@@ -5,7 +5,7 @@
 import fs from 'node:fs';
 import { Code, StatusError } from 'ttrpc-ts';
 import type { grpc } from '../protos/agent';
-import { SHARED_ROOT, modulesReady } from './init';
+import { SANDBOX_SHM, SHARED_ROOT, modulesReady } from './init';
 import { log } from './log';
 import { mount, run, unmount } from './system';
 import { hostname as validHostname, invalid, moduleName, mountOptions, pathUnder, plainName } from './validate';
@@ -15,8 +15,13 @@ interface MountedStorage {
   mountPoint: string;
 }
 
-/** Storage drivers this agent mounts, and the filesystem type each one uses. */
-const STORAGE_DRIVERS: Record<string, string> = { 'virtio-fs': 'virtiofs' };
+/**
+ * Storage drivers this agent mounts, and the filesystem type each one uses. `ephemeral` is Kata's name for a tmpfs
+ * made in the guest: the pod's /dev/shm, which the pod's containers bind from SANDBOX_SHM.
+ */
+const STORAGE_DRIVERS: Record<string, string> = { 'virtio-fs': 'virtiofs', ephemeral: 'tmpfs' };
+/** Options an ephemeral storage may carry; its size must be given. */
+const EPHEMERAL_OPTIONS = /^(?:size=[0-9]{1,20}[kmg]?|mode=[0-7]{3,4}|nosuid|nodev|noexec)$/;
 
 export class GuestSandbox {
   private id: string | undefined;
@@ -88,6 +93,13 @@ function checkStorage(s: grpc.IStorage): CheckedStorage {
   const fstype = STORAGE_DRIVERS[driver];
   if (!fstype) throw new StatusError(Code.INVALID_ARGUMENT, `storage driver ${JSON.stringify(driver)} is not supported (supported: ${Object.keys(STORAGE_DRIVERS).join(', ')})`);
   if (s.fstype && s.fstype !== fstype) throw invalid(`storage driver ${driver} mounts ${fstype}, not ${s.fstype}`);
+  if (driver === 'ephemeral') {
+    if (s.source !== 'shm' || s.mountPoint !== SANDBOX_SHM) throw invalid(`an ephemeral storage is the pod's shm: source "shm" at ${SANDBOX_SHM}`);
+    const options = s.options ?? [];
+    for (const o of options) if (!EPHEMERAL_OPTIONS.test(o)) throw invalid(`ephemeral storage option ${JSON.stringify(o.slice(0, 64))} is not allowed`);
+    if (!options.some((o) => o.startsWith('size='))) throw invalid('an ephemeral storage needs a size= option');
+    return { driver, fstype, source: 'shm', mountPoint: SANDBOX_SHM, options: [...options] };
+  }
   return {
     driver,
     fstype,

@@ -38,8 +38,11 @@ export function isBindMount(m: grpc.IMount): boolean {
   return type === 'bind' || ((type === '' || type === 'none') && (m.options ?? []).some((o) => o === 'bind' || o === 'rbind'));
 }
 
-/** The checked volume mount for crun; `sharedRoot` is where the guest mounts the share. */
-export function volumeMount(m: grpc.IMount, index: number, sharedRoot: string): OciMount {
+/**
+ * The checked volume mount for crun; `sharedRoot` is where the guest mounts the share. `guestSources` are mounts the
+ * agent made itself (the pod's shm), which a volume may name exactly.
+ */
+export function volumeMount(m: grpc.IMount, index: number, sharedRoot: string, guestSources: ReadonlySet<string> = new Set()): OciMount {
   const rawDestination = typeof m.destination === 'string' ? m.destination : '';
   const name = rawDestination ? `volume ${JSON.stringify(rawDestination.slice(0, 256))}` : `volume ${index}`;
   if (!path.posix.isAbsolute(rawDestination) || path.posix.normalize(rawDestination) !== rawDestination || (rawDestination.length > 1 && rawDestination.endsWith('/'))
@@ -54,6 +57,10 @@ export function volumeMount(m: grpc.IMount, index: number, sharedRoot: string): 
   if (options.includes('ro') && options.includes('rw')) throw invalid(`${name}: both ro and rw`);
   const source = typeof m.source === 'string' ? m.source : '';
   if (source.includes('\0') || source.length > 4096) throw invalid(`${name}: the source is not a valid path`);
+  if (guestSources.has(source)) {
+    const keep = options.includes('bind') || options.includes('rbind') ? [...options] : ['rbind', ...options];
+    return { destination: rawDestination, type: 'bind', source, options: keep };
+  }
   if (!source.startsWith(`${sharedRoot}/`) || path.posix.normalize(source) !== source) {
     throw invalid(`${name}: the source ${JSON.stringify(source.slice(0, 256))} is not a normalized path inside the shared folder ${sharedRoot} (share the volume first)`);
   }

@@ -13,6 +13,7 @@ import { isBindMount, shareVolumes, type FsShare } from '../fs-share';
 import type { Hypervisor, Logger, VmConfig } from '../hypervisor/types';
 import { GUEST_SHARE_TAG } from '../hypervisor/types';
 import type { EventSink, RootfsMount, StdioPaths } from './events';
+import { isGuestPodShm, podContainerSpec, podRole, podShm, podSizing, shmStorage, sizeVm, type PodShm, type PodSizing } from './pod';
 import { Process, type ExitInfo, type ProcessStatus } from './process';
 import { ProcessIo } from './stdio';
 import { Store, removeUnmounted, writeBundlePointer, type SandboxRecord } from './store';
@@ -98,6 +99,8 @@ export class Sandbox {
   private lifecycle: Promise<unknown> = Promise.resolve();
   private tornDown = false;
   private readonly oomWatch = new AbortController();
+  /** A Kubernetes pod's /dev/shm (from its sandbox container), made in the guest. */
+  private podShm: PodShm | undefined;
 
   constructor(private readonly o: SandboxOptions) {
     validateId('namespace', o.namespace);
@@ -164,11 +167,14 @@ export class Sandbox {
         throw new FailedPreconditionError(`container ${req.id} joins sandbox ${this.o.id}, whose own container does not exist`);
       }
       if (req.stdio.terminal && req.stdio.stderr !== '') throw new InvalidArgumentError('a terminal process has no separate stderr');
-      const spec = req.spec;
+      const role = podRole(req.spec);
+      const sizing = podSizing(req.spec.annotations); // checked before anything is made
+      if (ownsVm && role === 'sandbox') this.podShm = podShm(req.spec);
+      const spec = role ? podContainerSpec(req.spec, role, this.podShm) : req.spec;
       const mounts = (spec.mounts ?? []).map((m, i) => {
         if (typeof m?.destination !== 'string') throw new InvalidArgumentError(`mounts[${i}] has no destination`);
         const mount = { destination: m.destination, type: m.type ?? '', source: m.source ?? '', options: m.options ?? [] };
-        if (isBindMount(mount) && !path.isAbsolute(mount.source)) throw new InvalidArgumentError(`mount ${m.destination}: bind source ${JSON.stringify(m.source)} is not an absolute path`);
+        if (isBindMount(mount) && !isGuestPodShm(mount) && !path.isAbsolute(mount.source)) throw new InvalidArgumentError(`mount ${m.destination}: bind source ${JSON.stringify(m.source)} is not an absolute path`);
         return mount;
       });
 
@@ -179,10 +185,12 @@ export class Sandbox {
       let io: ProcessIo | undefined;
       const t0 = performance.now();
       try {
-        if (ownsVm) await this.startVm(spec);
+        if (ownsVm) await this.startVm(req.spec, sizing);
         const share = this.share!;
         const root = await share.shareRootfs(req.id, req.rootfs, path.join(req.bundle, 'rootfs'));
-        const shared = await shareVolumes(share, req.id, mounts); // volumes: sources rewritten to the share
+        // Volumes: sources rewritten to the share; the pod's shm is the guest's own.
+        const fromHost = await shareVolumes(share, req.id, mounts.filter((m) => !isGuestPodShm(m)));
+        const shared = mounts.map((m) => (isGuestPodShm(m) ? m : fromHost.shift()!));
         const agent = this.agent();
         const proc = new Process(req.id, '', req.stdio);
         io = await ProcessIo.open({ agent, containerId: req.id, execId: req.id, stdio: req.stdio, logger: this.o.logger });
@@ -204,11 +212,13 @@ export class Sandbox {
     });
   }
 
-  private async startVm(spec: OciSpec): Promise<void> {
+  private async startVm(spec: OciSpec, sizing: PodSizing): Promise<void> {
     const share = this.o.share(this.record.shareRoot, this.record.shareId);
     this.share = share;
     await share.prepare();
-    const config = this.o.vmConfig({ id: this.o.id, stateDir: this.record.vmStateDir, sharedDir: share.sharedDir() });
+    const sized = sizeVm(this.o.vmConfig({ id: this.o.id, stateDir: this.record.vmStateDir, sharedDir: share.sharedDir() }), sizing);
+    for (const c of sized.capped) this.o.logger.warn({ capped: c }, 'the pod asks for more than the host has');
+    const config = sized.vm;
     const hv = this.o.hypervisor();
     this.vm = await SandboxVm.boot(hv, config, { bootTimeoutMs: this.o.bootTimeoutMs, logger: this.o.logger, dial: this.o.dial });
     this.record.qemuPid = hv.pid();
@@ -218,7 +228,10 @@ export class Sandbox {
     await this.vm.agent.createSandbox({
       sandboxId: this.o.id,
       hostname: spec.hostname ?? '',
-      storages: [{ driver: 'virtio-fs', source: GUEST_SHARE_TAG, fstype: 'virtiofs', options: ['nodev'], mountPoint: GUEST_SHARE_MOUNT }],
+      storages: [
+        { driver: 'virtio-fs', source: GUEST_SHARE_TAG, fstype: 'virtiofs', options: ['nodev'], mountPoint: GUEST_SHARE_MOUNT },
+        ...(this.podShm ? [shmStorage(this.podShm)] : []),
+      ],
     });
     void this.watchOom(this.vm.agent, this.oomWatch.signal);
   }

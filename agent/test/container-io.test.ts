@@ -55,7 +55,7 @@ interface ConvertedSpec {
 describe('OCI spec conversion', () => {
   const base = { Process: { Args: ['sh'], Env: ['A=1'], Cwd: '/', User: { UID: 1, GID: 2 } }, Root: { Path: '/host/rootfs', Readonly: true } };
 
-  it('keeps the process and kernel mounts, drops network and hooks', () => {
+  it('keeps the process and kernel mounts, drops network, joined namespaces (the guest\'s are the pod\'s) and hooks', () => {
     const spec = toRuntimeSpec({
       ...base,
       Mounts: [
@@ -67,7 +67,7 @@ describe('OCI spec conversion', () => {
     assert.deepEqual(spec.root, { path: '/run/kata-containers/shared/containers/c1/rootfs', readonly: true });
     assert.deepEqual(spec.process.user, { uid: 1, gid: 2 });
     assert.deepEqual(spec.mounts, [{ destination: '/proc', type: 'proc', source: 'proc', options: ['nosuid'] }]);
-    assert.deepEqual(spec.linux.namespaces, [{ type: 'pid' }, { type: 'ipc' }, { type: 'mount' }]);
+    assert.deepEqual(spec.linux.namespaces, [{ type: 'pid' }, { type: 'mount' }]);
     assert.equal(spec.linux.cgroupsPath, '/hull/c1');
     assert.deepEqual(spec.linux.resources, { memory: { limit: 1 << 26 } });
     assert.equal(spec.hooks, undefined);

@@ -128,12 +128,14 @@ export class FakeAgent implements AgentClient {
     this.calls.push(`createContainer ${containerId}`);
     this.addProc(containerId, containerId);
   }
-  async createOciContainer(containerId: string, _spec: OciSpec, mounts?: readonly OciMount[]): Promise<void> {
+  async createOciContainer(containerId: string, spec: OciSpec, mounts?: readonly OciMount[]): Promise<void> {
     this.calls.push(`createOciContainer ${containerId}`);
+    this.lastSpec = spec;
     this.lastMounts = mounts ? [...mounts] : undefined;
     this.addProc(containerId, containerId);
   }
   lastMounts: OciMount[] | undefined;
+  lastSpec: OciSpec | undefined;
   async startContainer(containerId: string): Promise<void> {
     this.calls.push(`startContainer ${containerId}`);
   }

@@ -226,6 +226,57 @@ describe('core Sandbox (fake hypervisor, agent and share)', () => {
       await assert.rejects(h.sandbox.create(h.request('c2', NO_STDIO, relative)), InvalidArgumentError);
     });
 
+    it('a Kubernetes pod: VM sized from the annotations, shm made in the guest, pod namespaces and host name the VM\'s', async () => {
+      const shmDir = fs.mkdtempSync(path.join(os.tmpdir(), 'hull-shm-'));
+      const ann = { 'io.kubernetes.cri.container-type': 'sandbox', 'io.kubernetes.cri.sandbox-id': 'sb', 'io.kubernetes.cri.sandbox-cpu-quota': '150000', 'io.kubernetes.cri.sandbox-cpu-period': '100000', 'io.kubernetes.cri.sandbox-memory': String(100 * 1024 * 1024) };
+      const pause: OciSpec = {
+        ...SPEC,
+        hostname: 'web-0',
+        annotations: ann,
+        mounts: [{ destination: '/dev/shm', type: 'bind', source: shmDir, options: ['rbind', 'ro', 'nosuid', 'nodev', 'noexec'] }],
+        linux: { namespaces: [{ type: 'pid' }, { type: 'ipc' }, { type: 'uts' }, { type: 'mount' }, { type: 'network', path: '/var/run/netns/cni-1' }] },
+      };
+      try {
+        await h.sandbox.create(h.request('sb', NO_STDIO, pause));
+        const base = testConfig();
+        assert.equal(h.hv.config?.vcpus, Math.min(base.vcpus + 2, Math.max(os.availableParallelism(), base.vcpus)));
+        assert.equal(h.hv.config?.memoryMiB, base.memoryMiB + 100);
+        assert.equal(h.agent.sandbox?.hostname, 'web-0');
+        assert.deepEqual(h.agent.sandbox?.storages[1], { driver: 'ephemeral', source: 'shm', fstype: 'tmpfs', options: ['size=67108864', 'mode=1777', 'nosuid', 'nodev', 'noexec'], mountPoint: '/run/kata-containers/sandbox/shm' });
+        assert.equal(h.agent.lastSpec?.hostname, undefined);
+        assert.deepEqual(h.agent.lastSpec?.linux?.namespaces, [{ type: 'pid' }, { type: 'mount' }, { type: 'network', path: '/var/run/netns/cni-1' }]);
+        assert.deepEqual(h.agent.lastMounts, [{ destination: '/dev/shm', type: 'bind', source: '/run/kata-containers/sandbox/shm', options: ['rbind', 'ro', 'nosuid', 'nodev', 'noexec'] }]);
+
+        const app: OciSpec = {
+          ...SPEC,
+          hostname: undefined,
+          annotations: { 'io.kubernetes.cri.container-type': 'container', 'io.kubernetes.cri.sandbox-id': 'sb' },
+          mounts: [
+            { destination: '/etc/hosts', type: 'bind', source: '/srv/pod/hosts', options: ['rbind', 'rw'] },
+            { destination: '/dev/shm', type: 'bind', source: shmDir, options: ['rbind', 'rw'] },
+          ],
+          linux: { namespaces: [{ type: 'ipc', path: '/proc/1/ns/ipc' }, { type: 'uts', path: '/proc/1/ns/uts' }, { type: 'pid' }] },
+        };
+        await h.sandbox.create(h.request('app', NO_STDIO, app));
+        assert.deepEqual(h.share.calls.filter((c) => c.startsWith('shareVolume')), ['shareVolume app /srv/pod/hosts']);
+        assert.deepEqual(h.agent.lastMounts?.map((m) => m.source), ['/run/kata-containers/shared/containers/app/volumes/etc/hosts', '/run/kata-containers/sandbox/shm']);
+        assert.deepEqual(h.agent.lastSpec?.linux?.namespaces, app.linux?.namespaces, 'joined namespaces go to the agent as they are');
+      } finally {
+        fs.rmSync(shmDir, { recursive: true, force: true });
+      }
+    });
+
+    it('refuses a pod whose annotations are not numbers or ask for more memory than the host has', async () => {
+      const role: OciSpec = { ...SPEC, annotations: { 'io.kubernetes.cri.container-type': 'pause' } };
+      await assert.rejects(h.sandbox.create(h.request('sb', NO_STDIO, role)), InvalidArgumentError);
+      const bad: OciSpec = { ...SPEC, annotations: { 'io.kubernetes.cri.container-type': 'sandbox', 'io.kubernetes.cri.sandbox-memory': '12x' } };
+      await assert.rejects(h.sandbox.create(h.request('sb', NO_STDIO, bad)), /sandbox-memory="12x" is not an integer/);
+      assert.deepEqual(h.hv.calls, [], 'checked before anything was made');
+      const huge: OciSpec = { ...SPEC, annotations: { 'io.kubernetes.cri.container-type': 'sandbox', 'io.kubernetes.cri.sandbox-memory': String(2 ** 60) } };
+      await assert.rejects(h.sandbox.create(h.request('sb', NO_STDIO, huge)), /more than the host's/);
+      assert.equal(fs.existsSync(h.dir), false, 'nothing left');
+    });
+
     it('a failed sandbox Create undoes everything (VM stopped, share cleaned, record removed) and throws the agent error', async () => {
       const boom = new UnavailableError('agent: create container failed');
       h.agent.createOciContainer = async () => {

@@ -1,0 +1,50 @@
+import assert from 'node:assert/strict';
+import { Code, StatusError } from 'ttrpc-ts';
+import type { grpc } from '../../protos/agent';
+import { SANDBOX_SHM } from '../init';
+import { sysctlNamespace, toRuntimeSpec } from '../oci';
+import { GuestSandbox } from '../sandbox';
+
+const invalid = (pattern: RegExp) => (e: unknown): boolean => e instanceof StatusError && e.code === Code.INVALID_ARGUMENT && pattern.test(e.message);
+const base = (linux: grpc.ILinux, extra: Partial<grpc.ISpec> = {}): grpc.ISpec => ({ Process: { Args: ['true'], Cwd: '/' }, Linux: linux, ...extra });
+const nsTypes = (spec: ReturnType<typeof toRuntimeSpec>): string[] => ((spec.linux as { namespaces: { type: string }[] }).namespaces).map((n) => n.type);
+
+describe('agent OCI spec for a pod', () => {
+  it('a namespace joined by path (a pod container) is the guest\'s own for ipc and uts, a new one for pid', () => {
+    const out = toRuntimeSpec(base({ Namespaces: [{ Type: 'ipc', Path: '/proc/9/ns/ipc' }, { Type: 'uts', Path: '/proc/9/ns/uts' }, { Type: 'pid', Path: '/proc/9/ns/pid' }, { Type: 'network', Path: '/var/run/netns/x' }] }), 'c1', '/r');
+    assert.deepEqual(nsTypes(out), ['pid', 'mount']);
+    const own = toRuntimeSpec(base({ Namespaces: [{ Type: 'ipc' }, { Type: 'uts' }, { Type: 'network' }] }), 'c1', '/r');
+    assert.deepEqual(nsTypes(own), ['ipc', 'uts', 'mount']);
+  });
+
+  it('a host name needs a UTS namespace of the container\'s own', () => {
+    assert.equal(toRuntimeSpec(base({ Namespaces: [{ Type: 'uts' }] }, { Hostname: 'c1' }), 'c1', '/r').hostname, 'c1');
+    assert.throws(() => toRuntimeSpec(base({ Namespaces: [] }, { Hostname: 'c1' }), 'c1', '/r'), invalid(/no UTS namespace of its own/));
+  });
+
+  it('namespaced sysctls go to crun when the container has that namespace, to the guest otherwise; others are refused', () => {
+    const out = toRuntimeSpec(base({ Namespaces: [{ Type: 'ipc' }], Sysctl: { 'kernel.shmmax': '1000000', 'net.ipv4.ip_forward': '1', 'net/ipv4/conf/eth0.100/forwarding': '1' } }), 'c1', '/r');
+    assert.deepEqual((out.linux as { sysctl: object }).sysctl, { 'kernel.shmmax': '1000000' });
+    assert.deepEqual(out.guestSysctls, [{ key: 'net.ipv4.ip_forward', value: '1' }, { key: 'net/ipv4/conf/eth0.100/forwarding', value: '1' }]);
+    assert.throws(() => toRuntimeSpec(base({ Sysctl: { 'kernel.panic': '1' } }), 'c1', '/r'), invalid(/not a namespaced sysctl/));
+    assert.throws(() => toRuntimeSpec(base({ Sysctl: { 'net.ipv4.ip_forward': '1\n2' } }), 'c1', '/r'), invalid(/printable/));
+    for (const k of ['net..x', 'net/../../etc', '../net.x', 'net', 'net.', '/net.x']) assert.equal(sysctlNamespace(k), undefined, k);
+    assert.equal(sysctlNamespace('fs.mqueue.msg_max'), 'ipc');
+  });
+
+  it('a volume may bind the pod\'s shm made by the agent, and no other guest path', () => {
+    const out = toRuntimeSpec(base({}, { Mounts: [{ destination: '/dev/shm', type: 'bind', source: SANDBOX_SHM, options: ['rbind', 'rw'] }] }), 'c1', '/r');
+    assert.deepEqual(out.mounts, [{ destination: '/dev/shm', type: 'bind', source: SANDBOX_SHM, options: ['rbind', 'rw'] }]);
+    assert.throws(() => toRuntimeSpec(base({}, { Mounts: [{ destination: '/dev/shm', type: 'bind', source: `${SANDBOX_SHM}/../x`, options: ['rbind'] }] }), 'c1', '/r'), invalid(/not a normalized path inside the shared folder/));
+  });
+
+  it('CreateSandbox checks the pod\'s shm storage before mounting anything', async () => {
+    const sb = new GuestSandbox({ setHostname: false });
+    const shm = (o: Partial<grpc.IStorage>): grpc.ICreateSandboxRequest => ({ sandboxId: 's1', storages: [{ driver: 'ephemeral', source: 'shm', fstype: 'tmpfs', mountPoint: SANDBOX_SHM, options: ['size=1048576'], ...o }] });
+    await assert.rejects(sb.create(shm({ mountPoint: '/etc' })), invalid(/pod's shm/));
+    await assert.rejects(sb.create(shm({ source: '/dev/sda' })), invalid(/pod's shm/));
+    await assert.rejects(sb.create(shm({ options: ['size=1m', 'exec,suid'] })), invalid(/not allowed/));
+    await assert.rejects(sb.create(shm({ options: [] })), invalid(/needs a size/));
+    await assert.rejects(sb.create(shm({ fstype: 'ext4' })), invalid(/mounts tmpfs, not ext4/));
+  });
+});
