@@ -69,12 +69,22 @@ export class Containers {
     this.hullCtty = options.hullCtty ?? HULL_CTTY;
   }
 
+  /**
+   * The pid namespace a pod's containers share when Kubernetes asks (shareProcessNamespace): the one of the first
+   * container created in this VM, which is always the pod's sandbox container (the host creates it first).
+   */
+  private podPidNamespace(): string | undefined {
+    const first = this.containers.values().next().value;
+    const pid = first?.init && !first.init.exited ? first.init.pid : 0;
+    return pid > 1 ? `/proc/${pid}/ns/pid` : undefined;
+  }
+
   async create(req: grpc.ICreateContainerRequest): Promise<void> {
     const cid = plainName(req.containerId ?? '', 'container id');
     const execId = req.execId ? plainName(req.execId, 'exec id') : '';
     if (this.containers.has(cid)) throw new StatusError(Code.ALREADY_EXISTS, `container ${cid} already exists`);
     const rootPath = `${this.sharedContainers}/${cid}/rootfs`;
-    const { guestSysctls, ...config } = toRuntimeSpec(req.OCI, cid, rootPath, this.sharedContainers); // checks everything before anything is done
+    const { guestSysctls, ...config } = toRuntimeSpec(req.OCI, cid, rootPath, this.sharedContainers, this.podPidNamespace()); // checks everything before anything is done
     const procMounted = (config.mounts as { destination: string; type: string }[]).some((m) => m.destination === '/proc' && m.type === 'proc');
     if (config.process.terminal && !procMounted) throw invalid(`container ${cid}: a process with a terminal needs /proc mounted in the container`);
     const reaper = this.requireReaper();

@@ -4,9 +4,10 @@
  * - root.path is the container's rootfs in the virtio-fs share (computed by the agent, never the host's path);
  * - bind mounts are volumes: kept only if their source is in the share (volumes.ts), refused otherwise;
  * - the network namespace is dropped (containers use the guest's network, the pod's); a namespace given with a path
- *   (a Kubernetes container joining its pod's ipc or uts namespace) means the guest's own, which is the pod's; pid
- *   and mount namespaces are always the container's own; hooks, seccomp (not supported yet), AppArmor/SELinux labels
- *   and devices are dropped;
+ *   (a Kubernetes container joining its pod's ipc or uts namespace) means the guest's own, which is the pod's; a pid
+ *   namespace given with a path is the pod's first container's (Kubernetes' shareProcessNamespace), otherwise a new
+ *   one, never the guest's (the agent runs there); hooks, seccomp (not supported yet), AppArmor/SELinux labels and
+ *   devices are dropped;
  * - namespaced sysctls (net.*, the IPC ones) are kept for crun when the container has that namespace of its own, and
  *   returned as `guestSysctls` otherwise: the agent writes those into the guest, whose namespaces are the pod's;
  * - linux.cgroupsPath is /hull/<cid>; memory, CPU and pids resources are kept;
@@ -169,20 +170,25 @@ export type RuntimeSpec = Record<string, unknown> & { process: OciProcess; guest
  * config.json for crun, for container `cid` whose rootfs (already checked to exist) is `rootPath`; volume sources
  * must be inside `sharedRoot` (where the guest mounts the share).
  */
-export function toRuntimeSpec(spec: grpc.ISpec | null | undefined, cid: string, rootPath: string, sharedRoot = SHARED_CONTAINERS): RuntimeSpec {
+export function toRuntimeSpec(spec: grpc.ISpec | null | undefined, cid: string, rootPath: string, sharedRoot = SHARED_CONTAINERS, podPidNamespace?: string): RuntimeSpec {
   if (!spec) throw invalid('CreateContainer without an OCI spec');
   const process = toOciProcess(spec.Process);
   const linux = spec.Linux ?? {};
-  const namespaces: { type: string }[] = [];
+  const namespaces: { type: string; path?: string }[] = [];
   const nsList = linux.Namespaces ?? [];
   if (nsList.length > 16) throw invalid('more than 16 namespaces');
   const hasMappings = (linux.UIDMappings?.length ?? 0) > 0;
   for (const ns of nsList) {
     const type = ns.Type ?? '';
     if (POD_NAMESPACES.has(type) && ns.Path) continue;
+    if (type === 'pid' && ns.Path && podPidNamespace && !namespaces.some((n) => n.type === 'pid')) {
+      namespaces.push({ type, path: podPidNamespace }); // the pod shares its processes: the sandbox container's
+      continue;
+    }
     if ((KEPT_NAMESPACES.has(type) || (type === 'user' && hasMappings)) && !namespaces.some((n) => n.type === type)) namespaces.push({ type });
   }
   if (!namespaces.some((n) => n.type === 'mount')) namespaces.push({ type: 'mount' }); // crun needs one to pivot_root
+  if (!namespaces.some((n) => n.type === 'pid')) namespaces.unshift({ type: 'pid' }); // never the guest's own: the agent lives there
   const out: RuntimeSpec = {
     ociVersion: '1.0.2',
     process,

@@ -14,7 +14,9 @@ describe('agent OCI spec for a pod', () => {
     const out = toRuntimeSpec(base({ Namespaces: [{ Type: 'ipc', Path: '/proc/9/ns/ipc' }, { Type: 'uts', Path: '/proc/9/ns/uts' }, { Type: 'pid', Path: '/proc/9/ns/pid' }, { Type: 'network', Path: '/var/run/netns/x' }] }), 'c1', '/r');
     assert.deepEqual(nsTypes(out), ['pid', 'mount']);
     const own = toRuntimeSpec(base({ Namespaces: [{ Type: 'ipc' }, { Type: 'uts' }, { Type: 'network' }] }), 'c1', '/r');
-    assert.deepEqual(nsTypes(own), ['ipc', 'uts', 'mount']);
+    assert.deepEqual(nsTypes(own), ['pid', 'ipc', 'uts', 'mount'], 'a pid namespace always: the agent runs in the guest\'s');
+    const shared = toRuntimeSpec(base({ Namespaces: [{ Type: 'pid', Path: '/proc/9/ns/pid' }] }), 'c1', '/r', undefined, '/proc/42/ns/pid');
+    assert.deepEqual((shared.linux as { namespaces: object[] }).namespaces, [{ type: 'pid', path: '/proc/42/ns/pid' }, { type: 'mount' }]);
   });
 
   it('a host name needs a UTS namespace of the container\'s own', () => {
