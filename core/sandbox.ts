@@ -101,6 +101,8 @@ export class Sandbox {
   private readonly oomWatch = new AbortController();
   /** A Kubernetes pod's /dev/shm (from its sandbox container), made in the guest. */
   private podShm: PodShm | undefined;
+  /** The VM's vCPUs and memory, fixed at boot (no hot-plug): Update may not ask a container for more. */
+  private vmSize: { vcpus: number; memoryMiB: number } | undefined;
 
   constructor(private readonly o: SandboxOptions) {
     validateId('namespace', o.namespace);
@@ -219,6 +221,7 @@ export class Sandbox {
     const sized = sizeVm(this.o.vmConfig({ id: this.o.id, stateDir: this.record.vmStateDir, sharedDir: share.sharedDir() }), sizing);
     for (const c of sized.capped) this.o.logger.warn({ capped: c }, 'the pod asks for more than the host has');
     const config = sized.vm;
+    this.vmSize = { vcpus: config.vcpus, memoryMiB: config.memoryMiB };
     const hv = this.o.hypervisor();
     this.vm = await SandboxVm.boot(hv, config, { bootTimeoutMs: this.o.bootTimeoutMs, logger: this.o.logger, dial: this.o.dial });
     this.record.qemuPid = hv.pid();
@@ -455,7 +458,19 @@ export class Sandbox {
   async update(id: string, resources: OciLinuxResources): Promise<void> {
     const c = this.container(id);
     if (c.init.status === 'stopped') throw new FailedPreconditionError(`container ${id} has stopped`);
-    await this.agent().updateContainer(id, toContainerResources(resources));
+    const wanted = toContainerResources(resources);
+    const size = this.vmSize;
+    if (size) {
+      const cpus = wanted.cpuQuotaUs && wanted.cpuQuotaUs > 0 && wanted.cpuPeriodUs ? wanted.cpuQuotaUs / wanted.cpuPeriodUs : 0;
+      const memMiB = wanted.memoryLimitBytes && wanted.memoryLimitBytes > 0 ? wanted.memoryLimitBytes / (1024 * 1024) : 0;
+      if (cpus > size.vcpus || memMiB > size.memoryMiB) {
+        throw new FailedPreconditionError(
+          `container ${id}: the update asks for ${cpus > size.vcpus ? `${cpus.toFixed(2)} CPUs` : ''}${cpus > size.vcpus && memMiB > size.memoryMiB ? ' and ' : ''}${memMiB > size.memoryMiB ? `${Math.ceil(memMiB)} MiB` : ''}, ` +
+            `more than the pod's VM has (${size.vcpus} vCPUs, ${size.memoryMiB} MiB, sized when the pod started); hull does not hot-plug CPUs or memory`,
+        );
+      }
+    }
+    await this.agent().updateContainer(id, wanted);
   }
 
   async stats(id: string): Promise<ContainerStats> {

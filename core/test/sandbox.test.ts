@@ -266,6 +266,15 @@ describe('core Sandbox (fake hypervisor, agent and share)', () => {
       }
     });
 
+    it('Update reaches the agent within the VM\'s size, and says clearly that it does not hot-plug beyond it', async () => {
+      await h.sandbox.create(h.request('sb'));
+      const base = testConfig();
+      await h.sandbox.update('sb', { memory: { limit: 16 * 1024 * 1024 }, cpu: { quota: 50_000, period: 100_000 } });
+      assert.ok(h.agent.calls.includes('updateContainer sb'));
+      await assert.rejects(h.sandbox.update('sb', { memory: { limit: (base.memoryMiB + 1) * 1024 * 1024 } }), (e: Error) => e instanceof FailedPreconditionError && /does not hot-plug/.test(e.message) && e.message.includes(`${base.memoryMiB} MiB`));
+      await assert.rejects(h.sandbox.update('sb', { cpu: { quota: (base.vcpus + 1) * 100_000, period: 100_000 } }), /CPUs, more than the pod's VM has/);
+    });
+
     it('refuses a pod whose annotations are not numbers or ask for more memory than the host has', async () => {
       const role: OciSpec = { ...SPEC, annotations: { 'io.kubernetes.cri.container-type': 'pause' } };
       await assert.rejects(h.sandbox.create(h.request('sb', NO_STDIO, role)), InvalidArgumentError);
