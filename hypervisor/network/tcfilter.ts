@@ -206,5 +206,6 @@ export async function detachEndpoints(netnsPath: string, taps: string[]): Promis
   for (const tap of taps) {
     if (links.some((l) => l.name === tap)) await attempt(() => runInNetns(ns, 'ip', ['link', 'del', 'dev', tap]));
   }
-  if (errors.length > 0) throw errors[0];
+  const [first] = errors;
+  if (first !== undefined) throw first;
 }

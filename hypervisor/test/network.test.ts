@@ -22,7 +22,17 @@ function run(file: string, args: string[], timeout = 20_000): Promise<string> {
 const ip = (args: string[]): Promise<string> => run('ip', args);
 const inNs = (ns: string, tool: string, args: string[], timeout?: number): Promise<string> =>
   run('nsenter', [`--net=/var/run/netns/${ns}`, '--', tool, ...args], timeout);
-const json = async (ns: string, tool: string, args: string[]): Promise<any[]> => JSON.parse((await inNs(ns, tool, ['-j', ...args])) || '[]');
+/** The fields of `ip -j` / `tc -j` output these tests look at. */
+interface IpLink {
+  ifname: string;
+  address: string;
+  mtu: number;
+  flags: string[];
+  linkinfo?: { info_kind: string; info_data?: { type: string } };
+  addr_info?: Array<{ local: string; prefixlen: number; scope: string }>;
+}
+interface TcEntry { pref: number; kind: string; options?: { actions?: Array<{ kind: string; mirred_action?: string; direction?: string; to_dev?: string }> } }
+const json = async <T = IpLink>(ns: string, tool: string, args: string[]): Promise<T[]> => JSON.parse((await inNs(ns, tool, ['-j', ...args])) || '[]') as T[];
 
 /**
  * Test-only: opens a persistent tap (TUNSETIFF, IFF_TAP | IFF_NO_PI) as QEMU would, writes an ARP request "who has
@@ -96,7 +106,7 @@ describe('hypervisor/network on real namespaces', function () {
     await ip(['-n', pod, '-6', 'route', 'add', 'default', 'via', `${v6}1`, 'dev', 'eth0']);
     await ip(['-n', pod, 'neigh', 'add', `10.${x}.${y}.9`, 'lladdr', NEIGH_MAC, 'dev', 'eth0', 'nud', 'permanent']);
     await ip(['-n', bridge, 'addr', 'add', `${gw}/24`, 'dev', 'br0']);
-    eth0Mac = (await json(pod, 'ip', ['link', 'show', 'dev', 'eth0']))[0].address;
+    eth0Mac = (await json(pod, 'ip', ['link', 'show', 'dev', 'eth0']))[0]!.address;
     tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'hull-nt-'));
   });
 
@@ -145,16 +155,16 @@ describe('hypervisor/network on real namespaces', function () {
   });
 
   async function redirects(dev: string): Promise<string[]> {
-    const filters = await json(pod, 'tc', ['filter', 'show', 'dev', dev, 'ingress']);
-    return filters.flatMap((f) => (f.options?.actions ?? []).map((a: any) => `${f.pref} ${f.kind} ${a.kind} ${a.mirred_action} ${a.direction} ${a.to_dev}`));
+    const filters = await json<TcEntry>(pod, 'tc', ['filter', 'show', 'dev', dev, 'ingress']);
+    return filters.flatMap((f) => (f.options?.actions ?? []).map((a) => `${f.pref} ${f.kind} ${a.kind} ${a.mirred_action ?? ''} ${a.direction ?? ''} ${a.to_dev ?? ''}`));
   }
 
   async function checkAttached(): Promise<void> {
     const [tap] = await json(pod, 'ip', ['-d', 'link', 'show', 'dev', 'tap0_hull']);
-    assert.equal(tap.mtu, MTU);
-    assert.equal(tap.linkinfo.info_kind, 'tun');
-    assert.equal(tap.linkinfo.info_data.type, 'tap');
-    assert.ok(tap.flags.includes('UP'));
+    assert.equal(tap!.mtu, MTU);
+    assert.equal(tap!.linkinfo?.info_kind, 'tun');
+    assert.equal(tap!.linkinfo?.info_data?.type, 'tap');
+    assert.ok(tap!.flags.includes('UP'));
     assert.deepEqual(await redirects('eth0'), ['1 u32 mirred redirect egress tap0_hull']);
     assert.deepEqual(await redirects('tap0_hull'), ['1 u32 mirred redirect egress eth0']);
   }
@@ -197,7 +207,7 @@ describe('hypervisor/network on real namespaces', function () {
     const missing: NetEndpoint = { name: 'eth7', mac: '02:00:5e:00:53:07', mtu: 1500, addresses: [], tap: 'tap1_hull' };
     await assert.rejects(attachEndpoints(podPath, [...endpoints, missing]), (e: Error) => e instanceof NotFoundError && e.message.includes('device eth7'));
     assert.deepEqual((await json(pod, 'ip', ['link', 'show'])).map((l) => l.ifname).sort(), ['eth0', 'lo']);
-    assert.deepEqual(await json(pod, 'tc', ['qdisc', 'show', 'dev', 'eth0', 'ingress']), []);
+    assert.deepEqual(await json<TcEntry>(pod, 'tc', ['qdisc', 'show', 'dev', 'eth0', 'ingress']), []);
     await assert.rejects(attachEndpoints(podPath, [{ ...endpoints[0]!, mac: '02:00:5e:00:53:99' }]), /its MAC is/);
     await assert.rejects(attachEndpoints(podPath, [{ ...endpoints[0]!, tap: 'eth0' }]), InvalidArgumentError);
     await assert.rejects(attachEndpoints(podPath, [{ ...endpoints[0]!, mtu: 70_000 }]), InvalidArgumentError);
@@ -208,10 +218,10 @@ describe('hypervisor/network on real namespaces', function () {
     await detachEndpoints(podPath, ['tap0_hull']);
     const links = await json(pod, 'ip', ['addr', 'show']);
     assert.deepEqual(links.map((l) => l.ifname).sort(), ['eth0', 'lo']);
-    const eth0 = links.find((l) => l.ifname === 'eth0');
-    assert.deepEqual(eth0.addr_info.filter((a: any) => a.scope === 'global').map((a: any) => `${a.local}/${a.prefixlen}`), [`${me}/24`, `${v6}2/64`]);
+    const eth0 = links.find((l) => l.ifname === 'eth0')!;
+    assert.deepEqual(eth0.addr_info!.filter((a) => a.scope === 'global').map((a) => `${a.local}/${a.prefixlen}`), [`${me}/24`, `${v6}2/64`]);
     assert.equal(eth0.mtu, MTU);
-    assert.deepEqual(await json(pod, 'tc', ['qdisc', 'show', 'dev', 'eth0', 'ingress']), []);
+    assert.deepEqual(await json<TcEntry>(pod, 'tc', ['qdisc', 'show', 'dev', 'eth0', 'ingress']), []);
     assert.deepEqual((await scanNetns(podPath)).routes.length, 4);
     await detachEndpoints(podPath, ['tap0_hull']);
     await assert.rejects(detachEndpoints(podPath, ['eth0']), InvalidArgumentError);
