@@ -66,7 +66,8 @@ async function removeRedirects(netnsPath: string, dev: string, taps: readonly st
     return list.filter((f): f is FilterEntry => typeof f === 'object' && f !== null);
   };
   const filters = await read();
-  const rules = filters.filter((f) => String(f.pref) === REDIRECT_PREF && Array.isArray(f.options?.actions));
+  // The u32 rules at our priority (tc also lists the classifier and its hash table there: no rule handle, kept).
+  const rules = filters.filter((f) => String(f.pref) === REDIRECT_PREF && typeof f.options?.fh === 'string' && U32_HANDLE.test(f.options.fh));
   const ours = rules.filter((f) => {
     const target = redirectTarget(f);
     return target !== undefined && (target === '*' || taps.includes(target));
