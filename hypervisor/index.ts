@@ -5,3 +5,4 @@ export { chooseAccel, chooseTransport, cidCandidates, realHostProbe, type Choice
 export { resolveConfig, vmPaths, ID_PATTERN, type FileProbe, type ResolvedConfig, type VmPaths } from './config';
 export { QmpClient, type QmpEvent, type QmpStatus, type ShutdownEvent } from './qemu/qmp';
 export { probeSandboxMode, type SandboxMode } from './virtiofsd';
+export * from './network';

@@ -1,0 +1,112 @@
+/**
+ * The one place this module runs tools: `nsenter --net=<netns> -- ip|tc <args>` through execFile (argv arrays,
+ * never a shell). nsenter works for any netns file (a CNI bind mount, /proc/<pid>/ns/net), not only `ip netns`
+ * names. Failures become hull's typed errors naming the netns, with the tool's stderr in the message.
+ */
+import { execFile } from 'node:child_process';
+import fs from 'node:fs/promises';
+import {
+  AlreadyExistsError,
+  DeadlineExceededError,
+  FailedPreconditionError,
+  InternalError,
+  InvalidArgumentError,
+  NotFoundError,
+  UnavailableError,
+  type ShimError,
+} from '../../errors';
+import { checkNetnsPathShape } from './validate';
+
+const TOOL_TIMEOUT_MS = 30_000;
+/** `ip -j` of a namespace with thousands of routes still fits. */
+const MAX_OUTPUT = 16 * 1024 * 1024;
+/** NSFS_MAGIC from linux/magic.h: what statfs(2) reports for a namespace file. */
+const NSFS_MAGIC = 0x6e736673;
+
+export type Tool = 'ip' | 'tc' | 'true';
+
+/** Turns a failed `nsenter … -- tool …` into one of our errors. Exported for unit tests. */
+export function classifyNetnsToolError(netnsPath: string, what: string, stderr: string, cause: unknown): ShimError {
+  const text = stderr.trim();
+  const msg = `netns ${netnsPath}: ${what}: ${text || (cause instanceof Error ? cause.message : String(cause))}`;
+  const e = cause as { code?: unknown; killed?: boolean } | null;
+  if (e?.code === 'ENOENT' && text === '') return new UnavailableError(`netns ${netnsPath}: ${what}: nsenter not found (util-linux)`, { cause });
+  if (e?.killed) return new DeadlineExceededError(`netns ${netnsPath}: ${what}: timed out after ${TOOL_TIMEOUT_MS} ms`, { cause });
+  if (e?.code === 'ERR_CHILD_PROCESS_STDIO_MAXBUFFER') return new InternalError(`netns ${netnsPath}: ${what}: output larger than ${MAX_OUTPUT} bytes`, { cause });
+  const s = text.toLowerCase();
+  if (s.startsWith('nsenter:')) {
+    if (s.includes('cannot open') && s.includes('no such file')) return new NotFoundError(`netns ${netnsPath} does not exist`, { cause });
+    if (s.includes('reassociate to namespace')) {
+      return new InvalidArgumentError(`netns ${netnsPath} is not a network namespace (${text})`, { cause });
+    }
+    if (s.includes('failed to execute')) return new UnavailableError(msg, { cause });
+    if (s.includes('permission denied') || s.includes('operation not permitted')) return new FailedPreconditionError(msg, { cause });
+    return new InternalError(msg, { cause });
+  }
+  if (s.includes('does not exist') || s.includes('cannot find device') || s.includes('no such device')) return new NotFoundError(msg, { cause });
+  if (s.includes('file exists')) return new AlreadyExistsError(msg, { cause });
+  if (s.includes('operation not permitted') || s.includes('permission denied')) return new FailedPreconditionError(msg, { cause });
+  return new InternalError(msg, { cause });
+}
+
+/** Runs `tool args…` inside the netns and returns its stdout. The netns path must have passed checkNetnsPathShape. */
+export function runInNetns(netnsPath: string, tool: Tool, args: readonly string[]): Promise<string> {
+  const what = [tool, ...args].join(' ');
+  for (const a of args) {
+    if (a.includes('\0')) return Promise.reject(new InvalidArgumentError(`netns ${netnsPath}: ${what}: argument contains NUL`));
+  }
+  return new Promise((resolve, reject) => {
+    execFile(
+      'nsenter',
+      [`--net=${netnsPath}`, '--', tool, ...args],
+      { timeout: TOOL_TIMEOUT_MS, maxBuffer: MAX_OUTPUT, env: { ...process.env, LC_ALL: 'C', LANG: 'C' } },
+      (err, stdout, stderr) => {
+        if (err) reject(classifyNetnsToolError(netnsPath, what, String(stderr ?? ''), err));
+        else resolve(String(stdout));
+      },
+    );
+  });
+}
+
+/** Runs `ip|tc -j …` in the netns and parses its JSON (an empty output is `[]`). */
+export async function runJson(netnsPath: string, tool: 'ip' | 'tc', args: readonly string[]): Promise<unknown> {
+  const out = await runInNetns(netnsPath, tool, ['-j', ...args]);
+  if (out.trim() === '') return [];
+  try {
+    return JSON.parse(out) as unknown;
+  } catch (cause) {
+    throw new InternalError(`netns ${netnsPath}: ${tool} -j ${args.join(' ')}: output is not JSON`, { cause });
+  }
+}
+
+/**
+ * The shape check, then statfs(2): the path must exist and be a namespace file (nsfs). Does not tell a network
+ * namespace from another kind; entering it does (validateNetnsPath, or the first runInNetns).
+ */
+export async function checkNetnsFile(netnsPath: unknown): Promise<string> {
+  const p = checkNetnsPathShape(netnsPath);
+  let type: number;
+  try {
+    type = (await fs.statfs(p)).type;
+  } catch (cause) {
+    const code = (cause as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT' || code === 'ENOTDIR') throw new NotFoundError(`netns ${p} does not exist`, { cause });
+    if (code === 'EACCES' || code === 'EPERM') throw new FailedPreconditionError(`netns ${p}: cannot stat: ${code}`, { cause });
+    throw new InternalError(`netns ${p}: statfs failed`, { cause });
+  }
+  if (type !== NSFS_MAGIC) {
+    throw new InvalidArgumentError(`netns ${p} is not a namespace file (expected nsfs, a bind mount of /proc/<pid>/ns/net)`);
+  }
+  return p;
+}
+
+/**
+ * What core calls on a pod's netns path before anything else: shape, nsfs, and that nsenter can enter it as a
+ * network namespace. InvalidArgumentError for a bad path or another kind of file or namespace, NotFoundError when
+ * it does not exist. Returns the path.
+ */
+export async function validateNetnsPath(netnsPath: unknown): Promise<string> {
+  const p = await checkNetnsFile(netnsPath);
+  await runInNetns(p, 'true', []);
+  return p;
+}
