@@ -8,6 +8,7 @@ import { AgentService, HealthService, MAX_UINT64_NUMBER, grpc } from '../protos/
 import { DiagnosticsService, ProcessesService } from '../protos/hull';
 import { connectOnce, describeEndpoint, isNotYet, parseAgentEndpoint, type VsockConnector } from './channel';
 import { classifyAgentError } from './errors';
+import { BadReplyError, fromGrpcInterface, fromGrpcInterfaces, fromGrpcRoutes, toGrpcInterface, toGrpcNeighbor, toGrpcRoute, type ArpNeighbor, type GuestInterface, type GuestRoute, type NetworkInterface, type RouteSpec } from './network';
 import { parsePidList, toGrpcResources } from './resources';
 import { timeoutFor } from './timeouts';
 import { grpcProcessFromOci, grpcSpecFromOci, type OciMount, type OciProcess, type OciSpec } from './oci';
@@ -352,6 +353,40 @@ export class KataAgentClient implements AgentClient {
 
   async removeContainer(containerId: string): Promise<void> {
     await this.call(AgentService.RemoveContainer, { containerId, timeout: 0 });
+  }
+
+  async updateInterface(iface: NetworkInterface): Promise<GuestInterface> {
+    const res = await this.call(AgentService.UpdateInterface, { interface: toGrpcInterface(iface) });
+    return this.reply('UpdateInterface', () => fromGrpcInterface(res));
+  }
+
+  async updateRoutes(routes: readonly RouteSpec[]): Promise<GuestRoute[]> {
+    const res = await this.call(AgentService.UpdateRoutes, { routes: { Routes: routes.map(toGrpcRoute) } });
+    return this.reply('UpdateRoutes', () => fromGrpcRoutes(res.Routes));
+  }
+
+  async addArpNeighbors(neighbors: readonly ArpNeighbor[]): Promise<void> {
+    await this.call(AgentService.AddARPNeighbors, { neighbors: { ARPNeighbors: neighbors.map(toGrpcNeighbor) } });
+  }
+
+  async listInterfaces(): Promise<GuestInterface[]> {
+    const res = await this.call(AgentService.ListInterfaces, {});
+    return this.reply('ListInterfaces', () => fromGrpcInterfaces(res.Interfaces));
+  }
+
+  async listRoutes(): Promise<GuestRoute[]> {
+    const res = await this.call(AgentService.ListRoutes, {});
+    return this.reply('ListRoutes', () => fromGrpcRoutes(res.Routes));
+  }
+
+  /** Converts a reply from the guest; a malformed one is classified like any agent failure. */
+  private reply<T>(method: string, convert: () => T): T {
+    try {
+      return convert();
+    } catch (err) {
+      if (err instanceof BadReplyError) throw classifyAgentError(new Error(`${method} returned a bad reply: ${err.message}`), method);
+      throw err;
+    }
   }
 
   onClose(listener: (err: Error) => void): () => void {

@@ -1,3 +1,4 @@
+import type { ArpNeighbor, GuestInterface, GuestRoute, NetworkInterface, RouteSpec } from './network';
 import type { OciMount, OciProcess, OciSpec } from './oci';
 /** hull's own types for talking to the guest agent; generated protocol classes stay behind this edge. */
 
@@ -102,7 +103,23 @@ export interface ContainerSpec extends ProcessSpec {
   resources?: ContainerResources;
 }
 
-export interface AgentClient extends ContainerAgentClient {
+/**
+ * The guest side of pod networking (Kata's network RPCs), sent after boot and before CreateSandbox: each NIC
+ * (found by MAC) gets its name, MTU and addresses, then the routes replace the guest's, then the neighbours.
+ */
+export interface NetworkAgentClient {
+  /** Configures the guest NIC whose MAC is iface.mac; the NIC as it is afterwards. NotFoundError for an unknown MAC. */
+  updateInterface(iface: NetworkInterface): Promise<GuestInterface>;
+  /** Replaces the guest's routes (not lo's, not those the kernel made for addresses); the routes afterwards. */
+  updateRoutes(routes: readonly RouteSpec[]): Promise<GuestRoute[]>;
+  /** Adds (or replaces) neighbour entries, permanent unless said otherwise. */
+  addArpNeighbors(neighbors: readonly ArpNeighbor[]): Promise<void>;
+  listInterfaces(): Promise<GuestInterface[]>;
+  /** The main table's routes, IPv4 then IPv6. */
+  listRoutes(): Promise<GuestRoute[]>;
+}
+
+export interface AgentClient extends ContainerAgentClient, NetworkAgentClient {
   check(): Promise<HealthStatus>;
   version(): Promise<{ agentVersion: string; protocolVersion: string }>;
   guestDetails(): Promise<GuestDetails>;

@@ -1,10 +1,12 @@
 /**
  * What the agent does as the guest's init (PID 1) before it serves: mount the kernel filesystems the guest and its
- * containers need, and load the kernel modules of the agent channel, virtio-fs and overlay. Mounts already present
+ * containers need, load the kernel modules of the agent channel, virtio-fs, overlay and virtio-net, and bring the
+ * loopback up. Mounts already present
  * (made by the initramfs) are left alone.
  */
 import fs from 'node:fs';
 import { log } from './log';
+import { execIp, linkUp } from './net-ip';
 import { agentChannels, isMountPoint, mount, run } from './system';
 
 interface MountEntry {
@@ -32,7 +34,7 @@ const MOUNTS: MountEntry[] = [
 export const CHANNEL_MODULES = ['virtio_console']; // loaded by the initramfs already; modprobe is then a no-op
 /** The vsock channel's transport (it pulls in vsock and the common virtio transport code), loaded before listening. */
 export const VSOCK_CHANNEL_MODULES = ['vmw_vsock_virtio_transport'];
-export const BACKGROUND_MODULES = ['vmw_vsock_virtio_transport', 'virtiofs', 'overlay'];
+export const BACKGROUND_MODULES = ['vmw_vsock_virtio_transport', 'virtiofs', 'overlay', 'virtio_net'];
 
 export const SHARED_ROOT = '/run/kata-containers';
 export const SHARED_CONTAINERS = `${SHARED_ROOT}/shared/containers`;
@@ -41,6 +43,17 @@ export const SANDBOX_SHM = `${SHARED_ROOT}/sandbox/shm`;
 
 /** Resolves when the background modules are loaded (or failed to: the failure is logged, not fatal). */
 export let modulesReady: Promise<void> = Promise.resolve();
+/** Resolves when the NIC driver (virtio_net) is loaded and lo is up (failures logged): what the network RPCs wait for. */
+export let networkReady: Promise<void> = Promise.resolve();
+
+/** The loopback up, with iproute2's ip (the kernel leaves it down); a failure is logged, not fatal. */
+async function loopbackUp(): Promise<void> {
+  try {
+    await execIp()(linkUp('lo'));
+  } catch (err) {
+    log.warn('bringing lo up failed', { error: (err as Error).message });
+  }
+}
 
 async function loadModules(modules: string[]): Promise<void> {
   try {
@@ -89,4 +102,5 @@ export async function initGuest(): Promise<void> {
   await mountMissing(second);
   fs.mkdirSync(SHARED_CONTAINERS, { recursive: true, mode: 0o755 });
   modulesReady = loadModules(BACKGROUND_MODULES.filter((m) => !channelModules.includes(m)));
+  networkReady = Promise.all([modulesReady, loopbackUp()]).then(() => undefined);
 }

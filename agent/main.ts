@@ -9,8 +9,9 @@
  * of the system (how the agent's own tests run it on the host). With HULL_AGENT_LOAD_ONLY set it only loads its
  * modules and does not start: how the image build makes the bundle's code cache (guest/agent-loader.ts).
  */
-import { Server } from 'ttrpc-ts';
-import { initGuest, loadVsockModules } from './init';
+import { Code, Server, StatusError } from 'ttrpc-ts';
+import { initGuest, loadVsockModules, networkReady } from './init';
+import { GuestNetwork } from './network';
 import { log } from './log';
 import { SerialPortListener, waitForSerialPort } from './port';
 import { openHullInitReaper, underHullInit, type Reaper } from './reaper';
@@ -63,6 +64,10 @@ async function main(): Promise<void> {
   registerServices(server, {
     sandbox: new GuestSandbox({ setHostname: !testSocket }),
     containers: new Containers(() => reaper),
+    // Outside the guest (HULL_AGENT_SOCKET) the agent must not touch the host's network.
+    network: testSocket
+      ? new GuestNetwork(() => Promise.reject(new StatusError(Code.FAILED_PRECONDITION, 'network configuration is done only inside the guest')))
+      : new GuestNetwork(undefined, () => networkReady),
     transport,
     startedMs,
     readyMs: () => readyMs,

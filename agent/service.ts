@@ -1,5 +1,5 @@
 /**
- * The agent's ttrpc services: Kata's grpc.AgentService (the sandbox part and the first container and process methods; every method not registered
+ * The agent's ttrpc services: Kata's grpc.AgentService (the sandbox part, the container and process methods, and the network ones; every method not registered
  * answers UNIMPLEMENTED), grpc.Health, and hull's own hull.agent.v1.Diagnostics and hull.agent.v1.Processes.
  */
 import fs from 'node:fs';
@@ -11,6 +11,7 @@ import { SHARED_ROOT } from './init';
 import { log } from './log';
 import type { Reaper } from './reaper';
 import type { Containers } from './container';
+import type { GuestNetwork } from './network';
 import type { GuestSandbox } from './sandbox';
 import { run } from './system';
 import { realPathUnder } from './validate';
@@ -21,6 +22,7 @@ const READ_FILE_LIMIT = 1 << 20;
 export interface AgentContext {
   sandbox: GuestSandbox;
   containers: Containers;
+  network: GuestNetwork;
   transport: string;
   startedMs: number;
   readyMs(): number;
@@ -84,6 +86,14 @@ export function registerServices(server: Server, ctx: AgentContext): void {
       ctx.containers.resize(req);
       return {};
     },
+    UpdateInterface: (req) => ctx.network.updateInterface(req),
+    UpdateRoutes: (req) => ctx.network.updateRoutes(req),
+    AddARPNeighbors: async (req) => {
+      await ctx.network.addArpNeighbors(req);
+      return {};
+    },
+    ListInterfaces: () => ctx.network.listInterfaces(),
+    ListRoutes: () => ctx.network.listRoutes(),
     DestroySandbox: async () => {
       await ctx.sandbox.destroy();
       ctx.powerOff();

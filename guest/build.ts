@@ -12,7 +12,7 @@ import { createReadStream, rmSync as fs_rmSync } from 'node:fs';
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { AGENT_NODE_FLAGS, GUEST_MODULES, GUEST_PATHS, NATIVE_MODULES, PACKAGES, ROOT_WAIT_SECONDS } from './config';
+import { AGENT_NODE_FLAGS, GUEST_MODULES, GUEST_PATHS, IPROUTE2_IP_SUFFIX, NATIVE_MODULES, PACKAGES, ROOT_WAIT_SECONDS } from './config';
 import type { AgentBundle } from './agent-bundle';
 import { BUNDLE_FILE, CODE_CACHE_FILE } from './agent-loader';
 import { run } from './exec';
@@ -114,6 +114,8 @@ interface Manifest {
   node: { version: string; host: string; flags: readonly string[] };
   esbuild: string;
   agent: { entry: string; bundleBytes: number; codeCacheBytes: number; natives: string[] };
+  /** Programs copied from the host (guest path -> host path), each with its shared libraries. */
+  programs: Record<string, string>;
   modules: { initrd: string[]; rootfs: string[]; builtin: string[]; missing: string[] };
   rootfs: { sizeBytes: number; contentBytes: number; inodes: number };
   files: Record<string, { size: number; sha256: string }>;
@@ -127,6 +129,7 @@ class ImageBuild {
   private readonly staging: string;
   private readonly out: string;
   private readonly libs = new Set<string>();
+  private readonly programs = new Map<string, string>();
 
   constructor(
     private readonly workDir: string,
@@ -151,7 +154,7 @@ class ImageBuild {
     await stageBase(this.staging);
     await stageBusybox(this.staging, busybox, await busyboxApplets(busybox));
     const bundle = await this.stageAgent();
-    await this.stagePrograms(bundle.nativeObjects);
+    await this.stagePrograms(bundle.nativeObjects, await packageFile('iproute2', IPROUTE2_IP_SUFFIX));
     await this.stageModules(rootfsPlan);
     await this.stageInit();
     await this.selfTest(bundle.natives);
@@ -188,6 +191,7 @@ class ImageBuild {
       node: { version: process.version, host: this.settings.node, flags: AGENT_NODE_FLAGS },
       esbuild: this.settings.esbuild,
       agent: { entry: shown(this.args.agent), bundleBytes: bundle.bytes, codeCacheBytes, natives: bundle.natives },
+      programs: Object.fromEntries([...this.programs.entries()].sort()),
       modules: {
         initrd: initrd.load.map((m) => m.name),
         rootfs: rootfs.load.map((m) => m.name),
@@ -258,21 +262,25 @@ class ImageBuild {
   }
 
   /**
-   * node and crun, and the shared libraries of those and of any native agent module. Libraries keep the absolute
+   * node, crun and iproute2's ip, and the shared libraries of those and of any native agent module. Libraries keep the absolute
    * path ldd reports (e.g. /lib/x86_64-linux-gnu/libc.so.6, /lib64/ld-linux-x86-64.so.2), as regular files, so
    * the dynamic loader finds them through its built-in search path.
    */
-  private async stagePrograms(nativeObjects: readonly string[]): Promise<void> {
+  private async stagePrograms(nativeObjects: readonly string[], ip: string): Promise<void> {
     const programs: ReadonlyArray<[string, string | undefined]> = [
       [this.settings.node, GUEST_PATHS.node],
       ['/usr/bin/crun', GUEST_PATHS.crun],
+      [ip, GUEST_PATHS.ip],
       ...nativeObjects.map((o): [string, undefined] => [o, undefined]), // already in the staging folder
     ];
     for (const [host, guest] of programs) {
       const libs = (await sharedLibraries(host)).filter((lib) => !this.libs.has(lib));
       if (guest) await this.addInputs([host]);
       await this.addInputs(libs);
-      if (guest) await copyToGuest(this.staging, host, guest);
+      if (guest) {
+        await copyToGuest(this.staging, host, guest);
+        this.programs.set(guest, host);
+      }
       for (const lib of libs) {
         this.libs.add(lib);
         await copyToGuest(this.staging, lib, lib);
@@ -324,6 +332,9 @@ class ImageBuild {
     // crun itself cannot run here (it re-executes itself through /proc); check that its libraries resolve.
     parseLdd((await run('chroot', [this.staging, '/lib64/ld-linux-x86-64.so.2', '--list', GUEST_PATHS.crun])).stdout);
     await run('chroot', [this.staging, '/bin/sh', '-c', 'exit 0']);
+    // iproute2's ip, not busybox's: -V names iproute2 (and loads every library it links).
+    const ip = await run('chroot', [this.staging, GUEST_PATHS.ip, '-V'], { allowFailure: true });
+    if (ip.code !== 0 || !/iproute2/.test(ip.stdout)) throw new Error(`staged ${GUEST_PATHS.ip} -V failed (exit ${ip.code}): ${(ip.stdout + ip.stderr).trim()}`);
     // hull-init, not as PID 1 (it then exits with its child's code instead of powering off).
     const init = await run('chroot', [this.staging, GUEST_PATHS.init, '--exec', '/bin/sh', '-c', 'exit 3'], { allowFailure: true });
     if (init.code !== 3) throw new Error(`staged hull-init returned ${init.code} for a child exiting with 3: ${init.stderr.trim()}`);
@@ -391,7 +402,7 @@ async function main(): Promise<void> {
     console.log(`guest: built ${rel} in ${seconds}s`);
     console.log(`  vmlinuz     ${mib(f['vmlinuz']?.size ?? 0).padStart(10)}  ${KERNEL_METAPACKAGE} ${manifest.packages[KERNEL_METAPACKAGE] ?? ''}`);
     console.log(`  initrd.img  ${mib(f['initrd.img']?.size ?? 0).padStart(10)}  busybox + ${manifest.modules.initrd.length} modules (${manifest.modules.initrd.join(' ')})`);
-    console.log(`  rootfs.img  ${mib(f['rootfs.img']?.size ?? 0).padStart(10)}  ${mib(manifest.rootfs.contentBytes)} content; node ${process.version}, crun, agent ${(manifest.agent.bundleBytes / 1024).toFixed(0)} KiB, ${manifest.modules.rootfs.length} modules`);
+    console.log(`  rootfs.img  ${mib(f['rootfs.img']?.size ?? 0).padStart(10)}  ${mib(manifest.rootfs.contentBytes)} content; node ${process.version}, crun, ip, agent ${(manifest.agent.bundleBytes / 1024).toFixed(0)} KiB, ${manifest.modules.rootfs.length} modules`);
     console.log(`  total       ${mib(total).padStart(10)}`);
   } finally {
     await fs.rm(workDir, { recursive: true, force: true });

@@ -36,6 +36,11 @@ export const GUEST_PATHS = {
   agentMain: '/opt/hull/agent/main.js',
   node: '/usr/bin/node',
   crun: '/usr/bin/crun',
+  /**
+   * iproute2's ip (busybox's applet stays at /sbin/ip; PATH puts /usr/sbin first): the agent configures the pod's
+   * interfaces, routes and neighbours with it (`-j` for reading), which busybox's ip cannot fully do.
+   */
+  ip: '/usr/sbin/ip',
   /** What the kernel runs: a symlink to hullInit. */
   init: '/sbin/init',
   /** hull-init (guest/init/hull-init.c): PID 1, starts the agent, reaps orphans, powers off when the agent exits. */
@@ -59,4 +64,7 @@ export const NATIVE_MODULES: readonly string[] = ['node-pty', 'hull-vsock'];
 export const ROOT_WAIT_SECONDS = 20;
 
 /** Debian packages whose versions go into the manifest and the fingerprint (the versioned kernel image is added). */
-export const PACKAGES = ['linux-image-cloud-amd64', 'busybox-static', 'crun', 'nodejs', 'e2fsprogs', 'kmod', 'gcc', 'libc6-dev'] as const;
+export const PACKAGES = ['linux-image-cloud-amd64', 'busybox-static', 'crun', 'iproute2', 'nodejs', 'e2fsprogs', 'kmod', 'gcc', 'libc6-dev'] as const;
+
+/** Debian's iproute2 installs ip here (/usr/sbin/ip and /sbin/ip are symlinks to it on a merged-/usr host). */
+export const IPROUTE2_IP_SUFFIX = '/bin/ip';

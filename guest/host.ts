@@ -36,7 +36,7 @@ export async function queryPackages(names: readonly string[] = PACKAGES): Promis
   if (!versions.has(KERNEL_METAPACKAGE) || !m?.[1]) {
     throw new Error(`the guest kernel package ${KERNEL_METAPACKAGE} is not installed (run: make deps)`);
   }
-  for (const required of ['busybox-static', 'crun', 'e2fsprogs', 'kmod']) {
+  for (const required of ['busybox-static', 'crun', 'iproute2', 'e2fsprogs', 'kmod']) {
     if (names.includes(required) && !versions.has(required)) throw new Error(`Debian package ${required} is not installed (run: make deps)`);
   }
   return { versions, kernelRelease: m[1] };

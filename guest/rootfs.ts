@@ -22,6 +22,9 @@ export async function writeGuestFile(staging: string, guestPath: string, data: s
 export async function copyToGuest(staging: string, hostFile: string, guestPath: string): Promise<void> {
   const file = staged(staging, guestPath);
   await fs.mkdir(path.dirname(file), { recursive: true });
+  // copyFile would write through a symlink (say, a busybox applet link) and overwrite its target.
+  const existing = await fs.lstat(file).catch(() => undefined);
+  if (existing?.isSymbolicLink()) throw new Error(`guest path ${guestPath} is already a symlink (to ${await fs.readlink(file)}); not copying ${hostFile} over it`);
   await fs.copyFile(hostFile, file, fs.constants.COPYFILE_FICLONE); // follows symlinks; keeps the mode
 }
 

@@ -11,6 +11,7 @@ export const KVM_DEVICE = '/dev/kvm';
 /** The paravirtual KVM module (PVM). /dev/kvm opens fine under it, but a stock guest kernel hangs silently. */
 export const KVM_PVM_MODULE = '/sys/module/kvm_pvm';
 export const VHOST_VSOCK_DEVICE = '/dev/vhost-vsock';
+export const VHOST_NET_DEVICE = '/dev/vhost-net';
 
 /** What accel/transport detection asks the host. */
 export interface HostProbe {
@@ -80,6 +81,18 @@ export function chooseTransport(requested: 'auto' | AgentTransport, probe: HostP
   if (!exists) return { value: 'serial', reason: `${VHOST_VSOCK_DEVICE} does not exist; using a virtio-serial port` };
   if (!usable) return { value: 'serial', reason: `${VHOST_VSOCK_DEVICE} cannot be opened read-write; using a virtio-serial port` };
   return { value: 'vsock', reason: `${VHOST_VSOCK_DEVICE} opens read-write; using vsock` };
+}
+
+/**
+ * vhost-net moves the NICs' data path into the host kernel. It is asked for only when the guest runs under KVM
+ * (vhost needs the guest's memory mapped by a KVM VM; under TCG QEMU would fall back or fail) and /dev/vhost-net
+ * opens read-write here; otherwise QEMU's own virtio-net backend, with the reason.
+ */
+export function chooseVhostNet(accel: Accel, probe: HostProbe = realHostProbe): Choice<boolean> {
+  if (accel !== 'kvm') return { value: false, reason: `the guest runs under ${accel.toUpperCase()}, not KVM; no vhost-net` };
+  if (!probe.exists(VHOST_NET_DEVICE)) return { value: false, reason: `${VHOST_NET_DEVICE} does not exist (modprobe vhost_net); no vhost-net` };
+  if (!probe.openReadWrite(VHOST_NET_DEVICE)) return { value: false, reason: `${VHOST_NET_DEVICE} cannot be opened read-write; no vhost-net` };
+  return { value: true, reason: `KVM and ${VHOST_NET_DEVICE} opens read-write; vhost-net on` };
 }
 
 /** CIDs 0-2 are reserved (hypervisor, local, host); 0xFFFFFFFF is VMADDR_CID_ANY. We stay below 2^31 so that no

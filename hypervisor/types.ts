@@ -30,6 +30,31 @@ export interface VmConfig {
   virtiofsdPath?: string;
   /** Verbose guest kernel (no `quiet`) and virtiofsd debug logging. */
   debug?: boolean;
+  /**
+   * The pod's network: QEMU is started inside `netnsPath` (through nsenter, which execs QEMU, so QEMU keeps the pid
+   * and its own argv) with one virtio-net NIC per tap. The taps must already exist in that namespace (the host-side
+   * plumbing makes them and redirects the pod's veth to them). virtiofsd stays in the host's namespace.
+   */
+  network?: VmNetwork;
+  /** Default DEFAULT_NSENTER_PATH; used only with `network`. */
+  nsenterPath?: string;
+}
+
+/** A VM's network devices and the network namespace QEMU runs in. */
+export interface VmNetwork {
+  /** Absolute, normalised path of the network namespace, e.g. /run/netns/cni-1234 or /proc/<pid>/ns/net. */
+  netnsPath: string;
+  /** At most MAX_NICS; tap names and MACs unique. */
+  nics: VmNic[];
+}
+
+export interface VmNic {
+  /** The tap's interface name in that namespace (Linux rules: 1-15 bytes, no '/', ':' or whitespace; here [A-Za-z0-9_.-]). */
+  tap: string;
+  /** The guest NIC's MAC (the pod veth's), unicast, six octets "aa:bb:cc:dd:ee:ff". */
+  mac: string;
+  /** Passed to the guest driver as host_mtu (68-65535); absent = the driver's default (1500). */
+  mtu?: number;
 }
 
 export type AgentTransport = 'vsock' | 'serial';
@@ -112,3 +137,4 @@ export const AGENT_SERIAL_NAME = 'agent.channel.0';
 
 export const DEFAULT_QEMU_PATH = '/usr/bin/qemu-system-x86_64';
 export const DEFAULT_VIRTIOFSD_PATH = '/usr/lib/qemu/virtiofsd';
+export const DEFAULT_NSENTER_PATH = '/usr/bin/nsenter';

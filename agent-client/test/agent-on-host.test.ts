@@ -87,6 +87,17 @@ describe('agent client against the real agent (host test mode)', function () {
     for (const spec of bad) await assert.rejects(client.createSandbox(spec), InvalidArgumentError, JSON.stringify(spec));
   });
 
+  it('network requests: checked (INVALID_ARGUMENT), then refused outside the guest without touching the host', async () => {
+    const nic = { name: 'eth0', mac: '02:42:ac:11:00:02', addresses: [{ address: '10.0.0.2', prefixLength: 24 }] };
+    await assert.rejects(client.updateInterface({ ...nic, name: '-x' }), InvalidArgumentError);
+    await assert.rejects(client.updateInterface({ ...nic, mtu: 20 }), InvalidArgumentError);
+    await assert.rejects(client.updateRoutes([{ dest: '10.0.0.1/24', device: 'eth0' }]), (e: Error) => e instanceof InvalidArgumentError && /host bits/.test(e.message));
+    await assert.rejects(client.addArpNeighbors([{ address: '10.0.0.1', mac: 'nope', device: 'eth0' }]), InvalidArgumentError);
+    await assert.rejects(client.updateInterface(nic), (e: Error) => e instanceof FailedPreconditionError && /only inside the guest/.test(e.message));
+    await assert.rejects(client.listInterfaces(), FailedPreconditionError);
+    await assert.rejects(client.listRoutes(), FailedPreconditionError);
+  });
+
   it('creates one sandbox: a second CreateSandbox is ALREADY_EXISTS', async () => {
     await client.createSandbox({ sandboxId: 'sb1', storages: [] });
     await assert.rejects(client.createSandbox({ sandboxId: 'sb2', storages: [] }), AlreadyExistsError);

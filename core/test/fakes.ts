@@ -1,6 +1,9 @@
 /** In-memory fakes of the Hypervisor, the agent and the share, for fast tests of core. They record what was asked of them. */
 import path from 'node:path';
-import type { AgentClient, ContainerResources, ContainerSpec, ContainerStats, FileContents, GuestDetails, HealthStatus, OciMount, OciProcess, OciSpec, ProcessSpec, SandboxSpec } from '../../agent-client';
+import type {
+  AgentClient, ArpNeighbor, ContainerResources, ContainerSpec, ContainerStats, FileContents, GuestDetails, GuestInterface, GuestRoute, HealthStatus,
+  NetworkInterface, OciMount, OciProcess, OciSpec, ProcessSpec, RouteSpec, SandboxSpec,
+} from '../../agent-client';
 import { NotFoundError, NotImplementedError } from '../../errors';
 import { GUEST_SHARED_DIR, type FsShare, type GuestMount, type Mount, type VolumeSpec } from '../../fs-share';
 import type { Accel, AgentAddress, Device, Hypervisor, VmConfig, VmExit } from '../../hypervisor/types';
@@ -101,6 +104,55 @@ export class FakeAgent implements AgentClient {
   }
   async close(): Promise<void> {
     this.calls.push('close');
+  }
+  // Network: every request recorded in order (also in `calls`); the guest's state is what was asked for last.
+  readonly interfaceUpdates: NetworkInterface[] = [];
+  readonly routeUpdates: RouteSpec[][] = [];
+  readonly neighborsAdded: ArpNeighbor[] = [];
+  /** MACs of the guest's NICs; undefined = any MAC is found. An unknown one is a NotFoundError, like the agent's. */
+  guestMacs: string[] | undefined;
+  /** Makes the next network call fail (then cleared). */
+  failNetwork: Error | undefined;
+  private readonly guestInterfaces = new Map<string, GuestInterface>();
+  private guestRoutes: GuestRoute[] = [];
+  private networkFailure(): void {
+    const err = this.failNetwork;
+    this.failNetwork = undefined;
+    if (err) throw err;
+  }
+  async updateInterface(iface: NetworkInterface): Promise<GuestInterface> {
+    this.calls.push(`updateInterface ${iface.name} ${iface.mac.toLowerCase()}`);
+    this.interfaceUpdates.push(iface);
+    this.networkFailure();
+    const mac = iface.mac.toLowerCase();
+    if (this.guestMacs && !this.guestMacs.includes(mac)) throw new NotFoundError(`fake agent: no guest interface has MAC ${mac}`);
+    const now: GuestInterface = {
+      name: iface.name, mac, mtu: iface.mtu ?? 1500, linkType: '', flags: 0x1, up: true,
+      addresses: iface.addresses.map((a) => ({ address: a.address, prefixLength: a.prefixLength, family: a.family ?? (a.address.includes(':') ? 6 : 4) })),
+    };
+    this.guestInterfaces.set(mac, now);
+    return now;
+  }
+  async updateRoutes(routes: readonly RouteSpec[]): Promise<GuestRoute[]> {
+    this.calls.push(`updateRoutes ${routes.length}`);
+    this.routeUpdates.push([...routes]);
+    this.networkFailure();
+    this.guestRoutes = routes.map((r) => ({
+      dest: r.dest, device: r.device, scope: r.scope ?? 'universe', family: r.family ?? ((r.gateway ?? r.dest).includes(':') ? 6 : 4), onlink: r.onlink ?? false,
+      ...(r.gateway ? { gateway: r.gateway } : {}), ...(r.source ? { source: r.source } : {}), ...(r.mtu ? { mtu: r.mtu } : {}),
+    }));
+    return this.listRoutes();
+  }
+  async addArpNeighbors(neighbors: readonly ArpNeighbor[]): Promise<void> {
+    this.calls.push(`addArpNeighbors ${neighbors.length}`);
+    this.neighborsAdded.push(...neighbors);
+    this.networkFailure();
+  }
+  async listInterfaces(): Promise<GuestInterface[]> {
+    return [...this.guestInterfaces.values()];
+  }
+  async listRoutes(): Promise<GuestRoute[]> {
+    return this.guestRoutes.map((r) => ({ ...r }));
   }
   // Containers: recorded. Processes run until the test ends them with exitProcess(); output queued with emit().
   readonly procs = new Map<string, FakeProcess>();

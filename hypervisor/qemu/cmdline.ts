@@ -4,8 +4,8 @@
  * comma-separated option syntax goes through checkOptionValue (a comma would smuggle in another option).
  */
 import { InvalidArgumentError } from '../../errors';
-import { checkOptionValue } from '../config';
-import { AGENT_SERIAL_NAME, GUEST_SHARE_TAG, type Accel, type AgentTransport } from '../types';
+import { checkIfName, checkMac, checkOptionValue, MAX_MTU, MIN_MTU } from '../config';
+import { AGENT_SERIAL_NAME, GUEST_SHARE_TAG, type Accel, type AgentTransport, type VmNic } from '../types';
 
 /**
  * The guest kernel words hull always passes; kernelParams come after them (so they win). After the console and
@@ -44,6 +44,10 @@ export interface QemuCmdline {
   pidFile: string;
   /** Firmware image (`-bios`); absent = QEMU's default (SeaBIOS). */
   firmware?: string;
+  /** virtio-net NICs on existing taps (QEMU must run in the taps' network namespace); absent or [] = none. */
+  nics?: readonly VmNic[];
+  /** vhost-net for the NICs' data path (only where /dev/vhost-net is usable and KVM runs the guest). */
+  vhostNet?: boolean;
 }
 
 /** q35 with the accelerator and the shared memory backend as guest RAM; `-cpu max` under TCG, `host` under KVM. */
@@ -118,6 +122,26 @@ export function virtiofsArgs(socketPath: string): string[] {
   ];
 }
 
+/**
+ * One virtio-net NIC per tap: `-netdev tap` on the existing tap (QEMU runs no scripts: the host plumbing has set the
+ * tap up), `-device virtio-net-pci` with the pod's MAC, and `host_mtu` (the MTU the guest driver starts with) when
+ * one is given. netdev ids are net0, net1, ... in order, so the guest's NICs come up in PCI slot order too.
+ */
+export function networkArgs(nics: readonly VmNic[], vhostNet: boolean): string[] {
+  return nics.flatMap((nic, i) => {
+    const tap = checkOptionValue('tap name', checkIfName('tap name', nic.tap));
+    const mac = checkMac('NIC MAC', nic.mac);
+    if (nic.mtu !== undefined && (!Number.isInteger(nic.mtu) || nic.mtu < MIN_MTU || nic.mtu > MAX_MTU)) {
+      throw new InvalidArgumentError(`NIC MTU ${nic.mtu} is not an integer in [${MIN_MTU}, ${MAX_MTU}]`);
+    }
+    const id = `net${i}`;
+    return [
+      '-netdev', `tap,id=${id},ifname=${tap},script=no,downscript=no${vhostNet ? ',vhost=on' : ''}`,
+      '-device', `virtio-net-pci,netdev=${id},mac=${mac}${nic.mtu === undefined ? '' : `,host_mtu=${nic.mtu}`}`,
+    ];
+  });
+}
+
 /** ttyS0 written to a file (QEMU appends nothing else to it). */
 export function consoleArgs(logPath: string): string[] {
   return ['-chardev', `file,id=console,path=${checkOptionValue('console log', logPath)}`, '-serial', 'chardev:console'];
@@ -143,6 +167,7 @@ export function buildQemuArgv(c: QemuCmdline): string[] {
     ...rootDiskArgs(c.image),
     ...agentArgs(c.agent),
     ...(c.virtiofsSocket === undefined ? [] : virtiofsArgs(c.virtiofsSocket)),
+    ...networkArgs(c.nics ?? [], c.vhostNet ?? false),
     ...consoleArgs(c.consoleLog),
     ...qmpArgs(c.qmpSocket),
     ...pidfileArgs(c.pidFile),

@@ -12,7 +12,7 @@
  */
 import fs from 'node:fs';
 import { FailedPreconditionError, InternalError, NotImplementedError, UnavailableError, CancelledError } from '../../errors';
-import { CID_ATTEMPTS, chooseAccel, chooseTransport, cidCandidates, isCidInUse, realHostProbe, type HostProbe } from '../accel';
+import { CID_ATTEMPTS, chooseAccel, chooseTransport, chooseVhostNet, cidCandidates, isCidInUse, realHostProbe, type HostProbe } from '../accel';
 import { realFileProbe, resolveConfig, type FileProbe, type ResolvedConfig } from '../config';
 import { OwnedProcess } from '../process';
 import { AGENT_VSOCK_PORT, NOOP_LOGGER, type Accel, type AgentAddress, type AgentTransport, type Device, type Hypervisor, type Logger, type VmConfig, type VmExit } from '../types';
@@ -55,6 +55,8 @@ interface State {
   accel?: Accel;
   transport?: AgentTransport;
   cid?: number;
+  /** vhost-net for the NICs (chosen at prepare when there is a network). */
+  vhostNet?: boolean;
   argv?: string[];
   qemu?: OwnedProcess;
   qmp?: QmpClient;
@@ -105,6 +107,11 @@ export class QemuHypervisor implements Hypervisor {
       }
       Object.assign(this.#s, { cfg: c, accel: accel.value, transport: transport.value });
       if (transport.value === 'vsock') this.#s.cid = cidCandidates(c.id).next().value as number;
+      if (c.network !== undefined) {
+        const vhost = chooseVhostNet(accel.value, this.#opts.hostProbe);
+        this.#s.vhostNet = vhost.value;
+        this.#log.info({ id: c.id, netns: c.network.netnsPath, nics: c.network.nics, vhostNet: vhost.value, why: vhost.reason }, `network: ${c.network.nics.length} NIC(s) in ${c.network.netnsPath}`);
+      }
       this.#s.argv = this.#buildArgv();
       this.#s.phase = 'prepared';
       this.#log.debug({ id: c.id, argv: this.#s.argv }, 'qemu command line');
@@ -225,6 +232,17 @@ export class QemuHypervisor implements Hypervisor {
   argv(): string[] {
     return [...(this.#prepared('argv').argv ?? [])];
   }
+  /**
+   * What is spawned: QEMU itself, or with a network `nsenter --net=<netns> -- <qemu> <argv>`. nsenter enters the
+   * namespace and execs QEMU, so the pid is QEMU's and /proc/<pid>/cmdline is QEMU's argv (crash recovery matches
+   * it by the state folder, which is in that argv).
+   */
+  command(): { file: string; args: string[] } {
+    const { cfg: c, argv } = this.#prepared('command');
+    const qemuArgv = argv ?? [];
+    if (c.network === undefined) return { file: c.qemuPath, args: [...qemuArgv] };
+    return { file: c.nsenterPath, args: [`--net=${c.network.netnsPath}`, '--', c.qemuPath, ...qemuArgv] };
+  }
   timings(): StartTimings {
     return { ...this.#s.timings };
   }
@@ -265,6 +283,7 @@ export class QemuHypervisor implements Hypervisor {
       qmpSocket: c.paths.qmpSocket,
       pidFile: c.paths.qemuPidFile,
       ...(this.#opts.fileProbe.kind(QBOOT_FIRMWARE) === 'file' ? { firmware: QBOOT_FIRMWARE } : {}),
+      ...(c.network === undefined ? {} : { nics: c.network.nics, vhostNet: this.#s.vhostNet ?? false }),
     });
   }
 
@@ -291,7 +310,8 @@ export class QemuHypervisor implements Hypervisor {
     cids?.next(); // the first candidate is already in the argv
     for (let attempt = 1; ; attempt++) {
       fs.rmSync(c.paths.qmpSocket, { force: true }); // a failed attempt's socket would only be refused
-      const qemu = OwnedProcess.spawn(c.qemuPath, s.argv ?? [], { name: 'qemu', logger: this.#log });
+      const { file, args } = this.command();
+      const qemu = OwnedProcess.spawn(file, args, { name: 'qemu', logger: this.#log });
       s.qemu = qemu;
       this.#log.info({ id: c.id, pid: qemu.pid, accel: s.accel, attempt }, 'qemu started');
       try {

@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
 import { FailedPreconditionError } from '../../errors';
 import {
-  CID_ATTEMPTS, KVM_DEVICE, KVM_PVM_MODULE, MAX_GUEST_CID, MIN_GUEST_CID, VHOST_VSOCK_DEVICE,
-  chooseAccel, chooseTransport, cidCandidates, isCidInUse, type HostProbe,
+  CID_ATTEMPTS, KVM_DEVICE, KVM_PVM_MODULE, MAX_GUEST_CID, MIN_GUEST_CID, VHOST_NET_DEVICE, VHOST_VSOCK_DEVICE,
+  chooseAccel, chooseTransport, chooseVhostNet, cidCandidates, isCidInUse, type HostProbe,
 } from '../accel';
 
 /** A pretend host: `present` paths exist; `rw` paths also open read-write. */
@@ -74,6 +74,17 @@ describe('hypervisor/accel', () => {
       assert.ok(isCidInUse('qemu-system-x86_64: -device vhost-vsock-pci,guest-cid=3: vhost-vsock: unable to set guest cid: Address already in use'));
       assert.ok(!isCidInUse('qemu-system-x86_64: -device vhost-vsock-pci,guest-cid=3: vhost-vsock: unable to set guest cid: Permission denied'));
       assert.ok(!isCidInUse('could not open /dev/vhost-vsock'));
+    });
+  });
+
+  describe('chooseVhostNet', () => {
+    it('only under KVM and with /dev/vhost-net usable, saying why not otherwise', () => {
+      assert.equal(chooseVhostNet('kvm', host([], [VHOST_NET_DEVICE])).value, true);
+      const tcg = chooseVhostNet('tcg', host([], [VHOST_NET_DEVICE]));
+      assert.equal(tcg.value, false);
+      assert.match(tcg.reason, /TCG/);
+      assert.match(chooseVhostNet('kvm', host([])).reason, /does not exist/);
+      assert.match(chooseVhostNet('kvm', host([VHOST_NET_DEVICE])).reason, /cannot be opened read-write/);
     });
   });
 });

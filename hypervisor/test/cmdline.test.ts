@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { InvalidArgumentError } from '../../errors';
-import { BASE_KERNEL_PARAMS, agentArgs, buildQemuArgv, kernelCommandLine, rootDiskArgs, type QemuCmdline } from '../qemu/cmdline';
+import { BASE_KERNEL_PARAMS, agentArgs, buildQemuArgv, kernelCommandLine, networkArgs, rootDiskArgs, type QemuCmdline } from '../qemu/cmdline';
 
 const S = '/run/hull/vm/pod1';
 const base: QemuCmdline = {
@@ -94,5 +94,43 @@ describe('hypervisor/qemu/cmdline', () => {
   it('rejects reserved or out-of-range guest CIDs', () => {
     for (const cid of [0, 1, 2, 0xffffffff, 1.5]) assert.throws(() => agentArgs({ transport: 'vsock', cid }), InvalidArgumentError);
     assert.deepEqual(agentArgs({ transport: 'vsock', cid: 3 }), ['-device', 'vhost-vsock-pci,guest-cid=3']);
+  });
+
+  describe('network devices', () => {
+    it('one tap NIC per entry, after virtio-fs and before the console (golden)', () => {
+      const argv = buildQemuArgv({
+        ...base, virtiofsSocket: `${S}/virtiofsd.sock`,
+        nics: [{ tap: 'tap0_kata', mac: '02:42:AC:11:00:02', mtu: 1450 }, { tap: 'tap1_kata', mac: '0a:58:0a:f4:00:07' }],
+      });
+      const at = argv.indexOf('vhost-user-fs-pci,chardev=fs,tag=kataShared');
+      assert.deepEqual(argv.slice(at + 1, at + 9), [
+        '-netdev', 'tap,id=net0,ifname=tap0_kata,script=no,downscript=no',
+        '-device', 'virtio-net-pci,netdev=net0,mac=02:42:ac:11:00:02,host_mtu=1450',
+        '-netdev', 'tap,id=net1,ifname=tap1_kata,script=no,downscript=no',
+        '-device', 'virtio-net-pci,netdev=net1,mac=0a:58:0a:f4:00:07',
+      ]);
+      assert.equal(argv[at + 9], '-chardev');
+    });
+
+    it('vhost=on only when asked for', () => {
+      assert.deepEqual(networkArgs([{ tap: 't0', mac: '02:00:00:00:00:01' }], true), [
+        '-netdev', 'tap,id=net0,ifname=t0,script=no,downscript=no,vhost=on',
+        '-device', 'virtio-net-pci,netdev=net0,mac=02:00:00:00:00:01',
+      ]);
+      assert.deepEqual(networkArgs([], true), []);
+      assert.ok(!buildQemuArgv(base).includes('-netdev'), 'no network: no netdev');
+    });
+
+    it('refuses tap names, MACs and MTUs that are not what they claim', () => {
+      const ok = { tap: 'tap0', mac: '02:00:00:00:00:01' };
+      for (const tap of ['', 'a'.repeat(16), 'tap,vhost=on', '-tap', '.tap', 'a/b', 'a b', 'ta:p', 'tap\n']) {
+        assert.throws(() => networkArgs([{ ...ok, tap }], false), InvalidArgumentError, JSON.stringify(tap));
+      }
+      assert.deepEqual(networkArgs([{ ...ok, tap: 'a'.repeat(15) }], false).length, 4);
+      for (const mac of ['', '02:00:00:00:00', '02:00:00:00:00:01:02', '01:00:5e:00:00:01', 'ff:ff:ff:ff:ff:ff', '00:00:00:00:00:00', '02-00-00-00-00-01', 'zz:00:00:00:00:01', '02:00:00:00:00:01,x']) {
+        assert.throws(() => networkArgs([{ ...ok, mac }], false), InvalidArgumentError, mac);
+      }
+      for (const mtu of [0, 67, 65536, 1500.5]) assert.throws(() => networkArgs([{ ...ok, mtu }], false), InvalidArgumentError, String(mtu));
+    });
   });
 });

@@ -71,4 +71,38 @@ describe('hypervisor/config', () => {
       assert.throws(() => resolveConfig({ ...cfg, ...patch }, files({ ...GUEST, '/sh,are': 'dir' })), InvalidArgumentError);
     });
   }
+
+  describe('network', () => {
+    const NETNS = '/run/netns/cni-1';
+    const withNet = { ...GUEST, [NETNS]: 'file' } as const;
+    const execs = ['/usr/bin/qemu-system-x86_64', '/usr/lib/qemu/virtiofsd', '/usr/bin/nsenter'];
+    const net = (network: unknown): VmConfig => ({ ...cfg, network: network as VmConfig['network'] });
+
+    it('is optional, and checked when given (MACs lower-cased)', () => {
+      assert.equal(resolveConfig(cfg, files(GUEST)).network, undefined);
+      const r = resolveConfig(net({ netnsPath: NETNS, nics: [{ tap: 'tap0_kata', mac: '0A:58:0A:F4:00:07', mtu: 1450 }] }), files(withNet, execs));
+      assert.deepEqual(r.network, { netnsPath: NETNS, nics: [{ tap: 'tap0_kata', mac: '0a:58:0a:f4:00:07', mtu: 1450 }] });
+      assert.equal(r.nsenterPath, '/usr/bin/nsenter');
+    });
+
+    it('refuses a netns path that is relative or not normalised, and bad or duplicate NICs', () => {
+      const nic = { tap: 'tap0', mac: '02:00:00:00:00:01' };
+      const bad: unknown[] = [
+        null, 'x', { nics: [] }, { netnsPath: 'run/netns/x', nics: [] }, { netnsPath: '/run/netns/../x', nics: [] },
+        { netnsPath: '/run//netns/x', nics: [] }, { netnsPath: '/run/netns/x/', nics: [] }, { netnsPath: '/run/netns/x\n', nics: [] },
+        { netnsPath: NETNS }, { netnsPath: NETNS, nics: [nic, nic] }, { netnsPath: NETNS, nics: [nic, { ...nic, tap: 'tap1' }] },
+        { netnsPath: NETNS, nics: [{ ...nic, mtu: 20 }] }, { netnsPath: NETNS, nics: [{ ...nic, tap: 'tap0,vhost=on' }] },
+        { netnsPath: NETNS, nics: Array.from({ length: 17 }, (_, i) => ({ tap: `t${i}`, mac: `02:00:00:00:00:${(i + 16).toString(16)}` })) },
+      ];
+      for (const network of bad) {
+        assert.throws(() => resolveConfig(net(network), files(withNet, execs)), InvalidArgumentError, JSON.stringify(network));
+      }
+    });
+
+    it('a missing namespace or nsenter is a FailedPreconditionError', () => {
+      const network = { netnsPath: NETNS, nics: [] };
+      assert.throws(() => resolveConfig(net(network), files(GUEST, execs)), (e: Error) => e instanceof FailedPreconditionError && e.message.includes(NETNS));
+      assert.throws(() => resolveConfig(net(network), files(withNet)), (e: Error) => e instanceof FailedPreconditionError && /nsenter/.test(e.message));
+    });
+  });
 });

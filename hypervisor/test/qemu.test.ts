@@ -1,5 +1,7 @@
 /** QemuHypervisor's lifecycle against a fake QEMU (fake-qemu.ts): fast, and able to misbehave on demand. */
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import crypto from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -215,5 +217,32 @@ describe('hypervisor/qemu/qemu (fake QEMU)', function () {
     await assert.rejects(vm.start(AbortSignal.timeout(1000)), FailedPreconditionError);
     await vm.cleanup();
     assert.equal(fs.existsSync(cfg.stateDir), false);
+  });
+
+  it('with a network, QEMU runs in that namespace through nsenter, keeping its pid and its own argv', async () => {
+    // A namespace of our own, removed at the end whatever happens.
+    const name = `hull-t-${crypto.randomBytes(4).toString('hex')}`;
+    execFileSync('ip', ['netns', 'add', name]);
+    try {
+      const log = recordingLogger();
+      const vm = make({ logger: log });
+      await vm.prepare({ ...cfg, network: { netnsPath: `/run/netns/${name}`, nics: [{ tap: 'tap0_kata', mac: '02:00:00:00:00:01' }] } });
+      const { file, args } = vm.command();
+      assert.equal(file, '/usr/bin/nsenter');
+      assert.deepEqual(args.slice(0, 3), [`--net=/run/netns/${name}`, '--', cfg.qemuPath]);
+      assert.deepEqual(args.slice(3), vm.argv());
+      assert.ok(vm.argv().includes('tap,id=net0,ifname=tap0_kata,script=no,downscript=no'), 'no vhost under TCG');
+      assert.ok(log.lines.some((l) => /^network: 1 NIC/.test(l.msg) && /TCG/.test((l.obj as { why: string }).why)));
+      await vm.start(AbortSignal.timeout(10_000));
+      const pid = vm.pid()!;
+      const cmdline = fs.readFileSync(`/proc/${pid}/cmdline`, 'latin1').split('\0');
+      assert.ok(!cmdline.some((w) => w.includes('nsenter')), 'nsenter exec\'d: the pid is QEMU\'s');
+      assert.ok(cmdline.some((w) => w.includes(cfg.stateDir)), 'the argv names the state folder (crash recovery matches on it)');
+      assert.equal(fs.statSync(`/proc/${pid}/ns/net`).ino, fs.statSync(`/run/netns/${name}`).ino, 'QEMU is in the pod namespace');
+      await vm.stop({ force: false });
+      assert.equal((await vm.wait()).code, 0);
+    } finally {
+      execFileSync('ip', ['netns', 'delete', name]);
+    }
   });
 });

@@ -1,0 +1,144 @@
+/**
+ * The guest side of pod networking (Kata's UpdateInterface, UpdateRoutes, AddARPNeighbors, ListInterfaces,
+ * ListRoutes), done with iproute2's ip. The host's shim reads the pod's network namespace (made by CNI) and sends
+ * the veth's name, MAC, addresses and MTU, its routes and its neighbours; the guest NIC (virtio-net on the tap that
+ * mirrors the veth) has the veth's MAC, which is how it is found. Requests are checked whole before anything
+ * changes (net-validate.ts) and run one at a time.
+ */
+import { Code, StatusError } from 'ttrpc-ts';
+import type { grpc, types } from '../protos/agent';
+import { log } from './log';
+import {
+  addrAdd, addrFlush, addrShow, execIp, linkDown, linkRename, linkSettings, linkUp, neighReplace, parseLinks, parseRoutes,
+  removableRoutes, routeDelete, routeOrder, routeReplace, routeShow, toInterface, toRoute, type IpLink, type IpRunner,
+} from './net-ip';
+import { checkInterface, checkNeighbors, checkRoutes, type Family } from './net-validate';
+
+export class GuestNetwork {
+  #tail: Promise<unknown> = Promise.resolve();
+
+  /**
+   * @param ip runs iproute2's ip (tests pass a recorder)
+   * @param ready resolves when the NIC driver is loaded and lo is up (init.ts networkReady)
+   */
+  constructor(
+    private readonly ip: IpRunner = execIp(),
+    private readonly ready: () => Promise<void> = () => Promise.resolve(),
+  ) {}
+
+  /**
+   * Finds the link whose MAC is `hwAddr`, names it `name` (swapping names with another link that has it), sets its
+   * MTU and ARP flag, replaces its addresses with the given ones and brings it up. Returns the link as it is now.
+   */
+  async updateInterface(req: grpc.IUpdateInterfaceRequest): Promise<types.IInterface> {
+    const want = checkInterface(req.interface);
+    return this.serial(async () => {
+      const links = await this.links();
+      const link = links.find((l) => l.address === want.mac);
+      if (!link) {
+        const seen = links.filter((l) => l.ifname !== 'lo').map((l) => `${l.ifname} ${l.address}`).join(', ') || 'none';
+        throw new StatusError(Code.NOT_FOUND, `no guest interface has MAC ${want.mac} (interfaces: ${seen})`);
+      }
+      await this.ip(linkDown(link.ifname));
+      if (link.ifname !== want.name) await this.rename(link, want.name, links);
+      await this.ip(linkSettings(want.name, want.mtu, want.noArp));
+      await this.ip(addrFlush(want.name));
+      for (const a of want.addresses) await this.ip(addrAdd(want.name, a));
+      await this.ip(linkUp(want.name));
+      const now = (await this.links()).find((l) => l.address === want.mac);
+      if (!now) throw new StatusError(Code.INTERNAL, `interface ${want.name} (${want.mac}) disappeared while it was configured`);
+      log.info('interface updated', { name: want.name, mac: want.mac, mtu: now.mtu, addresses: want.addresses.map((a) => `${a.address}/${a.prefix}`) });
+      return toInterface(now);
+    });
+  }
+
+  /**
+   * Replaces the guest's routes in the main table (except those on lo and those the kernel made for an address)
+   * with the given ones, link-scope routes first, and returns the routes as they are now.
+   */
+  async updateRoutes(req: grpc.IUpdateRoutesRequest): Promise<grpc.IRoutes> {
+    const routes = checkRoutes(req.routes?.Routes);
+    return this.serial(async () => {
+      await this.requireDevices(routes.map((r) => r.device), 'route');
+      for (const family of [4, 6] as const) {
+        const current = removableRoutes(parseRoutes(await this.ip(routeShow(family))));
+        // Routes via a gateway first, then the routes they may depend on.
+        for (const r of [...current.filter((c) => c.gateway !== undefined), ...current.filter((c) => c.gateway === undefined)]) {
+          await this.ip(routeDelete(family, r)).catch((err: unknown) => {
+            if (!(err instanceof StatusError && err.code === Code.NOT_FOUND)) throw err; // already gone with another
+          });
+        }
+      }
+      for (const r of routeOrder(routes)) await this.ip(routeReplace(r));
+      log.info('routes updated', { count: routes.length });
+      return { Routes: await this.routes() };
+    });
+  }
+
+  /** Adds (or replaces) each neighbour, permanent unless another state is given. */
+  async addArpNeighbors(req: grpc.IAddARPNeighborsRequest): Promise<void> {
+    const neighbors = checkNeighbors(req.neighbors?.ARPNeighbors);
+    await this.serial(async () => {
+      await this.requireDevices(neighbors.map((n) => n.device), 'neighbor');
+      for (const n of neighbors) await this.ip(neighReplace(n));
+      log.info('neighbors added', { count: neighbors.length });
+    });
+  }
+
+  async listInterfaces(): Promise<grpc.IInterfaces> {
+    return this.serial(async () => ({ Interfaces: (await this.links()).map(toInterface) }));
+  }
+
+  async listRoutes(): Promise<grpc.IRoutes> {
+    return this.serial(async () => ({ Routes: await this.routes() }));
+  }
+
+  // ---- internals --------------------------------------------------------------------------------------------
+
+  /** One operation at a time (each is several ip commands that must not interleave), after `ready`. */
+  private serial<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.#tail.then(async () => {
+      await this.ready();
+      return fn();
+    });
+    this.#tail = run.catch(() => undefined);
+    return run;
+  }
+
+  private async links(): Promise<IpLink[]> {
+    return parseLinks(await this.ip(addrShow()));
+  }
+
+  private async routes(): Promise<types.IRoute[]> {
+    const out: types.IRoute[] = [];
+    for (const family of [4, 6] as Family[]) out.push(...parseRoutes(await this.ip(routeShow(family))).map((r) => toRoute(family, r)));
+    return out;
+  }
+
+  private async requireDevices(names: readonly string[], what: string): Promise<void> {
+    const present = new Set((await this.links()).map((l) => l.ifname));
+    const missing = [...new Set(names)].filter((n) => !present.has(n));
+    if (missing.length) throw new StatusError(Code.NOT_FOUND, `${what} device ${missing.join(', ')} does not exist in the guest`);
+  }
+
+  /**
+   * Renames `link` (already down) to `name`. If another link has that name, the two swap names through a
+   * temporary one (how the kernel numbers NICs need not match the host's order); the other link keeps its state.
+   */
+  private async rename(link: IpLink, name: string, links: readonly IpLink[]): Promise<void> {
+    const holder = links.find((l) => l.ifname === name);
+    if (!holder) {
+      await this.ip(linkRename(link.ifname, name));
+      return;
+    }
+    const temp = `hull-tmp${holder.ifindex}`.slice(0, 15);
+    if (links.some((l) => l.ifname === temp)) throw new StatusError(Code.INTERNAL, `cannot free the name ${name}: ${temp} is taken too`);
+    const wasUp = holder.flags.includes('UP');
+    if (wasUp) await this.ip(linkDown(holder.ifname));
+    await this.ip(linkRename(holder.ifname, temp));
+    await this.ip(linkRename(link.ifname, name));
+    await this.ip(linkRename(temp, link.ifname));
+    if (wasUp) await this.ip(linkUp(link.ifname));
+    log.info('interface names swapped', { [name]: link.address, [link.ifname]: holder.address });
+  }
+}
