@@ -13,6 +13,7 @@ import { isBindMount, shareVolumes, type FsShare } from '../fs-share';
 import type { Hypervisor, Logger, VmConfig } from '../hypervisor/types';
 import { GUEST_SHARE_TAG } from '../hypervisor/types';
 import type { EventSink, RootfsMount, StdioPaths } from './events';
+import { PodNetwork, podNetnsPath, type ConnectPodNetwork, type PodNetworkLink } from './network';
 import { isGuestPodShm, podContainerSpec, podRole, podShm, podSizing, shmStorage, sizeVm, type PodShm, type PodSizing } from './pod';
 import { Process, type ExitInfo, type ProcessStatus } from './process';
 import { ProcessIo } from './stdio';
@@ -45,6 +46,8 @@ export interface SandboxOptions {
   hypervisor(): Hypervisor;
   share(root: string, id: string): FsShare;
   dial?: AgentDialer;
+  /** Connects a pod's network namespace to the VM (default PodNetwork.connect; core's tests pass a fake). */
+  connectNetwork?: ConnectPodNetwork;
   logger: Logger;
   events: EventSink;
 }
@@ -101,6 +104,8 @@ export class Sandbox {
   private readonly oomWatch = new AbortController();
   /** A Kubernetes pod's /dev/shm (from its sandbox container), made in the guest. */
   private podShm: PodShm | undefined;
+  /** A pod's network (taps in its namespace), connected before the VM boots. */
+  private network: PodNetworkLink | undefined;
   /** The VM's vCPUs and memory, fixed at boot (no hot-plug): Update may not ask a container for more. */
   private vmSize: { vcpus: number; memoryMiB: number } | undefined;
 
@@ -222,12 +227,23 @@ export class Sandbox {
     for (const c of sized.capped) this.o.logger.warn({ capped: c }, 'the pod asks for more than the host has');
     const config = sized.vm;
     this.vmSize = { vcpus: config.vcpus, memoryMiB: config.memoryMiB };
+    const netns = podNetnsPath(spec);
+    if (netns) {
+      this.network = await (this.o.connectNetwork ?? PodNetwork.connect)(netns, (netnsPath, taps) => {
+        this.record.network = { netnsPath, taps };
+        this.save();
+      });
+      const vmNetwork = this.network.vmNetwork();
+      if (vmNetwork) config.network = vmNetwork;
+      this.o.logger.info(this.network.describe(), 'pod network connected');
+    }
     const hv = this.o.hypervisor();
     this.vm = await SandboxVm.boot(hv, config, { bootTimeoutMs: this.o.bootTimeoutMs, logger: this.o.logger, dial: this.o.dial });
     this.record.qemuPid = hv.pid();
     this.record.virtiofsdPid = hv.virtiofsdPid();
     this.save();
     this.vm.agent.onClose((err) => this.vmLost(err));
+    await this.network?.configureGuest(this.vm.agent);
     await this.vm.agent.createSandbox({
       sandboxId: this.o.id,
       hostname: spec.hostname ?? '',
@@ -417,6 +433,9 @@ export class Sandbox {
     const vm = this.vm;
     this.vm = undefined;
     if (vm) await step('shut the VM down', () => vm.shutdown({ gracefulMs: 5_000 }));
+    const network = this.network;
+    this.network = undefined;
+    if (network) await step('remove the pod network\'s taps', () => network.disconnect());
     if (this.share) await step('unmount the share', () => this.share!.cleanup());
     if (problems.length === 0) {
       this.store.remove();

@@ -8,6 +8,7 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
+import { removeTaps } from './network';
 import { InvalidArgumentError, errorMessage } from '../errors';
 import type { FsShare } from '../fs-share';
 import type { Logger } from '../hypervisor/types';
@@ -30,6 +31,8 @@ export interface SandboxRecord {
   shareRoot: string;
   shareId: string;
   containers: Record<string, { bundle: string }>;
+  /** A pod's network namespace and the taps hull put in it (removed after QEMU). */
+  network?: { netnsPath: string; taps: string[] };
 }
 
 export class Store {
@@ -186,6 +189,10 @@ export async function recoverFromRecord(
   }
   for (const [what, pid] of [['QEMU', record.qemuPid], ['virtiofsd', record.virtiofsdPid]] as const) {
     if (processMatches(pid, record.vmStateDir)) await step(`stop ${what} (pid ${pid})`, () => killAndWait(pid!, 3000));
+  }
+  if (record.network) {
+    const { netnsPath, taps } = record.network;
+    await step(`remove the taps ${taps.join(', ')} from ${netnsPath}`, () => removeTaps(netnsPath, taps));
   }
   await step('unmount the share', () => share.cleanup());
   await step('remove the VM state folder', () => removeUnmounted(record.vmStateDir));

@@ -80,6 +80,7 @@ class Harness {
   readonly agent = new FakeAgent(this.hv);
   readonly shares: FakeShare[] = [];
   readonly events: SandboxEvent[] = [];
+  readonly netCalls: string[] = [];
   /** Called synchronously with each event, as the sandbox emits it. */
   onEvent: ((e: SandboxEvent) => void) | undefined;
   readonly sandbox: Sandbox;
@@ -99,6 +100,18 @@ class Harness {
         return s;
       },
       dial: async () => this.agent,
+      connectNetwork: async (netnsPath, record) => {
+        record(netnsPath, ['tap0_hull']);
+        this.netCalls.push(`connect ${netnsPath}`);
+        const calls = this.netCalls;
+        return {
+          taps: ['tap0_hull'],
+          vmNetwork: () => ({ netnsPath, nics: [{ tap: 'tap0_hull', mac: '02:00:00:00:00:01', mtu: 1450 }] }),
+          describe: () => ({}),
+          configureGuest: async () => void calls.push(`configureGuest (agent calls so far: ${this.agent.calls.join(',')})`),
+          disconnect: async () => void calls.push('disconnect'),
+        };
+      },
       logger: NOOP_LOGGER,
       events: (e) => {
         this.events.push(e);
@@ -261,6 +274,15 @@ describe('core Sandbox (fake hypervisor, agent and share)', () => {
         assert.deepEqual(h.share.calls.filter((c) => c.startsWith('shareVolume')), ['shareVolume app /srv/pod/hosts']);
         assert.deepEqual(h.agent.lastMounts?.map((m) => m.source), ['/run/kata-containers/shared/containers/app/volumes/etc/hosts', '/run/kata-containers/sandbox/shm']);
         assert.deepEqual(h.agent.lastSpec?.linux?.namespaces, app.linux?.namespaces, 'joined namespaces go to the agent as they are');
+
+        assert.deepEqual(h.hv.config?.network, { netnsPath: '/var/run/netns/cni-1', nics: [{ tap: 'tap0_hull', mac: '02:00:00:00:00:01', mtu: 1450 }] });
+        assert.deepEqual(JSON.parse(fs.readFileSync(h.recordFile, 'utf8')).network, { netnsPath: '/var/run/netns/cni-1', taps: ['tap0_hull'] });
+        await h.sandbox.delete('app', '');
+        await h.sandbox.delete('sb', '');
+        assert.equal(h.netCalls[0], 'connect /var/run/netns/cni-1');
+        assert.match(h.netCalls[1]!, /^configureGuest/);
+        assert.doesNotMatch(h.netCalls[1]!, /createSandbox/, 'the guest network is configured before CreateSandbox');
+        assert.deepEqual(h.netCalls.slice(2), ['disconnect']);
       } finally {
         fs.rmSync(shmDir, { recursive: true, force: true });
       }
