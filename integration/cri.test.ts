@@ -12,7 +12,7 @@ import http from 'node:http';
 import path from 'node:path';
 import { mountsUnder } from '../fs-share';
 import { BUSYBOX_IMAGE, BUSYBOX_WWW_INDEX, importBusybox, startContainerd, type PrivateContainerd } from './lib/containerd';
-import { cri, CriError, type CriClient } from './lib/cri';
+import { cri, CriStatus, type CriError, type CriClient } from './lib/cri';
 import { guestArtifacts } from './lib/guest';
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
@@ -185,7 +185,7 @@ describe('cri: pods through containerd CRI (runtime.v1)', function () {
     await client.stopPodSandbox(pod);
     assert.equal((await client.podSandboxStatus(pod)).status!.state, PodSandboxState.SANDBOX_NOTREADY);
     await client.removePodSandbox(pod);
-    await assert.rejects(client.podSandboxStatus(pod), (e: CriError) => e.code === 5 /* NOT_FOUND */);
+    await assert.rejects(client.podSandboxStatus(pod), (e: CriError) => e.code === CriStatus.NOT_FOUND);
     assert.equal((await client.listPodSandbox()).items.filter((p) => p.id === pod).length, 0, 'ListPodSandbox no longer lists it');
     assert.equal((await client.listContainers({ filter: { podSandboxId: pod } })).containers.length, 0, 'no container of the pod is left');
     assert.equal(fs.existsSync(netns), false, `${netns} is removed`);
