@@ -4,9 +4,10 @@ SHELL := /bin/bash
 
 # Debian packages hull needs on the host: containerd (and its runc shim, our baseline peer), QEMU with virtiofsd,
 # the guest kernel, and what the guest image is built from (gcc and libc6-dev build the guest's static programs;
-# g++, make and python3 are node-gyp's, which builds node-pty's native module for the agent).
+# g++, make and python3 are node-gyp's, which builds node-pty's native module for the agent; the CNI plugins and
+# iptables give the CRI tests' pods their network).
 APT_PACKAGES := containerd runc qemu-system-x86 qemu-utils linux-image-cloud-amd64 busybox-static crun \
-                e2fsprogs iproute2 util-linux kmod gcc libc6-dev g++ make python3
+                e2fsprogs iproute2 util-linux kmod gcc libc6-dev g++ make python3 containernetworking-plugins iptables
 MOCHA := node_modules/.bin/mocha --reporter scripts/mocha-summary-reporter.js
 UNIT_TESTS := 'ttrpc/dist/test/**/*.test.js' 'vsock/dist/test/**/*.test.js' 'dist/{protos,shim,core,hypervisor,agent-client,fs-share,agent,guest}/test/**/*.test.js'
 INTEGRATION_TESTS := 'dist/integration/**/*.test.js'

@@ -4,6 +4,7 @@ import { benchTtrpc } from './ttrpc';
 import { benchGuest } from './guest';
 import { benchVm } from './vm';
 import { benchShim } from './shim';
+import { benchPods } from './pods';
 import { writeJson } from './lib/report';
 
 const benches: Record<string, () => Promise<Record<string, unknown>>> = {
@@ -11,6 +12,7 @@ const benches: Record<string, () => Promise<Record<string, unknown>>> = {
   vm: benchVm,
   guest: benchGuest,
   shim: benchShim,
+  pods: benchPods,
 };
 
 async function main(): Promise<void> {

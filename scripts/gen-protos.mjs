@@ -1,10 +1,11 @@
 #!/usr/bin/env node
 // Generates static protobufjs code from protos/proto/**.proto (run by `make protos`, before `tsc -b`).
 //
-// Two CommonJS modules with separate protobufjs roots, so their google.protobuf copies do not collide:
-//   protos/gen/containerd.{js,d.ts}  every proto except kata/ and hull/  ($protobuf.roots.containerd)
+// CommonJS modules with separate protobufjs roots, so their google.protobuf copies do not collide:
+//   protos/gen/containerd.{js,d.ts}  every proto except kata/, hull/, cri/  ($protobuf.roots.containerd)
 //   protos/gen/agent.{js,d.ts}       kata/ only                          ($protobuf.roots.agent)
 //   protos/gen/hull.{js,d.ts}        hull/: hull's own agent extension   ($protobuf.roots.hull)
+//   protos/gen/cri.{js,d.ts}         cri/: Kubernetes CRI v1, for tests  ($protobuf.roots.cri)
 // tsc does not copy .js files, so the generated modules are also copied to dist/protos/gen/, where the compiled
 // wrappers (dist/protos/containerd.js, dist/protos/agent.js) require them.
 //
@@ -53,9 +54,10 @@ function inputsHash(protos) {
 }
 
 const MODULES = [
-  { name: 'containerd', select: (rel) => !rel.startsWith('kata/') && !rel.startsWith('hull/') },
+  { name: 'containerd', select: (rel) => !['kata/', 'hull/', 'cri/'].some((dir) => rel.startsWith(dir)) },
   { name: 'agent', select: (rel) => rel.startsWith('kata/') },
   { name: 'hull', select: (rel) => rel.startsWith('hull/') },
+  { name: 'cri', select: (rel) => rel.startsWith('cri/') },
 ];
 const outputsOf = (name) => [`${name}.js`, `${name}.d.ts`];
 

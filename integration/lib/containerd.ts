@@ -3,6 +3,12 @@
  * hull's checkout `bin/` first on its PATH (so `io.containerd.hull.v2` resolves to bin/containerd-shim-hull-v2),
  * and hull's configuration (HULL_CONFIG) pointing its state below the same folder. `ctr` runs with argv arrays.
  * Also: a busybox OCI image made from Debian's busybox-static, imported with `ctr image import`.
+ *
+ * With `cri: true` the CRI plugin is on (it is off otherwise): runtime handlers `runc` (the default) and `hull`
+ * (with ConfigPath = the run's hull.toml), CNI from Debian's plugins with a bridge of the run's own and a random
+ * /24, the pause image built here (integration/pause/pause.c) as the sandbox image, and `ctr` in the `k8s.io`
+ * namespace. `ctd.cri` then holds the client and the network; stop() stops and removes any pod still there, and
+ * removes the run's network namespaces and bridge.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
@@ -11,15 +17,48 @@ import path from 'node:path';
 import crypto from 'node:crypto';
 import { mountsUnder } from '../../fs-share';
 import { busyboxRootfs } from './containers';
+import { CriClient, netnsPathOf, type cri } from './cri';
 
 export const REPO = path.resolve(__dirname, '..', '..', '..');
 export const BUSYBOX_IMAGE = 'docker.io/hull/busybox:test';
-const APPLETS = ['sh', 'cat', 'echo', 'sleep', 'uname', 'head', 'dd', 'stty', 'true', 'false', 'ls', 'ps', 'sha256sum', 'wc', 'read', 'hostname', 'id', 'env', 'kill', 'tr', 'yes'];
+export const PAUSE_IMAGE = 'docker.io/hull/pause:test';
+/** What the busybox image serves at / with `httpd -f -p PORT -h /www`. */
+export const BUSYBOX_WWW_INDEX = 'hull busybox www\n';
+const APPLETS = [
+  'sh', 'cat', 'echo', 'sleep', 'uname', 'head', 'tail', 'dd', 'stty', 'true', 'false', 'ls', 'ps', 'sha256sum', 'wc', 'read',
+  'hostname', 'id', 'env', 'kill', 'tr', 'yes', 'httpd', 'nc', 'wget', 'ip', 'ifconfig', 'route', 'grep', 'mkdir', 'rm', 'touch',
+  'free', 'df', 'mount', 'nslookup', 'seq', 'test', 'date', 'printf', 'timeout',
+];
 
 export interface CtrResult {
   code: number | null;
   stdout: string;
   stderr: string;
+}
+
+/** The pod network of a CRI-enabled containerd: one bridge and one /24 for this run. */
+export interface CriNetwork {
+  /** The bridge's name (`hullbr` and 4 hex digits). */
+  bridge: string;
+  /** e.g. 10.213.7.0/24 */
+  subnet: string;
+  /** The bridge's address, the pods' default gateway (e.g. 10.213.7.1). */
+  gateway: string;
+  /** host-local's data directory: a file per allocated IP. */
+  ipamDataDir: string;
+}
+
+export interface CriSetup {
+  client: CriClient;
+  network: CriNetwork;
+  /** A folder for the pods' log directories (below the run's folder). */
+  logRoot: string;
+  /** RunPodSandbox; records the pod's network namespace so that stop() removes it should CRI not. */
+  runPod(config: cri.IPodSandboxConfig, runtimeHandler: string): Promise<string>;
+  /** Records a sandbox's network namespace (runPod does this itself). */
+  trackSandbox(podSandboxId: string): Promise<void>;
+  /** The network namespaces recorded so far. */
+  netnsPaths: ReadonlySet<string>;
 }
 
 export interface PrivateContainerd {
@@ -29,6 +68,10 @@ export interface PrivateContainerd {
   stateDir: string;
   process: ChildProcess;
   log: string;
+  /** hull's configuration file of this run (HULL_CONFIG, and ConfigPath of the CRI `hull` handler). */
+  hullConfig: string;
+  /** Present when started with `cri: true`. */
+  cri?: CriSetup;
   /** Runs ctr and collects its output (`input` goes to its stdin). */
   ctr(args: readonly string[], opts?: { input?: string | Buffer; timeoutMs?: number; stdoutFile?: string }): Promise<CtrResult>;
   /** ctr's arguments for this containerd (address and namespace first), and the environment tests run it with. */
@@ -51,28 +94,40 @@ function waitFor(cond: () => boolean, ms: number, what: string): Promise<void> {
   });
 }
 
-export async function startContainerd(opts: { hullConfig?: string; namespace?: string } = {}): Promise<PrivateContainerd> {
+export interface ContainerdOptions {
+  /** hull.toml's text (default: state below the run's folder, debug, a 120 s boot timeout). */
+  hullConfig?: string;
+  /** ctr's namespace (default `hulltest`, or `k8s.io` with `cri`). */
+  namespace?: string;
+  /** Turn the CRI plugin on, with CNI and the pause image (see the top of this file). */
+  cri?: boolean;
+}
+
+export async function startContainerd(opts: ContainerdOptions = {}): Promise<PrivateContainerd> {
   // Short: containerd's sockets and hull's VM sockets live below it.
   const dir = fs.mkdtempSync('/tmp/hct-');
   const address = path.join(dir, 'c.sock');
-  const stateDir = path.join(dir, 'hull');
+  // CRI's ids are 64 hex digits, and hull's VM sockets (<state>/k8s.io/<id>/vm/virtiofsd.sock) must fit in 107 bytes.
+  const stateDir = path.join(dir, opts.cri ? 'h' : 'hull');
   const log = path.join(dir, 'containerd.log');
-  const namespace = opts.namespace ?? 'hulltest';
+  const namespace = opts.namespace ?? (opts.cri ? 'k8s.io' : 'hulltest');
+  const hullConfig = path.join(dir, 'hull.toml');
+  const network = opts.cri ? pickNetwork(dir) : undefined;
   fs.writeFileSync(
     path.join(dir, 'config.toml'),
     [
       'version = 2',
       `root = "${dir}/root"`,
       `state = "${dir}/state"`,
-      'disabled_plugins = ["io.containerd.grpc.v1.cri"]',
+      ...(network ? [] : ['disabled_plugins = ["io.containerd.grpc.v1.cri"]']),
       '[grpc]',
       `  address = "${address}"`,
       '[debug]',
       '  level = "debug"',
+      ...(network ? criConfig(dir, hullConfig, network) : []),
       '',
     ].join('\n'),
   );
-  const hullConfig = path.join(dir, 'hull.toml');
   fs.writeFileSync(hullConfig, opts.hullConfig ?? ['[runtime]', `state_dir = "${stateDir}"`, 'debug = true', '[agent]', 'boot_timeout = 120', ''].join('\n'));
   const env = { ...process.env, PATH: `${path.join(REPO, 'bin')}:${process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin'}`, HULL_CONFIG: hullConfig };
   const logFd = fs.openSync(log, 'a');
@@ -102,16 +157,168 @@ export async function startContainerd(opts: { hullConfig?: string; namespace?: s
     });
   const spawnCtr = (args: readonly string[]): ChildProcess => spawn('ctr', ctrArgs(args), { env, stdio: ['pipe', 'pipe', 'pipe'] });
 
+  const criSetup = network ? makeCriSetup(address, dir, network) : undefined;
+
   const stop = async (): Promise<void> => {
+    const problems: string[] = [];
+    if (criSetup && !exited) await removeAllPods(criSetup, problems);
+    criSetup?.client.close();
     if (!exited) {
       child.kill('SIGTERM');
       await waitFor(() => exited, 15_000, 'containerd to exit').catch(() => child.kill('SIGKILL'));
     }
+    if (criSetup) {
+      // Shims, QEMU and virtiofsd of a pod CRI could not remove: each names this run's folder in its argv.
+      killProcessesMentioning(dir, problems);
+      for (const ns of criSetup.netnsPaths) removeNetns(ns, problems);
+      deleteLink(criSetup.network.bridge, problems);
+    }
     // Snapshot mounts containerd may have left (it unmounts on task delete; a failed test may not get there).
     for (const m of (await mountsUnder(dir)).reverse()) spawnSync('umount', ['-l', m.mountPoint]);
     fs.rmSync(dir, { recursive: true, force: true });
+    if (problems.length) console.warn(`containerd stop (${dir}): ${problems.join('; ')}`);
   };
-  return { dir, address, namespace, stateDir, process: child, log, ctr, ctrArgs, env, spawnCtr, stop };
+  const ctd: PrivateContainerd = { dir, address, namespace, stateDir, process: child, log, hullConfig, cri: criSetup, ctr, ctrArgs, env, spawnCtr, stop };
+  if (criSetup) {
+    try {
+      await criSetup.client.waitReady();
+      await importPause(ctd);
+    } catch (err) {
+      await stop();
+      throw err;
+    }
+  }
+  return ctd;
+}
+
+// ---- CRI
+
+/** A bridge name and a /24 in 10.200-250.x.0 that this host does not use yet. */
+function pickNetwork(dir: string): CriNetwork {
+  const inUse = `${spawnSync('ip', ['-4', '-o', 'addr']).stdout?.toString() ?? ''}\n${spawnSync('ip', ['-4', 'route']).stdout?.toString() ?? ''}`;
+  for (let i = 0; i < 100; i++) {
+    const bridge = `hullbr${crypto.randomBytes(2).toString('hex')}`;
+    const prefix = `10.${200 + crypto.randomInt(51)}.${crypto.randomInt(256)}`;
+    if (fs.existsSync(`/sys/class/net/${bridge}`) || inUse.includes(`${prefix}.`)) continue;
+    return { bridge, subnet: `${prefix}.0/24`, gateway: `${prefix}.1`, ipamDataDir: path.join(dir, 'cni', 'ipam') };
+  }
+  throw new Error('no free bridge name and subnet for the pod network');
+}
+
+/** The CRI plugin's section of config.toml, and the CNI configuration it reads (written here). */
+function criConfig(dir: string, hullConfig: string, net: CriNetwork): string[] {
+  const confDir = path.join(dir, 'cni', 'net.d');
+  fs.mkdirSync(confDir, { recursive: true });
+  fs.mkdirSync(net.ipamDataDir, { recursive: true });
+  const conflist = {
+    cniVersion: '1.0.0',
+    name: `hull-${net.bridge}`,
+    plugins: [
+      {
+        type: 'bridge',
+        bridge: net.bridge,
+        isGateway: true,
+        ipMasq: false,
+        ipam: { type: 'host-local', ranges: [[{ subnet: net.subnet, gateway: net.gateway }]], routes: [{ dst: '0.0.0.0/0' }], dataDir: net.ipamDataDir },
+      },
+      { type: 'loopback' },
+    ],
+  };
+  fs.writeFileSync(path.join(confDir, '10-hull.conflist'), `${JSON.stringify(conflist, null, 2)}\n`);
+  const cri = '[plugins."io.containerd.grpc.v1.cri"]';
+  return [
+    '[plugins."io.containerd.internal.v1.opt"]',
+    `  path = "${dir}/opt"`,
+    cri,
+    `  sandbox_image = "${PAUSE_IMAGE}"`,
+    // Even root may not lower oom_score_adj here: keep CRI's values at or above containerd's own.
+    '  restrict_oom_score_adj = true',
+    '  enable_selinux = false',
+    '  stream_server_address = "127.0.0.1"',
+    '  stream_server_port = "0"',
+    `  [plugins."io.containerd.grpc.v1.cri".containerd]`,
+    '    snapshotter = "overlayfs"',
+    '    default_runtime_name = "runc"',
+    `    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]`,
+    '      runtime_type = "io.containerd.runc.v2"',
+    `    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.hull]`,
+    '      runtime_type = "io.containerd.hull.v2"',
+    `      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.hull.options]`,
+    `        ConfigPath = "${hullConfig}"`,
+    `  [plugins."io.containerd.grpc.v1.cri".cni]`,
+    '    bin_dir = "/usr/lib/cni"',
+    `    conf_dir = "${confDir}"`,
+    '    max_conf_num = 1',
+  ];
+}
+
+function makeCriSetup(address: string, dir: string, network: CriNetwork): CriSetup {
+  const client = new CriClient(address);
+  const netnsPaths = new Set<string>();
+  const logRoot = path.join(dir, 'pods');
+  fs.mkdirSync(logRoot, { recursive: true });
+  const trackSandbox = async (id: string): Promise<void> => {
+    const ns = netnsPathOf(await client.sandboxInfo(id));
+    if (ns) netnsPaths.add(ns);
+  };
+  const runPod = async (config: cri.IPodSandboxConfig, runtimeHandler: string): Promise<string> => {
+    const { podSandboxId } = await client.runPodSandbox({ config, runtimeHandler });
+    await trackSandbox(podSandboxId);
+    return podSandboxId;
+  };
+  return { client, network, logRoot, runPod, trackSandbox, netnsPaths };
+}
+
+/** Stops and removes every pod sandbox still there (their containers go with them), recording their netns first. */
+async function removeAllPods(setup: CriSetup, problems: string[]): Promise<void> {
+  let items: cri.IPodSandbox[] = [];
+  try {
+    items = (await setup.client.listPodSandbox({}, { timeoutMs: 10_000 })).items;
+  } catch (err) {
+    problems.push(`ListPodSandbox: ${String(err)}`);
+  }
+  await Promise.all(
+    items.map(async ({ id }) => {
+      try {
+        await setup.trackSandbox(id!).catch(() => undefined);
+        await setup.client.stopPodSandbox(id!, { timeoutMs: 120_000 });
+        await setup.client.removePodSandbox(id!, { timeoutMs: 60_000 });
+      } catch (err) {
+        problems.push(`pod ${id}: ${String(err)}`);
+      }
+    }),
+  );
+}
+
+/** SIGKILL to every process (by pid) whose command line names `marker`. */
+function killProcessesMentioning(marker: string, problems: string[]): void {
+  for (const pid of fs.readdirSync('/proc').filter((d) => /^\d+$/.test(d))) {
+    try {
+      if (Number(pid) === process.pid) continue;
+      if (!fs.readFileSync(`/proc/${pid}/cmdline`, 'latin1').includes(marker)) continue;
+      process.kill(Number(pid), 'SIGKILL');
+      problems.push(`killed leftover process ${pid}`);
+    } catch {
+      /* gone */
+    }
+  }
+}
+
+function removeNetns(nsPath: string, problems: string[]): void {
+  if (!fs.existsSync(nsPath)) return;
+  spawnSync('umount', ['-l', nsPath]);
+  try {
+    fs.rmSync(nsPath, { force: true });
+    problems.push(`removed leftover netns ${nsPath}`);
+  } catch (err) {
+    problems.push(`netns ${nsPath}: ${String(err)}`);
+  }
+}
+
+function deleteLink(name: string, problems: string[]): void {
+  if (!fs.existsSync(`/sys/class/net/${name}`)) return;
+  const r = spawnSync('ip', ['link', 'del', name]);
+  if (r.status !== 0) problems.push(`ip link del ${name}: ${r.stderr?.toString().trim()}`);
 }
 
 function sha256(data: Buffer): string {
@@ -120,11 +327,30 @@ function sha256(data: Buffer): string {
 
 /** Builds an OCI image archive of a busybox rootfs (Debian's busybox-static) and imports it as BUSYBOX_IMAGE. */
 export async function importBusybox(ctd: PrivateContainerd): Promise<void> {
-  const work = fs.mkdtempSync(path.join(os.tmpdir(), 'hull-img-'));
-  try {
-    const rootfs = busyboxRootfs(path.join(work, 'rootfs'), APPLETS);
+  await importImage(ctd, BUSYBOX_IMAGE, { Env: ['PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'], Cmd: ['sh'] }, (rootfs) => {
+    busyboxRootfs(rootfs, APPLETS);
     fs.writeFileSync(path.join(rootfs, 'etc', 'passwd'), 'root:x:0:0:root:/root:/bin/sh\n');
     fs.writeFileSync(path.join(rootfs, 'etc', 'group'), 'root:x:0:\n');
+    fs.mkdirSync(path.join(rootfs, 'www'));
+    fs.writeFileSync(path.join(rootfs, 'www', 'index.html'), BUSYBOX_WWW_INDEX);
+  });
+}
+
+/** Compiles integration/pause/pause.c (static) and imports it as PAUSE_IMAGE, the CRI sandbox image. */
+export async function importPause(ctd: PrivateContainerd): Promise<void> {
+  await importImage(ctd, PAUSE_IMAGE, { Entrypoint: ['/pause'] }, (rootfs) => {
+    fs.mkdirSync(rootfs, { recursive: true });
+    const cc = spawnSync('gcc', ['-static', '-Os', '-s', '-Wall', '-o', path.join(rootfs, 'pause'), path.join(REPO, 'integration', 'pause', 'pause.c')]);
+    if (cc.status !== 0) throw new Error(`gcc pause.c: ${cc.stderr?.toString() ?? cc.error?.message}`);
+  });
+}
+
+/** Builds a one-layer OCI image from what `fill` puts into an empty rootfs folder, and imports it as `name`. */
+async function importImage(ctd: PrivateContainerd, name: string, imageConfig: Record<string, unknown>, fill: (rootfs: string) => void): Promise<void> {
+  const work = fs.mkdtempSync(path.join(os.tmpdir(), 'hull-img-'));
+  try {
+    const rootfs = path.join(work, 'rootfs');
+    fill(rootfs);
     const layerTar = path.join(work, 'layer.tar');
     const tar = spawnSync('tar', ['--numeric-owner', '--owner=0', '--group=0', '-C', rootfs, '-cf', layerTar, '.']);
     if (tar.status !== 0) throw new Error(`tar: ${tar.stderr.toString()}`);
@@ -134,7 +360,7 @@ export async function importBusybox(ctd: PrivateContainerd): Promise<void> {
       JSON.stringify({
         architecture: 'amd64',
         os: 'linux',
-        config: { Env: ['PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'], Cmd: ['sh'] },
+        config: imageConfig,
         rootfs: { type: 'layers', diff_ids: [`sha256:${layerDigest}`] },
       }),
     );
@@ -157,7 +383,7 @@ export async function importBusybox(ctd: PrivateContainerd): Promise<void> {
       path.join(layout, 'index.json'),
       JSON.stringify({
         schemaVersion: 2,
-        manifests: [{ mediaType: 'application/vnd.oci.image.manifest.v1+json', digest: `sha256:${sha256(manifest)}`, size: manifest.length, annotations: { 'io.containerd.image.name': BUSYBOX_IMAGE, 'org.opencontainers.image.ref.name': 'test' } }],
+        manifests: [{ mediaType: 'application/vnd.oci.image.manifest.v1+json', digest: `sha256:${sha256(manifest)}`, size: manifest.length, annotations: { 'io.containerd.image.name': name, 'org.opencontainers.image.ref.name': name.slice(name.lastIndexOf(':') + 1) } }],
       }),
     );
     const archive = path.join(work, 'image.tar');

@@ -35,8 +35,10 @@ function load(files: string[], resolve: (origin: string, target: string) => stri
   return root.loadSync(files, { keepCase: opts.keepCase });
 }
 
+export type ProtoModule = 'containerd' | 'agent' | 'cri';
+
 /** Our .proto files of one generated module, relative to protos/proto. */
-export function ourFiles(module: 'containerd' | 'agent'): string[] {
+export function ourFiles(module: ProtoModule): string[] {
   const out: string[] = [];
   const walk = (dir: string): void => {
     for (const e of fs.readdirSync(dir, { withFileTypes: true })) {
@@ -47,11 +49,12 @@ export function ourFiles(module: 'containerd' | 'agent'): string[] {
   };
   walk(OUR_PROTOS);
   // hull/ holds hull's own extension protocol, which has no upstream to compare with.
-  return out.filter((f) => !f.startsWith('hull/') && f.startsWith('kata/') === (module === 'agent')).sort();
+  const moduleOf = (f: string): ProtoModule => (f.startsWith('kata/') ? 'agent' : f.startsWith('cri/') ? 'cri' : 'containerd');
+  return out.filter((f) => !f.startsWith('hull/') && moduleOf(f) === module).sort();
 }
 
 /** Our protos, loaded the way scripts/gen-protos.mjs compiles them (imports are relative to protos/proto). */
-export function loadOurs(module: 'containerd' | 'agent', opts: LoadOptions): protobuf.Root {
+export function loadOurs(module: ProtoModule, opts: LoadOptions): protobuf.Root {
   const resolve = (_origin: string, target: string): string =>
     path.isAbsolute(target) ? target : path.join(OUR_PROTOS, target);
   return load(ourFiles(module), resolve, opts);
@@ -62,7 +65,7 @@ export function loadOurs(module: 'containerd' | 'agent', opts: LoadOptions): pro
  * own: its stub `Status` has no package, and protobufjs tries a relative name as a fully qualified one first, so in
  * a shared root containerd's `Status` field (containerd.v1.types.Status) would resolve to the stub.
  */
-export const UPSTREAM_FILES: Record<'containerd' | 'agent', string[][]> = {
+export const UPSTREAM_FILES: Record<ProtoModule, string[][]> = {
   containerd: [
     [
       'containerd/runtime/v2/task/shim.proto',
@@ -80,6 +83,7 @@ export const UPSTREAM_FILES: Record<'containerd' | 'agent', string[][]> = {
     ['ttrpc/request.proto'],
   ],
   agent: [['kata/agent.proto', 'kata/health.proto', 'kata/oci.proto', 'kata/types.proto', 'kata/csi.proto']],
+  cri: [['cri/api.proto']],
 };
 
 /** Upstream reflection roots of one side; `lookup` searches them in order. */
@@ -106,7 +110,7 @@ export class UpstreamRoots {
  * The upstream protos, with their Go-style imports mapped into the reference layout
  * (see the "Import paths" section of <reference>/containerd/README.md).
  */
-export function loadUpstream(refDir: string, module: 'containerd' | 'agent', opts: LoadOptions): UpstreamRoots {
+export function loadUpstream(refDir: string, module: ProtoModule, opts: LoadOptions): UpstreamRoots {
   const gogo = path.join(refDir, 'containerd/vendor/github.com/gogo/protobuf/gogoproto/gogo.proto');
   const resolve = (origin: string, target: string): string => {
     if (path.isAbsolute(target)) return target;

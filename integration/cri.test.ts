@@ -1,0 +1,370 @@
+/**
+ * Pods through containerd's CRI plugin (runtime.v1), as the kubelet drives them, on one private containerd for the
+ * whole file: first with runc (handler `runc`), which proves the test infrastructure (CNI bridge, pause image, logs,
+ * streaming server), then with hull (handler `hull`): the same pod shape in one QEMU VM per pod, plus what only a VM
+ * runtime has to get right (one VM for all of a pod's containers, localhost between them, memory limits and OOM
+ * inside the guest, concurrent pods, nothing left on the host afterwards).
+ */
+import assert from 'node:assert/strict';
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import http from 'node:http';
+import path from 'node:path';
+import { mountsUnder } from '../fs-share';
+import { BUSYBOX_IMAGE, BUSYBOX_WWW_INDEX, importBusybox, startContainerd, type PrivateContainerd } from './lib/containerd';
+import { cri, CriStatus, type CriError, type CriClient } from './lib/cri';
+import { guestArtifacts } from './lib/guest';
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+const DNS = { servers: ['10.96.0.10', '10.96.0.11'], searches: ['hulltest.svc.cluster.local', 'cluster.local'], options: ['ndots:5'] };
+const HTTP_PORT = 8080;
+const { ContainerState, PodSandboxState } = cri;
+
+/** One CRI log line: `<RFC 3339 time> <stream> <F|P> <text>`. */
+const CRI_LOG_LINE = /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d) (stdout|stderr) (F|P) (.*)$/;
+
+/** Processes whose command line mentions `marker`: `pid argv…`. */
+function processesMentioning(marker: string, name?: RegExp): string[] {
+  const out: string[] = [];
+  for (const pid of fs.readdirSync('/proc').filter((d) => /^\d+$/.test(d))) {
+    try {
+      const argv = fs.readFileSync(`/proc/${pid}/cmdline`, 'latin1').split('\0');
+      const cmd = argv.join(' ');
+      if (Number(pid) === process.pid || !cmd.includes(marker)) continue;
+      if (name && !name.test(path.basename(argv[0] ?? ''))) continue;
+      out.push(`${pid} ${cmd.slice(0, 200)}`);
+    } catch {
+      /* gone */
+    }
+  }
+  return out;
+}
+
+function httpGet(url: string, timeoutMs = 5_000): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const req = http.get(url, { timeout: timeoutMs }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString() }));
+      res.on('error', reject);
+    });
+    req.on('timeout', () => req.destroy(new Error(`GET ${url}: no answer in ${timeoutMs} ms`)));
+    req.on('error', reject);
+  });
+}
+
+/** GET with retries until `deadlineMs` (the server may still be starting). */
+async function httpGetRetry(url: string, deadlineMs = 20_000): Promise<{ status: number; body: string }> {
+  const until = Date.now() + deadlineMs;
+  for (;;) {
+    try {
+      return await httpGet(url);
+    } catch (err) {
+      if (Date.now() > until) throw err;
+      await sleep(300);
+    }
+  }
+}
+
+/** The shim's and containerd's warnings and errors for `id` from containerd's log: what a failing hull test shows. */
+function logProblems(ctd: PrivateContainerd, id: string, max = 25): string[] {
+  const lines = fs.readFileSync(ctd.log, 'utf8').split('\n');
+  return lines.filter((l) => l.includes(id.slice(0, 12)) && /"level":(40|50|60)|level=(error|warning)/.test(l)).slice(-max);
+}
+
+describe('cri: pods through containerd CRI (runtime.v1)', function () {
+  this.timeout(600_000);
+  let ctd: PrivateContainerd;
+  let client: CriClient;
+
+  before(async function () {
+    guestArtifacts(); // names `make guest` if the image is missing
+    ctd = await startContainerd({ cri: true });
+    client = ctd.cri!.client;
+    await importBusybox(ctd);
+  });
+
+  after(async () => {
+    await ctd?.stop();
+  });
+
+  /** A pod's configuration: hostname, DNS, its own log directory, no port mappings. */
+  function podConfig(name: string, hostname: string): cri.IPodSandboxConfig {
+    const logDirectory = path.join(ctd.cri!.logRoot, name);
+    fs.mkdirSync(logDirectory, { recursive: true });
+    return {
+      metadata: { name, uid: crypto.randomUUID(), namespace: 'hulltest', attempt: 0 },
+      hostname,
+      logDirectory,
+      dnsConfig: DNS,
+      portMappings: [],
+      labels: { test: 'cri' },
+      linux: {},
+    };
+  }
+
+  async function startContainer(
+    pod: string,
+    sandboxConfig: cri.IPodSandboxConfig,
+    name: string,
+    command: string[],
+    linux?: cri.ILinuxContainerConfig,
+  ): Promise<string> {
+    const { containerId } = await client.createContainer({
+      podSandboxId: pod,
+      sandboxConfig,
+      config: { metadata: { name }, image: { image: BUSYBOX_IMAGE }, command, logPath: `${name}.log`, linux },
+    });
+    await client.startContainer(containerId);
+    return containerId;
+  }
+
+  async function waitState(id: string, state: cri.ContainerState, ms = 60_000): Promise<cri.IContainerStatus> {
+    const until = Date.now() + ms;
+    for (;;) {
+      const s = (await client.containerStatus(id)).status!;
+      if (s.state === state) return s;
+      if (Date.now() > until) assert.fail(`container ${id} is ${ContainerState[s.state!]}, not ${ContainerState[state]} after ${ms} ms (reason ${s.reason}, exit ${s.exitCode})`);
+      await sleep(200);
+    }
+  }
+
+  async function exec(id: string, cmd: string[], timeout = 30): Promise<{ stdout: string; stderr: string; exitCode: number }> {
+    const r = await client.execSync({ containerId: id, cmd, timeout });
+    return { stdout: Buffer.from(r.stdout).toString(), stderr: Buffer.from(r.stderr).toString(), exitCode: r.exitCode };
+  }
+
+  /** The file host-local keeps for an allocated IP (`<dataDir>/<network>/<ip>`), if any. */
+  function ipamFiles(ip: string): string[] {
+    const dataDir = ctd.cri!.network.ipamDataDir;
+    if (!fs.existsSync(dataDir)) return [];
+    return fs.readdirSync(dataDir).flatMap((net) => (fs.existsSync(path.join(dataDir, net, ip)) ? [path.join(net, ip)] : []));
+  }
+
+  /** The CRI log file of a container, parsed: each line as {stream, tag, text}; fails on a line not in CRI format. */
+  function criLog(sandboxConfig: cri.IPodSandboxConfig, name: string): { stream: string; tag: string; text: string }[] {
+    const file = path.join(sandboxConfig.logDirectory!, `${name}.log`);
+    const text = fs.readFileSync(file, 'utf8');
+    return text
+      .split('\n')
+      .filter((l) => l !== '')
+      .map((l) => {
+        const m = CRI_LOG_LINE.exec(l);
+        assert.ok(m, `CRI log line: ${JSON.stringify(l)}`);
+        return { stream: m[3]!, tag: m[4]!, text: m[5]! };
+      });
+  }
+
+  async function waitLog(sandboxConfig: cri.IPodSandboxConfig, name: string, want: string, ms = 20_000): Promise<void> {
+    const until = Date.now() + ms;
+    for (;;) {
+      const file = path.join(sandboxConfig.logDirectory!, `${name}.log`);
+      if (fs.existsSync(file) && fs.readFileSync(file, 'utf8').includes(want)) return;
+      if (Date.now() > until) assert.fail(`${file} never held ${JSON.stringify(want)}`);
+      await sleep(200);
+    }
+  }
+
+  /** Checks shared by both runtimes: the pod is READY with an IP in the run's subnet and the runtime handler asked for. */
+  async function assertPodReady(pod: string, handler: string): Promise<string> {
+    const { status } = await client.podSandboxStatus(pod);
+    assert.equal(status!.state, PodSandboxState.SANDBOX_READY);
+    assert.equal(status!.runtimeHandler, handler);
+    const ip = status!.network?.ip ?? '';
+    const prefix = ctd.cri!.network.subnet.replace(/\.0\/24$/, '.');
+    assert.ok(ip.startsWith(prefix), `pod IP ${ip} is in ${ctd.cri!.network.subnet}`);
+    return ip;
+  }
+
+  /** Stop and remove a pod; afterwards CRI knows nothing of it, its netns and its IP allocation are gone. */
+  async function stopAndRemove(pod: string, ip: string): Promise<void> {
+    const info = await client.sandboxInfo(pod);
+    const netns = info?.runtimeSpec?.linux?.namespaces?.find((n) => n.type === 'network')?.path;
+    assert.ok(netns, 'the sandbox has a network namespace');
+    assert.ok(fs.existsSync(netns), `${netns} exists while the pod runs`);
+    await client.stopPodSandbox(pod);
+    assert.equal((await client.podSandboxStatus(pod)).status!.state, PodSandboxState.SANDBOX_NOTREADY);
+    await client.removePodSandbox(pod);
+    await assert.rejects(client.podSandboxStatus(pod), (e: CriError) => e.code === CriStatus.NOT_FOUND);
+    assert.equal((await client.listPodSandbox()).items.filter((p) => p.id === pod).length, 0, 'ListPodSandbox no longer lists it');
+    assert.equal((await client.listContainers({ filter: { podSandboxId: pod } })).containers.length, 0, 'no container of the pod is left');
+    assert.equal(fs.existsSync(netns), false, `${netns} is removed`);
+    assert.deepEqual(ipamFiles(ip), [], `host-local released ${ip}`);
+  }
+
+  /** The checks both runtimes share, on a pod with a `web` container (httpd) and a `client` container (sleep). */
+  function commonPodTests(handler: string, hostname: string, state: { pod: string; web: string; client: string; ip: string; config: cri.IPodSandboxConfig }): void {
+    it('the pod is READY with an IP from the bridge, and both containers RUNNING', async function () {
+      assert.equal(await assertPodReady(state.pod, handler), state.ip);
+      for (const id of [state.web, state.client]) assert.equal((await client.containerStatus(id)).status!.state, ContainerState.CONTAINER_RUNNING);
+      const listed = (await client.listContainers({ filter: { podSandboxId: state.pod } })).containers.map((c) => c.metadata!.name).sort();
+      assert.deepEqual(listed, ['client', 'web']);
+    });
+
+    it('the hostname and /etc/resolv.conf are the configured ones', async function () {
+      const h = await exec(state.client, ['hostname']);
+      assert.equal(h.stdout.trim(), hostname);
+      const resolv = await exec(state.client, ['cat', '/etc/resolv.conf']);
+      assert.equal(resolv.exitCode, 0, resolv.stderr);
+      const lines = resolv.stdout.split('\n').map((l) => l.trim());
+      for (const s of DNS.servers) assert.ok(lines.includes(`nameserver ${s}`), `nameserver ${s} in:\n${resolv.stdout}`);
+      assert.ok(lines.includes(`search ${DNS.searches.join(' ')}`), `search line in:\n${resolv.stdout}`);
+      assert.ok(lines.includes(`options ${DNS.options.join(' ')}`), `options line in:\n${resolv.stdout}`);
+    });
+
+    it('ExecSync returns stdout, stderr and the exit code', async function () {
+      const r = await exec(state.client, ['sh', '-c', 'echo out-line; echo err-line >&2; exit 3']);
+      assert.deepEqual(r, { stdout: 'out-line\n', stderr: 'err-line\n', exitCode: 3 });
+      assert.equal((await exec(state.client, ['true'])).exitCode, 0);
+    });
+
+    it('ExecSync honours its timeout', async function () {
+      const t0 = Date.now();
+      await assert.rejects(exec(state.client, ['sleep', '60'], 2), (e: CriError) => /timeout/i.test(e.details));
+      const s = (Date.now() - t0) / 1000;
+      assert.ok(s < 20, `ExecSync gave up after ${s.toFixed(1)} s for a 2 s timeout`);
+      assert.equal((await exec(state.client, ['true'])).exitCode, 0, 'the container still runs execs');
+    });
+
+    it('the container log file holds its output in CRI format', async function () {
+      await waitLog(state.config, 'web', 'web-ready');
+      const lines = criLog(state.config, 'web');
+      assert.ok(lines.some((l) => l.stream === 'stdout' && l.tag === 'F' && l.text === 'web-ready'), JSON.stringify(lines));
+      assert.ok(lines.some((l) => l.stream === 'stderr' && l.tag === 'F' && l.text === 'web-stderr'), JSON.stringify(lines));
+    });
+
+    it('the host reaches the pod IP over HTTP', async function () {
+      const r = await httpGetRetry(`http://${state.ip}:${HTTP_PORT}/index.html`);
+      assert.equal(r.status, 200);
+      assert.equal(r.body, BUSYBOX_WWW_INDEX);
+    });
+
+    it('containers of one pod reach each other on localhost', async function () {
+      // busybox 1.35's wget crashes with -T: bound it with timeout instead.
+      const r = await exec(state.client, ['timeout', '15', 'wget', '-q', '-O', '-', `http://127.0.0.1:${HTTP_PORT}/index.html`]);
+      assert.equal(r.exitCode, 0, r.stderr);
+      assert.equal(r.stdout, BUSYBOX_WWW_INDEX);
+    });
+
+    it('UpdateContainerResources changes a running container', async function () {
+      await client.updateContainerResources({ containerId: state.client, linux: { memoryLimitInBytes: 96 << 20, cpuPeriod: 100_000, cpuQuota: 50_000, cpuShares: 512 } });
+      const st = (await client.containerStatus(state.client)).status!;
+      assert.equal(st.state, ContainerState.CONTAINER_RUNNING);
+      if (st.resources?.linux) assert.equal(Number(st.resources.linux.memoryLimitInBytes), 96 << 20);
+    });
+
+    it('ContainerStats reports memory and CPU', async function () {
+      const { stats } = await client.containerStats(state.web);
+      assert.equal(stats!.attributes!.id, state.web);
+      assert.ok(Number(stats!.memory?.workingSetBytes?.value ?? 0) > 0, `working set ${JSON.stringify(stats!.memory)}`);
+      assert.ok(Number(stats!.cpu?.usageCoreNanoSeconds?.value ?? 0) > 0, `cpu ${JSON.stringify(stats!.cpu)}`);
+    });
+
+    it('Exec and Attach hand out streaming URLs on the loopback stream server', async function () {
+      const e = await client.exec({ containerId: state.client, cmd: ['sh'], stdin: true, stdout: true });
+      assert.match(e.url, /^http:\/\/127\.0\.0\.1:\d+\/exec\//);
+      const a = await client.attach({ containerId: state.web, stdout: true, stderr: true });
+      assert.match(a.url, /^http:\/\/127\.0\.0\.1:\d+\/attach\//);
+    });
+  }
+
+  /** Runs the pod `name` with a web and a client container into `state`. */
+  async function startWebPod(handler: string, name: string, hostname: string, state: { pod: string; web: string; client: string; ip: string; config: cri.IPodSandboxConfig }): Promise<void> {
+    state.config = podConfig(name, hostname);
+    state.pod = await ctd.cri!.runPod(state.config, handler);
+    state.ip = (await client.podSandboxStatus(state.pod)).status!.network?.ip ?? '';
+    state.web = await startContainer(state.pod, state.config, 'web', ['sh', '-c', `echo web-ready; echo web-stderr >&2; exec httpd -f -p ${HTTP_PORT} -h /www`]);
+    state.client = await startContainer(state.pod, state.config, 'client', ['sleep', '3600']);
+  }
+
+  describe('runc (handler runc): the baseline', function () {
+    const state = { pod: '', web: '', client: '', ip: '', config: {} as cri.IPodSandboxConfig };
+
+    before(async function () {
+      const v = await client.version();
+      assert.equal(v.runtimeApiVersion, 'v1');
+      await startWebPod('runc', 'runc-web', 'runc-pod', state);
+    });
+
+    commonPodTests('runc', 'runc-pod', state);
+
+    it('StopPodSandbox and RemovePodSandbox leave nothing: no netns, no IP allocation, no pod', async function () {
+      await stopAndRemove(state.pod, state.ip);
+    });
+  });
+
+  describe('hull (handler hull): pods in VMs', function () {
+    const state = { pod: '', web: '', client: '', ip: '', config: {} as cri.IPodSandboxConfig };
+    const sandboxDir = (pod: string): string => path.join(ctd.stateDir, ctd.namespace, pod);
+    const qemusOf = (pod: string): string[] => processesMentioning(sandboxDir(pod), /^qemu-system/);
+
+    before(async function () {
+      await startWebPod('hull', 'hull-web', 'hull-pod', state);
+    });
+
+    afterEach(function () {
+      if (this.currentTest?.state !== 'failed' || !state.pod) return;
+      const lines = logProblems(ctd, state.pod);
+      if (lines.length) console.log(`      containerd.log, warnings and errors of the pod:\n${lines.map((l) => `        ${l.slice(0, 400)}`).join('\n')}`);
+    });
+
+    it('one QEMU runs the whole pod (sandbox and both containers)', async function () {
+      const qemus = qemusOf(state.pod);
+      assert.equal(qemus.length, 1, `QEMU processes of the pod:\n${qemus.join('\n')}`);
+      assert.equal(processesMentioning(ctd.stateDir, /^qemu-system/).length, 1, 'no other VM runs');
+    });
+
+    commonPodTests('hull', 'hull-pod', state);
+
+    it('a container over its memory limit is OOM-killed inside the VM', async function () {
+      const hog = await startContainer(state.pod, state.config, 'hog', ['tail', '/dev/zero'], { resources: { memoryLimitInBytes: 32 << 20 } });
+      const st = await waitState(hog, ContainerState.CONTAINER_EXITED, 120_000);
+      assert.ok(st.reason === 'OOMKilled' || st.exitCode === 137, `reason ${st.reason}, exit code ${st.exitCode}`);
+      assert.equal((await client.containerStatus(state.web)).status!.state, ContainerState.CONTAINER_RUNNING, 'the other containers keep running');
+      await client.removeContainer(hog);
+      assert.equal(qemusOf(state.pod).length, 1, 'still one VM');
+    });
+
+    it('StopPodSandbox and RemovePodSandbox leave nothing: no QEMU, virtiofsd, tap, mount, state folder or netns', async function () {
+      const dir = sandboxDir(state.pod);
+      const info = await client.sandboxInfo(state.pod);
+      const netns = info?.runtimeSpec?.linux?.namespaces?.find((n) => n.type === 'network')?.path;
+      await stopAndRemove(state.pod, state.ip);
+      for (let i = 0; i < 100 && (fs.existsSync(dir) || processesMentioning(dir).length > 0); i++) await sleep(100);
+      assert.deepEqual(processesMentioning(dir), [], 'no QEMU, virtiofsd or shim of the pod is left');
+      assert.deepEqual(processesMentioning(ctd.stateDir, /^(qemu-system|virtiofsd)/), [], 'no VM process of this run is left');
+      assert.deepEqual((await mountsUnder(ctd.stateDir)).map((m) => m.mountPoint), [], 'no mount under the hull state folder');
+      assert.equal(fs.existsSync(dir), false, `${dir} is removed`);
+      assert.equal(netns && fs.existsSync(netns), false, 'the netns and every tap in it are gone');
+      const taps = fs.readdirSync('/sys/class/net').filter((n) => n.includes(state.pod.slice(0, 8)));
+      assert.deepEqual(taps, [], 'no host interface named after the pod');
+    });
+
+    it('5 pods created at once all reach READY with a RUNNING container, then go away completely', async function () {
+      const n = 5;
+      const pods = await Promise.all(
+        Array.from({ length: n }, async (_, i) => {
+          const config = podConfig(`many-${i}`, `many-${i}`);
+          const pod = await ctd.cri!.runPod(config, 'hull');
+          const c = await startContainer(pod, config, 'sleeper', ['sleep', '3600']);
+          return { pod, c, config };
+        }),
+      );
+      const ips = new Set<string>();
+      for (const p of pods) {
+        ips.add(await assertPodReady(p.pod, 'hull'));
+        assert.equal((await client.containerStatus(p.c)).status!.state, ContainerState.CONTAINER_RUNNING);
+        assert.equal(qemusOf(p.pod).length, 1, `one QEMU for pod ${p.pod}`);
+        assert.equal((await exec(p.c, ['hostname'])).stdout.trim(), p.config.hostname);
+      }
+      assert.equal(ips.size, n, 'every pod has an IP of its own');
+      await Promise.all(pods.map(async (p) => {
+        await client.stopPodSandbox(p.pod);
+        await client.removePodSandbox(p.pod);
+      }));
+      for (let i = 0; i < 100 && processesMentioning(ctd.stateDir).length > 0; i++) await sleep(100);
+      assert.deepEqual(processesMentioning(ctd.stateDir), [], 'no VM process of this run is left');
+      assert.deepEqual(pods.filter((p) => fs.existsSync(sandboxDir(p.pod))).map((p) => p.pod), [], 'no state folder is left');
+    });
+  });
+});
