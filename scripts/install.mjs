@@ -61,12 +61,20 @@ containerd (/etc/containerd/config.toml, version 2), then restart containerd:
     [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.hull.options]
       ConfigPath = "${conf}"
 
-Kubernetes:
+  # only where root may not write a negative oom_score_adj (containers, some VMs):
+  [plugins."io.containerd.grpc.v1.cri"]
+    restrict_oom_score_adj = true
+
+Kubernetes (overhead: host memory per pod measured by make bench, pods.json):
 
   apiVersion: node.k8s.io/v1
   kind: RuntimeClass
   metadata:
     name: hull
   handler: hull
+  overhead:
+    podFixed:
+      memory: "420Mi"
+      cpu: "250m"
 
 Without Kubernetes: ctr run --rm --runtime io.containerd.hull.v2 <image> <id> uname -r`);
