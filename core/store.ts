@@ -70,7 +70,8 @@ export class Store {
     }
     const r = JSON.parse(text) as SandboxRecord;
     const abs = (p: unknown): boolean => typeof p === 'string' && path.isAbsolute(p);
-    if (r.version !== RECORD_VERSION || !abs(r.vmStateDir) || !abs(r.shareRoot) || typeof r.sandboxId !== 'string' || typeof r.containers !== 'object') {
+    const network = r.network === undefined || (abs(r.network.netnsPath) && Array.isArray(r.network.taps) && r.network.taps.every((t) => typeof t === 'string'));
+    if (r.version !== RECORD_VERSION || !abs(r.vmStateDir) || !abs(r.shareRoot) || typeof r.sandboxId !== 'string' || typeof r.containers !== 'object' || !network) {
       throw new InvalidArgumentError(`${file} is not a hull sandbox record of version ${RECORD_VERSION}`);
     }
     return r;

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -152,6 +152,27 @@ describe('core store', () => {
       assert.deepEqual(await recoverFromRecord(r, file, 'sb', share, NOOP_LOGGER), []);
       assert.deepEqual(share.calls, ['cleanup']);
       assert.equal(fs.existsSync(dir), false);
+    });
+
+    it('removes the taps a pod\'s record names from its network namespace, and is fine when the namespace is gone', async () => {
+      const ns = `hull-st-${process.pid}`;
+      const ip = (...args: string[]) => assert.equal(spawnSync('ip', args).status, 0, `ip ${args.join(' ')}`);
+      ip('netns', 'add', ns);
+      try {
+        ip('-n', ns, 'tuntap', 'add', 'dev', 'tap0_hull', 'mode', 'tap');
+        const dir = path.join(tmp, 'state', 'ns1', 'sb');
+        const file = path.join(dir, 'state.json');
+        const r = { ...record(dir), network: { netnsPath: `/run/netns/${ns}`, taps: ['tap0_hull'] } };
+        new Store(file).save(r);
+        assert.deepEqual(Store.load(file)?.network, r.network);
+        assert.deepEqual(await recoverFromRecord(r, file, 'sb', new FakeShare(dir, 'share'), NOOP_LOGGER), []);
+        assert.equal(spawnSync('ip', ['-n', ns, 'link', 'show', 'tap0_hull']).status !== 0, true, 'the tap is gone');
+        const gone = { ...record(dir), network: { netnsPath: '/run/netns/hull-st-none', taps: ['tap0_hull'] } };
+        new Store(file).save(gone);
+        assert.deepEqual(await recoverFromRecord(gone, file, 'sb', new FakeShare(dir, 'share'), NOOP_LOGGER), []);
+      } finally {
+        spawnSync('ip', ['netns', 'del', ns]);
+      }
     });
 
     it('reports each failure and keeps the record while the share is still mounted, so a later delete can retry', async () => {
