@@ -67,7 +67,7 @@ describe('agent client against the real agent (host test mode)', function () {
     const details = await client.guestDetails();
     assert.equal(details.kernelRelease, os.release());
     assert.equal(details.initDaemon, false);
-    assert.deepEqual(details.storageHandlers, ['virtio-fs']);
+    assert.deepEqual(details.storageHandlers, ['virtio-fs', 'ephemeral']);
     assert.equal(details.transport, 'unix');
     assert.ok(details.agentReadyMs >= details.agentStartedMs);
   });
