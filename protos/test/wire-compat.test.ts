@@ -154,8 +154,8 @@ for (const side of ['containerd', 'agent', 'cri'] as const) {
       }
     });
 
-    it('leaves out only the upstream types listed as omitted', function () {
-      if (SUBSET_SIDES.has(side)) this.skip(); // a subset by design
+    // A subset by design (only what the integration suite calls) has no list of omissions to check.
+    if (!SUBSET_SIDES.has(side)) it('leaves out only the upstream types listed as omitted', function () {
       const up = upstream!;
       const mine = new Set(allTypes(ours).map(fullName));
       const inScope = (n: string): boolean => PACKAGES[side].some((p) => n === p || n.startsWith(`${p}.`));
