@@ -74,7 +74,7 @@ Kubernetes (overhead: host memory per pod measured by make bench, pods.json):
   handler: hull
   overhead:
     podFixed:
-      memory: "420Mi"
+      memory: "450Mi"
       cpu: "250m"
 
 Without Kubernetes: ctr run --rm --runtime io.containerd.hull.v2 <image> <id> uname -r`);
