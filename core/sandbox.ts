@@ -28,6 +28,14 @@ const GUEST_SHARE_MOUNT = '/run/kata-containers/shared/containers';
 /** Signals a Kill may carry (Linux: 1–64). */
 const MAX_SIGNAL = 64;
 
+/**
+ * The FIFOs a process's output goes to: a terminal has only stdout (its stderr is the same pty). containerd's CRI
+ * plugin names a stderr FIFO even then, which is left alone, as the runc shim does.
+ */
+function ioPaths(stdio: StdioPaths): StdioPaths {
+  return stdio.terminal && stdio.stderr !== '' ? { ...stdio, stderr: '' } : stdio;
+}
+
 export function validateId(what: string, id: string): string {
   if (typeof id !== 'string' || id.length === 0 || id.length > MAX_ID || !ID.test(id)) {
     throw new InvalidArgumentError(`${what} ${JSON.stringify(id)} is not a valid identifier`);
@@ -173,7 +181,6 @@ export class Sandbox {
       if (!ownsVm && !this.vm) {
         throw new FailedPreconditionError(`container ${req.id} joins sandbox ${this.o.id}, whose own container does not exist`);
       }
-      if (req.stdio.terminal && req.stdio.stderr !== '') throw new InvalidArgumentError('a terminal process has no separate stderr');
       const role = podRole(req.spec);
       const sizing = podSizing(req.spec.annotations); // checked before anything is made
       if (ownsVm && role === 'sandbox') this.podShm = podShm(req.spec);
@@ -200,7 +207,7 @@ export class Sandbox {
         const shared = mounts.map((m) => (isGuestPodShm(m) ? m : fromHost.shift()!));
         const agent = this.agent();
         const proc = new Process(req.id, '', req.stdio);
-        io = await ProcessIo.open({ agent, containerId: req.id, execId: req.id, stdio: req.stdio, logger: this.o.logger });
+        io = await ProcessIo.open({ agent, containerId: req.id, execId: req.id, stdio: ioPaths(req.stdio), logger: this.o.logger });
         proc.io = io;
         await agent.createOciContainer(req.id, { ...spec, root: { ...spec.root, readonly: spec.root?.readonly ?? root.readOnly } }, shared);
         io.start(); // the process exists in the guest: its output can be read from now on
@@ -312,7 +319,7 @@ export class Sandbox {
       this.o.events({ type: 'start', containerId: id, pid: p.pid });
     } else {
       const spec = c.execSpecs.get(execId)!;
-      p.io = await ProcessIo.open({ agent, containerId: id, execId, stdio: p.stdio, logger: this.o.logger });
+      p.io = await ProcessIo.open({ agent, containerId: id, execId, stdio: ioPaths(p.stdio), logger: this.o.logger });
       try {
         await agent.execOciProcess(id, execId, spec);
       } catch (err) {
@@ -352,7 +359,6 @@ export class Sandbox {
     if (execId === id || c.execs.has(execId)) throw new AlreadyExistsError(`exec ${execId} of container ${id}: already exists`);
     if (c.init.status !== 'running') throw new FailedPreconditionError(`container ${id} is ${c.init.status}: cannot exec in it`);
     if (!!spec.terminal !== stdio.terminal) throw new InvalidArgumentError(`exec ${execId}: the request's terminal flag and the process spec disagree`);
-    if (stdio.terminal && stdio.stderr !== '') throw new InvalidArgumentError('a terminal process has no separate stderr');
     c.execs.set(execId, new Process(id, execId, stdio));
     c.execSpecs.set(execId, spec);
     this.o.events({ type: 'exec-added', containerId: id, execId });
