@@ -185,6 +185,7 @@ export class K8sStream {
   readonly #decoder: FrameDecoder;
   readonly #out: Record<number, Buffer[]> = { [Channel.stdout]: [], [Channel.stderr]: [], [Channel.status]: [] };
   #closeSent = false;
+  #closeReceived = false;
   #closeCode: number | undefined;
   #error: Error | undefined;
   #ended = false;
@@ -199,7 +200,8 @@ export class K8sStream {
     this.#socket = socket;
     this.#decoder = new FrameDecoder(maxMessageBytes);
     socket.on('data', (chunk: Buffer) => this.#onData(chunk));
-    socket.on('error', (err) => this.#fail(err));
+    // After the server's close frame, a reset (our close echo reaching a socket it already closed) ends nothing early.
+    socket.on('error', (err) => (this.#closeReceived ? this.#socket.destroy() : this.#fail(err)));
     socket.on('close', () => {
       this.#ended = true;
       this.#notify();
@@ -298,7 +300,7 @@ export class K8sStream {
     return new Promise((resolve, reject) => {
       const check = (): void => {
         if (cond()) finish(() => resolve(''));
-        else if (this.#ended && !endIsOk) finish(() => reject(this.#error ?? new Error(`the stream ended: ${what()}`)));
+        else if (this.#ended && !endIsOk) finish(() => reject(this.#error ?? new Error(`the stream ended: ${what()}; status ${this.output(Channel.status) || 'none'}`)));
       };
       const timer = setTimeout(() => finish(() => reject(new Error(`after ${ms} ms: ${what()}`))), ms);
       const finish = (fn: () => void): void => {
@@ -353,6 +355,7 @@ export class K8sStream {
       if (m.opcode === Opcode.ping) {
         if (!this.#closeSent) this.#write(Opcode.pong, m.payload);
       } else if (m.opcode === Opcode.close) {
+        this.#closeReceived = true;
         this.#closeCode = m.payload.length >= 2 ? m.payload.readUInt16BE(0) : undefined;
         this.#sendClose(this.#closeCode ?? CloseCode.normal);
         this.#socket.end();
