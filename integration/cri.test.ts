@@ -3,7 +3,12 @@
  * whole file: first with runc (handler `runc`), which proves the test infrastructure (CNI bridge, pause image, logs,
  * streaming server), then with hull (handler `hull`): the same pod shape in one QEMU VM per pod, plus what only a VM
  * runtime has to get right (one VM for all of a pod's containers, localhost between them, memory limits and OOM
- * inside the guest, concurrent pods, nothing left on the host afterwards).
+ * inside the guest, the VM sized from the pod's resources, concurrent pods, a shim killed under a running pod,
+ * nothing left on the host afterwards).
+ *
+ * Both runtimes also get streaming Exec and Attach through the CRI stream server (lib/k8s-stream.ts, the
+ * v4.channel.k8s.io WebSocket protocol kubectl uses), security contexts (read-only rootfs, capabilities, user,
+ * group and supplemental groups), namespaced pod sysctls and the pod's shared /dev/shm.
  */
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
@@ -95,9 +100,9 @@ function hullShimDaemons(podId: string): number[] {
   return out;
 }
 
-/** The shim's and containerd's warnings and errors for `id` from containerd's log: what a failing hull test shows. */
-function logProblems(ctd: PrivateContainerd, id: string, max = 25): string[] {
-  const lines = fs.readFileSync(ctd.log, 'utf8').split('\n');
+/** The shim's and containerd's warnings and errors for `id` in containerd's log from byte `from` on: what a failing hull test shows. */
+function logProblems(ctd: PrivateContainerd, id: string, max = 25, from = 0): string[] {
+  const lines = fs.readFileSync(ctd.log).subarray(from).toString('utf8').split('\n');
   return lines.filter((l) => l.includes(id.slice(0, 12)) && /"level":(40|50|60)|level=(error|warning)/.test(l)).slice(-max);
 }
 
@@ -326,9 +331,9 @@ describe('cri: pods through containerd CRI (runtime.v1)', function () {
     });
 
     it('streaming Exec with a terminal: tty is a pty, a resize reaches stty size, exit 0', async function () {
-      const script = 'tty; while read l; do [ "$l" = q ] && exit 0; stty size; done';
+      const script = 'tty; [ -t 0 ] && [ -t 1 ] && echo terminal-ready; while read l; do [ "$l" = q ] && exit 0; stty size; done';
       const s = await streamExec({ containerId: state.client, cmd: ['sh', '-c', script], tty: true, stdin: true, stdout: true });
-      await s.waitFor(Channel.stdout, /\/dev\/pts\/\d+\r?\n/);
+      await s.waitFor(Channel.stdout, 'terminal-ready');
       // The resize (CRI -> shim ResizePty) and stdin travel apart: ask again until the size shows.
       const until = Date.now() + 30_000;
       for (;;) {
@@ -345,6 +350,7 @@ describe('cri: pods through containerd CRI (runtime.v1)', function () {
       const r = await s.done();
       assert.equal(r.exitCode, 0, JSON.stringify(r.status));
       assert.equal(r.stderr, '', 'a terminal has no separate stderr');
+      assert.match(r.stdout.split('\n')[0]!, /^\/dev\/pts\/\d+\r$/, `tty names the terminal in the container's /dev/pts: ${JSON.stringify(r.stdout.slice(0, 200))}`);
     });
 
     it('streaming Attach to a container started with stdin and a terminal sees its output', async function () {
@@ -472,10 +478,13 @@ describe('cri: pods through containerd CRI (runtime.v1)', function () {
       await startWebPod('hull', 'hull-web', 'hull-pod', state);
     });
 
+    let logFrom = 0;
+    beforeEach(() => void (logFrom = fs.statSync(ctd.log).size));
+
     afterEach(function () {
       if (this.currentTest?.state !== 'failed') return;
       for (const id of [state.pod, state.web, state.client, state.locked, state.user, sized.pod, sized.container].filter((p) => p !== '')) {
-        const lines = logProblems(ctd, id, 10);
+        const lines = logProblems(ctd, id, 10, logFrom);
         if (lines.length) console.log(`      containerd.log, warnings and errors naming ${id.slice(0, 12)}:\n${lines.map((l) => `        ${l.slice(0, 500)}`).join('\n')}`);
       }
     });
