@@ -3,21 +3,37 @@
  * whole file: first with runc (handler `runc`), which proves the test infrastructure (CNI bridge, pause image, logs,
  * streaming server), then with hull (handler `hull`): the same pod shape in one QEMU VM per pod, plus what only a VM
  * runtime has to get right (one VM for all of a pod's containers, localhost between them, memory limits and OOM
- * inside the guest, concurrent pods, nothing left on the host afterwards).
+ * inside the guest, the VM sized from the pod's resources, concurrent pods, a shim killed under a running pod,
+ * nothing left on the host afterwards).
+ *
+ * Both runtimes also get streaming Exec and Attach through the CRI stream server (lib/k8s-stream.ts, the
+ * v4.channel.k8s.io WebSocket protocol kubectl uses), security contexts (read-only rootfs, capabilities, user,
+ * group and supplemental groups), namespaced pod sysctls and the pod's shared /dev/shm.
  */
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import http from 'node:http';
+import os from 'node:os';
 import path from 'node:path';
+import { DEFAULT_MEMORY_MIB, DEFAULT_VCPUS } from '../core/config';
 import { mountsUnder } from '../fs-share';
 import { BUSYBOX_IMAGE, BUSYBOX_WWW_INDEX, importBusybox, startContainerd, type PrivateContainerd } from './lib/containerd';
 import { cri, CriStatus, type CriError, type CriClient } from './lib/cri';
 import { guestArtifacts } from './lib/guest';
+import { Channel, K8sStream } from './lib/k8s-stream';
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 const DNS = { servers: ['10.96.0.10', '10.96.0.11'], searches: ['hulltest.svc.cluster.local', 'cluster.local'], options: ['ndots:5'] };
 const HTTP_PORT = 8080;
+/** Namespaced sysctls every test pod sets (a network one and an IPC one); both differ from the kernel's defaults. */
+const POD_SYSCTLS = { 'net.ipv4.ip_unprivileged_port_start': '0', 'kernel.shm_rmid_forced': '1' };
+/** containerd's size for a pod's /dev/shm. */
+const POD_SHM_KIB = 64 * 1024;
+/** The `user` container's identity. */
+const RUN_AS = { uid: 1000, gid: 2000, groups: [3000, 4000] };
+/** CAP_NET_BIND_SERVICE (bit 10) alone, as /proc/<pid>/status prints a capability set. */
+const CAP_NET_BIND_SERVICE_ONLY = '0000000000000400';
 const { ContainerState, PodSandboxState } = cri;
 
 /** One CRI log line: `<RFC 3339 time> <stream> <F|P> <text>`. */
@@ -66,10 +82,39 @@ async function httpGetRetry(url: string, deadlineMs = 20_000): Promise<{ status:
   }
 }
 
-/** The shim's and containerd's warnings and errors for `id` from containerd's log: what a failing hull test shows. */
-function logProblems(ctd: PrivateContainerd, id: string, max = 25): string[] {
-  const lines = fs.readFileSync(ctd.log, 'utf8').split('\n');
+/** Pids of hull's shim daemons serving `podId`: `node … containerd-shim-hull-v2 … -id <podId>` without a subcommand. */
+function hullShimDaemons(podId: string): number[] {
+  const out: number[] = [];
+  for (const pid of fs.readdirSync('/proc').filter((d) => /^\d+$/.test(d))) {
+    try {
+      const argv = fs.readFileSync(`/proc/${pid}/cmdline`, 'latin1').split('\0');
+      const at = argv.indexOf('-id');
+      if (at < 0 || argv[at + 1] !== podId) continue;
+      if (!argv.some((a) => path.basename(a) === 'containerd-shim-hull-v2')) continue;
+      if (argv.includes('start') || argv.includes('delete')) continue;
+      out.push(Number(pid));
+    } catch {
+      /* gone */
+    }
+  }
+  return out;
+}
+
+/** The shim's and containerd's warnings and errors for `id` in containerd's log from byte `from` on: what a failing hull test shows. */
+function logProblems(ctd: PrivateContainerd, id: string, max = 25, from = 0): string[] {
+  const lines = fs.readFileSync(ctd.log).subarray(from).toString('utf8').split('\n');
   return lines.filter((l) => l.includes(id.slice(0, 12)) && /"level":(40|50|60)|level=(error|warning)/.test(l)).slice(-max);
+}
+
+/** A test pod: its sandbox, containers, IP and configuration. */
+interface PodState {
+  pod: string;
+  web: string;
+  client: string;
+  locked: string;
+  user: string;
+  ip: string;
+  config: cri.IPodSandboxConfig;
 }
 
 describe('cri: pods through containerd CRI (runtime.v1)', function () {
@@ -88,8 +133,8 @@ describe('cri: pods through containerd CRI (runtime.v1)', function () {
     await ctd?.stop();
   });
 
-  /** A pod's configuration: hostname, DNS, its own log directory, no port mappings. */
-  function podConfig(name: string, hostname: string): cri.IPodSandboxConfig {
+  /** A pod's configuration: hostname, DNS, its own log directory, no port mappings, `linux` as given. */
+  function podConfig(name: string, hostname: string, linux: cri.ILinuxPodSandboxConfig = {}): cri.IPodSandboxConfig {
     const logDirectory = path.join(ctd.cri!.logRoot, name);
     fs.mkdirSync(logDirectory, { recursive: true });
     return {
@@ -99,7 +144,7 @@ describe('cri: pods through containerd CRI (runtime.v1)', function () {
       dnsConfig: DNS,
       portMappings: [],
       labels: { test: 'cri' },
-      linux: {},
+      linux,
     };
   }
 
@@ -109,11 +154,12 @@ describe('cri: pods through containerd CRI (runtime.v1)', function () {
     name: string,
     command: string[],
     linux?: cri.ILinuxContainerConfig,
+    extra: Partial<cri.IContainerConfig> = {},
   ): Promise<string> {
     const { containerId } = await client.createContainer({
       podSandboxId: pod,
       sandboxConfig,
-      config: { metadata: { name }, image: { image: BUSYBOX_IMAGE }, command, logPath: `${name}.log`, linux },
+      config: { metadata: { name }, image: { image: BUSYBOX_IMAGE }, command, logPath: `${name}.log`, linux, ...extra },
     });
     await client.startContainer(containerId);
     return containerId;
@@ -132,6 +178,13 @@ describe('cri: pods through containerd CRI (runtime.v1)', function () {
   async function exec(id: string, cmd: string[], timeout = 30): Promise<{ stdout: string; stderr: string; exitCode: number }> {
     const r = await client.execSync({ containerId: id, cmd, timeout });
     return { stdout: Buffer.from(r.stdout).toString(), stderr: Buffer.from(r.stderr).toString(), exitCode: r.exitCode };
+  }
+
+  /** Exec through the streaming server: the URL CRI hands out, upgraded to a v4.channel.k8s.io WebSocket. */
+  async function streamExec(req: cri.IExecRequest): Promise<K8sStream> {
+    const { url } = await client.exec(req);
+    assert.match(url, /^http:\/\/127\.0\.0\.1:\d+\/exec\//);
+    return K8sStream.open(url);
   }
 
   /** The file host-local keeps for an allocated IP (`<dataDir>/<network>/<ip>`), if any. */
@@ -193,12 +246,12 @@ describe('cri: pods through containerd CRI (runtime.v1)', function () {
   }
 
   /** The checks both runtimes share, on a pod with a `web` container (httpd) and a `client` container (sleep). */
-  function commonPodTests(handler: string, hostname: string, state: { pod: string; web: string; client: string; ip: string; config: cri.IPodSandboxConfig }): void {
+  function commonPodTests(handler: string, hostname: string, state: PodState): void {
     it('the pod is READY with an IP from the bridge, and both containers RUNNING', async function () {
       assert.equal(await assertPodReady(state.pod, handler), state.ip);
       for (const id of [state.web, state.client]) assert.equal((await client.containerStatus(id)).status!.state, ContainerState.CONTAINER_RUNNING);
       const listed = (await client.listContainers({ filter: { podSandboxId: state.pod } })).containers.map((c) => c.metadata!.name).sort();
-      assert.deepEqual(listed, ['client', 'web']);
+      assert.deepEqual(listed, ['client', 'locked', 'user', 'web']);
     });
 
     it('the hostname and /etc/resolv.conf are the configured ones', async function () {
@@ -260,25 +313,145 @@ describe('cri: pods through containerd CRI (runtime.v1)', function () {
       assert.ok(Number(stats!.cpu?.usageCoreNanoSeconds?.value ?? 0) > 0, `cpu ${JSON.stringify(stats!.cpu)}`);
     });
 
-    it('Exec and Attach hand out streaming URLs on the loopback stream server', async function () {
-      const e = await client.exec({ containerId: state.client, cmd: ['sh'], stdin: true, stdout: true });
-      assert.match(e.url, /^http:\/\/127\.0\.0\.1:\d+\/exec\//);
-      const a = await client.attach({ containerId: state.web, stdout: true, stderr: true });
-      assert.match(a.url, /^http:\/\/127\.0\.0\.1:\d+\/attach\//);
+    it('streaming Exec: stdout and stderr apart, exit code 3 in the v4 status', async function () {
+      const s = await streamExec({ containerId: state.client, cmd: ['sh', '-c', 'echo out; echo err >&2; exit 3'], stdout: true, stderr: true });
+      const r = await s.done();
+      assert.equal(r.stdout, 'out\n');
+      assert.equal(r.stderr, 'err\n');
+      assert.equal(r.status?.reason, 'NonZeroExitCode', JSON.stringify(r.status));
+      assert.equal(r.exitCode, 3, JSON.stringify(r.status));
+    });
+
+    it('streaming Exec with stdin: head -n1 gets the line sent and exits 0', async function () {
+      // v4 cannot half-close stdin (only closing the connection ends it): a command that stops by itself.
+      const s = await streamExec({ containerId: state.client, cmd: ['head', '-n1'], stdin: true, stdout: true, stderr: true });
+      s.stdin('hello over the stream\n');
+      const r = await s.done();
+      assert.deepEqual({ stdout: r.stdout, stderr: r.stderr, exitCode: r.exitCode }, { stdout: 'hello over the stream\n', stderr: '', exitCode: 0 }, JSON.stringify(r.status));
+    });
+
+    it('streaming Exec with a terminal: tty is a pty, a resize reaches stty size, exit 0', async function () {
+      const script = 'tty; [ -t 0 ] && [ -t 1 ] && echo terminal-ready; while read l; do [ "$l" = q ] && exit 0; stty size; done';
+      const s = await streamExec({ containerId: state.client, cmd: ['sh', '-c', script], tty: true, stdin: true, stdout: true });
+      await s.waitFor(Channel.stdout, 'terminal-ready');
+      // The resize (CRI -> shim ResizePty) and stdin travel apart: ask again until the size shows.
+      const until = Date.now() + 30_000;
+      for (;;) {
+        s.resize(91, 37);
+        s.stdin('\n');
+        try {
+          await s.waitFor(Channel.stdout, /^37 91\r?$/m, 1_000);
+          break;
+        } catch (err) {
+          if (Date.now() > until) throw err;
+        }
+      }
+      s.stdin('q\n');
+      const r = await s.done();
+      assert.equal(r.exitCode, 0, JSON.stringify(r.status));
+      assert.equal(r.stderr, '', 'a terminal has no separate stderr');
+      assert.match(r.stdout.split('\n')[0]!, /^\/dev\/pts\/\d+\r$/, `tty names the terminal in the container's /dev/pts: ${JSON.stringify(r.stdout.slice(0, 200))}`);
+    });
+
+    it('streaming Attach to a container started with stdin and a terminal sees its output', async function () {
+      const id = await startContainer(state.pod, state.config, 'attached', ['sh', '-c', 'echo attached-ready; while read l; do echo "got:$l"; done'], undefined, { stdin: true, tty: true });
+      try {
+        await waitLog(state.config, 'attached', 'attached-ready');
+        const { url } = await client.attach({ containerId: id, stdin: true, tty: true, stdout: true });
+        assert.match(url, /^http:\/\/127\.0\.0\.1:\d+\/attach\//);
+        const s = await K8sStream.open(url);
+        // What was written before the attach is in the log only: send lines until one comes back.
+        const until = Date.now() + 30_000;
+        for (let i = 0; ; i++) {
+          s.stdin(`line-${i}\n`);
+          try {
+            await s.waitFor(Channel.stdout, /got:line-\d+/, 1_000);
+            break;
+          } catch (err) {
+            if (Date.now() > until) throw err;
+          }
+        }
+        s.close();
+        await s.done();
+        assert.equal((await client.containerStatus(id)).status!.state, ContainerState.CONTAINER_RUNNING, 'detaching leaves the container running');
+      } finally {
+        await client.stopContainer(id, 0);
+        await client.removeContainer(id);
+      }
+    });
+
+    it('a read-only rootfs refuses writes to / while /dev/shm (tmpfs) takes them', async function () {
+      const w = await exec(state.locked, ['touch', '/written']);
+      assert.notEqual(w.exitCode, 0, 'touch / succeeded');
+      assert.match(w.stderr, /Read-only file system/);
+      const shm = await exec(state.locked, ['sh', '-c', 'echo ok > /dev/shm/locked && cat /dev/shm/locked && rm /dev/shm/locked']);
+      assert.deepEqual(shm, { stdout: 'ok\n', stderr: '', exitCode: 0 });
+    });
+
+    it('capabilities: drop ALL, add NET_BIND_SERVICE leaves only that one', async function () {
+      const r = await exec(state.locked, ['grep', '^Cap', '/proc/self/status']);
+      const caps = Object.fromEntries(r.stdout.trim().split('\n').map((l) => l.split(/:\s+/) as [string, string]));
+      assert.equal(caps.CapEff, CAP_NET_BIND_SERVICE_ONLY, r.stdout);
+      assert.equal(caps.CapPrm, CAP_NET_BIND_SERVICE_ONLY, r.stdout);
+      assert.equal(caps.CapBnd, CAP_NET_BIND_SERVICE_ONLY, r.stdout);
+    });
+
+    it('run_as_user, run_as_group and supplemental groups: id shows them', async function () {
+      const r = await exec(state.user, ['sh', '-c', 'id -u; id -g; id -G']);
+      assert.equal(r.exitCode, 0, r.stderr);
+      const [uid, gid, groups] = r.stdout.trim().split('\n');
+      assert.equal(Number(uid), RUN_AS.uid);
+      assert.equal(Number(gid), RUN_AS.gid);
+      const set = new Set((groups ?? '').split(/\s+/).map(Number));
+      for (const g of RUN_AS.groups) assert.ok(set.has(g), `group ${g} in id -G: ${groups}`);
+      assert.ok(!set.has(0), `no root group: ${groups}`);
+    });
+
+    it('namespaced pod sysctls are visible in the containers', async function () {
+      for (const [key, value] of Object.entries(POD_SYSCTLS)) {
+        const r = await exec(state.client, ['cat', `/proc/sys/${key.replace(/\./g, '/')}`]);
+        assert.equal(r.stdout.trim(), value, `${key}: ${r.stdout}${r.stderr}`);
+      }
+      // ip_unprivileged_port_start=0: a user without capabilities may listen on port 80.
+      const nc = await exec(state.user, ['timeout', '1', 'nc', '-l', '-p', '80']);
+      assert.doesNotMatch(nc.stderr, /denied|not permitted/i, `nc as uid ${RUN_AS.uid} on port 80`);
+    });
+
+    it(`/dev/shm is a ${POD_SHM_KIB / 1024} MiB tmpfs shared by the pod's containers`, async function () {
+      const mounts = await exec(state.client, ['grep', ' /dev/shm ', '/proc/mounts']);
+      assert.match(mounts.stdout, /^\S+ \/dev\/shm tmpfs /m, mounts.stdout);
+      const df = await exec(state.client, ['df', '-k', '/dev/shm']);
+      const total = Number(df.stdout.trim().split('\n')[1]?.trim().split(/\s+/)[1]);
+      assert.equal(total, POD_SHM_KIB, df.stdout);
+      const token = crypto.randomUUID();
+      assert.equal((await exec(state.web, ['sh', '-c', `echo ${token} > /dev/shm/shared`])).exitCode, 0);
+      const read = await exec(state.client, ['cat', '/dev/shm/shared']);
+      assert.equal(read.stdout.trim(), token, 'the client container reads what web wrote');
+      await exec(state.client, ['rm', '-f', '/dev/shm/shared']);
     });
   }
 
   /** Runs the pod `name` with a web and a client container into `state`. */
-  async function startWebPod(handler: string, name: string, hostname: string, state: { pod: string; web: string; client: string; ip: string; config: cri.IPodSandboxConfig }): Promise<void> {
-    state.config = podConfig(name, hostname);
+  /**
+   * Runs the pod `name` (with POD_SYSCTLS) with a web and a client container into `state`, and two containers with
+   * security contexts: `locked` (read-only rootfs, capabilities: drop ALL, add NET_BIND_SERVICE) and `user` (RUN_AS).
+   */
+  async function startWebPod(handler: string, name: string, hostname: string, state: PodState): Promise<void> {
+    state.config = podConfig(name, hostname, { sysctls: POD_SYSCTLS });
     state.pod = await ctd.cri!.runPod(state.config, handler);
     state.ip = (await client.podSandboxStatus(state.pod)).status!.network?.ip ?? '';
     state.web = await startContainer(state.pod, state.config, 'web', ['sh', '-c', `echo web-ready; echo web-stderr >&2; exec httpd -f -p ${HTTP_PORT} -h /www`]);
     state.client = await startContainer(state.pod, state.config, 'client', ['sleep', '3600']);
+    state.locked = await startContainer(state.pod, state.config, 'locked', ['sleep', '3600'], {
+      securityContext: { readonlyRootfs: true, capabilities: { dropCapabilities: ['ALL'], addCapabilities: ['NET_BIND_SERVICE'] } },
+    });
+    state.user = await startContainer(state.pod, state.config, 'user', ['sleep', '3600'], {
+      securityContext: { runAsUser: { value: RUN_AS.uid }, runAsGroup: { value: RUN_AS.gid }, supplementalGroups: RUN_AS.groups },
+    });
   }
 
   describe('runc (handler runc): the baseline', function () {
-    const state = { pod: '', web: '', client: '', ip: '', config: {} as cri.IPodSandboxConfig };
+    const state: PodState = { pod: '', web: '', client: '', locked: '', user: '', ip: '', config: {} };
 
     before(async function () {
       const v = await client.version();
@@ -294,18 +467,26 @@ describe('cri: pods through containerd CRI (runtime.v1)', function () {
   });
 
   describe('hull (handler hull): pods in VMs', function () {
-    const state = { pod: '', web: '', client: '', ip: '', config: {} as cri.IPodSandboxConfig };
+    const state: PodState = { pod: '', web: '', client: '', locked: '', user: '', ip: '', config: {} };
     const sandboxDir = (pod: string): string => path.join(ctd.stateDir, ctd.namespace, pod);
     const qemusOf = (pod: string): string[] => processesMentioning(sandboxDir(pod), /^qemu-system/);
+    /** The pod sized through PodSandboxConfig.linux.resources; the shim crash test kills it. */
+    const sized = { pod: '', container: '', ip: '', netns: '' };
+    const SIZED_MEMORY_MIB = 256;
 
     before(async function () {
       await startWebPod('hull', 'hull-web', 'hull-pod', state);
     });
 
+    let logFrom = 0;
+    beforeEach(() => void (logFrom = fs.statSync(ctd.log).size));
+
     afterEach(function () {
-      if (this.currentTest?.state !== 'failed' || !state.pod) return;
-      const lines = logProblems(ctd, state.pod);
-      if (lines.length) console.log(`      containerd.log, warnings and errors of the pod:\n${lines.map((l) => `        ${l.slice(0, 400)}`).join('\n')}`);
+      if (this.currentTest?.state !== 'failed') return;
+      for (const id of [state.pod, state.web, state.client, state.locked, state.user, sized.pod, sized.container].filter((p) => p !== '')) {
+        const lines = logProblems(ctd, id, 10, logFrom);
+        if (lines.length) console.log(`      containerd.log, warnings and errors naming ${id.slice(0, 12)}:\n${lines.map((l) => `        ${l.slice(0, 500)}`).join('\n')}`);
+      }
     });
 
     it('one QEMU runs the whole pod (sandbox and both containers)', async function () {
@@ -323,6 +504,59 @@ describe('cri: pods through containerd CRI (runtime.v1)', function () {
       assert.equal((await client.containerStatus(state.web)).status!.state, ContainerState.CONTAINER_RUNNING, 'the other containers keep running');
       await client.removeContainer(hog);
       assert.equal(qemusOf(state.pod).length, 1, 'still one VM');
+    });
+
+    it(`a pod's resources size its VM: one more vCPU and ${SIZED_MEMORY_MIB} MiB more than the base (${DEFAULT_VCPUS} vCPU, ${DEFAULT_MEMORY_MIB} MiB)`, async function () {
+      // containerd turns the sandbox's resources into the io.kubernetes.cri.sandbox-cpu-*/-memory annotations.
+      const config = podConfig('sized', 'sized', { resources: { memoryLimitInBytes: SIZED_MEMORY_MIB << 20, cpuPeriod: 100_000, cpuQuota: 100_000 } });
+      sized.pod = await ctd.cri!.runPod(config, 'hull');
+      sized.ip = await assertPodReady(sized.pod, 'hull');
+      sized.netns = (await client.sandboxInfo(sized.pod))?.runtimeSpec?.linux?.namespaces?.find((n) => n.type === 'network')?.path ?? '';
+      sized.container = await startContainer(sized.pod, config, 'sleeper', ['sleep', '3600']);
+      const size = async (id: string): Promise<{ cpus: number; memKiB: number }> => {
+        const r = await exec(id, ['sh', '-c', 'nproc; grep ^MemTotal: /proc/meminfo']);
+        const m = /^(\d+)\nMemTotal:\s+(\d+) kB$/.exec(r.stdout.trim());
+        assert.ok(m, `nproc and MemTotal: ${r.stdout}${r.stderr}`);
+        return { cpus: Number(m[1]), memKiB: Number(m[2]) };
+      };
+      const base = await size(state.client);
+      const grown = await size(sized.container);
+      assert.equal(base.cpus, DEFAULT_VCPUS, 'the base pod has the configured vCPUs');
+      assert.ok(base.memKiB <= DEFAULT_MEMORY_MIB * 1024 && base.memKiB > DEFAULT_MEMORY_MIB * 1024 * 0.8, `base MemTotal ${base.memKiB} kB for ${DEFAULT_MEMORY_MIB} MiB`);
+      assert.equal(grown.cpus, Math.min(DEFAULT_VCPUS + 1, Math.max(os.availableParallelism(), DEFAULT_VCPUS)), 'quota/period 1 adds a vCPU (capped at the host)');
+      // The kernel keeps ~1.6 % of added memory for its page structures.
+      const addedMiB = (grown.memKiB - base.memKiB) / 1024;
+      assert.ok(addedMiB > SIZED_MEMORY_MIB * 0.95 && addedMiB <= SIZED_MEMORY_MIB, `MemTotal grew by ${addedMiB.toFixed(1)} MiB for ${SIZED_MEMORY_MIB} MiB`);
+      const qemu = qemusOf(sized.pod);
+      assert.equal(qemu.length, 1, qemu.join('\n'));
+      const argv = fs.readFileSync(`/proc/${qemu[0]!.split(' ')[0]}/cmdline`, 'latin1').split('\0');
+      assert.equal(argv[argv.indexOf('-m') + 1], `${DEFAULT_MEMORY_MIB + SIZED_MEMORY_MIB}M`, 'QEMU got the grown memory');
+      assert.equal(argv[argv.indexOf('-smp') + 1]?.split(',')[0], String(grown.cpus), 'QEMU got the grown vCPUs');
+    });
+
+    it('the shim daemon SIGKILLed: the pod goes NOTREADY, and Stop+RemovePodSandbox leave nothing of it', async function () {
+      if (!sized.pod) this.skip();
+      const dir = sandboxDir(sized.pod);
+      const shims = hullShimDaemons(sized.pod);
+      assert.equal(shims.length, 1, `one hull shim daemon for the pod: ${JSON.stringify(shims)}`);
+      assert.equal(qemusOf(sized.pod).length, 1);
+      process.kill(shims[0]!, 'SIGKILL');
+      // containerd sees the connection drop, runs the shim's `delete` for the pod's tasks and marks the pod NOTREADY.
+      const until = Date.now() + 60_000;
+      while ((await client.podSandboxStatus(sized.pod)).status!.state !== PodSandboxState.SANDBOX_NOTREADY) {
+        if (Date.now() > until) assert.fail('the pod is still READY 60 s after its shim died');
+        await sleep(250);
+      }
+      // The kubelet then stops and removes it.
+      await stopAndRemove(sized.pod, sized.ip);
+      for (let i = 0; i < 100 && (fs.existsSync(dir) || processesMentioning(dir).length > 0); i++) await sleep(100);
+      assert.deepEqual(processesMentioning(dir), [], 'no QEMU or virtiofsd of the pod is left');
+      assert.deepEqual(processesMentioning(sized.pod), [], 'no process names the pod');
+      assert.deepEqual((await mountsUnder(dir)).map((m) => m.mountPoint), [], 'no mount under the pod\'s state folder');
+      assert.equal(fs.existsSync(dir), false, `${dir} is removed`);
+      assert.equal(sized.netns !== '' && fs.existsSync(sized.netns), false, 'the netns and every tap in it are gone');
+      assert.deepEqual(fs.readdirSync('/sys/class/net').filter((n) => n.includes(sized.pod.slice(0, 8))), [], 'no host interface named after the pod');
+      assert.equal(qemusOf(state.pod).length, 1, 'the other pod\'s VM still runs');
     });
 
     it('StopPodSandbox and RemovePodSandbox leave nothing: no QEMU, virtiofsd, tap, mount, state folder or netns', async function () {

@@ -27,7 +27,7 @@ export const BUSYBOX_WWW_INDEX = 'hull busybox www\n';
 const APPLETS = [
   'sh', 'cat', 'echo', 'sleep', 'uname', 'head', 'tail', 'dd', 'stty', 'true', 'false', 'ls', 'ps', 'sha256sum', 'wc', 'read',
   'hostname', 'id', 'env', 'kill', 'tr', 'yes', 'httpd', 'nc', 'wget', 'ip', 'ifconfig', 'route', 'grep', 'mkdir', 'rm', 'touch',
-  'free', 'df', 'mount', 'nslookup', 'seq', 'test', 'date', 'printf', 'timeout',
+  'free', 'df', 'mount', 'nslookup', 'seq', 'test', 'date', 'printf', 'timeout', 'tty', 'nproc',
 ];
 
 export interface CtrResult {
