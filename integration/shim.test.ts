@@ -104,8 +104,10 @@ describe('shim: containerd-shim-hull-v2 with a real containerd and ctr', functio
   });
 
   it('`ctr run -t` gives the container a terminal of the size of ctr\'s own', async () => {
-    // ctr -t needs a terminal of its own: run it on a pty (node-pty) of 33 rows and 77 columns.
-    const term = pty.spawn('ctr', ctd.ctrArgs(['run', '-t', '--rm', '--runtime', RUNTIME, BUSYBOX_IMAGE, 'tty', 'sh', '-c', 'stty size; tty >/dev/null; echo "tty=$?"; exit 4']), {
+    // ctr -t needs a terminal of its own: run it on a pty (node-pty) of 33 rows and 77 columns. ctr 1.6 sends the
+    // size only after Start (no consoleSize in the spec), so the container waits a while for it to arrive.
+    const script = 'i=0; while [ "$(stty size)" = "24 80" ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done; stty size; exit 4';
+    const term = pty.spawn('ctr', ctd.ctrArgs(['run', '-t', '--rm', '--runtime', RUNTIME, BUSYBOX_IMAGE, 'tty', 'sh', '-c', script]), {
       cols: 77, rows: 33, env: ctd.env,
     });
     let out = '';
