@@ -2,7 +2,9 @@
  * The OCI runtime spec as containerd writes it (config.json, JSON field names) and its translation into Kata's
  * protobuf `grpc.Spec` (Go field names), the form the agent's CreateContainer takes. Only the shape is checked
  * here (a wrong type is InvalidArgumentError naming the field); what a value means inside the guest is the agent's
- * business, and the agent checks every value again since it trusts no one.
+ * business, and the agent checks every value again since it trusts no one. The exception is what Kata's messages
+ * cannot carry and would otherwise be lost on the way (a seccomp listener, a default errno other than EPERM,
+ * integers a protobuf field would wrap): refused here, never dropped.
  */
 import { InvalidArgumentError } from '../errors';
 import type { grpc } from '../protos/agent';
@@ -34,8 +36,11 @@ export interface OciLinuxResources {
 }
 export interface OciSeccomp {
   defaultAction?: string;
+  defaultErrnoRet?: number;
   architectures?: string[];
   flags?: string[];
+  listenerPath?: string;
+  listenerMetadata?: string;
   syscalls?: { names?: string[]; action?: string; errnoRet?: number; args?: { index?: number; value?: number; valueTwo?: number; op?: string }[] }[];
 }
 export interface OciLinux {
@@ -178,9 +183,30 @@ export function grpcResourcesFromOci(r: unknown, what = 'linux.resources'): grpc
   };
 }
 
-function grpcSeccompFromOci(s: unknown): grpc.ILinuxSeccomp | null {
+/** A non-negative integer up to `max` (what a protobuf uint field holds without wrapping), or `fallback` when absent. */
+function uint(v: unknown, what: string, max: number, fallback = 0): number {
+  if (v === undefined || v === null) return fallback;
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < 0 || v > max) throw new InvalidArgumentError(`OCI spec: ${what} is not an integer from 0 to ${max}`);
+  return v;
+}
+
+const UINT32_MAX = 0xffffffff;
+/** EPERM: the errno of SCMP_ACT_ERRNO and SCMP_ACT_TRACE when the profile names none (the runtime spec's default). */
+const EPERM = 1;
+
+/**
+ * linux.seccomp → grpc.LinuxSeccomp. errnoRet is the proto's oneof: set only when the profile has one (0 is a
+ * value). Comparison values above 2^53 are refused: JSON.parse has already rounded them, and a rounded mask is a
+ * different filter. Kata's message has no defaultErrnoRet and no listener: a defaultErrnoRet other than EPERM (the
+ * default it would get anyway) and a listenerPath are refused rather than silently dropped.
+ */
+export function grpcSeccompFromOci(s: unknown): grpc.ILinuxSeccomp | null {
   const o = obj(s, 'linux.seccomp');
   if (!o) return null;
+  if (str(o.listenerPath, 'linux.seccomp.listenerPath')) throw new InvalidArgumentError('OCI spec: linux.seccomp.listenerPath: a seccomp agent cannot listen in the VM guest');
+  str(o.listenerMetadata, 'linux.seccomp.listenerMetadata');
+  const defaultErrno = uint(o.defaultErrnoRet, 'linux.seccomp.defaultErrnoRet', UINT32_MAX, EPERM);
+  if (defaultErrno !== EPERM) throw new InvalidArgumentError(`OCI spec: linux.seccomp.defaultErrnoRet ${defaultErrno}: the agent protocol carries no default errno, only EPERM (the default) is possible`);
   return {
     DefaultAction: str(o.defaultAction, 'linux.seccomp.defaultAction'),
     Architectures: strs(o.architectures, 'linux.seccomp.architectures'),
@@ -191,10 +217,16 @@ function grpcSeccompFromOci(s: unknown): grpc.ILinuxSeccomp | null {
       return {
         Names: strs(x.names, `${w}.names`),
         Action: str(x.action, `${w}.action`),
-        ...(x.errnoRet == null ? {} : { errnoret: num(x.errnoRet, `${w}.errnoRet`) }),
+        ...(x.errnoRet == null ? {} : { errnoret: uint(x.errnoRet, `${w}.errnoRet`, UINT32_MAX) }),
         Args: list(x.args, `${w}.args`).map((a, j) => {
-          const y = obj(a, `${w}.args[${j}]`) ?? {};
-          return { Index: num(y.index, `${w}.args[${j}].index`), Value: num(y.value, `${w}.args[${j}].value`), ValueTwo: num(y.valueTwo, `${w}.args[${j}].valueTwo`), Op: str(y.op, `${w}.args[${j}].op`) };
+          const v = `${w}.args[${j}]`;
+          const y = obj(a, v) ?? {};
+          return {
+            Index: uint(y.index, `${v}.index`, UINT32_MAX),
+            Value: uint(y.value, `${v}.value`, Number.MAX_SAFE_INTEGER),
+            ValueTwo: uint(y.valueTwo, `${v}.valueTwo`, Number.MAX_SAFE_INTEGER),
+            Op: str(y.op, `${v}.op`),
+          };
         }),
       };
     }),

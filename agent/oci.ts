@@ -6,8 +6,9 @@
  * - the network namespace is dropped (containers use the guest's network, the pod's); a namespace given with a path
  *   (a Kubernetes container joining its pod's ipc or uts namespace) means the guest's own, which is the pod's; a pid
  *   namespace given with a path is the pod's first container's (Kubernetes' shareProcessNamespace), otherwise a new
- *   one, never the guest's (the agent runs there); hooks, seccomp (not supported yet), AppArmor/SELinux labels and
- *   devices are dropped;
+ *   one, never the guest's (the agent runs there); hooks, AppArmor/SELinux labels and devices are dropped;
+ * - the seccomp profile is checked and kept for crun, which applies it inside the guest (seccomp.ts); an absent or
+ *   empty one stays absent;
  * - namespaced sysctls (net.*, the IPC ones) are kept for crun when the container has that namespace of its own, and
  *   returned as `guestSysctls` otherwise: the agent writes those into the guest, whose namespaces are the pod's;
  * - linux.cgroupsPath is /hull/<cid>; memory, CPU and pids resources are kept;
@@ -18,6 +19,7 @@ import path from 'node:path';
 import type { grpc } from '../protos/agent';
 import { SANDBOX_SHM, SHARED_CONTAINERS } from './init';
 import { onlineSets, toOciResources } from './resources';
+import { toOciSeccomp } from './seccomp';
 import { invalid, uint16 } from './validate';
 import { isBindMount, volumeMount } from './volumes';
 
@@ -208,6 +210,8 @@ export function toRuntimeSpec(spec: grpc.ISpec | null | undefined, cid: string, 
   }
   const res = toOciResources(linux.Resources, onlineSets());
   if (res) (out.linux as Record<string, unknown>).resources = res;
+  const seccomp = toOciSeccomp(linux.Seccomp);
+  if (seccomp) (out.linux as Record<string, unknown>).seccomp = seccomp;
   if (spec.Hostname) {
     const host = str(spec.Hostname, 'hostname', 64);
     if (!/^[A-Za-z0-9]([A-Za-z0-9.-]{0,62}[A-Za-z0-9])?$/.test(host)) throw invalid(`hostname ${JSON.stringify(host)} is not valid`);

@@ -107,7 +107,7 @@ export function registerServices(server: Server, ctx: AgentContext): void {
         initDaemon: ctx.isInit,
         deviceHandlers: [],
         storageHandlers: ctx.sandbox.storageHandlers,
-        supportsSeccomp: false,
+        supportsSeccomp: true,
         extraFeatures: [],
       },
     }),

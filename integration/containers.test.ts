@@ -1,7 +1,8 @@
 /**
  * Containers in a real VM: a busybox rootfs shared from the host with fs-share (virtio-fs), run by the agent with
  * the guest's crun; output, exit codes, signals, exec, volumes, OOM events, resource updates, process lists, and
- * the errors for duplicates, unknown processes and escaping volumes. One boot for the whole suite (a boot is
+ * seccomp profiles applied by crun in the guest, and the errors for duplicates, unknown processes and escaping
+ * volumes. One boot for the whole suite (a boot is
  * seconds under TCG).
  */
 import assert from 'node:assert/strict';
@@ -9,7 +10,7 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import type { AgentClient, ContainerSpec } from '../agent-client';
+import type { AgentClient, ContainerSpec, OciSeccomp, OciSpec } from '../agent-client';
 import { SandboxVm } from '../core/vm';
 import { AlreadyExistsError, FailedPreconditionError, InternalError, InvalidArgumentError, NotFoundError } from '../errors';
 import { shareVolumes, VirtioFsShare } from '../fs-share';
@@ -20,7 +21,7 @@ import { childProcesses, guestArtifacts, mountsContaining } from './lib/guest';
 
 const SHARED_MOUNT = '/run/kata-containers/shared/containers';
 const SANDBOX = 'ctrtest';
-const APPLETS = ['sh', 'echo', 'cat', 'sleep', 'true', 'dd', 'stty'];
+const APPLETS = ['sh', 'echo', 'cat', 'sleep', 'true', 'dd', 'stty', 'mkdir'];
 const MiB = 2 ** 20;
 
 describe('containers in a real VM (crun in the guest, rootfs over virtio-fs)', function () {
@@ -352,6 +353,97 @@ describe('containers in a real VM (crun in the guest, rootfs over virtio-fs)', f
     await agent.signalProcess('c-tty-exec', '', 9);
     assert.equal(await agent.waitProcess('c-tty-exec'), 137);
     await remove('c-tty-exec');
+  });
+
+  /** containerd's OCI spec for a busybox container (the shape CRI and ctr write), with a writable /tmp and `seccomp`. */
+  function ociSpec(cid: string, args: string[], seccomp?: OciSeccomp): OciSpec {
+    const caps = ['CAP_CHOWN', 'CAP_DAC_OVERRIDE', 'CAP_FOWNER', 'CAP_KILL', 'CAP_SETGID', 'CAP_SETUID'];
+    return {
+      ociVersion: '1.0.2',
+      process: { args, env: ['PATH=/bin'], cwd: '/', user: { uid: 0, gid: 0 }, capabilities: { bounding: caps, effective: caps, permitted: caps }, noNewPrivileges: true },
+      root: { path: 'rootfs', readonly: true },
+      hostname: cid,
+      mounts: [
+        { destination: '/proc', type: 'proc', source: 'proc', options: ['nosuid', 'noexec', 'nodev'] },
+        { destination: '/dev', type: 'tmpfs', source: 'tmpfs', options: ['nosuid', 'strictatime', 'mode=755', 'size=65536k'] },
+        { destination: '/tmp', type: 'tmpfs', source: 'tmpfs', options: ['nosuid', 'nodev', 'mode=1777', 'size=1m'] },
+      ],
+      linux: { namespaces: ['pid', 'ipc', 'uts', 'mount', 'network'].map((type) => ({ type })), ...(seccomp ? { seccomp } : {}) },
+    };
+  }
+
+  async function runOci(cid: string, args: string[], seccomp?: OciSeccomp): Promise<void> {
+    await share.shareRootfs(cid, [], rootfs);
+    await agent.createOciContainer(cid, ociSpec(cid, args, seccomp));
+    await agent.startContainer(cid);
+  }
+
+  it('applies a seccomp profile: mkdir gets EPERM from an ERRNO rule, in the init and in an exec; other calls work', async () => {
+    const script = 'mkdir /tmp/x; echo "mkdir $?"; true && echo ok; exec sleep 100';
+    const denyMkdir: OciSeccomp = { defaultAction: 'SCMP_ACT_ALLOW', syscalls: [{ names: ['mkdir', 'mkdirat'], action: 'SCMP_ACT_ERRNO', errnoRet: 1 }] };
+    await runOci('c-sc-none', ['sh', '-c', 'mkdir /tmp/x; echo "mkdir $?"']);
+    assert.deepEqual(await collect(agent, 'c-sc-none'), { stdout: 'mkdir 0\n', stderr: '', code: 0 }, 'without a profile mkdir works (/tmp is writable)');
+    await remove('c-sc-none');
+
+    await runOci('c-sc-mkdir', ['sh', '-c', script], denyMkdir);
+    let out = '';
+    while (!out.includes('ok\n')) out += (await agent.readStdout('c-sc-mkdir', '')).toString();
+    assert.equal(out, 'mkdir 1\nok\n');
+    assert.match((await agent.readStderr('c-sc-mkdir', '')).toString(), /can't create directory '\/tmp\/x': Operation not permitted/);
+    // An exec joins the container's profile (crun exec applies the container's seccomp).
+    await agent.execProcess('c-sc-mkdir', 'e1', { args: ['sh', '-c', 'mkdir /tmp/y || exit 7'] });
+    const e1 = await collect(agent, 'c-sc-mkdir', 'e1');
+    assert.equal(e1.code, 7);
+    assert.match(e1.stderr, /Operation not permitted/);
+    await agent.execProcess('c-sc-mkdir', 'e2', { args: ['echo', 'exec ok'] });
+    assert.deepEqual(await collect(agent, 'c-sc-mkdir', 'e2'), { stdout: 'exec ok\n', stderr: '', code: 0 });
+    await agent.signalProcess('c-sc-mkdir', '', 9);
+    assert.equal(await agent.waitProcess('c-sc-mkdir'), 137);
+    await remove('c-sc-mkdir');
+  });
+
+  it('applies a default-deny seccomp profile shaped like containerd\'s default to busybox sh, and refuses what the guest cannot apply', async () => {
+    // containerd's default profile: SCMP_ACT_ERRNO by default, one long allow list (with names the guest's
+    // libseccomp does not know, which crun skips), personality and clone allowed for some arguments only, clone3
+    // answering ENOSYS. A shorter allow list here: what busybox sh, crun's last steps and hull-init need, and no mkdir.
+    const allowed = [
+      'access', 'arch_prctl', 'brk', 'capget', 'capset', 'chdir', 'close', 'close_range', 'dup', 'dup2', 'dup3', 'execve',
+      'execveat', 'exit', 'exit_group', 'faccessat', 'faccessat2', 'fcntl', 'fcntl64', 'fstat', 'fstat64', 'fstatfs', 'futex',
+      'getcwd', 'getdents64', 'getegid', 'geteuid', 'getgid', 'getgroups', 'getpgrp', 'getpid', 'getppid', 'getrandom',
+      'getrlimit', 'gettid', 'getuid', 'ioctl', 'lseek', '_llseek', 'lstat', 'madvise', 'mmap', 'mmap2', 'mprotect',
+      'munmap', 'nanosleep', 'newfstatat', 'open', 'openat', 'openat2', 'pipe', 'pipe2', 'poll', 'ppoll', 'prctl', 'pread64',
+      'prlimit64', 'read', 'readlink', 'readlinkat', 'readv', 'rseq', 'rt_sigaction', 'rt_sigprocmask', 'rt_sigreturn',
+      'rt_sigsuspend', 'sched_getaffinity', 'sched_yield', 'set_robust_list', 'set_tid_address', 'setgid', 'setgroups',
+      'setpgid', 'setresgid', 'setresuid', 'setsid', 'setuid', 'sigaltstack', 'stat', 'stat64', 'statfs', 'statx', 'sysinfo', 'tgkill', 'time',
+      'umask', 'uname', 'utimensat_time64', 'vfork', 'wait4', 'waitid', 'write', 'writev',
+    ];
+    const cloneNamespaceFlags = 0x7e020000; // CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWCGROUP
+    const defaultLike: OciSeccomp = {
+      defaultAction: 'SCMP_ACT_ERRNO',
+      architectures: ['SCMP_ARCH_X86_64', 'SCMP_ARCH_X86', 'SCMP_ARCH_X32'],
+      syscalls: [
+        { names: allowed, action: 'SCMP_ACT_ALLOW' },
+        ...[0, 8, 0x20000, 0x20008, 0xffffffff].map((value) => ({ names: ['personality'], action: 'SCMP_ACT_ALLOW', args: [{ index: 0, value, op: 'SCMP_CMP_EQ' }] })),
+        { names: ['arch_prctl', 'modify_ldt'], action: 'SCMP_ACT_ALLOW' },
+        { names: ['clone'], action: 'SCMP_ACT_ALLOW', args: [{ index: 0, value: cloneNamespaceFlags, valueTwo: 0, op: 'SCMP_CMP_MASKED_EQ' }] },
+        { names: ['clone3'], action: 'SCMP_ACT_ERRNO', errnoRet: 38 },
+      ],
+    };
+    // `/bin/echo` forks (clone without namespace flags) and execs; mkdir is not on the list: the default errno, EPERM.
+    await runOci('c-sc-default', ['sh', '-c', 'echo ok; /bin/echo forked; mkdir /tmp/x || echo denied'], defaultLike);
+    const r = await collect(agent, 'c-sc-default');
+    assert.deepEqual({ stdout: r.stdout, code: r.code }, { stdout: 'ok\nforked\ndenied\n', code: 0 }, `stderr: ${r.stderr}`);
+    assert.match(r.stderr, /Operation not permitted/);
+    await remove('c-sc-default');
+
+    // The agent's checks reach the host as INVALID_ARGUMENT, before anything runs; so do the host's own.
+    await share.shareRootfs('c-sc-bad', [], rootfs);
+    const bad = (seccomp: OciSeccomp): Promise<void> => agent.createOciContainer('c-sc-bad', ociSpec('c-sc-bad', ['true'], seccomp));
+    await assert.rejects(bad({ defaultAction: 'SCMP_ACT_NOTIFY' }), (e: Error) => e instanceof InvalidArgumentError && /SCMP_ACT_NOTIFY/.test(e.message));
+    await assert.rejects(bad({ defaultAction: 'SCMP_ACT_ALLOW', syscalls: [{ names: ['mkdir; reboot'], action: 'SCMP_ACT_ERRNO' }] }), InvalidArgumentError);
+    await assert.rejects(bad({ defaultAction: 'SCMP_ACT_ALLOW', architectures: ['SCMP_ARCH_PDP11'] }), InvalidArgumentError);
+    await assert.rejects(bad({ defaultAction: 'SCMP_ACT_ERRNO', defaultErrnoRet: 38 }), /defaultErrnoRet/);
+    await share.unshare('c-sc-bad');
   });
 
   it('refuses a container whose rootfs is not shared, and bad ids', async () => {
