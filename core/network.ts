@@ -6,7 +6,7 @@
  * CNI's teardown and the host's view of the pod IP (port forwarding, traffic to the pod IP) work as with runc.
  */
 import type { ArpNeighbor, NetworkAgentClient, OciSpec, RouteScope, RouteSpec } from '../agent-client';
-import { attachEndpoints, detachEndpoints, scanNetns, validateNetnsPath, type NetnsScan, type NetRoute } from '../hypervisor/network';
+import { attachEndpoints, detachEndpoints, scanNetns, type NetnsScan, type NetRoute } from '../hypervisor/network';
 import type { VmNetwork } from '../hypervisor/types';
 
 /** The pod's network namespace: a network namespace the sandbox container's spec names by path. */
@@ -46,11 +46,10 @@ export class PodNetwork implements PodNetworkLink {
    * so that a crash from there on leaves what crash recovery needs to remove them.
    */
   static async connect(netnsPath: string, record: (netnsPath: string, taps: string[]) => void): Promise<PodNetwork> {
-    const p = await validateNetnsPath(netnsPath);
-    const scan = await scanNetns(p);
-    record(p, scan.endpoints.map((e) => e.tap));
-    await attachEndpoints(p, scan.endpoints);
-    return new PodNetwork(p, scan);
+    const scan = await scanNetns(netnsPath); // checks the path first: an nsfs file that is a network namespace
+    record(netnsPath, scan.endpoints.map((e) => e.tap));
+    await attachEndpoints(netnsPath, scan.endpoints);
+    return new PodNetwork(netnsPath, scan);
   }
 
   get taps(): string[] {
@@ -87,9 +86,4 @@ export class PodNetwork implements PodNetworkLink {
   async disconnect(): Promise<void> {
     await detachEndpoints(this.netnsPath, this.taps);
   }
-}
-
-/** Crash recovery: the taps a dead shim left in the pod's namespace. */
-export async function removeTaps(netnsPath: string, taps: string[]): Promise<void> {
-  await detachEndpoints(netnsPath, taps);
 }

@@ -8,9 +8,9 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { removeTaps } from './network';
 import { InvalidArgumentError, errorMessage } from '../errors';
 import type { FsShare } from '../fs-share';
+import { detachEndpoints } from '../hypervisor/network';
 import type { Logger } from '../hypervisor/types';
 
 export const BUNDLE_POINTER = 'hull-sandbox.json';
@@ -193,7 +193,7 @@ export async function recoverFromRecord(
   }
   if (record.network) {
     const { netnsPath, taps } = record.network;
-    await step(`remove the taps ${taps.join(', ')} from ${netnsPath}`, () => removeTaps(netnsPath, taps));
+    await step(`remove the taps ${taps.join(', ')} from ${netnsPath}`, () => detachEndpoints(netnsPath, taps));
   }
   await step('unmount the share', () => share.cleanup());
   await step('remove the VM state folder', () => removeUnmounted(record.vmStateDir));

@@ -5,6 +5,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { FailedPreconditionError, InvalidArgumentError } from '../errors';
+import { checkIfName, checkMac, checkNetnsPathShape, isValidMtu } from './network/validate';
 import { DEFAULT_NSENTER_PATH, DEFAULT_QEMU_PATH, DEFAULT_VIRTIOFSD_PATH, type Accel, type AgentTransport, type VmConfig, type VmNetwork, type VmNic } from './types';
 
 export const ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,75}$/;
@@ -16,10 +17,6 @@ export const MAX_VCPUS = 255;
 const MAX_SOCKET_PATH = 107;
 /** NICs per VM (each is a PCI device on the root bus). */
 export const MAX_NICS = 16;
-/** Linux IFNAMSIZ is 16 with the NUL. */
-export const MAX_IFNAME_BYTES = 15;
-export const MIN_MTU = 68;
-export const MAX_MTU = 65535;
 
 /** Everything the driver keeps in stateDir. */
 export interface VmPaths {
@@ -118,37 +115,11 @@ function checkEnum<T extends string>(what: string, value: unknown, allowed: read
   return value as T;
 }
 
-/**
- * A Linux interface name as the kernel takes it (1-15 bytes, not . or .., no '/', ':' or whitespace), narrowed to
- * [A-Za-z0-9_.-] not starting with '-' or '.': it lands in QEMU's option syntax and in ip's argv.
- */
-export function checkIfName(what: string, value: unknown): string {
-  if (typeof value !== 'string' || !/^[A-Za-z0-9_][A-Za-z0-9_.-]*$/.test(value) || Buffer.byteLength(value) > MAX_IFNAME_BYTES) {
-    throw new InvalidArgumentError(`${what} ${JSON.stringify(value)} is not an interface name (1-${MAX_IFNAME_BYTES} of [A-Za-z0-9_.-], not starting with '-' or '.')`);
-  }
-  return value;
-}
-
-/** A unicast MAC of six octets written "aa:bb:cc:dd:ee:ff" (either case); returned lower-cased. */
-export function checkMac(what: string, value: unknown): string {
-  if (typeof value !== 'string' || !/^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}$/.test(value)) {
-    throw new InvalidArgumentError(`${what} ${JSON.stringify(value)} is not a MAC address of six octets (aa:bb:cc:dd:ee:ff)`);
-  }
-  const mac = value.toLowerCase();
-  if ((parseInt(mac.slice(0, 2), 16) & 1) !== 0) throw new InvalidArgumentError(`${what} ${mac} is a multicast address; a NIC needs a unicast one`);
-  if (mac === '00:00:00:00:00:00') throw new InvalidArgumentError(`${what} is all zeros`);
-  return mac;
-}
-
 /** Checks a VmNetwork's shape (not whether the namespace exists): an absolute normalised path, unique taps and MACs. */
 export function checkNetwork(value: unknown): VmNetwork {
   if (typeof value !== 'object' || value === null) throw new InvalidArgumentError('network must be an object { netnsPath, nics }');
-  const { netnsPath, nics } = value as Partial<VmNetwork>;
-  if (typeof netnsPath !== 'string' || !path.isAbsolute(netnsPath) || path.normalize(netnsPath) !== netnsPath || (netnsPath.length > 1 && netnsPath.endsWith('/'))) {
-    throw new InvalidArgumentError(`network.netnsPath must be an absolute, normalised path, got ${JSON.stringify(netnsPath)}`);
-  }
-  // eslint-disable-next-line no-control-regex
-  if (/[\u0000-\u001f\u007f]/.test(netnsPath)) throw new InvalidArgumentError(`network.netnsPath ${JSON.stringify(netnsPath)} contains a control character`);
+  const { nics } = value as Partial<VmNetwork>;
+  const netnsPath = checkNetnsPathShape((value as Partial<VmNetwork>).netnsPath);
   if (!Array.isArray(nics)) throw new InvalidArgumentError('network.nics must be an array');
   if (nics.length > MAX_NICS) throw new InvalidArgumentError(`network.nics has ${nics.length} entries; at most ${MAX_NICS}`);
   const taps = new Set<string>();
@@ -156,13 +127,14 @@ export function checkNetwork(value: unknown): VmNetwork {
   const checked = nics.map((nic: unknown, i): VmNic => {
     if (typeof nic !== 'object' || nic === null) throw new InvalidArgumentError(`network.nics[${i}] must be an object { tap, mac, mtu? }`);
     const n = nic as Partial<VmNic>;
-    const tap = checkIfName(`network.nics[${i}].tap`, n.tap);
-    const mac = checkMac(`network.nics[${i}].mac`, n.mac);
+    const tap = checkIfName(n.tap, `network.nics[${i}].tap`);
+    const mac = checkMac(n.mac, `network.nics[${i}].mac`);
     if (taps.has(tap)) throw new InvalidArgumentError(`network.nics: tap ${tap} is listed twice`);
     if (macs.has(mac)) throw new InvalidArgumentError(`network.nics: MAC ${mac} is listed twice`);
     taps.add(tap);
     macs.add(mac);
-    return n.mtu === undefined ? { tap, mac } : { tap, mac, mtu: checkInteger(`network.nics[${i}].mtu`, n.mtu, MIN_MTU, MAX_MTU) };
+    if (n.mtu !== undefined && !isValidMtu(n.mtu)) throw new InvalidArgumentError(`network.nics[${i}].mtu ${JSON.stringify(n.mtu)} is not an MTU a tap takes (68-65521)`);
+    return n.mtu === undefined ? { tap, mac } : { tap, mac, mtu: n.mtu };
   });
   return { netnsPath, nics: checked };
 }

@@ -5,6 +5,7 @@
  */
 import crypto from 'node:crypto';
 import path from 'node:path';
+import { CRI_ANNOTATIONS, podRole } from '../core/pod';
 import { InvalidArgumentError } from '../errors';
 
 export const SOCKET_ROOT = '/run/containerd/s';
@@ -18,21 +19,13 @@ export function socketPath(address: string): string {
   return address.startsWith('unix://') ? address.slice('unix://'.length) : address;
 }
 
-/** CRI's annotations on every OCI spec of a pod. */
-export const CONTAINER_TYPE_ANNOTATION = 'io.kubernetes.cri.container-type';
-export const SANDBOX_ID_ANNOTATION = 'io.kubernetes.cri.sandbox-id';
-
 /**
  * The sandbox a container belongs to (Kata's rule): a CRI pod container joins its pod's sandbox; a CRI sandbox
  * container, or a container without CRI annotations (`ctr run`), owns a sandbox of its own.
  */
 export function sandboxOf(id: string, annotations: Record<string, string> | undefined): { sandboxId: string; joins: boolean } {
-  const type = annotations?.[CONTAINER_TYPE_ANNOTATION];
-  if (type === 'container') {
-    const sandboxId = annotations?.[SANDBOX_ID_ANNOTATION];
-    if (!sandboxId) throw new InvalidArgumentError(`container ${id} is a CRI pod container without the ${SANDBOX_ID_ANNOTATION} annotation`);
-    return { sandboxId, joins: sandboxId !== id };
-  }
-  if (type !== undefined && type !== 'sandbox') throw new InvalidArgumentError(`unknown ${CONTAINER_TYPE_ANNOTATION} ${JSON.stringify(type)}`);
-  return { sandboxId: id, joins: false };
+  if (podRole({ annotations }) !== 'container') return { sandboxId: id, joins: false };
+  const sandboxId = annotations?.[CRI_ANNOTATIONS.sandboxId];
+  if (!sandboxId) throw new InvalidArgumentError(`container ${id} is a CRI pod container without the ${CRI_ANNOTATIONS.sandboxId} annotation`);
+  return { sandboxId, joins: sandboxId !== id };
 }

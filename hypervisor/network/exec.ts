@@ -81,7 +81,7 @@ export async function runJson(netnsPath: string, tool: 'ip' | 'tc', args: readon
 
 /**
  * The shape check, then statfs(2): the path must exist and be a namespace file (nsfs). Does not tell a network
- * namespace from another kind; entering it does (validateNetnsPath, or the first runInNetns).
+ * namespace from another kind; entering it does (the first runInNetns).
  */
 export async function checkNetnsFile(netnsPath: unknown): Promise<string> {
   const p = checkNetnsPathShape(netnsPath);
@@ -97,16 +97,5 @@ export async function checkNetnsFile(netnsPath: unknown): Promise<string> {
   if (type !== NSFS_MAGIC) {
     throw new InvalidArgumentError(`netns ${p} is not a namespace file (expected nsfs, a bind mount of /proc/<pid>/ns/net)`);
   }
-  return p;
-}
-
-/**
- * What core calls on a pod's netns path before anything else: shape, nsfs, and that nsenter can enter it as a
- * network namespace. InvalidArgumentError for a bad path or another kind of file or namespace, NotFoundError when
- * it does not exist. Returns the path.
- */
-export async function validateNetnsPath(netnsPath: unknown): Promise<string> {
-  const p = await checkNetnsFile(netnsPath);
-  await runInNetns(p, 'true', []);
   return p;
 }

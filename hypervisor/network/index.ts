@@ -3,5 +3,4 @@ export type { NetAddress, NetEndpoint, NetNeighbor, NetnsScan, NetRoute } from '
 export { NUD_PERMANENT } from './types';
 export { scanNetns } from './scan';
 export { attachEndpoints, detachEndpoints } from './tcfilter';
-export { validateNetnsPath } from './exec';
 export { checkNetnsPathShape } from './validate';

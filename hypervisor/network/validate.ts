@@ -42,6 +42,15 @@ export function normalizeMac(mac: unknown): string | undefined {
   return MAC_PATTERN.test(m) ? m : undefined;
 }
 
+/** A NIC's own MAC: six octets, unicast, not all zeros; returned lower-cased. */
+export function checkMac(mac: unknown, what: string): string {
+  const m = normalizeMac(mac);
+  if (m === undefined) throw new InvalidArgumentError(`${what}: ${JSON.stringify(mac)} is not a MAC address of six octets (aa:bb:cc:dd:ee:ff)`);
+  if (isMulticastMac(m)) throw new InvalidArgumentError(`${what}: ${m} is a multicast address; a NIC needs a unicast one`);
+  if (isZeroMac(m)) throw new InvalidArgumentError(`${what}: the MAC is all zeros`);
+  return m;
+}
+
 export function isZeroMac(mac: string): boolean {
   return mac === '00:00:00:00:00:00';
 }
@@ -89,7 +98,8 @@ export function isValidMtu(mtu: unknown): mtu is number {
 export function checkNetnsPathShape(netnsPath: unknown): string {
   if (typeof netnsPath !== 'string' || netnsPath === '') throw new InvalidArgumentError('netns path: empty or not a string');
   const shown = JSON.stringify(netnsPath.slice(0, 200));
-  if (netnsPath.includes('\0')) throw new InvalidArgumentError(`netns path ${shown}: contains NUL`);
+  // eslint-disable-next-line no-control-regex
+  if (/[\u0000-\u001f\u007f]/.test(netnsPath)) throw new InvalidArgumentError(`netns path ${shown}: contains a control character`);
   if (Buffer.byteLength(netnsPath) > MAX_NETNS_PATH) throw new InvalidArgumentError(`netns path ${shown}: longer than ${MAX_NETNS_PATH} bytes`);
   if (!path.posix.isAbsolute(netnsPath)) throw new InvalidArgumentError(`netns path ${shown}: not absolute`);
   if (netnsPath === '/' || path.posix.normalize(netnsPath) !== netnsPath || netnsPath.endsWith('/')) {

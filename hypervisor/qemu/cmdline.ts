@@ -4,7 +4,7 @@
  * comma-separated option syntax goes through checkOptionValue (a comma would smuggle in another option).
  */
 import { InvalidArgumentError } from '../../errors';
-import { checkIfName, checkMac, checkOptionValue, MAX_MTU, MIN_MTU } from '../config';
+import { checkOptionValue } from '../config';
 import { AGENT_SERIAL_NAME, GUEST_SHARE_TAG, type Accel, type AgentTransport, type VmNic } from '../types';
 
 /**
@@ -129,11 +129,9 @@ export function virtiofsArgs(socketPath: string): string[] {
  */
 export function networkArgs(nics: readonly VmNic[], vhostNet: boolean): string[] {
   return nics.flatMap((nic, i) => {
-    const tap = checkOptionValue('tap name', checkIfName('tap name', nic.tap));
-    const mac = checkMac('NIC MAC', nic.mac);
-    if (nic.mtu !== undefined && (!Number.isInteger(nic.mtu) || nic.mtu < MIN_MTU || nic.mtu > MAX_MTU)) {
-      throw new InvalidArgumentError(`NIC MTU ${nic.mtu} is not an integer in [${MIN_MTU}, ${MAX_MTU}]`);
-    }
+    // The NIC was checked by resolveConfig (checkNetwork); here only QEMU's option syntax is guarded.
+    const tap = checkOptionValue('tap name', nic.tap);
+    const mac = checkOptionValue('NIC MAC', nic.mac);
     const id = `net${i}`;
     return [
       '-netdev', `tap,id=${id},ifname=${tap},script=no,downscript=no${vhostNet ? ',vhost=on' : ''}`,

@@ -100,7 +100,7 @@ describe('hypervisor/qemu/cmdline', () => {
     it('one tap NIC per entry, after virtio-fs and before the console (golden)', () => {
       const argv = buildQemuArgv({
         ...base, virtiofsSocket: `${S}/virtiofsd.sock`,
-        nics: [{ tap: 'tap0_kata', mac: '02:42:AC:11:00:02', mtu: 1450 }, { tap: 'tap1_kata', mac: '0a:58:0a:f4:00:07' }],
+        nics: [{ tap: 'tap0_kata', mac: '02:42:ac:11:00:02', mtu: 1450 }, { tap: 'tap1_kata', mac: '0a:58:0a:f4:00:07' }],
       });
       const at = argv.indexOf('vhost-user-fs-pci,chardev=fs,tag=kataShared');
       assert.deepEqual(argv.slice(at + 1, at + 9), [
@@ -121,16 +121,10 @@ describe('hypervisor/qemu/cmdline', () => {
       assert.ok(!buildQemuArgv(base).includes('-netdev'), 'no network: no netdev');
     });
 
-    it('refuses tap names, MACs and MTUs that are not what they claim', () => {
+    it('keeps another option out of a tap name or MAC (their meaning is checked by resolveConfig)', () => {
       const ok = { tap: 'tap0', mac: '02:00:00:00:00:01' };
-      for (const tap of ['', 'a'.repeat(16), 'tap,vhost=on', '-tap', '.tap', 'a/b', 'a b', 'ta:p', 'tap\n']) {
-        assert.throws(() => networkArgs([{ ...ok, tap }], false), InvalidArgumentError, JSON.stringify(tap));
-      }
-      assert.deepEqual(networkArgs([{ ...ok, tap: 'a'.repeat(15) }], false).length, 4);
-      for (const mac of ['', '02:00:00:00:00', '02:00:00:00:00:01:02', '01:00:5e:00:00:01', 'ff:ff:ff:ff:ff:ff', '00:00:00:00:00:00', '02-00-00-00-00-01', 'zz:00:00:00:00:01', '02:00:00:00:00:01,x']) {
-        assert.throws(() => networkArgs([{ ...ok, mac }], false), InvalidArgumentError, mac);
-      }
-      for (const mtu of [0, 67, 65536, 1500.5]) assert.throws(() => networkArgs([{ ...ok, mtu }], false), InvalidArgumentError, String(mtu));
+      assert.throws(() => networkArgs([{ ...ok, tap: 'tap0,vhost=on' }], false), InvalidArgumentError);
+      assert.throws(() => networkArgs([{ ...ok, mac: '02:00:00:00:00:01,x' }], false), InvalidArgumentError);
     });
   });
 });

@@ -91,7 +91,9 @@ describe('hypervisor/config', () => {
         null, 'x', { nics: [] }, { netnsPath: 'run/netns/x', nics: [] }, { netnsPath: '/run/netns/../x', nics: [] },
         { netnsPath: '/run//netns/x', nics: [] }, { netnsPath: '/run/netns/x/', nics: [] }, { netnsPath: '/run/netns/x\n', nics: [] },
         { netnsPath: NETNS }, { netnsPath: NETNS, nics: [nic, nic] }, { netnsPath: NETNS, nics: [nic, { ...nic, tap: 'tap1' }] },
-        { netnsPath: NETNS, nics: [{ ...nic, mtu: 20 }] }, { netnsPath: NETNS, nics: [{ ...nic, tap: 'tap0,vhost=on' }] },
+        { netnsPath: NETNS, nics: [{ ...nic, mtu: 20 }] }, { netnsPath: NETNS, nics: [{ ...nic, mtu: 65536 }] }, { netnsPath: NETNS, nics: [{ ...nic, mtu: 1500.5 }] },
+        ...['', 'a'.repeat(16), 'tap,vhost=on', '-tap', '.tap', 'a/b', 'a b', 'ta:p', 'tap\n'].map((tap) => ({ netnsPath: NETNS, nics: [{ ...nic, tap }] })),
+        ...['', '02:00:00:00:00', '01:00:5e:00:00:01', 'ff:ff:ff:ff:ff:ff', '00:00:00:00:00:00', '02-00-00-00-00-01', '02:00:00:00:00:01,x'].map((mac) => ({ netnsPath: NETNS, nics: [{ ...nic, mac }] })),
         { netnsPath: NETNS, nics: Array.from({ length: 17 }, (_, i) => ({ tap: `t${i}`, mac: `02:00:00:00:00:${(i + 16).toString(16)}` })) },
       ];
       for (const network of bad) {

@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { InvalidArgumentError } from '../../errors';
-import { CONTAINER_TYPE_ANNOTATION, SANDBOX_ID_ANNOTATION, SOCKET_ROOT, sandboxOf, socketAddress, socketPath } from '../address';
+import { CRI_ANNOTATIONS } from '../../core/pod';
+import { SOCKET_ROOT, sandboxOf, socketAddress, socketPath } from '../address';
 
 /** sha256 computed outside Node (coreutils), so that the test does not repeat the code under test. */
 function sha256sum(text: string): string {
@@ -37,11 +38,11 @@ describe('shim socket address (containerd SocketAddress)', () => {
 
 describe('shim sandboxOf (CRI annotations)', () => {
   it('a CRI sandbox owns a sandbox of its own id', () => {
-    assert.deepEqual(sandboxOf('sb1', { [CONTAINER_TYPE_ANNOTATION]: 'sandbox', [SANDBOX_ID_ANNOTATION]: 'sb1' }), { sandboxId: 'sb1', joins: false });
+    assert.deepEqual(sandboxOf('sb1', { [CRI_ANNOTATIONS.containerType]: 'sandbox', [CRI_ANNOTATIONS.sandboxId]: 'sb1' }), { sandboxId: 'sb1', joins: false });
   });
 
   it('a CRI pod container joins its sandbox', () => {
-    assert.deepEqual(sandboxOf('c1', { [CONTAINER_TYPE_ANNOTATION]: 'container', [SANDBOX_ID_ANNOTATION]: 'sb1' }), { sandboxId: 'sb1', joins: true });
+    assert.deepEqual(sandboxOf('c1', { [CRI_ANNOTATIONS.containerType]: 'container', [CRI_ANNOTATIONS.sandboxId]: 'sb1' }), { sandboxId: 'sb1', joins: true });
   });
 
   it('a container without annotations (ctr run) owns a sandbox', () => {
@@ -51,8 +52,8 @@ describe('shim sandboxOf (CRI annotations)', () => {
   });
 
   it('refuses an unknown container type and a pod container without its sandbox id', () => {
-    assert.throws(() => sandboxOf('c1', { [CONTAINER_TYPE_ANNOTATION]: 'pod' }), (e) => e instanceof InvalidArgumentError && /unknown io.kubernetes.cri.container-type "pod"/.test(e.message));
-    assert.throws(() => sandboxOf('c1', { [CONTAINER_TYPE_ANNOTATION]: 'container' }), (e) => e instanceof InvalidArgumentError && /without the io.kubernetes.cri.sandbox-id/.test(e.message));
-    assert.throws(() => sandboxOf('c1', { [CONTAINER_TYPE_ANNOTATION]: 'container', [SANDBOX_ID_ANNOTATION]: '' }), InvalidArgumentError);
+    assert.throws(() => sandboxOf('c1', { [CRI_ANNOTATIONS.containerType]: 'pod' }), (e) => e instanceof InvalidArgumentError && /io.kubernetes.cri.container-type="pod": expected "sandbox" or "container"/.test(e.message));
+    assert.throws(() => sandboxOf('c1', { [CRI_ANNOTATIONS.containerType]: 'container' }), (e) => e instanceof InvalidArgumentError && /without the io.kubernetes.cri.sandbox-id/.test(e.message));
+    assert.throws(() => sandboxOf('c1', { [CRI_ANNOTATIONS.containerType]: 'container', [CRI_ANNOTATIONS.sandboxId]: '' }), InvalidArgumentError);
   });
 });
