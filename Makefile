@@ -9,7 +9,7 @@ SHELL := /bin/bash
 APT_PACKAGES := containerd runc qemu-system-x86 qemu-utils linux-image-cloud-amd64 busybox-static crun \
                 e2fsprogs iproute2 util-linux kmod gcc libc6-dev g++ make python3 containernetworking-plugins iptables
 MOCHA := node_modules/.bin/mocha --reporter scripts/mocha-summary-reporter.js
-UNIT_TESTS := 'ttrpc/dist/test/**/*.test.js' 'vsock/dist/test/**/*.test.js' 'dist/{protos,shim,core,hypervisor,agent-client,fs-share,agent,guest}/test/**/*.test.js'
+UNIT_TESTS := 'ttrpc/dist/test/**/*.test.js' 'vsock/dist/test/**/*.test.js' 'netns/dist/test/**/*.test.js' 'dist/{protos,shim,core,hypervisor,agent-client,fs-share,agent,guest}/test/**/*.test.js'
 INTEGRATION_TESTS := 'dist/integration/**/*.test.js'
 
 .PHONY: deps apt-deps npm-deps addon build protos check-layers lint test test-unit test-integration bench guest install demo clean
@@ -26,14 +26,17 @@ apt-deps:
 
 npm-deps: node_modules/.deps-stamp
 # node-gyp compiles against the installed node's headers when it has them (no download).
-node_modules/.deps-stamp: package.json package-lock.json ttrpc/package.json vsock/package.json
+node_modules/.deps-stamp: package.json package-lock.json ttrpc/package.json vsock/package.json netns/package.json
 	$(if $(wildcard /usr/include/node/node.h),npm_config_nodedir=/usr) npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
 
-# hull-vsock's addon: npm ci builds it (node-gyp); this rebuilds it when its C source changes afterwards.
-addon: vsock/build/Release/hull_vsock.node
+# The addons of hull-vsock and hull-netns: npm ci builds them (node-gyp); this rebuilds one when its C source
+# changes afterwards.
+addon: vsock/build/Release/hull_vsock.node netns/build/Release/hull_netns.node
 vsock/build/Release/hull_vsock.node: vsock/src/vsock.c vsock/binding.gyp | npm-deps
 	npm run install --workspace=hull-vsock --loglevel=error
+netns/build/Release/hull_netns.node: netns/src/netns.c netns/binding.gyp | npm-deps
+	npm run install --workspace=hull-netns --loglevel=error
 
 build: npm-deps protos addon
 	node_modules/.bin/tsc -b
@@ -74,4 +77,4 @@ demo: deps build guest
 	node dist/integration/demo.js
 
 clean:
-	rm -rf dist ttrpc/dist vsock/dist vsock/build protos/gen bench/out guest/out
+	rm -rf dist ttrpc/dist vsock/dist vsock/build netns/dist netns/build protos/gen bench/out guest/out

@@ -2,8 +2,9 @@
 // Import-direction and cycle check. Dependencies point one way:
 //   shim -> core -> hypervisor | agent-client | fs-share -> errors + ttrpc + protos;  agent -> ttrpc + protos + vsock.
 // vsock/ (hull-vsock, AF_VSOCK sockets) sits beside ttrpc/: agent/ and agent-client/ use it (and so may integration/).
+// netns/ (hull-netns, TCP listeners inside a network namespace) likewise: hypervisor/ uses it (and so may integration/).
 // A file may import only from the layers listed for its own folder; nothing imports shim/ from outside it;
-// ttrpc/ and vsock/ import nothing but Node built-ins (each is a package of its own). Relative imports must not form a cycle.
+// ttrpc/, vsock/ and netns/ import nothing but Node built-ins (each is a package of its own). Relative imports must not form a cycle.
 // Exits 1 and names every offending import.
 import fs from 'node:fs';
 import path from 'node:path';
@@ -15,22 +16,23 @@ const LOWER = ['errors', 'protos', 'ttrpc'];
 const ALLOWED = {
   shim: ['shim', 'core', 'hypervisor', 'agent-client', 'fs-share', ...LOWER],
   core: ['core', 'hypervisor', 'agent-client', 'fs-share', ...LOWER],
-  hypervisor: ['hypervisor', ...LOWER],
+  hypervisor: ['hypervisor', 'netns', ...LOWER],
   'agent-client': ['agent-client', 'vsock', ...LOWER],
   'fs-share': ['fs-share', ...LOWER],
   protos: LOWER,
   errors: ['errors'],
   ttrpc: ['ttrpc'],
   vsock: ['vsock'],
+  netns: ['netns'],
   agent: ['agent', 'protos', 'ttrpc', 'vsock'],
   guest: ['guest', 'scripts'],
-  integration: ['integration', 'core', 'hypervisor', 'agent-client', 'fs-share', 'vsock', ...LOWER],
+  integration: ['integration', 'core', 'hypervisor', 'agent-client', 'fs-share', 'vsock', 'netns', ...LOWER],
   bench: ['bench', 'integration', 'core', 'hypervisor', 'agent-client', 'fs-share', ...LOWER],
   scripts: ['scripts', ...LOWER],
 };
-const PACKAGE_LAYERS = { 'ttrpc-ts': 'ttrpc', 'hull-vsock': 'vsock' };
+const PACKAGE_LAYERS = { 'ttrpc-ts': 'ttrpc', 'hull-vsock': 'vsock', 'hull-netns': 'netns' };
 /** Layers that are packages of their own: Node built-ins only (their tests may use their devDependencies). */
-const SELF_CONTAINED = ['ttrpc', 'vsock'];
+const SELF_CONTAINED = ['ttrpc', 'vsock', 'netns'];
 const builtins = new Set(builtinModules.flatMap((m) => [m, `node:${m}`]));
 // Their own tests may use their devDependencies (e.g. protobufjs to cross-check ttrpc's wire codec).
 const devDeps = Object.fromEntries(SELF_CONTAINED.map((l) => [l, Object.keys(JSON.parse(fs.readFileSync(path.join(root, l, 'package.json'), 'utf8')).devDependencies ?? {})]));
