@@ -5,7 +5,7 @@
 import type { Client, CallOptions, MethodDescriptor } from 'ttrpc-ts';
 import { CancelledError, DeadlineExceededError, InvalidArgumentError, ShimError, UnavailableError, errorMessage } from '../errors';
 import { AgentService, HealthService, MAX_UINT64_NUMBER, grpc } from '../protos/agent';
-import { DiagnosticsService, ProcessesService } from '../protos/hull';
+import { DiagnosticsService, PortForwardService, ProcessesService } from '../protos/hull';
 import { connectOnce, describeEndpoint, isNotYet, parseAgentEndpoint, type VsockConnector } from './channel';
 import { classifyAgentError } from './errors';
 import { BadReplyError, fromGrpcInterface, fromGrpcInterfaces, fromGrpcRoutes, toGrpcInterface, toGrpcNeighbor, toGrpcRoute, type ArpNeighbor, type GuestInterface, type GuestRoute, type NetworkInterface, type RouteSpec } from './network';
@@ -283,6 +283,42 @@ export class KataAgentClient implements AgentClient {
     const written = Number(res.len ?? 0);
     if (!Number.isInteger(written) || written < 0 || written > data.length) throw classifyAgentError(new Error(`WriteStdin reported ${written} bytes written of ${data.length}`), 'WriteStdin');
     return written;
+  }
+
+  async openConnection(port: number): Promise<{ id: number; address: string }> {
+    if (!Number.isInteger(port) || port < 1 || port > 65535) throw new InvalidArgumentError(`port ${port} is not a TCP port (1-65535)`);
+    const res = await this.call(PortForwardService.OpenConnection, { port });
+    const id = Number(res.connectionId ?? 0);
+    const address = res.address ?? '';
+    if (!Number.isInteger(id) || id < 1 || id > 0xffffffff || (address !== '127.0.0.1' && address !== '::1')) {
+      throw classifyAgentError(new Error(`OpenConnection answered connection ${id} at ${JSON.stringify(address.slice(0, 64))}`), 'OpenConnection');
+    }
+    return { id, address };
+  }
+
+  async readConnection(id: number, maxBytes = READ_CHUNK): Promise<Buffer> {
+    const max = Math.max(1, Math.min(Math.floor(maxBytes), READ_CHUNK));
+    const res = await this.call(PortForwardService.ReadConnection, { connectionId: id, maxBytes: max });
+    const data = Buffer.from(res.data ?? []);
+    // The guest is not trusted: never more than was asked for, and never data with end of file.
+    if (data.length > max || (res.eof && data.length > 0) || (!res.eof && data.length === 0)) {
+      throw classifyAgentError(new Error(`ReadConnection answered ${data.length} bytes (eof ${Boolean(res.eof)}) to a read of at most ${max}`), 'ReadConnection');
+    }
+    return data;
+  }
+
+  async writeConnection(id: number, data: Uint8Array): Promise<void> {
+    for (let off = 0; off < data.length; off += READ_CHUNK) {
+      await this.call(PortForwardService.WriteConnection, { connectionId: id, data: data.subarray(off, off + READ_CHUNK) });
+    }
+  }
+
+  async endConnection(id: number): Promise<void> {
+    await this.call(PortForwardService.CloseConnection, { connectionId: id, writeOnly: true });
+  }
+
+  async closeConnection(id: number): Promise<void> {
+    await this.call(PortForwardService.CloseConnection, { connectionId: id, writeOnly: false });
   }
 
   async closeStdin(containerId: string, execId: string): Promise<void> {

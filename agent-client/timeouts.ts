@@ -1,6 +1,6 @@
 /**
- * Per-method deadlines for agent calls. The long polls (WaitProcess, ReadStdout, ReadStderr, GetOOMEvent) have
- * none: they return when there is something to say. Defaults are generous because a guest under TCG emulation is
+ * Per-method deadlines for agent calls. The long polls (WaitProcess, ReadStdout, ReadStderr, GetOOMEvent,
+ * ReadConnection) and WriteConnection (which waits for a server in the guest to read) have none: they return when there is something to say. Defaults are generous because a guest under TCG emulation is
  * an order of magnitude slower than under KVM.
  */
 export const NO_DEADLINE = 0;
@@ -12,6 +12,10 @@ export const AGENT_TIMEOUTS_MS: Readonly<Record<string, number>> = {
   ReadStdout: NO_DEADLINE,
   ReadStderr: NO_DEADLINE,
   GetOOMEvent: NO_DEADLINE,
+  ReadConnection: NO_DEADLINE,
+  WriteConnection: NO_DEADLINE,
+  OpenConnection: 20_000,
+  CloseConnection: 10_000,
   Check: 10_000,
   Version: 10_000,
   GetGuestDetails: 10_000,

@@ -119,7 +119,24 @@ export interface NetworkAgentClient {
   listRoutes(): Promise<GuestRoute[]>;
 }
 
-export interface AgentClient extends ContainerAgentClient, NetworkAgentClient {
+/**
+ * TCP connections to ports on the guest's loopback, relayed over the agent channel (hull.agent.v1.PortForward):
+ * the guest's network namespace is the pod's, so this is Kubernetes port forwarding's "localhost in the pod".
+ */
+export interface PortForwardAgentClient {
+  /** Connects to 127.0.0.1:port, else [::1]:port, in the guest. UnavailableError when nothing accepts there. */
+  openConnection(port: number): Promise<{ id: number; address: string }>;
+  /** Up to maxBytes of what the guest's side sent, waiting for some; empty once it ended. No deadline. */
+  readConnection(id: number, maxBytes?: number): Promise<Buffer>;
+  /** Resolves once the guest's kernel has the bytes. */
+  writeConnection(id: number, data: Uint8Array): Promise<void>;
+  /** Ends the sending side only: the guest's server reads end of file, its answer still comes. */
+  endConnection(id: number): Promise<void>;
+  /** Closes the connection; its id is forgotten. */
+  closeConnection(id: number): Promise<void>;
+}
+
+export interface AgentClient extends ContainerAgentClient, NetworkAgentClient, PortForwardAgentClient {
   check(): Promise<HealthStatus>;
   version(): Promise<{ agentVersion: string; protocolVersion: string }>;
   guestDetails(): Promise<GuestDetails>;

@@ -17,6 +17,7 @@ import { SerialPortListener, waitForSerialPort } from './port';
 import { openHullInitReaper, underHullInit, type Reaper } from './reaper';
 import { Containers } from './container';
 import { GuestSandbox } from './sandbox';
+import { LoopbackConnections } from './port-forward';
 import { registerServices } from './service';
 import { agentChannels, kernelParams, uptimeMs } from './system';
 
@@ -68,6 +69,7 @@ async function main(): Promise<void> {
     network: testSocket
       ? new GuestNetwork(() => Promise.reject(new StatusError(Code.FAILED_PRECONDITION, 'network configuration is done only inside the guest')))
       : new GuestNetwork(undefined, () => networkReady),
+    portForward: new LoopbackConnections(),
     transport,
     startedMs,
     readyMs: () => readyMs,

@@ -1,17 +1,19 @@
 /**
  * The agent's ttrpc services: Kata's grpc.AgentService (the sandbox part, the container and process methods, and the network ones; every method not registered
- * answers UNIMPLEMENTED), grpc.Health, and hull's own hull.agent.v1.Diagnostics and hull.agent.v1.Processes.
+ * answers UNIMPLEMENTED), grpc.Health, and hull's own hull.agent.v1.Diagnostics, hull.agent.v1.Processes and
+ * hull.agent.v1.PortForward.
  */
 import fs from 'node:fs';
 import os from 'node:os';
 import { Code, StatusError, type Server } from 'ttrpc-ts';
 import { AgentService, HealthService, grpc } from '../protos/agent';
-import { DiagnosticsService, ProcessesService } from '../protos/hull';
+import { DiagnosticsService, PortForwardService, ProcessesService } from '../protos/hull';
 import { SHARED_ROOT } from './init';
 import { log } from './log';
 import type { Reaper } from './reaper';
 import type { Containers } from './container';
 import type { GuestNetwork } from './network';
+import type { LoopbackConnections } from './port-forward';
 import type { GuestSandbox } from './sandbox';
 import { run } from './system';
 import { realPathUnder } from './validate';
@@ -23,6 +25,8 @@ export interface AgentContext {
   sandbox: GuestSandbox;
   containers: Containers;
   network: GuestNetwork;
+  /** Connections to the pod's loopback for port forwarding. */
+  portForward: LoopbackConnections;
   transport: string;
   startedMs: number;
   readyMs(): number;
@@ -95,6 +99,7 @@ export function registerServices(server: Server, ctx: AgentContext): void {
     ListInterfaces: () => ctx.network.listInterfaces(),
     ListRoutes: () => ctx.network.listRoutes(),
     DestroySandbox: async () => {
+      ctx.portForward.closeAll();
       await ctx.sandbox.destroy();
       ctx.powerOff();
       return {};
@@ -126,6 +131,20 @@ export function registerServices(server: Server, ctx: AgentContext): void {
 
   server.register(ProcessesService, {
     ListProcesses: (req) => ({ processList: ctx.containers.listProcesses(req) }),
+  });
+
+  server.register(PortForwardService, {
+    OpenConnection: (req) => ctx.portForward.open(req),
+    // Long poll: answers with data, or eof once the guest's side ended.
+    ReadConnection: (req) => ctx.portForward.read(req),
+    WriteConnection: async (req) => {
+      await ctx.portForward.write(req);
+      return {};
+    },
+    CloseConnection: (req) => {
+      ctx.portForward.close(req);
+      return {};
+    },
   });
 
   server.register(DiagnosticsService, {

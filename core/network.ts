@@ -3,11 +3,14 @@
  * veth (eth0, the pod IP) in it. The sandbox reads that namespace, puts a tap beside each veth with tc redirection
  * both ways (hypervisor/network), starts QEMU inside the namespace with a NIC per tap carrying the veth's MAC, and
  * sends the guest the interfaces, routes and permanent neighbours the namespace has. Nothing CNI made is changed, so
- * CNI's teardown and the host's view of the pod IP (port forwarding, traffic to the pod IP) work as with runc.
+ * CNI's teardown and the host's view of the pod IP (hostPort mappings, traffic to the pod IP) work as with runc.
+ * Kubernetes port forwarding (containerd dials localhost in the namespace) is relayed into the guest: a listener of
+ * ours catches those connections (hypervisor/network's LocalhostRedirect) and core/port-forward.ts relays them.
  */
-import type { ArpNeighbor, NetworkAgentClient, OciSpec, RouteScope, RouteSpec } from '../agent-client';
-import { attachEndpoints, detachEndpoints, scanNetns, type NetnsScan, type NetRoute } from '../hypervisor/network';
-import type { VmNetwork } from '../hypervisor/types';
+import type { ArpNeighbor, NetworkAgentClient, OciSpec, PortForwardAgentClient, RouteScope, RouteSpec } from '../agent-client';
+import { attachEndpoints, detachEndpoints, LocalhostRedirect, scanNetns, type NetnsScan, type NetRoute } from '../hypervisor/network';
+import type { Logger, VmNetwork } from '../hypervisor/types';
+import { PortForwardRelays } from './port-forward';
 
 /** The pod's network namespace: a network namespace the sandbox container's spec names by path. */
 export function podNetnsPath(spec: OciSpec): string | undefined {
@@ -30,12 +33,17 @@ export interface PodNetworkLink {
   vmNetwork(): VmNetwork | undefined;
   describe(): object;
   configureGuest(agent: NetworkAgentClient): Promise<void>;
+  /** Relays connections to localhost in the namespace (Kubernetes port forwarding) to the guest's loopback. */
+  forwardLocalhost(agent: PortForwardAgentClient, logger: Logger): Promise<void>;
   disconnect(): Promise<void>;
 }
 
 export type ConnectPodNetwork = (netnsPath: string, record: (netnsPath: string, taps: string[]) => void) => Promise<PodNetworkLink>;
 
 export class PodNetwork implements PodNetworkLink {
+  private redirect: LocalhostRedirect | undefined;
+  private relays: PortForwardRelays | undefined;
+
   private constructor(
     readonly netnsPath: string,
     private readonly scan: NetnsScan,
@@ -82,8 +90,25 @@ export class PodNetwork implements PodNetworkLink {
     if (neighbors.length) await agent.addArpNeighbors(neighbors);
   }
 
-  /** Removes the taps and their redirection (after QEMU is gone); a namespace already deleted is fine. */
+  async forwardLocalhost(agent: PortForwardAgentClient, logger: Logger): Promise<void> {
+    if (this.redirect) return;
+    const relays = new PortForwardRelays(agent, logger);
+    this.redirect = await LocalhostRedirect.start(this.netnsPath, (socket, port) => relays.relay(socket, port));
+    this.relays = relays;
+  }
+
+  /**
+   * Stops port forwarding (its listener, rule and connections), then removes the taps and their redirection (after
+   * QEMU is gone); a namespace already deleted is fine.
+   */
   async disconnect(): Promise<void> {
-    await detachEndpoints(this.netnsPath, this.taps);
+    const redirect = this.redirect;
+    this.redirect = undefined;
+    this.relays?.closeAll();
+    this.relays = undefined;
+    const errors: unknown[] = [];
+    await redirect?.stop().catch((err: unknown) => errors.push(err));
+    await detachEndpoints(this.netnsPath, this.taps).catch((err: unknown) => errors.push(err));
+    if (errors.length) throw errors[0];
   }
 }

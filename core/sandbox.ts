@@ -260,6 +260,13 @@ export class Sandbox {
       ],
     });
     void this.watchOom(this.vm.agent, this.oomWatch.signal);
+    if (this.network) {
+      // Not fatal: the pod runs without it, and the log says why (no iptables, no nat in the kernel).
+      await this.network.forwardLocalhost(this.vm.agent, this.o.logger).then(
+        () => this.o.logger.info({ netns: netns }, 'port forwarding: localhost in the pod network namespace reaches the guest'),
+        (err: unknown) => this.o.logger.warn({ error: errorMessage(err) }, 'port forwarding is not available for this pod'),
+      );
+    }
   }
 
   /** Kata's OOM watcher: one GetOOMEvent long poll at a time, each answer published as an oom event. */
@@ -441,7 +448,7 @@ export class Sandbox {
     if (vm) await step('shut the VM down', () => vm.shutdown({ gracefulMs: 5_000 }));
     const network = this.network;
     this.network = undefined;
-    if (network) await step('remove the pod network\'s taps', () => network.disconnect());
+    if (network) await step('remove the pod network\'s taps and port forwarding', () => network.disconnect());
     if (this.share) await step('unmount the share', () => this.share!.cleanup());
     if (problems.length === 0) {
       this.store.remove();

@@ -10,7 +10,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { InvalidArgumentError, errorMessage } from '../errors';
 import type { FsShare } from '../fs-share';
-import { detachEndpoints } from '../hypervisor/network';
+import { detachEndpoints, removeLocalhostRedirects } from '../hypervisor/network';
 import type { Logger } from '../hypervisor/types';
 
 export const BUNDLE_POINTER = 'hull-sandbox.json';
@@ -194,6 +194,7 @@ export async function recoverFromRecord(
   if (record.network) {
     const { netnsPath, taps } = record.network;
     await step(`remove the taps ${taps.join(', ')} from ${netnsPath}`, () => detachEndpoints(netnsPath, taps));
+    await step(`remove the port forwarding rule from ${netnsPath}`, () => removeLocalhostRedirects(netnsPath));
   }
   await step('unmount the share', () => share.cleanup());
   await step('remove the VM state folder', () => removeUnmounted(record.vmStateDir));

@@ -26,6 +26,8 @@ import { Channel, K8sStream } from './lib/k8s-stream';
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 const DNS = { servers: ['10.96.0.10', '10.96.0.11'], searches: ['hulltest.svc.cluster.local', 'cluster.local'], options: ['ndots:5'] };
 const HTTP_PORT = 8080;
+/** A second httpd, started by a test in the client container, bound to the pod's loopback only. */
+const LOOPBACK_HTTP_PORT = 8081;
 /** Namespaced sysctls every test pod sets (a network one and an IPC one); both differ from the kernel's defaults. */
 const POD_SYSCTLS = { 'net.ipv4.ip_unprivileged_port_start': '0', 'kernel.shm_rmid_forced': '1' };
 /** containerd's size for a pod's /dev/shm. */
@@ -35,6 +37,9 @@ const RUN_AS = { uid: 1000, gid: 2000, groups: [3000, 4000] };
 /** CAP_NET_BIND_SERVICE (bit 10) alone, as /proc/<pid>/status prints a capability set. */
 const CAP_NET_BIND_SERVICE_ONLY = '0000000000000400';
 const { ContainerState, PodSandboxState } = cri;
+/** Port forwarding's channels for its one port: data both ways, errors from the server. */
+const PF_DATA = 0;
+const PF_ERROR = 1;
 
 /** One CRI log line: `<RFC 3339 time> <stream> <F|P> <text>`. */
 const CRI_LOG_LINE = /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d) (stdout|stderr) (F|P) (.*)$/;
@@ -187,6 +192,13 @@ describe('cri: pods through containerd CRI (runtime.v1)', function () {
     return K8sStream.open(url);
   }
 
+  /** Port forwarding through the streaming server: the URL CRI's PortForward hands out, `?port=` one port. */
+  async function portForward(pod: string, port: number): Promise<K8sStream> {
+    const { url } = await client.portForward({ podSandboxId: pod, port: [port] });
+    assert.match(url, /^http:\/\/127\.0\.0\.1:\d+\/portforward\//);
+    return K8sStream.open(`${url}?port=${port}`, { outputChannels: [PF_DATA, PF_ERROR] });
+  }
+
   /** The file host-local keeps for an allocated IP (`<dataDir>/<network>/<ip>`), if any. */
   function ipamFiles(ip: string): string[] {
     const dataDir = ctd.cri!.network.ipamDataDir;
@@ -297,6 +309,44 @@ describe('cri: pods through containerd CRI (runtime.v1)', function () {
       const r = await exec(state.client, ['timeout', '15', 'wget', '-q', '-O', '-', `http://127.0.0.1:${HTTP_PORT}/index.html`]);
       assert.equal(r.exitCode, 0, r.stderr);
       assert.equal(r.stdout, BUSYBOX_WWW_INDEX);
+    });
+
+    it('PortForward: HTTP through the streaming server reaches the web server in the pod', async function () {
+      const s = await portForward(state.pod, HTTP_PORT);
+      try {
+        s.send(`GET /index.html HTTP/1.0\r\nHost: localhost\r\n\r\n`, PF_DATA);
+        await s.waitFor(PF_DATA, BUSYBOX_WWW_INDEX);
+        const data = s.outputBytes(PF_DATA);
+        assert.equal(data.readUInt16LE(0), HTTP_PORT, 'the data channel starts with the port');
+        assert.match(data.subarray(2).toString(), /^HTTP\/1\.[01] 200 /);
+        assert.equal(s.outputBytes(PF_ERROR).subarray(2).toString(), '', 'nothing on the error channel');
+      } finally {
+        s.close();
+      }
+    });
+
+    it('PortForward reaches a server bound to the pod\'s 127.0.0.1 only, as kubectl port-forward does', async function () {
+      // busybox httpd without -f goes to the background: exec returns once it listens.
+      const started = await exec(state.client, ['httpd', '-p', `127.0.0.1:${LOOPBACK_HTTP_PORT}`, '-h', '/www']);
+      assert.equal(started.exitCode, 0, started.stderr);
+      const s = await portForward(state.pod, LOOPBACK_HTTP_PORT);
+      try {
+        s.send(`GET /index.html HTTP/1.0\r\n\r\n`, PF_DATA);
+        await s.waitFor(PF_DATA, BUSYBOX_WWW_INDEX);
+      } finally {
+        s.close();
+      }
+    });
+
+    it('PortForward to a port nothing listens on reports the failure on the error channel', async function () {
+      const s = await portForward(state.pod, 9);
+      try {
+        s.send('x', PF_DATA);
+        await s.waitFor(PF_ERROR, /error forwarding port 9/);
+        assert.equal(s.outputBytes(PF_DATA).length, 2, 'no data beyond the port');
+      } finally {
+        s.close();
+      }
     });
 
     it('UpdateContainerResources changes a running container', async function () {

@@ -54,6 +54,7 @@ export const RuntimeService = {
   UpdateContainerResources: rt('UpdateContainerResources', cri.UpdateContainerResourcesRequest, cri.UpdateContainerResourcesResponse),
   ExecSync: rt('ExecSync', cri.ExecSyncRequest, cri.ExecSyncResponse),
   Exec: rt('Exec', cri.ExecRequest, cri.ExecResponse),
+  PortForward: rt('PortForward', cri.PortForwardRequest, cri.PortForwardResponse),
   Attach: rt('Attach', cri.AttachRequest, cri.AttachResponse),
   ContainerStats: rt('ContainerStats', cri.ContainerStatsRequest, cri.ContainerStatsResponse),
 };

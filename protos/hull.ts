@@ -1,7 +1,8 @@
 /**
  * hull's own extension of the agent protocol (protos/proto/hull/): `hull.agent.v1.Diagnostics` (guest facts Kata's
  * API has no field for, and a bounded read of a file in the shared folder) and `hull.agent.v1.Processes`
- * (ListProcesses, which Kata's API dropped after 2.x). Generated classes come from protos/gen/hull (root `hull`).
+ * (ListProcesses, which Kata's API dropped after 2.x) and `hull.agent.v1.PortForward` (TCP connections to the guest's
+ * loopback, relayed over the agent channel: Kubernetes port forwarding). Generated classes come from protos/gen/hull (root `hull`).
  */
 import './int64'; // must run before the generated module loads
 import { protobufMethod } from 'ttrpc-ts';
@@ -20,4 +21,13 @@ export const PROCESSES_SERVICE = 'hull.agent.v1.Processes';
 
 export const ProcessesService = {
   ListProcesses: protobufMethod(PROCESSES_SERVICE, 'ListProcesses', diagnostics.ListProcessesRequest, diagnostics.ListProcessesResponse),
+};
+
+export const PORT_FORWARD_SERVICE = 'hull.agent.v1.PortForward';
+
+export const PortForwardService = {
+  OpenConnection: protobufMethod(PORT_FORWARD_SERVICE, 'OpenConnection', diagnostics.OpenConnectionRequest, diagnostics.OpenConnectionResponse),
+  ReadConnection: protobufMethod(PORT_FORWARD_SERVICE, 'ReadConnection', diagnostics.ReadConnectionRequest, diagnostics.ReadConnectionResponse),
+  WriteConnection: protobufMethod(PORT_FORWARD_SERVICE, 'WriteConnection', diagnostics.WriteConnectionRequest, diagnostics.WriteConnectionResponse),
+  CloseConnection: protobufMethod(PORT_FORWARD_SERVICE, 'CloseConnection', diagnostics.CloseConnectionRequest, diagnostics.CloseConnectionResponse),
 };

@@ -154,6 +154,58 @@ describe('agent client against the real agent (host test mode)', function () {
     assert.equal(await exited, 0);
     await assert.rejects(client.check(), UnavailableError);
   });
+  describe('port forwarding (hull.agent.v1.PortForward): the agent on the host reaches the host\'s loopback', () => {
+    let server: net.Server;
+    let port: number;
+    /** Answers "<what it read, upper-cased>" once the client has ended its side. */
+    beforeEach(async () => {
+      server = net.createServer({ allowHalfOpen: true }, (s) => {
+        const got: Buffer[] = [];
+        s.on('data', (d: Buffer) => got.push(d));
+        s.on('end', () => s.end(Buffer.concat(got).toString().toUpperCase()));
+      });
+      await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+      port = (server.address() as net.AddressInfo).port;
+    });
+    afterEach(() => void server.close());
+
+    async function readAll(id: number): Promise<string> {
+      const parts: Buffer[] = [];
+      for (;;) {
+        const d = await client.readConnection(id, 3);
+        assert.ok(d.length <= 3, 'never more than asked for');
+        if (d.length === 0) return Buffer.concat(parts).toString();
+        parts.push(d);
+      }
+    }
+
+    it('opens, writes, half-closes, reads the answer to end of file, closes', async () => {
+      const { id, address } = await client.openConnection(port);
+      assert.equal(address, '127.0.0.1');
+      await client.writeConnection(id, Buffer.from('hello '));
+      await client.writeConnection(id, Buffer.from('guest'));
+      await client.endConnection(id);
+      assert.equal(await readAll(id), 'HELLO GUEST');
+      await client.closeConnection(id);
+      await assert.rejects(client.readConnection(id), NotFoundError);
+      await assert.rejects(client.closeConnection(id), NotFoundError);
+    });
+
+    it('a port nothing listens on is UnavailableError naming both loopback addresses; bad ports fail before the call', async () => {
+      await new Promise((r) => server.close(r));
+      await assert.rejects(client.openConnection(port), (e: Error) => e instanceof UnavailableError && e.message.includes('127.0.0.1: ECONNREFUSED') && e.message.includes('[::1]'));
+      for (const bad of [0, 65536, 1.5, -1]) await assert.rejects(client.openConnection(bad), InvalidArgumentError, String(bad));
+      await assert.rejects(client.writeConnection(12345, Buffer.from('x')), NotFoundError);
+    });
+
+    it('closing a connection ends a read waiting on it', async () => {
+      const { id } = await client.openConnection(port);
+      const waiting = client.readConnection(id);
+      await new Promise((r) => setTimeout(r, 100));
+      await client.closeConnection(id);
+      assert.equal((await waiting).length, 0);
+    });
+  });
 });
 
 describe('agent client dialling', function () {
@@ -233,4 +285,5 @@ describe('agent client dialling', function () {
     setTimeout(() => controller.abort(new UnavailableError('qemu exited with code 1')), 100);
     await assert.rejects(dial, (e: Error) => e instanceof UnavailableError && /qemu exited/.test(e.message));
   });
+
 });

@@ -4,7 +4,7 @@ import type {
   AgentClient, ArpNeighbor, ContainerResources, ContainerSpec, ContainerStats, FileContents, GuestDetails, GuestInterface, GuestRoute, HealthStatus,
   NetworkInterface, OciMount, OciProcess, OciSpec, ProcessSpec, RouteSpec, SandboxSpec,
 } from '../../agent-client';
-import { NotFoundError, NotImplementedError } from '../../errors';
+import { NotFoundError, NotImplementedError, UnavailableError } from '../../errors';
 import { GUEST_SHARED_DIR, type FsShare, type GuestMount, type Mount, type VolumeSpec } from '../../fs-share';
 import type { Accel, AgentAddress, Device, Hypervisor, VmConfig, VmExit } from '../../hypervisor/types';
 
@@ -153,6 +153,23 @@ export class FakeAgent implements AgentClient {
   }
   async listRoutes(): Promise<GuestRoute[]> {
     return this.guestRoutes.map((r) => ({ ...r }));
+  }
+  // Port forwarding: core/test/port-forward.test.ts drives the real agent; here nothing listens in the guest.
+  async openConnection(port: number): Promise<{ id: number; address: string }> {
+    this.calls.push(`openConnection ${port}`);
+    throw new UnavailableError(`nothing accepts connections on port ${port} in the fake guest`);
+  }
+  async readConnection(id: number): Promise<Buffer> {
+    throw new NotFoundError(`no forwarded connection ${id}`);
+  }
+  async writeConnection(id: number): Promise<void> {
+    throw new NotFoundError(`no forwarded connection ${id}`);
+  }
+  async endConnection(id: number): Promise<void> {
+    throw new NotFoundError(`no forwarded connection ${id}`);
+  }
+  async closeConnection(id: number): Promise<void> {
+    throw new NotFoundError(`no forwarded connection ${id}`);
   }
   // Containers: recorded. Processes run until the test ends them with exitProcess(); output queued with emit().
   readonly procs = new Map<string, FakeProcess>();

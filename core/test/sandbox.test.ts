@@ -109,6 +109,7 @@ class Harness {
           vmNetwork: () => ({ netnsPath, nics: [{ tap: 'tap0_hull', mac: '02:00:00:00:00:01', mtu: 1450 }] }),
           describe: () => ({}),
           configureGuest: async () => void calls.push(`configureGuest (agent calls so far: ${this.agent.calls.join(',')})`),
+          forwardLocalhost: async () => void calls.push(`forwardLocalhost (agent calls so far: ${this.agent.calls.join(',')})`),
           disconnect: async () => void calls.push('disconnect'),
         };
       },
@@ -281,7 +282,8 @@ describe('core Sandbox (fake hypervisor, agent and share)', () => {
         assert.equal(h.netCalls[0], 'connect /var/run/netns/cni-1');
         assert.match(h.netCalls[1]!, /^configureGuest/);
         assert.doesNotMatch(h.netCalls[1]!, /createSandbox/, 'the guest network is configured before CreateSandbox');
-        assert.deepEqual(h.netCalls.slice(2), ['disconnect']);
+        assert.match(h.netCalls[2]!, /^forwardLocalhost .*createSandbox/, 'port forwarding starts once the sandbox is made');
+        assert.deepEqual(h.netCalls.slice(3), ['disconnect']);
       } finally {
         fs.rmSync(shmDir, { recursive: true, force: true });
       }

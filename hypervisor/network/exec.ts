@@ -1,5 +1,5 @@
 /**
- * The one place this module runs tools: `nsenter --net=<netns> -- ip|tc <args>` through execFile (argv arrays,
+ * The one place this module runs tools: `nsenter --net=<netns> -- ip|tc|iptables <args>` through execFile (argv arrays,
  * never a shell). nsenter works for any netns file (a CNI bind mount, /proc/<pid>/ns/net), not only `ip netns`
  * names. Failures become hull's typed errors naming the netns, with the tool's stderr in the message.
  */
@@ -23,7 +23,7 @@ const MAX_OUTPUT = 16 * 1024 * 1024;
 /** NSFS_MAGIC from linux/magic.h: what statfs(2) reports for a namespace file. */
 const NSFS_MAGIC = 0x6e736673;
 
-export type Tool = 'ip' | 'tc' | 'true';
+export type Tool = 'ip' | 'tc' | 'iptables' | 'true';
 
 /** Turns a failed `nsenter … -- tool …` into one of our errors. Exported for unit tests. */
 export function classifyNetnsToolError(netnsPath: string, what: string, stderr: string, cause: unknown): ShimError {

@@ -4,3 +4,4 @@ export { NUD_PERMANENT } from './types';
 export { scanNetns } from './scan';
 export { attachEndpoints, detachEndpoints } from './tcfilter';
 export { checkNetnsPathShape } from './validate';
+export { LocalhostRedirect, removeLocalhostRedirects, REDIRECT_COMMENT, type LocalhostConnection } from './localhost';

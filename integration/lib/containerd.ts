@@ -173,6 +173,11 @@ export async function startContainerd(opts: ContainerdOptions = {}): Promise<Pri
       for (const ns of criSetup.netnsPaths) removeNetns(ns, problems);
       deleteLink(criSetup.network.bridge, problems);
     }
+    // HULL_TEST_LOG_DIR: keep containerd's log (shims log into it) for a look after the run.
+    if (process.env.HULL_TEST_LOG_DIR) {
+      fs.mkdirSync(process.env.HULL_TEST_LOG_DIR, { recursive: true });
+      fs.copyFileSync(log, path.join(process.env.HULL_TEST_LOG_DIR, `containerd-${path.basename(dir)}.log`));
+    }
     // Snapshot mounts containerd may have left (it unmounts on task delete; a failed test may not get there).
     for (const m of (await mountsUnder(dir)).reverse()) spawnSync('umount', ['-l', m.mountPoint]);
     fs.rmSync(dir, { recursive: true, force: true });

@@ -92,6 +92,7 @@ export class CriClient {
   execSync = (r: Req<RS['ExecSync']>, o?: CallOptions): Promise<Res<RS['ExecSync']>> =>
     this.call(RuntimeService.ExecSync, r, o ?? (r.timeout ? { timeoutMs: (Number(r.timeout) + 30) * 1000 } : undefined));
   exec = (r: Req<RS['Exec']>, o?: CallOptions): Promise<Res<RS['Exec']>> => this.call(RuntimeService.Exec, r, o);
+  portForward = (r: Req<RS['PortForward']>, o?: CallOptions): Promise<Res<RS['PortForward']>> => this.call(RuntimeService.PortForward, r, o);
   attach = (r: Req<RS['Attach']>, o?: CallOptions): Promise<Res<RS['Attach']>> => this.call(RuntimeService.Attach, r, o);
   containerStats = (containerId: string, o?: CallOptions): Promise<Res<RS['ContainerStats']>> => this.call(RuntimeService.ContainerStats, { containerId }, o);
   listImages = (r: Req<IS['ListImages']> = {}, o?: CallOptions): Promise<Res<IS['ListImages']>> => this.call(ImageService.ListImages, r, o);

@@ -7,6 +7,8 @@
  * 3 status (one JSON `Status` when the process ends), 4 resize (to the server, `{"Width":w,"Height":h}`). The server
  * first sends an empty message on the lowest output channel, and closes the connection after the status. v4 cannot
  * half-close stdin (v5's close signal is newer than containerd 1.6): closing the connection is the only end.
+ * Port forwarding (the URL of CRI's PortForward, `?port=<n>`) uses the same framing with two channels per port,
+ * 0 data (both ways) and 1 errors; the server starts each with the port as two little-endian bytes.
  *
  *   const s = await K8sStream.open(url);
  *   s.stdin('hello\n');
@@ -175,6 +177,11 @@ export interface StreamResult {
 export interface OpenOptions {
   /** Sub-protocols offered, best first (default: v4 only). */
   protocols?: string[];
+  /**
+   * The channels the server writes (default stdout, stderr and status, as for exec and attach; port forwarding
+   * writes 0, data, and 1, errors, for its one port).
+   */
+  outputChannels?: number[];
   /** For the HTTP upgrade (default 15 s). */
   timeoutMs?: number;
   maxMessageBytes?: number;
@@ -183,7 +190,7 @@ export interface OpenOptions {
 export class K8sStream {
   readonly #socket: Socket;
   readonly #decoder: FrameDecoder;
-  readonly #out: Record<number, Buffer[]> = { [Channel.stdout]: [], [Channel.stderr]: [], [Channel.status]: [] };
+  readonly #out: Record<number, Buffer[]> = {};
   #closeSent = false;
   #closeReceived = false;
   #closeCode: number | undefined;
@@ -196,8 +203,10 @@ export class K8sStream {
     socket: Socket,
     readonly protocol: string,
     maxMessageBytes: number,
+    outputChannels: number[],
   ) {
     this.#socket = socket;
+    for (const c of outputChannels) this.#out[c] = [];
     this.#decoder = new FrameDecoder(maxMessageBytes);
     socket.on('data', (chunk: Buffer) => this.#onData(chunk));
     // After the server's close frame, a reset (our close echo reaching a socket it already closed) ends nothing early.
@@ -241,7 +250,7 @@ export class K8sStream {
           return;
         }
         socket.setNoDelay(true);
-        const stream = new K8sStream(socket, chosen, opts.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES);
+        const stream = new K8sStream(socket, chosen, opts.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES, opts.outputChannels ?? [Channel.stdout, Channel.stderr, Channel.status]);
         if (head.length > 0) stream.#onData(head);
         resolve(stream);
       });
@@ -266,7 +275,11 @@ export class K8sStream {
 
   /** What arrived on a channel so far. */
   output(channel: number): string {
-    return Buffer.concat(this.#out[channel] ?? []).toString();
+    return this.outputBytes(channel).toString();
+  }
+
+  outputBytes(channel: number): Buffer {
+    return Buffer.concat(this.#out[channel] ?? []);
   }
 
   /** Resolves with the channel's text once `want` matches it; rejects at the deadline or if the stream ends first. */

@@ -72,6 +72,9 @@ export interface ListenOptions {
   port: number;
   /** Default 128. */
   backlog?: number;
+  /** As for net.createServer. */
+  allowHalfOpen?: boolean;
+  pauseOnConnect?: boolean;
 }
 
 /**
@@ -85,7 +88,7 @@ export async function listenInNetns(nsPath: string, options: ListenOptions, conn
   const backlog = options.backlog ?? 128;
   const fd = native().listenTcp(nsPath, options.host, options.port, backlog);
   if (fd < 0) throw new NetnsError('listen', fd, `${options.host}:${options.port} in ${nsPath}`);
-  const server = net.createServer(connectionListener);
+  const server = net.createServer({ allowHalfOpen: options.allowHalfOpen ?? false, pauseOnConnect: options.pauseOnConnect ?? false }, connectionListener);
   try {
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
