@@ -80,8 +80,9 @@ export async function runJson(netnsPath: string, tool: 'ip' | 'tc', args: readon
 }
 
 /**
- * The shape check, then statfs(2): the path must exist and be a namespace file (nsfs). Does not tell a network
- * namespace from another kind; entering it does (the first runInNetns).
+ * The shape check, then statfs(2): the path must exist and be a namespace file (nsfs), and not be this process's
+ * own network namespace (the host's). Does not tell a network namespace from another kind; entering it does (the
+ * first runInNetns).
  */
 export async function checkNetnsFile(netnsPath: unknown): Promise<string> {
   const p = checkNetnsPathShape(netnsPath);
@@ -97,5 +98,19 @@ export async function checkNetnsFile(netnsPath: unknown): Promise<string> {
   if (type !== NSFS_MAGIC) {
     throw new InvalidArgumentError(`netns ${p} is not a namespace file (expected nsfs, a bind mount of /proc/<pid>/ns/net)`);
   }
+  if (await isOwnNetns(p)) {
+    // Taps and redirects there would hand the host's own traffic to the VM.
+    throw new InvalidArgumentError(`netns ${p} is the host's own network namespace: a pod VM cannot share the host's network (host networking is not supported)`);
+  }
   return p;
+}
+
+/** Whether the namespace file is the one this process runs in (the host's, where containerd runs the shim). */
+async function isOwnNetns(p: string): Promise<boolean> {
+  try {
+    const [ns, own] = await Promise.all([fs.stat(p), fs.stat('/proc/self/ns/net')]);
+    return ns.dev === own.dev && ns.ino === own.ino;
+  } catch {
+    return false; // the later steps say what is wrong with the path
+  }
 }

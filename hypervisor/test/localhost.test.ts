@@ -72,6 +72,14 @@ describe('hypervisor/network LocalhostRedirect on a real namespace', function ()
     await assert.rejects(LocalhostRedirect.start('/etc/hostname', () => undefined), InvalidArgumentError);
   });
 
+  it('refuses the host\'s own network namespace (by any path): no rule, no listener there', async () => {
+    const before = execFileSync('iptables', ['-w', '10', '-t', 'nat', '-S', 'OUTPUT']).toString();
+    for (const p of ['/proc/self/ns/net', `/proc/${process.pid}/ns/net`]) {
+      await assert.rejects(LocalhostRedirect.start(p, () => undefined), (e: Error) => e instanceof InvalidArgumentError && /host's own network namespace/.test(e.message), p);
+    }
+    assert.equal(execFileSync('iptables', ['-w', '10', '-t', 'nat', '-S', 'OUTPUT']).toString(), before);
+  });
+
   it('parseRedirectPorts reads only rules of exactly our form', () => {
     const listing = [
       '-P OUTPUT ACCEPT',

@@ -117,7 +117,7 @@ describe('hypervisor/network on real namespaces', function () {
   });
 
   it('scanNetns checks the netns path before reading it', async () => {
-    assert.ok((await scanNetns('/proc/self/ns/net')).endpoints);
+    assert.ok((await scanNetns(`/var/run/netns/${pod}`)).endpoints);
     const file = path.join(tmp, 'plain');
     fs.writeFileSync(file, '');
     await assert.rejects(scanNetns(file), (e: Error) => e instanceof InvalidArgumentError && e.message.includes(file));
@@ -132,6 +132,11 @@ describe('hypervisor/network on real namespaces', function () {
     await assert.rejects(scanNetns(`/var/run/netns/${pod}-missing`), (e: Error) => e instanceof NotFoundError && e.message.includes(`${pod}-missing does not exist`));
     await assert.rejects(scanNetns(fs.mkdtempSync(path.join(tmp, 'd-'))), (e: Error) => e instanceof InvalidArgumentError && /not a namespace file/.test(e.message));
     await assert.rejects(scanNetns('/proc/self/ns/uts'), (e: Error) => e instanceof InvalidArgumentError && /not a network namespace/.test(e.message));
+  });
+
+  it('scan and attach refuse the host\'s own network namespace: its NICs never go to a VM', async () => {
+    await assert.rejects(scanNetns(`/proc/${process.pid}/ns/net`), (e: Error) => e instanceof InvalidArgumentError && /host's own network namespace/.test(e.message));
+    await assert.rejects(attachEndpoints('/proc/self/ns/net', []), (e: Error) => e instanceof InvalidArgumentError && /host's own network namespace/.test(e.message));
   });
 
   it('scan finds exactly eth0 with its MAC, MTU, addresses, routes and permanent neighbour', async () => {
