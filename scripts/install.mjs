@@ -25,6 +25,14 @@ const bundle = (entry, outfile, external = []) =>
 await bundle('main.js', 'shim.js', ['./daemon', './delete']);
 await bundle('daemon.js', 'daemon.js');
 await bundle('delete.js', 'delete.js');
+// The native addons the bundles load (hull-vsock: the agent channel under KVM; hull-netns: port forwarding): each
+// package looks for its addon next to the JavaScript that requires it when node-gyp's build folder is not there.
+for (const [pkgDir, file] of [['vsock', 'hull_vsock.node'], ['netns', 'hull_netns.node']]) {
+  const src = path.join(root, pkgDir, 'build', 'Release', file);
+  if (!fs.existsSync(src)) throw new Error(`${src} is missing: run \`make build\``);
+  fs.copyFileSync(src, path.join(libDir, `.${file}.tmp`));
+  fs.renameSync(path.join(libDir, `.${file}.tmp`), path.join(libDir, file));
+}
 const pkg = JSON.parse(fs.readFileSync(path.join(root, 'package.json'), 'utf8'));
 fs.writeFileSync(path.join(libDir, 'package.json'), JSON.stringify({ name: pkg.name, version: pkg.version, private: true }) + '\n');
 
@@ -50,7 +58,7 @@ fs.copyFileSync(shipped, confTarget);
 
 console.log(`installed:
   ${launcher}
-  ${libDir}/{shim,daemon,delete}.js
+  ${libDir}/{shim,daemon,delete}.js, hull_vsock.node, hull_netns.node
   ${guestDir}/{vmlinuz,initrd.img,rootfs.img,manifest.json}
   ${confTarget}${confTarget !== conf ? `   (kept your ${conf})` : ''}
 

@@ -50,8 +50,11 @@ export interface NativeBinding {
   readonly EBADF: number;
 }
 
-/** Where node-gyp puts the addon, relative to this file (dist/src/native.js). */
-export const ADDON_PATH = path.join(__dirname, '..', '..', 'build', 'Release', 'hull_vsock.node');
+/**
+ * Where node-gyp puts the addon, relative to this file (dist/src/native.js), then this file's own folder (where an
+ * installer copies it next to a bundle).
+ */
+export const ADDON_PATHS = [path.join(__dirname, '..', '..', 'build', 'Release', 'hull_vsock.node'), path.join(__dirname, 'hull_vsock.node')];
 
 let binding: NativeBinding | undefined;
 let loadError: Error | undefined;
@@ -59,14 +62,18 @@ let loadError: Error | undefined;
 export function native(): NativeBinding {
   if (binding) return binding;
   if (loadError) throw loadError;
-  try {
-    // eslint-disable-next-line @typescript-eslint/no-require-imports -- a native addon can only be required
-    binding = require(ADDON_PATH) as NativeBinding;
-    return binding;
-  } catch (cause) {
-    loadError = new Error(`hull-vsock: cannot load the addon ${ADDON_PATH} (built by node-gyp at npm install): ${(cause as Error).message}`, { cause });
-    throw loadError;
+  const reasons: string[] = [];
+  for (const p of ADDON_PATHS) {
+    try {
+      // eslint-disable-next-line @typescript-eslint/no-require-imports -- a native addon can only be required
+      binding = require(p) as NativeBinding;
+      return binding;
+    } catch (cause) {
+      reasons.push(`${p}: ${(cause as Error).message.split('\n')[0]}`);
+    }
   }
+  loadError = new Error(`hull-vsock: cannot load the addon (built by node-gyp at npm install): ${reasons.join('; ')}`);
+  throw loadError;
 }
 
 /** Whether the addon loads here (AF_VSOCK itself may still be missing from the kernel). */
