@@ -8,12 +8,14 @@
  *
  * Both runtimes also get streaming Exec and Attach through the CRI stream server (lib/k8s-stream.ts, the
  * v4.channel.k8s.io WebSocket protocol kubectl uses), security contexts (read-only rootfs, capabilities, user,
- * group and supplemental groups), namespaced pod sysctls and the pod's shared /dev/shm.
+ * group and supplemental groups), namespaced pod sysctls, the pod's shared /dev/shm, and a hostPort (CNI portmap,
+ * a free port per pod) that the host reaches at the bridge's address.
  */
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import http from 'node:http';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { DEFAULT_MEMORY_MIB, DEFAULT_VCPUS } from '../core/config';
@@ -74,6 +76,22 @@ function httpGet(url: string, timeoutMs = 5_000): Promise<{ status: number; body
   });
 }
 
+/** Host ports handed out in this run: every pod gets one of its own. */
+const usedHostPorts = new Set<number>();
+
+/** A TCP port no socket on the host is bound to (the kernel's pick for port 0), not handed out before in this run. */
+async function freeHostPort(): Promise<number> {
+  for (;;) {
+    const server = net.createServer();
+    await new Promise<void>((resolve, reject) => server.once('error', reject).listen(0, '0.0.0.0', resolve));
+    const { port } = server.address() as net.AddressInfo;
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+    if (usedHostPorts.has(port)) continue;
+    usedHostPorts.add(port);
+    return port;
+  }
+}
+
 /** GET with retries until `deadlineMs` (the server may still be starting). */
 async function httpGetRetry(url: string, deadlineMs = 20_000): Promise<{ status: number; body: string }> {
   const until = Date.now() + deadlineMs;
@@ -111,7 +129,7 @@ function logProblems(ctd: PrivateContainerd, id: string, max = 25, from = 0): st
   return lines.filter((l) => l.includes(id.slice(0, 12)) && /"level":(40|50|60)|level=(error|warning)/.test(l)).slice(-max);
 }
 
-/** A test pod: its sandbox, containers, IP and configuration. */
+/** A test pod: its sandbox, containers, IP, the host port mapped to the web server, and configuration. */
 interface PodState {
   pod: string;
   web: string;
@@ -119,6 +137,7 @@ interface PodState {
   locked: string;
   user: string;
   ip: string;
+  hostPort: number;
   config: cri.IPodSandboxConfig;
 }
 
@@ -304,6 +323,15 @@ describe('cri: pods through containerd CRI (runtime.v1)', function () {
       assert.equal(r.body, BUSYBOX_WWW_INDEX);
     });
 
+    it('the host reaches the web server through its hostPort at the bridge\'s address (portmap) and gets the same page', async function () {
+      // portmap DNATs traffic to a local address in the nat OUTPUT chain: the gateway is the host's own address.
+      const viaHostPort = await httpGetRetry(`http://${ctd.cri!.network.gateway}:${state.hostPort}/index.html`);
+      const direct = await httpGetRetry(`http://${state.ip}:${HTTP_PORT}/index.html`);
+      assert.equal(viaHostPort.status, 200);
+      assert.deepEqual(viaHostPort, direct);
+      assert.equal(viaHostPort.body, BUSYBOX_WWW_INDEX);
+    });
+
     it('containers of one pod reach each other on localhost', async function () {
       // busybox 1.35's wget crashes with -T: bound it with timeout instead.
       const r = await exec(state.client, ['timeout', '15', 'wget', '-q', '-O', '-', `http://127.0.0.1:${HTTP_PORT}/index.html`]);
@@ -483,13 +511,17 @@ describe('cri: pods through containerd CRI (runtime.v1)', function () {
     });
   }
 
-  /** Runs the pod `name` with a web and a client container into `state`. */
   /**
-   * Runs the pod `name` (with POD_SYSCTLS) with a web and a client container into `state`, and two containers with
-   * security contexts: `locked` (read-only rootfs, capabilities: drop ALL, add NET_BIND_SERVICE) and `user` (RUN_AS).
+   * Runs the pod `name` (with POD_SYSCTLS, and a free host port mapped to HTTP_PORT) with a web and a client
+   * container into `state`, and two containers with security contexts: `locked` (read-only rootfs, capabilities:
+   * drop ALL, add NET_BIND_SERVICE) and `user` (RUN_AS).
    */
   async function startWebPod(handler: string, name: string, hostname: string, state: PodState): Promise<void> {
-    state.config = podConfig(name, hostname, { sysctls: POD_SYSCTLS });
+    state.hostPort = await freeHostPort();
+    state.config = {
+      ...podConfig(name, hostname, { sysctls: POD_SYSCTLS }),
+      portMappings: [{ protocol: cri.Protocol.TCP, containerPort: HTTP_PORT, hostPort: state.hostPort }],
+    };
     state.pod = await ctd.cri!.runPod(state.config, handler);
     state.ip = (await client.podSandboxStatus(state.pod)).status!.network?.ip ?? '';
     state.web = await startContainer(state.pod, state.config, 'web', ['sh', '-c', `echo web-ready; echo web-stderr >&2; exec httpd -f -p ${HTTP_PORT} -h /www`]);
@@ -503,7 +535,7 @@ describe('cri: pods through containerd CRI (runtime.v1)', function () {
   }
 
   describe('runc (handler runc): the baseline', function () {
-    const state: PodState = { pod: '', web: '', client: '', locked: '', user: '', ip: '', config: {} };
+    const state: PodState = { pod: '', web: '', client: '', locked: '', user: '', ip: '', hostPort: 0, config: {} };
 
     before(async function () {
       const v = await client.version();
@@ -519,7 +551,7 @@ describe('cri: pods through containerd CRI (runtime.v1)', function () {
   });
 
   describe('hull (handler hull): pods in VMs', function () {
-    const state: PodState = { pod: '', web: '', client: '', locked: '', user: '', ip: '', config: {} };
+    const state: PodState = { pod: '', web: '', client: '', locked: '', user: '', ip: '', hostPort: 0, config: {} };
     const sandboxDir = (pod: string): string => path.join(ctd.stateDir, ctd.namespace, pod);
     const qemusOf = (pod: string): string[] => processesMentioning(sandboxDir(pod), /^qemu-system/);
     /** The pod sized through PodSandboxConfig.linux.resources; the shim crash test kills it. */

@@ -6,9 +6,10 @@
  *
  * With `cri: true` the CRI plugin is on (it is off otherwise): runtime handlers `runc` (the default) and `hull`
  * (with ConfigPath = the run's hull.toml), CNI from Debian's plugins with a bridge of the run's own and a random
- * /24, the pause image built here (integration/pause/pause.c) as the sandbox image, and `ctr` in the `k8s.io`
- * namespace. `ctd.cri` then holds the client and the network; stop() stops and removes any pod still there, and
- * removes the run's network namespaces and bridge.
+ * /24 and portmap for the pods' hostPorts, the pause image built here (integration/pause/pause.c) as the sandbox
+ * image, and `ctr` in the `k8s.io` namespace. `ctd.cri` then holds the client and the network; stop() stops and
+ * removes any pod still there, then the run's network namespaces and bridge and, if this run made them, portmap's
+ * top-level nat chains (lib/portmap-nat.ts).
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
@@ -18,6 +19,7 @@ import crypto from 'node:crypto';
 import { mountsUnder } from '../../fs-share';
 import { busyboxRootfs } from './containers';
 import { CriClient, netnsPathOf, type cri } from './cri';
+import { natBaseline, removePortmapNat } from './portmap-nat';
 
 export const REPO = path.resolve(__dirname, '..', '..', '..');
 export const BUSYBOX_IMAGE = 'docker.io/hull/busybox:test';
@@ -113,6 +115,8 @@ export async function startContainerd(opts: ContainerdOptions = {}): Promise<Pri
   const namespace = opts.namespace ?? (opts.cri ? 'k8s.io' : 'hulltest');
   const hullConfig = path.join(dir, 'hull.toml');
   const network = opts.cri ? pickNetwork(dir) : undefined;
+  // What portmap's nat chains were like before this run's pods, so that stop() removes only what the run made.
+  const natBefore = network ? await natBaseline() : undefined;
   fs.writeFileSync(
     path.join(dir, 'config.toml'),
     [
@@ -173,6 +177,7 @@ export async function startContainerd(opts: ContainerdOptions = {}): Promise<Pri
       for (const ns of criSetup.netnsPaths) removeNetns(ns, problems);
       deleteLink(criSetup.network.bridge, problems);
     }
+    if (natBefore) await removePortmapNat(natBefore, problems);
     // HULL_TEST_LOG_DIR: keep containerd's log (shims log into it) for a look after the run.
     if (process.env.HULL_TEST_LOG_DIR) {
       fs.mkdirSync(process.env.HULL_TEST_LOG_DIR, { recursive: true });
@@ -226,6 +231,8 @@ function criConfig(dir: string, hullConfig: string, net: CriNetwork): string[] {
         ipMasq: false,
         ipam: { type: 'host-local', ranges: [[{ subnet: net.subnet, gateway: net.gateway }]], routes: [{ dst: '0.0.0.0/0' }], dataDir: net.ipamDataDir },
       },
+      // hostPort: CRI passes the pod's port mappings to the plugins that declare the capability.
+      { type: 'portmap', capabilities: { portMappings: true } },
       { type: 'loopback' },
     ],
   };
