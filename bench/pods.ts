@@ -5,7 +5,9 @@
  * - host memory per hull pod: PSS (/proc/<pid>/smaps_rollup) of the shim daemon, QEMU and virtiofsd with 1, 5 and
  *   10 hull pods running, total and per pod;
  * - pod to host TCP throughput: busybox `nc` in a container sends N MB of zeros to a listener of ours on the
- *   bridge's gateway address, timed by the listener from accept to the last byte.
+ *   bridge's gateway address, timed by the listener from accept to the last byte;
+ * - port forwarding throughput: CRI PortForward to busybox `nc -l` sending zeros in the pod, read through the
+ *   streaming server's WebSocket (as kubectl port-forward does), timed from the upgrade to the last byte.
  * Each part reports its own error instead of its figures, so hull parts that need pod networking can fail alone.
  * Written to bench/out/pods.json.
  */
@@ -14,6 +16,7 @@ import net from 'node:net';
 import path from 'node:path';
 import { BUSYBOX_IMAGE, importBusybox, startContainerd, type PrivateContainerd } from '../integration/lib/containerd';
 import type { cri, CriClient } from '../integration/lib/cri';
+import { K8sStream } from '../integration/lib/k8s-stream';
 import { median, printTable, round } from './lib/report';
 
 const RUNS = Number(process.env.BENCH_PODS_RUNS ?? 3);
@@ -191,6 +194,27 @@ async function throughput(pods: Pods, handler: Handler): Promise<{ mbPerS: numbe
   }
 }
 
+const PORT_FORWARD_PORT = 9000;
+
+/** Bytes per second read through CRI PortForward (WebSocket, data channel 0) from `nc -l` sending zeros in a pod. */
+async function portForwardThroughput(pods: Pods, handler: Handler): Promise<{ mbPerS: number; bytes: number }> {
+  const bytes = THROUGHPUT_MB * 1e6;
+  const p = await pods.start(handler, ['sh', '-c', `exec nc -l -p ${PORT_FORWARD_PORT} < /dev/zero`]);
+  try {
+    const { url } = await pods.client.portForward({ podSandboxId: p.id, port: [PORT_FORWARD_PORT] });
+    const t0 = performance.now();
+    const s = await K8sStream.open(`${url}?port=${PORT_FORWARD_PORT}`, { outputChannels: [0, 1] });
+    try {
+      await s.waitForBytes(0, 2 + bytes, 600_000); // the server starts the channel with the port (2 bytes)
+      return { mbPerS: round(bytes / 1e6 / ((performance.now() - t0) / 1000)), bytes };
+    } finally {
+      s.destroy();
+    }
+  } finally {
+    await pods.remove(p.id);
+  }
+}
+
 export async function benchPods(): Promise<Record<string, unknown>> {
   const ctd = await startContainerd({ cri: true });
   const pods = new Pods(ctd, ctd.cri!.client);
@@ -206,7 +230,13 @@ export async function benchPods(): Promise<Record<string, unknown>> {
       await pods.removeAll();
     }
     printTable(`pod to host TCP (${THROUGHPUT_MB} MB, busybox nc)`, HANDLERS.map((h) => ({ handler: h, 'MB/s': 'error' in tp[h] ? `error: ${tp[h].error.slice(0, 60)}` : tp[h].mbPerS })));
-    return { podStart: start, hullMemory: mem, podToHostTcp: { megabytes: THROUGHPUT_MB, ...tp } };
+    const pf: Record<Handler, Part<{ mbPerS: number; bytes: number }>> = { runc: { error: 'not run' }, hull: { error: 'not run' } };
+    for (const h of HANDLERS) {
+      pf[h] = await part(`${h} port forwarding`, () => portForwardThroughput(pods, h));
+      await pods.removeAll();
+    }
+    printTable(`port forwarding, pod to client (${THROUGHPUT_MB} MB, CRI PortForward over WebSocket)`, HANDLERS.map((h) => ({ handler: h, 'MB/s': 'error' in pf[h] ? `error: ${pf[h].error.slice(0, 60)}` : pf[h].mbPerS })));
+    return { podStart: start, hullMemory: mem, podToHostTcp: { megabytes: THROUGHPUT_MB, ...tp }, portForward: { megabytes: THROUGHPUT_MB, ...pf } };
   } finally {
     await pods.removeAll();
     await ctd.stop();

@@ -282,6 +282,23 @@ export class K8sStream {
     return Buffer.concat(this.#out[channel] ?? []);
   }
 
+  /** How many bytes arrived on a channel so far (without joining them). */
+  receivedBytes(channel: number): number {
+    return (this.#out[channel] ?? []).reduce((n, b) => n + b.length, 0);
+  }
+
+  /** Resolves once `n` bytes arrived on a channel; rejects at the deadline or if the stream ends first. */
+  async waitForBytes(channel: number, n: number, ms = 30_000): Promise<void> {
+    let seen = 0;
+    let counted = 0;
+    const enough = (): boolean => {
+      const parts = this.#out[channel] ?? [];
+      for (; counted < parts.length; counted++) seen += parts[counted]!.length;
+      return seen >= n;
+    };
+    await this.#until(enough, ms, () => `channel ${channel} has ${seen} of ${n} bytes`);
+  }
+
   /** Resolves with the channel's text once `want` matches it; rejects at the deadline or if the stream ends first. */
   waitFor(channel: number, want: RegExp | string, ms = 30_000): Promise<string> {
     const matches = (): boolean => (typeof want === 'string' ? this.output(channel).includes(want) : want.test(this.output(channel)));
