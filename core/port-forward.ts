@@ -68,6 +68,16 @@ export class PortForwardRelays {
     };
     socket.once('close', closeInGuest);
 
+    // Either direction failing ends both at once: the client's connection goes, and closing the guest's side ends
+    // a ReadConnection still waiting (the agent answers it with end of file).
+    const broken = (err: unknown): void => {
+      if (!socket.destroyed) {
+        this.logger.info({ port, error: errorMessage(err) }, 'port forwarding: connection broken');
+        socket.destroy();
+      }
+      closeInGuest();
+    };
+
     // Guest to client: until the guest's side ends, then end ours.
     const fromGuest = (async () => {
       for (;;) {
@@ -89,20 +99,15 @@ export class PortForwardRelays {
           });
         }
       }
-    })();
+    })().catch(broken);
     // Client to guest: in order, each write taken before the next is read; the client's end of file is passed on.
     const toGuest = (async () => {
       // Not `for await (… of socket)`: that destroys the socket at the client's end of file, answer unsent.
       for await (const chunk of socket.iterator({ destroyOnReturn: false })) await agent.writeConnection(id, chunk as Buffer);
       if (!socket.destroyed) await agent.endConnection(id);
-    })();
+    })().catch(broken);
 
-    const results = await Promise.allSettled([fromGuest, toGuest]);
-    const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
-    if (failed && !socket.destroyed) {
-      this.logger.info({ port, error: errorMessage(failed.reason) }, 'port forwarding: connection broken');
-      socket.destroy();
-    }
+    await Promise.all([fromGuest, toGuest]);
     if (socket.destroyed || socket.writableFinished) closeInGuest();
     else socket.once('finish', closeInGuest);
   }

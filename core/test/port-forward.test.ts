@@ -108,4 +108,25 @@ describe('core PortForwardRelays through the real agent', function () {
     const answers = await Promise.all(Array.from({ length: 20 }, (_, i) => exchange(Buffer.from(`c${i}`))));
     assert.deepEqual(answers.map((a) => a.received.toString()), Array.from({ length: 20 }, (_, i) => `re:c${i}`));
   });
+
+  it('a client that goes away mid-transfer closes the guest\'s side: the server sees its connection end', async () => {
+    let serverClosed!: () => void;
+    const closed = new Promise<void>((r) => (serverClosed = r));
+    target = await serve((s) => {
+      s.on('error', () => undefined);
+      s.on('close', serverClosed);
+      const chunk = Buffer.alloc(64 << 10);
+      const pump = (): void => {
+        while (s.writable && s.write(chunk));
+      };
+      s.on('drain', pump);
+      pump();
+    });
+    const c = net.connect((front.address() as net.AddressInfo).port, '127.0.0.1');
+    await new Promise<void>((r) => c.once('data', () => r()));
+    c.destroy();
+    await closed;
+    for (let i = 0; i < 50 && relays.size > 0; i++) await new Promise((r) => setTimeout(r, 20));
+    assert.equal(relays.size, 0, 'no relay left');
+  });
 });
