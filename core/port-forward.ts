@@ -35,6 +35,8 @@ export class PortForwardRelays {
       return;
     }
     this.sockets.add(socket);
+    // A client gone mid-write (EPIPE, ECONNRESET) only ends this relay: 'close' follows and closes the guest's side.
+    socket.on('error', () => socket.destroy());
     socket.once('close', () => this.sockets.delete(socket));
     void this.run(socket, port);
   }

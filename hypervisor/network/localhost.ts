@@ -79,12 +79,17 @@ export class LocalhostRedirect {
     return self;
   }
 
-  /** Stops accepting (relayed connections are the caller's) and removes the rule; a namespace gone is fine. */
+  /** Stops accepting (relayed connections are the caller's) and removes its rule; a namespace gone is fine. */
   async stop(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
     this.server.close();
-    await removeLocalhostRedirects(this.netnsPath);
+    try {
+      await deleteRule(this.netnsPath, this.port);
+    } catch (err) {
+      // The namespace went first (CNI's teardown removed it, or it is no longer a namespace file).
+      if (!(err instanceof NotFoundError || err instanceof InvalidArgumentError)) throw err;
+    }
   }
 
   private accept(socket: net.Socket, onConnection: LocalhostConnection): void {
@@ -136,11 +141,14 @@ export async function removeLocalhostRedirects(netnsPath: string): Promise<void>
     if (err instanceof ShimError && /table|chain/i.test(err.message)) return;
     throw err;
   }
-  for (const port of parseRedirectPorts(listing)) {
-    try {
-      await iptables(ns, ['-D', ...ruleSpec(port)]);
-    } catch (err) {
-      if (!(err instanceof NotFoundError) && !/Bad rule|does a matching rule exist/i.test((err as Error).message)) throw err;
-    }
+  for (const port of parseRedirectPorts(listing)) await deleteRule(ns, port);
+}
+
+/** Deletes our rule for `port`; a rule already gone is fine. */
+async function deleteRule(ns: string, port: number): Promise<void> {
+  try {
+    await iptables(ns, ['-D', ...ruleSpec(port)]);
+  } catch (err) {
+    if (!/Bad rule|does a matching rule exist/i.test((err as Error).message)) throw err;
   }
 }
