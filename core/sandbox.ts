@@ -3,8 +3,8 @@
  * the sandbox's own container), its share, and its containers with their processes. Every Task method of
  * containerd maps onto one method here (Kata's mapping, kata-design.md §1); shim/ only translates types.
  *
- * Container states: created → running ⇄ paused, running → stopped (its init exited), then deleted. The container
- * whose id is the sandbox id owns the VM: deleting it tears the whole sandbox down.
+ * Container and process states are lifecycle.ts's tables; container.ts runs each container's operations one at a
+ * time. The container whose id is the sandbox id owns the VM: deleting it tears the whole sandbox down.
  */
 import path from 'node:path';
 import { AlreadyExistsError, FailedPreconditionError, InternalError, InvalidArgumentError, NotFoundError, NotImplementedError, UnavailableError, errorMessage } from '../errors';
@@ -15,6 +15,7 @@ import { GUEST_SHARE_TAG } from '../hypervisor/types';
 import type { EventSink, RootfsMount, StdioPaths } from './events';
 import { PodNetwork, podNetnsPath, type ConnectPodNetwork, type PodNetworkLink } from './network';
 import { isGuestPodShm, podContainerSpec, podRole, podShm, podSizing, shmStorage, sizeVm, type PodShm, type PodSizing } from './pod';
+import { Container, type ContainerContext } from './container';
 import { Process, type ExitInfo, type ProcessStatus } from './process';
 import { ProcessIo } from './stdio';
 import { Store, removeUnmounted, writeBundlePointer, type SandboxRecord } from './store';
@@ -79,34 +80,13 @@ export interface ProcessState {
   exit: ExitInfo | undefined;
 }
 
-class Container {
-  readonly execs = new Map<string, Process>();
-  /** The exec's OCI process, kept from Exec until Start. */
-  readonly execSpecs = new Map<string, OciProcess>();
-  paused = false;
-  /** Milliseconds spent in this shim per phase, logged when the container is deleted (bench/shim.ts reads them). */
-  readonly timings: { createMs: number; bootMs?: number; qemuStartedMs?: number; startMs?: number } = { createMs: 0 };
-  constructor(
-    readonly id: string,
-    readonly bundle: string,
-    readonly init: Process,
-  ) {}
-
-  process(execId: string): Process {
-    if (execId === '') return this.init;
-    const p = this.execs.get(execId);
-    if (!p) throw new NotFoundError(`process ${execId} of container ${this.id}: not found`);
-    return p;
-  }
-}
-
 export class Sandbox {
   private readonly containers = new Map<string, Container>();
   private vm: SandboxVm | undefined;
   private share: FsShare | undefined;
   private readonly store: Store;
   private record: SandboxRecord;
-  /** Create and Delete of containers (and the VM's life) run one at a time. */
+  /** Create and Delete of containers (and the VM's life) run one at a time (inside a container's own mutex). */
   private lifecycle: Promise<unknown> = Promise.resolve();
   private tornDown = false;
   private readonly oomWatch = new AbortController();
@@ -116,6 +96,8 @@ export class Sandbox {
   private network: PodNetworkLink | undefined;
   /** The VM's vCPUs and memory, fixed at boot (no hot-plug): Update may not ask a container for more. */
   private vmSize: { vcpus: number; memoryMiB: number } | undefined;
+  /** What each container needs from the sandbox. */
+  private readonly containerContext: ContainerContext;
 
   constructor(private readonly o: SandboxOptions) {
     validateId('namespace', o.namespace);
@@ -130,6 +112,14 @@ export class Sandbox {
       shareRoot: o.dir,
       shareId: 'share',
       containers: {},
+    };
+    this.containerContext = {
+      agent: () => this.agent(),
+      hostPid: () => this.hostPid(),
+      events: (e) => this.o.events(e),
+      logger: o.logger,
+      ioPaths,
+      watch: (p, agentExecId) => void this.watch(p, agentExecId),
     };
   }
 
@@ -212,7 +202,7 @@ export class Sandbox {
         await agent.createOciContainer(req.id, { ...spec, root: { ...spec.root, readonly: spec.root?.readonly ?? root.readOnly } }, shared);
         io.start(); // the process exists in the guest: its output can be read from now on
         proc.pid = this.hostPid();
-        const container = new Container(req.id, req.bundle, proc);
+        const container = new Container(req.id, req.bundle, proc, this.containerContext);
         container.timings.createMs = performance.now() - t0;
         if (ownsVm && this.vm) Object.assign(container.timings, { bootMs: this.vm.timings.agentReadyMs, qemuStartedMs: this.vm.timings.qemuStartedMs });
         this.containers.set(req.id, container);
@@ -305,42 +295,7 @@ export class Sandbox {
   }
 
   async start(id: string, execId: string): Promise<number> {
-    const c = this.container(id);
-    const p = c.process(execId);
-    if (p.status !== 'created' || p.starting) throw new FailedPreconditionError(`process ${execId || id} is ${p.starting ? 'starting' : p.status}, not created`);
-    p.starting = true;
-    try {
-      return await this.startProcess(c, p, id, execId);
-    } finally {
-      p.starting = false;
-    }
-  }
-
-  private async startProcess(c: Container, p: Process, id: string, execId: string): Promise<number> {
-    const agent = this.agent();
-    if (p.isInit) {
-      const t0 = performance.now();
-      await agent.startContainer(id);
-      c.timings.startMs = performance.now() - t0;
-      p.markRunning(this.hostPid());
-      this.o.events({ type: 'start', containerId: id, pid: p.pid });
-    } else {
-      const spec = c.execSpecs.get(execId)!;
-      p.io = await ProcessIo.open({ agent, containerId: id, execId, stdio: ioPaths(p.stdio), logger: this.o.logger });
-      try {
-        await agent.execOciProcess(id, execId, spec);
-      } catch (err) {
-        p.io.close();
-        p.io = undefined;
-        throw err;
-      }
-      c.execSpecs.delete(execId);
-      p.io.start();
-      p.markRunning(this.hostPid());
-      this.o.events({ type: 'exec-started', containerId: id, execId, pid: p.pid });
-    }
-    void this.watch(p, p.isInit ? id : execId);
-    return p.pid;
+    return this.container(id).start(execId);
   }
 
   /** Waits for the process in the guest, then for its output to drain, then publishes its exit. */
@@ -362,19 +317,14 @@ export class Sandbox {
 
   async exec(id: string, execId: string, spec: OciProcess, stdio: StdioPaths): Promise<void> {
     validateId('exec id', execId);
-    const c = this.container(id);
-    if (execId === id || c.execs.has(execId)) throw new AlreadyExistsError(`exec ${execId} of container ${id}: already exists`);
-    if (c.init.status !== 'running') throw new FailedPreconditionError(`container ${id} is ${c.init.status}: cannot exec in it`);
-    if (!!spec.terminal !== stdio.terminal) throw new InvalidArgumentError(`exec ${execId}: the request's terminal flag and the process spec disagree`);
-    c.execs.set(execId, new Process(id, execId, stdio));
-    c.execSpecs.set(execId, spec);
-    this.o.events({ type: 'exec-added', containerId: id, execId });
+    await this.container(id).exec(execId, spec, stdio);
   }
 
   state(id: string, execId: string): ProcessState {
     const c = this.container(id);
     const p = c.process(execId);
-    const status = p.status === 'running' && c.paused ? 'paused' : p.status;
+    p.check('state');
+    const status = p.state as ProcessState['status']; // not deleted: check('state') says so
     return { id, execId, bundle: c.bundle, pid: p.pid, status, stdio: p.stdio, exit: p.exit };
   }
 
@@ -385,27 +335,14 @@ export class Sandbox {
   async kill(id: string, execId: string, signal: number, all: boolean): Promise<void> {
     if (!Number.isInteger(signal) || signal < 1 || signal > MAX_SIGNAL) throw new InvalidArgumentError(`signal ${signal} is out of range`);
     const c = this.container(id);
-    const p = c.process(execId);
     if (all && execId !== '') throw new InvalidArgumentError('kill --all applies to a container, not to an exec');
-    if (p.status === 'stopped') throw new NotFoundError(`process ${execId || id} already finished: not found`);
-    if (p.status === 'created' && !p.isInit) throw new NotFoundError(`process ${execId} has not started: not found`);
-    // The agent's empty exec id means every process of the container; the init alone is addressed by the container id.
-    await this.agent().signalProcess(id, all ? '' : execId || id, signal);
+    await c.kill(execId, signal, all);
   }
 
   async delete(id: string, execId: string): Promise<{ pid: number; exit: ExitInfo }> {
     const c = this.container(id);
-    if (execId !== '') {
-      const p = c.process(execId);
-      if (p.status === 'running') throw new FailedPreconditionError(`exec ${execId} is running: cannot delete it`);
-      c.execs.delete(execId);
-      c.execSpecs.delete(execId);
-      p.io?.close();
-      return { pid: p.pid, exit: p.exit ?? { exitStatus: 0, exitedAt: new Date() } };
-    }
-    return this.serial(async () => {
-      const p = c.init;
-      if (p.status === 'running') throw new FailedPreconditionError(`container ${id} is running: cannot delete a running process`);
+    if (execId !== '') return c.deleteExec(execId);
+    return c.locked('delete', '', (p) => this.serial(async () => {
       p.markStopped(0); // never started: no exit event
       for (const e of c.execs.values()) e.io?.close();
       if (id === this.o.id) {
@@ -420,10 +357,10 @@ export class Sandbox {
       } // else the sandbox was torn down under the container: VM, share and record are gone already
       this.containers.delete(id);
       this.o.logger.info({ containerId: id, ...c.timings }, 'container timings');
-      const exit = p.exit!;
+      const exit = p.markDeleted();
       this.o.events({ type: 'delete', containerId: id, pid: p.pid, exitStatus: exit.exitStatus, exitedAt: exit.exitedAt });
       return { pid: p.pid, exit };
-    });
+    }));
   }
 
   /**
@@ -458,38 +395,26 @@ export class Sandbox {
   }
 
   async pause(id: string): Promise<void> {
-    const c = this.container(id);
-    if (c.init.status !== 'running' || c.paused) throw new FailedPreconditionError(`container ${id} is ${c.paused ? 'paused' : c.init.status}: cannot pause`);
-    await this.agent().pauseContainer(id);
-    c.paused = true;
-    this.o.events({ type: 'paused', containerId: id });
+    return this.container(id).pause();
   }
 
   async resume(id: string): Promise<void> {
-    const c = this.container(id);
-    if (!c.paused) throw new FailedPreconditionError(`container ${id} is not paused`);
-    await this.agent().resumeContainer(id);
-    c.paused = false;
-    this.o.events({ type: 'resumed', containerId: id });
+    return this.container(id).resume();
   }
 
   async closeIO(id: string, execId: string): Promise<void> {
-    const p = this.container(id).process(execId);
-    if (p.status === 'created') throw new FailedPreconditionError(`process ${execId || id} has not started`);
-    await p.io?.closeStdin();
+    return this.container(id).closeIO(execId);
   }
 
   async resizePty(id: string, execId: string, width: number, height: number): Promise<void> {
-    const p = this.container(id).process(execId);
-    if (!p.stdio.terminal) throw new FailedPreconditionError(`process ${execId || id} has no terminal`);
-    if (p.status === 'stopped') return;
-    await this.agent().ttyWinResize(id, execId || id, height, width);
+    const c = this.container(id);
+    if (!c.process(execId).stdio.terminal) throw new FailedPreconditionError(`process ${execId || id} has no terminal`);
+    await c.resizePty(execId, width, height);
   }
 
   /** containerd's Update (CRI UpdateContainerResources): the limits inside the guest, applied by crun there. */
   async update(id: string, resources: OciLinuxResources): Promise<void> {
     const c = this.container(id);
-    if (c.init.status === 'stopped') throw new FailedPreconditionError(`container ${id} has stopped`);
     const wanted = toContainerResources(resources);
     const size = this.vmSize;
     if (size) {
@@ -502,19 +427,17 @@ export class Sandbox {
         );
       }
     }
-    await this.agent().updateContainer(id, wanted);
+    await c.update(wanted);
   }
 
   async stats(id: string): Promise<ContainerStats> {
-    const c = this.container(id);
-    if (c.init.status === 'stopped') throw new NotFoundError(`container ${id} has stopped: no stats`);
+    this.container(id).init.check('stats'); // reads only: no need to wait for an operation in flight
     return this.agent().statsContainer(id);
   }
 
   /** The container's processes as the guest numbers them (host pids would all be QEMU's). */
   async pids(id: string): Promise<number[]> {
-    const c = this.container(id);
-    if (c.init.status !== 'running') return [];
+    if (!this.container(id).init.check('pids')) return [];
     return this.agent().listProcesses(id);
   }
 
