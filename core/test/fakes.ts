@@ -67,10 +67,46 @@ export class FakeHypervisor implements Hypervisor {
   }
 }
 
+/** A call of FakeAgent held open by a test: `entered` once the call arrived, then `release()` (or `fail(err)`) ends it. */
+export class HeldCall {
+  readonly entered: Promise<void>;
+  private enter!: () => void;
+  private settle!: (err?: Error) => void;
+  private readonly released: Promise<void>;
+  constructor() {
+    this.entered = new Promise((r) => (this.enter = r));
+    this.released = new Promise((resolve, reject) => (this.settle = (err) => (err ? reject(err) : resolve())));
+  }
+  /** Called by the fake: waits for the test. */
+  async arrive(): Promise<void> {
+    this.enter();
+    await this.released;
+  }
+  release(): void {
+    this.settle();
+  }
+  fail(err: Error): void {
+    this.settle(err);
+  }
+}
+
+/** The FakeAgent methods a test can hold open. */
+export type HoldableMethod = 'startContainer' | 'execOciProcess' | 'pauseContainer' | 'resumeContainer' | 'signalProcess' | 'removeContainer' | 'updateContainer' | 'ttyWinResize';
+
 export class FakeAgent implements AgentClient {
   calls: string[] = [];
   sandbox: SandboxSpec | undefined;
   constructor(private readonly hv?: FakeHypervisor) {}
+  private readonly holds = new Map<HoldableMethod, HeldCall[]>();
+  /** Holds the next call of `method` open until the test releases it (to interleave operations deterministically). */
+  hold(method: HoldableMethod): HeldCall {
+    const h = new HeldCall();
+    this.holds.set(method, [...(this.holds.get(method) ?? []), h]);
+    return h;
+  }
+  private async gate(method: HoldableMethod): Promise<void> {
+    await this.holds.get(method)?.shift()?.arrive();
+  }
 
   async check(): Promise<HealthStatus> {
     return 'serving';
@@ -207,6 +243,7 @@ export class FakeAgent implements AgentClient {
   lastSpec: OciSpec | undefined;
   async startContainer(containerId: string): Promise<void> {
     this.calls.push(`startContainer ${containerId}`);
+    await this.gate('startContainer');
   }
   async execProcess(containerId: string, execId: string, _spec: ProcessSpec): Promise<void> {
     this.calls.push(`execProcess ${containerId} ${execId}`);
@@ -214,6 +251,7 @@ export class FakeAgent implements AgentClient {
   }
   async execOciProcess(containerId: string, execId: string, _spec: OciProcess): Promise<void> {
     this.calls.push(`execOciProcess ${containerId} ${execId}`);
+    await this.gate('execOciProcess');
     this.addProc(containerId, execId);
   }
   async waitProcess(containerId: string, execId = ''): Promise<number> {
@@ -234,15 +272,18 @@ export class FakeAgent implements AgentClient {
   }
   async ttyWinResize(containerId: string, execId: string, rows: number, cols: number): Promise<void> {
     this.calls.push(`ttyWinResize ${containerId} ${execId} ${rows}x${cols}`);
+    await this.gate('ttyWinResize');
   }
   async signalProcess(containerId: string, execId: string, signal: number): Promise<void> {
     this.calls.push(`signalProcess ${containerId} ${execId} ${signal}`);
+    await this.gate('signalProcess');
   }
   async statsContainer(_containerId: string): Promise<ContainerStats> {
     return { cpuUsageNs: 0, cpuUserNs: 0, cpuKernelNs: 0, memoryUsageBytes: 0, memoryMaxUsageBytes: 0, memoryLimitBytes: undefined, memoryStat: {}, pids: 0, pidsLimit: undefined };
   }
   async updateContainer(containerId: string, _resources: ContainerResources): Promise<void> {
     this.calls.push(`updateContainer ${containerId}`);
+    await this.gate('updateContainer');
   }
   async listProcesses(_containerId: string): Promise<number[]> {
     return [];
@@ -256,12 +297,15 @@ export class FakeAgent implements AgentClient {
   }
   async pauseContainer(containerId: string): Promise<void> {
     this.calls.push(`pauseContainer ${containerId}`);
+    await this.gate('pauseContainer');
   }
   async resumeContainer(containerId: string): Promise<void> {
     this.calls.push(`resumeContainer ${containerId}`);
+    await this.gate('resumeContainer');
   }
   async removeContainer(containerId: string): Promise<void> {
     this.calls.push(`removeContainer ${containerId}`);
+    await this.gate('removeContainer');
   }
 }
 

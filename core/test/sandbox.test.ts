@@ -706,6 +706,207 @@ describe('core Sandbox (fake hypervisor, agent and share)', () => {
     });
   });
 
+  describe('concurrent operations on one container (the fake agent holds a call open)', () => {
+    /** Rejects with `type`, whose message matches `message`. */
+    const refused = (p: Promise<unknown>, type: new (...a: never[]) => Error, message: RegExp) =>
+      assert.rejects(p, (err: unknown) => {
+        assert.ok(err instanceof type, `${String(err)} is a ${type.name}`);
+        assert.match(err.message, message);
+        return true;
+      });
+
+    it('pause + pause: one pauses, the other is refused naming the state paused; one agent call, one event', async () => {
+      await h.running();
+      const held = h.agent.hold('pauseContainer');
+      const first = h.sandbox.pause('sb');
+      await held.entered;
+      const second = h.sandbox.pause('sb');
+      held.release();
+      await first;
+      await refused(second, FailedPreconditionError, /cannot pause container sb in state paused/);
+      assert.equal(h.sandbox.state('sb', '').status, 'paused');
+      assert.deepEqual(h.agent.calls.filter((c) => c.startsWith('pause')), ['pauseContainer sb']);
+      assert.deepEqual(h.summaries(), ['create sb', 'start sb', 'paused sb']);
+    });
+
+    it('resume + pause: the pause waits for the resume, then pauses again', async () => {
+      await h.running();
+      await h.sandbox.pause('sb');
+      const held = h.agent.hold('resumeContainer');
+      const resume = h.sandbox.resume('sb');
+      await held.entered;
+      const pause = h.sandbox.pause('sb');
+      held.release();
+      await Promise.all([resume, pause]);
+      assert.equal(h.sandbox.state('sb', '').status, 'paused');
+      assert.deepEqual(h.summaries(), ['create sb', 'start sb', 'paused sb', 'resumed sb', 'paused sb']);
+    });
+
+    it('start + start: the second is refused naming the state running; one start event', async () => {
+      await h.running();
+      await h.create('c2');
+      const held = h.agent.hold('startContainer');
+      const first = h.sandbox.start('c2', '');
+      await held.entered;
+      const second = h.sandbox.start('c2', '');
+      held.release();
+      assert.equal(await first, 4242);
+      await refused(second, FailedPreconditionError, /cannot start container c2 in state running/);
+      assert.deepEqual(h.summaries(), ['create sb', 'start sb', 'create c2', 'start c2']);
+    });
+
+    it('start + delete: the delete waits for the start and is refused (running); the container runs', async () => {
+      await h.running();
+      await h.create('c2');
+      const held = h.agent.hold('startContainer');
+      const start = h.sandbox.start('c2', '');
+      await held.entered;
+      const del = h.sandbox.delete('c2', '');
+      held.release();
+      await start;
+      await refused(del, FailedPreconditionError, /cannot delete container c2 in state running/);
+      assert.equal(h.sandbox.state('c2', '').status, 'running');
+      assert.ok(!h.agent.calls.includes('removeContainer c2'));
+      assert.deepEqual(h.summaries(), ['create sb', 'start sb', 'create c2', 'start c2']);
+    });
+
+    it('delete + start: the start waits for the delete and finds no container', async () => {
+      await h.running();
+      await h.create('c2');
+      const held = h.agent.hold('removeContainer');
+      const del = h.sandbox.delete('c2', '');
+      await held.entered;
+      const start = h.sandbox.start('c2', '');
+      held.release();
+      assert.equal((await del).exit.exitStatus, 0);
+      await refused(start, NotFoundError, /container c2 in state deleted/);
+      assert.ok(!h.agent.calls.includes('startContainer c2'));
+      assert.deepEqual(h.summaries(), ['create sb', 'start sb', 'create c2', 'delete c2 0']);
+    });
+
+    it('delete + delete: one deletes, the other is NotFound; one delete event', async () => {
+      await h.running();
+      await h.create('c2');
+      const held = h.agent.hold('removeContainer');
+      const first = h.sandbox.delete('c2', '');
+      await held.entered;
+      const second = h.sandbox.delete('c2', '');
+      held.release();
+      await first;
+      await refused(second, NotFoundError, /cannot delete container c2 in state deleted/);
+      assert.deepEqual(h.agent.calls.filter((c) => c.startsWith('removeContainer')), ['removeContainer c2']);
+      assert.deepEqual(h.summaries(), ['create sb', 'start sb', 'create c2', 'delete c2 0']);
+    });
+
+    it('exec start + exec delete: the delete waits and is refused (running); after the exit it deletes', async () => {
+      await h.running();
+      await h.sandbox.exec('sb', 'e1', { args: ['sleep', '1'] }, NO_STDIO);
+      const held = h.agent.hold('execOciProcess');
+      const start = h.sandbox.start('sb', 'e1');
+      await held.entered;
+      const del = h.sandbox.delete('sb', 'e1');
+      held.release();
+      await start;
+      await refused(del, FailedPreconditionError, /cannot delete exec e1 of container sb in state running/);
+      assert.equal(h.sandbox.state('sb', 'e1').status, 'running');
+      h.agent.exitProcess('sb', 'e1', 0);
+      await h.sandbox.wait('sb', 'e1');
+      await h.sandbox.delete('sb', 'e1');
+      assert.deepEqual(h.summaries(), ['create sb', 'start sb', 'exec-added sb/e1', 'exec-started sb/e1', 'exit sb/e1 0']);
+    });
+
+    it('kill + delete: an exit while the kill holds the container is recorded at once; the delete then succeeds; each event once', async () => {
+      await h.running();
+      await h.create('c2');
+      await h.sandbox.start('c2', '');
+      const held = h.agent.hold('signalProcess');
+      const kill = h.sandbox.kill('c2', '', 9, false);
+      await held.entered;
+      const del = h.sandbox.delete('c2', '');
+      h.agent.exitProcess('c2', '', 137);
+      assert.equal((await h.sandbox.wait('c2', '')).exitStatus, 137, 'Wait answers while the kill is in flight');
+      assert.equal(h.sandbox.state('c2', '').status, 'stopped', 'State too');
+      held.release();
+      await kill;
+      assert.equal((await del).exit.exitStatus, 137);
+      assert.deepEqual(h.summaries(), ['create sb', 'start sb', 'create c2', 'start c2', 'exit c2 137', 'delete c2 137']);
+    });
+
+    it('kill + delete of a running container: the delete is refused (running), kill of the stopped one is NotFound', async () => {
+      await h.running();
+      await h.create('c2');
+      await h.sandbox.start('c2', '');
+      const held = h.agent.hold('signalProcess');
+      const kill = h.sandbox.kill('c2', '', 15, false);
+      await held.entered;
+      const del = h.sandbox.delete('c2', '');
+      held.release();
+      await kill;
+      await refused(del, FailedPreconditionError, /cannot delete container c2 in state running/);
+      h.agent.exitProcess('c2', '', 143);
+      await h.sandbox.wait('c2', '');
+      await refused(h.sandbox.kill('c2', '', 9, false), NotFoundError, /container c2 in state stopped/);
+      await h.sandbox.delete('c2', '');
+      assert.deepEqual(h.summaries(), ['create sb', 'start sb', 'create c2', 'start c2', 'exit c2 143', 'delete c2 143']);
+    });
+
+    it('a paused container refuses an exec and the start of an exec added before the pause (as runc does)', async () => {
+      await h.running();
+      await h.sandbox.exec('sb', 'e1', { args: ['true'] }, NO_STDIO);
+      await h.sandbox.pause('sb');
+      await refused(h.sandbox.exec('sb', 'e2', { args: ['true'] }, NO_STDIO), FailedPreconditionError, /cannot exec in container sb in state paused/);
+      await refused(h.sandbox.start('sb', 'e1'), FailedPreconditionError, /cannot exec in container sb in state paused/);
+      assert.equal(h.sandbox.state('sb', 'e1').status, 'created');
+      assert.ok(!h.agent.calls.some((c) => c.startsWith('execOciProcess')));
+      await h.sandbox.resume('sb');
+      await h.sandbox.start('sb', 'e1');
+      assert.deepEqual(h.summaries(), ['create sb', 'start sb', 'exec-added sb/e1', 'paused sb', 'resumed sb', 'exec-started sb/e1']);
+    });
+
+    it('a paused container can be killed; once its init exited it is stopped, not paused, and resume is refused', async () => {
+      await h.running();
+      await h.sandbox.pause('sb');
+      await h.sandbox.kill('sb', '', 9, false);
+      h.agent.exitProcess('sb', '', 137);
+      await h.sandbox.wait('sb', '');
+      assert.equal(h.sandbox.state('sb', '').status, 'stopped');
+      await refused(h.sandbox.resume('sb'), FailedPreconditionError, /cannot resume container sb in state stopped/);
+      assert.ok(!h.agent.calls.includes('resumeContainer sb'));
+      assert.deepEqual(h.summaries(), ['create sb', 'start sb', 'paused sb', 'exit sb 137']);
+    });
+
+    it('the VM lost while a start is in flight: the exit stands, the start fails, no start event after the exit', async () => {
+      await h.running();
+      await h.create('c2');
+      const held = h.agent.hold('startContainer');
+      const start = h.sandbox.start('c2', '');
+      await held.entered;
+      h.agent.lose(new Error('connection reset'));
+      assert.equal((await h.sandbox.wait('c2', '')).exitStatus, 255);
+      held.release();
+      await refused(start, FailedPreconditionError, /cannot start container c2: it became stopped meanwhile/);
+      assert.equal(h.sandbox.state('c2', '').status, 'stopped');
+      assert.deepEqual(h.summaries().filter((e) => e.includes('c2')), ['create c2', 'exit c2 255']);
+    });
+
+    it('Update and ResizePty wait for an operation in flight; a stopped container refuses Update', async () => {
+      await h.running();
+      const held = h.agent.hold('pauseContainer');
+      const pause = h.sandbox.pause('sb');
+      await held.entered;
+      const update = h.sandbox.update('sb', { cpu: { shares: 512 } });
+      await new Promise((r) => setTimeout(r, 10));
+      assert.ok(!h.agent.calls.includes('updateContainer sb'), 'the update waits for the pause');
+      held.release();
+      await Promise.all([pause, update]);
+      assert.deepEqual(h.agent.calls.filter((c) => /^(pause|update)/.test(c)), ['pauseContainer sb', 'updateContainer sb']);
+      await h.sandbox.resume('sb');
+      h.agent.exitProcess('sb', '', 0);
+      await h.sandbox.wait('sb', '');
+      await refused(h.sandbox.update('sb', { cpu: { shares: 512 } }), FailedPreconditionError, /cannot update container sb in state stopped/);
+    });
+  });
+
   describe('the crash-recovery record', () => {
     it('names the sandbox, the VM pids and state folder, the share and each container with its bundle', async () => {
       await h.create('sb');
