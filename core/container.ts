@@ -99,12 +99,17 @@ export class Container {
 
   async exec(execId: string, spec: OciProcess, stdio: StdioPaths): Promise<void> {
     if (!!spec.terminal !== stdio.terminal) throw new InvalidArgumentError(`exec ${execId}: the request's terminal flag and the process spec disagree`);
+    this.refuseDuplicate(execId); // as the runc shim: a duplicate id is AlreadyExists whatever the state
     return this.locked('exec', '', async () => {
-      if (execId === this.id || this.execs.has(execId)) throw new AlreadyExistsError(`exec ${execId} of container ${this.id}: already exists`);
+      this.refuseDuplicate(execId);
       this.execs.set(execId, new Process(this.id, execId, stdio));
       this.execSpecs.set(execId, spec);
       this.ctx.events({ type: 'exec-added', containerId: this.id, execId });
     });
+  }
+
+  private refuseDuplicate(execId: string): void {
+    if (execId === this.id || this.execs.has(execId)) throw new AlreadyExistsError(`exec ${execId} of container ${this.id}: already exists`);
   }
 
   pause(): Promise<void> {
