@@ -889,7 +889,41 @@ describe('core Sandbox (fake hypervisor, agent and share)', () => {
       assert.deepEqual(h.summaries().filter((e) => e.includes('c2')), ['create c2', 'exit c2 255']);
     });
 
-    it('Update and ResizePty wait for an operation in flight; a stopped container refuses Update', async () => {
+    it('exec delete + exec start: the start waits for the delete and finds no exec; exec delete + delete: one NotFound', async () => {
+      await h.running();
+      await h.sandbox.exec('sb', 'e1', { args: ['true'] }, NO_STDIO);
+      const held = h.agent.hold('signalProcess'); // holds the container while both ask
+      const kill = h.sandbox.kill('sb', '', 1, false);
+      await held.entered;
+      const del = h.sandbox.delete('sb', 'e1');
+      const start = h.sandbox.start('sb', 'e1');
+      const again = h.sandbox.delete('sb', 'e1');
+      held.release();
+      await kill;
+      assert.equal((await del).exit.exitStatus, 0);
+      await refused(start, NotFoundError, /e1/);
+      await refused(again, NotFoundError, /e1/);
+      assert.ok(!h.agent.calls.some((c) => c.startsWith('execOciProcess')));
+      assert.deepEqual(h.summaries(), ['create sb', 'start sb', 'exec-added sb/e1']);
+    });
+
+    it('a CloseIO waiting for containerd\'s stdin writer does not hold the container: Kill and Pause go through', async () => {
+      const stdio = h.fifos('sb', ['stdin']);
+      await h.create('sb', stdio);
+      await h.sandbox.start('sb', '');
+      const w = fs.openSync(stdio.stdin, fs.constants.O_WRONLY | fs.constants.O_NONBLOCK);
+      let closed = false;
+      const closeIO = h.sandbox.closeIO('sb', '').then(() => (closed = true));
+      await new Promise((r) => setTimeout(r, 30));
+      assert.equal(closed, false, 'the writer is still open');
+      await h.sandbox.kill('sb', '', 15, false);
+      await h.sandbox.pause('sb');
+      fs.closeSync(w);
+      await closeIO;
+      assert.deepEqual(h.summaries(), ['create sb', 'start sb', 'paused sb']);
+    });
+
+    it('Update waits for an operation in flight; a stopped container refuses Update', async () => {
       await h.running();
       const held = h.agent.hold('pauseContainer');
       const pause = h.sandbox.pause('sb');
