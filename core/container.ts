@@ -62,6 +62,7 @@ export class Container {
    */
   locked<T>(op: Operation, execId: string, fn: (p: Process) => Promise<T>, skipped?: T): Promise<T> {
     return this.#mutex.run(async () => {
+      if (execId !== '' && this.state === 'deleted') throw new NotFoundError(`container ${this.id} was deleted: exec ${execId} not found`);
       const p = this.process(execId);
       return p.check(op) ? fn(p) : (skipped as T);
     });
