@@ -32,6 +32,43 @@ const POD_NAMESPACES = new Set(['network', 'ipc', 'uts']);
 
 export type PodRole = 'sandbox' | 'container';
 
+/**
+ * The host namespaces a VM cannot share, in the order they are reported: how a pod (CRI) or `ctr run` asks for
+ * each, and why the guest cannot give it. UTS goes with the network (containerd drops both for hostNetwork).
+ */
+const HOST_NAMESPACES: readonly { type: string; name: string; cri: string; ctr?: string; reason: string }[] = [
+  { type: 'network', name: 'network', cri: 'hostNetwork: namespace_options.network = NODE', ctr: 'ctr run --net-host', reason: 'the guest has its own network stack, so the containers would get only a loopback interface and none of the host\'s network' },
+  { type: 'ipc', name: 'IPC', cri: 'hostIPC: namespace_options.ipc = NODE', reason: 'the guest kernel has its own IPC objects, so the containers could not see the host\'s shared memory, semaphores or message queues' },
+  { type: 'pid', name: 'PID', cri: 'hostPID: namespace_options.pid = NODE', reason: 'the guest kernel has its own processes, so the containers could not see or signal the host\'s' },
+  { type: 'uts', name: 'UTS', cri: 'the host\'s UTS namespace', reason: 'the guest kernel has its own host name' },
+];
+
+/**
+ * Refuses a container that asks to share a host namespace, which a VM cannot do. In an OCI spec a namespace type
+ * missing from `linux.namespaces` is the runtime's own, the host's: containerd's CRI plugin writes a pod's host
+ * namespaces that way (hostNetwork drops network and uts, hostIPC ipc, hostPID pid), and `ctr run --net-host` drops
+ * network. Under hull the container would silently get the guest's instead (for the network, a VM with nothing but
+ * a loopback), so this is an InvalidArgumentError (the request can never be served, whatever the host's state),
+ * thrown before anything is made. A spec without a namespace list at all (a hand-written bundle; containerd always
+ * writes one) is not checked.
+ */
+export function checkNoHostNamespaces(spec: OciSpec, role: PodRole | undefined, id: string): void {
+  const list = spec.linux?.namespaces;
+  if (!Array.isArray(list)) return;
+  const has = new Set(list.map((n) => n?.type));
+  const missing = HOST_NAMESPACES.filter((n) => !has.has(n.type) && !(n.type === 'uts' && !has.has('network')));
+  if (missing.length === 0) return;
+  const what = role === 'sandbox' ? `pod sandbox ${id}` : role === 'container' ? `container ${id} of a pod` : `container ${id}`;
+  const asked = missing.map((n) => {
+    const how = role ? n.cri : `no "${n.type}" entry in linux.namespaces${n.ctr ? `, as ${n.ctr} writes` : ''}`;
+    return `the host's ${n.name} namespace (${how})`;
+  });
+  throw new InvalidArgumentError(
+    `${what} asks for ${asked.join(' and ')}, which a VM cannot share: hull runs every container in a VM, where ${missing.map((n) => n.reason).join('; ')}. ` +
+      'Run it with a runtime without a VM (runc)',
+  );
+}
+
 /** The container's role in a Kubernetes pod, or undefined for a container of its own (`ctr run`). */
 export function podRole(spec: OciSpec): PodRole | undefined {
   const t = spec.annotations?.[CRI_ANNOTATIONS.containerType];

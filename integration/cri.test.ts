@@ -123,6 +123,11 @@ function hullShimDaemons(podId: string): number[] {
   return out;
 }
 
+/** Where a shim of this containerd for sandbox `id` listens (containerd's rule: /run/containerd/s/<sha256 of address/namespace/id>). */
+function shimSocket(ctd: PrivateContainerd, id: string): string {
+  return path.join('/run/containerd/s', crypto.createHash('sha256').update(path.posix.join(ctd.address, ctd.namespace, id)).digest('hex'));
+}
+
 /** The shim's and containerd's warnings and errors for `id` in containerd's log from byte `from` on: what a failing hull test shows. */
 function logProblems(ctd: PrivateContainerd, id: string, max = 25, from = 0): string[] {
   const lines = fs.readFileSync(ctd.log).subarray(from).toString('utf8').split('\n');
@@ -642,6 +647,56 @@ describe('cri: pods through containerd CRI (runtime.v1)', function () {
       assert.deepEqual(fs.readdirSync('/sys/class/net').filter((n) => n.includes(sized.pod.slice(0, 8))), [], 'no host interface named after the pod');
       assert.equal(qemusOf(state.pod).length, 1, 'the other pod\'s VM still runs');
     });
+
+    /** What pods leave on the host and in containerd, for a before/after comparison. */
+    async function traces(): Promise<Record<string, string[]>> {
+      const ls = (dir: string): string[] => (fs.existsSync(dir) ? fs.readdirSync(dir).sort() : []);
+      const ipam = ctd.cri!.network.ipamDataDir;
+      return {
+        'hull shim daemons': processesMentioning(ctd.address).filter((p) => / \S*containerd-shim-hull-v2 /.test(` ${p} `) && !/ (start|delete)( |$)/.test(p)),
+        'QEMU and virtiofsd processes': processesMentioning(ctd.stateDir, /^(qemu-system|virtiofsd)/),
+        'hull state folders': ls(path.join(ctd.stateDir, ctd.namespace)),
+        'containerd task bundles': ls(path.join(ctd.dir, 'state', 'io.containerd.runtime.v2.task', ctd.namespace)),
+        'mounts below the run folder': (await mountsUnder(ctd.dir)).map((m) => m.mountPoint).sort(),
+        'IP allocations': ls(ipam).flatMap((n) => ls(path.join(ipam, n)).map((f) => `${n}/${f}`)),
+        pods: (await client.listPodSandbox()).items.map((p) => `${p.id} ${p.metadata?.name}`).sort(),
+        containers: (await client.listContainers({})).containers.map((c) => c.id!).sort(),
+      };
+    }
+
+    for (const [kind, option, name] of [
+      ['network', 'network', 'network'],
+      ['IPC', 'ipc', 'IPC'],
+      ['PID', 'pid', 'PID'],
+    ] as const) {
+      it(`a pod asking for the host's ${kind} namespace (namespace_options.${option} = NODE) is refused by RunPodSandbox, naming the namespace and the reason, and leaves nothing`, async function () {
+        const before = await traces();
+        const config = podConfig(`host-${option}`, option === 'network' ? '' : `host-${option}`, {
+          securityContext: { namespaceOptions: { [option]: cri.NamespaceMode.NODE } },
+        });
+        await assert.rejects(client.runPodSandbox({ config, runtimeHandler: 'hull' }), (e: CriError) => {
+          assert.equal(e.code, CriStatus.INVALID_ARGUMENT, e.message);
+          assert.match(e.details, new RegExp(`asks for the host's ${name} namespace \\(host${name === 'network' ? 'Network' : name}: namespace_options\\.${option} = NODE\\), which a VM cannot share`));
+          return true;
+        });
+        // containerd cleans up after the failed task create (shim shutdown and `delete`): wait for it, then compare.
+        let after = await traces();
+        for (let i = 0; i < 100 && JSON.stringify(after) !== JSON.stringify(before); i++) {
+          await sleep(100);
+          after = await traces();
+        }
+        assert.deepEqual(after, before, 'nothing of the refused pod is left');
+        assert.ok(fs.existsSync(shimSocket(ctd, state.pod)), 'shimSocket() finds the live pod\'s socket');
+        // The refused sandbox's id: in containerd's log (the shim's lines), and not one of the pods it still has.
+        const known = new Set([...(before.pods ?? []), ...(before.containers ?? [])].map((p) => p.split(' ')[0]));
+        const ids = [...new Set(fs.readFileSync(ctd.log).subarray(logFrom).toString('utf8').match(/\b[0-9a-f]{64}\b/g) ?? [])].filter((id) => !known.has(id));
+        assert.ok(ids.length >= 1, 'containerd\'s log names the refused sandbox');
+        for (const id of ids) {
+          assert.deepEqual(hullShimDaemons(id), [], `no shim daemon for ${id}`);
+          assert.equal(fs.existsSync(shimSocket(ctd, id)), false, `no shim socket for ${id}`);
+        }
+      });
+    }
 
     it('StopPodSandbox and RemovePodSandbox leave nothing: no QEMU, virtiofsd, tap, mount, state folder or netns', async function () {
       const dir = sandboxDir(state.pod);

@@ -246,6 +246,16 @@ describe('shim: containerd-shim-hull-v2 with a real containerd and ctr', functio
     await assertNothingLeft('badspec');
   });
 
+  it('refuses `ctr run --net-host` (no network namespace in the spec: a VM cannot share the host\'s) before making anything, and leaves nothing behind', async () => {
+    const r = await run('nethost', ['true'], ['--net-host']);
+    assert.notEqual(r.code, 0);
+    assert.match(r.stderr, /asks for the host's network namespace \(no "network" entry in linux\.namespaces, as ctr run --net-host writes\), which a VM cannot share/);
+    assert.deepEqual(processesMentioning(path.join(ctd.stateDir, ctd.namespace, 'nethost')), [], 'no VM was started');
+    await ctd.ctr(['container', 'delete', 'nethost']);
+    await assertNothingLeft('nethost');
+    assert.equal((await ctd.ctr(['container', 'ls', '-q'])).stdout.split('\n').includes('nethost'), false, 'containerd no longer lists it');
+  });
+
   it('fails Create with a clear message when the guest image is missing (runtime ConfigPath)', async () => {
     const cfg = path.join(ctd.dir, 'missing-image.toml');
     fs.writeFileSync(cfg, `[hypervisor]\nimage = "${ctd.dir}/no-such-rootfs.img"\n[runtime]\nstate_dir = "${ctd.stateDir}"\n`);

@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import { InvalidArgumentError } from '../../errors';
-import { podShm, podSizing, sizeVm } from '../pod';
+import type { OciSpec } from '../../agent-client';
+import { checkNoHostNamespaces, podShm, podSizing, sizeVm } from '../pod';
 import { testConfig } from './fakes';
 
 describe('core pod sizing and shm', () => {
@@ -33,5 +34,38 @@ describe('core pod sizing and shm', () => {
     const shm = podShm({ mounts: [{ destination: '/dev/shm', type: 'bind', source: '/dev/shm', options: ['rbind'] }] });
     assert.equal(shm?.sizeBytes, st.type === 0x01021994 ? st.blocks * st.bsize : 64 * 1024 * 1024);
     assert.equal(podShm({ mounts: [] }), undefined);
+  });
+
+  describe('checkNoHostNamespaces: the host namespaces a VM cannot share', () => {
+    // linux.namespaces of the sandbox specs containerd 1.6's CRI plugin writes (read from a runc pod's config.json).
+    const netns = { type: 'network', path: '/var/run/netns/cni-1' };
+    const POD = [{ type: 'pid' }, { type: 'ipc' }, { type: 'uts' }, { type: 'mount' }, netns];
+    const spec = (namespaces: { type: string; path?: string }[]): OciSpec => ({ linux: { namespaces } });
+    const refused = (s: OciSpec, role: 'sandbox' | 'container' | undefined, re: RegExp) =>
+      assert.throws(() => checkNoHostNamespaces(s, role, 'p1'), (e: Error) => e instanceof InvalidArgumentError && re.test(e.message) && /a VM cannot share/.test(e.message));
+
+    it('accepts a pod with its own namespaces, a pod container joining them, and a spec with no namespace list', () => {
+      checkNoHostNamespaces(spec(POD), 'sandbox', 'p1');
+      checkNoHostNamespaces(spec([{ type: 'pid' }, { type: 'mount' }, { type: 'ipc', path: '/proc/9/ns/ipc' }, { type: 'uts', path: '/proc/9/ns/uts' }, { type: 'network', path: '/proc/9/ns/net' }]), 'container', 'c1');
+      checkNoHostNamespaces({}, undefined, 'c1');
+      checkNoHostNamespaces({ linux: {} }, 'sandbox', 'p1');
+    });
+
+    it('hostNetwork (no network, no uts entry): names the network namespace, the CRI option and the reason, not UTS', () => {
+      const s = spec([{ type: 'pid' }, { type: 'ipc' }, { type: 'mount' }]);
+      refused(s, 'sandbox', /^pod sandbox p1 asks for the host's network namespace \(hostNetwork: namespace_options\.network = NODE\).*only a loopback interface/);
+      assert.throws(() => checkNoHostNamespaces(s, 'sandbox', 'p1'), (e: Error) => !/UTS/.test(e.message));
+    });
+
+    it('hostIPC (no ipc entry) and hostPID (no pid entry) are refused, each by name; both at once in one message', () => {
+      refused(spec(POD.filter((n) => n.type !== 'ipc')), 'sandbox', /the host's IPC namespace \(hostIPC: namespace_options\.ipc = NODE\).*shared memory/);
+      refused(spec(POD.filter((n) => n.type !== 'pid')), 'sandbox', /the host's PID namespace \(hostPID: namespace_options\.pid = NODE\).*signal the host's/);
+      refused(spec(POD.filter((n) => n.type !== 'pid' && n.type !== 'ipc')), 'container', /^container p1 of a pod asks for the host's IPC namespace .* and the host's PID namespace/);
+    });
+
+    it('a plain container (ctr run --net-host: no network entry) is refused the same way, naming the spec and the flag', () => {
+      refused(spec([{ type: 'pid' }, { type: 'ipc' }, { type: 'uts' }, { type: 'mount' }]), undefined, /^container p1 asks for the host's network namespace \(no "network" entry in linux\.namespaces, as ctr run --net-host writes\)/);
+      refused(spec([{ type: 'pid' }, { type: 'ipc' }, { type: 'mount' }, { type: 'network' }]), undefined, /the host's UTS namespace \(no "uts" entry/);
+    });
   });
 });

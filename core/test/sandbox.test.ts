@@ -221,6 +221,20 @@ describe('core Sandbox (fake hypervisor, agent and share)', () => {
       assert.deepEqual(h.hv.calls, []);
     });
 
+    it('refuses a pod asking for a host namespace before anything is made (no record, VM, share, network or bundle pointer), and accepts the same id once fixed', async () => {
+      const ann = { 'io.kubernetes.cri.container-type': 'sandbox', 'io.kubernetes.cri.sandbox-id': 'sb' };
+      // containerd 1.6's sandbox spec for hostNetwork: no network and no uts entry.
+      const hostNet: OciSpec = { ...SPEC, annotations: ann, linux: { namespaces: [{ type: 'pid' }, { type: 'ipc' }, { type: 'mount' }] } };
+      const req = h.request('sb', NO_STDIO, hostNet);
+      await assert.rejects(h.sandbox.create(req), (e: Error) => e instanceof InvalidArgumentError && /host's network namespace .*hostNetwork.*a VM cannot share/.test(e.message));
+      assert.deepEqual([h.hv.calls, h.shares.length, h.netCalls, h.agent.calls], [[], 0, [], []]);
+      assert.equal(fs.existsSync(h.dir), false, 'no state folder');
+      assert.equal(fs.existsSync(path.join(req.bundle, 'hull-sandbox.json')), false, 'no bundle pointer');
+      assert.equal(h.sandbox.empty, true);
+      const fixed: OciSpec = { ...hostNet, linux: { namespaces: [...hostNet.linux!.namespaces!, { type: 'uts' }, { type: 'network', path: '/var/run/netns/cni-2' }] } };
+      assert.equal(await h.sandbox.create(h.request('sb', NO_STDIO, fixed)), 4242);
+    });
+
     it('shares bind-mount volumes and hands the agent their guest paths; other mounts pass through', async () => {
       const spec: OciSpec = {
         ...SPEC,
@@ -268,7 +282,7 @@ describe('core Sandbox (fake hypervisor, agent and share)', () => {
             { destination: '/etc/hosts', type: 'bind', source: '/srv/pod/hosts', options: ['rbind', 'rw'] },
             { destination: '/dev/shm', type: 'bind', source: shmDir, options: ['rbind', 'rw'] },
           ],
-          linux: { namespaces: [{ type: 'ipc', path: '/proc/1/ns/ipc' }, { type: 'uts', path: '/proc/1/ns/uts' }, { type: 'pid' }] },
+          linux: { namespaces: [{ type: 'ipc', path: '/proc/1/ns/ipc' }, { type: 'uts', path: '/proc/1/ns/uts' }, { type: 'pid' }, { type: 'mount' }, { type: 'network', path: '/proc/1/ns/net' }] },
         };
         await h.sandbox.create(h.request('app', NO_STDIO, app));
         assert.deepEqual(h.share.calls.filter((c) => c.startsWith('shareVolume')), ['shareVolume app /srv/pod/hosts']);

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import crypto from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -173,6 +174,63 @@ describe('core store', () => {
       } finally {
         spawnSync('ip', ['netns', 'del', ns]);
       }
+    });
+
+    describe('a pod whose network namespace containerd unmounted (StopPodSandbox) before or while `delete` runs', () => {
+      const run = (cmd: string, ...args: string[]): void => {
+        const r = spawnSync(cmd, args);
+        assert.equal(r.status, 0, `${cmd} ${args.join(' ')}: ${r.stderr?.toString()}`);
+      };
+      let ns = '';
+      beforeEach(() => {
+        ns = `hull-t-${crypto.randomBytes(4).toString('hex')}`;
+        run('ip', 'netns', 'add', ns);
+        run('ip', '-n', ns, 'tuntap', 'add', 'dev', 'tap0_hull', 'mode', 'tap');
+        run('ip', '-n', ns, 'link', 'add', 'eth0', 'type', 'veth', 'peer', 'name', 'eth1');
+      });
+      afterEach(() => {
+        spawnSync('umount', [`/run/netns/${ns}`]);
+        spawnSync('ip', ['netns', 'del', ns]);
+        fs.rmSync(`/run/netns/${ns}`, { force: true });
+      });
+
+      /** A record of the sandbox naming the netns and its tap. */
+      function podRecord(): { r: SandboxRecord; file: string; dir: string } {
+        const dir = path.join(tmp, 'state', 'ns1', 'sb');
+        const file = path.join(dir, 'state.json');
+        const r = { ...record(dir), network: { netnsPath: `/run/netns/${ns}`, taps: ['tap0_hull'] } };
+        new Store(file).save(r);
+        return { r, file, dir };
+      }
+
+      it('unmounted, its file left (a plain file, not nsfs): the namespace is gone, recovery finishes and removes the folder', async () => {
+        const { r, file, dir } = podRecord();
+        run('umount', `/run/netns/${ns}`);
+        assert.equal(fs.statSync(`/run/netns/${ns}`).isFile(), true, 'the file is left');
+        assert.deepEqual(await recoverFromRecord(r, file, 'sb', new FakeShare(dir, 'share'), NOOP_LOGGER), []);
+        assert.equal(fs.existsSync(dir), false, 'the sandbox folder is removed');
+      });
+
+      it('unmounted while recovery runs (after its first look at the file): recovery finishes and removes the folder', async () => {
+        const { r, file, dir } = podRecord();
+        for (const dev of ['eth0', 'eth1']) run('tc', '-n', ns, 'qdisc', 'add', 'dev', dev, 'ingress'); // more for detach to look at
+        const recovering = recoverFromRecord(r, file, 'sb', new FakeShare(dir, 'share'), NOOP_LOGGER);
+        // spawnSync blocks the event loop: recovery's statfs (threadpool) has seen the nsfs file, its nsenter has not run.
+        run('umount', `/run/netns/${ns}`);
+        assert.deepEqual(await recovering, []);
+        assert.equal(fs.existsSync(dir), false, 'the sandbox folder is removed');
+      });
+
+      it('the host\'s own network namespace named by a record is never acted on: a problem, the record kept', async () => {
+        const dir = path.join(tmp, 'state', 'ns1', 'sb');
+        const file = path.join(dir, 'state.json');
+        const r = { ...record(dir), network: { netnsPath: `/proc/${process.pid}/ns/net`, taps: ['tap0_hull'] } };
+        new Store(file).save(r);
+        const problems = await recoverFromRecord(r, file, 'sb', new FakeShare(dir, 'share'), NOOP_LOGGER);
+        assert.equal(problems.length, 2, problems.join('\n'));
+        for (const p of problems) assert.match(p, /host's own network namespace/);
+        assert.deepEqual(Store.load(file), r, 'the record is kept');
+      });
     });
 
     it('reports each failure and keeps the record while the share is still mounted, so a later delete can retry', async () => {

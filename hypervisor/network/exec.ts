@@ -79,6 +79,22 @@ export async function runJson(netnsPath: string, tool: 'ip' | 'tc', args: readon
   }
 }
 
+/** What statfs(2) finds at a netns path: nothing, a namespace file (nsfs), or something else (a plain file). */
+type NetnsFileKind = 'missing' | 'nsfs' | 'other';
+
+async function netnsFileKind(p: string): Promise<NetnsFileKind> {
+  let type: number;
+  try {
+    type = (await fs.statfs(p)).type;
+  } catch (cause) {
+    const code = (cause as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT' || code === 'ENOTDIR') return 'missing';
+    if (code === 'EACCES' || code === 'EPERM') throw new FailedPreconditionError(`netns ${p}: cannot stat: ${code}`, { cause });
+    throw new InternalError(`netns ${p}: statfs failed`, { cause });
+  }
+  return type === NSFS_MAGIC ? 'nsfs' : 'other';
+}
+
 /**
  * The shape check, then statfs(2): the path must exist and be a namespace file (nsfs), and not be this process's
  * own network namespace (the host's). Does not tell a network namespace from another kind; entering it does (the
@@ -86,16 +102,9 @@ export async function runJson(netnsPath: string, tool: 'ip' | 'tc', args: readon
  */
 export async function checkNetnsFile(netnsPath: unknown): Promise<string> {
   const p = checkNetnsPathShape(netnsPath);
-  let type: number;
-  try {
-    type = (await fs.statfs(p)).type;
-  } catch (cause) {
-    const code = (cause as NodeJS.ErrnoException).code;
-    if (code === 'ENOENT' || code === 'ENOTDIR') throw new NotFoundError(`netns ${p} does not exist`, { cause });
-    if (code === 'EACCES' || code === 'EPERM') throw new FailedPreconditionError(`netns ${p}: cannot stat: ${code}`, { cause });
-    throw new InternalError(`netns ${p}: statfs failed`, { cause });
-  }
-  if (type !== NSFS_MAGIC) {
+  const kind = await netnsFileKind(p);
+  if (kind === 'missing') throw new NotFoundError(`netns ${p} does not exist`);
+  if (kind === 'other') {
     throw new InvalidArgumentError(`netns ${p} is not a namespace file (expected nsfs, a bind mount of /proc/<pid>/ns/net)`);
   }
   if (await isOwnNetns(p)) {
@@ -103,6 +112,35 @@ export async function checkNetnsFile(netnsPath: unknown): Promise<string> {
     throw new InvalidArgumentError(`netns ${p} is the host's own network namespace: a pod VM cannot share the host's network (host networking is not supported)`);
   }
   return p;
+}
+
+/**
+ * Whether the namespace a path named is gone, with everything in it: the path is missing, or is no longer a
+ * namespace file (containerd unmounts a pod's netns at StopPodSandbox and may leave the plain file behind). Decided
+ * by statfs(2), never from a tool's message. A namespace file of another kind is not "gone".
+ */
+export async function netnsGone(netnsPath: string): Promise<boolean> {
+  try {
+    return (await netnsFileKind(checkNetnsPathShape(netnsPath))) !== 'nsfs';
+  } catch {
+    return false; // cannot tell: the caller's own error says what is wrong
+  }
+}
+
+/**
+ * For teardown (detach, crash recovery): runs `fn` in the netns unless the namespace is gone; when `fn` fails and
+ * the namespace is gone by then (unmounted or removed while we worked), there is nothing left to undo either.
+ * The host's own network namespace, or a namespace of another kind, stays an error: never acted on.
+ */
+export async function unlessNetnsGone(netnsPath: string, fn: (ns: string) => Promise<void>): Promise<void> {
+  const ns = checkNetnsPathShape(netnsPath);
+  if (await netnsGone(ns)) return;
+  try {
+    await fn(await checkNetnsFile(ns));
+  } catch (err) {
+    if (await netnsGone(ns)) return;
+    throw err;
+  }
 }
 
 /** Whether the namespace file is the one this process runs in (the host's, where containerd runs the shim). */

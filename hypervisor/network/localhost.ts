@@ -11,8 +11,7 @@
 import type net from 'node:net';
 import { listenInNetns, originalDestination } from 'hull-netns';
 import { FailedPreconditionError, InternalError, InvalidArgumentError, NotFoundError, ShimError, UnavailableError } from '../../errors';
-import { checkNetnsFile, runInNetns } from './exec';
-import { checkNetnsPathShape } from './validate';
+import { checkNetnsFile, runInNetns, unlessNetnsGone } from './exec';
 
 export const REDIRECT_COMMENT = 'hull-port-forward';
 /** How long iptables waits for the xtables lock (another iptables in the same namespace). */
@@ -84,12 +83,8 @@ export class LocalhostRedirect {
     if (this.closed) return;
     this.closed = true;
     this.server.close();
-    try {
-      await deleteRule(this.netnsPath, this.port);
-    } catch (err) {
-      // The namespace went first (CNI's teardown removed it, or it is no longer a namespace file).
-      if (!(err instanceof NotFoundError || err instanceof InvalidArgumentError)) throw err;
-    }
+    // The namespace may have gone first (CNI's teardown removed it, or containerd unmounted it): then so did the rule.
+    await unlessNetnsGone(this.netnsPath, (ns) => deleteRule(ns, this.port));
   }
 
   private accept(socket: net.Socket, onConnection: LocalhostConnection): void {
@@ -125,13 +120,10 @@ function describeRuleError(ns: string, err: unknown): ShimError {
  * namespace already gone, or iptables missing (then no rule of ours can exist), is fine.
  */
 export async function removeLocalhostRedirects(netnsPath: string): Promise<void> {
-  const ns = checkNetnsPathShape(netnsPath);
-  try {
-    await checkNetnsFile(ns);
-  } catch (err) {
-    if (err instanceof NotFoundError || err instanceof InvalidArgumentError) return;
-    throw err;
-  }
+  await unlessNetnsGone(netnsPath, removeAllRules);
+}
+
+async function removeAllRules(ns: string): Promise<void> {
   let listing: string;
   try {
     listing = await iptables(ns, ['-S', 'OUTPUT']);

@@ -9,7 +9,7 @@
  * put there survives attach and detach.
  */
 import { FailedPreconditionError, InternalError, InvalidArgumentError, NotFoundError, ShimError } from '../../errors';
-import { checkNetnsFile, runInNetns, runJson } from './exec';
+import { checkNetnsFile, runInNetns, runJson, unlessNetnsGone } from './exec';
 import { parseLinks, type LinkInfo } from './parse';
 import type { NetEndpoint } from './types';
 import { checkIfName, checkNetnsPathShape, checkTapName, isValidIfName, isValidMtu, normalizeMac, TAP_PATTERN } from './validate';
@@ -174,13 +174,11 @@ export async function detachEndpoints(netnsPath: string, taps: string[]): Promis
   if (!Array.isArray(taps)) throw new InvalidArgumentError(`netns ${ns}: taps must be an array`);
   for (const t of taps) checkTapName(t, `netns ${ns}`);
   if (taps.length === 0) return;
-  try {
-    await checkNetnsFile(ns);
-  } catch (err) {
-    // Missing, or no longer a namespace file (unmounted but not yet removed): gone, nothing to undo.
-    if (err instanceof NotFoundError || err instanceof InvalidArgumentError) return;
-    throw err;
-  }
+  // Missing, or no longer a namespace file (unmounted, maybe while we work): gone with its taps, nothing to undo.
+  await unlessNetnsGone(ns, () => detachFrom(ns, taps));
+}
+
+async function detachFrom(ns: string, taps: string[]): Promise<void> {
   let links: LinkInfo[];
   try {
     links = parseLinks(await runJson(ns, 'ip', ['-d', 'link', 'show']), ns);

@@ -8,7 +8,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { InvalidArgumentError, NotFoundError } from '../../errors';
-import { attachEndpoints, detachEndpoints, scanNetns, type NetEndpoint } from '../network';
+import { attachEndpoints, detachEndpoints, removeLocalhostRedirects, scanNetns, type NetEndpoint } from '../network';
 
 function run(file: string, args: string[], timeout = 20_000): Promise<string> {
   return new Promise((resolve, reject) => {
@@ -229,6 +229,13 @@ describe('hypervisor/network on real namespaces', function () {
     assert.deepEqual((await scanNetns(podPath)).routes.length, 4);
     await detachEndpoints(podPath, ['tap0_hull']);
     await assert.rejects(detachEndpoints(podPath, ['eth0']), InvalidArgumentError);
+  });
+
+  it('detach and removeLocalhostRedirects never act on the host\'s own netns, nor on a namespace file of another kind (errors, not "gone")', async () => {
+    const own = `/proc/${process.pid}/ns/net`;
+    await assert.rejects(detachEndpoints(own, ['tap0_hull']), (e: Error) => e instanceof InvalidArgumentError && /host's own network namespace/.test(e.message));
+    await assert.rejects(removeLocalhostRedirects(own), (e: Error) => e instanceof InvalidArgumentError && /host's own network namespace/.test(e.message));
+    await assert.rejects(detachEndpoints(`/proc/${process.pid}/ns/ipc`, ['tap0_hull']), (e: Error) => e instanceof InvalidArgumentError && /not a network namespace/.test(e.message));
   });
 
   it('detach after the netns is deleted does not throw', async () => {
