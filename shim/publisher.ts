@@ -3,6 +3,12 @@
  * queue so that they arrive in order. Like containerd's own shim publisher: a 5 s deadline per call, a reconnect
  * when the connection broke, and up to 5 attempts per event with a growing pause; an event that still fails is
  * logged and dropped so that the ones behind it go out.
+ *
+ * The queue is bounded (`maxQueued`, 1024 by default): a guest that makes events faster than containerd takes them
+ * (OOMs, exits of many execs) must not grow the shim without limit. When it is full the oldest queued event that is
+ * not an exit is dropped (never the one being sent); exits are dropped only when the queue holds nothing else, past
+ * four times the bound. Drops are counted per topic and logged: once when dropping starts, then as a summary
+ * when the queue has drained (and at close).
  */
 import { Client } from 'ttrpc-ts';
 import { errorMessage } from '../errors';
@@ -12,6 +18,8 @@ import type { Logger } from '../hypervisor/types';
 const CALL_TIMEOUT_MS = 5_000;
 const ATTEMPTS = 5;
 const NAMESPACE_KEY = 'containerd-namespace-ttrpc';
+export const DEFAULT_MAX_QUEUED = 1024;
+const EXIT_TOPIC = '/tasks/exit';
 
 interface Queued {
   topic: string;
@@ -24,19 +32,56 @@ export class EventPublisher {
   private client: Client | undefined;
   private running: Promise<void> | undefined;
   private closed = false;
+  /** The head of the queue is being sent (it is never the one dropped). */
+  private sending = false;
+  /** Events dropped because the queue was full, per topic, since the last summary. */
+  private dropped = new Map<string, number>();
 
   constructor(
     private readonly address: string,
     private readonly namespace: string,
     private readonly logger: Logger,
     private readonly backoffMs = 1_000,
+    private readonly maxQueued = DEFAULT_MAX_QUEUED,
   ) {}
 
   publish<N extends TaskEventName>(name: N, payload: TaskEventPayload<N>): void {
     if (this.closed) return;
     const { topic, event } = taskEvent(name, payload);
+    if (this.queue.length >= this.maxQueued) this.makeRoom(topic);
     this.queue.push({ topic, event, timestamp: new Date() });
     this.kick();
+  }
+
+  /** Events queued and not yet sent (the one being sent included). */
+  get queued(): number {
+    return this.queue.length;
+  }
+
+  /** The queue is full: drops the oldest non-exit event not being sent; an exit only past 4 × the bound. */
+  private makeRoom(incoming: string): void {
+    const first = this.sending ? 1 : 0;
+    let victim = this.queue.findIndex((q, i) => i >= first && q.topic !== EXIT_TOPIC);
+    if (victim < 0) {
+      if (incoming === EXIT_TOPIC && this.queue.length < 4 * this.maxQueued) return; // only exits queued: keep them
+      victim = first < this.queue.length ? first : -1;
+    }
+    if (victim < 0) return;
+    const [gone] = this.queue.splice(victim, 1);
+    const total = [...this.dropped.values()].reduce((a, b) => a + b, 0);
+    this.dropped.set(gone!.topic, (this.dropped.get(gone!.topic) ?? 0) + 1);
+    if (total === 0) {
+      this.logger.warn({ maxQueued: this.maxQueued, topic: gone!.topic }, 'the event queue to containerd is full: dropping the oldest events (exits last)');
+    }
+  }
+
+  /** Logs how many events were dropped since the last summary, per topic. */
+  private reportDropped(): void {
+    if (this.dropped.size === 0) return;
+    const byTopic = Object.fromEntries(this.dropped);
+    const total = [...this.dropped.values()].reduce((a, b) => a + b, 0);
+    this.dropped = new Map();
+    this.logger.warn({ dropped: total, byTopic }, `dropped ${total} events to containerd because the queue was full`);
   }
 
   /** Starts draining unless a drain runs; one that ends re-checks the queue (an event may land as it finishes). */
@@ -54,6 +99,7 @@ export class EventPublisher {
     if (this.running) await Promise.race([this.running, new Promise((r) => (timer = setTimeout(r, timeoutMs)))]);
     clearTimeout(timer);
     this.closed = true;
+    this.reportDropped();
     this.queue.length = 0;
     this.client?.close();
     this.client = undefined;
@@ -62,6 +108,7 @@ export class EventPublisher {
   private async drain(): Promise<void> {
     while (this.queue.length > 0 && !this.closed) {
       const item = this.queue[0]!;
+      this.sending = true;
       for (let attempt = 1; !this.closed; attempt++) {
         try {
           await this.send(item);
@@ -76,8 +123,10 @@ export class EventPublisher {
           await new Promise((r) => setTimeout(r, this.backoffMs * attempt));
         }
       }
-      this.queue.shift();
+      this.sending = false;
+      if (this.queue[0] === item) this.queue.shift();
     }
+    this.reportDropped();
   }
 
   private async send(item: Queued): Promise<void> {

@@ -205,4 +205,52 @@ describe('shim EventPublisher (Events.Forward over a real ttrpc socket)', () => 
     await until('the second event', () => ctd.received.length === 2, 1_000);
     assert.deepEqual(ctd.topics(), ['/tasks/create', '/tasks/start']);
   });
+  describe('a bounded queue', () => {
+    type Logged = { obj: Record<string, unknown>; msg: string };
+    const recorder = (): { logger: typeof NOOP_LOGGER; warned: Logged[] } => {
+      const warned: Logged[] = [];
+      return { warned, logger: { ...NOOP_LOGGER, warn: (obj: object, msg: string) => warned.push({ obj: obj as Record<string, unknown>, msg }) } };
+    };
+    const exit = (id: string) => ({ containerId: 'c1', id, pid: 1, exitStatus: 0, exitedAt: { seconds: 1, nanos: 0 } });
+
+    it('full: drops the oldest non-exit events (never the one in flight, never an exit) and logs how many per topic', async () => {
+      let release!: () => void;
+      const gate = new Promise<void>((r) => (release = r));
+      ctd.before = () => gate;
+      await ctd.listen();
+      const { logger, warned } = recorder();
+      publisher = new EventPublisher(ctd.socket, 'default', logger, 10, 4);
+      publisher.publish('TaskStart', { containerId: 'c1', pid: 1 });
+      await until('the first event in flight', () => ctd.attempts === 1);
+      publisher.publish('TaskExit', exit('c1'));
+      for (let i = 0; i < 10; i++) publisher.publish('TaskExecAdded', { containerId: 'c1', execId: `e${i}` });
+      assert.equal(publisher.queued, 4);
+      release();
+      await until('the kept events', () => ctd.received.length === 4);
+      assert.deepEqual(ctd.topics(), ['/tasks/start', '/tasks/exit', '/tasks/exec-added', '/tasks/exec-added']);
+      assert.deepEqual(ctd.received.slice(2).map((r) => events.TaskExecAdded.decode(r.envelope!.event!.value!).execId), ['e8', 'e9']);
+      await until('the summary', () => warned.some((w) => w.obj.dropped === 8));
+      const summary = warned.find((w) => w.obj.dropped === 8)!;
+      assert.deepEqual(summary.obj.byTopic, { '/tasks/exec-added': 8 });
+      assert.match(summary.msg, /dropped 8 events/);
+      assert.equal(warned.filter((w) => /queue to containerd is full/.test(w.msg)).length, 1, 'one warning when dropping starts, not one per event');
+    });
+
+    it('exits are kept past the bound (up to four times it) when nothing else can go', async () => {
+      let release!: () => void;
+      const gate = new Promise<void>((r) => (release = r));
+      ctd.before = () => gate;
+      await ctd.listen();
+      publisher = new EventPublisher(ctd.socket, 'default', NOOP_LOGGER, 10, 2);
+      publisher.publish('TaskStart', { containerId: 'c1', pid: 1 });
+      await until('the first event in flight', () => ctd.attempts === 1);
+      for (let i = 0; i < 5; i++) publisher.publish('TaskExit', exit(`e${i}`));
+      assert.equal(publisher.queued, 6);
+      for (let i = 5; i < 12; i++) publisher.publish('TaskExit', exit(`e${i}`));
+      assert.equal(publisher.queued, 8, 'a hard bound even for exits');
+      release();
+      await until('the kept events', () => ctd.received.length === 8);
+      assert.deepEqual(ctd.topics(), ['/tasks/start', ...Array<string>(7).fill('/tasks/exit')]);
+    });
+  });
 });
