@@ -9,7 +9,7 @@ SHELL := /bin/bash
 APT_PACKAGES := containerd runc qemu-system-x86 qemu-utils linux-image-cloud-amd64 busybox-static crun \
                 e2fsprogs iproute2 util-linux kmod gcc libc6-dev g++ make python3 containernetworking-plugins iptables
 MOCHA := node_modules/.bin/mocha --reporter scripts/mocha-summary-reporter.js
-UNIT_TESTS := 'ttrpc/dist/test/**/*.test.js' 'vsock/dist/test/**/*.test.js' 'netns/dist/test/**/*.test.js' 'dist/{protos,shim,core,hypervisor,agent-client,fs-share,agent,guest}/test/**/*.test.js'
+UNIT_TESTS := 'ttrpc/dist/test/**/*.test.js' 'vsock/dist/test/**/*.test.js' 'netns/dist/test/**/*.test.js' 'dist/{errors,protos,shim,core,hypervisor,agent-client,fs-share,agent,guest}/test/**/*.test.js'
 INTEGRATION_TESTS := 'dist/integration/**/*.test.js'
 
 .PHONY: deps apt-deps npm-deps addon build protos check-layers lint test test-unit test-integration bench guest install demo clean

@@ -3,7 +3,7 @@
  * types at the edge, a per-method deadline table and typed errors.
  */
 import type { Client, CallOptions, MethodDescriptor } from 'ttrpc-ts';
-import { CancelledError, DeadlineExceededError, InvalidArgumentError, ShimError, UnavailableError, errorMessage } from '../errors';
+import { CancelledError, DeadlineExceededError, InvalidArgumentError, ShimError, UnavailableError, errorMessage, guestText } from '../errors';
 import { AgentService, HealthService, MAX_UINT64_NUMBER, grpc } from '../protos/agent';
 import { DiagnosticsService, PortForwardService, ProcessesService } from '../protos/hull';
 import { connectOnce, describeEndpoint, isNotYet, parseAgentEndpoint, type VsockConnector } from './channel';
@@ -27,6 +27,9 @@ export interface DialOptions {
 
 /** Default read size of readStdout/readStderr, and the largest accepted. */
 const READ_CHUNK = 1 << 20;
+/** Caps on what the guest reports (its text is untrusted): one detail string, the process table (ps output). */
+const DETAIL_MAX_BYTES = 256;
+const PROCESS_TABLE_MAX_BYTES = 64 * 1024;
 
 /** containerd's default capabilities for a container process. */
 const DEFAULT_CAPABILITIES = [
@@ -194,15 +197,15 @@ export class KataAgentClient implements AgentClient {
       this.call(DiagnosticsService.GuestInfo, {}),
     ]);
     return {
-      kernelRelease: info.kernelRelease ?? '',
-      agentVersion: details.agentDetails?.version ?? '',
-      nodeVersion: info.nodeVersion ?? '',
+      kernelRelease: guestText(info.kernelRelease ?? '', DETAIL_MAX_BYTES),
+      agentVersion: guestText(details.agentDetails?.version ?? '', DETAIL_MAX_BYTES),
+      nodeVersion: guestText(info.nodeVersion ?? '', DETAIL_MAX_BYTES),
       initDaemon: details.agentDetails?.initDaemon ?? false,
       memBlockSizeBytes: Number(details.memBlockSizeBytes ?? 0),
-      storageHandlers: details.agentDetails?.storageHandlers ?? [],
+      storageHandlers: (details.agentDetails?.storageHandlers ?? []).slice(0, 64).map((h) => guestText(h, DETAIL_MAX_BYTES)),
       agentStartedMs: info.agentStartedMs ?? NaN,
       agentReadyMs: info.agentReadyMs ?? NaN,
-      transport: info.transport ?? '',
+      transport: guestText(info.transport ?? '', DETAIL_MAX_BYTES),
     };
   }
 
@@ -368,7 +371,7 @@ export class KataAgentClient implements AgentClient {
 
   async processTable(containerId: string): Promise<string> {
     const res = await this.call(ProcessesService.ListProcesses, { containerId, format: 'table', args: [] });
-    return Buffer.from(res.processList ?? []).toString('utf8');
+    return guestText(Buffer.from(res.processList ?? []).toString('utf8'), PROCESS_TABLE_MAX_BYTES, { multiline: true });
   }
 
   async getOOMEvent(signal?: AbortSignal): Promise<string> {

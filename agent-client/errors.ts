@@ -1,6 +1,7 @@
 /**
  * The one place agent failures are classified: a status from the agent becomes hull's typed error by its code,
- * a closed channel becomes UnavailableError, an expired per-method deadline DeadlineExceededError.
+ * a closed channel becomes UnavailableError, an expired per-method deadline DeadlineExceededError. The agent's
+ * message is the guest's text: it is capped and cleaned (guestText) before it goes into hull's error.
  */
 import { Code, ConnectionClosedError, StatusError, TtrpcError } from 'ttrpc-ts';
 import {
@@ -14,6 +15,7 @@ import {
   NotImplementedError,
   ShimError,
   UnavailableError,
+  guestText,
 } from '../errors';
 
 export function classifyAgentError(err: unknown, method: string): ShimError {
@@ -21,7 +23,7 @@ export function classifyAgentError(err: unknown, method: string): ShimError {
   const options = { cause: err };
   if (err instanceof ConnectionClosedError) return new UnavailableError(`agent ${method}: the agent connection is closed`, options);
   if (err instanceof StatusError) {
-    const message = `agent ${method}: ${err.message}`;
+    const message = `agent ${method}: ${guestText(err.message)}`;
     switch (err.code) {
       case Code.NOT_FOUND:
         return new NotFoundError(message, options);
@@ -44,6 +46,6 @@ export function classifyAgentError(err: unknown, method: string): ShimError {
         return new InternalError(message, options);
     }
   }
-  if (err instanceof TtrpcError) return new InternalError(`agent ${method}: ${err.message}`, options);
-  return new InternalError(`agent ${method}: ${err instanceof Error ? err.message : String(err)}`, options);
+  if (err instanceof TtrpcError) return new InternalError(`agent ${method}: ${guestText(err.message)}`, options);
+  return new InternalError(`agent ${method}: ${guestText(err instanceof Error ? err.message : err)}`, options);
 }

@@ -77,3 +77,5 @@ export function errorMessage(err: unknown): string {
   if (err instanceof Error) return err.message;
   return typeof err === 'string' ? err : String(err);
 }
+
+export { GUEST_TEXT_MAX_BYTES, guestText } from './guest-text';
