@@ -174,8 +174,11 @@ export class KataAgentClient implements AgentClient {
     }
   }
 
-  async check(): Promise<HealthStatus> {
-    const res = await this.call(HealthService.Check, {});
+  async check(options: { timeoutMs?: number; signal?: AbortSignal } = {}): Promise<HealthStatus> {
+    const res = await this.call(HealthService.Check, {}, {
+      ...(options.timeoutMs === undefined ? {} : { timeoutMs: options.timeoutMs }),
+      ...(options.signal === undefined ? {} : { signal: options.signal }),
+    });
     switch (res.status) {
       case grpc.HealthCheckResponse.ServingStatus.SERVING:
         return 'serving';

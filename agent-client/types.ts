@@ -137,7 +137,8 @@ export interface PortForwardAgentClient {
 }
 
 export interface AgentClient extends ContainerAgentClient, NetworkAgentClient, PortForwardAgentClient {
-  check(): Promise<HealthStatus>;
+  /** Health.Check; `timeoutMs` replaces the method's default deadline, `signal` abandons the call. */
+  check(options?: { timeoutMs?: number; signal?: AbortSignal }): Promise<HealthStatus>;
   version(): Promise<{ agentVersion: string; protocolVersion: string }>;
   guestDetails(): Promise<GuestDetails>;
   createSandbox(spec: SandboxSpec): Promise<void>;

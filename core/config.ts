@@ -33,6 +33,14 @@ export const DEFAULT_MEMORY_MIB = 512;
  */
 export const DEFAULT_BOOT_TIMEOUT_S = 60;
 export const MAX_BOOT_TIMEOUT_S = 3600;
+/**
+ * The agent's health check (core/health.ts): one Health.Check every 10 s, and the VM is declared lost (QEMU killed,
+ * every task exits 255) when none has succeeded for 60 s. A Check is a few hundred bytes each way and is answered by
+ * the agent's event loop at once; under TCG on a loaded 2-core host it has taken up to a few seconds, so 60 s is
+ * far from a false alarm and still bounds how long a hung pod looks alive.
+ */
+export const DEFAULT_HEALTH_INTERVAL_S = 10;
+export const DEFAULT_HEALTH_TIMEOUT_S = 60;
 /** The files `make guest` writes to guest/out/ and `make install` copies to <prefix>/share/hull/guest/. */
 export const GUEST_ARTIFACT_NAMES = Object.freeze({ kernel: 'vmlinuz', initrd: 'initrd.img', image: 'rootfs.img' });
 
@@ -61,12 +69,21 @@ export interface AgentSettings {
   readonly transport: TransportSetting;
   /** `boot_timeout` (seconds in the file), in milliseconds as BootOptions wants it. */
   readonly bootTimeoutMs: number;
+  /** `health_check_interval` in milliseconds; 0 = no health checks. */
+  readonly healthIntervalMs: number;
+  /** `health_check_timeout` in milliseconds. */
+  readonly healthTimeoutMs: number;
 }
 
 export interface RuntimeSettings {
   readonly debug: boolean;
   /** Where hull keeps per-sandbox state for crash recovery. */
   readonly stateDir: string;
+  /**
+   * Test-only fault hooks (off by default): the guest honours `io.hull.debug.*` annotations (e.g. its agent hangs)
+   * only when this is on. Never enable it in production.
+   */
+  readonly debugHooks: boolean;
 }
 
 /** The whole configuration, deeply frozen. */
@@ -85,8 +102,8 @@ export interface LoadedConfig {
 /** Every section and key the file may hold, in the order the shipped file documents them. */
 export const CONFIG_KEYS = Object.freeze({
   hypervisor: Object.freeze(['path', 'kernel', 'initrd', 'image', 'kernel_params', 'default_vcpus', 'default_memory', 'accel', 'shared_fs', 'virtio_fs_daemon'] as const),
-  agent: Object.freeze(['transport', 'boot_timeout'] as const),
-  runtime: Object.freeze(['debug', 'state_dir'] as const),
+  agent: Object.freeze(['transport', 'boot_timeout', 'health_check_interval', 'health_check_timeout'] as const),
+  runtime: Object.freeze(['debug', 'state_dir', 'debug_hooks'] as const),
 });
 
 /**
@@ -121,8 +138,13 @@ export function defaultConfig(binDir: string, exists?: (p: string) => boolean): 
       sharedFs: 'virtio-fs',
       virtioFsDaemon: DEFAULT_VIRTIOFSD_PATH,
     },
-    agent: { transport: 'auto', bootTimeoutMs: DEFAULT_BOOT_TIMEOUT_S * 1000 },
-    runtime: { debug: false, stateDir: DEFAULT_STATE_DIR },
+    agent: {
+      transport: 'auto',
+      bootTimeoutMs: DEFAULT_BOOT_TIMEOUT_S * 1000,
+      healthIntervalMs: DEFAULT_HEALTH_INTERVAL_S * 1000,
+      healthTimeoutMs: DEFAULT_HEALTH_TIMEOUT_S * 1000,
+    },
+    runtime: { debug: false, stateDir: DEFAULT_STATE_DIR, debugHooks: false },
   });
 }
 
@@ -162,10 +184,13 @@ export function parseConfig(text: string, file: string, binDir: string, exists?:
     agent: {
       transport,
       bootTimeoutMs: agent.integer('boot_timeout', 1, MAX_BOOT_TIMEOUT_S, ' (seconds)', d.agent.bootTimeoutMs / 1000) * 1000,
+      healthIntervalMs: agent.integer('health_check_interval', 0, MAX_BOOT_TIMEOUT_S, ' (seconds; 0 = off)', d.agent.healthIntervalMs / 1000) * 1000,
+      healthTimeoutMs: agent.integer('health_check_timeout', 1, MAX_BOOT_TIMEOUT_S, ' (seconds)', d.agent.healthTimeoutMs / 1000) * 1000,
     },
     runtime: {
       debug: runtime.boolean('debug', d.runtime.debug),
       stateDir: runtime.path('state_dir', d.runtime.stateDir),
+      debugHooks: runtime.boolean('debug_hooks', d.runtime.debugHooks),
     },
   });
 }
@@ -233,7 +258,8 @@ export function toVmConfig(config: HullConfig, place: SandboxVmPlace): VmConfig 
     memoryMiB: hv.defaultMemoryMiB,
     accel: hv.accel,
     agentTransport: config.agent.transport,
-    kernelParams: [...hv.kernelParams],
+    // The guest honours its test-only fault hooks only when told so here (agent/debug-hooks.ts).
+    kernelParams: config.runtime.debugHooks ? [...hv.kernelParams, 'hull.debug_hooks=1'] : [...hv.kernelParams],
     qemuPath: hv.path,
     virtiofsdPath: hv.virtioFsDaemon,
     debug: config.runtime.debug,

@@ -16,6 +16,8 @@ import type { EventSink, RootfsMount, StdioPaths } from './events';
 import { PodNetwork, podNetnsPath, type ConnectPodNetwork, type PodNetworkLink } from './network';
 import { checkNoHostNamespaces, isGuestPodShm, podContainerSpec, podRole, podShm, podSizing, shmStorage, sizeVm, type PodShm, type PodSizing } from './pod';
 import { Container, type ContainerContext } from './container';
+import type { HealthSettings } from './health';
+import { OomCoalescer } from './oom';
 import { Process, type ExitInfo, type ProcessStatus } from './process';
 import { ProcessIo } from './stdio';
 import { Store, removeUnmounted, writeBundlePointer, type SandboxRecord } from './store';
@@ -59,6 +61,10 @@ export interface SandboxOptions {
   connectNetwork?: ConnectPodNetwork;
   logger: Logger;
   events: EventSink;
+  /** The agent's periodic health check (`[agent] health_check_interval`, `health_check_timeout`); absent = none. */
+  health?: HealthSettings;
+  /** At most one oom event per container per this many ms (default DEFAULT_OOM_INTERVAL_MS; tests pass less). */
+  oomIntervalMs?: number;
 }
 
 export interface CreateRequest {
@@ -236,11 +242,11 @@ export class Sandbox {
       this.o.logger.info(this.network.describe(), 'pod network connected');
     }
     const hv = this.o.hypervisor();
-    this.vm = await SandboxVm.boot(hv, config, { bootTimeoutMs: this.o.bootTimeoutMs, logger: this.o.logger, dial: this.o.dial });
+    this.vm = await SandboxVm.boot(hv, config, { bootTimeoutMs: this.o.bootTimeoutMs, logger: this.o.logger, dial: this.o.dial, health: this.o.health });
     this.record.qemuPid = hv.pid();
     this.record.virtiofsdPid = hv.virtiofsdPid();
     this.save();
-    this.vm.agent.onClose((err) => this.vmLost(err));
+    this.vm.onLost((err) => this.vmLost(err));
     await this.network?.configureGuest(this.vm.agent);
     await this.vm.agent.createSandbox({
       sandboxId: this.o.id,
@@ -260,12 +266,17 @@ export class Sandbox {
     }
   }
 
-  /** Kata's OOM watcher: one GetOOMEvent long poll at a time, each answer published as an oom event. */
+  /** Kata's OOM watcher: one GetOOMEvent long poll at a time; the answers coalesced per container (core/oom.ts). */
   private async watchOom(agent: AgentClient, signal: AbortSignal): Promise<void> {
+    const publish = (id: string): void => {
+      if (this.containers.has(id)) this.o.events({ type: 'oom', containerId: id });
+    };
+    const oom = new OomCoalescer(publish, this.o.logger, this.o.oomIntervalMs);
+    signal.addEventListener('abort', () => oom.stop(), { once: true });
     while (!signal.aborted) {
       try {
         const id = await agent.getOOMEvent(signal);
-        if (this.containers.has(id)) this.o.events({ type: 'oom', containerId: id });
+        if (this.containers.has(id)) oom.report(id);
       } catch (err) {
         if (signal.aborted || this.tornDown || err instanceof UnavailableError || err instanceof NotImplementedError) return;
         this.o.logger.warn({ error: errorMessage(err) }, 'GetOOMEvent failed; asking again in a second');
@@ -274,7 +285,7 @@ export class Sandbox {
     }
   }
 
-  /** The agent connection broke outside a shutdown: every process is gone with the VM. */
+  /** The VM is lost outside a shutdown (its agent connection broke, or it hung and was killed): every process is gone with it. */
   private vmLost(err: Error): void {
     if (this.tornDown) return;
     this.o.logger.error({ error: errorMessage(err) }, 'lost the VM: every process of the sandbox is reported as exited');

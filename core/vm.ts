@@ -9,6 +9,7 @@ import { DeadlineExceededError, ShimError, UnavailableError, errorMessage } from
 import type { AgentClient, AgentEndpoint, DialOptions } from '../agent-client';
 import { KataAgentClient } from '../agent-client';
 import type { Hypervisor, Logger, VmConfig, VmExit } from '../hypervisor/types';
+import { HealthMonitor, type HealthSettings } from './health';
 
 export type AgentDialer = (endpoint: AgentEndpoint, options: DialOptions) => Promise<AgentClient>;
 
@@ -19,6 +20,8 @@ export interface BootOptions {
   signal?: AbortSignal;
   /** How to reach the agent (the real client by default; tests pass a fake). */
   dial?: AgentDialer;
+  /** Periodic Health.Check once booted (core/health.ts); absent or interval 0 = none. */
+  health?: HealthSettings;
 }
 
 /** Milliseconds from the start of boot, as measured on the host. */
@@ -34,17 +37,51 @@ const CONSOLE_LINES = 15;
 export class SandboxVm {
   private exited: VmExit | undefined;
   private destroyed = false;
+  /** shutdown() has begun: a connection closing from here on is expected. */
+  private closing = false;
+  /** Why the VM was declared lost (the agent connection broke, or a health check failed): once. */
+  private lostReason: Error | undefined;
+  private readonly lostListeners = new Set<(err: Error) => void>();
+  private readonly health: HealthMonitor | undefined;
 
   private constructor(
     readonly hypervisor: Hypervisor,
     readonly agent: AgentClient,
     readonly timings: BootTimings,
     private readonly logger: Logger,
+    health: HealthSettings | undefined,
   ) {
     void hypervisor.wait().then((exit) => {
       this.exited = exit;
       if (!exit.expected) logger.warn({ exit: describeExit(exit) }, 'the VM exited unexpectedly');
     });
+    agent.onClose((err) => this.lose(err));
+    if (health && health.intervalMs > 0) {
+      this.health = new HealthMonitor((o) => agent.check(o), health, (err) => this.lose(err, { kill: true }), logger);
+      this.health.start();
+    }
+  }
+
+  /**
+   * Calls `listener` once if the VM is lost outside shutdown(): the agent connection broke (QEMU died), or the agent
+   * stopped answering health checks (then QEMU has been killed: a hung VM is a dead one). Every process of the
+   * sandbox is gone either way.
+   */
+  onLost(listener: (err: Error) => void): void {
+    if (this.lostReason) queueMicrotask(() => listener(this.lostReason!));
+    else this.lostListeners.add(listener);
+  }
+
+  private lose(err: Error, how: { kill?: boolean } = {}): void {
+    if (this.closing || this.lostReason) return;
+    this.lostReason = err;
+    void this.health?.stop();
+    if (how.kill) {
+      this.logger.error({ error: errorMessage(err), qemuPid: this.hypervisor.pid() }, 'the agent is hung: stopping the VM');
+      void this.hypervisor.stop({ force: true }).catch((e: unknown) => this.logger.warn({ error: errorMessage(e) }, 'stopping a hung VM'));
+    }
+    for (const l of this.lostListeners) l(err);
+    this.lostListeners.clear();
   }
 
   static async boot(hypervisor: Hypervisor, config: VmConfig, options: BootOptions): Promise<SandboxVm> {
@@ -69,7 +106,7 @@ export class SandboxVm {
       const agent = await dial(hypervisor.agentAddress(), { deadline, signal: abort.signal });
       const timings = { qemuStartedMs, agentReadyMs: performance.now() - t0 };
       options.logger.info({ id: config.id, accel: hypervisor.accel(), ...timings }, 'VM booted, agent ready');
-      return new SandboxVm(hypervisor, agent, timings, options.logger);
+      return new SandboxVm(hypervisor, agent, timings, options.logger, options.health);
     } catch (err) {
       const consoleTail = started ? readConsoleTail(hypervisor.consoleLogPath()) : [];
       if (started) {
@@ -88,7 +125,9 @@ export class SandboxVm {
    * then a forced stop. Removes everything the VM left in its state folder. Safe to call twice.
    */
   async shutdown(options: { gracefulMs: number } = { gracefulMs: 10_000 }): Promise<VmExit> {
-    if (!this.destroyed && !this.exited) {
+    this.closing = true;
+    await this.health?.stop();
+    if (!this.destroyed && !this.exited && !this.lostReason) {
       this.destroyed = true;
       try {
         await this.agent.destroySandbox();

@@ -107,6 +107,7 @@ export class TaskServiceImpl {
       dir: path.join(config.runtime.stateDir, this.o.namespace, this.o.id),
       vmConfig: (place) => toVmConfig(config, place),
       bootTimeoutMs: config.agent.bootTimeoutMs,
+      health: { intervalMs: config.agent.healthIntervalMs, timeoutMs: config.agent.healthTimeoutMs },
       hypervisor: () => new QemuHypervisor({ logger: this.o.logger }),
       share: (root, id) => new VirtioFsShare({ root, sandboxId: id }),
       logger: this.o.logger,

@@ -63,8 +63,8 @@ describe('core/config', () => {
           sharedFs: 'virtio-fs',
           virtioFsDaemon: '/usr/lib/qemu/virtiofsd',
         },
-        agent: { transport: 'auto', bootTimeoutMs: 60_000 },
-        runtime: { debug: false, stateDir: '/run/hull' },
+        agent: { transport: 'auto', bootTimeoutMs: 60_000, healthIntervalMs: 10_000, healthTimeoutMs: 60_000 },
+        runtime: { debug: false, stateDir: '/run/hull', debugHooks: false },
       });
       for (const o of [d, d.hypervisor, d.hypervisor.kernelParams, d.agent, d.runtime]) assert.ok(Object.isFrozen(o));
       assert.throws(() => ((d.runtime as { debug: boolean }).debug = true), TypeError);
@@ -120,9 +120,12 @@ describe('core/config', () => {
         [agent]
         transport = "serial"
         boot_timeout = 120
+        health_check_interval = 0
+        health_check_timeout = 5
         [runtime]
         debug = true
         state_dir = "/var/run/hull"
+        debug_hooks = true
       `);
       assert.deepEqual(c, {
         hypervisor: {
@@ -130,8 +133,8 @@ describe('core/config', () => {
           kernelParams: ['loglevel=7', 'hull.debug'], defaultVcpus: 4, defaultMemoryMiB: 2048, accel: 'tcg', sharedFs: 'virtio-fs',
           virtioFsDaemon: '/usr/libexec/virtiofsd',
         },
-        agent: { transport: 'serial', bootTimeoutMs: 120_000 },
-        runtime: { debug: true, stateDir: '/var/run/hull' },
+        agent: { transport: 'serial', bootTimeoutMs: 120_000, healthIntervalMs: 0, healthTimeoutMs: 5_000 },
+        runtime: { debug: true, stateDir: '/var/run/hull', debugHooks: true },
       });
       assert.ok(Object.isFrozen(c.hypervisor.kernelParams));
     });
@@ -164,6 +167,9 @@ describe('core/config', () => {
       ['[agent]\nboot_timeout = 3601', 'agent.boot_timeout', 'from 1 to 3600'],
       ['[agent]\nboot_timeout = "60s"', 'agent.boot_timeout', 'got "60s"'],
       ['[agent]\nboot_timeout = 1979-05-27', 'agent.boot_timeout', 'got a date'],
+      ['[agent]\nhealth_check_interval = -1', 'agent.health_check_interval', 'must be an integer from 0 to 3600 (seconds; 0 = off), got -1'],
+      ['[agent]\nhealth_check_timeout = 0', 'agent.health_check_timeout', 'must be an integer from 1 to 3600 (seconds), got 0'],
+      ['[runtime]\ndebug_hooks = "yes"', 'runtime.debug_hooks', 'must be true or false'],
       ['[runtime]\ndebug = "yes"', 'runtime.debug', 'must be true or false, got "yes"'],
       ['[runtime]\ndebug = 1', 'runtime.debug', 'got 1'],
       ['[runtime]\nstate_dir = "run/hull"', 'runtime.state_dir', 'must be an absolute path, got "run/hull"'],
@@ -196,7 +202,7 @@ describe('core/config', () => {
 
     it('an unknown key names the file and the dotted key, and lists the known ones', () => {
       refuses('[hypervisor]\ndefault_memry = 1024', 'hypervisor.default_memry: unknown key (known: path, kernel, initrd, image, kernel_params,');
-      refuses('[agent]\ndial_timeout = 30', 'agent.dial_timeout: unknown key (known: transport, boot_timeout)');
+      refuses('[agent]\ndial_timeout = 30', 'agent.dial_timeout: unknown key (known: transport, boot_timeout, health_check_interval, health_check_timeout)');
       refuses('[runtime]\n__proto__ = 1', 'runtime.__proto__: unknown key');
       refuses('[hypervisor.qemu]\npath = "/q"', 'hypervisor.qemu: unknown key');
     });
@@ -304,6 +310,12 @@ describe('core/config', () => {
       });
       vm.kernelParams.push('mutable'); // a copy: the frozen configuration is untouched
       assert.deepEqual(config.hypervisor.kernelParams, ['loglevel=7']);
+    });
+
+    it('tells the guest to honour its test-only fault hooks only when debug_hooks is on', () => {
+      const on = parse('[hypervisor]\nkernel_params = ["loglevel=7"]\n[runtime]\ndebug_hooks = true\n');
+      assert.deepEqual(toVmConfig(on, { id: 'p', stateDir: '/s' }).kernelParams, ['loglevel=7', 'hull.debug_hooks=1']);
+      assert.deepEqual(toVmConfig(config, { id: 'p', stateDir: '/s' }).kernelParams, ['loglevel=7']);
     });
 
     it('leaves sharedDir out when there is none, and the result passes the hypervisor own validation', () => {

@@ -108,8 +108,13 @@ export class FakeAgent implements AgentClient {
     await this.holds.get(method)?.shift()?.arrive();
   }
 
-  async check(): Promise<HealthStatus> {
-    return 'serving';
+  /** What Health.Check answers: `hang` never answers (until the call is abandoned), like a stopped agent. */
+  health: HealthStatus | 'hang' = 'serving';
+  checks = 0;
+  async check(options: { signal?: AbortSignal } = {}): Promise<HealthStatus> {
+    this.checks++;
+    if (this.health !== 'hang') return this.health;
+    return new Promise((_resolve, reject) => options.signal?.addEventListener('abort', () => reject(new Error('abandoned')), { once: true }));
   }
   async version(): Promise<{ agentVersion: string; protocolVersion: string }> {
     return { agentVersion: 'fake', protocolVersion: 'ttrpc-1.1' };
@@ -291,9 +296,27 @@ export class FakeAgent implements AgentClient {
   async processTable(_containerId: string): Promise<string> {
     return 'UID  PID  PPID  STAT  TIME  CMD\n';
   }
-  /** No OOM ever: waits until aborted. */
-  getOOMEvent(signal?: AbortSignal): Promise<string> {
-    return new Promise((_resolve, reject) => signal?.addEventListener('abort', () => reject(new Error('aborted')), { once: true }));
+  private readonly ooms: string[] = [];
+  private oomWaiter: (() => void) | undefined;
+  /** The guest reporting an OOM of the container: the next GetOOMEvent answers it. */
+  oom(containerId: string): void {
+    this.ooms.push(containerId);
+    this.oomWaiter?.();
+  }
+  /** Answers the OOMs oom() queued, else waits (until aborted). */
+  async getOOMEvent(signal?: AbortSignal): Promise<string> {
+    while (this.ooms.length === 0) {
+      await new Promise<void>((resolve, reject) => {
+        const onAbort = (): void => reject(new Error('aborted'));
+        if (signal?.aborted) return onAbort();
+        signal?.addEventListener('abort', onAbort, { once: true });
+        this.oomWaiter = () => {
+          signal?.removeEventListener('abort', onAbort);
+          resolve();
+        };
+      });
+    }
+    return this.ooms.shift()!;
   }
   async pauseContainer(containerId: string): Promise<void> {
     this.calls.push(`pauseContainer ${containerId}`);
