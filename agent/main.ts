@@ -18,6 +18,7 @@ import { openHullInitReaper, underHullInit, type Reaper } from './reaper';
 import { Containers } from './container';
 import { GuestSandbox } from './sandbox';
 import { LoopbackConnections } from './port-forward';
+import { DebugHooks, debugHooksEnabled } from './debug-hooks';
 import { registerServices } from './service';
 import { agentChannels, kernelParams, uptimeMs } from './system';
 
@@ -77,6 +78,7 @@ async function main(): Promise<void> {
     reaper: () => reaper,
     // Leave time for the reply to reach the host before the guest goes away.
     powerOff: () => setTimeout(() => powerOff(0), 100),
+    debugHooks: new DebugHooks(!testSocket && debugHooksEnabled()),
   });
 
   if (testSocket) {

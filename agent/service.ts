@@ -8,6 +8,7 @@ import os from 'node:os';
 import { Code, StatusError, type Server } from 'ttrpc-ts';
 import { AgentService, HealthService, grpc } from '../protos/agent';
 import { DiagnosticsService, PortForwardService, ProcessesService } from '../protos/hull';
+import type { DebugHooks } from './debug-hooks';
 import { SHARED_ROOT } from './init';
 import { log } from './log';
 import type { Reaper } from './reaper';
@@ -32,6 +33,8 @@ export interface AgentContext {
   readyMs(): number;
   /** Ends the guest (power-off) once the reply has gone out. */
   powerOff(): void;
+  /** Test-only fault hooks (debug-hooks.ts); absent or disabled in production. */
+  debugHooks?: DebugHooks;
   isInit: boolean;
   /** Exit statuses of orphaned processes (container inits) from hull-init; undefined outside the guest. */
   reaper(): Reaper | undefined;
@@ -45,14 +48,17 @@ export function registerServices(server: Server, ctx: AgentContext): void {
     },
     CreateContainer: async (req) => {
       await ctx.containers.create(req);
+      ctx.debugHooks?.created(req.containerId ?? '', req.OCI?.Annotations);
       return {};
     },
     StartContainer: async (req) => {
       await ctx.containers.start(req);
+      ctx.debugHooks?.started(req.containerId ?? '');
       return {};
     },
     RemoveContainer: async (req) => {
       await ctx.containers.remove(req);
+      ctx.debugHooks?.removed(req.containerId ?? '');
       return {};
     },
     ExecProcess: async (req) => {

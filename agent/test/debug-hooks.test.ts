@@ -1,0 +1,48 @@
+import assert from 'node:assert/strict';
+import { AGENT_STOP_ANNOTATION, DebugHooks, debugHooksEnabled } from '../debug-hooks';
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+describe('agent DebugHooks (test-only faults, honoured only with hull.debug_hooks=1)', () => {
+  it('is enabled only by hull.debug_hooks=1 on the kernel command line', () => {
+    assert.equal(debugHooksEnabled(new Map([['hull.debug_hooks', '1']])), true);
+    assert.equal(debugHooksEnabled(new Map([['hull.debug_hooks', '0']])), false);
+    assert.equal(debugHooksEnabled(new Map([['hull.debug_hooks', '']])), false);
+    assert.equal(debugHooksEnabled(new Map()), false);
+  });
+
+  it('stops the agent the given time after the annotated container starts, once', async () => {
+    let stops = 0;
+    const hooks = new DebugHooks(true, () => stops++);
+    hooks.created('c1', { [AGENT_STOP_ANNOTATION]: '30', other: 'x' });
+    hooks.created('c2', { other: 'x' });
+    await sleep(60);
+    assert.equal(stops, 0, 'not before the container starts');
+    hooks.started('c2');
+    hooks.started('c1');
+    await sleep(10);
+    assert.equal(stops, 0);
+    await sleep(60);
+    assert.equal(stops, 1);
+    hooks.started('c1');
+    await sleep(60);
+    assert.equal(stops, 1);
+  });
+
+  it('ignores the annotation when hooks are off, a bad delay, and a container removed before it started', async () => {
+    let stops = 0;
+    const off = new DebugHooks(false, () => stops++);
+    off.created('c1', { [AGENT_STOP_ANNOTATION]: '1' });
+    off.started('c1');
+    const on = new DebugHooks(true, () => stops++);
+    for (const bad of ['-1', '1e3', 'soon', '99999999', '']) {
+      on.created('c2', { [AGENT_STOP_ANNOTATION]: bad });
+      on.started('c2');
+    }
+    on.created('c3', { [AGENT_STOP_ANNOTATION]: '1' });
+    on.removed('c3');
+    on.started('c3');
+    await sleep(30);
+    assert.equal(stops, 0);
+  });
+});
