@@ -65,7 +65,7 @@ export async function benchVm(): Promise<Record<string, unknown>> {
       const details = await vm.agent.guestDetails();
       await vm.agent.createSandbox({ sandboxId: `bench${i}`, storages: [{ driver: 'virtio-fs', source: GUEST_SHARE_TAG, fstype: 'virtiofs', options: [], mountPoint: '/run/kata-containers/shared/containers' }] });
       await new Promise((r) => setTimeout(r, 1000)); // idle guest
-      const ready = agentReadyLine(fs.readFileSync(hv.consoleLogPath(), 'utf8'));
+      const ready = agentReadyLine(hv.consoleTail().join('\n'));
       const total = vm.timings.agentReadyMs;
       const qemu = vm.timings.qemuStartedMs;
       boots.push({

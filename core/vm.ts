@@ -4,7 +4,6 @@
  * everything it started are stopped and removed before the error is thrown, and the error carries what the guest
  * said last. Shutdown goes the gentle way first (the agent powers the guest off), then forced.
  */
-import fs from 'node:fs';
 import { DeadlineExceededError, ShimError, UnavailableError, errorMessage } from '../errors';
 import type { AgentClient, AgentEndpoint, DialOptions } from '../agent-client';
 import { KataAgentClient } from '../agent-client';
@@ -108,7 +107,7 @@ export class SandboxVm {
       options.logger.info({ id: config.id, accel: hypervisor.accel(), ...timings }, 'VM booted, agent ready');
       return new SandboxVm(hypervisor, agent, timings, options.logger, options.health);
     } catch (err) {
-      const consoleTail = started ? readConsoleTail(hypervisor.consoleLogPath()) : [];
+      const consoleTail = started ? hypervisor.consoleTail(CONSOLE_LINES) : [];
       if (started) {
         await hypervisor.stop({ force: true }).catch((e: unknown) => options.logger.warn({ error: errorMessage(e) }, 'stopping a VM that failed to boot'));
         await hypervisor.cleanup().catch((e: unknown) => options.logger.warn({ error: errorMessage(e) }, 'cleaning up a VM that failed to boot'));
@@ -151,15 +150,6 @@ export function describeExit(exit: VmExit): string {
   const stderr = exit.stderrTail.trim() ? `; qemu stderr: ${exit.stderrTail.trim().split('\n').slice(-5).join(' | ')}` : '';
   const console = exit.consoleTail.length ? `; guest console: ${exit.consoleTail.slice(-CONSOLE_LINES).join(' | ')}` : '';
   return `${how}${stderr}${console}`;
-}
-
-function readConsoleTail(file: string): string[] {
-  try {
-    const text = fs.readFileSync(file, 'utf8');
-    return text.split('\n').map((l) => l.trimEnd()).filter(Boolean).slice(-CONSOLE_LINES);
-  } catch {
-    return [];
-  }
 }
 
 /** Adds the guest console's last lines to a boot failure that does not already carry them. */

@@ -14,18 +14,18 @@ const CONTROL = /[\u0000-\u0008\u000b-\u001f\u007f-\u009f]/g;
 /**
  * At most `maxBytes` UTF-8 bytes of `text` (never cutting a character in two), followed by `…(N bytes more)` when
  * it was longer; control characters other than tab and newline become U+FFFD, and newlines ` | ` unless `multiline`.
- * Anything that is not a string is shown as String(value) first.
+ * Anything that is not a string is shown as String(value) first. `moreBytes`: bytes the caller already cut off the end.
  */
-export function guestText(text: unknown, maxBytes = GUEST_TEXT_MAX_BYTES, options: { multiline?: boolean } = {}): string {
+export function guestText(text: unknown, maxBytes = GUEST_TEXT_MAX_BYTES, options: { multiline?: boolean; moreBytes?: number } = {}): string {
   const s = typeof text === 'string' ? text : String(text);
   const buf = Buffer.from(s, 'utf8');
   let head = s;
-  let more = 0;
+  let more = options.moreBytes ?? 0;
   if (buf.length > maxBytes) {
     let end = Math.max(0, maxBytes);
     while (end > 0 && (buf[end]! & 0xc0) === 0x80) end--; // back to the start of a character
     head = buf.subarray(0, end).toString('utf8');
-    more = buf.length - end;
+    more += buf.length - end;
   }
   let cleaned = head.replace(CONTROL, '\ufffd');
   if (!options.multiline) cleaned = cleaned.replace(/\n/g, ' | ');

@@ -24,7 +24,6 @@ export interface VmPaths {
   qmpSocket: string;
   agentSocket: string;
   virtiofsdSocket: string;
-  consoleLog: string;
   qemuPidFile: string;
   virtiofsdPidFile: string;
 }
@@ -35,7 +34,6 @@ export function vmPaths(stateDir: string): VmPaths {
     qmpSocket: path.join(stateDir, 'qmp.sock'),
     agentSocket: path.join(stateDir, 'agent.sock'),
     virtiofsdSocket: path.join(stateDir, 'virtiofsd.sock'),
-    consoleLog: path.join(stateDir, 'console.log'),
     qemuPidFile: path.join(stateDir, 'qemu.pid'),
     virtiofsdPidFile: path.join(stateDir, 'virtiofsd.pid'),
   };

@@ -1,6 +1,6 @@
 /**
- * One helper process the driver owns (QEMU, virtiofsd): spawned without a shell, stdin/stdout ignored, stderr kept
- * as a bounded tail, its exit recorded once. Signals go only to a process we spawned and have not yet reaped (Node
+ * One helper process the driver owns (QEMU, virtiofsd): spawned without a shell, stdin ignored, stdout ignored or
+ * handed to `onStdout` (QEMU's serial console), stderr kept as a bounded tail, its exit recorded once. Signals go only to a process we spawned and have not yet reaped (Node
  * reaps on exit, so the pid cannot have been reused while `exit` is undefined).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -20,6 +20,9 @@ export interface SpawnOptions {
   name: string;
   logger?: Logger;
   stderrTailBytes?: number;
+  /** Each chunk the process writes to its stdout (a pipe then; otherwise stdout goes nowhere); `onStdoutEnd` once it closes. */
+  onStdout?: (chunk: Buffer) => void;
+  onStdoutEnd?: () => void;
 }
 
 /** How long after exit we keep reading stderr for the last words (a forked helper may hold the pipe open). */
@@ -43,6 +46,15 @@ export class OwnedProcess {
     this.spawnedAt = performance.now();
     this.#stderr = new TailBuffer(opts.stderrTailBytes ?? 8192);
     const logger = opts.logger ?? NOOP_LOGGER;
+    if (child.stdout) {
+      const ended = (): void => {
+        child.stdout?.removeAllListeners('data');
+        opts.onStdoutEnd?.();
+      };
+      child.stdout.on('data', (chunk: Buffer) => opts.onStdout?.(chunk));
+      child.stdout.once('close', ended);
+      child.stdout.once('error', ended);
+    }
     const stderrDone = new Promise<void>((resolve) => {
       if (!child.stderr) return resolve();
       child.stderr.on('data', (chunk: Buffer) => this.#stderr.push(chunk));
@@ -68,7 +80,7 @@ export class OwnedProcess {
   }
 
   static spawn(file: string, args: readonly string[], opts: SpawnOptions): OwnedProcess {
-    const child = spawn(file, args, { stdio: ['ignore', 'ignore', 'pipe'], detached: false, shell: false });
+    const child = spawn(file, args, { stdio: ['ignore', opts.onStdout ? 'pipe' : 'ignore', 'pipe'], detached: false, shell: false });
     return new OwnedProcess(child, opts);
   }
 

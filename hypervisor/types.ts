@@ -9,7 +9,7 @@ export type Accel = 'kvm' | 'tcg';
 export interface VmConfig {
   /** Sandbox id, validated: /^[A-Za-z0-9][A-Za-z0-9_.-]{0,75}$/ */
   id: string;
-  /** Per-VM folder the driver owns (created by prepare, removed by cleanup): sockets, console log, pid files. */
+  /** Per-VM folder the driver owns (created by prepare, removed by cleanup): sockets, pid files. */
   stateDir: string;
   /** Absolute paths to guest/out/{vmlinuz,initrd.img,rootfs.img}. */
   kernel: string;
@@ -69,7 +69,7 @@ export interface VmExit {
   expected: boolean;
   /** The last few KiB QEMU wrote to stderr. */
   stderrTail: string;
-  /** The last lines of the guest console (ttyS0). */
+  /** The last lines of the guest console (ttyS0), as consoleTail() gives them. */
   consoleTail: string[];
 }
 
@@ -104,7 +104,11 @@ export interface Hypervisor {
   addDevice(d: Device): Promise<Device>;
   /** serial: the unix socket QEMU serves for the agent's virtio-serial port; vsock: guest CID + AGENT_VSOCK_PORT. */
   agentAddress(): AgentAddress;
-  consoleLogPath(): string;
+  /**
+   * The last `maxLines` lines of the guest console (ttyS0; all that is kept by default), oldest first. The console
+   * is kept only in memory, bounded (hypervisor/console.ts), each line capped and cleaned (it is the guest's text).
+   */
+  consoleTail(maxLines?: number): string[];
   /** QEMU's pid while it runs. */
   pid(): number | undefined;
   virtiofsdPid(): number | undefined;

@@ -50,8 +50,8 @@ export class FakeHypervisor implements Hypervisor {
   agentAddress(): AgentAddress {
     return { transport: 'serial', path: '/fake/agent.sock' };
   }
-  consoleLogPath(): string {
-    return '/nonexistent/console.log';
+  consoleTail(maxLines?: number): string[] {
+    return ['[ fake ] last console line'].slice(-(maxLines ?? 1));
   }
   pid(): number | undefined {
     return this.running ? 4242 : undefined;

@@ -39,7 +39,6 @@ export interface QemuCmdline {
   agent: AgentChannel;
   /** virtiofsd's vhost-user socket; absent = no virtio-fs device. */
   virtiofsSocket?: string;
-  consoleLog: string;
   qmpSocket: string;
   pidFile: string;
   /** Firmware image (`-bios`); absent = QEMU's default (SeaBIOS). */
@@ -140,9 +139,12 @@ export function networkArgs(nics: readonly VmNic[], vhostNet: boolean): string[]
   });
 }
 
-/** ttyS0 written to a file (QEMU appends nothing else to it). */
-export function consoleArgs(logPath: string): string[] {
-  return ['-chardev', `file,id=console,path=${checkOptionValue('console log', logPath)}`, '-serial', 'chardev:console'];
+/**
+ * ttyS0 on QEMU's stdout, a pipe the driver reads into a bounded ring (hypervisor/console.ts): nothing on disk. stdin
+ * is /dev/null (no input to the guest's console); signal=off: no ^C handling on it.
+ */
+export function consoleArgs(): string[] {
+  return ['-chardev', 'stdio,id=console,signal=off', '-serial', 'chardev:console'];
 }
 
 export function qmpArgs(socketPath: string): string[] {
@@ -166,7 +168,7 @@ export function buildQemuArgv(c: QemuCmdline): string[] {
     ...agentArgs(c.agent),
     ...(c.virtiofsSocket === undefined ? [] : virtiofsArgs(c.virtiofsSocket)),
     ...networkArgs(c.nics ?? [], c.vhostNet ?? false),
-    ...consoleArgs(c.consoleLog),
+    ...consoleArgs(),
     ...qmpArgs(c.qmpSocket),
     ...pidfileArgs(c.pidFile),
   ];

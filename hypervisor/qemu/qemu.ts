@@ -14,9 +14,10 @@ import fs from 'node:fs';
 import { FailedPreconditionError, InternalError, NotImplementedError, UnavailableError, CancelledError } from '../../errors';
 import { CID_ATTEMPTS, chooseAccel, chooseTransport, chooseVhostNet, cidCandidates, isCidInUse, realHostProbe, type HostProbe } from '../accel';
 import { realFileProbe, resolveConfig, type FileProbe, type ResolvedConfig } from '../config';
+import { GuestConsole, type ConsoleLimits } from '../console';
 import { OwnedProcess } from '../process';
 import { AGENT_VSOCK_PORT, NOOP_LOGGER, type Accel, type AgentAddress, type AgentTransport, type Device, type Hypervisor, type Logger, type VmConfig, type VmExit } from '../types';
-import { Mutex, abortError, readTailLines, sleep } from '../util';
+import { Mutex, abortError, sleep } from '../util';
 import { Virtiofsd, probeSandboxMode, type SandboxMode } from '../virtiofsd';
 import { buildQemuArgv, QBOOT_FIRMWARE } from './cmdline';
 import { QmpClient } from './qmp';
@@ -34,6 +35,8 @@ export interface QemuHypervisorOptions {
   /** How long to wait for the exit after SIGKILL before reporting an InternalError. */
   killTimeoutMs?: number;
   qmpCommandTimeoutMs?: number;
+  /** Bounds of the guest console kept in memory and forwarded to the log (tests pass small ones). */
+  consoleLimits?: Partial<ConsoleLimits>;
 }
 
 type Phase = 'new' | 'prepared' | 'starting' | 'running' | 'paused' | 'stopping' | 'stopped' | 'cleaned';
@@ -59,6 +62,8 @@ interface State {
   vhostNet?: boolean;
   argv?: string[];
   qemu?: OwnedProcess;
+  /** The guest console of the current QEMU (its stdout), bounded in memory. */
+  console?: GuestConsole;
   qmp?: QmpClient;
   virtiofsd?: Virtiofsd;
   /** stop() was requested (or start aborted): the exit is expected. */
@@ -74,7 +79,8 @@ export class QemuHypervisor implements Hypervisor {
   readonly #s: State = { phase: 'new', stopRequested: false, timings: {} };
   readonly #lock = new Mutex();
   readonly #log: Logger;
-  readonly #opts: Required<Omit<QemuHypervisorOptions, 'logger'>>;
+  readonly #opts: Required<Omit<QemuHypervisorOptions, 'logger' | 'consoleLimits'>>;
+  readonly #consoleLimits: Partial<ConsoleLimits>;
   readonly #exitWaiters: Array<(e: VmExit) => void> = [];
 
   constructor(opts: QemuHypervisorOptions = {}) {
@@ -88,6 +94,7 @@ export class QemuHypervisor implements Hypervisor {
       killTimeoutMs: opts.killTimeoutMs ?? 5000,
       qmpCommandTimeoutMs: opts.qmpCommandTimeoutMs ?? 10_000,
     };
+    this.#consoleLimits = opts.consoleLimits ?? {};
   }
 
   // ---- VM manager -------------------------------------------------------------------------------------------
@@ -102,7 +109,7 @@ export class QemuHypervisor implements Hypervisor {
       this.#log.info({ id: c.id, transport: transport.value, why: transport.reason }, `agent transport: ${transport.value}`);
       fs.mkdirSync(c.paths.stateDir, { recursive: true, mode: 0o700 });
       // Leftovers of an earlier run with the same folder would confuse the socket waits.
-      for (const p of [c.paths.qmpSocket, c.paths.agentSocket, c.paths.virtiofsdSocket, c.paths.consoleLog, c.paths.qemuPidFile, c.paths.virtiofsdPidFile]) {
+      for (const p of [c.paths.qmpSocket, c.paths.agentSocket, c.paths.virtiofsdSocket, c.paths.qemuPidFile, c.paths.virtiofsdPidFile]) {
         fs.rmSync(p, { force: true });
       }
       Object.assign(this.#s, { cfg: c, accel: accel.value, transport: transport.value });
@@ -216,8 +223,12 @@ export class QemuHypervisor implements Hypervisor {
     if (transport === 'vsock') return { transport: 'vsock', cid: cid ?? 0, port: AGENT_VSOCK_PORT };
     return { transport: 'serial', path: cfg.paths.agentSocket };
   }
-  consoleLogPath(): string {
-    return this.#prepared('consoleLogPath').cfg.paths.consoleLog;
+  consoleTail(maxLines?: number): string[] {
+    return this.#s.console?.tail(maxLines) ?? [];
+  }
+  /** Bytes and lines the guest wrote to its console, and lines not logged (over the rate limit). */
+  consoleTotals(): { bytes: number; lines: number; notLogged: number } {
+    return { ...(this.#s.console?.totals ?? { bytes: 0, lines: 0, notLogged: 0 }) };
   }
   pid(): number | undefined {
     return this.#s.qemu?.alive ? this.#s.qemu.pid : undefined;
@@ -279,7 +290,6 @@ export class QemuHypervisor implements Hypervisor {
       debug: c.debug,
       agent: transport === 'vsock' ? { transport, cid: cid ?? 0 } : { transport, socketPath: c.paths.agentSocket },
       ...(c.sharedDir === undefined ? {} : { virtiofsSocket: c.paths.virtiofsdSocket }),
-      consoleLog: c.paths.consoleLog,
       qmpSocket: c.paths.qmpSocket,
       pidFile: c.paths.qemuPidFile,
       ...(this.#opts.fileProbe.kind(QBOOT_FIRMWARE) === 'file' ? { firmware: QBOOT_FIRMWARE } : {}),
@@ -311,7 +321,12 @@ export class QemuHypervisor implements Hypervisor {
     for (let attempt = 1; ; attempt++) {
       fs.rmSync(c.paths.qmpSocket, { force: true }); // a failed attempt's socket would only be refused
       const { file, args } = this.command();
-      const qemu = OwnedProcess.spawn(file, args, { name: 'qemu', logger: this.#log });
+      // The console's lines go into the log only when debugging (bounded either way).
+      const guestConsole = new GuestConsole(this.#log, c.debug, this.#consoleLimits);
+      s.console = guestConsole;
+      const qemu = OwnedProcess.spawn(file, args, {
+        name: 'qemu', logger: this.#log, onStdout: (chunk) => guestConsole.push(chunk), onStdoutEnd: () => guestConsole.end(),
+      });
       s.qemu = qemu;
       this.#log.info({ id: c.id, pid: qemu.pid, accel: s.accel, attempt }, 'qemu started');
       try {
@@ -365,7 +380,7 @@ export class QemuHypervisor implements Hypervisor {
       await qemu.exited;
       const e = qemu.exit;
       const how = e?.error ? `could not be spawned: ${e.error.message}` : e?.signal ? `was killed by ${e.signal}` : `exited with code ${e?.code}`;
-      const consoleTail = await readTailLines(c.paths.consoleLog, 10);
+      const consoleTail = this.consoleTail(10);
       throw new UnavailableError(
         `QEMU ${how} during start; stderr: ${qemu.stderrTail().trim() || '(empty)'}` +
           (consoleTail.length ? `; last console lines:\n${consoleTail.join('\n')}` : '; console: (empty)'),
@@ -426,7 +441,7 @@ export class QemuHypervisor implements Hypervisor {
         signal: e.signal,
         expected: s.stopRequested,
         stderrTail: qemu.stderrTail(),
-        consoleTail: c ? await readTailLines(c.paths.consoleLog) : [],
+        consoleTail: this.consoleTail(40),
       };
       const fields = { id: c?.id, pid: qemu.pid, code: exit.code, signal: exit.signal, expected: exit.expected };
       if (exit.expected) this.#log.info(fields, 'QEMU exited');

@@ -14,7 +14,6 @@ const base: QemuCmdline = {
   kernelParams: [],
   debug: false,
   agent: { transport: 'serial', socketPath: `${S}/agent.sock` },
-  consoleLog: `${S}/console.log`,
   qmpSocket: `${S}/qmp.sock`,
   pidFile: `${S}/qemu.pid`,
 };
@@ -40,7 +39,7 @@ describe('hypervisor/qemu/cmdline', () => {
       '-device', 'virtserialport,chardev=agent,name=agent.channel.0',
       '-chardev', 'socket,id=fs,path=/run/hull/vm/pod1/virtiofsd.sock',
       '-device', 'vhost-user-fs-pci,chardev=fs,tag=kataShared',
-      '-chardev', 'file,id=console,path=/run/hull/vm/pod1/console.log',
+      '-chardev', 'stdio,id=console,signal=off',
       '-serial', 'chardev:console',
       '-qmp', 'unix:/run/hull/vm/pod1/qmp.sock,server=on,wait=off',
       '-pidfile', '/run/hull/vm/pod1/qemu.pid',
@@ -63,7 +62,7 @@ describe('hypervisor/qemu/cmdline', () => {
       '-drive', 'file=/opt/hull/guest/rootfs.img,if=none,id=rootfs,format=raw,readonly=on',
       '-device', 'virtio-blk-pci,drive=rootfs',
       '-device', 'vhost-vsock-pci,guest-cid=1234',
-      '-chardev', 'file,id=console,path=/run/hull/vm/pod1/console.log',
+      '-chardev', 'stdio,id=console,signal=off',
       '-serial', 'chardev:console',
       '-qmp', 'unix:/run/hull/vm/pod1/qmp.sock,server=on,wait=off',
       '-pidfile', '/run/hull/vm/pod1/qemu.pid',
@@ -85,7 +84,7 @@ describe('hypervisor/qemu/cmdline', () => {
 
   it('rejects commas and control characters in values that go into option syntax', () => {
     assert.throws(() => rootDiskArgs('/img,format=qcow2'), (e: Error) => e instanceof InvalidArgumentError && /comma/.test(e.message));
-    assert.throws(() => buildQemuArgv({ ...base, consoleLog: '/tmp/a,b' }), InvalidArgumentError);
+    assert.throws(() => buildQemuArgv({ ...base, pidFile: '/tmp/a,b' }), InvalidArgumentError);
     assert.throws(() => buildQemuArgv({ ...base, qmpSocket: '/tmp/q\nmp' }), InvalidArgumentError);
     assert.throws(() => buildQemuArgv({ ...base, virtiofsSocket: '/x,server=on' }), InvalidArgumentError);
     assert.throws(() => buildQemuArgv({ ...base, kernel: '/k,x' }), InvalidArgumentError);

@@ -1,11 +1,13 @@
 /**
  * A stand-in for qemu-system-x86_64 for fast lifecycle tests: it reads the argv our builder makes, serves QMP on
- * the -qmp socket, writes to the console file, and misbehaves on request through `fake.mode=...` words in -append:
+ * the -qmp socket, writes its console to stdout (as `-chardev stdio,id=console` asks), and misbehaves on request
+ * through `fake.mode=...` words in -append:
  *   exit-early        print an error to stderr and a line to the console, exit 1 before QMP
  *   no-qmp            never open QMP (a hung boot)
  *   stubborn          ignore QMP quit and SIGTERM (only SIGKILL ends it)
  *   cid-busy=<cid>    fail like QEMU when vhost-vsock's guest CID is taken
  *   crash-after=<ms>  exit with code 3 that long after QMP is up
+ *   flood=<MiB>       once QMP is up, write that many MiB of console lines, then a 1 MiB line, then `fake: flood done`
  */
 import fs from 'node:fs';
 import path from 'node:path';
@@ -22,8 +24,8 @@ const mode = Object.fromEntries(append.split(' ').filter((w) => w.startsWith('fa
   const [k, v] = w.slice('fake.mode='.length).split('=');
   return [k, v === undefined ? true : v];
 }));
-const consolePath = (all('-chardev').find((c) => c.startsWith('file,id=console,')) || '').replace(/^.*path=/, '');
-const say = (line) => { if (consolePath) fs.appendFileSync(consolePath, line + '\n'); };
+const consoleOnStdout = all('-chardev').some((c) => c.startsWith('stdio,id=console'));
+const say = (line) => { if (consoleOnStdout) process.stdout.write(line + '\n'); };
 say('fake qemu booting ' + (opt('-name') || ''));
 const vsock = all('-device').find((d) => d.startsWith('vhost-vsock-pci,'));
 if (vsock && mode['cid-busy'] !== undefined && vsock.endsWith('guest-cid=' + mode['cid-busy'])) {
@@ -67,6 +69,20 @@ const server = net.createServer((sock) => {
   sock.on('error', () => undefined);
 });
 server.listen(qmpPath);
+if (mode['flood'] !== undefined) {
+  const line = 'fake flood '.padEnd(1023, 'x') + '\n';
+  const lines = Number(mode['flood']) * 1024;
+  let i = 0;
+  const more = () => {
+    while (i < lines) {
+      i++;
+      if (!process.stdout.write(line)) return process.stdout.once('drain', more);
+    }
+    process.stdout.write('y'.repeat(1 << 20) + '\n');
+    say('fake: flood done');
+  };
+  more();
+}
 if (mode['crash-after'] !== undefined) setTimeout(() => { say('fake: crashing'); process.exit(3); }, Number(mode['crash-after']));
 void keepAlive;
 `;

@@ -59,7 +59,7 @@ describe('hypervisor/qemu/qemu (fake QEMU)', function () {
     await vm.prepare(cfg);
     assert.equal(vm.accel(), 'tcg');
     assert.deepEqual(vm.agentAddress(), { transport: 'serial', path: path.join(cfg.stateDir, 'agent.sock') });
-    assert.equal(vm.consoleLogPath(), path.join(cfg.stateDir, 'console.log'));
+    assert.deepEqual(vm.consoleTail(), [], 'no console before QEMU runs');
     assert.ok(log.lines.some((l) => l.msg === 'accel: tcg' && /does not exist/.test((l.obj as { why: string }).why)));
     const early = vm.wait();
     await vm.start(AbortSignal.timeout(10_000));
@@ -102,8 +102,35 @@ describe('hypervisor/qemu/qemu (fake QEMU)', function () {
     assert.equal(exit.expected, false);
     assert.match(exit.stderrTail, /fake failure/);
     assert.equal(vm.pid(), undefined);
-    assert.deepEqual(fs.readdirSync(cfg.stateDir).sort(), ['console.log']);
+    assert.deepEqual(fs.readdirSync(cfg.stateDir).sort(), [], 'the console is kept in memory, not in a file');
+    assert.deepEqual(vm.consoleTail(1), ['fake: Kernel panic - not syncing: nothing to do']);
     await assert.rejects(vm.start(AbortSignal.timeout(1000)), FailedPreconditionError); // a VM starts once
+  });
+
+  it('a guest flooding its console (8 MiB and a 1 MiB line): bounded memory, nothing on disk, the log rate-limited and counting', async () => {
+    const log = recordingLogger();
+    const vm = make({ logger: log, consoleLimits: { maxLines: 100, maxBytes: 32 * 1024, linesPerWindow: 50, windowMs: 60_000 } });
+    await vm.prepare({ ...withMode('flood=8'), debug: true });
+    await vm.start(AbortSignal.timeout(10_000));
+    const t0 = Date.now();
+    while (!vm.consoleTail(1).includes('fake: flood done') && Date.now() - t0 < 15_000) await new Promise((r) => setTimeout(r, 20));
+    const tail = vm.consoleTail();
+    assert.equal(tail.at(-1), 'fake: flood done');
+    assert.ok(tail.length <= 100, `${tail.length} lines kept`);
+    assert.ok(tail.join('').length <= 33 * 1024, `${tail.join('').length} characters kept`);
+    const long = tail.at(-2)!;
+    assert.equal(long, `${'y'.repeat(1024)}…(${(1 << 20) - 1024} bytes more)`, 'a 1 MiB line is kept as its first KiB');
+    assert.ok(vm.consoleTotals().bytes > 8 * 1024 * 1024);
+    const files = fs.readdirSync(cfg.stateDir).map((f) => fs.statSync(path.join(cfg.stateDir, f)));
+    assert.ok(files.every((f) => !f.isFile() || f.size < 4096), 'no console file in the state folder');
+    await vm.stop({ force: false });
+    const logged = log.lines.filter((l) => l.msg === 'guest console');
+    assert.equal(logged.length, 50, 'at most 50 lines per window went into the log');
+    const dropped = log.lines.filter((l) => /guest console lines not logged/.test(l.msg));
+    assert.equal(dropped.length, 1, 'one report, when the console ended');
+    const notLogged = (dropped[0]!.obj as { notLogged: number }).notLogged;
+    assert.equal(notLogged, 8 * 1024 + 3 - 50, 'every line past the limit is counted (the booting line, 8192 flood lines, the long one, done)');
+    assert.equal(vm.consoleTotals().notLogged, notLogged);
   });
 
   it('a boot that never reaches QMP: the deadline kills QEMU (DeadlineExceededError), an abort too (CancelledError)', async () => {
