@@ -23,7 +23,7 @@ export interface SandboxRecord {
   sandboxId: string;
   /** The daemon's pid, to tell a live shim from a dead one. */
   shimPid: number;
-  /** The hypervisor's state folder (sockets, console log): its path is in QEMU's and virtiofsd's argv. */
+  /** The hypervisor's state folder (sockets, pid files): its path is in QEMU's and virtiofsd's argv. */
   vmStateDir: string;
   qemuPid?: number;
   virtiofsdPid?: number;
