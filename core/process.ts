@@ -4,8 +4,11 @@
  *   created ──start──▶ running ──exit──▶ stopped
  *      └────────── (deleted before start: stopped, exit status 0, never ran) ──┘
  *
- * The exit is published only after every byte of output reached containerd's FIFOs and after the process's
- * start event, so that containerd sees start, output, exit, in that order.
+ * The exit is published after the process's start event and after the output it wrote before it exited reached
+ * containerd's FIFOs, so that containerd sees start, output, exit, in that order; that wait is bounded (the
+ * agent's and ProcessIo.drained()'s, 2 s each, as runc's shim bounds its own), so that a background child holding
+ * the process's stdout cannot hold its exit. The stdio stays open after the exit, as runc's does, until the process
+ * is deleted.
  */
 import type { ProcessIo } from './stdio';
 import type { StdioPaths } from './events';
@@ -56,7 +59,6 @@ export class Process {
     if (this.exit) return false;
     this.status = 'stopped';
     this.exit = { exitStatus, exitedAt };
-    this.io?.close();
     this.resolveExit(this.exit);
     return true;
   }
