@@ -437,7 +437,7 @@ export function killCgroup(cid: string, dir = cgroupDir(cid)): void {
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT' && !fs.existsSync(dir)) return; // no cgroup: nothing left
   }
-  let pids: number[] = [];
+  let pids: number[];
   try {
     pids = cgroupPids(dir);
   } catch {
