@@ -110,7 +110,12 @@ export class Containers {
       const pidFile = path.join(bundle, 'init.pid');
       for (const { key, value } of guestSysctls ?? []) writeGuestSysctl(key, value);
       const terminal = config.process.terminal ? await Terminal.open(initialSize(config.process)) : undefined;
-      container.init = await this.spawnWithPipes(execId, bundle, reaper, pidFile, ['create', '--bundle', bundle, '--pid-file', pidFile, cid], terminal);
+      // Sharing the pod's pid namespace, the init is not that namespace's init: its exit would leave its children
+      // running (and holding its stdout). runc's shim kills every process of such a container when its init exits
+      // (ShouldKillAllOnExit); so does the agent, before the exit is reported.
+      const sharesPid = (config.linux as { namespaces: { type: string; path?: string }[] }).namespaces.some((n) => n.type === 'pid' && n.path !== undefined);
+      const afterExit = sharesPid ? () => killCgroup(cid) : undefined;
+      container.init = await this.spawnWithPipes(execId, bundle, reaper, pidFile, ['create', '--bundle', bundle, '--pid-file', pidFile, cid], terminal, afterExit);
       container.state = 'created';
       this.oomEvents.watch(cid, path.join(cgroupDir(cid), 'memory.events'));
       log.info('container created', { id: cid, pid: container.init.pid });
@@ -325,7 +330,15 @@ export class Containers {
    * crun with the agent's stdio pipes, which the process it starts inherits, or with `terminal`'s slave and
    * hull-ctty; resolves once crun exited 0.
    */
-  private async spawnWithPipes(execId: string, bundle: string, reaper: Reaper, pidFile: string, args: string[], terminal?: Terminal): Promise<ContainerProcess> {
+  private async spawnWithPipes(
+    execId: string,
+    bundle: string,
+    reaper: Reaper,
+    pidFile: string,
+    args: string[],
+    terminal?: Terminal,
+    afterExit?: () => void,
+  ): Promise<ContainerProcess> {
     fs.rmSync(pidFile, { force: true });
     let proc: ContainerProcess;
     let child: ChildProcess;
@@ -367,7 +380,16 @@ export class Containers {
       proc.close();
       throw new StatusError(Code.INTERNAL, `crun ${args[0]} wrote a bad pid file`);
     }
-    proc.started(pid, reaper.waitFor(pid));
+    const exit = reaper.waitFor(pid);
+    proc.started(
+      pid,
+      afterExit
+        ? exit.then((code) => {
+            afterExit();
+            return code;
+          })
+        : exit,
+    );
     return proc;
   }
 
@@ -401,6 +423,34 @@ export class Containers {
 /** Where crun puts container `cid` (config.json's cgroupsPath /hull/<cid>). */
 function cgroupDir(cid: string): string {
   return path.join(CGROUP_ROOT, 'hull', cid);
+}
+
+/**
+ * SIGKILL to every process left in container `cid`'s cgroup (cgroup v2's cgroup.kill, else one by one), as runc's
+ * shim does with `runc kill --all` when the init of a container without a pid namespace of its own exits.
+ */
+export function killCgroup(cid: string, dir = cgroupDir(cid)): void {
+  try {
+    fs.writeFileSync(path.join(dir, 'cgroup.kill'), '1');
+    log.info('container init exited: its remaining processes are killed', { id: cid });
+    return;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT' && !fs.existsSync(dir)) return; // no cgroup: nothing left
+  }
+  let pids: number[];
+  try {
+    pids = cgroupPids(dir);
+  } catch {
+    return;
+  }
+  for (const pid of pids) {
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {
+      // gone meanwhile
+    }
+  }
+  log.info('container init exited: its remaining processes are killed', { id: cid, pids });
 }
 
 /** The last lines crun logged for this bundle (its error), then the log is emptied for the next command. */

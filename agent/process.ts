@@ -1,8 +1,13 @@
 /**
  * A container process as the agent sees it: the pipes it created for its stdio (or its terminal: terminal.ts), its
  * output buffered until the host reads it (ReadStdout/ReadStderr), and its exit code from hull-init's reaper.
- * WaitProcess answers only once the process has exited AND both output pipes reached end of file, so no output is
- * lost after the exit is reported.
+ *
+ * The exit is its own event (containerd's runc shim publishes it as soon as the process is reaped). WaitProcess
+ * answers once the process has exited and then both output pipes reached end of file, or EXIT_DRAIN_MS after the
+ * exit, whichever comes first: a background child that inherited the pipes (`sh -c 'sleep 300 & echo started'`)
+ * keeps them open and must not hold the exit. What the process wrote before it exited is in the pipe by then and
+ * read within the bound; the pipes stay open and the output buffered after the answer, so output of such a child
+ * keeps flowing to ReadStdout/ReadStderr until the process is forgotten (close(), at RemoveContainer).
  */
 import type { Readable, Writable } from 'node:stream';
 import { Code, StatusError } from 'ttrpc-ts';
@@ -13,6 +18,13 @@ export const OUTPUT_BUFFER_LIMIT = 1 << 20;
 export const READ_LIMIT = 1 << 20;
 /** Largest WriteStdin request. */
 export const WRITE_LIMIT = 1 << 20;
+/**
+ * How long WaitProcess waits after the exit for end of file on the process's output: runc's shim waits 2 s for its
+ * output copy when the process is deleted (pkg/process waitTimeout) and then closes the IO. Here the output of
+ * an exited process is normally at end of file within milliseconds; the bound only matters when a child of the
+ * process holds the pipes.
+ */
+export const EXIT_DRAIN_MS = 2_000;
 
 /** A pipe's output, buffered up to a cap; read() blocks until there is data or end of file. */
 export class OutputBuffer {
@@ -107,6 +119,7 @@ export class ContainerProcess {
   pid = 0;
   exitCode: number | undefined;
   private exitPromise: Promise<number> | undefined;
+  private drained: Promise<number> | undefined;
 
   constructor(
     readonly execId: string,
@@ -135,12 +148,21 @@ export class ContainerProcess {
     return this.exitCode !== undefined;
   }
 
-  /** The exit code, once the process exited and its stdout and stderr reached end of file. */
-  async wait(): Promise<number> {
-    if (!this.exitPromise) throw new StatusError(Code.FAILED_PRECONDITION, `process ${this.execId || '(init)'} has not been started`);
-    const code = await this.exitPromise;
-    await Promise.all([this.stdout.ended(), this.stderr.ended()]);
-    return code;
+  /**
+   * The exit code, once the process exited and its stdout and stderr reached end of file, or `drainMs` after the
+   * exit (a child holds them); the bound counts from the exit, once for every caller.
+   */
+  wait(drainMs = EXIT_DRAIN_MS): Promise<number> {
+    const exit = this.exitPromise;
+    if (!exit) return Promise.reject(new StatusError(Code.FAILED_PRECONDITION, `process ${this.execId || '(init)'} has not been started`));
+    this.drained ??= exit.then(async (code) => {
+      let timer: NodeJS.Timeout | undefined;
+      const deadline = new Promise<void>((resolve) => (timer = setTimeout(resolve, drainMs)));
+      await Promise.race([Promise.all([this.stdout.ended(), this.stderr.ended()]), deadline]);
+      clearTimeout(timer);
+      return code;
+    });
+    return this.drained;
   }
 
   async write(data: Uint8Array): Promise<number> {

@@ -27,8 +27,9 @@
  *   opened and shells turn job control off. It also cannot split CreateContainer from StartContainer, and
  *   node-pty's UnixTerminal destroys the pty 200 ms after the child exits, unread output or not.
  * With hull-ctty the kernel does the rest: TIOCSWINSZ on the master sends SIGWINCH to the foreground process
- * group, ^C is SIGINT for it, exit statuses are exact (the reaper), and WaitProcess answers only after the master
- * reached end of file (EIO once the last slave is closed), so all output is read first.
+ * group, ^C is SIGINT for it, exit statuses are exact (the reaper), and WaitProcess answers once the master
+ * reached end of file (EIO once the last slave is closed), so all output is read first, or at the latest
+ * EXIT_DRAIN_MS after the exit when a background child still holds the slave (process.ts).
  *
  * node-pty is used through its native layer (open: openpty; resize: TIOCSWINSZ), which it exports as `native`
  * without promising it (hence the exact version in package.json); its UnixTerminal is not used, for the reason

@@ -6,8 +6,11 @@
  *      └────────── (deleted before start: stopped, exit status 0, never ran) ──┘
  *
  * The exit is recorded by markStopped alone (Sandbox.finish), at once, without waiting for any operation in
- * flight. It is published only after every byte of output reached containerd's FIFOs and after the process's
- * start event, so that containerd sees start, output, exit, in that order.
+ * flight. It is published after the process's start event and after the output it wrote before it exited reached
+ * containerd's FIFOs, so that containerd sees start, output, exit, in that order; that wait is bounded (the
+ * agent's and ProcessIo.drained()'s, 2 s each, as runc's shim bounds its own), so that a background child holding
+ * the process's stdout cannot hold its exit. The stdio stays open after the exit, as runc's does, until the process
+ * is deleted.
  */
 import { CONTAINER_ANSWERS, CONTAINER_MOVES, EXEC_ANSWERS, EXEC_MOVES, StateMachine, type LifecycleState, type Operation } from './lifecycle';
 import type { ProcessIo } from './stdio';
@@ -92,7 +95,6 @@ export class Process {
   markStopped(exitStatus: number, exitedAt = new Date()): boolean {
     if (!this.#machine.transition(['created', 'running', 'paused'], 'stopped')) return false;
     this.exit = { exitStatus, exitedAt };
-    this.io?.close();
     this.resolveExit(this.exit);
     return true;
   }

@@ -310,7 +310,11 @@ export class Sandbox {
     return this.container(id).start(execId);
   }
 
-  /** Waits for the process in the guest, then for its output to drain, then publishes its exit. */
+  /**
+   * Waits for the process in the guest (the agent answers at the exit once its pipes ended, or 2 s later when a
+   * child holds them), then for what the agent holds of its output to reach the FIFOs (bounded, core/stdio.ts
+   * drained()), then publishes its exit. The stdio stays open until the process is deleted.
+   */
   private async watch(p: Process, agentExecId: string): Promise<void> {
     let status = 255;
     try {
@@ -318,7 +322,7 @@ export class Sandbox {
     } catch (err) {
       if (!this.tornDown) this.o.logger.warn({ id: p.containerId, execId: p.execId, error: errorMessage(err) }, 'waiting for a process failed');
     }
-    await p.io?.outputDone;
+    await p.io?.drained();
     this.finish(p, status);
   }
 
@@ -356,6 +360,7 @@ export class Sandbox {
     if (execId !== '') return c.deleteExec(execId);
     return c.locked('delete', '', (p) => this.serial(async () => {
       p.markStopped(0); // never started: no exit event
+      p.io?.close();
       for (const e of c.execs.values()) e.io?.close();
       if (id === this.o.id) {
         await this.teardown();

@@ -10,6 +10,17 @@
  *   before containerd's writer has opened it. CloseIO drops the keep-alive: once containerd's writer is closed
  *   too, what is still in the pipe is read, forwarded, and then the agent's stdin is closed.
  * `stdout`/`stderr` may be plain paths, `fifo://` or `file://` URIs (appended to); `binary://` loggers are refused.
+ *
+ * Exits (containerd's runc shim is the reference: it publishes an exit as soon as the process is reaped, and on
+ * Delete waits at most 2 s for its output copy before it closes the IO). The agent answers WaitProcess once the
+ * process exited and its pipes reached end of file, or at most its own 2 s drain bound after the exit (a
+ * background child may hold the pipes forever). Then drained() waits, at most EXIT_DRAIN_MS, until what the agent
+ * holds has reached the FIFOs: until end of stream, or until each stream's read has waited IDLE_MS in the agent
+ * (which answers a read at once when it has data). Only then is the exit published, so containerd sees the output
+ * the process wrote before it exited first. Output of a background child keeps flowing to the FIFOs after the exit
+ * is published, until the process is deleted: close() then closes the FIFOs (containerd's reader gets end of
+ * file, `ctr task exec` returns) and what still comes from the agent is read and dropped, so that the child does
+ * not block on a full pipe in the guest.
  */
 import fs from 'node:fs';
 import net from 'node:net';
@@ -23,8 +34,16 @@ import type { StdioPaths } from './events';
 const READ_CHUNK = 1 << 20;
 /** Largest WriteStdin sent at once. */
 const WRITE_CHUNK = 64 * 1024;
+/**
+ * Longest wait, after the agent reported an exit, for its output to reach the FIFOs: runc's bound on Delete
+ * (2 s). It only runs out when the output keeps coming (a background child writing) or containerd reads slowly.
+ */
+export const EXIT_DRAIN_MS = 2_000;
+/** A read that has waited this long in the agent found nothing buffered there (the agent answers at once with data). */
+export const IDLE_MS = 100;
 
-type Sink = { write(chunk: Buffer): Promise<void>; end(): Promise<void> };
+/** end() flushes what was written and closes; destroy() closes at once, dropping what is not yet written. */
+type Sink = { write(chunk: Buffer): Promise<void>; end(): Promise<void>; destroy(): void };
 
 /** A host path for one stdio stream, or undefined when not attached. */
 export function stdioTarget(uri: string, what: string): { kind: 'fifo' | 'file'; path: string } | undefined {
@@ -69,17 +88,21 @@ function socketSink(sock: net.Socket): Sink {
           resolve();
         });
       }),
+    destroy: () => sock.destroy(),
   };
 }
 
 async function openSink(target: { kind: 'fifo' | 'file'; path: string }): Promise<Sink> {
   if (target.kind === 'file') {
     const handle = await fs.promises.open(target.path, fs.constants.O_WRONLY | fs.constants.O_APPEND | fs.constants.O_CREAT | fs.constants.O_NOFOLLOW, 0o640);
+    let closing: Promise<void> | undefined;
+    const close = (): Promise<void> => (closing ??= handle.close());
     return {
       write: async (chunk) => {
         await handle.write(chunk);
       },
-      end: () => handle.close(),
+      end: close,
+      destroy: () => void close().catch(() => undefined),
     };
   }
   const fd = await openFifo(target.path, fs.constants.O_RDWR);
@@ -122,6 +145,8 @@ export class ProcessIo {
   private started = false;
   private closed = false;
   private resolveOutput!: () => void;
+  /** Per output stream copied: whether it ended, and since when (performance.now()) its read waits in the agent. */
+  private readonly pumps: { ended: boolean; readingSince: number | undefined }[] = [];
 
   private constructor(private readonly o: ProcessIoOptions) {
     this.outputDone = new Promise((resolve) => (this.resolveOutput = resolve));
@@ -211,12 +236,36 @@ export class ProcessIo {
     await this.stdinDone;
   }
 
+  /**
+   * Resolves once the output the agent holds has reached the FIFOs, after the agent reported the exit: at end of
+   * stream, or once every stream's read has waited IDLE_MS in the agent, or after `boundMs` (see the top).
+   */
+  drained(boundMs = EXIT_DRAIN_MS): Promise<void> {
+    if (!this.started) return Promise.resolve();
+    const deadline = performance.now() + boundMs;
+    let timer: NodeJS.Timeout | undefined;
+    const idle = new Promise<void>((resolve) => {
+      const check = (): void => {
+        const now = performance.now();
+        const quiet = this.pumps.every((p) => p.ended || (p.readingSince !== undefined && now - p.readingSince >= IDLE_MS));
+        if (quiet || now >= deadline) return resolve();
+        timer = setTimeout(check, 20);
+      };
+      check();
+    });
+    return Promise.race([this.outputDone, idle]).finally(() => clearTimeout(timer));
+  }
+
   private async pump(stream: 'stdout' | 'stderr', sink: Sink | undefined): Promise<void> {
     const { agent, containerId, execId, logger } = this.o;
     const read = stream === 'stdout' ? agent.readStdout.bind(agent) : agent.readStderr.bind(agent);
+    const state = { ended: false, readingSince: undefined as number | undefined };
+    this.pumps.push(state);
     try {
       for (;;) {
+        state.readingSince = performance.now();
         const data = await read(containerId, execId, READ_CHUNK);
+        state.readingSince = undefined;
         if (data.length === 0) break;
         // Without a sink the output is still read, or the process would block on a full pipe in the guest.
         if (sink && !this.closed) await sink.write(data);
@@ -224,17 +273,20 @@ export class ProcessIo {
     } catch (err) {
       if (!this.closed) logger.debug({ containerId, execId, stream, error: errorMessage(err) }, 'output copy ended');
     } finally {
+      state.ended = true;
       await sink?.end().catch(() => undefined);
     }
   }
 
-  /** Releases every descriptor (after the process's exit was handled, or on a failed create). */
+  /**
+   * Releases every descriptor (when the process is deleted, or on a failed create): the FIFOs are closed at once,
+   * so containerd's reader gets end of file even while a background child of the process still writes; what the
+   * agent still sends is read and dropped.
+   */
   close(): void {
     this.closed = true;
-    if (!this.started) {
-      for (const sink of this.sinks) void sink.end().catch(() => undefined);
-      this.resolveOutput();
-    }
+    for (const sink of this.sinks) sink.destroy();
+    if (!this.started) this.resolveOutput();
     if (this.stdinKeepAlive !== undefined) fs.closeSync(this.stdinKeepAlive);
     this.stdinKeepAlive = undefined;
     this.stdinSocket?.destroy();

@@ -446,6 +446,37 @@ describe('containers in a real VM (crun in the guest, rootfs over virtio-fs)', f
     await share.unshare('c-sc-bad');
   });
 
+  it('answers WaitProcess for an exec whose background child holds its stdout; the child goes on', async () => {
+    await run('c-bg', ['sleep', '600']);
+    await agent.execProcess('c-bg', 'e1', { args: ['sh', '-c', 'sleep 300 & echo started'] });
+    assert.equal(await agent.waitProcess('c-bg', 'e1'), 0, 'answered although the pipe is still open');
+    assert.equal((await agent.readStdout('c-bg', 'e1')).toString(), 'started\n');
+    const table = await agent.processTable('c-bg');
+    assert.match(table, /sleep 300/, `the background child still runs:\n${table}`);
+    await agent.signalProcess('c-bg', '', 9);
+    assert.equal(await agent.waitProcess('c-bg'), 137);
+    await remove('c-bg');
+  });
+
+  it('kills what is left of a container sharing the pod\'s pid namespace when its init exits (runc\'s kill-all)', async () => {
+    // The pod's first container (its own pid namespace); then one that joins it, whose init backgrounds a child.
+    await runOci('c-pidpod', ['sleep', '600']);
+    await share.shareRootfs('c-pidapp', [], rootfs);
+    const spec = ociSpec('c-pidapp', ['sh', '-c', 'sleep 300 & echo "up $$"']);
+    spec.linux = { namespaces: [{ type: 'pid', path: '/proc/1/ns/pid' }, ...['ipc', 'uts', 'mount', 'network'].map((type) => ({ type }))] };
+    await agent.createOciContainer('c-pidapp', spec);
+    await agent.startContainer('c-pidapp');
+    // End of file on stdout comes only if the child was killed.
+    const r = await collect(agent, 'c-pidapp');
+    assert.deepEqual({ ...r, stdout: '' }, { stdout: '', stderr: '', code: 0 });
+    const pid = Number(/^up (\d+)\n$/.exec(r.stdout)?.[1]);
+    assert.ok(pid > 1, `the init is not its pid namespace's init (the pod's namespace is shared): ${r.stdout}`);
+    await remove('c-pidapp');
+    await agent.signalProcess('c-pidpod', '', 9);
+    assert.equal(await agent.waitProcess('c-pidpod'), 137);
+    await remove('c-pidpod');
+  });
+
   it('refuses a container whose rootfs is not shared, and bad ids', async () => {
     await assert.rejects(agent.createContainer('c-missing', { args: ['true'] }), (e: Error) => e instanceof NotFoundError && /not in the shared folder/.test(e.message));
     await assert.rejects(agent.createContainer('../escape', { args: ['true'] }), InvalidArgumentError);

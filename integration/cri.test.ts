@@ -740,4 +740,34 @@ describe('cri: pods through containerd CRI (runtime.v1)', function () {
       assert.deepEqual(pods.filter((p) => fs.existsSync(sandboxDir(p.pod))).map((p) => p.pod), [], 'no state folder is left');
     });
   });
+
+  // Issue 12 §3: in a pod sharing its pid namespace (shareProcessNamespace), a container's init is not its pid
+  // namespace's init, so its exit does not take its children with it; runc's shim kills what is left of the
+  // container when its init exits (ShouldKillAllOnExit), and the exit is observed. hull must do the same.
+  describe('exits: a shared-pid-namespace pod whose container backgrounds a child (runc, then hull)', function () {
+    for (const handler of ['runc', 'hull']) {
+      it(`${handler}: the container exits 0 with its output, and its background child is gone`, async function () {
+        const sharedPid = { namespaceOptions: { pid: cri.NamespaceMode.POD } };
+        const config = podConfig(`${handler}-sharedpid`, `${handler}-sharedpid`, { securityContext: sharedPid });
+        const pod = await ctd.cri!.runPod(config, handler);
+        try {
+          const watcher = await startContainer(pod, config, 'watcher', ['sleep', '3600'], { securityContext: sharedPid });
+          const bg = await startContainer(pod, config, 'bg', ['sh', '-c', 'sleep 297 & echo up'], { securityContext: sharedPid });
+          // Generous (a hang shows as a failure), never a timing assertion.
+          const status = await waitState(bg, ContainerState.CONTAINER_EXITED, 180_000);
+          assert.equal(status.exitCode, 0);
+          await waitLog(config, 'bg', 'up');
+          assert.deepEqual(criLog(config, 'bg').map((l) => l.text), ['up']);
+          // The pod's containers see each other's processes: the background child was killed with its container.
+          const ps = await exec(watcher, ['ps', '-o', 'pid,args']);
+          assert.equal(ps.exitCode, 0, ps.stderr);
+          assert.match(ps.stdout, /sleep 3600/, 'the pid namespace is shared');
+          assert.doesNotMatch(ps.stdout, /sleep 297/, `the background child is gone:\n${ps.stdout}`);
+        } finally {
+          await client.stopPodSandbox(pod);
+          await client.removePodSandbox(pod);
+        }
+      });
+    }
+  });
 });

@@ -267,3 +267,54 @@ describe('shim: containerd-shim-hull-v2 with a real containerd and ctr', functio
     await assertNothingLeft('noimage');
   });
 });
+
+/**
+ * Issue 12 §3: a process's exit is its own event. A background child that keeps the process's stdout open must
+ * not hold the exit (runc's shim publishes the exit at once and closes the IO on delete, at most ~2 s later).
+ * The same cases run against runc (the reference) and hull.
+ */
+describe('shim: exits are not hostage to stdout (runc, then hull)', function () {
+  this.timeout(600_000);
+  let ctd: PrivateContainerd;
+
+  before(async function () {
+    guestArtifacts();
+    ctd = await startContainerd();
+    await importBusybox(ctd);
+  });
+
+  after(async () => {
+    await ctd?.stop();
+  });
+
+  for (const runtime of ['io.containerd.runc.v2', RUNTIME]) {
+    const name = runtime === RUNTIME ? 'hull' : 'runc';
+
+    it(`${name}: \`ctr task exec sh -c 'sleep 300 & echo started'\` returns with exit 0 and the output`, async () => {
+      const id = `bgexec-${name}`;
+      const r = await ctd.ctr(['run', '-d', '--runtime', runtime, BUSYBOX_IMAGE, id, 'sleep', '600']);
+      assert.equal(r.code, 0, r.stderr);
+      try {
+        // Generous: ctr is killed after 120 s (a hang shows as code null), never a timing assertion.
+        const ex = await ctd.ctr(['task', 'exec', '--exec-id', 'bg', id, 'sh', '-c', 'sleep 300 & echo started'], { timeoutMs: 120_000 });
+        assert.equal(ex.code, 0, `ctr task exec: code ${ex.code}, stderr ${ex.stderr}`);
+        assert.equal(ex.stdout, 'started\n');
+        // The container goes on (and its background child with it), as with runc.
+        const again = await ctd.ctr(['task', 'exec', '--exec-id', 'after', id, 'echo', 'still-running'], { timeoutMs: 120_000 });
+        assert.equal(again.code, 0, again.stderr);
+        assert.equal(again.stdout, 'still-running\n');
+      } finally {
+        await ctd.ctr(['task', 'kill', '-s', 'KILL', id]);
+        await ctd.ctr(['task', 'delete', '--force', id]);
+        await ctd.ctr(['container', 'delete', id]);
+      }
+    });
+
+    it(`${name}: a daemonising init (\`sh -c 'sleep 300 & echo up'\`) exits 0 with its output`, async () => {
+      const id = `bginit-${name}`;
+      const r = await ctd.ctr(['run', '--rm', '--runtime', runtime, BUSYBOX_IMAGE, id, 'sh', '-c', 'sleep 300 & echo up'], { timeoutMs: 120_000 });
+      assert.equal(r.code, 0, `ctr run: code ${r.code}, stderr ${r.stderr}`);
+      assert.equal(r.stdout, 'up\n');
+    });
+  }
+});

@@ -1,6 +1,10 @@
 import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { PassThrough } from 'node:stream';
 import { Code, StatusError } from 'ttrpc-ts';
+import { killCgroup } from '../container';
 import { toRuntimeSpec } from '../oci';
 import { ContainerProcess, OutputBuffer } from '../process';
 
@@ -41,6 +45,53 @@ describe('container output buffering', () => {
     stderr.end();
     assert.equal(await waited, 7);
     assert.equal((await p.stdout.read(10)).toString(), 'tail', 'output stays buffered after the exit');
+  });
+
+  it('answers WaitProcess within the drain bound when a background child holds stdout; its output keeps flowing', async () => {
+    const [stdout, stderr] = [new PassThrough(), new PassThrough()];
+    const p = new ContainerProcess('e1', null, stdout, stderr);
+    let exit!: (code: number) => void;
+    p.started(1234, new Promise((resolve) => (exit = resolve)));
+    stdout.write('started\n');
+    stderr.end();
+    const t0 = Date.now();
+    const waited = p.wait(200);
+    await new Promise((r) => setTimeout(r, 300));
+    exit(0); // the child still holds stdout: it never ends
+    assert.equal(await waited, 0);
+    assert.ok(Date.now() - t0 >= 480, 'the bound counts from the exit, not from the call');
+    assert.equal(await p.wait(200), 0, 'a second WaitProcess answers at once');
+    assert.equal((await p.stdout.read(100)).toString(), 'started\n', 'what was written before the exit is there');
+    stdout.write('later\n');
+    assert.equal((await p.stdout.read(100)).toString(), 'later\n', 'the child\'s output is still read after the exit');
+    p.close();
+    assert.equal((await p.stdout.read(100)).length, 0, 'close() ends it');
+  });
+
+  it('answers WaitProcess at end of file, before the drain bound, when no child holds the pipes', async () => {
+    const [stdout, stderr] = [new PassThrough(), new PassThrough()];
+    const p = new ContainerProcess('e1', null, stdout, stderr);
+    p.started(1234, Promise.resolve(3));
+    const t0 = Date.now();
+    const waited = p.wait(10_000);
+    stdout.end('bye');
+    stderr.end();
+    assert.equal(await waited, 3);
+    assert.ok(Date.now() - t0 < 5_000, 'not held until the bound');
+  });
+});
+
+describe('killCgroup (a container sharing the pod\'s pid namespace whose init exited)', () => {
+  it('kills the cgroup through cgroup.kill, and does nothing without a cgroup', () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'hull-kill-'));
+    try {
+      fs.writeFileSync(path.join(dir, 'cgroup.kill'), '');
+      killCgroup('c1', dir);
+      assert.equal(fs.readFileSync(path.join(dir, 'cgroup.kill'), 'utf8'), '1');
+      assert.doesNotThrow(() => killCgroup('c2', path.join(dir, 'missing')));
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
 

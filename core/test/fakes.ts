@@ -230,6 +230,10 @@ export class FakeAgent implements AgentClient {
   exitProcess(containerId: string, execId: string, code: number): void {
     this.proc(containerId, execId).exit(code);
   }
+  /** Ends the process while a background child of it keeps its stdout and stderr open (they never end). */
+  exitProcessHoldingOutput(containerId: string, execId: string, code: number): void {
+    this.proc(containerId, execId).exitHoldingOutput(code);
+  }
   stdinOf(containerId: string, execId: string): { data: string; closed: boolean } {
     const p = this.proc(containerId, execId);
     return { data: Buffer.concat(p.stdin).toString(), closed: p.stdinClosed };
@@ -354,6 +358,9 @@ export class FakeProcess {
     this.ended = true;
     this.wake('stdout');
     this.wake('stderr');
+    this.resolveExit(code);
+  }
+  exitHoldingOutput(code: number): void {
     this.resolveExit(code);
   }
   async read(stream: 'stdout' | 'stderr'): Promise<Buffer> {

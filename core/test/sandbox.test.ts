@@ -545,6 +545,45 @@ describe('core Sandbox (fake hypervisor, agent and share)', () => {
     });
   });
 
+  describe('exits are not hostage to stdout (a background child holds it)', () => {
+    it('an exec\'s exit is published, bounded, after its earlier output; later output flows until Delete closes the FIFO', async () => {
+      await h.running();
+      const stdio = h.fifos('bg', ['stdout', 'stderr']);
+      await h.sandbox.exec('sb', 'bg', { args: ['sh', '-c', 'sleep 300 & echo started'], cwd: '/' }, stdio);
+      await h.sandbox.start('sb', 'bg');
+      const out = h.reader(stdio.stdout);
+      const err = h.reader(stdio.stderr);
+      let atExit: { data: Buffer; eof: boolean } | undefined;
+      h.onEvent = (e) => {
+        if (e.type === 'exit') atExit = out.drain();
+      };
+      h.agent.emit('sb', 'bg', 'started\n');
+      h.agent.exitProcessHoldingOutput('sb', 'bg', 0);
+      assert.equal((await h.sandbox.wait('sb', 'bg')).exitStatus, 0);
+      assert.deepEqual(atExit, { data: Buffer.from('started\n'), eof: false }, 'the output before the exit, the FIFO still open');
+      h.agent.emit('sb', 'bg', 'later\n');
+      let later = '';
+      await until('the child\'s output after the exit', () => (later += out.drain().data.toString()) === 'later\n');
+      await h.sandbox.delete('sb', 'bg');
+      await until('Delete to close stdout', () => out.drain().eof);
+      await until('Delete to close stderr', () => err.drain().eof);
+    });
+
+    it('a container\'s init: the exit is published and Delete closes its FIFO', async () => {
+      await h.running();
+      const stdio = h.fifos('c2', ['stdout']);
+      await h.create('c2', stdio);
+      await h.sandbox.start('c2', '');
+      const out = h.reader(stdio.stdout);
+      h.agent.emit('c2', '', 'up\n');
+      h.agent.exitProcessHoldingOutput('c2', '', 0);
+      assert.equal((await h.sandbox.wait('c2', '')).exitStatus, 0);
+      assert.deepEqual(out.drain(), { data: Buffer.from('up\n'), eof: false });
+      await h.sandbox.delete('c2', '');
+      await until('Delete to close stdout', () => out.drain().eof);
+    });
+  });
+
   describe('Exec', () => {
     it('publishes exec-added, exec-started, exit; output exact; the exec can be deleted once stopped', async () => {
       await h.running();
