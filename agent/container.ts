@@ -338,6 +338,7 @@ export class Containers {
       }
       proc = new ContainerProcess(execId, terminal.input, terminal.output, null, terminal);
     } else {
+      // spawns: crun; the agent's crun (GUEST_PATHS.crun in the image)
       child = spawn(this.crun, this.crunArgs(bundle, args), { stdio: ['pipe', 'pipe', 'pipe'], env: {} });
       // Node destroys a child's stdin when the child exits; crun exits at once, the process it started keeps the pipe.
       const stdin = child.stdin;
@@ -380,6 +381,7 @@ export class Containers {
       throw new StatusError(Code.FAILED_PRECONDITION, `terminals need ${this.hullCtty} (the guest image has it): ${(err as Error).message}`, { cause: err });
     }
     try {
+      // spawns: crun; the agent's crun (GUEST_PATHS.crun in the image)
       const child = spawn(this.crun, this.crunArgs(bundle, [args[0]!, `--preserve-fds=${PRESERVED_FDS}`, ...args.slice(1)]), { stdio: terminal.stdio(helper), env: {} });
       terminal.attach(child);
       return child;
@@ -390,6 +392,7 @@ export class Containers {
 
   private crunRun(args: string[], bundle: string): Promise<void> {
     return new Promise((resolve, reject) => {
+      // spawns: crun; the agent's crun (GUEST_PATHS.crun in the image)
       execFile(this.crun, this.crunArgs(bundle, args), { timeout: CRUN_TIMEOUT_MS, env: {} }, (err, _stdout, stderr) => {
         if (err) reject(new StatusError(Code.INTERNAL, `crun ${args[0]} ${args.at(-1) ?? ''}: ${crunMessage(bundle) || stderr.trim() || err.message}`, { cause: err }));
         else resolve();

@@ -68,6 +68,7 @@ export class OwnedProcess {
   }
 
   static spawn(file: string, args: readonly string[], opts: SpawnOptions): OwnedProcess {
+    // spawns: wrapper; OwnedProcess.spawn's callers name the program
     const child = spawn(file, args, { stdio: ['ignore', 'ignore', 'pipe'], detached: false, shell: false });
     return new OwnedProcess(child, opts);
   }

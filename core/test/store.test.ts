@@ -8,7 +8,7 @@ import { BUNDLE_POINTER, Store, processMatches, readBundlePointer, recoverFromRe
 import { FakeShare } from './fakes';
 
 function spawned(argv: string[]): Promise<ChildProcess> {
-  const child = spawn(argv[0]!, argv.slice(1), { stdio: 'ignore' });
+  const child = spawn(argv[0]!, argv.slice(1), { stdio: 'ignore' }); // spawns: wrapper; the callers' argv[0]
   return new Promise((resolve, reject) => {
     child.once('spawn', () => resolve(child));
     child.once('error', reject);

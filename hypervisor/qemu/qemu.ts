@@ -311,6 +311,7 @@ export class QemuHypervisor implements Hypervisor {
     for (let attempt = 1; ; attempt++) {
       fs.rmSync(c.paths.qmpSocket, { force: true }); // a failed attempt's socket would only be refused
       const { file, args } = this.command();
+      // spawns: qemu-system-x86_64, nsenter; configuration qemuPath and nsenterPath (see command())
       const qemu = OwnedProcess.spawn(file, args, { name: 'qemu', logger: this.#log });
       s.qemu = qemu;
       this.#log.info({ id: c.id, pid: qemu.pid, accel: s.accel, attempt }, 'qemu started');
