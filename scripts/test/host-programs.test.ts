@@ -119,6 +119,16 @@ describe('host programs: every program hull runs comes from a Debian package tha
     assert.deepEqual(unlisted(list.PROGRAMS, sites), [], 'programs spawned but not in scripts/host-programs.mjs');
   });
 
+  it("the default paths of the configurable programs (hypervisor/types.ts, config/configuration.toml) are the list's", function () {
+    const types = fs.readFileSync(path.join(ROOT, 'hypervisor', 'types.ts'), 'utf8');
+    const defaults = [...types.matchAll(/export const DEFAULT_(\w+)_PATH = '([^']+)'/g)].map((m) => m[2]!);
+    assert.ok(defaults.length >= 3, 'DEFAULT_QEMU_PATH, DEFAULT_VIRTIOFSD_PATH, DEFAULT_NSENTER_PATH');
+    const toml = fs.readFileSync(path.join(ROOT, 'config', 'configuration.toml'), 'utf8');
+    const configured = [...toml.matchAll(/^#?\s*\w*path = "(\/usr\/(?:s?bin|lib)\/[^"]+)"/gm)].map((m) => m[1]!);
+    const paths = new Set(list.PROGRAMS.map((p) => p.path));
+    assert.deepEqual([...defaults, ...configured].filter((p) => !paths.has(p)), []);
+  });
+
   it('the list has each program once, with an absolute path and a reason', function () {
     const names = list.PROGRAMS.map((p) => p.name);
     assert.deepEqual(names.filter((n, i) => names.indexOf(n) !== i), []);
