@@ -6,6 +6,7 @@ import type { Client, CallOptions, MethodDescriptor } from 'ttrpc-ts';
 import { CancelledError, DeadlineExceededError, InvalidArgumentError, ShimError, UnavailableError, errorMessage } from '../errors';
 import { AgentService, HealthService, MAX_UINT64_NUMBER, grpc } from '../protos/agent';
 import { DiagnosticsService, PortForwardService, ProcessesService } from '../protos/hull';
+import { isIdentifier } from '../protos/identifiers';
 import { connectOnce, describeEndpoint, isNotYet, parseAgentEndpoint, type VsockConnector } from './channel';
 import { classifyAgentError } from './errors';
 import { BadReplyError, fromGrpcInterface, fromGrpcInterfaces, fromGrpcRoutes, toGrpcInterface, toGrpcNeighbor, toGrpcRoute, type ArpNeighbor, type GuestInterface, type GuestRoute, type NetworkInterface, type RouteSpec } from './network';
@@ -374,8 +375,8 @@ export class KataAgentClient implements AgentClient {
   async getOOMEvent(signal?: AbortSignal): Promise<string> {
     const res = await this.call(AgentService.GetOOMEvent, {}, { signal });
     const id = res.containerId ?? '';
-    // The guest is not trusted: an id is a plain name, as the agent requires of every container id.
-    if (!/^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/.test(id)) throw classifyAgentError(new Error(`GetOOMEvent returned a bad container id ${JSON.stringify(id.slice(0, 64))}`), 'GetOOMEvent');
+    // The guest is not trusted: a container id follows containerd's identifier rule, as every id hull sends does.
+    if (!isIdentifier(id)) throw classifyAgentError(new Error(`GetOOMEvent returned a bad container id ${JSON.stringify(id.slice(0, 64))}`), 'GetOOMEvent');
     return id;
   }
 

@@ -24,7 +24,7 @@ import type { Reaper } from './reaper';
 import { onlineSets, toOciResources } from './resources';
 import { CGROUP_ROOT, readCgroupStats } from './stats';
 import { crunProcess, HULL_CTTY, initialSize, PRESERVED_FDS, Terminal } from './terminal';
-import { invalid, plainName, realPathUnder, uint16 } from './validate';
+import { identifier, invalid, realPathUnder, uint16 } from './validate';
 
 export interface ContainersOptions {
   crun?: string;
@@ -80,8 +80,8 @@ export class Containers {
   }
 
   async create(req: grpc.ICreateContainerRequest): Promise<void> {
-    const cid = plainName(req.containerId ?? '', 'container id');
-    const execId = req.execId ? plainName(req.execId, 'exec id') : '';
+    const cid = identifier(req.containerId ?? '', 'container id');
+    const execId = req.execId ? identifier(req.execId, 'exec id') : '';
     if (this.containers.has(cid)) throw new StatusError(Code.ALREADY_EXISTS, `container ${cid} already exists`);
     const rootPath = `${this.sharedContainers}/${cid}/rootfs`;
     const { guestSysctls, ...config } = toRuntimeSpec(req.OCI, cid, rootPath, this.sharedContainers, this.podPidNamespace()); // checks everything before anything is done
@@ -134,7 +134,7 @@ export class Containers {
 
   async exec(req: grpc.IExecProcessRequest): Promise<void> {
     const c = this.get(req.containerId);
-    const execId = plainName(req.execId ?? '', 'exec id');
+    const execId = identifier(req.execId ?? '', 'exec id');
     if (c.execs.has(execId) || execId === c.init?.execId) throw new StatusError(Code.ALREADY_EXISTS, `process ${execId} already exists in container ${c.id}`);
     if (c.state !== 'running') throw new StatusError(Code.FAILED_PRECONDITION, `container ${c.id} is ${c.state}, not running`);
     if (c.init?.exited) throw new StatusError(Code.FAILED_PRECONDITION, `container ${c.id} has exited`);
@@ -286,7 +286,7 @@ export class Containers {
   }
 
   private get(containerId: string | null | undefined): Container {
-    const cid = plainName(containerId ?? '', 'container id');
+    const cid = identifier(containerId ?? '', 'container id');
     const c = this.containers.get(cid);
     if (!c) throw new StatusError(Code.NOT_FOUND, `container ${cid} not found`);
     return c;
@@ -295,7 +295,7 @@ export class Containers {
   /** The container's init for exec id "" (or the init's own exec id), else that exec'd process. */
   private process(req: { containerId?: string | null; execId?: string | null }): ContainerProcess {
     const c = this.get(req.containerId);
-    const execId = req.execId ? plainName(req.execId, 'exec id') : '';
+    const execId = req.execId ? identifier(req.execId, 'exec id') : '';
     if (c.init && (execId === '' || execId === c.init.execId)) return c.init;
     const p = c.execs.get(execId);
     if (!p || p.pid === 0) throw new StatusError(Code.NOT_FOUND, `process ${execId || '(init)'} not found in container ${c.id}`);
