@@ -8,7 +8,8 @@ import fs from 'node:fs';
 import { DeadlineExceededError, ShimError, UnavailableError, errorMessage } from '../errors';
 import type { AgentClient, AgentEndpoint, DialOptions } from '../agent-client';
 import { KataAgentClient } from '../agent-client';
-import type { Hypervisor, Logger, VmConfig, VmExit } from '../hypervisor/types';
+import type { Hypervisor, VmConfig, VmExit } from '../hypervisor/types';
+import type { Logger } from '../log';
 
 export type AgentDialer = (endpoint: AgentEndpoint, options: DialOptions) => Promise<AgentClient>;
 

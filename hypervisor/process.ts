@@ -5,7 +5,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
-import { NOOP_LOGGER, type Logger } from './types';
+import { NOOP_LOGGER, type Logger } from '../log';
 import { TailBuffer, pidExists, settlesWithin, sleep } from './util';
 
 export interface ChildExit {

@@ -20,7 +20,7 @@ import type net from 'node:net';
 import { UnavailableError } from '../errors';
 import { checkOptionValue } from './config';
 import { OwnedProcess, childPids, reapForeign } from './process';
-import { NOOP_LOGGER, type Logger } from './types';
+import { NOOP_LOGGER, type Logger } from '../log';
 import { abortError, connectWithRetry, settlesWithin, sleep } from './util';
 
 export type SandboxMode = 'namespace' | 'chroot';

@@ -15,7 +15,8 @@ import { SandboxVm } from '../core/vm';
 import { AlreadyExistsError, FailedPreconditionError, InternalError, InvalidArgumentError, NotFoundError } from '../errors';
 import { shareVolumes, VirtioFsShare } from '../fs-share';
 import { QemuHypervisor } from '../hypervisor';
-import { GUEST_SHARE_TAG, NOOP_LOGGER } from '../hypervisor/types';
+import { GUEST_SHARE_TAG } from '../hypervisor/types';
+import { NOOP_LOGGER } from '../log';
 import { busyboxRootfs, collectOutput as collect, drainStream } from './lib/containers';
 import { childProcesses, guestArtifacts, mountsContaining } from './lib/guest';
 

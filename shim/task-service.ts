@@ -11,7 +11,7 @@ import { loadConfig, toVmConfig, type HullConfig } from '../core/config';
 import { FailedPreconditionError, InvalidArgumentError, NotFoundError, NotImplementedError } from '../errors';
 import { VirtioFsShare } from '../fs-share';
 import { QemuHypervisor } from '../hypervisor';
-import type { Logger } from '../hypervisor/types';
+import type { Logger } from '../log';
 import { runtimeOptions, taskTypes, TaskService, TypeUrl, typeUrlMatches, unpackAny, type TimestampLike } from '../protos/containerd';
 import { sandboxOf } from './address';
 import { readSpec } from './spec';

@@ -3,7 +3,7 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { NOOP_LOGGER } from '../../hypervisor/types';
+import { NOOP_LOGGER } from '../../log';
 import { BUNDLE_POINTER, Store, processMatches, readBundlePointer, recoverFromRecord, writeBundlePointer, type SandboxRecord } from '../store';
 import { FakeShare } from './fakes';
 

@@ -15,7 +15,8 @@ import { FailedPreconditionError, InternalError, NotImplementedError, Unavailabl
 import { CID_ATTEMPTS, chooseAccel, chooseTransport, chooseVhostNet, cidCandidates, isCidInUse, realHostProbe, type HostProbe } from '../accel';
 import { realFileProbe, resolveConfig, type FileProbe, type ResolvedConfig } from '../config';
 import { OwnedProcess } from '../process';
-import { AGENT_VSOCK_PORT, NOOP_LOGGER, type Accel, type AgentAddress, type AgentTransport, type Device, type Hypervisor, type Logger, type VmConfig, type VmExit } from '../types';
+import { AGENT_VSOCK_PORT, type Accel, type AgentAddress, type AgentTransport, type Device, type Hypervisor, type VmConfig, type VmExit } from '../types';
+import { NOOP_LOGGER, type Logger } from '../../log';
 import { Mutex, abortError, readTailLines, sleep } from '../util';
 import { Virtiofsd, probeSandboxMode, type SandboxMode } from '../virtiofsd';
 import { buildQemuArgv, QBOOT_FIRMWARE } from './cmdline';
