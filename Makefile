@@ -2,27 +2,30 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := build
 
-# Debian packages hull needs on the host: containerd (and its runc shim, our baseline peer), QEMU with virtiofsd,
-# the guest kernel, and what the guest image is built from (gcc and libc6-dev build the guest's static programs;
-# g++, make and python3 are node-gyp's, which builds node-pty's native module for the agent; the CNI plugins and
-# iptables give the CRI tests' pods their network).
-APT_PACKAGES := containerd runc qemu-system-x86 qemu-utils linux-image-cloud-amd64 busybox-static crun \
-                e2fsprogs iproute2 util-linux kmod gcc libc6-dev g++ make python3 containernetworking-plugins iptables
+# Debian packages hull needs on the host, derived from scripts/host-programs.mjs: the one list of every program hull,
+# the guest image builder, the tests and the benchmarks run (containerd, QEMU, virtiofsd, ip, iptables, nft, crun, ...),
+# each with its package, plus the packages needed otherwise (the guest kernel, libc6-dev, node-gyp's g++ and python3).
+# scripts/test/host-programs.test.ts checks that every program spawned anywhere in the tree is on that list.
+APT_PACKAGES := $(or $(shell node scripts/host-programs.mjs packages),$(error scripts/host-programs.mjs printed no packages (is node installed?)))
 MOCHA := node_modules/.bin/mocha --reporter scripts/mocha-summary-reporter.js
-UNIT_TESTS := 'ttrpc/dist/test/**/*.test.js' 'vsock/dist/test/**/*.test.js' 'netns/dist/test/**/*.test.js' 'dist/{errors,protos,shim,core,hypervisor,agent-client,fs-share,agent,guest}/test/**/*.test.js'
+UNIT_TESTS := 'ttrpc/dist/test/**/*.test.js' 'vsock/dist/test/**/*.test.js' 'netns/dist/test/**/*.test.js' 'dist/{errors,protos,shim,core,hypervisor,agent-client,fs-share,agent,guest,scripts}/test/**/*.test.js'
 INTEGRATION_TESTS := 'dist/integration/**/*.test.js'
 
-.PHONY: deps apt-deps npm-deps addon build protos check-layers lint test test-unit test-integration bench guest install demo clean
+.PHONY: deps apt-deps apt-packages npm-deps addon build protos check-layers lint test test-unit test-integration bench guest install demo clean
 
 deps: apt-deps npm-deps
 
-# Idempotent and quick when everything is present: apt runs only for packages that are missing.
+# Idempotent and quick when everything is present: one dpkg-query for all, and apt runs only for packages missing.
 apt-deps:
-	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
+	@missing=$$(dpkg-query -W -f='$${Package} $${db:Status-Abbrev}\n' $(APT_PACKAGES) 2>/dev/null | awk '$$2 == "ii" { ok[$$1] = 1 } END { n = split("$(APT_PACKAGES)", want, " "); for (i = 1; i <= n; i++) if (!(want[i] in ok)) print want[i] }'); \
 	if [ -n "$$missing" ]; then \
-	  echo "deps: installing $$missing"; \
+	  echo "deps: installing" $$missing; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	fi
+
+# The package list as make sees it (the unit test compares it with scripts/host-programs.mjs).
+apt-packages:
+	@echo $(APT_PACKAGES)
 
 npm-deps: node_modules/.deps-stamp
 # node-gyp compiles against the installed node's headers when it has them (no download).

@@ -6,13 +6,14 @@ import type { Client, CallOptions, MethodDescriptor } from 'ttrpc-ts';
 import { CancelledError, DeadlineExceededError, InvalidArgumentError, ShimError, UnavailableError, errorMessage, guestText } from '../errors';
 import { AgentService, HealthService, MAX_UINT64_NUMBER, grpc } from '../protos/agent';
 import { DiagnosticsService, PortForwardService, ProcessesService } from '../protos/hull';
+import { isIdentifier } from '../protos/identifiers';
 import { connectOnce, describeEndpoint, isNotYet, parseAgentEndpoint, type VsockConnector } from './channel';
 import { classifyAgentError } from './errors';
 import { BadReplyError, fromGrpcInterface, fromGrpcInterfaces, fromGrpcRoutes, toGrpcInterface, toGrpcNeighbor, toGrpcRoute, type ArpNeighbor, type GuestInterface, type GuestRoute, type NetworkInterface, type RouteSpec } from './network';
 import { parsePidList, toGrpcResources } from './resources';
 import { timeoutFor } from './timeouts';
 import { grpcProcessFromOci, grpcSpecFromOci, type OciMount, type OciProcess, type OciSpec } from './oci';
-import type { AgentClient, AgentEndpoint, ContainerResources, ContainerSpec, ContainerStats, FileContents, GuestDetails, HealthStatus, ProcessSpec, SandboxSpec } from './types';
+import type { AgentClient, AgentEndpoint, ContainerResources, ContainerStats, FileContents, GuestDetails, HealthStatus, SandboxSpec } from './types';
 
 export interface DialOptions {
   /** Epoch milliseconds by which the agent must have answered Health.Check (the boot deadline). */
@@ -30,51 +31,6 @@ const READ_CHUNK = 1 << 20;
 /** Caps on what the guest reports (its text is untrusted): one detail string, the process table (ps output). */
 const DETAIL_MAX_BYTES = 256;
 const PROCESS_TABLE_MAX_BYTES = 64 * 1024;
-
-/** containerd's default capabilities for a container process. */
-const DEFAULT_CAPABILITIES = [
-  'CAP_CHOWN', 'CAP_DAC_OVERRIDE', 'CAP_FSETID', 'CAP_FOWNER', 'CAP_MKNOD', 'CAP_NET_RAW', 'CAP_SETGID', 'CAP_SETUID',
-  'CAP_SETFCAP', 'CAP_SETPCAP', 'CAP_NET_BIND_SERVICE', 'CAP_SYS_CHROOT', 'CAP_KILL', 'CAP_AUDIT_WRITE',
-];
-const DEFAULT_ENV = ['PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'];
-
-function toGrpcProcess(spec: ProcessSpec): grpc.IProcess {
-  const caps = spec.uid ? [] : DEFAULT_CAPABILITIES;
-  return {
-    Terminal: spec.terminal ?? false,
-    User: { UID: spec.uid ?? 0, GID: spec.gid ?? 0 },
-    Args: spec.args,
-    Env: spec.env ?? DEFAULT_ENV,
-    Cwd: spec.cwd ?? '/',
-    Capabilities: { Bounding: DEFAULT_CAPABILITIES, Effective: caps, Permitted: caps, Inheritable: [], Ambient: [] },
-    NoNewPrivileges: true,
-  };
-}
-
-/** The OCI spec containerd would send for a plain container: default mounts and namespaces. */
-function toGrpcSpec(spec: ContainerSpec): grpc.ISpec {
-  return {
-    Version: '1.0.2',
-    Process: toGrpcProcess(spec),
-    Root: { Path: 'rootfs', Readonly: spec.rootReadonly ?? false },
-    Hostname: spec.hostname ?? '',
-    Mounts: [
-      { destination: '/proc', type: 'proc', source: 'proc', options: ['nosuid', 'noexec', 'nodev'] },
-      { destination: '/dev', type: 'tmpfs', source: 'tmpfs', options: ['nosuid', 'strictatime', 'mode=755', 'size=65536k'] },
-      { destination: '/dev/pts', type: 'devpts', source: 'devpts', options: ['nosuid', 'noexec', 'newinstance', 'ptmxmode=0666', 'mode=0620', 'gid=5'] },
-      { destination: '/dev/shm', type: 'tmpfs', source: 'shm', options: ['nosuid', 'noexec', 'nodev', 'mode=1777', 'size=65536k'] },
-      { destination: '/dev/mqueue', type: 'mqueue', source: 'mqueue', options: ['nosuid', 'noexec', 'nodev'] },
-      { destination: '/sys', type: 'sysfs', source: 'sysfs', options: ['nosuid', 'noexec', 'nodev', 'ro'] },
-      ...(spec.mounts ?? []),
-    ],
-    Linux: {
-      Namespaces: ['pid', 'ipc', 'uts', 'mount', 'network'].map((Type) => ({ Type, Path: '' })),
-      MaskedPaths: ['/proc/kcore', '/proc/keys', '/proc/timer_list', '/sys/firmware'],
-      ReadonlyPaths: ['/proc/bus', '/proc/fs', '/proc/irq', '/proc/sys', '/proc/sysrq-trigger'],
-      Resources: toGrpcResources(spec.resources),
-    },
-  };
-}
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
@@ -239,10 +195,6 @@ export class KataAgentClient implements AgentClient {
     return { data, size: Number(res.size ?? 0) };
   }
 
-  async createContainer(containerId: string, spec: ContainerSpec, execId = ''): Promise<void> {
-    await this.call(AgentService.CreateContainer, { containerId, execId, OCI: toGrpcSpec(spec), storages: [], devices: [], sharedMounts: [] });
-  }
-
   async createOciContainer(containerId: string, spec: OciSpec, mounts?: readonly OciMount[]): Promise<void> {
     // Kata's convention: the init process's exec id is the container id (an empty exec id means every process).
     await this.call(AgentService.CreateContainer, { containerId, execId: containerId, OCI: grpcSpecFromOci(spec, mounts), storages: [], devices: [], sharedMounts: [] });
@@ -254,10 +206,6 @@ export class KataAgentClient implements AgentClient {
 
   async startContainer(containerId: string): Promise<void> {
     await this.call(AgentService.StartContainer, { containerId });
-  }
-
-  async execProcess(containerId: string, execId: string, spec: ProcessSpec): Promise<void> {
-    await this.call(AgentService.ExecProcess, { containerId, execId, process: toGrpcProcess(spec) });
   }
 
   async waitProcess(containerId: string, execId = ''): Promise<number> {
@@ -380,8 +328,8 @@ export class KataAgentClient implements AgentClient {
   async getOOMEvent(signal?: AbortSignal): Promise<string> {
     const res = await this.call(AgentService.GetOOMEvent, {}, { signal });
     const id = res.containerId ?? '';
-    // The guest is not trusted: an id is a plain name, as the agent requires of every container id.
-    if (!/^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/.test(id)) throw classifyAgentError(new Error(`GetOOMEvent returned a bad container id ${JSON.stringify(id.slice(0, 64))}`), 'GetOOMEvent');
+    // The guest is not trusted: a container id follows containerd's identifier rule, as every id hull sends does.
+    if (!isIdentifier(id)) throw classifyAgentError(new Error(`GetOOMEvent returned a bad container id ${JSON.stringify(id.slice(0, 64))}`), 'GetOOMEvent');
     return id;
   }
 

@@ -142,7 +142,7 @@ export function grpcProcessFromOci(p: unknown, what = 'process'): grpc.IProcess 
   };
 }
 
-export function grpcResourcesFromOci(r: unknown, what = 'linux.resources'): grpc.ILinuxResources {
+function grpcResourcesFromOci(r: unknown, what = 'linux.resources'): grpc.ILinuxResources {
   const o = obj(r, what) ?? {};
   const mem = obj(o.memory, `${what}.memory`);
   const cpu = obj(o.cpu, `${what}.cpu`);

@@ -48,33 +48,6 @@ export interface FileContents {
   size: number;
 }
 
-/** A process to run in a container (the container's init or an exec'd process). */
-export interface ProcessSpec {
-  args: string[];
-  /** NAME=value entries; default PATH only. */
-  env?: string[];
-  /** Absolute path inside the container; default '/'. */
-  cwd?: string;
-  uid?: number;
-  gid?: number;
-  /**
-   * A pty as stdin, stdout and stderr and as the controlling terminal: its output comes on stdout (stderr ends at
-   * once), closeStdin sends ^D, ttyWinResize sets its size (80x24 at first). Default false.
-   */
-  terminal?: boolean;
-}
-
-/**
- * A mount of the container spec, as in OCI. A volume is a bind mount whose source is its guest path in the share
- * (fs-share's shareVolume/shareVolumes give it); the agent refuses any other bind source.
- */
-export interface ContainerMount {
-  destination: string;
-  type: string;
-  source: string;
-  options: string[];
-}
-
 /**
  * Linux resources of a container (OCI's memory, CPU and pids parts). Unset fields are left as they are; -1 means
  * "no limit" for memory, memory+swap, CPU quota and pids.
@@ -92,15 +65,6 @@ export interface ContainerResources {
   cpus?: string;
   mems?: string;
   pidsLimit?: number;
-}
-
-/** A container: its init process, and whether its rootfs (shared by the host beforehand) is mounted read-only. */
-export interface ContainerSpec extends ProcessSpec {
-  rootReadonly?: boolean;
-  hostname?: string;
-  /** Mounts after the default ones (proc, /dev, /sys...): volumes, typically. */
-  mounts?: ContainerMount[];
-  resources?: ContainerResources;
 }
 
 /**
@@ -171,15 +135,13 @@ export interface ContainerStats {
 }
 
 export interface ContainerAgentClient {
-  /** Creates container `containerId` (its rootfs must already be in the share); its init waits for startContainer. */
-  createContainer(containerId: string, spec: ContainerSpec, execId?: string): Promise<void>;
-  /** Creates a container from containerd's OCI spec; `mounts` replaces the spec's mounts (volume sources rewritten to the share). */
+  /**
+   * Creates container `containerId` from containerd's OCI spec (its rootfs must already be in the share); its init
+   * waits for startContainer; `mounts` replaces the spec's mounts (volume sources rewritten to the share). */
   createOciContainer(containerId: string, spec: OciSpec, mounts?: readonly OciMount[]): Promise<void>;
   /** Runs a process given as an OCI Process (containerd's exec spec) in a running container. */
   execOciProcess(containerId: string, execId: string, process: OciProcess): Promise<void>;
   startContainer(containerId: string): Promise<void>;
-  /** Runs a process in a running container. */
-  execProcess(containerId: string, execId: string, spec: ProcessSpec): Promise<void>;
   /** The exit code (or 128 + signal) once the process exited and its output reached end of file. No deadline. */
   waitProcess(containerId: string, execId?: string): Promise<number>;
   /** Up to `maxBytes` of the process's output, waiting for some; empty at end of stream. No deadline. */

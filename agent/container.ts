@@ -24,7 +24,7 @@ import type { Reaper } from './reaper';
 import { onlineSets, toOciResources } from './resources';
 import { CGROUP_ROOT, readCgroupStats } from './stats';
 import { crunProcess, HULL_CTTY, initialSize, PRESERVED_FDS, Terminal } from './terminal';
-import { invalid, plainName, realPathUnder, uint16 } from './validate';
+import { identifier, invalid, realPathUnder, uint16 } from './validate';
 
 export interface ContainersOptions {
   crun?: string;
@@ -80,8 +80,8 @@ export class Containers {
   }
 
   async create(req: grpc.ICreateContainerRequest): Promise<void> {
-    const cid = plainName(req.containerId ?? '', 'container id');
-    const execId = req.execId ? plainName(req.execId, 'exec id') : '';
+    const cid = identifier(req.containerId ?? '', 'container id');
+    const execId = req.execId ? identifier(req.execId, 'exec id') : '';
     if (this.containers.has(cid)) throw new StatusError(Code.ALREADY_EXISTS, `container ${cid} already exists`);
     const rootPath = `${this.sharedContainers}/${cid}/rootfs`;
     const { guestSysctls, ...config } = toRuntimeSpec(req.OCI, cid, rootPath, this.sharedContainers, this.podPidNamespace()); // checks everything before anything is done
@@ -139,7 +139,7 @@ export class Containers {
 
   async exec(req: grpc.IExecProcessRequest): Promise<void> {
     const c = this.get(req.containerId);
-    const execId = plainName(req.execId ?? '', 'exec id');
+    const execId = identifier(req.execId ?? '', 'exec id');
     if (c.execs.has(execId) || execId === c.init?.execId) throw new StatusError(Code.ALREADY_EXISTS, `process ${execId} already exists in container ${c.id}`);
     if (c.state !== 'running') throw new StatusError(Code.FAILED_PRECONDITION, `container ${c.id} is ${c.state}, not running`);
     if (c.init?.exited) throw new StatusError(Code.FAILED_PRECONDITION, `container ${c.id} has exited`);
@@ -291,7 +291,7 @@ export class Containers {
   }
 
   private get(containerId: string | null | undefined): Container {
-    const cid = plainName(containerId ?? '', 'container id');
+    const cid = identifier(containerId ?? '', 'container id');
     const c = this.containers.get(cid);
     if (!c) throw new StatusError(Code.NOT_FOUND, `container ${cid} not found`);
     return c;
@@ -300,7 +300,7 @@ export class Containers {
   /** The container's init for exec id "" (or the init's own exec id), else that exec'd process. */
   private process(req: { containerId?: string | null; execId?: string | null }): ContainerProcess {
     const c = this.get(req.containerId);
-    const execId = req.execId ? plainName(req.execId, 'exec id') : '';
+    const execId = req.execId ? identifier(req.execId, 'exec id') : '';
     if (c.init && (execId === '' || execId === c.init.execId)) return c.init;
     const p = c.execs.get(execId);
     if (!p || p.pid === 0) throw new StatusError(Code.NOT_FOUND, `process ${execId || '(init)'} not found in container ${c.id}`);
@@ -351,6 +351,7 @@ export class Containers {
       }
       proc = new ContainerProcess(execId, terminal.input, terminal.output, null, terminal);
     } else {
+      // spawns: crun; the agent's crun (GUEST_PATHS.crun in the image)
       child = spawn(this.crun, this.crunArgs(bundle, args), { stdio: ['pipe', 'pipe', 'pipe'], env: {} });
       // Node destroys a child's stdin when the child exits; crun exits at once, the process it started keeps the pipe.
       const stdin = child.stdin;
@@ -402,6 +403,7 @@ export class Containers {
       throw new StatusError(Code.FAILED_PRECONDITION, `terminals need ${this.hullCtty} (the guest image has it): ${(err as Error).message}`, { cause: err });
     }
     try {
+      // spawns: crun; the agent's crun (GUEST_PATHS.crun in the image)
       const child = spawn(this.crun, this.crunArgs(bundle, [args[0]!, `--preserve-fds=${PRESERVED_FDS}`, ...args.slice(1)]), { stdio: terminal.stdio(helper), env: {} });
       terminal.attach(child);
       return child;
@@ -412,6 +414,7 @@ export class Containers {
 
   private crunRun(args: string[], bundle: string): Promise<void> {
     return new Promise((resolve, reject) => {
+      // spawns: crun; the agent's crun (GUEST_PATHS.crun in the image)
       execFile(this.crun, this.crunArgs(bundle, args), { timeout: CRUN_TIMEOUT_MS, env: {} }, (err, _stdout, stderr) => {
         if (err) reject(new StatusError(Code.INTERNAL, `crun ${args[0]} ${args.at(-1) ?? ''}: ${crunMessage(bundle) || stderr.trim() || err.message}`, { cause: err }));
         else resolve();

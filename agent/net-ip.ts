@@ -45,6 +45,7 @@ export function execIp(binary = GUEST_IP, timeoutMs = 30_000): IpRunner {
   return (args) => {
     checkArgv(args);
     return new Promise((resolve, reject) => {
+      // spawns: wrapper; execIp's callers name the ip binary (default GUEST_IP)
       execFile(binary, [...args], { timeout: timeoutMs, maxBuffer: 16 << 20 }, (err, stdout, stderr) => {
         if (err) reject(ipFailure(args, stderr, err));
         else resolve(stdout);

@@ -8,7 +8,7 @@ import type { grpc } from '../protos/agent';
 import { SANDBOX_SHM, SHARED_ROOT, modulesReady } from './init';
 import { log } from './log';
 import { mount, run, unmount } from './system';
-import { hostname as validHostname, invalid, moduleName, mountOptions, pathUnder, plainName } from './validate';
+import { hostname as validHostname, invalid, moduleName, mountOptions, pathUnder, plainName, identifier } from './validate';
 
 interface MountedStorage {
   driver: string;
@@ -39,7 +39,7 @@ export class GuestSandbox {
 
   async create(req: grpc.ICreateSandboxRequest): Promise<void> {
     if (this.id !== undefined) throw new StatusError(Code.ALREADY_EXISTS, `sandbox ${this.id} already exists`);
-    const id = plainName(req.sandboxId ?? '', 'sandbox id');
+    const id = identifier(req.sandboxId ?? '', 'sandbox id');
     const host = req.hostname ? validHostname(req.hostname) : undefined;
     const modules = (req.kernelModules ?? []).map((m) => ({ name: moduleName(m.name ?? ''), parameters: (m.parameters ?? []).map(moduleParameter) }));
     // Validate every storage before mounting any.

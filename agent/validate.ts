@@ -5,12 +5,23 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { Code, StatusError } from 'ttrpc-ts';
+import { identifierProblem } from '../protos/identifiers';
 
 export const invalid = (message: string): StatusError => new StatusError(Code.INVALID_ARGUMENT, message);
 
 const PLAIN_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/;
 
-/** An id or tag usable as a single path component. */
+/**
+ * A sandbox, container or exec id: containerd's identifier rule (protos/identifiers.ts, the host's rule too), which
+ * also makes it a single path component.
+ */
+export function identifier(value: string, what: string): string {
+  const problem = identifierProblem(what, value);
+  if (problem !== undefined) throw invalid(problem);
+  return value;
+}
+
+/** A tag usable as a single path component. */
 export function plainName(value: string, what: string): string {
   if (!PLAIN_NAME.test(value) || value === '.' || value === '..') throw invalid(`${what} ${JSON.stringify(value)} is not a plain name`);
   return value;

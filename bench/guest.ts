@@ -9,10 +9,12 @@ import path from 'node:path';
 import { SandboxVm } from '../core/vm';
 import { VirtioFsShare } from '../fs-share';
 import { QemuHypervisor } from '../hypervisor';
-import { GUEST_SHARE_TAG, NOOP_LOGGER } from '../hypervisor/types';
+import { GUEST_SHARE_TAG } from '../hypervisor/types';
+import { NOOP_LOGGER } from '../log';
 import { busyboxRootfs, collectOutput, drainStream } from '../integration/lib/containers';
 import { guestArtifacts } from '../integration/lib/guest';
 import { median, printTable, round } from './lib/report';
+import { testSpec, testProcess } from '../integration/lib/oci-spec';
 
 const RUNS = Number(process.env.BENCH_GUEST_RUNS ?? 8);
 const THROUGHPUT_BYTES = 32 << 20;
@@ -36,7 +38,7 @@ export async function benchGuest(): Promise<Record<string, unknown>> {
 
     const start = async (cid: string, args: string[]): Promise<void> => {
       await share.shareRootfs(cid, [], rootfs);
-      await agent.createContainer(cid, { args, rootReadonly: true, hostname: cid }, cid);
+      await agent.createOciContainer(cid, testSpec({ args, rootReadonly: true, hostname: cid }));
       await agent.startContainer(cid);
     };
     const remove = async (cid: string): Promise<void> => {
@@ -62,7 +64,7 @@ export async function benchGuest(): Promise<Record<string, unknown>> {
     const exec: number[] = [];
     for (let i = 0; i < RUNS; i++) {
       const t0 = performance.now();
-      await agent.execProcess('sleeper', `e${i}`, { args: ['true'] });
+      await agent.execOciProcess('sleeper', `e${i}`, testProcess({ args: ['true'] }));
       const { code } = await collectOutput(agent, 'sleeper', `e${i}`);
       exec.push(performance.now() - t0);
       if (code !== 0) throw new Error(`exec true exited with ${code}`);

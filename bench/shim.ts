@@ -80,6 +80,7 @@ async function startLatency(binary: string, env: NodeJS.ProcessEnv): Promise<num
     const id = `benchstart-${process.pid}-${i}`;
     try {
       const t0 = performance.now();
+      // spawns: wrapper; startLatency's callers name the shim
       const started = execFileAsync(binary, ['-namespace', 'benchstart', '-address', '/run/containerd/containerd.sock', '-publish-binary', '/usr/bin/containerd', '-id', id, 'start'], { cwd: bundle, env, timeout: 30_000 });
       started.child.stdin?.end(); // no runtime options: runc's start reads stdin to its end
       const { stdout } = await started;
@@ -157,6 +158,7 @@ export async function benchShim(): Promise<Record<string, unknown>> {
       }
     }
     const env = { ...process.env };
+    // spawns: node; hull's own shim, a node script of this checkout
     const hullStart = await startLatency(path.join(REPO, 'bin', 'containerd-shim-hull-v2'), env);
     const runcStart = await startLatency('/usr/bin/containerd-shim-runc-v2', env);
     const nodeFloor: number[] = [];

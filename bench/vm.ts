@@ -10,7 +10,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { SandboxVm } from '../core/vm';
 import { QemuHypervisor } from '../hypervisor';
-import { GUEST_SHARE_TAG, NOOP_LOGGER } from '../hypervisor/types';
+import { GUEST_SHARE_TAG } from '../hypervisor/types';
+import { NOOP_LOGGER } from '../log';
 import { guestArtifacts } from '../integration/lib/guest';
 import { median, printTable, round } from './lib/report';
 

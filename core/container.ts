@@ -10,7 +10,7 @@
  */
 import { AlreadyExistsError, InvalidArgumentError, NotFoundError } from '../errors';
 import type { AgentClient, ContainerResources, OciProcess } from '../agent-client';
-import type { Logger } from '../hypervisor/types';
+import type { Logger } from '../log';
 import type { EventSink, StdioPaths } from './events';
 import { Mutex, type LifecycleState, type Operation } from './lifecycle';
 import { Process, type ExitInfo } from './process';

@@ -6,7 +6,7 @@
  */
 import { UnavailableError, errorMessage } from '../errors';
 import type { HealthStatus } from '../agent-client';
-import type { Logger } from '../hypervisor/types';
+import type { Logger } from '../log';
 
 export interface HealthSettings {
   /** Between the end of one check and the start of the next; 0 = no health checks. */

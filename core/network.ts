@@ -9,7 +9,8 @@
  */
 import type { ArpNeighbor, NetworkAgentClient, OciSpec, PortForwardAgentClient, RouteScope, RouteSpec } from '../agent-client';
 import { attachEndpoints, detachEndpoints, LocalhostRedirect, scanNetns, type NetnsScan, type NetRoute } from '../hypervisor/network';
-import type { Logger, VmNetwork } from '../hypervisor/types';
+import type { VmNetwork } from '../hypervisor/types';
+import type { Logger } from '../log';
 import { PortForwardRelays } from './port-forward';
 
 /** The pod's network namespace: a network namespace the sandbox container's spec names by path. */

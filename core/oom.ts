@@ -5,7 +5,7 @@
  * all of them when the interval ends (the log says how many it stands for). So each container gets at most one oom
  * event per interval.
  */
-import type { Logger } from '../hypervisor/types';
+import type { Logger } from '../log';
 
 export const DEFAULT_OOM_INTERVAL_MS = 1_000;
 

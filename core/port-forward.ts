@@ -9,7 +9,7 @@
 import type net from 'node:net';
 import { errorMessage } from '../errors';
 import type { PortForwardAgentClient } from '../agent-client';
-import type { Logger } from '../hypervisor/types';
+import type { Logger } from '../log';
 
 /** Relayed connections at once per pod; more are reset. */
 export const MAX_RELAYS = 128;

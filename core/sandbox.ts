@@ -10,7 +10,8 @@ import path from 'node:path';
 import { AlreadyExistsError, FailedPreconditionError, InternalError, InvalidArgumentError, NotFoundError, NotImplementedError, UnavailableError, errorMessage } from '../errors';
 import type { AgentClient, ContainerResources, ContainerStats, OciLinuxResources, OciProcess, OciSpec } from '../agent-client';
 import { isBindMount, shareVolumes, type FsShare } from '../fs-share';
-import type { Hypervisor, Logger, VmConfig } from '../hypervisor/types';
+import type { Hypervisor, VmConfig } from '../hypervisor/types';
+import type { Logger } from '../log';
 import { GUEST_SHARE_TAG } from '../hypervisor/types';
 import type { EventSink, RootfsMount, StdioPaths } from './events';
 import { PodNetwork, podNetnsPath, type ConnectPodNetwork, type PodNetworkLink } from './network';
@@ -22,10 +23,8 @@ import { Process, type ExitInfo, type ProcessStatus } from './process';
 import { ProcessIo } from './stdio';
 import { Store, removeUnmounted, writeBundlePointer, type SandboxRecord } from './store';
 import { SandboxVm, type AgentDialer } from './vm';
+import { validateId } from '../protos/validate-id';
 
-/** containerd's identifier rule (identifiers.Validate): also keeps ids usable as file names. */
-const ID = /^[A-Za-z0-9]+(?:[._-][A-Za-z0-9]+)*$/;
-const MAX_ID = 76;
 /** Where the agent mounts the share in the guest. */
 const GUEST_SHARE_MOUNT = '/run/kata-containers/shared/containers';
 /** Signals a Kill may carry (Linux: 1–64). */
@@ -37,13 +36,6 @@ const MAX_SIGNAL = 64;
  */
 function ioPaths(stdio: StdioPaths): StdioPaths {
   return stdio.terminal && stdio.stderr !== '' ? { ...stdio, stderr: '' } : stdio;
-}
-
-export function validateId(what: string, id: string): string {
-  if (typeof id !== 'string' || id.length === 0 || id.length > MAX_ID || !ID.test(id)) {
-    throw new InvalidArgumentError(`${what} ${JSON.stringify(id)} is not a valid identifier`);
-  }
-  return id;
 }
 
 export interface SandboxOptions {

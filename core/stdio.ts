@@ -27,7 +27,7 @@ import net from 'node:net';
 import { promisify } from 'node:util';
 import { NotImplementedError, InvalidArgumentError, errorMessage } from '../errors';
 import type { ContainerAgentClient } from '../agent-client';
-import type { Logger } from '../hypervisor/types';
+import type { Logger } from '../log';
 import type { StdioPaths } from './events';
 
 /** Largest ReadStdout/ReadStderr asked for (the agent's limit): fewer round trips over the agent channel. */

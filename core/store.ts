@@ -11,7 +11,7 @@ import path from 'node:path';
 import { InvalidArgumentError, errorMessage } from '../errors';
 import type { FsShare } from '../fs-share';
 import { detachEndpoints, removeLocalhostRedirects } from '../hypervisor/network';
-import type { Logger } from '../hypervisor/types';
+import type { Logger } from '../log';
 
 export const BUNDLE_POINTER = 'hull-sandbox.json';
 const RECORD_VERSION = 1;

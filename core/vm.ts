@@ -7,7 +7,8 @@
 import { DeadlineExceededError, ShimError, UnavailableError, errorMessage } from '../errors';
 import type { AgentClient, AgentEndpoint, DialOptions } from '../agent-client';
 import { KataAgentClient } from '../agent-client';
-import type { Hypervisor, Logger, VmConfig, VmExit } from '../hypervisor/types';
+import type { Hypervisor, VmConfig, VmExit } from '../hypervisor/types';
+import type { Logger } from '../log';
 import { HealthMonitor, type HealthSettings } from './health';
 
 export type AgentDialer = (endpoint: AgentEndpoint, options: DialOptions) => Promise<AgentClient>;

@@ -1,5 +1,5 @@
 export * from './types';
 export { VirtioFsShare, type VirtioFsShareOptions } from './virtiofs-share';
 export { mountsUnder, parseMountInfo, type MountInfo } from './mount';
-export { validateId, volumeName } from './validate';
+export { volumeName } from './validate';
 export { guestVolumeMount, isBindMount, shareVolumes, type OciMount } from './volumes';

@@ -112,6 +112,7 @@ function run(tool: 'mount' | 'umount', args: string[]): Promise<void> {
     if (a.includes('\0')) throw new InvalidArgumentError(`${tool}: argument contains NUL`);
   }
   return new Promise((resolve, reject) => {
+    // spawns: wrapper; run's callers name mount or umount
     execFile(
       tool,
       args,

@@ -4,16 +4,6 @@ import path from 'node:path';
 import { InvalidArgumentError } from '../errors';
 import type { Mount } from './types';
 
-const ID_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,75}$/;
-
-/** A sandbox or container id must be a plain name: it becomes a folder name. */
-export function validateId(kind: 'sandbox' | 'container', id: string): string {
-  if (typeof id !== 'string' || !ID_RE.test(id) || id === '.' || id === '..') {
-    throw new InvalidArgumentError(`invalid ${kind} id ${JSON.stringify(id)}: must match ${String(ID_RE)}`);
-  }
-  return id;
-}
-
 /** An absolute, normalized path with no NUL, newline, comma or backslash (so it is safe in a mount option). */
 export function validateAbsolutePath(what: string, p: string, opts: { allowComma?: boolean } = {}): string {
   if (typeof p !== 'string' || p === '' || !path.isAbsolute(p) || path.normalize(p) !== p || (p.length > 1 && p.endsWith('/'))) {

@@ -16,7 +16,8 @@ import { AlreadyExistsError, FailedPreconditionError, InternalError, InvalidArgu
 import * as m from './mount';
 import { assertNoSymlink, ensureDir, ensureFile, removeMountTargets } from './paths';
 import { GUEST_SHARED_DIR, type FsShare, type GuestMount, type Mount, type VolumeSpec } from './types';
-import { planRootfs, validateAbsolutePath, validateId, volumeName, type RootfsPlan } from './validate';
+import { validateId } from '../protos/validate-id';
+import { planRootfs, validateAbsolutePath, volumeName, type RootfsPlan } from './validate';
 
 export interface VirtioFsShareOptions {
   /** The folder that holds one subfolder per sandbox, e.g. /run/hull/shared/sandboxes. */
@@ -34,7 +35,7 @@ export class VirtioFsShare implements FsShare {
 
   constructor(opts: VirtioFsShareOptions) {
     this.#root = validateAbsolutePath('share root', opts.root);
-    this.#id = validateId('sandbox', opts.sandboxId);
+    this.#id = validateId('sandbox id', opts.sandboxId);
   }
 
   sharedDir(): string {
@@ -77,7 +78,7 @@ export class VirtioFsShare implements FsShare {
   }
 
   async shareRootfs(containerId: string, mounts: Mount[], bundleRootfs?: string): Promise<GuestMount> {
-    validateId('container', containerId);
+    validateId('container id', containerId);
     let plan: RootfsPlan;
     if (!mounts || mounts.length === 0) {
       if (bundleRootfs === undefined) throw new InvalidArgumentError(`container ${containerId}: no rootfs mounts and no bundle rootfs`);
@@ -107,7 +108,7 @@ export class VirtioFsShare implements FsShare {
   }
 
   async shareVolume(containerId: string, volume: VolumeSpec): Promise<GuestMount> {
-    validateId('container', containerId);
+    validateId('container id', containerId);
     const source = validateAbsolutePath('volume source', volume.source, { allowComma: true });
     const name = volumeName(volume.destination);
     return this.#serial(async () => {
@@ -126,7 +127,7 @@ export class VirtioFsShare implements FsShare {
   }
 
   async unshare(containerId: string): Promise<void> {
-    validateId('container', containerId);
+    validateId('container id', containerId);
     return this.#serial(async () => {
       const root = await this.#resolveRoot();
       if (root === undefined) return;

@@ -18,6 +18,7 @@ const MAX_BUFFER = 256 * 1024 * 1024;
 
 export function run(command: string, args: readonly string[], options: RunOptions = {}): Promise<RunResult> {
   return new Promise((resolve, reject) => {
+    // spawns: wrapper; run's callers name the program
     execFile(command, args, { maxBuffer: MAX_BUFFER, encoding: 'utf8', env: options.env ?? process.env }, (error, stdout, stderr) => {
       const code = error ? (typeof error.code === 'number' ? error.code : -1) : 0;
       if (error && (code === -1 || !options.allowFailure)) {
@@ -33,6 +34,7 @@ export function run(command: string, args: readonly string[], options: RunOption
 /** Runs a program and returns its stdout as bytes. */
 export function runBinary(command: string, args: readonly string[]): Promise<Buffer> {
   return new Promise((resolve, reject) => {
+    // spawns: wrapper; runBinary's callers name the program
     execFile(command, args, { maxBuffer: MAX_BUFFER, encoding: 'buffer' }, (error, stdout, stderr) => {
       if (error) reject(new Error(`${command} ${args.join(' ')}: ${stderr.toString().trim() || error.message}`, { cause: error }));
       else resolve(stdout);

@@ -98,6 +98,6 @@ export async function readModule(kernel: KernelFiles, info: ModuleInfo): Promise
 
 /** The applets of a busybox binary with their canonical install paths (relative, e.g. "bin/sh", "usr/bin/awk"). */
 export async function busyboxApplets(busybox: string): Promise<string[]> {
-  const { stdout } = await run(busybox, ['--list-full']);
+  const { stdout } = await run(busybox, ['--list-full']); // spawns: busybox; busybox-static's
   return stdout.split('\n').map((l) => l.trim()).filter((l) => l !== '');
 }

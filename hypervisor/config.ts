@@ -5,10 +5,10 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { FailedPreconditionError, InvalidArgumentError } from '../errors';
+import { validateId } from '../protos/validate-id';
 import { checkIfName, checkMac, checkNetnsPathShape, isValidMtu } from './network/validate';
 import { DEFAULT_NSENTER_PATH, DEFAULT_QEMU_PATH, DEFAULT_VIRTIOFSD_PATH, type Accel, type AgentTransport, type VmConfig, type VmNetwork, type VmNic } from './types';
 
-export const ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,75}$/;
 export const MIN_MEMORY_MIB = 64;
 /** 4 TiB; anything QEMU itself rejects above the host's limits surfaces as its own start error. */
 export const MAX_MEMORY_MIB = 4 * 1024 * 1024;
@@ -139,9 +139,7 @@ export function checkNetwork(value: unknown): VmNetwork {
 
 /** Validate and apply defaults. Throws InvalidArgumentError for bad values, FailedPreconditionError for missing files. */
 export function resolveConfig(cfg: VmConfig, files: FileProbe = realFileProbe): ResolvedConfig {
-  if (typeof cfg.id !== 'string' || !ID_PATTERN.test(cfg.id)) {
-    throw new InvalidArgumentError(`sandbox id ${JSON.stringify(cfg.id)} does not match ${String(ID_PATTERN)}`);
-  }
+  validateId('sandbox id', cfg.id);
   const stateDir = checkAbsolutePath('stateDir', cfg.stateDir);
   const paths = vmPaths(stateDir);
   const longest = [paths.qmpSocket, paths.agentSocket, paths.virtiofsdSocket].reduce((a, b) => (Buffer.byteLength(b) > Buffer.byteLength(a) ? b : a));

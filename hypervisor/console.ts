@@ -10,7 +10,7 @@
  */
 import { StringDecoder } from 'node:string_decoder';
 import { guestText } from '../errors';
-import type { Logger } from './types';
+import type { Logger } from '../log';
 
 export interface ConsoleLimits {
   maxLines: number;

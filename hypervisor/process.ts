@@ -5,7 +5,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
-import { NOOP_LOGGER, type Logger } from './types';
+import { NOOP_LOGGER, type Logger } from '../log';
 import { TailBuffer, pidExists, settlesWithin, sleep } from './util';
 
 export interface ChildExit {
@@ -80,6 +80,7 @@ export class OwnedProcess {
   }
 
   static spawn(file: string, args: readonly string[], opts: SpawnOptions): OwnedProcess {
+    // spawns: wrapper; OwnedProcess.spawn's callers name the program
     const child = spawn(file, args, { stdio: ['ignore', opts.onStdout ? 'pipe' : 'ignore', 'pipe'], detached: false, shell: false });
     return new OwnedProcess(child, opts);
   }

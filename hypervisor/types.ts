@@ -7,7 +7,7 @@
 export type Accel = 'kvm' | 'tcg';
 
 export interface VmConfig {
-  /** Sandbox id, validated: /^[A-Za-z0-9][A-Za-z0-9_.-]{0,75}$/ */
+  /** Sandbox id, validated with containerd's identifier rule (protos/identifiers.ts). */
   id: string;
   /** Per-VM folder the driver owns (created by prepare, removed by cleanup): sockets, pid files. */
   stateDir: string;
@@ -116,21 +116,6 @@ export interface Hypervisor {
   /** After exit: remove stateDir (sockets, logs). Idempotent. */
   cleanup(): Promise<void>;
 }
-
-/** Structured logger (pino-compatible subset). */
-export interface Logger {
-  info(obj: object, msg: string): void;
-  warn(obj: object, msg: string): void;
-  debug(obj: object, msg: string): void;
-  error(obj: object, msg: string): void;
-}
-
-export const NOOP_LOGGER: Logger = Object.freeze({
-  info: () => undefined,
-  warn: () => undefined,
-  debug: () => undefined,
-  error: () => undefined,
-});
 
 /** virtio-fs tag the guest mounts (Kata's name, so the agent's Storage handler works unchanged). */
 export const GUEST_SHARE_TAG = 'kataShared';

@@ -20,7 +20,7 @@ import type net from 'node:net';
 import { UnavailableError } from '../errors';
 import { checkOptionValue } from './config';
 import { OwnedProcess, childPids, reapForeign } from './process';
-import { NOOP_LOGGER, type Logger } from './types';
+import { NOOP_LOGGER, type Logger } from '../log';
 import { abortError, connectWithRetry, settlesWithin, sleep } from './util';
 
 export type SandboxMode = 'namespace' | 'chroot';
@@ -66,6 +66,7 @@ export class Virtiofsd {
   /** Spawn and wait (bounded, abortable) until the vhost-user socket exists. Kills the daemon on any failure. */
   static async start(o: VirtiofsdOptions, signal: AbortSignal, logger: Logger = NOOP_LOGGER): Promise<Virtiofsd> {
     fs.rmSync(o.socketPath, { force: true });
+    // spawns: virtiofsd; configuration virtiofsdPath
     const proc = OwnedProcess.spawn(o.binary, virtiofsdArgs(o), { name: 'virtiofsd', logger });
     const started = performance.now();
     try {

@@ -10,14 +10,16 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import type { AgentClient, ContainerSpec, OciSeccomp, OciSpec } from '../agent-client';
+import type { AgentClient, OciSeccomp, OciSpec } from '../agent-client';
 import { SandboxVm } from '../core/vm';
 import { AlreadyExistsError, FailedPreconditionError, InternalError, InvalidArgumentError, NotFoundError } from '../errors';
 import { shareVolumes, VirtioFsShare } from '../fs-share';
 import { QemuHypervisor } from '../hypervisor';
-import { GUEST_SHARE_TAG, NOOP_LOGGER } from '../hypervisor/types';
+import { GUEST_SHARE_TAG } from '../hypervisor/types';
+import { NOOP_LOGGER } from '../log';
 import { busyboxRootfs, collectOutput as collect, drainStream } from './lib/containers';
 import { childProcesses, guestArtifacts, mountsContaining } from './lib/guest';
+import { testSpec, testProcess, type TestContainer } from './lib/oci-spec';
 
 const SHARED_MOUNT = '/run/kata-containers/shared/containers';
 const SANDBOX = 'ctrtest';
@@ -62,7 +64,7 @@ describe('containers in a real VM (crun in the guest, rootfs over virtio-fs)', f
 
   async function run(cid: string, args: string[]): Promise<void> {
     await share.shareRootfs(cid, [], rootfs);
-    await agent.createContainer(cid, { args, rootReadonly: true, hostname: cid }, cid);
+    await agent.createOciContainer(cid, testSpec({ args, rootReadonly: true, hostname: cid }));
     await agent.startContainer(cid);
   }
 
@@ -97,15 +99,15 @@ describe('containers in a real VM (crun in the guest, rootfs over virtio-fs)', f
 
   it('execs a process in a running container, refuses duplicates and unknown processes', async () => {
     await run('c-exec', ['sleep', '100']);
-    await agent.execProcess('c-exec', 'e1', { args: ['echo', 'from-exec'] });
+    await agent.execOciProcess('c-exec', 'e1', testProcess({ args: ['echo', 'from-exec'] }));
     assert.deepEqual(await collect(agent, 'c-exec', 'e1'), { stdout: 'from-exec\n', stderr: '', code: 0 });
-    await assert.rejects(agent.execProcess('c-exec', 'e1', { args: ['true'] }), AlreadyExistsError, 'duplicate exec id');
+    await assert.rejects(agent.execOciProcess('c-exec', 'e1', testProcess({ args: ['true'] })), AlreadyExistsError, 'duplicate exec id');
     await assert.rejects(agent.waitProcess('c-exec', 'no-such-exec'), NotFoundError, 'unknown exec id');
     await assert.rejects(agent.readStdout('c-exec', 'no-such-exec'), NotFoundError);
-    await assert.rejects(agent.createContainer('c-exec', { args: ['true'] }), AlreadyExistsError, 'duplicate container id');
+    await assert.rejects(agent.createOciContainer('c-exec', testSpec({ args: ['true'] })), AlreadyExistsError, 'duplicate container id');
 
     // stdin: cat echoes what it is given and ends at CloseStdin.
-    await agent.execProcess('c-exec', 'e2', { args: ['cat'] });
+    await agent.execOciProcess('c-exec', 'e2', testProcess({ args: ['cat'] }));
     assert.equal(await agent.writeStdin('c-exec', 'e2', Buffer.from('through stdin\n')), 14);
     await agent.closeStdin('c-exec', 'e2');
     assert.deepEqual(await collect(agent, 'c-exec', 'e2'), { stdout: 'through stdin\n', stderr: '', code: 0 });
@@ -149,7 +151,7 @@ describe('containers in a real VM (crun in the guest, rootfs over virtio-fs)', f
     await assert.rejects(agent.statsContainer('no-such'), NotFoundError);
     await agent.pauseContainer('c-pause');
     await assert.rejects(agent.pauseContainer('c-pause'), FailedPreconditionError, 'pause twice');
-    await assert.rejects(agent.execProcess('c-pause', 'e1', { args: ['true'] }), FailedPreconditionError, 'no exec while paused');
+    await assert.rejects(agent.execOciProcess('c-pause', 'e1', testProcess({ args: ['true'] })), FailedPreconditionError, 'no exec while paused');
     // Output already buffered comes out; then a read stays unanswered: the processes are frozen.
     let pending = agent.readStdout('c-pause', '');
     let frozen = false;
@@ -171,9 +173,9 @@ describe('containers in a real VM (crun in the guest, rootfs over virtio-fs)', f
   });
 
   /** Shares the rootfs, then creates and starts container `cid` from `spec`. */
-  async function runSpec(cid: string, spec: ContainerSpec): Promise<void> {
+  async function runSpec(cid: string, spec: TestContainer): Promise<void> {
     await share.shareRootfs(cid, [], rootfs);
-    await agent.createContainer(cid, { rootReadonly: true, hostname: cid, ...spec }, cid);
+    await agent.createOciContainer(cid, testSpec({ rootReadonly: true, hostname: cid, ...spec }));
     await agent.startContainer(cid);
   }
 
@@ -198,7 +200,7 @@ describe('containers in a real VM (crun in the guest, rootfs over virtio-fs)', f
       'echo x > /ro/f; echo ro=$?', 'echo x > /guest-ro/f; echo guest-ro=$?', 'echo x > /etc/greeting; echo file=$?',
       'cat /ro/f /guest-ro/f /etc/greeting', 'echo from-guest > /rw/new; echo rw=$?',
     ].join('; ');
-    await agent.createContainer(cid, { args: ['sh', '-c', script], rootReadonly: true, mounts }, cid);
+    await agent.createOciContainer(cid, testSpec({ args: ['sh', '-c', script], rootReadonly: true, mounts }));
     await agent.startContainer(cid);
     const out = await collect(agent, cid);
     assert.equal(out.code, 0, out.stderr);
@@ -220,12 +222,12 @@ describe('containers in a real VM (crun in the guest, rootfs over virtio-fs)', f
     fs.symlinkSync('../../../../../../../../../etc', path.join(volDir, 'rel'));
     await share.shareRootfs(cid, [], rootfs);
     const vol = await share.shareVolume(cid, { source: volDir, destination: '/v', readOnly: false });
-    const bind = (destination: string, source: string): ContainerSpec => ({ args: ['true'], mounts: [{ destination, type: 'bind', source, options: ['rbind'] }] });
+    const bind = (destination: string, source: string): TestContainer => ({ args: ['true'], mounts: [{ destination, type: 'bind', source, options: ['rbind'] }] });
     for (const source of ['/etc', `${SHARED_MOUNT}/../../../etc`, `${vol.guestPath}/../../../../../etc`, `${vol.guestPath}/abs`, `${vol.guestPath}/rel`, SHARED_MOUNT]) {
-      await assert.rejects(agent.createContainer(cid, bind('/v', source)), (e: Error) => e instanceof InvalidArgumentError && /volume "\/v"/.test(e.message), source);
+      await assert.rejects(agent.createOciContainer(cid, testSpec(bind('/v', source))), (e: Error) => e instanceof InvalidArgumentError && /volume "\/v"/.test(e.message), source);
     }
-    await assert.rejects(agent.createContainer(cid, bind('/v/../etc', vol.guestPath)), InvalidArgumentError, 'destination not normalized');
-    await assert.rejects(agent.createContainer(cid, bind('v', vol.guestPath)), InvalidArgumentError, 'relative destination');
+    await assert.rejects(agent.createOciContainer(cid, testSpec(bind('/v/../etc', vol.guestPath))), InvalidArgumentError, 'destination not normalized');
+    await assert.rejects(agent.createOciContainer(cid, testSpec(bind('v', vol.guestPath))), InvalidArgumentError, 'relative destination');
     await assert.rejects(agent.waitProcess(cid), NotFoundError, 'nothing was created');
     await share.unshare(cid);
   });
@@ -242,7 +244,7 @@ describe('containers in a real VM (crun in the guest, rootfs over virtio-fs)', f
     try {
       await share.shareRootfs(cid, [], rootfs);
       const mounts = await shareVolumes(share, cid, [{ destination: '/escape', type: 'bind', source: volDir, options: ['rbind', 'ro'] }]);
-      await agent.createContainer(cid, { args: ['cat', '/target/f'], rootReadonly: true, mounts }, cid);
+      await agent.createOciContainer(cid, testSpec({ args: ['cat', '/target/f'], rootReadonly: true, mounts }));
       await agent.startContainer(cid);
       assert.deepEqual(await collect(agent, cid), { stdout: 'inside\n', stderr: '', code: 0 });
       assert.ok(!fs.existsSync(path.join(rootfs, 'target', 'f')), 'the mount stayed in the container');
@@ -260,7 +262,7 @@ describe('containers in a real VM (crun in the guest, rootfs over virtio-fs)', f
     oom.catch(() => undefined); // awaited below; a failure before that must not be an unhandled rejection
     try {
       // dd's 64 MiB buffer is touched as it reads: far beyond the 16 MiB limit, and the guest has no swap.
-      await runSpec(cid, { args: ['dd', 'if=/dev/zero', 'of=/dev/null', 'bs=64M', 'count=1'], resources: { memoryLimitBytes: 16 * MiB } });
+      await runSpec(cid, { args: ['dd', 'if=/dev/zero', 'of=/dev/null', 'bs=64M', 'count=1'], resources: { memory: { limit: 16 * MiB } } });
       assert.equal((await collect(agent, cid)).code, 137);
       assert.equal(await oom, cid);
       await remove(cid);
@@ -283,7 +285,7 @@ describe('containers in a real VM (crun in the guest, rootfs over virtio-fs)', f
     await assert.rejects(agent.updateContainer(cid, { cpus: '63' }), InvalidArgumentError, 'a CPU the guest does not have');
     await assert.rejects(agent.updateContainer('no-such', { pidsLimit: 5 }), NotFoundError);
 
-    await agent.execProcess(cid, 'e1', { args: ['sleep', '4242'] });
+    await agent.execOciProcess(cid, 'e1', testProcess({ args: ['sleep', '4242'] }));
     const pids = await agent.listProcesses(cid);
     assert.equal(pids.length, 2, `init and exec: ${JSON.stringify(pids)}`);
     const table = await agent.processTable(cid);
@@ -303,7 +305,7 @@ describe('containers in a real VM (crun in the guest, rootfs over virtio-fs)', f
     await share.shareRootfs('c-tty', [], rootfs);
     // 2000 lines written just before the exit: all of them must be read before WaitProcess answers.
     const script = 'read -r line; stty size; i=0; while [ $i -lt 2000 ]; do echo line$i; i=$((i+1)); done; exit 5';
-    await agent.createContainer('c-tty', { args: ['sh', '-c', script], terminal: true, rootReadonly: true }, 'c-tty');
+    await agent.createOciContainer('c-tty', testSpec({ args: ['sh', '-c', script], terminal: true, rootReadonly: true }));
     await agent.ttyWinResize('c-tty', '', 37, 101);
     await agent.startContainer('c-tty');
     await agent.writeStdin('c-tty', '', Buffer.from('go\n'));
@@ -314,7 +316,7 @@ describe('containers in a real VM (crun in the guest, rootfs over virtio-fs)', f
 
     // A program that cannot be run fails StartContainer (hull-ctty runs it only then), as crun fails CreateContainer without a terminal.
     await share.shareRootfs('c-tty-bad', [], rootfs);
-    await agent.createContainer('c-tty-bad', { args: ['no-such-program'], terminal: true }, 'c-tty-bad');
+    await agent.createOciContainer('c-tty-bad', testSpec({ args: ['no-such-program'], terminal: true }));
     await assert.rejects(agent.startContainer('c-tty-bad'), (e: Error) => e instanceof InternalError && /exec no-such-program: No such file/.test(e.message));
     assert.equal(await agent.waitProcess('c-tty-bad'), 127);
     await remove('c-tty-bad');
@@ -328,19 +330,19 @@ describe('containers in a real VM (crun in the guest, rootfs over virtio-fs)', f
     await assert.rejects(agent.ttyWinResize('c-tty-exec', '', 65536, 10), InvalidArgumentError);
 
     // /dev/tty opens only for a process with a controlling terminal.
-    await agent.execProcess('c-tty-exec', 'e1', { args: ['sh', '-c', 'read -r line; stty size; echo ctty > /dev/tty; exit 3'], terminal: true });
+    await agent.execOciProcess('c-tty-exec', 'e1', testProcess({ args: ['sh', '-c', 'read -r line; stty size; echo ctty > /dev/tty; exit 3'], terminal: true }));
     await agent.ttyWinResize('c-tty-exec', 'e1', 37, 101);
     await agent.writeStdin('c-tty-exec', 'e1', Buffer.from('go\n'));
     assert.deepEqual(await collect(agent, 'c-tty-exec', 'e1'), { stdout: 'go\r\n37 101\r\nctty\r\n', stderr: '', code: 3 });
 
     // CloseStdin after a partial line: cat gets the line, then end of file.
-    await agent.execProcess('c-tty-exec', 'e2', { args: ['cat'], terminal: true });
+    await agent.execOciProcess('c-tty-exec', 'e2', testProcess({ args: ['cat'], terminal: true }));
     await agent.writeStdin('c-tty-exec', 'e2', Buffer.from('partial'));
     await agent.closeStdin('c-tty-exec', 'e2');
     assert.deepEqual(await collect(agent, 'c-tty-exec', 'e2'), { stdout: 'partialpartial', stderr: '', code: 0 });
 
     // ^C is SIGINT for the terminal's foreground process group: the shell and its sleep.
-    await agent.execProcess('c-tty-exec', 'e3', { args: ['sh', '-c', 'echo ready; sleep 100; echo not interrupted'], terminal: true });
+    await agent.execOciProcess('c-tty-exec', 'e3', testProcess({ args: ['sh', '-c', 'echo ready; sleep 100; echo not interrupted'], terminal: true }));
     let seen = '';
     while (!seen.includes('ready')) seen += (await agent.readStdout('c-tty-exec', 'e3')).toString();
     await agent.writeStdin('c-tty-exec', 'e3', Buffer.from('\x03'));
@@ -348,7 +350,7 @@ describe('containers in a real VM (crun in the guest, rootfs over virtio-fs)', f
     assert.equal(e3.code, 130, `output: ${seen}${e3.stdout}`);
     assert.doesNotMatch(e3.stdout, /not interrupted/);
 
-    await assert.rejects(agent.execProcess('c-tty-exec', 'e4', { args: ['no-such-program'], terminal: true }),
+    await assert.rejects(agent.execOciProcess('c-tty-exec', 'e4', testProcess({ args: ['no-such-program'], terminal: true })),
       (e: Error) => e instanceof InternalError && /exec no-such-program: No such file or directory/.test(e.message));
     await agent.signalProcess('c-tty-exec', '', 9);
     assert.equal(await agent.waitProcess('c-tty-exec'), 137);
@@ -391,11 +393,11 @@ describe('containers in a real VM (crun in the guest, rootfs over virtio-fs)', f
     assert.equal(out, 'mkdir 1\nok\n');
     assert.match((await agent.readStderr('c-sc-mkdir', '')).toString(), /can't create directory '\/tmp\/x': Operation not permitted/);
     // An exec joins the container's profile (crun exec applies the container's seccomp).
-    await agent.execProcess('c-sc-mkdir', 'e1', { args: ['sh', '-c', 'mkdir /tmp/y || exit 7'] });
+    await agent.execOciProcess('c-sc-mkdir', 'e1', testProcess({ args: ['sh', '-c', 'mkdir /tmp/y || exit 7'] }));
     const e1 = await collect(agent, 'c-sc-mkdir', 'e1');
     assert.equal(e1.code, 7);
     assert.match(e1.stderr, /Operation not permitted/);
-    await agent.execProcess('c-sc-mkdir', 'e2', { args: ['echo', 'exec ok'] });
+    await agent.execOciProcess('c-sc-mkdir', 'e2', testProcess({ args: ['echo', 'exec ok'] }));
     assert.deepEqual(await collect(agent, 'c-sc-mkdir', 'e2'), { stdout: 'exec ok\n', stderr: '', code: 0 });
     await agent.signalProcess('c-sc-mkdir', '', 9);
     assert.equal(await agent.waitProcess('c-sc-mkdir'), 137);
@@ -448,7 +450,7 @@ describe('containers in a real VM (crun in the guest, rootfs over virtio-fs)', f
 
   it('answers WaitProcess for an exec whose background child holds its stdout; the child goes on', async () => {
     await run('c-bg', ['sleep', '600']);
-    await agent.execProcess('c-bg', 'e1', { args: ['sh', '-c', 'sleep 300 & echo started'] });
+    await agent.execOciProcess('c-bg', 'e1', testProcess({ args: ['sh', '-c', 'sleep 300 & echo started'] }));
     assert.equal(await agent.waitProcess('c-bg', 'e1'), 0, 'answered although the pipe is still open');
     assert.equal((await agent.readStdout('c-bg', 'e1')).toString(), 'started\n');
     const table = await agent.processTable('c-bg');
@@ -478,7 +480,7 @@ describe('containers in a real VM (crun in the guest, rootfs over virtio-fs)', f
   });
 
   it('refuses a container whose rootfs is not shared, and bad ids', async () => {
-    await assert.rejects(agent.createContainer('c-missing', { args: ['true'] }), (e: Error) => e instanceof NotFoundError && /not in the shared folder/.test(e.message));
-    await assert.rejects(agent.createContainer('../escape', { args: ['true'] }), InvalidArgumentError);
+    await assert.rejects(agent.createOciContainer('c-missing', testSpec({ args: ['true'] })), (e: Error) => e instanceof NotFoundError && /not in the shared folder/.test(e.message));
+    await assert.rejects(agent.createOciContainer('../escape', testSpec({ args: ['true'] })), InvalidArgumentError);
   });
 });

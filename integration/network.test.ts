@@ -17,9 +17,11 @@ import { SandboxVm } from '../core/vm';
 import { NotFoundError } from '../errors';
 import { VirtioFsShare } from '../fs-share';
 import { QemuHypervisor } from '../hypervisor';
-import { GUEST_SHARE_TAG, NOOP_LOGGER } from '../hypervisor/types';
+import { GUEST_SHARE_TAG } from '../hypervisor/types';
+import { NOOP_LOGGER } from '../log';
 import { busyboxRootfs, collectOutput } from './lib/containers';
 import { childProcesses, guestArtifacts, mountsContaining } from './lib/guest';
+import { testSpec } from './lib/oci-spec';
 
 const SHARED_MOUNT = '/run/kata-containers/shared/containers';
 const SANDBOX = 'nettest';
@@ -152,7 +154,7 @@ describe('pod networking in a real VM (a NIC on a tap in a test network namespac
     await agent.addArpNeighbors([{ address: gatewayIp, mac: tapMac, device: 'eth0' }]);
 
     await share!.shareRootfs('c-neigh', [], rootfs);
-    await agent.createContainer('c-neigh', { args: ['ip', 'neigh', 'show', gatewayIp], rootReadonly: true }, 'c-neigh');
+    await agent.createOciContainer('c-neigh', testSpec({ args: ['ip', 'neigh', 'show', gatewayIp], rootReadonly: true }));
     await agent.startContainer('c-neigh');
     const out = await collectOutput(agent, 'c-neigh');
     assert.equal(out.code, 0, out.stderr);
@@ -164,7 +166,7 @@ describe('pod networking in a real VM (a NIC on a tap in a test network namespac
   it('carries traffic: a container fetches from the namespace, and the namespace reads from a container', async () => {
     await share!.shareRootfs('c-wget', [], rootfs);
     // (No -T: Debian's static busybox 1.35 wget crashes with it.)
-    await agent.createContainer('c-wget', { args: ['wget', '-q', '-O', '-', `http://${gatewayIp}:${HTTP_PORT}/`], rootReadonly: true }, 'c-wget');
+    await agent.createOciContainer('c-wget', testSpec({ args: ['wget', '-q', '-O', '-', `http://${gatewayIp}:${HTTP_PORT}/`], rootReadonly: true }));
     await agent.startContainer('c-wget');
     assert.deepEqual(await collectOutput(agent, 'c-wget'), { stdout: token, stderr: '', code: 0 });
     await agent.removeContainer('c-wget');
@@ -172,7 +174,7 @@ describe('pod networking in a real VM (a NIC on a tap in a test network namespac
 
     // The other way: busybox nc listens in the guest, node in the namespace connects (retrying until it listens).
     await share!.shareRootfs('c-listen', [], rootfs);
-    await agent.createContainer('c-listen', { args: ['sh', '-c', `echo pong-${token} | nc -l -p ${GUEST_PORT}`], rootReadonly: true }, 'c-listen');
+    await agent.createOciContainer('c-listen', testSpec({ args: ['sh', '-c', `echo pong-${token} | nc -l -p ${GUEST_PORT}`], rootReadonly: true }));
     await agent.startContainer('c-listen');
     const got = await new Promise<string>((resolve, reject) => {
       execFile('nsenter', [`--net=${nsPath}`, '--', process.execPath, '-e', TCP_CLIENT, guestIp, String(GUEST_PORT)], { timeout: 60_000 }, (err, stdout, stderr) => {

@@ -9,7 +9,8 @@ import path from 'node:path';
 import { SandboxVm } from '../core/vm';
 import { DeadlineExceededError, FailedPreconditionError, InvalidArgumentError, UnavailableError } from '../errors';
 import { QemuHypervisor } from '../hypervisor';
-import { GUEST_SHARE_TAG, NOOP_LOGGER, type VmConfig } from '../hypervisor/types';
+import { GUEST_SHARE_TAG, type VmConfig } from '../hypervisor/types';
+import { NOOP_LOGGER } from '../log';
 import { childProcesses, guestArtifacts, mountsContaining } from './lib/guest';
 
 const SHARED_MOUNT = '/run/kata-containers/shared/containers';

@@ -15,10 +15,12 @@ import type { AgentClient } from '../agent-client';
 import { SandboxVm } from '../core/vm';
 import { VirtioFsShare } from '../fs-share';
 import { QemuHypervisor } from '../hypervisor';
-import { GUEST_SHARE_TAG, NOOP_LOGGER } from '../hypervisor/types';
+import { GUEST_SHARE_TAG } from '../hypervisor/types';
+import { NOOP_LOGGER } from '../log';
 import { collectOutput } from './lib/containers';
 import { childProcesses, guestArtifacts, mountsContaining } from './lib/guest';
 import { nodeRootfs } from './lib/node-rootfs';
+import { testSpec } from './lib/oci-spec';
 
 const SHARED_MOUNT = '/run/kata-containers/shared/containers';
 const SANDBOX = 'vsocktest';
@@ -74,7 +76,7 @@ describe('hull-vsock in a real guest (vsock_loopback, CID 1)', function () {
     const cid = `c-${check}`;
     await share.shareRootfs(cid, [], rootfs);
     try {
-      await agent.createContainer(cid, { args: ['/usr/bin/node', '/app/vsock-check.js', check], cwd: '/app', rootReadonly: true, hostname: cid }, cid);
+      await agent.createOciContainer(cid, testSpec({ args: ['/usr/bin/node', '/app/vsock-check.js', check], cwd: '/app', rootReadonly: true, hostname: cid }));
       await agent.startContainer(cid);
       let timer: NodeJS.Timeout | undefined;
       const hung = new Promise<'hung'>((resolve) => (timer = setTimeout(() => resolve('hung'), limitMs)));

@@ -75,15 +75,6 @@ export const TaskEvents = {
 export type TaskEventName = keyof typeof TaskEvents;
 export type TaskEventPayload<N extends TaskEventName> = PropertiesOf<(typeof TaskEvents)[N]['type']>;
 
-const topicByTypeUrl: ReadonlyMap<string, string> = new Map(
-  Object.values(TaskEvents).map((e): [string, string] => [e.typeUrl, e.topic]),
-);
-
-/** The topic containerd expects for an event's type URL, or undefined if it is not a task event. */
-export function eventTopic(typeUrl: string): string | undefined {
-  return topicByTypeUrl.get(typeUrl);
-}
-
 /** A task event's topic and packed payload, ready to go into an Envelope. */
 export function taskEvent<N extends TaskEventName>(name: N, payload: TaskEventPayload<N>): { topic: string; event: PackedAny } {
   const entry = TaskEvents[name];

@@ -98,15 +98,3 @@ export function toTimestamp(time: Date | number): { seconds: number; nanos: numb
   // Fractional milliseconds can round up to a whole second.
   return nanos >= 1e9 ? { seconds: seconds + 1, nanos: nanos - 1e9 } : { seconds, nanos };
 }
-
-/**
- * The Date for a Timestamp (to the millisecond), or undefined when it is absent or is Go's zero time,
- * the two ways containerd says "not set".
- */
-export function fromTimestamp(ts: TimestampLike | null | undefined): Date | undefined {
-  if (!ts) return undefined;
-  const seconds = ts.seconds ?? 0;
-  const nanos = ts.nanos ?? 0;
-  if (seconds === GO_ZERO_TIME_SECONDS && nanos === 0) return undefined;
-  return new Date(seconds * 1000 + Math.floor(nanos / 1e6));
-}

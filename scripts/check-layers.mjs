@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // Import-direction and cycle check. Dependencies point one way:
-//   shim -> core -> hypervisor | agent-client | fs-share -> errors + ttrpc + protos;  agent -> ttrpc + protos + vsock.
+//   shim -> core -> hypervisor | agent-client | fs-share -> errors + log + ttrpc + protos;  agent -> ttrpc + protos + vsock.
 // vsock/ (hull-vsock, AF_VSOCK sockets) sits beside ttrpc/: agent/ and agent-client/ use it (and so may integration/).
 // netns/ (hull-netns, TCP listeners inside a network namespace) likewise: hypervisor/ uses it (and so may integration/).
 // A file may import only from the layers listed for its own folder; nothing imports shim/ from outside it;
@@ -12,7 +12,7 @@ import { builtinModules } from 'node:module';
 import ts from 'typescript';
 
 const root = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..');
-const LOWER = ['errors', 'protos', 'ttrpc'];
+const LOWER = ['errors', 'log', 'protos', 'ttrpc'];
 const ALLOWED = {
   shim: ['shim', 'core', 'hypervisor', 'agent-client', 'fs-share', ...LOWER],
   core: ['core', 'hypervisor', 'agent-client', 'fs-share', ...LOWER],
@@ -21,6 +21,7 @@ const ALLOWED = {
   'fs-share': ['fs-share', ...LOWER],
   protos: LOWER,
   errors: ['errors'],
+  log: ['log'],
   ttrpc: ['ttrpc'],
   vsock: ['vsock'],
   netns: ['netns'],

@@ -12,7 +12,7 @@ import { Client } from 'ttrpc-ts';
 import { processAlive, processMatches, readBundlePointer, recoverFromRecord, Store } from '../core';
 import { errorMessage } from '../errors';
 import { VirtioFsShare } from '../fs-share';
-import { NOOP_LOGGER } from '../hypervisor/types';
+import { NOOP_LOGGER } from '../log';
 import { task, TaskService, toTimestamp } from '../protos/containerd';
 import { socketAddress, socketPath } from './address';
 import type { ShimFlags } from './flags';

@@ -6,7 +6,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import pino from 'pino';
-import type { Logger } from '../hypervisor/types';
+import type { Logger } from '../log';
 
 export function openLogger(bundle: string, debug: boolean, id: string, namespace: string): Logger & { flush(): void; level: string } {
   let fd: number;

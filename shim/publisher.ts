@@ -13,7 +13,7 @@
 import { Client } from 'ttrpc-ts';
 import { errorMessage } from '../errors';
 import { EventsService, taskEvent, type TaskEventName, type TaskEventPayload } from '../protos/containerd';
-import type { Logger } from '../hypervisor/types';
+import type { Logger } from '../log';
 
 const CALL_TIMEOUT_MS = 5_000;
 const ATTEMPTS = 5;

@@ -11,8 +11,8 @@ import { loadConfig, toVmConfig, type HullConfig } from '../core/config';
 import { FailedPreconditionError, InvalidArgumentError, NotFoundError, NotImplementedError } from '../errors';
 import { VirtioFsShare } from '../fs-share';
 import { QemuHypervisor } from '../hypervisor';
-import type { Logger } from '../hypervisor/types';
-import { runtimeOptions, taskTypes, TaskService, TypeUrl, typeUrlMatches, unpackAny, type TimestampLike } from '../protos/containerd';
+import type { Logger } from '../log';
+import { runtimeOptions, taskTypes, TaskService, toTimestamp, TypeUrl, TypeUrlMismatchError, typeUrlMatches, unpackAny, unpackJsonAny, type AnyLike, type TimestampLike } from '../protos/containerd';
 import { sandboxOf } from './address';
 import { readSpec } from './spec';
 import { metricsAny } from './metrics';
@@ -35,17 +35,14 @@ export interface TaskServiceOptions {
   onDebug?(): void;
 }
 
-function timestamp(d: Date | undefined): TimestampLike | null {
-  if (!d) return null;
-  const ms = d.getTime();
-  return { seconds: Math.floor(ms / 1000), nanos: (ms % 1000) * 1e6 };
-}
+const timestamp = (d: Date | undefined): TimestampLike | null => (d ? toTimestamp(d) : null);
 
-function jsonAny<T>(any: { type_url?: string | null; value?: Uint8Array | null } | null | undefined, typeUrl: string, what: string): T {
-  if (!any?.type_url || !typeUrlMatches(any.type_url, typeUrl)) throw new InvalidArgumentError(`${what}: expected ${typeUrl}, got ${JSON.stringify(any?.type_url ?? '')}`);
+/** A JSON payload of containerd's (an OCI type); a wrong type or bad JSON is an InvalidArgumentError. */
+function jsonAny<T>(any: AnyLike | null | undefined, typeUrl: string, what: string): T {
   try {
-    return JSON.parse(Buffer.from(any.value ?? []).toString('utf8')) as T;
+    return unpackJsonAny(any, typeUrl) as T;
   } catch (err) {
+    if (err instanceof TypeUrlMismatchError) throw new InvalidArgumentError(`${what}: expected ${typeUrl}, got ${JSON.stringify(any?.type_url ?? '')}`);
     throw new InvalidArgumentError(`${what}: invalid JSON: ${(err as Error).message}`);
   }
 }

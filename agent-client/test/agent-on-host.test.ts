@@ -15,8 +15,18 @@ import { AgentService } from '../../protos/agent';
 import { parseAgentEndpoint, type VsockConnector } from '../channel';
 import { KataAgentClient } from '../client';
 import { classifyAgentError } from '../errors';
+import type { OciProcess, OciSpec } from '../oci';
 
 const AGENT = path.resolve(__dirname, '..', '..', 'agent', 'main.js');
+
+/** A container spec as containerd writes one, reduced to what these checks need. */
+const spec = (process: OciProcess, more: Partial<OciSpec> = {}): OciSpec => ({
+  ociVersion: '1.0.2',
+  process: { user: { uid: 0, gid: 0 }, env: ['PATH=/bin'], ...process },
+  root: { path: 'rootfs' },
+  linux: { namespaces: [{ type: 'pid' }, { type: 'mount' }] },
+  ...more,
+});
 
 describe('agent client against the real agent (host test mode)', function () {
   this.timeout(20_000);
@@ -114,11 +124,11 @@ describe('agent client against the real agent (host test mode)', function () {
   });
 
   it('checks container requests, and needs hull-init to run containers', async () => {
-    await assert.rejects(client.createContainer('../x', { args: ['true'] }), InvalidArgumentError);
-    await assert.rejects(client.createContainer('c1', { args: [] }), InvalidArgumentError);
-    await assert.rejects(client.createContainer('c1', { args: ['a\0b'] }), InvalidArgumentError);
-    await assert.rejects(client.createContainer('c1', { args: ['true'], cwd: '/a/../b' }), InvalidArgumentError);
-    await assert.rejects(client.createContainer('c1', { args: ['true'] }), (e: Error) => e instanceof FailedPreconditionError && /hull-init/.test(e.message));
+    await assert.rejects(client.createOciContainer('../x', spec({ args: ['true'] })), InvalidArgumentError);
+    await assert.rejects(client.createOciContainer('c1', spec({ args: [] })), InvalidArgumentError);
+    await assert.rejects(client.createOciContainer('c1', spec({ args: ['a\0b'] })), InvalidArgumentError);
+    await assert.rejects(client.createOciContainer('c1', spec({ args: ['true'], cwd: '/a/../b' })), InvalidArgumentError);
+    await assert.rejects(client.createOciContainer('c1', spec({ args: ['true'] })), (e: Error) => e instanceof FailedPreconditionError && /hull-init/.test(e.message));
     await assert.rejects(client.waitProcess('c1'), NotFoundError);
     await assert.rejects(client.readStdout('c1', ''), NotFoundError);
     await assert.rejects(client.signalProcess('c1', '', 15), NotFoundError);
@@ -127,11 +137,11 @@ describe('agent client against the real agent (host test mode)', function () {
   });
 
   it('checks volumes and resources before anything else, and knows no container to update or list', async () => {
-    const volume = (source: string) => ({ args: ['true'], mounts: [{ destination: '/data', type: 'bind', source, options: ['rbind'] }] });
-    await assert.rejects(client.createContainer('c1', volume('/etc')), (e: Error) => e instanceof InvalidArgumentError && /volume "\/data"/.test(e.message));
-    await assert.rejects(client.createContainer('c1', volume('/run/kata-containers/shared/containers/../../../etc')), InvalidArgumentError);
-    await assert.rejects(client.createContainer('c1', { args: ['true'], resources: { cpuShares: 1 } }), InvalidArgumentError);
-    await assert.rejects(client.createContainer('c1', { args: ['true'], resources: { memoryLimitBytes: 0 } }), InvalidArgumentError, 'refused by the client');
+    const volume = (source: string): OciSpec => spec({ args: ['true'] }, { mounts: [{ destination: '/data', type: 'bind', source, options: ['rbind'] }] });
+    await assert.rejects(client.createOciContainer('c1', volume('/etc')), (e: Error) => e instanceof InvalidArgumentError && /volume "\/data"/.test(e.message));
+    await assert.rejects(client.createOciContainer('c1', volume('/run/kata-containers/shared/containers/../../../etc')), InvalidArgumentError);
+    await assert.rejects(client.createOciContainer('c1', spec({ args: ['true'] }, { linux: { resources: { cpu: { shares: 1 } } } })), InvalidArgumentError);
+    await assert.rejects(client.updateContainer('c1', { memoryLimitBytes: 0 }), InvalidArgumentError, 'refused by the client');
     await assert.rejects(client.updateContainer('c1', { memoryLimitBytes: 64 << 20 }), NotFoundError);
     await assert.rejects(client.listProcesses('c1'), NotFoundError);
     await assert.rejects(client.processTable('c1'), NotFoundError);

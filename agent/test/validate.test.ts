@@ -2,9 +2,17 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { hostname, mountOptions, pathUnder, plainName, realPathUnder, uint16 } from '../validate';
+import { Code, StatusError } from 'ttrpc-ts';
+import { hostname, identifier, mountOptions, pathUnder, plainName, realPathUnder, uint16 } from '../validate';
 
 describe('agent input validation', () => {
+  it('takes ids by containerd\'s identifier rule, the host\'s too (protos/identifiers.ts)', () => {
+    assert.equal(identifier('c1.a_b-c', 'container id'), 'c1.a_b-c');
+    for (const bad of ['', '.', '..', 'a/b', '-x', 'x-', 'a..b', 'a b', 'x\0y', 'a'.repeat(77)]) {
+      assert.throws(() => identifier(bad, 'container id'), (e: unknown) => e instanceof StatusError && e.code === Code.INVALID_ARGUMENT && /^container id/.test(e.message), JSON.stringify(bad));
+    }
+  });
+
   it('accepts plain names and refuses path-like ones', () => {
     assert.equal(plainName('kataShared', 'tag'), 'kataShared');
     for (const bad of ['', '.', '..', 'a/b', '../x', '-x', 'a b', 'x\0y', 'a'.repeat(200)]) assert.throws(() => plainName(bad, 'tag'), /not a plain name/);

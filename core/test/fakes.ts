@@ -1,8 +1,8 @@
 /** In-memory fakes of the Hypervisor, the agent and the share, for fast tests of core. They record what was asked of them. */
 import path from 'node:path';
 import type {
-  AgentClient, ArpNeighbor, ContainerResources, ContainerSpec, ContainerStats, FileContents, GuestDetails, GuestInterface, GuestRoute, HealthStatus,
-  NetworkInterface, OciMount, OciProcess, OciSpec, ProcessSpec, RouteSpec, SandboxSpec,
+  AgentClient, ArpNeighbor, ContainerResources, ContainerStats, FileContents, GuestDetails, GuestInterface, GuestRoute, HealthStatus,
+  NetworkInterface, OciMount, OciProcess, OciSpec, RouteSpec, SandboxSpec,
 } from '../../agent-client';
 import { NotFoundError, NotImplementedError, UnavailableError } from '../../errors';
 import { GUEST_SHARED_DIR, type FsShare, type GuestMount, type Mount, type VolumeSpec } from '../../fs-share';
@@ -238,10 +238,6 @@ export class FakeAgent implements AgentClient {
     const p = this.proc(containerId, execId);
     return { data: Buffer.concat(p.stdin).toString(), closed: p.stdinClosed };
   }
-  async createContainer(containerId: string, _spec: ContainerSpec): Promise<void> {
-    this.calls.push(`createContainer ${containerId}`);
-    this.addProc(containerId, containerId);
-  }
   async createOciContainer(containerId: string, spec: OciSpec, mounts?: readonly OciMount[]): Promise<void> {
     this.calls.push(`createOciContainer ${containerId}`);
     this.lastSpec = spec;
@@ -253,10 +249,6 @@ export class FakeAgent implements AgentClient {
   async startContainer(containerId: string): Promise<void> {
     this.calls.push(`startContainer ${containerId}`);
     await this.gate('startContainer');
-  }
-  async execProcess(containerId: string, execId: string, _spec: ProcessSpec): Promise<void> {
-    this.calls.push(`execProcess ${containerId} ${execId}`);
-    this.addProc(containerId, execId);
   }
   async execOciProcess(containerId: string, execId: string, _spec: OciProcess): Promise<void> {
     this.calls.push(`execOciProcess ${containerId} ${execId}`);

@@ -4,7 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import type { HealthStatus } from '../../agent-client';
 import { UnavailableError } from '../../errors';
-import { NOOP_LOGGER } from '../../hypervisor/types';
+import { NOOP_LOGGER } from '../../log';
 import type { SandboxEvent } from '../events';
 import { HealthMonitor } from '../health';
 import { Sandbox } from '../sandbox';

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { NOOP_LOGGER, type Logger } from '../../hypervisor/types';
+import { NOOP_LOGGER, type Logger } from '../../log';
 import type { SandboxEvent } from '../events';
 import { OomCoalescer } from '../oom';
 import { Sandbox } from '../sandbox';

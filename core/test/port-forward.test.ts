@@ -10,7 +10,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { KataAgentClient } from '../../agent-client';
-import { NOOP_LOGGER } from '../../hypervisor/types';
+import { NOOP_LOGGER } from '../../log';
 import { PortForwardRelays } from '../port-forward';
 
 const AGENT = path.resolve(__dirname, '..', '..', 'agent', 'main.js');

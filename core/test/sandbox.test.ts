@@ -7,7 +7,7 @@ import os from 'node:os';
 import path from 'node:path';
 import type { OciSpec } from '../../agent-client';
 import { AlreadyExistsError, FailedPreconditionError, InvalidArgumentError, NotFoundError, UnavailableError } from '../../errors';
-import { NOOP_LOGGER } from '../../hypervisor/types';
+import { NOOP_LOGGER } from '../../log';
 import type { SandboxEvent, StdioPaths } from '../events';
 import { Sandbox, type CreateRequest } from '../sandbox';
 import { Store } from '../store';

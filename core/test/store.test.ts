@@ -4,12 +4,12 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { NOOP_LOGGER } from '../../hypervisor/types';
+import { NOOP_LOGGER } from '../../log';
 import { BUNDLE_POINTER, Store, processMatches, readBundlePointer, recoverFromRecord, writeBundlePointer, type SandboxRecord } from '../store';
 import { FakeShare } from './fakes';
 
 function spawned(argv: string[]): Promise<ChildProcess> {
-  const child = spawn(argv[0]!, argv.slice(1), { stdio: 'ignore' });
+  const child = spawn(argv[0]!, argv.slice(1), { stdio: 'ignore' }); // spawns: wrapper; the callers' argv[0]
   return new Promise((resolve, reject) => {
     child.once('spawn', () => resolve(child));
     child.once('error', reject);
@@ -178,6 +178,7 @@ describe('core store', () => {
 
     describe('a pod whose network namespace containerd unmounted (StopPodSandbox) before or while `delete` runs', () => {
       const run = (cmd: string, ...args: string[]): void => {
+        // spawns: ip, tc, umount
         const r = spawnSync(cmd, args);
         assert.equal(r.status, 0, `${cmd} ${args.join(' ')}: ${r.stderr?.toString()}`);
       };

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { CancelledError, DeadlineExceededError, UnavailableError } from '../../errors';
-import { NOOP_LOGGER } from '../../hypervisor/types';
+import { NOOP_LOGGER } from '../../log';
 import { SandboxVm, type AgentDialer } from '../vm';
 import { FakeAgent, FakeHypervisor, testConfig } from './fakes';
 

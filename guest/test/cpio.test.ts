@@ -7,7 +7,8 @@ import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { NewcWriter, readNewc, S_IFCHR, S_IFDIR, S_IFLNK, S_IFMT, S_IFREG } from '../cpio';
+import { NewcWriter, S_IFCHR, S_IFDIR, S_IFLNK, S_IFMT, S_IFREG } from '../cpio';
+import { readNewc } from './lib/newc-reader';
 
 const hasBusybox = spawnSync('busybox', ['cpio', '--help'], { encoding: 'utf8' }).error === undefined;
 

@@ -37,6 +37,7 @@ describe('hull-init', () => {
       if (dir) fs.rmSync(dir, { recursive: true, force: true });
     });
 
+    // spawns: none; the hull-init this test compiled
     const runInit = (args: string[]): { status: number | null; stdout: string; stderr: string } =>
       spawnSync(init, args, { encoding: 'utf8', timeout: 20_000 });
 
@@ -55,6 +56,7 @@ describe('hull-init', () => {
         'timeout 2 head -n 2 <&3 | sort > records',
         'exit 5',
       ].join('\n');
+      // spawns: none; the hull-init this test compiled
       const r = spawnSync(init, ['--exec', '/bin/sh', '-c', script], { cwd: dir, encoding: 'utf8', timeout: 20_000 });
       assert.equal(r.status, 5, `the agent's code; stderr: ${r.stderr}`);
       assert.equal(r.stderr, '');
@@ -65,12 +67,14 @@ describe('hull-init', () => {
     });
 
     it('passes a signal sent to it on to the agent', () => {
+      // spawns: none; the hull-init this test compiled
       const r = spawnSync(init, ['--exec', '/bin/sh', '-c', 'trap "exit 42" TERM; kill -TERM $PPID; for i in 1 2 3 4 5 6 7 8 9 10; do sleep 0.5; done; exit 1'], { encoding: 'utf8', timeout: 20_000 });
       assert.equal(r.status, 42, r.stderr);
     });
 
     it('powers off (here: exits 0) when asked with SIGUSR2, without waiting for the agent to exit', async () => {
       const t0 = Date.now();
+      // spawns: none; the hull-init this test compiled
       const child = spawn(init, ['--exec', '/bin/sh', '-c', 'kill -USR2 $PPID; sleep 3; exit 4'], { stdio: 'ignore' });
       const [code] = (await once(child, 'exit')) as [number | null];
       assert.equal(code, 0);

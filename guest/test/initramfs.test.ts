@@ -2,7 +2,8 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { gunzipSync } from 'node:zlib';
-import { readNewc, S_IFCHR, S_IFLNK, S_IFMT } from '../cpio';
+import { S_IFCHR, S_IFLNK, S_IFMT } from '../cpio';
+import { readNewc } from './lib/newc-reader';
 import { buildInitramfs, initScript, INITRD_APPLETS } from '../initramfs';
 
 const OPTIONS = { modules: ['virtio_ring', 'virtio', 'virtio_blk'], rootDevice: '/dev/vda', rootWaitSeconds: 20, init: '/sbin/init', comment: 'test' };

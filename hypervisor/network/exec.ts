@@ -56,6 +56,7 @@ export function runInNetns(netnsPath: string, tool: Tool, args: readonly string[
     if (a.includes('\0')) return Promise.reject(new InvalidArgumentError(`netns ${netnsPath}: ${what}: argument contains NUL`));
   }
   return new Promise((resolve, reject) => {
+    // spawns: nsenter, ip, tc, iptables, true; the tools of the Tool type, in the netns
     execFile(
       'nsenter',
       [`--net=${netnsPath}`, '--', tool, ...args],

@@ -16,7 +16,8 @@ import { CID_ATTEMPTS, chooseAccel, chooseTransport, chooseVhostNet, cidCandidat
 import { realFileProbe, resolveConfig, type FileProbe, type ResolvedConfig } from '../config';
 import { GuestConsole, type ConsoleLimits } from '../console';
 import { OwnedProcess } from '../process';
-import { AGENT_VSOCK_PORT, NOOP_LOGGER, type Accel, type AgentAddress, type AgentTransport, type Device, type Hypervisor, type Logger, type VmConfig, type VmExit } from '../types';
+import { AGENT_VSOCK_PORT, type Accel, type AgentAddress, type AgentTransport, type Device, type Hypervisor, type VmConfig, type VmExit } from '../types';
+import { NOOP_LOGGER, type Logger } from '../../log';
 import { Mutex, abortError, sleep } from '../util';
 import { Virtiofsd, probeSandboxMode, type SandboxMode } from '../virtiofsd';
 import { buildQemuArgv, QBOOT_FIRMWARE } from './cmdline';
@@ -324,6 +325,7 @@ export class QemuHypervisor implements Hypervisor {
       // The console's lines go into the log only when debugging (bounded either way).
       const guestConsole = new GuestConsole(this.#log, c.debug, this.#consoleLimits);
       s.console = guestConsole;
+      // spawns: qemu-system-x86_64, nsenter; configuration qemuPath and nsenterPath (see command())
       const qemu = OwnedProcess.spawn(file, args, {
         name: 'qemu', logger: this.#log, onStdout: (chunk) => guestConsole.push(chunk), onStdoutEnd: () => guestConsole.end(),
       });

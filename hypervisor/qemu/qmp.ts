@@ -13,7 +13,7 @@ import {
   UnavailableError,
   type ShimError,
 } from '../../errors';
-import { NOOP_LOGGER, type Logger } from '../types';
+import { NOOP_LOGGER, type Logger } from '../../log';
 import { abortError, connectWithRetry } from '../util';
 
 /** QMP lines are small; a line this long means the peer is not QEMU (or is broken). */

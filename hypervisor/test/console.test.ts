@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { NOOP_LOGGER, type Logger } from '../types';
+import { NOOP_LOGGER, type Logger } from '../../log';
 import { GuestConsole } from '../console';
 
 function recorder(): Logger & { lines: { level: string; msg: string; obj: Record<string, unknown> }[] } {

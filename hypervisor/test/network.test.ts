@@ -12,6 +12,7 @@ import { attachEndpoints, detachEndpoints, removeLocalhostRedirects, scanNetns, 
 
 function run(file: string, args: string[], timeout = 20_000): Promise<string> {
   return new Promise((resolve, reject) => {
+    // spawns: wrapper; run's callers name the program
     execFile(file, args, { timeout }, (err, stdout, stderr) => {
       if (err) reject(new Error(`${file} ${args.join(' ')}: ${String(stderr).trim() || err.message}`));
       else resolve(String(stdout));
@@ -20,6 +21,7 @@ function run(file: string, args: string[], timeout = 20_000): Promise<string> {
 }
 
 const ip = (args: string[]): Promise<string> => run('ip', args);
+// spawns: nsenter, ip, tc, python3; the tools inNs's callers run in the netns
 const inNs = (ns: string, tool: string, args: string[], timeout?: number): Promise<string> =>
   run('nsenter', [`--net=/var/run/netns/${ns}`, '--', tool, ...args], timeout);
 /** The fields of `ip -j` / `tc -j` output these tests look at. */

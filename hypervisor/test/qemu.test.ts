@@ -10,7 +10,8 @@ import {
 } from '../../errors';
 import { VHOST_VSOCK_DEVICE, cidCandidates, type HostProbe } from '../accel';
 import { QemuHypervisor, type QemuHypervisorOptions } from '../qemu/qemu';
-import type { Logger, VmConfig } from '../types';
+import type { VmConfig } from '../types';
+import type { Logger } from '../../log';
 import { pidExists } from '../util';
 import { writeFakeQemu } from './fake-qemu';
 

@@ -33,6 +33,7 @@ function portmap(command: 'ADD' | 'DEL', containerId: string): void {
 }
 
 const ip = (args: string[]): void => void execFileSync('ip', args, { stdio: 'inherit' });
+// spawns: wrapper; text's callers name the program
 const text = (file: string, args: string[]): string => execFileSync(file, args, { stdio: ['ignore', 'pipe', 'ignore'] }).toString();
 
 async function main(mode: string, callerNetns: string): Promise<void> {

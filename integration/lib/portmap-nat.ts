@@ -47,6 +47,7 @@ export interface NatBaseline {
 
 function run(file: string, args: readonly string[]): Promise<string> {
   return new Promise((resolve, reject) => {
+    // spawns: wrapper; run's callers name the program
     execFile(file, args, { timeout: TOOL_TIMEOUT_MS, env: { ...process.env, LC_ALL: 'C' } }, (err, stdout, stderr) => {
       if (err) reject(new Error(`${file} ${args.join(' ')}: ${String(stderr).trim() || err.message}`));
       else resolve(String(stdout));
@@ -93,7 +94,7 @@ export function parseNatListing(text: string): NatTable {
 }
 
 async function listNat(tool: Tool): Promise<NatTable> {
-  return parseNatListing(await run(tool, ['-w', '-t', 'nat', '-S']));
+  return parseNatListing(await run(tool, ['-w', '-t', 'nat', '-S'])); // spawns: iptables, ip6tables; the Tool type
 }
 
 async function listNftTables(): Promise<Set<string>> {
@@ -130,10 +131,11 @@ async function removeChains(tool: Tool, before: ReadonlySet<string>, problems: s
     problems.push(`${tool}: kept nat chains ${ours.join(', ')}: ${busy.join(', ')} still in use`);
     return;
   }
+  // spawns: iptables, ip6tables; the Tool type
   const del = (r: NatRule): Promise<string> => run(tool, ['-w', '-t', 'nat', '-D', r.chain, ...r.spec]);
   for (const r of nat.rules.filter((r) => r.target !== undefined && ours.includes(r.target))) await del(r);
   for (const r of nat.rules.filter((r) => ours.includes(r.chain))) await del(r);
-  for (const c of ours) await run(tool, ['-w', '-t', 'nat', '-X', c]);
+  for (const c of ours) await run(tool, ['-w', '-t', 'nat', '-X', c]); // spawns: iptables, ip6tables; the Tool type
 }
 
 interface NftItem {

@@ -17,9 +17,7 @@ import {
   cgroups1,
   cgroups2,
   clampUint64,
-  eventTopic,
   events,
-  fromTimestamp,
   packAny,
   packJsonAny,
   runcOptions,
@@ -32,6 +30,7 @@ import {
   unpackJsonAny,
 } from '../containerd';
 import * as containerdProtos from '../containerd';
+import { eventTopic, fromTimestamp } from './lib/decode';
 import { loadOurs } from './lib/roots';
 
 describe('protos type URLs and event topics', function () {

@@ -3,7 +3,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { Code, Server, StatusError, type HandlerContext, type RequestOf } from 'ttrpc-ts';
-import { NOOP_LOGGER } from '../../hypervisor/types';
+import { NOOP_LOGGER } from '../../log';
 import { EventsService, events } from '../../protos/containerd';
 import { EventPublisher } from '../publisher';
 
