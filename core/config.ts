@@ -26,6 +26,13 @@ export const DEFAULT_STATE_DIR = '/run/hull';
 export const DEFAULT_VCPUS = 1;
 export const DEFAULT_MEMORY_MIB = 512;
 /**
+ * What a pod's VM takes on the host beyond its guest memory, for the pod's cgroup memory check (core/sandbox.ts):
+ * QEMU's own memory (device emulation, TCG's translated code, libraries), the shim daemon (~37 MiB PSS with a
+ * container, README bench) and virtiofsd (~4 MiB). 160 MiB is also Kata's RuntimeClass overhead for QEMU.
+ */
+export const DEFAULT_MEMORY_OVERHEAD_MIB = 160;
+export const MAX_MEMORY_OVERHEAD_MIB = 65536;
+/**
  * From the start of boot until the agent answers. An idle 2-core host boots a TCG guest in about 5 s; several pods
  * starting at once on a loaded host can take many times that, and a failed boot gives up with the guest console's
  * last lines anyway. 60 s is 12 times the idle boot, and stays below kubelet's 2-minute runtime request timeout,
@@ -63,6 +70,8 @@ export interface HypervisorSettings {
   readonly sharedFs: SharedFs;
   /** virtiofsd binary. */
   readonly virtioFsDaemon: string;
+  /** MiB the VM takes on the host beyond its guest memory (QEMU, virtiofsd and the shim): `memory_overhead`. */
+  readonly memoryOverheadMiB: number;
 }
 
 export interface AgentSettings {
@@ -101,7 +110,7 @@ export interface LoadedConfig {
 
 /** Every section and key the file may hold, in the order the shipped file documents them. */
 export const CONFIG_KEYS = Object.freeze({
-  hypervisor: Object.freeze(['path', 'kernel', 'initrd', 'image', 'kernel_params', 'default_vcpus', 'default_memory', 'accel', 'shared_fs', 'virtio_fs_daemon'] as const),
+  hypervisor: Object.freeze(['path', 'kernel', 'initrd', 'image', 'kernel_params', 'default_vcpus', 'default_memory', 'accel', 'shared_fs', 'virtio_fs_daemon', 'memory_overhead'] as const),
   agent: Object.freeze(['transport', 'boot_timeout', 'health_check_interval', 'health_check_timeout'] as const),
   runtime: Object.freeze(['debug', 'state_dir', 'debug_hooks'] as const),
 });
@@ -137,6 +146,7 @@ export function defaultConfig(binDir: string, exists?: (p: string) => boolean): 
       accel: 'auto',
       sharedFs: 'virtio-fs',
       virtioFsDaemon: DEFAULT_VIRTIOFSD_PATH,
+      memoryOverheadMiB: DEFAULT_MEMORY_OVERHEAD_MIB,
     },
     agent: {
       transport: 'auto',
@@ -180,6 +190,7 @@ export function parseConfig(text: string, file: string, binDir: string, exists?:
       accel: hv.oneOf('accel', ['auto', 'kvm', 'tcg'] as const, d.hypervisor.accel),
       sharedFs: hv.oneOf('shared_fs', ['virtio-fs'] as const, d.hypervisor.sharedFs),
       virtioFsDaemon: hv.path('virtio_fs_daemon', d.hypervisor.virtioFsDaemon),
+      memoryOverheadMiB: hv.integer('memory_overhead', 0, MAX_MEMORY_OVERHEAD_MIB, ' (MiB)', d.hypervisor.memoryOverheadMiB),
     },
     agent: {
       transport,

@@ -17,6 +17,7 @@ import type { EventSink, RootfsMount, StdioPaths } from './events';
 import { PodNetwork, podNetnsPath, type ConnectPodNetwork, type PodNetworkLink } from './network';
 import { checkNoHostNamespaces, isGuestPodShm, podContainerSpec, podRole, podShm, podSizing, shmStorage, sizeVm, type PodShm, type PodSizing } from './pod';
 import { Container, type ContainerContext } from './container';
+import { HostCgroup } from './host-cgroup';
 import type { HealthSettings } from './health';
 import { OomCoalescer } from './oom';
 import { Process, type ExitInfo, type ProcessStatus } from './process';
@@ -25,6 +26,8 @@ import { Store, removeUnmounted, writeBundlePointer, type SandboxRecord } from '
 import { SandboxVm, type AgentDialer } from './vm';
 import { validateId } from '../protos/validate-id';
 
+const MIB = 1024 * 1024;
+const fmtMiB = (bytes: number): string => (bytes % MIB === 0 ? String(bytes / MIB) : (bytes / MIB).toFixed(1));
 /** Where the agent mounts the share in the guest. */
 const GUEST_SHARE_MOUNT = '/run/kata-containers/shared/containers';
 /** Signals a Kill may carry (Linux: 1–64). */
@@ -57,6 +60,10 @@ export interface SandboxOptions {
   health?: HealthSettings;
   /** At most one oom event per container per this many ms (default DEFAULT_OOM_INTERVAL_MS; tests pass less). */
   oomIntervalMs?: number;
+  /** MiB the VM takes on the host beyond its guest memory (`[hypervisor] memory_overhead`), for the cgroup's memory check. */
+  memoryOverheadMiB?: number;
+  /** The sandbox's host cgroup from its cgroupsPath (default HostCgroup.forPath on this host; tests pass a fake cgroupfs). */
+  hostCgroup?: (cgroupsPath: string) => HostCgroup;
 }
 
 export interface CreateRequest {
@@ -96,6 +103,8 @@ export class Sandbox {
   private vmSize: { vcpus: number; memoryMiB: number } | undefined;
   /** What each container needs from the sandbox. */
   private readonly containerContext: ContainerContext;
+  /** The sandbox's cgroup on the host (its container's linux.cgroupsPath), once made; the daemon is in it. */
+  private cgroup: { cg: HostCgroup; origin: string[] } | undefined;
 
   constructor(private readonly o: SandboxOptions) {
     validateId('namespace', o.namespace);
@@ -172,6 +181,8 @@ export class Sandbox {
       const role = podRole(req.spec);
       const sizing = podSizing(req.spec.annotations); // checked before anything is made
       checkNoHostNamespaces(req.spec, role, req.id);
+      const cgroupsPath = ownsVm ? req.spec.linux?.cgroupsPath : undefined;
+      const cgroup = cgroupsPath ? (this.o.hostCgroup ?? HostCgroup.forPath)(cgroupsPath) : undefined;
       if (ownsVm && role === 'sandbox') this.podShm = podShm(req.spec);
       const spec = role ? podContainerSpec(req.spec, role, this.podShm) : req.spec;
       const mounts = (spec.mounts ?? []).map((m, i) => {
@@ -188,7 +199,7 @@ export class Sandbox {
       let io: ProcessIo | undefined;
       const t0 = performance.now();
       try {
-        if (ownsVm) await this.startVm(req.spec, sizing);
+        if (ownsVm) await this.startVm(req.spec, sizing, cgroup);
         const share = this.share!;
         const root = await share.shareRootfs(req.id, req.rootfs, path.join(req.bundle, 'rootfs'));
         // Volumes: sources rewritten to the share; the pod's shm is the guest's own.
@@ -215,14 +226,16 @@ export class Sandbox {
     });
   }
 
-  private async startVm(spec: OciSpec, sizing: PodSizing): Promise<void> {
+  private async startVm(spec: OciSpec, sizing: PodSizing, cgroup: HostCgroup | undefined): Promise<void> {
     const share = this.o.share(this.record.shareRoot, this.record.shareId);
     this.share = share;
-    await share.prepare();
     const sized = sizeVm(this.o.vmConfig({ id: this.o.id, stateDir: this.record.vmStateDir, sharedDir: share.sharedDir() }), sizing);
     for (const c of sized.capped) this.o.logger.warn({ capped: c }, 'the pod asks for more than the host has');
     const config = sized.vm;
+    if (cgroup) this.checkMemoryFits(cgroup, config.memoryMiB, sizing.extraMemoryMiB);
+    await share.prepare();
     this.vmSize = { vcpus: config.vcpus, memoryMiB: config.memoryMiB };
+    if (cgroup) this.joinCgroup(cgroup);
     const netns = podNetnsPath(spec);
     if (netns) {
       this.network = await (this.o.connectNetwork ?? PodNetwork.connect)(netns, (netnsPath, taps) => {
@@ -256,6 +269,40 @@ export class Sandbox {
         (err: unknown) => this.o.logger.warn({ error: errorMessage(err) }, 'port forwarding is not available for this pod'),
       );
     }
+  }
+
+  /**
+   * Refuses a VM that its cgroup's memory limit (kubelet's pod limit) cannot hold, guest memory plus the host
+   * overhead: it would be OOM-killed on the host later. kubelet's limit is the containers' limits (which grew the
+   * guest) plus the RuntimeClass's overhead.podFixed.memory, so that overhead must cover the base guest and hull's.
+   */
+  private checkMemoryFits(cgroup: HostCgroup, guestMiB: number, fromPodMiB: number): void {
+    const limit = cgroup.memoryLimitBytes();
+    const overheadMiB = this.o.memoryOverheadMiB ?? 0;
+    const neededMiB = guestMiB + overheadMiB;
+    if (limit === undefined || neededMiB * MIB <= limit) return;
+    const podFixedMiB = neededMiB - fromPodMiB;
+    throw new InvalidArgumentError(
+      `pod sandbox ${this.o.id}: its cgroup ${cgroup.path} has a memory limit of ${fmtMiB(limit)} MiB, less than the VM needs: ` +
+        `${guestMiB} MiB of guest memory${fromPodMiB > 0 ? ` (${fromPodMiB} MiB of it from the pod's containers)` : ''} + ${overheadMiB} MiB of host overhead ` +
+        `(QEMU, virtiofsd and the shim: [hypervisor] memory_overhead) = ${neededMiB} MiB. The VM would be OOM-killed on the host, so it is not started: ` +
+        `set the RuntimeClass's overhead.podFixed.memory to at least ${podFixedMiB}Mi (the guest's base memory and the host overhead), ` +
+        'which kubelet adds to the pod\'s cgroup limit',
+    );
+  }
+
+  /**
+   * Makes the sandbox's cgroup and moves this daemon into it, before QEMU and virtiofsd are spawned: they inherit
+   * it, and what they allocate is charged to it from the first page. The record names it first (a crash from here
+   * on leaves what `delete` needs). The daemon serves this one sandbox, so staying there until teardown is right.
+   */
+  private joinCgroup(cg: HostCgroup): void {
+    this.record.cgroup = [...cg.dirs];
+    this.save();
+    this.cgroup = { cg, origin: cg.origin(process.pid) }; // teardown removes what create() made, even a part
+    cg.create();
+    cg.place(process.pid);
+    this.o.logger.info({ cgroup: cg.path, dirs: cg.dirs.length }, 'the shim daemon joined the sandbox\'s cgroup: QEMU and virtiofsd start in it');
   }
 
   /** Kata's OOM watcher: one GetOOMEvent long poll at a time; the answers coalesced per container (core/oom.ts). */
@@ -395,6 +442,15 @@ export class Sandbox {
     const network = this.network;
     this.network = undefined;
     if (network) await step('remove the pod network\'s taps and port forwarding', () => network.disconnect());
+    const cgroup = this.cgroup;
+    if (cgroup) {
+      await step('remove the sandbox\'s cgroup', async () => {
+        cgroup.cg.restore(process.pid, cgroup.origin); // the daemon leaves it first (it may serve a while longer)
+        await cgroup.cg.remove();
+        this.cgroup = undefined;
+        delete this.record.cgroup;
+      });
+    }
     if (this.share) await step('unmount the share', () => this.share!.cleanup());
     if (problems.length === 0) {
       this.store.remove();

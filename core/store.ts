@@ -12,6 +12,7 @@ import { InvalidArgumentError, errorMessage } from '../errors';
 import type { FsShare } from '../fs-share';
 import { detachEndpoints, removeLocalhostRedirects } from '../hypervisor/network';
 import type { Logger } from '../log';
+import { HostCgroup, checkRecordedCgroupDirs } from './host-cgroup';
 
 export const BUNDLE_POINTER = 'hull-sandbox.json';
 const RECORD_VERSION = 1;
@@ -33,6 +34,8 @@ export interface SandboxRecord {
   containers: Record<string, { bundle: string }>;
   /** A pod's network namespace and the taps hull put in it (removed after QEMU). */
   network?: { netnsPath: string; taps: string[] };
+  /** The sandbox's cgroup folders on the host, one per hierarchy (removed after QEMU and virtiofsd). */
+  cgroup?: string[];
 }
 
 export class Store {
@@ -74,6 +77,8 @@ export class Store {
     if (r.version !== RECORD_VERSION || !abs(r.vmStateDir) || !abs(r.shareRoot) || typeof r.sandboxId !== 'string' || typeof r.containers !== 'object' || !network) {
       throw new InvalidArgumentError(`${file} is not a hull sandbox record of version ${RECORD_VERSION}`);
     }
+    const badCgroup = r.cgroup === undefined ? undefined : checkRecordedCgroupDirs(r.cgroup);
+    if (badCgroup) throw new InvalidArgumentError(`${file}: ${badCgroup}`);
     return r;
   }
 }
@@ -196,6 +201,8 @@ export async function recoverFromRecord(
     await step(`remove the taps ${taps.join(', ')} from ${netnsPath}`, () => detachEndpoints(netnsPath, taps));
     await step(`remove the port forwarding rule from ${netnsPath}`, () => removeLocalhostRedirects(netnsPath));
   }
+  const cgroup = record.cgroup;
+  if (cgroup) await step('remove the sandbox\'s cgroup', () => HostCgroup.recorded(cgroup).remove());
   await step('unmount the share', () => share.cleanup());
   await step('remove the VM state folder', () => removeUnmounted(record.vmStateDir));
   // The record goes only once nothing is left that it points to: a later `delete` can then try again.

@@ -105,6 +105,7 @@ export class TaskServiceImpl {
       vmConfig: (place) => toVmConfig(config, place),
       bootTimeoutMs: config.agent.bootTimeoutMs,
       health: { intervalMs: config.agent.healthIntervalMs, timeoutMs: config.agent.healthTimeoutMs },
+      memoryOverheadMiB: config.hypervisor.memoryOverheadMiB,
       hypervisor: () => new QemuHypervisor({ logger: this.o.logger }),
       share: (root, id) => new VirtioFsShare({ root, sandboxId: id }),
       logger: this.o.logger,
