@@ -62,6 +62,7 @@ describe('core/config', () => {
           accel: 'auto',
           sharedFs: 'virtio-fs',
           virtioFsDaemon: '/usr/lib/qemu/virtiofsd',
+          memoryOverheadMiB: 160,
         },
         agent: { transport: 'auto', bootTimeoutMs: 60_000, healthIntervalMs: 10_000, healthTimeoutMs: 60_000 },
         runtime: { debug: false, stateDir: '/run/hull', debugHooks: false },
@@ -117,6 +118,7 @@ describe('core/config', () => {
         accel = "tcg"
         shared_fs = "virtio-fs"
         virtio_fs_daemon = "/usr/libexec/virtiofsd"
+        memory_overhead = 200
         [agent]
         transport = "serial"
         boot_timeout = 120
@@ -131,7 +133,7 @@ describe('core/config', () => {
         hypervisor: {
           path: '/opt/qemu/bin/qemu-system-x86_64', kernel: '/g/vmlinuz', initrd: '/g/initrd.img', image: '/g/rootfs.img',
           kernelParams: ['loglevel=7', 'hull.debug'], defaultVcpus: 4, defaultMemoryMiB: 2048, accel: 'tcg', sharedFs: 'virtio-fs',
-          virtioFsDaemon: '/usr/libexec/virtiofsd',
+          virtioFsDaemon: '/usr/libexec/virtiofsd', memoryOverheadMiB: 200,
         },
         agent: { transport: 'serial', bootTimeoutMs: 120_000, healthIntervalMs: 0, healthTimeoutMs: 5_000 },
         runtime: { debug: true, stateDir: '/var/run/hull', debugHooks: true },
@@ -158,6 +160,7 @@ describe('core/config', () => {
       ['[hypervisor]\ndefault_memory = 63', 'hypervisor.default_memory', 'must be an integer from 64 to 4194304 (MiB), got 63'],
       ['[hypervisor]\ndefault_memory = 4194305', 'hypervisor.default_memory', 'from 64 to 4194304'],
       ['[hypervisor]\ndefault_memory = "512M"', 'hypervisor.default_memory', 'got "512M"'],
+      ['[hypervisor]\nmemory_overhead = -1', 'hypervisor.memory_overhead', 'must be an integer from 0 to 65536 (MiB), got -1'],
       ['[hypervisor]\naccel = "xen"', 'hypervisor.accel', 'must be one of "auto", "kvm", "tcg", got "xen"'],
       ['[hypervisor]\naccel = "KVM"', 'hypervisor.accel', 'got "KVM"'],
       ['[hypervisor]\nshared_fs = "virtio-9p"', 'hypervisor.shared_fs', 'must be "virtio-fs" (the only value implemented), got "virtio-9p"'],

@@ -13,6 +13,8 @@ export class FakeHypervisor implements Hypervisor {
   config: VmConfig | undefined;
   running = false;
   failStart: Error | undefined;
+  /** Called as QEMU would be spawned (e.g. to check what it would inherit). */
+  onStart: (() => void) | undefined;
   private exitResolve!: (exit: VmExit) => void;
   private readonly exited: Promise<VmExit> = new Promise((r) => (this.exitResolve = r));
   private stopRequested = false;
@@ -23,6 +25,7 @@ export class FakeHypervisor implements Hypervisor {
   }
   async start(_signal: AbortSignal): Promise<void> {
     this.calls.push('start');
+    this.onStart?.();
     if (this.failStart) {
       this.exit({ code: 1, signal: null });
       throw this.failStart;

@@ -9,7 +9,8 @@ import type { OciSpec } from '../../agent-client';
 import { AlreadyExistsError, FailedPreconditionError, InvalidArgumentError, NotFoundError, UnavailableError } from '../../errors';
 import { NOOP_LOGGER } from '../../log';
 import type { SandboxEvent, StdioPaths } from '../events';
-import { Sandbox, type CreateRequest } from '../sandbox';
+import { HostCgroup, type CgroupLayout } from '../host-cgroup';
+import { Sandbox, type CreateRequest, type SandboxOptions } from '../sandbox';
 import { Store } from '../store';
 import { FakeAgent, FakeHypervisor, FakeShare, testConfig } from './fakes';
 
@@ -86,8 +87,9 @@ class Harness {
   readonly sandbox: Sandbox;
   private readonly fds: number[] = [];
 
-  constructor() {
+  constructor(extra: Partial<SandboxOptions> = {}) {
     this.sandbox = new Sandbox({
+      ...extra,
       namespace: 'ns1',
       id: 'sb',
       dir: this.dir,
@@ -175,6 +177,75 @@ class Harness {
     fs.rmSync(this.tmp, { recursive: true, force: true });
   }
 }
+
+describe('core Sandbox: the pod\'s host cgroup (fake cgroupfs v1)', () => {
+  let h: Harness;
+  let cgRoot: string;
+  let layout: CgroupLayout;
+  const POD = '/kubepods/burstable/pod1';
+  const sandboxSpec = (memoryBytes?: number): OciSpec => ({
+    ...SPEC,
+    linux: { cgroupsPath: `${POD}/sb` },
+    annotations: { 'io.kubernetes.cri.container-type': 'sandbox', 'io.kubernetes.cri.sandbox-id': 'sb', ...(memoryBytes ? { 'io.kubernetes.cri.sandbox-memory': String(memoryBytes) } : {}) },
+  });
+  beforeEach(() => {
+    cgRoot = fs.mkdtempSync(path.join(os.tmpdir(), 'hull-sandbox-cg-'));
+    layout = { version: 1, hierarchies: ['cpu', 'memory', 'pids'].map((c) => ({ mountPoint: path.join(cgRoot, c), controllers: [c], version: 1 as const })) };
+    for (const hier of layout.hierarchies) fs.mkdirSync(path.join(hier.mountPoint, POD), { recursive: true });
+    h = new Harness({
+      memoryOverheadMiB: 160,
+      hostCgroup: (p) => HostCgroup.forPath(p, { layout, removeDir: (d) => fs.rmSync(d, { recursive: true }) }),
+    });
+  });
+  afterEach(async () => {
+    await h.dispose();
+    fs.rmSync(cgRoot, { recursive: true, force: true });
+  });
+  const limit = (mib: number): void => fs.writeFileSync(path.join(cgRoot, 'memory', POD, 'memory.limit_in_bytes'), String(mib * 1024 * 1024));
+  const procs = (hier: string): string => fs.readFileSync(path.join(cgRoot, hier, POD, 'sb', 'cgroup.procs'), 'utf8');
+
+  it('the daemon joins the sandbox\'s cgroup (every hierarchy) before the VM starts, the record names it, teardown leaves and removes it', async () => {
+    limit(256 + 100 + 160); // exactly what the VM needs: guest 256 + 100 from the pod, overhead 160
+    h.hv.onStart = () => assert.equal(procs('memory'), String(process.pid), 'in the cgroup when QEMU starts');
+    await h.sandbox.create(h.request('sb', NO_STDIO, sandboxSpec(100 * 1024 * 1024)));
+    for (const hier of ['cpu', 'memory', 'pids']) assert.equal(procs(hier), String(process.pid), hier);
+    // Read raw: Store.load refuses cgroup folders outside /sys/fs/cgroup, which this fake's are.
+    assert.deepEqual((JSON.parse(fs.readFileSync(h.recordFile, 'utf8')) as { cgroup?: string[] }).cgroup, layout.hierarchies.map((x) => path.join(x.mountPoint, POD, 'sb')));
+    await h.sandbox.create(h.request('c2')); // a later container changes nothing
+    await h.sandbox.delete('c2', '');
+    await h.sandbox.delete('sb', '');
+    for (const hier of ['cpu', 'memory', 'pids']) {
+      assert.equal(fs.existsSync(path.join(cgRoot, hier, POD, 'sb')), false, `${hier}: the sandbox's folder is gone`);
+      assert.ok(fs.existsSync(path.join(cgRoot, hier, POD)), `${hier}: the pod's folder stays`);
+      assert.equal(fs.readFileSync(path.join(cgRoot, hier, 'cgroup.procs'), 'utf8'), String(process.pid), `${hier}: the daemon went back (this fake has no origin folders: the root)`);
+    }
+  });
+
+  it('a VM the pod\'s memory limit cannot hold is refused, naming both numbers and the RuntimeClass overhead, before anything is made', async () => {
+    limit(400);
+    await assert.rejects(h.sandbox.create(h.request('sb', NO_STDIO, sandboxSpec(100 * 1024 * 1024))), (err: unknown) => {
+      assert.ok(err instanceof InvalidArgumentError, String(err));
+      assert.match(err.message, /memory limit of 400 MiB/);
+      assert.match(err.message, /356 MiB of guest memory \(100 MiB of it from the pod's containers\) \+ 160 MiB of host overhead .*= 516 MiB/);
+      assert.match(err.message, /overhead\.podFixed\.memory to at least 416Mi/);
+      return true;
+    });
+    assert.deepEqual(h.hv.calls, [], 'no VM');
+    assert.equal(fs.existsSync(path.join(cgRoot, 'memory', POD, 'sb')), false, 'no cgroup');
+    assert.equal(fs.existsSync(h.recordFile), false, 'no record');
+  });
+
+  it('a cgroupsPath with ".." or in systemd form is refused before anything is made; none at all keeps today\'s behaviour', async () => {
+    const spec = (cgroupsPath: string): OciSpec => ({ ...SPEC, linux: { cgroupsPath } });
+    await assert.rejects(h.sandbox.create(h.request('sb', NO_STDIO, spec('/kubepods/../../../etc'))), /"\.\." component/);
+    await assert.rejects(h.sandbox.create(h.request('sb', NO_STDIO, spec('kubepods.slice:cri-containerd:sb'))), /systemd/);
+    assert.deepEqual(h.hv.calls, []);
+    assert.equal(fs.existsSync(h.recordFile), false);
+    await h.sandbox.create(h.request('sb'));
+    assert.equal(Store.load(h.recordFile)?.cgroup, undefined);
+    assert.deepEqual(fs.readdirSync(path.join(cgRoot, 'memory', POD)), []);
+  });
+});
 
 describe('core Sandbox (fake hypervisor, agent and share)', () => {
   let h: Harness;
