@@ -19,6 +19,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { DEFAULT_MEMORY_MIB, DEFAULT_VCPUS } from '../core/config';
+import { hostCgroupLayout } from '../core/host-cgroup';
 import { mountsUnder } from '../fs-share';
 import { BUSYBOX_IMAGE, BUSYBOX_WWW_INDEX, importBusybox, startContainerd, type PrivateContainerd } from './lib/containerd';
 import { cri, CriStatus, type CriError, type CriClient } from './lib/cri';
@@ -738,6 +739,144 @@ describe('cri: pods through containerd CRI (runtime.v1)', function () {
       for (let i = 0; i < 100 && processesMentioning(ctd.stateDir).length > 0; i++) await sleep(100);
       assert.deepEqual(processesMentioning(ctd.stateDir), [], 'no VM process of this run is left');
       assert.deepEqual(pods.filter((p) => fs.existsSync(sandboxDir(p.pod))).map((p) => p.pod), [], 'no state folder is left');
+    });
+  });
+
+  // Issue 13: the pod's cgroup holds the VM. The pods get a cgroup_parent of the test's own, made here in every
+  // hierarchy with a memory limit (kubelet's pod cgroup), so containerd's CRI plugin (SystemdCgroup = false)
+  // writes cgroupsPath = <cgroup_parent>/<sandbox id>. This host is cgroup v1 (plus the hybrid unified hierarchy).
+  describe('hull: the pod\'s cgroup holds the VM (cgroupfs driver, this host\'s cgroups)', function () {
+    const tag = crypto.randomBytes(4).toString('hex');
+    const PARENT = `/hull-test-${tag}`;
+    const SMALL = `/hull-test-${tag}-small`;
+    const PARENT_LIMIT_MIB = 2048;
+    const layout = hostCgroupLayout();
+    const memoryHier = layout.hierarchies.find((h) => h.version === 2 || h.controllers.includes('memory'))!;
+    const v2 = layout.version === 2;
+    const sandboxDir = (pod: string): string => path.join(ctd.stateDir, ctd.namespace, pod);
+    const leaf = (mountPoint: string, pod: string, parent = PARENT): string => path.join(mountPoint, parent, pod);
+    const readLines = (file: string): string[] => fs.readFileSync(file, 'utf8').split('\n').filter((l) => l !== '');
+    const pids = (pod: string): string[] => readLines(path.join(leaf(memoryHier.mountPoint, pod), 'cgroup.procs'));
+    const usage = (pod: string): number => Number(fs.readFileSync(path.join(leaf(memoryHier.mountPoint, pod), v2 ? 'memory.current' : 'memory.usage_in_bytes'), 'utf8'));
+    const leftover = (parent: string): string[] =>
+      layout.hierarchies.flatMap((h) => (fs.existsSync(path.join(h.mountPoint, parent)) ? fs.readdirSync(path.join(h.mountPoint, parent), { withFileTypes: true }).filter((e) => e.isDirectory()).map((e) => path.join(h.mountPoint, parent, e.name)) : []));
+    const main = { pod: '', ip: '', config: {} as cri.IPodSandboxConfig };
+
+    before(function () {
+      for (const [parent, mib] of [[PARENT, PARENT_LIMIT_MIB], [SMALL, 300]] as const) {
+        for (const h of layout.hierarchies) fs.mkdirSync(path.join(h.mountPoint, parent));
+        fs.writeFileSync(path.join(memoryHier.mountPoint, parent, v2 ? 'memory.max' : 'memory.limit_in_bytes'), String(mib * 1024 * 1024));
+      }
+    });
+
+    after(async function () {
+      // Whatever a failed test left: its pods, then the test's folders (the sandboxes' first).
+      if (main.pod) await client.stopPodSandbox(main.pod).then(() => client.removePodSandbox(main.pod)).catch(() => undefined);
+      for (const parent of [PARENT, SMALL]) {
+        for (const d of leftover(parent)) fs.rmdirSync(d);
+        for (const h of layout.hierarchies) {
+          try {
+            fs.rmdirSync(path.join(h.mountPoint, parent));
+          } catch {
+            // not made
+          }
+        }
+      }
+    });
+
+    it('a pod whose cgroup memory limit cannot hold the VM is refused by RunPodSandbox, naming both numbers and the RuntimeClass overhead; nothing is left', async function () {
+      const config = podConfig('cg-small', 'cg-small', { cgroupParent: SMALL });
+      await assert.rejects(client.runPodSandbox({ config, runtimeHandler: 'hull' }), (e: CriError) => {
+        assert.equal(e.code, CriStatus.INVALID_ARGUMENT, e.message);
+        assert.match(e.details, /memory limit of 300 MiB, less than the VM needs: 512 MiB of guest memory \+ \d+ MiB of host overhead/);
+        assert.match(e.details, /overhead\.podFixed\.memory to at least \d+Mi/);
+        return true;
+      });
+      for (let i = 0; i < 100 && leftover(SMALL).length > 0; i++) await sleep(100);
+      assert.deepEqual(leftover(SMALL), [], 'no sandbox cgroup is left');
+    });
+
+    it('QEMU (every thread), virtiofsd and the shim daemon are in the pod\'s cgroup in every hierarchy', async function () {
+      main.config = podConfig('cg-main', 'cg-main', { cgroupParent: PARENT });
+      main.pod = await ctd.cri!.runPod(main.config, 'hull');
+      main.ip = await assertPodReady(main.pod, 'hull');
+      const vm = processesMentioning(sandboxDir(main.pod), /^(qemu-system|virtiofsd)/).map((p) => p.split(' ')[0]!);
+      assert.ok(vm.length >= 2, `QEMU and virtiofsd: ${vm.join(' ')}`);
+      const shims = hullShimDaemons(main.pod).map(String);
+      assert.equal(shims.length, 1);
+      for (const h of layout.hierarchies) {
+        const procs = readLines(path.join(leaf(h.mountPoint, main.pod), 'cgroup.procs'));
+        for (const p of [...vm, ...shims]) assert.ok(procs.includes(p), `${h.mountPoint}: pid ${p} in ${procs.join(' ')}`);
+      }
+      const qemu = processesMentioning(sandboxDir(main.pod), /^qemu-system/)[0]!.split(' ')[0]!;
+      const tasks = readLines(path.join(leaf(memoryHier.mountPoint, main.pod), v2 ? 'cgroup.threads' : 'tasks'));
+      for (const t of fs.readdirSync(`/proc/${qemu}/task`)) assert.ok(tasks.includes(t), `QEMU thread ${t} is in the cgroup`);
+    });
+
+    it('the pod\'s cgroup memory usage grows when a container touches memory in the guest', async function () {
+      if (!main.pod) this.skip();
+      const sleeper = await startContainer(main.pod, main.config, 'sleeper', ['sleep', '3600']);
+      const before = usage(main.pod);
+      // dd's 200 MiB buffer is written by read(2) from /dev/zero: guest pages QEMU must now back on the host.
+      const r = await exec(sleeper, ['dd', 'if=/dev/zero', 'of=/dev/null', 'bs=200M', 'count=2'], 120);
+      assert.equal(r.exitCode, 0, r.stderr);
+      const after = usage(main.pod);
+      const grewMiB = (after - before) / (1024 * 1024);
+      console.log(`      pod cgroup memory: ${(before / 1048576).toFixed(0)} MiB before, ${(after / 1048576).toFixed(0)} MiB after (+${grewMiB.toFixed(0)} MiB); QEMU, virtiofsd, shim pids: ${pids(main.pod).join(' ')}`);
+      // QEMU's own memory (beyond the guest RAM mapping), for [hypervisor] memory_overhead's default.
+      const qemu = processesMentioning(sandboxDir(main.pod), /^qemu-system/)[0]!.split(' ')[0]!;
+      let ramKiB = 0;
+      let totalKiB = 0;
+      let size = 0;
+      for (const line of fs.readFileSync(`/proc/${qemu}/smaps`, 'utf8').split('\n')) {
+        const m = /^(Size|Rss):\s+(\d+) kB/.exec(line);
+        if (m?.[1] === 'Size') size = Number(m[2]);
+        if (m?.[1] === 'Rss') {
+          totalKiB += Number(m[2]);
+          if (size === DEFAULT_MEMORY_MIB * 1024) ramKiB += Number(m[2]);
+        }
+      }
+      console.log(`      QEMU RSS ${(totalKiB / 1024).toFixed(0)} MiB, of which guest RAM ${(ramKiB / 1024).toFixed(0)} MiB: ${((totalKiB - ramKiB) / 1024).toFixed(0)} MiB of its own`);
+      assert.ok(grewMiB >= 32, `usage grew by ${grewMiB.toFixed(1)} MiB`);
+      assert.ok(after <= PARENT_LIMIT_MIB * 1024 * 1024);
+    });
+
+    it('a container over its memory limit is still OOM-killed inside the guest; the VM lives on', async function () {
+      if (!main.pod) this.skip();
+      const hog = await startContainer(main.pod, main.config, 'hog', ['tail', '/dev/zero'], { resources: { memoryLimitInBytes: 32 << 20 } });
+      const st = await waitState(hog, ContainerState.CONTAINER_EXITED, 120_000);
+      assert.ok(st.reason === 'OOMKilled' || st.exitCode === 137, `reason ${st.reason}, exit code ${st.exitCode}`);
+      assert.equal(processesMentioning(sandboxDir(main.pod), /^qemu-system/).length, 1, 'QEMU still runs');
+      await client.removeContainer(hog);
+    });
+
+    it('RemovePodSandbox removes the sandbox\'s cgroup in every hierarchy (the parent stays)', async function () {
+      if (!main.pod) this.skip();
+      await stopAndRemove(main.pod, main.ip);
+      for (const h of layout.hierarchies) assert.equal(fs.existsSync(leaf(h.mountPoint, main.pod)), false, `${leaf(h.mountPoint, main.pod)} is removed`);
+      assert.ok(fs.existsSync(path.join(memoryHier.mountPoint, PARENT)), 'the parent (kubelet\'s) stays');
+      main.pod = '';
+    });
+
+    it('the shim daemon SIGKILLed: Stop+RemovePodSandbox (the shim\'s `delete` from the record) remove the cgroup', async function () {
+      const config = podConfig('cg-crash', 'cg-crash', { cgroupParent: PARENT });
+      const pod = await ctd.cri!.runPod(config, 'hull');
+      main.pod = pod; // for after() if this fails
+      const ip = await assertPodReady(pod, 'hull');
+      assert.ok(pids(pod).length >= 3, 'QEMU, virtiofsd and the shim are in it');
+      const shims = hullShimDaemons(pod);
+      assert.equal(shims.length, 1);
+      process.kill(shims[0]!, 'SIGKILL');
+      const until = Date.now() + 60_000;
+      while ((await client.podSandboxStatus(pod)).status!.state !== PodSandboxState.SANDBOX_NOTREADY) {
+        if (Date.now() > until) assert.fail('the pod is still READY 60 s after its shim died');
+        await sleep(250);
+      }
+      await stopAndRemove(pod, ip);
+      main.pod = '';
+      for (let i = 0; i < 100 && leftover(PARENT).length > 0; i++) await sleep(100);
+      assert.deepEqual(leftover(PARENT), [], 'no sandbox cgroup is left');
+      assert.deepEqual(processesMentioning(sandboxDir(pod)), [], 'no QEMU or virtiofsd of the pod is left');
     });
   });
 

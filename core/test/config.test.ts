@@ -62,7 +62,7 @@ describe('core/config', () => {
           accel: 'auto',
           sharedFs: 'virtio-fs',
           virtioFsDaemon: '/usr/lib/qemu/virtiofsd',
-          memoryOverheadMiB: 160,
+          memoryOverheadMiB: 288,
         },
         agent: { transport: 'auto', bootTimeoutMs: 60_000, healthIntervalMs: 10_000, healthTimeoutMs: 60_000 },
         runtime: { debug: false, stateDir: '/run/hull', debugHooks: false },
