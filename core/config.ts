@@ -67,6 +67,8 @@ export interface RuntimeSettings {
   readonly debug: boolean;
   /** Where hull keeps per-sandbox state for crash recovery. */
   readonly stateDir: string;
+  /** Honour the `io.hull.failpoint` annotation (crash tests only). */
+  readonly enableFailpoints: boolean;
 }
 
 /** The whole configuration, deeply frozen. */
@@ -86,7 +88,7 @@ export interface LoadedConfig {
 export const CONFIG_KEYS = Object.freeze({
   hypervisor: Object.freeze(['path', 'kernel', 'initrd', 'image', 'kernel_params', 'default_vcpus', 'default_memory', 'accel', 'shared_fs', 'virtio_fs_daemon'] as const),
   agent: Object.freeze(['transport', 'boot_timeout'] as const),
-  runtime: Object.freeze(['debug', 'state_dir'] as const),
+  runtime: Object.freeze(['debug', 'state_dir', 'enable_failpoints'] as const),
 });
 
 /**
@@ -122,7 +124,7 @@ export function defaultConfig(binDir: string, exists?: (p: string) => boolean): 
       virtioFsDaemon: DEFAULT_VIRTIOFSD_PATH,
     },
     agent: { transport: 'auto', bootTimeoutMs: DEFAULT_BOOT_TIMEOUT_S * 1000 },
-    runtime: { debug: false, stateDir: DEFAULT_STATE_DIR },
+    runtime: { debug: false, stateDir: DEFAULT_STATE_DIR, enableFailpoints: false },
   });
 }
 
@@ -166,6 +168,7 @@ export function parseConfig(text: string, file: string, binDir: string, exists?:
     runtime: {
       debug: runtime.boolean('debug', d.runtime.debug),
       stateDir: runtime.path('state_dir', d.runtime.stateDir),
+      enableFailpoints: runtime.boolean('enable_failpoints', d.runtime.enableFailpoints),
     },
   });
 }

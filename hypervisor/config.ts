@@ -25,8 +25,6 @@ export interface VmPaths {
   agentSocket: string;
   virtiofsdSocket: string;
   consoleLog: string;
-  qemuPidFile: string;
-  virtiofsdPidFile: string;
 }
 
 export function vmPaths(stateDir: string): VmPaths {
@@ -36,8 +34,6 @@ export function vmPaths(stateDir: string): VmPaths {
     agentSocket: path.join(stateDir, 'agent.sock'),
     virtiofsdSocket: path.join(stateDir, 'virtiofsd.sock'),
     consoleLog: path.join(stateDir, 'console.log'),
-    qemuPidFile: path.join(stateDir, 'qemu.pid'),
-    virtiofsdPidFile: path.join(stateDir, 'virtiofsd.pid'),
   };
 }
 

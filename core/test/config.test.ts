@@ -64,7 +64,7 @@ describe('core/config', () => {
           virtioFsDaemon: '/usr/lib/qemu/virtiofsd',
         },
         agent: { transport: 'auto', bootTimeoutMs: 60_000 },
-        runtime: { debug: false, stateDir: '/run/hull' },
+        runtime: { debug: false, stateDir: '/run/hull', enableFailpoints: false },
       });
       for (const o of [d, d.hypervisor, d.hypervisor.kernelParams, d.agent, d.runtime]) assert.ok(Object.isFrozen(o));
       assert.throws(() => ((d.runtime as { debug: boolean }).debug = true), TypeError);
@@ -123,6 +123,7 @@ describe('core/config', () => {
         [runtime]
         debug = true
         state_dir = "/var/run/hull"
+        enable_failpoints = true
       `);
       assert.deepEqual(c, {
         hypervisor: {
@@ -131,7 +132,7 @@ describe('core/config', () => {
           virtioFsDaemon: '/usr/libexec/virtiofsd',
         },
         agent: { transport: 'serial', bootTimeoutMs: 120_000 },
-        runtime: { debug: true, stateDir: '/var/run/hull' },
+        runtime: { debug: true, stateDir: '/var/run/hull', enableFailpoints: true },
       });
       assert.ok(Object.isFrozen(c.hypervisor.kernelParams));
     });
@@ -166,6 +167,7 @@ describe('core/config', () => {
       ['[agent]\nboot_timeout = 1979-05-27', 'agent.boot_timeout', 'got a date'],
       ['[runtime]\ndebug = "yes"', 'runtime.debug', 'must be true or false, got "yes"'],
       ['[runtime]\ndebug = 1', 'runtime.debug', 'got 1'],
+      ['[runtime]\nenable_failpoints = "yes"', 'runtime.enable_failpoints', 'must be true or false, got "yes"'],
       ['[runtime]\nstate_dir = "run/hull"', 'runtime.state_dir', 'must be an absolute path, got "run/hull"'],
       ['[runtime]\nstate_dir = { path = "/run/hull" }', 'runtime.state_dir', 'got a table'],
     ];

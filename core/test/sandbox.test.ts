@@ -8,6 +8,7 @@ import path from 'node:path';
 import type { OciSpec } from '../../agent-client';
 import { AlreadyExistsError, FailedPreconditionError, InvalidArgumentError, NotFoundError, UnavailableError } from '../../errors';
 import { NOOP_LOGGER } from '../../hypervisor/types';
+import { processStartTime } from '../../hypervisor/process';
 import type { SandboxEvent, StdioPaths } from '../events';
 import { Sandbox, type CreateRequest } from '../sandbox';
 import { Store } from '../store';
@@ -715,19 +716,21 @@ describe('core Sandbox (fake hypervisor, agent and share)', () => {
         namespace: 'ns1',
         sandboxId: 'sb',
         shimPid: process.pid,
+        shimStartTime: processStartTime(process.pid),
         vmStateDir: path.join(h.dir, 'vm'),
         shareRoot: h.dir,
         shareId: 'share',
         qemuPid: 4242,
+        helpers: [{ name: 'qemu', pid: 4242, startTime: '12345' }],
         containers: { sb: { bundle: bundleSb } },
       });
       assert.equal(h.sandbox.recordFile, h.recordFile);
       assert.equal((fs.statSync(h.recordFile).mode & 0o777).toString(8), '600');
-      assert.deepEqual(JSON.parse(fs.readFileSync(path.join(bundleSb, 'hull-sandbox.json'), 'utf8')), { record: h.recordFile });
+      assert.deepEqual(JSON.parse(fs.readFileSync(path.join(bundleSb, 'hull-sandbox.json'), 'utf8')), { record: h.recordFile, stateDir: path.dirname(path.dirname(h.dir)) });
 
       await h.create('c2');
       assert.deepEqual(Store.load(h.recordFile)!.containers, { sb: { bundle: bundleSb }, c2: { bundle: h.bundle('c2') } });
-      assert.deepEqual(JSON.parse(fs.readFileSync(path.join(h.bundle('c2'), 'hull-sandbox.json'), 'utf8')), { record: h.recordFile });
+      assert.deepEqual(JSON.parse(fs.readFileSync(path.join(h.bundle('c2'), 'hull-sandbox.json'), 'utf8')), { record: h.recordFile, stateDir: path.dirname(path.dirname(h.dir)) });
 
       await h.sandbox.delete('c2', '');
       assert.deepEqual(Store.load(h.recordFile)!.containers, { sb: { bundle: bundleSb } });

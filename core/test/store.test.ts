@@ -45,9 +45,9 @@ describe('core store', () => {
 
   describe('Store', () => {
     it('saves atomically (mode 0600, no temporary left) and loads the record back', () => {
-      const file = path.join(tmp, 'a', 'b', 'state.json');
+      const file = path.join(tmp, 'ns1', 'sb', 'state.json');
       const store = new Store(file);
-      const r = record(path.join(tmp, 'a', 'b'));
+      const r = record(path.join(tmp, 'ns1', 'sb'));
       store.save(r);
       assert.deepEqual(Store.load(file), r);
       assert.equal((fs.statSync(file).mode & 0o777).toString(8), '600');
@@ -72,14 +72,14 @@ describe('core store', () => {
   });
 
   describe('bundle pointer', () => {
-    it('writes and reads the record path back', () => {
-      const recordFile = path.join(tmp, 'state', 'state.json');
-      writeBundlePointer(tmp, recordFile);
-      assert.equal(readBundlePointer(tmp), recordFile);
-      assert.deepEqual(JSON.parse(fs.readFileSync(path.join(tmp, BUNDLE_POINTER), 'utf8')), { record: recordFile });
+    it('writes and reads the record path and the state folder back', () => {
+      const recordFile = path.join(tmp, 'state', 'ns', 'sb', 'state.json');
+      writeBundlePointer(tmp, recordFile, path.join(tmp, 'state'));
+      assert.deepEqual(readBundlePointer(tmp), { record: recordFile, stateDir: path.join(tmp, 'state') });
+      assert.deepEqual(JSON.parse(fs.readFileSync(path.join(tmp, BUNDLE_POINTER), 'utf8')), { record: recordFile, stateDir: path.join(tmp, 'state') });
       assert.equal(fs.existsSync(path.join(tmp, `${BUNDLE_POINTER}.tmp`)), false);
-      writeBundlePointer(tmp, '/other/state.json'); // replaced
-      assert.equal(readBundlePointer(tmp), '/other/state.json');
+      writeBundlePointer(tmp, '/other/ns/sb/state.json', '/other'); // replaced
+      assert.deepEqual(readBundlePointer(tmp), { record: '/other/ns/sb/state.json', stateDir: '/other' });
     });
 
     it('is undefined when missing, malformed, relative, or a symlink', () => {
@@ -91,6 +91,10 @@ describe('core store', () => {
       fs.writeFileSync(p, JSON.stringify({ record: 'relative/state.json' }));
       assert.equal(readBundlePointer(tmp), undefined);
       fs.writeFileSync(p, JSON.stringify({ record: 42 }));
+      assert.equal(readBundlePointer(tmp), undefined);
+      fs.writeFileSync(p, JSON.stringify({ record: '/x/ns/sb/state.json' })); // no state folder
+      assert.equal(readBundlePointer(tmp), undefined);
+      fs.writeFileSync(p, JSON.stringify({ record: '/x/../etc/state.json', stateDir: '/x' })); // not normalised
       assert.equal(readBundlePointer(tmp), undefined);
       fs.rmSync(p);
       const target = path.join(tmp, 'elsewhere.json');

@@ -41,7 +41,6 @@ export interface QemuCmdline {
   virtiofsSocket?: string;
   consoleLog: string;
   qmpSocket: string;
-  pidFile: string;
   /** Firmware image (`-bios`); absent = QEMU's default (SeaBIOS). */
   firmware?: string;
   /** virtio-net NICs on existing taps (QEMU must run in the taps' network namespace); absent or [] = none. */
@@ -149,10 +148,6 @@ export function qmpArgs(socketPath: string): string[] {
   return ['-qmp', `unix:${checkOptionValue('QMP socket', socketPath)},server=on,wait=off`];
 }
 
-export function pidfileArgs(pidFile: string): string[] {
-  return ['-pidfile', checkOptionValue('pid file', pidFile)];
-}
-
 /** The whole argv (without argv[0]). */
 export function buildQemuArgv(c: QemuCmdline): string[] {
   return [
@@ -168,6 +163,5 @@ export function buildQemuArgv(c: QemuCmdline): string[] {
     ...networkArgs(c.nics ?? [], c.vhostNet ?? false),
     ...consoleArgs(c.consoleLog),
     ...qmpArgs(c.qmpSocket),
-    ...pidfileArgs(c.pidFile),
   ];
 }

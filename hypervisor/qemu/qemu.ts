@@ -15,7 +15,7 @@ import { FailedPreconditionError, InternalError, NotImplementedError, Unavailabl
 import { CID_ATTEMPTS, chooseAccel, chooseTransport, chooseVhostNet, cidCandidates, isCidInUse, realHostProbe, type HostProbe } from '../accel';
 import { realFileProbe, resolveConfig, type FileProbe, type ResolvedConfig } from '../config';
 import { OwnedProcess } from '../process';
-import { AGENT_VSOCK_PORT, NOOP_LOGGER, type Accel, type AgentAddress, type AgentTransport, type Device, type Hypervisor, type Logger, type VmConfig, type VmExit } from '../types';
+import { AGENT_VSOCK_PORT, NOOP_LOGGER, type Accel, type AgentAddress, type AgentTransport, type Device, type Hypervisor, type Logger, type SpawnedHelper, type VmConfig, type VmExit } from '../types';
 import { Mutex, abortError, readTailLines, sleep } from '../util';
 import { Virtiofsd, probeSandboxMode, type SandboxMode } from '../virtiofsd';
 import { buildQemuArgv, QBOOT_FIRMWARE } from './cmdline';
@@ -68,6 +68,8 @@ interface State {
   /** Settles when the exit is recorded and virtiofsd is stopped; set once a QEMU exit is being recorded. */
   exitDone?: Promise<void>;
   timings: StartTimings;
+  /** VmConfig.onSpawn: told of each helper the moment it is spawned. */
+  onSpawn?: (helper: SpawnedHelper) => void;
 }
 
 export class QemuHypervisor implements Hypervisor {
@@ -102,10 +104,10 @@ export class QemuHypervisor implements Hypervisor {
       this.#log.info({ id: c.id, transport: transport.value, why: transport.reason }, `agent transport: ${transport.value}`);
       fs.mkdirSync(c.paths.stateDir, { recursive: true, mode: 0o700 });
       // Leftovers of an earlier run with the same folder would confuse the socket waits.
-      for (const p of [c.paths.qmpSocket, c.paths.agentSocket, c.paths.virtiofsdSocket, c.paths.consoleLog, c.paths.qemuPidFile, c.paths.virtiofsdPidFile]) {
+      for (const p of [c.paths.qmpSocket, c.paths.agentSocket, c.paths.virtiofsdSocket, c.paths.consoleLog]) {
         fs.rmSync(p, { force: true });
       }
-      Object.assign(this.#s, { cfg: c, accel: accel.value, transport: transport.value });
+      Object.assign(this.#s, { cfg: c, accel: accel.value, transport: transport.value, onSpawn: cfg.onSpawn });
       if (transport.value === 'vsock') this.#s.cid = cidCandidates(c.id).next().value as number;
       if (c.network !== undefined) {
         const vhost = chooseVhostNet(accel.value, this.#opts.hostProbe);
@@ -281,7 +283,6 @@ export class QemuHypervisor implements Hypervisor {
       ...(c.sharedDir === undefined ? {} : { virtiofsSocket: c.paths.virtiofsdSocket }),
       consoleLog: c.paths.consoleLog,
       qmpSocket: c.paths.qmpSocket,
-      pidFile: c.paths.qemuPidFile,
       ...(this.#opts.fileProbe.kind(QBOOT_FIRMWARE) === 'file' ? { firmware: QBOOT_FIRMWARE } : {}),
       ...(c.network === undefined ? {} : { nics: c.network.nics, vhostNet: this.#s.vhostNet ?? false }),
     });
@@ -295,14 +296,14 @@ export class QemuHypervisor implements Hypervisor {
       let sandbox = this.#opts.virtiofsdSandbox;
       if (sandbox === 'auto') {
         const t0 = performance.now();
-        const choice = await probeSandboxMode(c.virtiofsdPath, c.paths.stateDir, this.#log);
+        const choice = await probeSandboxMode(c.virtiofsdPath, c.paths.stateDir, this.#log, s.onSpawn);
         s.timings.sandboxProbeMs = performance.now() - t0;
         this.#log.info({ id: c.id, sandbox: choice.value, why: choice.reason }, `virtiofsd sandbox: ${choice.value}`);
         sandbox = choice.value;
       }
       s.virtiofsd = await Virtiofsd.start(
-        { binary: c.virtiofsdPath, socketPath: c.paths.virtiofsdSocket, sharedDir: c.sharedDir, sandbox, debug: c.debug }, signal, this.#log);
-      fs.writeFileSync(c.paths.virtiofsdPidFile, `${s.virtiofsd.process.pid}\n`);
+        { binary: c.virtiofsdPath, socketPath: c.paths.virtiofsdSocket, sharedDir: c.sharedDir, sandbox, debug: c.debug }, signal, this.#log,
+        s.onSpawn ? { onSpawn: s.onSpawn } : {});
       s.timings.virtiofsdReadyMs = s.virtiofsd.readyMs;
       s.timings.virtiofsdSandbox = sandbox;
     }
@@ -311,7 +312,7 @@ export class QemuHypervisor implements Hypervisor {
     for (let attempt = 1; ; attempt++) {
       fs.rmSync(c.paths.qmpSocket, { force: true }); // a failed attempt's socket would only be refused
       const { file, args } = this.command();
-      const qemu = OwnedProcess.spawn(file, args, { name: 'qemu', logger: this.#log });
+      const qemu = OwnedProcess.spawn(file, args, { name: 'qemu', logger: this.#log, ...(s.onSpawn ? { onSpawn: s.onSpawn } : {}) });
       s.qemu = qemu;
       this.#log.info({ id: c.id, pid: qemu.pid, accel: s.accel, attempt }, 'qemu started');
       try {
@@ -388,7 +389,7 @@ export class QemuHypervisor implements Hypervisor {
       this.#resolveExit({ code: null, signal: null, expected: s.stopRequested, stderrTail: '', consoleTail: [] });
     }
     const p = s.cfg?.paths;
-    if (p) for (const f of [p.qmpSocket, p.agentSocket, p.virtiofsdSocket, p.virtiofsdPidFile]) fs.rmSync(f, { force: true });
+    if (p) for (const f of [p.qmpSocket, p.agentSocket, p.virtiofsdSocket]) fs.rmSync(f, { force: true });
     s.phase = 'stopped';
   }
 
@@ -432,7 +433,7 @@ export class QemuHypervisor implements Hypervisor {
       if (exit.expected) this.#log.info(fields, 'QEMU exited');
       else this.#log.warn({ ...fields, stderrTail: exit.stderrTail, consoleTail: exit.consoleTail.slice(-10) }, 'QEMU exited unexpectedly');
       await s.virtiofsd?.stop(1000).catch((err: unknown) => this.#log.error({ err: String(err) }, 'stopping virtiofsd failed'));
-      if (c) for (const f of [c.paths.qmpSocket, c.paths.agentSocket, c.paths.virtiofsdSocket, c.paths.virtiofsdPidFile]) fs.rmSync(f, { force: true });
+      if (c) for (const f of [c.paths.qmpSocket, c.paths.agentSocket, c.paths.virtiofsdSocket]) fs.rmSync(f, { force: true });
       if (s.phase === 'running' || s.phase === 'paused') s.phase = 'stopped';
       this.#resolveExit(exit);
     })();

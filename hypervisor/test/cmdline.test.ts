@@ -16,7 +16,6 @@ const base: QemuCmdline = {
   agent: { transport: 'serial', socketPath: `${S}/agent.sock` },
   consoleLog: `${S}/console.log`,
   qmpSocket: `${S}/qmp.sock`,
-  pidFile: `${S}/qemu.pid`,
 };
 
 describe('hypervisor/qemu/cmdline', () => {
@@ -43,7 +42,6 @@ describe('hypervisor/qemu/cmdline', () => {
       '-chardev', 'file,id=console,path=/run/hull/vm/pod1/console.log',
       '-serial', 'chardev:console',
       '-qmp', 'unix:/run/hull/vm/pod1/qmp.sock,server=on,wait=off',
-      '-pidfile', '/run/hull/vm/pod1/qemu.pid',
     ]);
   });
 
@@ -66,7 +64,6 @@ describe('hypervisor/qemu/cmdline', () => {
       '-chardev', 'file,id=console,path=/run/hull/vm/pod1/console.log',
       '-serial', 'chardev:console',
       '-qmp', 'unix:/run/hull/vm/pod1/qmp.sock,server=on,wait=off',
-      '-pidfile', '/run/hull/vm/pod1/qemu.pid',
     ]);
   });
 

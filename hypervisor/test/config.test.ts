@@ -27,8 +27,6 @@ describe('hypervisor/config', () => {
       agentSocket: '/run/hull/pod-1/agent.sock',
       virtiofsdSocket: '/run/hull/pod-1/virtiofsd.sock',
       consoleLog: '/run/hull/pod-1/console.log',
-      qemuPidFile: '/run/hull/pod-1/qemu.pid',
-      virtiofsdPidFile: '/run/hull/pod-1/virtiofsd.pid',
     });
   });
 
