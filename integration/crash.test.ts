@@ -152,7 +152,7 @@ describe('crash-safe creation: the shim SIGKILLed right after each creation step
       const timer = setInterval(poll, 10);
       try {
         const [result] = await Promise.allSettled([during()]);
-        return { result: result!, sandboxes };
+        return { result, sandboxes };
       } finally {
         clearInterval(timer);
         poll();
@@ -175,7 +175,7 @@ describe('crash-safe creation: the shim SIGKILLed right after each creation step
       const [id, netns] = [...sandboxes][0]!;
       assert.ok(netns, 'the record named the pod\'s network namespace');
       await stopAndRemovePods('fp-taps');
-      await assertNothingLeft(ctd, id!, 'taps-made');
+      await assertNothingLeft(ctd, id, 'taps-made');
       assertNetnsClean(netns, 'taps-made');
     });
 

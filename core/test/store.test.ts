@@ -284,7 +284,7 @@ describe('core store', () => {
       const holder = spawn(process.execPath, ['-e',
         `require('net').createServer().listen({ path: ${JSON.stringify(name)}, exclusive: true }, () => process.stdout.write('held')); setTimeout(() => {}, 30000)`], { stdio: ['ignore', 'pipe', 'inherit'] });
       children.push(holder);
-      await new Promise((r) => holder.stdout!.once('data', r));
+      await new Promise((r) => holder.stdout.once('data', r));
       await assert.rejects(RecordLock.acquire(file, 100), /held its lock/);
       holder.kill('SIGKILL');
       await exited(holder);
