@@ -17,7 +17,7 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
-import { DeadlineExceededError, InvalidArgumentError, errorMessage } from '../errors';
+import { DeadlineExceededError, FailedPreconditionError, InvalidArgumentError, errorMessage } from '../errors';
 import type { FsShare } from '../fs-share';
 import { detachEndpoints, removeLocalhostRedirects } from '../hypervisor/network';
 import { childPids, processStartTime } from '../hypervisor/process';
@@ -138,10 +138,15 @@ export class RecordLock {
     return `\0hull-record-lock-${crypto.createHash('sha256').update(recordFile).digest('hex').slice(0, 32)}`;
   }
 
-  /** Waits up to `timeoutMs` for the lock (DeadlineExceededError after that). */
+  /**
+   * Waits up to `timeoutMs` for the lock (DeadlineExceededError after that). Abstract names are open to every
+   * user: a name held by no process of our own user is squatted, and the lock is refused at once
+   * (FailedPreconditionError) rather than waited for.
+   */
   static async acquire(recordFile: string, timeoutMs: number): Promise<RecordLock> {
     const name = RecordLock.lockName(recordFile);
     const until = Date.now() + timeoutMs;
+    let checked = false;
     for (;;) {
       const server = net.createServer();
       const bound = await new Promise<boolean>((resolve, reject) => {
@@ -153,6 +158,13 @@ export class RecordLock {
         return new RecordLock(server);
       }
       server.close();
+      if (!checked) {
+        checked = true;
+        const owners = abstractSocketOwners(name);
+        if (owners !== undefined && owners.length > 0 && !owners.includes(process.getuid?.() ?? 0)) {
+          throw new FailedPreconditionError(`the lock of ${recordFile} is held by another user (uid ${owners.join(', ')}), not by a recovery`);
+        }
+      }
       if (Date.now() >= until) throw new DeadlineExceededError(`another recovery of ${recordFile} held its lock for ${timeoutMs} ms`);
       await new Promise((r) => setTimeout(r, 25));
     }
@@ -161,6 +173,43 @@ export class RecordLock {
   release(): Promise<void> {
     return new Promise((resolve) => this.server.close(() => resolve()));
   }
+}
+
+/**
+ * The uids of the processes holding a descriptor of the abstract unix socket `name` (from /proc/net/unix and the
+ * processes' fds); undefined when that cannot be read.
+ */
+function abstractSocketOwners(name: string): number[] | undefined {
+  let table: string;
+  try {
+    table = fs.readFileSync('/proc/net/unix', 'latin1');
+  } catch {
+    return undefined;
+  }
+  // The kernel shows an abstract name with '@' for each NUL, the leading one and Node's padding to sun_path's size.
+  const shown = `@${name.slice(1)}`;
+  const ours = (p: string | undefined): boolean => p !== undefined && p.startsWith(shown) && /^@*$/.test(p.slice(shown.length));
+  const inodes = new Set(table.split('\n').slice(1).map((l) => l.trim().split(/\s+/)).filter((w) => ours(w[7])).map((w) => `socket:[${w[6]}]`));
+  if (inodes.size === 0) return [];
+  const uids = new Set<number>();
+  for (const pid of fs.readdirSync('/proc').filter((d) => /^\d+$/.test(d))) {
+    let fds: string[];
+    try {
+      fds = fs.readdirSync(`/proc/${pid}/fd`);
+    } catch {
+      continue;
+    }
+    for (const fd of fds) {
+      try {
+        if (!inodes.has(fs.readlinkSync(`/proc/${pid}/fd/${fd}`))) continue;
+        uids.add(fs.statSync(`/proc/${pid}`).uid);
+        break;
+      } catch {
+        // gone
+      }
+    }
+  }
+  return [...uids];
 }
 
 /**
@@ -355,17 +404,23 @@ export interface LockedRecoveryOptions {
 /**
  * recoverFromRecord under the sandbox's RecordLock, on the record as it is once the lock is held (another
  * `delete` may have changed or removed it meanwhile: then there may be nothing left to do). Returns the problems.
+ * A lock squatted by another user does not stop the recovery: it runs unlocked, and says so among the problems.
  */
 export async function recoverLocked(o: LockedRecoveryOptions): Promise<string[]> {
-  const lock = await RecordLock.acquire(o.recordFile, o.lockTimeoutMs ?? RECORD_LOCK_TIMEOUT_MS);
+  const notes: string[] = [];
+  const lock = await RecordLock.acquire(o.recordFile, o.lockTimeoutMs ?? RECORD_LOCK_TIMEOUT_MS).catch((err: unknown) => {
+    if (!(err instanceof FailedPreconditionError)) throw err;
+    notes.push(`${err.message}: recovering without the lock`);
+    return undefined;
+  });
   try {
     const record = Store.load(o.recordFile, o.stateDir);
-    if (!record || record.namespace !== o.namespace) return [];
+    if (!record || record.namespace !== o.namespace) return notes;
     const whole = record.sandboxId === o.containerId;
-    if (!whole && record.containers[o.containerId] === undefined) return [];
-    return await recoverFromRecord(record, o.recordFile, o.containerId, o.share(record), o.logger);
+    if (!whole && record.containers[o.containerId] === undefined) return notes;
+    return [...notes, ...(await recoverFromRecord(record, o.recordFile, o.containerId, o.share(record), o.logger))];
   } finally {
-    await lock.release();
+    await lock?.release();
   }
 }
 

@@ -3,6 +3,7 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { FailedPreconditionError } from '../../errors';
 import { NOOP_LOGGER } from '../../hypervisor/types';
 import { childPids, processStartTime } from '../../hypervisor/process';
 import { BUNDLE_POINTER, RecordLock, Store, processMatches, readBundlePointer, recoverFromRecord, recoverLocked, writeBundlePointer, type SandboxRecord } from '../store';
@@ -289,6 +290,26 @@ describe('core store', () => {
       holder.kill('SIGKILL');
       await exited(holder);
       await (await RecordLock.acquire(file, 2_000)).release();
+    });
+
+    it('RecordLock held by another user (a squatter, not a recovery) is refused at once rather than waited for', async function () {
+      if (process.getuid?.() !== 0) this.skip();
+      const file = path.join(tmp, 'state', 'ns1', 'sb', 'state.json');
+      const name = RecordLock.lockName(file);
+      const squatter = spawn('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, '-e',
+        `require('net').createServer().listen({ path: ${JSON.stringify(name)}, exclusive: true }, () => process.stdout.write('held')); setTimeout(() => {}, 30000)`], { stdio: ['ignore', 'pipe', 'inherit'], cwd: '/' });
+      children.push(squatter);
+      await new Promise((r) => squatter.stdout.once('data', r));
+      const t0 = Date.now();
+      await assert.rejects(RecordLock.acquire(file, 3_000), (e: Error) => e instanceof FailedPreconditionError && /held by another user \(uid 65534\)/.test(e.message));
+      assert.ok(Date.now() - t0 < 1_500, 'refused without waiting out the timeout');
+      // recoverLocked goes ahead without it: a squatter must not keep a crashed sandbox's VM running.
+      const dir = path.dirname(file);
+      new Store(file).save(record(dir));
+      const problems = await recoverLocked({ recordFile: file, stateDir: path.join(tmp, 'state'), namespace: 'ns1', containerId: 'sb', share: () => new FakeShare(dir, 'share'), logger: NOOP_LOGGER });
+      assert.equal(problems.length, 1);
+      assert.match(problems[0]!, /held by another user .*: recovering without the lock/);
+      assert.equal(fs.existsSync(dir), false, 'the sandbox is recovered');
     });
 
     it('reports each failure and keeps the record while the share is still mounted, so a later delete can retry', async () => {
