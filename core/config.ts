@@ -94,6 +94,8 @@ export interface RuntimeSettings {
    * only when this is on. Never enable it in production.
    */
   readonly debugHooks: boolean;
+  /** Honour the `io.hull.failpoint` annotation (crash tests only). */
+  readonly enableFailpoints: boolean;
 }
 
 /** The whole configuration, deeply frozen. */
@@ -113,7 +115,7 @@ export interface LoadedConfig {
 export const CONFIG_KEYS = Object.freeze({
   hypervisor: Object.freeze(['path', 'kernel', 'initrd', 'image', 'kernel_params', 'default_vcpus', 'default_memory', 'accel', 'shared_fs', 'virtio_fs_daemon', 'memory_overhead'] as const),
   agent: Object.freeze(['transport', 'boot_timeout', 'health_check_interval', 'health_check_timeout'] as const),
-  runtime: Object.freeze(['debug', 'state_dir', 'debug_hooks'] as const),
+  runtime: Object.freeze(['debug', 'state_dir', 'debug_hooks', 'enable_failpoints'] as const),
 });
 
 /**
@@ -155,7 +157,7 @@ export function defaultConfig(binDir: string, exists?: (p: string) => boolean): 
       healthIntervalMs: DEFAULT_HEALTH_INTERVAL_S * 1000,
       healthTimeoutMs: DEFAULT_HEALTH_TIMEOUT_S * 1000,
     },
-    runtime: { debug: false, stateDir: DEFAULT_STATE_DIR, debugHooks: false },
+    runtime: { debug: false, stateDir: DEFAULT_STATE_DIR, debugHooks: false, enableFailpoints: false },
   });
 }
 
@@ -203,6 +205,7 @@ export function parseConfig(text: string, file: string, binDir: string, exists?:
       debug: runtime.boolean('debug', d.runtime.debug),
       stateDir: runtime.path('state_dir', d.runtime.stateDir),
       debugHooks: runtime.boolean('debug_hooks', d.runtime.debugHooks),
+      enableFailpoints: runtime.boolean('enable_failpoints', d.runtime.enableFailpoints),
     },
   });
 }

@@ -27,6 +27,8 @@ export interface ContainerContext {
   ioPaths(stdio: StdioPaths): StdioPaths;
   /** Waits for a started process in the background and records its exit (the sandbox's one exit path). */
   watch(p: Process, agentExecId: string): void;
+  /** The init has just started in the guest (a crash test's failpoint may end the shim here). */
+  initStarted(containerId: string): void;
 }
 
 export class Container {
@@ -74,6 +76,7 @@ export class Container {
       if (p.isInit) {
         const t0 = performance.now();
         await agent.startContainer(this.id);
+        this.ctx.initStarted(this.id);
         this.timings.startMs = performance.now() - t0;
         if (!p.markRunning(this.ctx.hostPid())) throw p.raced('start');
         this.ctx.events({ type: 'start', containerId: this.id, pid: p.pid });

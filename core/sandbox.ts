@@ -10,10 +10,12 @@ import path from 'node:path';
 import { AlreadyExistsError, FailedPreconditionError, InternalError, InvalidArgumentError, NotFoundError, NotImplementedError, UnavailableError, errorMessage } from '../errors';
 import type { AgentClient, ContainerResources, ContainerStats, OciLinuxResources, OciProcess, OciSpec } from '../agent-client';
 import { isBindMount, shareVolumes, type FsShare } from '../fs-share';
-import type { Hypervisor, VmConfig } from '../hypervisor/types';
+import { processStartTime } from '../hypervisor/process';
+import type { Hypervisor, SpawnedHelper, VmConfig } from '../hypervisor/types';
 import type { Logger } from '../log';
 import { GUEST_SHARE_TAG } from '../hypervisor/types';
 import type { EventSink, RootfsMount, StdioPaths } from './events';
+import { armedFailpoint, sigkillSelf, type Crash, type FailpointStep } from './failpoint';
 import { PodNetwork, podNetnsPath, type ConnectPodNetwork, type PodNetworkLink } from './network';
 import { checkNoHostNamespaces, isGuestPodShm, podContainerSpec, podRole, podShm, podSizing, shmStorage, sizeVm, type PodShm, type PodSizing } from './pod';
 import { Container, type ContainerContext } from './container';
@@ -64,6 +66,10 @@ export interface SandboxOptions {
   memoryOverheadMiB?: number;
   /** The sandbox's host cgroup from its cgroupsPath (default HostCgroup.forPath on this host; tests pass a fake cgroupfs). */
   hostCgroup?: (cgroupsPath: string) => HostCgroup;
+  /** Honour the failpoint annotation (configuration `runtime.enable_failpoints`; default off). */
+  failpoints?: boolean;
+  /** What a failpoint does (default: SIGKILL this process); core's tests pass a fake. */
+  crash?: Crash;
 }
 
 export interface CreateRequest {
@@ -105,6 +111,8 @@ export class Sandbox {
   private readonly containerContext: ContainerContext;
   /** The sandbox's cgroup on the host (its container's linux.cgroupsPath), once made; the daemon is in it. */
   private cgroup: { cg: HostCgroup; origin: string[] } | undefined;
+  /** The failpoint each container's annotations armed (only when failpoints are enabled). */
+  private readonly failpoints = new Map<string, FailpointStep>();
 
   constructor(private readonly o: SandboxOptions) {
     validateId('namespace', o.namespace);
@@ -115,6 +123,7 @@ export class Sandbox {
       namespace: o.namespace,
       sandboxId: o.id,
       shimPid: process.pid,
+      shimStartTime: processStartTime(process.pid),
       vmStateDir: path.join(o.dir, 'vm'),
       shareRoot: o.dir,
       shareId: 'share',
@@ -127,6 +136,7 @@ export class Sandbox {
       logger: o.logger,
       ioPaths,
       watch: (p, agentExecId) => void this.watch(p, agentExecId),
+      initStarted: (id) => this.failpoint(id, 'container-started'),
     };
   }
 
@@ -168,6 +178,21 @@ export class Sandbox {
     this.store.save(this.record);
   }
 
+  /** A crash test's failpoint: if container `id` armed `step`, the process ends here. */
+  private failpoint(id: string, step: FailpointStep): void {
+    if (this.failpoints.get(id) !== step) return;
+    this.o.logger.warn({ containerId: id, failpoint: step }, 'failpoint: the shim kills itself');
+    (this.o.crash ?? sigkillSelf)(step);
+  }
+
+  /** A helper process was just spawned: into the record before anything else happens. */
+  private recordHelper(h: SpawnedHelper): void {
+    this.record.helpers = [...(this.record.helpers ?? []).filter((x) => x.name !== h.name), { name: h.name, pid: h.pid, startTime: h.startTime }];
+    if (h.name === 'qemu') this.record.qemuPid = h.pid;
+    if (h.name === 'virtiofsd') this.record.virtiofsdPid = h.pid;
+    this.save();
+  }
+
   async create(req: CreateRequest): Promise<number> {
     validateId('container id', req.id);
     if (!path.isAbsolute(req.bundle)) throw new InvalidArgumentError(`bundle ${JSON.stringify(req.bundle)} is not an absolute path`);
@@ -183,6 +208,7 @@ export class Sandbox {
       checkNoHostNamespaces(req.spec, role, req.id);
       const cgroupsPath = ownsVm ? req.spec.linux?.cgroupsPath : undefined;
       const cgroup = cgroupsPath ? (this.o.hostCgroup ?? HostCgroup.forPath)(cgroupsPath) : undefined;
+      const armed = armedFailpoint(req.spec.annotations, this.o.failpoints ?? false, this.o.logger);
       if (ownsVm && role === 'sandbox') this.podShm = podShm(req.spec);
       const spec = role ? podContainerSpec(req.spec, role, this.podShm) : req.spec;
       const mounts = (spec.mounts ?? []).map((m, i) => {
@@ -195,7 +221,10 @@ export class Sandbox {
       // The record and the bundle pointer first: a crash from here on leaves what `delete` needs to clean up.
       this.record.containers[req.id] = { bundle: req.bundle };
       this.save();
-      writeBundlePointer(req.bundle, this.store.file);
+      writeBundlePointer(req.bundle, this.store.file, path.dirname(path.dirname(this.o.dir)));
+      if (armed) this.failpoints.set(req.id, armed);
+      else this.failpoints.delete(req.id);
+      this.failpoint(req.id, 'record-written');
       let io: ProcessIo | undefined;
       const t0 = performance.now();
       try {
@@ -210,6 +239,7 @@ export class Sandbox {
         io = await ProcessIo.open({ agent, containerId: req.id, execId: req.id, stdio: ioPaths(req.stdio), logger: this.o.logger });
         proc.io = io;
         await agent.createOciContainer(req.id, { ...spec, root: { ...spec.root, readonly: spec.root?.readonly ?? root.readOnly } }, shared);
+        this.failpoint(req.id, 'container-created');
         io.start(); // the process exists in the guest: its output can be read from now on
         proc.pid = this.hostPid();
         const container = new Container(req.id, req.bundle, proc, this.containerContext);
@@ -227,6 +257,7 @@ export class Sandbox {
   }
 
   private async startVm(spec: OciSpec, sizing: PodSizing, cgroup: HostCgroup | undefined): Promise<void> {
+    const id = this.o.id;
     const share = this.o.share(this.record.shareRoot, this.record.shareId);
     this.share = share;
     const sized = sizeVm(this.o.vmConfig({ id: this.o.id, stateDir: this.record.vmStateDir, sharedDir: share.sharedDir() }), sizing);
@@ -234,6 +265,7 @@ export class Sandbox {
     const config = sized.vm;
     if (cgroup) this.checkMemoryFits(cgroup, config.memoryMiB, sizing.extraMemoryMiB);
     await share.prepare();
+    this.failpoint(id, 'share-prepared');
     this.vmSize = { vcpus: config.vcpus, memoryMiB: config.memoryMiB };
     if (cgroup) this.joinCgroup(cgroup);
     const netns = podNetnsPath(spec);
@@ -242,15 +274,20 @@ export class Sandbox {
         this.record.network = { netnsPath, taps };
         this.save();
       });
+      this.failpoint(id, 'taps-made');
       const vmNetwork = this.network.vmNetwork();
       if (vmNetwork) config.network = vmNetwork;
       this.o.logger.info(this.network.describe(), 'pod network connected');
     }
+    // Each helper process is in the record from the moment it exists, not only once the VM has booted.
+    config.onSpawn = (h) => {
+      this.recordHelper(h);
+      if (h.name === 'qemu') this.failpoint(id, 'qemu-spawned');
+      if (h.name === 'virtiofsd') this.failpoint(id, 'virtiofsd-spawned');
+    };
     const hv = this.o.hypervisor();
     this.vm = await SandboxVm.boot(hv, config, { bootTimeoutMs: this.o.bootTimeoutMs, logger: this.o.logger, dial: this.o.dial, health: this.o.health });
-    this.record.qemuPid = hv.pid();
-    this.record.virtiofsdPid = hv.virtiofsdPid();
-    this.save();
+    this.failpoint(id, 'agent-dialled');
     this.vm.onLost((err) => this.vmLost(err));
     await this.network?.configureGuest(this.vm.agent);
     await this.vm.agent.createSandbox({
@@ -261,6 +298,7 @@ export class Sandbox {
         ...(this.podShm ? [shmStorage(this.podShm)] : []),
       ],
     });
+    this.failpoint(id, 'sandbox-created');
     void this.watchOom(this.vm.agent, this.oomWatch.signal);
     if (this.network) {
       // Not fatal: the pod runs without it, and the log says why (no iptables, no nat in the kernel).

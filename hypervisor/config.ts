@@ -24,8 +24,6 @@ export interface VmPaths {
   qmpSocket: string;
   agentSocket: string;
   virtiofsdSocket: string;
-  qemuPidFile: string;
-  virtiofsdPidFile: string;
 }
 
 export function vmPaths(stateDir: string): VmPaths {
@@ -34,8 +32,6 @@ export function vmPaths(stateDir: string): VmPaths {
     qmpSocket: path.join(stateDir, 'qmp.sock'),
     agentSocket: path.join(stateDir, 'agent.sock'),
     virtiofsdSocket: path.join(stateDir, 'virtiofsd.sock'),
-    qemuPidFile: path.join(stateDir, 'qemu.pid'),
-    virtiofsdPidFile: path.join(stateDir, 'virtiofsd.pid'),
   };
 }
 

@@ -6,6 +6,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import { NOOP_LOGGER, type Logger } from '../log';
+import type { SpawnedHelper } from './types';
 import { TailBuffer, pidExists, settlesWithin, sleep } from './util';
 
 export interface ChildExit {
@@ -23,6 +24,8 @@ export interface SpawnOptions {
   /** Each chunk the process writes to its stdout (a pipe then; otherwise stdout goes nowhere); `onStdoutEnd` once it closes. */
   onStdout?: (chunk: Buffer) => void;
   onStdoutEnd?: () => void;
+  /** Told synchronously once the process exists (see VmConfig.onSpawn); a throw kills it and is rethrown. */
+  onSpawn?: (helper: SpawnedHelper) => void;
 }
 
 /** How long after exit we keep reading stderr for the last words (a forked helper may hold the pipe open). */
@@ -82,7 +85,17 @@ export class OwnedProcess {
   static spawn(file: string, args: readonly string[], opts: SpawnOptions): OwnedProcess {
     // spawns: wrapper; OwnedProcess.spawn's callers name the program
     const child = spawn(file, args, { stdio: ['ignore', opts.onStdout ? 'pipe' : 'ignore', 'pipe'], detached: false, shell: false });
-    return new OwnedProcess(child, opts);
+    const owned = new OwnedProcess(child, opts);
+    if (child.pid !== undefined && opts.onSpawn) {
+      try {
+        // Node's spawn returns once the child has exec'd (or failed to), so its /proc entry is already there.
+        opts.onSpawn({ name: opts.name, pid: child.pid, startTime: processStartTime(child.pid) ?? '' });
+      } catch (err) {
+        owned.signal('SIGKILL');
+        throw err;
+      }
+    }
+    return owned;
   }
 
   get exit(): ChildExit | undefined {
@@ -145,6 +158,24 @@ export function childPids(pid: number): number[] {
     }
   }
   return out;
+}
+
+/**
+ * /proc/<pid>/stat field 22, the process's start time in clock ticks after boot (a decimal string), or undefined
+ * when it is gone. With the pid it names one process: a reused pid has a later start time.
+ */
+export function processStartTime(pid: number): string | undefined {
+  if (!Number.isInteger(pid) || pid <= 0) return undefined;
+  let stat: string;
+  try {
+    stat = fs.readFileSync(`/proc/${pid}/stat`, 'latin1');
+  } catch {
+    return undefined;
+  }
+  // The command name (field 2) is in parentheses and may hold spaces or ')': fields 3.. follow the last ')'.
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  const start = fields[22 - 3];
+  return start !== undefined && /^\d+$/.test(start) ? start : undefined;
 }
 
 /** /proc/<pid>/cmdline as argv, or undefined when the process is gone. */

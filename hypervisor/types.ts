@@ -9,7 +9,7 @@ export type Accel = 'kvm' | 'tcg';
 export interface VmConfig {
   /** Sandbox id, validated with containerd's identifier rule (protos/identifiers.ts). */
   id: string;
-  /** Per-VM folder the driver owns (created by prepare, removed by cleanup): sockets, pid files. */
+  /** Per-VM folder the driver owns (created by prepare, removed by cleanup): its sockets. */
   stateDir: string;
   /** Absolute paths to guest/out/{vmlinuz,initrd.img,rootfs.img}. */
   kernel: string;
@@ -38,6 +38,21 @@ export interface VmConfig {
   network?: VmNetwork;
   /** Default DEFAULT_NSENTER_PATH; used only with `network`. */
   nsenterPath?: string;
+  /**
+   * Called synchronously the moment each helper process (QEMU, virtiofsd, the virtiofsd probe) has been spawned,
+   * before the driver does anything else, so that the caller can record it for crash recovery. If it throws, the
+   * helper is killed and start() fails with that error.
+   */
+  onSpawn?: (helper: SpawnedHelper) => void;
+}
+
+/** A helper process as crash recovery knows it: a pid alone could be reused, the pid and its start time cannot. */
+export interface SpawnedHelper {
+  /** 'qemu', 'virtiofsd' or 'virtiofsd-probe'. */
+  name: string;
+  pid: number;
+  /** /proc/<pid>/stat field 22 (clock ticks after boot), as a decimal string. */
+  startTime: string;
 }
 
 /** A VM's network devices and the network namespace QEMU runs in. */

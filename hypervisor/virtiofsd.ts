@@ -21,6 +21,7 @@ import { UnavailableError } from '../errors';
 import { checkOptionValue } from './config';
 import { OwnedProcess, childPids, reapForeign } from './process';
 import { NOOP_LOGGER, type Logger } from '../log';
+import type { SpawnedHelper } from './types';
 import { abortError, connectWithRetry, settlesWithin, sleep } from './util';
 
 export type SandboxMode = 'namespace' | 'chroot';
@@ -63,11 +64,19 @@ export class Virtiofsd {
     return this.process.alive ? this.process.pid : undefined;
   }
 
-  /** Spawn and wait (bounded, abortable) until the vhost-user socket exists. Kills the daemon on any failure. */
-  static async start(o: VirtiofsdOptions, signal: AbortSignal, logger: Logger = NOOP_LOGGER): Promise<Virtiofsd> {
+  /**
+   * Spawn and wait (bounded, abortable) until the vhost-user socket exists. Kills the daemon on any failure.
+   * `onSpawn` hears of the daemon the moment it is spawned (named `name`, default 'virtiofsd').
+   */
+  static async start(
+    o: VirtiofsdOptions,
+    signal: AbortSignal,
+    logger: Logger = NOOP_LOGGER,
+    report: { name?: string; onSpawn?: (helper: SpawnedHelper) => void } = {},
+  ): Promise<Virtiofsd> {
     fs.rmSync(o.socketPath, { force: true });
     // spawns: virtiofsd; configuration virtiofsdPath
-    const proc = OwnedProcess.spawn(o.binary, virtiofsdArgs(o), { name: 'virtiofsd', logger });
+    const proc = OwnedProcess.spawn(o.binary, virtiofsdArgs(o), { name: report.name ?? 'virtiofsd', logger, ...(report.onSpawn ? { onSpawn: report.onSpawn } : {}) });
     const started = performance.now();
     try {
       for (;;) {
@@ -123,10 +132,15 @@ const probes = new Map<string, Promise<SandboxChoice>>();
  * Which sandbox mode works with this binary on this host (cached per binary for the life of the process).
  * `scratchDir` is a folder we own (the VM's stateDir); the probe's share and socket live there and are removed.
  */
-export function probeSandboxMode(binary: string, scratchDir: string, logger: Logger = NOOP_LOGGER): Promise<SandboxChoice> {
+export function probeSandboxMode(
+  binary: string,
+  scratchDir: string,
+  logger: Logger = NOOP_LOGGER,
+  onSpawn?: (helper: SpawnedHelper) => void,
+): Promise<SandboxChoice> {
   let p = probes.get(binary);
   if (!p) {
-    p = runProbe(binary, scratchDir, logger);
+    p = runProbe(binary, scratchDir, logger, onSpawn);
     probes.set(binary, p);
     p.catch(() => probes.delete(binary));
   }
@@ -143,7 +157,7 @@ const VHOST_USER_VERSION = 0x1;
 const VHOST_USER_REPLY = 0x4;
 const PROBE_TIMEOUT_MS = 3000;
 
-async function runProbe(binary: string, scratchDir: string, logger: Logger): Promise<SandboxChoice> {
+async function runProbe(binary: string, scratchDir: string, logger: Logger, onSpawn?: (helper: SpawnedHelper) => void): Promise<SandboxChoice> {
   const share = path.join(scratchDir, 'vfs-probe');
   const socketPath = path.join(scratchDir, 'vfs-probe.sock');
   fs.mkdirSync(share, { recursive: true });
@@ -151,7 +165,7 @@ async function runProbe(binary: string, scratchDir: string, logger: Logger): Pro
   let daemon: Virtiofsd | undefined;
   let conn: net.Socket | undefined;
   try {
-    daemon = await Virtiofsd.start({ binary, socketPath, sharedDir: share, sandbox: 'namespace' }, deadline, logger);
+    daemon = await Virtiofsd.start({ binary, socketPath, sharedDir: share, sandbox: 'namespace' }, deadline, logger, { name: 'virtiofsd-probe', ...(onSpawn ? { onSpawn } : {}) });
     conn = await connectWithRetry(socketPath, deadline, 10);
     const answered = await askFeatures(conn, daemon.process, deadline);
     if (answered) return { value: 'namespace', reason: 'sandbox=namespace works here (pivot_root into the share in new mount/pid/net namespaces)' };

@@ -36,6 +36,7 @@ export const PROGRAMS = [
   // Networking.
   { name: 'nsenter', path: '/usr/bin/nsenter', package: 'util-linux', why: 'hypervisor: QEMU and ip/tc/iptables in the pod netns (configuration: nsenterPath); tests' },
   { name: 'unshare', path: '/usr/bin/unshare', package: 'util-linux', why: 'integration/portmap-nat.test.ts' },
+  { name: 'setpriv', path: '/usr/bin/setpriv', package: 'util-linux', why: 'core/test/store.test.ts: a lock squatted by another user' },
   { name: 'ip', path: '/usr/sbin/ip', package: 'iproute2', guest: '/usr/sbin/ip', why: 'hypervisor/network, tests; the agent configures the pod network with it in the guest' },
   { name: 'tc', path: '/usr/sbin/tc', package: 'iproute2', why: 'hypervisor/network: redirect between the pod veth and the tap' },
   { name: 'iptables', path: '/usr/sbin/iptables', package: 'iptables', why: 'hypervisor/network/localhost.ts, portmap clean-up, tests; portmap runs it' },

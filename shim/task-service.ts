@@ -110,6 +110,7 @@ export class TaskServiceImpl {
       share: (root, id) => new VirtioFsShare({ root, sandboxId: id }),
       logger: this.o.logger,
       events: (e) => this.publish(e),
+      failpoints: config.runtime.enableFailpoints,
     });
   }
 

@@ -65,7 +65,7 @@ describe('core/config', () => {
           memoryOverheadMiB: 288,
         },
         agent: { transport: 'auto', bootTimeoutMs: 60_000, healthIntervalMs: 10_000, healthTimeoutMs: 60_000 },
-        runtime: { debug: false, stateDir: '/run/hull', debugHooks: false },
+        runtime: { debug: false, stateDir: '/run/hull', debugHooks: false, enableFailpoints: false },
       });
       for (const o of [d, d.hypervisor, d.hypervisor.kernelParams, d.agent, d.runtime]) assert.ok(Object.isFrozen(o));
       assert.throws(() => ((d.runtime as { debug: boolean }).debug = true), TypeError);
@@ -128,6 +128,7 @@ describe('core/config', () => {
         debug = true
         state_dir = "/var/run/hull"
         debug_hooks = true
+        enable_failpoints = true
       `);
       assert.deepEqual(c, {
         hypervisor: {
@@ -136,7 +137,7 @@ describe('core/config', () => {
           virtioFsDaemon: '/usr/libexec/virtiofsd', memoryOverheadMiB: 200,
         },
         agent: { transport: 'serial', bootTimeoutMs: 120_000, healthIntervalMs: 0, healthTimeoutMs: 5_000 },
-        runtime: { debug: true, stateDir: '/var/run/hull', debugHooks: true },
+        runtime: { debug: true, stateDir: '/var/run/hull', debugHooks: true, enableFailpoints: true },
       });
       assert.ok(Object.isFrozen(c.hypervisor.kernelParams));
     });
@@ -175,6 +176,7 @@ describe('core/config', () => {
       ['[runtime]\ndebug_hooks = "yes"', 'runtime.debug_hooks', 'must be true or false'],
       ['[runtime]\ndebug = "yes"', 'runtime.debug', 'must be true or false, got "yes"'],
       ['[runtime]\ndebug = 1', 'runtime.debug', 'got 1'],
+      ['[runtime]\nenable_failpoints = "yes"', 'runtime.enable_failpoints', 'must be true or false, got "yes"'],
       ['[runtime]\nstate_dir = "run/hull"', 'runtime.state_dir', 'must be an absolute path, got "run/hull"'],
       ['[runtime]\nstate_dir = { path = "/run/hull" }', 'runtime.state_dir', 'got a table'],
     ];

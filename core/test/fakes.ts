@@ -26,6 +26,8 @@ export class FakeHypervisor implements Hypervisor {
   async start(_signal: AbortSignal): Promise<void> {
     this.calls.push('start');
     this.onStart?.();
+    if (this.config?.sharedDir !== undefined) this.config.onSpawn?.({ name: 'virtiofsd', pid: 4343, startTime: '12344' });
+    this.config?.onSpawn?.({ name: 'qemu', pid: 4242, startTime: '12345' });
     if (this.failStart) {
       this.exit({ code: 1, signal: null });
       throw this.failStart;

@@ -8,7 +8,9 @@ import path from 'node:path';
 import type { OciSpec } from '../../agent-client';
 import { AlreadyExistsError, FailedPreconditionError, InvalidArgumentError, NotFoundError, UnavailableError } from '../../errors';
 import { NOOP_LOGGER } from '../../log';
+import { processStartTime } from '../../hypervisor/process';
 import type { SandboxEvent, StdioPaths } from '../events';
+import { FAILPOINT_ANNOTATION, FAILPOINT_STEPS, type FailpointStep } from '../failpoint';
 import { HostCgroup, type CgroupLayout } from '../host-cgroup';
 import { Sandbox, type CreateRequest, type SandboxOptions } from '../sandbox';
 import { Store } from '../store';
@@ -120,6 +122,7 @@ class Harness {
         this.events.push(e);
         this.onEvent?.(e);
       },
+      ...extra,
     });
   }
 
@@ -1065,6 +1068,58 @@ describe('core Sandbox (fake hypervisor, agent and share)', () => {
     });
   });
 
+  describe('failpoints (crash tests)', () => {
+    const POD_SPEC: OciSpec = { ...SPEC, linux: { namespaces: [{ type: 'pid' }, { type: 'ipc' }, { type: 'uts' }, { type: 'mount' }, { type: 'network', path: '/var/run/netns/cni-1' }] } };
+    /** What the record on disk holds when the failpoint fires, and which step fired. */
+    async function crashAt(step: string, enabled = true): Promise<{ fired: FailpointStep[]; record: ReturnType<typeof Store.load>; error: unknown }> {
+      const fired: FailpointStep[] = [];
+      let record: ReturnType<typeof Store.load>;
+      const fh = new Harness({
+        failpoints: enabled,
+        crash: (s) => {
+          fired.push(s);
+          record = Store.load(fh.recordFile, path.dirname(path.dirname(fh.dir)));
+          throw new Error(`crashed at ${s}`);
+        },
+      });
+      let error: unknown;
+      try {
+        await fh.sandbox.create(fh.request('sb', NO_STDIO, { ...POD_SPEC, annotations: { [FAILPOINT_ANNOTATION]: step } }));
+        await fh.sandbox.start('sb', '');
+      } catch (err) {
+        error = err;
+      } finally {
+        await fh.dispose();
+      }
+      return { fired, record, error };
+    }
+
+    for (const step of FAILPOINT_STEPS) {
+      it(`${step}: fires right after that step, with the record already naming what the step made`, async () => {
+        const { fired, record, error } = await crashAt(step);
+        assert.deepEqual(fired, [step]);
+        assert.match(String(error), new RegExp(`crashed at ${step}`));
+        assert.ok(record, 'the record is on disk');
+        assert.deepEqual(Object.keys(record.containers), ['sb']);
+        const at = FAILPOINT_STEPS.indexOf(step);
+        assert.equal(record.network !== undefined, at >= FAILPOINT_STEPS.indexOf('taps-made'), 'the taps are recorded once made (before, in fact)');
+        const names = (record.helpers ?? []).map((x) => x.name);
+        assert.equal(names.includes('virtiofsd'), at >= FAILPOINT_STEPS.indexOf('virtiofsd-spawned'), `virtiofsd in the record: ${names.join()}`);
+        assert.equal(names.includes('qemu'), at >= FAILPOINT_STEPS.indexOf('qemu-spawned'), `qemu in the record: ${names.join()}`);
+      });
+    }
+
+    it('are ignored unless the configuration enables them; an unknown step is refused', async () => {
+      const off = await crashAt('qemu-spawned', false);
+      assert.deepEqual(off.fired, []);
+      assert.equal(off.error, undefined);
+      const typo = await crashAt('qemu-spawn');
+      assert.deepEqual(typo.fired, []);
+      assert.ok(typo.error instanceof InvalidArgumentError && /io\.hull\.failpoint: "qemu-spawn" is not one of record-written, /.test(typo.error.message), String(typo.error));
+      assert.equal(typo.record, undefined, 'refused before anything was written');
+    });
+  });
+
   describe('the crash-recovery record', () => {
     it('names the sandbox, the VM pids and state folder, the share and each container with its bundle', async () => {
       await h.create('sb');
@@ -1074,19 +1129,22 @@ describe('core Sandbox (fake hypervisor, agent and share)', () => {
         namespace: 'ns1',
         sandboxId: 'sb',
         shimPid: process.pid,
+        shimStartTime: processStartTime(process.pid),
         vmStateDir: path.join(h.dir, 'vm'),
         shareRoot: h.dir,
         shareId: 'share',
         qemuPid: 4242,
+        virtiofsdPid: 4343,
+        helpers: [{ name: 'virtiofsd', pid: 4343, startTime: '12344' }, { name: 'qemu', pid: 4242, startTime: '12345' }],
         containers: { sb: { bundle: bundleSb } },
       });
       assert.equal(h.sandbox.recordFile, h.recordFile);
       assert.equal((fs.statSync(h.recordFile).mode & 0o777).toString(8), '600');
-      assert.deepEqual(JSON.parse(fs.readFileSync(path.join(bundleSb, 'hull-sandbox.json'), 'utf8')), { record: h.recordFile });
+      assert.deepEqual(JSON.parse(fs.readFileSync(path.join(bundleSb, 'hull-sandbox.json'), 'utf8')), { record: h.recordFile, stateDir: path.dirname(path.dirname(h.dir)) });
 
       await h.create('c2');
       assert.deepEqual(Store.load(h.recordFile)!.containers, { sb: { bundle: bundleSb }, c2: { bundle: h.bundle('c2') } });
-      assert.deepEqual(JSON.parse(fs.readFileSync(path.join(h.bundle('c2'), 'hull-sandbox.json'), 'utf8')), { record: h.recordFile });
+      assert.deepEqual(JSON.parse(fs.readFileSync(path.join(h.bundle('c2'), 'hull-sandbox.json'), 'utf8')), { record: h.recordFile, stateDir: path.dirname(path.dirname(h.dir)) });
 
       await h.sandbox.delete('c2', '');
       assert.deepEqual(Store.load(h.recordFile)!.containers, { sb: { bundle: bundleSb } });

@@ -40,7 +40,6 @@ export interface QemuCmdline {
   /** virtiofsd's vhost-user socket; absent = no virtio-fs device. */
   virtiofsSocket?: string;
   qmpSocket: string;
-  pidFile: string;
   /** Firmware image (`-bios`); absent = QEMU's default (SeaBIOS). */
   firmware?: string;
   /** virtio-net NICs on existing taps (QEMU must run in the taps' network namespace); absent or [] = none. */
@@ -151,10 +150,6 @@ export function qmpArgs(socketPath: string): string[] {
   return ['-qmp', `unix:${checkOptionValue('QMP socket', socketPath)},server=on,wait=off`];
 }
 
-export function pidfileArgs(pidFile: string): string[] {
-  return ['-pidfile', checkOptionValue('pid file', pidFile)];
-}
-
 /** The whole argv (without argv[0]). */
 export function buildQemuArgv(c: QemuCmdline): string[] {
   return [
@@ -170,6 +165,5 @@ export function buildQemuArgv(c: QemuCmdline): string[] {
     ...networkArgs(c.nics ?? [], c.vhostNet ?? false),
     ...consoleArgs(),
     ...qmpArgs(c.qmpSocket),
-    ...pidfileArgs(c.pidFile),
   ];
 }

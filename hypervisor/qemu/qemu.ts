@@ -16,7 +16,7 @@ import { CID_ATTEMPTS, chooseAccel, chooseTransport, chooseVhostNet, cidCandidat
 import { realFileProbe, resolveConfig, type FileProbe, type ResolvedConfig } from '../config';
 import { GuestConsole, type ConsoleLimits } from '../console';
 import { OwnedProcess } from '../process';
-import { AGENT_VSOCK_PORT, type Accel, type AgentAddress, type AgentTransport, type Device, type Hypervisor, type VmConfig, type VmExit } from '../types';
+import { AGENT_VSOCK_PORT, type Accel, type AgentAddress, type AgentTransport, type Device, type Hypervisor, type SpawnedHelper, type VmConfig, type VmExit } from '../types';
 import { NOOP_LOGGER, type Logger } from '../../log';
 import { Mutex, abortError, sleep } from '../util';
 import { Virtiofsd, probeSandboxMode, type SandboxMode } from '../virtiofsd';
@@ -74,6 +74,8 @@ interface State {
   /** Settles when the exit is recorded and virtiofsd is stopped; set once a QEMU exit is being recorded. */
   exitDone?: Promise<void>;
   timings: StartTimings;
+  /** VmConfig.onSpawn: told of each helper the moment it is spawned. */
+  onSpawn?: (helper: SpawnedHelper) => void;
 }
 
 export class QemuHypervisor implements Hypervisor {
@@ -110,10 +112,10 @@ export class QemuHypervisor implements Hypervisor {
       this.#log.info({ id: c.id, transport: transport.value, why: transport.reason }, `agent transport: ${transport.value}`);
       fs.mkdirSync(c.paths.stateDir, { recursive: true, mode: 0o700 });
       // Leftovers of an earlier run with the same folder would confuse the socket waits.
-      for (const p of [c.paths.qmpSocket, c.paths.agentSocket, c.paths.virtiofsdSocket, c.paths.qemuPidFile, c.paths.virtiofsdPidFile]) {
+      for (const p of [c.paths.qmpSocket, c.paths.agentSocket, c.paths.virtiofsdSocket]) {
         fs.rmSync(p, { force: true });
       }
-      Object.assign(this.#s, { cfg: c, accel: accel.value, transport: transport.value });
+      Object.assign(this.#s, { cfg: c, accel: accel.value, transport: transport.value, onSpawn: cfg.onSpawn });
       if (transport.value === 'vsock') this.#s.cid = cidCandidates(c.id).next().value as number;
       if (c.network !== undefined) {
         const vhost = chooseVhostNet(accel.value, this.#opts.hostProbe);
@@ -292,7 +294,6 @@ export class QemuHypervisor implements Hypervisor {
       agent: transport === 'vsock' ? { transport, cid: cid ?? 0 } : { transport, socketPath: c.paths.agentSocket },
       ...(c.sharedDir === undefined ? {} : { virtiofsSocket: c.paths.virtiofsdSocket }),
       qmpSocket: c.paths.qmpSocket,
-      pidFile: c.paths.qemuPidFile,
       ...(this.#opts.fileProbe.kind(QBOOT_FIRMWARE) === 'file' ? { firmware: QBOOT_FIRMWARE } : {}),
       ...(c.network === undefined ? {} : { nics: c.network.nics, vhostNet: this.#s.vhostNet ?? false }),
     });
@@ -306,14 +307,14 @@ export class QemuHypervisor implements Hypervisor {
       let sandbox = this.#opts.virtiofsdSandbox;
       if (sandbox === 'auto') {
         const t0 = performance.now();
-        const choice = await probeSandboxMode(c.virtiofsdPath, c.paths.stateDir, this.#log);
+        const choice = await probeSandboxMode(c.virtiofsdPath, c.paths.stateDir, this.#log, s.onSpawn);
         s.timings.sandboxProbeMs = performance.now() - t0;
         this.#log.info({ id: c.id, sandbox: choice.value, why: choice.reason }, `virtiofsd sandbox: ${choice.value}`);
         sandbox = choice.value;
       }
       s.virtiofsd = await Virtiofsd.start(
-        { binary: c.virtiofsdPath, socketPath: c.paths.virtiofsdSocket, sharedDir: c.sharedDir, sandbox, debug: c.debug }, signal, this.#log);
-      fs.writeFileSync(c.paths.virtiofsdPidFile, `${s.virtiofsd.process.pid}\n`);
+        { binary: c.virtiofsdPath, socketPath: c.paths.virtiofsdSocket, sharedDir: c.sharedDir, sandbox, debug: c.debug }, signal, this.#log,
+        s.onSpawn ? { onSpawn: s.onSpawn } : {});
       s.timings.virtiofsdReadyMs = s.virtiofsd.readyMs;
       s.timings.virtiofsdSandbox = sandbox;
     }
@@ -327,7 +328,11 @@ export class QemuHypervisor implements Hypervisor {
       s.console = guestConsole;
       // spawns: qemu-system-x86_64, nsenter; configuration qemuPath and nsenterPath (see command())
       const qemu = OwnedProcess.spawn(file, args, {
-        name: 'qemu', logger: this.#log, onStdout: (chunk) => guestConsole.push(chunk), onStdoutEnd: () => guestConsole.end(),
+        name: 'qemu',
+        logger: this.#log,
+        onStdout: (chunk) => guestConsole.push(chunk),
+        onStdoutEnd: () => guestConsole.end(),
+        ...(s.onSpawn ? { onSpawn: s.onSpawn } : {}),
       });
       s.qemu = qemu;
       this.#log.info({ id: c.id, pid: qemu.pid, accel: s.accel, attempt }, 'qemu started');
@@ -405,7 +410,7 @@ export class QemuHypervisor implements Hypervisor {
       this.#resolveExit({ code: null, signal: null, expected: s.stopRequested, stderrTail: '', consoleTail: [] });
     }
     const p = s.cfg?.paths;
-    if (p) for (const f of [p.qmpSocket, p.agentSocket, p.virtiofsdSocket, p.virtiofsdPidFile]) fs.rmSync(f, { force: true });
+    if (p) for (const f of [p.qmpSocket, p.agentSocket, p.virtiofsdSocket]) fs.rmSync(f, { force: true });
     s.phase = 'stopped';
   }
 
@@ -449,7 +454,7 @@ export class QemuHypervisor implements Hypervisor {
       if (exit.expected) this.#log.info(fields, 'QEMU exited');
       else this.#log.warn({ ...fields, stderrTail: exit.stderrTail, consoleTail: exit.consoleTail.slice(-10) }, 'QEMU exited unexpectedly');
       await s.virtiofsd?.stop(1000).catch((err: unknown) => this.#log.error({ err: String(err) }, 'stopping virtiofsd failed'));
-      if (c) for (const f of [c.paths.qmpSocket, c.paths.agentSocket, c.paths.virtiofsdSocket, c.paths.virtiofsdPidFile]) fs.rmSync(f, { force: true });
+      if (c) for (const f of [c.paths.qmpSocket, c.paths.agentSocket, c.paths.virtiofsdSocket]) fs.rmSync(f, { force: true });
       if (s.phase === 'running' || s.phase === 'paused') s.phase = 'stopped';
       this.#resolveExit(exit);
     })();

@@ -15,7 +15,6 @@ const base: QemuCmdline = {
   debug: false,
   agent: { transport: 'serial', socketPath: `${S}/agent.sock` },
   qmpSocket: `${S}/qmp.sock`,
-  pidFile: `${S}/qemu.pid`,
 };
 
 describe('hypervisor/qemu/cmdline', () => {
@@ -42,7 +41,6 @@ describe('hypervisor/qemu/cmdline', () => {
       '-chardev', 'stdio,id=console,signal=off',
       '-serial', 'chardev:console',
       '-qmp', 'unix:/run/hull/vm/pod1/qmp.sock,server=on,wait=off',
-      '-pidfile', '/run/hull/vm/pod1/qemu.pid',
     ]);
   });
 
@@ -65,7 +63,6 @@ describe('hypervisor/qemu/cmdline', () => {
       '-chardev', 'stdio,id=console,signal=off',
       '-serial', 'chardev:console',
       '-qmp', 'unix:/run/hull/vm/pod1/qmp.sock,server=on,wait=off',
-      '-pidfile', '/run/hull/vm/pod1/qemu.pid',
     ]);
   });
 
@@ -84,7 +81,6 @@ describe('hypervisor/qemu/cmdline', () => {
 
   it('rejects commas and control characters in values that go into option syntax', () => {
     assert.throws(() => rootDiskArgs('/img,format=qcow2'), (e: Error) => e instanceof InvalidArgumentError && /comma/.test(e.message));
-    assert.throws(() => buildQemuArgv({ ...base, pidFile: '/tmp/a,b' }), InvalidArgumentError);
     assert.throws(() => buildQemuArgv({ ...base, qmpSocket: '/tmp/q\nmp' }), InvalidArgumentError);
     assert.throws(() => buildQemuArgv({ ...base, virtiofsSocket: '/x,server=on' }), InvalidArgumentError);
     assert.throws(() => buildQemuArgv({ ...base, kernel: '/k,x' }), InvalidArgumentError);

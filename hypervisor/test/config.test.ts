@@ -26,8 +26,6 @@ describe('hypervisor/config', () => {
       qmpSocket: '/run/hull/pod-1/qmp.sock',
       agentSocket: '/run/hull/pod-1/agent.sock',
       virtiofsdSocket: '/run/hull/pod-1/virtiofsd.sock',
-      qemuPidFile: '/run/hull/pod-1/qemu.pid',
-      virtiofsdPidFile: '/run/hull/pod-1/virtiofsd.pid',
     });
   });
 

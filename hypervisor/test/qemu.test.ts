@@ -9,6 +9,7 @@ import {
   CancelledError, DeadlineExceededError, FailedPreconditionError, NotImplementedError, UnavailableError,
 } from '../../errors';
 import { VHOST_VSOCK_DEVICE, cidCandidates, type HostProbe } from '../accel';
+import { processStartTime } from '../process';
 import { QemuHypervisor, type QemuHypervisorOptions } from '../qemu/qemu';
 import type { VmConfig } from '../types';
 import type { Logger } from '../../log';
@@ -52,6 +53,39 @@ describe('hypervisor/qemu/qemu (fake QEMU)', function () {
     }
     vms = [];
     fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('onSpawn hears of QEMU synchronously at spawn, with its pid and start time; a throwing onSpawn kills it and fails start', async () => {
+    const seen: Array<{ name: string; pid: number; startTime: string; argvNamesState: boolean }> = [];
+    const vm = make();
+    await vm.prepare({
+      ...cfg,
+      onSpawn: (h) => {
+        const argv = fs.readFileSync(`/proc/${h.pid}/cmdline`, 'latin1');
+        seen.push({ ...h, argvNamesState: argv.includes(cfg.stateDir) });
+      },
+    });
+    await vm.start(AbortSignal.timeout(10_000));
+    assert.equal(seen.length, 1);
+    assert.equal(seen[0]!.name, 'qemu');
+    assert.equal(seen[0]!.pid, vm.pid());
+    assert.equal(seen[0]!.startTime, processStartTime(vm.pid()!), 'the start time of that very process');
+    assert.ok(seen[0]!.argvNamesState, 'its argv (already exec\'d) names the state folder');
+
+    let spawned = 0;
+    const refused = make();
+    await refused.prepare({
+      ...cfg,
+      stateDir: path.join(dir, 'state2'),
+      onSpawn: (h) => {
+        spawned = h.pid;
+        throw new Error('cannot record it');
+      },
+    });
+    await assert.rejects(refused.start(AbortSignal.timeout(10_000)), /cannot record it/);
+    for (let i = 0; i < 100 && pidExists(spawned) && processStartTime(spawned) !== undefined; i++) await new Promise((r) => setTimeout(r, 20));
+    assert.ok(spawned > 0);
+    assert.equal(fs.existsSync(`/proc/${spawned}/cmdline`) && fs.readFileSync(`/proc/${spawned}/cmdline`, 'latin1').length > 0, false, 'the unrecorded QEMU is killed');
   });
 
   it('prepare -> start -> pause/resume -> graceful stop -> cleanup, with every waiter told once', async () => {

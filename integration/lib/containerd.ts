@@ -103,6 +103,8 @@ export interface ContainerdOptions {
   namespace?: string;
   /** Turn the CRI plugin on, with CNI and the pause image (see the top of this file). */
   cri?: boolean;
+  /** The default hull.toml with `enable_failpoints = true` (crash tests). */
+  failpoints?: boolean;
 }
 
 export async function startContainerd(opts: ContainerdOptions = {}): Promise<PrivateContainerd> {
@@ -132,7 +134,7 @@ export async function startContainerd(opts: ContainerdOptions = {}): Promise<Pri
       '',
     ].join('\n'),
   );
-  fs.writeFileSync(hullConfig, opts.hullConfig ?? ['[runtime]', `state_dir = "${stateDir}"`, 'debug = true', '[agent]', 'boot_timeout = 120', ''].join('\n'));
+  fs.writeFileSync(hullConfig, opts.hullConfig ?? ['[runtime]', `state_dir = "${stateDir}"`, 'debug = true', ...(opts.failpoints ? ['enable_failpoints = true'] : []), '[agent]', 'boot_timeout = 120', ''].join('\n'));
   const env = { ...process.env, PATH: `${path.join(REPO, 'bin')}:${process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin'}`, HULL_CONFIG: hullConfig };
   const logFd = fs.openSync(log, 'a');
   const child = spawn('containerd', ['--config', path.join(dir, 'config.toml')], { env, stdio: ['ignore', logFd, logFd] });
@@ -255,6 +257,9 @@ function criConfig(dir: string, hullConfig: string, net: CriNetwork): string[] {
     '      runtime_type = "io.containerd.runc.v2"',
     `    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.hull]`,
     '      runtime_type = "io.containerd.hull.v2"',
+    // hull's own annotations (the crash tests' io.hull.failpoint) reach the sandbox's and the containers' specs.
+    '      pod_annotations = ["io.hull.*"]',
+    '      container_annotations = ["io.hull.*"]',
     `      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.hull.options]`,
     `        ConfigPath = "${hullConfig}"`,
     `  [plugins."io.containerd.grpc.v1.cri".cni]`,

@@ -66,7 +66,7 @@ describe('shim delete (no daemon needed)', () => {
       ...extra,
     };
     new Store(file).save(record);
-    for (const { bundle: b } of Object.values(record.containers)) writeBundlePointer(b, file);
+    for (const { bundle: b } of Object.values(record.containers)) writeBundlePointer(b, file, path.join(tmp, 'state'));
     return { file, record };
   }
 
@@ -112,7 +112,7 @@ describe('shim delete (no daemon needed)', () => {
   it('a container the record does not know is left alone', async () => {
     const { file, record } = saveRecord();
     const other = bundle('c9');
-    writeBundlePointer(other, file);
+    writeBundlePointer(other, file, path.join(tmp, 'state'));
     decode(await deleteContainer(flags('c9', other)));
     assert.deepEqual(Store.load(file), record);
   });
