@@ -15,6 +15,7 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { FAILPOINT_ANNOTATION, FAILPOINT_STEPS, type SandboxRecord } from '../core';
+import { hostCgroupLayout } from '../core/host-cgroup';
 import { mountsUnder } from '../fs-share';
 import { BUSYBOX_IMAGE, importBusybox, startContainerd, type PrivateContainerd } from './lib/containerd';
 import { cri } from './lib/cri';
@@ -73,6 +74,9 @@ async function assertNothingLeft(ctd: PrivateContainerd, id: string, step: strin
   assert.equal(fs.existsSync(sandboxDir), false, `${step}: ${sandboxDir} is removed`);
   const sock = shimSocket(ctd.address, ctd.namespace, id);
   assert.equal(fs.existsSync(sock), false, `${step}: the shim's socket ${sock} is removed`);
+  // The sandbox's host cgroup (ctr's default cgroupsPath is /<namespace>/<id>; CRI's pods here have none).
+  const cgroups = hostCgroupLayout().hierarchies.map((h) => path.join(h.mountPoint, ctd.namespace, id)).filter((d) => fs.existsSync(d));
+  assert.deepEqual(cgroups, [], `${step}: the sandbox's cgroup is removed`);
 }
 
 /** No tap of hull's and no port-forwarding rule left in `netns` (if the namespace still exists). */

@@ -10,6 +10,7 @@ import path from 'node:path';
 import * as pty from 'node-pty';
 import { Client } from 'ttrpc-ts';
 import { processAlive, Store } from '../core';
+import { hostCgroupLayout } from '../core/host-cgroup';
 import { packJsonAny, TaskService, TypeUrl } from '../protos/containerd';
 import { mountsUnder } from '../fs-share';
 import { BUSYBOX_IMAGE, importBusybox, startContainerd, type PrivateContainerd } from './lib/containerd';
@@ -62,7 +63,11 @@ describe('shim: containerd-shim-hull-v2 with a real containerd and ctr', functio
     assert.equal(fs.existsSync(sandboxDir), false, `${sandboxDir} is removed`);
     const sock = socketAddress(ctd.address, ctd.namespace, id).slice('unix://'.length);
     assert.equal(fs.existsSync(sock), false, `the shim's socket ${sock} is removed`);
+    assert.deepEqual(cgroupDirs(id).filter((d) => fs.existsSync(d)), [], 'the sandbox\'s cgroup is removed');
   }
+
+  /** The sandbox's host cgroup in every hierarchy: ctr's default linux.cgroupsPath is /<namespace>/<id>. */
+  const cgroupDirs = (id: string): string[] => hostCgroupLayout().hierarchies.map((h) => path.join(h.mountPoint, ctd.namespace, id));
 
   async function taskStatus(id: string): Promise<string | undefined> {
     const r = await ctd.ctr(['task', 'ls']);
@@ -230,6 +235,12 @@ describe('shim: containerd-shim-hull-v2 with a real containerd and ctr', functio
     await waitStatus(id, 'RUNNING');
     const record = Store.load(path.join(ctd.stateDir, ctd.namespace, id, 'state.json'));
     assert.ok(record?.qemuPid && processAlive(record.qemuPid));
+    // The VM runs in ctr's cgroup for the container, which the record names for recovery.
+    assert.deepEqual(record.cgroup, cgroupDirs(id));
+    for (const d of cgroupDirs(id)) {
+      const procs = fs.readFileSync(path.join(d, 'cgroup.procs'), 'utf8').split('\n');
+      for (const pid of [record.qemuPid, record.shimPid]) assert.ok(procs.includes(String(pid)), `${d} holds pid ${pid}`);
+    }
     process.kill(record.shimPid, 'SIGKILL');
     // containerd sees the connection close, runs `delete`, and reports the task stopped.
     for (let i = 0; i < 100 && (await taskStatus(id)) === 'RUNNING'; i++) await sleep(100);
