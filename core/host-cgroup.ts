@@ -23,8 +23,11 @@ const MAX_PATH = 4096;
 const MAX_COMPONENT = 255;
 /** cgroup v1's "no limit" is PAGE_COUNTER_MAX pages rounded (9223372036854771712); anything this large is none. */
 const V1_UNLIMITED = 2 ** 62;
-/** How long `remove()` retries an rmdir that is EBUSY (the last processes of the VM still exiting). */
-const RMDIR_RETRY_MS = 3_000;
+/**
+ * How long `remove()` retries an rmdir that is EBUSY (the last processes of the VM still exiting). Short: recovery
+ * has waited for them already, and containerd gives a whole `delete` 5 s; a recovery cut short keeps the record.
+ */
+const RMDIR_RETRY_MS = 1_000;
 
 export type CgroupDriver = 'cgroupfs' | 'systemd';
 
