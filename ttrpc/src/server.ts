@@ -22,6 +22,8 @@ export interface ServerOptions {
 }
 
 const EMPTY = new Uint8Array(0);
+/** The longest delay setTimeout honours. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
 
 /**
  * A request's context. Its AbortSignal and deadline timer are made only if the handler asks for the signal: most
@@ -53,10 +55,14 @@ class RequestContext implements HandlerContext {
       if (this.abortedWith !== undefined) {
         controller.abort(this.abortedWith);
       } else if (this.deadline !== undefined) {
-        const timeout = (): void => controller.abort(new DOMException('deadline exceeded', 'TimeoutError'));
-        const ms = this.deadline - Date.now();
-        if (ms <= 0) timeout();
-        else this.timer = setTimeout(timeout, ms);
+        const deadline = this.deadline;
+        // A timer fires after at most 2^31-1 ms (Node runs a longer one after 1 ms): a far deadline is re-armed.
+        const arm = (): void => {
+          const ms = deadline - Date.now();
+          if (ms <= 0) controller.abort(new DOMException('deadline exceeded', 'TimeoutError'));
+          else this.timer = setTimeout(arm, Math.min(ms, MAX_TIMER_MS));
+        };
+        arm();
       }
     }
     return this.controller.signal;

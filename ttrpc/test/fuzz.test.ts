@@ -1,6 +1,9 @@
 import assert from 'node:assert/strict';
-import { HEADER_LENGTH, MAX_MESSAGE_LENGTH } from '../src/frame-codec';
-import { FuzzFailure, Prng, decoderCase, fuzzDecoder, referenceFrames } from '../src/fuzz';
+import { FrameDecoder, FrameType, HEADER_LENGTH, MAX_MESSAGE_LENGTH, encodeFrame } from '../src/frame-codec';
+import { FuzzFailure, Prng, caseSeed, decoderCase, duplexPair, fuzzDecoder, referenceFrames, serverCase } from '../src/fuzz';
+import { Code } from '../src/status';
+import { decodeResponse, encodeRequest } from '../src/wire';
+import { echoTarget } from './fuzz-target';
 
 describe('fuzzing (short seeded runs; `make fuzz` runs 10^6 inputs per target)', () => {
   it('the PRNG is a function of its seed', () => {
@@ -31,5 +34,31 @@ describe('fuzzing (short seeded runs; `make fuzz` runs 10^6 inputs per target)',
   it('a failure names the seed and case that replay it', () => {
     const f = new FuzzFailure('t', 7, 3, 'boom');
     assert.match(f.message, /seed 7 case 3/);
+  });
+});
+
+/** Sends raw request frames to the echo target's server and returns each answer's stream id and status code. */
+async function ask(requests: { streamId: number; method: string; payload?: Buffer; timeoutNano?: number }[], settleMs = 50): Promise<{ streamId: number; code: number }[]> {
+  const target = echoTarget();
+  const [client, serverEnd] = duplexPair();
+  target.server.serveStream(serverEnd);
+  const answers: { streamId: number; code: number }[] = [];
+  const decoder = new FrameDecoder();
+  client.on('data', (chunk: Buffer) => {
+    for (const f of decoder.write(chunk)) if (f.kind === 'frame') answers.push({ streamId: f.streamId, code: decodeResponse(f.payload).status?.code ?? Code.OK });
+  });
+  for (const r of requests) {
+    client.write(encodeFrame(r.streamId, FrameType.Request, 0, encodeRequest({ service: 'fuzz.Echo', method: r.method, payload: r.payload ?? Buffer.from('x'), timeoutNano: r.timeoutNano ?? 0, metadata: [] })));
+  }
+  await new Promise((resolve) => setTimeout(resolve, settleMs));
+  client.destroy();
+  await target.server.close();
+  return answers;
+}
+
+describe('fuzzing findings (each replays the input that found it)', () => {
+  it('a deadline further than 2^31 ms away does not fire at once (seed 1 case 0: timeout_nano 2^62)', async () => {
+    assert.deepEqual(await ask([{ streamId: 1, method: 'Wait', timeoutNano: 2 ** 62 }]), [{ streamId: 1, code: Code.OK }]);
+    await serverCase(new Prng(caseSeed(1, 0)), echoTarget());
   });
 });
