@@ -1,8 +1,8 @@
 /**
  * ttrpc server. Handlers run concurrently and answer in completion order; a request's deadline reaches the handler
  * as an AbortSignal. Protocol errors answer on the offending stream and keep the connection: UNIMPLEMENTED for an
- * unknown service or method, RESOURCE_EXHAUSTED for an oversized frame, INVALID_ARGUMENT for an even stream id or an
- * undecodable request. An error status always goes with an empty payload.
+ * unknown service or method, RESOURCE_EXHAUSTED for an oversized frame, INVALID_ARGUMENT for an even stream id, a
+ * stream id not above the last request's, or an undecodable request. An error status always goes with an empty payload.
  */
 import type net from 'node:net';
 import type { Duplex } from 'node:stream';
@@ -85,6 +85,8 @@ class ServerConnection {
   /** In-flight requests by stream id. */
   readonly active = new Map<number, RequestContext>();
   private idleWaiters: (() => void)[] = [];
+  /** The highest request stream id seen. */
+  private lastStreamId = 0;
 
   constructor(
     stream: Duplex,
@@ -114,10 +116,12 @@ class ServerConnection {
       this.respond(frame.streamId, undefined, { code: Code.INVALID_ARGUMENT, message: 'stream id must be odd for client-initiated streams', details: [] });
       return;
     }
-    if (this.active.has(frame.streamId)) {
-      this.respond(frame.streamId, undefined, { code: Code.INVALID_ARGUMENT, message: `stream id ${frame.streamId} is already in use`, details: [] });
+    // As ttrpc's Go server: a request's stream id must be above the last one's (never reused, even once answered).
+    if (frame.streamId <= this.lastStreamId) {
+      this.respond(frame.streamId, undefined, { code: Code.INVALID_ARGUMENT, message: `stream id ${frame.streamId} cannot be reused and must increase (last ${this.lastStreamId})`, details: [] });
       return;
     }
+    this.lastStreamId = frame.streamId;
     let request: RequestMessage;
     try {
       request = decodeRequest(frame.payload);

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { FrameDecoder, FrameType, HEADER_LENGTH, MAX_MESSAGE_LENGTH, encodeFrame } from '../src/frame-codec';
-import { FuzzFailure, Prng, caseSeed, decoderCase, duplexPair, fuzzDecoder, referenceFrames, serverCase } from '../src/fuzz';
+import { FuzzFailure, Prng, caseSeed, decoderCase, duplexPair, fuzzDecoder, fuzzServer, referenceFrames, serverCase } from '../src/fuzz';
 import { Code } from '../src/status';
 import { decodeResponse, encodeRequest } from '../src/wire';
 import { echoTarget } from './fuzz-target';
@@ -29,6 +29,16 @@ describe('fuzzing (short seeded runs; `make fuzz` runs 10^6 inputs per target)',
     const { frames, pending } = referenceFrames(Buffer.concat([big, Buffer.alloc(3)]), 10);
     assert.deepEqual(frames.map((f) => f.kind), ['oversized']);
     assert.equal(pending, 3);
+  });
+
+  it('echo server: 5000 frames, each answered with a status its input allows', async () => {
+    const target = echoTarget();
+    try {
+      const r = await fuzzServer(target, { iterations: 5_000, seed: 1 });
+      assert.ok(r.inputs >= 5_000);
+    } finally {
+      await target.server.close();
+    }
   });
 
   it('a failure names the seed and case that replay it', () => {
@@ -60,5 +70,21 @@ describe('fuzzing findings (each replays the input that found it)', () => {
   it('a deadline further than 2^31 ms away does not fire at once (seed 1 case 0: timeout_nano 2^62)', async () => {
     assert.deepEqual(await ask([{ streamId: 1, method: 'Wait', timeoutNano: 2 ** 62 }]), [{ streamId: 1, code: Code.OK }]);
     await serverCase(new Prng(caseSeed(1, 0)), echoTarget());
+  });
+
+  it('a stream id not above the last request\'s is refused with INVALID_ARGUMENT, as ttrpc\'s Go server does (seed 1 case 2)', async () => {
+    const answers = await ask([
+      { streamId: 1, method: 'Echo' },
+      { streamId: 1, method: 'Echo' }, // reused once answered
+      { streamId: 7, method: 'Echo' },
+      { streamId: 5, method: 'Echo' }, // below the last
+    ]);
+    assert.deepEqual(answers, [
+      { streamId: 1, code: Code.OK },
+      { streamId: 1, code: Code.INVALID_ARGUMENT },
+      { streamId: 7, code: Code.OK },
+      { streamId: 5, code: Code.INVALID_ARGUMENT },
+    ]);
+    await serverCase(new Prng(caseSeed(1, 2)), echoTarget());
   });
 });
