@@ -424,6 +424,8 @@ export interface ServerTarget {
   strings?: readonly string[];
   /** How long a case waits for its answers before calling one missing. */
   answerTimeoutMs?: number;
+  /** Called after each case (e.g. to clear a fake's records, or to start over with a fresh server every so often). */
+  afterCase?(index: number): Promise<void> | void;
 }
 
 /** Builds a target's methods from a service definition: every method, its examples, the codes its handler may answer. */
@@ -624,9 +626,17 @@ export async function serverCase(rng: Prng, target: ServerTarget, codes: Record<
         problems.push(`undecodable response on stream ${f.streamId}: ${(err as Error).message}`);
         continue;
       }
-      // Answers on one stream id (a reused id) come in completion order: match the expectation the code fits.
-      const at = Math.max(0, waiting.findIndex((x) => x.kind === 'status' && x.codes.includes(code)));
-      const e = waiting.splice(at, 1)[0];
+      // Answers on one stream id (a reused id) come in completion order: match the most specific expectation the
+      // code fits (a reuse's INVALID_ARGUMENT before a handler's), a request's before a long poll's.
+      let at = -1;
+      for (let k = 0; k < waiting.length; k++) {
+        const x = waiting[k]!;
+        if (x.kind !== 'status' || !x.codes.includes(code)) continue;
+        const best = waiting[at] as { codes: readonly Code[]; longPoll?: boolean } | undefined;
+        if (!best || x.codes.length < best.codes.length || (x.codes.length === best.codes.length && best.longPoll && !x.longPoll)) at = k;
+      }
+      if (at < 0 && waiting.length) at = 0;
+      const e = at < 0 ? undefined : waiting.splice(at, 1)[0];
       if (!e || e.kind !== 'status') {
         problems.push(`answer on stream ${f.streamId}, which asked for none`);
         continue;
@@ -694,6 +704,7 @@ export async function fuzzServer(target: ServerTarget, options: FuzzOptions): Pr
     } catch (err) {
       throw new FuzzFailure(target.name, options.seed, i, (err as Error).message);
     }
+    await target.afterCase?.(i);
     if ((i & 255) === 0) meter.sample();
     if (options.onProgress && frames >= nextProgress) {
       options.onProgress(frames);
