@@ -22,6 +22,8 @@ export interface ServerOptions {
 }
 
 const EMPTY = new Uint8Array(0);
+/** Characters of an error status's message sent at most. */
+const MAX_STATUS_MESSAGE = 16 << 10;
 /** The longest delay setTimeout honours. */
 const MAX_TIMER_MS = 2 ** 31 - 1;
 
@@ -168,6 +170,10 @@ class ServerConnection {
   }
 
   private respond(streamId: number, payload: Uint8Array | undefined, status: Status | undefined): void {
+    // An error's message may quote its input (a megabyte-long id): cut it, so that the code still reaches the caller.
+    if (status && status.message.length > MAX_STATUS_MESSAGE) {
+      status = { ...status, message: `${status.message.slice(0, MAX_STATUS_MESSAGE)}... (${status.message.length - MAX_STATUS_MESSAGE} more characters)` };
+    }
     let body = prepareResponse({ status, payload: status ? EMPTY : (payload ?? EMPTY) });
     if (body.size > this.channel.maxMessageLength) {
       body = prepareResponse({

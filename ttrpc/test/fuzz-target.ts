@@ -10,6 +10,7 @@ export const FuzzService = {
   Echo: method('fuzz.Echo', 'Echo', raw, raw),
   /** Waits 0-3 ms, or until the request's deadline (INTERNAL if that deadline fires early). */
   Wait: method('fuzz.Echo', 'Wait', raw, raw),
+  /** NOT_FOUND, with the request in its message (as a handler quoting a bad id does). */
   Fail: method('fuzz.Echo', 'Fail', raw, raw),
 };
 
@@ -27,8 +28,8 @@ export function echoTarget(): ServerTarget {
       });
       return req;
     },
-    Fail: () => {
-      throw new StatusError(Code.NOT_FOUND, 'nothing here');
+    Fail: (req) => {
+      throw new StatusError(Code.NOT_FOUND, `${JSON.stringify(Buffer.from(req).toString('latin1'))}: not found`);
     },
   });
   return {

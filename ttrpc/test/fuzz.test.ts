@@ -87,4 +87,9 @@ describe('fuzzing findings (each replays the input that found it)', () => {
     ]);
     await serverCase(new Prng(caseSeed(1, 2)), echoTarget());
   });
+
+  it('an error whose message quotes a huge input keeps its code, its message cut (shim seed 2 case 2118: RESOURCE_EXHAUSTED instead)', async () => {
+    const answers = await ask([{ streamId: 1, method: 'Fail', payload: Buffer.alloc(1 << 20) }]); // JSON-quoted: 6 MiB
+    assert.deepEqual(answers, [{ streamId: 1, code: Code.NOT_FOUND }]);
+  });
 });
