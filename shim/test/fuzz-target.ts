@@ -20,6 +20,8 @@ const SANDBOX_ID = 'sb';
 const TASK_CODES = [Code.OK, Code.NOT_FOUND, Code.ALREADY_EXISTS, Code.INVALID_ARGUMENT, Code.FAILED_PRECONDITION, Code.UNAVAILABLE, Code.UNIMPLEMENTED];
 
 export interface ShimTarget extends ServerTarget {
+  /** A bundle with a valid config.json. */
+  bundle: string;
   cleanup(): Promise<void>;
 }
 
@@ -39,9 +41,10 @@ export function shimTarget(options: { renewEvery?: number } = {}): ShimTarget {
   let agent: FakeAgent | undefined;
   let share: FakeShare | undefined;
   let generation = 0;
+  let service: TaskServiceImpl | undefined;
   const build = (): Server => {
     const dir = path.join(tmp, `state-${generation++}`);
-    const service = new TaskServiceImpl({
+    service = new TaskServiceImpl({
       namespace: 'fuzz',
       id: SANDBOX_ID,
       binDir: tmp,
@@ -75,6 +78,7 @@ export function shimTarget(options: { renewEvery?: number } = {}): ShimTarget {
   const target: ShimTarget = {
     name: 'shim Task server',
     server: build(),
+    bundle,
     strings,
     answerTimeoutMs: 5_000,
     methods: fuzzMethods(TaskService, TASK_CODES, {
@@ -98,15 +102,16 @@ export function shimTarget(options: { renewEvery?: number } = {}): ShimTarget {
       if (agent) agent.calls.length = 0;
       if (share) share.calls.length = 0;
       if ((i + 1) % (options.renewEvery ?? 500) === 0) {
-        const old = target.server;
+        const old = { server: target.server, service };
         target.server = build();
-        hv?.exit({ code: 0, signal: null });
+        await old.server.close();
+        await old.service?.teardown();
         hv = agent = share = undefined;
-        await old.close();
       }
     },
     cleanup: async () => {
       await target.server.close();
+      await service?.teardown();
       fs.rmSync(tmp, { recursive: true, force: true });
     },
   };
