@@ -615,8 +615,8 @@ export async function serverCase(rng: Prng, target: ServerTarget, codes: Record<
         continue;
       }
       const waiting = expected.get(f.streamId) ?? [];
-      let code: number;
-      let message = '';
+      let code: Code;
+      let message: string;
       let payload: Uint8Array;
       try {
         const res = decodeResponse(f.payload);
