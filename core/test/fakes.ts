@@ -262,8 +262,14 @@ export class FakeAgent implements AgentClient {
   async resumeContainer(containerId: string): Promise<void> {
     this.calls.push(`resumeContainer ${containerId}`);
   }
+  /** As the real agent (crun delete --force): the container's processes are killed, their output ends. */
   async removeContainer(containerId: string): Promise<void> {
     this.calls.push(`removeContainer ${containerId}`);
+    for (const [key, p] of this.procs) {
+      if (!key.startsWith(`${containerId}/`)) continue;
+      p.exit(137);
+      this.procs.delete(key);
+    }
   }
 }
 
