@@ -11,7 +11,7 @@ MOCHA := node_modules/.bin/mocha --reporter scripts/mocha-summary-reporter.js
 UNIT_TESTS := 'ttrpc/dist/test/**/*.test.js' 'vsock/dist/test/**/*.test.js' 'netns/dist/test/**/*.test.js' 'dist/{errors,protos,shim,core,hypervisor,agent-client,fs-share,agent,guest,scripts}/test/**/*.test.js'
 INTEGRATION_TESTS := 'dist/integration/**/*.test.js'
 
-.PHONY: deps apt-deps apt-packages npm-deps addon build protos check-layers lint test test-unit test-integration bench guest install demo clean
+.PHONY: deps apt-deps apt-packages npm-deps addon build protos check-layers lint test test-unit test-integration bench guest install demo clean fuzz
 
 deps: apt-deps npm-deps
 
@@ -60,6 +60,15 @@ test-integration: deps build guest
 # One mocha run over both suites, so that its summary covers everything.
 test: deps build lint guest
 	$(MOCHA) --timeout 300000 --slow 10000 $(UNIT_TESTS) $(INTEGRATION_TESTS)
+
+# Seeded fuzzing, not part of `make test`: 10^6 byte streams through the ttrpc frame decoder and 10^6 frames each
+# through ttrpc's server, the shim's Task server and the agent's server. FUZZ_SEED=N replays another run.
+FUZZ_ITERATIONS ?= 1000000
+FUZZ_SEED ?= 1
+fuzz: build
+	node --expose-gc ttrpc/dist/test/fuzz.js --iterations $(FUZZ_ITERATIONS) --seed $(FUZZ_SEED)
+	node --expose-gc dist/shim/test/fuzz.js --iterations $(FUZZ_ITERATIONS) --seed $(FUZZ_SEED)
+	node --expose-gc dist/agent/test/fuzz.js --iterations $(FUZZ_ITERATIONS) --seed $(FUZZ_SEED)
 
 bench: deps build guest
 	node dist/bench/run.js

@@ -20,7 +20,7 @@ import { GuestSandbox } from './sandbox';
 import { LoopbackConnections } from './port-forward';
 import { DebugHooks, debugHooksEnabled } from './debug-hooks';
 import { registerServices } from './service';
-import { agentChannels, kernelParams, uptimeMs } from './system';
+import { agentChannels, kernelParams, run, uptimeMs } from './system';
 
 const SERIAL_PORT_NAME = 'agent.channel.0';
 const CHANNELS = ['serial', 'vsock'];
@@ -76,6 +76,10 @@ async function main(): Promise<void> {
     readyMs: () => readyMs,
     isInit,
     reaper: () => reaper,
+    // Outside the guest the agent must not set the host's clock either.
+    setClock: testSocket
+      ? () => Promise.reject(new StatusError(Code.FAILED_PRECONDITION, 'the clock is set only inside the guest'))
+      : async (sec) => void (await run('date', ['-u', '-s', `@${sec}`])),
     // Leave time for the reply to reach the host before the guest goes away.
     powerOff: () => setTimeout(() => powerOff(0), 100),
     debugHooks: new DebugHooks(!testSocket && debugHooksEnabled()),

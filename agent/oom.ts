@@ -62,19 +62,26 @@ export class OomEvents {
     this.stop(cid, w);
   }
 
-  /** The next container id with an OOM kill; waits for one. Rejects with CANCELLED when `signal` aborts. */
+  /**
+   * The next container id with an OOM kill; waits for one. Rejects when `signal` aborts: DEADLINE_EXCEEDED at the
+   * request's deadline, else CANCELLED (the connection closed).
+   */
   next(signal?: AbortSignal): Promise<string> {
     const queued = this.queue.shift();
     if (queued !== undefined) return Promise.resolve(queued);
+    const aborted = (): StatusError =>
+      (signal?.reason as Error | undefined)?.name === 'TimeoutError'
+        ? new StatusError(Code.DEADLINE_EXCEEDED, 'GetOOMEvent: deadline exceeded')
+        : new StatusError(Code.CANCELLED, 'GetOOMEvent was cancelled');
     return new Promise<string>((resolve, reject) => {
       if (signal?.aborted) {
-        reject(new StatusError(Code.CANCELLED, 'GetOOMEvent was cancelled'));
+        reject(aborted());
         return;
       }
       const onAbort = (): void => {
         const i = this.waiters.indexOf(waiter);
         if (i >= 0) this.waiters.splice(i, 1);
-        reject(new StatusError(Code.CANCELLED, 'GetOOMEvent was cancelled'));
+        reject(aborted());
       };
       const waiter: Waiter = {
         resolve: (id) => {

@@ -16,7 +16,6 @@ import type { Containers } from './container';
 import type { GuestNetwork } from './network';
 import type { LoopbackConnections } from './port-forward';
 import type { GuestSandbox } from './sandbox';
-import { run } from './system';
 import { realPathUnder } from './validate';
 
 export const AGENT_VERSION = '0.1.0';
@@ -38,6 +37,8 @@ export interface AgentContext {
   isInit: boolean;
   /** Exit statuses of orphaned processes (container inits) from hull-init; undefined outside the guest. */
   reaper(): Reaper | undefined;
+  /** Sets the guest's clock (SetGuestDateTime), to `seconds` since the epoch (a positive integer). */
+  setClock(seconds: number): Promise<void>;
 }
 
 export function registerServices(server: Server, ctx: AgentContext): void {
@@ -125,7 +126,7 @@ export function registerServices(server: Server, ctx: AgentContext): void {
     SetGuestDateTime: async (req) => {
       const sec = Number(req.Sec ?? 0);
       if (!Number.isInteger(sec) || sec <= 0) throw new StatusError(Code.INVALID_ARGUMENT, `invalid time ${sec}`);
-      await run('date', ['-u', '-s', `@${sec}`]);
+      await ctx.setClock(sec);
       return {};
     },
   });

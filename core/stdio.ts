@@ -92,9 +92,20 @@ function socketSink(sock: net.Socket): Sink {
   };
 }
 
-async function openSink(target: { kind: 'fifo' | 'file'; path: string }): Promise<Sink> {
+/** Opens a path containerd named: a path that cannot be opened is the request's fault (INVALID_ARGUMENT). */
+async function openNamed<T>(what: string, p: string, open: () => Promise<T>): Promise<T> {
+  try {
+    return await open();
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (typeof code === 'string' && /^E[A-Z]+$/.test(code)) throw new InvalidArgumentError(`${what}: cannot open ${JSON.stringify(p)}: ${code}`, { cause: err });
+    throw err;
+  }
+}
+
+async function openSink(what: string, target: { kind: 'fifo' | 'file'; path: string }): Promise<Sink> {
   if (target.kind === 'file') {
-    const handle = await fs.promises.open(target.path, fs.constants.O_WRONLY | fs.constants.O_APPEND | fs.constants.O_CREAT | fs.constants.O_NOFOLLOW, 0o640);
+    const handle = await openNamed(what, target.path, () => fs.promises.open(target.path, fs.constants.O_WRONLY | fs.constants.O_APPEND | fs.constants.O_CREAT | fs.constants.O_NOFOLLOW, 0o640));
     let closing: Promise<void> | undefined;
     const close = (): Promise<void> => (closing ??= handle.close());
     return {
@@ -105,7 +116,7 @@ async function openSink(target: { kind: 'fifo' | 'file'; path: string }): Promis
       destroy: () => void close().catch(() => undefined),
     };
   }
-  const fd = await openFifo(target.path, fs.constants.O_RDWR);
+  const fd = await openFifo(what, target.path, fs.constants.O_RDWR);
   return socketSink(new net.Socket({ fd, readable: false, writable: true }));
 }
 
@@ -113,8 +124,8 @@ const openFd = promisify(fs.open);
 const fstat = promisify(fs.fstat);
 
 /** A raw descriptor (net.Socket takes it over), opened without blocking; the path must be a FIFO. */
-async function openFifo(p: string, mode: number): Promise<number> {
-  const fd = await openFd(p, mode | fs.constants.O_NONBLOCK);
+async function openFifo(what: string, p: string, mode: number): Promise<number> {
+  const fd = await openNamed(what, p, () => openFd(p, mode | fs.constants.O_NONBLOCK));
   try {
     if (!(await fstat(fd)).isFIFO()) throw new InvalidArgumentError(`${p} is not a FIFO`);
     return fd;
@@ -159,13 +170,13 @@ export class ProcessIo {
       const stdout = stdioTarget(o.stdio.stdout, 'stdout');
       const stderr = o.stdio.terminal ? undefined : stdioTarget(o.stdio.stderr, 'stderr');
       const stdin = stdioTarget(o.stdio.stdin, 'stdin');
-      const outSink = stdout ? await openSink(stdout) : undefined;
+      const outSink = stdout ? await openSink('stdout', stdout) : undefined;
       if (outSink) io.sinks.push(outSink);
-      const errSink = stderr ? await openSink(stderr) : undefined;
+      const errSink = stderr ? await openSink('stderr', stderr) : undefined;
       if (errSink) io.sinks.push(errSink);
       if (stdin) {
         if (stdin.kind !== 'fifo') throw new InvalidArgumentError('stdin must be a FIFO');
-        const fd = await openFifo(stdin.path, fs.constants.O_RDONLY);
+        const fd = await openFifo('stdin', stdin.path, fs.constants.O_RDONLY);
         io.stdinSocket = new net.Socket({ fd, readable: true, writable: false });
         io.stdinKeepAlive = fs.openSync(stdin.path, fs.constants.O_WRONLY | fs.constants.O_NONBLOCK);
       }

@@ -33,6 +33,8 @@ export interface TaskServiceOptions {
   onShutdown(): void;
   /** The configuration asks for debug logs (containerd's -debug flag is the other way). */
   onDebug?(): void;
+  /** Makes the sandbox at the first Create (default: from hull's configuration, over QEMU); the fuzzer passes fakes. */
+  makeSandbox?(configPath: string, events: (e: SandboxEvent) => void): Sandbox;
 }
 
 const timestamp = (d: Date | undefined): TimestampLike | null => (d ? toTimestamp(d) : null);
@@ -137,7 +139,7 @@ export class TaskServiceImpl {
           if (req.options?.type_url && typeUrlMatches(req.options.type_url, TypeUrl.RuntimeOptions)) {
             configPath = unpackAny(req.options, TypeUrl.RuntimeOptions, runtimeOptions.Options).configPath ?? '';
           }
-          this.sandbox = this.makeSandbox(configPath);
+          this.sandbox = this.o.makeSandbox ? this.o.makeSandbox(configPath, (e) => this.publish(e)) : this.makeSandbox(configPath);
         }
         const pid = await this.sandbox.create({
           id,

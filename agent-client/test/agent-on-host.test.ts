@@ -108,6 +108,10 @@ describe('agent client against the real agent (host test mode)', function () {
     await assert.rejects(client.listRoutes(), FailedPreconditionError);
   });
 
+  it('SetGuestDateTime is refused outside the guest: the host\'s clock is never set', async () => {
+    await assert.rejects(client.setGuestDateTime(new Date(1_700_000_000_000)), (e: Error) => e instanceof FailedPreconditionError && /only inside the guest/.test(e.message));
+  });
+
   it('creates one sandbox: a second CreateSandbox is ALREADY_EXISTS', async () => {
     await client.createSandbox({ sandboxId: 'sb1', storages: [] });
     await assert.rejects(client.createSandbox({ sandboxId: 'sb2', storages: [] }), AlreadyExistsError);

@@ -148,8 +148,10 @@ export class FakeAgent implements AgentClient {
   lose(err: Error): void {
     for (const l of this.closeListeners) l(err);
   }
+  /** As the real client: calls in flight (output reads) fail once the connection is closed. */
   async close(): Promise<void> {
     this.calls.push('close');
+    for (const p of this.procs.values()) p.disconnect();
   }
   // Network: every request recorded in order (also in `calls`); the guest's state is what was asked for last.
   readonly interfaceUpdates: NetworkInterface[] = [];
@@ -327,9 +329,15 @@ export class FakeAgent implements AgentClient {
     this.calls.push(`resumeContainer ${containerId}`);
     await this.gate('resumeContainer');
   }
+  /** As the real agent (crun delete --force): the container's processes are killed, their output ends. */
   async removeContainer(containerId: string): Promise<void> {
     this.calls.push(`removeContainer ${containerId}`);
     await this.gate('removeContainer');
+    for (const [key, p] of this.procs) {
+      if (!key.startsWith(`${containerId}/`)) continue;
+      p.exit(137);
+      this.procs.delete(key);
+    }
   }
 }
 
@@ -344,6 +352,7 @@ export class FakeProcess {
   private readonly queues = { stdout: [] as Buffer[], stderr: [] as Buffer[] };
   private readonly waiting = { stdout: [] as (() => void)[], stderr: [] as (() => void)[] };
   private ended = false;
+  private disconnected = false;
   private resolveExit!: (code: number) => void;
   readonly exited: Promise<number> = new Promise((r) => (this.resolveExit = r));
 
@@ -360,8 +369,15 @@ export class FakeProcess {
   exitHoldingOutput(code: number): void {
     this.resolveExit(code);
   }
+  /** The agent's connection closed: reads fail. */
+  disconnect(): void {
+    this.disconnected = true;
+    this.wake('stdout');
+    this.wake('stderr');
+  }
   async read(stream: 'stdout' | 'stderr'): Promise<Buffer> {
-    while (this.queues[stream].length === 0 && !this.ended) await new Promise<void>((r) => this.waiting[stream].push(r));
+    while (this.queues[stream].length === 0 && !this.ended && !this.disconnected) await new Promise<void>((r) => this.waiting[stream].push(r));
+    if (this.queues[stream].length === 0 && !this.ended) throw new UnavailableError('fake agent: connection closed');
     return this.queues[stream].shift() ?? Buffer.alloc(0);
   }
   private wake(stream: 'stdout' | 'stderr'): void {

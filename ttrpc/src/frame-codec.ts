@@ -82,6 +82,18 @@ export class FrameDecoder {
     }
   }
 
+  /** Bytes of memory the decoder holds for the frame in progress: never more than the header and the cap. */
+  get heldBytes(): number {
+    switch (this.state) {
+      case ReadState.Header:
+        return this.headerFilled;
+      case ReadState.Payload:
+        return HEADER_LENGTH + this.payload!.length;
+      case ReadState.Discard:
+        return HEADER_LENGTH;
+    }
+  }
+
   write(chunk: Buffer): DecodedFrame[] {
     const out: DecodedFrame[] = [];
     let pos = 0;

@@ -22,3 +22,4 @@ export { FrameDecoder, FrameType, HEADER_LENGTH, MAX_MESSAGE_LENGTH, encodeFrame
 export { Channel } from './channel';
 export { connectUnix, isAbstract, listenUnix, unixSocketPath, type ConnectOptions, type ListenOptions } from './transport';
 export { decodeRequest, decodeResponse, encodeRequest, encodeResponse, type KeyValue, type RequestMessage, type ResponseMessage } from './wire';
+export { Prng, caseSeed, decoderCase, duplexPair, formatResult, fuzzArgs, fuzzDecoder, fuzzMethods, fuzzServer, FuzzFailure, mutateBytes, mutatePayload, protobufSoup, referenceFrames, serverCase, splitStream, type FuzzMethod, type FuzzOptions, type FuzzResult, type ServerTarget } from './fuzz';

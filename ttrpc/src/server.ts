@@ -1,8 +1,8 @@
 /**
  * ttrpc server. Handlers run concurrently and answer in completion order; a request's deadline reaches the handler
  * as an AbortSignal. Protocol errors answer on the offending stream and keep the connection: UNIMPLEMENTED for an
- * unknown service or method, RESOURCE_EXHAUSTED for an oversized frame, INVALID_ARGUMENT for an even stream id or an
- * undecodable request. An error status always goes with an empty payload.
+ * unknown service or method, RESOURCE_EXHAUSTED for an oversized frame, INVALID_ARGUMENT for an even stream id, a
+ * stream id not above the last request's, or an undecodable request. An error status always goes with an empty payload.
  */
 import type net from 'node:net';
 import type { Duplex } from 'node:stream';
@@ -22,6 +22,10 @@ export interface ServerOptions {
 }
 
 const EMPTY = new Uint8Array(0);
+/** Characters of an error status's message sent at most. */
+const MAX_STATUS_MESSAGE = 16 << 10;
+/** The longest delay setTimeout honours. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
 
 /**
  * A request's context. Its AbortSignal and deadline timer are made only if the handler asks for the signal: most
@@ -53,10 +57,14 @@ class RequestContext implements HandlerContext {
       if (this.abortedWith !== undefined) {
         controller.abort(this.abortedWith);
       } else if (this.deadline !== undefined) {
-        const timeout = (): void => controller.abort(new DOMException('deadline exceeded', 'TimeoutError'));
-        const ms = this.deadline - Date.now();
-        if (ms <= 0) timeout();
-        else this.timer = setTimeout(timeout, ms);
+        const deadline = this.deadline;
+        // A timer fires after at most 2^31-1 ms (Node runs a longer one after 1 ms): a far deadline is re-armed.
+        const arm = (): void => {
+          const ms = deadline - Date.now();
+          if (ms <= 0) controller.abort(new DOMException('deadline exceeded', 'TimeoutError'));
+          else this.timer = setTimeout(arm, Math.min(ms, MAX_TIMER_MS));
+        };
+        arm();
       }
     }
     return this.controller.signal;
@@ -79,6 +87,8 @@ class ServerConnection {
   /** In-flight requests by stream id. */
   readonly active = new Map<number, RequestContext>();
   private idleWaiters: (() => void)[] = [];
+  /** The highest request stream id seen. */
+  private lastStreamId = 0;
 
   constructor(
     stream: Duplex,
@@ -108,10 +118,12 @@ class ServerConnection {
       this.respond(frame.streamId, undefined, { code: Code.INVALID_ARGUMENT, message: 'stream id must be odd for client-initiated streams', details: [] });
       return;
     }
-    if (this.active.has(frame.streamId)) {
-      this.respond(frame.streamId, undefined, { code: Code.INVALID_ARGUMENT, message: `stream id ${frame.streamId} is already in use`, details: [] });
+    // As ttrpc's Go server: a request's stream id must be above the last one's (never reused, even once answered).
+    if (frame.streamId <= this.lastStreamId) {
+      this.respond(frame.streamId, undefined, { code: Code.INVALID_ARGUMENT, message: `stream id ${frame.streamId} cannot be reused and must increase (last ${this.lastStreamId})`, details: [] });
       return;
     }
+    this.lastStreamId = frame.streamId;
     let request: RequestMessage;
     try {
       request = decodeRequest(frame.payload);
@@ -158,6 +170,10 @@ class ServerConnection {
   }
 
   private respond(streamId: number, payload: Uint8Array | undefined, status: Status | undefined): void {
+    // An error's message may quote its input (a megabyte-long id): cut it, so that the code still reaches the caller.
+    if (status && status.message.length > MAX_STATUS_MESSAGE) {
+      status = { ...status, message: `${status.message.slice(0, MAX_STATUS_MESSAGE)}... (${status.message.length - MAX_STATUS_MESSAGE} more characters)` };
+    }
     let body = prepareResponse({ status, payload: status ? EMPTY : (payload ?? EMPTY) });
     if (body.size > this.channel.maxMessageLength) {
       body = prepareResponse({
