@@ -44,14 +44,16 @@ describe('core OomCoalescer (OOM events from the guest, per container, rate limi
   });
 
   it('a steady flood gives at most one event per interval', async () => {
-    const published: string[] = [];
-    oom = new OomCoalescer((id) => published.push(id), NOOP_LOGGER, 50);
+    const published: number[] = [];
+    oom = new OomCoalescer(() => published.push(performance.now()), NOOP_LOGGER, 50);
     const end = Date.now() + 300;
     while (Date.now() < end) {
       for (let i = 0; i < 100; i++) oom.report('c1');
       await sleep(2);
     }
-    assert.ok(published.length >= 3 && published.length <= 8, `${published.length} events in 300 ms at one per 50 ms`);
+    // Timers may run late on a loaded host, never early: every two events are at least an interval apart.
+    assert.ok(published.length >= 1);
+    for (let i = 1; i < published.length; i++) assert.ok(published[i]! - published[i - 1]! >= 49, `events ${i - 1} and ${i} are ${published[i]! - published[i - 1]!} ms apart`);
   });
 
   it('stop() drops what is pending', async () => {
