@@ -14,6 +14,7 @@ import { packJsonAny, TaskService, TypeUrl } from '../protos/containerd';
 import { mountsUnder } from '../fs-share';
 import { BUSYBOX_IMAGE, importBusybox, startContainerd, type PrivateContainerd } from './lib/containerd';
 import { guestArtifacts } from './lib/guest';
+import { kernelKit, KIT_HELLO } from './lib/kernel-kit';
 
 const RUNTIME = 'io.containerd.hull.v2';
 /** containerd's shim socket address rule (runtime/v2/shim/util_unix.go), computed independently of shim/. */
@@ -315,6 +316,70 @@ describe('shim: exits are not hostage to stdout (runc, then hull)', function () 
       const r = await ctd.ctr(['run', '--rm', '--runtime', runtime, BUSYBOX_IMAGE, id, 'sh', '-c', 'sleep 300 & echo up'], { timeoutMs: 120_000 });
       assert.equal(r.code, 0, `ctr run: code ${r.code}, stderr ${r.stderr}`);
       assert.equal(r.stdout, 'up\n');
+    });
+  }
+});
+
+/**
+ * Issue 13 "Containers get a whole kernel": a privileged container creates a bridge, adds an iptables rule and
+ * loop-mounts an ext4 image. Under runc the host kernel loads bridge, nf_tables and loop on demand; under hull the
+ * guest kernel must do the same from the modules in the image (request_module -> busybox modprobe -> modules.alias).
+ */
+describe('shim: a privileged container gets a whole kernel (runc, then hull)', function () {
+  this.timeout(600_000);
+  let ctd: PrivateContainerd;
+  let kitDir: string;
+
+  before(async function () {
+    guestArtifacts();
+    kitDir = fs.mkdtempSync(path.join(os.tmpdir(), 'hull-kit-'));
+    const kit = kernelKit(kitDir);
+    const ipt = kit.iptables('/kit').join(' ');
+    fs.writeFileSync(path.join(kitDir, 'priv.sh'), [
+      'set -e',
+      'brctl addbr foobar',
+      'test -d /sys/class/net/foobar/bridge',
+      'brctl delbr foobar',
+      'echo bridge-ok',
+      `${ipt} -A INPUT -p tcp --dport 4242 -j ACCEPT`,
+      `${ipt} -S INPUT | grep -q 'dport 4242'`,
+      `${ipt} -D INPUT -p tcp --dport 4242 -j ACCEPT`,
+      'echo iptables-ok',
+      'mkdir -p /mnt/t /mnt/img',
+      'mount -t tmpfs tmpfs /mnt/t',
+      'cp /kit/disk.img /mnt/t/disk.img',
+      'mount -o loop /mnt/t/disk.img /mnt/img',
+      'cat /mnt/img/hello.txt',
+      'umount /mnt/img',
+      'umount /mnt/t',
+      '',
+    ].join('\n'));
+    ctd = await startContainerd();
+    await importBusybox(ctd);
+  });
+
+  after(async () => {
+    await ctd?.stop();
+    if (kitDir) fs.rmSync(kitDir, { recursive: true, force: true });
+  });
+
+  for (const runtime of ['io.containerd.runc.v2', RUNTIME]) {
+    const name = runtime === RUNTIME ? 'hull' : 'runc';
+
+    it(`${name}: \`ctr run --privileged\`: brctl addbr, an iptables rule and a loop-mounted ext4 image`, async () => {
+      const r = await ctd.ctr([
+        'run', '--rm', '--privileged', '--runtime', runtime, '--mount', `type=bind,src=${kitDir},dst=/kit,options=rbind:ro`,
+        BUSYBOX_IMAGE, `priv-${name}`, 'sh', '/kit/priv.sh',
+      ], { timeoutMs: 300_000 });
+      assert.equal(r.code, 0, `ctr run: code ${r.code}, stdout ${r.stdout}, stderr ${r.stderr}`);
+      assert.equal(r.stdout, `bridge-ok\niptables-ok\n${KIT_HELLO}`);
+    });
+
+    it(`${name}: without --privileged, brctl addbr is refused (no CAP_NET_ADMIN) and there is no /dev/loop-control`, async () => {
+      const r = await ctd.ctr(['run', '--rm', '--runtime', runtime, BUSYBOX_IMAGE, `unpriv-${name}`, 'sh', '-c', 'test ! -e /dev/loop-control && echo no-loop; brctl addbr foobar'], { timeoutMs: 300_000 });
+      assert.equal(r.stdout, 'no-loop\n');
+      assert.notEqual(r.code, 0, 'brctl addbr fails');
+      assert.match(r.stderr, /not permitted/i);
     });
   }
 });
