@@ -15,7 +15,7 @@ import type { Logger } from '../log';
 import { GUEST_SHARE_TAG } from '../hypervisor/types';
 import type { EventSink, RootfsMount, StdioPaths } from './events';
 import { PodNetwork, podNetnsPath, type ConnectPodNetwork, type PodNetworkLink } from './network';
-import { checkNoHostNamespaces, isGuestPodShm, podContainerSpec, podRole, podShm, podSizing, shmStorage, sizeVm, type PodShm, type PodSizing } from './pod';
+import { checkNoHostNamespaces, checkNoSharedPropagation, isGuestPodShm, podContainerSpec, podRole, podShm, podSizing, shmStorage, sizeVm, type PodShm, type PodSizing } from './pod';
 import { Container, type ContainerContext } from './container';
 import type { HealthSettings } from './health';
 import { OomCoalescer } from './oom';
@@ -172,6 +172,7 @@ export class Sandbox {
       const role = podRole(req.spec);
       const sizing = podSizing(req.spec.annotations); // checked before anything is made
       checkNoHostNamespaces(req.spec, role, req.id);
+      checkNoSharedPropagation(req.spec, req.id);
       if (ownsVm && role === 'sandbox') this.podShm = podShm(req.spec);
       const spec = role ? podContainerSpec(req.spec, role, this.podShm) : req.spec;
       const mounts = (spec.mounts ?? []).map((m, i) => {
