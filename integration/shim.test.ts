@@ -257,6 +257,20 @@ describe('shim: containerd-shim-hull-v2 with a real containerd and ctr', functio
     assert.equal((await ctd.ctr(['container', 'ls', '-q'])).stdout.split('\n').includes('nethost'), false, 'containerd no longer lists it');
   });
 
+  it('refuses a bind mount with rshared propagation (a VM cannot propagate mounts) before making anything, and leaves nothing behind', async () => {
+    const src = fs.mkdtempSync(path.join(os.tmpdir(), 'hull-rshared-'));
+    try {
+      const r = await run('rshared', ['true'], ['--mount', `type=bind,src=${src},dst=/data,options=rbind:rshared`]);
+      assert.notEqual(r.code, 0);
+      assert.match(r.stderr, /container rshared: mount "\/data" asks for rshared propagation \(Kubernetes' Bidirectional\), which a VM cannot give/);
+      assert.deepEqual(processesMentioning(path.join(ctd.stateDir, ctd.namespace, 'rshared')), [], 'no VM was started');
+      await ctd.ctr(['container', 'delete', 'rshared']);
+      await assertNothingLeft('rshared');
+    } finally {
+      fs.rmSync(src, { recursive: true, force: true });
+    }
+  });
+
   it('fails Create with a clear message when the guest image is missing (runtime ConfigPath)', async () => {
     const cfg = path.join(ctd.dir, 'missing-image.toml');
     fs.writeFileSync(cfg, `[hypervisor]\nimage = "${ctd.dir}/no-such-rootfs.img"\n[runtime]\nstate_dir = "${ctd.stateDir}"\n`);
