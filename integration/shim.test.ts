@@ -352,7 +352,9 @@ describe('shim: a privileged container gets a whole kernel (runc, then hull)', f
     fs.writeFileSync(path.join(kitDir, 'priv.sh'), [
       'set -e',
       // The device nodes a privileged container sees on a host: runc gives the host's, hull the guest's.
-      'test -c /dev/loop-control && test -b /dev/loop0 && test -c /dev/net/tun',
+      'test -c /dev/loop-control', // one per line: set -e ignores a failure inside an && list
+      'test -b /dev/loop0',
+      'test -c /dev/net/tun',
       'brctl addbr foobar',
       'test -d /sys/class/net/foobar/bridge',
       'brctl delbr foobar',
