@@ -176,6 +176,10 @@ describe('shim: containerd-shim-hull-v2 with a real containerd and ctr', functio
       const m = await ctd.ctr(['task', 'metrics', '--format', 'json', 'upd']);
       assert.equal(m.code, 0, m.stderr);
       assert.match(m.stdout, new RegExp(`"usage_limit":\\s*${48 << 20}|${48 << 20}`));
+      // An update without device rules leaves the container's own: /dev/null still opens, a loop device still not.
+      const dev = await ctd.ctr(['task', 'exec', '--exec-id', 'dev', 'upd', 'sh', '-c', 'echo x > /dev/null && echo null-ok; busybox mknod /dev/l0 b 7 0; head -c 1 /dev/l0']);
+      assert.equal(dev.stdout, 'null-ok\n');
+      assert.match(dev.stderr, /head: \/dev\/l0: Operation not permitted/);
       await ctd.ctr(['task', 'kill', '-s', 'KILL', 'upd']);
       await ctd.ctr(['task', 'delete', '-f', 'upd']);
       await ctd.ctr(['container', 'delete', 'upd']);
@@ -379,6 +383,16 @@ describe('shim: a privileged container gets a whole kernel (runc, then hull)', f
   after(async () => {
     await ctd?.stop();
     if (kitDir) fs.rmSync(kitDir, { recursive: true, force: true });
+  });
+
+  it('hull: a fresh guest has loaded none of the on-demand modules (they cost nothing until asked for)', async () => {
+    const r = await ctd.ctr(['run', '--rm', '--runtime', RUNTIME, BUSYBOX_IMAGE, 'lsmod-hull', 'cat', '/proc/modules'], { timeoutMs: 300_000 });
+    assert.equal(r.code, 0, r.stderr);
+    const loaded = r.stdout.split('\n').map((l) => l.split(' ')[0]).filter((m) => m);
+    assert.ok(loaded.includes('virtiofs'), `the boot's own modules are listed: ${loaded.join(' ')}`);
+    for (const m of ['bridge', '8021q', 'bonding', 'nf_tables', 'ip_tables', 'x_tables', 'nf_conntrack', 'loop', 'xfs', 'vxlan']) {
+      assert.ok(!loaded.includes(m), `${m} is not loaded at boot: ${loaded.join(' ')}`);
+    }
   });
 
   for (const runtime of ['io.containerd.runc.v2', RUNTIME]) {
