@@ -100,7 +100,7 @@ export function deviceRules(rules: readonly grpc.ILinuxDeviceCgroup[] | null | u
     const number = (v: unknown, what: string): number | undefined => {
       if (v === null || v === undefined || Number(v) === -1) return undefined;
       const n = Number(v);
-      if (!Number.isSafeInteger(n) || n < 0 || n > UINT32_MAX) throw invalid(`device rule ${i}: ${what} ${String(v)} is not a device number`);
+      if (!Number.isSafeInteger(n) || n < 0 || n > UINT32_MAX) throw invalid(`device rule ${i}: ${what} ${n} is not a device number`);
       return n;
     };
     const out: OciDeviceRule = { allow: Boolean(r.Allow) };
