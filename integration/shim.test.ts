@@ -395,6 +395,13 @@ describe('shim: a privileged container gets a whole kernel (runc, then hull)', f
     }
   });
 
+  it('hull: `ip link add ... type vlan` has the guest kernel load 8021q through its rtnl-link alias (hull only: this host\'s kernel has no 8021q for runc)', async () => {
+    const script = 'set -e; brctl addbr vb0; ip link add link vb0 name vb0.10 type vlan id 10; test -e /proc/net/vlan/vb0.10; ip link del vb0.10; brctl delbr vb0; echo vlan-ok';
+    const r = await ctd.ctr(['run', '--rm', '--privileged', '--runtime', RUNTIME, BUSYBOX_IMAGE, 'vlan-hull', 'sh', '-c', script], { timeoutMs: 300_000 });
+    assert.equal(r.code, 0, `ctr run: code ${r.code}, stdout ${r.stdout}, stderr ${r.stderr}`);
+    assert.equal(r.stdout, 'vlan-ok\n');
+  });
+
   for (const runtime of ['io.containerd.runc.v2', RUNTIME]) {
     const name = runtime === RUNTIME ? 'hull' : 'runc';
 
