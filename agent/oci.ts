@@ -6,7 +6,11 @@
  * - the network namespace is dropped (containers use the guest's network, the pod's); a namespace given with a path
  *   (a Kubernetes container joining its pod's ipc or uts namespace) means the guest's own, which is the pod's; a pid
  *   namespace given with a path is the pod's first container's (Kubernetes' shareProcessNamespace), otherwise a new
- *   one, never the guest's (the agent runs there); hooks, AppArmor/SELinux labels and devices are dropped;
+ *   one, never the guest's (the agent runs there); hooks, AppArmor/SELinux labels and the device list are dropped
+ *   (it names the host's device nodes); the device cgroup rules are kept (the kernel's fixed numbers are the same);
+ * - a privileged container (its device cgroup rules end by allowing every device, as containerd's `--privileged` and
+ *   CRI's privileged do) gets every device allowed and the guest's on-demand device nodes (PRIVILEGED_DEVICES: loop,
+ *   tun, fuse), whose first open has the guest kernel load the module, as runc gives the host's devices;
  * - the seccomp profile is checked and kept for crun, which applies it inside the guest (seccomp.ts); an absent or
  *   empty one stays absent;
  * - namespaced sysctls (net.*, the IPC ones) are kept for crun when the container has that namespace of its own, and
@@ -39,6 +43,77 @@ const KEPT_NAMESPACES = new Set(['pid', 'ipc', 'uts', 'mount', 'cgroup']);
 /** Namespaces a path joins to the guest's own (the pod's) instead of making a new one. */
 const POD_NAMESPACES = new Set(['ipc', 'uts']);
 const MAX_SYSCTLS = 64;
+/**
+ * Device nodes a privileged container gets in its /dev, by the kernel's fixed numbers (Documentation/admin-guide/
+ * devices.txt). Their modules need not be loaded: the first open of a node has the guest kernel load its module
+ * (modules.alias: char-major-10-237, block-major-7-*, ...), as on a host. The host's device list (ctr and CRI put the
+ * host's /dev in a privileged spec) names the host's devices and is dropped.
+ */
+export const PRIVILEGED_DEVICES: ReadonlyArray<{ path: string; type: 'b' | 'c'; major: number; minor: number }> = [
+  { path: '/dev/loop-control', type: 'c', major: 10, minor: 237 },
+  ...Array.from({ length: 8 }, (_, i) => ({ path: `/dev/loop${i}`, type: 'b' as const, major: 7, minor: i })),
+  { path: '/dev/net/tun', type: 'c', major: 10, minor: 200 },
+  { path: '/dev/fuse', type: 'c', major: 10, minor: 229 },
+];
+const MAX_DEVICE_RULES = 256;
+
+/**
+ * Whether device cgroup rules (in order, a later rule overriding an earlier one) end by allowing every device for
+ * read, write and mknod: what containerd's `--privileged` (WithAllDevicesAllowed) and CRI's privileged send.
+ */
+export function allowsAllDevices(rules: readonly grpc.ILinuxDeviceCgroup[] | null | undefined): boolean {
+  const list = rules ?? [];
+  if (list.length > MAX_DEVICE_RULES) throw invalid(`more than ${MAX_DEVICE_RULES} device cgroup rules`);
+  let all = false;
+  for (const r of list) {
+    const type = r.Type ?? '';
+    const anyNumber = (v: unknown): boolean => v === null || v === undefined || Number(v) < 0;
+    if ((type !== '' && type !== 'a') || !anyNumber(r.Major) || !anyNumber(r.Minor)) continue;
+    const access = r.Access ?? '';
+    if (r.Allow) all ||= ['r', 'w', 'm'].every((c) => access.includes(c));
+    else all = false;
+  }
+  return all;
+}
+
+export interface OciDeviceRule {
+  allow: boolean;
+  type?: 'a' | 'b' | 'c';
+  major?: number;
+  minor?: number;
+  access?: string;
+}
+
+/**
+ * The device cgroup rules for crun, checked. Device numbers of the kernel's fixed devices (1:3 null, 5:0 tty, 7:*
+ * loop, 10:200 tun, ...) are the same in the guest, so containerd's rules mean what they say there: without them
+ * crun allows every device, and a container with CAP_MKNOD could open the guest's disks.
+ */
+export function deviceRules(rules: readonly grpc.ILinuxDeviceCgroup[] | null | undefined): OciDeviceRule[] {
+  const list = rules ?? [];
+  if (list.length > MAX_DEVICE_RULES) throw invalid(`more than ${MAX_DEVICE_RULES} device cgroup rules`);
+  return list.map((r, i) => {
+    const type = r.Type ?? '';
+    if (type !== '' && type !== 'a' && type !== 'b' && type !== 'c') throw invalid(`device rule ${i}: type ${JSON.stringify(type.slice(0, 8))} is not a, b or c`);
+    const access = r.Access ?? '';
+    if (!/^[rwm]{0,3}$/.test(access)) throw invalid(`device rule ${i}: access ${JSON.stringify(access.slice(0, 8))} is not made of r, w and m`);
+    const number = (v: unknown, what: string): number | undefined => {
+      if (v === null || v === undefined || Number(v) === -1) return undefined;
+      const n = Number(v);
+      if (!Number.isSafeInteger(n) || n < 0 || n > UINT32_MAX) throw invalid(`device rule ${i}: ${what} ${n} is not a device number`);
+      return n;
+    };
+    const out: OciDeviceRule = { allow: Boolean(r.Allow) };
+    if (type !== '') out.type = type;
+    const major = number(r.Major, 'major');
+    const minor = number(r.Minor, 'minor');
+    if (major !== undefined) out.major = major;
+    if (minor !== undefined) out.minor = minor;
+    if (access !== '') out.access = access;
+    return out;
+  });
+}
+
 /** Guest folders the agent made that a bind mount may name as its source: the pod's shm. */
 const GUEST_SOURCES: ReadonlySet<string> = new Set([SANDBOX_SHM]);
 
@@ -209,7 +284,11 @@ export function toRuntimeSpec(spec: grpc.ISpec | null | undefined, cid: string, 
     Object.assign(out.linux as object, { uidMappings: map(linux.UIDMappings, 'uid mapping'), gidMappings: map(linux.GIDMappings, 'gid mapping') });
   }
   const res = toOciResources(linux.Resources, onlineSets());
-  if (res) (out.linux as Record<string, unknown>).resources = res;
+  const devices = deviceRules(linux.Resources?.Devices);
+  if (res || devices.length) (out.linux as Record<string, unknown>).resources = { ...res, ...(devices.length ? { devices } : {}) };
+  if (allowsAllDevices(linux.Resources?.Devices)) {
+    Object.assign(out.linux as object, { devices: PRIVILEGED_DEVICES.map((d) => ({ ...d, fileMode: 0o660, uid: 0, gid: 0 })) });
+  }
   const seccomp = toOciSeccomp(linux.Seccomp);
   if (seccomp) (out.linux as Record<string, unknown>).seccomp = seccomp;
   if (spec.Hostname) {

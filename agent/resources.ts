@@ -5,8 +5,9 @@
  * cpu.weight and memory+swap to memory.swap.max).
  *
  * Applied: memory (limit, reservation, swap), CPU (shares, quota, period, cpus, mems) and pids. Ignored, as Kata's
- * runtime clears them or cgroup v2 has no such knob: devices (the guest's are not the host's), block I/O, huge
- * pages, network classes, kernel memory, swappiness, the OOM-killer switch and real-time CPU time.
+ * runtime clears them or cgroup v2 has no such knob: block I/O, huge pages, network classes, kernel memory,
+ * swappiness, the OOM-killer switch and real-time CPU time. Device rules are kept at creation by oci.ts
+ * (`deviceRules`) and not changed by an update (crun's update would need the whole list again).
  * In the protocol 0 means "not set"; -1 means "no limit" where the OCI spec allows it.
  */
 import fs from 'node:fs';

@@ -69,6 +69,27 @@ export function checkNoHostNamespaces(spec: OciSpec, role: PodRole | undefined, 
   );
 }
 
+/**
+ * Refuses a bind mount with shared propagation (`shared`/`rshared`: Kubernetes' Bidirectional mountPropagation,
+ * `ctr run --mount ...,options=rbind:rshared`): mounts made in the container would have to appear on the host and the
+ * host's new mounts in the container, and a volume reaches the guest over virtio-fs, which carries files, not mounts.
+ * Without this the guest agent refuses the option after the VM has booted. `rslave` (HostToContainer) is kept, as a
+ * downgrade: the container sees the volume's files, and host changes to them, but not mounts the host makes below
+ * it later. Thrown before anything is made.
+ */
+export function checkNoSharedPropagation(spec: OciSpec, id: string): void {
+  for (const m of spec.mounts ?? []) {
+    const options = Array.isArray(m?.options) ? m.options : [];
+    const shared = options.find((o) => o === 'shared' || o === 'rshared');
+    if (!shared) continue;
+    throw new InvalidArgumentError(
+      `container ${id}: mount ${JSON.stringify(String(m.destination).slice(0, 256))} asks for ${shared} propagation (Kubernetes' Bidirectional), which a VM cannot give: ` +
+        'the volume reaches the guest over virtio-fs, which carries files, not mounts, so no mount crosses between the host and the container. ' +
+        'Use rslave or private propagation (HostToContainer or None), or a runtime without a VM (runc)',
+    );
+  }
+}
+
 /** The container's role in a Kubernetes pod, or undefined for a container of its own (`ctr run`). */
 export function podRole(spec: OciSpec): PodRole | undefined {
   const t = spec.annotations?.[CRI_ANNOTATIONS.containerType];

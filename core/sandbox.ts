@@ -17,7 +17,7 @@ import { GUEST_SHARE_TAG } from '../hypervisor/types';
 import type { EventSink, RootfsMount, StdioPaths } from './events';
 import { armedFailpoint, sigkillSelf, type Crash, type FailpointStep } from './failpoint';
 import { PodNetwork, podNetnsPath, type ConnectPodNetwork, type PodNetworkLink } from './network';
-import { checkNoHostNamespaces, isGuestPodShm, podContainerSpec, podRole, podShm, podSizing, shmStorage, sizeVm, type PodShm, type PodSizing } from './pod';
+import { checkNoHostNamespaces, checkNoSharedPropagation, isGuestPodShm, podContainerSpec, podRole, podShm, podSizing, shmStorage, sizeVm, type PodShm, type PodSizing } from './pod';
 import { Container, type ContainerContext } from './container';
 import { HostCgroup } from './host-cgroup';
 import type { HealthSettings } from './health';
@@ -206,6 +206,7 @@ export class Sandbox {
       const role = podRole(req.spec);
       const sizing = podSizing(req.spec.annotations); // checked before anything is made
       checkNoHostNamespaces(req.spec, role, req.id);
+      checkNoSharedPropagation(req.spec, req.id);
       const cgroupsPath = ownsVm ? req.spec.linux?.cgroupsPath : undefined;
       const cgroup = cgroupsPath ? (this.o.hostCgroup ?? HostCgroup.forPath)(cgroupsPath) : undefined;
       const armed = armedFailpoint(req.spec.annotations, this.o.failpoints ?? false, this.o.logger);

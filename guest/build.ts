@@ -19,7 +19,7 @@ import { run } from './exec';
 import { busyboxApplets, kernelFiles, KernelFiles, KERNEL_METAPACKAGE, packageFile, packageVersion, queryPackages, readModule } from './host';
 import { buildInitramfs } from './initramfs';
 import { parseLdd, sharedLibraries } from './ldd';
-import { LoadPlan, resolveLoadOrder } from './modules';
+import { LoadPlan, modulesUnder, resolveLoadOrder } from './modules';
 import { compileHullCtty, compileHullInit, HULL_CTTY_SOURCE, HULL_INIT_SOURCE } from './hull-init';
 import { copyToGuest, Ext4Result, guestSymlink, makeExt4, stageBase, stageBusybox, staged, writeGuestFile } from './rootfs';
 import { builderHash, fileIdentity, inputIdentities, outputsIntact, readStamp, Stamp, stampKey } from './stamp';
@@ -145,7 +145,8 @@ class ImageBuild {
     await fs.mkdir(this.staging, { recursive: true });
     await fs.mkdir(this.out, { recursive: true });
     const initrdPlan = this.plan(GUEST_MODULES.initrd);
-    const rootfsPlan = this.plan([...GUEST_MODULES.initrd, ...GUEST_MODULES.rootfs]);
+    const onDemand = [...modulesUnder(this.kernel.index, GUEST_MODULES.onDemand.trees), ...GUEST_MODULES.onDemand.names];
+    const rootfsPlan = this.plan([...GUEST_MODULES.initrd, ...GUEST_MODULES.rootfs, ...onDemand], GUEST_MODULES.onDemand.names);
     const busybox = await packageFile('busybox-static', '/busybox');
     await this.addInputs([busybox]);
 
@@ -207,8 +208,8 @@ class ImageBuild {
     return manifest;
   }
 
-  private plan(names: readonly string[]): LoadPlan {
-    const plan = resolveLoadOrder(this.kernel.index, this.kernel.builtin, names, new Set(GUEST_MODULES.optional));
+  private plan(names: readonly string[], optional: readonly string[] = []): LoadPlan {
+    const plan = resolveLoadOrder(this.kernel.index, this.kernel.builtin, names, new Set([...GUEST_MODULES.optional, ...optional]));
     for (const name of plan.missing) console.warn(`guest: optional kernel module ${name} is not available in ${this.kernel.release}; skipped`);
     return plan;
   }

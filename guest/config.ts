@@ -25,6 +25,27 @@ export const GUEST_MODULES = {
     'veth', 'tun', 'virtio_net', // pod networking (virtio_net pulls in net_failover and failover)
     'sch_ingress', 'act_mirred', 'cls_u32', // tc redirect between the pod's veth and the VM's NIC
   ],
+  /**
+   * Shipped for the kernel to load on demand, never loaded at boot: what a container expects a normal host kernel to
+   * offer (`brctl addbr`, `iptables`, `ip link add ... type vlan`, `mount -o loop` of an xfs image). The kernel's
+   * request_module runs /sbin/modprobe (busybox), which finds the module through the image's modules.alias and
+   * modules.dep. `trees` are folders under /lib/modules/<release>/kernel/ taken whole; `names` are single modules.
+   * Dependencies come along from modules.dep.
+   */
+  onDemand: {
+    trees: [
+      'net/netfilter', 'net/ipv4/netfilter', 'net/ipv6/netfilter', // nftables, iptables (legacy and nft), conntrack, NAT, ipset
+      'net/bridge', 'net/8021q', // bridges (with br_netfilter and ebtables), VLANs
+      'net/sched', // tc qdiscs, classifiers and actions
+      'drivers/net/bonding', 'drivers/net/ipvlan', 'drivers/net/vxlan', 'drivers/net/wireguard', 'drivers/net/team',
+      'fs/fat', 'fs/isofs', 'fs/squashfs', 'fs/erofs', 'fs/exfat', 'fs/xfs',
+    ],
+    names: [
+      'dummy', 'macvlan', 'macvtap', 'geneve', 'ifb', 'vrf', 'nlmon', 'ipip', 'ip_gre', 'ip6_tunnel', 'sit', // virtual links
+      'loop', 'binfmt_misc', // loop devices; binfmt_misc for foreign-architecture containers (qemu-user)
+      'nls_cp437', 'nls_ascii', 'nls_utf8', 'nls_iso8859-1', // code pages vfat and isofs ask for
+    ],
+  },
   /** Modules in the lists above that a kernel may lack without failing the build (they are reported). */
   optional: ['virtio_rng', 'vsock_loopback', 'sch_ingress', 'act_mirred', 'cls_u32'],
 } as const;

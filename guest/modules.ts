@@ -14,6 +14,9 @@ export interface ModuleInfo {
   deps: string[];
   /** Names of modules modprobe loads right after it (softdep "post:"). */
   post: string[];
+  /** The names in deps and post that come from modules.softdep: they may name an alias (libcrc32c's "crc32c") or a
+   * module this kernel lacks, and are skipped when not found, as modprobe does. */
+  soft?: string[];
 }
 
 export type ModuleIndex = Map<string, ModuleInfo>;
@@ -61,7 +64,10 @@ export function parseModulesDep(depText: string, softdepText = ''): ModuleIndex 
     for (const word of words.slice(2)) {
       if (word === 'pre:') list = info.deps;
       else if (word === 'post:') list = info.post;
-      else list?.push(canonicalModuleName(word));
+      else if (list) {
+        list.push(canonicalModuleName(word));
+        (info.soft ??= []).push(canonicalModuleName(word));
+      }
     }
   }
   return index;
@@ -107,10 +113,11 @@ export function resolveLoadOrder(index: ModuleIndex, builtin: ReadonlySet<string
       return;
     }
     state.set(name, 'visiting');
-    for (const dep of info.deps) visit(dep, [...trail, name], false);
+    const soft = new Set(info.soft);
+    for (const dep of info.deps) visit(dep, [...trail, name], soft.has(dep));
     state.set(name, 'done');
     load.push(info);
-    for (const post of info.post) visit(post, [...trail, name], false);
+    for (const post of info.post) visit(post, [...trail, name], soft.has(post));
   };
 
   for (const raw of wanted) {
@@ -118,4 +125,13 @@ export function resolveLoadOrder(index: ModuleIndex, builtin: ReadonlySet<string
     visit(name, [], optionalNames.has(name));
   }
   return { load, builtin: [...builtinHit], missing };
+}
+
+/**
+ * Names of the modules whose files lie under one of `trees` (folders below the release's `kernel/`, such as
+ * `net/netfilter`), in modules.dep order. A tree the kernel does not have contributes nothing.
+ */
+export function modulesUnder(index: ModuleIndex, trees: readonly string[]): string[] {
+  const prefixes = trees.map((t) => `kernel/${t.replace(/^\/+|\/+$/g, '')}/`);
+  return [...index.values()].filter((m) => prefixes.some((p) => m.path.startsWith(p))).map((m) => m.name);
 }

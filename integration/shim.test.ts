@@ -15,6 +15,7 @@ import { packJsonAny, TaskService, TypeUrl } from '../protos/containerd';
 import { mountsUnder } from '../fs-share';
 import { BUSYBOX_IMAGE, importBusybox, startContainerd, type PrivateContainerd } from './lib/containerd';
 import { guestArtifacts } from './lib/guest';
+import { kernelKit, KIT_HELLO } from './lib/kernel-kit';
 
 const RUNTIME = 'io.containerd.hull.v2';
 /** containerd's shim socket address rule (runtime/v2/shim/util_unix.go), computed independently of shim/. */
@@ -180,6 +181,10 @@ describe('shim: containerd-shim-hull-v2 with a real containerd and ctr', functio
       const m = await ctd.ctr(['task', 'metrics', '--format', 'json', 'upd']);
       assert.equal(m.code, 0, m.stderr);
       assert.match(m.stdout, new RegExp(`"usage_limit":\\s*${48 << 20}|${48 << 20}`));
+      // An update without device rules leaves the container's own: /dev/null still opens, a loop device still not.
+      const dev = await ctd.ctr(['task', 'exec', '--exec-id', 'dev', 'upd', 'sh', '-c', 'echo x > /dev/null && echo null-ok; busybox mknod /dev/l0 b 7 0; head -c 1 /dev/l0']);
+      assert.equal(dev.stdout, 'null-ok\n');
+      assert.match(dev.stderr, /head: \/dev\/l0: Operation not permitted/);
       await ctd.ctr(['task', 'kill', '-s', 'KILL', 'upd']);
       await ctd.ctr(['task', 'delete', '-f', 'upd']);
       await ctd.ctr(['container', 'delete', 'upd']);
@@ -267,6 +272,20 @@ describe('shim: containerd-shim-hull-v2 with a real containerd and ctr', functio
     assert.equal((await ctd.ctr(['container', 'ls', '-q'])).stdout.split('\n').includes('nethost'), false, 'containerd no longer lists it');
   });
 
+  it('refuses a bind mount with rshared propagation (a VM cannot propagate mounts) before making anything, and leaves nothing behind', async () => {
+    const src = fs.mkdtempSync(path.join(os.tmpdir(), 'hull-rshared-'));
+    try {
+      const r = await run('rshared', ['true'], ['--mount', `type=bind,src=${src},dst=/data,options=rbind:rshared`]);
+      assert.notEqual(r.code, 0);
+      assert.match(r.stderr, /container rshared: mount "\/data" asks for rshared propagation \(Kubernetes' Bidirectional\), which a VM cannot give/);
+      assert.deepEqual(processesMentioning(path.join(ctd.stateDir, ctd.namespace, 'rshared')), [], 'no VM was started');
+      await ctd.ctr(['container', 'delete', 'rshared']);
+      await assertNothingLeft('rshared');
+    } finally {
+      fs.rmSync(src, { recursive: true, force: true });
+    }
+  });
+
   it('fails Create with a clear message when the guest image is missing (runtime ConfigPath)', async () => {
     const cfg = path.join(ctd.dir, 'missing-image.toml');
     fs.writeFileSync(cfg, `[hypervisor]\nimage = "${ctd.dir}/no-such-rootfs.img"\n[runtime]\nstate_dir = "${ctd.stateDir}"\n`);
@@ -326,6 +345,93 @@ describe('shim: exits are not hostage to stdout (runc, then hull)', function () 
       const r = await ctd.ctr(['run', '--rm', '--runtime', runtime, BUSYBOX_IMAGE, id, 'sh', '-c', 'sleep 300 & echo up'], { timeoutMs: 120_000 });
       assert.equal(r.code, 0, `ctr run: code ${r.code}, stderr ${r.stderr}`);
       assert.equal(r.stdout, 'up\n');
+    });
+  }
+});
+
+/**
+ * Issue 13 "Containers get a whole kernel": a privileged container creates a bridge, adds an iptables rule and
+ * loop-mounts an ext4 image. Under runc the host kernel loads bridge, nf_tables and loop on demand; under hull the
+ * guest kernel must do the same from the modules in the image (request_module -> busybox modprobe -> modules.alias).
+ */
+describe('shim: a privileged container gets a whole kernel (runc, then hull)', function () {
+  this.timeout(600_000);
+  let ctd: PrivateContainerd;
+  let kitDir: string;
+
+  before(async function () {
+    guestArtifacts();
+    kitDir = fs.mkdtempSync(path.join(os.tmpdir(), 'hull-kit-'));
+    const kit = kernelKit(kitDir);
+    const ipt = kit.iptables('/kit').join(' ');
+    fs.writeFileSync(path.join(kitDir, 'priv.sh'), [
+      'set -e',
+      // The device nodes a privileged container sees on a host: runc gives the host's, hull the guest's.
+      'test -c /dev/loop-control', // one per line: set -e ignores a failure inside an && list
+      'test -b /dev/loop0',
+      'test -c /dev/net/tun',
+      'brctl addbr foobar',
+      'test -d /sys/class/net/foobar/bridge',
+      'brctl delbr foobar',
+      'echo bridge-ok',
+      `${ipt} -A INPUT -p tcp --dport 4242 -j ACCEPT`,
+      `${ipt} -S INPUT | grep -q 'dport 4242'`,
+      `${ipt} -D INPUT -p tcp --dport 4242 -j ACCEPT`,
+      'echo iptables-ok',
+      'mkdir -p /mnt/t /mnt/img',
+      'mount -t tmpfs tmpfs /mnt/t',
+      'cp /kit/disk.img /mnt/t/disk.img',
+      'mount -o loop /mnt/t/disk.img /mnt/img',
+      'cat /mnt/img/hello.txt',
+      'umount /mnt/img',
+      'umount /mnt/t',
+      '',
+    ].join('\n'));
+    ctd = await startContainerd();
+    await importBusybox(ctd);
+  });
+
+  after(async () => {
+    await ctd?.stop();
+    if (kitDir) fs.rmSync(kitDir, { recursive: true, force: true });
+  });
+
+  it('hull: a fresh guest has loaded none of the on-demand modules (they cost nothing until asked for)', async () => {
+    const r = await ctd.ctr(['run', '--rm', '--runtime', RUNTIME, BUSYBOX_IMAGE, 'lsmod-hull', 'cat', '/proc/modules'], { timeoutMs: 300_000 });
+    assert.equal(r.code, 0, r.stderr);
+    const loaded = r.stdout.split('\n').map((l) => l.split(' ')[0]).filter((m) => m);
+    assert.ok(loaded.includes('virtiofs'), `the boot's own modules are listed: ${loaded.join(' ')}`);
+    for (const m of ['bridge', '8021q', 'bonding', 'nf_tables', 'ip_tables', 'x_tables', 'nf_conntrack', 'loop', 'xfs', 'vxlan']) {
+      assert.ok(!loaded.includes(m), `${m} is not loaded at boot: ${loaded.join(' ')}`);
+    }
+  });
+
+  it('hull: `ip link add ... type vlan` has the guest kernel load 8021q through its rtnl-link alias (hull only: this host\'s kernel has no 8021q for runc)', async () => {
+    const script = 'set -e; brctl addbr vb0; ip link add link vb0 name vb0.10 type vlan id 10; test -e /proc/net/vlan/vb0.10; ip link del vb0.10; brctl delbr vb0; echo vlan-ok';
+    const r = await ctd.ctr(['run', '--rm', '--privileged', '--runtime', RUNTIME, BUSYBOX_IMAGE, 'vlan-hull', 'sh', '-c', script], { timeoutMs: 300_000 });
+    assert.equal(r.code, 0, `ctr run: code ${r.code}, stdout ${r.stdout}, stderr ${r.stderr}`);
+    assert.equal(r.stdout, 'vlan-ok\n');
+  });
+
+  for (const runtime of ['io.containerd.runc.v2', RUNTIME]) {
+    const name = runtime === RUNTIME ? 'hull' : 'runc';
+
+    it(`${name}: \`ctr run --privileged\`: brctl addbr, an iptables rule and a loop-mounted ext4 image`, async () => {
+      const r = await ctd.ctr([
+        'run', '--rm', '--privileged', '--runtime', runtime, '--mount', `type=bind,src=${kitDir},dst=/kit,options=rbind:ro`,
+        BUSYBOX_IMAGE, `priv-${name}`, 'sh', '/kit/priv.sh',
+      ], { timeoutMs: 300_000 });
+      assert.equal(r.code, 0, `ctr run: code ${r.code}, stdout ${r.stdout}, stderr ${r.stderr}`);
+      assert.equal(r.stdout, `bridge-ok\niptables-ok\n${KIT_HELLO}`);
+    });
+
+    it(`${name}: without --privileged, brctl addbr is refused (no CAP_NET_ADMIN), there is no /dev/loop-control, and a device node made with mknod cannot be opened (device cgroup)`, async () => {
+      const script = 'test ! -e /dev/loop-control && echo no-loop; busybox mknod /dev/l0 b 7 0 && echo mknod-ok; busybox head -c 1 /dev/l0; brctl addbr foobar';
+      const r = await ctd.ctr(['run', '--rm', '--runtime', runtime, BUSYBOX_IMAGE, `unpriv-${name}`, 'sh', '-c', script], { timeoutMs: 300_000 });
+      assert.equal(r.stdout, 'no-loop\nmknod-ok\n');
+      assert.notEqual(r.code, 0, 'brctl addbr fails');
+      assert.match(r.stderr, /head: \/dev\/l0: Operation not permitted/);
+      assert.match(r.stderr, /brctl: .*not permitted/i);
     });
   }
 });

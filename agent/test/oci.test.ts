@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { Code, StatusError } from 'ttrpc-ts';
 import type { grpc } from '../../protos/agent';
 import { SANDBOX_SHM } from '../init';
-import { sysctlNamespace, toRuntimeSpec } from '../oci';
+import { allowsAllDevices, deviceRules, PRIVILEGED_DEVICES, sysctlNamespace, toRuntimeSpec } from '../oci';
 import { GuestSandbox } from '../sandbox';
 
 const invalid = (pattern: RegExp) => (e: unknown): boolean => e instanceof StatusError && e.code === Code.INVALID_ARGUMENT && pattern.test(e.message);
@@ -17,6 +17,33 @@ describe('agent OCI spec for a pod', () => {
     assert.deepEqual(nsTypes(own), ['pid', 'ipc', 'uts', 'mount'], 'a pid namespace always: the agent runs in the guest\'s');
     const shared = toRuntimeSpec(base({ Namespaces: [{ Type: 'pid', Path: '/proc/9/ns/pid' }] }), 'c1', '/r', undefined, '/proc/42/ns/pid');
     assert.deepEqual((shared.linux as { namespaces: object[] }).namespaces, [{ type: 'pid', path: '/proc/42/ns/pid' }, { type: 'mount' }]);
+  });
+
+  it('a privileged container (every device allowed) gets the guest\'s loop, tun and fuse nodes, never the host\'s devices', () => {
+    const hostLoop = { Path: '/dev/loop0', Type: 'b', Major: 7, Minor: 0 };
+    const priv = toRuntimeSpec(base({ Devices: [hostLoop, { Path: '/dev/sda', Type: 'b', Major: 8, Minor: 0 }], Resources: { Devices: [{ Allow: false, Access: 'rwm' }, { Allow: true, Type: 'a', Major: -1, Minor: -1, Access: 'rwm' }] } }), 'c1', '/r');
+    const linux = priv.linux as { devices: { path: string; type: string; major: number; minor: number }[]; resources: { devices: object[] } };
+    assert.deepEqual(linux.devices.map((d) => `${d.path} ${d.type} ${d.major}:${d.minor}`), PRIVILEGED_DEVICES.map((d) => `${d.path} ${d.type} ${d.major}:${d.minor}`));
+    assert.ok(linux.devices.some((d) => d.path === '/dev/loop-control') && !linux.devices.some((d) => d.path === '/dev/sda'));
+    assert.deepEqual(linux.resources.devices, [{ allow: false, access: 'rwm' }, { allow: true, type: 'a', access: 'rwm' }]);
+
+    // containerd's default rules (deny all, then a few allowed), a later deny-all, or a partial allow: not privileged.
+    const plain = toRuntimeSpec(base({ Devices: [hostLoop], Resources: { Devices: [{ Allow: false, Access: 'rwm' }, { Allow: true, Type: 'c', Major: 10, Minor: 229, Access: 'rwm' }] } }), 'c1', '/r');
+    assert.equal((plain.linux as { devices?: object[] }).devices, undefined);
+    assert.deepEqual((plain.linux as { resources?: object }).resources, { devices: [{ allow: false, access: 'rwm' }, { allow: true, type: 'c', major: 10, minor: 229, access: 'rwm' }] }, 'the device rules are kept: the same numbers in the guest');
+    assert.equal(allowsAllDevices([{ Allow: true, Access: 'rwm' }, { Allow: false, Access: 'rwm' }]), false);
+    assert.equal(allowsAllDevices([{ Allow: true, Access: 'rw' }]), false);
+    assert.equal(allowsAllDevices([{ Allow: true, Type: 'b', Access: 'rwm' }]), false);
+    assert.equal(allowsAllDevices(undefined), false);
+    assert.throws(() => allowsAllDevices(Array.from({ length: 257 }, () => ({ Allow: true, Access: 'rwm' }))), invalid(/more than 256/));
+  });
+
+  it('device cgroup rules are checked: type a, b or c, access of r, w and m, device numbers', () => {
+    assert.deepEqual(deviceRules([{ Allow: true, Type: 'b', Major: 7, Minor: -1, Access: 'm' }]), [{ allow: true, type: 'b', major: 7, access: 'm' }]);
+    assert.throws(() => deviceRules([{ Allow: true, Type: 'x', Access: 'rwm' }]), invalid(/type "x" is not a, b or c/));
+    assert.throws(() => deviceRules([{ Allow: true, Access: 'rwx' }]), invalid(/access "rwx"/));
+    assert.throws(() => deviceRules([{ Allow: true, Major: -2, Access: 'r' }]), invalid(/major -2 is not a device number/));
+    assert.throws(() => deviceRules([{ Allow: true, Minor: 2 ** 33, Access: 'r' }]), invalid(/minor 8589934592/));
   });
 
   it('a host name needs a UTS namespace of the container\'s own', () => {

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import { InvalidArgumentError } from '../../errors';
 import type { OciSpec } from '../../agent-client';
-import { checkNoHostNamespaces, podShm, podSizing, sizeVm } from '../pod';
+import { checkNoHostNamespaces, checkNoSharedPropagation, podShm, podSizing, sizeVm } from '../pod';
 import { testConfig } from './fakes';
 
 describe('core pod sizing and shm', () => {
@@ -34,6 +34,15 @@ describe('core pod sizing and shm', () => {
     const shm = podShm({ mounts: [{ destination: '/dev/shm', type: 'bind', source: '/dev/shm', options: ['rbind'] }] });
     assert.equal(shm?.sizeBytes, st.type === 0x01021994 ? st.blocks * st.bsize : 64 * 1024 * 1024);
     assert.equal(podShm({ mounts: [] }), undefined);
+  });
+
+  it('checkNoSharedPropagation: refuses a shared or rshared bind (Bidirectional), keeps rslave and private', () => {
+    const spec = (options: string[]): OciSpec => ({ mounts: [{ destination: '/proc', type: 'proc', source: 'proc', options: [] }, { destination: '/data', type: 'bind', source: '/srv/data', options }] });
+    for (const o of ['rshared', 'shared']) {
+      assert.throws(() => checkNoSharedPropagation(spec(['rbind', o]), 'c1'), (e: Error) => e instanceof InvalidArgumentError && e.message.startsWith(`container c1: mount "/data" asks for ${o} propagation`) && /a VM cannot give/.test(e.message) && /rslave/.test(e.message));
+    }
+    for (const o of ['rslave', 'slave', 'rprivate', 'private']) checkNoSharedPropagation(spec(['rbind', o]), 'c1');
+    checkNoSharedPropagation({}, 'c1');
   });
 
   describe('checkNoHostNamespaces: the host namespaces a VM cannot share', () => {

@@ -30,6 +30,7 @@ const APPLETS = [
   'sh', 'cat', 'echo', 'sleep', 'uname', 'head', 'tail', 'dd', 'stty', 'true', 'false', 'ls', 'ps', 'sha256sum', 'wc', 'read',
   'hostname', 'id', 'env', 'kill', 'tr', 'yes', 'httpd', 'nc', 'wget', 'ip', 'ifconfig', 'route', 'grep', 'mkdir', 'rm', 'touch',
   'free', 'df', 'mount', 'nslookup', 'seq', 'test', 'date', 'printf', 'timeout', 'tty', 'nproc',
+  'brctl', 'umount', 'cp',
 ];
 
 export interface CtrResult {
