@@ -344,7 +344,10 @@ describe('shim: exits are not hostage to stdout (runc, then hull)', function () 
       const id = `bginit-${name}`;
       const r = await ctd.ctr(['run', '--rm', '--runtime', runtime, BUSYBOX_IMAGE, id, 'sh', '-c', 'sleep 300 & echo up'], { timeoutMs: 120_000 });
       assert.equal(r.code, 0, `ctr run: code ${r.code}, stderr ${r.stderr}`);
-      assert.equal(r.stdout, 'up\n');
+      // The baseline itself: with runc, ctr 1.6 once in a few runs on a loaded host closes its copy of a
+      // fast-exiting init's stdout before reading it (empty stdout, exit 0). hull's exit waits for the output.
+      if (name === 'runc') assert.ok(r.stdout === 'up\n' || r.stdout === '', `stdout ${JSON.stringify(r.stdout)}`);
+      else assert.equal(r.stdout, 'up\n');
     });
   }
 });
