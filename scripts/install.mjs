@@ -73,7 +73,7 @@ containerd (/etc/containerd/config.toml, version 2), then restart containerd:
   [plugins."io.containerd.grpc.v1.cri"]
     restrict_oom_score_adj = true
 
-Kubernetes (overhead: host memory per pod measured by make bench, pods.json):
+Kubernetes (overhead: the base guest, default_memory, plus [hypervisor] memory_overhead; see the README):
 
   apiVersion: node.k8s.io/v1
   kind: RuntimeClass
@@ -82,7 +82,7 @@ Kubernetes (overhead: host memory per pod measured by make bench, pods.json):
   handler: hull
   overhead:
     podFixed:
-      memory: "450Mi"
+      memory: "800Mi"
       cpu: "250m"
 
 Without Kubernetes: ctr run --rm --runtime io.containerd.hull.v2 <image> <id> uname -r`);
