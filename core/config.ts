@@ -16,9 +16,17 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type * as SmolToml from 'smol-toml' with { 'resolution-mode': 'import' };
 import { FailedPreconditionError, InvalidArgumentError } from '../errors';
+import { checkQemuUser } from '../hypervisor/confine';
 import { MAX_MEMORY_MIB, MAX_VCPUS, MIN_MEMORY_MIB, checkOptionValue } from '../hypervisor/config';
 import { DEFAULT_QEMU_PATH, DEFAULT_VIRTIOFSD_PATH, type Accel, type AgentTransport, type VmConfig } from '../hypervisor/types';
 
+/**
+ * The user QEMU runs as once its devices are open. Debian's base-passwd always has `nobody` (uid 65534), and Debian
+ * policy says it owns no files, so creating nothing on the host QEMU ends up unable to read or write anything but
+ * what it already holds open. All VMs share it, though: one escaped QEMU could signal another; a dedicated user or
+ * "uid:gid" per host is the stronger choice where the host can give one.
+ */
+export const DEFAULT_QEMU_USER = 'nobody';
 export const DEFAULT_CONFIG_PATH = '/etc/hull/configuration.toml';
 /** The environment variable that names the file when the runtime option `ConfigPath` does not. */
 export const CONFIG_PATH_ENV = 'HULL_CONFIG';
@@ -73,6 +81,10 @@ export interface HypervisorSettings {
   readonly virtioFsDaemon: string;
   /** MiB the VM takes on the host beyond its guest memory (QEMU, virtiofsd and the shim): `memory_overhead`. */
   readonly memoryOverheadMiB: number;
+  /** QEMU's seccomp filter (-sandbox). */
+  readonly seccomp: boolean;
+  /** The user QEMU drops to (-runas): a name, "uid:gid", or "" for none. */
+  readonly qemuUser: string;
 }
 
 export interface AgentSettings {
@@ -113,7 +125,7 @@ export interface LoadedConfig {
 
 /** Every section and key the file may hold, in the order the shipped file documents them. */
 export const CONFIG_KEYS = Object.freeze({
-  hypervisor: Object.freeze(['path', 'kernel', 'initrd', 'image', 'kernel_params', 'default_vcpus', 'default_memory', 'accel', 'shared_fs', 'virtio_fs_daemon', 'memory_overhead'] as const),
+  hypervisor: Object.freeze(['path', 'kernel', 'initrd', 'image', 'kernel_params', 'default_vcpus', 'default_memory', 'accel', 'shared_fs', 'virtio_fs_daemon', 'memory_overhead', 'seccomp', 'qemu_user'] as const),
   agent: Object.freeze(['transport', 'boot_timeout', 'health_check_interval', 'health_check_timeout'] as const),
   runtime: Object.freeze(['debug', 'state_dir', 'debug_hooks', 'enable_failpoints'] as const),
 });
@@ -150,6 +162,8 @@ export function defaultConfig(binDir: string, exists?: (p: string) => boolean): 
       sharedFs: 'virtio-fs',
       virtioFsDaemon: DEFAULT_VIRTIOFSD_PATH,
       memoryOverheadMiB: DEFAULT_MEMORY_OVERHEAD_MIB,
+      seccomp: true,
+      qemuUser: DEFAULT_QEMU_USER,
     },
     agent: {
       transport: 'auto',
@@ -194,6 +208,8 @@ export function parseConfig(text: string, file: string, binDir: string, exists?:
       sharedFs: hv.oneOf('shared_fs', ['virtio-fs'] as const, d.hypervisor.sharedFs),
       virtioFsDaemon: hv.path('virtio_fs_daemon', d.hypervisor.virtioFsDaemon),
       memoryOverheadMiB: hv.integer('memory_overhead', 0, MAX_MEMORY_OVERHEAD_MIB, ' (MiB)', d.hypervisor.memoryOverheadMiB),
+      seccomp: hv.boolean('seccomp', d.hypervisor.seccomp),
+      qemuUser: hv.qemuUser('qemu_user', d.hypervisor.qemuUser),
     },
     agent: {
       transport,
@@ -277,6 +293,8 @@ export function toVmConfig(config: HullConfig, place: SandboxVmPlace): VmConfig 
     kernelParams: config.runtime.debugHooks ? [...hv.kernelParams, 'hull.debug_hooks=1'] : [...hv.kernelParams],
     qemuPath: hv.path,
     virtiofsdPath: hv.virtioFsDaemon,
+    seccomp: hv.seccomp,
+    qemuUser: hv.qemuUser,
     debug: config.runtime.debug,
   };
   if (place.sharedDir !== undefined) vm.sharedDir = place.sharedDir;
@@ -342,6 +360,17 @@ class Section {
     if (value === undefined) return dflt;
     if (typeof value !== 'boolean') throw this.bad(key, 'must be true or false', value);
     return value;
+  }
+
+  /** "", a user name or "uid:gid" (hypervisor/confine.ts checkQemuUser). */
+  qemuUser(key: string, dflt: string): string {
+    const value = this.table[key];
+    if (value === undefined) return dflt;
+    try {
+      return checkQemuUser(this.where(key), value);
+    } catch (err) {
+      throw new InvalidArgumentError(`${this.file}: ${(err as Error).message}`);
+    }
   }
 
   /** An array of kernel command line words: non-empty, no whitespace or control characters. */

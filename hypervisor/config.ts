@@ -6,6 +6,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { FailedPreconditionError, InvalidArgumentError } from '../errors';
 import { validateId } from '../protos/validate-id';
+import { checkQemuUser } from './confine';
 import { checkIfName, checkMac, checkNetnsPathShape, isValidMtu } from './network/validate';
 import { DEFAULT_NSENTER_PATH, DEFAULT_QEMU_PATH, DEFAULT_VIRTIOFSD_PATH, type Accel, type AgentTransport, type VmConfig, type VmNetwork, type VmNic } from './types';
 
@@ -53,6 +54,9 @@ export interface ResolvedConfig {
   /** Checked, MACs lower-cased; undefined = no network devices, QEMU in the caller's network namespace. */
   network: VmNetwork | undefined;
   nsenterPath: string;
+  seccomp: boolean;
+  /** "" = QEMU keeps the shim's uid. */
+  qemuUser: string;
   paths: VmPaths;
 }
 
@@ -101,6 +105,11 @@ function checkInteger(what: string, value: unknown, min: number, max: number): n
   if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max) {
     throw new InvalidArgumentError(`${what} must be an integer in [${min}, ${max}], got ${JSON.stringify(value)}`);
   }
+  return value;
+}
+
+function checkBoolean(what: string, value: unknown): boolean {
+  if (typeof value !== 'boolean') throw new InvalidArgumentError(`${what} must be true or false, got ${JSON.stringify(value)}`);
   return value;
 }
 
@@ -166,6 +175,8 @@ export function resolveConfig(cfg: VmConfig, files: FileProbe = realFileProbe): 
     debug: cfg.debug === true,
     network: cfg.network === undefined ? undefined : checkNetwork(cfg.network),
     nsenterPath: checkAbsolutePath('nsenterPath', cfg.nsenterPath ?? DEFAULT_NSENTER_PATH),
+    seccomp: checkBoolean('seccomp', cfg.seccomp ?? true),
+    qemuUser: checkQemuUser('qemuUser', cfg.qemuUser ?? ''),
     paths,
   };
 

@@ -44,6 +44,13 @@ export interface VmConfig {
    * helper is killed and start() fails with that error.
    */
   onSpawn?: (helper: SpawnedHelper) => void;
+  /** QEMU's seccomp filter (`-sandbox`, hypervisor/confine.ts) where the kernel has seccomp. Default true. */
+  seccomp?: boolean;
+  /**
+   * The user QEMU drops to (`-runas`) once its devices are open: a user name or "uid:gid"; "" (the default) = none.
+   * Used only where the shim is root and the user exists; otherwise QEMU keeps the shim's uid (logged).
+   */
+  qemuUser?: string;
 }
 
 /** A helper process as crash recovery knows it: a pid alone could be reused, the pid and its start time cannot. */

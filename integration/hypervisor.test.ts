@@ -78,6 +78,16 @@ function descendants(pid: number): number[] {
   return out;
 }
 
+/** The fields of /proc/<pid>/status ("Uid" -> "0\t0\t0\t0"). */
+function procStatus(pid: number): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const line of fs.readFileSync(`/proc/${pid}/status`, 'utf8').split('\n')) {
+    const at = line.indexOf(':');
+    if (at > 0) out[line.slice(0, at)] = line.slice(at + 1).trim();
+  }
+  return out;
+}
+
 const alive = (pid: number): boolean => {
   try {
     process.kill(pid, 0);
@@ -236,5 +246,94 @@ describe('hypervisor: real QEMU (TCG) and virtiofsd', function () {
     assert.equal(vm.virtiofsdPid(), undefined, 'virtiofsd was stopped too');
     assert.deepEqual(fs.readdirSync(cfg.stateDir).filter((f) => f.endsWith('.sock')), [], 'no sockets are left');
     await vm.cleanup();
+  });
+
+  describe('confinement', () => {
+    it('(e) QEMU under its seccomp filter as nobody, virtiofsd under its sandbox and seccomp; the VM still runs, pauses and stops', async () => {
+      const share = path.join(root, 'share-confined');
+      fs.mkdirSync(share);
+      const secret = path.join(root, 'root-only');
+      fs.writeFileSync(secret, 'x', { mode: 0o600 });
+      const { vm, cfg } = vmFor('confined', { sharedDir: share, seccomp: true, qemuUser: 'nobody', kernelParams: ['root=/dev/nonexistent', 'rootwait'] });
+      await vm.prepare(cfg);
+      assert.deepEqual(vm.confinement(), { seccomp: true, runAs: 'nobody' });
+      const argv = vm.argv();
+      assert.equal(argv[argv.indexOf('-sandbox') + 1], 'on,obsolete=deny,elevateprivileges=allow,spawn=deny,resourcecontrol=deny');
+      assert.equal(argv[argv.indexOf('-runas') + 1], 'nobody');
+      await vm.start(AbortSignal.timeout(60_000));
+      const qemuPid = vm.pid()!;
+      const q = procStatus(qemuPid);
+      assert.equal(q.Seccomp, '2', 'QEMU runs under a seccomp filter (mode 2)');
+      assert.equal(q.Uid, '65534\t65534\t65534\t65534', 'QEMU runs as nobody (real, effective, saved, fs uid)');
+      assert.equal(q.Gid, '65534\t65534\t65534\t65534');
+      assert.equal(q.Groups, '65534', 'and only nogroup');
+      assert.equal(q.CapEff, '0000000000000000', 'with no capabilities');
+      assert.equal(q.CapPrm, '0000000000000000');
+      assert.equal(q.NoNewPrivs, '1');
+      // The dropped privileges are in effect: QEMU can no longer open what only root may read.
+      await assert.rejects(vm.qmpExecute('blockdev-add', { driver: 'file', filename: secret, 'node-name': 'secret', 'read-only': true }),
+        (e: Error) => /Permission denied/.test(e.message));
+
+      // virtiofsd: the process that serves the guest (the namespace sandbox's child, or the daemon itself under chroot).
+      const vfsPid = vm.virtiofsdPid()!;
+      const server = vm.timings().virtiofsdSandbox === 'namespace' ? descendants(vfsPid)[0]! : vfsPid;
+      const v = procStatus(server);
+      assert.equal(v.Seccomp, '2', 'virtiofsd serves under its own seccomp filter');
+      assert.notEqual(v.CapEff, procStatus(process.pid).CapEff, 'with fewer capabilities than root');
+      if (vm.timings().virtiofsdSandbox === 'namespace') {
+        assert.equal(fs.readlinkSync(`/proc/${server}/root`), '/', 'pivot_root: its / is the share');
+        assert.notEqual(fs.statSync(`/proc/${server}/ns/mnt`).ino, fs.statSync('/proc/self/ns/mnt').ino, 'in its own mount namespace');
+        assert.notEqual(fs.statSync(`/proc/${server}/ns/net`).ino, fs.statSync('/proc/self/ns/net').ino, 'and its own (empty) network namespace');
+      }
+      console.log(`      measured: confined QEMU spawn -> QMP running ${Math.round(vm.timings().qmpReadyMs ?? NaN)} ms; ` +
+        `QEMU Seccomp=${q.Seccomp} Uid=${q.Uid.split('\t')[0]} CapEff=${q.CapEff}; virtiofsd (${vm.timings().virtiofsdSandbox}) Seccomp=${v.Seccomp} CapEff=${v.CapEff}`);
+
+      await vm.pause();
+      assert.deepEqual(await vm.queryStatus(), { status: 'paused', running: false });
+      await vm.resume();
+      await vm.stop({ force: false });
+      const exit = await vm.wait();
+      assert.deepEqual({ code: exit.code, signal: exit.signal, expected: exit.expected }, { code: 0, signal: null, expected: true });
+      assert.equal(alive(qemuPid), false);
+      assert.deepEqual(fs.readdirSync(cfg.stateDir), [], 'nothing left in the state folder after the exit');
+      await vm.cleanup();
+    });
+
+    it('(f) the filter is enforced: a QEMU that tries to run a program (exec: migration) is killed with SIGSYS; without the filter the program runs', async () => {
+      const run = async (id: string, seccomp: boolean): Promise<{ ran: boolean; signal: string | null }> => {
+        const marker = path.join(root, `${id}.ran`);
+        const { vm, cfg } = vmFor(id, { seccomp, qemuUser: '', kernelParams: ['root=/dev/nonexistent', 'rootwait'] });
+        await vm.prepare(cfg);
+        if (seccomp) assert.equal(vm.argv()[vm.argv().indexOf('-sandbox') + 1], 'on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny');
+        else assert.equal(vm.argv().includes('-sandbox'), false);
+        await vm.start(AbortSignal.timeout(60_000));
+        const pid = vm.pid()!;
+        assert.equal(procStatus(pid).Seccomp, seccomp ? '2' : '0');
+        try {
+          // QEMU forks a child that execs /bin/sh -c <command> and streams the VM state to its stdin.
+          await vm.qmpExecute('migrate', { uri: `exec:touch ${marker}` });
+          for (let i = 0; i < 300 && alive(pid); i++) {
+            const m = await vm.qmpExecute<{ status?: string }>('query-migrate');
+            if (m.status === 'failed' || m.status === 'completed') break;
+            await new Promise((r) => setTimeout(r, 100));
+          }
+        } catch (err) {
+          assert.ok(seccomp, `only the filter ends QMP here: ${String(err)}`);
+        }
+        let signal: string | null = null;
+        if (seccomp) {
+          const exit = await vm.wait();
+          assert.equal(exit.expected, false, 'an exit hull did not ask for');
+          signal = exit.signal;
+        } else {
+          assert.ok(alive(pid), 'without the filter QEMU runs on (only the migration failed: touch reads nothing)');
+          await vm.stop({ force: true });
+        }
+        await vm.cleanup();
+        return { ran: fs.existsSync(marker), signal };
+      };
+      assert.deepEqual(await run('spawn-allowed', false), { ran: true, signal: null }, 'without the filter the program runs (the check is meaningful)');
+      assert.deepEqual(await run('spawn-denied', true), { ran: false, signal: 'SIGSYS' }, 'spawn=deny: QEMU is killed at the attempt, the program never runs');
+    });
   });
 });

@@ -95,6 +95,8 @@ describe('pod networking in a real VM (a NIC on a tap in a test network namespac
       id: SANDBOX, stateDir: path.join(dir, 'vm'), kernel: guest.kernel, initrd: guest.initrd, image: guest.image,
       vcpus: 1, memoryMiB: 512, accel: 'auto', agentTransport: 'serial', sharedDir: share.sharedDir(),
       network: { netnsPath: nsPath, nics: [{ tap: TAP, mac: guestMac, mtu: 1500 }] },
+      // Confined as the shim's defaults do: QEMU opens the root-owned tap before it drops to nobody.
+      seccomp: true, qemuUser: 'nobody',
     }, { bootTimeoutMs: 120_000, logger: NOOP_LOGGER });
     agent = vm.agent;
     await agent.createSandbox({
@@ -126,6 +128,9 @@ describe('pod networking in a real VM (a NIC on a tap in a test network namespac
     assert.equal(fs.statSync(`/proc/${pid}/ns/net`).ino, fs.statSync(nsPath).ino);
     const tap = (JSON.parse(inNs(['-j', 'link', 'show', 'dev', TAP])) as { flags: string[] }[])[0]!;
     assert.ok(tap.flags.includes('LOWER_UP'), `QEMU holds the tap: ${tap.flags.join(',')}`);
+    const status = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
+    assert.match(status, /^Uid:\s+65534\s+65534\s+65534\s+65534$/m, 'QEMU runs as nobody, the tap opened before it dropped');
+    assert.match(status, /^Seccomp:\s+2$/m, 'under its seccomp filter');
   });
 
   it('configures the NIC found by its MAC: name, MTU, address, up; lo is up', async () => {

@@ -211,6 +211,38 @@ describe('shim: containerd-shim-hull-v2 with a real containerd and ctr', functio
     await assertNothingLeft('big');
   });
 
+  it('confines each VM by default: QEMU under its seccomp filter as nobody, virtiofsd in its sandbox under seccomp; the container runs', async () => {
+    const id = 'confined';
+    const r = await ctd.ctr(['run', '-d', '--runtime', RUNTIME, BUSYBOX_IMAGE, id, 'sleep', '600']);
+    assert.equal(r.code, 0, r.stderr);
+    try {
+      await waitStatus(id, 'RUNNING');
+      const sandboxDir = path.join(ctd.stateDir, ctd.namespace, id);
+      const status = (pid: string): string => fs.readFileSync(`/proc/${pid}/status`, 'utf8');
+      const qemu = processesMentioning(path.join(sandboxDir, 'vm', 'qmp.sock')).filter((l) => l.includes('qemu-system'));
+      assert.equal(qemu.length, 1, qemu.join('\n'));
+      const qemuStatus = status(qemu[0]!.split(' ')[0]!);
+      assert.match(qemuStatus, /^Uid:\s+65534\s+65534\s+65534\s+65534$/m, 'QEMU runs as nobody');
+      assert.match(qemuStatus, /^CapEff:\s+0+$/m, 'with no capabilities');
+      assert.match(qemuStatus, /^Seccomp:\s+2$/m, 'under its seccomp filter');
+      const argv = fs.readFileSync(`/proc/${qemu[0]!.split(' ')[0]!}/cmdline`, 'latin1').split('\0');
+      assert.deepEqual(argv.slice(argv.indexOf('-sandbox'), argv.indexOf('-sandbox') + 4),
+        ['-sandbox', 'on,obsolete=deny,elevateprivileges=allow,spawn=deny,resourcecontrol=deny', '-runas', 'nobody']);
+      const vfs = processesMentioning(path.join(sandboxDir, 'vm', 'virtiofsd.sock')).filter((l) => l.includes('virtiofsd'));
+      assert.ok(vfs.some((l) => /^Seccomp:\s+2$/m.test(status(l.split(' ')[0]!))), `a virtiofsd serves under seccomp: ${vfs.join('\n')}`);
+      // The container still works, on its rootfs shared over virtio-fs.
+      const ex = await ctd.ctr(['task', 'exec', '--exec-id', 'e1', id, 'sh', '-c', 'grep " / " /proc/mounts; echo ok > /tmp/w; cat /tmp/w']);
+      assert.equal(ex.code, 0, ex.stderr);
+      assert.match(ex.stdout, /^\S+ \/ virtiofs /m, ex.stdout);
+      assert.match(ex.stdout, /^ok$/m);
+    } finally {
+      await ctd.ctr(['task', 'kill', '-s', 'KILL', id]);
+      await ctd.ctr(['task', 'delete', '-f', id]);
+      await ctd.ctr(['container', 'delete', id]);
+    }
+    await assertNothingLeft(id);
+  });
+
   it('runs two containers at once in two VMs', async () => {
     for (const id of ['twin-a', 'twin-b']) {
       const r = await ctd.ctr(['run', '-d', '--runtime', RUNTIME, BUSYBOX_IMAGE, id, 'sleep', '600']);

@@ -43,9 +43,13 @@ describe('a real VM with the agent (QEMU, guest image)', function () {
     const payload = `hello from the host ${Date.now()}\n`;
     fs.writeFileSync(path.join(dir, 'shared', 'probe.txt'), payload);
     const hv = new QemuHypervisor({ logger: NOOP_LOGGER });
-    const vm = await SandboxVm.boot(hv, config(), { bootTimeoutMs: 120_000, logger: NOOP_LOGGER });
+    // Confined, as the shim's defaults are: QEMU under its seccomp filter, as nobody once its devices are open.
+    const vm = await SandboxVm.boot(hv, config({ seccomp: true, qemuUser: 'nobody' }), { bootTimeoutMs: 120_000, logger: NOOP_LOGGER });
     let exitCode: number | null;
     try {
+      const status = fs.readFileSync(`/proc/${hv.pid()!}/status`, 'utf8');
+      assert.match(status, /^Uid:\s+65534\s+65534\s+65534\s+65534$/m, 'QEMU runs as nobody');
+      assert.match(status, /^Seccomp:\s+2$/m, 'QEMU runs under its seccomp filter');
       assert.equal(await vm.agent.check(), 'serving');
       const details = await vm.agent.guestDetails();
       assert.equal(details.kernelRelease, guest.manifest.kernelRelease, 'the guest kernel, from the image');
@@ -72,6 +76,30 @@ describe('a real VM with the agent (QEMU, guest image)', function () {
     assert.equal(exitCode, 0, 'the guest powered itself off (DestroySandbox)');
     assert.equal(fs.existsSync(path.join(dir, 'vm')), false, 'the VM state folder is removed');
     assert.equal(hv.pid(), undefined);
+  });
+
+  it('boot time to the agent answering, confined and not (measured, alternating)', async () => {
+    const bootMs = async (confined: boolean): Promise<number> => {
+      const hv = new QemuHypervisor({ logger: NOOP_LOGGER });
+      const t0 = performance.now();
+      const vm = await SandboxVm.boot(hv, config(confined ? { seccomp: true, qemuUser: 'nobody' } : { seccomp: false, qemuUser: '' }),
+        { bootTimeoutMs: 120_000, logger: NOOP_LOGGER });
+      const ms = performance.now() - t0;
+      try {
+        assert.match(fs.readFileSync(`/proc/${hv.pid()!}/status`, 'utf8'), confined ? /^Seccomp:\s+2$/m : /^Seccomp:\s+0$/m);
+      } finally {
+        assert.equal((await vm.shutdown({ gracefulMs: 30_000 })).code, 0);
+      }
+      return ms;
+    };
+    const plain: number[] = [];
+    const confined: number[] = [];
+    for (let round = 0; round < 2; round++) {
+      plain.push(await bootMs(false));
+      confined.push(await bootMs(true));
+    }
+    const fmt = (xs: number[]): string => xs.map((x) => Math.round(x)).join(', ');
+    console.log(`      measured: boot to agent ready (TCG, share): unconfined ${fmt(plain)} ms; confined (seccomp + nobody) ${fmt(confined)} ms`);
   });
 
   it('names the missing kernel and the make target that builds it', async () => {

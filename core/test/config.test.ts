@@ -63,6 +63,8 @@ describe('core/config', () => {
           sharedFs: 'virtio-fs',
           virtioFsDaemon: '/usr/lib/qemu/virtiofsd',
           memoryOverheadMiB: 288,
+          seccomp: true,
+          qemuUser: 'nobody',
         },
         agent: { transport: 'auto', bootTimeoutMs: 60_000, healthIntervalMs: 10_000, healthTimeoutMs: 60_000 },
         runtime: { debug: false, stateDir: '/run/hull', debugHooks: false, enableFailpoints: false },
@@ -119,6 +121,8 @@ describe('core/config', () => {
         shared_fs = "virtio-fs"
         virtio_fs_daemon = "/usr/libexec/virtiofsd"
         memory_overhead = 200
+        seccomp = false
+        qemu_user = "1001:1001"
         [agent]
         transport = "serial"
         boot_timeout = 120
@@ -134,7 +138,7 @@ describe('core/config', () => {
         hypervisor: {
           path: '/opt/qemu/bin/qemu-system-x86_64', kernel: '/g/vmlinuz', initrd: '/g/initrd.img', image: '/g/rootfs.img',
           kernelParams: ['loglevel=7', 'hull.debug'], defaultVcpus: 4, defaultMemoryMiB: 2048, accel: 'tcg', sharedFs: 'virtio-fs',
-          virtioFsDaemon: '/usr/libexec/virtiofsd', memoryOverheadMiB: 200,
+          virtioFsDaemon: '/usr/libexec/virtiofsd', memoryOverheadMiB: 200, seccomp: false, qemuUser: '1001:1001',
         },
         agent: { transport: 'serial', bootTimeoutMs: 120_000, healthIntervalMs: 0, healthTimeoutMs: 5_000 },
         runtime: { debug: true, stateDir: '/var/run/hull', debugHooks: true, enableFailpoints: true },
@@ -166,6 +170,11 @@ describe('core/config', () => {
       ['[hypervisor]\naccel = "KVM"', 'hypervisor.accel', 'got "KVM"'],
       ['[hypervisor]\nshared_fs = "virtio-9p"', 'hypervisor.shared_fs', 'must be "virtio-fs" (the only value implemented), got "virtio-9p"'],
       ['[hypervisor]\nvirtio_fs_daemon = "virtiofsd"', 'hypervisor.virtio_fs_daemon', 'absolute path'],
+      ['[hypervisor]\nseccomp = "on"', 'hypervisor.seccomp', 'must be true or false, got "on"'],
+      ['[hypervisor]\nqemu_user = "root"', 'hypervisor.qemu_user', 'must not be root'],
+      ['[hypervisor]\nqemu_user = "0:0"', 'hypervisor.qemu_user', 'not root'],
+      ['[hypervisor]\nqemu_user = "a,b"', 'hypervisor.qemu_user', 'must be "", a user name or "uid:gid"'],
+      ['[hypervisor]\nqemu_user = 65534', 'hypervisor.qemu_user', 'must be a string, got 65534'],
       ['[agent]\ntransport = "tcp"', 'agent.transport', 'must be one of "auto", "vsock", "serial", got "tcp"'],
       ['[agent]\nboot_timeout = 0', 'agent.boot_timeout', 'must be an integer from 1 to 3600 (seconds), got 0'],
       ['[agent]\nboot_timeout = 3601', 'agent.boot_timeout', 'from 1 to 3600'],
@@ -311,6 +320,8 @@ describe('core/config', () => {
         kernelParams: ['loglevel=7'],
         qemuPath: '/usr/bin/qemu-system-x86_64',
         virtiofsdPath: '/usr/lib/qemu/virtiofsd',
+        seccomp: true,
+        qemuUser: 'nobody',
         debug: true,
       });
       vm.kernelParams.push('mutable'); // a copy: the frozen configuration is untouched

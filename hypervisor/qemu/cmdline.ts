@@ -5,6 +5,7 @@
  */
 import { InvalidArgumentError } from '../../errors';
 import { checkOptionValue } from '../config';
+import { checkQemuUser, sandboxOptions, type QemuConfinement } from '../confine';
 import { AGENT_SERIAL_NAME, GUEST_SHARE_TAG, type Accel, type AgentTransport, type VmNic } from '../types';
 
 /**
@@ -46,6 +47,8 @@ export interface QemuCmdline {
   nics?: readonly VmNic[];
   /** vhost-net for the NICs' data path (only where /dev/vhost-net is usable and KVM runs the guest). */
   vhostNet?: boolean;
+  /** Seccomp filter and unprivileged user (hypervisor/confine.ts); absent = neither. */
+  confinement?: QemuConfinement;
 }
 
 /** q35 with the accelerator and the shared memory backend as guest RAM; `-cpu max` under TCG, `host` under KVM. */
@@ -150,6 +153,20 @@ export function qmpArgs(socketPath: string): string[] {
   return ['-qmp', `unix:${checkOptionValue('QMP socket', socketPath)},server=on,wait=off`];
 }
 
+/**
+ * QEMU's own confinement: `-sandbox` (its seccomp filter, installed while QEMU parses its options) and `-runas`
+ * (setgid/setgroups/setuid just before the guest runs, after every device and file is open). See confine.ts for
+ * why elevateprivileges is `allow` exactly when -runas is given.
+ */
+export function confinementArgs(c: QemuConfinement): string[] {
+  const runAs = c.runAs === undefined ? undefined : checkQemuUser('QEMU user', c.runAs);
+  if (runAs === '') throw new InvalidArgumentError('QEMU user is empty');
+  return [
+    ...(c.seccomp ? ['-sandbox', sandboxOptions(runAs !== undefined)] : []),
+    ...(runAs === undefined ? [] : ['-runas', runAs]),
+  ];
+}
+
 /** The whole argv (without argv[0]). */
 export function buildQemuArgv(c: QemuCmdline): string[] {
   return [
@@ -165,5 +182,6 @@ export function buildQemuArgv(c: QemuCmdline): string[] {
     ...networkArgs(c.nics ?? [], c.vhostNet ?? false),
     ...consoleArgs(),
     ...qmpArgs(c.qmpSocket),
+    ...(c.confinement === undefined ? [] : confinementArgs(c.confinement)),
   ];
 }

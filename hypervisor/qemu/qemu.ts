@@ -14,6 +14,7 @@ import fs from 'node:fs';
 import { FailedPreconditionError, InternalError, NotImplementedError, UnavailableError, CancelledError } from '../../errors';
 import { CID_ATTEMPTS, chooseAccel, chooseTransport, chooseVhostNet, cidCandidates, isCidInUse, realHostProbe, type HostProbe } from '../accel';
 import { realFileProbe, resolveConfig, type FileProbe, type ResolvedConfig } from '../config';
+import { chooseConfinement, realConfineProbe, type ConfineProbe, type QemuConfinement } from '../confine';
 import { GuestConsole, type ConsoleLimits } from '../console';
 import { OwnedProcess } from '../process';
 import { AGENT_VSOCK_PORT, type Accel, type AgentAddress, type AgentTransport, type Device, type Hypervisor, type SpawnedHelper, type VmConfig, type VmExit } from '../types';
@@ -28,6 +29,8 @@ export interface QemuHypervisorOptions {
   /** Host capability probe (accel, vsock); injectable for tests. */
   hostProbe?: HostProbe;
   fileProbe?: FileProbe;
+  /** What QEMU's confinement may use here (seccomp, -runas); injectable for tests. */
+  confineProbe?: ConfineProbe;
   /** virtiofsd sandbox: 'auto' probes namespace and falls back to chroot. */
   virtiofsdSandbox?: 'auto' | SandboxMode;
   /** Graceful stop: how long after QMP quit before SIGTERM, and after SIGTERM before SIGKILL. */
@@ -61,6 +64,8 @@ interface State {
   cid?: number;
   /** vhost-net for the NICs (chosen at prepare when there is a network). */
   vhostNet?: boolean;
+  /** QEMU's seccomp filter and user (chosen at prepare). */
+  confinement?: QemuConfinement;
   argv?: string[];
   qemu?: OwnedProcess;
   /** The guest console of the current QEMU (its stdout), bounded in memory. */
@@ -91,6 +96,7 @@ export class QemuHypervisor implements Hypervisor {
     this.#opts = {
       hostProbe: opts.hostProbe ?? realHostProbe,
       fileProbe: opts.fileProbe ?? realFileProbe,
+      confineProbe: opts.confineProbe ?? realConfineProbe,
       virtiofsdSandbox: opts.virtiofsdSandbox ?? 'auto',
       quitTimeoutMs: opts.quitTimeoutMs ?? 5000,
       termTimeoutMs: opts.termTimeoutMs ?? 3000,
@@ -110,12 +116,15 @@ export class QemuHypervisor implements Hypervisor {
       const transport = chooseTransport(c.agentTransport, this.#opts.hostProbe);
       this.#log.info({ id: c.id, accel: accel.value, why: accel.reason }, `accel: ${accel.value}`);
       this.#log.info({ id: c.id, transport: transport.value, why: transport.reason }, `agent transport: ${transport.value}`);
+      const confinement = chooseConfinement({ seccomp: c.seccomp, qemuUser: c.qemuUser }, this.#opts.confineProbe);
+      this.#log.info({ id: c.id, seccomp: confinement.value.seccomp, runAs: confinement.value.runAs, why: confinement.reason },
+        `qemu confinement: ${confinement.value.seccomp ? 'seccomp' : 'no seccomp'}, ${confinement.value.runAs === undefined ? 'no -runas' : `runs as ${confinement.value.runAs}`}`);
       fs.mkdirSync(c.paths.stateDir, { recursive: true, mode: 0o700 });
       // Leftovers of an earlier run with the same folder would confuse the socket waits.
       for (const p of [c.paths.qmpSocket, c.paths.agentSocket, c.paths.virtiofsdSocket]) {
         fs.rmSync(p, { force: true });
       }
-      Object.assign(this.#s, { cfg: c, accel: accel.value, transport: transport.value, onSpawn: cfg.onSpawn });
+      Object.assign(this.#s, { cfg: c, accel: accel.value, transport: transport.value, onSpawn: cfg.onSpawn, confinement: confinement.value });
       if (transport.value === 'vsock') this.#s.cid = cidCandidates(c.id).next().value as number;
       if (c.network !== undefined) {
         const vhost = chooseVhostNet(accel.value, this.#opts.hostProbe);
@@ -242,6 +251,10 @@ export class QemuHypervisor implements Hypervisor {
   accel(): Accel {
     return this.#prepared('accel').accel;
   }
+  /** QEMU's seccomp filter and user, as chosen for this host at prepare. */
+  confinement(): QemuConfinement {
+    return { ...(this.#prepared('confinement').confinement ?? { seccomp: false }) };
+  }
   /** The argv QEMU is (or will be) started with, without argv[0]. */
   argv(): string[] {
     return [...(this.#prepared('argv').argv ?? [])];
@@ -296,6 +309,7 @@ export class QemuHypervisor implements Hypervisor {
       qmpSocket: c.paths.qmpSocket,
       ...(this.#opts.fileProbe.kind(QBOOT_FIRMWARE) === 'file' ? { firmware: QBOOT_FIRMWARE } : {}),
       ...(c.network === undefined ? {} : { nics: c.network.nics, vhostNet: this.#s.vhostNet ?? false }),
+      ...(this.#s.confinement === undefined ? {} : { confinement: this.#s.confinement }),
     });
   }
 

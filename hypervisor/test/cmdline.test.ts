@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { InvalidArgumentError } from '../../errors';
-import { BASE_KERNEL_PARAMS, agentArgs, buildQemuArgv, kernelCommandLine, networkArgs, rootDiskArgs, type QemuCmdline } from '../qemu/cmdline';
+import { BASE_KERNEL_PARAMS, agentArgs, buildQemuArgv, confinementArgs, kernelCommandLine, networkArgs, rootDiskArgs, type QemuCmdline } from '../qemu/cmdline';
 
 const S = '/run/hull/vm/pod1';
 const base: QemuCmdline = {
@@ -19,7 +19,9 @@ const base: QemuCmdline = {
 
 describe('hypervisor/qemu/cmdline', () => {
   it('TCG + serial agent + virtio-fs (golden)', () => {
-    const argv = buildQemuArgv({ ...base, virtiofsSocket: `${S}/virtiofsd.sock`, kernelParams: ['agent.log=debug'] });
+    const argv = buildQemuArgv({
+      ...base, virtiofsSocket: `${S}/virtiofsd.sock`, kernelParams: ['agent.log=debug'], confinement: { seccomp: true, runAs: 'nobody' },
+    });
     assert.deepEqual(argv, [
       '-name', 'hull-pod1',
       '-machine', 'q35,accel=tcg,memory-backend=mem',
@@ -41,11 +43,15 @@ describe('hypervisor/qemu/cmdline', () => {
       '-chardev', 'stdio,id=console,signal=off',
       '-serial', 'chardev:console',
       '-qmp', 'unix:/run/hull/vm/pod1/qmp.sock,server=on,wait=off',
+      '-sandbox', 'on,obsolete=deny,elevateprivileges=allow,spawn=deny,resourcecontrol=deny',
+      '-runas', 'nobody',
     ]);
   });
 
   it('KVM + vsock agent (golden)', () => {
-    const argv = buildQemuArgv({ ...base, accel: 'kvm', vcpus: 1, memoryMiB: 2048, agent: { transport: 'vsock', cid: 1234 } });
+    const argv = buildQemuArgv({
+      ...base, accel: 'kvm', vcpus: 1, memoryMiB: 2048, agent: { transport: 'vsock', cid: 1234 }, confinement: { seccomp: true },
+    });
     assert.deepEqual(argv, [
       '-name', 'hull-pod1',
       '-machine', 'q35,accel=kvm,memory-backend=mem',
@@ -63,7 +69,25 @@ describe('hypervisor/qemu/cmdline', () => {
       '-chardev', 'stdio,id=console,signal=off',
       '-serial', 'chardev:console',
       '-qmp', 'unix:/run/hull/vm/pod1/qmp.sock,server=on,wait=off',
+      '-sandbox', 'on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny',
     ]);
+  });
+
+  describe('confinement', () => {
+    it('seccomp without -runas denies set*id; with -runas it must allow them (QEMU 7.2 filters before it drops)', () => {
+      assert.deepEqual(confinementArgs({ seccomp: true }), ['-sandbox', 'on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny']);
+      assert.deepEqual(confinementArgs({ seccomp: true, runAs: '200001:200001' }),
+        ['-sandbox', 'on,obsolete=deny,elevateprivileges=allow,spawn=deny,resourcecontrol=deny', '-runas', '200001:200001']);
+      assert.deepEqual(confinementArgs({ seccomp: false, runAs: 'hull-qemu' }), ['-runas', 'hull-qemu']);
+      assert.deepEqual(confinementArgs({ seccomp: false }), []);
+      assert.ok(!buildQemuArgv(base).some((w) => w === '-sandbox' || w === '-runas'), 'no confinement given: none in the argv');
+    });
+
+    it('refuses a user that is root, empty, or would break the option syntax', () => {
+      for (const runAs of ['root', '0:0', '1000:0', '', 'a,b', 'x y', '-runas', '4294967295:1']) {
+        assert.throws(() => confinementArgs({ seccomp: true, runAs }), InvalidArgumentError, runAs);
+      }
+    });
   });
 
   it('no share: no vhost-user-fs device and no fs chardev', () => {

@@ -246,6 +246,27 @@ describe('hypervisor/qemu/qemu (fake QEMU)', function () {
     assert.ok(!serial.argv().some((w) => w.includes('vhost-vsock')));
   });
 
+  it('confinement is chosen at prepare for the host and logged with the reason; the argv follows it', async () => {
+    const log = recordingLogger();
+    const rootHost = { euid: () => 0, kernelSeccomp: () => true, userExists: (n: string) => n === 'nobody' };
+    const vm = make({ logger: log, confineProbe: rootHost });
+    await vm.prepare({ ...cfg, qemuUser: 'nobody' });
+    assert.deepEqual(vm.confinement(), { seccomp: true, runAs: 'nobody' });
+    assert.deepEqual(vm.argv().slice(-4), ['-sandbox', 'on,obsolete=deny,elevateprivileges=allow,spawn=deny,resourcecontrol=deny', '-runas', 'nobody']);
+    const line = log.lines.find((l) => l.msg === 'qemu confinement: seccomp, runs as nobody');
+    assert.ok(line && /QEMU drops to nobody/.test((line.obj as { why: string }).why), JSON.stringify(log.lines.map((l) => l.msg)));
+
+    // Not root: no -runas, and then set*id is denied too. The defaults (no qemuUser) are the same.
+    const log2 = recordingLogger();
+    const user = make({ logger: log2, confineProbe: { ...rootHost, euid: () => 1000 } });
+    await user.prepare({ ...cfg, stateDir: path.join(dir, 'state2'), qemuUser: 'nobody' });
+    assert.deepEqual(user.argv().slice(-2), ['-sandbox', 'on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny']);
+    assert.ok(log2.lines.some((l) => l.msg === 'qemu confinement: seccomp, no -runas' && /not root/.test((l.obj as { why: string }).why)));
+    const dflt = make({ confineProbe: rootHost });
+    await dflt.prepare({ ...cfg, stateDir: path.join(dir, 'state3') });
+    assert.deepEqual(dflt.confinement(), { seccomp: true });
+  });
+
   it('vsock: retries with another guest CID when QEMU says the first is taken', async () => {
     const log = recordingLogger();
     const first = cidCandidates(cfg.id).next().value as number;
