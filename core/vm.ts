@@ -76,12 +76,17 @@ export class SandboxVm {
     if (this.closing || this.lostReason) return;
     this.lostReason = err;
     void this.health?.stop();
-    if (how.kill) {
-      this.logger.error({ error: errorMessage(err), qemuPid: this.hypervisor.pid() }, 'the agent is hung: stopping the VM');
-      void this.hypervisor.stop({ force: true }).catch((e: unknown) => this.logger.warn({ error: errorMessage(e) }, 'stopping a hung VM'));
-    }
-    for (const l of this.lostListeners) l(err);
-    this.lostListeners.clear();
+    const tell = (): void => {
+      for (const l of this.lostListeners) l(err);
+      this.lostListeners.clear();
+    };
+    if (!how.kill) return tell();
+    // A hung VM is a dead one: its processes are reported exited once QEMU is gone, not while it still runs.
+    this.logger.error({ error: errorMessage(err), qemuPid: this.hypervisor.pid() }, 'the agent is hung: stopping the VM');
+    void this.hypervisor
+      .stop({ force: true })
+      .catch((e: unknown) => this.logger.warn({ error: errorMessage(e) }, 'stopping a hung VM'))
+      .finally(tell);
   }
 
   static async boot(hypervisor: Hypervisor, config: VmConfig, options: BootOptions): Promise<SandboxVm> {
