@@ -11,7 +11,7 @@ MOCHA := node_modules/.bin/mocha --reporter scripts/mocha-summary-reporter.js
 UNIT_TESTS := 'ttrpc/dist/test/**/*.test.js' 'vsock/dist/test/**/*.test.js' 'netns/dist/test/**/*.test.js' 'dist/{errors,protos,shim,core,hypervisor,agent-client,fs-share,agent,guest,scripts}/test/**/*.test.js'
 INTEGRATION_TESTS := 'dist/integration/**/*.test.js'
 
-.PHONY: deps apt-deps apt-packages npm-deps addon build protos check-layers lint test test-unit test-integration bench guest install demo clean fuzz
+.PHONY: deps apt-deps apt-packages npm-deps addon build protos check-layers lint test test-unit test-integration bench guest install demo clean fuzz format
 
 deps: apt-deps npm-deps
 
@@ -48,8 +48,15 @@ build: npm-deps protos addon
 protos: npm-deps
 	node scripts/gen-protos.mjs
 
+# Style is the formatter's (prettier, width 120: .prettierrc.json), not a reviewer's: `make format` rewrites, `make
+# lint` fails on any file it would change.
+FORMATTED := '**/*.{ts,mjs,js}'
 lint: build
 	node_modules/.bin/eslint .
+	node_modules/.bin/prettier --check --log-level warn $(FORMATTED)
+
+format: npm-deps
+	node_modules/.bin/prettier --write --log-level warn $(FORMATTED)
 
 test-unit: build
 	$(MOCHA) --timeout 20000 $(UNIT_TESTS)

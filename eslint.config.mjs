@@ -4,7 +4,9 @@ import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 
 export default tseslint.config(
-  { ignores: ['**/dist/**', 'node_modules/**', 'protos/gen/**', 'guest/out/**', 'bench/out/**', '**/*.mjs', '**/*.js'] },
+  {
+    ignores: ['**/dist/**', 'node_modules/**', 'protos/gen/**', 'guest/out/**', 'bench/out/**', '**/*.mjs', '**/*.js'],
+  },
   js.configs.recommended,
   ...tseslint.configs.recommendedTypeChecked,
   {

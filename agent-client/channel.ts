@@ -9,7 +9,10 @@ import { InvalidArgumentError } from '../errors';
 import type { AgentEndpoint } from './types';
 
 /** Opens a vsock stream to cid:port (the default is hull-vsock's connect; tests pass their own). */
-export type VsockConnector = (address: { cid: number; port: number }, options: { timeoutMs: number; signal?: AbortSignal }) => Promise<Duplex>;
+export type VsockConnector = (
+  address: { cid: number; port: number },
+  options: { timeoutMs: number; signal?: AbortSignal },
+) => Promise<Duplex>;
 
 /**
  * `vsock://<cid>:<port>`, `unix://<path>` or an absolute socket path (the serial port's socket or a unix socket:
@@ -24,7 +27,10 @@ export function parseAgentEndpoint(address: string): AgentEndpoint {
     }
   }
   const path = address.startsWith('unix://') ? address.slice('unix://'.length) : address;
-  if (!path.startsWith('/')) throw new InvalidArgumentError(`agent address ${JSON.stringify(address)} is neither vsock://<cid>:<port> nor an absolute unix socket path`);
+  if (!path.startsWith('/'))
+    throw new InvalidArgumentError(
+      `agent address ${JSON.stringify(address)} is neither vsock://<cid>:<port> nor an absolute unix socket path`,
+    );
   return { transport: 'unix', path };
 }
 

@@ -3,17 +3,47 @@
  * types at the edge, a per-method deadline table and typed errors.
  */
 import type { Client, CallOptions, MethodDescriptor } from 'ttrpc-ts';
-import { CancelledError, DeadlineExceededError, InvalidArgumentError, ShimError, UnavailableError, errorMessage, guestText } from '../errors';
+import {
+  CancelledError,
+  DeadlineExceededError,
+  InvalidArgumentError,
+  ShimError,
+  UnavailableError,
+  errorMessage,
+  guestText,
+} from '../errors';
 import { AgentService, HealthService, MAX_UINT64_NUMBER, grpc } from '../protos/agent';
 import { DiagnosticsService, PortForwardService, ProcessesService } from '../protos/hull';
 import { isIdentifier } from '../protos/identifiers';
 import { connectOnce, describeEndpoint, isNotYet, parseAgentEndpoint, type VsockConnector } from './channel';
 import { classifyAgentError } from './errors';
-import { BadReplyError, fromGrpcInterface, fromGrpcInterfaces, fromGrpcRoutes, toGrpcInterface, toGrpcNeighbor, toGrpcRoute, type ArpNeighbor, type GuestInterface, type GuestRoute, type NetworkInterface, type RouteSpec } from './network';
+import {
+  BadReplyError,
+  fromGrpcInterface,
+  fromGrpcInterfaces,
+  fromGrpcRoutes,
+  toGrpcInterface,
+  toGrpcNeighbor,
+  toGrpcRoute,
+  type ArpNeighbor,
+  type GuestInterface,
+  type GuestRoute,
+  type NetworkInterface,
+  type RouteSpec,
+} from './network';
 import { parsePidList, toGrpcResources } from './resources';
 import { timeoutFor } from './timeouts';
 import { grpcProcessFromOci, grpcSpecFromOci, type OciMount, type OciProcess, type OciSpec } from './oci';
-import type { AgentClient, AgentEndpoint, ContainerResources, ContainerStats, FileContents, GuestDetails, HealthStatus, SandboxSpec } from './types';
+import type {
+  AgentClient,
+  AgentEndpoint,
+  ContainerResources,
+  ContainerStats,
+  FileContents,
+  GuestDetails,
+  HealthStatus,
+  SandboxSpec,
+} from './types';
 
 export interface DialOptions {
   /** Epoch milliseconds by which the agent must have answered Health.Check (the boot deadline). */
@@ -49,8 +79,14 @@ export class KataAgentClient implements AgentClient {
     const started = Date.now();
     const failure = (): ShimError | undefined => {
       const reason: unknown = options.signal?.reason;
-      if (options.signal?.aborted) return reason instanceof ShimError ? reason : new CancelledError('dialing the agent was cancelled', { cause: reason });
-      if (Date.now() >= options.deadline) return new DeadlineExceededError(`the agent did not answer within ${options.deadline - started} ms (boot deadline)`);
+      if (options.signal?.aborted)
+        return reason instanceof ShimError
+          ? reason
+          : new CancelledError('dialing the agent was cancelled', { cause: reason });
+      if (Date.now() >= options.deadline)
+        return new DeadlineExceededError(
+          `the agent did not answer within ${options.deadline - started} ms (boot deadline)`,
+        );
       return undefined;
     };
     for (;;) {
@@ -59,13 +95,19 @@ export class KataAgentClient implements AgentClient {
       let client: Client;
       try {
         const timeoutMs = Math.max(1, Math.min(1000, options.deadline - Date.now()));
-        client = await connectOnce(target, { timeoutMs, ...(options.signal ? { signal: options.signal } : {}), ...(options.vsockConnector ? { vsockConnector: options.vsockConnector } : {}) });
+        client = await connectOnce(target, {
+          timeoutMs,
+          ...(options.signal ? { signal: options.signal } : {}),
+          ...(options.vsockConnector ? { vsockConnector: options.vsockConnector } : {}),
+        });
       } catch (err) {
         if (isNotYet(target, err)) {
           await sleep(20);
           continue;
         }
-        throw new UnavailableError(`connect to the agent at ${describeEndpoint(target)}: ${errorMessage(err)}`, { cause: err });
+        throw new UnavailableError(`connect to the agent at ${describeEndpoint(target)}: ${errorMessage(err)}`, {
+          cause: err,
+        });
       }
       const agent = new KataAgentClient(client);
       try {
@@ -98,7 +140,11 @@ export class KataAgentClient implements AgentClient {
       };
       const onAbort = (): void => {
         const reason: unknown = options.signal?.reason;
-        finish(reason instanceof ShimError ? reason : new CancelledError('dialing the agent was cancelled', { cause: reason }));
+        finish(
+          reason instanceof ShimError
+            ? reason
+            : new CancelledError('dialing the agent was cancelled', { cause: reason }),
+        );
       };
       const deadlineTimer = setTimeout(
         () => finish(new DeadlineExceededError(`the agent did not answer Health.Check before the boot deadline`)),
@@ -121,7 +167,11 @@ export class KataAgentClient implements AgentClient {
     });
   }
 
-  private async call<Req, Res>(desc: MethodDescriptor<Req, Res>, request: Req, options: CallOptions = {}): Promise<Res> {
+  private async call<Req, Res>(
+    desc: MethodDescriptor<Req, Res>,
+    request: Req,
+    options: CallOptions = {},
+  ): Promise<Res> {
     const timeoutMs = timeoutFor(desc.method);
     try {
       return await this.client.call(desc, request, timeoutMs ? { timeoutMs, ...options } : options);
@@ -131,10 +181,14 @@ export class KataAgentClient implements AgentClient {
   }
 
   async check(options: { timeoutMs?: number; signal?: AbortSignal } = {}): Promise<HealthStatus> {
-    const res = await this.call(HealthService.Check, {}, {
-      ...(options.timeoutMs === undefined ? {} : { timeoutMs: options.timeoutMs }),
-      ...(options.signal === undefined ? {} : { signal: options.signal }),
-    });
+    const res = await this.call(
+      HealthService.Check,
+      {},
+      {
+        ...(options.timeoutMs === undefined ? {} : { timeoutMs: options.timeoutMs }),
+        ...(options.signal === undefined ? {} : { signal: options.signal }),
+      },
+    );
     switch (res.status) {
       case grpc.HealthCheckResponse.ServingStatus.SERVING:
         return 'serving';
@@ -161,7 +215,9 @@ export class KataAgentClient implements AgentClient {
       nodeVersion: guestText(info.nodeVersion ?? '', DETAIL_MAX_BYTES),
       initDaemon: details.agentDetails?.initDaemon ?? false,
       memBlockSizeBytes: Number(details.memBlockSizeBytes ?? 0),
-      storageHandlers: (details.agentDetails?.storageHandlers ?? []).slice(0, 64).map((h) => guestText(h, DETAIL_MAX_BYTES)),
+      storageHandlers: (details.agentDetails?.storageHandlers ?? [])
+        .slice(0, 64)
+        .map((h) => guestText(h, DETAIL_MAX_BYTES)),
       agentStartedMs: info.agentStartedMs ?? NaN,
       agentReadyMs: info.agentReadyMs ?? NaN,
       transport: guestText(info.transport ?? '', DETAIL_MAX_BYTES),
@@ -173,7 +229,13 @@ export class KataAgentClient implements AgentClient {
       sandboxId: spec.sandboxId,
       hostname: spec.hostname ?? '',
       dns: spec.dns ?? [],
-      storages: spec.storages.map((s) => ({ driver: s.driver, source: s.source, fstype: s.fstype, options: s.options, mountPoint: s.mountPoint })),
+      storages: spec.storages.map((s) => ({
+        driver: s.driver,
+        source: s.source,
+        fstype: s.fstype,
+        options: s.options,
+        mountPoint: s.mountPoint,
+      })),
       kernelModules: (spec.kernelModules ?? []).map((m) => ({ name: m.name, parameters: m.parameters })),
     });
   }
@@ -191,13 +253,24 @@ export class KataAgentClient implements AgentClient {
     const res = await this.call(DiagnosticsService.ReadFile, { path: guestPath, maxBytes });
     const data = Buffer.from(res.data ?? []);
     // The guest is not trusted: never accept more than was asked for.
-    if (data.length > maxBytes) throw classifyAgentError(new Error(`ReadFile returned ${data.length} bytes, more than the ${maxBytes} asked for`), 'ReadFile');
+    if (data.length > maxBytes)
+      throw classifyAgentError(
+        new Error(`ReadFile returned ${data.length} bytes, more than the ${maxBytes} asked for`),
+        'ReadFile',
+      );
     return { data, size: Number(res.size ?? 0) };
   }
 
   async createOciContainer(containerId: string, spec: OciSpec, mounts?: readonly OciMount[]): Promise<void> {
     // Kata's convention: the init process's exec id is the container id (an empty exec id means every process).
-    await this.call(AgentService.CreateContainer, { containerId, execId: containerId, OCI: grpcSpecFromOci(spec, mounts), storages: [], devices: [], sharedMounts: [] });
+    await this.call(AgentService.CreateContainer, {
+      containerId,
+      execId: containerId,
+      OCI: grpcSpecFromOci(spec, mounts),
+      storages: [],
+      devices: [],
+      sharedMounts: [],
+    });
   }
 
   async execOciProcess(containerId: string, execId: string, process: OciProcess): Promise<void> {
@@ -211,7 +284,8 @@ export class KataAgentClient implements AgentClient {
   async waitProcess(containerId: string, execId = ''): Promise<number> {
     const res = await this.call(AgentService.WaitProcess, { containerId, execId });
     const status = res.status ?? 0;
-    if (!Number.isInteger(status) || status < 0 || status > 255) throw classifyAgentError(new Error(`WaitProcess returned exit status ${status}`), 'WaitProcess');
+    if (!Number.isInteger(status) || status < 0 || status > 255)
+      throw classifyAgentError(new Error(`WaitProcess returned exit status ${status}`), 'WaitProcess');
     return status;
   }
 
@@ -223,29 +297,46 @@ export class KataAgentClient implements AgentClient {
     return this.readStream(AgentService.ReadStderr, containerId, execId, maxBytes);
   }
 
-  private async readStream(desc: typeof AgentService.ReadStdout, containerId: string, execId: string, maxBytes: number): Promise<Buffer> {
+  private async readStream(
+    desc: typeof AgentService.ReadStdout,
+    containerId: string,
+    execId: string,
+    maxBytes: number,
+  ): Promise<Buffer> {
     const len = Math.max(1, Math.min(Math.floor(maxBytes), READ_CHUNK));
     const res = await this.call(desc, { containerId, execId, len });
     const data = Buffer.from(res.data ?? []);
     // The guest is not trusted: never accept more than was asked for.
-    if (data.length > len) throw classifyAgentError(new Error(`${desc.method} returned ${data.length} bytes, more than the ${len} asked for`), desc.method);
+    if (data.length > len)
+      throw classifyAgentError(
+        new Error(`${desc.method} returned ${data.length} bytes, more than the ${len} asked for`),
+        desc.method,
+      );
     return data;
   }
 
   async writeStdin(containerId: string, execId: string, data: Uint8Array): Promise<number> {
     const res = await this.call(AgentService.WriteStdin, { containerId, execId, data });
     const written = Number(res.len ?? 0);
-    if (!Number.isInteger(written) || written < 0 || written > data.length) throw classifyAgentError(new Error(`WriteStdin reported ${written} bytes written of ${data.length}`), 'WriteStdin');
+    if (!Number.isInteger(written) || written < 0 || written > data.length)
+      throw classifyAgentError(
+        new Error(`WriteStdin reported ${written} bytes written of ${data.length}`),
+        'WriteStdin',
+      );
     return written;
   }
 
   async openConnection(port: number): Promise<{ id: number; address: string }> {
-    if (!Number.isInteger(port) || port < 1 || port > 65535) throw new InvalidArgumentError(`port ${port} is not a TCP port (1-65535)`);
+    if (!Number.isInteger(port) || port < 1 || port > 65535)
+      throw new InvalidArgumentError(`port ${port} is not a TCP port (1-65535)`);
     const res = await this.call(PortForwardService.OpenConnection, { port });
     const id = Number(res.connectionId ?? 0);
     const address = res.address ?? '';
     if (!Number.isInteger(id) || id < 1 || id > 0xffffffff || (address !== '127.0.0.1' && address !== '::1')) {
-      throw classifyAgentError(new Error(`OpenConnection answered connection ${id} at ${JSON.stringify(address.slice(0, 64))}`), 'OpenConnection');
+      throw classifyAgentError(
+        new Error(`OpenConnection answered connection ${id} at ${JSON.stringify(address.slice(0, 64))}`),
+        'OpenConnection',
+      );
     }
     return { id, address };
   }
@@ -256,14 +347,20 @@ export class KataAgentClient implements AgentClient {
     const data = Buffer.from(res.data ?? []);
     // The guest is not trusted: never more than was asked for, and never data with end of file.
     if (data.length > max || (res.eof && data.length > 0) || (!res.eof && data.length === 0)) {
-      throw classifyAgentError(new Error(`ReadConnection answered ${data.length} bytes (eof ${Boolean(res.eof)}) to a read of at most ${max}`), 'ReadConnection');
+      throw classifyAgentError(
+        new Error(`ReadConnection answered ${data.length} bytes (eof ${Boolean(res.eof)}) to a read of at most ${max}`),
+        'ReadConnection',
+      );
     }
     return data;
   }
 
   async writeConnection(id: number, data: Uint8Array): Promise<void> {
     for (let off = 0; off < data.length; off += READ_CHUNK) {
-      await this.call(PortForwardService.WriteConnection, { connectionId: id, data: data.subarray(off, off + READ_CHUNK) });
+      await this.call(PortForwardService.WriteConnection, {
+        connectionId: id,
+        data: data.subarray(off, off + READ_CHUNK),
+      });
     }
   }
 
@@ -280,8 +377,12 @@ export class KataAgentClient implements AgentClient {
   }
 
   async ttyWinResize(containerId: string, execId: string, rows: number, cols: number): Promise<void> {
-    for (const [what, n] of [['rows', rows], ['columns', cols]] as const) {
-      if (!Number.isInteger(n) || n < 0 || n > 0xffff) throw new InvalidArgumentError(`terminal ${what} ${n} is not an integer from 0 to 65535`);
+    for (const [what, n] of [
+      ['rows', rows],
+      ['columns', cols],
+    ] as const) {
+      if (!Number.isInteger(n) || n < 0 || n > 0xffff)
+        throw new InvalidArgumentError(`terminal ${what} ${n} is not an integer from 0 to 65535`);
     }
     await this.call(AgentService.TtyWinResize, { containerId, execId, row: rows, column: cols });
   }
@@ -293,7 +394,8 @@ export class KataAgentClient implements AgentClient {
   async statsContainer(containerId: string): Promise<ContainerStats> {
     const res = await this.call(AgentService.StatsContainer, { containerId });
     const cg = res.cgroupStats;
-    const limit = (n: number | null | undefined): number | undefined => (!n || n >= MAX_UINT64_NUMBER ? undefined : Number(n));
+    const limit = (n: number | null | undefined): number | undefined =>
+      !n || n >= MAX_UINT64_NUMBER ? undefined : Number(n);
     const memoryStat: Record<string, number> = {};
     for (const [k, v] of Object.entries(cg?.memoryStats?.stats ?? {})) memoryStat[k] = Number(v);
     return {
@@ -316,7 +418,11 @@ export class KataAgentClient implements AgentClient {
   async listProcesses(containerId: string): Promise<number[]> {
     const res = await this.call(ProcessesService.ListProcesses, { containerId, format: 'json', args: [] });
     const pids = parsePidList(res.processList ?? new Uint8Array());
-    if (!pids) throw classifyAgentError(new Error('ListProcesses returned something other than a list of pids'), 'ListProcesses');
+    if (!pids)
+      throw classifyAgentError(
+        new Error('ListProcesses returned something other than a list of pids'),
+        'ListProcesses',
+      );
     return pids;
   }
 
@@ -329,7 +435,11 @@ export class KataAgentClient implements AgentClient {
     const res = await this.call(AgentService.GetOOMEvent, {}, { signal });
     const id = res.containerId ?? '';
     // The guest is not trusted: a container id follows containerd's identifier rule, as every id hull sends does.
-    if (!isIdentifier(id)) throw classifyAgentError(new Error(`GetOOMEvent returned a bad container id ${JSON.stringify(id.slice(0, 64))}`), 'GetOOMEvent');
+    if (!isIdentifier(id))
+      throw classifyAgentError(
+        new Error(`GetOOMEvent returned a bad container id ${JSON.stringify(id.slice(0, 64))}`),
+        'GetOOMEvent',
+      );
     return id;
   }
 
@@ -374,7 +484,8 @@ export class KataAgentClient implements AgentClient {
     try {
       return convert();
     } catch (err) {
-      if (err instanceof BadReplyError) throw classifyAgentError(new Error(`${method} returned a bad reply: ${err.message}`), method);
+      if (err instanceof BadReplyError)
+        throw classifyAgentError(new Error(`${method} returned a bad reply: ${err.message}`), method);
       throw err;
     }
   }

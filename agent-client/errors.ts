@@ -21,7 +21,8 @@ import {
 export function classifyAgentError(err: unknown, method: string): ShimError {
   if (err instanceof ShimError) return err;
   const options = { cause: err };
-  if (err instanceof ConnectionClosedError) return new UnavailableError(`agent ${method}: the agent connection is closed`, options);
+  if (err instanceof ConnectionClosedError)
+    return new UnavailableError(`agent ${method}: the agent connection is closed`, options);
   if (err instanceof StatusError) {
     const message = `agent ${method}: ${guestText(err.message)}`;
     switch (err.code) {

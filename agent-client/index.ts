@@ -2,6 +2,28 @@ export { KataAgentClient, type DialOptions } from './client';
 export { parseAgentEndpoint, type VsockConnector } from './channel';
 export { classifyAgentError } from './errors';
 export { AGENT_TIMEOUTS_MS, DEFAULT_TIMEOUT_MS, NO_DEADLINE, timeoutFor } from './timeouts';
-export type { AgentClient, AgentEndpoint, ContainerAgentClient, NetworkAgentClient, PortForwardAgentClient, ContainerResources, ContainerStats, FileContents, GuestDetails, HealthStatus, SandboxSpec, StorageSpec } from './types';
+export type {
+  AgentClient,
+  AgentEndpoint,
+  ContainerAgentClient,
+  NetworkAgentClient,
+  PortForwardAgentClient,
+  ContainerResources,
+  ContainerStats,
+  FileContents,
+  GuestDetails,
+  HealthStatus,
+  SandboxSpec,
+  StorageSpec,
+} from './types';
 export type { OciLinuxResources, OciMount, OciProcess, OciSeccomp, OciSpec } from './oci';
-export type { ArpNeighbor, GuestInterface, GuestRoute, InterfaceAddress, IpFamily, NetworkInterface, RouteScope, RouteSpec } from './network';
+export type {
+  ArpNeighbor,
+  GuestInterface,
+  GuestRoute,
+  InterfaceAddress,
+  IpFamily,
+  NetworkInterface,
+  RouteScope,
+  RouteSpec,
+} from './network';

@@ -90,7 +90,12 @@ export interface ArpNeighbor {
 }
 
 const SCOPES: Record<RouteScope, number> = { universe: 0, site: 200, link: 253, host: 254 };
-const NUD: Record<NonNullable<ArpNeighbor['state']>, number> = { permanent: 0x80, noarp: 0x40, reachable: 0x02, stale: 0x04 };
+const NUD: Record<NonNullable<ArpNeighbor['state']>, number> = {
+  permanent: 0x80,
+  noarp: 0x40,
+  reachable: 0x02,
+  stale: 0x04,
+};
 const IFF_UP = 0x1;
 const IFF_NOARP = 0x80;
 const RTNH_F_ONLINK = 0x4;
@@ -126,7 +131,13 @@ export function toGrpcInterface(iface: NetworkInterface): types.IInterface {
 
 export function toGrpcRoute(r: RouteSpec): types.IRoute {
   const dest = r.dest === 'default' ? '' : r.dest;
-  const family = r.family ?? (dest !== '' ? familyOf(dest.split('/')[0] ?? '', 'route dest') : r.gateway ? familyOf(r.gateway, 'route gateway') : 4);
+  const family =
+    r.family ??
+    (dest !== ''
+      ? familyOf(dest.split('/')[0] ?? '', 'route dest')
+      : r.gateway
+        ? familyOf(r.gateway, 'route gateway')
+        : 4);
   return {
     dest,
     gateway: r.gateway ?? '',
@@ -156,19 +167,22 @@ export class BadReplyError extends Error {}
 
 function text(value: unknown, what: string): string {
   const s = value ?? '';
-  if (typeof s !== 'string' || s.length > MAX_REPLY_STRING) throw new BadReplyError(`${what} is not a string of at most ${MAX_REPLY_STRING} characters`);
+  if (typeof s !== 'string' || s.length > MAX_REPLY_STRING)
+    throw new BadReplyError(`${what} is not a string of at most ${MAX_REPLY_STRING} characters`);
   return s;
 }
 
 function count(value: unknown, what: string, max = 0xffffffff): number {
   const n = value ?? 0;
-  if (typeof n !== 'number' || !Number.isInteger(n) || n < 0 || n > max) throw new BadReplyError(`${what} ${String(value)} is not an integer from 0 to ${max}`);
+  if (typeof n !== 'number' || !Number.isInteger(n) || n < 0 || n > max)
+    throw new BadReplyError(`${what} ${String(value)} is not an integer from 0 to ${max}`);
   return n;
 }
 
 function items<T>(value: readonly T[] | null | undefined, what: string): readonly T[] {
   const list = value ?? [];
-  if (!Array.isArray(list) || list.length > MAX_REPLY_ITEMS) throw new BadReplyError(`${what} is not a list of at most ${MAX_REPLY_ITEMS}`);
+  if (!Array.isArray(list) || list.length > MAX_REPLY_ITEMS)
+    throw new BadReplyError(`${what} is not a list of at most ${MAX_REPLY_ITEMS}`);
   return list;
 }
 
@@ -189,9 +203,11 @@ export function fromGrpcInterface(i: types.IInterface | null | undefined): Guest
     addresses: items(i.IPAddresses, 'interface addresses').map((a) => {
       const family = fromWireFamily(a.family, 'address family');
       const address = text(a.address, 'address');
-      if (net.isIP(address) !== family) throw new BadReplyError(`address ${JSON.stringify(address)} is not an IPv${family} address`);
+      if (net.isIP(address) !== family)
+        throw new BadReplyError(`address ${JSON.stringify(address)} is not an IPv${family} address`);
       const mask = text(a.mask, 'address mask');
-      if (!/^\d{1,3}$/.test(mask) || Number(mask) > (family === 4 ? 32 : 128)) throw new BadReplyError(`address mask ${JSON.stringify(mask)} is not a prefix length`);
+      if (!/^\d{1,3}$/.test(mask) || Number(mask) > (family === 4 ? 32 : 128))
+        throw new BadReplyError(`address mask ${JSON.stringify(mask)} is not a prefix length`);
       return { family, address, prefixLength: Number(mask) };
     }),
     linkType: text(i.type, 'interface type'),

@@ -9,9 +9,24 @@
 import { InvalidArgumentError } from '../errors';
 import type { grpc } from '../protos/agent';
 
-export interface OciUser { uid?: number; gid?: number; additionalGids?: number[]; username?: string }
-export interface OciCapabilities { bounding?: string[]; effective?: string[]; inheritable?: string[]; permitted?: string[]; ambient?: string[] }
-export interface OciRlimit { type: string; hard: number; soft: number }
+export interface OciUser {
+  uid?: number;
+  gid?: number;
+  additionalGids?: number[];
+  username?: string;
+}
+export interface OciCapabilities {
+  bounding?: string[];
+  effective?: string[];
+  inheritable?: string[];
+  permitted?: string[];
+  ambient?: string[];
+}
+export interface OciRlimit {
+  type: string;
+  hard: number;
+  soft: number;
+}
 export interface OciProcess {
   terminal?: boolean;
   consoleSize?: { height?: number; width?: number };
@@ -26,11 +41,32 @@ export interface OciProcess {
   oomScoreAdj?: number;
   selinuxLabel?: string;
 }
-export interface OciMount { destination: string; type?: string; source?: string; options?: string[] }
+export interface OciMount {
+  destination: string;
+  type?: string;
+  source?: string;
+  options?: string[];
+}
 export interface OciLinuxResources {
   devices?: { allow?: boolean; type?: string; major?: number; minor?: number; access?: string }[];
-  memory?: { limit?: number; reservation?: number; swap?: number; kernel?: number; kernelTCP?: number; swappiness?: number; disableOOMKiller?: boolean };
-  cpu?: { shares?: number; quota?: number; period?: number; realtimeRuntime?: number; realtimePeriod?: number; cpus?: string; mems?: string };
+  memory?: {
+    limit?: number;
+    reservation?: number;
+    swap?: number;
+    kernel?: number;
+    kernelTCP?: number;
+    swappiness?: number;
+    disableOOMKiller?: boolean;
+  };
+  cpu?: {
+    shares?: number;
+    quota?: number;
+    period?: number;
+    realtimeRuntime?: number;
+    realtimePeriod?: number;
+    cpus?: string;
+    mems?: string;
+  };
   pids?: { limit?: number };
   hugepageLimits?: { pageSize?: string; limit?: number }[];
 }
@@ -41,7 +77,12 @@ export interface OciSeccomp {
   flags?: string[];
   listenerPath?: string;
   listenerMetadata?: string;
-  syscalls?: { names?: string[]; action?: string; errnoRet?: number; args?: { index?: number; value?: number; valueTwo?: number; op?: string }[] }[];
+  syscalls?: {
+    names?: string[];
+    action?: string;
+    errnoRet?: number;
+    args?: { index?: number; value?: number; valueTwo?: number; op?: string }[];
+  }[];
 }
 export interface OciLinux {
   uidMappings?: { containerID?: number; hostID?: number; size?: number }[];
@@ -50,7 +91,15 @@ export interface OciLinux {
   resources?: OciLinuxResources;
   cgroupsPath?: string;
   namespaces?: { type: string; path?: string }[];
-  devices?: { path: string; type: string; major?: number; minor?: number; fileMode?: number; uid?: number; gid?: number }[];
+  devices?: {
+    path: string;
+    type: string;
+    major?: number;
+    minor?: number;
+    fileMode?: number;
+    uid?: number;
+    gid?: number;
+  }[];
   seccomp?: OciSeccomp;
   rootfsPropagation?: string;
   maskedPaths?: string[];
@@ -89,7 +138,8 @@ function strs(v: unknown, what: string): string[] {
 }
 function num(v: unknown, what: string): number {
   if (v === undefined || v === null) return 0;
-  if (typeof v !== 'number' || !Number.isFinite(v) || !Number.isInteger(v)) throw new InvalidArgumentError(`OCI spec: ${what} is not an integer`);
+  if (typeof v !== 'number' || !Number.isFinite(v) || !Number.isInteger(v))
+    throw new InvalidArgumentError(`OCI spec: ${what} is not an integer`);
   return v;
 }
 function bool(v: unknown, what: string): boolean {
@@ -112,11 +162,15 @@ export function grpcProcessFromOci(p: unknown, what = 'process'): grpc.IProcess 
   const size = obj(o.consoleSize, `${what}.consoleSize`);
   return {
     Terminal: bool(o.terminal, `${what}.terminal`),
-    ConsoleSize: size ? { Height: num(size.height, `${what}.consoleSize.height`), Width: num(size.width, `${what}.consoleSize.width`) } : null,
+    ConsoleSize: size
+      ? { Height: num(size.height, `${what}.consoleSize.height`), Width: num(size.width, `${what}.consoleSize.width`) }
+      : null,
     User: {
       UID: num(user.uid, `${what}.user.uid`),
       GID: num(user.gid, `${what}.user.gid`),
-      AdditionalGids: list(user.additionalGids, `${what}.user.additionalGids`).map((g, i) => num(g, `${what}.user.additionalGids[${i}]`)),
+      AdditionalGids: list(user.additionalGids, `${what}.user.additionalGids`).map((g, i) =>
+        num(g, `${what}.user.additionalGids[${i}]`),
+      ),
       Username: str(user.username, `${what}.user.username`),
     },
     Args: strs(o.args, `${what}.args`),
@@ -133,7 +187,11 @@ export function grpcProcessFromOci(p: unknown, what = 'process'): grpc.IProcess 
       : null,
     Rlimits: list(o.rlimits, `${what}.rlimits`).map((r, i) => {
       const rl = obj(r, `${what}.rlimits[${i}]`) ?? {};
-      return { Type: str(rl.type, `${what}.rlimits[${i}].type`), Hard: num(rl.hard, `${what}.rlimits[${i}].hard`), Soft: num(rl.soft, `${what}.rlimits[${i}].soft`) };
+      return {
+        Type: str(rl.type, `${what}.rlimits[${i}].type`),
+        Hard: num(rl.hard, `${what}.rlimits[${i}].hard`),
+        Soft: num(rl.soft, `${what}.rlimits[${i}].soft`),
+      };
     }),
     NoNewPrivileges: bool(o.noNewPrivileges, `${what}.noNewPrivileges`),
     ApparmorProfile: str(o.apparmorProfile, `${what}.apparmorProfile`),
@@ -151,7 +209,13 @@ function grpcResourcesFromOci(r: unknown, what = 'linux.resources'): grpc.ILinux
     Devices: list(o.devices, `${what}.devices`).map((d, i) => {
       const x = obj(d, `${what}.devices[${i}]`) ?? {};
       const w = `${what}.devices[${i}]`;
-      return { Allow: bool(x.allow, `${w}.allow`), Type: str(x.type, `${w}.type`), Major: x.major == null ? -1 : num(x.major, `${w}.major`), Minor: x.minor == null ? -1 : num(x.minor, `${w}.minor`), Access: str(x.access, `${w}.access`) };
+      return {
+        Allow: bool(x.allow, `${w}.allow`),
+        Type: str(x.type, `${w}.type`),
+        Major: x.major == null ? -1 : num(x.major, `${w}.major`),
+        Minor: x.minor == null ? -1 : num(x.minor, `${w}.minor`),
+        Access: str(x.access, `${w}.access`),
+      };
     }),
     Memory: mem
       ? {
@@ -178,7 +242,10 @@ function grpcResourcesFromOci(r: unknown, what = 'linux.resources'): grpc.ILinux
     Pids: pids ? { Limit: num(pids.limit, `${what}.pids.limit`) } : null,
     HugepageLimits: list(o.hugepageLimits, `${what}.hugepageLimits`).map((h, i) => {
       const x = obj(h, `${what}.hugepageLimits[${i}]`) ?? {};
-      return { Pagesize: str(x.pageSize, `${what}.hugepageLimits[${i}].pageSize`), Limit: num(x.limit, `${what}.hugepageLimits[${i}].limit`) };
+      return {
+        Pagesize: str(x.pageSize, `${what}.hugepageLimits[${i}].pageSize`),
+        Limit: num(x.limit, `${what}.hugepageLimits[${i}].limit`),
+      };
     }),
   };
 }
@@ -186,7 +253,8 @@ function grpcResourcesFromOci(r: unknown, what = 'linux.resources'): grpc.ILinux
 /** A non-negative integer up to `max` (what a protobuf uint field holds without wrapping), or `fallback` when absent. */
 function uint(v: unknown, what: string, max: number, fallback = 0): number {
   if (v === undefined || v === null) return fallback;
-  if (typeof v !== 'number' || !Number.isInteger(v) || v < 0 || v > max) throw new InvalidArgumentError(`OCI spec: ${what} is not an integer from 0 to ${max}`);
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < 0 || v > max)
+    throw new InvalidArgumentError(`OCI spec: ${what} is not an integer from 0 to ${max}`);
   return v;
 }
 
@@ -203,10 +271,16 @@ const EPERM = 1;
 export function grpcSeccompFromOci(s: unknown): grpc.ILinuxSeccomp | null {
   const o = obj(s, 'linux.seccomp');
   if (!o) return null;
-  if (str(o.listenerPath, 'linux.seccomp.listenerPath')) throw new InvalidArgumentError('OCI spec: linux.seccomp.listenerPath: a seccomp agent cannot listen in the VM guest');
+  if (str(o.listenerPath, 'linux.seccomp.listenerPath'))
+    throw new InvalidArgumentError(
+      'OCI spec: linux.seccomp.listenerPath: a seccomp agent cannot listen in the VM guest',
+    );
   str(o.listenerMetadata, 'linux.seccomp.listenerMetadata');
   const defaultErrno = uint(o.defaultErrnoRet, 'linux.seccomp.defaultErrnoRet', UINT32_MAX, EPERM);
-  if (defaultErrno !== EPERM) throw new InvalidArgumentError(`OCI spec: linux.seccomp.defaultErrnoRet ${defaultErrno}: the agent protocol carries no default errno, only EPERM (the default) is possible`);
+  if (defaultErrno !== EPERM)
+    throw new InvalidArgumentError(
+      `OCI spec: linux.seccomp.defaultErrnoRet ${defaultErrno}: the agent protocol carries no default errno, only EPERM (the default) is possible`,
+    );
   return {
     DefaultAction: str(o.defaultAction, 'linux.seccomp.defaultAction'),
     Architectures: strs(o.architectures, 'linux.seccomp.architectures'),
@@ -236,7 +310,11 @@ export function grpcSeccompFromOci(s: unknown): grpc.ILinuxSeccomp | null {
 const idMappings = (v: unknown, what: string): grpc.ILinuxIDMapping[] =>
   list(v, what).map((m, i) => {
     const x = obj(m, `${what}[${i}]`) ?? {};
-    return { ContainerID: num(x.containerID, `${what}[${i}].containerID`), HostID: num(x.hostID, `${what}[${i}].hostID`), Size: num(x.size, `${what}[${i}].size`) };
+    return {
+      ContainerID: num(x.containerID, `${what}[${i}].containerID`),
+      HostID: num(x.hostID, `${what}[${i}].hostID`),
+      Size: num(x.size, `${what}[${i}].size`),
+    };
   });
 
 /**
@@ -255,7 +333,12 @@ export function grpcSpecFromOci(spec: unknown, mounts?: readonly OciMount[]): gr
     Hostname: str(o.hostname, 'hostname'),
     Mounts: (mounts ?? list(o.mounts, 'mounts')).map((m, i) => {
       const x = obj(m, `mounts[${i}]`) ?? {};
-      return { destination: str(x.destination, `mounts[${i}].destination`), source: str(x.source, `mounts[${i}].source`), type: str(x.type, `mounts[${i}].type`), options: strs(x.options, `mounts[${i}].options`) };
+      return {
+        destination: str(x.destination, `mounts[${i}].destination`),
+        source: str(x.source, `mounts[${i}].source`),
+        type: str(x.type, `mounts[${i}].type`),
+        options: strs(x.options, `mounts[${i}].options`),
+      };
     }),
     Annotations: strMap(o.annotations, 'annotations'),
     Linux: {
@@ -271,7 +354,15 @@ export function grpcSpecFromOci(spec: unknown, mounts?: readonly OciMount[]): gr
       Devices: list(linux.devices, 'linux.devices').map((d, i) => {
         const w = `linux.devices[${i}]`;
         const x = obj(d, w) ?? {};
-        return { Path: str(x.path, `${w}.path`), Type: str(x.type, `${w}.type`), Major: num(x.major, `${w}.major`), Minor: num(x.minor, `${w}.minor`), FileMode: num(x.fileMode, `${w}.fileMode`), UID: num(x.uid, `${w}.uid`), GID: num(x.gid, `${w}.gid`) };
+        return {
+          Path: str(x.path, `${w}.path`),
+          Type: str(x.type, `${w}.type`),
+          Major: num(x.major, `${w}.major`),
+          Minor: num(x.minor, `${w}.minor`),
+          FileMode: num(x.fileMode, `${w}.fileMode`),
+          UID: num(x.uid, `${w}.uid`),
+          GID: num(x.gid, `${w}.gid`),
+        };
       }),
       Seccomp: grpcSeccompFromOci(linux.seccomp),
       RootfsPropagation: str(linux.rootfsPropagation, 'linux.rootfsPropagation'),

@@ -17,8 +17,18 @@ function int(value: number | undefined, what: string): number {
 export function toGrpcResources(r: ContainerResources | undefined): grpc.ILinuxResources | undefined {
   if (!r) return undefined;
   return {
-    Memory: { Limit: int(r.memoryLimitBytes, 'memory limit'), Reservation: int(r.memoryReservationBytes, 'memory reservation'), Swap: int(r.memorySwapBytes, 'memory+swap limit') },
-    CPU: { Shares: int(r.cpuShares, 'cpu shares'), Quota: int(r.cpuQuotaUs, 'cpu quota'), Period: int(r.cpuPeriodUs, 'cpu period'), Cpus: r.cpus ?? '', Mems: r.mems ?? '' },
+    Memory: {
+      Limit: int(r.memoryLimitBytes, 'memory limit'),
+      Reservation: int(r.memoryReservationBytes, 'memory reservation'),
+      Swap: int(r.memorySwapBytes, 'memory+swap limit'),
+    },
+    CPU: {
+      Shares: int(r.cpuShares, 'cpu shares'),
+      Quota: int(r.cpuQuotaUs, 'cpu quota'),
+      Period: int(r.cpuPeriodUs, 'cpu period'),
+      Cpus: r.cpus ?? '',
+      Mems: r.mems ?? '',
+    },
     Pids: { Limit: int(r.pidsLimit, 'pids limit') },
   };
 }

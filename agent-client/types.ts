@@ -3,7 +3,10 @@ import type { OciMount, OciProcess, OciSpec } from './oci';
 /** hull's own types for talking to the guest agent; generated protocol classes stay behind this edge. */
 
 /** Where the agent listens, as the hypervisor reports it. */
-export type AgentEndpoint = { transport: 'serial'; path: string } | { transport: 'vsock'; cid: number; port: number } | { transport: 'unix'; path: string };
+export type AgentEndpoint =
+  | { transport: 'serial'; path: string }
+  | { transport: 'vsock'; cid: number; port: number }
+  | { transport: 'unix'; path: string };
 
 export type HealthStatus = 'serving' | 'not-serving' | 'unknown';
 

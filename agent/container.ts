@@ -61,7 +61,10 @@ export class Containers {
   readonly oomEvents = new OomEvents();
   private readonly hullCtty: string;
 
-  constructor(private readonly reaper: () => Reaper | undefined, options: ContainersOptions = {}) {
+  constructor(
+    private readonly reaper: () => Reaper | undefined,
+    options: ContainersOptions = {},
+  ) {
     this.crun = options.crun ?? '/usr/bin/crun';
     this.crunRoot = options.crunRoot ?? '/run/hull/crun';
     this.bundleRoot = options.bundleRoot ?? '/run/hull/containers';
@@ -84,16 +87,28 @@ export class Containers {
     const execId = req.execId ? identifier(req.execId, 'exec id') : '';
     if (this.containers.has(cid)) throw new StatusError(Code.ALREADY_EXISTS, `container ${cid} already exists`);
     const rootPath = `${this.sharedContainers}/${cid}/rootfs`;
-    const { guestSysctls, ...config } = toRuntimeSpec(req.OCI, cid, rootPath, this.sharedContainers, this.podPidNamespace()); // checks everything before anything is done
-    const procMounted = (config.mounts as { destination: string; type: string }[]).some((m) => m.destination === '/proc' && m.type === 'proc');
-    if (config.process.terminal && !procMounted) throw invalid(`container ${cid}: a process with a terminal needs /proc mounted in the container`);
+    const { guestSysctls, ...config } = toRuntimeSpec(
+      req.OCI,
+      cid,
+      rootPath,
+      this.sharedContainers,
+      this.podPidNamespace(),
+    ); // checks everything before anything is done
+    const procMounted = (config.mounts as { destination: string; type: string }[]).some(
+      (m) => m.destination === '/proc' && m.type === 'proc',
+    );
+    if (config.process.terminal && !procMounted)
+      throw invalid(`container ${cid}: a process with a terminal needs /proc mounted in the container`);
     const reaper = this.requireReaper();
     let real: string;
     try {
       real = realPathUnder(this.sharedContainers, rootPath, `rootfs of container ${cid}`);
     } catch (err) {
       if (err instanceof StatusError && err.code === Code.NOT_FOUND) {
-        throw new StatusError(Code.NOT_FOUND, `the rootfs of container ${cid} is not in the shared folder (${rootPath}): share it before CreateContainer (and CreateSandbox must have mounted the share)`);
+        throw new StatusError(
+          Code.NOT_FOUND,
+          `the rootfs of container ${cid} is not in the shared folder (${rootPath}): share it before CreateContainer (and CreateSandbox must have mounted the share)`,
+        );
       }
       throw err;
     }
@@ -113,9 +128,19 @@ export class Containers {
       // Sharing the pod's pid namespace, the init is not that namespace's init: its exit would leave its children
       // running (and holding its stdout). runc's shim kills every process of such a container when its init exits
       // (ShouldKillAllOnExit); so does the agent, before the exit is reported.
-      const sharesPid = (config.linux as { namespaces: { type: string; path?: string }[] }).namespaces.some((n) => n.type === 'pid' && n.path !== undefined);
+      const sharesPid = (config.linux as { namespaces: { type: string; path?: string }[] }).namespaces.some(
+        (n) => n.type === 'pid' && n.path !== undefined,
+      );
       const afterExit = sharesPid ? () => killCgroup(cid) : undefined;
-      container.init = await this.spawnWithPipes(execId, bundle, reaper, pidFile, ['create', '--bundle', bundle, '--pid-file', pidFile, cid], terminal, afterExit);
+      container.init = await this.spawnWithPipes(
+        execId,
+        bundle,
+        reaper,
+        pidFile,
+        ['create', '--bundle', bundle, '--pid-file', pidFile, cid],
+        terminal,
+        afterExit,
+      );
       container.state = 'created';
       this.oomEvents.watch(cid, path.join(cgroupDir(cid), 'memory.events'));
       log.info('container created', { id: cid, pid: container.init.pid });
@@ -130,7 +155,8 @@ export class Containers {
 
   async start(req: grpc.IStartContainerRequest): Promise<void> {
     const c = this.get(req.containerId);
-    if (c.state !== 'created') throw new StatusError(Code.FAILED_PRECONDITION, `container ${c.id} is ${c.state}, not created`);
+    if (c.state !== 'created')
+      throw new StatusError(Code.FAILED_PRECONDITION, `container ${c.id} is ${c.state}, not created`);
     await this.crunRun(['start', c.id], c.bundle);
     c.state = 'running';
     await c.init?.terminal?.execed(CRUN_TIMEOUT_MS); // with a terminal: hull-ctty ran the program, or says why not
@@ -140,21 +166,37 @@ export class Containers {
   async exec(req: grpc.IExecProcessRequest): Promise<void> {
     const c = this.get(req.containerId);
     const execId = identifier(req.execId ?? '', 'exec id');
-    if (c.execs.has(execId) || execId === c.init?.execId) throw new StatusError(Code.ALREADY_EXISTS, `process ${execId} already exists in container ${c.id}`);
-    if (c.state !== 'running') throw new StatusError(Code.FAILED_PRECONDITION, `container ${c.id} is ${c.state}, not running`);
+    if (c.execs.has(execId) || execId === c.init?.execId)
+      throw new StatusError(Code.ALREADY_EXISTS, `process ${execId} already exists in container ${c.id}`);
+    if (c.state !== 'running')
+      throw new StatusError(Code.FAILED_PRECONDITION, `container ${c.id} is ${c.state}, not running`);
     if (c.init?.exited) throw new StatusError(Code.FAILED_PRECONDITION, `container ${c.id} has exited`);
-    if (c.execs.size >= MAX_EXECS) throw new StatusError(Code.RESOURCE_EXHAUSTED, `container ${c.id} has ${MAX_EXECS} processes already`);
+    if (c.execs.size >= MAX_EXECS)
+      throw new StatusError(Code.RESOURCE_EXHAUSTED, `container ${c.id} has ${MAX_EXECS} processes already`);
     const ociProcess = toOciProcess(req.process);
-    if (ociProcess.terminal && !c.procMounted) throw new StatusError(Code.FAILED_PRECONDITION, `container ${c.id} has no /proc mounted, which a process with a terminal needs`);
+    if (ociProcess.terminal && !c.procMounted)
+      throw new StatusError(
+        Code.FAILED_PRECONDITION,
+        `container ${c.id} has no /proc mounted, which a process with a terminal needs`,
+      );
     const reaper = this.requireReaper();
     const processFile = path.join(c.bundle, `exec-${execId}.json`);
     const pidFile = path.join(c.bundle, `exec-${execId}.pid`);
     const placeholder = new ContainerProcess(execId, null, null, null);
     c.execs.set(execId, placeholder); // reserves the id while crun runs
     try {
-      fs.writeFileSync(processFile, JSON.stringify(ociProcess.terminal ? crunProcess(ociProcess) : ociProcess), { mode: 0o600 });
+      fs.writeFileSync(processFile, JSON.stringify(ociProcess.terminal ? crunProcess(ociProcess) : ociProcess), {
+        mode: 0o600,
+      });
       const terminal = ociProcess.terminal ? await Terminal.open(initialSize(ociProcess)) : undefined;
-      const proc = await this.spawnWithPipes(execId, c.bundle, reaper, pidFile, ['exec', '--detach', '--pid-file', pidFile, '--process', processFile, c.id], terminal);
+      const proc = await this.spawnWithPipes(
+        execId,
+        c.bundle,
+        reaper,
+        pidFile,
+        ['exec', '--detach', '--pid-file', pidFile, '--process', processFile, c.id],
+        terminal,
+      );
       try {
         await terminal?.execed(CRUN_TIMEOUT_MS);
       } catch (err) {
@@ -201,13 +243,15 @@ export class Containers {
 
   async signal(req: grpc.ISignalProcessRequest): Promise<void> {
     const signal = Number(req.signal ?? 0);
-    if (!Number.isInteger(signal) || signal < 1 || signal > 64) throw invalid(`signal ${req.signal} is not a signal number (1-64)`);
+    if (!Number.isInteger(signal) || signal < 1 || signal > 64)
+      throw invalid(`signal ${req.signal} is not a signal number (1-64)`);
     const c = this.get(req.containerId);
     const proc = this.process(req);
     if (proc.exited) return; // nothing left to signal (and its pid may be reused)
     if (proc === c.init && !req.execId) {
       // Kata: exec id "" signals every process of the container.
-      if (c.state === 'created') process.kill(proc.pid, signal); // crun kill --all needs a started container's cgroup processes
+      if (c.state === 'created')
+        process.kill(proc.pid, signal); // crun kill --all needs a started container's cgroup processes
       else await this.crunRun(['kill', '--all', c.id, String(signal)], c.bundle);
       return;
     }
@@ -221,7 +265,8 @@ export class Containers {
   /** Resource use from the container's cgroup (see stats.ts); its processes must have been started. */
   stats(req: grpc.IStatsContainerRequest): grpc.ICgroupStats {
     const c = this.get(req.containerId);
-    if (c.state === 'creating' || c.state === 'removing') throw new StatusError(Code.FAILED_PRECONDITION, `container ${c.id} is ${c.state}`);
+    if (c.state === 'creating' || c.state === 'removing')
+      throw new StatusError(Code.FAILED_PRECONDITION, `container ${c.id} is ${c.state}`);
     const dir = path.join(CGROUP_ROOT, 'hull', c.id);
     if (!fs.existsSync(dir)) throw new StatusError(Code.NOT_FOUND, `container ${c.id} has no cgroup (${dir})`);
     return readCgroupStats(dir);
@@ -231,7 +276,8 @@ export class Containers {
   async update(req: grpc.IUpdateContainerRequest): Promise<void> {
     const c = this.get(req.containerId);
     const resources = toOciResources(req.resources, onlineSets());
-    if (c.state === 'creating' || c.state === 'removing') throw new StatusError(Code.FAILED_PRECONDITION, `container ${c.id} is ${c.state}`);
+    if (c.state === 'creating' || c.state === 'removing')
+      throw new StatusError(Code.FAILED_PRECONDITION, `container ${c.id} is ${c.state}`);
     if (c.init?.exited) throw new StatusError(Code.FAILED_PRECONDITION, `container ${c.id} has exited`);
     if (!resources) return; // nothing that applies in the guest
     const file = path.join(c.bundle, 'update.json');
@@ -253,7 +299,8 @@ export class Containers {
   /** Freezes every process of the container (cgroup v2 freezer, through crun). */
   async pause(req: grpc.IPauseContainerRequest): Promise<void> {
     const c = this.get(req.containerId);
-    if (c.state !== 'running') throw new StatusError(Code.FAILED_PRECONDITION, `container ${c.id} is ${c.state}, not running`);
+    if (c.state !== 'running')
+      throw new StatusError(Code.FAILED_PRECONDITION, `container ${c.id} is ${c.state}, not running`);
     await this.crunRun(['pause', c.id], c.bundle);
     c.state = 'paused';
     log.info('container paused', { id: c.id });
@@ -261,7 +308,8 @@ export class Containers {
 
   async resume(req: grpc.IResumeContainerRequest): Promise<void> {
     const c = this.get(req.containerId);
-    if (c.state !== 'paused') throw new StatusError(Code.FAILED_PRECONDITION, `container ${c.id} is ${c.state}, not paused`);
+    if (c.state !== 'paused')
+      throw new StatusError(Code.FAILED_PRECONDITION, `container ${c.id} is ${c.state}, not paused`);
     await this.crunRun(['resume', c.id], c.bundle);
     c.state = 'running';
     log.info('container resumed', { id: c.id });
@@ -269,7 +317,8 @@ export class Containers {
 
   async remove(req: grpc.IRemoveContainerRequest): Promise<void> {
     const c = this.get(req.containerId);
-    if (c.state === 'creating' || c.state === 'removing') throw new StatusError(Code.FAILED_PRECONDITION, `container ${c.id} is ${c.state}`);
+    if (c.state === 'creating' || c.state === 'removing')
+      throw new StatusError(Code.FAILED_PRECONDITION, `container ${c.id} is ${c.state}`);
     const before = c.state;
     c.state = 'removing';
     try {
@@ -303,14 +352,16 @@ export class Containers {
     const execId = req.execId ? identifier(req.execId, 'exec id') : '';
     if (c.init && (execId === '' || execId === c.init.execId)) return c.init;
     const p = c.execs.get(execId);
-    if (!p || p.pid === 0) throw new StatusError(Code.NOT_FOUND, `process ${execId || '(init)'} not found in container ${c.id}`);
+    if (!p || p.pid === 0)
+      throw new StatusError(Code.NOT_FOUND, `process ${execId || '(init)'} not found in container ${c.id}`);
     return p;
   }
 
   /** The cgroup folder of a started (or created) container. */
   private cgroupOf(containerId: string | null | undefined): string {
     const c = this.get(containerId);
-    if (c.state === 'creating' || c.state === 'removing') throw new StatusError(Code.FAILED_PRECONDITION, `container ${c.id} is ${c.state}`);
+    if (c.state === 'creating' || c.state === 'removing')
+      throw new StatusError(Code.FAILED_PRECONDITION, `container ${c.id} is ${c.state}`);
     const dir = cgroupDir(c.id);
     if (!fs.existsSync(dir)) throw new StatusError(Code.NOT_FOUND, `container ${c.id} has no cgroup (${dir})`);
     return dir;
@@ -318,7 +369,11 @@ export class Containers {
 
   private requireReaper(): Reaper {
     const reaper = this.reaper();
-    if (!reaper) throw new StatusError(Code.FAILED_PRECONDITION, 'containers need hull-init (the guest init) to report exit statuses; this agent runs without it');
+    if (!reaper)
+      throw new StatusError(
+        Code.FAILED_PRECONDITION,
+        'containers need hull-init (the guest init) to report exit statuses; this agent runs without it',
+      );
     return reaper;
   }
 
@@ -366,9 +421,17 @@ export class Containers {
     clearTimeout(timer);
     terminal?.releaseSlave(); // the process has its own copy now
     if (code !== 0) {
-      const stderr = (await Promise.race([proc.stderr.read(4096), new Promise<Buffer>((r) => setTimeout(() => r(Buffer.alloc(0)), 100))])).toString();
+      const stderr = (
+        await Promise.race([
+          proc.stderr.read(4096),
+          new Promise<Buffer>((r) => setTimeout(() => r(Buffer.alloc(0)), 100)),
+        ])
+      ).toString();
       proc.close();
-      throw new StatusError(Code.INTERNAL, `crun ${args[0]}: ${crunMessage(bundle) || stderr.trim() || `exit ${code}`}`);
+      throw new StatusError(
+        Code.INTERNAL,
+        `crun ${args[0]}: ${crunMessage(bundle) || stderr.trim() || `exit ${code}`}`,
+      );
     }
     let pid: number;
     try {
@@ -400,11 +463,19 @@ export class Containers {
     try {
       helper = fs.openSync(this.hullCtty, fs.constants.O_RDONLY);
     } catch (err) {
-      throw new StatusError(Code.FAILED_PRECONDITION, `terminals need ${this.hullCtty} (the guest image has it): ${(err as Error).message}`, { cause: err });
+      throw new StatusError(
+        Code.FAILED_PRECONDITION,
+        `terminals need ${this.hullCtty} (the guest image has it): ${(err as Error).message}`,
+        { cause: err },
+      );
     }
     try {
       // spawns: crun; the agent's crun (GUEST_PATHS.crun in the image)
-      const child = spawn(this.crun, this.crunArgs(bundle, [args[0]!, `--preserve-fds=${PRESERVED_FDS}`, ...args.slice(1)]), { stdio: terminal.stdio(helper), env: {} });
+      const child = spawn(
+        this.crun,
+        this.crunArgs(bundle, [args[0]!, `--preserve-fds=${PRESERVED_FDS}`, ...args.slice(1)]),
+        { stdio: terminal.stdio(helper), env: {} },
+      );
       terminal.attach(child);
       return child;
     } finally {
@@ -415,10 +486,22 @@ export class Containers {
   private crunRun(args: string[], bundle: string): Promise<void> {
     return new Promise((resolve, reject) => {
       // spawns: crun; the agent's crun (GUEST_PATHS.crun in the image)
-      execFile(this.crun, this.crunArgs(bundle, args), { timeout: CRUN_TIMEOUT_MS, env: {} }, (err, _stdout, stderr) => {
-        if (err) reject(new StatusError(Code.INTERNAL, `crun ${args[0]} ${args.at(-1) ?? ''}: ${crunMessage(bundle) || stderr.trim() || err.message}`, { cause: err }));
-        else resolve();
-      });
+      execFile(
+        this.crun,
+        this.crunArgs(bundle, args),
+        { timeout: CRUN_TIMEOUT_MS, env: {} },
+        (err, _stdout, stderr) => {
+          if (err)
+            reject(
+              new StatusError(
+                Code.INTERNAL,
+                `crun ${args[0]} ${args.at(-1) ?? ''}: ${crunMessage(bundle) || stderr.trim() || err.message}`,
+                { cause: err },
+              ),
+            );
+          else resolve();
+        },
+      );
     });
   }
 }

@@ -43,7 +43,10 @@ export class DebugHooks {
     const value = annotations?.[AGENT_STOP_ANNOTATION];
     if (value === undefined) return;
     if (!this.enabled) {
-      log.warn('ignoring a debug hook annotation: debug hooks are off', { id: containerId, annotation: AGENT_STOP_ANNOTATION });
+      log.warn('ignoring a debug hook annotation: debug hooks are off', {
+        id: containerId,
+        annotation: AGENT_STOP_ANNOTATION,
+      });
       return;
     }
     const ms = /^\d{1,7}$/.test(value) ? Number(value) : NaN;

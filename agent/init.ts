@@ -20,7 +20,12 @@ const MOUNTS: MountEntry[] = [
   { fstype: 'proc', source: 'proc', target: '/proc', options: ['nosuid', 'nodev', 'noexec'] },
   { fstype: 'sysfs', source: 'sysfs', target: '/sys', options: ['nosuid', 'nodev', 'noexec'] },
   { fstype: 'devtmpfs', source: 'dev', target: '/dev', options: ['nosuid', 'mode=0755'] },
-  { fstype: 'devpts', source: 'devpts', target: '/dev/pts', options: ['nosuid', 'noexec', 'newinstance', 'ptmxmode=0666', 'mode=0620'] },
+  {
+    fstype: 'devpts',
+    source: 'devpts',
+    target: '/dev/pts',
+    options: ['nosuid', 'noexec', 'newinstance', 'ptmxmode=0666', 'mode=0620'],
+  },
   { fstype: 'tmpfs', source: 'shm', target: '/dev/shm', options: ['nosuid', 'nodev', 'mode=1777'] },
   { fstype: 'tmpfs', source: 'run', target: '/run', options: ['nosuid', 'nodev', 'mode=0755'] },
   { fstype: 'tmpfs', source: 'tmp', target: '/tmp', options: ['nosuid', 'nodev', 'mode=1777'] },
@@ -74,14 +79,16 @@ export async function loadVsockModules(): Promise<void> {
 }
 
 async function mountMissing(entries: MountEntry[]): Promise<void> {
-  await Promise.all(entries.map(async (m) => {
-    if (isMountPoint(m.target)) return;
-    try {
-      await mount(m.fstype, m.source, m.target, m.options);
-    } catch (err) {
-      log.warn('mount failed', { target: m.target, error: (err as Error).message });
-    }
-  }));
+  await Promise.all(
+    entries.map(async (m) => {
+      if (isMountPoint(m.target)) return;
+      try {
+        await mount(m.fstype, m.source, m.target, m.options);
+      } catch (err) {
+        log.warn('mount failed', { target: m.target, error: (err as Error).message });
+      }
+    }),
+  );
 }
 
 /**
@@ -95,7 +102,9 @@ export async function initGuest(): Promise<void> {
   const second = MOUNTS.filter((m) => ['/dev/pts', '/dev/shm', '/sys/fs/cgroup'].includes(m.target));
   const channelModules = [
     ...(fs.existsSync('/sys/module/virtio_console') ? [] : CHANNEL_MODULES),
-    ...(agentChannels().includes('vsock') ? VSOCK_CHANNEL_MODULES.filter((m) => !fs.existsSync(`/sys/module/${m}`)) : []),
+    ...(agentChannels().includes('vsock')
+      ? VSOCK_CHANNEL_MODULES.filter((m) => !fs.existsSync(`/sys/module/${m}`))
+      : []),
   ];
   const channelReady = channelModules.length ? loadModules(channelModules) : Promise.resolve();
   await Promise.all([mountMissing(first), channelReady]);

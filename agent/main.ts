@@ -59,7 +59,8 @@ async function main(): Promise<void> {
   const transport = testSocket ? 'unix' : agentChannels().join(',');
   const server = new Server({
     onError: (err, where) => {
-      if (where.method) log.warn('request failed', { method: `${where.service}/${where.method}`, error: (err as Error).message });
+      if (where.method)
+        log.warn('request failed', { method: `${where.service}/${where.method}`, error: (err as Error).message });
     },
   });
   let readyMs = NaN;
@@ -68,7 +69,11 @@ async function main(): Promise<void> {
     containers: new Containers(() => reaper),
     // Outside the guest (HULL_AGENT_SOCKET) the agent must not touch the host's network.
     network: testSocket
-      ? new GuestNetwork(() => Promise.reject(new StatusError(Code.FAILED_PRECONDITION, 'network configuration is done only inside the guest')))
+      ? new GuestNetwork(() =>
+          Promise.reject(
+            new StatusError(Code.FAILED_PRECONDITION, 'network configuration is done only inside the guest'),
+          ),
+        )
       : new GuestNetwork(undefined, () => networkReady),
     portForward: new LoopbackConnections(),
     transport,
@@ -90,25 +95,41 @@ async function main(): Promise<void> {
   } else {
     const channels = agentChannels();
     const unknown = channels.filter((c) => !CHANNELS.includes(c));
-    if (unknown.length) throw new Error(`agent transport ${JSON.stringify(transport)} is not supported by this agent (supported: ${CHANNELS.join(', ')})`);
-    await Promise.all(channels.map(async (channel) => {
-      if (channel === 'vsock') {
-        // Loaded only for this channel: hull-vsock's native module is not worth its load time on a serial boot.
-        const [{ AGENT_VSOCK_PORT, VsockListener }] = await Promise.all([import('./vsock.js'), loadVsockModules()]);
-        VsockListener.start(AGENT_VSOCK_PORT, (stream) => server.serveStream(stream));
-        return;
-      }
-      const portName = kernelParams().get('hull.agent_port') ?? SERIAL_PORT_NAME;
-      const device = await waitForSerialPort(portName, 30_000);
-      new SerialPortListener(device, (stream) => server.serveStream(stream)).start();
-    }));
+    if (unknown.length)
+      throw new Error(
+        `agent transport ${JSON.stringify(transport)} is not supported by this agent (supported: ${CHANNELS.join(', ')})`,
+      );
+    await Promise.all(
+      channels.map(async (channel) => {
+        if (channel === 'vsock') {
+          // Loaded only for this channel: hull-vsock's native module is not worth its load time on a serial boot.
+          const [{ AGENT_VSOCK_PORT, VsockListener }] = await Promise.all([import('./vsock.js'), loadVsockModules()]);
+          VsockListener.start(AGENT_VSOCK_PORT, (stream) => server.serveStream(stream));
+          return;
+        }
+        const portName = kernelParams().get('hull.agent_port') ?? SERIAL_PORT_NAME;
+        const device = await waitForSerialPort(portName, 30_000);
+        new SerialPortListener(device, (stream) => server.serveStream(stream)).start();
+      }),
+    );
   }
   readyMs = uptimeMs();
   // Off the boot's critical path: statuses wait in the pipe (and in hull-init) until it is read.
   if (underInit) reaper = openHullInitReaper();
   // codeMs: from node's start to the agent's first line (node bootstrap and loading the agent bundle).
-  log.info('ready', { transport, startedMs, codeMs: Math.round(codeStart), initMs, readyMs, node: process.version, codeCache });
-  if (codeCache === 'rejected') log.warn('V8 rejected the agent code cache (another node or other V8 flags than the image build\'s): the bundle was compiled instead');
+  log.info('ready', {
+    transport,
+    startedMs,
+    codeMs: Math.round(codeStart),
+    initMs,
+    readyMs,
+    node: process.version,
+    codeCache,
+  });
+  if (codeCache === 'rejected')
+    log.warn(
+      "V8 rejected the agent code cache (another node or other V8 flags than the image build's): the bundle was compiled instead",
+    );
 }
 
 if (!process.env.HULL_AGENT_LOAD_ONLY) {

@@ -7,7 +7,14 @@
 import { execFile } from 'node:child_process';
 import { Code, StatusError } from 'ttrpc-ts';
 import { types } from '../protos/agent';
-import { ROUTE_SCOPES, RTNH_F_ONLINK, type CheckedAddress, type CheckedNeighbor, type CheckedRoute, type Family } from './net-validate';
+import {
+  ROUTE_SCOPES,
+  RTNH_F_ONLINK,
+  type CheckedAddress,
+  type CheckedNeighbor,
+  type CheckedRoute,
+  type Family,
+} from './net-validate';
 
 /** iproute2's ip in the guest image (guest/config.ts GUEST_PATHS.ip); busybox's applet is at /sbin/ip. */
 export const GUEST_IP = '/usr/sbin/ip';
@@ -23,7 +30,8 @@ export function checkArgv(args: readonly string[]): void {
   let i = 0;
   while (i < args.length && OPTIONS.has(args[i]!)) i++;
   for (const a of args.slice(i)) {
-    if (a.startsWith('-') || a.length === 0 || a.includes('\0')) throw new StatusError(Code.INTERNAL, `refusing ip argument ${JSON.stringify(a)}`);
+    if (a.startsWith('-') || a.length === 0 || a.includes('\0'))
+      throw new StatusError(Code.INTERNAL, `refusing ip argument ${JSON.stringify(a)}`);
   }
 }
 
@@ -34,9 +42,12 @@ export function checkArgv(args: readonly string[]): void {
 export function ipFailure(args: readonly string[], stderr: string, cause?: Error): StatusError {
   const said = stderr.trim().split('\n').slice(-3).join('; ') || cause?.message || 'failed';
   const message = `ip ${args.join(' ')}: ${said}`;
-  const code = /Cannot find device|No such device|No such process/i.test(said) ? Code.NOT_FOUND
-    : /File exists/i.test(said) ? Code.ALREADY_EXISTS
-      : /Invalid argument|out of range|invalid gateway|Network is unreachable|Invalid prefix/i.test(said) ? Code.INVALID_ARGUMENT
+  const code = /Cannot find device|No such device|No such process/i.test(said)
+    ? Code.NOT_FOUND
+    : /File exists/i.test(said)
+      ? Code.ALREADY_EXISTS
+      : /Invalid argument|out of range|invalid gateway|Network is unreachable|Invalid prefix/i.test(said)
+        ? Code.INVALID_ARGUMENT
         : Code.INTERNAL;
   return new StatusError(code, message, cause ? { cause } : undefined);
 }
@@ -61,25 +72,45 @@ export const linkUp = (dev: string): string[] => ['link', 'set', 'dev', dev, 'up
 export const linkRename = (dev: string, name: string): string[] => ['link', 'set', 'dev', dev, 'name', name];
 /** MTU (0: unchanged) and ARP on or off. */
 export const linkSettings = (dev: string, mtu: number, noArp: boolean): string[] => [
-  'link', 'set', 'dev', dev, ...(mtu ? ['mtu', String(mtu)] : []), 'arp', noArp ? 'off' : 'on',
+  'link',
+  'set',
+  'dev',
+  dev,
+  ...(mtu ? ['mtu', String(mtu)] : []),
+  'arp',
+  noArp ? 'off' : 'on',
 ];
 export const addrFlush = (dev: string): string[] => ['addr', 'flush', 'dev', dev];
 /** IPv4 addresses get their broadcast address computed (`broadcast +`), as CNI's do. */
 export const addrAdd = (dev: string, a: CheckedAddress): string[] => [
-  `-${a.family}`, 'addr', 'add', `${a.address}/${a.prefix}`, ...(a.family === 4 && a.prefix < 31 ? ['broadcast', '+'] : []), 'dev', dev,
+  `-${a.family}`,
+  'addr',
+  'add',
+  `${a.address}/${a.prefix}`,
+  ...(a.family === 4 && a.prefix < 31 ? ['broadcast', '+'] : []),
+  'dev',
+  dev,
 ];
 
 /** `ip route replace`: idempotent, and it also takes over a matching route the kernel made for an address. */
 export function routeReplace(r: CheckedRoute): string[] {
   return [
-    `-${r.family}`, 'route', 'replace', r.dest,
+    `-${r.family}`,
+    'route',
+    'replace',
+    r.dest,
     ...(r.gateway === undefined ? [] : ['via', r.gateway]),
-    'dev', r.device,
+    'dev',
+    r.device,
     ...(r.source === undefined ? [] : ['src', r.source]),
-    'scope', ROUTE_SCOPES[r.scope],
+    'scope',
+    ROUTE_SCOPES[r.scope],
     ...(r.mtu ? ['mtu', String(r.mtu)] : []),
     ...(r.onlink ? ['onlink'] : []),
-    'proto', 'boot', 'table', 'main',
+    'proto',
+    'boot',
+    'table',
+    'main',
   ];
 }
 
@@ -92,7 +123,17 @@ export function routeOrder(routes: readonly CheckedRoute[]): CheckedRoute[] {
 }
 
 export const neighReplace = (n: CheckedNeighbor): string[] => [
-  `-${n.family}`, 'neigh', 'replace', n.address, 'lladdr', n.mac, 'dev', n.device, 'nud', n.state, ...(n.router ? ['router'] : []),
+  `-${n.family}`,
+  'neigh',
+  'replace',
+  n.address,
+  'lladdr',
+  n.mac,
+  'dev',
+  n.device,
+  'nud',
+  n.state,
+  ...(n.router ? ['router'] : []),
 ];
 
 export const addrShow = (): string[] => ['-j', '-d', 'addr', 'show'];
@@ -145,17 +186,26 @@ export function parseLinks(text: string): IpLink[] {
     const ifindex = num(o.ifindex);
     const ifname = str(o.ifname);
     if (ifindex === undefined || ifname === undefined) return [];
-    const addresses = (Array.isArray(o.addr_info) ? (o.addr_info as Record<string, unknown>[]) : []).flatMap((a): CheckedAddress[] => {
-      const family = a.family === 'inet' ? 4 : a.family === 'inet6' ? 6 : undefined;
-      const local = str(a.local);
-      const prefix = num(a.prefixlen);
-      return family && local !== undefined && prefix !== undefined ? [{ family, address: local, prefix }] : [];
-    });
+    const addresses = (Array.isArray(o.addr_info) ? (o.addr_info as Record<string, unknown>[]) : []).flatMap(
+      (a): CheckedAddress[] => {
+        const family = a.family === 'inet' ? 4 : a.family === 'inet6' ? 6 : undefined;
+        const local = str(a.local);
+        const prefix = num(a.prefixlen);
+        return family && local !== undefined && prefix !== undefined ? [{ family, address: local, prefix }] : [];
+      },
+    );
     const info = o.linkinfo as Record<string, unknown> | undefined;
-    return [{
-      ifindex, ifname, flags: strings(o.flags), mtu: num(o.mtu) ?? 0, address: (str(o.address) ?? '').toLowerCase(),
-      linkKind: str(info?.info_kind) ?? '', addresses,
-    }];
+    return [
+      {
+        ifindex,
+        ifname,
+        flags: strings(o.flags),
+        mtu: num(o.mtu) ?? 0,
+        address: (str(o.address) ?? '').toLowerCase(),
+        linkKind: str(info?.info_kind) ?? '',
+        addresses,
+      },
+    ];
   });
 }
 
@@ -180,26 +230,50 @@ export function parseRoutes(text: string): IpRoute[] {
 /** ip route del for a route ip listed: enough to name exactly that route (type, dst, gateway, dev, metric). */
 export function routeDelete(family: Family, r: IpRoute & { dev: string }): string[] {
   return [
-    `-${family}`, 'route', 'del', ...(r.type !== undefined && r.type !== 'unicast' ? [r.type] : []), r.dst,
+    `-${family}`,
+    'route',
+    'del',
+    ...(r.type !== undefined && r.type !== 'unicast' ? [r.type] : []),
+    r.dst,
     ...(r.gateway === undefined ? [] : ['via', r.gateway]),
-    'dev', r.dev,
+    'dev',
+    r.dev,
     ...(r.metric === undefined ? [] : ['metric', String(r.metric)]),
-    'table', 'main',
+    'table',
+    'main',
   ];
 }
 
 /** Routes UpdateRoutes removes: on a device other than lo, and not made by the kernel for an address. */
 export function removableRoutes(routes: readonly IpRoute[]): (IpRoute & { dev: string })[] {
-  return routes.filter((r): r is IpRoute & { dev: string } => r.dev !== undefined && r.dev !== 'lo' && r.protocol !== 'kernel');
+  return routes.filter(
+    (r): r is IpRoute & { dev: string } => r.dev !== undefined && r.dev !== 'lo' && r.protocol !== 'kernel',
+  );
 }
 
 // ---- to Kata's types ----------------------------------------------------------------------------------------
 
 /** IFF_* bits by the names ip prints. ip shows NO-CARRIER for an up link that is not running, and no RUNNING. */
 const IFF: Record<string, number> = {
-  UP: 0x1, BROADCAST: 0x2, DEBUG: 0x4, LOOPBACK: 0x8, POINTOPOINT: 0x10, NOTRAILERS: 0x20, RUNNING: 0x40, NOARP: 0x80,
-  PROMISC: 0x100, ALLMULTI: 0x200, MASTER: 0x400, SLAVE: 0x800, MULTICAST: 0x1000, PORTSEL: 0x2000, AUTOMEDIA: 0x4000,
-  DYNAMIC: 0x8000, LOWER_UP: 0x10000, DORMANT: 0x20000, ECHO: 0x40000,
+  UP: 0x1,
+  BROADCAST: 0x2,
+  DEBUG: 0x4,
+  LOOPBACK: 0x8,
+  POINTOPOINT: 0x10,
+  NOTRAILERS: 0x20,
+  RUNNING: 0x40,
+  NOARP: 0x80,
+  PROMISC: 0x100,
+  ALLMULTI: 0x200,
+  MASTER: 0x400,
+  SLAVE: 0x800,
+  MULTICAST: 0x1000,
+  PORTSEL: 0x2000,
+  AUTOMEDIA: 0x4000,
+  DYNAMIC: 0x8000,
+  LOWER_UP: 0x10000,
+  DORMANT: 0x20000,
+  ECHO: 0x40000,
 };
 
 export function rawFlags(flags: readonly string[]): number {
@@ -214,7 +288,11 @@ export function toInterface(link: IpLink): types.IInterface {
   return {
     device: link.ifname,
     name: link.ifname,
-    IPAddresses: link.addresses.map((a) => ({ family: toFamily(a.family), address: a.address, mask: String(a.prefix) })),
+    IPAddresses: link.addresses.map((a) => ({
+      family: toFamily(a.family),
+      address: a.address,
+      mask: String(a.prefix),
+    })),
     mtu: link.mtu,
     hwAddr: link.address,
     devicePath: '',
@@ -228,7 +306,7 @@ const SCOPE_NUMBERS: Record<string, number> = { global: 0, universe: 0, site: 20
 /** A route as Kata reports it: dest a CIDR, or '' for the default route; source the preferred source address. */
 export function toRoute(family: Family, r: IpRoute): types.IRoute {
   const dest = r.dst === 'default' ? '' : r.dst.includes('/') ? r.dst : `${r.dst}/${family === 4 ? 32 : 128}`;
-  const scope = r.scope === undefined ? 0 : SCOPE_NUMBERS[r.scope] ?? (/^\d+$/.test(r.scope) ? Number(r.scope) : 0);
+  const scope = r.scope === undefined ? 0 : (SCOPE_NUMBERS[r.scope] ?? (/^\d+$/.test(r.scope) ? Number(r.scope) : 0));
   return {
     dest,
     gateway: r.gateway ?? '',

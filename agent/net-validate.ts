@@ -94,7 +94,9 @@ const familyName = (f: Family): string => (f === 4 ? 'IPv4' : 'IPv6');
 /** A Linux interface name, narrowed to [A-Za-z0-9_.-] (1-15 bytes, not starting with '-' or '.'). */
 export function ifName(value: unknown, what: string): string {
   if (typeof value !== 'string' || !/^[A-Za-z0-9_][A-Za-z0-9_.-]*$/.test(value) || value.length > MAX_IFNAME_BYTES) {
-    throw invalid(`${what} ${JSON.stringify(value)} is not an interface name (1-${MAX_IFNAME_BYTES} of [A-Za-z0-9_.-], not starting with '-' or '.')`);
+    throw invalid(
+      `${what} ${JSON.stringify(value)} is not an interface name (1-${MAX_IFNAME_BYTES} of [A-Za-z0-9_.-], not starting with '-' or '.')`,
+    );
   }
   return value;
 }
@@ -111,7 +113,8 @@ export function macAddress(value: unknown, what: string): string {
 export function ipAddress(value: unknown, what: string, family?: Family): { family: Family; address: string } {
   const kind = typeof value === 'string' && !value.includes('%') && value.length <= 64 ? net.isIP(value) : 0;
   if (kind !== 4 && kind !== 6) throw invalid(`${what} ${JSON.stringify(value)} is not an IP address`);
-  if (family !== undefined && kind !== family) throw invalid(`${what} ${String(value)} is not an ${familyName(family)} address`);
+  if (family !== undefined && kind !== family)
+    throw invalid(`${what} ${String(value)} is not an ${familyName(family)} address`);
   return { family: kind, address: value as string };
 }
 
@@ -119,7 +122,8 @@ export function ipAddress(value: unknown, what: string, family?: Family): { fami
 export function prefixLength(value: unknown, family: Family, what: string): number {
   const max = family === 4 ? 32 : 128;
   const text = typeof value === 'number' ? String(value) : value;
-  if (typeof text !== 'string' || !/^\d{1,3}$/.test(text) || Number(text) > max) throw invalid(`${what} ${JSON.stringify(value)} is not a prefix length from 0 to ${max}`);
+  if (typeof text !== 'string' || !/^\d{1,3}$/.test(text) || Number(text) > max)
+    throw invalid(`${what} ${JSON.stringify(value)} is not a prefix length from 0 to ${max}`);
   return Number(text);
 }
 
@@ -127,13 +131,15 @@ export function prefixLength(value: unknown, family: Family, what: string): numb
 export function mtu(value: unknown, what: string): number {
   const n = value ?? 0;
   if (n === 0) return 0;
-  if (typeof n !== 'number' || !Number.isInteger(n) || n < MIN_MTU || n > MAX_MTU) throw invalid(`${what} ${String(value)} is not an MTU from ${MIN_MTU} to ${MAX_MTU} (or 0 for unset)`);
+  if (typeof n !== 'number' || !Number.isInteger(n) || n < MIN_MTU || n > MAX_MTU)
+    throw invalid(`${what} ${String(value)} is not an MTU from ${MIN_MTU} to ${MAX_MTU} (or 0 for unset)`);
   return n;
 }
 
 function uint32(value: unknown, what: string): number {
   const n = value ?? 0;
-  if (typeof n !== 'number' || !Number.isInteger(n) || n < 0 || n > 0xffffffff) throw invalid(`${what} ${String(value)} is not a 32-bit unsigned integer`);
+  if (typeof n !== 'number' || !Number.isInteger(n) || n < 0 || n > 0xffffffff)
+    throw invalid(`${what} ${String(value)} is not a 32-bit unsigned integer`);
   return n;
 }
 
@@ -157,7 +163,10 @@ export function addressBits(address: string, family: Family): bigint {
   const [head = '', tail] = text.split('::') as [string, string | undefined];
   const headGroups = head === '' ? [] : head.split(':');
   const tailGroups = tail === undefined || tail === '' ? [] : tail.split(':');
-  const groups = tail === undefined ? headGroups : [...headGroups, ...Array<string>(8 - headGroups.length - tailGroups.length).fill('0'), ...tailGroups];
+  const groups =
+    tail === undefined
+      ? headGroups
+      : [...headGroups, ...Array<string>(8 - headGroups.length - tailGroups.length).fill('0'), ...tailGroups];
   return groups.reduce((n, g) => (n << 16n) | BigInt(parseInt(g, 16)), 0n);
 }
 
@@ -168,7 +177,8 @@ export function cidr(value: string, family: Family, what: string): string {
   const bits = family === 4 ? 32 : 128;
   const prefix = slash < 0 ? bits : prefixLength(value.slice(slash + 1), family, `${what} prefix`);
   const hostMask = (1n << BigInt(bits - prefix)) - 1n;
-  if ((addressBits(address, family) & hostMask) !== 0n) throw invalid(`${what} ${value} has host bits set past its /${prefix} prefix`);
+  if ((addressBits(address, family) & hostMask) !== 0n)
+    throw invalid(`${what} ${value} has host bits set past its /${prefix} prefix`);
   return `${address}/${prefix}`;
 }
 
@@ -176,12 +186,15 @@ export function checkInterface(iface: types.IInterface | null | undefined): Chec
   if (!iface) throw invalid('interface is missing');
   const mac = macAddress(iface.hwAddr, 'interface hwAddr');
   // A NIC has a unicast MAC; the loopback's is all zeros, and it is not the host's to configure.
-  if (mac === '00:00:00:00:00:00' || (parseInt(mac.slice(0, 2), 16) & 1) !== 0) throw invalid(`interface hwAddr ${mac} is not a unicast MAC`);
+  if (mac === '00:00:00:00:00:00' || (parseInt(mac.slice(0, 2), 16) & 1) !== 0)
+    throw invalid(`interface hwAddr ${mac} is not a unicast MAC`);
   const name = ifName(iface.name, 'interface name');
-  if (name === 'lo') throw invalid('interface name lo is the loopback\'s');
+  if (name === 'lo') throw invalid("interface name lo is the loopback's");
   if (iface.device) ifName(iface.device, 'interface device');
-  if (iface.devicePath && !/^[0-9a-fA-F]{2}(\/[0-9a-fA-F]{2}){0,31}$/.test(iface.devicePath)) throw invalid(`interface devicePath ${JSON.stringify(iface.devicePath)} is not a PCI path (xx/yy/...)`);
-  if (iface.type && !/^[A-Za-z0-9_-]{1,32}$/.test(iface.type)) throw invalid(`interface type ${JSON.stringify(iface.type)} is not a link type`);
+  if (iface.devicePath && !/^[0-9a-fA-F]{2}(\/[0-9a-fA-F]{2}){0,31}$/.test(iface.devicePath))
+    throw invalid(`interface devicePath ${JSON.stringify(iface.devicePath)} is not a PCI path (xx/yy/...)`);
+  if (iface.type && !/^[A-Za-z0-9_-]{1,32}$/.test(iface.type))
+    throw invalid(`interface type ${JSON.stringify(iface.type)} is not a link type`);
   const rawFlags = uint32(iface.rawFlags, 'interface raw_flags');
   const seen = new Set<string>();
   const addresses = list(iface.IPAddresses, MAX_ADDRESSES, 'interface IPAddresses').map((a, i): CheckedAddress => {
@@ -202,9 +215,11 @@ export function checkRoute(route: types.IRoute, i: number): CheckedRoute {
   const rawDest = route.dest ?? '';
   const dest = rawDest === '' || rawDest === 'default' ? 'default' : cidr(rawDest, family, `${what} dest`);
   const scope = uint32(route.scope, `${what} scope`);
-  if (!(scope in ROUTE_SCOPES)) throw invalid(`${what} scope ${scope} is not one of 0 (universe), 200 (site), 253 (link), 254 (host)`);
+  if (!(scope in ROUTE_SCOPES))
+    throw invalid(`${what} scope ${scope} is not one of 0 (universe), 200 (site), 253 (link), 254 (host)`);
   const flags = uint32(route.flags, `${what} flags`);
-  if ((flags & ~RTNH_F_KNOWN) !== 0) throw invalid(`${what} flags 0x${flags.toString(16)} has bits that are not RTNH_F_* flags`);
+  if ((flags & ~RTNH_F_KNOWN) !== 0)
+    throw invalid(`${what} flags 0x${flags.toString(16)} has bits that are not RTNH_F_* flags`);
   const checked: CheckedRoute = {
     family,
     dest: dest === `${family === 4 ? '0.0.0.0' : '::'}/0` ? 'default' : dest,
@@ -215,7 +230,8 @@ export function checkRoute(route: types.IRoute, i: number): CheckedRoute {
   };
   if (route.gateway) checked.gateway = ipAddress(route.gateway, `${what} gateway`, family).address;
   if (route.source) checked.source = ipAddress(route.source, `${what} source`, family).address;
-  if (checked.gateway !== undefined && checked.scope !== 0) throw invalid(`${what}: a route via a gateway must have scope 0 (universe), not ${checked.scope}`);
+  if (checked.gateway !== undefined && checked.scope !== 0)
+    throw invalid(`${what}: a route via a gateway must have scope 0 (universe), not ${checked.scope}`);
   return checked;
 }
 
@@ -226,14 +242,27 @@ export function checkRoutes(routes: readonly types.IRoute[] | null | undefined):
 export function checkNeighbor(n: types.IARPNeighbor, i: number): CheckedNeighbor {
   const what = `neighbors[${i}]`;
   if (!n.toIPAddress) throw invalid(`${what} toIPAddress is missing`);
-  const declared = n.toIPAddress.family === undefined || n.toIPAddress.family === null ? undefined : familyOf(n.toIPAddress.family, `${what} toIPAddress family`);
+  const declared =
+    n.toIPAddress.family === undefined || n.toIPAddress.family === null
+      ? undefined
+      : familyOf(n.toIPAddress.family, `${what} toIPAddress family`);
   const { family, address } = ipAddress(n.toIPAddress.address, `${what} toIPAddress`, declared);
   const stateValue = n.state ?? 0;
   const state = stateValue === 0 ? 'permanent' : NUD_STATES[stateValue as keyof typeof NUD_STATES];
-  if (state === undefined) throw invalid(`${what} state ${stateValue} is not one of 0 or 0x80 (permanent), 0x40 (noarp), 0x02 (reachable), 0x04 (stale)`);
+  if (state === undefined)
+    throw invalid(
+      `${what} state ${stateValue} is not one of 0 or 0x80 (permanent), 0x40 (noarp), 0x02 (reachable), 0x04 (stale)`,
+    );
   const flags = n.flags ?? 0;
   if (flags !== 0 && flags !== NTF_ROUTER) throw invalid(`${what} flags ${flags} is not 0 or 0x80 (router)`);
-  return { family, address, mac: macAddress(n.lladdr, `${what} lladdr`), device: ifName(n.device, `${what} device`), state, router: flags === NTF_ROUTER };
+  return {
+    family,
+    address,
+    mac: macAddress(n.lladdr, `${what} lladdr`),
+    device: ifName(n.device, `${what} device`),
+    state,
+    router: flags === NTF_ROUTER,
+  };
 }
 
 export function checkNeighbors(neighbors: readonly types.IARPNeighbor[] | null | undefined): CheckedNeighbor[] {

@@ -9,8 +9,26 @@ import { Code, StatusError } from 'ttrpc-ts';
 import type { grpc, types } from '../protos/agent';
 import { log } from './log';
 import {
-  addrAdd, addrFlush, addrShow, execIp, linkDown, linkRename, linkSettings, linkUp, neighReplace, parseLinks, parseRoutes,
-  removableRoutes, routeDelete, routeOrder, routeReplace, routeShow, toInterface, toRoute, type IpLink, type IpRunner,
+  addrAdd,
+  addrFlush,
+  addrShow,
+  execIp,
+  linkDown,
+  linkRename,
+  linkSettings,
+  linkUp,
+  neighReplace,
+  parseLinks,
+  parseRoutes,
+  removableRoutes,
+  routeDelete,
+  routeOrder,
+  routeReplace,
+  routeShow,
+  toInterface,
+  toRoute,
+  type IpLink,
+  type IpRunner,
 } from './net-ip';
 import { checkInterface, checkNeighbors, checkRoutes, type Family } from './net-validate';
 
@@ -36,7 +54,11 @@ export class GuestNetwork {
       const links = await this.links();
       const link = links.find((l) => l.address === want.mac);
       if (!link) {
-        const seen = links.filter((l) => l.ifname !== 'lo').map((l) => `${l.ifname} ${l.address}`).join(', ') || 'none';
+        const seen =
+          links
+            .filter((l) => l.ifname !== 'lo')
+            .map((l) => `${l.ifname} ${l.address}`)
+            .join(', ') || 'none';
         throw new StatusError(Code.NOT_FOUND, `no guest interface has MAC ${want.mac} (interfaces: ${seen})`);
       }
       await this.ip(linkDown(link.ifname));
@@ -46,8 +68,17 @@ export class GuestNetwork {
       for (const a of want.addresses) await this.ip(addrAdd(want.name, a));
       await this.ip(linkUp(want.name));
       const now = (await this.links()).find((l) => l.address === want.mac);
-      if (!now) throw new StatusError(Code.INTERNAL, `interface ${want.name} (${want.mac}) disappeared while it was configured`);
-      log.info('interface updated', { name: want.name, mac: want.mac, mtu: now.mtu, addresses: want.addresses.map((a) => `${a.address}/${a.prefix}`) });
+      if (!now)
+        throw new StatusError(
+          Code.INTERNAL,
+          `interface ${want.name} (${want.mac}) disappeared while it was configured`,
+        );
+      log.info('interface updated', {
+        name: want.name,
+        mac: want.mac,
+        mtu: now.mtu,
+        addresses: want.addresses.map((a) => `${a.address}/${a.prefix}`),
+      });
       return toInterface(now);
     });
   }
@@ -59,11 +90,17 @@ export class GuestNetwork {
   async updateRoutes(req: grpc.IUpdateRoutesRequest): Promise<grpc.IRoutes> {
     const routes = checkRoutes(req.routes?.Routes);
     return this.serial(async () => {
-      await this.requireDevices(routes.map((r) => r.device), 'route');
+      await this.requireDevices(
+        routes.map((r) => r.device),
+        'route',
+      );
       for (const family of [4, 6] as const) {
         const current = removableRoutes(parseRoutes(await this.ip(routeShow(family))));
         // Routes via a gateway first, then the routes they may depend on.
-        for (const r of [...current.filter((c) => c.gateway !== undefined), ...current.filter((c) => c.gateway === undefined)]) {
+        for (const r of [
+          ...current.filter((c) => c.gateway !== undefined),
+          ...current.filter((c) => c.gateway === undefined),
+        ]) {
           await this.ip(routeDelete(family, r)).catch((err: unknown) => {
             if (!(err instanceof StatusError && err.code === Code.NOT_FOUND)) throw err; // already gone with another
           });
@@ -79,7 +116,10 @@ export class GuestNetwork {
   async addArpNeighbors(req: grpc.IAddARPNeighborsRequest): Promise<void> {
     const neighbors = checkNeighbors(req.neighbors?.ARPNeighbors);
     await this.serial(async () => {
-      await this.requireDevices(neighbors.map((n) => n.device), 'neighbor');
+      await this.requireDevices(
+        neighbors.map((n) => n.device),
+        'neighbor',
+      );
       for (const n of neighbors) await this.ip(neighReplace(n));
       log.info('neighbors added', { count: neighbors.length });
     });
@@ -111,14 +151,16 @@ export class GuestNetwork {
 
   private async routes(): Promise<types.IRoute[]> {
     const out: types.IRoute[] = [];
-    for (const family of [4, 6] as Family[]) out.push(...parseRoutes(await this.ip(routeShow(family))).map((r) => toRoute(family, r)));
+    for (const family of [4, 6] as Family[])
+      out.push(...parseRoutes(await this.ip(routeShow(family))).map((r) => toRoute(family, r)));
     return out;
   }
 
   private async requireDevices(names: readonly string[], what: string): Promise<void> {
     const present = new Set((await this.links()).map((l) => l.ifname));
     const missing = [...new Set(names)].filter((n) => !present.has(n));
-    if (missing.length) throw new StatusError(Code.NOT_FOUND, `${what} device ${missing.join(', ')} does not exist in the guest`);
+    if (missing.length)
+      throw new StatusError(Code.NOT_FOUND, `${what} device ${missing.join(', ')} does not exist in the guest`);
   }
 
   /**
@@ -132,7 +174,8 @@ export class GuestNetwork {
       return;
     }
     const temp = `hull-tmp${holder.ifindex}`.slice(0, 15);
-    if (links.some((l) => l.ifname === temp)) throw new StatusError(Code.INTERNAL, `cannot free the name ${name}: ${temp} is taken too`);
+    if (links.some((l) => l.ifname === temp))
+      throw new StatusError(Code.INTERNAL, `cannot free the name ${name}: ${temp} is taken too`);
     const wasUp = holder.flags.includes('UP');
     if (wasUp) await this.ip(linkDown(holder.ifname));
     await this.ip(linkRename(holder.ifname, temp));

@@ -94,13 +94,16 @@ export function deviceRules(rules: readonly grpc.ILinuxDeviceCgroup[] | null | u
   if (list.length > MAX_DEVICE_RULES) throw invalid(`more than ${MAX_DEVICE_RULES} device cgroup rules`);
   return list.map((r, i) => {
     const type = r.Type ?? '';
-    if (type !== '' && type !== 'a' && type !== 'b' && type !== 'c') throw invalid(`device rule ${i}: type ${JSON.stringify(type.slice(0, 8))} is not a, b or c`);
+    if (type !== '' && type !== 'a' && type !== 'b' && type !== 'c')
+      throw invalid(`device rule ${i}: type ${JSON.stringify(type.slice(0, 8))} is not a, b or c`);
     const access = r.Access ?? '';
-    if (!/^[rwm]{0,3}$/.test(access)) throw invalid(`device rule ${i}: access ${JSON.stringify(access.slice(0, 8))} is not made of r, w and m`);
+    if (!/^[rwm]{0,3}$/.test(access))
+      throw invalid(`device rule ${i}: access ${JSON.stringify(access.slice(0, 8))} is not made of r, w and m`);
     const number = (v: unknown, what: string): number | undefined => {
       if (v === null || v === undefined || Number(v) === -1) return undefined;
       const n = Number(v);
-      if (!Number.isSafeInteger(n) || n < 0 || n > UINT32_MAX) throw invalid(`device rule ${i}: ${what} ${n} is not a device number`);
+      if (!Number.isSafeInteger(n) || n < 0 || n > UINT32_MAX)
+        throw invalid(`device rule ${i}: ${what} ${n} is not a device number`);
       return n;
     };
     const out: OciDeviceRule = { allow: Boolean(r.Allow) };
@@ -165,7 +168,8 @@ export function toOciProcess(p: grpc.IProcess | null | undefined): OciProcess {
   const args = strings(p.Args, 'process args', MAX_ARGS);
   if (args.length === 0) throw invalid('process args are empty');
   const env = strings(p.Env, 'process env', MAX_ENV);
-  for (const e of env) if (!/^[^=]+=/.test(e)) throw invalid(`environment entry ${JSON.stringify(e.slice(0, 64))} is not NAME=value`);
+  for (const e of env)
+    if (!/^[^=]+=/.test(e)) throw invalid(`environment entry ${JSON.stringify(e.slice(0, 64))} is not NAME=value`);
   const total = [...args, ...env].reduce((n, s) => n + Buffer.byteLength(s) + 1, 0);
   if (total > MAX_TOTAL_BYTES) throw invalid(`process args and env are larger than ${MAX_TOTAL_BYTES} bytes`);
   const out: OciProcess = {
@@ -175,7 +179,11 @@ export function toOciProcess(p: grpc.IProcess | null | undefined): OciProcess {
     env,
     cwd: p.Cwd ? absPath(p.Cwd, 'cwd') : '/',
   };
-  if (p.Terminal && p.ConsoleSize) out.consoleSize = { height: uint16(p.ConsoleSize.Height, 'console height'), width: uint16(p.ConsoleSize.Width, 'console width') };
+  if (p.Terminal && p.ConsoleSize)
+    out.consoleSize = {
+      height: uint16(p.ConsoleSize.Height, 'console height'),
+      width: uint16(p.ConsoleSize.Width, 'console width'),
+    };
   const gids = p.User?.AdditionalGids ?? [];
   if (gids.length > 64) throw invalid('more than 64 additional gids');
   if (gids.length) out.user.additionalGids = gids.map((g, i) => uint32(g, `additional gid ${i}`));
@@ -241,13 +249,22 @@ function mounts(list: readonly grpc.IMount[] | null | undefined, sharedRoot: str
 
 /** config.json for crun; its process is what the host asked for (terminal.ts rewrites one with a terminal). */
 /** crun's config.json, and (not part of it) the sysctls the agent applies to the guest itself. */
-export type RuntimeSpec = Record<string, unknown> & { process: OciProcess; guestSysctls?: { key: string; value: string }[] };
+export type RuntimeSpec = Record<string, unknown> & {
+  process: OciProcess;
+  guestSysctls?: { key: string; value: string }[];
+};
 
 /**
  * config.json for crun, for container `cid` whose rootfs (already checked to exist) is `rootPath`; volume sources
  * must be inside `sharedRoot` (where the guest mounts the share).
  */
-export function toRuntimeSpec(spec: grpc.ISpec | null | undefined, cid: string, rootPath: string, sharedRoot = SHARED_CONTAINERS, podPidNamespace?: string): RuntimeSpec {
+export function toRuntimeSpec(
+  spec: grpc.ISpec | null | undefined,
+  cid: string,
+  rootPath: string,
+  sharedRoot = SHARED_CONTAINERS,
+  podPidNamespace?: string,
+): RuntimeSpec {
   if (!spec) throw invalid('CreateContainer without an OCI spec');
   const process = toOciProcess(spec.Process);
   const linux = spec.Linux ?? {};
@@ -262,7 +279,8 @@ export function toRuntimeSpec(spec: grpc.ISpec | null | undefined, cid: string, 
       namespaces.push({ type, path: podPidNamespace }); // the pod shares its processes: the sandbox container's
       continue;
     }
-    if ((KEPT_NAMESPACES.has(type) || (type === 'user' && hasMappings)) && !namespaces.some((n) => n.type === type)) namespaces.push({ type });
+    if ((KEPT_NAMESPACES.has(type) || (type === 'user' && hasMappings)) && !namespaces.some((n) => n.type === type))
+      namespaces.push({ type });
   }
   if (!namespaces.some((n) => n.type === 'mount')) namespaces.push({ type: 'mount' }); // crun needs one to pivot_root
   if (!namespaces.some((n) => n.type === 'pid')) namespaces.unshift({ type: 'pid' }); // never the guest's own: the agent lives there
@@ -275,26 +293,42 @@ export function toRuntimeSpec(spec: grpc.ISpec | null | undefined, cid: string, 
       namespaces,
       cgroupsPath: `/hull/${cid}`,
       maskedPaths: strings(linux.MaskedPaths, 'masked paths', MAX_PATHS).map((p, i) => absPath(p, `masked path ${i}`)),
-      readonlyPaths: strings(linux.ReadonlyPaths, 'read-only paths', MAX_PATHS).map((p, i) => absPath(p, `read-only path ${i}`)),
+      readonlyPaths: strings(linux.ReadonlyPaths, 'read-only paths', MAX_PATHS).map((p, i) =>
+        absPath(p, `read-only path ${i}`),
+      ),
     },
   };
   if (hasMappings) {
     const map = (list: readonly grpc.ILinuxIDMapping[] | null | undefined, what: string): object[] =>
-      (list ?? []).slice(0, 64).map((m) => ({ containerID: uint32(m.ContainerID, what), hostID: uint32(m.HostID, what), size: uint32(m.Size, what) }));
-    Object.assign(out.linux as object, { uidMappings: map(linux.UIDMappings, 'uid mapping'), gidMappings: map(linux.GIDMappings, 'gid mapping') });
+      (list ?? []).slice(0, 64).map((m) => ({
+        containerID: uint32(m.ContainerID, what),
+        hostID: uint32(m.HostID, what),
+        size: uint32(m.Size, what),
+      }));
+    Object.assign(out.linux as object, {
+      uidMappings: map(linux.UIDMappings, 'uid mapping'),
+      gidMappings: map(linux.GIDMappings, 'gid mapping'),
+    });
   }
   const res = toOciResources(linux.Resources, onlineSets());
   const devices = deviceRules(linux.Resources?.Devices);
-  if (res || devices.length) (out.linux as Record<string, unknown>).resources = { ...res, ...(devices.length ? { devices } : {}) };
+  if (res || devices.length)
+    (out.linux as Record<string, unknown>).resources = { ...res, ...(devices.length ? { devices } : {}) };
   if (allowsAllDevices(linux.Resources?.Devices)) {
-    Object.assign(out.linux as object, { devices: PRIVILEGED_DEVICES.map((d) => ({ ...d, fileMode: 0o660, uid: 0, gid: 0 })) });
+    Object.assign(out.linux as object, {
+      devices: PRIVILEGED_DEVICES.map((d) => ({ ...d, fileMode: 0o660, uid: 0, gid: 0 })),
+    });
   }
   const seccomp = toOciSeccomp(linux.Seccomp);
   if (seccomp) (out.linux as Record<string, unknown>).seccomp = seccomp;
   if (spec.Hostname) {
     const host = str(spec.Hostname, 'hostname', 64);
-    if (!/^[A-Za-z0-9]([A-Za-z0-9.-]{0,62}[A-Za-z0-9])?$/.test(host)) throw invalid(`hostname ${JSON.stringify(host)} is not valid`);
-    if (!namespaces.some((n) => n.type === 'uts')) throw invalid(`hostname ${host}: the container has no UTS namespace of its own (the pod's host name is CreateSandbox's)`);
+    if (!/^[A-Za-z0-9]([A-Za-z0-9.-]{0,62}[A-Za-z0-9])?$/.test(host))
+      throw invalid(`hostname ${JSON.stringify(host)} is not valid`);
+    if (!namespaces.some((n) => n.type === 'uts'))
+      throw invalid(
+        `hostname ${host}: the container has no UTS namespace of its own (the pod's host name is CreateSandbox's)`,
+      );
     out.hostname = host;
   }
   const own = new Set(namespaces.map((n) => n.type));
@@ -303,8 +337,10 @@ export function toRuntimeSpec(spec: grpc.ISpec | null | undefined, cid: string, 
   if (sysctls.length > MAX_SYSCTLS) throw invalid(`more than ${MAX_SYSCTLS} sysctls`);
   for (const [key, value] of sysctls) {
     const ns = sysctlNamespace(key);
-    if (!ns) throw invalid(`sysctl ${JSON.stringify(key.slice(0, 64))} is not a namespaced sysctl (a pod may set only those)`);
-    if (!/^[\x20-\x7e]{0,256}$/.test(value)) throw invalid(`sysctl ${key}: the value is not printable text of at most 256 bytes`);
+    if (!ns)
+      throw invalid(`sysctl ${JSON.stringify(key.slice(0, 64))} is not a namespaced sysctl (a pod may set only those)`);
+    if (!/^[\x20-\x7e]{0,256}$/.test(value))
+      throw invalid(`sysctl ${key}: the value is not printable text of at most 256 bytes`);
     if (own.has(ns)) crunSysctls[key] = value;
     else (out.guestSysctls ??= []).push({ key, value });
   }
@@ -317,6 +353,10 @@ export function sysctlNamespace(key: string): 'net' | 'ipc' | undefined {
   if (!/^[a-z0-9_]+(?:[./][a-z0-9_-]+){1,8}$/.test(key) || key.length > 128) return undefined;
   const k = key.replace(/\//g, '.');
   if (k.startsWith('net.')) return 'net';
-  if (/^kernel\.(?:shmmax|shmall|shmmni|shm_rmid_forced|msgmax|msgmnb|msgmni|sem)$/.test(k) || k.startsWith('fs.mqueue.')) return 'ipc';
+  if (
+    /^kernel\.(?:shmmax|shmall|shmmni|shm_rmid_forced|msgmax|msgmnb|msgmni|sem)$/.test(k) ||
+    k.startsWith('fs.mqueue.')
+  )
+    return 'ipc';
   return undefined;
 }

@@ -122,7 +122,8 @@ export class OomEvents {
       waiter.resolve(cid);
       return;
     }
-    if (this.queue.length >= MAX_QUEUED) log.warn('OOM event dropped: nobody asked for events', { id: this.queue.shift() });
+    if (this.queue.length >= MAX_QUEUED)
+      log.warn('OOM event dropped: nobody asked for events', { id: this.queue.shift() });
     this.queue.push(cid);
   }
 

@@ -29,7 +29,10 @@ export interface OpenedConnection {
 function connectTo(host: string, port: number): Promise<net.Socket> {
   return new Promise((resolve, reject) => {
     const socket = net.connect({ host, port, noDelay: true });
-    const timer = setTimeout(() => socket.destroy(Object.assign(new Error(`connect ${host}:${port} timed out`), { code: 'ETIMEDOUT' })), CONNECT_TIMEOUT_MS);
+    const timer = setTimeout(
+      () => socket.destroy(Object.assign(new Error(`connect ${host}:${port} timed out`), { code: 'ETIMEDOUT' })),
+      CONNECT_TIMEOUT_MS,
+    );
     socket.once('connect', () => {
       clearTimeout(timer);
       socket.off('error', reject);
@@ -57,9 +60,13 @@ export class LoopbackConnections {
   /** Connects to 127.0.0.1:port, else [::1]:port (containerd's order for runc pods). */
   async open(req: { port?: number | null }): Promise<OpenedConnection> {
     const port = Number(req.port ?? 0);
-    if (!Number.isInteger(port) || port < 1 || port > 65535) throw new StatusError(Code.INVALID_ARGUMENT, `port ${req.port} is not a TCP port (1-65535)`);
+    if (!Number.isInteger(port) || port < 1 || port > 65535)
+      throw new StatusError(Code.INVALID_ARGUMENT, `port ${req.port} is not a TCP port (1-65535)`);
     if (this.connections.size + this.pending >= MAX_CONNECTIONS) {
-      throw new StatusError(Code.RESOURCE_EXHAUSTED, `${MAX_CONNECTIONS} forwarded connections are open in the guest already`);
+      throw new StatusError(
+        Code.RESOURCE_EXHAUSTED,
+        `${MAX_CONNECTIONS} forwarded connections are open in the guest already`,
+      );
     }
     this.pending++;
     let socket: net.Socket;
@@ -70,7 +77,10 @@ export class LoopbackConnections {
       } catch (err4) {
         address = '::1';
         socket = await connectTo(address, port).catch((err6: unknown) => {
-          throw new StatusError(Code.UNAVAILABLE, `nothing accepts connections on port ${port} in the pod: 127.0.0.1: ${errorCode(err4)}, [::1]: ${errorCode(err6)}`);
+          throw new StatusError(
+            Code.UNAVAILABLE,
+            `nothing accepts connections on port ${port} in the pod: 127.0.0.1: ${errorCode(err4)}, [::1]: ${errorCode(err6)}`,
+          );
         });
       }
     } finally {
@@ -93,11 +103,17 @@ export class LoopbackConnections {
   async write(req: { connectionId?: number | null; data?: Uint8Array | null }): Promise<void> {
     const c = this.get(req.connectionId);
     const data = req.data ?? new Uint8Array(0);
-    if (data.length > WRITE_LIMIT) throw new StatusError(Code.INVALID_ARGUMENT, `write of ${data.length} bytes is over the limit of ${WRITE_LIMIT}`);
+    if (data.length > WRITE_LIMIT)
+      throw new StatusError(Code.INVALID_ARGUMENT, `write of ${data.length} bytes is over the limit of ${WRITE_LIMIT}`);
     if (data.length === 0) return;
-    if (c.socket.destroyed || c.socket.writableEnded) throw new StatusError(Code.FAILED_PRECONDITION, `connection ${req.connectionId} is closed for writing`);
+    if (c.socket.destroyed || c.socket.writableEnded)
+      throw new StatusError(Code.FAILED_PRECONDITION, `connection ${req.connectionId} is closed for writing`);
     await new Promise<void>((resolve, reject) => {
-      c.socket.write(data, (err) => (err ? reject(new StatusError(Code.UNAVAILABLE, `connection ${req.connectionId}: ${errorCode(err)}`)) : resolve()));
+      c.socket.write(data, (err) =>
+        err
+          ? reject(new StatusError(Code.UNAVAILABLE, `connection ${req.connectionId}: ${errorCode(err)}`))
+          : resolve(),
+      );
     });
   }
 

@@ -34,7 +34,10 @@ export class OutputBuffer {
   private waiters: (() => void)[] = [];
   private readonly endedPromise: Promise<void>;
 
-  constructor(private readonly stream: Readable | null | undefined, private readonly limit = OUTPUT_BUFFER_LIMIT) {
+  constructor(
+    private readonly stream: Readable | null | undefined,
+    private readonly limit = OUTPUT_BUFFER_LIMIT,
+  ) {
     let markEnded!: () => void;
     this.endedPromise = new Promise((resolve) => (markEnded = resolve));
     const end = (): void => {
@@ -154,7 +157,10 @@ export class ContainerProcess {
    */
   wait(drainMs = EXIT_DRAIN_MS): Promise<number> {
     const exit = this.exitPromise;
-    if (!exit) return Promise.reject(new StatusError(Code.FAILED_PRECONDITION, `process ${this.execId || '(init)'} has not been started`));
+    if (!exit)
+      return Promise.reject(
+        new StatusError(Code.FAILED_PRECONDITION, `process ${this.execId || '(init)'} has not been started`),
+      );
     this.drained ??= exit.then(async (code) => {
       let timer: NodeJS.Timeout | undefined;
       const deadline = new Promise<void>((resolve) => (timer = setTimeout(resolve, drainMs)));
@@ -166,11 +172,15 @@ export class ContainerProcess {
   }
 
   async write(data: Uint8Array): Promise<number> {
-    if (data.length > WRITE_LIMIT) throw new StatusError(Code.INVALID_ARGUMENT, `stdin write of ${data.length} bytes is larger than ${WRITE_LIMIT}`);
+    if (data.length > WRITE_LIMIT)
+      throw new StatusError(Code.INVALID_ARGUMENT, `stdin write of ${data.length} bytes is larger than ${WRITE_LIMIT}`);
     const stdin = this.stdin;
-    if (!stdin || this.stdinClosed || stdin.destroyed || stdin.writableEnded) throw new StatusError(Code.FAILED_PRECONDITION, 'stdin is closed');
+    if (!stdin || this.stdinClosed || stdin.destroyed || stdin.writableEnded)
+      throw new StatusError(Code.FAILED_PRECONDITION, 'stdin is closed');
     await new Promise<void>((resolve, reject) => {
-      stdin.write(Buffer.from(data), (err) => (err ? reject(new StatusError(Code.FAILED_PRECONDITION, `stdin: ${err.message}`)) : resolve()));
+      stdin.write(Buffer.from(data), (err) =>
+        err ? reject(new StatusError(Code.FAILED_PRECONDITION, `stdin: ${err.message}`)) : resolve(),
+      );
     });
     return data.length;
   }
@@ -183,7 +193,8 @@ export class ContainerProcess {
 
   /** TtyWinResize; only for a process with a terminal. */
   resize(size: { rows: number; cols: number }): void {
-    if (!this.terminal) throw new StatusError(Code.FAILED_PRECONDITION, `process ${this.execId || '(init)'} has no terminal`);
+    if (!this.terminal)
+      throw new StatusError(Code.FAILED_PRECONDITION, `process ${this.execId || '(init)'} has no terminal`);
     this.terminal.resize(size);
   }
 

@@ -15,10 +15,15 @@ const MAX_CMD = 4096;
 
 export type ProcessListFormat = 'json' | 'table';
 
-export function listFormat(format: string | null | undefined, args: readonly string[] | null | undefined): ProcessListFormat {
-  if (format !== 'json' && format !== 'table') throw invalid(`process list format ${JSON.stringify(format ?? '')} is not "json" or "table"`);
+export function listFormat(
+  format: string | null | undefined,
+  args: readonly string[] | null | undefined,
+): ProcessListFormat {
+  if (format !== 'json' && format !== 'table')
+    throw invalid(`process list format ${JSON.stringify(format ?? '')} is not "json" or "table"`);
   const list = args ?? [];
-  if (list.length > 0 && !(list.length === 1 && list[0] === '-ef')) throw invalid('ps arguments are not supported: the table has fixed columns');
+  if (list.length > 0 && !(list.length === 1 && list[0] === '-ef'))
+    throw invalid('ps arguments are not supported: the table has fixed columns');
   return format;
 }
 
@@ -26,7 +31,8 @@ export function listFormat(format: string | null | undefined, args: readonly str
 export function cgroupPids(dir: string): number[] {
   const pids = new Set<number>();
   const walk = (d: string, depth: number): void => {
-    for (const line of fs.readFileSync(path.join(d, 'cgroup.procs'), 'utf8').split('\n')) if (/^\d+$/.test(line)) pids.add(Number(line));
+    for (const line of fs.readFileSync(path.join(d, 'cgroup.procs'), 'utf8').split('\n'))
+      if (/^\d+$/.test(line)) pids.add(Number(line));
     if (depth >= MAX_DEPTH) return;
     for (const entry of fs.readdirSync(d, { withFileTypes: true })) {
       if (!entry.isDirectory()) continue;
@@ -55,7 +61,12 @@ export function parseStat(text: string): { comm: string; state: string; ppid: nu
   const open = text.indexOf('(');
   const close = text.lastIndexOf(')');
   const fields = text.slice(close + 2).split(' ');
-  return { comm: text.slice(open + 1, close), state: fields[0] ?? '?', ppid: Number(fields[1] ?? 0), cpuTicks: Number(fields[11] ?? 0) + Number(fields[12] ?? 0) };
+  return {
+    comm: text.slice(open + 1, close),
+    state: fields[0] ?? '?',
+    ppid: Number(fields[1] ?? 0),
+    cpuTicks: Number(fields[11] ?? 0) + Number(fields[12] ?? 0),
+  };
 }
 
 /** One process as a table row; undefined if it has gone. */
@@ -64,7 +75,14 @@ export function readProcess(pid: number, procRoot = '/proc'): ProcessRow | undef
     const stat = parseStat(fs.readFileSync(`${procRoot}/${pid}/stat`, 'utf8'));
     const uid = /^Uid:\s+(\d+)/m.exec(fs.readFileSync(`${procRoot}/${pid}/status`, 'utf8'));
     const argv = fs.readFileSync(`${procRoot}/${pid}/cmdline`, 'utf8').replace(/\0+$/, '').split('\0').join(' ');
-    return { uid: Number(uid?.[1] ?? 0), pid, ppid: stat.ppid, state: stat.state, cpuTicks: stat.cpuTicks, cmd: (argv || `[${stat.comm}]`).slice(0, MAX_CMD) };
+    return {
+      uid: Number(uid?.[1] ?? 0),
+      pid,
+      ppid: stat.ppid,
+      state: stat.state,
+      cpuTicks: stat.cpuTicks,
+      cmd: (argv || `[${stat.comm}]`).slice(0, MAX_CMD),
+    };
   } catch {
     return undefined;
   }
@@ -77,7 +95,10 @@ function cpuTime(ticks: number): string {
 }
 
 export function formatTable(rows: readonly ProcessRow[]): string {
-  const lines = [['UID', 'PID', 'PPID', 'STAT', 'TIME', 'CMD'], ...rows.map((r) => [String(r.uid), String(r.pid), String(r.ppid), r.state, cpuTime(r.cpuTicks), r.cmd])];
+  const lines = [
+    ['UID', 'PID', 'PPID', 'STAT', 'TIME', 'CMD'],
+    ...rows.map((r) => [String(r.uid), String(r.pid), String(r.ppid), r.state, cpuTime(r.cpuTicks), r.cmd]),
+  ];
   const widths = [0, 1, 2, 3, 4].map((i) => Math.max(...lines.map((l) => l[i]!.length)));
   return lines.map((l) => l.map((cell, i) => (i < 5 ? cell.padStart(widths[i]!) : cell)).join('  ')).join('\n') + '\n';
 }
@@ -85,5 +106,7 @@ export function formatTable(rows: readonly ProcessRow[]): string {
 /** The process list of Kata's ListProcesses, as bytes. */
 export function processList(pids: readonly number[], format: ProcessListFormat, procRoot = '/proc'): Buffer {
   if (format === 'json') return Buffer.from(JSON.stringify(pids));
-  return Buffer.from(formatTable(pids.map((p) => readProcess(p, procRoot)).filter((r): r is ProcessRow => r !== undefined)));
+  return Buffer.from(
+    formatTable(pids.map((p) => readProcess(p, procRoot)).filter((r): r is ProcessRow => r !== undefined)),
+  );
 }

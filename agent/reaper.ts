@@ -28,7 +28,10 @@ const MAX_LINE = 64;
 export class RecordParser {
   private partial = '';
 
-  constructor(private readonly onRecord: (r: ExitRecord) => void, private readonly onBadLine: (line: string) => void = () => {}) {}
+  constructor(
+    private readonly onRecord: (r: ExitRecord) => void,
+    private readonly onBadLine: (line: string) => void = () => {},
+  ) {}
 
   push(chunk: Buffer | string): void {
     const text = this.partial + (typeof chunk === 'string' ? chunk : chunk.toString('latin1'));
@@ -82,7 +85,10 @@ export class Reaper extends EventEmitter {
 
   /** Reads records from `stream` (hull-init's pipe, or any stream in tests). */
   attach(stream: Readable): this {
-    const parser = new RecordParser((r) => this.record(r), (line) => log.warn('bad exit status record from hull-init', { line }));
+    const parser = new RecordParser(
+      (r) => this.record(r),
+      (line) => log.warn('bad exit status record from hull-init', { line }),
+    );
     stream.on('data', (chunk: Buffer) => parser.push(chunk));
     stream.on('error', (err) => this.close(err));
     stream.on('end', () => this.close(new Error('hull-init closed the exit status pipe')));
@@ -170,7 +176,9 @@ export function openHullInitReaper(options: ReaperOptions = {}): Reaper {
     fd = fs.openSync(`/proc/self/fd/${STATUS_FD}`, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
     fs.closeSync(STATUS_FD);
   } catch (err) {
-    log.warn('cannot reopen the exit status pipe with close-on-exec; children will inherit fd 3', { error: (err as Error).message });
+    log.warn('cannot reopen the exit status pipe with close-on-exec; children will inherit fd 3', {
+      error: (err as Error).message,
+    });
   }
   delete process.env[HULL_INIT_ENV];
   const socket = new net.Socket({ fd, readable: true, writable: false });

@@ -50,7 +50,8 @@ function memoryValue(value: unknown, what: string, min: number): number {
 
 /** "0-3,5" as the set of its numbers; refuses anything else (empty parts, descending ranges, huge indexes). */
 export function parseCpuList(value: string, what: string): Set<number> {
-  if (!/^[0-9]+(-[0-9]+)?(,[0-9]+(-[0-9]+)?)*$/.test(value) || value.length > 256) throw invalid(`${what} ${JSON.stringify(value.slice(0, 64))} is not a list like 0-3,5`);
+  if (!/^[0-9]+(-[0-9]+)?(,[0-9]+(-[0-9]+)?)*$/.test(value) || value.length > 256)
+    throw invalid(`${what} ${JSON.stringify(value.slice(0, 64))} is not a list like 0-3,5`);
   const out = new Set<number>();
   for (const part of value.split(',')) {
     const [a, b = a] = part.split('-').map(Number) as [number, number?];
@@ -64,13 +65,19 @@ function cpuSet(value: string, what: string, online: ReadonlySet<number> | undef
   const wanted = parseCpuList(value, what);
   if (online) {
     const missing = [...wanted].filter((i) => !online.has(i));
-    if (missing.length) throw invalid(`${what} ${JSON.stringify(value)} names ${missing.slice(0, 8).join(', ')}, which the guest does not have`);
+    if (missing.length)
+      throw invalid(
+        `${what} ${JSON.stringify(value)} names ${missing.slice(0, 8).join(', ')}, which the guest does not have`,
+      );
   }
   return value;
 }
 
 /** The checked resources, or undefined when nothing applicable is set. */
-export function toOciResources(r: grpc.ILinuxResources | null | undefined, online: OnlineSets = {}): OciResources | undefined {
+export function toOciResources(
+  r: grpc.ILinuxResources | null | undefined,
+  online: OnlineSets = {},
+): OciResources | undefined {
   if (!r) return undefined;
   const out: OciResources = {};
   const mem = r.Memory;
@@ -91,15 +98,18 @@ export function toOciResources(r: grpc.ILinuxResources | null | undefined, onlin
     const c: NonNullable<OciResources['cpu']> = {};
     if (cpu.Shares) {
       c.shares = integer(cpu.Shares, 'cpu shares');
-      if (c.shares < CPU_SHARES.min || c.shares > CPU_SHARES.max) throw invalid(`cpu shares ${c.shares} are outside ${CPU_SHARES.min}-${CPU_SHARES.max}`);
+      if (c.shares < CPU_SHARES.min || c.shares > CPU_SHARES.max)
+        throw invalid(`cpu shares ${c.shares} are outside ${CPU_SHARES.min}-${CPU_SHARES.max}`);
     }
     if (cpu.Quota) {
       c.quota = integer(cpu.Quota, 'cpu quota');
-      if (c.quota !== -1 && c.quota < CPU_QUOTA_MIN_US) throw invalid(`cpu quota ${c.quota} µs is below ${CPU_QUOTA_MIN_US} (-1 means no limit)`);
+      if (c.quota !== -1 && c.quota < CPU_QUOTA_MIN_US)
+        throw invalid(`cpu quota ${c.quota} µs is below ${CPU_QUOTA_MIN_US} (-1 means no limit)`);
     }
     if (cpu.Period) {
       c.period = integer(cpu.Period, 'cpu period');
-      if (c.period < CPU_PERIOD_US.min || c.period > CPU_PERIOD_US.max) throw invalid(`cpu period ${c.period} µs is outside ${CPU_PERIOD_US.min}-${CPU_PERIOD_US.max}`);
+      if (c.period < CPU_PERIOD_US.min || c.period > CPU_PERIOD_US.max)
+        throw invalid(`cpu period ${c.period} µs is outside ${CPU_PERIOD_US.min}-${CPU_PERIOD_US.max}`);
     }
     if (cpu.Cpus) c.cpus = cpuSet(cpu.Cpus, 'cpuset cpus', online.cpus);
     if (cpu.Mems) c.mems = cpuSet(cpu.Mems, 'cpuset mems', online.mems);
@@ -122,5 +132,8 @@ export function onlineSets(): OnlineSets {
       return undefined;
     }
   };
-  return { cpus: read('/sys/devices/system/cpu/online'), mems: read('/sys/devices/system/node/online') ?? new Set([0]) };
+  return {
+    cpus: read('/sys/devices/system/cpu/online'),
+    mems: read('/sys/devices/system/node/online') ?? new Set([0]),
+  };
 }

@@ -8,7 +8,15 @@ import type { grpc } from '../protos/agent';
 import { SANDBOX_SHM, SHARED_ROOT, modulesReady } from './init';
 import { log } from './log';
 import { mount, run, unmount } from './system';
-import { hostname as validHostname, invalid, moduleName, mountOptions, pathUnder, plainName, identifier } from './validate';
+import {
+  hostname as validHostname,
+  invalid,
+  moduleName,
+  mountOptions,
+  pathUnder,
+  plainName,
+  identifier,
+} from './validate';
 
 interface MountedStorage {
   driver: string;
@@ -41,10 +49,14 @@ export class GuestSandbox {
     if (this.id !== undefined) throw new StatusError(Code.ALREADY_EXISTS, `sandbox ${this.id} already exists`);
     const id = identifier(req.sandboxId ?? '', 'sandbox id');
     const host = req.hostname ? validHostname(req.hostname) : undefined;
-    const modules = (req.kernelModules ?? []).map((m) => ({ name: moduleName(m.name ?? ''), parameters: (m.parameters ?? []).map(moduleParameter) }));
+    const modules = (req.kernelModules ?? []).map((m) => ({
+      name: moduleName(m.name ?? ''),
+      parameters: (m.parameters ?? []).map(moduleParameter),
+    }));
     // Validate every storage before mounting any.
     const storages = (req.storages ?? []).map(checkStorage);
-    for (const d of req.dns ?? []) if (!/^[A-Za-z0-9 .:_-]{1,256}$/.test(d)) throw invalid(`dns entry ${JSON.stringify(d)} is not valid`);
+    for (const d of req.dns ?? [])
+      if (!/^[A-Za-z0-9 .:_-]{1,256}$/.test(d)) throw invalid(`dns entry ${JSON.stringify(d)} is not valid`);
 
     await modulesReady; // virtiofs and overlay load in the background after boot
     for (const m of modules) await run('modprobe', [m.name, ...m.parameters]);
@@ -91,12 +103,19 @@ interface CheckedStorage {
 function checkStorage(s: grpc.IStorage): CheckedStorage {
   const driver = s.driver ?? '';
   const fstype = STORAGE_DRIVERS[driver];
-  if (!fstype) throw new StatusError(Code.INVALID_ARGUMENT, `storage driver ${JSON.stringify(driver)} is not supported (supported: ${Object.keys(STORAGE_DRIVERS).join(', ')})`);
+  if (!fstype)
+    throw new StatusError(
+      Code.INVALID_ARGUMENT,
+      `storage driver ${JSON.stringify(driver)} is not supported (supported: ${Object.keys(STORAGE_DRIVERS).join(', ')})`,
+    );
   if (s.fstype && s.fstype !== fstype) throw invalid(`storage driver ${driver} mounts ${fstype}, not ${s.fstype}`);
   if (driver === 'ephemeral') {
-    if (s.source !== 'shm' || s.mountPoint !== SANDBOX_SHM) throw invalid(`an ephemeral storage is the pod's shm: source "shm" at ${SANDBOX_SHM}`);
+    if (s.source !== 'shm' || s.mountPoint !== SANDBOX_SHM)
+      throw invalid(`an ephemeral storage is the pod's shm: source "shm" at ${SANDBOX_SHM}`);
     const options = s.options ?? [];
-    for (const o of options) if (!EPHEMERAL_OPTIONS.test(o)) throw invalid(`ephemeral storage option ${JSON.stringify(o.slice(0, 64))} is not allowed`);
+    for (const o of options)
+      if (!EPHEMERAL_OPTIONS.test(o))
+        throw invalid(`ephemeral storage option ${JSON.stringify(o.slice(0, 64))} is not allowed`);
     if (!options.some((o) => o.startsWith('size='))) throw invalid('an ephemeral storage needs a size= option');
     return { driver, fstype, source: 'shm', mountPoint: SANDBOX_SHM, options: [...options] };
   }
@@ -110,6 +129,7 @@ function checkStorage(s: grpc.IStorage): CheckedStorage {
 }
 
 function moduleParameter(p: string): string {
-  if (!/^[A-Za-z0-9_]{1,64}=[A-Za-z0-9_.,:-]{0,256}$/.test(p)) throw invalid(`kernel module parameter ${JSON.stringify(p)} is not valid`);
+  if (!/^[A-Za-z0-9_]{1,64}=[A-Za-z0-9_.,:-]{0,256}$/.test(p))
+    throw invalid(`kernel module parameter ${JSON.stringify(p)} is not valid`);
   return p;
 }

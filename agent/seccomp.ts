@@ -29,29 +29,81 @@ const MAX_FLAGS = 8;
 const MAX_ERRNO = 0xffff;
 
 const ACTIONS: ReadonlySet<string> = new Set([
-  'SCMP_ACT_KILL', 'SCMP_ACT_KILL_PROCESS', 'SCMP_ACT_KILL_THREAD', 'SCMP_ACT_TRAP', 'SCMP_ACT_ERRNO',
-  'SCMP_ACT_TRACE', 'SCMP_ACT_ALLOW', 'SCMP_ACT_LOG',
+  'SCMP_ACT_KILL',
+  'SCMP_ACT_KILL_PROCESS',
+  'SCMP_ACT_KILL_THREAD',
+  'SCMP_ACT_TRAP',
+  'SCMP_ACT_ERRNO',
+  'SCMP_ACT_TRACE',
+  'SCMP_ACT_ALLOW',
+  'SCMP_ACT_LOG',
 ]);
 /** The actions whose return value an errno (errnoRet) gives. */
 const ERRNO_ACTIONS: ReadonlySet<string> = new Set(['SCMP_ACT_ERRNO', 'SCMP_ACT_TRACE']);
 const ARCHITECTURES: ReadonlySet<string> = new Set([
-  'SCMP_ARCH_X86', 'SCMP_ARCH_X86_64', 'SCMP_ARCH_X32', 'SCMP_ARCH_ARM', 'SCMP_ARCH_AARCH64', 'SCMP_ARCH_MIPS',
-  'SCMP_ARCH_MIPS64', 'SCMP_ARCH_MIPS64N32', 'SCMP_ARCH_MIPSEL', 'SCMP_ARCH_MIPSEL64', 'SCMP_ARCH_MIPSEL64N32',
-  'SCMP_ARCH_PPC', 'SCMP_ARCH_PPC64', 'SCMP_ARCH_PPC64LE', 'SCMP_ARCH_S390', 'SCMP_ARCH_S390X', 'SCMP_ARCH_PARISC',
-  'SCMP_ARCH_PARISC64', 'SCMP_ARCH_RISCV64',
+  'SCMP_ARCH_X86',
+  'SCMP_ARCH_X86_64',
+  'SCMP_ARCH_X32',
+  'SCMP_ARCH_ARM',
+  'SCMP_ARCH_AARCH64',
+  'SCMP_ARCH_MIPS',
+  'SCMP_ARCH_MIPS64',
+  'SCMP_ARCH_MIPS64N32',
+  'SCMP_ARCH_MIPSEL',
+  'SCMP_ARCH_MIPSEL64',
+  'SCMP_ARCH_MIPSEL64N32',
+  'SCMP_ARCH_PPC',
+  'SCMP_ARCH_PPC64',
+  'SCMP_ARCH_PPC64LE',
+  'SCMP_ARCH_S390',
+  'SCMP_ARCH_S390X',
+  'SCMP_ARCH_PARISC',
+  'SCMP_ARCH_PARISC64',
+  'SCMP_ARCH_RISCV64',
 ]);
 const FLAGS: ReadonlySet<string> = new Set([
-  'SECCOMP_FILTER_FLAG_TSYNC', 'SECCOMP_FILTER_FLAG_LOG', 'SECCOMP_FILTER_FLAG_SPEC_ALLOW', 'SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV',
+  'SECCOMP_FILTER_FLAG_TSYNC',
+  'SECCOMP_FILTER_FLAG_LOG',
+  'SECCOMP_FILTER_FLAG_SPEC_ALLOW',
+  'SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV',
 ]);
-const OPERATORS: ReadonlySet<string> = new Set(['SCMP_CMP_NE', 'SCMP_CMP_LT', 'SCMP_CMP_LE', 'SCMP_CMP_EQ', 'SCMP_CMP_GE', 'SCMP_CMP_GT', 'SCMP_CMP_MASKED_EQ']);
+const OPERATORS: ReadonlySet<string> = new Set([
+  'SCMP_CMP_NE',
+  'SCMP_CMP_LT',
+  'SCMP_CMP_LE',
+  'SCMP_CMP_EQ',
+  'SCMP_CMP_GE',
+  'SCMP_CMP_GT',
+  'SCMP_CMP_MASKED_EQ',
+]);
 const SYSCALL_NAME = /^[a-z0-9_]{1,64}$/;
 
-export interface OciSeccompArg { index: number; value: number; valueTwo?: number; op: string }
-export interface OciSyscall { names: string[]; action: string; errnoRet?: number; args?: OciSeccompArg[] }
-export interface OciSeccomp { defaultAction: string; architectures?: string[]; flags?: string[]; syscalls?: OciSyscall[] }
+export interface OciSeccompArg {
+  index: number;
+  value: number;
+  valueTwo?: number;
+  op: string;
+}
+export interface OciSyscall {
+  names: string[];
+  action: string;
+  errnoRet?: number;
+  args?: OciSeccompArg[];
+}
+export interface OciSeccomp {
+  defaultAction: string;
+  architectures?: string[];
+  flags?: string[];
+  syscalls?: OciSyscall[];
+}
 
 /** A bounded list of strings, each one of `allowed` (or matching it, for a pattern). */
-function names(list: readonly unknown[] | null | undefined, what: { one: string; many: string }, max: number, allowed: ReadonlySet<string> | RegExp): string[] {
+function names(
+  list: readonly unknown[] | null | undefined,
+  what: { one: string; many: string },
+  max: number,
+  allowed: ReadonlySet<string> | RegExp,
+): string[] {
   const all = list ?? [];
   if (all.length > max) throw invalid(`seccomp: more than ${max} ${what.many}`);
   return all.map((v) => {
@@ -62,23 +114,28 @@ function names(list: readonly unknown[] | null | undefined, what: { one: string;
 }
 
 function action(value: unknown, what: string): string {
-  if (value === 'SCMP_ACT_NOTIFY') throw invalid(`seccomp: ${what} SCMP_ACT_NOTIFY needs a seccomp agent listening, which a guest does not have`);
-  if (typeof value !== 'string' || !ACTIONS.has(value)) throw invalid(`seccomp: ${what} ${JSON.stringify(String(value).slice(0, 64))} is not a seccomp action`);
+  if (value === 'SCMP_ACT_NOTIFY')
+    throw invalid(`seccomp: ${what} SCMP_ACT_NOTIFY needs a seccomp agent listening, which a guest does not have`);
+  if (typeof value !== 'string' || !ACTIONS.has(value))
+    throw invalid(`seccomp: ${what} ${JSON.stringify(String(value).slice(0, 64))} is not a seccomp action`);
   return value;
 }
 
 /** A uint64 comparison value, only if a JavaScript number holds it exactly (above 2^53 it may have been rounded). */
 function argValue(value: unknown, what: string): number {
   const n = Number(value ?? 0);
-  if (!Number.isSafeInteger(n) || n < 0) throw invalid(`seccomp: ${what} ${String(value)} is not an integer from 0 to 2^53-1`);
+  if (!Number.isSafeInteger(n) || n < 0)
+    throw invalid(`seccomp: ${what} ${String(value)} is not an integer from 0 to 2^53-1`);
   return n;
 }
 
 function arg(a: grpc.ILinuxSeccompArg, what: string): OciSeccompArg {
   const index = Number(a.Index ?? 0);
-  if (!Number.isInteger(index) || index < 0 || index > 5) throw invalid(`seccomp: ${what} index ${String(a.Index)} is not 0 to 5`);
+  if (!Number.isInteger(index) || index < 0 || index > 5)
+    throw invalid(`seccomp: ${what} index ${String(a.Index)} is not 0 to 5`);
   const op = a.Op ?? '';
-  if (!OPERATORS.has(op)) throw invalid(`seccomp: ${what} operator ${JSON.stringify(op.slice(0, 64))} is not an SCMP_CMP_* operator`);
+  if (!OPERATORS.has(op))
+    throw invalid(`seccomp: ${what} operator ${JSON.stringify(op.slice(0, 64))} is not an SCMP_CMP_* operator`);
   const out: OciSeccompArg = { index, value: argValue(a.Value, `${what} value`), op };
   const two = argValue(a.ValueTwo, `${what} valueTwo`);
   if (two !== 0) out.valueTwo = two;
@@ -88,16 +145,26 @@ function arg(a: grpc.ILinuxSeccompArg, what: string): OciSeccompArg {
 function syscall(s: grpc.ILinuxSyscall, i: number): OciSyscall {
   const what = `rule ${i}`;
   const act = action(s.Action, `${what} action`);
-  const out: OciSyscall = { names: names(s.Names, { one: `a syscall name (${what})`, many: `syscall names in ${what}` }, MAX_NAMES_PER_RULE, SYSCALL_NAME), action: act };
+  const out: OciSyscall = {
+    names: names(
+      s.Names,
+      { one: `a syscall name (${what})`, many: `syscall names in ${what}` },
+      MAX_NAMES_PER_RULE,
+      SYSCALL_NAME,
+    ),
+    action: act,
+  };
   // The oneof: null (or undefined, from a plain object) when the host did not set it; 0 is a value.
   if (s.errnoret !== null && s.errnoret !== undefined) {
     const errno = Number(s.errnoret);
-    if (!Number.isInteger(errno) || errno < 0 || errno > MAX_ERRNO) throw invalid(`seccomp: ${what} errnoRet ${String(s.errnoret)} is not 0 to ${MAX_ERRNO}`);
+    if (!Number.isInteger(errno) || errno < 0 || errno > MAX_ERRNO)
+      throw invalid(`seccomp: ${what} errnoRet ${String(s.errnoret)} is not 0 to ${MAX_ERRNO}`);
     if (!ERRNO_ACTIONS.has(act)) throw invalid(`seccomp: ${what} has an errnoRet with ${act}, which returns no errno`);
     out.errnoRet = errno;
   }
   const args = s.Args ?? [];
-  if (args.length > MAX_ARGS_PER_RULE) throw invalid(`seccomp: ${what} has more than ${MAX_ARGS_PER_RULE} argument comparisons`);
+  if (args.length > MAX_ARGS_PER_RULE)
+    throw invalid(`seccomp: ${what} has more than ${MAX_ARGS_PER_RULE} argument comparisons`);
   if (args.length) out.args = args.map((a, j) => arg(a, `${what} argument ${j}`));
   return out;
 }
@@ -113,7 +180,12 @@ export function toOciSeccomp(s: grpc.ILinuxSeccomp | null | undefined): OciSecco
   const total = rules.reduce((n, r) => n + (r.Names?.length ?? 0), 0);
   if (total > MAX_SECCOMP_NAMES) throw invalid(`seccomp: more than ${MAX_SECCOMP_NAMES} syscall names in all`);
   const out: OciSeccomp = { defaultAction: action(s.DefaultAction, 'default action') };
-  const architectures = names(s.Architectures, { one: 'an SCMP_ARCH_* architecture', many: 'architectures' }, MAX_ARCHITECTURES, ARCHITECTURES);
+  const architectures = names(
+    s.Architectures,
+    { one: 'an SCMP_ARCH_* architecture', many: 'architectures' },
+    MAX_ARCHITECTURES,
+    ARCHITECTURES,
+  );
   if (architectures.length) out.architectures = architectures;
   const flags = names(s.Flags, { one: 'a SECCOMP_FILTER_FLAG_* flag', many: 'flags' }, MAX_FLAGS, FLAGS);
   if (flags.length) out.flags = flags;

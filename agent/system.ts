@@ -8,13 +8,23 @@ export const BUSYBOX = '/bin/busybox';
 export function run(applet: string, args: readonly string[], timeoutMs = 30_000): Promise<string> {
   return new Promise((resolve, reject) => {
     execFile(BUSYBOX, [applet, ...args], { timeout: timeoutMs }, (err, stdout, stderr) => {
-      if (err) reject(new StatusError(Code.INTERNAL, `${applet} ${args.join(' ')}: ${stderr.trim() || err.message}`, { cause: err }));
+      if (err)
+        reject(
+          new StatusError(Code.INTERNAL, `${applet} ${args.join(' ')}: ${stderr.trim() || err.message}`, {
+            cause: err,
+          }),
+        );
       else resolve(stdout);
     });
   });
 }
 
-export async function mount(fstype: string, source: string, target: string, options: readonly string[] = []): Promise<void> {
+export async function mount(
+  fstype: string,
+  source: string,
+  target: string,
+  options: readonly string[] = [],
+): Promise<void> {
   fs.mkdirSync(target, { recursive: true });
   await run('mount', ['-t', fstype, ...(options.length ? ['-o', options.join(',')] : []), source, target]);
 }

@@ -90,10 +90,15 @@ async function ptyNative(): Promise<PtyNative> {
     // eslint-disable-next-line @typescript-eslint/no-require-imports
     mod = require('node-pty') as typeof mod;
   } catch (cause) {
-    throw new StatusError(Code.FAILED_PRECONDITION, `terminals need node-pty, which does not load here: ${(cause as Error).message}`, { cause });
+    throw new StatusError(
+      Code.FAILED_PRECONDITION,
+      `terminals need node-pty, which does not load here: ${(cause as Error).message}`,
+      { cause },
+    );
   }
   const n = mod.native ?? mod.default?.native;
-  if (typeof n?.open !== 'function' || typeof n.resize !== 'function') throw new StatusError(Code.INTERNAL, 'node-pty has no native open/resize: not the version hull was built with');
+  if (typeof n?.open !== 'function' || typeof n.resize !== 'function')
+    throw new StatusError(Code.INTERNAL, 'node-pty has no native open/resize: not the version hull was built with');
   native = n;
   return n;
 }
@@ -190,7 +195,12 @@ export class Terminal implements ProcessTerminal {
   private report: Promise<string | undefined> | undefined;
   private channel: Readable | undefined;
 
-  private constructor(private readonly pty: PtyNative, private readonly master: number, slave: number, readonly name: string) {
+  private constructor(
+    private readonly pty: PtyNative,
+    private readonly master: number,
+    slave: number,
+    readonly name: string,
+  ) {
     this.slave = slave;
     this.output = new PtyOutput(master);
     this.input = new Writable({
@@ -260,7 +270,10 @@ export class Terminal implements ProcessTerminal {
     this.report = undefined;
     this.channel?.destroy();
     if (outcome === 'timeout') {
-      log.warn('no exec status from hull-ctty in time; the process is taken as started', { terminal: this.name, timeoutMs });
+      log.warn('no exec status from hull-ctty in time; the process is taken as started', {
+        terminal: this.name,
+        timeoutMs,
+      });
       return;
     }
     if (outcome !== undefined) throw new StatusError(Code.INTERNAL, `the process cannot start: ${outcome}`);
@@ -294,7 +307,11 @@ export class Terminal implements ProcessTerminal {
         attempt = 0;
       } catch (err) {
         const code = (err as NodeJS.ErrnoException).code;
-        if (code !== 'EAGAIN') throw new Error(code === 'EIO' ? 'the terminal has no process any more' : `terminal write: ${(err as Error).message}`, { cause: err });
+        if (code !== 'EAGAIN')
+          throw new Error(
+            code === 'EIO' ? 'the terminal has no process any more' : `terminal write: ${(err as Error).message}`,
+            { cause: err },
+          );
         await new Promise((resolve) => setTimeout(resolve, POLL_MS[Math.min(attempt++, POLL_MS.length - 1)]));
       }
     }

@@ -23,7 +23,8 @@ export function identifier(value: string, what: string): string {
 
 /** A tag usable as a single path component. */
 export function plainName(value: string, what: string): string {
-  if (!PLAIN_NAME.test(value) || value === '.' || value === '..') throw invalid(`${what} ${JSON.stringify(value)} is not a plain name`);
+  if (!PLAIN_NAME.test(value) || value === '.' || value === '..')
+    throw invalid(`${what} ${JSON.stringify(value)} is not a plain name`);
   return value;
 }
 
@@ -63,7 +64,10 @@ export function resolveUnder(root: string, value: string, what: string): string 
   try {
     realRoot = fs.realpathSync(root);
   } catch (err) {
-    throw new StatusError(Code.NOT_FOUND, `${what} ${value}: ${root}: ${(err as NodeJS.ErrnoException).code ?? 'not found'}`);
+    throw new StatusError(
+      Code.NOT_FOUND,
+      `${what} ${value}: ${root}: ${(err as NodeJS.ErrnoException).code ?? 'not found'}`,
+    );
   }
   const pending = value.slice(root.length + 1).split('/');
   let current = realRoot;
@@ -82,7 +86,10 @@ export function resolveUnder(root: string, value: string, what: string): string 
     try {
       stat = fs.lstatSync(next);
     } catch (err) {
-      throw new StatusError(Code.NOT_FOUND, `${what} ${value}: ${next}: ${(err as NodeJS.ErrnoException).code ?? 'not found'}`);
+      throw new StatusError(
+        Code.NOT_FOUND,
+        `${what} ${value}: ${next}: ${(err as NodeJS.ErrnoException).code ?? 'not found'}`,
+      );
     }
     if (!stat.isSymbolicLink()) {
       current = next;
@@ -92,7 +99,12 @@ export function resolveUnder(root: string, value: string, what: string): string 
     const target = fs.readlinkSync(next);
     if (target.startsWith('/')) {
       // An absolute link is read from the guest's root: fine only if it points into root.
-      const inside = target === root || target.startsWith(`${root}/`) ? target.slice(root.length) : target === realRoot || target.startsWith(`${realRoot}/`) ? target.slice(realRoot.length) : undefined;
+      const inside =
+        target === root || target.startsWith(`${root}/`)
+          ? target.slice(root.length)
+          : target === realRoot || target.startsWith(`${realRoot}/`)
+            ? target.slice(realRoot.length)
+            : undefined;
       if (inside === undefined) throw outside(`symlink ${next} -> ${target}`);
       current = realRoot;
       pending.unshift(...inside.split('/'));
@@ -106,21 +118,62 @@ export function resolveUnder(root: string, value: string, what: string): string 
 /** An integer from 0 to 65535 (a terminal's rows or columns); a missing value is 0. */
 export function uint16(value: unknown, what: string): number {
   const n = Number(value ?? 0);
-  if (!Number.isInteger(n) || n < 0 || n > 0xffff) throw invalid(`${what} ${String(value)} is not an integer from 0 to 65535`);
+  if (!Number.isInteger(n) || n < 0 || n > 0xffff)
+    throw invalid(`${what} ${String(value)} is not an integer from 0 to 65535`);
   return n;
 }
 
 /** RFC 1123 host name, at most 64 bytes (the kernel's limit). */
 export function hostname(value: string): string {
-  if (value.length > 64 || !/^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/.test(value)) {
+  if (
+    value.length > 64 ||
+    !/^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/.test(value)
+  ) {
     throw invalid(`hostname ${JSON.stringify(value)} is not valid`);
   }
   return value;
 }
 
 /** Mount options the agent passes on; anything else is refused. */
-const MOUNT_FLAGS = new Set(['ro', 'rw', 'nosuid', 'suid', 'nodev', 'dev', 'noexec', 'exec', 'relatime', 'noatime', 'nodiratime', 'sync', 'async', 'dirsync', 'bind', 'rbind', 'private', 'rprivate', 'slave', 'rslave', 'shared', 'rshared']);
-const MOUNT_KEYS = new Set(['mode', 'size', 'uid', 'gid', 'nr_inodes', 'dax', 'cache', 'lowerdir', 'upperdir', 'workdir', 'xino', 'index', 'metacopy']);
+const MOUNT_FLAGS = new Set([
+  'ro',
+  'rw',
+  'nosuid',
+  'suid',
+  'nodev',
+  'dev',
+  'noexec',
+  'exec',
+  'relatime',
+  'noatime',
+  'nodiratime',
+  'sync',
+  'async',
+  'dirsync',
+  'bind',
+  'rbind',
+  'private',
+  'rprivate',
+  'slave',
+  'rslave',
+  'shared',
+  'rshared',
+]);
+const MOUNT_KEYS = new Set([
+  'mode',
+  'size',
+  'uid',
+  'gid',
+  'nr_inodes',
+  'dax',
+  'cache',
+  'lowerdir',
+  'upperdir',
+  'workdir',
+  'xino',
+  'index',
+  'metacopy',
+]);
 
 export function mountOptions(options: readonly string[]): string[] {
   for (const o of options) {
@@ -133,6 +186,7 @@ export function mountOptions(options: readonly string[]): string[] {
 
 /** A kernel module name. */
 export function moduleName(value: string): string {
-  if (!/^[A-Za-z0-9_-]{1,64}$/.test(value)) throw invalid(`kernel module ${JSON.stringify(value)} is not a module name`);
+  if (!/^[A-Za-z0-9_-]{1,64}$/.test(value))
+    throw invalid(`kernel module ${JSON.stringify(value)} is not a module name`);
   return value;
 }

@@ -33,7 +33,9 @@ export class VsockListener {
         const socket = await this.server.accept();
         const peer = socket.remoteAddress;
         if (peer?.cid !== VMADDR_CID_HOST) {
-          log.warn('refused a vsock connection that does not come from the host', { peer: peer ? `${peer.cid}:${peer.port}` : 'unknown' });
+          log.warn('refused a vsock connection that does not come from the host', {
+            peer: peer ? `${peer.cid}:${peer.port}` : 'unknown',
+          });
           socket.destroy();
           continue;
         }

@@ -29,12 +29,35 @@ export async function benchGuest(): Promise<Record<string, unknown>> {
   const hv = new QemuHypervisor({ logger: NOOP_LOGGER });
   let vm: SandboxVm | undefined;
   try {
-    vm = await SandboxVm.boot(hv, {
-      id: SANDBOX, stateDir: path.join(dir, 'vm'), kernel: guest.kernel, initrd: guest.initrd, image: guest.image,
-      vcpus: 1, memoryMiB: 512, accel: 'auto', agentTransport: 'serial', sharedDir: share.sharedDir(),
-    }, { bootTimeoutMs: 120_000, logger: NOOP_LOGGER });
+    vm = await SandboxVm.boot(
+      hv,
+      {
+        id: SANDBOX,
+        stateDir: path.join(dir, 'vm'),
+        kernel: guest.kernel,
+        initrd: guest.initrd,
+        image: guest.image,
+        vcpus: 1,
+        memoryMiB: 512,
+        accel: 'auto',
+        agentTransport: 'serial',
+        sharedDir: share.sharedDir(),
+      },
+      { bootTimeoutMs: 120_000, logger: NOOP_LOGGER },
+    );
     const agent = vm.agent;
-    await agent.createSandbox({ sandboxId: SANDBOX, storages: [{ driver: 'virtio-fs', source: GUEST_SHARE_TAG, fstype: 'virtiofs', options: ['nodev'], mountPoint: '/run/kata-containers/shared/containers' }] });
+    await agent.createSandbox({
+      sandboxId: SANDBOX,
+      storages: [
+        {
+          driver: 'virtio-fs',
+          source: GUEST_SHARE_TAG,
+          fstype: 'virtiofs',
+          options: ['nodev'],
+          mountPoint: '/run/kata-containers/shared/containers',
+        },
+      ],
+    });
 
     const start = async (cid: string, args: string[]): Promise<void> => {
       await share.shareRootfs(cid, [], rootfs);
@@ -77,8 +100,14 @@ export async function benchGuest(): Promise<Record<string, unknown>> {
     let bytes = 0;
     const t0 = performance.now();
     await Promise.all([
-      drainStream(() => agent.readStdout('stream', ''), (c) => (bytes += c.length)),
-      drainStream(() => agent.readStderr('stream', ''), () => undefined),
+      drainStream(
+        () => agent.readStdout('stream', ''),
+        (c) => (bytes += c.length),
+      ),
+      drainStream(
+        () => agent.readStderr('stream', ''),
+        () => undefined,
+      ),
     ]);
     const seconds = (performance.now() - t0) / 1000;
     await agent.waitProcess('stream');
@@ -93,7 +122,15 @@ export async function benchGuest(): Promise<Record<string, unknown>> {
       stdout_mb_per_s: round(bytes / 1e6 / seconds),
     };
     printTable(`containers in a running VM (${figures.accel}), medians of ${RUNS}`, [figures]);
-    return { runs: RUNS, figures, samples: { runTrue: runTrue.map((x) => round(x)), removal: removal.map((x) => round(x)), exec: exec.map((x) => round(x)) } };
+    return {
+      runs: RUNS,
+      figures,
+      samples: {
+        runTrue: runTrue.map((x) => round(x)),
+        removal: removal.map((x) => round(x)),
+        exec: exec.map((x) => round(x)),
+      },
+    };
   } finally {
     if (vm) await vm.shutdown({ gracefulMs: 30_000 }).catch(() => undefined);
     await hv.stop({ force: true }).catch(() => undefined);

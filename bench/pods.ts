@@ -53,7 +53,12 @@ class Pods {
   config(name: string): cri.IPodSandboxConfig {
     const logDirectory = path.join(this.ctd.cri!.logRoot, name);
     fs.mkdirSync(logDirectory, { recursive: true });
-    return { metadata: { name, uid: `bench-${process.pid}-${name}`, namespace: 'bench' }, hostname: name, logDirectory, linux: {} };
+    return {
+      metadata: { name, uid: `bench-${process.pid}-${name}`, namespace: 'bench' },
+      hostname: name,
+      logDirectory,
+      linux: {},
+    };
   }
 
   /** Starts a pod with one `sleep` container; returns the phase times in ms. */
@@ -79,7 +84,17 @@ class Pods {
       await new Promise((res) => setTimeout(res, 20));
     }
     const t4 = performance.now();
-    return { id, container: containerId, ms: { totalMs: t4 - t0, runPodSandboxMs: t1 - t0, createContainerMs: t2 - t1, startContainerMs: t3 - t2, firstExecMs: t4 - t3 } };
+    return {
+      id,
+      container: containerId,
+      ms: {
+        totalMs: t4 - t0,
+        runPodSandboxMs: t1 - t0,
+        createContainerMs: t2 - t1,
+        startContainerMs: t3 - t2,
+        firstExecMs: t4 - t3,
+      },
+    };
   }
 
   async remove(id: string): Promise<void> {
@@ -102,9 +117,18 @@ async function podStart(pods: Pods): Promise<Record<string, unknown>> {
       await pods.remove(p.id);
     }
   }
-  const medians = (xs: Record<string, number>[]): Record<string, number> => Object.fromEntries(Object.keys(xs[0] ?? {}).map((k) => [k, round(median(xs.map((x) => x[k]!)))]));
-  const out = { runs: RUNS, hullMedianMs: medians(times.hull), runcMedianMs: medians(times.runc), ratio: round(median(times.hull.map((t) => t.totalMs!)) / median(times.runc.map((t) => t.totalMs!)), 2) };
-  printTable('pod start to first exec (ms, median)', HANDLERS.map((h) => ({ handler: h, ...(h === 'hull' ? out.hullMedianMs : out.runcMedianMs) })));
+  const medians = (xs: Record<string, number>[]): Record<string, number> =>
+    Object.fromEntries(Object.keys(xs[0] ?? {}).map((k) => [k, round(median(xs.map((x) => x[k]!)))]));
+  const out = {
+    runs: RUNS,
+    hullMedianMs: medians(times.hull),
+    runcMedianMs: medians(times.runc),
+    ratio: round(median(times.hull.map((t) => t.totalMs!)) / median(times.runc.map((t) => t.totalMs!)), 2),
+  };
+  printTable(
+    'pod start to first exec (ms, median)',
+    HANDLERS.map((h) => ({ handler: h, ...(h === 'hull' ? out.hullMedianMs : out.runcMedianMs) })),
+  );
   return out;
 }
 
@@ -123,7 +147,11 @@ function hullPodPss(ctd: PrivateContainerd, pod: string): { shim: number; qemu: 
       const exe = path.basename(cmd.split('\0')[0] ?? '');
       if (cmd.includes(sandboxDir) && exe.startsWith('qemu-system')) out.qemu += pss(Number(pid));
       else if (cmd.includes(sandboxDir) && exe.startsWith('virtiofsd')) out.virtiofsd += pss(Number(pid));
-      else if (/containerd-shim-hull/.test(cmd) && fs.readlinkSync(`/proc/${pid}/cwd`).endsWith(`/${ctd.namespace}/${pod}`)) out.shim += pss(Number(pid));
+      else if (
+        /containerd-shim-hull/.test(cmd) &&
+        fs.readlinkSync(`/proc/${pid}/cwd`).endsWith(`/${ctd.namespace}/${pod}`)
+      )
+        out.shim += pss(Number(pid));
     } catch {
       /* gone */
     }
@@ -182,9 +210,17 @@ async function throughput(pods: Pods, handler: Handler): Promise<{ mbPerS: numbe
   try {
     // nc gives up connecting after 10 s; once connected it sends until the listener closes at the last byte (and
     // then fails writing, which no longer matters: the race below is settled by then).
-    const send = pods.client.execSync({ containerId: p.container, cmd: ['sh', '-c', `nc -w 10 ${gateway} ${port} < /dev/zero`], timeout: 600 }).then((r) => {
-      throw new Error(`nc exited ${r.exitCode} before the listener had all bytes: ${Buffer.from(r.stderr).toString().trim()}`);
-    });
+    const send = pods.client
+      .execSync({
+        containerId: p.container,
+        cmd: ['sh', '-c', `nc -w 10 ${gateway} ${port} < /dev/zero`],
+        timeout: 600,
+      })
+      .then((r) => {
+        throw new Error(
+          `nc exited ${r.exitCode} before the listener had all bytes: ${Buffer.from(r.stderr).toString().trim()}`,
+        );
+      });
     const r = await Promise.race([received, send]);
     await send.catch(() => undefined);
     return { mbPerS: round(r.got / 1e6 / r.seconds), bytes: r.got };
@@ -224,19 +260,42 @@ export async function benchPods(): Promise<Record<string, unknown>> {
     await pods.removeAll();
     const mem = await part('hull memory', () => memory(pods));
     await pods.removeAll();
-    const tp: Record<Handler, Part<{ mbPerS: number; bytes: number }>> = { runc: { error: 'not run' }, hull: { error: 'not run' } };
+    const tp: Record<Handler, Part<{ mbPerS: number; bytes: number }>> = {
+      runc: { error: 'not run' },
+      hull: { error: 'not run' },
+    };
     for (const h of HANDLERS) {
       tp[h] = await part(`${h} throughput`, () => throughput(pods, h));
       await pods.removeAll();
     }
-    printTable(`pod to host TCP (${THROUGHPUT_MB} MB, busybox nc)`, HANDLERS.map((h) => ({ handler: h, 'MB/s': 'error' in tp[h] ? `error: ${tp[h].error.slice(0, 60)}` : tp[h].mbPerS })));
-    const pf: Record<Handler, Part<{ mbPerS: number; bytes: number }>> = { runc: { error: 'not run' }, hull: { error: 'not run' } };
+    printTable(
+      `pod to host TCP (${THROUGHPUT_MB} MB, busybox nc)`,
+      HANDLERS.map((h) => ({
+        handler: h,
+        'MB/s': 'error' in tp[h] ? `error: ${tp[h].error.slice(0, 60)}` : tp[h].mbPerS,
+      })),
+    );
+    const pf: Record<Handler, Part<{ mbPerS: number; bytes: number }>> = {
+      runc: { error: 'not run' },
+      hull: { error: 'not run' },
+    };
     for (const h of HANDLERS) {
       pf[h] = await part(`${h} port forwarding`, () => portForwardThroughput(pods, h));
       await pods.removeAll();
     }
-    printTable(`port forwarding, pod to client (${THROUGHPUT_MB} MB, CRI PortForward over WebSocket)`, HANDLERS.map((h) => ({ handler: h, 'MB/s': 'error' in pf[h] ? `error: ${pf[h].error.slice(0, 60)}` : pf[h].mbPerS })));
-    return { podStart: start, hullMemory: mem, podToHostTcp: { megabytes: THROUGHPUT_MB, ...tp }, portForward: { megabytes: THROUGHPUT_MB, ...pf } };
+    printTable(
+      `port forwarding, pod to client (${THROUGHPUT_MB} MB, CRI PortForward over WebSocket)`,
+      HANDLERS.map((h) => ({
+        handler: h,
+        'MB/s': 'error' in pf[h] ? `error: ${pf[h].error.slice(0, 60)}` : pf[h].mbPerS,
+      })),
+    );
+    return {
+      podStart: start,
+      hullMemory: mem,
+      podToHostTcp: { megabytes: THROUGHPUT_MB, ...tp },
+      portForward: { megabytes: THROUGHPUT_MB, ...pf },
+    };
   } finally {
     await pods.removeAll();
     await ctd.stop();

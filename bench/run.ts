@@ -20,7 +20,12 @@ async function main(): Promise<void> {
   for (const [name, bench] of Object.entries(benches)) {
     if (only.length && !only.includes(name)) continue;
     const figures = await bench();
-    const file = writeJson(`${name}.json`, { bench: name, at: new Date().toISOString(), host: hostFacts(), ...figures });
+    const file = writeJson(`${name}.json`, {
+      bench: name,
+      at: new Date().toISOString(),
+      host: hostFacts(),
+      ...figures,
+    });
     console.log(`\nwrote ${file}`);
   }
 }

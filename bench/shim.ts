@@ -17,7 +17,13 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import { Client } from 'ttrpc-ts';
 import { TaskService } from '../protos/containerd';
-import { BUSYBOX_IMAGE, REPO, importBusybox, startContainerd, type PrivateContainerd } from '../integration/lib/containerd';
+import {
+  BUSYBOX_IMAGE,
+  REPO,
+  importBusybox,
+  startContainerd,
+  type PrivateContainerd,
+} from '../integration/lib/containerd';
 import { median, printTable, round } from './lib/report';
 
 const execFileAsync = promisify(execFile);
@@ -47,7 +53,10 @@ function shimPid(ctd: PrivateContainerd, id: string): number {
 }
 
 /** The `container timings` and `shim exiting` lines hull's shim logged for `id` (containerd copies them into its log). */
-function hullLog(ctd: PrivateContainerd, id: string): { timings?: Record<string, number>; exit?: Record<string, number> } {
+function hullLog(
+  ctd: PrivateContainerd,
+  id: string,
+): { timings?: Record<string, number>; exit?: Record<string, number> } {
   const out: { timings?: Record<string, number>; exit?: Record<string, number> } = {};
   for (const line of fs.readFileSync(ctd.log, 'utf8').split('\n')) {
     if (!line.startsWith('{')) continue;
@@ -81,7 +90,21 @@ async function startLatency(binary: string, env: NodeJS.ProcessEnv): Promise<num
     try {
       const t0 = performance.now();
       // spawns: wrapper; startLatency's callers name the shim
-      const started = execFileAsync(binary, ['-namespace', 'benchstart', '-address', '/run/containerd/containerd.sock', '-publish-binary', '/usr/bin/containerd', '-id', id, 'start'], { cwd: bundle, env, timeout: 30_000 });
+      const started = execFileAsync(
+        binary,
+        [
+          '-namespace',
+          'benchstart',
+          '-address',
+          '/run/containerd/containerd.sock',
+          '-publish-binary',
+          '/usr/bin/containerd',
+          '-id',
+          id,
+          'start',
+        ],
+        { cwd: bundle, env, timeout: 30_000 },
+      );
       started.child.stdin?.end(); // no runtime options: runc's start reads stdin to its end
       const { stdout } = await started;
       times.push(performance.now() - t0);
@@ -105,12 +128,18 @@ async function throughput(ctd: PrivateContainerd, runtime: Runtime): Promise<{ m
   try {
     const out = path.join(ctd.dir, `${id}.out`);
     const t0 = performance.now();
-    const ex = await ctd.ctr(['task', 'exec', '--exec-id', 'tp', id, 'head', '-c', String(THROUGHPUT_BYTES), '/dev/zero'], { stdoutFile: out });
+    const ex = await ctd.ctr(
+      ['task', 'exec', '--exec-id', 'tp', id, 'head', '-c', String(THROUGHPUT_BYTES), '/dev/zero'],
+      { stdoutFile: out },
+    );
     const s = (performance.now() - t0) / 1000;
     const data = fs.readFileSync(out);
     fs.rmSync(out);
     if (ex.code !== 0) throw new Error(`exec (${runtime}): ${ex.stderr}`);
-    const ok = data.length === THROUGHPUT_BYTES && crypto.createHash('sha256').update(data).digest('hex') === crypto.createHash('sha256').update(Buffer.alloc(THROUGHPUT_BYTES)).digest('hex');
+    const ok =
+      data.length === THROUGHPUT_BYTES &&
+      crypto.createHash('sha256').update(data).digest('hex') ===
+        crypto.createHash('sha256').update(Buffer.alloc(THROUGHPUT_BYTES)).digest('hex');
     return { mbPerS: THROUGHPUT_BYTES / 1e6 / s, sha256ok: ok };
   } finally {
     await ctd.ctr(['task', 'kill', '-s', 'KILL', id]);
@@ -138,7 +167,13 @@ export async function benchShim(): Promise<Record<string, unknown>> {
   try {
     await importBusybox(ctd);
     const wall: Record<Runtime, number[]> = { hull: [], runc: [] };
-    const phases: Record<string, number[]> = { vmBootMs: [], guestCreateMs: [], startMs: [], restMs: [], shimCpuMs: [] };
+    const phases: Record<string, number[]> = {
+      vmBootMs: [],
+      guestCreateMs: [],
+      startMs: [],
+      restMs: [],
+      shimCpuMs: [],
+    };
     for (let i = 0; i < RUNS; i++) {
       for (const rt of ['runc', 'hull'] as const) {
         const id = `bench-${rt}-${i}`;
@@ -181,9 +216,25 @@ export async function benchShim(): Promise<Record<string, unknown>> {
         ratio: round(median(wall.hull) / median(wall.runc), 2),
         hullPhasesMedianMs: Object.fromEntries(Object.entries(phases).map(([k, v]) => [k, m(v)])),
       },
-      shimPss: { hullMiB: round(pssHull / 2 ** 20), runcMiB: round(pssRunc / 2 ** 20), ratio: round(pssHull / pssRunc, 2) },
-      startSubcommand: { runs: START_RUNS, hullMedianMs: m(hullStart), runcMedianMs: m(runcStart), nodeBareStartMedianMs: m(nodeFloor), hullOverNodeFloor: round(median(hullStart) / median(nodeFloor), 2) },
-      stdoutThroughput: { bytes: THROUGHPUT_BYTES, hullMBps: round(tpHull.mbPerS), runcMBps: round(tpRunc.mbPerS), ratio: round(tpHull.mbPerS / tpRunc.mbPerS, 2), sha256ok: tpHull.sha256ok && tpRunc.sha256ok },
+      shimPss: {
+        hullMiB: round(pssHull / 2 ** 20),
+        runcMiB: round(pssRunc / 2 ** 20),
+        ratio: round(pssHull / pssRunc, 2),
+      },
+      startSubcommand: {
+        runs: START_RUNS,
+        hullMedianMs: m(hullStart),
+        runcMedianMs: m(runcStart),
+        nodeBareStartMedianMs: m(nodeFloor),
+        hullOverNodeFloor: round(median(hullStart) / median(nodeFloor), 2),
+      },
+      stdoutThroughput: {
+        bytes: THROUGHPUT_BYTES,
+        hullMBps: round(tpHull.mbPerS),
+        runcMBps: round(tpRunc.mbPerS),
+        ratio: round(tpHull.mbPerS / tpRunc.mbPerS, 2),
+        sha256ok: tpHull.sha256ok && tpRunc.sha256ok,
+      },
     };
     printTable('ctr run --rm busybox true (ms, median)', [
       { runtime: 'hull', ms: result.ctrRunTrue.hullMedianMs, ...result.ctrRunTrue.hullPhasesMedianMs },
@@ -191,9 +242,19 @@ export async function benchShim(): Promise<Record<string, unknown>> {
     ]);
     printTable('shim', [
       { what: 'PSS MiB', hull: result.shimPss.hullMiB, runc: result.shimPss.runcMiB, ratio: result.shimPss.ratio },
-      { what: 'start ms', hull: result.startSubcommand.hullMedianMs, runc: result.startSubcommand.runcMedianMs, ratio: round(median(hullStart) / median(runcStart), 2) },
+      {
+        what: 'start ms',
+        hull: result.startSubcommand.hullMedianMs,
+        runc: result.startSubcommand.runcMedianMs,
+        ratio: round(median(hullStart) / median(runcStart), 2),
+      },
       { what: 'node -e 0 ms (floor)', hull: result.startSubcommand.nodeBareStartMedianMs, runc: '', ratio: '' },
-      { what: 'stdout MB/s', hull: result.stdoutThroughput.hullMBps, runc: result.stdoutThroughput.runcMBps, ratio: result.stdoutThroughput.ratio },
+      {
+        what: 'stdout MB/s',
+        hull: result.stdoutThroughput.hullMBps,
+        runc: result.stdoutThroughput.runcMBps,
+        ratio: result.stdoutThroughput.ratio,
+      },
     ]);
     return result;
   } finally {

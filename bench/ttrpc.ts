@@ -35,14 +35,16 @@ async function measure(target: string, callers: number, roundTrip: RoundTrip): P
   const run = async (ms: number, samples: number[] | undefined): Promise<number> => {
     const until = performance.now() + ms;
     let calls = 0;
-    await Promise.all(Array.from({ length: callers }, async () => {
-      while (performance.now() < until) {
-        const t0 = performance.now();
-        await roundTrip();
-        samples?.push((performance.now() - t0) * 1000);
-        calls++;
-      }
-    }));
+    await Promise.all(
+      Array.from({ length: callers }, async () => {
+        while (performance.now() < until) {
+          const t0 = performance.now();
+          await roundTrip();
+          samples?.push((performance.now() - t0) * 1000);
+          calls++;
+        }
+      }),
+    );
     return calls;
   };
   await run(WARMUP_MS, undefined);
@@ -51,10 +53,19 @@ async function measure(target: string, callers: number, roundTrip: RoundTrip): P
   const calls = await run(DURATION_MS, samples);
   const elapsed = (performance.now() - t0) / 1000;
   samples.sort((a, b) => a - b);
-  return { target, callers, calls, p50_us: round(percentile(samples, 50)), p99_us: round(percentile(samples, 99)), calls_per_s: Math.round(calls / elapsed) };
+  return {
+    target,
+    callers,
+    calls,
+    p50_us: round(percentile(samples, 50)),
+    p99_us: round(percentile(samples, 99)),
+    calls_per_s: Math.round(calls / elapsed),
+  };
 }
 
-const stateRequest = TaskService.State.request.encode(containerd.task.v2.StateRequest.create({ id: 'no-such-container' }));
+const stateRequest = TaskService.State.request.encode(
+  containerd.task.v2.StateRequest.create({ id: 'no-such-container' }),
+);
 
 /** A State call that must fail with NOT_FOUND, as the real peers answer. */
 function stateCall(client: Client): RoundTrip {
@@ -71,25 +82,41 @@ function stateCall(client: Client): RoundTrip {
 
 /** Writes a request frame and waits for the same bytes to come back: no decoding beyond the frame header. */
 function echoRoundTrips(socket: net.Socket): RoundTrip {
-  const frameFor = (id: number): Buffer => encodeFrame(id, FrameType.Request, 0, encodeRequest({
-    service: TaskService.State.service, method: TaskService.State.method, payload: stateRequest, timeoutNano: 2e9, metadata: [{ key: 'containerd-namespace-ttrpc', value: 'hull-test' }],
-  }));
+  const frameFor = (id: number): Buffer =>
+    encodeFrame(
+      id,
+      FrameType.Request,
+      0,
+      encodeRequest({
+        service: TaskService.State.service,
+        method: TaskService.State.method,
+        payload: stateRequest,
+        timeoutNano: 2e9,
+        metadata: [{ key: 'containerd-namespace-ttrpc', value: 'hull-test' }],
+      }),
+    );
   const waiting = new Map<number, () => void>();
   const decoder = new FrameDecoder();
   socket.on('data', (chunk: Buffer) => {
     for (const f of decoder.write(chunk)) waiting.get(f.streamId)?.();
   });
   let next = 1;
-  return () => new Promise<void>((resolve) => {
-    const id = next;
-    next += 2;
-    waiting.set(id, () => { waiting.delete(id); resolve(); });
-    socket.write(frameFor(id));
-  });
+  return () =>
+    new Promise<void>((resolve) => {
+      const id = next;
+      next += 2;
+      waiting.set(id, () => {
+        waiting.delete(id);
+        resolve();
+      });
+      socket.write(frameFor(id));
+    });
 }
 
 async function startPeer(mode: 'ttrpc' | 'echo', socket: string): Promise<ChildProcess> {
-  const child = spawn(process.execPath, [path.join(__dirname, 'ttrpc-peer.js'), mode, socket], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const child = spawn(process.execPath, [path.join(__dirname, 'ttrpc-peer.js'), mode, socket], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
   await new Promise<void>((resolve, reject) => {
     child.once('exit', (code) => reject(new Error(`${mode} peer exited with ${code}`)));
     child.stdout.once('data', () => resolve());
@@ -127,8 +154,12 @@ export async function benchTtrpc(): Promise<Record<string, unknown>> {
     fs.rmSync(dir, { recursive: true, force: true });
   }
 
-  printTable(`ttrpc unary round trip (${DURATION_MS} ms per row, our client in every row)`, results.map((r) => ({ ...r })));
-  const find = (target: string, callers: number): Result => results.find((r) => r.target === target && r.callers === callers)!;
+  printTable(
+    `ttrpc unary round trip (${DURATION_MS} ms per row, our client in every row)`,
+    results.map((r) => ({ ...r })),
+  );
+  const find = (target: string, callers: number): Result =>
+    results.find((r) => r.target === target && r.callers === callers)!;
   const targets = [1, CONCURRENCY].map((callers) => {
     const ours = find('hull ttrpc server', callers);
     const go = find('runc shim (Go ttrpc)', callers);

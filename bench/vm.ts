@@ -58,13 +58,36 @@ export async function benchVm(): Promise<Record<string, unknown>> {
     fs.mkdirSync(path.join(dir, 'shared'));
     const hv = new QemuHypervisor({ logger: NOOP_LOGGER });
     try {
-      const vm = await SandboxVm.boot(hv, {
-        id: `bench${i}`, stateDir: path.join(dir, 'vm'), kernel: guest.kernel, initrd: guest.initrd, image: guest.image,
-        vcpus: 1, memoryMiB: 512, accel: 'auto', agentTransport: 'serial', sharedDir: path.join(dir, 'shared'),
-      }, { bootTimeoutMs: 120_000, logger: NOOP_LOGGER });
+      const vm = await SandboxVm.boot(
+        hv,
+        {
+          id: `bench${i}`,
+          stateDir: path.join(dir, 'vm'),
+          kernel: guest.kernel,
+          initrd: guest.initrd,
+          image: guest.image,
+          vcpus: 1,
+          memoryMiB: 512,
+          accel: 'auto',
+          agentTransport: 'serial',
+          sharedDir: path.join(dir, 'shared'),
+        },
+        { bootTimeoutMs: 120_000, logger: NOOP_LOGGER },
+      );
       accel = hv.accel();
       const details = await vm.agent.guestDetails();
-      await vm.agent.createSandbox({ sandboxId: `bench${i}`, storages: [{ driver: 'virtio-fs', source: GUEST_SHARE_TAG, fstype: 'virtiofs', options: [], mountPoint: '/run/kata-containers/shared/containers' }] });
+      await vm.agent.createSandbox({
+        sandboxId: `bench${i}`,
+        storages: [
+          {
+            driver: 'virtio-fs',
+            source: GUEST_SHARE_TAG,
+            fstype: 'virtiofs',
+            options: [],
+            mountPoint: '/run/kata-containers/shared/containers',
+          },
+        ],
+      });
       await new Promise((r) => setTimeout(r, 1000)); // idle guest
       const ready = agentReadyLine(hv.consoleTail().join('\n'));
       const total = vm.timings.agentReadyMs;
@@ -87,12 +110,19 @@ export async function benchVm(): Promise<Record<string, unknown>> {
       fs.rmSync(dir, { recursive: true, force: true });
     }
   }
-  printTable(`VM start to agent ready (${accel}), ${BOOTS} boots`, boots.map((b) => ({ ...b })));
+  printTable(
+    `VM start to agent ready (${accel}), ${BOOTS} boots`,
+    boots.map((b) => ({ ...b })),
+  );
   const keys = Object.keys(boots[0]!) as (keyof Boot)[];
   const medians = Object.fromEntries(keys.map((k) => [k, round(median(boots.map((b) => b[k])))])) as unknown as Boot;
-  const sizes = Object.fromEntries(['vmlinuz', 'initrd.img', 'rootfs.img'].map((f) => [f, fs.statSync(path.join(path.dirname(guest.kernel), f)).size]));
+  const sizes = Object.fromEntries(
+    ['vmlinuz', 'initrd.img', 'rootfs.img'].map((f) => [f, fs.statSync(path.join(path.dirname(guest.kernel), f)).size]),
+  );
   const imageMiB = round(Object.values(sizes).reduce((a, b) => a + b, 0) / 2 ** 20);
   const summary = { accel, ...medians, image_mib: imageMiB, target_ms: TARGET_MS, met: medians.total_ms <= TARGET_MS };
-  printTable('medians (kernel_boot = guest uptime when the agent code starts; other = firmware + host dial)', [summary]);
+  printTable('medians (kernel_boot = guest uptime when the agent code starts; other = firmware + host dial)', [
+    summary,
+  ]);
   return { accel, boots, medians, guestFiles: sizes, imageMiB, targetMs: TARGET_MS, met: summary.met };
 }

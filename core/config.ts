@@ -18,7 +18,13 @@ import type * as SmolToml from 'smol-toml' with { 'resolution-mode': 'import' };
 import { FailedPreconditionError, InvalidArgumentError } from '../errors';
 import { checkQemuUser } from '../hypervisor/confine';
 import { MAX_MEMORY_MIB, MAX_VCPUS, MIN_MEMORY_MIB, checkOptionValue } from '../hypervisor/config';
-import { DEFAULT_QEMU_PATH, DEFAULT_VIRTIOFSD_PATH, type Accel, type AgentTransport, type VmConfig } from '../hypervisor/types';
+import {
+  DEFAULT_QEMU_PATH,
+  DEFAULT_VIRTIOFSD_PATH,
+  type Accel,
+  type AgentTransport,
+  type VmConfig,
+} from '../hypervisor/types';
 
 /**
  * The user QEMU runs as once its devices are open. Debian's base-passwd always has `nobody` (uid 65534), and Debian
@@ -125,7 +131,21 @@ export interface LoadedConfig {
 
 /** Every section and key the file may hold, in the order the shipped file documents them. */
 export const CONFIG_KEYS = Object.freeze({
-  hypervisor: Object.freeze(['path', 'kernel', 'initrd', 'image', 'kernel_params', 'default_vcpus', 'default_memory', 'accel', 'shared_fs', 'virtio_fs_daemon', 'memory_overhead', 'seccomp', 'qemu_user'] as const),
+  hypervisor: Object.freeze([
+    'path',
+    'kernel',
+    'initrd',
+    'image',
+    'kernel_params',
+    'default_vcpus',
+    'default_memory',
+    'accel',
+    'shared_fs',
+    'virtio_fs_daemon',
+    'memory_overhead',
+    'seccomp',
+    'qemu_user',
+  ] as const),
   agent: Object.freeze(['transport', 'boot_timeout', 'health_check_interval', 'health_check_timeout'] as const),
   runtime: Object.freeze(['debug', 'state_dir', 'debug_hooks', 'enable_failpoints'] as const),
 });
@@ -141,9 +161,12 @@ const CHECKOUT_MARKER = path.join('guest', 'build.ts');
  * symlinks resolved: `<checkout>/bin` gives `<checkout>/guest/out`, `<prefix>/bin` gives `<prefix>/share/hull/guest`.
  */
 export function guestArtifactDir(binDir: string, exists: (p: string) => boolean = fs.existsSync): string {
-  if (!path.isAbsolute(binDir)) throw new InvalidArgumentError(`binDir must be an absolute path, got ${JSON.stringify(binDir)}`);
+  if (!path.isAbsolute(binDir))
+    throw new InvalidArgumentError(`binDir must be an absolute path, got ${JSON.stringify(binDir)}`);
   const root = path.dirname(path.normalize(binDir));
-  return exists(path.join(root, CHECKOUT_MARKER)) ? path.join(root, 'guest', 'out') : path.join(root, 'share', 'hull', 'guest');
+  return exists(path.join(root, CHECKOUT_MARKER))
+    ? path.join(root, 'guest', 'out')
+    : path.join(root, 'share', 'hull', 'guest');
 }
 
 /** The built-in defaults: what an empty file, or no file at all, means. */
@@ -187,7 +210,10 @@ export function parseConfig(text: string, file: string, binDir: string, exists?:
     if (!(err instanceof toml.TomlError)) throw err;
     const what = err.message.split('\n')[0]!.replace(/^Invalid TOML document: /, '');
     const line = (text.split(/\r?\n/)[err.line - 1] ?? '').trim().slice(0, 80);
-    throw new InvalidArgumentError(`${file}:${err.line}:${err.column}: TOML syntax error: ${what} (in ${JSON.stringify(line)})`, { cause: err });
+    throw new InvalidArgumentError(
+      `${file}:${err.line}:${err.column}: TOML syntax error: ${what} (in ${JSON.stringify(line)})`,
+      { cause: err },
+    );
   }
   checkKeys(doc, file);
   const d = defaultConfig(binDir, exists);
@@ -203,19 +229,41 @@ export function parseConfig(text: string, file: string, binDir: string, exists?:
       image: hv.path('image', d.hypervisor.image),
       kernelParams: hv.words('kernel_params', d.hypervisor.kernelParams),
       defaultVcpus: hv.integer('default_vcpus', 1, MAX_VCPUS, '', d.hypervisor.defaultVcpus),
-      defaultMemoryMiB: hv.integer('default_memory', MIN_MEMORY_MIB, MAX_MEMORY_MIB, ' (MiB)', d.hypervisor.defaultMemoryMiB),
+      defaultMemoryMiB: hv.integer(
+        'default_memory',
+        MIN_MEMORY_MIB,
+        MAX_MEMORY_MIB,
+        ' (MiB)',
+        d.hypervisor.defaultMemoryMiB,
+      ),
       accel: hv.oneOf('accel', ['auto', 'kvm', 'tcg'] as const, d.hypervisor.accel),
       sharedFs: hv.oneOf('shared_fs', ['virtio-fs'] as const, d.hypervisor.sharedFs),
       virtioFsDaemon: hv.path('virtio_fs_daemon', d.hypervisor.virtioFsDaemon),
-      memoryOverheadMiB: hv.integer('memory_overhead', 0, MAX_MEMORY_OVERHEAD_MIB, ' (MiB)', d.hypervisor.memoryOverheadMiB),
+      memoryOverheadMiB: hv.integer(
+        'memory_overhead',
+        0,
+        MAX_MEMORY_OVERHEAD_MIB,
+        ' (MiB)',
+        d.hypervisor.memoryOverheadMiB,
+      ),
       seccomp: hv.boolean('seccomp', d.hypervisor.seccomp),
       qemuUser: hv.qemuUser('qemu_user', d.hypervisor.qemuUser),
     },
     agent: {
       transport,
-      bootTimeoutMs: agent.integer('boot_timeout', 1, MAX_BOOT_TIMEOUT_S, ' (seconds)', d.agent.bootTimeoutMs / 1000) * 1000,
-      healthIntervalMs: agent.integer('health_check_interval', 0, MAX_BOOT_TIMEOUT_S, ' (seconds; 0 = off)', d.agent.healthIntervalMs / 1000) * 1000,
-      healthTimeoutMs: agent.integer('health_check_timeout', 1, MAX_BOOT_TIMEOUT_S, ' (seconds)', d.agent.healthTimeoutMs / 1000) * 1000,
+      bootTimeoutMs:
+        agent.integer('boot_timeout', 1, MAX_BOOT_TIMEOUT_S, ' (seconds)', d.agent.bootTimeoutMs / 1000) * 1000,
+      healthIntervalMs:
+        agent.integer(
+          'health_check_interval',
+          0,
+          MAX_BOOT_TIMEOUT_S,
+          ' (seconds; 0 = off)',
+          d.agent.healthIntervalMs / 1000,
+        ) * 1000,
+      healthTimeoutMs:
+        agent.integer('health_check_timeout', 1, MAX_BOOT_TIMEOUT_S, ' (seconds)', d.agent.healthTimeoutMs / 1000) *
+        1000,
     },
     runtime: {
       debug: runtime.boolean('debug', d.runtime.debug),
@@ -260,9 +308,12 @@ export function loadConfig(options: LoadOptions): LoadedConfig {
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     const missing = code === 'ENOENT' || code === 'ENOTDIR';
-    if (missing && !named) return Object.freeze({ config: defaultConfig(options.binDir, options.exists), source: 'defaults' });
+    if (missing && !named)
+      return Object.freeze({ config: defaultConfig(options.binDir, options.exists), source: 'defaults' });
     const why = missing ? 'does not exist' : `cannot be read (${code ?? (err as Error).message})`;
-    throw new FailedPreconditionError(`configuration file ${file}${named ? ` (from ${named.from})` : ''} ${why}`, { cause: err });
+    throw new FailedPreconditionError(`configuration file ${file}${named ? ` (from ${named.from})` : ''} ${why}`, {
+      cause: err,
+    });
   }
   return Object.freeze({ config: parseConfig(text, file, options.binDir, options.exists), source: file });
 }
@@ -306,13 +357,17 @@ function checkKeys(doc: Record<string, unknown>, file: string): void {
   const sections = Object.keys(CONFIG_KEYS) as (keyof typeof CONFIG_KEYS)[];
   for (const [name, value] of Object.entries(doc)) {
     if (!(sections as string[]).includes(name)) {
-      const what = isTable(value) ? 'unknown section' : `unknown key (keys belong in a section: ${sections.map((s) => `[${s}]`).join(', ')})`;
+      const what = isTable(value)
+        ? 'unknown section'
+        : `unknown key (keys belong in a section: ${sections.map((s) => `[${s}]`).join(', ')})`;
       throw new InvalidArgumentError(`${file}: ${name}: ${what}`);
     }
-    if (!isTable(value)) throw new InvalidArgumentError(`${file}: ${name} must be a section ([${name}]), got ${describe(value)}`);
+    if (!isTable(value))
+      throw new InvalidArgumentError(`${file}: ${name} must be a section ([${name}]), got ${describe(value)}`);
     const known: readonly string[] = CONFIG_KEYS[name as keyof typeof CONFIG_KEYS];
     for (const key of Object.keys(value)) {
-      if (!known.includes(key)) throw new InvalidArgumentError(`${file}: ${name}.${key}: unknown key (known: ${known.join(', ')})`);
+      if (!known.includes(key))
+        throw new InvalidArgumentError(`${file}: ${name}.${key}: unknown key (known: ${known.join(', ')})`);
     }
   }
 }
@@ -321,7 +376,11 @@ function checkKeys(doc: Record<string, unknown>, file: string): void {
 class Section {
   private readonly table: Record<string, unknown>;
 
-  constructor(private readonly file: string, private readonly name: string, table: unknown) {
+  constructor(
+    private readonly file: string,
+    private readonly name: string,
+    table: unknown,
+  ) {
     this.table = isTable(table) ? table : {};
   }
 
@@ -349,7 +408,10 @@ class Section {
     const value = this.table[key];
     if (value === undefined) return dflt;
     if (!allowed.includes(value as T)) {
-      const choices = allowed.length === 1 ? `must be "${allowed[0]}" (the only value implemented)` : `must be one of ${allowed.map((a) => `"${a}"`).join(', ')}`;
+      const choices =
+        allowed.length === 1
+          ? `must be "${allowed[0]}" (the only value implemented)`
+          : `must be one of ${allowed.map((a) => `"${a}"`).join(', ')}`;
       throw this.bad(key, choices, value);
     }
     return value as T;
@@ -381,7 +443,8 @@ class Section {
     if (!Array.isArray(value)) throw this.bad(key, need, value);
     for (const word of value as unknown[]) {
       // eslint-disable-next-line no-control-regex
-      if (typeof word !== 'string' || word.length === 0 || /[\s\u0000-\u001f\u007f]/.test(word)) throw this.bad(key, need, word);
+      if (typeof word !== 'string' || word.length === 0 || /[\s\u0000-\u001f\u007f]/.test(word))
+        throw this.bad(key, need, word);
     }
     return [...(value as string[])];
   }

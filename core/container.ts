@@ -64,7 +64,8 @@ export class Container {
    */
   locked<T>(op: Operation, execId: string, fn: (p: Process) => Promise<T>, skipped?: T): Promise<T> {
     return this.#mutex.run(async () => {
-      if (execId !== '' && this.state === 'deleted') throw new NotFoundError(`container ${this.id} was deleted: exec ${execId} not found`);
+      if (execId !== '' && this.state === 'deleted')
+        throw new NotFoundError(`container ${this.id} was deleted: exec ${execId} not found`);
       const p = this.process(execId);
       return p.check(op) ? fn(p) : (skipped as T);
     });
@@ -83,7 +84,13 @@ export class Container {
       } else {
         this.init.check('exec'); // the container runs (not paused, not stopped)
         const spec = this.execSpecs.get(execId)!;
-        p.io = await ProcessIo.open({ agent, containerId: this.id, execId, stdio: this.ctx.ioPaths(p.stdio), logger: this.ctx.logger });
+        p.io = await ProcessIo.open({
+          agent,
+          containerId: this.id,
+          execId,
+          stdio: this.ctx.ioPaths(p.stdio),
+          logger: this.ctx.logger,
+        });
         try {
           await agent.execOciProcess(this.id, execId, spec);
         } catch (err) {
@@ -102,7 +109,8 @@ export class Container {
   }
 
   async exec(execId: string, spec: OciProcess, stdio: StdioPaths): Promise<void> {
-    if (!!spec.terminal !== stdio.terminal) throw new InvalidArgumentError(`exec ${execId}: the request's terminal flag and the process spec disagree`);
+    if (!!spec.terminal !== stdio.terminal)
+      throw new InvalidArgumentError(`exec ${execId}: the request's terminal flag and the process spec disagree`);
     this.refuseDuplicate(execId); // as the runc shim: a duplicate id is AlreadyExists whatever the state
     return this.locked('exec', '', async () => {
       this.refuseDuplicate(execId);
@@ -113,7 +121,8 @@ export class Container {
   }
 
   private refuseDuplicate(execId: string): void {
-    if (execId === this.id || this.execs.has(execId)) throw new AlreadyExistsError(`exec ${execId} of container ${this.id}: already exists`);
+    if (execId === this.id || this.execs.has(execId))
+      throw new AlreadyExistsError(`exec ${execId} of container ${this.id}: already exists`);
   }
 
   pause(): Promise<void> {
@@ -134,7 +143,9 @@ export class Container {
 
   /** The agent's empty exec id means every process of the container; the init alone is addressed by the container id. */
   kill(execId: string, signal: number, all: boolean): Promise<void> {
-    return this.locked('kill', execId, (p) => this.ctx.agent().signalProcess(this.id, all ? '' : p.isInit ? this.id : execId, signal));
+    return this.locked('kill', execId, (p) =>
+      this.ctx.agent().signalProcess(this.id, all ? '' : p.isInit ? this.id : execId, signal),
+    );
   }
 
   /** Deletes a stopped (or never started) exec: no event, as the runc shim. */
@@ -154,7 +165,9 @@ export class Container {
   }
 
   resizePty(execId: string, width: number, height: number): Promise<void> {
-    return this.locked('resize', execId, (p) => this.ctx.agent().ttyWinResize(this.id, p.isInit ? this.id : execId, height, width));
+    return this.locked('resize', execId, (p) =>
+      this.ctx.agent().ttyWinResize(this.id, p.isInit ? this.id : execId, height, width),
+    );
   }
 
   update(resources: ContainerResources): Promise<void> {

@@ -44,15 +44,24 @@ export const sigkillSelf: Crash = () => {
  * The step a container's annotations arm, if failpoints are enabled. An unknown step name is an
  * InvalidArgumentError (a typo must not make a crash test pass by never crashing).
  */
-export function armedFailpoint(annotations: Record<string, string> | undefined, enabled: boolean, logger: Logger): FailpointStep | undefined {
+export function armedFailpoint(
+  annotations: Record<string, string> | undefined,
+  enabled: boolean,
+  logger: Logger,
+): FailpointStep | undefined {
   const value = annotations?.[FAILPOINT_ANNOTATION];
   if (value === undefined) return undefined;
   if (!enabled) {
-    logger.warn({ annotation: FAILPOINT_ANNOTATION, value }, 'failpoint annotation ignored: failpoints are disabled in the configuration');
+    logger.warn(
+      { annotation: FAILPOINT_ANNOTATION, value },
+      'failpoint annotation ignored: failpoints are disabled in the configuration',
+    );
     return undefined;
   }
   if (!(FAILPOINT_STEPS as readonly string[]).includes(value)) {
-    throw new InvalidArgumentError(`annotation ${FAILPOINT_ANNOTATION}: ${JSON.stringify(value).slice(0, 80)} is not one of ${FAILPOINT_STEPS.join(', ')}`);
+    throw new InvalidArgumentError(
+      `annotation ${FAILPOINT_ANNOTATION}: ${JSON.stringify(value).slice(0, 80)} is not one of ${FAILPOINT_STEPS.join(', ')}`,
+    );
   }
   return value as FailpointStep;
 }

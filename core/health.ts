@@ -60,7 +60,11 @@ export class HealthMonitor {
       const silentMs = Date.now() - lastOk;
       this.logger.warn({ problem, failures, silentMs, timeoutMs }, 'agent health check failed');
       if (silentMs >= timeoutMs) {
-        this.onFailure(new UnavailableError(`the agent has not answered a health check for ${silentMs} ms (timeout ${timeoutMs} ms; last: ${problem})`));
+        this.onFailure(
+          new UnavailableError(
+            `the agent has not answered a health check for ${silentMs} ms (timeout ${timeoutMs} ms; last: ${problem})`,
+          ),
+        );
         return;
       }
     }

@@ -61,18 +61,31 @@ const CONTROL = /[\u0000-\u001f\u007f]/;
 
 /** containerd's cgroupsPath, checked: an InvalidArgumentError names what is wrong with it. */
 export function parseCgroupsPath(value: unknown): ParsedCgroupsPath {
-  if (typeof value !== 'string' || value === '') throw new InvalidArgumentError('linux.cgroupsPath must be a non-empty string');
+  if (typeof value !== 'string' || value === '')
+    throw new InvalidArgumentError('linux.cgroupsPath must be a non-empty string');
   const shown = JSON.stringify(value.slice(0, 120));
-  if (value.length > MAX_PATH || CONTROL.test(value)) throw new InvalidArgumentError(`linux.cgroupsPath ${shown} is longer than ${MAX_PATH} characters or has control characters`);
+  if (value.length > MAX_PATH || CONTROL.test(value))
+    throw new InvalidArgumentError(
+      `linux.cgroupsPath ${shown} is longer than ${MAX_PATH} characters or has control characters`,
+    );
   if (!value.startsWith('/') && value.includes(':')) return parseSystemdPath(value, shown);
   if (!value.startsWith('/')) {
-    throw new InvalidArgumentError(`linux.cgroupsPath ${shown} is neither an absolute cgroupfs path (/kubepods/…/<id>) nor systemd's slice:prefix:name`);
+    throw new InvalidArgumentError(
+      `linux.cgroupsPath ${shown} is neither an absolute cgroupfs path (/kubepods/…/<id>) nor systemd's slice:prefix:name`,
+    );
   }
   const parts = value.split('/').filter((p) => p !== '');
-  if (parts.length === 0) throw new InvalidArgumentError(`linux.cgroupsPath ${shown} names the root cgroup, which hull never takes`);
+  if (parts.length === 0)
+    throw new InvalidArgumentError(`linux.cgroupsPath ${shown} names the root cgroup, which hull never takes`);
   for (const p of parts) {
-    if (p === '.' || p === '..') throw new InvalidArgumentError(`linux.cgroupsPath ${shown} has a "${p}" component: it must name a cgroup below the hierarchy's root`);
-    if (p.length > MAX_COMPONENT) throw new InvalidArgumentError(`linux.cgroupsPath ${shown} has a component longer than ${MAX_COMPONENT} characters`);
+    if (p === '.' || p === '..')
+      throw new InvalidArgumentError(
+        `linux.cgroupsPath ${shown} has a "${p}" component: it must name a cgroup below the hierarchy's root`,
+      );
+    if (p.length > MAX_COMPONENT)
+      throw new InvalidArgumentError(
+        `linux.cgroupsPath ${shown} has a component longer than ${MAX_COMPONENT} characters`,
+      );
   }
   return { driver: 'cgroupfs', path: `/${parts.join('/')}` };
 }
@@ -83,22 +96,35 @@ export function parseCgroupsPath(value: unknown): ParsedCgroupsPath {
  */
 function parseSystemdPath(value: string, shown: string): ParsedCgroupsPath {
   const parts = value.split(':');
-  if (parts.length !== 3) throw new InvalidArgumentError(`linux.cgroupsPath ${shown}: the systemd form is slice:prefix:name (3 fields, got ${parts.length})`);
+  if (parts.length !== 3)
+    throw new InvalidArgumentError(
+      `linux.cgroupsPath ${shown}: the systemd form is slice:prefix:name (3 fields, got ${parts.length})`,
+    );
   const [sliceIn, prefix, name] = parts as [string, string, string];
   const slice = sliceIn === '' ? 'system.slice' : sliceIn;
-  for (const [what, w] of [['slice', slice], ['prefix', prefix], ['name', name]] as const) {
+  for (const [what, w] of [
+    ['slice', slice],
+    ['prefix', prefix],
+    ['name', name],
+  ] as const) {
     if (w !== '' && (!UNIT_WORD.test(w) || w.length > MAX_COMPONENT || w === '.' || w === '..')) {
-      throw new InvalidArgumentError(`linux.cgroupsPath ${shown}: the ${what} ${JSON.stringify(w)} is not a systemd unit name`);
+      throw new InvalidArgumentError(
+        `linux.cgroupsPath ${shown}: the ${what} ${JSON.stringify(w)} is not a systemd unit name`,
+      );
     }
   }
-  if (name === '') throw new InvalidArgumentError(`linux.cgroupsPath ${shown}: the systemd form needs a name (slice:prefix:name)`);
+  if (name === '')
+    throw new InvalidArgumentError(`linux.cgroupsPath ${shown}: the systemd form needs a name (slice:prefix:name)`);
   const unit = name.endsWith('.slice') ? name : prefix === '' ? `${name}.scope` : `${prefix}-${name}.scope`;
   return { driver: 'systemd', path: `${expandSlice(slice, shown)}/${unit}`, slice, unit };
 }
 
 /** systemd's slice folder: `-.slice` is the root, `a-b-c.slice` is `/a.slice/a-b.slice/a-b-c.slice`. */
 export function expandSlice(slice: string, shown = JSON.stringify(slice)): string {
-  if (!slice.endsWith('.slice') || slice.includes('/')) throw new InvalidArgumentError(`linux.cgroupsPath ${shown}: ${JSON.stringify(slice)} is not a slice name (<name>.slice)`);
+  if (!slice.endsWith('.slice') || slice.includes('/'))
+    throw new InvalidArgumentError(
+      `linux.cgroupsPath ${shown}: ${JSON.stringify(slice)} is not a slice name (<name>.slice)`,
+    );
   const base = slice.slice(0, -'.slice'.length);
   if (base === '-') return '';
   if (base === '' || base.startsWith('-') || base.endsWith('-') || base.includes('--')) {
@@ -133,7 +159,10 @@ export function parseCgroupMounts(mountinfo: string, root = CGROUP_ROOT): Cgroup
       v2 ??= { mountPoint, controllers: [], version: 2 };
       continue;
     }
-    const controllers = (fields[sep + 3] ?? '').split(',').filter((o) => !MOUNT_OPTIONS.has(o) && !o.startsWith('release_agent=')).sort();
+    const controllers = (fields[sep + 3] ?? '')
+      .split(',')
+      .filter((o) => !MOUNT_OPTIONS.has(o) && !o.startsWith('release_agent='))
+      .sort();
     const key = controllers.join(',');
     if (controllers.length === 0 || seen.has(key)) continue; // the same hierarchy mounted twice
     seen.add(key);
@@ -144,7 +173,23 @@ export function parseCgroupMounts(mountinfo: string, root = CGROUP_ROOT): Cgroup
   throw new FailedPreconditionError(`no cgroup hierarchy is mounted at ${root}`);
 }
 
-const MOUNT_OPTIONS = new Set(['rw', 'ro', 'relatime', 'noatime', 'nosuid', 'nodev', 'noexec', 'clone_children', 'noprefix', 'xattr', 'cpuset_v2_mode', 'nsdelegate', 'memory_recursiveprot', 'memory_localevents', 'favordynmods']);
+const MOUNT_OPTIONS = new Set([
+  'rw',
+  'ro',
+  'relatime',
+  'noatime',
+  'nosuid',
+  'nodev',
+  'noexec',
+  'clone_children',
+  'noprefix',
+  'xattr',
+  'cpuset_v2_mode',
+  'nsdelegate',
+  'memory_recursiveprot',
+  'memory_localevents',
+  'favordynmods',
+]);
 
 let hostLayout: CgroupLayout | undefined;
 /** This host's hierarchies (read once). */
@@ -175,7 +220,11 @@ export interface HostCgroupOptions {
 export class HostCgroup {
   readonly dirs: readonly string[];
 
-  private constructor(readonly parsed: ParsedCgroupsPath, private readonly layout: CgroupLayout, private readonly removeDir: (dir: string) => void) {
+  private constructor(
+    readonly parsed: ParsedCgroupsPath,
+    private readonly layout: CgroupLayout,
+    private readonly removeDir: (dir: string) => void,
+  ) {
     this.dirs = layout.hierarchies.map((h) => path.join(h.mountPoint, parsed.path));
   }
 
@@ -215,9 +264,14 @@ export class HostCgroup {
   memoryLimitBytes(): number | undefined {
     let min: number | undefined;
     for (const h of this.layout.hierarchies) {
-      const file = h.version === 2 ? 'memory.max' : h.controllers.includes('memory') ? 'memory.limit_in_bytes' : undefined;
+      const file =
+        h.version === 2 ? 'memory.max' : h.controllers.includes('memory') ? 'memory.limit_in_bytes' : undefined;
       if (!file) continue;
-      for (let dir = path.join(h.mountPoint, this.parsed.path); dir !== h.mountPoint && dir.startsWith(h.mountPoint); dir = path.dirname(dir)) {
+      for (
+        let dir = path.join(h.mountPoint, this.parsed.path);
+        dir !== h.mountPoint && dir.startsWith(h.mountPoint);
+        dir = path.dirname(dir)
+      ) {
         let text: string;
         try {
           text = fs.readFileSync(path.join(dir, file), 'utf8').trim();
@@ -225,7 +279,10 @@ export class HostCgroup {
           continue; // not made yet, or no memory controller here (v2)
         }
         if (text === 'max') continue;
-        if (!/^\d{1,20}$/.test(text)) throw new InvalidArgumentError(`${path.join(dir, file)}: ${JSON.stringify(text.slice(0, 40))} is not a memory limit`);
+        if (!/^\d{1,20}$/.test(text))
+          throw new InvalidArgumentError(
+            `${path.join(dir, file)}: ${JSON.stringify(text.slice(0, 40))} is not a memory limit`,
+          );
         const n = Number(text);
         if (n >= V1_UNLIMITED) continue;
         min = min === undefined ? n : Math.min(min, n);
@@ -299,7 +356,11 @@ export class HostCgroup {
 function enableControllers(dir: string): void {
   let available: string[];
   try {
-    available = fs.readFileSync(path.join(dir, 'cgroup.controllers'), 'utf8').trim().split(/\s+/).filter((c) => c !== '');
+    available = fs
+      .readFileSync(path.join(dir, 'cgroup.controllers'), 'utf8')
+      .trim()
+      .split(/\s+/)
+      .filter((c) => c !== '');
   } catch {
     return;
   }
@@ -352,7 +413,13 @@ async function removeDirs(dirs: readonly string[], rmdir: (dir: string) => void)
         }
         let procs = '';
         try {
-          procs = fs.readFileSync(path.join(dir, 'cgroup.procs'), 'utf8').trim().split('\n').filter((p) => p !== '').slice(0, 8).join(' ');
+          procs = fs
+            .readFileSync(path.join(dir, 'cgroup.procs'), 'utf8')
+            .trim()
+            .split('\n')
+            .filter((p) => p !== '')
+            .slice(0, 8)
+            .join(' ');
         } catch {
           // unreadable: the error says enough
         }
@@ -361,7 +428,8 @@ async function removeDirs(dirs: readonly string[], rmdir: (dir: string) => void)
       }
     }
   }
-  if (problems.length > 0) throw new FailedPreconditionError(`cannot remove the sandbox's cgroup: ${problems.join('; ')}`);
+  if (problems.length > 0)
+    throw new FailedPreconditionError(`cannot remove the sandbox's cgroup: ${problems.join('; ')}`);
 }
 
 /**
@@ -372,7 +440,13 @@ async function removeDirs(dirs: readonly string[], rmdir: (dir: string) => void)
 export function checkRecordedCgroupDirs(dirs: unknown, root = CGROUP_ROOT): string | undefined {
   if (!Array.isArray(dirs) || dirs.length === 0 || dirs.length > 32) return 'cgroup must be a list of 1 to 32 folders';
   for (const d of dirs as unknown[]) {
-    if (typeof d !== 'string' || d.length > MAX_PATH || CONTROL.test(d) || path.normalize(d) !== d || !d.startsWith(`${root}/`)) {
+    if (
+      typeof d !== 'string' ||
+      d.length > MAX_PATH ||
+      CONTROL.test(d) ||
+      path.normalize(d) !== d ||
+      !d.startsWith(`${root}/`)
+    ) {
       return `cgroup folder ${JSON.stringify(String(d).slice(0, 120))} is not a normalised path below ${root}`;
     }
     if (d.split('/').includes('..')) return `cgroup folder ${JSON.stringify(d)} is not a cgroup below ${root}`;

@@ -22,7 +22,19 @@ import { FailedPreconditionError, InternalError, NotFoundError } from '../errors
 export type LifecycleState = 'created' | 'running' | 'paused' | 'stopped' | 'deleted';
 
 /** Everything a container or a process can be asked. `exec` is a container's: adding an exec or starting one. */
-export type Operation = 'start' | 'exec' | 'pause' | 'resume' | 'kill' | 'delete' | 'update' | 'closeIO' | 'resize' | 'stats' | 'pids' | 'state';
+export type Operation =
+  | 'start'
+  | 'exec'
+  | 'pause'
+  | 'resume'
+  | 'kill'
+  | 'delete'
+  | 'update'
+  | 'closeIO'
+  | 'resize'
+  | 'stats'
+  | 'pids'
+  | 'state';
 
 export type Answer = 'do' | 'skip' | 'refuse' | 'gone';
 
@@ -47,16 +59,79 @@ export const EXEC_MOVES: Moves = {
 
 /** Every operation answered `gone`: what a deleted container or exec answers. */
 const GONE: Record<Operation, Answer> = {
-  start: 'gone', exec: 'gone', pause: 'gone', resume: 'gone', kill: 'gone', delete: 'gone', update: 'gone', closeIO: 'gone', resize: 'gone', stats: 'gone', pids: 'gone', state: 'gone',
+  start: 'gone',
+  exec: 'gone',
+  pause: 'gone',
+  resume: 'gone',
+  kill: 'gone',
+  delete: 'gone',
+  update: 'gone',
+  closeIO: 'gone',
+  resize: 'gone',
+  stats: 'gone',
+  pids: 'gone',
+  state: 'gone',
 };
 
 /** A container, i.e. its init process. A created container can be killed (containerd does so when a start fails). */
 export const CONTAINER_ANSWERS: Answers = {
-  created: { start: 'do', exec: 'refuse', pause: 'refuse', resume: 'refuse', kill: 'do', delete: 'do', update: 'do', closeIO: 'refuse', resize: 'do', stats: 'do', pids: 'skip', state: 'do' },
-  running: { start: 'refuse', exec: 'do', pause: 'do', resume: 'refuse', kill: 'do', delete: 'refuse', update: 'do', closeIO: 'do', resize: 'do', stats: 'do', pids: 'do', state: 'do' },
+  created: {
+    start: 'do',
+    exec: 'refuse',
+    pause: 'refuse',
+    resume: 'refuse',
+    kill: 'do',
+    delete: 'do',
+    update: 'do',
+    closeIO: 'refuse',
+    resize: 'do',
+    stats: 'do',
+    pids: 'skip',
+    state: 'do',
+  },
+  running: {
+    start: 'refuse',
+    exec: 'do',
+    pause: 'do',
+    resume: 'refuse',
+    kill: 'do',
+    delete: 'refuse',
+    update: 'do',
+    closeIO: 'do',
+    resize: 'do',
+    stats: 'do',
+    pids: 'do',
+    state: 'do',
+  },
   // runc refuses to exec into a frozen container; a frozen one can still be signalled (SIGKILL ends it).
-  paused: { start: 'refuse', exec: 'refuse', pause: 'refuse', resume: 'do', kill: 'do', delete: 'refuse', update: 'do', closeIO: 'do', resize: 'do', stats: 'do', pids: 'do', state: 'do' },
-  stopped: { start: 'refuse', exec: 'refuse', pause: 'refuse', resume: 'refuse', kill: 'gone', delete: 'do', update: 'refuse', closeIO: 'do', resize: 'skip', stats: 'gone', pids: 'skip', state: 'do' },
+  paused: {
+    start: 'refuse',
+    exec: 'refuse',
+    pause: 'refuse',
+    resume: 'do',
+    kill: 'do',
+    delete: 'refuse',
+    update: 'do',
+    closeIO: 'do',
+    resize: 'do',
+    stats: 'do',
+    pids: 'do',
+    state: 'do',
+  },
+  stopped: {
+    start: 'refuse',
+    exec: 'refuse',
+    pause: 'refuse',
+    resume: 'refuse',
+    kill: 'gone',
+    delete: 'do',
+    update: 'refuse',
+    closeIO: 'do',
+    resize: 'skip',
+    stats: 'gone',
+    pids: 'skip',
+    state: 'do',
+  },
   deleted: GONE,
 };
 
@@ -71,8 +146,18 @@ export const EXEC_ANSWERS: Answers = {
 
 /** How an operation reads in a message: "cannot <verb> container c1 in state paused". */
 const VERB: Readonly<Record<Operation, string>> = {
-  start: 'start', exec: 'exec in', pause: 'pause', resume: 'resume', kill: 'signal', delete: 'delete', update: 'update', closeIO: 'close the stdin of',
-  resize: 'resize the terminal of', stats: 'read the stats of', pids: 'list the processes of', state: 'read the state of',
+  start: 'start',
+  exec: 'exec in',
+  pause: 'pause',
+  resume: 'resume',
+  kill: 'signal',
+  delete: 'delete',
+  update: 'update',
+  closeIO: 'close the stdin of',
+  resize: 'resize the terminal of',
+  stats: 'read the stats of',
+  pids: 'list the processes of',
+  state: 'read the state of',
 };
 
 /**

@@ -7,8 +7,22 @@
  * Kubernetes port forwarding (containerd dials localhost in the namespace) is relayed into the guest: a listener of
  * ours catches those connections (hypervisor/network's LocalhostRedirect) and core/port-forward.ts relays them.
  */
-import type { ArpNeighbor, NetworkAgentClient, OciSpec, PortForwardAgentClient, RouteScope, RouteSpec } from '../agent-client';
-import { attachEndpoints, detachEndpoints, LocalhostRedirect, scanNetns, type NetnsScan, type NetRoute } from '../hypervisor/network';
+import type {
+  ArpNeighbor,
+  NetworkAgentClient,
+  OciSpec,
+  PortForwardAgentClient,
+  RouteScope,
+  RouteSpec,
+} from '../agent-client';
+import {
+  attachEndpoints,
+  detachEndpoints,
+  LocalhostRedirect,
+  scanNetns,
+  type NetnsScan,
+  type NetRoute,
+} from '../hypervisor/network';
 import type { VmNetwork } from '../hypervisor/types';
 import type { Logger } from '../log';
 import { PortForwardRelays } from './port-forward';
@@ -39,7 +53,10 @@ export interface PodNetworkLink {
   disconnect(): Promise<void>;
 }
 
-export type ConnectPodNetwork = (netnsPath: string, record: (netnsPath: string, taps: string[]) => void) => Promise<PodNetworkLink>;
+export type ConnectPodNetwork = (
+  netnsPath: string,
+  record: (netnsPath: string, taps: string[]) => void,
+) => Promise<PodNetworkLink>;
 
 export class PodNetwork implements PodNetworkLink {
   private redirect: LocalhostRedirect | undefined;
@@ -56,7 +73,10 @@ export class PodNetwork implements PodNetworkLink {
    */
   static async connect(netnsPath: string, record: (netnsPath: string, taps: string[]) => void): Promise<PodNetwork> {
     const scan = await scanNetns(netnsPath); // checks the path first: an nsfs file that is a network namespace
-    record(netnsPath, scan.endpoints.map((e) => e.tap));
+    record(
+      netnsPath,
+      scan.endpoints.map((e) => e.tap),
+    );
     await attachEndpoints(netnsPath, scan.endpoints);
     return new PodNetwork(netnsPath, scan);
   }
@@ -68,14 +88,19 @@ export class PodNetwork implements PodNetworkLink {
   /** What QEMU needs: the namespace and a NIC per tap (none when the namespace has no interface but lo). */
   vmNetwork(): VmNetwork | undefined {
     if (this.scan.endpoints.length === 0) return undefined;
-    return { netnsPath: this.netnsPath, nics: this.scan.endpoints.map((e) => ({ tap: e.tap, mac: e.mac, mtu: e.mtu })) };
+    return {
+      netnsPath: this.netnsPath,
+      nics: this.scan.endpoints.map((e) => ({ tap: e.tap, mac: e.mac, mtu: e.mtu })),
+    };
   }
 
   /** For the log: what the pod's network is. */
   describe(): { netns: string; interfaces: string[]; routes: number; neighbors: number } {
     return {
       netns: this.netnsPath,
-      interfaces: this.scan.endpoints.map((e) => `${e.name} ${e.mac} ${e.addresses.map((a) => `${a.address}/${a.prefixLength}`).join(',')} → ${e.tap}`),
+      interfaces: this.scan.endpoints.map(
+        (e) => `${e.name} ${e.mac} ${e.addresses.map((a) => `${a.address}/${a.prefixLength}`).join(',')} → ${e.tap}`,
+      ),
       routes: this.scan.routes.length,
       neighbors: this.scan.neighbors.length,
     };
@@ -84,10 +109,20 @@ export class PodNetwork implements PodNetworkLink {
   /** The guest gets each interface (found by MAC), then the routes, then the permanent neighbours. */
   async configureGuest(agent: NetworkAgentClient): Promise<void> {
     for (const e of this.scan.endpoints) {
-      await agent.updateInterface({ mac: e.mac, name: e.name, mtu: e.mtu, addresses: e.addresses.map((a) => ({ address: a.address, prefixLength: a.prefixLength, family: a.family })) });
+      await agent.updateInterface({
+        mac: e.mac,
+        name: e.name,
+        mtu: e.mtu,
+        addresses: e.addresses.map((a) => ({ address: a.address, prefixLength: a.prefixLength, family: a.family })),
+      });
     }
     if (this.scan.routes.length) await agent.updateRoutes(this.scan.routes.map(routeSpec));
-    const neighbors: ArpNeighbor[] = this.scan.neighbors.map((n) => ({ address: n.address, mac: n.lladdr, device: n.device, state: 'permanent' }));
+    const neighbors: ArpNeighbor[] = this.scan.neighbors.map((n) => ({
+      address: n.address,
+      mac: n.lladdr,
+      device: n.device,
+      state: 'permanent',
+    }));
     if (neighbors.length) await agent.addArpNeighbors(neighbors);
   }
 

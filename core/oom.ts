@@ -48,7 +48,10 @@ export class OomCoalescer {
     const w = this.windows.get(containerId);
     this.windows.delete(containerId);
     if (!w || w.pending === 0 || this.stopped) return;
-    this.logger.warn({ containerId, coalesced: w.pending, intervalMs: this.intervalMs }, `${w.pending} OOM events of the container within ${this.intervalMs} ms published as one`);
+    this.logger.warn(
+      { containerId, coalesced: w.pending, intervalMs: this.intervalMs },
+      `${w.pending} OOM events of the container within ${this.intervalMs} ms published as one`,
+    );
     this.publish(containerId);
     this.open(containerId);
   }

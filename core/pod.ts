@@ -37,10 +37,28 @@ export type PodRole = 'sandbox' | 'container';
  * each, and why the guest cannot give it. UTS goes with the network (containerd drops both for hostNetwork).
  */
 const HOST_NAMESPACES: readonly { type: string; name: string; cri: string; ctr?: string; reason: string }[] = [
-  { type: 'network', name: 'network', cri: 'hostNetwork: namespace_options.network = NODE', ctr: 'ctr run --net-host', reason: 'the guest has its own network stack, so the containers would get only a loopback interface and none of the host\'s network' },
-  { type: 'ipc', name: 'IPC', cri: 'hostIPC: namespace_options.ipc = NODE', reason: 'the guest kernel has its own IPC objects, so the containers could not see the host\'s shared memory, semaphores or message queues' },
-  { type: 'pid', name: 'PID', cri: 'hostPID: namespace_options.pid = NODE', reason: 'the guest kernel has its own processes, so the containers could not see or signal the host\'s' },
-  { type: 'uts', name: 'UTS', cri: 'the host\'s UTS namespace', reason: 'the guest kernel has its own host name' },
+  {
+    type: 'network',
+    name: 'network',
+    cri: 'hostNetwork: namespace_options.network = NODE',
+    ctr: 'ctr run --net-host',
+    reason:
+      "the guest has its own network stack, so the containers would get only a loopback interface and none of the host's network",
+  },
+  {
+    type: 'ipc',
+    name: 'IPC',
+    cri: 'hostIPC: namespace_options.ipc = NODE',
+    reason:
+      "the guest kernel has its own IPC objects, so the containers could not see the host's shared memory, semaphores or message queues",
+  },
+  {
+    type: 'pid',
+    name: 'PID',
+    cri: 'hostPID: namespace_options.pid = NODE',
+    reason: "the guest kernel has its own processes, so the containers could not see or signal the host's",
+  },
+  { type: 'uts', name: 'UTS', cri: "the host's UTS namespace", reason: 'the guest kernel has its own host name' },
 ];
 
 /**
@@ -58,7 +76,8 @@ export function checkNoHostNamespaces(spec: OciSpec, role: PodRole | undefined, 
   const has = new Set(list.map((n) => n?.type));
   const missing = HOST_NAMESPACES.filter((n) => !has.has(n.type) && !(n.type === 'uts' && !has.has('network')));
   if (missing.length === 0) return;
-  const what = role === 'sandbox' ? `pod sandbox ${id}` : role === 'container' ? `container ${id} of a pod` : `container ${id}`;
+  const what =
+    role === 'sandbox' ? `pod sandbox ${id}` : role === 'container' ? `container ${id} of a pod` : `container ${id}`;
   const asked = missing.map((n) => {
     const how = role ? n.cri : `no "${n.type}" entry in linux.namespaces${n.ctr ? `, as ${n.ctr} writes` : ''}`;
     return `the host's ${n.name} namespace (${how})`;
@@ -95,13 +114,16 @@ export function podRole(spec: OciSpec): PodRole | undefined {
   const t = spec.annotations?.[CRI_ANNOTATIONS.containerType];
   if (t === undefined) return undefined;
   if (t === 'sandbox' || t === 'container') return t;
-  throw new InvalidArgumentError(`annotation ${CRI_ANNOTATIONS.containerType}=${JSON.stringify(t)}: expected "sandbox" or "container"`);
+  throw new InvalidArgumentError(
+    `annotation ${CRI_ANNOTATIONS.containerType}=${JSON.stringify(t)}: expected "sandbox" or "container"`,
+  );
 }
 
 function annotationInt(annotations: Record<string, string>, key: string): number {
   const v = annotations[key];
   if (v === undefined || v === '') return 0;
-  if (!/^-?[0-9]{1,19}$/.test(v)) throw new InvalidArgumentError(`annotation ${key}=${JSON.stringify(v.slice(0, 32))} is not an integer`);
+  if (!/^-?[0-9]{1,19}$/.test(v))
+    throw new InvalidArgumentError(`annotation ${key}=${JSON.stringify(v.slice(0, 32))} is not an integer`);
   return Number(v);
 }
 
@@ -125,7 +147,11 @@ export function podSizing(annotations: Record<string, string> = {}): PodSizing {
 }
 
 /** The VM's configuration grown by the pod's sizing, within the host's CPUs and memory. */
-export function sizeVm(vm: VmConfig, sizing: PodSizing, host = { cpus: os.availableParallelism(), memoryMiB: Math.floor(os.totalmem() / (1024 * 1024)) }): { vm: VmConfig; capped: string[] } {
+export function sizeVm(
+  vm: VmConfig,
+  sizing: PodSizing,
+  host = { cpus: os.availableParallelism(), memoryMiB: Math.floor(os.totalmem() / (1024 * 1024)) },
+): { vm: VmConfig; capped: string[] } {
   const capped: string[] = [];
   let vcpus = vm.vcpus + sizing.extraVcpus;
   if (vcpus > Math.max(host.cpus, vm.vcpus)) {
@@ -134,7 +160,9 @@ export function sizeVm(vm: VmConfig, sizing: PodSizing, host = { cpus: os.availa
   }
   const memoryMiB = vm.memoryMiB + sizing.extraMemoryMiB;
   if (memoryMiB > host.memoryMiB) {
-    throw new InvalidArgumentError(`the pod asks for a VM of ${memoryMiB} MiB (${vm.memoryMiB} base + ${sizing.extraMemoryMiB} from ${CRI_ANNOTATIONS.memory}), more than the host's ${host.memoryMiB} MiB`);
+    throw new InvalidArgumentError(
+      `the pod asks for a VM of ${memoryMiB} MiB (${vm.memoryMiB} base + ${sizing.extraMemoryMiB} from ${CRI_ANNOTATIONS.memory}), more than the host's ${host.memoryMiB} MiB`,
+    );
   }
   return { vm: { ...vm, vcpus, memoryMiB }, capped };
 }
@@ -164,8 +192,20 @@ export function podShm(spec: OciSpec): PodShm | undefined {
 }
 
 /** CreateSandbox's storage for the pod's shm. */
-export function shmStorage(shm: PodShm): { driver: string; source: string; fstype: string; options: string[]; mountPoint: string } {
-  return { driver: 'ephemeral', source: 'shm', fstype: 'tmpfs', options: [`size=${shm.sizeBytes}`, 'mode=1777', 'nosuid', 'nodev', 'noexec'], mountPoint: GUEST_POD_SHM };
+export function shmStorage(shm: PodShm): {
+  driver: string;
+  source: string;
+  fstype: string;
+  options: string[];
+  mountPoint: string;
+} {
+  return {
+    driver: 'ephemeral',
+    source: 'shm',
+    fstype: 'tmpfs',
+    options: [`size=${shm.sizeBytes}`, 'mode=1777', 'nosuid', 'nodev', 'noexec'],
+    mountPoint: GUEST_POD_SHM,
+  };
 }
 
 /**
@@ -177,7 +217,11 @@ export function podContainerSpec(spec: OciSpec, role: PodRole, shm: PodShm | und
   const out: OciSpec = { ...spec };
   if (role === 'sandbox') {
     delete out.hostname;
-    if (spec.linux?.namespaces) out.linux = { ...spec.linux, namespaces: spec.linux.namespaces.filter((n) => !(POD_NAMESPACES.has(n.type) && !n.path)) };
+    if (spec.linux?.namespaces)
+      out.linux = {
+        ...spec.linux,
+        namespaces: spec.linux.namespaces.filter((n) => !(POD_NAMESPACES.has(n.type) && !n.path)),
+      };
   }
   if (spec.mounts) {
     out.mounts = spec.mounts.map((m) => {

@@ -30,7 +30,11 @@ export class PortForwardRelays {
   /** Relays `socket` to `port` on the guest's loopback until either side ends; never throws. */
   relay(socket: net.Socket, port: number): void {
     if (this.closed || this.sockets.size >= MAX_RELAYS) {
-      if (!this.closed) this.logger.warn({ port, relays: this.sockets.size }, `port forwarding: over ${MAX_RELAYS} connections at once, one refused`);
+      if (!this.closed)
+        this.logger.warn(
+          { port, relays: this.sockets.size },
+          `port forwarding: over ${MAX_RELAYS} connections at once, one refused`,
+        );
       socket.resetAndDestroy();
       return;
     }
@@ -105,7 +109,8 @@ export class PortForwardRelays {
     // Client to guest: in order, each write taken before the next is read; the client's end of file is passed on.
     const toGuest = (async () => {
       // Not `for await (… of socket)`: that destroys the socket at the client's end of file, answer unsent.
-      for await (const chunk of socket.iterator({ destroyOnReturn: false })) await agent.writeConnection(id, chunk as Buffer);
+      for await (const chunk of socket.iterator({ destroyOnReturn: false }))
+        await agent.writeConnection(id, chunk as Buffer);
       if (!socket.destroyed) await agent.endConnection(id);
     })().catch(broken);
 

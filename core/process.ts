@@ -12,7 +12,15 @@
  * the process's stdout cannot hold its exit. The stdio stays open after the exit, as runc's does, until the process
  * is deleted.
  */
-import { CONTAINER_ANSWERS, CONTAINER_MOVES, EXEC_ANSWERS, EXEC_MOVES, StateMachine, type LifecycleState, type Operation } from './lifecycle';
+import {
+  CONTAINER_ANSWERS,
+  CONTAINER_MOVES,
+  EXEC_ANSWERS,
+  EXEC_MOVES,
+  StateMachine,
+  type LifecycleState,
+  type Operation,
+} from './lifecycle';
 import type { ProcessIo } from './stdio';
 import type { StdioPaths } from './events';
 
@@ -38,9 +46,10 @@ export class Process {
     readonly execId: string,
     readonly stdio: StdioPaths,
   ) {
-    this.#machine = execId === ''
-      ? new StateMachine(`container ${containerId}`, CONTAINER_MOVES, CONTAINER_ANSWERS)
-      : new StateMachine(`exec ${execId} of container ${containerId}`, EXEC_MOVES, EXEC_ANSWERS);
+    this.#machine =
+      execId === ''
+        ? new StateMachine(`container ${containerId}`, CONTAINER_MOVES, CONTAINER_ANSWERS)
+        : new StateMachine(`exec ${execId} of container ${containerId}`, EXEC_MOVES, EXEC_ANSWERS);
     this.exited = new Promise((resolve) => (this.resolveExit = resolve));
   }
 

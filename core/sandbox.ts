@@ -7,8 +7,24 @@
  * time. The container whose id is the sandbox id owns the VM: deleting it tears the whole sandbox down.
  */
 import path from 'node:path';
-import { AlreadyExistsError, FailedPreconditionError, InternalError, InvalidArgumentError, NotFoundError, NotImplementedError, UnavailableError, errorMessage } from '../errors';
-import type { AgentClient, ContainerResources, ContainerStats, OciLinuxResources, OciProcess, OciSpec } from '../agent-client';
+import {
+  AlreadyExistsError,
+  FailedPreconditionError,
+  InternalError,
+  InvalidArgumentError,
+  NotFoundError,
+  NotImplementedError,
+  UnavailableError,
+  errorMessage,
+} from '../errors';
+import type {
+  AgentClient,
+  ContainerResources,
+  ContainerStats,
+  OciLinuxResources,
+  OciProcess,
+  OciSpec,
+} from '../agent-client';
 import { isBindMount, shareVolumes, type FsShare } from '../fs-share';
 import { processStartTime } from '../hypervisor/process';
 import type { Hypervisor, SpawnedHelper, VmConfig } from '../hypervisor/types';
@@ -17,7 +33,19 @@ import { GUEST_SHARE_TAG } from '../hypervisor/types';
 import type { EventSink, RootfsMount, StdioPaths } from './events';
 import { armedFailpoint, sigkillSelf, type Crash, type FailpointStep } from './failpoint';
 import { PodNetwork, podNetnsPath, type ConnectPodNetwork, type PodNetworkLink } from './network';
-import { checkNoHostNamespaces, checkNoSharedPropagation, isGuestPodShm, podContainerSpec, podRole, podShm, podSizing, shmStorage, sizeVm, type PodShm, type PodSizing } from './pod';
+import {
+  checkNoHostNamespaces,
+  checkNoSharedPropagation,
+  isGuestPodShm,
+  podContainerSpec,
+  podRole,
+  podShm,
+  podSizing,
+  shmStorage,
+  sizeVm,
+  type PodShm,
+  type PodSizing,
+} from './pod';
 import { Container, type ContainerContext } from './container';
 import { HostCgroup } from './host-cgroup';
 import type { HealthSettings } from './health';
@@ -187,7 +215,10 @@ export class Sandbox {
 
   /** A helper process was just spawned: into the record before anything else happens. */
   private recordHelper(h: SpawnedHelper): void {
-    this.record.helpers = [...(this.record.helpers ?? []).filter((x) => x.name !== h.name), { name: h.name, pid: h.pid, startTime: h.startTime }];
+    this.record.helpers = [
+      ...(this.record.helpers ?? []).filter((x) => x.name !== h.name),
+      { name: h.name, pid: h.pid, startTime: h.startTime },
+    ];
     if (h.name === 'qemu') this.record.qemuPid = h.pid;
     if (h.name === 'virtiofsd') this.record.virtiofsdPid = h.pid;
     this.save();
@@ -195,13 +226,16 @@ export class Sandbox {
 
   async create(req: CreateRequest): Promise<number> {
     validateId('container id', req.id);
-    if (!path.isAbsolute(req.bundle)) throw new InvalidArgumentError(`bundle ${JSON.stringify(req.bundle)} is not an absolute path`);
+    if (!path.isAbsolute(req.bundle))
+      throw new InvalidArgumentError(`bundle ${JSON.stringify(req.bundle)} is not an absolute path`);
     return this.serial(async () => {
       if (this.tornDown) throw new FailedPreconditionError(`sandbox ${this.o.id} is shut down`);
       if (this.containers.has(req.id)) throw new AlreadyExistsError(`container ${req.id}: already exists`);
       const ownsVm = req.id === this.o.id;
       if (!ownsVm && !this.vm) {
-        throw new FailedPreconditionError(`container ${req.id} joins sandbox ${this.o.id}, whose own container does not exist`);
+        throw new FailedPreconditionError(
+          `container ${req.id} joins sandbox ${this.o.id}, whose own container does not exist`,
+        );
       }
       const role = podRole(req.spec);
       const sizing = podSizing(req.spec.annotations); // checked before anything is made
@@ -214,8 +248,16 @@ export class Sandbox {
       const spec = role ? podContainerSpec(req.spec, role, this.podShm) : req.spec;
       const mounts = (spec.mounts ?? []).map((m, i) => {
         if (typeof m?.destination !== 'string') throw new InvalidArgumentError(`mounts[${i}] has no destination`);
-        const mount = { destination: m.destination, type: m.type ?? '', source: m.source ?? '', options: m.options ?? [] };
-        if (isBindMount(mount) && !isGuestPodShm(mount) && !path.isAbsolute(mount.source)) throw new InvalidArgumentError(`mount ${m.destination}: bind source ${JSON.stringify(m.source)} is not an absolute path`);
+        const mount = {
+          destination: m.destination,
+          type: m.type ?? '',
+          source: m.source ?? '',
+          options: m.options ?? [],
+        };
+        if (isBindMount(mount) && !isGuestPodShm(mount) && !path.isAbsolute(mount.source))
+          throw new InvalidArgumentError(
+            `mount ${m.destination}: bind source ${JSON.stringify(m.source)} is not an absolute path`,
+          );
         return mount;
       });
 
@@ -233,21 +275,46 @@ export class Sandbox {
         const share = this.share!;
         const root = await share.shareRootfs(req.id, req.rootfs, path.join(req.bundle, 'rootfs'));
         // Volumes: sources rewritten to the share; the pod's shm is the guest's own.
-        const fromHost = await shareVolumes(share, req.id, mounts.filter((m) => !isGuestPodShm(m)));
+        const fromHost = await shareVolumes(
+          share,
+          req.id,
+          mounts.filter((m) => !isGuestPodShm(m)),
+        );
         const shared = mounts.map((m) => (isGuestPodShm(m) ? m : fromHost.shift()!));
         const agent = this.agent();
         const proc = new Process(req.id, '', req.stdio);
-        io = await ProcessIo.open({ agent, containerId: req.id, execId: req.id, stdio: ioPaths(req.stdio), logger: this.o.logger });
+        io = await ProcessIo.open({
+          agent,
+          containerId: req.id,
+          execId: req.id,
+          stdio: ioPaths(req.stdio),
+          logger: this.o.logger,
+        });
         proc.io = io;
-        await agent.createOciContainer(req.id, { ...spec, root: { ...spec.root, readonly: spec.root?.readonly ?? root.readOnly } }, shared);
+        await agent.createOciContainer(
+          req.id,
+          { ...spec, root: { ...spec.root, readonly: spec.root?.readonly ?? root.readOnly } },
+          shared,
+        );
         this.failpoint(req.id, 'container-created');
         io.start(); // the process exists in the guest: its output can be read from now on
         proc.pid = this.hostPid();
         const container = new Container(req.id, req.bundle, proc, this.containerContext);
         container.timings.createMs = performance.now() - t0;
-        if (ownsVm && this.vm) Object.assign(container.timings, { bootMs: this.vm.timings.agentReadyMs, qemuStartedMs: this.vm.timings.qemuStartedMs });
+        if (ownsVm && this.vm)
+          Object.assign(container.timings, {
+            bootMs: this.vm.timings.agentReadyMs,
+            qemuStartedMs: this.vm.timings.qemuStartedMs,
+          });
         this.containers.set(req.id, container);
-        this.o.events({ type: 'create', containerId: req.id, bundle: req.bundle, rootfs: req.rootfs, io: req.stdio, pid: proc.pid });
+        this.o.events({
+          type: 'create',
+          containerId: req.id,
+          bundle: req.bundle,
+          rootfs: req.rootfs,
+          io: req.stdio,
+          pid: proc.pid,
+        });
         return proc.pid;
       } catch (err) {
         io?.close();
@@ -261,7 +328,10 @@ export class Sandbox {
     const id = this.o.id;
     const share = this.o.share(this.record.shareRoot, this.record.shareId);
     this.share = share;
-    const sized = sizeVm(this.o.vmConfig({ id: this.o.id, stateDir: this.record.vmStateDir, sharedDir: share.sharedDir() }), sizing);
+    const sized = sizeVm(
+      this.o.vmConfig({ id: this.o.id, stateDir: this.record.vmStateDir, sharedDir: share.sharedDir() }),
+      sizing,
+    );
     for (const c of sized.capped) this.o.logger.warn({ capped: c }, 'the pod asks for more than the host has');
     const config = sized.vm;
     if (cgroup) this.checkMemoryFits(cgroup, config.memoryMiB, sizing.extraMemoryMiB);
@@ -287,7 +357,12 @@ export class Sandbox {
       if (h.name === 'virtiofsd') this.failpoint(id, 'virtiofsd-spawned');
     };
     const hv = this.o.hypervisor();
-    this.vm = await SandboxVm.boot(hv, config, { bootTimeoutMs: this.o.bootTimeoutMs, logger: this.o.logger, dial: this.o.dial, health: this.o.health });
+    this.vm = await SandboxVm.boot(hv, config, {
+      bootTimeoutMs: this.o.bootTimeoutMs,
+      logger: this.o.logger,
+      dial: this.o.dial,
+      health: this.o.health,
+    });
     this.failpoint(id, 'agent-dialled');
     this.vm.onLost((err) => this.vmLost(err));
     await this.network?.configureGuest(this.vm.agent);
@@ -295,7 +370,13 @@ export class Sandbox {
       sandboxId: this.o.id,
       hostname: spec.hostname ?? '',
       storages: [
-        { driver: 'virtio-fs', source: GUEST_SHARE_TAG, fstype: 'virtiofs', options: ['nodev'], mountPoint: GUEST_SHARE_MOUNT },
+        {
+          driver: 'virtio-fs',
+          source: GUEST_SHARE_TAG,
+          fstype: 'virtiofs',
+          options: ['nodev'],
+          mountPoint: GUEST_SHARE_MOUNT,
+        },
         ...(this.podShm ? [shmStorage(this.podShm)] : []),
       ],
     });
@@ -304,8 +385,13 @@ export class Sandbox {
     if (this.network) {
       // Not fatal: the pod runs without it, and the log says why (no iptables, no nat in the kernel).
       await this.network.forwardLocalhost(this.vm.agent, this.o.logger).then(
-        () => this.o.logger.info({ netns: netns }, 'port forwarding: localhost in the pod network namespace reaches the guest'),
-        (err: unknown) => this.o.logger.warn({ error: errorMessage(err) }, 'port forwarding is not available for this pod'),
+        () =>
+          this.o.logger.info(
+            { netns: netns },
+            'port forwarding: localhost in the pod network namespace reaches the guest',
+          ),
+        (err: unknown) =>
+          this.o.logger.warn({ error: errorMessage(err) }, 'port forwarding is not available for this pod'),
       );
     }
   }
@@ -326,7 +412,7 @@ export class Sandbox {
         `${guestMiB} MiB of guest memory${fromPodMiB > 0 ? ` (${fromPodMiB} MiB of it from the pod's containers)` : ''} + ${overheadMiB} MiB of host overhead ` +
         `(QEMU, virtiofsd and the shim: [hypervisor] memory_overhead) = ${neededMiB} MiB. The VM would be OOM-killed on the host, so it is not started: ` +
         `set the RuntimeClass's overhead.podFixed.memory to at least ${podFixedMiB}Mi (the guest's base memory and the host overhead), ` +
-        'which kubelet adds to the pod\'s cgroup limit',
+        "which kubelet adds to the pod's cgroup limit",
     );
   }
 
@@ -341,7 +427,10 @@ export class Sandbox {
     this.cgroup = { cg, origin: cg.origin(process.pid) }; // teardown removes what create() made, even a part
     cg.create();
     cg.place(process.pid);
-    this.o.logger.info({ cgroup: cg.path, dirs: cg.dirs.length }, 'the shim daemon joined the sandbox\'s cgroup: QEMU and virtiofsd start in it');
+    this.o.logger.info(
+      { cgroup: cg.path, dirs: cg.dirs.length },
+      "the shim daemon joined the sandbox's cgroup: QEMU and virtiofsd start in it",
+    );
   }
 
   /** Kata's OOM watcher: one GetOOMEvent long poll at a time; the answers coalesced per container (core/oom.ts). */
@@ -356,7 +445,8 @@ export class Sandbox {
         const id = await agent.getOOMEvent(signal);
         if (this.containers.has(id)) oom.report(id);
       } catch (err) {
-        if (signal.aborted || this.tornDown || err instanceof UnavailableError || err instanceof NotImplementedError) return;
+        if (signal.aborted || this.tornDown || err instanceof UnavailableError || err instanceof NotImplementedError)
+          return;
         this.o.logger.warn({ error: errorMessage(err) }, 'GetOOMEvent failed; asking again in a second');
         await new Promise((r) => setTimeout(r, 1_000).unref());
       }
@@ -366,14 +456,18 @@ export class Sandbox {
   /** The VM is lost outside a shutdown (its agent connection broke, or it hung and was killed): every process is gone with it. */
   private vmLost(err: Error): void {
     if (this.tornDown) return;
-    this.o.logger.error({ error: errorMessage(err) }, 'lost the VM: every process of the sandbox is reported as exited');
+    this.o.logger.error(
+      { error: errorMessage(err) },
+      'lost the VM: every process of the sandbox is reported as exited',
+    );
     for (const c of this.containers.values()) {
       for (const p of [c.init, ...c.execs.values()]) this.finish(p, 255);
     }
   }
 
   private async undoCreate(id: string, ownsVm: boolean): Promise<void> {
-    const log = (what: string) => (e: unknown) => this.o.logger.warn({ id, error: errorMessage(e) }, `undoing a failed create: ${what}`);
+    const log = (what: string) => (e: unknown) =>
+      this.o.logger.warn({ id, error: errorMessage(e) }, `undoing a failed create: ${what}`);
     if (this.vm && !ownsVm) await this.vm.agent.removeContainer(id).catch(() => undefined);
     if (ownsVm) {
       await this.teardown().catch(log('tear the sandbox down'));
@@ -398,7 +492,11 @@ export class Sandbox {
     try {
       status = await this.agent().waitProcess(p.containerId, agentExecId);
     } catch (err) {
-      if (!this.tornDown) this.o.logger.warn({ id: p.containerId, execId: p.execId, error: errorMessage(err) }, 'waiting for a process failed');
+      if (!this.tornDown)
+        this.o.logger.warn(
+          { id: p.containerId, execId: p.execId, error: errorMessage(err) },
+          'waiting for a process failed',
+        );
     }
     await p.io?.drained();
     this.finish(p, status);
@@ -406,7 +504,14 @@ export class Sandbox {
 
   private finish(p: Process, status: number): void {
     if (!p.markStopped(status)) return;
-    this.o.events({ type: 'exit', containerId: p.containerId, id: p.execId || p.containerId, pid: p.pid, exitStatus: status, exitedAt: p.exit!.exitedAt });
+    this.o.events({
+      type: 'exit',
+      containerId: p.containerId,
+      id: p.execId || p.containerId,
+      pid: p.pid,
+      exitStatus: status,
+      exitedAt: p.exit!.exitedAt,
+    });
   }
 
   async exec(id: string, execId: string, spec: OciProcess, stdio: StdioPaths): Promise<void> {
@@ -427,7 +532,8 @@ export class Sandbox {
   }
 
   async kill(id: string, execId: string, signal: number, all: boolean): Promise<void> {
-    if (!Number.isInteger(signal) || signal < 1 || signal > MAX_SIGNAL) throw new InvalidArgumentError(`signal ${signal} is out of range`);
+    if (!Number.isInteger(signal) || signal < 1 || signal > MAX_SIGNAL)
+      throw new InvalidArgumentError(`signal ${signal} is out of range`);
     const c = this.container(id);
     if (all && execId !== '') throw new InvalidArgumentError('kill --all applies to a container, not to an exec');
     await c.kill(execId, signal, all);
@@ -436,26 +542,36 @@ export class Sandbox {
   async delete(id: string, execId: string): Promise<{ pid: number; exit: ExitInfo }> {
     const c = this.container(id);
     if (execId !== '') return c.deleteExec(execId);
-    return c.locked('delete', '', (p) => this.serial(async () => {
-      p.markStopped(0); // never started: no exit event
-      p.io?.close();
-      for (const e of c.execs.values()) e.io?.close();
-      if (id === this.o.id) {
-        await this.teardown();
-      } else if (!this.tornDown) {
-        await this.agent().removeContainer(id).catch((err: unknown) => {
-          if (!(err instanceof NotFoundError)) throw err;
+    return c.locked('delete', '', (p) =>
+      this.serial(async () => {
+        p.markStopped(0); // never started: no exit event
+        p.io?.close();
+        for (const e of c.execs.values()) e.io?.close();
+        if (id === this.o.id) {
+          await this.teardown();
+        } else if (!this.tornDown) {
+          await this.agent()
+            .removeContainer(id)
+            .catch((err: unknown) => {
+              if (!(err instanceof NotFoundError)) throw err;
+            });
+          await this.share?.unshare(id);
+          delete this.record.containers[id];
+          this.save();
+        } // else the sandbox was torn down under the container: VM, share and record are gone already
+        this.containers.delete(id);
+        this.o.logger.info({ containerId: id, ...c.timings }, 'container timings');
+        const exit = p.markDeleted();
+        this.o.events({
+          type: 'delete',
+          containerId: id,
+          pid: p.pid,
+          exitStatus: exit.exitStatus,
+          exitedAt: exit.exitedAt,
         });
-        await this.share?.unshare(id);
-        delete this.record.containers[id];
-        this.save();
-      } // else the sandbox was torn down under the container: VM, share and record are gone already
-      this.containers.delete(id);
-      this.o.logger.info({ containerId: id, ...c.timings }, 'container timings');
-      const exit = p.markDeleted();
-      this.o.events({ type: 'delete', containerId: id, pid: p.pid, exitStatus: exit.exitStatus, exitedAt: exit.exitedAt });
-      return { pid: p.pid, exit };
-    }));
+        return { pid: p.pid, exit };
+      }),
+    );
   }
 
   /**
@@ -480,10 +596,10 @@ export class Sandbox {
     if (vm) await step('shut the VM down', () => vm.shutdown({ gracefulMs: 5_000 }));
     const network = this.network;
     this.network = undefined;
-    if (network) await step('remove the pod network\'s taps and port forwarding', () => network.disconnect());
+    if (network) await step("remove the pod network's taps and port forwarding", () => network.disconnect());
     const cgroup = this.cgroup;
     if (cgroup) {
-      await step('remove the sandbox\'s cgroup', async () => {
+      await step("remove the sandbox's cgroup", async () => {
         cgroup.cg.restore(process.pid, cgroup.origin); // the daemon leaves it first (it may serve a while longer)
         await cgroup.cg.remove();
         this.cgroup = undefined;
@@ -522,8 +638,10 @@ export class Sandbox {
     const wanted = toContainerResources(resources);
     const size = this.vmSize;
     if (size) {
-      const cpus = wanted.cpuQuotaUs && wanted.cpuQuotaUs > 0 && wanted.cpuPeriodUs ? wanted.cpuQuotaUs / wanted.cpuPeriodUs : 0;
-      const memMiB = wanted.memoryLimitBytes && wanted.memoryLimitBytes > 0 ? wanted.memoryLimitBytes / (1024 * 1024) : 0;
+      const cpus =
+        wanted.cpuQuotaUs && wanted.cpuQuotaUs > 0 && wanted.cpuPeriodUs ? wanted.cpuQuotaUs / wanted.cpuPeriodUs : 0;
+      const memMiB =
+        wanted.memoryLimitBytes && wanted.memoryLimitBytes > 0 ? wanted.memoryLimitBytes / (1024 * 1024) : 0;
       if (cpus > size.vcpus || memMiB > size.memoryMiB) {
         throw new FailedPreconditionError(
           `container ${id}: the update asks for ${cpus > size.vcpus ? `${cpus.toFixed(2)} CPUs` : ''}${cpus > size.vcpus && memMiB > size.memoryMiB ? ' and ' : ''}${memMiB > size.memoryMiB ? `${Math.ceil(memMiB)} MiB` : ''}, ` +
@@ -556,7 +674,8 @@ export function toContainerResources(r: OciLinuxResources): ContainerResources {
   const out: ContainerResources = {};
   const set = (key: keyof ContainerResources, v: unknown, what: string): void => {
     if (v === undefined || v === null || v === 0) return;
-    if (typeof v !== 'number' || !Number.isSafeInteger(v)) throw new InvalidArgumentError(`resources: ${what} ${JSON.stringify(v)} is not an integer`);
+    if (typeof v !== 'number' || !Number.isSafeInteger(v))
+      throw new InvalidArgumentError(`resources: ${what} ${JSON.stringify(v)} is not an integer`);
     (out as Record<string, number>)[key] = v;
   };
   set('memoryLimitBytes', r.memory?.limit, 'memory.limit');

@@ -56,10 +56,12 @@ export function stdioTarget(uri: string, what: string): { kind: 'fifo' | 'file';
     else if (scheme[1] === 'file') {
       kind = 'file';
       p = uri.slice('file://'.length);
-    } else if (scheme[1] === 'binary') throw new NotImplementedError(`${what}: binary:// logging drivers are not supported by hull`);
+    } else if (scheme[1] === 'binary')
+      throw new NotImplementedError(`${what}: binary:// logging drivers are not supported by hull`);
     else throw new InvalidArgumentError(`${what}: unsupported scheme in ${JSON.stringify(uri)}`);
   }
-  if (!p.startsWith('/') || p.includes('\0')) throw new InvalidArgumentError(`${what}: ${JSON.stringify(uri)} is not an absolute path`);
+  if (!p.startsWith('/') || p.includes('\0'))
+    throw new InvalidArgumentError(`${what}: ${JSON.stringify(uri)} is not an absolute path`);
   return { kind, path: p };
 }
 
@@ -98,14 +100,21 @@ async function openNamed<T>(what: string, p: string, open: () => Promise<T>): Pr
     return await open();
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
-    if (typeof code === 'string' && /^E[A-Z]+$/.test(code)) throw new InvalidArgumentError(`${what}: cannot open ${JSON.stringify(p)}: ${code}`, { cause: err });
+    if (typeof code === 'string' && /^E[A-Z]+$/.test(code))
+      throw new InvalidArgumentError(`${what}: cannot open ${JSON.stringify(p)}: ${code}`, { cause: err });
     throw err;
   }
 }
 
 async function openSink(what: string, target: { kind: 'fifo' | 'file'; path: string }): Promise<Sink> {
   if (target.kind === 'file') {
-    const handle = await openNamed(what, target.path, () => fs.promises.open(target.path, fs.constants.O_WRONLY | fs.constants.O_APPEND | fs.constants.O_CREAT | fs.constants.O_NOFOLLOW, 0o640));
+    const handle = await openNamed(what, target.path, () =>
+      fs.promises.open(
+        target.path,
+        fs.constants.O_WRONLY | fs.constants.O_APPEND | fs.constants.O_CREAT | fs.constants.O_NOFOLLOW,
+        0o640,
+      ),
+    );
     let closing: Promise<void> | undefined;
     const close = (): Promise<void> => (closing ??= handle.close());
     return {
@@ -193,7 +202,10 @@ export class ProcessIo {
   start(): void {
     if (this.started) return;
     this.started = true;
-    void Promise.all([this.pump('stdout', this.outSink), this.o.stdio.terminal ? undefined : this.pump('stderr', this.errSink)]).then(() => this.resolveOutput());
+    void Promise.all([
+      this.pump('stdout', this.outSink),
+      this.o.stdio.terminal ? undefined : this.pump('stderr', this.errSink),
+    ]).then(() => this.resolveOutput());
     this.startStdin();
   }
 
@@ -209,7 +221,8 @@ export class ProcessIo {
         chain = chain.then(async () => {
           if (broken) return;
           try {
-            for (let off = 0; off < chunk.length; ) off += await agent.writeStdin(containerId, execId, chunk.subarray(off, off + WRITE_CHUNK));
+            for (let off = 0; off < chunk.length;)
+              off += await agent.writeStdin(containerId, execId, chunk.subarray(off, off + WRITE_CHUNK));
           } catch (err) {
             broken = true;
             logger.debug({ containerId, execId, error: errorMessage(err) }, 'stdin: the process no longer takes input');
@@ -223,7 +236,9 @@ export class ProcessIo {
         finished = true;
         void chain.then(async () => {
           if (!broken && !this.closed) {
-            await agent.closeStdin(containerId, execId).catch((err: unknown) => logger.debug({ containerId, execId, error: errorMessage(err) }, 'stdin: close'));
+            await agent
+              .closeStdin(containerId, execId)
+              .catch((err: unknown) => logger.debug({ containerId, execId, error: errorMessage(err) }, 'stdin: close'));
           }
           resolve();
         });
@@ -258,7 +273,9 @@ export class ProcessIo {
     const idle = new Promise<void>((resolve) => {
       const check = (): void => {
         const now = performance.now();
-        const quiet = this.pumps.every((p) => p.ended || (p.readingSince !== undefined && now - p.readingSince >= IDLE_MS));
+        const quiet = this.pumps.every(
+          (p) => p.ended || (p.readingSince !== undefined && now - p.readingSince >= IDLE_MS),
+        );
         if (quiet || now >= deadline) return resolve();
         timer = setTimeout(check, 20);
       };

@@ -61,7 +61,11 @@ export class Store {
   save(record: SandboxRecord): void {
     fs.mkdirSync(path.dirname(this.file), { recursive: true, mode: 0o700 });
     const tmp = `${this.file}.tmp`;
-    const fd = fs.openSync(tmp, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_TRUNC | fs.constants.O_NOFOLLOW, 0o600);
+    const fd = fs.openSync(
+      tmp,
+      fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_TRUNC | fs.constants.O_NOFOLLOW,
+      0o600,
+    );
     try {
       fs.writeSync(fd, JSON.stringify(record));
       fs.fsyncSync(fd);
@@ -84,7 +88,8 @@ export class Store {
     let text: string;
     try {
       const st = fs.lstatSync(file);
-      if (!st.isFile() || st.size > MAX_RECORD_BYTES) throw new InvalidArgumentError(`${file} is not a regular file of at most ${MAX_RECORD_BYTES} bytes`);
+      if (!st.isFile() || st.size > MAX_RECORD_BYTES)
+        throw new InvalidArgumentError(`${file} is not a regular file of at most ${MAX_RECORD_BYTES} bytes`);
       text = fs.readFileSync(file, 'utf8');
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
@@ -93,12 +98,36 @@ export class Store {
     const r = JSON.parse(text) as SandboxRecord;
     const abs = (p: unknown): boolean => typeof p === 'string' && path.isAbsolute(p);
     const pid = (p: unknown): boolean => p === undefined || (Number.isSafeInteger(p) && (p as number) > 1);
-    const network = r.network === undefined || (abs(r.network.netnsPath) && Array.isArray(r.network.taps) && r.network.taps.every((t) => typeof t === 'string' && TAP.test(t)));
-    const helpers = r.helpers === undefined || (Array.isArray(r.helpers) && r.helpers.length <= MAX_HELPERS &&
-      r.helpers.every((h) => typeof h?.name === 'string' && pid(h.pid) && typeof h.startTime === 'string' && /^\d{1,20}$/.test(h.startTime)));
+    const network =
+      r.network === undefined ||
+      (abs(r.network.netnsPath) &&
+        Array.isArray(r.network.taps) &&
+        r.network.taps.every((t) => typeof t === 'string' && TAP.test(t)));
+    const helpers =
+      r.helpers === undefined ||
+      (Array.isArray(r.helpers) &&
+        r.helpers.length <= MAX_HELPERS &&
+        r.helpers.every(
+          (h) =>
+            typeof h?.name === 'string' &&
+            pid(h.pid) &&
+            typeof h.startTime === 'string' &&
+            /^\d{1,20}$/.test(h.startTime),
+        ));
     const containers = typeof r.containers === 'object' && r.containers !== null && !Array.isArray(r.containers);
-    if (r.version !== RECORD_VERSION || !abs(r.vmStateDir) || !abs(r.shareRoot) || !isId(r.sandboxId) || !isId(r.namespace) || !containers || !network ||
-      !helpers || !pid(r.qemuPid) || !pid(r.virtiofsdPid) || !pid(r.shimPid)) {
+    if (
+      r.version !== RECORD_VERSION ||
+      !abs(r.vmStateDir) ||
+      !abs(r.shareRoot) ||
+      !isId(r.sandboxId) ||
+      !isId(r.namespace) ||
+      !containers ||
+      !network ||
+      !helpers ||
+      !pid(r.qemuPid) ||
+      !pid(r.virtiofsdPid) ||
+      !pid(r.shimPid)
+    ) {
       throw new InvalidArgumentError(`${file} is not a hull sandbox record of version ${RECORD_VERSION}`);
     }
     const badCgroup = r.cgroup === undefined ? undefined : checkRecordedCgroupDirs(r.cgroup);
@@ -106,13 +135,25 @@ export class Store {
     // Confinement: recovery removes these folders, so a record may only name its own sandbox's folder.
     const dir = path.dirname(file);
     const expected = stateDir === undefined ? undefined : path.join(stateDir, r.namespace, r.sandboxId);
-    if (path.basename(file) !== 'state.json' || path.normalize(file) !== file || (expected !== undefined ? dir !== expected : !dir.endsWith(`/${r.namespace}/${r.sandboxId}`))) {
-      throw new InvalidArgumentError(`${file} is not where the record of sandbox ${r.namespace}/${r.sandboxId} belongs${expected ? ` (${expected}/state.json)` : ''}`);
+    if (
+      path.basename(file) !== 'state.json' ||
+      path.normalize(file) !== file ||
+      (expected !== undefined ? dir !== expected : !dir.endsWith(`/${r.namespace}/${r.sandboxId}`))
+    ) {
+      throw new InvalidArgumentError(
+        `${file} is not where the record of sandbox ${r.namespace}/${r.sandboxId} belongs${expected ? ` (${expected}/state.json)` : ''}`,
+      );
     }
-    for (const [what, p] of [['vmStateDir', r.vmStateDir], ['shareRoot', r.shareRoot]] as const) {
-      if (!within(dir, p)) throw new InvalidArgumentError(`${file}: ${what} ${JSON.stringify(p)} is outside the sandbox folder ${dir}`);
+    for (const [what, p] of [
+      ['vmStateDir', r.vmStateDir],
+      ['shareRoot', r.shareRoot],
+    ] as const) {
+      if (!within(dir, p))
+        throw new InvalidArgumentError(`${file}: ${what} ${JSON.stringify(p)} is outside the sandbox folder ${dir}`);
     }
-    for (const id of Object.keys(r.containers)) if (!isId(id)) throw new InvalidArgumentError(`${file}: container id ${JSON.stringify(id).slice(0, 90)} is not valid`);
+    for (const id of Object.keys(r.containers))
+      if (!isId(id))
+        throw new InvalidArgumentError(`${file}: container id ${JSON.stringify(id).slice(0, 90)} is not valid`);
     return r;
   }
 }
@@ -156,7 +197,9 @@ export class RecordLock {
     for (;;) {
       const server = net.createServer();
       const bound = await new Promise<boolean>((resolve, reject) => {
-        server.once('error', (err: NodeJS.ErrnoException) => (err.code === 'EADDRINUSE' ? resolve(false) : reject(err)));
+        server.once('error', (err: NodeJS.ErrnoException) =>
+          err.code === 'EADDRINUSE' ? resolve(false) : reject(err),
+        );
         server.listen({ path: name, exclusive: true }, () => resolve(true));
       });
       if (bound) {
@@ -168,10 +211,13 @@ export class RecordLock {
         checked = true;
         const owners = abstractSocketOwners(name);
         if (owners !== undefined && owners.length > 0 && !owners.includes(process.getuid?.() ?? 0)) {
-          throw new FailedPreconditionError(`the lock of ${recordFile} is held by another user (uid ${owners.join(', ')}), not by a recovery`);
+          throw new FailedPreconditionError(
+            `the lock of ${recordFile} is held by another user (uid ${owners.join(', ')}), not by a recovery`,
+          );
         }
       }
-      if (Date.now() >= until) throw new DeadlineExceededError(`another recovery of ${recordFile} held its lock for ${timeoutMs} ms`);
+      if (Date.now() >= until)
+        throw new DeadlineExceededError(`another recovery of ${recordFile} held its lock for ${timeoutMs} ms`);
       await new Promise((r) => setTimeout(r, 25));
     }
   }
@@ -194,8 +240,16 @@ function abstractSocketOwners(name: string): number[] | undefined {
   }
   // The kernel shows an abstract name with '@' for each NUL, the leading one and Node's padding to sun_path's size.
   const shown = `@${name.slice(1)}`;
-  const ours = (p: string | undefined): boolean => p !== undefined && p.startsWith(shown) && /^@*$/.test(p.slice(shown.length));
-  const inodes = new Set(table.split('\n').slice(1).map((l) => l.trim().split(/\s+/)).filter((w) => ours(w[7])).map((w) => `socket:[${w[6]}]`));
+  const ours = (p: string | undefined): boolean =>
+    p !== undefined && p.startsWith(shown) && /^@*$/.test(p.slice(shown.length));
+  const inodes = new Set(
+    table
+      .split('\n')
+      .slice(1)
+      .map((l) => l.trim().split(/\s+/))
+      .filter((w) => ours(w[7]))
+      .map((w) => `socket:[${w[6]}]`),
+  );
   if (inodes.size === 0) return [];
   const uids = new Set<number>();
   for (const pid of fs.readdirSync('/proc').filter((d) => /^\d+$/.test(d))) {
@@ -228,7 +282,11 @@ export const RECORD_LOCK_TIMEOUT_MS = 4_000;
 export function writeBundlePointer(bundle: string, recordFile: string, stateDir: string): void {
   const p = path.join(bundle, BUNDLE_POINTER);
   const tmp = `${p}.tmp`;
-  const fd = fs.openSync(tmp, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_TRUNC | fs.constants.O_NOFOLLOW, 0o600);
+  const fd = fs.openSync(
+    tmp,
+    fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_TRUNC | fs.constants.O_NOFOLLOW,
+    0o600,
+  );
   try {
     fs.writeSync(fd, JSON.stringify({ record: recordFile, stateDir }));
   } finally {
@@ -258,7 +316,10 @@ export function readBundlePointer(bundle: string): { record: string; stateDir: s
 export function processMatches(pid: number | undefined, marker: string): boolean {
   if (!pid || !Number.isInteger(pid) || pid <= 1) return false;
   try {
-    return fs.readFileSync(`/proc/${pid}/cmdline`, 'latin1').split('\0').some((arg) => arg.includes(marker));
+    return fs
+      .readFileSync(`/proc/${pid}/cmdline`, 'latin1')
+      .split('\0')
+      .some((arg) => arg.includes(marker));
   } catch {
     return false;
   }
@@ -322,7 +383,10 @@ function recordedHelpers(record: SandboxRecord): Array<{ name: string; pid: numb
  * Stops every helper of the record that still runs, and the processes they forked that name the VM's state folder
  * (virtiofsd's namespace-sandbox child), all at once; bounded by RECOVERY_KILL_WAIT_MS.
  */
-async function stopHelpers(record: SandboxRecord, step: (what: string, fn: () => unknown) => Promise<void>): Promise<void> {
+async function stopHelpers(
+  record: SandboxRecord,
+  step: (what: string, fn: () => unknown) => Promise<void>,
+): Promise<void> {
   const marker = record.vmStateDir;
   const targets: Array<{ what: string; pid: number; startTime: string | undefined }> = [];
   for (const h of recordedHelpers(record)) {
@@ -330,11 +394,16 @@ async function stopHelpers(record: SandboxRecord, step: (what: string, fn: () =>
     // Read before the parent dies: a forked child is reparented (or dies by PR_SET_PDEATHSIG) once it does.
     for (const c of childPids(h.pid)) {
       const startTime = processStartTime(c);
-      if (startTime !== undefined && processMatches(c, marker)) targets.push({ what: `${h.name}'s child`, pid: c, startTime });
+      if (startTime !== undefined && processMatches(c, marker))
+        targets.push({ what: `${h.name}'s child`, pid: c, startTime });
     }
     targets.push({ what: h.name, pid: h.pid, startTime: h.startTime ?? processStartTime(h.pid) });
   }
-  await Promise.all(targets.map((t) => step(`stop ${t.what} (pid ${t.pid})`, () => killAndWait(t.pid, t.startTime, RECOVERY_KILL_WAIT_MS))));
+  await Promise.all(
+    targets.map((t) =>
+      step(`stop ${t.what} (pid ${t.pid})`, () => killAndWait(t.pid, t.startTime, RECOVERY_KILL_WAIT_MS)),
+    ),
+  );
 }
 
 /** rm -r of a folder, refused while anything is mounted below it (rm would reach into the mount). */
@@ -343,9 +412,12 @@ export function removeUnmounted(dir: string): void {
   const mounted = fs
     .readFileSync('/proc/self/mountinfo', 'utf8')
     .split('\n')
-    .map((line) => (line.split(' ')[4] ?? '').replace(/\\(\d{3})/g, (_m, o: string) => String.fromCharCode(parseInt(o, 8))))
+    .map((line) =>
+      (line.split(' ')[4] ?? '').replace(/\\(\d{3})/g, (_m, o: string) => String.fromCharCode(parseInt(o, 8))),
+    )
     .filter((mp) => mp === dir || mp.startsWith(prefix));
-  if (mounted.length > 0) throw new InvalidArgumentError(`not removing ${dir}: ${mounted.length} mount(s) below it, e.g. ${mounted[0]}`);
+  if (mounted.length > 0)
+    throw new InvalidArgumentError(`not removing ${dir}: ${mounted.length} mount(s) below it, e.g. ${mounted[0]}`);
   fs.rmSync(dir, { recursive: true, force: true });
 }
 
@@ -386,7 +458,7 @@ export async function recoverFromRecord(
     await step(`remove the port forwarding rule from ${netnsPath}`, () => removeLocalhostRedirects(netnsPath));
   }
   const cgroup = record.cgroup;
-  if (cgroup) await step('remove the sandbox\'s cgroup', () => HostCgroup.recorded(cgroup).remove());
+  if (cgroup) await step("remove the sandbox's cgroup", () => HostCgroup.recorded(cgroup).remove());
   await step('unmount the share', () => share.cleanup());
   await step('remove the VM state folder', () => removeUnmounted(record.vmStateDir));
   // The record goes only once nothing is left that it points to: a later `delete` can then try again.
@@ -416,11 +488,13 @@ export interface LockedRecoveryOptions {
  */
 export async function recoverLocked(o: LockedRecoveryOptions): Promise<string[]> {
   const notes: string[] = [];
-  const lock = await RecordLock.acquire(o.recordFile, o.lockTimeoutMs ?? RECORD_LOCK_TIMEOUT_MS).catch((err: unknown) => {
-    if (!(err instanceof FailedPreconditionError)) throw err;
-    notes.push(`${err.message}: recovering without the lock`);
-    return undefined;
-  });
+  const lock = await RecordLock.acquire(o.recordFile, o.lockTimeoutMs ?? RECORD_LOCK_TIMEOUT_MS).catch(
+    (err: unknown) => {
+      if (!(err instanceof FailedPreconditionError)) throw err;
+      notes.push(`${err.message}: recovering without the lock`);
+      return undefined;
+    },
+  );
   try {
     const record = Store.load(o.recordFile, o.stateDir);
     if (!record || record.namespace !== o.namespace) return notes;
@@ -434,5 +508,8 @@ export async function recoverLocked(o: LockedRecoveryOptions): Promise<string[]>
 
 /** Whether the record's shim daemon still runs (same pid, same start time, its argv names the sandbox). */
 export function shimRuns(record: SandboxRecord): boolean {
-  return processAlive(record.shimPid) && helperRuns({ pid: record.shimPid, startTime: record.shimStartTime }, record.sandboxId);
+  return (
+    processAlive(record.shimPid) &&
+    helperRuns({ pid: record.shimPid, startTime: record.shimStartTime }, record.sandboxId)
+  );
 }

@@ -57,7 +57,12 @@ export class SandboxVm {
     });
     agent.onClose((err) => this.lose(err));
     if (health && health.intervalMs > 0) {
-      this.health = new HealthMonitor((o) => agent.check(o), health, (err) => this.lose(err, { kill: true }), logger);
+      this.health = new HealthMonitor(
+        (o) => agent.check(o),
+        health,
+        (err) => this.lose(err, { kill: true }),
+        logger,
+      );
       this.health.start();
     }
   }
@@ -82,7 +87,10 @@ export class SandboxVm {
     };
     if (!how.kill) return tell();
     // A hung VM is a dead one: its processes are reported exited once QEMU is gone, not while it still runs.
-    this.logger.error({ error: errorMessage(err), qemuPid: this.hypervisor.pid() }, 'the agent is hung: stopping the VM');
+    this.logger.error(
+      { error: errorMessage(err), qemuPid: this.hypervisor.pid() },
+      'the agent is hung: stopping the VM',
+    );
     void this.hypervisor
       .stop({ force: true })
       .catch((e: unknown) => this.logger.warn({ error: errorMessage(e) }, 'stopping a hung VM'))
@@ -107,7 +115,9 @@ export class SandboxVm {
       started = true;
       await hypervisor.start(abort.signal);
       const qemuStartedMs = performance.now() - t0;
-      void hypervisor.wait().then((exit) => abort.abort(new UnavailableError(`the VM exited while booting: ${describeExit(exit)}`)));
+      void hypervisor
+        .wait()
+        .then((exit) => abort.abort(new UnavailableError(`the VM exited while booting: ${describeExit(exit)}`)));
       const agent = await dial(hypervisor.agentAddress(), { deadline, signal: abort.signal });
       const timings = { qemuStartedMs, agentReadyMs: performance.now() - t0 };
       options.logger.info({ id: config.id, accel: hypervisor.accel(), ...timings }, 'VM booted, agent ready');
@@ -115,8 +125,14 @@ export class SandboxVm {
     } catch (err) {
       const consoleTail = started ? hypervisor.consoleTail(CONSOLE_LINES) : [];
       if (started) {
-        await hypervisor.stop({ force: true }).catch((e: unknown) => options.logger.warn({ error: errorMessage(e) }, 'stopping a VM that failed to boot'));
-        await hypervisor.cleanup().catch((e: unknown) => options.logger.warn({ error: errorMessage(e) }, 'cleaning up a VM that failed to boot'));
+        await hypervisor
+          .stop({ force: true })
+          .catch((e: unknown) => options.logger.warn({ error: errorMessage(e) }, 'stopping a VM that failed to boot'));
+        await hypervisor
+          .cleanup()
+          .catch((e: unknown) =>
+            options.logger.warn({ error: errorMessage(e) }, 'cleaning up a VM that failed to boot'),
+          );
       }
       throw withConsole(err, consoleTail);
     } finally {
@@ -153,8 +169,12 @@ export class SandboxVm {
 
 export function describeExit(exit: VmExit): string {
   const how = exit.signal ? `killed by ${exit.signal}` : `exit code ${exit.code}`;
-  const stderr = exit.stderrTail.trim() ? `; qemu stderr: ${exit.stderrTail.trim().split('\n').slice(-5).join(' | ')}` : '';
-  const console = exit.consoleTail.length ? `; guest console: ${exit.consoleTail.slice(-CONSOLE_LINES).join(' | ')}` : '';
+  const stderr = exit.stderrTail.trim()
+    ? `; qemu stderr: ${exit.stderrTail.trim().split('\n').slice(-5).join(' | ')}`
+    : '';
+  const console = exit.consoleTail.length
+    ? `; guest console: ${exit.consoleTail.slice(-CONSOLE_LINES).join(' | ')}`
+    : '';
   return `${how}${stderr}${console}`;
 }
 

@@ -16,7 +16,11 @@ const CONTROL = /[\u0000-\u0008\u000b-\u001f\u007f-\u009f]/g;
  * it was longer; control characters other than tab and newline become U+FFFD, and newlines ` | ` unless `multiline`.
  * Anything that is not a string is shown as String(value) first. `moreBytes`: bytes the caller already cut off the end.
  */
-export function guestText(text: unknown, maxBytes = GUEST_TEXT_MAX_BYTES, options: { multiline?: boolean; moreBytes?: number } = {}): string {
+export function guestText(
+  text: unknown,
+  maxBytes = GUEST_TEXT_MAX_BYTES,
+  options: { multiline?: boolean; moreBytes?: number } = {},
+): string {
   const s = typeof text === 'string' ? text : String(text);
   const buf = Buffer.from(s, 'utf8');
   let head = s;

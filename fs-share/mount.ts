@@ -93,7 +93,8 @@ export function classifyToolError(what: string, stderr: string, cause: unknown):
   if (code === 'ENOENT' && stderr === '') return new UnavailableError(`${what}: util-linux tool not found`, { cause });
   if ((cause as { killed?: boolean } | null)?.killed) return new UnavailableError(`${what}: timed out`, { cause });
   const s = stderr.toLowerCase();
-  if (s.includes('target is busy') || s.includes('device or resource busy')) return new FailedPreconditionError(msg, { cause });
+  if (s.includes('target is busy') || s.includes('device or resource busy'))
+    return new FailedPreconditionError(msg, { cause });
   if (s.includes('not mounted') || s.includes('no mount point specified')) return new NotFoundError(msg, { cause });
   if (s.includes('no such file or directory') || s.includes('does not exist') || s.includes("can't find")) {
     return new NotFoundError(msg, { cause });

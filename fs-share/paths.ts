@@ -66,7 +66,11 @@ export async function ensureFile(base: string, target: string): Promise<void> {
   if (kind === 'file') return;
   if (kind !== undefined) throw new FailedPreconditionError(`${target} exists and is not a file`);
   try {
-    const fh = await fs.open(target, constants.O_CREAT | constants.O_EXCL | constants.O_WRONLY | constants.O_NOFOLLOW, 0o640);
+    const fh = await fs.open(
+      target,
+      constants.O_CREAT | constants.O_EXCL | constants.O_WRONLY | constants.O_NOFOLLOW,
+      0o640,
+    );
     await fh.close();
   } catch (err) {
     throw new InternalError(`create ${target}`, { cause: err });

@@ -6,7 +6,13 @@ import type { Mount } from './types';
 
 /** An absolute, normalized path with no NUL, newline, comma or backslash (so it is safe in a mount option). */
 export function validateAbsolutePath(what: string, p: string, opts: { allowComma?: boolean } = {}): string {
-  if (typeof p !== 'string' || p === '' || !path.isAbsolute(p) || path.normalize(p) !== p || (p.length > 1 && p.endsWith('/'))) {
+  if (
+    typeof p !== 'string' ||
+    p === '' ||
+    !path.isAbsolute(p) ||
+    path.normalize(p) !== p ||
+    (p.length > 1 && p.endsWith('/'))
+  ) {
     throw new InvalidArgumentError(`${what} must be an absolute normalized path, got ${JSON.stringify(p)}`);
   }
   if (/[\0\n\\]/.test(p) || (!opts.allowComma && p.includes(','))) {
@@ -46,7 +52,9 @@ function checkOption(o: unknown): string {
 /** Validate containerd's rootfs mount (exactly one; overlay, bind or rbind) and turn it into a plan. */
 export function planRootfs(mounts: Mount[]): RootfsPlan {
   if (!Array.isArray(mounts) || mounts.length !== 1) {
-    throw new InvalidArgumentError(`expected exactly one rootfs mount, got ${Array.isArray(mounts) ? mounts.length : 'none'}`);
+    throw new InvalidArgumentError(
+      `expected exactly one rootfs mount, got ${Array.isArray(mounts) ? mounts.length : 'none'}`,
+    );
   }
   const m = mounts[0]!;
   const options = (Array.isArray(m.options) ? m.options : []).map(checkOption);
@@ -75,7 +83,8 @@ export function planRootfs(mounts: Mount[]): RootfsPlan {
       out.push(o);
     }
     if (!seen.has('lowerdir')) throw new InvalidArgumentError('overlay rootfs without lowerdir');
-    if (seen.has('upperdir') !== seen.has('workdir')) throw new InvalidArgumentError('overlay upperdir and workdir go together');
+    if (seen.has('upperdir') !== seen.has('workdir'))
+      throw new InvalidArgumentError('overlay upperdir and workdir go together');
     if (seen.has('ro') && seen.has('rw')) throw new InvalidArgumentError('overlay rootfs both ro and rw');
     return { kind: 'overlay', options: out, dirs, readOnly: seen.has('ro') || !seen.has('upperdir') };
   }

@@ -12,7 +12,13 @@
  */
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { AlreadyExistsError, FailedPreconditionError, InternalError, InvalidArgumentError, NotFoundError } from '../errors';
+import {
+  AlreadyExistsError,
+  FailedPreconditionError,
+  InternalError,
+  InvalidArgumentError,
+  NotFoundError,
+} from '../errors';
 import * as m from './mount';
 import { assertNoSymlink, ensureDir, ensureFile, removeMountTargets } from './paths';
 import { GUEST_SHARED_DIR, type FsShare, type GuestMount, type Mount, type VolumeSpec } from './types';
@@ -81,8 +87,14 @@ export class VirtioFsShare implements FsShare {
     validateId('container id', containerId);
     let plan: RootfsPlan;
     if (!mounts || mounts.length === 0) {
-      if (bundleRootfs === undefined) throw new InvalidArgumentError(`container ${containerId}: no rootfs mounts and no bundle rootfs`);
-      plan = { kind: 'bind', source: validateAbsolutePath('bundle rootfs', bundleRootfs, { allowComma: true }), recursive: true, readOnly: false };
+      if (bundleRootfs === undefined)
+        throw new InvalidArgumentError(`container ${containerId}: no rootfs mounts and no bundle rootfs`);
+      plan = {
+        kind: 'bind',
+        source: validateAbsolutePath('bundle rootfs', bundleRootfs, { allowComma: true }),
+        recursive: true,
+        readOnly: false,
+      };
     } else {
       plan = planRootfs(mounts);
     }
@@ -149,7 +161,15 @@ export class VirtioFsShare implements FsShare {
   }
 
   /** Bind source to target read-only in a way that propagates as read-only into shared/ (Kata's private RO bind). */
-  async #bindReadOnly(base: string, source: string, target: string, cid: string, name: string, isDir: boolean, recursive: boolean): Promise<void> {
+  async #bindReadOnly(
+    base: string,
+    source: string,
+    target: string,
+    cid: string,
+    name: string,
+    isDir: boolean,
+    recursive: boolean,
+  ): Promise<void> {
     const staging = path.join(base, 'private', cid, name);
     if (isDir) await ensureDir(base, staging, 0o700);
     else await ensureFile(base, staging);
@@ -200,7 +220,8 @@ async function requireKind(p: string, want: 'dir' | 'any'): Promise<'dir' | 'oth
   try {
     st = await fs.stat(p);
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') throw new NotFoundError(`${p} does not exist`, { cause: err });
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT')
+      throw new NotFoundError(`${p} does not exist`, { cause: err });
     throw new InternalError(`stat ${p}`, { cause: err });
   }
   if (want === 'dir' && !st.isDirectory()) throw new FailedPreconditionError(`${p} is not a folder`);
@@ -222,5 +243,6 @@ async function unmountAll(base: string, dir: string): Promise<void> {
     }
   }
   const left = await m.mountsUnder(dir);
-  if (left.length > 0) throw new FailedPreconditionError(`mounts remain under ${dir}: ${left.map((x) => x.mountPoint).join(', ')}`);
+  if (left.length > 0)
+    throw new FailedPreconditionError(`mounts remain under ${dir}: ${left.map((x) => x.mountPoint).join(', ')}`);
 }

@@ -25,7 +25,8 @@ async function listFiles(dir: string): Promise<string[]> {
   for (const entry of await fs.readdir(dir, { withFileTypes: true })) {
     const full = path.join(dir, entry.name);
     if (entry.isDirectory()) out.push(...(await listFiles(full)));
-    else if (entry.isFile() || (entry.isSymbolicLink() && (await fs.stat(full).catch(() => undefined))?.isFile())) out.push(full);
+    else if (entry.isFile() || (entry.isSymbolicLink() && (await fs.stat(full).catch(() => undefined))?.isFile()))
+      out.push(full);
   }
   return out;
 }
@@ -40,12 +41,22 @@ async function packageFiles(dir: string): Promise<string[]> {
   if (!Array.isArray(manifest.files)) return listFiles(dir);
   const out = [path.join(dir, 'package.json')];
   for (const entry of manifest.files) {
-    if (typeof entry !== 'string' || /[*?[\]{}!]/.test(entry) || path.isAbsolute(entry) || entry.split('/').includes('..')) {
-      throw new Error(`${path.join(dir, 'package.json')}: "files" entry ${JSON.stringify(entry)} is not a plain relative path`);
+    if (
+      typeof entry !== 'string' ||
+      /[*?[\]{}!]/.test(entry) ||
+      path.isAbsolute(entry) ||
+      entry.split('/').includes('..')
+    ) {
+      throw new Error(
+        `${path.join(dir, 'package.json')}: "files" entry ${JSON.stringify(entry)} is not a plain relative path`,
+      );
     }
     const full = path.join(dir, entry);
     const st = await fs.stat(full).catch(() => undefined);
-    if (!st) throw new Error(`${path.join(dir, 'package.json')}: "files" names ${entry}, which does not exist (is the package built?)`);
+    if (!st)
+      throw new Error(
+        `${path.join(dir, 'package.json')}: "files" names ${entry}, which does not exist (is the package built?)`,
+      );
     out.push(...(st.isDirectory() ? await listFiles(full) : [full]));
   }
   // What node-gyp built at install time is never in "files" (npm packs before it exists).
@@ -55,7 +66,18 @@ async function packageFiles(dir: string): Promise<string[]> {
 }
 
 /** Top-level folders of a native package that are never needed at run time. */
-const SKIPPED_FOLDERS = new Set(['src', 'deps', 'third_party', 'scripts', 'typings', 'test', 'tests', 'docs', 'node-addon-api', '.github']);
+const SKIPPED_FOLDERS = new Set([
+  'src',
+  'deps',
+  'third_party',
+  'scripts',
+  'typings',
+  'test',
+  'tests',
+  'docs',
+  'node-addon-api',
+  '.github',
+]);
 const SKIPPED_SUFFIXES = ['.map', '.ts', '.md', '.c', '.cc', '.cpp', '.h', '.gyp', '.gypi', '.mk', '.pdb', '.test.js'];
 
 /**
@@ -86,7 +108,12 @@ const BUILD_OPTIONS = {
 } as const satisfies esbuild.BuildOptions;
 
 /** Bundles `entry` into `<outDir>/<fileName>`, native packages into `<outDir>/node_modules/`. */
-export async function bundleAgent(entry: string, outDir: string, natives: readonly string[], fileName = 'main.js'): Promise<AgentBundle> {
+export async function bundleAgent(
+  entry: string,
+  outDir: string,
+  natives: readonly string[],
+  fileName = 'main.js',
+): Promise<AgentBundle> {
   await fs.access(entry).catch(() => {
     throw new Error(`agent entry point ${entry} not found: build the agent first (make build), or pass --agent <file>`);
   });

@@ -61,9 +61,21 @@ export function runBundle(bundle: string, cache: string, opts: LoadOptions = {})
     filename: bundle,
     ...(cachedData ? { cachedData } : {}),
   });
-  const state: CodeCacheState = opts.writeCache ? 'produced' : !cachedData ? 'absent' : script.cachedDataRejected ? 'rejected' : 'accepted';
+  const state: CodeCacheState = opts.writeCache
+    ? 'produced'
+    : !cachedData
+      ? 'absent'
+      : script.cachedDataRejected
+        ? 'rejected'
+        : 'accepted';
   (globalThis as Record<symbol, CodeCacheState>)[STATE_KEY] = state;
-  const wrapper = script.runInThisContext() as (exports: unknown, require: NodeJS.Require, module: Module, filename: string, dirname: string) => void;
+  const wrapper = script.runInThisContext() as (
+    exports: unknown,
+    require: NodeJS.Require,
+    module: Module,
+    filename: string,
+    dirname: string,
+  ) => void;
   const mod = new Module(bundle);
   mod.filename = bundle;
   if (opts.writeCache) process.env[LOAD_ONLY_ENV] = '1';
@@ -84,7 +96,8 @@ function main(argv: readonly string[]): void {
     runBundle(bundle, cache);
     return;
   }
-  if (argv[0] !== '--write-code-cache' || argv.length !== 2) throw new Error(`usage: node ${__filename} [--write-code-cache <file>]`);
+  if (argv[0] !== '--write-code-cache' || argv.length !== 2)
+    throw new Error(`usage: node ${__filename} [--write-code-cache <file>]`);
   runBundle(bundle, cache, { writeCache: path.resolve(argv[1]!) });
 }
 

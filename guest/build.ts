@@ -12,16 +12,42 @@ import { createReadStream, rmSync as fs_rmSync } from 'node:fs';
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { AGENT_NODE_FLAGS, GUEST_MODULES, GUEST_PATHS, IPROUTE2_IP_SUFFIX, NATIVE_MODULES, PACKAGES, ROOT_WAIT_SECONDS } from './config';
+import {
+  AGENT_NODE_FLAGS,
+  GUEST_MODULES,
+  GUEST_PATHS,
+  IPROUTE2_IP_SUFFIX,
+  NATIVE_MODULES,
+  PACKAGES,
+  ROOT_WAIT_SECONDS,
+} from './config';
 import type { AgentBundle } from './agent-bundle';
 import { BUNDLE_FILE, CODE_CACHE_FILE } from './agent-loader';
 import { run } from './exec';
-import { busyboxApplets, kernelFiles, KernelFiles, KERNEL_METAPACKAGE, packageFile, packageVersion, queryPackages, readModule } from './host';
+import {
+  busyboxApplets,
+  kernelFiles,
+  KernelFiles,
+  KERNEL_METAPACKAGE,
+  packageFile,
+  packageVersion,
+  queryPackages,
+  readModule,
+} from './host';
 import { buildInitramfs } from './initramfs';
 import { parseLdd, sharedLibraries } from './ldd';
 import { LoadPlan, modulesUnder, resolveLoadOrder } from './modules';
 import { compileHullCtty, compileHullInit, HULL_CTTY_SOURCE, HULL_INIT_SOURCE } from './hull-init';
-import { copyToGuest, Ext4Result, guestSymlink, makeExt4, stageBase, stageBusybox, staged, writeGuestFile } from './rootfs';
+import {
+  copyToGuest,
+  Ext4Result,
+  guestSymlink,
+  makeExt4,
+  stageBase,
+  stageBusybox,
+  staged,
+  writeGuestFile,
+} from './rootfs';
 import { builderHash, fileIdentity, inputIdentities, outputsIntact, readStamp, Stamp, stampKey } from './stamp';
 
 const REPO = path.resolve(__dirname, '..', '..');
@@ -104,7 +130,8 @@ async function takeLock(): Promise<() => Promise<void>> {
 async function removeStaleWorkDirs(): Promise<void> {
   for (const name of await fs.readdir(GUEST_DIR)) {
     const m = /^\.(build|out-old)-(\d+)$/.exec(name);
-    if (m && (Number(m[2]) === process.pid || !pidAlive(Number(m[2])))) await fs.rm(path.join(GUEST_DIR, name), { recursive: true, force: true });
+    if (m && (Number(m[2]) === process.pid || !pidAlive(Number(m[2]))))
+      await fs.rm(path.join(GUEST_DIR, name), { recursive: true, force: true });
   }
 }
 
@@ -145,8 +172,14 @@ class ImageBuild {
     await fs.mkdir(this.staging, { recursive: true });
     await fs.mkdir(this.out, { recursive: true });
     const initrdPlan = this.plan(GUEST_MODULES.initrd);
-    const onDemand = [...modulesUnder(this.kernel.index, GUEST_MODULES.onDemand.trees), ...GUEST_MODULES.onDemand.names];
-    const rootfsPlan = this.plan([...GUEST_MODULES.initrd, ...GUEST_MODULES.rootfs, ...onDemand], GUEST_MODULES.onDemand.names);
+    const onDemand = [
+      ...modulesUnder(this.kernel.index, GUEST_MODULES.onDemand.trees),
+      ...GUEST_MODULES.onDemand.names,
+    ];
+    const rootfsPlan = this.plan(
+      [...GUEST_MODULES.initrd, ...GUEST_MODULES.rootfs, ...onDemand],
+      GUEST_MODULES.onDemand.names,
+    );
     const busybox = await packageFile('busybox-static', '/busybox');
     await this.addInputs([busybox]);
 
@@ -178,14 +211,22 @@ class ImageBuild {
     for (const file of files) if (!this.inputs.has(file)) this.inputs.set(file, await fileIdentity(file));
   }
 
-  private async writeManifest(started: number, initrd: LoadPlan, rootfs: LoadPlan, bundle: AgentBundle, codeCacheBytes: number, ext4: Ext4Result): Promise<Manifest> {
+  private async writeManifest(
+    started: number,
+    initrd: LoadPlan,
+    rootfs: LoadPlan,
+    bundle: AgentBundle,
+    codeCacheBytes: number,
+    ext4: Ext4Result,
+  ): Promise<Manifest> {
     const files: Manifest['files'] = {};
     for (const name of ['vmlinuz', 'initrd.img', 'rootfs.img']) {
       const file = path.join(this.out, name);
       files[name] = { size: (await fs.stat(file)).size, sha256: await fileSha256(file) };
     }
     const kernelPkg = `linux-image-${this.kernel.release}`;
-    const kernelVersion = (await packageVersion(kernelPkg)) ?? (await packageVersion(`${kernelPkg}-unsigned`)) ?? 'unknown';
+    const kernelVersion =
+      (await packageVersion(kernelPkg)) ?? (await packageVersion(`${kernelPkg}-unsigned`)) ?? 'unknown';
     const manifest: Manifest = {
       kernelRelease: this.kernel.release,
       packages: Object.fromEntries([...this.settings.packages.entries(), [kernelPkg, kernelVersion] as const].sort()),
@@ -209,13 +250,22 @@ class ImageBuild {
   }
 
   private plan(names: readonly string[], optional: readonly string[] = []): LoadPlan {
-    const plan = resolveLoadOrder(this.kernel.index, this.kernel.builtin, names, new Set([...GUEST_MODULES.optional, ...optional]));
-    for (const name of plan.missing) console.warn(`guest: optional kernel module ${name} is not available in ${this.kernel.release}; skipped`);
+    const plan = resolveLoadOrder(
+      this.kernel.index,
+      this.kernel.builtin,
+      names,
+      new Set([...GUEST_MODULES.optional, ...optional]),
+    );
+    for (const name of plan.missing)
+      console.warn(`guest: optional kernel module ${name} is not available in ${this.kernel.release}; skipped`);
     return plan;
   }
 
   private async copyKernel(): Promise<void> {
-    await this.addInputs([...['modules.dep', 'modules.softdep', 'modules.builtin'].map((f) => path.join(this.kernel.modulesDir, f)), this.kernel.vmlinuz]);
+    await this.addInputs([
+      ...['modules.dep', 'modules.softdep', 'modules.builtin'].map((f) => path.join(this.kernel.modulesDir, f)),
+      this.kernel.vmlinuz,
+    ]);
     await fs.copyFile(this.kernel.vmlinuz, path.join(this.out, 'vmlinuz'));
   }
 
@@ -240,7 +290,12 @@ class ImageBuild {
   private async stageAgent(): Promise<AgentBundle> {
     // Loaded here, not at the top, so that the up-to-date check does not pay for loading esbuild.
     const { bundleAgent } = await import('./agent-bundle.js');
-    const bundle = await bundleAgent(this.args.agent, staged(this.staging, GUEST_PATHS.agentDir), NATIVE_MODULES, BUNDLE_FILE);
+    const bundle = await bundleAgent(
+      this.args.agent,
+      staged(this.staging, GUEST_PATHS.agentDir),
+      NATIVE_MODULES,
+      BUNDLE_FILE,
+    );
     await this.addInputs(bundle.inputs);
     // The loader without its source map comment (there is no map in the image).
     const loader = (await fs.readFile(AGENT_LOADER, 'utf8')).replace(/\n\/\/# sourceMappingURL=.*\n?$/, '\n');
@@ -257,8 +312,13 @@ class ImageBuild {
   private async writeCodeCache(): Promise<number> {
     if (process.getuid?.() !== 0) return 0;
     const cache = path.posix.join(GUEST_PATHS.agentDir, CODE_CACHE_FILE);
-    const made = await run('chroot', [this.staging, GUEST_PATHS.node, ...AGENT_NODE_FLAGS, GUEST_PATHS.agentMain, '--write-code-cache', cache], { allowFailure: true });
-    if (made.code !== 0) throw new Error(`the staged node could not load the agent bundle to make its code cache: ${made.stderr.trim()}`);
+    const made = await run(
+      'chroot',
+      [this.staging, GUEST_PATHS.node, ...AGENT_NODE_FLAGS, GUEST_PATHS.agentMain, '--write-code-cache', cache],
+      { allowFailure: true },
+    );
+    if (made.code !== 0)
+      throw new Error(`the staged node could not load the agent bundle to make its code cache: ${made.stderr.trim()}`);
     return (await fs.stat(staged(this.staging, cache))).size;
   }
 
@@ -311,8 +371,16 @@ class ImageBuild {
    * checked from the initramfs, before switch_root); hull-ctty next to it. */
   private async stageInit(): Promise<void> {
     await this.addInputs([HULL_INIT_SOURCE, HULL_CTTY_SOURCE]);
-    await compileHullInit([GUEST_PATHS.node, ...AGENT_NODE_FLAGS, GUEST_PATHS.agentMain], this.workDir, staged(this.staging, GUEST_PATHS.hullInit));
-    await guestSymlink(this.staging, GUEST_PATHS.init, path.posix.relative(path.posix.dirname(GUEST_PATHS.init), GUEST_PATHS.hullInit));
+    await compileHullInit(
+      [GUEST_PATHS.node, ...AGENT_NODE_FLAGS, GUEST_PATHS.agentMain],
+      this.workDir,
+      staged(this.staging, GUEST_PATHS.hullInit),
+    );
+    await guestSymlink(
+      this.staging,
+      GUEST_PATHS.init,
+      path.posix.relative(path.posix.dirname(GUEST_PATHS.init), GUEST_PATHS.hullInit),
+    );
     await compileHullCtty(staged(this.staging, GUEST_PATHS.hullCtty));
   }
 
@@ -323,25 +391,32 @@ class ImageBuild {
   private async selfTest(natives: readonly string[]): Promise<void> {
     if (process.getuid?.() !== 0) return;
     const node = await run('chroot', [this.staging, GUEST_PATHS.node, '-e', 'process.stdout.write(process.version)']);
-    if (node.stdout !== process.version) throw new Error(`staged node printed '${node.stdout}', expected ${process.version}`);
+    if (node.stdout !== process.version)
+      throw new Error(`staged node printed '${node.stdout}', expected ${process.version}`);
     for (const pkg of natives) {
       // Loads the package the way the bundle does (from the agent's folder), native module included.
       const script = `require(${JSON.stringify(`${GUEST_PATHS.agentDir}/node_modules/${pkg}`)}); process.stdout.write('ok')`;
       const loaded = await run('chroot', [this.staging, GUEST_PATHS.node, '-e', script], { allowFailure: true });
-      if (loaded.stdout !== 'ok') throw new Error(`the staged agent cannot load its native package ${pkg}: ${loaded.stderr.trim()}`);
+      if (loaded.stdout !== 'ok')
+        throw new Error(`the staged agent cannot load its native package ${pkg}: ${loaded.stderr.trim()}`);
     }
     // crun itself cannot run here (it re-executes itself through /proc); check that its libraries resolve.
     parseLdd((await run('chroot', [this.staging, '/lib64/ld-linux-x86-64.so.2', '--list', GUEST_PATHS.crun])).stdout);
     await run('chroot', [this.staging, '/bin/sh', '-c', 'exit 0']);
     // iproute2's ip, not busybox's: -V names iproute2 (and loads every library it links).
     const ip = await run('chroot', [this.staging, GUEST_PATHS.ip, '-V'], { allowFailure: true });
-    if (ip.code !== 0 || !/iproute2/.test(ip.stdout)) throw new Error(`staged ${GUEST_PATHS.ip} -V failed (exit ${ip.code}): ${(ip.stdout + ip.stderr).trim()}`);
+    if (ip.code !== 0 || !/iproute2/.test(ip.stdout))
+      throw new Error(`staged ${GUEST_PATHS.ip} -V failed (exit ${ip.code}): ${(ip.stdout + ip.stderr).trim()}`);
     // hull-init, not as PID 1 (it then exits with its child's code instead of powering off).
-    const init = await run('chroot', [this.staging, GUEST_PATHS.init, '--exec', '/bin/sh', '-c', 'exit 3'], { allowFailure: true });
-    if (init.code !== 3) throw new Error(`staged hull-init returned ${init.code} for a child exiting with 3: ${init.stderr.trim()}`);
+    const init = await run('chroot', [this.staging, GUEST_PATHS.init, '--exec', '/bin/sh', '-c', 'exit 3'], {
+      allowFailure: true,
+    });
+    if (init.code !== 3)
+      throw new Error(`staged hull-init returned ${init.code} for a child exiting with 3: ${init.stderr.trim()}`);
     // hull-ctty with no terminal on stdin: it says so and exits 126 (a pty is tested on the host, guest/test).
     const ctty = await run('chroot', [this.staging, GUEST_PATHS.hullCtty, '/bin/true'], { allowFailure: true });
-    if (ctty.code !== 126 || !/controlling terminal/.test(ctty.stderr)) throw new Error(`staged hull-ctty returned ${ctty.code}: ${ctty.stderr.trim()}`);
+    if (ctty.code !== 126 || !/controlling terminal/.test(ctty.stderr))
+      throw new Error(`staged hull-ctty returned ${ctty.code}: ${ctty.stderr.trim()}`);
   }
 }
 
@@ -392,7 +467,10 @@ async function main(): Promise<void> {
 
     // Swap the finished folder in: rename out away, rename the new one in, then delete the old one.
     const old = path.join(GUEST_DIR, `.out-old-${process.pid}`);
-    const hadOut = await fs.stat(OUT_DIR).then(() => true, () => false);
+    const hadOut = await fs.stat(OUT_DIR).then(
+      () => true,
+      () => false,
+    );
     if (hadOut) await fs.rename(OUT_DIR, old);
     await fs.rename(path.join(workDir, 'out'), OUT_DIR);
     if (hadOut) await fs.rm(old, { recursive: true, force: true });
@@ -401,9 +479,15 @@ async function main(): Promise<void> {
     const total = Object.values(f).reduce((n, x) => n + x.size, 0);
     const seconds = ((performance.now() - started) / 1000).toFixed(1);
     console.log(`guest: built ${rel} in ${seconds}s`);
-    console.log(`  vmlinuz     ${mib(f['vmlinuz']?.size ?? 0).padStart(10)}  ${KERNEL_METAPACKAGE} ${manifest.packages[KERNEL_METAPACKAGE] ?? ''}`);
-    console.log(`  initrd.img  ${mib(f['initrd.img']?.size ?? 0).padStart(10)}  busybox + ${manifest.modules.initrd.length} modules (${manifest.modules.initrd.join(' ')})`);
-    console.log(`  rootfs.img  ${mib(f['rootfs.img']?.size ?? 0).padStart(10)}  ${mib(manifest.rootfs.contentBytes)} content; node ${process.version}, crun, ip, agent ${(manifest.agent.bundleBytes / 1024).toFixed(0)} KiB, ${manifest.modules.rootfs.length} modules`);
+    console.log(
+      `  vmlinuz     ${mib(f['vmlinuz']?.size ?? 0).padStart(10)}  ${KERNEL_METAPACKAGE} ${manifest.packages[KERNEL_METAPACKAGE] ?? ''}`,
+    );
+    console.log(
+      `  initrd.img  ${mib(f['initrd.img']?.size ?? 0).padStart(10)}  busybox + ${manifest.modules.initrd.length} modules (${manifest.modules.initrd.join(' ')})`,
+    );
+    console.log(
+      `  rootfs.img  ${mib(f['rootfs.img']?.size ?? 0).padStart(10)}  ${mib(manifest.rootfs.contentBytes)} content; node ${process.version}, crun, ip, agent ${(manifest.agent.bundleBytes / 1024).toFixed(0)} KiB, ${manifest.modules.rootfs.length} modules`,
+    );
     console.log(`  total       ${mib(total).padStart(10)}`);
   } finally {
     await fs.rm(workDir, { recursive: true, force: true });

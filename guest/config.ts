@@ -17,13 +17,20 @@ export const GUEST_MODULES = {
   /** Installed in the root filesystem for the agent to `modprobe`, with a modules.dep made by depmod. */
   rootfs: [
     'virtio_console', // virtio-serial ports: /dev/hvc*, /dev/vport*
-    'vsock', 'vmw_vsock_virtio_transport_common', 'vmw_vsock_virtio_transport', // the agent's AF_VSOCK listener
+    'vsock',
+    'vmw_vsock_virtio_transport_common',
+    'vmw_vsock_virtio_transport', // the agent's AF_VSOCK listener
     'vsock_loopback', // CID 1 inside the guest: not loaded at boot; tests load it through CreateSandbox
-    'fuse', 'virtiofs', // the shared folder
+    'fuse',
+    'virtiofs', // the shared folder
     'overlay', // container root filesystems
     'virtio_rng', // /dev/hwrng, entropy from the host
-    'veth', 'tun', 'virtio_net', // pod networking (virtio_net pulls in net_failover and failover)
-    'sch_ingress', 'act_mirred', 'cls_u32', // tc redirect between the pod's veth and the VM's NIC
+    'veth',
+    'tun',
+    'virtio_net', // pod networking (virtio_net pulls in net_failover and failover)
+    'sch_ingress',
+    'act_mirred',
+    'cls_u32', // tc redirect between the pod's veth and the VM's NIC
   ],
   /**
    * Shipped for the kernel to load on demand, never loaded at boot: what a container expects a normal host kernel to
@@ -34,16 +41,42 @@ export const GUEST_MODULES = {
    */
   onDemand: {
     trees: [
-      'net/netfilter', 'net/ipv4/netfilter', 'net/ipv6/netfilter', // nftables, iptables (legacy and nft), conntrack, NAT, ipset
-      'net/bridge', 'net/8021q', // bridges (with br_netfilter and ebtables), VLANs
+      'net/netfilter',
+      'net/ipv4/netfilter',
+      'net/ipv6/netfilter', // nftables, iptables (legacy and nft), conntrack, NAT, ipset
+      'net/bridge',
+      'net/8021q', // bridges (with br_netfilter and ebtables), VLANs
       'net/sched', // tc qdiscs, classifiers and actions
-      'drivers/net/bonding', 'drivers/net/ipvlan', 'drivers/net/vxlan', 'drivers/net/wireguard', 'drivers/net/team',
-      'fs/fat', 'fs/isofs', 'fs/squashfs', 'fs/erofs', 'fs/exfat', 'fs/xfs',
+      'drivers/net/bonding',
+      'drivers/net/ipvlan',
+      'drivers/net/vxlan',
+      'drivers/net/wireguard',
+      'drivers/net/team',
+      'fs/fat',
+      'fs/isofs',
+      'fs/squashfs',
+      'fs/erofs',
+      'fs/exfat',
+      'fs/xfs',
     ],
     names: [
-      'dummy', 'macvlan', 'macvtap', 'geneve', 'ifb', 'vrf', 'nlmon', 'ipip', 'ip_gre', 'ip6_tunnel', 'sit', // virtual links
-      'loop', 'binfmt_misc', // loop devices; binfmt_misc for foreign-architecture containers (qemu-user)
-      'nls_cp437', 'nls_ascii', 'nls_utf8', 'nls_iso8859-1', // code pages vfat and isofs ask for
+      'dummy',
+      'macvlan',
+      'macvtap',
+      'geneve',
+      'ifb',
+      'vrf',
+      'nlmon',
+      'ipip',
+      'ip_gre',
+      'ip6_tunnel',
+      'sit', // virtual links
+      'loop',
+      'binfmt_misc', // loop devices; binfmt_misc for foreign-architecture containers (qemu-user)
+      'nls_cp437',
+      'nls_ascii',
+      'nls_utf8',
+      'nls_iso8859-1', // code pages vfat and isofs ask for
     ],
   },
   /** Modules in the lists above that a kernel may lack without failing the build (they are reported). */
@@ -85,7 +118,17 @@ export const NATIVE_MODULES: readonly string[] = ['node-pty', 'hull-vsock'];
 export const ROOT_WAIT_SECONDS = 20;
 
 /** Debian packages whose versions go into the manifest and the fingerprint (the versioned kernel image is added). */
-export const PACKAGES = ['linux-image-cloud-amd64', 'busybox-static', 'crun', 'iproute2', 'nodejs', 'e2fsprogs', 'kmod', 'gcc', 'libc6-dev'] as const;
+export const PACKAGES = [
+  'linux-image-cloud-amd64',
+  'busybox-static',
+  'crun',
+  'iproute2',
+  'nodejs',
+  'e2fsprogs',
+  'kmod',
+  'gcc',
+  'libc6-dev',
+] as const;
 
 /** Debian's iproute2 installs ip here (/usr/sbin/ip and /sbin/ip are symlinks to it on a merged-/usr host). */
 export const IPROUTE2_IP_SUFFIX = '/bin/ip';

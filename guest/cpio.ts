@@ -45,12 +45,14 @@ export interface NewcWriterOptions {
 const pad4 = (n: number): number => (4 - (n % 4)) % 4;
 
 function hex8(value: number, field: string): string {
-  if (!Number.isInteger(value) || value < 0 || value > 0xffffffff) throw new RangeError(`cpio: ${field} ${value} does not fit in 32 bits`);
+  if (!Number.isInteger(value) || value < 0 || value > 0xffffffff)
+    throw new RangeError(`cpio: ${field} ${value} does not fit in 32 bits`);
   return value.toString(16).padStart(8, '0');
 }
 
 function checkName(name: string): void {
-  if (name === '' || name.startsWith('/') || name.endsWith('/') || name.includes('\0')) throw new Error(`cpio: bad entry name '${name}'`);
+  if (name === '' || name.startsWith('/') || name.endsWith('/') || name.includes('\0'))
+    throw new Error(`cpio: bad entry name '${name}'`);
   for (const part of name.split('/')) {
     if (part === '' || part === '.' || part === '..') throw new Error(`cpio: bad entry name '${name}'`);
   }
@@ -120,10 +122,33 @@ export class NewcWriter {
     this.chunks.push(this.encode(name, mode, data, nlink, this.nextIno++, rdevMajor, rdevMinor, this.mtime));
   }
 
-  private encode(name: string, mode: number, data: Buffer, nlink: number, ino: number, rdevMajor: number, rdevMinor: number, mtime: number): Buffer {
+  private encode(
+    name: string,
+    mode: number,
+    data: Buffer,
+    nlink: number,
+    ino: number,
+    rdevMajor: number,
+    rdevMinor: number,
+    mtime: number,
+  ): Buffer {
     const nameBytes = Buffer.from(`${name}\0`);
     const fields = [ino, mode, 0, 0, nlink, mtime, data.length, 0, 0, rdevMajor, rdevMinor, nameBytes.length, 0];
-    const names = ['ino', 'mode', 'uid', 'gid', 'nlink', 'mtime', 'filesize', 'devmajor', 'devminor', 'rdevmajor', 'rdevminor', 'namesize', 'check'];
+    const names = [
+      'ino',
+      'mode',
+      'uid',
+      'gid',
+      'nlink',
+      'mtime',
+      'filesize',
+      'devmajor',
+      'devminor',
+      'rdevmajor',
+      'rdevminor',
+      'namesize',
+      'check',
+    ];
     const header = MAGIC + fields.map((v, i) => hex8(v, names[i] ?? '')).join('');
     return Buffer.concat([
       Buffer.from(header, 'ascii'),

@@ -19,15 +19,20 @@ const MAX_BUFFER = 256 * 1024 * 1024;
 export function run(command: string, args: readonly string[], options: RunOptions = {}): Promise<RunResult> {
   return new Promise((resolve, reject) => {
     // spawns: wrapper; run's callers name the program
-    execFile(command, args, { maxBuffer: MAX_BUFFER, encoding: 'utf8', env: options.env ?? process.env }, (error, stdout, stderr) => {
-      const code = error ? (typeof error.code === 'number' ? error.code : -1) : 0;
-      if (error && (code === -1 || !options.allowFailure)) {
-        const detail = stderr.trim() || error.message;
-        reject(new Error(`${command} ${args.join(' ')}: ${detail}`, { cause: error }));
-        return;
-      }
-      resolve({ stdout, stderr, code });
-    });
+    execFile(
+      command,
+      args,
+      { maxBuffer: MAX_BUFFER, encoding: 'utf8', env: options.env ?? process.env },
+      (error, stdout, stderr) => {
+        const code = error ? (typeof error.code === 'number' ? error.code : -1) : 0;
+        if (error && (code === -1 || !options.allowFailure)) {
+          const detail = stderr.trim() || error.message;
+          reject(new Error(`${command} ${args.join(' ')}: ${detail}`, { cause: error }));
+          return;
+        }
+        resolve({ stdout, stderr, code });
+      },
+    );
   });
 }
 
@@ -36,7 +41,10 @@ export function runBinary(command: string, args: readonly string[]): Promise<Buf
   return new Promise((resolve, reject) => {
     // spawns: wrapper; runBinary's callers name the program
     execFile(command, args, { maxBuffer: MAX_BUFFER, encoding: 'buffer' }, (error, stdout, stderr) => {
-      if (error) reject(new Error(`${command} ${args.join(' ')}: ${stderr.toString().trim() || error.message}`, { cause: error }));
+      if (error)
+        reject(
+          new Error(`${command} ${args.join(' ')}: ${stderr.toString().trim() || error.message}`, { cause: error }),
+        );
       else resolve(stdout);
     });
   });

@@ -23,7 +23,11 @@ export interface HostPackages {
  * dpkg-query exits 1 when some name is not installed; those are simply absent from the map.
  */
 export async function queryPackages(names: readonly string[] = PACKAGES): Promise<HostPackages> {
-  const { stdout } = await run('dpkg-query', ['-W', '-f', '${Package}\t${Version}\t${db:Status-Abbrev}\t${Depends}\n', ...names], { allowFailure: true });
+  const { stdout } = await run(
+    'dpkg-query',
+    ['-W', '-f', '${Package}\t${Version}\t${db:Status-Abbrev}\t${Depends}\n', ...names],
+    { allowFailure: true },
+  );
   const versions = new Map<string, string>();
   let depends = '';
   for (const line of stdout.split('\n')) {
@@ -37,14 +41,17 @@ export async function queryPackages(names: readonly string[] = PACKAGES): Promis
     throw new Error(`the guest kernel package ${KERNEL_METAPACKAGE} is not installed (run: make deps)`);
   }
   for (const required of ['busybox-static', 'crun', 'iproute2', 'e2fsprogs', 'kmod']) {
-    if (names.includes(required) && !versions.has(required)) throw new Error(`Debian package ${required} is not installed (run: make deps)`);
+    if (names.includes(required) && !versions.has(required))
+      throw new Error(`Debian package ${required} is not installed (run: make deps)`);
   }
   return { versions, kernelRelease: m[1] };
 }
 
 /** The version of one installed package, or undefined. */
 export async function packageVersion(name: string): Promise<string | undefined> {
-  const { stdout } = await run('dpkg-query', ['-W', '-f', '${Version}\t${db:Status-Abbrev}', name], { allowFailure: true });
+  const { stdout } = await run('dpkg-query', ['-W', '-f', '${Version}\t${db:Status-Abbrev}', name], {
+    allowFailure: true,
+  });
   const [version, status] = stdout.split('\t');
   return version && status?.startsWith('ii') ? version : undefined;
 }
@@ -77,7 +84,11 @@ export async function kernelFiles(release: string): Promise<KernelFiles> {
     });
   }
   const read = (name: string): Promise<string> => fs.readFile(path.join(modulesDir, name), 'utf8').catch(() => '');
-  const [dep, softdep, builtin] = await Promise.all([read('modules.dep'), read('modules.softdep'), read('modules.builtin')]);
+  const [dep, softdep, builtin] = await Promise.all([
+    read('modules.dep'),
+    read('modules.softdep'),
+    read('modules.builtin'),
+  ]);
   return { release, vmlinuz, modulesDir, index: parseModulesDep(dep, softdep), builtin: parseModulesBuiltin(builtin) };
 }
 
@@ -99,5 +110,8 @@ export async function readModule(kernel: KernelFiles, info: ModuleInfo): Promise
 /** The applets of a busybox binary with their canonical install paths (relative, e.g. "bin/sh", "usr/bin/awk"). */
 export async function busyboxApplets(busybox: string): Promise<string[]> {
   const { stdout } = await run(busybox, ['--list-full']); // spawns: busybox; busybox-static's
-  return stdout.split('\n').map((l) => l.trim()).filter((l) => l !== '');
+  return stdout
+    .split('\n')
+    .map((l) => l.trim())
+    .filter((l) => l !== '');
 }

@@ -50,7 +50,12 @@ export function parseModulesDep(depText: string, softdepText = ''): ModuleIndex 
     const colon = line.indexOf(':');
     if (colon < 0) throw new Error(`modules.dep line ${n + 1}: no ':' in '${line}'`);
     const file = line.slice(0, colon).trim();
-    const deps = line.slice(colon + 1).trim().split(/\s+/).filter((d) => d !== '').map(moduleNameOf);
+    const deps = line
+      .slice(colon + 1)
+      .trim()
+      .split(/\s+/)
+      .filter((d) => d !== '')
+      .map(moduleNameOf);
     const name = moduleNameOf(file);
     index.set(name, { name, path: file, deps, post: [] });
   }
@@ -75,7 +80,13 @@ export function parseModulesDep(depText: string, softdepText = ''): ModuleIndex 
 
 /** Parses modules.builtin (one path per line) into module names. */
 export function parseModulesBuiltin(text: string): Set<string> {
-  return new Set(text.split('\n').map((l) => l.trim()).filter((l) => l !== '' && !l.startsWith('#')).map(moduleNameOf));
+  return new Set(
+    text
+      .split('\n')
+      .map((l) => l.trim())
+      .filter((l) => l !== '' && !l.startsWith('#'))
+      .map(moduleNameOf),
+  );
 }
 
 export interface LoadPlan {
@@ -93,7 +104,12 @@ export interface LoadPlan {
  * depth-first walk in the order of `wanted` and of each dependency list. Throws on an unknown required module or a
  * dependency cycle.
  */
-export function resolveLoadOrder(index: ModuleIndex, builtin: ReadonlySet<string>, wanted: readonly string[], optional: ReadonlySet<string> = new Set()): LoadPlan {
+export function resolveLoadOrder(
+  index: ModuleIndex,
+  builtin: ReadonlySet<string>,
+  wanted: readonly string[],
+  optional: ReadonlySet<string> = new Set(),
+): LoadPlan {
   const load: ModuleInfo[] = [];
   const builtinHit = new Set<string>();
   const missing: string[] = [];
@@ -109,7 +125,10 @@ export function resolveLoadOrder(index: ModuleIndex, builtin: ReadonlySet<string
       state.set(name, 'done');
       if (builtin.has(name)) builtinHit.add(name);
       else if (isOptional) missing.push(name);
-      else throw new Error(`kernel module '${name}' not found in modules.dep or modules.builtin${trail.length ? ` (needed by ${trail.join(' -> ')})` : ''}`);
+      else
+        throw new Error(
+          `kernel module '${name}' not found in modules.dep or modules.builtin${trail.length ? ` (needed by ${trail.join(' -> ')})` : ''}`,
+        );
       return;
     }
     state.set(name, 'visiting');

@@ -12,7 +12,12 @@ export function staged(staging: string, guestPath: string): string {
   return path.join(staging, guestPath);
 }
 
-export async function writeGuestFile(staging: string, guestPath: string, data: string | Buffer, mode = 0o644): Promise<void> {
+export async function writeGuestFile(
+  staging: string,
+  guestPath: string,
+  data: string | Buffer,
+  mode = 0o644,
+): Promise<void> {
   const file = staged(staging, guestPath);
   await fs.mkdir(path.dirname(file), { recursive: true });
   await fs.writeFile(file, data, { mode });
@@ -24,7 +29,10 @@ export async function copyToGuest(staging: string, hostFile: string, guestPath: 
   await fs.mkdir(path.dirname(file), { recursive: true });
   // copyFile would write through a symlink (say, a busybox applet link) and overwrite its target.
   const existing = await fs.lstat(file).catch(() => undefined);
-  if (existing?.isSymbolicLink()) throw new Error(`guest path ${guestPath} is already a symlink (to ${await fs.readlink(file)}); not copying ${hostFile} over it`);
+  if (existing?.isSymbolicLink())
+    throw new Error(
+      `guest path ${guestPath} is already a symlink (to ${await fs.readlink(file)}); not copying ${hostFile} over it`,
+    );
   await fs.copyFile(hostFile, file, fs.constants.COPYFILE_FICLONE); // follows symlinks; keeps the mode
 }
 
@@ -36,9 +44,22 @@ export async function guestSymlink(staging: string, guestPath: string, target: s
 
 /** Empty directories of the image, with their modes. /run, /tmp and the rest are mounted over by the agent. */
 const DIRECTORIES: ReadonlyArray<[string, number]> = [
-  ['/bin', 0o755], ['/sbin', 0o755], ['/lib', 0o755], ['/lib64', 0o755], ['/usr/bin', 0o755], ['/usr/sbin', 0o755],
-  ['/etc', 0o755], ['/proc', 0o555], ['/sys', 0o555], ['/dev', 0o755], ['/run', 0o755], ['/tmp', 0o1777],
-  ['/mnt', 0o755], ['/root', 0o700], ['/var', 0o755], ['/opt/hull/agent', 0o755],
+  ['/bin', 0o755],
+  ['/sbin', 0o755],
+  ['/lib', 0o755],
+  ['/lib64', 0o755],
+  ['/usr/bin', 0o755],
+  ['/usr/sbin', 0o755],
+  ['/etc', 0o755],
+  ['/proc', 0o555],
+  ['/sys', 0o555],
+  ['/dev', 0o755],
+  ['/run', 0o755],
+  ['/tmp', 0o1777],
+  ['/mnt', 0o755],
+  ['/root', 0o700],
+  ['/var', 0o755],
+  ['/opt/hull/agent', 0o755],
 ];
 
 const ETC_FILES: ReadonlyArray<[string, string]> = [
@@ -123,8 +144,29 @@ export async function makeExt4(staging: string, image: string, uuid: string): Pr
   await handle.truncate(blocks * blockSize);
   await handle.close();
   await run('mkfs.ext4', [
-    '-q', '-F', '-t', 'ext4', '-b', String(blockSize), '-I', '256', '-N', String(inodes), '-m', '0',
-    '-O', '^has_journal', '-L', 'hull-guest', '-U', uuid, '-E', 'root_owner=0:0', '-d', staging, image,
+    '-q',
+    '-F',
+    '-t',
+    'ext4',
+    '-b',
+    String(blockSize),
+    '-I',
+    '256',
+    '-N',
+    String(inodes),
+    '-m',
+    '0',
+    '-O',
+    '^has_journal',
+    '-L',
+    'hull-guest',
+    '-U',
+    uuid,
+    '-E',
+    'root_owner=0:0',
+    '-d',
+    staging,
+    image,
   ]);
   return { sizeBytes: blocks * blockSize, usedBytes: usage.blocks * blockSize, inodes };
 }

@@ -23,10 +23,17 @@ export function sha256(data: string | Buffer): string {
 /** Stable JSON: object keys sorted, so that the same value always hashes the same. */
 export function canonicalJson(value: unknown): string {
   return JSON.stringify(value, (_key, v: unknown) => {
-    if (v instanceof Map) return Object.fromEntries([...(v as Map<string, unknown>).entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
+    if (v instanceof Map)
+      return Object.fromEntries(
+        [...(v as Map<string, unknown>).entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)),
+      );
     if (v && typeof v === 'object' && !Array.isArray(v)) {
       const obj = v as Record<string, unknown>;
-      return Object.fromEntries(Object.keys(obj).sort().map((k) => [k, obj[k]]));
+      return Object.fromEntries(
+        Object.keys(obj)
+          .sort()
+          .map((k) => [k, obj[k]]),
+      );
     }
     return v;
   });
@@ -59,7 +66,12 @@ export async function inputIdentities(files: readonly string[]): Promise<Record<
 export async function builderHash(dir: string): Promise<string> {
   const names = (await fs.readdir(dir)).filter((n) => n.endsWith('.js')).sort();
   const hash = createHash('sha256');
-  for (const name of names) hash.update(name).update('\0').update(await fs.readFile(path.join(dir, name))).update('\0');
+  for (const name of names)
+    hash
+      .update(name)
+      .update('\0')
+      .update(await fs.readFile(path.join(dir, name)))
+      .update('\0');
   return hash.digest('hex');
 }
 

@@ -54,7 +54,9 @@ export function chooseAccel(requested: 'auto' | Accel, probe: HostProbe = realHo
     }
     return {
       value: 'kvm',
-      reason: pvm ? 'configured: accel=kvm (warning: kvm_pvm is loaded; a stock guest kernel hangs under it)' : 'configured: accel=kvm',
+      reason: pvm
+        ? 'configured: accel=kvm (warning: kvm_pvm is loaded; a stock guest kernel hangs under it)'
+        : 'configured: accel=kvm',
     };
   }
   if (!probe.exists(KVM_DEVICE)) return { value: 'tcg', reason: `${KVM_DEVICE} does not exist; using TCG` };
@@ -67,7 +69,10 @@ export function chooseAccel(requested: 'auto' | Accel, probe: HostProbe = realHo
  * 'auto' = vsock when /dev/vhost-vsock opens read-write (QEMU's vhost-vsock-pci needs exactly that), else a
  * virtio-serial port, with the reason. 'vsock' without a usable device is a FailedPreconditionError saying why.
  */
-export function chooseTransport(requested: 'auto' | AgentTransport, probe: HostProbe = realHostProbe): Choice<AgentTransport> {
+export function chooseTransport(
+  requested: 'auto' | AgentTransport,
+  probe: HostProbe = realHostProbe,
+): Choice<AgentTransport> {
   if (requested === 'serial') return { value: 'serial', reason: 'configured: agentTransport=serial' };
   const exists = probe.exists(VHOST_VSOCK_DEVICE);
   const usable = exists && probe.openReadWrite(VHOST_VSOCK_DEVICE);
@@ -79,7 +84,8 @@ export function chooseTransport(requested: 'auto' | AgentTransport, probe: HostP
     return { value: 'vsock', reason: 'configured: agentTransport=vsock' };
   }
   if (!exists) return { value: 'serial', reason: `${VHOST_VSOCK_DEVICE} does not exist; using a virtio-serial port` };
-  if (!usable) return { value: 'serial', reason: `${VHOST_VSOCK_DEVICE} cannot be opened read-write; using a virtio-serial port` };
+  if (!usable)
+    return { value: 'serial', reason: `${VHOST_VSOCK_DEVICE} cannot be opened read-write; using a virtio-serial port` };
   return { value: 'vsock', reason: `${VHOST_VSOCK_DEVICE} opens read-write; using vsock` };
 }
 
@@ -89,9 +95,12 @@ export function chooseTransport(requested: 'auto' | AgentTransport, probe: HostP
  * opens read-write here; otherwise QEMU's own virtio-net backend, with the reason.
  */
 export function chooseVhostNet(accel: Accel, probe: HostProbe = realHostProbe): Choice<boolean> {
-  if (accel !== 'kvm') return { value: false, reason: `the guest runs under ${accel.toUpperCase()}, not KVM; no vhost-net` };
-  if (!probe.exists(VHOST_NET_DEVICE)) return { value: false, reason: `${VHOST_NET_DEVICE} does not exist (modprobe vhost_net); no vhost-net` };
-  if (!probe.openReadWrite(VHOST_NET_DEVICE)) return { value: false, reason: `${VHOST_NET_DEVICE} cannot be opened read-write; no vhost-net` };
+  if (accel !== 'kvm')
+    return { value: false, reason: `the guest runs under ${accel.toUpperCase()}, not KVM; no vhost-net` };
+  if (!probe.exists(VHOST_NET_DEVICE))
+    return { value: false, reason: `${VHOST_NET_DEVICE} does not exist (modprobe vhost_net); no vhost-net` };
+  if (!probe.openReadWrite(VHOST_NET_DEVICE))
+    return { value: false, reason: `${VHOST_NET_DEVICE} cannot be opened read-write; no vhost-net` };
   return { value: true, reason: `KVM and ${VHOST_NET_DEVICE} opens read-write; vhost-net on` };
 }
 
@@ -110,7 +119,10 @@ export const CID_ATTEMPTS = 8;
  * (`cidCandidates`), at most CID_ATTEMPTS times. No lock file, nothing to leak when a shim dies. (Kata opens
  * /dev/vhost-vsock itself and probes with the ioctl; QEMU's answer is enough, and keeps hypervisor/ free of native code.)
  */
-export function* cidCandidates(id: string, random: () => number = () => crypto.randomInt(0, 0x7fffffff)): Generator<number> {
+export function* cidCandidates(
+  id: string,
+  random: () => number = () => crypto.randomInt(0, 0x7fffffff),
+): Generator<number> {
   const span = MAX_GUEST_CID - MIN_GUEST_CID + 1;
   const digest = crypto.createHash('sha256').update(id).digest();
   yield MIN_GUEST_CID + (digest.readUInt32BE(0) % span);

@@ -8,7 +8,16 @@ import { FailedPreconditionError, InvalidArgumentError } from '../errors';
 import { validateId } from '../protos/validate-id';
 import { checkQemuUser } from './confine';
 import { checkIfName, checkMac, checkNetnsPathShape, isValidMtu } from './network/validate';
-import { DEFAULT_NSENTER_PATH, DEFAULT_QEMU_PATH, DEFAULT_VIRTIOFSD_PATH, type Accel, type AgentTransport, type VmConfig, type VmNetwork, type VmNic } from './types';
+import {
+  DEFAULT_NSENTER_PATH,
+  DEFAULT_QEMU_PATH,
+  DEFAULT_VIRTIOFSD_PATH,
+  type Accel,
+  type AgentTransport,
+  type VmConfig,
+  type VmNetwork,
+  type VmNic,
+} from './types';
 
 export const MIN_MEMORY_MIB = 64;
 /** 4 TiB; anything QEMU itself rejects above the host's limits surfaces as its own start error. */
@@ -88,9 +97,13 @@ export const realFileProbe: FileProbe = {
 /** A value that will sit inside QEMU's (or virtiofsd's) comma-separated option syntax. */
 export function checkOptionValue(what: string, value: string): string {
   if (value.length === 0) throw new InvalidArgumentError(`${what} is empty`);
-  if (value.includes(',')) throw new InvalidArgumentError(`${what} ${JSON.stringify(value)} contains a comma, which QEMU's option syntax cannot take`);
+  if (value.includes(','))
+    throw new InvalidArgumentError(
+      `${what} ${JSON.stringify(value)} contains a comma, which QEMU's option syntax cannot take`,
+    );
   // eslint-disable-next-line no-control-regex
-  if (/[\u0000-\u001f\u007f]/.test(value)) throw new InvalidArgumentError(`${what} ${JSON.stringify(value)} contains a control character`);
+  if (/[\u0000-\u001f\u007f]/.test(value))
+    throw new InvalidArgumentError(`${what} ${JSON.stringify(value)} contains a control character`);
   return value;
 }
 
@@ -109,26 +122,31 @@ function checkInteger(what: string, value: unknown, min: number, max: number): n
 }
 
 function checkBoolean(what: string, value: unknown): boolean {
-  if (typeof value !== 'boolean') throw new InvalidArgumentError(`${what} must be true or false, got ${JSON.stringify(value)}`);
+  if (typeof value !== 'boolean')
+    throw new InvalidArgumentError(`${what} must be true or false, got ${JSON.stringify(value)}`);
   return value;
 }
 
 function checkEnum<T extends string>(what: string, value: unknown, allowed: readonly T[]): T {
-  if (!allowed.includes(value as T)) throw new InvalidArgumentError(`${what} must be one of ${allowed.join(', ')}, got ${JSON.stringify(value)}`);
+  if (!allowed.includes(value as T))
+    throw new InvalidArgumentError(`${what} must be one of ${allowed.join(', ')}, got ${JSON.stringify(value)}`);
   return value as T;
 }
 
 /** Checks a VmNetwork's shape (not whether the namespace exists): an absolute normalised path, unique taps and MACs. */
 export function checkNetwork(value: unknown): VmNetwork {
-  if (typeof value !== 'object' || value === null) throw new InvalidArgumentError('network must be an object { netnsPath, nics }');
+  if (typeof value !== 'object' || value === null)
+    throw new InvalidArgumentError('network must be an object { netnsPath, nics }');
   const { nics } = value as Partial<VmNetwork>;
   const netnsPath = checkNetnsPathShape((value as Partial<VmNetwork>).netnsPath);
   if (!Array.isArray(nics)) throw new InvalidArgumentError('network.nics must be an array');
-  if (nics.length > MAX_NICS) throw new InvalidArgumentError(`network.nics has ${nics.length} entries; at most ${MAX_NICS}`);
+  if (nics.length > MAX_NICS)
+    throw new InvalidArgumentError(`network.nics has ${nics.length} entries; at most ${MAX_NICS}`);
   const taps = new Set<string>();
   const macs = new Set<string>();
   const checked = nics.map((nic: unknown, i): VmNic => {
-    if (typeof nic !== 'object' || nic === null) throw new InvalidArgumentError(`network.nics[${i}] must be an object { tap, mac, mtu? }`);
+    if (typeof nic !== 'object' || nic === null)
+      throw new InvalidArgumentError(`network.nics[${i}] must be an object { tap, mac, mtu? }`);
     const n = nic as Partial<VmNic>;
     const tap = checkIfName(n.tap, `network.nics[${i}].tap`);
     const mac = checkMac(n.mac, `network.nics[${i}].mac`);
@@ -136,7 +154,10 @@ export function checkNetwork(value: unknown): VmNetwork {
     if (macs.has(mac)) throw new InvalidArgumentError(`network.nics: MAC ${mac} is listed twice`);
     taps.add(tap);
     macs.add(mac);
-    if (n.mtu !== undefined && !isValidMtu(n.mtu)) throw new InvalidArgumentError(`network.nics[${i}].mtu ${JSON.stringify(n.mtu)} is not an MTU a tap takes (68-65521)`);
+    if (n.mtu !== undefined && !isValidMtu(n.mtu))
+      throw new InvalidArgumentError(
+        `network.nics[${i}].mtu ${JSON.stringify(n.mtu)} is not an MTU a tap takes (68-65521)`,
+      );
     return n.mtu === undefined ? { tap, mac } : { tap, mac, mtu: n.mtu };
   });
   return { netnsPath, nics: checked };
@@ -147,16 +168,22 @@ export function resolveConfig(cfg: VmConfig, files: FileProbe = realFileProbe): 
   validateId('sandbox id', cfg.id);
   const stateDir = checkAbsolutePath('stateDir', cfg.stateDir);
   const paths = vmPaths(stateDir);
-  const longest = [paths.qmpSocket, paths.agentSocket, paths.virtiofsdSocket].reduce((a, b) => (Buffer.byteLength(b) > Buffer.byteLength(a) ? b : a));
+  const longest = [paths.qmpSocket, paths.agentSocket, paths.virtiofsdSocket].reduce((a, b) =>
+    Buffer.byteLength(b) > Buffer.byteLength(a) ? b : a,
+  );
   if (Buffer.byteLength(longest) > MAX_SOCKET_PATH) {
-    throw new InvalidArgumentError(`stateDir ${stateDir} is too long: socket path ${longest} exceeds ${MAX_SOCKET_PATH} bytes`);
+    throw new InvalidArgumentError(
+      `stateDir ${stateDir} is too long: socket path ${longest} exceeds ${MAX_SOCKET_PATH} bytes`,
+    );
   }
   const kernelParams = cfg.kernelParams ?? [];
   if (!Array.isArray(kernelParams)) throw new InvalidArgumentError('kernelParams must be an array of words');
   for (const word of kernelParams) {
     // eslint-disable-next-line no-control-regex
     if (typeof word !== 'string' || word.length === 0 || /[\s\u0000-\u001f\u007f]/.test(word)) {
-      throw new InvalidArgumentError(`kernel parameter ${JSON.stringify(word)} must be one non-empty word without whitespace`);
+      throw new InvalidArgumentError(
+        `kernel parameter ${JSON.stringify(word)} must be one non-empty word without whitespace`,
+      );
     }
   }
   const resolved: ResolvedConfig = {
@@ -180,27 +207,40 @@ export function resolveConfig(cfg: VmConfig, files: FileProbe = realFileProbe): 
     paths,
   };
 
-  for (const [what, p] of [['guest kernel', resolved.kernel], ['guest initrd', resolved.initrd], ['guest root image', resolved.image]] as const) {
+  for (const [what, p] of [
+    ['guest kernel', resolved.kernel],
+    ['guest initrd', resolved.initrd],
+    ['guest root image', resolved.image],
+  ] as const) {
     const kind = files.kind(p);
     if (kind !== 'file') {
-      throw new FailedPreconditionError(`${what} ${p} ${kind === 'missing' ? 'does not exist' : 'is not a regular file'}: run \`make guest\``);
+      throw new FailedPreconditionError(
+        `${what} ${p} ${kind === 'missing' ? 'does not exist' : 'is not a regular file'}: run \`make guest\``,
+      );
     }
   }
   if (!files.executable(resolved.qemuPath)) {
-    throw new FailedPreconditionError(`QEMU ${resolved.qemuPath} is not an executable file: run \`make deps\` (Debian package qemu-system-x86)`);
+    throw new FailedPreconditionError(
+      `QEMU ${resolved.qemuPath} is not an executable file: run \`make deps\` (Debian package qemu-system-x86)`,
+    );
   }
   if (resolved.network !== undefined) {
     if (files.kind(resolved.network.netnsPath) === 'missing') {
       throw new FailedPreconditionError(`network namespace ${resolved.network.netnsPath} does not exist`);
     }
     if (!files.executable(resolved.nsenterPath)) {
-      throw new FailedPreconditionError(`nsenter ${resolved.nsenterPath} is not an executable file: run \`make deps\` (Debian package util-linux)`);
+      throw new FailedPreconditionError(
+        `nsenter ${resolved.nsenterPath} is not an executable file: run \`make deps\` (Debian package util-linux)`,
+      );
     }
   }
   if (resolved.sharedDir !== undefined) {
-    if (files.kind(resolved.sharedDir) !== 'dir') throw new FailedPreconditionError(`sharedDir ${resolved.sharedDir} is not a directory`);
+    if (files.kind(resolved.sharedDir) !== 'dir')
+      throw new FailedPreconditionError(`sharedDir ${resolved.sharedDir} is not a directory`);
     if (!files.executable(resolved.virtiofsdPath)) {
-      throw new FailedPreconditionError(`virtiofsd ${resolved.virtiofsdPath} is not an executable file: run \`make deps\` (Debian package qemu-system-x86)`);
+      throw new FailedPreconditionError(
+        `virtiofsd ${resolved.virtiofsdPath} is not an executable file: run \`make deps\` (Debian package qemu-system-x86)`,
+      );
     }
   }
   return resolved;

@@ -52,7 +52,10 @@ export const realConfineProbe: ConfineProbe = {
   },
   userExists: (name) => {
     try {
-      return fs.readFileSync(PASSWD_FILE, 'utf8').split('\n').some((line) => line.split(':')[0] === name);
+      return fs
+        .readFileSync(PASSWD_FILE, 'utf8')
+        .split('\n')
+        .some((line) => line.split(':')[0] === name);
     } catch {
       return false;
     }
@@ -69,13 +72,16 @@ const USER_NAME = /^[a-z_][a-z0-9_-]{0,30}[$]?$/;
  * both). Root (name or uid/gid 0) is refused: dropping to root drops nothing.
  */
 export function checkQemuUser(what: string, value: unknown): string {
-  if (typeof value !== 'string') throw new InvalidArgumentError(`${what} must be a string, got ${JSON.stringify(value)}`);
+  if (typeof value !== 'string')
+    throw new InvalidArgumentError(`${what} must be a string, got ${JSON.stringify(value)}`);
   if (value === '') return value;
   const numeric = /^(\d{1,10}):(\d{1,10})$/.exec(value);
   if (numeric) {
     const [uid, gid] = [Number(numeric[1]), Number(numeric[2])];
     if (uid < 1 || uid > MAX_ID || gid < 1 || gid > MAX_ID) {
-      throw new InvalidArgumentError(`${what} ${JSON.stringify(value)}: uid and gid must be from 1 to ${MAX_ID} (not root)`);
+      throw new InvalidArgumentError(
+        `${what} ${JSON.stringify(value)}: uid and gid must be from 1 to ${MAX_ID} (not root)`,
+      );
     }
     return value;
   }
@@ -98,14 +104,19 @@ export function sandboxOptions(runAs: boolean): string {
  * otherwise a part the host cannot do (no seccomp in the kernel; the shim not root; no such user) is left out, with
  * the reason. The caller logs the reason.
  */
-export function chooseConfinement(requested: { seccomp: boolean; qemuUser: string }, probe: ConfineProbe = realConfineProbe): Choice<QemuConfinement> {
+export function chooseConfinement(
+  requested: { seccomp: boolean; qemuUser: string },
+  probe: ConfineProbe = realConfineProbe,
+): Choice<QemuConfinement> {
   let runAs: string | undefined;
   let userWhy: string;
   const user = requested.qemuUser;
   const euid = probe.euid();
   if (user === '') userWhy = `configured: no qemu_user, QEMU keeps uid ${euid}`;
-  else if (euid !== 0) userWhy = `hull runs as uid ${euid}, not root: QEMU keeps that uid (only root can drop to ${user})`;
-  else if (!/^\d+:\d+$/.test(user) && !probe.userExists(user)) userWhy = `user ${user} does not exist (${PASSWD_FILE}): QEMU keeps uid 0`;
+  else if (euid !== 0)
+    userWhy = `hull runs as uid ${euid}, not root: QEMU keeps that uid (only root can drop to ${user})`;
+  else if (!/^\d+:\d+$/.test(user) && !probe.userExists(user))
+    userWhy = `user ${user} does not exist (${PASSWD_FILE}): QEMU keeps uid 0`;
   else {
     runAs = user;
     userWhy = `QEMU drops to ${user} (-runas) after opening its devices`;
@@ -118,7 +129,8 @@ export function chooseConfinement(requested: { seccomp: boolean; qemuUser: strin
     seccomp = false;
     seccompWhy = 'the kernel has no seccomp (no Seccomp: line in /proc/self/status): no seccomp filter';
   } else {
-    seccompWhy = `seccomp filter -sandbox ${sandboxOptions(runAs !== undefined)}` +
+    seccompWhy =
+      `seccomp filter -sandbox ${sandboxOptions(runAs !== undefined)}` +
       (runAs === undefined ? '' : ' (set*id allowed: QEMU 7.2 installs the filter before -runas drops)');
   }
   return { value: runAs === undefined ? { seccomp } : { seccomp, runAs }, reason: `${seccompWhy}; ${userWhy}` };

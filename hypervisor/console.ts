@@ -106,7 +106,10 @@ export class GuestConsole {
   #keep(line: string): void {
     this.#lines.push(line);
     this.#keptBytes += line.length;
-    while (this.#lines.length > this.#limits.maxLines || (this.#keptBytes > this.#limits.maxBytes && this.#lines.length > 1)) {
+    while (
+      this.#lines.length > this.#limits.maxLines ||
+      (this.#keptBytes > this.#limits.maxBytes && this.#lines.length > 1)
+    ) {
       this.#keptBytes -= this.#lines.shift()!.length;
     }
   }
@@ -132,7 +135,11 @@ export class GuestConsole {
     const n = this.#unlogged;
     this.#unlogged = 0;
     this.logger.warn(
-      { notLogged: n, totalNotLogged: this.totals.notLogged, limit: `${this.#limits.linesPerWindow} lines per ${this.#limits.windowMs} ms` },
+      {
+        notLogged: n,
+        totalNotLogged: this.totals.notLogged,
+        limit: `${this.#limits.linesPerWindow} lines per ${this.#limits.windowMs} ms`,
+      },
       `${n} guest console lines not logged (the guest wrote faster than the log's limit)`,
     );
   }

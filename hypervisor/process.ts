@@ -68,7 +68,10 @@ export class OwnedProcess {
       const finish = (exit: ChildExit): void => {
         if (this.#exit) return;
         this.#exit = exit;
-        logger.debug({ process: this.name, pid: this.pid, ...exit, error: exit.error?.message }, 'helper process exited');
+        logger.debug(
+          { process: this.name, pid: this.pid, ...exit, error: exit.error?.message },
+          'helper process exited',
+        );
         // Whatever it said last is usually the reason it exited: give the pipe a moment to drain, then let go.
         void settlesWithin(stderrDone, STDERR_DRAIN_MS).then(() => {
           child.stderr?.destroy();
@@ -77,14 +80,19 @@ export class OwnedProcess {
       };
       child.once('exit', (code, signal) => finish({ code, signal }));
       child.once('error', (error) => {
-        if (child.pid === undefined || child.exitCode !== null || child.signalCode !== null) finish({ code: null, signal: null, error });
+        if (child.pid === undefined || child.exitCode !== null || child.signalCode !== null)
+          finish({ code: null, signal: null, error });
       });
     });
   }
 
   static spawn(file: string, args: readonly string[], opts: SpawnOptions): OwnedProcess {
     // spawns: wrapper; OwnedProcess.spawn's callers name the program
-    const child = spawn(file, args, { stdio: ['ignore', opts.onStdout ? 'pipe' : 'ignore', 'pipe'], detached: false, shell: false });
+    const child = spawn(file, args, {
+      stdio: ['ignore', opts.onStdout ? 'pipe' : 'ignore', 'pipe'],
+      detached: false,
+      shell: false,
+    });
     const owned = new OwnedProcess(child, opts);
     if (child.pid !== undefined && opts.onSpawn) {
       try {
@@ -181,7 +189,10 @@ export function processStartTime(pid: number): string | undefined {
 /** /proc/<pid>/cmdline as argv, or undefined when the process is gone. */
 export function processArgv(pid: number): string[] | undefined {
   try {
-    return fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').filter((w) => w !== '');
+    return fs
+      .readFileSync(`/proc/${pid}/cmdline`, 'utf8')
+      .split('\0')
+      .filter((w) => w !== '');
   } catch {
     return undefined;
   }

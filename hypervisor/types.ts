@@ -100,7 +100,13 @@ export interface VmExit {
  * returned filled in with where the guest sees it.
  */
 export type Device =
-  | { kind: 'block'; id: string; hostPath: string; readOnly: boolean; /** filled in: guest PCI path */ pciPath?: string }
+  | {
+      kind: 'block';
+      id: string;
+      hostPath: string;
+      readOnly: boolean;
+      /** filled in: guest PCI path */ pciPath?: string;
+    }
   | { kind: 'network'; id: string; tapName: string; mac: string; /** filled in: guest PCI path */ pciPath?: string };
 
 export interface Hypervisor {

@@ -10,7 +10,8 @@ import { CancelledError, DeadlineExceededError, ShimError } from '../errors';
 export function abortError(signal: AbortSignal | undefined, what: string): ShimError {
   const reason: unknown = signal?.reason;
   if (reason instanceof ShimError) return reason;
-  if (reason instanceof Error && reason.name === 'TimeoutError') return new DeadlineExceededError(`${what}: deadline exceeded`, { cause: reason });
+  if (reason instanceof Error && reason.name === 'TimeoutError')
+    return new DeadlineExceededError(`${what}: deadline exceeded`, { cause: reason });
   return new CancelledError(`${what}: cancelled`, reason === undefined ? undefined : { cause: reason });
 }
 
@@ -36,9 +37,17 @@ export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
 /** Resolves true when `p` settles within `ms`, false otherwise (never rejects). */
 export async function settlesWithin(p: Promise<unknown>, ms: number): Promise<boolean> {
   let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<false>((resolve) => { timer = setTimeout(() => resolve(false), ms); });
+  const timeout = new Promise<false>((resolve) => {
+    timer = setTimeout(() => resolve(false), ms);
+  });
   try {
-    return await Promise.race([p.then(() => true, () => true), timeout]);
+    return await Promise.race([
+      p.then(
+        () => true,
+        () => true,
+      ),
+      timeout,
+    ]);
   } finally {
     clearTimeout(timer);
   }
@@ -47,7 +56,11 @@ export async function settlesWithin(p: Promise<unknown>, ms: number): Promise<bo
 const RETRYABLE = new Set(['ENOENT', 'ECONNREFUSED', 'EAGAIN']);
 
 /** Connect to a unix socket, retrying while it does not exist yet or refuses, until the signal aborts. */
-export async function connectWithRetry(socketPath: string, signal: AbortSignal | undefined, intervalMs: number): Promise<net.Socket> {
+export async function connectWithRetry(
+  socketPath: string,
+  signal: AbortSignal | undefined,
+  intervalMs: number,
+): Promise<net.Socket> {
   for (;;) {
     if (signal?.aborted) throw abortError(signal, `connect ${socketPath}`);
     try {
@@ -103,7 +116,11 @@ export async function readTailLines(file: string, maxLines = 40, maxBytes = 64 *
     const length = Math.min(size, maxBytes);
     const buf = Buffer.alloc(length);
     await fh.read(buf, 0, length, size - length);
-    const lines = buf.toString('utf8').split(/\r?\n/).map((l) => l.replace(/\r/g, '')).filter((l) => l.trim() !== '');
+    const lines = buf
+      .toString('utf8')
+      .split(/\r?\n/)
+      .map((l) => l.replace(/\r/g, ''))
+      .filter((l) => l.trim() !== '');
     if (size > maxBytes) lines.shift(); // probably cut in the middle
     return lines.slice(-maxLines);
   } catch {
@@ -130,7 +147,9 @@ export class Mutex {
   async run<T>(fn: () => Promise<T>): Promise<T> {
     const prev = this.#tail;
     let release!: () => void;
-    this.#tail = new Promise<void>((resolve) => { release = resolve; });
+    this.#tail = new Promise<void>((resolve) => {
+      release = resolve;
+    });
     await prev;
     try {
       return await fn();

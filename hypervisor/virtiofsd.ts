@@ -38,12 +38,16 @@ export interface VirtiofsdOptions {
 export function virtiofsdArgs(o: VirtiofsdOptions): string[] {
   const args = [
     `--socket-path=${checkOptionValue('virtiofsd socket', o.socketPath)}`,
-    '-o', `source=${checkOptionValue('sharedDir', o.sharedDir)}`,
-    '-o', 'cache=auto',
-    '-o', `sandbox=${o.sandbox}`,
+    '-o',
+    `source=${checkOptionValue('sharedDir', o.sharedDir)}`,
+    '-o',
+    'cache=auto',
+    '-o',
+    `sandbox=${o.sandbox}`,
     // Bind mounts under the share (one per container rootfs) appear as their own submounts with distinct st_dev,
     // so inode numbers from different mounts cannot collide in the guest.
-    '-o', 'announce_submounts',
+    '-o',
+    'announce_submounts',
   ];
   if (o.debug) args.push('-o', 'log_level=debug');
   return args;
@@ -56,7 +60,11 @@ export class Virtiofsd {
   /** Milliseconds from spawn until the socket existed. */
   readonly readyMs: number;
 
-  private constructor(readonly process: OwnedProcess, readonly socketPath: string, readyMs: number) {
+  private constructor(
+    readonly process: OwnedProcess,
+    readonly socketPath: string,
+    readyMs: number,
+  ) {
     this.readyMs = readyMs;
   }
 
@@ -76,18 +84,26 @@ export class Virtiofsd {
   ): Promise<Virtiofsd> {
     fs.rmSync(o.socketPath, { force: true });
     // spawns: virtiofsd; configuration virtiofsdPath
-    const proc = OwnedProcess.spawn(o.binary, virtiofsdArgs(o), { name: report.name ?? 'virtiofsd', logger, ...(report.onSpawn ? { onSpawn: report.onSpawn } : {}) });
+    const proc = OwnedProcess.spawn(o.binary, virtiofsdArgs(o), {
+      name: report.name ?? 'virtiofsd',
+      logger,
+      ...(report.onSpawn ? { onSpawn: report.onSpawn } : {}),
+    });
     const started = performance.now();
     try {
       for (;;) {
         if (signal.aborted) throw abortError(signal, 'start virtiofsd');
         if (proc.exit) {
-          throw new UnavailableError(`virtiofsd exited before creating its socket (${describeExit(proc)}): ${proc.stderrTail().trim()}`,
-            proc.exit.error ? { cause: proc.exit.error } : undefined);
+          throw new UnavailableError(
+            `virtiofsd exited before creating its socket (${describeExit(proc)}): ${proc.stderrTail().trim()}`,
+            proc.exit.error ? { cause: proc.exit.error } : undefined,
+          );
         }
         if (fs.existsSync(o.socketPath)) break;
         if (performance.now() - started > VIRTIOFSD_READY_TIMEOUT_MS) {
-          throw new UnavailableError(`virtiofsd did not create ${o.socketPath} within ${VIRTIOFSD_READY_TIMEOUT_MS} ms: ${proc.stderrTail().trim()}`);
+          throw new UnavailableError(
+            `virtiofsd did not create ${o.socketPath} within ${VIRTIOFSD_READY_TIMEOUT_MS} ms: ${proc.stderrTail().trim()}`,
+          );
         }
         await sleep(5, signal).catch(() => undefined);
       }
@@ -157,7 +173,12 @@ const VHOST_USER_VERSION = 0x1;
 const VHOST_USER_REPLY = 0x4;
 const PROBE_TIMEOUT_MS = 3000;
 
-async function runProbe(binary: string, scratchDir: string, logger: Logger, onSpawn?: (helper: SpawnedHelper) => void): Promise<SandboxChoice> {
+async function runProbe(
+  binary: string,
+  scratchDir: string,
+  logger: Logger,
+  onSpawn?: (helper: SpawnedHelper) => void,
+): Promise<SandboxChoice> {
   const share = path.join(scratchDir, 'vfs-probe');
   const socketPath = path.join(scratchDir, 'vfs-probe.sock');
   fs.mkdirSync(share, { recursive: true });
@@ -165,14 +186,33 @@ async function runProbe(binary: string, scratchDir: string, logger: Logger, onSp
   let daemon: Virtiofsd | undefined;
   let conn: net.Socket | undefined;
   try {
-    daemon = await Virtiofsd.start({ binary, socketPath, sharedDir: share, sandbox: 'namespace' }, deadline, logger, { name: 'virtiofsd-probe', ...(onSpawn ? { onSpawn } : {}) });
+    daemon = await Virtiofsd.start({ binary, socketPath, sharedDir: share, sandbox: 'namespace' }, deadline, logger, {
+      name: 'virtiofsd-probe',
+      ...(onSpawn ? { onSpawn } : {}),
+    });
     conn = await connectWithRetry(socketPath, deadline, 10);
     const answered = await askFeatures(conn, daemon.process, deadline);
-    if (answered) return { value: 'namespace', reason: 'sandbox=namespace works here (pivot_root into the share in new mount/pid/net namespaces)' };
-    const said = daemon.process.stderrTail().trim().split('\n').filter((l) => !/Waiting for vhost-user|Received vhost-user/.test(l)).slice(-3).join(' | ');
-    return { value: 'chroot', reason: `sandbox=namespace fails here (${said || 'no answer from the daemon'}); using sandbox=chroot` };
+    if (answered)
+      return {
+        value: 'namespace',
+        reason: 'sandbox=namespace works here (pivot_root into the share in new mount/pid/net namespaces)',
+      };
+    const said = daemon.process
+      .stderrTail()
+      .trim()
+      .split('\n')
+      .filter((l) => !/Waiting for vhost-user|Received vhost-user/.test(l))
+      .slice(-3)
+      .join(' | ');
+    return {
+      value: 'chroot',
+      reason: `sandbox=namespace fails here (${said || 'no answer from the daemon'}); using sandbox=chroot`,
+    };
   } catch (err) {
-    return { value: 'chroot', reason: `sandbox=namespace probe failed (${(err as Error).message}); using sandbox=chroot` };
+    return {
+      value: 'chroot',
+      reason: `sandbox=namespace probe failed (${(err as Error).message}); using sandbox=chroot`,
+    };
   } finally {
     conn?.destroy();
     await daemon?.stop(1000);
@@ -191,7 +231,8 @@ async function askFeatures(conn: net.Socket, proc: OwnedProcess, signal: AbortSi
     let got = Buffer.alloc(0);
     conn.on('data', (chunk: Buffer) => {
       got = Buffer.concat([got, chunk]);
-      if (got.length >= 12) resolve(got.readUInt32LE(0) === VHOST_USER_GET_FEATURES && (got.readUInt32LE(4) & VHOST_USER_REPLY) !== 0);
+      if (got.length >= 12)
+        resolve(got.readUInt32LE(0) === VHOST_USER_GET_FEATURES && (got.readUInt32LE(4) & VHOST_USER_REPLY) !== 0);
     });
     conn.on('close', () => resolve(false));
     conn.on('error', () => resolve(false));

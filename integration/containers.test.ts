@@ -12,7 +12,13 @@ import os from 'node:os';
 import path from 'node:path';
 import type { AgentClient, OciSeccomp, OciSpec } from '../agent-client';
 import { SandboxVm } from '../core/vm';
-import { AlreadyExistsError, FailedPreconditionError, InternalError, InvalidArgumentError, NotFoundError } from '../errors';
+import {
+  AlreadyExistsError,
+  FailedPreconditionError,
+  InternalError,
+  InvalidArgumentError,
+  NotFoundError,
+} from '../errors';
 import { shareVolumes, VirtioFsShare } from '../fs-share';
 import { QemuHypervisor } from '../hypervisor';
 import { GUEST_SHARE_TAG } from '../hypervisor/types';
@@ -40,14 +46,34 @@ describe('containers in a real VM (crun in the guest, rootfs over virtio-fs)', f
     share = new VirtioFsShare({ root: path.join(dir, 'share'), sandboxId: SANDBOX });
     await share.prepare();
     const guest = guestArtifacts();
-    vm = await SandboxVm.boot(new QemuHypervisor({ logger: NOOP_LOGGER }), {
-      id: SANDBOX, stateDir: path.join(dir, 'vm'), kernel: guest.kernel, initrd: guest.initrd, image: guest.image,
-      vcpus: 1, memoryMiB: 512, accel: 'auto', agentTransport: 'serial', sharedDir: share.sharedDir(),
-    }, { bootTimeoutMs: 120_000, logger: NOOP_LOGGER });
+    vm = await SandboxVm.boot(
+      new QemuHypervisor({ logger: NOOP_LOGGER }),
+      {
+        id: SANDBOX,
+        stateDir: path.join(dir, 'vm'),
+        kernel: guest.kernel,
+        initrd: guest.initrd,
+        image: guest.image,
+        vcpus: 1,
+        memoryMiB: 512,
+        accel: 'auto',
+        agentTransport: 'serial',
+        sharedDir: share.sharedDir(),
+      },
+      { bootTimeoutMs: 120_000, logger: NOOP_LOGGER },
+    );
     agent = vm.agent;
     await agent.createSandbox({
       sandboxId: SANDBOX,
-      storages: [{ driver: 'virtio-fs', source: GUEST_SHARE_TAG, fstype: 'virtiofs', options: ['nodev'], mountPoint: SHARED_MOUNT }],
+      storages: [
+        {
+          driver: 'virtio-fs',
+          source: GUEST_SHARE_TAG,
+          fstype: 'virtiofs',
+          options: ['nodev'],
+          mountPoint: SHARED_MOUNT,
+        },
+      ],
     });
   });
 
@@ -56,7 +82,11 @@ describe('containers in a real VM (crun in the guest, rootfs over virtio-fs)', f
       if (vm) assert.equal((await vm.shutdown({ gracefulMs: 30_000 })).code, 0, 'the guest powered itself off');
     } finally {
       await share?.cleanup();
-      assert.deepEqual(childProcesses(process.pid, ['qemu-system-x86_64', 'virtiofsd']), [], 'no QEMU or virtiofsd left running');
+      assert.deepEqual(
+        childProcesses(process.pid, ['qemu-system-x86_64', 'virtiofsd']),
+        [],
+        'no QEMU or virtiofsd left running',
+      );
       assert.deepEqual(mountsContaining(dir), [], 'no mount left');
       fs.rmSync(dir, { recursive: true, force: true });
     }
@@ -101,10 +131,18 @@ describe('containers in a real VM (crun in the guest, rootfs over virtio-fs)', f
     await run('c-exec', ['sleep', '100']);
     await agent.execOciProcess('c-exec', 'e1', testProcess({ args: ['echo', 'from-exec'] }));
     assert.deepEqual(await collect(agent, 'c-exec', 'e1'), { stdout: 'from-exec\n', stderr: '', code: 0 });
-    await assert.rejects(agent.execOciProcess('c-exec', 'e1', testProcess({ args: ['true'] })), AlreadyExistsError, 'duplicate exec id');
+    await assert.rejects(
+      agent.execOciProcess('c-exec', 'e1', testProcess({ args: ['true'] })),
+      AlreadyExistsError,
+      'duplicate exec id',
+    );
     await assert.rejects(agent.waitProcess('c-exec', 'no-such-exec'), NotFoundError, 'unknown exec id');
     await assert.rejects(agent.readStdout('c-exec', 'no-such-exec'), NotFoundError);
-    await assert.rejects(agent.createOciContainer('c-exec', testSpec({ args: ['true'] })), AlreadyExistsError, 'duplicate container id');
+    await assert.rejects(
+      agent.createOciContainer('c-exec', testSpec({ args: ['true'] })),
+      AlreadyExistsError,
+      'duplicate container id',
+    );
 
     // stdin: cat echoes what it is given and ends at CloseStdin.
     await agent.execOciProcess('c-exec', 'e2', testProcess({ args: ['cat'] }));
@@ -128,8 +166,17 @@ describe('containers in a real VM (crun in the guest, rootfs over virtio-fs)', f
       const got = crypto.createHash('sha256');
       let bytes = 0;
       const [, , code] = await Promise.all([
-        drainStream(() => agent.readStdout('c-stream', ''), (c) => { got.update(c); bytes += c.length; }),
-        drainStream(() => agent.readStderr('c-stream', ''), () => undefined),
+        drainStream(
+          () => agent.readStdout('c-stream', ''),
+          (c) => {
+            got.update(c);
+            bytes += c.length;
+          },
+        ),
+        drainStream(
+          () => agent.readStderr('c-stream', ''),
+          () => undefined,
+        ),
         agent.waitProcess('c-stream'),
       ]);
       assert.equal(code, 0);
@@ -151,12 +198,19 @@ describe('containers in a real VM (crun in the guest, rootfs over virtio-fs)', f
     await assert.rejects(agent.statsContainer('no-such'), NotFoundError);
     await agent.pauseContainer('c-pause');
     await assert.rejects(agent.pauseContainer('c-pause'), FailedPreconditionError, 'pause twice');
-    await assert.rejects(agent.execOciProcess('c-pause', 'e1', testProcess({ args: ['true'] })), FailedPreconditionError, 'no exec while paused');
+    await assert.rejects(
+      agent.execOciProcess('c-pause', 'e1', testProcess({ args: ['true'] })),
+      FailedPreconditionError,
+      'no exec while paused',
+    );
     // Output already buffered comes out; then a read stays unanswered: the processes are frozen.
     let pending = agent.readStdout('c-pause', '');
     let frozen = false;
     for (const until = Date.now() + 20_000; Date.now() < until;) {
-      const outcome = await Promise.race([pending.then(() => 'data'), new Promise((r) => setTimeout(() => r('quiet'), 1500))]);
+      const outcome = await Promise.race([
+        pending.then(() => 'data'),
+        new Promise((r) => setTimeout(() => r('quiet'), 1500)),
+      ]);
       if (outcome === 'quiet') {
         frozen = true;
         break;
@@ -181,7 +235,11 @@ describe('containers in a real VM (crun in the guest, rootfs over virtio-fs)', f
 
   it('mounts volumes: read-only ones refuse writes (host unchanged), read-write ones reach the host', async () => {
     const cid = 'c-vol';
-    const [roDir, rwDir, guestRoDir] = ['vol-ro', 'vol-rw', 'vol-guest-ro'].map((n) => path.join(dir, n)) as [string, string, string];
+    const [roDir, rwDir, guestRoDir] = ['vol-ro', 'vol-rw', 'vol-guest-ro'].map((n) => path.join(dir, n)) as [
+      string,
+      string,
+      string,
+    ];
     for (const d of [roDir, rwDir, guestRoDir]) fs.mkdirSync(d);
     fs.writeFileSync(path.join(roDir, 'f'), 'host\n');
     fs.writeFileSync(path.join(guestRoDir, 'f'), 'host\n');
@@ -197,8 +255,11 @@ describe('containers in a real VM (crun in the guest, rootfs over virtio-fs)', f
     const guestRo = await share.shareVolume(cid, { source: guestRoDir, destination: '/guest-ro', readOnly: false });
     mounts.push({ destination: '/guest-ro', type: 'bind', source: guestRo.guestPath, options: ['rbind', 'ro'] });
     const script = [
-      'echo x > /ro/f; echo ro=$?', 'echo x > /guest-ro/f; echo guest-ro=$?', 'echo x > /etc/greeting; echo file=$?',
-      'cat /ro/f /guest-ro/f /etc/greeting', 'echo from-guest > /rw/new; echo rw=$?',
+      'echo x > /ro/f; echo ro=$?',
+      'echo x > /guest-ro/f; echo guest-ro=$?',
+      'echo x > /etc/greeting; echo file=$?',
+      'cat /ro/f /guest-ro/f /etc/greeting',
+      'echo from-guest > /rw/new; echo rw=$?',
     ].join('; ');
     await agent.createOciContainer(cid, testSpec({ args: ['sh', '-c', script], rootReadonly: true, mounts }));
     await agent.startContainer(cid);
@@ -209,9 +270,17 @@ describe('containers in a real VM (crun in the guest, rootfs over virtio-fs)', f
     assert.equal(fs.readFileSync(path.join(roDir, 'f'), 'utf8'), 'host\n');
     assert.equal(fs.readFileSync(path.join(guestRoDir, 'f'), 'utf8'), 'host\n');
     assert.equal(fs.readFileSync(greeting, 'utf8'), 'hello\n');
-    assert.equal(fs.readFileSync(path.join(rwDir, 'new'), 'utf8'), 'from-guest\n', 'the host sees what the container wrote');
+    assert.equal(
+      fs.readFileSync(path.join(rwDir, 'new'), 'utf8'),
+      'from-guest\n',
+      'the host sees what the container wrote',
+    );
     await remove(cid);
-    assert.deepEqual(mountsContaining(dir).filter((m) => m.includes(`/${cid}/`)), [], 'unshare left no volume mounted');
+    assert.deepEqual(
+      mountsContaining(dir).filter((m) => m.includes(`/${cid}/`)),
+      [],
+      'unshare left no volume mounted',
+    );
   });
 
   it('refuses volumes from outside the share, through .., or through a symlink leading out (INVALID_ARGUMENT)', async () => {
@@ -222,12 +291,34 @@ describe('containers in a real VM (crun in the guest, rootfs over virtio-fs)', f
     fs.symlinkSync('../../../../../../../../../etc', path.join(volDir, 'rel'));
     await share.shareRootfs(cid, [], rootfs);
     const vol = await share.shareVolume(cid, { source: volDir, destination: '/v', readOnly: false });
-    const bind = (destination: string, source: string): TestContainer => ({ args: ['true'], mounts: [{ destination, type: 'bind', source, options: ['rbind'] }] });
-    for (const source of ['/etc', `${SHARED_MOUNT}/../../../etc`, `${vol.guestPath}/../../../../../etc`, `${vol.guestPath}/abs`, `${vol.guestPath}/rel`, SHARED_MOUNT]) {
-      await assert.rejects(agent.createOciContainer(cid, testSpec(bind('/v', source))), (e: Error) => e instanceof InvalidArgumentError && /volume "\/v"/.test(e.message), source);
+    const bind = (destination: string, source: string): TestContainer => ({
+      args: ['true'],
+      mounts: [{ destination, type: 'bind', source, options: ['rbind'] }],
+    });
+    for (const source of [
+      '/etc',
+      `${SHARED_MOUNT}/../../../etc`,
+      `${vol.guestPath}/../../../../../etc`,
+      `${vol.guestPath}/abs`,
+      `${vol.guestPath}/rel`,
+      SHARED_MOUNT,
+    ]) {
+      await assert.rejects(
+        agent.createOciContainer(cid, testSpec(bind('/v', source))),
+        (e: Error) => e instanceof InvalidArgumentError && /volume "\/v"/.test(e.message),
+        source,
+      );
     }
-    await assert.rejects(agent.createOciContainer(cid, testSpec(bind('/v/../etc', vol.guestPath))), InvalidArgumentError, 'destination not normalized');
-    await assert.rejects(agent.createOciContainer(cid, testSpec(bind('v', vol.guestPath))), InvalidArgumentError, 'relative destination');
+    await assert.rejects(
+      agent.createOciContainer(cid, testSpec(bind('/v/../etc', vol.guestPath))),
+      InvalidArgumentError,
+      'destination not normalized',
+    );
+    await assert.rejects(
+      agent.createOciContainer(cid, testSpec(bind('v', vol.guestPath))),
+      InvalidArgumentError,
+      'relative destination',
+    );
     await assert.rejects(agent.waitProcess(cid), NotFoundError, 'nothing was created');
     await share.unshare(cid);
   });
@@ -243,7 +334,9 @@ describe('containers in a real VM (crun in the guest, rootfs over virtio-fs)', f
     fs.writeFileSync(path.join(volDir, 'f'), 'inside\n');
     try {
       await share.shareRootfs(cid, [], rootfs);
-      const mounts = await shareVolumes(share, cid, [{ destination: '/escape', type: 'bind', source: volDir, options: ['rbind', 'ro'] }]);
+      const mounts = await shareVolumes(share, cid, [
+        { destination: '/escape', type: 'bind', source: volDir, options: ['rbind', 'ro'] },
+      ]);
       await agent.createOciContainer(cid, testSpec({ args: ['cat', '/target/f'], rootReadonly: true, mounts }));
       await agent.startContainer(cid);
       assert.deepEqual(await collect(agent, cid), { stdout: 'inside\n', stderr: '', code: 0 });
@@ -262,7 +355,10 @@ describe('containers in a real VM (crun in the guest, rootfs over virtio-fs)', f
     oom.catch(() => undefined); // awaited below; a failure before that must not be an unhandled rejection
     try {
       // dd's 64 MiB buffer is touched as it reads: far beyond the 16 MiB limit, and the guest has no swap.
-      await runSpec(cid, { args: ['dd', 'if=/dev/zero', 'of=/dev/null', 'bs=64M', 'count=1'], resources: { memory: { limit: 16 * MiB } } });
+      await runSpec(cid, {
+        args: ['dd', 'if=/dev/zero', 'of=/dev/null', 'bs=64M', 'count=1'],
+        resources: { memory: { limit: 16 * MiB } },
+      });
       assert.equal((await collect(agent, cid)).code, 137);
       assert.equal(await oom, cid);
       await remove(cid);
@@ -271,26 +367,47 @@ describe('containers in a real VM (crun in the guest, rootfs over virtio-fs)', f
     }
   });
 
-  it('updates a running container\'s limits, and lists its processes with a running exec', async () => {
+  it("updates a running container's limits, and lists its processes with a running exec", async () => {
     const cid = 'c-update';
     await runSpec(cid, { args: ['sleep', '100'] });
     assert.equal((await agent.statsContainer(cid)).memoryLimitBytes, undefined);
-    await agent.updateContainer(cid, { memoryLimitBytes: 48 * MiB, pidsLimit: 50, cpuQuotaUs: 50_000, cpuPeriodUs: 100_000, cpuShares: 512 });
+    await agent.updateContainer(cid, {
+      memoryLimitBytes: 48 * MiB,
+      pidsLimit: 50,
+      cpuQuotaUs: 50_000,
+      cpuPeriodUs: 100_000,
+      cpuShares: 512,
+    });
     const stats = await agent.statsContainer(cid);
-    assert.equal(stats.memoryLimitBytes, 48 * MiB, 'memory.max of the container\'s cgroup');
+    assert.equal(stats.memoryLimitBytes, 48 * MiB, "memory.max of the container's cgroup");
     assert.equal(stats.pidsLimit, 50, 'pids.max');
     await agent.updateContainer(cid, { memoryLimitBytes: -1 });
     assert.equal((await agent.statsContainer(cid)).memoryLimitBytes, undefined, 'limit lifted');
     await assert.rejects(agent.updateContainer(cid, { cpuShares: 1 }), InvalidArgumentError);
-    await assert.rejects(agent.updateContainer(cid, { cpus: '63' }), InvalidArgumentError, 'a CPU the guest does not have');
+    await assert.rejects(
+      agent.updateContainer(cid, { cpus: '63' }),
+      InvalidArgumentError,
+      'a CPU the guest does not have',
+    );
     await assert.rejects(agent.updateContainer('no-such', { pidsLimit: 5 }), NotFoundError);
 
     await agent.execOciProcess(cid, 'e1', testProcess({ args: ['sleep', '4242'] }));
     const pids = await agent.listProcesses(cid);
     assert.equal(pids.length, 2, `init and exec: ${JSON.stringify(pids)}`);
     const table = await agent.processTable(cid);
-    const pidOf = (cmd: string): number => Number(table.split('\n').find((l) => l.endsWith(cmd))?.trim().split(/\s+/)[1]);
-    assert.deepEqual([pidOf('sleep 100'), pidOf('sleep 4242')].sort((a, b) => a - b), pids, table);
+    const pidOf = (cmd: string): number =>
+      Number(
+        table
+          .split('\n')
+          .find((l) => l.endsWith(cmd))
+          ?.trim()
+          .split(/\s+/)[1],
+      );
+    assert.deepEqual(
+      [pidOf('sleep 100'), pidOf('sleep 4242')].sort((a, b) => a - b),
+      pids,
+      table,
+    );
     await agent.signalProcess(cid, 'e1', 9);
     assert.equal(await agent.waitProcess(cid, 'e1'), 137);
     assert.deepEqual(await agent.listProcesses(cid), [pidOf('sleep 100')], 'the exec has gone');
@@ -305,35 +422,57 @@ describe('containers in a real VM (crun in the guest, rootfs over virtio-fs)', f
     await share.shareRootfs('c-tty', [], rootfs);
     // 2000 lines written just before the exit: all of them must be read before WaitProcess answers.
     const script = 'read -r line; stty size; i=0; while [ $i -lt 2000 ]; do echo line$i; i=$((i+1)); done; exit 5';
-    await agent.createOciContainer('c-tty', testSpec({ args: ['sh', '-c', script], terminal: true, rootReadonly: true }));
+    await agent.createOciContainer(
+      'c-tty',
+      testSpec({ args: ['sh', '-c', script], terminal: true, rootReadonly: true }),
+    );
     await agent.ttyWinResize('c-tty', '', 37, 101);
     await agent.startContainer('c-tty');
     await agent.writeStdin('c-tty', '', Buffer.from('go\n'));
     const r = await collect(agent, 'c-tty');
     const lines = Array.from({ length: 2000 }, (_, i) => `line${i}\r\n`).join('');
-    assert.deepEqual(r, { stdout: `go\r\n37 101\r\n${lines}`, stderr: '', code: 5 }, 'the terminal echoes input and ends lines with CR LF; stderr ends at once');
+    assert.deepEqual(
+      r,
+      { stdout: `go\r\n37 101\r\n${lines}`, stderr: '', code: 5 },
+      'the terminal echoes input and ends lines with CR LF; stderr ends at once',
+    );
     await remove('c-tty');
 
     // A program that cannot be run fails StartContainer (hull-ctty runs it only then), as crun fails CreateContainer without a terminal.
     await share.shareRootfs('c-tty-bad', [], rootfs);
     await agent.createOciContainer('c-tty-bad', testSpec({ args: ['no-such-program'], terminal: true }));
-    await assert.rejects(agent.startContainer('c-tty-bad'), (e: Error) => e instanceof InternalError && /exec no-such-program: No such file/.test(e.message));
+    await assert.rejects(
+      agent.startContainer('c-tty-bad'),
+      (e: Error) => e instanceof InternalError && /exec no-such-program: No such file/.test(e.message),
+    );
     assert.equal(await agent.waitProcess('c-tty-bad'), 127);
     await remove('c-tty-bad');
   });
 
   it('execs processes with a terminal: the controlling terminal, its size, exit codes, ^D and ^C, errors', async () => {
     await run('c-tty-exec', ['sleep', '100']);
-    await assert.rejects(agent.ttyWinResize('c-tty-exec', '', 10, 10), FailedPreconditionError, 'the init has no terminal');
+    await assert.rejects(
+      agent.ttyWinResize('c-tty-exec', '', 10, 10),
+      FailedPreconditionError,
+      'the init has no terminal',
+    );
     await assert.rejects(agent.ttyWinResize('c-tty-exec', 'no-such-exec', 10, 10), NotFoundError);
     await assert.rejects(agent.ttyWinResize('no-such', '', 10, 10), NotFoundError);
     await assert.rejects(agent.ttyWinResize('c-tty-exec', '', 65536, 10), InvalidArgumentError);
 
     // /dev/tty opens only for a process with a controlling terminal.
-    await agent.execOciProcess('c-tty-exec', 'e1', testProcess({ args: ['sh', '-c', 'read -r line; stty size; echo ctty > /dev/tty; exit 3'], terminal: true }));
+    await agent.execOciProcess(
+      'c-tty-exec',
+      'e1',
+      testProcess({ args: ['sh', '-c', 'read -r line; stty size; echo ctty > /dev/tty; exit 3'], terminal: true }),
+    );
     await agent.ttyWinResize('c-tty-exec', 'e1', 37, 101);
     await agent.writeStdin('c-tty-exec', 'e1', Buffer.from('go\n'));
-    assert.deepEqual(await collect(agent, 'c-tty-exec', 'e1'), { stdout: 'go\r\n37 101\r\nctty\r\n', stderr: '', code: 3 });
+    assert.deepEqual(await collect(agent, 'c-tty-exec', 'e1'), {
+      stdout: 'go\r\n37 101\r\nctty\r\n',
+      stderr: '',
+      code: 3,
+    });
 
     // CloseStdin after a partial line: cat gets the line, then end of file.
     await agent.execOciProcess('c-tty-exec', 'e2', testProcess({ args: ['cat'], terminal: true }));
@@ -342,7 +481,11 @@ describe('containers in a real VM (crun in the guest, rootfs over virtio-fs)', f
     assert.deepEqual(await collect(agent, 'c-tty-exec', 'e2'), { stdout: 'partialpartial', stderr: '', code: 0 });
 
     // ^C is SIGINT for the terminal's foreground process group: the shell and its sleep.
-    await agent.execOciProcess('c-tty-exec', 'e3', testProcess({ args: ['sh', '-c', 'echo ready; sleep 100; echo not interrupted'], terminal: true }));
+    await agent.execOciProcess(
+      'c-tty-exec',
+      'e3',
+      testProcess({ args: ['sh', '-c', 'echo ready; sleep 100; echo not interrupted'], terminal: true }),
+    );
     let seen = '';
     while (!seen.includes('ready')) seen += (await agent.readStdout('c-tty-exec', 'e3')).toString();
     await agent.writeStdin('c-tty-exec', 'e3', Buffer.from('\x03'));
@@ -350,8 +493,10 @@ describe('containers in a real VM (crun in the guest, rootfs over virtio-fs)', f
     assert.equal(e3.code, 130, `output: ${seen}${e3.stdout}`);
     assert.doesNotMatch(e3.stdout, /not interrupted/);
 
-    await assert.rejects(agent.execOciProcess('c-tty-exec', 'e4', testProcess({ args: ['no-such-program'], terminal: true })),
-      (e: Error) => e instanceof InternalError && /exec no-such-program: No such file or directory/.test(e.message));
+    await assert.rejects(
+      agent.execOciProcess('c-tty-exec', 'e4', testProcess({ args: ['no-such-program'], terminal: true })),
+      (e: Error) => e instanceof InternalError && /exec no-such-program: No such file or directory/.test(e.message),
+    );
     await agent.signalProcess('c-tty-exec', '', 9);
     assert.equal(await agent.waitProcess('c-tty-exec'), 137);
     await remove('c-tty-exec');
@@ -362,15 +507,30 @@ describe('containers in a real VM (crun in the guest, rootfs over virtio-fs)', f
     const caps = ['CAP_CHOWN', 'CAP_DAC_OVERRIDE', 'CAP_FOWNER', 'CAP_KILL', 'CAP_SETGID', 'CAP_SETUID'];
     return {
       ociVersion: '1.0.2',
-      process: { args, env: ['PATH=/bin'], cwd: '/', user: { uid: 0, gid: 0 }, capabilities: { bounding: caps, effective: caps, permitted: caps }, noNewPrivileges: true },
+      process: {
+        args,
+        env: ['PATH=/bin'],
+        cwd: '/',
+        user: { uid: 0, gid: 0 },
+        capabilities: { bounding: caps, effective: caps, permitted: caps },
+        noNewPrivileges: true,
+      },
       root: { path: 'rootfs', readonly: true },
       hostname: cid,
       mounts: [
         { destination: '/proc', type: 'proc', source: 'proc', options: ['nosuid', 'noexec', 'nodev'] },
-        { destination: '/dev', type: 'tmpfs', source: 'tmpfs', options: ['nosuid', 'strictatime', 'mode=755', 'size=65536k'] },
+        {
+          destination: '/dev',
+          type: 'tmpfs',
+          source: 'tmpfs',
+          options: ['nosuid', 'strictatime', 'mode=755', 'size=65536k'],
+        },
         { destination: '/tmp', type: 'tmpfs', source: 'tmpfs', options: ['nosuid', 'nodev', 'mode=1777', 'size=1m'] },
       ],
-      linux: { namespaces: ['pid', 'ipc', 'uts', 'mount', 'network'].map((type) => ({ type })), ...(seccomp ? { seccomp } : {}) },
+      linux: {
+        namespaces: ['pid', 'ipc', 'uts', 'mount', 'network'].map((type) => ({ type })),
+        ...(seccomp ? { seccomp } : {}),
+      },
     };
   }
 
@@ -382,16 +542,26 @@ describe('containers in a real VM (crun in the guest, rootfs over virtio-fs)', f
 
   it('applies a seccomp profile: mkdir gets EPERM from an ERRNO rule, in the init and in an exec; other calls work', async () => {
     const script = 'mkdir /tmp/x; echo "mkdir $?"; true && echo ok; exec sleep 100';
-    const denyMkdir: OciSeccomp = { defaultAction: 'SCMP_ACT_ALLOW', syscalls: [{ names: ['mkdir', 'mkdirat'], action: 'SCMP_ACT_ERRNO', errnoRet: 1 }] };
+    const denyMkdir: OciSeccomp = {
+      defaultAction: 'SCMP_ACT_ALLOW',
+      syscalls: [{ names: ['mkdir', 'mkdirat'], action: 'SCMP_ACT_ERRNO', errnoRet: 1 }],
+    };
     await runOci('c-sc-none', ['sh', '-c', 'mkdir /tmp/x; echo "mkdir $?"']);
-    assert.deepEqual(await collect(agent, 'c-sc-none'), { stdout: 'mkdir 0\n', stderr: '', code: 0 }, 'without a profile mkdir works (/tmp is writable)');
+    assert.deepEqual(
+      await collect(agent, 'c-sc-none'),
+      { stdout: 'mkdir 0\n', stderr: '', code: 0 },
+      'without a profile mkdir works (/tmp is writable)',
+    );
     await remove('c-sc-none');
 
     await runOci('c-sc-mkdir', ['sh', '-c', script], denyMkdir);
     let out = '';
     while (!out.includes('ok\n')) out += (await agent.readStdout('c-sc-mkdir', '')).toString();
     assert.equal(out, 'mkdir 1\nok\n');
-    assert.match((await agent.readStderr('c-sc-mkdir', '')).toString(), /can't create directory '\/tmp\/x': Operation not permitted/);
+    assert.match(
+      (await agent.readStderr('c-sc-mkdir', '')).toString(),
+      /can't create directory '\/tmp\/x': Operation not permitted/,
+    );
     // An exec joins the container's profile (crun exec applies the container's seccomp).
     await agent.execOciProcess('c-sc-mkdir', 'e1', testProcess({ args: ['sh', '-c', 'mkdir /tmp/y || exit 7'] }));
     const e1 = await collect(agent, 'c-sc-mkdir', 'e1');
@@ -404,20 +574,104 @@ describe('containers in a real VM (crun in the guest, rootfs over virtio-fs)', f
     await remove('c-sc-mkdir');
   });
 
-  it('applies a default-deny seccomp profile shaped like containerd\'s default to busybox sh, and refuses what the guest cannot apply', async () => {
+  it("applies a default-deny seccomp profile shaped like containerd's default to busybox sh, and refuses what the guest cannot apply", async () => {
     // containerd's default profile: SCMP_ACT_ERRNO by default, one long allow list (with names the guest's
     // libseccomp does not know, which crun skips), personality and clone allowed for some arguments only, clone3
     // answering ENOSYS. A shorter allow list here: what busybox sh, crun's last steps and hull-init need, and no mkdir.
     const allowed = [
-      'access', 'arch_prctl', 'brk', 'capget', 'capset', 'chdir', 'close', 'close_range', 'dup', 'dup2', 'dup3', 'execve',
-      'execveat', 'exit', 'exit_group', 'faccessat', 'faccessat2', 'fcntl', 'fcntl64', 'fstat', 'fstat64', 'fstatfs', 'futex',
-      'getcwd', 'getdents64', 'getegid', 'geteuid', 'getgid', 'getgroups', 'getpgrp', 'getpid', 'getppid', 'getrandom',
-      'getrlimit', 'gettid', 'getuid', 'ioctl', 'lseek', '_llseek', 'lstat', 'madvise', 'mmap', 'mmap2', 'mprotect',
-      'munmap', 'nanosleep', 'newfstatat', 'open', 'openat', 'openat2', 'pipe', 'pipe2', 'poll', 'ppoll', 'prctl', 'pread64',
-      'prlimit64', 'read', 'readlink', 'readlinkat', 'readv', 'rseq', 'rt_sigaction', 'rt_sigprocmask', 'rt_sigreturn',
-      'rt_sigsuspend', 'sched_getaffinity', 'sched_yield', 'set_robust_list', 'set_tid_address', 'setgid', 'setgroups',
-      'setpgid', 'setresgid', 'setresuid', 'setsid', 'setuid', 'sigaltstack', 'stat', 'stat64', 'statfs', 'statx', 'sysinfo', 'tgkill', 'time',
-      'umask', 'uname', 'utimensat_time64', 'vfork', 'wait4', 'waitid', 'write', 'writev',
+      'access',
+      'arch_prctl',
+      'brk',
+      'capget',
+      'capset',
+      'chdir',
+      'close',
+      'close_range',
+      'dup',
+      'dup2',
+      'dup3',
+      'execve',
+      'execveat',
+      'exit',
+      'exit_group',
+      'faccessat',
+      'faccessat2',
+      'fcntl',
+      'fcntl64',
+      'fstat',
+      'fstat64',
+      'fstatfs',
+      'futex',
+      'getcwd',
+      'getdents64',
+      'getegid',
+      'geteuid',
+      'getgid',
+      'getgroups',
+      'getpgrp',
+      'getpid',
+      'getppid',
+      'getrandom',
+      'getrlimit',
+      'gettid',
+      'getuid',
+      'ioctl',
+      'lseek',
+      '_llseek',
+      'lstat',
+      'madvise',
+      'mmap',
+      'mmap2',
+      'mprotect',
+      'munmap',
+      'nanosleep',
+      'newfstatat',
+      'open',
+      'openat',
+      'openat2',
+      'pipe',
+      'pipe2',
+      'poll',
+      'ppoll',
+      'prctl',
+      'pread64',
+      'prlimit64',
+      'read',
+      'readlink',
+      'readlinkat',
+      'readv',
+      'rseq',
+      'rt_sigaction',
+      'rt_sigprocmask',
+      'rt_sigreturn',
+      'rt_sigsuspend',
+      'sched_getaffinity',
+      'sched_yield',
+      'set_robust_list',
+      'set_tid_address',
+      'setgid',
+      'setgroups',
+      'setpgid',
+      'setresgid',
+      'setresuid',
+      'setsid',
+      'setuid',
+      'sigaltstack',
+      'stat',
+      'stat64',
+      'statfs',
+      'statx',
+      'sysinfo',
+      'tgkill',
+      'time',
+      'umask',
+      'uname',
+      'utimensat_time64',
+      'vfork',
+      'wait4',
+      'waitid',
+      'write',
+      'writev',
     ];
     const cloneNamespaceFlags = 0x7e020000; // CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWCGROUP
     const defaultLike: OciSeccomp = {
@@ -425,25 +679,47 @@ describe('containers in a real VM (crun in the guest, rootfs over virtio-fs)', f
       architectures: ['SCMP_ARCH_X86_64', 'SCMP_ARCH_X86', 'SCMP_ARCH_X32'],
       syscalls: [
         { names: allowed, action: 'SCMP_ACT_ALLOW' },
-        ...[0, 8, 0x20000, 0x20008, 0xffffffff].map((value) => ({ names: ['personality'], action: 'SCMP_ACT_ALLOW', args: [{ index: 0, value, op: 'SCMP_CMP_EQ' }] })),
+        ...[0, 8, 0x20000, 0x20008, 0xffffffff].map((value) => ({
+          names: ['personality'],
+          action: 'SCMP_ACT_ALLOW',
+          args: [{ index: 0, value, op: 'SCMP_CMP_EQ' }],
+        })),
         { names: ['arch_prctl', 'modify_ldt'], action: 'SCMP_ACT_ALLOW' },
-        { names: ['clone'], action: 'SCMP_ACT_ALLOW', args: [{ index: 0, value: cloneNamespaceFlags, valueTwo: 0, op: 'SCMP_CMP_MASKED_EQ' }] },
+        {
+          names: ['clone'],
+          action: 'SCMP_ACT_ALLOW',
+          args: [{ index: 0, value: cloneNamespaceFlags, valueTwo: 0, op: 'SCMP_CMP_MASKED_EQ' }],
+        },
         { names: ['clone3'], action: 'SCMP_ACT_ERRNO', errnoRet: 38 },
       ],
     };
     // `/bin/echo` forks (clone without namespace flags) and execs; mkdir is not on the list: the default errno, EPERM.
     await runOci('c-sc-default', ['sh', '-c', 'echo ok; /bin/echo forked; mkdir /tmp/x || echo denied'], defaultLike);
     const r = await collect(agent, 'c-sc-default');
-    assert.deepEqual({ stdout: r.stdout, code: r.code }, { stdout: 'ok\nforked\ndenied\n', code: 0 }, `stderr: ${r.stderr}`);
+    assert.deepEqual(
+      { stdout: r.stdout, code: r.code },
+      { stdout: 'ok\nforked\ndenied\n', code: 0 },
+      `stderr: ${r.stderr}`,
+    );
     assert.match(r.stderr, /Operation not permitted/);
     await remove('c-sc-default');
 
     // The agent's checks reach the host as INVALID_ARGUMENT, before anything runs; so do the host's own.
     await share.shareRootfs('c-sc-bad', [], rootfs);
-    const bad = (seccomp: OciSeccomp): Promise<void> => agent.createOciContainer('c-sc-bad', ociSpec('c-sc-bad', ['true'], seccomp));
-    await assert.rejects(bad({ defaultAction: 'SCMP_ACT_NOTIFY' }), (e: Error) => e instanceof InvalidArgumentError && /SCMP_ACT_NOTIFY/.test(e.message));
-    await assert.rejects(bad({ defaultAction: 'SCMP_ACT_ALLOW', syscalls: [{ names: ['mkdir; reboot'], action: 'SCMP_ACT_ERRNO' }] }), InvalidArgumentError);
-    await assert.rejects(bad({ defaultAction: 'SCMP_ACT_ALLOW', architectures: ['SCMP_ARCH_PDP11'] }), InvalidArgumentError);
+    const bad = (seccomp: OciSeccomp): Promise<void> =>
+      agent.createOciContainer('c-sc-bad', ociSpec('c-sc-bad', ['true'], seccomp));
+    await assert.rejects(
+      bad({ defaultAction: 'SCMP_ACT_NOTIFY' }),
+      (e: Error) => e instanceof InvalidArgumentError && /SCMP_ACT_NOTIFY/.test(e.message),
+    );
+    await assert.rejects(
+      bad({ defaultAction: 'SCMP_ACT_ALLOW', syscalls: [{ names: ['mkdir; reboot'], action: 'SCMP_ACT_ERRNO' }] }),
+      InvalidArgumentError,
+    );
+    await assert.rejects(
+      bad({ defaultAction: 'SCMP_ACT_ALLOW', architectures: ['SCMP_ARCH_PDP11'] }),
+      InvalidArgumentError,
+    );
     await assert.rejects(bad({ defaultAction: 'SCMP_ACT_ERRNO', defaultErrnoRet: 38 }), /defaultErrnoRet/);
     await share.unshare('c-sc-bad');
   });
@@ -460,12 +736,17 @@ describe('containers in a real VM (crun in the guest, rootfs over virtio-fs)', f
     await remove('c-bg');
   });
 
-  it('kills what is left of a container sharing the pod\'s pid namespace when its init exits (runc\'s kill-all)', async () => {
+  it("kills what is left of a container sharing the pod's pid namespace when its init exits (runc's kill-all)", async () => {
     // The pod's first container (its own pid namespace); then one that joins it, whose init backgrounds a child.
     await runOci('c-pidpod', ['sleep', '600']);
     await share.shareRootfs('c-pidapp', [], rootfs);
     const spec = ociSpec('c-pidapp', ['sh', '-c', 'sleep 300 & echo "up $$"']);
-    spec.linux = { namespaces: [{ type: 'pid', path: '/proc/1/ns/pid' }, ...['ipc', 'uts', 'mount', 'network'].map((type) => ({ type }))] };
+    spec.linux = {
+      namespaces: [
+        { type: 'pid', path: '/proc/1/ns/pid' },
+        ...['ipc', 'uts', 'mount', 'network'].map((type) => ({ type })),
+      ],
+    };
     await agent.createOciContainer('c-pidapp', spec);
     await agent.startContainer('c-pidapp');
     // End of file on stdout comes only if the child was killed.
@@ -480,7 +761,10 @@ describe('containers in a real VM (crun in the guest, rootfs over virtio-fs)', f
   });
 
   it('refuses a container whose rootfs is not shared, and bad ids', async () => {
-    await assert.rejects(agent.createOciContainer('c-missing', testSpec({ args: ['true'] })), (e: Error) => e instanceof NotFoundError && /not in the shared folder/.test(e.message));
+    await assert.rejects(
+      agent.createOciContainer('c-missing', testSpec({ args: ['true'] })),
+      (e: Error) => e instanceof NotFoundError && /not in the shared folder/.test(e.message),
+    );
     await assert.rejects(agent.createOciContainer('../escape', testSpec({ args: ['true'] })), InvalidArgumentError);
   });
 });

@@ -25,7 +25,10 @@ const RUNTIME = 'io.containerd.hull.v2';
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 /** containerd's shim socket address rule (runtime/v2/shim/util_unix.go), computed independently of shim/. */
 const shimSocket = (address: string, ns: string, id: string): string =>
-  `/run/containerd/s/${crypto.createHash('sha256').update(path.posix.join(address, ns, id)).digest('hex')}`;
+  `/run/containerd/s/${crypto
+    .createHash('sha256')
+    .update(path.posix.join(address, ns, id))
+    .digest('hex')}`;
 
 /** Live processes whose command line mentions `marker`: `pid argv…`. */
 function processesMentioning(marker: string): string[] {
@@ -47,7 +50,8 @@ function shimsOf(id: string): string[] {
   for (const pid of fs.readdirSync('/proc').filter((d) => /^\d+$/.test(d))) {
     try {
       const argv = fs.readFileSync(`/proc/${pid}/cmdline`, 'latin1').split('\0');
-      if (argv.some((a) => path.basename(a) === 'containerd-shim-hull-v2') && argv[argv.indexOf('-id') + 1] === id) out.push(`${pid} ${argv.join(' ').slice(0, 160)}`);
+      if (argv.some((a) => path.basename(a) === 'containerd-shim-hull-v2') && argv[argv.indexOf('-id') + 1] === id)
+        out.push(`${pid} ${argv.join(' ').slice(0, 160)}`);
     } catch {
       /* gone */
     }
@@ -66,16 +70,23 @@ function inNetns(netns: string, argv: string[]): string {
 /** Nothing of sandbox `id` is left on the host (waits up to 30 s for containerd's `delete` to finish). */
 async function assertNothingLeft(ctd: PrivateContainerd, id: string, step: string): Promise<void> {
   const sandboxDir = path.join(ctd.stateDir, ctd.namespace, id);
-  const left = (): boolean => fs.existsSync(sandboxDir) || processesMentioning(sandboxDir).length > 0 || shimsOf(id).length > 0;
+  const left = (): boolean =>
+    fs.existsSync(sandboxDir) || processesMentioning(sandboxDir).length > 0 || shimsOf(id).length > 0;
   for (let i = 0; i < 300 && left(); i++) await sleep(100);
   assert.deepEqual(processesMentioning(sandboxDir), [], `${step}: no QEMU or virtiofsd of the sandbox is left`);
   assert.deepEqual(shimsOf(id), [], `${step}: no shim process of the sandbox is left`);
-  assert.deepEqual((await mountsUnder(ctd.stateDir)).map((m) => m.mountPoint), [], `${step}: no mount below the state folder`);
+  assert.deepEqual(
+    (await mountsUnder(ctd.stateDir)).map((m) => m.mountPoint),
+    [],
+    `${step}: no mount below the state folder`,
+  );
   assert.equal(fs.existsSync(sandboxDir), false, `${step}: ${sandboxDir} is removed`);
   const sock = shimSocket(ctd.address, ctd.namespace, id);
   assert.equal(fs.existsSync(sock), false, `${step}: the shim's socket ${sock} is removed`);
   // The sandbox's host cgroup (ctr's default cgroupsPath is /<namespace>/<id>; CRI's pods here have none).
-  const cgroups = hostCgroupLayout().hierarchies.map((h) => path.join(h.mountPoint, ctd.namespace, id)).filter((d) => fs.existsSync(d));
+  const cgroups = hostCgroupLayout()
+    .hierarchies.map((h) => path.join(h.mountPoint, ctd.namespace, id))
+    .filter((d) => fs.existsSync(d));
   assert.deepEqual(cgroups, [], `${step}: the sandbox's cgroup is removed`);
 }
 
@@ -91,7 +102,7 @@ function assertNetnsClean(netns: string | undefined, step: string): void {
 describe('crash-safe creation: the shim SIGKILLed right after each creation step', function () {
   this.timeout(900_000);
 
-  describe('a container run with ctr, then containerd\'s delete', () => {
+  describe("a container run with ctr, then containerd's delete", () => {
     let ctd: PrivateContainerd;
     before(async () => {
       guestArtifacts();
@@ -105,7 +116,18 @@ describe('crash-safe creation: the shim SIGKILLed right after each creation step
     for (const step of FAILPOINT_STEPS.filter((s) => s !== 'taps-made')) {
       it(`${step}: ctr run fails, and containerd's delete leaves no process, mount, folder or socket`, async () => {
         const id = `fp-${step}`;
-        const r = await ctd.ctr(['run', '-d', '--runtime', RUNTIME, '--annotation', `${FAILPOINT_ANNOTATION}=${step}`, BUSYBOX_IMAGE, id, 'sleep', '600']);
+        const r = await ctd.ctr([
+          'run',
+          '-d',
+          '--runtime',
+          RUNTIME,
+          '--annotation',
+          `${FAILPOINT_ANNOTATION}=${step}`,
+          BUSYBOX_IMAGE,
+          id,
+          'sleep',
+          '600',
+        ]);
         assert.notEqual(r.code, 0, `ctr run must fail when the shim dies after ${step}: ${r.stdout}${r.stderr}`);
         // containerd has run the shim's `delete` (or does now); the task and container records go as a user would remove them.
         await ctd.ctr(['task', 'delete', '-f', id]);
@@ -137,11 +159,19 @@ describe('crash-safe creation: the shim SIGKILLed right after each creation step
     function podConfig(name: string, annotations: Record<string, string> = {}): cri.IPodSandboxConfig {
       const logDirectory = path.join(ctd.cri!.logRoot, name);
       fs.mkdirSync(logDirectory, { recursive: true });
-      return { metadata: { name, uid: crypto.randomUUID(), namespace: 'hulltest', attempt: 0 }, hostname: name, logDirectory, annotations, linux: {} };
+      return {
+        metadata: { name, uid: crypto.randomUUID(), namespace: 'hulltest', attempt: 0 },
+        hostname: name,
+        logDirectory,
+        annotations,
+        linux: {},
+      };
     }
 
     /** While `during` runs: every sandbox folder that appears below the state folder, and the netns its record names. */
-    async function watchRecords<T>(during: () => Promise<T>): Promise<{ result: PromiseSettledResult<T>; sandboxes: Map<string, string | undefined> }> {
+    async function watchRecords<T>(
+      during: () => Promise<T>,
+    ): Promise<{ result: PromiseSettledResult<T>; sandboxes: Map<string, string | undefined> }> {
       const root = path.join(ctd.stateDir, ctd.namespace);
       const sandboxes = new Map<string, string | undefined>();
       const poll = (): void => {
@@ -178,22 +208,30 @@ describe('crash-safe creation: the shim SIGKILLed right after each creation step
       assert.equal(result.status, 'rejected', 'RunPodSandbox must fail when the shim dies after making the taps');
       assert.equal(sandboxes.size, 1, `one sandbox folder appeared: ${[...sandboxes.keys()].join(', ')}`);
       const [id, netns] = [...sandboxes][0]!;
-      assert.ok(netns, 'the record named the pod\'s network namespace');
+      assert.ok(netns, "the record named the pod's network namespace");
       await stopAndRemovePods('fp-taps');
       await assertNothingLeft(ctd, id, 'taps-made');
       assertNetnsClean(netns, 'taps-made');
     });
 
-    it('container-started in a running pod: both containers\' deletes at once, then Stop+Remove leave nothing', async () => {
+    it("container-started in a running pod: both containers' deletes at once, then Stop+Remove leave nothing", async () => {
       const config = podConfig('fp-pod');
       const pod = await ctd.cri!.runPod(config, 'hull');
-      const netns = (await client.sandboxInfo(pod))?.runtimeSpec?.linux?.namespaces?.find((n) => n.type === 'network')?.path;
+      const netns = (await client.sandboxInfo(pod))?.runtimeSpec?.linux?.namespaces?.find(
+        (n) => n.type === 'network',
+      )?.path;
       assert.ok(netns && fs.existsSync(netns), 'the pod has a network namespace');
       assert.match(inNetns(netns, ['ip', '-o', 'link', 'show']), /tap0_hull/, 'the pod has its tap while it runs');
       const { containerId } = await client.createContainer({
         podSandboxId: pod,
         sandboxConfig: config,
-        config: { metadata: { name: 'crasher' }, image: { image: BUSYBOX_IMAGE }, command: ['sleep', '600'], logPath: 'crasher.log', annotations: { [FAILPOINT_ANNOTATION]: 'container-started' } },
+        config: {
+          metadata: { name: 'crasher' },
+          image: { image: BUSYBOX_IMAGE },
+          command: ['sleep', '600'],
+          logPath: 'crasher.log',
+          annotations: { [FAILPOINT_ANNOTATION]: 'container-started' },
+        },
       });
       await assert.rejects(client.startContainer(containerId), 'StartContainer fails: the shim died');
       // containerd runs `delete` for the sandbox's task and the container's task, which share the pod's record.
@@ -203,7 +241,8 @@ describe('crash-safe creation: the shim SIGKILLed right after each creation step
         await sleep(250);
       }
       const sandboxDir = path.join(ctd.stateDir, ctd.namespace, pod);
-      for (let i = 0; i < 300 && (fs.existsSync(sandboxDir) || processesMentioning(sandboxDir).length > 0); i++) await sleep(100);
+      for (let i = 0; i < 300 && (fs.existsSync(sandboxDir) || processesMentioning(sandboxDir).length > 0); i++)
+        await sleep(100);
       assertNetnsClean(netns, 'container-started (before StopPodSandbox)');
       await client.stopPodSandbox(pod);
       await client.removePodSandbox(pod);

@@ -21,13 +21,23 @@ import path from 'node:path';
 import { DEFAULT_MEMORY_MIB, DEFAULT_VCPUS } from '../core/config';
 import { hostCgroupLayout } from '../core/host-cgroup';
 import { mountsUnder } from '../fs-share';
-import { BUSYBOX_IMAGE, BUSYBOX_WWW_INDEX, importBusybox, startContainerd, type PrivateContainerd } from './lib/containerd';
+import {
+  BUSYBOX_IMAGE,
+  BUSYBOX_WWW_INDEX,
+  importBusybox,
+  startContainerd,
+  type PrivateContainerd,
+} from './lib/containerd';
 import { cri, CriStatus, type CriError, type CriClient } from './lib/cri';
 import { guestArtifacts } from './lib/guest';
 import { Channel, K8sStream } from './lib/k8s-stream';
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-const DNS = { servers: ['10.96.0.10', '10.96.0.11'], searches: ['hulltest.svc.cluster.local', 'cluster.local'], options: ['ndots:5'] };
+const DNS = {
+  servers: ['10.96.0.10', '10.96.0.11'],
+  searches: ['hulltest.svc.cluster.local', 'cluster.local'],
+  options: ['ndots:5'],
+};
 const HTTP_PORT = 8080;
 /** A second httpd, started by a test in the client container, bound to the pod's loopback only. */
 const LOOPBACK_HTTP_PORT = 8081;
@@ -126,13 +136,21 @@ function hullShimDaemons(podId: string): number[] {
 
 /** Where a shim of this containerd for sandbox `id` listens (containerd's rule: /run/containerd/s/<sha256 of address/namespace/id>). */
 function shimSocket(ctd: PrivateContainerd, id: string): string {
-  return path.join('/run/containerd/s', crypto.createHash('sha256').update(path.posix.join(ctd.address, ctd.namespace, id)).digest('hex'));
+  return path.join(
+    '/run/containerd/s',
+    crypto
+      .createHash('sha256')
+      .update(path.posix.join(ctd.address, ctd.namespace, id))
+      .digest('hex'),
+  );
 }
 
 /** The shim's and containerd's warnings and errors for `id` in containerd's log from byte `from` on: what a failing hull test shows. */
 function logProblems(ctd: PrivateContainerd, id: string, max = 25, from = 0): string[] {
   const lines = fs.readFileSync(ctd.log).subarray(from).toString('utf8').split('\n');
-  return lines.filter((l) => l.includes(id.slice(0, 12)) && /"level":(40|50|60)|level=(error|warning)/.test(l)).slice(-max);
+  return lines
+    .filter((l) => l.includes(id.slice(0, 12)) && /"level":(40|50|60)|level=(error|warning)/.test(l))
+    .slice(-max);
 }
 
 /** A test pod: its sandbox, containers, IP, the host port mapped to the web server, and configuration. */
@@ -200,12 +218,19 @@ describe('cri: pods through containerd CRI (runtime.v1)', function () {
     for (;;) {
       const s = (await client.containerStatus(id)).status!;
       if (s.state === state) return s;
-      if (Date.now() > until) assert.fail(`container ${id} is ${ContainerState[s.state!]}, not ${ContainerState[state]} after ${ms} ms (reason ${s.reason}, exit ${s.exitCode})`);
+      if (Date.now() > until)
+        assert.fail(
+          `container ${id} is ${ContainerState[s.state!]}, not ${ContainerState[state]} after ${ms} ms (reason ${s.reason}, exit ${s.exitCode})`,
+        );
       await sleep(200);
     }
   }
 
-  async function exec(id: string, cmd: string[], timeout = 30): Promise<{ stdout: string; stderr: string; exitCode: number }> {
+  async function exec(
+    id: string,
+    cmd: string[],
+    timeout = 30,
+  ): Promise<{ stdout: string; stderr: string; exitCode: number }> {
     const r = await client.execSync({ containerId: id, cmd, timeout });
     return { stdout: Buffer.from(r.stdout).toString(), stderr: Buffer.from(r.stderr).toString(), exitCode: r.exitCode };
   }
@@ -228,7 +253,9 @@ describe('cri: pods through containerd CRI (runtime.v1)', function () {
   function ipamFiles(ip: string): string[] {
     const dataDir = ctd.cri!.network.ipamDataDir;
     if (!fs.existsSync(dataDir)) return [];
-    return fs.readdirSync(dataDir).flatMap((net) => (fs.existsSync(path.join(dataDir, net, ip)) ? [path.join(net, ip)] : []));
+    return fs
+      .readdirSync(dataDir)
+      .flatMap((net) => (fs.existsSync(path.join(dataDir, net, ip)) ? [path.join(net, ip)] : []));
   }
 
   /** The CRI log file of a container, parsed: each line as {stream, tag, text}; fails on a line not in CRI format. */
@@ -276,8 +303,16 @@ describe('cri: pods through containerd CRI (runtime.v1)', function () {
     assert.equal((await client.podSandboxStatus(pod)).status!.state, PodSandboxState.SANDBOX_NOTREADY);
     await client.removePodSandbox(pod);
     await assert.rejects(client.podSandboxStatus(pod), (e: CriError) => e.code === CriStatus.NOT_FOUND);
-    assert.equal((await client.listPodSandbox()).items.filter((p) => p.id === pod).length, 0, 'ListPodSandbox no longer lists it');
-    assert.equal((await client.listContainers({ filter: { podSandboxId: pod } })).containers.length, 0, 'no container of the pod is left');
+    assert.equal(
+      (await client.listPodSandbox()).items.filter((p) => p.id === pod).length,
+      0,
+      'ListPodSandbox no longer lists it',
+    );
+    assert.equal(
+      (await client.listContainers({ filter: { podSandboxId: pod } })).containers.length,
+      0,
+      'no container of the pod is left',
+    );
     assert.equal(fs.existsSync(netns), false, `${netns} is removed`);
     assert.deepEqual(ipamFiles(ip), [], `host-local released ${ip}`);
   }
@@ -286,8 +321,11 @@ describe('cri: pods through containerd CRI (runtime.v1)', function () {
   function commonPodTests(handler: string, hostname: string, state: PodState): void {
     it('the pod is READY with an IP from the bridge, and both containers RUNNING', async function () {
       assert.equal(await assertPodReady(state.pod, handler), state.ip);
-      for (const id of [state.web, state.client]) assert.equal((await client.containerStatus(id)).status!.state, ContainerState.CONTAINER_RUNNING);
-      const listed = (await client.listContainers({ filter: { podSandboxId: state.pod } })).containers.map((c) => c.metadata!.name).sort();
+      for (const id of [state.web, state.client])
+        assert.equal((await client.containerStatus(id)).status!.state, ContainerState.CONTAINER_RUNNING);
+      const listed = (await client.listContainers({ filter: { podSandboxId: state.pod } })).containers
+        .map((c) => c.metadata!.name)
+        .sort();
       assert.deepEqual(listed, ['client', 'locked', 'user', 'web']);
     });
 
@@ -297,7 +335,8 @@ describe('cri: pods through containerd CRI (runtime.v1)', function () {
       const resolv = await exec(state.client, ['cat', '/etc/resolv.conf']);
       assert.equal(resolv.exitCode, 0, resolv.stderr);
       const lines = resolv.stdout.split('\n').map((l) => l.trim());
-      for (const s of DNS.servers) assert.ok(lines.includes(`nameserver ${s}`), `nameserver ${s} in:\n${resolv.stdout}`);
+      for (const s of DNS.servers)
+        assert.ok(lines.includes(`nameserver ${s}`), `nameserver ${s} in:\n${resolv.stdout}`);
       assert.ok(lines.includes(`search ${DNS.searches.join(' ')}`), `search line in:\n${resolv.stdout}`);
       assert.ok(lines.includes(`options ${DNS.options.join(' ')}`), `options line in:\n${resolv.stdout}`);
     });
@@ -319,8 +358,14 @@ describe('cri: pods through containerd CRI (runtime.v1)', function () {
     it('the container log file holds its output in CRI format', async function () {
       await waitLog(state.config, 'web', 'web-ready');
       const lines = criLog(state.config, 'web');
-      assert.ok(lines.some((l) => l.stream === 'stdout' && l.tag === 'F' && l.text === 'web-ready'), JSON.stringify(lines));
-      assert.ok(lines.some((l) => l.stream === 'stderr' && l.tag === 'F' && l.text === 'web-stderr'), JSON.stringify(lines));
+      assert.ok(
+        lines.some((l) => l.stream === 'stdout' && l.tag === 'F' && l.text === 'web-ready'),
+        JSON.stringify(lines),
+      );
+      assert.ok(
+        lines.some((l) => l.stream === 'stderr' && l.tag === 'F' && l.text === 'web-stderr'),
+        JSON.stringify(lines),
+      );
     });
 
     it('the host reaches the pod IP over HTTP', async function () {
@@ -329,7 +374,7 @@ describe('cri: pods through containerd CRI (runtime.v1)', function () {
       assert.equal(r.body, BUSYBOX_WWW_INDEX);
     });
 
-    it('the host reaches the web server through its hostPort at the bridge\'s address (portmap) and gets the same page', async function () {
+    it("the host reaches the web server through its hostPort at the bridge's address (portmap) and gets the same page", async function () {
       // portmap DNATs traffic to a local address in the nat OUTPUT chain: the gateway is the host's own address.
       const viaHostPort = await httpGetRetry(`http://${ctd.cri!.network.gateway}:${state.hostPort}/index.html`);
       const direct = await httpGetRetry(`http://${state.ip}:${HTTP_PORT}/index.html`);
@@ -340,7 +385,15 @@ describe('cri: pods through containerd CRI (runtime.v1)', function () {
 
     it('containers of one pod reach each other on localhost', async function () {
       // busybox 1.35's wget crashes with -T: bound it with timeout instead.
-      const r = await exec(state.client, ['timeout', '15', 'wget', '-q', '-O', '-', `http://127.0.0.1:${HTTP_PORT}/index.html`]);
+      const r = await exec(state.client, [
+        'timeout',
+        '15',
+        'wget',
+        '-q',
+        '-O',
+        '-',
+        `http://127.0.0.1:${HTTP_PORT}/index.html`,
+      ]);
       assert.equal(r.exitCode, 0, r.stderr);
       assert.equal(r.stdout, BUSYBOX_WWW_INDEX);
     });
@@ -359,7 +412,7 @@ describe('cri: pods through containerd CRI (runtime.v1)', function () {
       }
     });
 
-    it('PortForward reaches a server bound to the pod\'s 127.0.0.1 only, as kubectl port-forward does', async function () {
+    it("PortForward reaches a server bound to the pod's 127.0.0.1 only, as kubectl port-forward does", async function () {
       // busybox httpd without -f goes to the background: exec returns once it listens.
       const started = await exec(state.client, ['httpd', '-p', `127.0.0.1:${LOOPBACK_HTTP_PORT}`, '-h', '/www']);
       assert.equal(started.exitCode, 0, started.stderr);
@@ -384,7 +437,10 @@ describe('cri: pods through containerd CRI (runtime.v1)', function () {
     });
 
     it('UpdateContainerResources changes a running container', async function () {
-      await client.updateContainerResources({ containerId: state.client, linux: { memoryLimitInBytes: 96 << 20, cpuPeriod: 100_000, cpuQuota: 50_000, cpuShares: 512 } });
+      await client.updateContainerResources({
+        containerId: state.client,
+        linux: { memoryLimitInBytes: 96 << 20, cpuPeriod: 100_000, cpuQuota: 50_000, cpuShares: 512 },
+      });
       const st = (await client.containerStatus(state.client)).status!;
       assert.equal(st.state, ContainerState.CONTAINER_RUNNING);
       if (st.resources?.linux) assert.equal(Number(st.resources.linux.memoryLimitInBytes), 96 << 20);
@@ -398,7 +454,12 @@ describe('cri: pods through containerd CRI (runtime.v1)', function () {
     });
 
     it('streaming Exec: stdout and stderr apart, exit code 3 in the v4 status', async function () {
-      const s = await streamExec({ containerId: state.client, cmd: ['sh', '-c', 'echo out; echo err >&2; exit 3'], stdout: true, stderr: true });
+      const s = await streamExec({
+        containerId: state.client,
+        cmd: ['sh', '-c', 'echo out; echo err >&2; exit 3'],
+        stdout: true,
+        stderr: true,
+      });
       const r = await s.done();
       assert.equal(r.stdout, 'out\n');
       assert.equal(r.stderr, 'err\n');
@@ -408,17 +469,34 @@ describe('cri: pods through containerd CRI (runtime.v1)', function () {
 
     it('streaming Exec with stdin: head -n1 gets the line sent and exits 0', async function () {
       // v4 cannot half-close stdin (only closing the connection ends it): a command that stops by itself.
-      const s = await streamExec({ containerId: state.client, cmd: ['head', '-n1'], stdin: true, stdout: true, stderr: true });
+      const s = await streamExec({
+        containerId: state.client,
+        cmd: ['head', '-n1'],
+        stdin: true,
+        stdout: true,
+        stderr: true,
+      });
       s.stdin('hello over the stream\n');
       const r = await s.done();
-      assert.deepEqual({ stdout: r.stdout, stderr: r.stderr, exitCode: r.exitCode }, { stdout: 'hello over the stream\n', stderr: '', exitCode: 0 }, JSON.stringify(r.status));
+      assert.deepEqual(
+        { stdout: r.stdout, stderr: r.stderr, exitCode: r.exitCode },
+        { stdout: 'hello over the stream\n', stderr: '', exitCode: 0 },
+        JSON.stringify(r.status),
+      );
     });
 
     it('streaming Exec with a terminal: stdin and stdout are a pty, a resize reaches stty size, exit 0', async function () {
       // hull: the pty comes from the guest's devpts, so its name does not resolve in the container's own /dev/pts
       // and `tty` says "not a tty" (README, feature table); the descriptors are a terminal all the same.
-      const script = 'readlink /proc/self/fd/0; [ -t 0 ] && [ -t 1 ] && echo terminal-ready; while read l; do [ "$l" = q ] && exit 0; stty size; done';
-      const s = await streamExec({ containerId: state.client, cmd: ['sh', '-c', script], tty: true, stdin: true, stdout: true });
+      const script =
+        'readlink /proc/self/fd/0; [ -t 0 ] && [ -t 1 ] && echo terminal-ready; while read l; do [ "$l" = q ] && exit 0; stty size; done';
+      const s = await streamExec({
+        containerId: state.client,
+        cmd: ['sh', '-c', script],
+        tty: true,
+        stdin: true,
+        stdout: true,
+      });
       await s.waitFor(Channel.stdout, 'terminal-ready');
       // The resize (CRI -> shim ResizePty) and stdin travel apart: ask again until the size shows.
       const until = Date.now() + 30_000;
@@ -436,11 +514,22 @@ describe('cri: pods through containerd CRI (runtime.v1)', function () {
       const r = await s.done();
       assert.equal(r.exitCode, 0, JSON.stringify(r.status));
       assert.equal(r.stderr, '', 'a terminal has no separate stderr');
-      assert.match(r.stdout.split('\n')[0]!, /^\/dev\/pts\/\d+\r$/, `stdin is a pty: ${JSON.stringify(r.stdout.slice(0, 200))}`);
+      assert.match(
+        r.stdout.split('\n')[0]!,
+        /^\/dev\/pts\/\d+\r$/,
+        `stdin is a pty: ${JSON.stringify(r.stdout.slice(0, 200))}`,
+      );
     });
 
     it('streaming Attach to a container started with stdin and a terminal sees its output', async function () {
-      const id = await startContainer(state.pod, state.config, 'attached', ['sh', '-c', 'echo attached-ready; while read l; do echo "got:$l"; done'], undefined, { stdin: true, tty: true });
+      const id = await startContainer(
+        state.pod,
+        state.config,
+        'attached',
+        ['sh', '-c', 'echo attached-ready; while read l; do echo "got:$l"; done'],
+        undefined,
+        { stdin: true, tty: true },
+      );
       try {
         await waitLog(state.config, 'attached', 'attached-ready');
         const { url } = await client.attach({ containerId: id, stdin: true, tty: true, stdout: true });
@@ -459,7 +548,11 @@ describe('cri: pods through containerd CRI (runtime.v1)', function () {
         }
         s.close();
         await s.done();
-        assert.equal((await client.containerStatus(id)).status!.state, ContainerState.CONTAINER_RUNNING, 'detaching leaves the container running');
+        assert.equal(
+          (await client.containerStatus(id)).status!.state,
+          ContainerState.CONTAINER_RUNNING,
+          'detaching leaves the container running',
+        );
       } finally {
         await client.stopContainer(id, 0);
         await client.removeContainer(id);
@@ -470,13 +563,22 @@ describe('cri: pods through containerd CRI (runtime.v1)', function () {
       const w = await exec(state.locked, ['touch', '/written']);
       assert.notEqual(w.exitCode, 0, 'touch / succeeded');
       assert.match(w.stderr, /Read-only file system/);
-      const shm = await exec(state.locked, ['sh', '-c', 'echo ok > /dev/shm/locked && cat /dev/shm/locked && rm /dev/shm/locked']);
+      const shm = await exec(state.locked, [
+        'sh',
+        '-c',
+        'echo ok > /dev/shm/locked && cat /dev/shm/locked && rm /dev/shm/locked',
+      ]);
       assert.deepEqual(shm, { stdout: 'ok\n', stderr: '', exitCode: 0 });
     });
 
     it('capabilities: drop ALL, add NET_BIND_SERVICE leaves only that one', async function () {
       const r = await exec(state.locked, ['grep', '^Cap', '/proc/self/status']);
-      const caps = Object.fromEntries(r.stdout.trim().split('\n').map((l) => l.split(/:\s+/) as [string, string]));
+      const caps = Object.fromEntries(
+        r.stdout
+          .trim()
+          .split('\n')
+          .map((l) => l.split(/:\s+/) as [string, string]),
+      );
       assert.equal(caps.CapEff, CAP_NET_BIND_SERVICE_ONLY, r.stdout);
       assert.equal(caps.CapPrm, CAP_NET_BIND_SERVICE_ONLY, r.stdout);
       assert.equal(caps.CapBnd, CAP_NET_BIND_SERVICE_ONLY, r.stdout);
@@ -530,13 +632,24 @@ describe('cri: pods through containerd CRI (runtime.v1)', function () {
     };
     state.pod = await ctd.cri!.runPod(state.config, handler);
     state.ip = (await client.podSandboxStatus(state.pod)).status!.network?.ip ?? '';
-    state.web = await startContainer(state.pod, state.config, 'web', ['sh', '-c', `echo web-ready; echo web-stderr >&2; exec httpd -f -p ${HTTP_PORT} -h /www`]);
+    state.web = await startContainer(state.pod, state.config, 'web', [
+      'sh',
+      '-c',
+      `echo web-ready; echo web-stderr >&2; exec httpd -f -p ${HTTP_PORT} -h /www`,
+    ]);
     state.client = await startContainer(state.pod, state.config, 'client', ['sleep', '3600']);
     state.locked = await startContainer(state.pod, state.config, 'locked', ['sleep', '3600'], {
-      securityContext: { readonlyRootfs: true, capabilities: { dropCapabilities: ['ALL'], addCapabilities: ['NET_BIND_SERVICE'] } },
+      securityContext: {
+        readonlyRootfs: true,
+        capabilities: { dropCapabilities: ['ALL'], addCapabilities: ['NET_BIND_SERVICE'] },
+      },
     });
     state.user = await startContainer(state.pod, state.config, 'user', ['sleep', '3600'], {
-      securityContext: { runAsUser: { value: RUN_AS.uid }, runAsGroup: { value: RUN_AS.gid }, supplementalGroups: RUN_AS.groups },
+      securityContext: {
+        runAsUser: { value: RUN_AS.uid },
+        runAsGroup: { value: RUN_AS.gid },
+        supplementalGroups: RUN_AS.groups,
+      },
     });
   }
 
@@ -573,9 +686,20 @@ describe('cri: pods through containerd CRI (runtime.v1)', function () {
 
     afterEach(function () {
       if (this.currentTest?.state !== 'failed') return;
-      for (const id of [state.pod, state.web, state.client, state.locked, state.user, sized.pod, sized.container].filter((p) => p !== '')) {
+      for (const id of [
+        state.pod,
+        state.web,
+        state.client,
+        state.locked,
+        state.user,
+        sized.pod,
+        sized.container,
+      ].filter((p) => p !== '')) {
         const lines = logProblems(ctd, id, 10, logFrom);
-        if (lines.length) console.log(`      containerd.log, warnings and errors naming ${id.slice(0, 12)}:\n${lines.map((l) => `        ${l.slice(0, 500)}`).join('\n')}`);
+        if (lines.length)
+          console.log(
+            `      containerd.log, warnings and errors naming ${id.slice(0, 12)}:\n${lines.map((l) => `        ${l.slice(0, 500)}`).join('\n')}`,
+          );
       }
     });
 
@@ -588,20 +712,30 @@ describe('cri: pods through containerd CRI (runtime.v1)', function () {
     commonPodTests('hull', 'hull-pod', state);
 
     it('a container over its memory limit is OOM-killed inside the VM', async function () {
-      const hog = await startContainer(state.pod, state.config, 'hog', ['tail', '/dev/zero'], { resources: { memoryLimitInBytes: 32 << 20 } });
+      const hog = await startContainer(state.pod, state.config, 'hog', ['tail', '/dev/zero'], {
+        resources: { memoryLimitInBytes: 32 << 20 },
+      });
       const st = await waitState(hog, ContainerState.CONTAINER_EXITED, 120_000);
       assert.ok(st.reason === 'OOMKilled' || st.exitCode === 137, `reason ${st.reason}, exit code ${st.exitCode}`);
-      assert.equal((await client.containerStatus(state.web)).status!.state, ContainerState.CONTAINER_RUNNING, 'the other containers keep running');
+      assert.equal(
+        (await client.containerStatus(state.web)).status!.state,
+        ContainerState.CONTAINER_RUNNING,
+        'the other containers keep running',
+      );
       await client.removeContainer(hog);
       assert.equal(qemusOf(state.pod).length, 1, 'still one VM');
     });
 
     it(`a pod's resources size its VM: one more vCPU and ${SIZED_MEMORY_MIB} MiB more than the base (${DEFAULT_VCPUS} vCPU, ${DEFAULT_MEMORY_MIB} MiB)`, async function () {
       // containerd turns the sandbox's resources into the io.kubernetes.cri.sandbox-cpu-*/-memory annotations.
-      const config = podConfig('sized', 'sized', { resources: { memoryLimitInBytes: SIZED_MEMORY_MIB << 20, cpuPeriod: 100_000, cpuQuota: 100_000 } });
+      const config = podConfig('sized', 'sized', {
+        resources: { memoryLimitInBytes: SIZED_MEMORY_MIB << 20, cpuPeriod: 100_000, cpuQuota: 100_000 },
+      });
       sized.pod = await ctd.cri!.runPod(config, 'hull');
       sized.ip = await assertPodReady(sized.pod, 'hull');
-      sized.netns = (await client.sandboxInfo(sized.pod))?.runtimeSpec?.linux?.namespaces?.find((n) => n.type === 'network')?.path ?? '';
+      sized.netns =
+        (await client.sandboxInfo(sized.pod))?.runtimeSpec?.linux?.namespaces?.find((n) => n.type === 'network')
+          ?.path ?? '';
       sized.container = await startContainer(sized.pod, config, 'sleeper', ['sleep', '3600']);
       const size = async (id: string): Promise<{ cpus: number; memKiB: number }> => {
         const r = await exec(id, ['sh', '-c', 'nproc; grep ^MemTotal: /proc/meminfo']);
@@ -612,15 +746,29 @@ describe('cri: pods through containerd CRI (runtime.v1)', function () {
       const base = await size(state.client);
       const grown = await size(sized.container);
       assert.equal(base.cpus, DEFAULT_VCPUS, 'the base pod has the configured vCPUs');
-      assert.ok(base.memKiB <= DEFAULT_MEMORY_MIB * 1024 && base.memKiB > DEFAULT_MEMORY_MIB * 1024 * 0.8, `base MemTotal ${base.memKiB} kB for ${DEFAULT_MEMORY_MIB} MiB`);
-      assert.equal(grown.cpus, Math.min(DEFAULT_VCPUS + 1, Math.max(os.availableParallelism(), DEFAULT_VCPUS)), 'quota/period 1 adds a vCPU (capped at the host)');
+      assert.ok(
+        base.memKiB <= DEFAULT_MEMORY_MIB * 1024 && base.memKiB > DEFAULT_MEMORY_MIB * 1024 * 0.8,
+        `base MemTotal ${base.memKiB} kB for ${DEFAULT_MEMORY_MIB} MiB`,
+      );
+      assert.equal(
+        grown.cpus,
+        Math.min(DEFAULT_VCPUS + 1, Math.max(os.availableParallelism(), DEFAULT_VCPUS)),
+        'quota/period 1 adds a vCPU (capped at the host)',
+      );
       // The kernel keeps ~1.6 % of added memory for its page structures.
       const addedMiB = (grown.memKiB - base.memKiB) / 1024;
-      assert.ok(addedMiB > SIZED_MEMORY_MIB * 0.95 && addedMiB <= SIZED_MEMORY_MIB, `MemTotal grew by ${addedMiB.toFixed(1)} MiB for ${SIZED_MEMORY_MIB} MiB`);
+      assert.ok(
+        addedMiB > SIZED_MEMORY_MIB * 0.95 && addedMiB <= SIZED_MEMORY_MIB,
+        `MemTotal grew by ${addedMiB.toFixed(1)} MiB for ${SIZED_MEMORY_MIB} MiB`,
+      );
       const qemu = qemusOf(sized.pod);
       assert.equal(qemu.length, 1, qemu.join('\n'));
       const argv = fs.readFileSync(`/proc/${qemu[0]!.split(' ')[0]}/cmdline`, 'latin1').split('\0');
-      assert.equal(argv[argv.indexOf('-m') + 1], `${DEFAULT_MEMORY_MIB + SIZED_MEMORY_MIB}M`, 'QEMU got the grown memory');
+      assert.equal(
+        argv[argv.indexOf('-m') + 1],
+        `${DEFAULT_MEMORY_MIB + SIZED_MEMORY_MIB}M`,
+        'QEMU got the grown memory',
+      );
       assert.equal(argv[argv.indexOf('-smp') + 1]?.split(',')[0], String(grown.cpus), 'QEMU got the grown vCPUs');
     });
 
@@ -642,11 +790,19 @@ describe('cri: pods through containerd CRI (runtime.v1)', function () {
       for (let i = 0; i < 100 && (fs.existsSync(dir) || processesMentioning(dir).length > 0); i++) await sleep(100);
       assert.deepEqual(processesMentioning(dir), [], 'no QEMU or virtiofsd of the pod is left');
       assert.deepEqual(processesMentioning(sized.pod), [], 'no process names the pod');
-      assert.deepEqual((await mountsUnder(dir)).map((m) => m.mountPoint), [], 'no mount under the pod\'s state folder');
+      assert.deepEqual(
+        (await mountsUnder(dir)).map((m) => m.mountPoint),
+        [],
+        "no mount under the pod's state folder",
+      );
       assert.equal(fs.existsSync(dir), false, `${dir} is removed`);
       assert.equal(sized.netns !== '' && fs.existsSync(sized.netns), false, 'the netns and every tap in it are gone');
-      assert.deepEqual(fs.readdirSync('/sys/class/net').filter((n) => n.includes(sized.pod.slice(0, 8))), [], 'no host interface named after the pod');
-      assert.equal(qemusOf(state.pod).length, 1, 'the other pod\'s VM still runs');
+      assert.deepEqual(
+        fs.readdirSync('/sys/class/net').filter((n) => n.includes(sized.pod.slice(0, 8))),
+        [],
+        'no host interface named after the pod',
+      );
+      assert.equal(qemusOf(state.pod).length, 1, "the other pod's VM still runs");
     });
 
     /** What pods leave on the host and in containerd, for a before/after comparison. */
@@ -654,7 +810,9 @@ describe('cri: pods through containerd CRI (runtime.v1)', function () {
       const ls = (dir: string): string[] => (fs.existsSync(dir) ? fs.readdirSync(dir).sort() : []);
       const ipam = ctd.cri!.network.ipamDataDir;
       return {
-        'hull shim daemons': processesMentioning(ctd.address).filter((p) => / \S*containerd-shim-hull-v2 /.test(` ${p} `) && !/ (start|delete)( |$)/.test(p)),
+        'hull shim daemons': processesMentioning(ctd.address).filter(
+          (p) => / \S*containerd-shim-hull-v2 /.test(` ${p} `) && !/ (start|delete)( |$)/.test(p),
+        ),
         'QEMU and virtiofsd processes': processesMentioning(ctd.stateDir, /^(qemu-system|virtiofsd)/),
         'hull state folders': ls(path.join(ctd.stateDir, ctd.namespace)),
         'containerd task bundles': ls(path.join(ctd.dir, 'state', 'io.containerd.runtime.v2.task', ctd.namespace)),
@@ -677,7 +835,12 @@ describe('cri: pods through containerd CRI (runtime.v1)', function () {
         });
         await assert.rejects(client.runPodSandbox({ config, runtimeHandler: 'hull' }), (e: CriError) => {
           assert.equal(e.code, CriStatus.INVALID_ARGUMENT, e.message);
-          assert.match(e.details, new RegExp(`asks for the host's ${name} namespace \\(host${name === 'network' ? 'Network' : name}: namespace_options\\.${option} = NODE\\), which a VM cannot share`));
+          assert.match(
+            e.details,
+            new RegExp(
+              `asks for the host's ${name} namespace \\(host${name === 'network' ? 'Network' : name}: namespace_options\\.${option} = NODE\\), which a VM cannot share`,
+            ),
+          );
           return true;
         });
         // containerd cleans up after the failed task create (shim shutdown and `delete`): wait for it, then compare.
@@ -687,11 +850,19 @@ describe('cri: pods through containerd CRI (runtime.v1)', function () {
           after = await traces();
         }
         assert.deepEqual(after, before, 'nothing of the refused pod is left');
-        assert.ok(fs.existsSync(shimSocket(ctd, state.pod)), 'shimSocket() finds the live pod\'s socket');
+        assert.ok(fs.existsSync(shimSocket(ctd, state.pod)), "shimSocket() finds the live pod's socket");
         // The refused sandbox's id: in containerd's log (the shim's lines), and not one of the pods it still has.
         const known = new Set([...(before.pods ?? []), ...(before.containers ?? [])].map((p) => p.split(' ')[0]));
-        const ids = [...new Set(fs.readFileSync(ctd.log).subarray(logFrom).toString('utf8').match(/\b[0-9a-f]{64}\b/g) ?? [])].filter((id) => !known.has(id));
-        assert.ok(ids.length >= 1, 'containerd\'s log names the refused sandbox');
+        const ids = [
+          ...new Set(
+            fs
+              .readFileSync(ctd.log)
+              .subarray(logFrom)
+              .toString('utf8')
+              .match(/\b[0-9a-f]{64}\b/g) ?? [],
+          ),
+        ].filter((id) => !known.has(id));
+        assert.ok(ids.length >= 1, "containerd's log names the refused sandbox");
         for (const id of ids) {
           assert.deepEqual(hullShimDaemons(id), [], `no shim daemon for ${id}`);
           assert.equal(fs.existsSync(shimSocket(ctd, id)), false, `no shim socket for ${id}`);
@@ -706,8 +877,16 @@ describe('cri: pods through containerd CRI (runtime.v1)', function () {
       await stopAndRemove(state.pod, state.ip);
       for (let i = 0; i < 100 && (fs.existsSync(dir) || processesMentioning(dir).length > 0); i++) await sleep(100);
       assert.deepEqual(processesMentioning(dir), [], 'no QEMU, virtiofsd or shim of the pod is left');
-      assert.deepEqual(processesMentioning(ctd.stateDir, /^(qemu-system|virtiofsd)/), [], 'no VM process of this run is left');
-      assert.deepEqual((await mountsUnder(ctd.stateDir)).map((m) => m.mountPoint), [], 'no mount under the hull state folder');
+      assert.deepEqual(
+        processesMentioning(ctd.stateDir, /^(qemu-system|virtiofsd)/),
+        [],
+        'no VM process of this run is left',
+      );
+      assert.deepEqual(
+        (await mountsUnder(ctd.stateDir)).map((m) => m.mountPoint),
+        [],
+        'no mount under the hull state folder',
+      );
       assert.equal(fs.existsSync(dir), false, `${dir} is removed`);
       assert.equal(netns && fs.existsSync(netns), false, 'the netns and every tap in it are gone');
       const taps = fs.readdirSync('/sys/class/net').filter((n) => n.includes(state.pod.slice(0, 8)));
@@ -732,20 +911,26 @@ describe('cri: pods through containerd CRI (runtime.v1)', function () {
         assert.equal((await exec(p.c, ['hostname'])).stdout.trim(), p.config.hostname);
       }
       assert.equal(ips.size, n, 'every pod has an IP of its own');
-      await Promise.all(pods.map(async (p) => {
-        await client.stopPodSandbox(p.pod);
-        await client.removePodSandbox(p.pod);
-      }));
+      await Promise.all(
+        pods.map(async (p) => {
+          await client.stopPodSandbox(p.pod);
+          await client.removePodSandbox(p.pod);
+        }),
+      );
       for (let i = 0; i < 100 && processesMentioning(ctd.stateDir).length > 0; i++) await sleep(100);
       assert.deepEqual(processesMentioning(ctd.stateDir), [], 'no VM process of this run is left');
-      assert.deepEqual(pods.filter((p) => fs.existsSync(sandboxDir(p.pod))).map((p) => p.pod), [], 'no state folder is left');
+      assert.deepEqual(
+        pods.filter((p) => fs.existsSync(sandboxDir(p.pod))).map((p) => p.pod),
+        [],
+        'no state folder is left',
+      );
     });
   });
 
   // Issue 13: the pod's cgroup holds the VM. The pods get a cgroup_parent of the test's own, made here in every
   // hierarchy with a memory limit (kubelet's pod cgroup), so containerd's CRI plugin (SystemdCgroup = false)
   // writes cgroupsPath = <cgroup_parent>/<sandbox id>. This host is cgroup v1 (plus the hybrid unified hierarchy).
-  describe('hull: the pod\'s cgroup holds the VM (cgroupfs driver, this host\'s cgroups)', function () {
+  describe("hull: the pod's cgroup holds the VM (cgroupfs driver, this host's cgroups)", function () {
     const tag = crypto.randomBytes(4).toString('hex');
     const PARENT = `/hull-test-${tag}`;
     const SMALL = `/hull-test-${tag}-small`;
@@ -755,23 +940,50 @@ describe('cri: pods through containerd CRI (runtime.v1)', function () {
     const v2 = layout.version === 2;
     const sandboxDir = (pod: string): string => path.join(ctd.stateDir, ctd.namespace, pod);
     const leaf = (mountPoint: string, pod: string, parent = PARENT): string => path.join(mountPoint, parent, pod);
-    const readLines = (file: string): string[] => fs.readFileSync(file, 'utf8').split('\n').filter((l) => l !== '');
+    const readLines = (file: string): string[] =>
+      fs
+        .readFileSync(file, 'utf8')
+        .split('\n')
+        .filter((l) => l !== '');
     const pids = (pod: string): string[] => readLines(path.join(leaf(memoryHier.mountPoint, pod), 'cgroup.procs'));
-    const usage = (pod: string): number => Number(fs.readFileSync(path.join(leaf(memoryHier.mountPoint, pod), v2 ? 'memory.current' : 'memory.usage_in_bytes'), 'utf8'));
+    const usage = (pod: string): number =>
+      Number(
+        fs.readFileSync(
+          path.join(leaf(memoryHier.mountPoint, pod), v2 ? 'memory.current' : 'memory.usage_in_bytes'),
+          'utf8',
+        ),
+      );
     const leftover = (parent: string): string[] =>
-      layout.hierarchies.flatMap((h) => (fs.existsSync(path.join(h.mountPoint, parent)) ? fs.readdirSync(path.join(h.mountPoint, parent), { withFileTypes: true }).filter((e) => e.isDirectory()).map((e) => path.join(h.mountPoint, parent, e.name)) : []));
+      layout.hierarchies.flatMap((h) =>
+        fs.existsSync(path.join(h.mountPoint, parent))
+          ? fs
+              .readdirSync(path.join(h.mountPoint, parent), { withFileTypes: true })
+              .filter((e) => e.isDirectory())
+              .map((e) => path.join(h.mountPoint, parent, e.name))
+          : [],
+      );
     const main = { pod: '', ip: '', config: {} as cri.IPodSandboxConfig };
 
     before(function () {
-      for (const [parent, mib] of [[PARENT, PARENT_LIMIT_MIB], [SMALL, 300]] as const) {
+      for (const [parent, mib] of [
+        [PARENT, PARENT_LIMIT_MIB],
+        [SMALL, 300],
+      ] as const) {
         for (const h of layout.hierarchies) fs.mkdirSync(path.join(h.mountPoint, parent));
-        fs.writeFileSync(path.join(memoryHier.mountPoint, parent, v2 ? 'memory.max' : 'memory.limit_in_bytes'), String(mib * 1024 * 1024));
+        fs.writeFileSync(
+          path.join(memoryHier.mountPoint, parent, v2 ? 'memory.max' : 'memory.limit_in_bytes'),
+          String(mib * 1024 * 1024),
+        );
       }
     });
 
     after(async function () {
       // Whatever a failed test left: its pods, then the test's folders (the sandboxes' first).
-      if (main.pod) await client.stopPodSandbox(main.pod).then(() => client.removePodSandbox(main.pod)).catch(() => undefined);
+      if (main.pod)
+        await client
+          .stopPodSandbox(main.pod)
+          .then(() => client.removePodSandbox(main.pod))
+          .catch(() => undefined);
       for (const parent of [PARENT, SMALL]) {
         for (const d of leftover(parent)) fs.rmdirSync(d);
         for (const h of layout.hierarchies) {
@@ -788,7 +1000,10 @@ describe('cri: pods through containerd CRI (runtime.v1)', function () {
       const config = podConfig('cg-small', 'cg-small', { cgroupParent: SMALL });
       await assert.rejects(client.runPodSandbox({ config, runtimeHandler: 'hull' }), (e: CriError) => {
         assert.equal(e.code, CriStatus.INVALID_ARGUMENT, e.message);
-        assert.match(e.details, /memory limit of 300 MiB, less than the VM needs: 512 MiB of guest memory \+ \d+ MiB of host overhead/);
+        assert.match(
+          e.details,
+          /memory limit of 300 MiB, less than the VM needs: 512 MiB of guest memory \+ \d+ MiB of host overhead/,
+        );
         assert.match(e.details, /overhead\.podFixed\.memory to at least \d+Mi/);
         return true;
       });
@@ -796,7 +1011,7 @@ describe('cri: pods through containerd CRI (runtime.v1)', function () {
       assert.deepEqual(leftover(SMALL), [], 'no sandbox cgroup is left');
     });
 
-    it('QEMU (every thread), virtiofsd and the shim daemon are in the pod\'s cgroup in every hierarchy', async function () {
+    it("QEMU (every thread), virtiofsd and the shim daemon are in the pod's cgroup in every hierarchy", async function () {
       main.config = podConfig('cg-main', 'cg-main', { cgroupParent: PARENT });
       main.pod = await ctd.cri!.runPod(main.config, 'hull');
       main.ip = await assertPodReady(main.pod, 'hull');
@@ -806,14 +1021,16 @@ describe('cri: pods through containerd CRI (runtime.v1)', function () {
       assert.equal(shims.length, 1);
       for (const h of layout.hierarchies) {
         const procs = readLines(path.join(leaf(h.mountPoint, main.pod), 'cgroup.procs'));
-        for (const p of [...vm, ...shims]) assert.ok(procs.includes(p), `${h.mountPoint}: pid ${p} in ${procs.join(' ')}`);
+        for (const p of [...vm, ...shims])
+          assert.ok(procs.includes(p), `${h.mountPoint}: pid ${p} in ${procs.join(' ')}`);
       }
       const qemu = processesMentioning(sandboxDir(main.pod), /^qemu-system/)[0]!.split(' ')[0]!;
       const tasks = readLines(path.join(leaf(memoryHier.mountPoint, main.pod), v2 ? 'cgroup.threads' : 'tasks'));
-      for (const t of fs.readdirSync(`/proc/${qemu}/task`)) assert.ok(tasks.includes(t), `QEMU thread ${t} is in the cgroup`);
+      for (const t of fs.readdirSync(`/proc/${qemu}/task`))
+        assert.ok(tasks.includes(t), `QEMU thread ${t} is in the cgroup`);
     });
 
-    it('the pod\'s cgroup memory usage grows when a container touches memory in the guest', async function () {
+    it("the pod's cgroup memory usage grows when a container touches memory in the guest", async function () {
       if (!main.pod) this.skip();
       const sleeper = await startContainer(main.pod, main.config, 'sleeper', ['sleep', '3600']);
       const before = usage(main.pod);
@@ -822,7 +1039,9 @@ describe('cri: pods through containerd CRI (runtime.v1)', function () {
       assert.equal(r.exitCode, 0, r.stderr);
       const after = usage(main.pod);
       const grewMiB = (after - before) / (1024 * 1024);
-      console.log(`      pod cgroup memory: ${(before / 1048576).toFixed(0)} MiB before, ${(after / 1048576).toFixed(0)} MiB after (+${grewMiB.toFixed(0)} MiB); QEMU, virtiofsd, shim pids: ${pids(main.pod).join(' ')}`);
+      console.log(
+        `      pod cgroup memory: ${(before / 1048576).toFixed(0)} MiB before, ${(after / 1048576).toFixed(0)} MiB after (+${grewMiB.toFixed(0)} MiB); QEMU, virtiofsd, shim pids: ${pids(main.pod).join(' ')}`,
+      );
       // QEMU's own memory (beyond the guest RAM mapping), for [hypervisor] memory_overhead's default.
       const qemu = processesMentioning(sandboxDir(main.pod), /^qemu-system/)[0]!.split(' ')[0]!;
       let ramKiB = 0;
@@ -836,29 +1055,34 @@ describe('cri: pods through containerd CRI (runtime.v1)', function () {
           if (size === DEFAULT_MEMORY_MIB * 1024) ramKiB += Number(m[2]);
         }
       }
-      console.log(`      QEMU RSS ${(totalKiB / 1024).toFixed(0)} MiB, of which guest RAM ${(ramKiB / 1024).toFixed(0)} MiB: ${((totalKiB - ramKiB) / 1024).toFixed(0)} MiB of its own`);
+      console.log(
+        `      QEMU RSS ${(totalKiB / 1024).toFixed(0)} MiB, of which guest RAM ${(ramKiB / 1024).toFixed(0)} MiB: ${((totalKiB - ramKiB) / 1024).toFixed(0)} MiB of its own`,
+      );
       assert.ok(grewMiB >= 32, `usage grew by ${grewMiB.toFixed(1)} MiB`);
       assert.ok(after <= PARENT_LIMIT_MIB * 1024 * 1024);
     });
 
     it('a container over its memory limit is still OOM-killed inside the guest; the VM lives on', async function () {
       if (!main.pod) this.skip();
-      const hog = await startContainer(main.pod, main.config, 'hog', ['tail', '/dev/zero'], { resources: { memoryLimitInBytes: 32 << 20 } });
+      const hog = await startContainer(main.pod, main.config, 'hog', ['tail', '/dev/zero'], {
+        resources: { memoryLimitInBytes: 32 << 20 },
+      });
       const st = await waitState(hog, ContainerState.CONTAINER_EXITED, 120_000);
       assert.ok(st.reason === 'OOMKilled' || st.exitCode === 137, `reason ${st.reason}, exit code ${st.exitCode}`);
       assert.equal(processesMentioning(sandboxDir(main.pod), /^qemu-system/).length, 1, 'QEMU still runs');
       await client.removeContainer(hog);
     });
 
-    it('RemovePodSandbox removes the sandbox\'s cgroup in every hierarchy (the parent stays)', async function () {
+    it("RemovePodSandbox removes the sandbox's cgroup in every hierarchy (the parent stays)", async function () {
       if (!main.pod) this.skip();
       await stopAndRemove(main.pod, main.ip);
-      for (const h of layout.hierarchies) assert.equal(fs.existsSync(leaf(h.mountPoint, main.pod)), false, `${leaf(h.mountPoint, main.pod)} is removed`);
-      assert.ok(fs.existsSync(path.join(memoryHier.mountPoint, PARENT)), 'the parent (kubelet\'s) stays');
+      for (const h of layout.hierarchies)
+        assert.equal(fs.existsSync(leaf(h.mountPoint, main.pod)), false, `${leaf(h.mountPoint, main.pod)} is removed`);
+      assert.ok(fs.existsSync(path.join(memoryHier.mountPoint, PARENT)), "the parent (kubelet's) stays");
       main.pod = '';
     });
 
-    it('the shim daemon SIGKILLed: Stop+RemovePodSandbox (the shim\'s `delete` from the record) remove the cgroup', async function () {
+    it("the shim daemon SIGKILLed: Stop+RemovePodSandbox (the shim's `delete` from the record) remove the cgroup", async function () {
       const config = podConfig('cg-crash', 'cg-crash', { cgroupParent: PARENT });
       const pod = await ctd.cri!.runPod(config, 'hull');
       main.pod = pod; // for after() if this fails
@@ -890,13 +1114,20 @@ describe('cri: pods through containerd CRI (runtime.v1)', function () {
         const config = podConfig(`${handler}-sharedpid`, `${handler}-sharedpid`, { securityContext: sharedPid });
         const pod = await ctd.cri!.runPod(config, handler);
         try {
-          const watcher = await startContainer(pod, config, 'watcher', ['sleep', '3600'], { securityContext: sharedPid });
-          const bg = await startContainer(pod, config, 'bg', ['sh', '-c', 'sleep 297 & echo up'], { securityContext: sharedPid });
+          const watcher = await startContainer(pod, config, 'watcher', ['sleep', '3600'], {
+            securityContext: sharedPid,
+          });
+          const bg = await startContainer(pod, config, 'bg', ['sh', '-c', 'sleep 297 & echo up'], {
+            securityContext: sharedPid,
+          });
           // Generous (a hang shows as a failure), never a timing assertion.
           const status = await waitState(bg, ContainerState.CONTAINER_EXITED, 180_000);
           assert.equal(status.exitCode, 0);
           await waitLog(config, 'bg', 'up');
-          assert.deepEqual(criLog(config, 'bg').map((l) => l.text), ['up']);
+          assert.deepEqual(
+            criLog(config, 'bg').map((l) => l.text),
+            ['up'],
+          );
           // The pod's containers see each other's processes: the background child was killed with its container.
           const ps = await exec(watcher, ['ps', '-o', 'pid,args']);
           assert.equal(ps.exitCode, 0, ps.stderr);

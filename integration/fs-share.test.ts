@@ -23,7 +23,10 @@ function mountedUnder(dir: string): string[] {
 }
 
 function writeFails(file: string, code: string): void {
-  assert.throws(() => fs.writeFileSync(file, 'x'), (err: NodeJS.ErrnoException) => err.code === code);
+  assert.throws(
+    () => fs.writeFileSync(file, 'x'),
+    (err: NodeJS.ErrnoException) => err.code === code,
+  );
 }
 
 describe('fs-share: real mounts (root)', function () {
@@ -69,7 +72,11 @@ describe('fs-share: real mounts (root)', function () {
   async function shareOverlay(cid: string): Promise<string> {
     const d = overlayDirs();
     const g = await share.shareRootfs(cid, [
-      { type: 'overlay', source: 'overlay', options: [`lowerdir=${d.lower}`, `upperdir=${d.upper}`, `workdir=${d.work}`] },
+      {
+        type: 'overlay',
+        source: 'overlay',
+        options: [`lowerdir=${d.lower}`, `upperdir=${d.upper}`, `workdir=${d.work}`],
+      },
     ]);
     assert.deepEqual(g, { guestPath: `/run/kata-containers/shared/containers/${cid}/rootfs`, readOnly: false });
     return d.upper;
@@ -96,7 +103,10 @@ describe('fs-share: real mounts (root)', function () {
     writeFails(path.join(base, 'shared', 'new.txt'), 'EROFS');
     fs.writeFileSync(path.join(base, 'mounts', 'c1', 'rootfs', 'written.txt'), 'w');
     assert.equal(fs.readFileSync(path.join(upper, 'written.txt'), 'utf8'), 'w');
-    await assert.rejects(shareOverlayAgain(), (err: unknown) => err instanceof Error && err.name === 'AlreadyExistsError');
+    await assert.rejects(
+      shareOverlayAgain(),
+      (err: unknown) => err instanceof Error && err.name === 'AlreadyExistsError',
+    );
 
     await share.unshare('c1');
     await share.unshare('c1');
@@ -135,20 +145,30 @@ describe('fs-share: real mounts (root)', function () {
     const gw = await share.shareVolume('c2', { source: volDir, destination: '/rw', readOnly: false });
     assert.match(gd.guestPath, /^\/run\/kata-containers\/shared\/containers\/c2\/volumes\/[0-9a-f]{16}$/);
     assert.equal(gd.readOnly, true);
-    const hostOf = (guest: string): string => path.join(base, 'shared', path.relative('/run/kata-containers/shared/containers', guest));
+    const hostOf = (guest: string): string =>
+      path.join(base, 'shared', path.relative('/run/kata-containers/shared/containers', guest));
     assert.equal(fs.readFileSync(path.join(hostOf(gd.guestPath), 'in.txt'), 'utf8'), 'dir');
     assert.equal(fs.readFileSync(hostOf(gf.guestPath), 'utf8'), 'nameserver 1.1.1.1\n');
     writeFails(path.join(hostOf(gd.guestPath), 'x'), 'EROFS');
     writeFails(hostOf(gf.guestPath), 'EROFS');
     // read-only in the private mounts/ view as well
-    writeFails(path.join(base, 'mounts', path.relative('/run/kata-containers/shared/containers', gd.guestPath), 'x'), 'EROFS');
+    writeFails(
+      path.join(base, 'mounts', path.relative('/run/kata-containers/shared/containers', gd.guestPath), 'x'),
+      'EROFS',
+    );
     // the read-write volume stays writable (through mounts/)
-    fs.writeFileSync(path.join(base, 'mounts', path.relative('/run/kata-containers/shared/containers', gw.guestPath), 'rw.txt'), 'rw');
+    fs.writeFileSync(
+      path.join(base, 'mounts', path.relative('/run/kata-containers/shared/containers', gw.guestPath), 'rw.txt'),
+      'rw',
+    );
     assert.equal(fs.readFileSync(path.join(volDir, 'rw.txt'), 'utf8'), 'rw');
     // no staging mount is left behind
     assert.deepEqual(mountedUnder(path.join(base, 'private')), []);
 
-    await assert.rejects(share.shareVolume('c2', { source: path.join(tmp, 'missing'), destination: '/m', readOnly: true }), NotFoundError);
+    await assert.rejects(
+      share.shareVolume('c2', { source: path.join(tmp, 'missing'), destination: '/m', readOnly: true }),
+      NotFoundError,
+    );
     await share.unshare('c2');
     assert.deepEqual(mountedUnder(path.join(base, 'mounts')), [path.join(base, 'mounts')]);
     assert.equal(fs.readFileSync(path.join(volDir, 'in.txt'), 'utf8'), 'dir');
@@ -164,14 +184,26 @@ describe('fs-share: real mounts (root)', function () {
     const ovl = [{ type: 'overlay', source: 'overlay', options: [`lowerdir=${d.lower}`] }];
     await assert.rejects(share.shareRootfs('../c', ovl), InvalidArgumentError);
     await assert.rejects(share.shareRootfs('a/b', ovl), InvalidArgumentError);
-    await assert.rejects(share.shareVolume('..', { source: d.lower, destination: '/x', readOnly: true }), InvalidArgumentError);
-    await assert.rejects(share.shareVolume('c3', { source: d.lower, destination: '../../etc', readOnly: true }), InvalidArgumentError);
-    await assert.rejects(share.shareVolume('c3', { source: 'rel/path', destination: '/x', readOnly: true }), InvalidArgumentError);
+    await assert.rejects(
+      share.shareVolume('..', { source: d.lower, destination: '/x', readOnly: true }),
+      InvalidArgumentError,
+    );
+    await assert.rejects(
+      share.shareVolume('c3', { source: d.lower, destination: '../../etc', readOnly: true }),
+      InvalidArgumentError,
+    );
+    await assert.rejects(
+      share.shareVolume('c3', { source: 'rel/path', destination: '/x', readOnly: true }),
+      InvalidArgumentError,
+    );
     await assert.rejects(
       share.shareRootfs('c3', [{ type: 'overlay', source: 'overlay', options: [`lowerdir=${d.lower},upperdir=/etc`] }]),
       InvalidArgumentError,
     );
-    await assert.rejects(share.shareRootfs('c3', [{ type: 'proc', source: 'proc', options: [] }]), InvalidArgumentError);
+    await assert.rejects(
+      share.shareRootfs('c3', [{ type: 'proc', source: 'proc', options: [] }]),
+      InvalidArgumentError,
+    );
 
     // a symlink planted where the container folder would go
     const outside = path.join(tmp, 'outside');
@@ -186,7 +218,10 @@ describe('fs-share: real mounts (root)', function () {
     await share.unshare('c5');
     fs.mkdirSync(path.join(base, 'mounts', 'c5', 'volumes'), { recursive: true });
     fs.symlinkSync(outside, path.join(base, 'mounts', 'c5', 'volumes', name));
-    await assert.rejects(share.shareVolume('c5', { source: d.lower, destination: '/v', readOnly: false }), FailedPreconditionError);
+    await assert.rejects(
+      share.shareVolume('c5', { source: d.lower, destination: '/v', readOnly: false }),
+      FailedPreconditionError,
+    );
     assert.deepEqual(mountedUnder(outside), []);
     assert.deepEqual(fs.readdirSync(outside), []);
 

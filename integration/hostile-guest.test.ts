@@ -46,10 +46,20 @@ describe('hostile guest: a hung agent or VM is noticed, its tasks exit 255, dele
     ctd = await startContainerd();
     await importBusybox(ctd);
     config = path.join(ctd.dir, 'liveness.toml');
-    fs.writeFileSync(config, [
-      '[agent]', 'boot_timeout = 120', `health_check_interval = ${HEALTH_INTERVAL_S}`, `health_check_timeout = ${HEALTH_TIMEOUT_S}`,
-      '[runtime]', `state_dir = "${ctd.stateDir}"`, 'debug = true', 'debug_hooks = true', '',
-    ].join('\n'));
+    fs.writeFileSync(
+      config,
+      [
+        '[agent]',
+        'boot_timeout = 120',
+        `health_check_interval = ${HEALTH_INTERVAL_S}`,
+        `health_check_timeout = ${HEALTH_TIMEOUT_S}`,
+        '[runtime]',
+        `state_dir = "${ctd.stateDir}"`,
+        'debug = true',
+        'debug_hooks = true',
+        '',
+      ].join('\n'),
+    );
   });
 
   after(async () => {
@@ -79,10 +89,15 @@ describe('hostile guest: a hung agent or VM is noticed, its tasks exit 255, dele
 
   async function assertNothingLeft(id: string): Promise<void> {
     const sandboxDir = path.join(ctd.stateDir, ctd.namespace, id);
-    for (let i = 0; i < 100 && (fs.existsSync(sandboxDir) || processesMentioning(sandboxDir).length > 0); i++) await sleep(100);
+    for (let i = 0; i < 100 && (fs.existsSync(sandboxDir) || processesMentioning(sandboxDir).length > 0); i++)
+      await sleep(100);
     assert.deepEqual(processesMentioning(sandboxDir), [], 'no QEMU, virtiofsd or shim of the sandbox is left');
     assert.deepEqual(processesMentioning(`-id ${id} `), [], 'no shim of the sandbox is left');
-    assert.deepEqual((await mountsUnder(ctd.dir)).map((m) => m.mountPoint).filter((m) => m.includes(`/${id}`)), [], 'no mount is left');
+    assert.deepEqual(
+      (await mountsUnder(ctd.dir)).map((m) => m.mountPoint).filter((m) => m.includes(`/${id}`)),
+      [],
+      'no mount is left',
+    );
     assert.equal(fs.existsSync(sandboxDir), false, `${sandboxDir} is removed`);
   }
 
@@ -102,14 +117,28 @@ describe('hostile guest: a hung agent or VM is noticed, its tasks exit 255, dele
 
   it('the agent stopped (SIGSTOP) inside the guest: noticed within interval + timeout, exit 255, QEMU killed', async () => {
     const id = 'agent-stop';
-    const r = await ctd.ctr(['run', '-d', '--runtime', RUNTIME, '--runtime-config-path', config,
-      '--annotation', 'io.hull.debug.agent-stop-after-ms=1000', BUSYBOX_IMAGE, id, 'sleep', '600']);
+    const r = await ctd.ctr([
+      'run',
+      '-d',
+      '--runtime',
+      RUNTIME,
+      '--runtime-config-path',
+      config,
+      '--annotation',
+      'io.hull.debug.agent-stop-after-ms=1000',
+      BUSYBOX_IMAGE,
+      id,
+      'sleep',
+      '600',
+    ]);
     assert.equal(r.code, 0, r.stderr);
     const record = Store.load(path.join(ctd.stateDir, ctd.namespace, id, 'state.json'));
     assert.ok(record?.qemuPid && processAlive(record.qemuPid));
     // The hook fires 1 s after start; then at most interval + timeout (+ one check's slack) before the exit.
     const tookMs = await waitStatus(id, 'STOPPED', 120_000);
-    console.log(`      agent stopped -> task STOPPED after ${(tookMs / 1000).toFixed(1)} s (hook 1 s, interval ${HEALTH_INTERVAL_S} s, timeout ${HEALTH_TIMEOUT_S} s)`);
+    console.log(
+      `      agent stopped -> task STOPPED after ${(tookMs / 1000).toFixed(1)} s (hook 1 s, interval ${HEALTH_INTERVAL_S} s, timeout ${HEALTH_TIMEOUT_S} s)`,
+    );
     assert.ok(tookMs >= HEALTH_TIMEOUT_S * 1000, `not before the timeout (${tookMs} ms)`);
     assert.equal(processAlive(record.qemuPid), false, 'QEMU is killed as soon as the hang is noticed');
     assert.ok(shimLogMentions('has not answered a health check'), 'the shim log says why');
@@ -118,7 +147,18 @@ describe('hostile guest: a hung agent or VM is noticed, its tasks exit 255, dele
 
   it('QEMU stopped (SIGSTOP) on the host: the whole VM hangs, the health check notices, exit 255', async () => {
     const id = 'qemu-stop';
-    const r = await ctd.ctr(['run', '-d', '--runtime', RUNTIME, '--runtime-config-path', config, BUSYBOX_IMAGE, id, 'sleep', '600']);
+    const r = await ctd.ctr([
+      'run',
+      '-d',
+      '--runtime',
+      RUNTIME,
+      '--runtime-config-path',
+      config,
+      BUSYBOX_IMAGE,
+      id,
+      'sleep',
+      '600',
+    ]);
     assert.equal(r.code, 0, r.stderr);
     const sandboxDir = path.join(ctd.stateDir, ctd.namespace, id);
     const record = Store.load(path.join(sandboxDir, 'state.json'));
@@ -128,7 +168,9 @@ describe('hostile guest: a hung agent or VM is noticed, its tasks exit 255, dele
     stopped.push({ pid: record.qemuPid, marker: sandboxDir });
     process.kill(record.qemuPid, 'SIGSTOP');
     const tookMs = await waitStatus(id, 'STOPPED', 120_000);
-    console.log(`      QEMU stopped -> task STOPPED after ${(tookMs / 1000).toFixed(1)} s (interval ${HEALTH_INTERVAL_S} s, timeout ${HEALTH_TIMEOUT_S} s)`);
+    console.log(
+      `      QEMU stopped -> task STOPPED after ${(tookMs / 1000).toFixed(1)} s (interval ${HEALTH_INTERVAL_S} s, timeout ${HEALTH_TIMEOUT_S} s)`,
+    );
     assert.ok(tookMs >= (HEALTH_TIMEOUT_S - HEALTH_INTERVAL_S) * 1000, `not before the timeout (${tookMs} ms)`);
     assert.equal(processAlive(record.qemuPid), false, 'the stopped QEMU is killed');
     await deleteAndCheck(id);

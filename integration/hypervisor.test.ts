@@ -13,8 +13,13 @@ import { QemuHypervisor, type VmConfig } from '../hypervisor';
 
 /** The guest kernel: Debian's cloud kernel from /boot (package linux-image-cloud-amd64, installed by `make deps`). */
 function hostKernel(): string {
-  const name = fs.readdirSync('/boot').filter((f) => /^vmlinuz-.*-cloud-amd64$/.test(f)).sort().pop();
-  if (!name) throw new Error('no /boot/vmlinuz-*-cloud-amd64: run `make deps` (Debian package linux-image-cloud-amd64)');
+  const name = fs
+    .readdirSync('/boot')
+    .filter((f) => /^vmlinuz-.*-cloud-amd64$/.test(f))
+    .sort()
+    .pop();
+  if (!name)
+    throw new Error('no /boot/vmlinuz-*-cloud-amd64: run `make deps` (Debian package linux-image-cloud-amd64)');
   return path.join('/boot', name);
 }
 
@@ -61,7 +66,10 @@ function helperChildren(): number[] {
 }
 
 function pssKiB(pid: number): number {
-  const line = fs.readFileSync(`/proc/${pid}/smaps_rollup`, 'utf8').split('\n').find((l) => l.startsWith('Pss:'));
+  const line = fs
+    .readFileSync(`/proc/${pid}/smaps_rollup`, 'utf8')
+    .split('\n')
+    .find((l) => l.startsWith('Pss:'));
   return Number(line?.split(/\s+/)[1] ?? NaN);
 }
 
@@ -108,11 +116,20 @@ describe('hypervisor: real QEMU (TCG) and virtiofsd', function () {
     fs.writeFileSync(path.join(root, 'initrd.img'), emptyInitramfs());
     fs.writeFileSync(path.join(root, 'rootfs.img'), Buffer.alloc(1024 * 1024));
     base = {
-      id: 'it', stateDir: '', kernel: hostKernel(), initrd: path.join(root, 'initrd.img'), image: path.join(root, 'rootfs.img'),
-      vcpus: 1, memoryMiB: 256, accel: 'auto', agentTransport: 'auto',
+      id: 'it',
+      stateDir: '',
+      kernel: hostKernel(),
+      initrd: path.join(root, 'initrd.img'),
+      image: path.join(root, 'rootfs.img'),
+      vcpus: 1,
+      memoryMiB: 256,
+      accel: 'auto',
+      agentTransport: 'auto',
     };
   });
-  beforeEach(() => { vms = []; });
+  beforeEach(() => {
+    vms = [];
+  });
   afterEach(async () => {
     for (const vm of vms) {
       await vm.stop({ force: true }).catch(() => undefined);
@@ -144,9 +161,14 @@ describe('hypervisor: real QEMU (TCG) and virtiofsd', function () {
     const panicMs = performance.now() - t0;
     assert.equal(exit.expected, false);
     assert.equal(exit.code, 0, 'with -no-reboot, the panic reboot makes QEMU exit 0');
-    assert.ok(exit.consoleTail.some((l) => l.includes('Kernel panic - not syncing')), exit.consoleTail.join('\n'));
+    assert.ok(
+      exit.consoleTail.some((l) => l.includes('Kernel panic - not syncing')),
+      exit.consoleTail.join('\n'),
+    );
     assert.equal(vm.pid(), undefined);
-    console.log(`      measured: spawn -> guest panic -> QEMU exit ${Math.round(panicMs)} ms (TCG, accel=${vm.accel()})`);
+    console.log(
+      `      measured: spawn -> guest panic -> QEMU exit ${Math.round(panicMs)} ms (TCG, accel=${vm.accel()})`,
+    );
     await vm.cleanup();
     assert.equal(fs.existsSync(cfg.stateDir), false);
   });
@@ -171,7 +193,8 @@ describe('hypervisor: real QEMU (TCG) and virtiofsd', function () {
     const fsDev = chardevs.find((c) => c.label === 'fs');
     assert.ok(fsDev && fsDev.filename.startsWith('unix:'), JSON.stringify(fsDev));
     const vfsTree = [vfsPid, ...descendants(vfsPid)];
-    if (timings.virtiofsdSandbox === 'namespace') assert.ok(vfsTree.length >= 2, 'the namespace sandbox child exists once QEMU connected');
+    if (timings.virtiofsdSandbox === 'namespace')
+      assert.ok(vfsTree.length >= 2, 'the namespace sandbox child exists once QEMU connected');
 
     assert.deepEqual(await vm.queryStatus(), { status: 'running', running: true });
     await vm.pause();
@@ -182,22 +205,31 @@ describe('hypervisor: real QEMU (TCG) and virtiofsd', function () {
     await new Promise((r) => setTimeout(r, 5000)); // let the guest settle into waiting for its root
     const qemuPss = pssKiB(qemuPid);
     const vfsPss = vfsTree.filter(alive).reduce((sum, p) => sum + pssKiB(p), 0);
-    console.log(`      measured: accel=${vm.accel()} QEMU spawn -> QMP running ${Math.round(timings.qmpReadyMs ?? NaN)} ms; ` +
-      `virtiofsd spawn -> socket ${Math.round(timings.virtiofsdReadyMs ?? NaN)} ms (sandbox=${timings.virtiofsdSandbox}, ` +
-      `chosen in ${Math.round(timings.sandboxProbeMs ?? NaN)} ms); ` +
-      `idle PSS: QEMU ${Math.round(qemuPss / 1024)} MiB (guest RAM ${cfg.memoryMiB} MiB), virtiofsd ${(vfsPss / 1024).toFixed(1)} MiB (${vfsTree.length} processes)`);
+    console.log(
+      `      measured: accel=${vm.accel()} QEMU spawn -> QMP running ${Math.round(timings.qmpReadyMs ?? NaN)} ms; ` +
+        `virtiofsd spawn -> socket ${Math.round(timings.virtiofsdReadyMs ?? NaN)} ms (sandbox=${timings.virtiofsdSandbox}, ` +
+        `chosen in ${Math.round(timings.sandboxProbeMs ?? NaN)} ms); ` +
+        `idle PSS: QEMU ${Math.round(qemuPss / 1024)} MiB (guest RAM ${cfg.memoryMiB} MiB), virtiofsd ${(vfsPss / 1024).toFixed(1)} MiB (${vfsTree.length} processes)`,
+    );
 
     const t0 = performance.now();
     await vm.stop({ force: false });
     const stopMs = performance.now() - t0;
     const exit = await vm.wait();
-    assert.deepEqual({ code: exit.code, signal: exit.signal, expected: exit.expected }, { code: 0, signal: null, expected: true });
+    assert.deepEqual(
+      { code: exit.code, signal: exit.signal, expected: exit.expected },
+      { code: 0, signal: null, expected: true },
+    );
     assert.ok(stopMs < 5000, `graceful stop took ${stopMs} ms: QMP quit should end QEMU at once`);
     console.log(`      measured: graceful stop (QMP quit) ${Math.round(stopMs)} ms`);
     for (const p of [qemuPid, ...vfsTree]) assert.equal(alive(p), false, `pid ${p} is gone`);
     assert.equal(vm.pid(), undefined);
     assert.equal(vm.virtiofsdPid(), undefined);
-    assert.deepEqual(fs.readdirSync(cfg.stateDir), [], 'after the exit nothing is kept on disk (the console is in memory)');
+    assert.deepEqual(
+      fs.readdirSync(cfg.stateDir),
+      [],
+      'after the exit nothing is kept on disk (the console is in memory)',
+    );
     await vm.cleanup();
     assert.equal(fs.existsSync(cfg.stateDir), false);
     assert.equal(fs.readFileSync(path.join(share, 'hello'), 'utf8'), 'hi', 'the share itself is untouched');
@@ -208,7 +240,13 @@ describe('hypervisor: real QEMU (TCG) and virtiofsd', function () {
     fs.mkdirSync(share);
     const vm = new QemuHypervisor({ virtiofsdSandbox: 'chroot' });
     vms.push(vm);
-    const cfg = { ...base, id: 'chroot', stateDir: path.join(root, 'chroot'), sharedDir: share, kernelParams: ['root=/dev/nonexistent', 'rootwait'] };
+    const cfg = {
+      ...base,
+      id: 'chroot',
+      stateDir: path.join(root, 'chroot'),
+      sharedDir: share,
+      kernelParams: ['root=/dev/nonexistent', 'rootwait'],
+    };
     await vm.prepare(cfg);
     await vm.start(AbortSignal.timeout(60_000));
     const vfsPid = vm.virtiofsdPid()!;
@@ -233,7 +271,11 @@ describe('hypervisor: real QEMU (TCG) and virtiofsd', function () {
   });
 
   it('(d) QEMU refusing to start (impossible memory size) is an UnavailableError with its stderr; nothing is left', async () => {
-    const { vm, cfg } = vmFor('toobig', { memoryMiB: 4 * 1024 * 1024, sharedDir: root, kernelParams: ['root=/dev/nonexistent'] });
+    const { vm, cfg } = vmFor('toobig', {
+      memoryMiB: 4 * 1024 * 1024,
+      sharedDir: root,
+      kernelParams: ['root=/dev/nonexistent'],
+    });
     await vm.prepare(cfg);
     await assert.rejects(vm.start(AbortSignal.timeout(60_000)), (e: Error) => {
       assert.ok(e instanceof UnavailableError, String(e));
@@ -244,7 +286,11 @@ describe('hypervisor: real QEMU (TCG) and virtiofsd', function () {
     assert.equal(exit.expected, false);
     assert.match(exit.stderrTail, /qemu-system-x86_64/);
     assert.equal(vm.virtiofsdPid(), undefined, 'virtiofsd was stopped too');
-    assert.deepEqual(fs.readdirSync(cfg.stateDir).filter((f) => f.endsWith('.sock')), [], 'no sockets are left');
+    assert.deepEqual(
+      fs.readdirSync(cfg.stateDir).filter((f) => f.endsWith('.sock')),
+      [],
+      'no sockets are left',
+    );
     await vm.cleanup();
   });
 
@@ -254,11 +300,19 @@ describe('hypervisor: real QEMU (TCG) and virtiofsd', function () {
       fs.mkdirSync(share);
       const secret = path.join(root, 'root-only');
       fs.writeFileSync(secret, 'x', { mode: 0o600 });
-      const { vm, cfg } = vmFor('confined', { sharedDir: share, seccomp: true, qemuUser: 'nobody', kernelParams: ['root=/dev/nonexistent', 'rootwait'] });
+      const { vm, cfg } = vmFor('confined', {
+        sharedDir: share,
+        seccomp: true,
+        qemuUser: 'nobody',
+        kernelParams: ['root=/dev/nonexistent', 'rootwait'],
+      });
       await vm.prepare(cfg);
       assert.deepEqual(vm.confinement(), { seccomp: true, runAs: 'nobody' });
       const argv = vm.argv();
-      assert.equal(argv[argv.indexOf('-sandbox') + 1], 'on,obsolete=deny,elevateprivileges=allow,spawn=deny,resourcecontrol=deny');
+      assert.equal(
+        argv[argv.indexOf('-sandbox') + 1],
+        'on,obsolete=deny,elevateprivileges=allow,spawn=deny,resourcecontrol=deny',
+      );
       assert.equal(argv[argv.indexOf('-runas') + 1], 'nobody');
       await vm.start(AbortSignal.timeout(60_000));
       const qemuPid = vm.pid()!;
@@ -271,8 +325,10 @@ describe('hypervisor: real QEMU (TCG) and virtiofsd', function () {
       assert.equal(q.CapPrm, '0000000000000000');
       assert.equal(q.NoNewPrivs, '1');
       // The dropped privileges are in effect: QEMU can no longer open what only root may read.
-      await assert.rejects(vm.qmpExecute('blockdev-add', { driver: 'file', filename: secret, 'node-name': 'secret', 'read-only': true }),
-        (e: Error) => /Permission denied/.test(e.message));
+      await assert.rejects(
+        vm.qmpExecute('blockdev-add', { driver: 'file', filename: secret, 'node-name': 'secret', 'read-only': true }),
+        (e: Error) => /Permission denied/.test(e.message),
+      );
 
       // virtiofsd: the process that serves the guest (the namespace sandbox's child, or the daemon itself under chroot).
       const vfsPid = vm.virtiofsdPid()!;
@@ -282,18 +338,31 @@ describe('hypervisor: real QEMU (TCG) and virtiofsd', function () {
       assert.notEqual(v.CapEff, procStatus(process.pid).CapEff, 'with fewer capabilities than root');
       if (vm.timings().virtiofsdSandbox === 'namespace') {
         assert.equal(fs.readlinkSync(`/proc/${server}/root`), '/', 'pivot_root: its / is the share');
-        assert.notEqual(fs.statSync(`/proc/${server}/ns/mnt`).ino, fs.statSync('/proc/self/ns/mnt').ino, 'in its own mount namespace');
-        assert.notEqual(fs.statSync(`/proc/${server}/ns/net`).ino, fs.statSync('/proc/self/ns/net').ino, 'and its own (empty) network namespace');
+        assert.notEqual(
+          fs.statSync(`/proc/${server}/ns/mnt`).ino,
+          fs.statSync('/proc/self/ns/mnt').ino,
+          'in its own mount namespace',
+        );
+        assert.notEqual(
+          fs.statSync(`/proc/${server}/ns/net`).ino,
+          fs.statSync('/proc/self/ns/net').ino,
+          'and its own (empty) network namespace',
+        );
       }
-      console.log(`      measured: confined QEMU spawn -> QMP running ${Math.round(vm.timings().qmpReadyMs ?? NaN)} ms; ` +
-        `QEMU Seccomp=${q.Seccomp} Uid=${q.Uid.split('\t')[0]} CapEff=${q.CapEff}; virtiofsd (${vm.timings().virtiofsdSandbox}) Seccomp=${v.Seccomp} CapEff=${v.CapEff}`);
+      console.log(
+        `      measured: confined QEMU spawn -> QMP running ${Math.round(vm.timings().qmpReadyMs ?? NaN)} ms; ` +
+          `QEMU Seccomp=${q.Seccomp} Uid=${q.Uid.split('\t')[0]} CapEff=${q.CapEff}; virtiofsd (${vm.timings().virtiofsdSandbox}) Seccomp=${v.Seccomp} CapEff=${v.CapEff}`,
+      );
 
       await vm.pause();
       assert.deepEqual(await vm.queryStatus(), { status: 'paused', running: false });
       await vm.resume();
       await vm.stop({ force: false });
       const exit = await vm.wait();
-      assert.deepEqual({ code: exit.code, signal: exit.signal, expected: exit.expected }, { code: 0, signal: null, expected: true });
+      assert.deepEqual(
+        { code: exit.code, signal: exit.signal, expected: exit.expected },
+        { code: 0, signal: null, expected: true },
+      );
       assert.equal(alive(qemuPid), false);
       assert.deepEqual(fs.readdirSync(cfg.stateDir), [], 'nothing left in the state folder after the exit');
       await vm.cleanup();
@@ -304,7 +373,11 @@ describe('hypervisor: real QEMU (TCG) and virtiofsd', function () {
         const marker = path.join(root, `${id}.ran`);
         const { vm, cfg } = vmFor(id, { seccomp, qemuUser: '', kernelParams: ['root=/dev/nonexistent', 'rootwait'] });
         await vm.prepare(cfg);
-        if (seccomp) assert.equal(vm.argv()[vm.argv().indexOf('-sandbox') + 1], 'on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny');
+        if (seccomp)
+          assert.equal(
+            vm.argv()[vm.argv().indexOf('-sandbox') + 1],
+            'on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny',
+          );
         else assert.equal(vm.argv().includes('-sandbox'), false);
         await vm.start(AbortSignal.timeout(60_000));
         const pid = vm.pid()!;
@@ -332,8 +405,16 @@ describe('hypervisor: real QEMU (TCG) and virtiofsd', function () {
         await vm.cleanup();
         return { ran: fs.existsSync(marker), signal };
       };
-      assert.deepEqual(await run('spawn-allowed', false), { ran: true, signal: null }, 'without the filter the program runs (the check is meaningful)');
-      assert.deepEqual(await run('spawn-denied', true), { ran: false, signal: 'SIGSYS' }, 'spawn=deny: QEMU is killed at the attempt, the program never runs');
+      assert.deepEqual(
+        await run('spawn-allowed', false),
+        { ran: true, signal: null },
+        'without the filter the program runs (the check is meaningful)',
+      );
+      assert.deepEqual(
+        await run('spawn-denied', true),
+        { ran: false, signal: 'SIGSYS' },
+        'spawn=deny: QEMU is killed at the attempt, the program never runs',
+      );
     });
   });
 });

@@ -7,7 +7,17 @@ import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
 import http from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
-import { Channel, CloseCode, encodeFrame, exitCodeOf, FrameDecoder, K8sStream, Opcode, V4_CHANNEL_PROTOCOL, WsProtocolError } from './lib/k8s-stream';
+import {
+  Channel,
+  CloseCode,
+  encodeFrame,
+  exitCodeOf,
+  FrameDecoder,
+  K8sStream,
+  Opcode,
+  V4_CHANNEL_PROTOCOL,
+  WsProtocolError,
+} from './lib/k8s-stream';
 
 /** A server-side frame (unmasked), optionally without FIN. */
 function serverFrame(opcode: number, payload: Buffer, fin = true): Buffer {
@@ -50,15 +60,30 @@ describe('k8s-stream: WebSocket frames', function () {
 
   it('refuses what a server must not send, and messages over the limit', function () {
     const refuses = (bytes: Buffer, code: number = CloseCode.protocolError, max?: number): void =>
-      assert.throws(() => new FrameDecoder(max).write(bytes), (e: WsProtocolError) => e instanceof WsProtocolError && e.closeCode === code);
+      assert.throws(
+        () => new FrameDecoder(max).write(bytes),
+        (e: WsProtocolError) => e instanceof WsProtocolError && e.closeCode === code,
+      );
     refuses(encodeFrame(Opcode.binary, Buffer.from('x'), true)); // masked by the server
     refuses(serverFrame(Opcode.continuation, Buffer.from('x'))); // nothing to continue
-    refuses(Buffer.concat([serverFrame(Opcode.binary, Buffer.from('a'), false), serverFrame(Opcode.binary, Buffer.from('b'))])); // interleaved
+    refuses(
+      Buffer.concat([
+        serverFrame(Opcode.binary, Buffer.from('a'), false),
+        serverFrame(Opcode.binary, Buffer.from('b')),
+      ]),
+    ); // interleaved
     refuses(serverFrame(Opcode.ping, Buffer.alloc(126))); // control frame too long
     refuses(serverFrame(0x3, Buffer.from('x'))); // reserved opcode
     refuses(Buffer.from([0xc2, 0x00])); // RSV1 without an extension
     refuses(serverFrame(Opcode.binary, Buffer.alloc(1025)), CloseCode.tooBig, 1024);
-    refuses(Buffer.concat([serverFrame(Opcode.binary, Buffer.alloc(600), false), serverFrame(Opcode.continuation, Buffer.alloc(600))]), CloseCode.tooBig, 1024);
+    refuses(
+      Buffer.concat([
+        serverFrame(Opcode.binary, Buffer.alloc(600), false),
+        serverFrame(Opcode.continuation, Buffer.alloc(600)),
+      ]),
+      CloseCode.tooBig,
+      1024,
+    );
     // A 64-bit length over the limit is refused from its header alone.
     const huge = Buffer.alloc(10);
     huge[0] = 0x82;
@@ -69,7 +94,14 @@ describe('k8s-stream: WebSocket frames', function () {
 
   it('exitCodeOf reads v4 statuses', function () {
     assert.equal(exitCodeOf({ status: 'Success' }), 0);
-    assert.equal(exitCodeOf({ status: 'Failure', reason: 'NonZeroExitCode', details: { causes: [{ reason: 'ExitCode', message: '3' }] } }), 3);
+    assert.equal(
+      exitCodeOf({
+        status: 'Failure',
+        reason: 'NonZeroExitCode',
+        details: { causes: [{ reason: 'ExitCode', message: '3' }] },
+      }),
+      3,
+    );
     assert.equal(exitCodeOf({ status: 'Failure', reason: 'InternalError' }), undefined);
     assert.equal(exitCodeOf(undefined), undefined);
   });
@@ -85,11 +117,15 @@ describe('k8s-stream: a session against a loopback upgrade server', function () 
   before(async function () {
     server = http.createServer((_req, res) => res.writeHead(400).end('not a websocket request'));
     server.on('upgrade', (req, socket: Socket) => {
-      const offered = String(req.headers['sec-websocket-protocol'] ?? '').split(',').map((p) => p.trim());
+      const offered = String(req.headers['sec-websocket-protocol'] ?? '')
+        .split(',')
+        .map((p) => p.trim());
       const key = String(req.headers['sec-websocket-key']);
       const accept = crypto.createHash('sha1').update(`${key}258EAFA5-E914-47DA-95CA-C5AB0DC85B11`).digest('base64');
       const protocol = offered.includes(V4_CHANNEL_PROTOCOL) ? V4_CHANNEL_PROTOCOL : '';
-      socket.write(`HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ${accept}\r\nSec-WebSocket-Protocol: ${protocol}\r\n\r\n`);
+      socket.write(
+        `HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ${accept}\r\nSec-WebSocket-Protocol: ${protocol}\r\n\r\n`,
+      );
       const d = new FrameDecoder(1 << 20, true);
       socket.on('data', (c: Buffer) => {
         const messages = d.write(c);
@@ -114,7 +150,22 @@ describe('k8s-stream: a session against a loopback upgrade server', function () 
       socket.on('data', () => {
         if (!received.some((m) => m.opcode === Opcode.binary && m.payload[0] === Channel.resize)) return;
         socket.write(serverFrame(Opcode.binary, Buffer.from('\x02err\n')));
-        socket.write(serverFrame(Opcode.binary, Buffer.concat([Buffer.from([Channel.status]), Buffer.from(JSON.stringify({ metadata: {}, status: 'Failure', reason: 'NonZeroExitCode', details: { causes: [{ reason: 'ExitCode', message: '3' }] } }))])));
+        socket.write(
+          serverFrame(
+            Opcode.binary,
+            Buffer.concat([
+              Buffer.from([Channel.status]),
+              Buffer.from(
+                JSON.stringify({
+                  metadata: {},
+                  status: 'Failure',
+                  reason: 'NonZeroExitCode',
+                  details: { causes: [{ reason: 'ExitCode', message: '3' }] },
+                }),
+              ),
+            ]),
+          ),
+        );
         socket.end(serverFrame(Opcode.close, Buffer.from([0x03, 0xe8])));
       });
     };
@@ -124,7 +175,10 @@ describe('k8s-stream: a session against a loopback upgrade server', function () 
     s.stdin('in\n');
     s.resize(100, 30);
     const r = await s.done(5_000);
-    assert.deepEqual({ ...r, status: undefined }, { stdout: 'out\n', stderr: 'err\n', status: undefined, exitCode: 3, closeCode: 1000 });
+    assert.deepEqual(
+      { ...r, status: undefined },
+      { stdout: 'out\n', stderr: 'err\n', status: undefined, exitCode: 3, closeCode: 1000 },
+    );
     const got = received.map((m) => [m.opcode, m.payload.toString('latin1')]);
     assert.deepEqual(got, [
       [Opcode.pong, 'hi'],
@@ -139,14 +193,20 @@ describe('k8s-stream: a session against a loopback upgrade server', function () 
     const s = await K8sStream.open(url, { maxMessageBytes: 1024 });
     await assert.rejects(s.done(5_000), (e: Error) => e instanceof WsProtocolError && e.closeCode === CloseCode.tooBig);
     await new Promise((r) => setTimeout(r, 100));
-    assert.deepEqual(received.map((m) => [m.opcode, m.payload.readUInt16BE(0)]), [[Opcode.close, CloseCode.tooBig]]);
+    assert.deepEqual(
+      received.map((m) => [m.opcode, m.payload.readUInt16BE(0)]),
+      [[Opcode.close, CloseCode.tooBig]],
+    );
   });
 
   it('rejects an answer that is not an upgrade, or a sub-protocol not offered', async function () {
     const plain = http.createServer((_req, res) => res.writeHead(404).end('unknown token'));
     await new Promise<void>((r) => plain.listen(0, '127.0.0.1', r));
     try {
-      await assert.rejects(K8sStream.open(`http://127.0.0.1:${(plain.address() as AddressInfo).port}/exec/x`), /HTTP 404 instead of an upgrade: unknown token/);
+      await assert.rejects(
+        K8sStream.open(`http://127.0.0.1:${(plain.address() as AddressInfo).port}/exec/x`),
+        /HTTP 404 instead of an upgrade: unknown token/,
+      );
     } finally {
       plain.close();
     }

@@ -79,10 +79,16 @@ describe('pod networking in a real VM (a NIC on a tap in a test network namespac
     inNs(['link', 'set', 'dev', TAP, 'up']);
     tapMac = (JSON.parse(inNs(['-j', 'link', 'show', 'dev', TAP])) as { address: string }[])[0]!.address;
 
-    server = spawn('nsenter', [`--net=${nsPath}`, '--', process.execPath, '-e', HTTP_SERVER, gatewayIp, String(HTTP_PORT), token], { stdio: ['ignore', 'pipe', 'pipe'] });
+    server = spawn(
+      'nsenter',
+      [`--net=${nsPath}`, '--', process.execPath, '-e', HTTP_SERVER, gatewayIp, String(HTTP_PORT), token],
+      { stdio: ['ignore', 'pipe', 'pipe'] },
+    );
     await new Promise<void>((resolve, reject) => {
       let err = '';
-      server!.stderr!.on('data', (c: Buffer) => { err += c.toString(); });
+      server!.stderr!.on('data', (c: Buffer) => {
+        err += c.toString();
+      });
       server!.stdout!.once('data', () => resolve());
       server!.once('exit', (code) => reject(new Error(`the HTTP server in ${ns} exited (${code}): ${err}`)));
     });
@@ -91,17 +97,38 @@ describe('pod networking in a real VM (a NIC on a tap in a test network namespac
     share = new VirtioFsShare({ root: path.join(dir, 'share'), sandboxId: SANDBOX });
     await share.prepare();
     const guest = guestArtifacts();
-    vm = await SandboxVm.boot(new QemuHypervisor({ logger: NOOP_LOGGER }), {
-      id: SANDBOX, stateDir: path.join(dir, 'vm'), kernel: guest.kernel, initrd: guest.initrd, image: guest.image,
-      vcpus: 1, memoryMiB: 512, accel: 'auto', agentTransport: 'serial', sharedDir: share.sharedDir(),
-      network: { netnsPath: nsPath, nics: [{ tap: TAP, mac: guestMac, mtu: 1500 }] },
-      // Confined as the shim's defaults do: QEMU opens the root-owned tap before it drops to nobody.
-      seccomp: true, qemuUser: 'nobody',
-    }, { bootTimeoutMs: 120_000, logger: NOOP_LOGGER });
+    vm = await SandboxVm.boot(
+      new QemuHypervisor({ logger: NOOP_LOGGER }),
+      {
+        id: SANDBOX,
+        stateDir: path.join(dir, 'vm'),
+        kernel: guest.kernel,
+        initrd: guest.initrd,
+        image: guest.image,
+        vcpus: 1,
+        memoryMiB: 512,
+        accel: 'auto',
+        agentTransport: 'serial',
+        sharedDir: share.sharedDir(),
+        network: { netnsPath: nsPath, nics: [{ tap: TAP, mac: guestMac, mtu: 1500 }] },
+        // Confined as the shim's defaults do: QEMU opens the root-owned tap before it drops to nobody.
+        seccomp: true,
+        qemuUser: 'nobody',
+      },
+      { bootTimeoutMs: 120_000, logger: NOOP_LOGGER },
+    );
     agent = vm.agent;
     await agent.createSandbox({
       sandboxId: SANDBOX,
-      storages: [{ driver: 'virtio-fs', source: GUEST_SHARE_TAG, fstype: 'virtiofs', options: ['nodev'], mountPoint: SHARED_MOUNT }],
+      storages: [
+        {
+          driver: 'virtio-fs',
+          source: GUEST_SHARE_TAG,
+          fstype: 'virtiofs',
+          options: ['nodev'],
+          mountPoint: SHARED_MOUNT,
+        },
+      ],
     });
   });
 
@@ -115,7 +142,11 @@ describe('pod networking in a real VM (a NIC on a tap in a test network namespac
       }
       await share?.cleanup();
       if (fs.existsSync(nsPath)) execFileSync('ip', ['netns', 'delete', ns]);
-      assert.deepEqual(childProcesses(process.pid, ['qemu-system-x86_64', 'virtiofsd']), [], 'no QEMU or virtiofsd left running');
+      assert.deepEqual(
+        childProcesses(process.pid, ['qemu-system-x86_64', 'virtiofsd']),
+        [],
+        'no QEMU or virtiofsd left running',
+      );
       assert.ok(!server || server.exitCode !== null || server.signalCode !== null, 'the HTTP server is gone');
       assert.equal(fs.existsSync(nsPath), false, 'the namespace is gone');
       assert.deepEqual(mountsContaining(dir), [], 'no mount left');
@@ -129,24 +160,45 @@ describe('pod networking in a real VM (a NIC on a tap in a test network namespac
     const tap = (JSON.parse(inNs(['-j', 'link', 'show', 'dev', TAP])) as { flags: string[] }[])[0]!;
     assert.ok(tap.flags.includes('LOWER_UP'), `QEMU holds the tap: ${tap.flags.join(',')}`);
     const status = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
-    assert.match(status, /^Uid:\s+65534\s+65534\s+65534\s+65534$/m, 'QEMU runs as nobody, the tap opened before it dropped');
+    assert.match(
+      status,
+      /^Uid:\s+65534\s+65534\s+65534\s+65534$/m,
+      'QEMU runs as nobody, the tap opened before it dropped',
+    );
     assert.match(status, /^Seccomp:\s+2$/m, 'under its seccomp filter');
   });
 
   it('configures the NIC found by its MAC: name, MTU, address, up; lo is up', async () => {
-    await assert.rejects(agent.updateInterface({ name: 'eth0', mac: '02:00:00:00:00:42', addresses: [] }), NotFoundError);
-    const nic = await agent.updateInterface({ name: 'eth0', mac: guestMac.toUpperCase(), mtu: 1400, addresses: [{ address: guestIp, prefixLength: 24 }] });
+    await assert.rejects(
+      agent.updateInterface({ name: 'eth0', mac: '02:00:00:00:00:42', addresses: [] }),
+      NotFoundError,
+    );
+    const nic = await agent.updateInterface({
+      name: 'eth0',
+      mac: guestMac.toUpperCase(),
+      mtu: 1400,
+      addresses: [{ address: guestIp, prefixLength: 24 }],
+    });
     assert.equal(nic.name, 'eth0');
     assert.equal(nic.mac, guestMac);
     assert.equal(nic.mtu, 1400);
     assert.ok(nic.up);
-    assert.deepEqual(nic.addresses.filter((a) => a.family === 4), [{ family: 4, address: guestIp, prefixLength: 24 }]);
+    assert.deepEqual(
+      nic.addresses.filter((a) => a.family === 4),
+      [{ family: 4, address: guestIp, prefixLength: 24 }],
+    );
 
     const all = await agent.listInterfaces();
     const lo = all.find((i) => i.name === 'lo');
     assert.ok(lo?.up, 'lo is up');
     assert.ok(lo.addresses.some((a) => a.address === '127.0.0.1'));
-    assert.deepEqual(all.find((i) => i.mac === guestMac)?.addresses.filter((a) => a.family === 4).map((a) => a.address), [guestIp]);
+    assert.deepEqual(
+      all
+        .find((i) => i.mac === guestMac)
+        ?.addresses.filter((a) => a.family === 4)
+        .map((a) => a.address),
+      [guestIp],
+    );
   });
 
   it('replaces the routes and adds a permanent neighbour', async () => {
@@ -154,12 +206,18 @@ describe('pod networking in a real VM (a NIC on a tap in a test network namespac
       { dest: 'default', gateway: gatewayIp, device: 'eth0' },
       { dest: `${subnet}.0/24`, device: 'eth0', scope: 'link', source: guestIp },
     ]);
-    assert.ok(routes.some((r) => r.dest === 'default' && r.gateway === gatewayIp && r.device === 'eth0' && r.family === 4), JSON.stringify(routes));
+    assert.ok(
+      routes.some((r) => r.dest === 'default' && r.gateway === gatewayIp && r.device === 'eth0' && r.family === 4),
+      JSON.stringify(routes),
+    );
     assert.deepEqual(await agent.listRoutes(), routes);
     await agent.addArpNeighbors([{ address: gatewayIp, mac: tapMac, device: 'eth0' }]);
 
     await share!.shareRootfs('c-neigh', [], rootfs);
-    await agent.createOciContainer('c-neigh', testSpec({ args: ['ip', 'neigh', 'show', gatewayIp], rootReadonly: true }));
+    await agent.createOciContainer(
+      'c-neigh',
+      testSpec({ args: ['ip', 'neigh', 'show', gatewayIp], rootReadonly: true }),
+    );
     await agent.startContainer('c-neigh');
     const out = await collectOutput(agent, 'c-neigh');
     assert.equal(out.code, 0, out.stderr);
@@ -171,7 +229,10 @@ describe('pod networking in a real VM (a NIC on a tap in a test network namespac
   it('carries traffic: a container fetches from the namespace, and the namespace reads from a container', async () => {
     await share!.shareRootfs('c-wget', [], rootfs);
     // (No -T: Debian's static busybox 1.35 wget crashes with it.)
-    await agent.createOciContainer('c-wget', testSpec({ args: ['wget', '-q', '-O', '-', `http://${gatewayIp}:${HTTP_PORT}/`], rootReadonly: true }));
+    await agent.createOciContainer(
+      'c-wget',
+      testSpec({ args: ['wget', '-q', '-O', '-', `http://${gatewayIp}:${HTTP_PORT}/`], rootReadonly: true }),
+    );
     await agent.startContainer('c-wget');
     assert.deepEqual(await collectOutput(agent, 'c-wget'), { stdout: token, stderr: '', code: 0 });
     await agent.removeContainer('c-wget');
@@ -179,13 +240,21 @@ describe('pod networking in a real VM (a NIC on a tap in a test network namespac
 
     // The other way: busybox nc listens in the guest, node in the namespace connects (retrying until it listens).
     await share!.shareRootfs('c-listen', [], rootfs);
-    await agent.createOciContainer('c-listen', testSpec({ args: ['sh', '-c', `echo pong-${token} | nc -l -p ${GUEST_PORT}`], rootReadonly: true }));
+    await agent.createOciContainer(
+      'c-listen',
+      testSpec({ args: ['sh', '-c', `echo pong-${token} | nc -l -p ${GUEST_PORT}`], rootReadonly: true }),
+    );
     await agent.startContainer('c-listen');
     const got = await new Promise<string>((resolve, reject) => {
-      execFile('nsenter', [`--net=${nsPath}`, '--', process.execPath, '-e', TCP_CLIENT, guestIp, String(GUEST_PORT)], { timeout: 60_000 }, (err, stdout, stderr) => {
-        if (err) reject(new Error(`client in ${ns}: ${stderr || err.message}`));
-        else resolve(stdout);
-      });
+      execFile(
+        'nsenter',
+        [`--net=${nsPath}`, '--', process.execPath, '-e', TCP_CLIENT, guestIp, String(GUEST_PORT)],
+        { timeout: 60_000 },
+        (err, stdout, stderr) => {
+          if (err) reject(new Error(`client in ${ns}: ${stderr || err.message}`));
+          else resolve(stdout);
+        },
+      );
     });
     assert.equal(got, `pong-${token}\n`);
     assert.equal((await collectOutput(agent, 'c-listen')).code, 0);

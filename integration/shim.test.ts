@@ -20,7 +20,10 @@ import { kernelKit, KIT_HELLO } from './lib/kernel-kit';
 const RUNTIME = 'io.containerd.hull.v2';
 /** containerd's shim socket address rule (runtime/v2/shim/util_unix.go), computed independently of shim/. */
 const socketAddress = (address: string, ns: string, id: string): string =>
-  `unix:///run/containerd/s/${crypto.createHash('sha256').update(path.posix.join(address, ns, id)).digest('hex')}`;
+  `unix:///run/containerd/s/${crypto
+    .createHash('sha256')
+    .update(path.posix.join(address, ns, id))
+    .digest('hex')}`;
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 /** Command lines of live processes that mention `marker`. */
@@ -52,23 +55,36 @@ describe('shim: containerd-shim-hull-v2 with a real containerd and ctr', functio
   });
 
   const run = (id: string, args: readonly string[], extra: readonly string[] = [], input?: string) =>
-    ctd.ctr(['run', '--rm', '--runtime', RUNTIME, ...extra, BUSYBOX_IMAGE, id, ...args], input === undefined ? {} : { input });
+    ctd.ctr(
+      ['run', '--rm', '--runtime', RUNTIME, ...extra, BUSYBOX_IMAGE, id, ...args],
+      input === undefined ? {} : { input },
+    );
 
   /** Nothing of sandbox `id` is left: no QEMU or virtiofsd, no mount, no state folder, no socket. */
   async function assertNothingLeft(id: string): Promise<void> {
     const sandboxDir = path.join(ctd.stateDir, ctd.namespace, id);
     // containerd runs `delete` and removes the bundle after the ctr command returned: give it a moment.
-    for (let i = 0; i < 100 && (fs.existsSync(sandboxDir) || processesMentioning(sandboxDir).length > 0); i++) await sleep(100);
+    for (let i = 0; i < 100 && (fs.existsSync(sandboxDir) || processesMentioning(sandboxDir).length > 0); i++)
+      await sleep(100);
     assert.deepEqual(processesMentioning(sandboxDir), [], 'no QEMU or virtiofsd of the sandbox is left');
-    assert.deepEqual((await mountsUnder(ctd.dir)).map((m) => m.mountPoint).filter((m) => m.includes(`/${id}`)), [], 'no mount is left');
+    assert.deepEqual(
+      (await mountsUnder(ctd.dir)).map((m) => m.mountPoint).filter((m) => m.includes(`/${id}`)),
+      [],
+      'no mount is left',
+    );
     assert.equal(fs.existsSync(sandboxDir), false, `${sandboxDir} is removed`);
     const sock = socketAddress(ctd.address, ctd.namespace, id).slice('unix://'.length);
     assert.equal(fs.existsSync(sock), false, `the shim's socket ${sock} is removed`);
-    assert.deepEqual(cgroupDirs(id).filter((d) => fs.existsSync(d)), [], 'the sandbox\'s cgroup is removed');
+    assert.deepEqual(
+      cgroupDirs(id).filter((d) => fs.existsSync(d)),
+      [],
+      "the sandbox's cgroup is removed",
+    );
   }
 
   /** The sandbox's host cgroup in every hierarchy: ctr's default linux.cgroupsPath is /<namespace>/<id>. */
-  const cgroupDirs = (id: string): string[] => hostCgroupLayout().hierarchies.map((h) => path.join(h.mountPoint, ctd.namespace, id));
+  const cgroupDirs = (id: string): string[] =>
+    hostCgroupLayout().hierarchies.map((h) => path.join(h.mountPoint, ctd.namespace, id));
 
   async function taskStatus(id: string): Promise<string | undefined> {
     const r = await ctd.ctr(['task', 'ls']);
@@ -109,13 +125,20 @@ describe('shim: containerd-shim-hull-v2 with a real containerd and ctr', functio
     await assertNothingLeft('stdin');
   });
 
-  it('`ctr run -t` gives the container a terminal of the size of ctr\'s own', async () => {
+  it("`ctr run -t` gives the container a terminal of the size of ctr's own", async () => {
     // ctr -t needs a terminal of its own: run it on a pty (node-pty) of 33 rows and 77 columns. ctr 1.6 sends the
     // size only after Start (no consoleSize in the spec), so the container waits a while for it to arrive.
-    const script = 'i=0; while [ "$(stty size)" = "24 80" ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done; stty size; exit 4';
-    const term = pty.spawn('ctr', ctd.ctrArgs(['run', '-t', '--rm', '--runtime', RUNTIME, BUSYBOX_IMAGE, 'tty', 'sh', '-c', script]), {
-      cols: 77, rows: 33, env: ctd.env,
-    });
+    const script =
+      'i=0; while [ "$(stty size)" = "24 80" ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done; stty size; exit 4';
+    const term = pty.spawn(
+      'ctr',
+      ctd.ctrArgs(['run', '-t', '--rm', '--runtime', RUNTIME, BUSYBOX_IMAGE, 'tty', 'sh', '-c', script]),
+      {
+        cols: 77,
+        rows: 33,
+        env: ctd.env,
+      },
+    );
     let out = '';
     term.onData((d) => (out += d));
     const code = await new Promise<number>((resolve) => term.onExit((e) => resolve(e.exitCode)));
@@ -126,7 +149,17 @@ describe('shim: containerd-shim-hull-v2 with a real containerd and ctr', functio
 
   it('serves exec, ps, pause/resume, metrics and kill on a running task', async () => {
     const id = 'busy';
-    const runner = ctd.spawnCtr(['run', '--rm', '--runtime', RUNTIME, BUSYBOX_IMAGE, id, 'sh', '-c', 'trap "exit 143" TERM; while :; do sleep 1; done']);
+    const runner = ctd.spawnCtr([
+      'run',
+      '--rm',
+      '--runtime',
+      RUNTIME,
+      BUSYBOX_IMAGE,
+      id,
+      'sh',
+      '-c',
+      'trap "exit 143" TERM; while :; do sleep 1; done',
+    ]);
     const exited = new Promise<number | null>((resolve) => runner.once('close', resolve));
     try {
       await waitStatus(id, 'RUNNING');
@@ -165,16 +198,26 @@ describe('shim: containerd-shim-hull-v2 with a real containerd and ctr', functio
     try {
       await sleep(300); // the subscription is in place
       // 32 MiB limit, then one 64 MiB allocation: the guest kernel's OOM killer ends it (137).
-      const oom = await run('oomer', ['dd', 'if=/dev/zero', 'of=/dev/null', 'bs=64M', 'count=1'], ['--memory-limit', String(32 << 20)]);
+      const oom = await run(
+        'oomer',
+        ['dd', 'if=/dev/zero', 'of=/dev/null', 'bs=64M', 'count=1'],
+        ['--memory-limit', String(32 << 20)],
+      );
       assert.equal(oom.code, 137, oom.stderr);
 
       const upd = await ctd.ctr(['run', '-d', '--runtime', RUNTIME, BUSYBOX_IMAGE, 'upd', 'sleep', '600']);
       assert.equal(upd.code, 0, upd.stderr);
       await waitStatus('upd', 'RUNNING');
       // ctr 1.6 has no `task update`: call the shim's Task.Update as containerd would for CRI's UpdateContainerResources.
-      const client = await Client.connect(socketAddress(ctd.address, ctd.namespace, 'upd'), { metadata: { 'containerd-namespace-ttrpc': [ctd.namespace] } });
+      const client = await Client.connect(socketAddress(ctd.address, ctd.namespace, 'upd'), {
+        metadata: { 'containerd-namespace-ttrpc': [ctd.namespace] },
+      });
       try {
-        await client.call(TaskService.Update, { id: 'upd', resources: packJsonAny(TypeUrl.OciLinuxResources, { memory: { limit: 48 << 20 } }) }, { timeoutMs: 30_000 });
+        await client.call(
+          TaskService.Update,
+          { id: 'upd', resources: packJsonAny(TypeUrl.OciLinuxResources, { memory: { limit: 48 << 20 } }) },
+          { timeoutMs: 30_000 },
+        );
       } finally {
         client.close();
       }
@@ -182,7 +225,16 @@ describe('shim: containerd-shim-hull-v2 with a real containerd and ctr', functio
       assert.equal(m.code, 0, m.stderr);
       assert.match(m.stdout, new RegExp(`"usage_limit":\\s*${48 << 20}|${48 << 20}`));
       // An update without device rules leaves the container's own: /dev/null still opens, a loop device still not.
-      const dev = await ctd.ctr(['task', 'exec', '--exec-id', 'dev', 'upd', 'sh', '-c', 'echo x > /dev/null && echo null-ok; busybox mknod /dev/l0 b 7 0; head -c 1 /dev/l0']);
+      const dev = await ctd.ctr([
+        'task',
+        'exec',
+        '--exec-id',
+        'dev',
+        'upd',
+        'sh',
+        '-c',
+        'echo x > /dev/null && echo null-ok; busybox mknod /dev/l0 b 7 0; head -c 1 /dev/l0',
+      ]);
       assert.equal(dev.stdout, 'null-ok\n');
       assert.match(dev.stderr, /head: \/dev\/l0: Operation not permitted/);
       await ctd.ctr(['task', 'kill', '-s', 'KILL', 'upd']);
@@ -191,8 +243,15 @@ describe('shim: containerd-shim-hull-v2 with a real containerd and ctr', functio
     } finally {
       events.kill('SIGTERM');
     }
-    const topics = lines.filter((l) => l.includes('oomer')).map((l) => /(\/tasks\/[a-z-]+)/.exec(l)?.[1]).filter((t): t is string => !!t);
-    assert.deepEqual(topics, ['/tasks/create', '/tasks/start', '/tasks/oom', '/tasks/exit', '/tasks/delete'], lines.join('\n'));
+    const topics = lines
+      .filter((l) => l.includes('oomer'))
+      .map((l) => /(\/tasks\/[a-z-]+)/.exec(l)?.[1])
+      .filter((t): t is string => !!t);
+    assert.deepEqual(
+      topics,
+      ['/tasks/create', '/tasks/start', '/tasks/oom', '/tasks/exit', '/tasks/delete'],
+      lines.join('\n'),
+    );
     await assertNothingLeft('oomer');
     await assertNothingLeft('upd');
   });
@@ -200,7 +259,17 @@ describe('shim: containerd-shim-hull-v2 with a real containerd and ctr', functio
   it('carries 100 MiB of stdout with the same sha256', async () => {
     const out = path.join(ctd.dir, 'big.out');
     const r = await ctd.ctr(
-      ['run', '--rm', '--runtime', RUNTIME, BUSYBOX_IMAGE, 'big', 'sh', '-c', 'head -c 104857600 /dev/urandom > /tmp/big && sha256sum /tmp/big >&2 && cat /tmp/big'],
+      [
+        'run',
+        '--rm',
+        '--runtime',
+        RUNTIME,
+        BUSYBOX_IMAGE,
+        'big',
+        'sh',
+        '-c',
+        'head -c 104857600 /dev/urandom > /tmp/big && sha256sum /tmp/big >&2 && cat /tmp/big',
+      ],
       { stdoutFile: out },
     );
     assert.equal(r.code, 0, r.stderr);
@@ -219,19 +288,39 @@ describe('shim: containerd-shim-hull-v2 with a real containerd and ctr', functio
       await waitStatus(id, 'RUNNING');
       const sandboxDir = path.join(ctd.stateDir, ctd.namespace, id);
       const status = (pid: string): string => fs.readFileSync(`/proc/${pid}/status`, 'utf8');
-      const qemu = processesMentioning(path.join(sandboxDir, 'vm', 'qmp.sock')).filter((l) => l.includes('qemu-system'));
+      const qemu = processesMentioning(path.join(sandboxDir, 'vm', 'qmp.sock')).filter((l) =>
+        l.includes('qemu-system'),
+      );
       assert.equal(qemu.length, 1, qemu.join('\n'));
       const qemuStatus = status(qemu[0]!.split(' ')[0]!);
       assert.match(qemuStatus, /^Uid:\s+65534\s+65534\s+65534\s+65534$/m, 'QEMU runs as nobody');
       assert.match(qemuStatus, /^CapEff:\s+0+$/m, 'with no capabilities');
       assert.match(qemuStatus, /^Seccomp:\s+2$/m, 'under its seccomp filter');
       const argv = fs.readFileSync(`/proc/${qemu[0]!.split(' ')[0]!}/cmdline`, 'latin1').split('\0');
-      assert.deepEqual(argv.slice(argv.indexOf('-sandbox'), argv.indexOf('-sandbox') + 4),
-        ['-sandbox', 'on,obsolete=deny,elevateprivileges=allow,spawn=deny,resourcecontrol=deny', '-runas', 'nobody']);
-      const vfs = processesMentioning(path.join(sandboxDir, 'vm', 'virtiofsd.sock')).filter((l) => l.includes('virtiofsd'));
-      assert.ok(vfs.some((l) => /^Seccomp:\s+2$/m.test(status(l.split(' ')[0]!))), `a virtiofsd serves under seccomp: ${vfs.join('\n')}`);
+      assert.deepEqual(argv.slice(argv.indexOf('-sandbox'), argv.indexOf('-sandbox') + 4), [
+        '-sandbox',
+        'on,obsolete=deny,elevateprivileges=allow,spawn=deny,resourcecontrol=deny',
+        '-runas',
+        'nobody',
+      ]);
+      const vfs = processesMentioning(path.join(sandboxDir, 'vm', 'virtiofsd.sock')).filter((l) =>
+        l.includes('virtiofsd'),
+      );
+      assert.ok(
+        vfs.some((l) => /^Seccomp:\s+2$/m.test(status(l.split(' ')[0]!))),
+        `a virtiofsd serves under seccomp: ${vfs.join('\n')}`,
+      );
       // The container still works, on its rootfs shared over virtio-fs.
-      const ex = await ctd.ctr(['task', 'exec', '--exec-id', 'e1', id, 'sh', '-c', 'grep " / " /proc/mounts; echo ok > /tmp/w; cat /tmp/w']);
+      const ex = await ctd.ctr([
+        'task',
+        'exec',
+        '--exec-id',
+        'e1',
+        id,
+        'sh',
+        '-c',
+        'grep " / " /proc/mounts; echo ok > /tmp/w; cat /tmp/w',
+      ]);
       assert.equal(ex.code, 0, ex.stderr);
       assert.match(ex.stdout, /^\S+ \/ virtiofs /m, ex.stdout);
       assert.match(ex.stdout, /^ok$/m);
@@ -250,7 +339,9 @@ describe('shim: containerd-shim-hull-v2 with a real containerd and ctr', functio
     }
     try {
       for (const id of ['twin-a', 'twin-b']) await waitStatus(id, 'RUNNING');
-      const qemus = ['twin-a', 'twin-b'].map((id) => processesMentioning(path.join(ctd.stateDir, ctd.namespace, id, 'vm', 'qmp.sock')));
+      const qemus = ['twin-a', 'twin-b'].map((id) =>
+        processesMentioning(path.join(ctd.stateDir, ctd.namespace, id, 'vm', 'qmp.sock')),
+      );
       assert.equal(qemus[0]!.length, 1);
       assert.equal(qemus[1]!.length, 1);
       assert.notEqual(qemus[0]![0]!.split(' ')[0], qemus[1]![0]!.split(' ')[0]);
@@ -276,7 +367,8 @@ describe('shim: containerd-shim-hull-v2 with a real containerd and ctr', functio
     assert.deepEqual(record.cgroup, cgroupDirs(id));
     for (const d of cgroupDirs(id)) {
       const procs = fs.readFileSync(path.join(d, 'cgroup.procs'), 'utf8').split('\n');
-      for (const pid of [record.qemuPid, record.shimPid]) assert.ok(procs.includes(String(pid)), `${d} holds pid ${pid}`);
+      for (const pid of [record.qemuPid, record.shimPid])
+        assert.ok(procs.includes(String(pid)), `${d} holds pid ${pid}`);
     }
     process.kill(record.shimPid, 'SIGKILL');
     // containerd sees the connection close, runs `delete`, and reports the task stopped.
@@ -294,14 +386,21 @@ describe('shim: containerd-shim-hull-v2 with a real containerd and ctr', functio
     await assertNothingLeft('badspec');
   });
 
-  it('refuses `ctr run --net-host` (no network namespace in the spec: a VM cannot share the host\'s) before making anything, and leaves nothing behind', async () => {
+  it("refuses `ctr run --net-host` (no network namespace in the spec: a VM cannot share the host's) before making anything, and leaves nothing behind", async () => {
     const r = await run('nethost', ['true'], ['--net-host']);
     assert.notEqual(r.code, 0);
-    assert.match(r.stderr, /asks for the host's network namespace \(no "network" entry in linux\.namespaces, as ctr run --net-host writes\), which a VM cannot share/);
+    assert.match(
+      r.stderr,
+      /asks for the host's network namespace \(no "network" entry in linux\.namespaces, as ctr run --net-host writes\), which a VM cannot share/,
+    );
     assert.deepEqual(processesMentioning(path.join(ctd.stateDir, ctd.namespace, 'nethost')), [], 'no VM was started');
     await ctd.ctr(['container', 'delete', 'nethost']);
     await assertNothingLeft('nethost');
-    assert.equal((await ctd.ctr(['container', 'ls', '-q'])).stdout.split('\n').includes('nethost'), false, 'containerd no longer lists it');
+    assert.equal(
+      (await ctd.ctr(['container', 'ls', '-q'])).stdout.split('\n').includes('nethost'),
+      false,
+      'containerd no longer lists it',
+    );
   });
 
   it('refuses a bind mount with rshared propagation (a VM cannot propagate mounts) before making anything, and leaves nothing behind', async () => {
@@ -309,7 +408,10 @@ describe('shim: containerd-shim-hull-v2 with a real containerd and ctr', functio
     try {
       const r = await run('rshared', ['true'], ['--mount', `type=bind,src=${src},dst=/data,options=rbind:rshared`]);
       assert.notEqual(r.code, 0);
-      assert.match(r.stderr, /container rshared: mount "\/data" asks for rshared propagation \(Kubernetes' Bidirectional\), which a VM cannot give/);
+      assert.match(
+        r.stderr,
+        /container rshared: mount "\/data" asks for rshared propagation \(Kubernetes' Bidirectional\), which a VM cannot give/,
+      );
       assert.deepEqual(processesMentioning(path.join(ctd.stateDir, ctd.namespace, 'rshared')), [], 'no VM was started');
       await ctd.ctr(['container', 'delete', 'rshared']);
       await assertNothingLeft('rshared');
@@ -320,7 +422,10 @@ describe('shim: containerd-shim-hull-v2 with a real containerd and ctr', functio
 
   it('fails Create with a clear message when the guest image is missing (runtime ConfigPath)', async () => {
     const cfg = path.join(ctd.dir, 'missing-image.toml');
-    fs.writeFileSync(cfg, `[hypervisor]\nimage = "${ctd.dir}/no-such-rootfs.img"\n[runtime]\nstate_dir = "${ctd.stateDir}"\n`);
+    fs.writeFileSync(
+      cfg,
+      `[hypervisor]\nimage = "${ctd.dir}/no-such-rootfs.img"\n[runtime]\nstate_dir = "${ctd.stateDir}"\n`,
+    );
     const r = await run('noimage', ['true'], ['--runtime-config-path', cfg]);
     assert.notEqual(r.code, 0);
     assert.match(r.stderr, /no-such-rootfs\.img/);
@@ -358,11 +463,15 @@ describe('shim: exits are not hostage to stdout (runc, then hull)', function () 
       assert.equal(r.code, 0, r.stderr);
       try {
         // Generous: ctr is killed after 120 s (a hang shows as code null), never a timing assertion.
-        const ex = await ctd.ctr(['task', 'exec', '--exec-id', 'bg', id, 'sh', '-c', 'sleep 300 & echo started'], { timeoutMs: 120_000 });
+        const ex = await ctd.ctr(['task', 'exec', '--exec-id', 'bg', id, 'sh', '-c', 'sleep 300 & echo started'], {
+          timeoutMs: 120_000,
+        });
         assert.equal(ex.code, 0, `ctr task exec: code ${ex.code}, stderr ${ex.stderr}`);
         assert.equal(ex.stdout, 'started\n');
         // The container goes on (and its background child with it), as with runc.
-        const again = await ctd.ctr(['task', 'exec', '--exec-id', 'after', id, 'echo', 'still-running'], { timeoutMs: 120_000 });
+        const again = await ctd.ctr(['task', 'exec', '--exec-id', 'after', id, 'echo', 'still-running'], {
+          timeoutMs: 120_000,
+        });
         assert.equal(again.code, 0, again.stderr);
         assert.equal(again.stdout, 'still-running\n');
       } finally {
@@ -374,7 +483,10 @@ describe('shim: exits are not hostage to stdout (runc, then hull)', function () 
 
     it(`${name}: a daemonising init (\`sh -c 'sleep 300 & echo up'\`) exits 0 with its output`, async () => {
       const id = `bginit-${name}`;
-      const r = await ctd.ctr(['run', '--rm', '--runtime', runtime, BUSYBOX_IMAGE, id, 'sh', '-c', 'sleep 300 & echo up'], { timeoutMs: 120_000 });
+      const r = await ctd.ctr(
+        ['run', '--rm', '--runtime', runtime, BUSYBOX_IMAGE, id, 'sh', '-c', 'sleep 300 & echo up'],
+        { timeoutMs: 120_000 },
+      );
       assert.equal(r.code, 0, `ctr run: code ${r.code}, stderr ${r.stderr}`);
       // The baseline itself: with runc, ctr 1.6 once in a few runs on a loaded host closes its copy of a
       // fast-exiting init's stdout before reading it (empty stdout, exit 0). hull's exit waits for the output.
@@ -399,29 +511,32 @@ describe('shim: a privileged container gets a whole kernel (runc, then hull)', f
     kitDir = fs.mkdtempSync(path.join(os.tmpdir(), 'hull-kit-'));
     const kit = kernelKit(kitDir);
     const ipt = kit.iptables('/kit').join(' ');
-    fs.writeFileSync(path.join(kitDir, 'priv.sh'), [
-      'set -e',
-      // The device nodes a privileged container sees on a host: runc gives the host's, hull the guest's.
-      'test -c /dev/loop-control', // one per line: set -e ignores a failure inside an && list
-      'test -b /dev/loop0',
-      'test -c /dev/net/tun',
-      'brctl addbr foobar',
-      'test -d /sys/class/net/foobar/bridge',
-      'brctl delbr foobar',
-      'echo bridge-ok',
-      `${ipt} -A INPUT -p tcp --dport 4242 -j ACCEPT`,
-      `${ipt} -S INPUT | grep -q 'dport 4242'`,
-      `${ipt} -D INPUT -p tcp --dport 4242 -j ACCEPT`,
-      'echo iptables-ok',
-      'mkdir -p /mnt/t /mnt/img',
-      'mount -t tmpfs tmpfs /mnt/t',
-      'cp /kit/disk.img /mnt/t/disk.img',
-      'mount -o loop /mnt/t/disk.img /mnt/img',
-      'cat /mnt/img/hello.txt',
-      'umount /mnt/img',
-      'umount /mnt/t',
-      '',
-    ].join('\n'));
+    fs.writeFileSync(
+      path.join(kitDir, 'priv.sh'),
+      [
+        'set -e',
+        // The device nodes a privileged container sees on a host: runc gives the host's, hull the guest's.
+        'test -c /dev/loop-control', // one per line: set -e ignores a failure inside an && list
+        'test -b /dev/loop0',
+        'test -c /dev/net/tun',
+        'brctl addbr foobar',
+        'test -d /sys/class/net/foobar/bridge',
+        'brctl delbr foobar',
+        'echo bridge-ok',
+        `${ipt} -A INPUT -p tcp --dport 4242 -j ACCEPT`,
+        `${ipt} -S INPUT | grep -q 'dport 4242'`,
+        `${ipt} -D INPUT -p tcp --dport 4242 -j ACCEPT`,
+        'echo iptables-ok',
+        'mkdir -p /mnt/t /mnt/img',
+        'mount -t tmpfs tmpfs /mnt/t',
+        'cp /kit/disk.img /mnt/t/disk.img',
+        'mount -o loop /mnt/t/disk.img /mnt/img',
+        'cat /mnt/img/hello.txt',
+        'umount /mnt/img',
+        'umount /mnt/t',
+        '',
+      ].join('\n'),
+    );
     ctd = await startContainerd();
     await importBusybox(ctd);
   });
@@ -432,18 +547,39 @@ describe('shim: a privileged container gets a whole kernel (runc, then hull)', f
   });
 
   it('hull: a fresh guest has loaded none of the on-demand modules (they cost nothing until asked for)', async () => {
-    const r = await ctd.ctr(['run', '--rm', '--runtime', RUNTIME, BUSYBOX_IMAGE, 'lsmod-hull', 'cat', '/proc/modules'], { timeoutMs: 300_000 });
+    const r = await ctd.ctr(
+      ['run', '--rm', '--runtime', RUNTIME, BUSYBOX_IMAGE, 'lsmod-hull', 'cat', '/proc/modules'],
+      { timeoutMs: 300_000 },
+    );
     assert.equal(r.code, 0, r.stderr);
-    const loaded = r.stdout.split('\n').map((l) => l.split(' ')[0]).filter((m) => m);
+    const loaded = r.stdout
+      .split('\n')
+      .map((l) => l.split(' ')[0])
+      .filter((m) => m);
     assert.ok(loaded.includes('virtiofs'), `the boot's own modules are listed: ${loaded.join(' ')}`);
-    for (const m of ['bridge', '8021q', 'bonding', 'nf_tables', 'ip_tables', 'x_tables', 'nf_conntrack', 'loop', 'xfs', 'vxlan']) {
+    for (const m of [
+      'bridge',
+      '8021q',
+      'bonding',
+      'nf_tables',
+      'ip_tables',
+      'x_tables',
+      'nf_conntrack',
+      'loop',
+      'xfs',
+      'vxlan',
+    ]) {
       assert.ok(!loaded.includes(m), `${m} is not loaded at boot: ${loaded.join(' ')}`);
     }
   });
 
-  it('hull: `ip link add ... type vlan` has the guest kernel load 8021q through its rtnl-link alias (hull only: this host\'s kernel has no 8021q for runc)', async () => {
-    const script = 'set -e; brctl addbr vb0; ip link add link vb0 name vb0.10 type vlan id 10; test -e /proc/net/vlan/vb0.10; ip link del vb0.10; brctl delbr vb0; echo vlan-ok';
-    const r = await ctd.ctr(['run', '--rm', '--privileged', '--runtime', RUNTIME, BUSYBOX_IMAGE, 'vlan-hull', 'sh', '-c', script], { timeoutMs: 300_000 });
+  it("hull: `ip link add ... type vlan` has the guest kernel load 8021q through its rtnl-link alias (hull only: this host's kernel has no 8021q for runc)", async () => {
+    const script =
+      'set -e; brctl addbr vb0; ip link add link vb0 name vb0.10 type vlan id 10; test -e /proc/net/vlan/vb0.10; ip link del vb0.10; brctl delbr vb0; echo vlan-ok';
+    const r = await ctd.ctr(
+      ['run', '--rm', '--privileged', '--runtime', RUNTIME, BUSYBOX_IMAGE, 'vlan-hull', 'sh', '-c', script],
+      { timeoutMs: 300_000 },
+    );
     assert.equal(r.code, 0, `ctr run: code ${r.code}, stdout ${r.stdout}, stderr ${r.stderr}`);
     assert.equal(r.stdout, 'vlan-ok\n');
   });
@@ -452,17 +588,33 @@ describe('shim: a privileged container gets a whole kernel (runc, then hull)', f
     const name = runtime === RUNTIME ? 'hull' : 'runc';
 
     it(`${name}: \`ctr run --privileged\`: brctl addbr, an iptables rule and a loop-mounted ext4 image`, async () => {
-      const r = await ctd.ctr([
-        'run', '--rm', '--privileged', '--runtime', runtime, '--mount', `type=bind,src=${kitDir},dst=/kit,options=rbind:ro`,
-        BUSYBOX_IMAGE, `priv-${name}`, 'sh', '/kit/priv.sh',
-      ], { timeoutMs: 300_000 });
+      const r = await ctd.ctr(
+        [
+          'run',
+          '--rm',
+          '--privileged',
+          '--runtime',
+          runtime,
+          '--mount',
+          `type=bind,src=${kitDir},dst=/kit,options=rbind:ro`,
+          BUSYBOX_IMAGE,
+          `priv-${name}`,
+          'sh',
+          '/kit/priv.sh',
+        ],
+        { timeoutMs: 300_000 },
+      );
       assert.equal(r.code, 0, `ctr run: code ${r.code}, stdout ${r.stdout}, stderr ${r.stderr}`);
       assert.equal(r.stdout, `bridge-ok\niptables-ok\n${KIT_HELLO}`);
     });
 
     it(`${name}: without --privileged, brctl addbr is refused (no CAP_NET_ADMIN), there is no /dev/loop-control, and a device node made with mknod cannot be opened (device cgroup)`, async () => {
-      const script = 'test ! -e /dev/loop-control && echo no-loop; busybox mknod /dev/l0 b 7 0 && echo mknod-ok; busybox head -c 1 /dev/l0; brctl addbr foobar';
-      const r = await ctd.ctr(['run', '--rm', '--runtime', runtime, BUSYBOX_IMAGE, `unpriv-${name}`, 'sh', '-c', script], { timeoutMs: 300_000 });
+      const script =
+        'test ! -e /dev/loop-control && echo no-loop; busybox mknod /dev/l0 b 7 0 && echo mknod-ok; busybox head -c 1 /dev/l0; brctl addbr foobar';
+      const r = await ctd.ctr(
+        ['run', '--rm', '--runtime', runtime, BUSYBOX_IMAGE, `unpriv-${name}`, 'sh', '-c', script],
+        { timeoutMs: 300_000 },
+      );
       assert.equal(r.stdout, 'no-loop\nmknod-ok\n');
       assert.notEqual(r.code, 0, 'brctl addbr fails');
       assert.match(r.stderr, /head: \/dev\/l0: Operation not permitted/);

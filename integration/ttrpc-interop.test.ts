@@ -32,8 +32,10 @@ describe('ttrpc interop with containerd-shim-runc-v2 (Go ttrpc 1.1)', function (
     const connected = await task.Connect({ id: shim.id }, { timeoutMs: 5000 });
     assert.equal(connected.shimPid, shim.pid);
 
-    await assert.rejects(task.State({ id: 'no-such-container' }, { timeoutMs: 2000 }),
-      (e: StatusError) => e instanceof StatusError && e.code === Code.NOT_FOUND && /not found/.test(e.message));
+    await assert.rejects(
+      task.State({ id: 'no-such-container' }, { timeoutMs: 2000 }),
+      (e: StatusError) => e instanceof StatusError && e.code === Code.NOT_FOUND && /not found/.test(e.message),
+    );
 
     // Many calls in flight at once on one connection, answered by Go's concurrent handlers.
     const connects = Array.from({ length: 32 }, () => task.Connect({ id: shim!.id }));
@@ -44,8 +46,10 @@ describe('ttrpc interop with containerd-shim-runc-v2 (Go ttrpc 1.1)', function (
     }
 
     // A method the Go server does not have.
-    await assert.rejects(client.callRaw('containerd.task.v2.Task', 'NoSuchMethod', Buffer.alloc(0)),
-      (e: StatusError) => e.code === Code.UNIMPLEMENTED);
+    await assert.rejects(
+      client.callRaw('containerd.task.v2.Task', 'NoSuchMethod', Buffer.alloc(0)),
+      (e: StatusError) => e.code === Code.UNIMPLEMENTED,
+    );
 
     // Shutdown with no containers makes the shim exit; the reply may be lost with the connection (containerd
     // ignores "ttrpc: closed" here too).
@@ -65,7 +69,12 @@ describe('ttrpc interop with containerd-shim-runc-v2 (Go ttrpc 1.1)', function (
     client = await Client.connect(shim.address, { metadata: NAMESPACE_METADATA });
     const task = createServiceClient(client, TaskService);
     // Kill the shim with calls in flight: each one either completed first or fails with ConnectionClosedError.
-    const calls = Array.from({ length: 20 }, () => task.Connect({ id: shim!.id }).then(() => 'ok', (e: unknown) => e));
+    const calls = Array.from({ length: 20 }, () =>
+      task.Connect({ id: shim!.id }).then(
+        () => 'ok',
+        (e: unknown) => e,
+      ),
+    );
     process.kill(shim.pid, 'SIGKILL');
     const outcomes = await Promise.all(calls);
     for (const o of outcomes) assert.ok(o === 'ok' || o instanceof ConnectionClosedError, String(o));

@@ -25,7 +25,11 @@ describe('a real VM with the agent (QEMU, guest image)', function () {
   });
 
   afterEach(() => {
-    assert.deepEqual(childProcesses(process.pid, ['qemu-system-x86_64', 'virtiofsd']), [], 'no QEMU or virtiofsd left running');
+    assert.deepEqual(
+      childProcesses(process.pid, ['qemu-system-x86_64', 'virtiofsd']),
+      [],
+      'no QEMU or virtiofsd left running',
+    );
     assert.deepEqual(mountsContaining(dir), [], 'no mount left');
     fs.rmSync(dir, { recursive: true, force: true });
   });
@@ -33,8 +37,17 @@ describe('a real VM with the agent (QEMU, guest image)', function () {
   function config(overrides: Partial<VmConfig> = {}): VmConfig {
     const guest = guestArtifacts();
     return {
-      id: 'vmtest', stateDir: path.join(dir, 'vm'), kernel: guest.kernel, initrd: guest.initrd, image: guest.image,
-      vcpus: 1, memoryMiB: 512, accel: 'auto', agentTransport: 'serial', sharedDir: path.join(dir, 'shared'), ...overrides,
+      id: 'vmtest',
+      stateDir: path.join(dir, 'vm'),
+      kernel: guest.kernel,
+      initrd: guest.initrd,
+      image: guest.image,
+      vcpus: 1,
+      memoryMiB: 512,
+      accel: 'auto',
+      agentTransport: 'serial',
+      sharedDir: path.join(dir, 'shared'),
+      ...overrides,
     };
   }
 
@@ -44,7 +57,10 @@ describe('a real VM with the agent (QEMU, guest image)', function () {
     fs.writeFileSync(path.join(dir, 'shared', 'probe.txt'), payload);
     const hv = new QemuHypervisor({ logger: NOOP_LOGGER });
     // Confined, as the shim's defaults are: QEMU under its seccomp filter, as nobody once its devices are open.
-    const vm = await SandboxVm.boot(hv, config({ seccomp: true, qemuUser: 'nobody' }), { bootTimeoutMs: 120_000, logger: NOOP_LOGGER });
+    const vm = await SandboxVm.boot(hv, config({ seccomp: true, qemuUser: 'nobody' }), {
+      bootTimeoutMs: 120_000,
+      logger: NOOP_LOGGER,
+    });
     let exitCode: number | null;
     try {
       const status = fs.readFileSync(`/proc/${hv.pid()!}/status`, 'utf8');
@@ -60,15 +76,26 @@ describe('a real VM with the agent (QEMU, guest image)', function () {
       await vm.agent.createSandbox({
         sandboxId: 'vmtest',
         hostname: 'vmtest',
-        storages: [{ driver: 'virtio-fs', source: GUEST_SHARE_TAG, fstype: 'virtiofs', options: ['nodev'], mountPoint: SHARED_MOUNT }],
+        storages: [
+          {
+            driver: 'virtio-fs',
+            source: GUEST_SHARE_TAG,
+            fstype: 'virtiofs',
+            options: ['nodev'],
+            mountPoint: SHARED_MOUNT,
+          },
+        ],
       });
       const file = await vm.agent.readSharedFile(`${SHARED_MOUNT}/probe.txt`);
       assert.equal(file.data.toString(), payload, 'the guest reads the host file through virtio-fs');
       assert.equal(file.size, Buffer.byteLength(payload));
       // /etc/passwd exists in the guest, so only the agent's confinement check can refuse this.
       fs.symlinkSync('/etc/passwd', path.join(dir, 'shared', 'escape'));
-      await assert.rejects(vm.agent.readSharedFile(`${SHARED_MOUNT}/escape`), (e: Error) => e instanceof InvalidArgumentError && /resolves outside/.test(e.message),
-        'a symlink in the share does not lead out of it');
+      await assert.rejects(
+        vm.agent.readSharedFile(`${SHARED_MOUNT}/escape`),
+        (e: Error) => e instanceof InvalidArgumentError && /resolves outside/.test(e.message),
+        'a symlink in the share does not lead out of it',
+      );
     } finally {
       const exit = await vm.shutdown({ gracefulMs: 30_000 });
       exitCode = exit.code;
@@ -82,11 +109,17 @@ describe('a real VM with the agent (QEMU, guest image)', function () {
     const bootMs = async (confined: boolean): Promise<number> => {
       const hv = new QemuHypervisor({ logger: NOOP_LOGGER });
       const t0 = performance.now();
-      const vm = await SandboxVm.boot(hv, config(confined ? { seccomp: true, qemuUser: 'nobody' } : { seccomp: false, qemuUser: '' }),
-        { bootTimeoutMs: 120_000, logger: NOOP_LOGGER });
+      const vm = await SandboxVm.boot(
+        hv,
+        config(confined ? { seccomp: true, qemuUser: 'nobody' } : { seccomp: false, qemuUser: '' }),
+        { bootTimeoutMs: 120_000, logger: NOOP_LOGGER },
+      );
       const ms = performance.now() - t0;
       try {
-        assert.match(fs.readFileSync(`/proc/${hv.pid()!}/status`, 'utf8'), confined ? /^Seccomp:\s+2$/m : /^Seccomp:\s+0$/m);
+        assert.match(
+          fs.readFileSync(`/proc/${hv.pid()!}/status`, 'utf8'),
+          confined ? /^Seccomp:\s+2$/m : /^Seccomp:\s+0$/m,
+        );
       } finally {
         assert.equal((await vm.shutdown({ gracefulMs: 30_000 })).code, 0);
       }
@@ -99,21 +132,33 @@ describe('a real VM with the agent (QEMU, guest image)', function () {
       confined.push(await bootMs(true));
     }
     const fmt = (xs: number[]): string => xs.map((x) => Math.round(x)).join(', ');
-    console.log(`      measured: boot to agent ready (TCG, share): unconfined ${fmt(plain)} ms; confined (seccomp + nobody) ${fmt(confined)} ms`);
+    console.log(
+      `      measured: boot to agent ready (TCG, share): unconfined ${fmt(plain)} ms; confined (seccomp + nobody) ${fmt(confined)} ms`,
+    );
   });
 
   it('names the missing kernel and the make target that builds it', async () => {
     const hv = new QemuHypervisor({ logger: NOOP_LOGGER });
-    await assert.rejects(SandboxVm.boot(hv, config({ kernel: path.join(dir, 'no-vmlinuz') }), { bootTimeoutMs: 10_000, logger: NOOP_LOGGER }),
-      (e: Error) => e instanceof FailedPreconditionError && e.message.includes(path.join(dir, 'no-vmlinuz')) && e.message.includes('make guest'));
+    await assert.rejects(
+      SandboxVm.boot(hv, config({ kernel: path.join(dir, 'no-vmlinuz') }), {
+        bootTimeoutMs: 10_000,
+        logger: NOOP_LOGGER,
+      }),
+      (e: Error) =>
+        e instanceof FailedPreconditionError &&
+        e.message.includes(path.join(dir, 'no-vmlinuz')) &&
+        e.message.includes('make guest'),
+    );
   });
 
   it('reports QEMU exiting early with its stderr', async () => {
     const hv = new QemuHypervisor({ logger: NOOP_LOGGER });
     const corrupt = path.join(dir, 'corrupt-vmlinuz');
     fs.writeFileSync(corrupt, Buffer.alloc(4096, 0x5a));
-    await assert.rejects(SandboxVm.boot(hv, config({ kernel: corrupt }), { bootTimeoutMs: 60_000, logger: NOOP_LOGGER }),
-      (e: Error) => e instanceof UnavailableError && /kernel/i.test(e.message));
+    await assert.rejects(
+      SandboxVm.boot(hv, config({ kernel: corrupt }), { bootTimeoutMs: 60_000, logger: NOOP_LOGGER }),
+      (e: Error) => e instanceof UnavailableError && /kernel/i.test(e.message),
+    );
     assert.equal(hv.pid(), undefined);
   });
 
@@ -121,14 +166,19 @@ describe('a real VM with the agent (QEMU, guest image)', function () {
     const hv = new QemuHypervisor({ logger: NOOP_LOGGER });
     const t0 = Date.now();
     // The agent waits for a serial port that does not exist, so it never answers.
-    await assert.rejects(SandboxVm.boot(hv, config({ kernelParams: ['hull.agent_port=no.such.port'] }), { bootTimeoutMs: 15_000, logger: NOOP_LOGGER }),
+    await assert.rejects(
+      SandboxVm.boot(hv, config({ kernelParams: ['hull.agent_port=no.such.port'] }), {
+        bootTimeoutMs: 15_000,
+        logger: NOOP_LOGGER,
+      }),
       // Two timers end at the deadline (the boot's and the agent dial's): either may report it.
       (e: Error) => {
         assert.ok(e instanceof DeadlineExceededError && /15000 ms|before the boot deadline/.test(e.message), String(e));
         // The guest console (kept in memory by the driver) still says what the guest did last.
         assert.match(e.message, /guest console: .*hull-agent/, e.message);
         return true;
-      });
+      },
+    );
     assert.ok(Date.now() - t0 < 30_000);
     assert.equal(hv.pid(), undefined);
     assert.equal(fs.existsSync(path.join(dir, 'vm')), false);

@@ -43,15 +43,35 @@ describe('hull-vsock in a real guest (vsock_loopback, CID 1)', function () {
     share = new VirtioFsShare({ root: path.join(dir, 'share'), sandboxId: SANDBOX });
     await share.prepare();
     const guest = guestArtifacts();
-    vm = await SandboxVm.boot(new QemuHypervisor({ logger: NOOP_LOGGER }), {
-      id: SANDBOX, stateDir: path.join(dir, 'vm'), kernel: guest.kernel, initrd: guest.initrd, image: guest.image,
-      vcpus: 1, memoryMiB: 768, accel: 'auto', agentTransport: 'serial', sharedDir: share.sharedDir(),
-      kernelParams: ['hull.agent=serial,vsock'],
-    }, { bootTimeoutMs: 120_000, logger: NOOP_LOGGER });
+    vm = await SandboxVm.boot(
+      new QemuHypervisor({ logger: NOOP_LOGGER }),
+      {
+        id: SANDBOX,
+        stateDir: path.join(dir, 'vm'),
+        kernel: guest.kernel,
+        initrd: guest.initrd,
+        image: guest.image,
+        vcpus: 1,
+        memoryMiB: 768,
+        accel: 'auto',
+        agentTransport: 'serial',
+        sharedDir: share.sharedDir(),
+        kernelParams: ['hull.agent=serial,vsock'],
+      },
+      { bootTimeoutMs: 120_000, logger: NOOP_LOGGER },
+    );
     agent = vm.agent;
     await agent.createSandbox({
       sandboxId: SANDBOX,
-      storages: [{ driver: 'virtio-fs', source: GUEST_SHARE_TAG, fstype: 'virtiofs', options: ['nodev'], mountPoint: SHARED_MOUNT }],
+      storages: [
+        {
+          driver: 'virtio-fs',
+          source: GUEST_SHARE_TAG,
+          fstype: 'virtiofs',
+          options: ['nodev'],
+          mountPoint: SHARED_MOUNT,
+        },
+      ],
       kernelModules: [{ name: 'vsock_loopback', parameters: [] }],
     });
   });
@@ -61,7 +81,11 @@ describe('hull-vsock in a real guest (vsock_loopback, CID 1)', function () {
       if (vm) assert.equal((await vm.shutdown({ gracefulMs: 30_000 })).code, 0, 'the guest powered itself off');
     } finally {
       await share?.cleanup();
-      assert.deepEqual(childProcesses(process.pid, ['qemu-system-x86_64', 'virtiofsd']), [], 'no QEMU or virtiofsd left running');
+      assert.deepEqual(
+        childProcesses(process.pid, ['qemu-system-x86_64', 'virtiofsd']),
+        [],
+        'no QEMU or virtiofsd left running',
+      );
       assert.deepEqual(mountsContaining(dir), [], 'no mount left');
       fs.rmSync(dir, { recursive: true, force: true });
     }
@@ -76,7 +100,15 @@ describe('hull-vsock in a real guest (vsock_loopback, CID 1)', function () {
     const cid = `c-${check}`;
     await share.shareRootfs(cid, [], rootfs);
     try {
-      await agent.createOciContainer(cid, testSpec({ args: ['/usr/bin/node', '/app/vsock-check.js', check], cwd: '/app', rootReadonly: true, hostname: cid }));
+      await agent.createOciContainer(
+        cid,
+        testSpec({
+          args: ['/usr/bin/node', '/app/vsock-check.js', check],
+          cwd: '/app',
+          rootReadonly: true,
+          hostname: cid,
+        }),
+      );
       await agent.startContainer(cid);
       let timer: NodeJS.Timeout | undefined;
       const hung = new Promise<'hung'>((resolve) => (timer = setTimeout(() => resolve('hung'), limitMs)));
@@ -106,15 +138,29 @@ describe('hull-vsock in a real guest (vsock_loopback, CID 1)', function () {
     assert.equal(down.received, down.sent);
     assert.equal(down.bytes, 8 << 20);
     assert.ok((r.clientWriteWaits as number) > 0, 'the slow reader made the writer wait (backpressure)');
-    const client = r.client as { local: { cid: number; port: number }; remote: { cid: number; port: number }; destroyed: boolean };
-    const server = r.server as { local: { cid: number; port: number }; remote: { cid: number; port: number }; destroyed: boolean };
+    const client = r.client as {
+      local: { cid: number; port: number };
+      remote: { cid: number; port: number };
+      destroyed: boolean;
+    };
+    const server = r.server as {
+      local: { cid: number; port: number };
+      remote: { cid: number; port: number };
+      destroyed: boolean;
+    };
     const listen = r.listen as { cid: number; port: number };
     assert.deepEqual(client.remote, { cid: 1, port: listen.port });
-    assert.deepEqual(server.remote, { cid: 1, port: client.local.port }, 'the server sees the client as CID 1 and its port');
+    assert.deepEqual(
+      server.remote,
+      { cid: 1, port: client.local.port },
+      'the server sees the client as CID 1 and its port',
+    );
     assert.equal(client.local.cid, 0xffffffff, 'connect() binds the client to VMADDR_CID_ANY');
     assert.equal(server.local.port, listen.port);
     assert.ok(client.destroyed && server.destroyed, 'both ends closed themselves once both directions ended');
-    console.log(`      vsock_loopback under TCG: 16 MiB in ${String(r.ms)} ms; local CID in the container: ${String(r.localCid)}`);
+    console.log(
+      `      vsock_loopback under TCG: 16 MiB in ${String(r.ms)} ms; local CID in the container: ${String(r.localCid)}`,
+    );
   });
 
   it('ttrpc-ts over vsock: a Server on an accepted socket answers a Client on a connected one (18 calls up to 3 MiB)', async () => {
@@ -123,11 +169,24 @@ describe('hull-vsock in a real guest (vsock_loopback, CID 1)', function () {
 
   it('errors from the guest kernel, each with its code: reset, no transport, bad port, port taken, abort, peer gone, server closed', async () => {
     const r = await runCheck('errors');
-    const pick = (k: string): { code?: string; syscall?: string; name?: string } => r[k] as { code?: string; syscall?: string; name?: string };
-    assert.deepEqual({ code: pick('noListener').code, syscall: pick('noListener').syscall }, { code: 'ECONNRESET', syscall: 'connect' });
-    assert.deepEqual({ code: pick('toHost').code, syscall: pick('toHost').syscall }, { code: 'ENODEV', syscall: 'connect' });
-    assert.deepEqual({ name: pick('badPort').name, code: pick('badPort').code }, { name: 'RangeError', code: 'ERR_OUT_OF_RANGE' });
-    assert.deepEqual({ code: pick('portTaken').code, syscall: pick('portTaken').syscall }, { code: 'EADDRINUSE', syscall: 'bind' });
+    const pick = (k: string): { code?: string; syscall?: string; name?: string } =>
+      r[k] as { code?: string; syscall?: string; name?: string };
+    assert.deepEqual(
+      { code: pick('noListener').code, syscall: pick('noListener').syscall },
+      { code: 'ECONNRESET', syscall: 'connect' },
+    );
+    assert.deepEqual(
+      { code: pick('toHost').code, syscall: pick('toHost').syscall },
+      { code: 'ENODEV', syscall: 'connect' },
+    );
+    assert.deepEqual(
+      { name: pick('badPort').name, code: pick('badPort').code },
+      { name: 'RangeError', code: 'ERR_OUT_OF_RANGE' },
+    );
+    assert.deepEqual(
+      { code: pick('portTaken').code, syscall: pick('portTaken').syscall },
+      { code: 'EADDRINUSE', syscall: 'bind' },
+    );
     assert.equal(pick('aborted').code, 'ABORT_ERR');
     assert.ok(['EPIPE', 'ECONNRESET'].includes(pick('peerGone').code ?? ''), JSON.stringify(r.peerGone));
     assert.equal(pick('closedWhileWaiting').code, 'ERR_SERVER_CLOSED');
@@ -141,7 +200,10 @@ describe('hull-vsock in a real guest (vsock_loopback, CID 1)', function () {
     assert.equal(r.answered, false, `the agent answered a container: ${JSON.stringify(r)}`);
     assert.equal(r.closedByAgent, true, JSON.stringify(r));
     const consoleLog = vm!.hypervisor.consoleTail().join('\n');
-    assert.match(consoleLog, /hull-agent warn refused a vsock connection that does not come from the host \{"peer":"1:\d+"\}/);
+    assert.match(
+      consoleLog,
+      /hull-agent warn refused a vsock connection that does not come from the host \{"peer":"1:\d+"\}/,
+    );
     assert.match(consoleLog, /hull-agent info ready \{"transport":"serial,vsock"/);
     assert.doesNotMatch(consoleLog, /loading kernel modules failed/);
     assert.equal(await agent.check(), 'serving', 'the agent still serves the host');

@@ -18,7 +18,6 @@ export { clampUint64, MAX_UINT64_NUMBER } from './int64';
 export const AGENT_SERVICE = 'grpc.AgentService';
 export const HEALTH_SERVICE = 'grpc.Health';
 
-
 const Empty = google.protobuf.Empty;
 const rpc = <Req, Res>(name: string, request: ProtobufjsClass<Req>, response: ProtobufjsClass<Res>) =>
   protobufMethod(AGENT_SERVICE, name, request, response);
@@ -37,7 +36,11 @@ export const AgentService = {
   StatsContainer: rpc('StatsContainer', grpc.StatsContainerRequest, grpc.StatsContainerResponse),
   PauseContainer: rpc('PauseContainer', grpc.PauseContainerRequest, Empty),
   ResumeContainer: rpc('ResumeContainer', grpc.ResumeContainerRequest, Empty),
-  RemoveStaleVirtiofsShareMounts: rpc('RemoveStaleVirtiofsShareMounts', grpc.RemoveStaleVirtiofsShareMountsRequest, Empty),
+  RemoveStaleVirtiofsShareMounts: rpc(
+    'RemoveStaleVirtiofsShareMounts',
+    grpc.RemoveStaleVirtiofsShareMountsRequest,
+    Empty,
+  ),
   GetDiagnosticData: rpc('GetDiagnosticData', grpc.GetDiagnosticDataRequest, grpc.GetDiagnosticDataResponse),
 
   // Standard streams.

@@ -76,7 +76,10 @@ export type TaskEventName = keyof typeof TaskEvents;
 export type TaskEventPayload<N extends TaskEventName> = PropertiesOf<(typeof TaskEvents)[N]['type']>;
 
 /** A task event's topic and packed payload, ready to go into an Envelope. */
-export function taskEvent<N extends TaskEventName>(name: N, payload: TaskEventPayload<N>): { topic: string; event: PackedAny } {
+export function taskEvent<N extends TaskEventName>(
+  name: N,
+  payload: TaskEventPayload<N>,
+): { topic: string; event: PackedAny } {
   const entry = TaskEvents[name];
   const type = entry.type as Encoder<TaskEventPayload<N>>;
   return { topic: entry.topic, event: packAny(entry.typeUrl, type, payload) };
@@ -85,7 +88,6 @@ export function taskEvent<N extends TaskEventName>(name: N, payload: TaskEventPa
 /** ttrpc service names. */
 export const TASK_SERVICE = 'containerd.task.v2.Task';
 export const EVENTS_SERVICE = 'containerd.services.events.ttrpc.v1.Events';
-
 
 const Empty = google.protobuf.Empty;
 const taskRpc = <Req, Res>(name: string, request: ProtobufjsClass<Req>, response: ProtobufjsClass<Res>) =>

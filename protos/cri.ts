@@ -17,7 +17,15 @@ export const IMAGE_SERVICE = 'runtime.v1.ImageService';
 export interface CriMessageClass<T> {
   encode(message: T): { finish(): Uint8Array };
   decode(data: Uint8Array): T;
-  toObject(message: T, options?: { longs?: NumberConstructor; enums?: StringConstructor | NumberConstructor; defaults?: boolean; bytes?: BufferConstructor }): Record<string, unknown>;
+  toObject(
+    message: T,
+    options?: {
+      longs?: NumberConstructor;
+      enums?: StringConstructor | NumberConstructor;
+      defaults?: boolean;
+      bytes?: BufferConstructor;
+    },
+  ): Record<string, unknown>;
 }
 
 /** One unary RPC: its gRPC path and message classes. */
@@ -30,11 +38,21 @@ export interface CriMethod<Req, Res> {
 type RequestOf<C> = C extends { create(properties?: infer P): unknown } ? NonNullable<P> : never;
 type ResponseOf<C> = C extends { decode(...args: never[]): infer R } ? R : never;
 
-function method<ReqC, ResC>(service: string, name: string, request: ReqC, response: ResC): CriMethod<RequestOf<ReqC>, ResponseOf<ResC>> {
-  return { path: `/${service}/${name}`, request: request as unknown as CriMessageClass<RequestOf<ReqC>>, response: response as unknown as CriMessageClass<ResponseOf<ResC>> };
+function method<ReqC, ResC>(
+  service: string,
+  name: string,
+  request: ReqC,
+  response: ResC,
+): CriMethod<RequestOf<ReqC>, ResponseOf<ResC>> {
+  return {
+    path: `/${service}/${name}`,
+    request: request as unknown as CriMessageClass<RequestOf<ReqC>>,
+    response: response as unknown as CriMessageClass<ResponseOf<ResC>>,
+  };
 }
 
-const rt = <ReqC, ResC>(name: string, request: ReqC, response: ResC) => method(RUNTIME_SERVICE, name, request, response);
+const rt = <ReqC, ResC>(name: string, request: ReqC, response: ResC) =>
+  method(RUNTIME_SERVICE, name, request, response);
 
 /** runtime.v1.RuntimeService: the methods our .proto keeps. */
 export const RuntimeService = {
@@ -51,7 +69,11 @@ export const RuntimeService = {
   RemoveContainer: rt('RemoveContainer', cri.RemoveContainerRequest, cri.RemoveContainerResponse),
   ListContainers: rt('ListContainers', cri.ListContainersRequest, cri.ListContainersResponse),
   ContainerStatus: rt('ContainerStatus', cri.ContainerStatusRequest, cri.ContainerStatusResponse),
-  UpdateContainerResources: rt('UpdateContainerResources', cri.UpdateContainerResourcesRequest, cri.UpdateContainerResourcesResponse),
+  UpdateContainerResources: rt(
+    'UpdateContainerResources',
+    cri.UpdateContainerResourcesRequest,
+    cri.UpdateContainerResourcesResponse,
+  ),
   ExecSync: rt('ExecSync', cri.ExecSyncRequest, cri.ExecSyncResponse),
   Exec: rt('Exec', cri.ExecRequest, cri.ExecResponse),
   PortForward: rt('PortForward', cri.PortForwardRequest, cri.PortForwardResponse),

@@ -13,21 +13,51 @@ export import diagnostics = hull.agent.v1;
 export const DIAGNOSTICS_SERVICE = 'hull.agent.v1.Diagnostics';
 
 export const DiagnosticsService = {
-  GuestInfo: protobufMethod(DIAGNOSTICS_SERVICE, 'GuestInfo', diagnostics.GuestInfoRequest, diagnostics.GuestInfoResponse),
+  GuestInfo: protobufMethod(
+    DIAGNOSTICS_SERVICE,
+    'GuestInfo',
+    diagnostics.GuestInfoRequest,
+    diagnostics.GuestInfoResponse,
+  ),
   ReadFile: protobufMethod(DIAGNOSTICS_SERVICE, 'ReadFile', diagnostics.ReadFileRequest, diagnostics.ReadFileResponse),
 };
 
 export const PROCESSES_SERVICE = 'hull.agent.v1.Processes';
 
 export const ProcessesService = {
-  ListProcesses: protobufMethod(PROCESSES_SERVICE, 'ListProcesses', diagnostics.ListProcessesRequest, diagnostics.ListProcessesResponse),
+  ListProcesses: protobufMethod(
+    PROCESSES_SERVICE,
+    'ListProcesses',
+    diagnostics.ListProcessesRequest,
+    diagnostics.ListProcessesResponse,
+  ),
 };
 
 export const PORT_FORWARD_SERVICE = 'hull.agent.v1.PortForward';
 
 export const PortForwardService = {
-  OpenConnection: protobufMethod(PORT_FORWARD_SERVICE, 'OpenConnection', diagnostics.OpenConnectionRequest, diagnostics.OpenConnectionResponse),
-  ReadConnection: protobufMethod(PORT_FORWARD_SERVICE, 'ReadConnection', diagnostics.ReadConnectionRequest, diagnostics.ReadConnectionResponse),
-  WriteConnection: protobufMethod(PORT_FORWARD_SERVICE, 'WriteConnection', diagnostics.WriteConnectionRequest, diagnostics.WriteConnectionResponse),
-  CloseConnection: protobufMethod(PORT_FORWARD_SERVICE, 'CloseConnection', diagnostics.CloseConnectionRequest, diagnostics.CloseConnectionResponse),
+  OpenConnection: protobufMethod(
+    PORT_FORWARD_SERVICE,
+    'OpenConnection',
+    diagnostics.OpenConnectionRequest,
+    diagnostics.OpenConnectionResponse,
+  ),
+  ReadConnection: protobufMethod(
+    PORT_FORWARD_SERVICE,
+    'ReadConnection',
+    diagnostics.ReadConnectionRequest,
+    diagnostics.ReadConnectionResponse,
+  ),
+  WriteConnection: protobufMethod(
+    PORT_FORWARD_SERVICE,
+    'WriteConnection',
+    diagnostics.WriteConnectionRequest,
+    diagnostics.WriteConnectionResponse,
+  ),
+  CloseConnection: protobufMethod(
+    PORT_FORWARD_SERVICE,
+    'CloseConnection',
+    diagnostics.CloseConnectionRequest,
+    diagnostics.CloseConnectionResponse,
+  ),
 };

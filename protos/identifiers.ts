@@ -18,7 +18,8 @@ const IDENTIFIER = /^[A-Za-z0-9]+(?:[._-][A-Za-z0-9]+)*$/;
 /** Why `id` is not a valid identifier (a message naming `what`), or undefined when it is one. */
 export function identifierProblem(what: string, id: unknown): string | undefined {
   if (typeof id !== 'string' || id === '') return `${what} must be a non-empty string`;
-  if (id.length > IDENTIFIER_MAX_LENGTH) return `${what} ${JSON.stringify(id.slice(0, 80))}… is longer than ${IDENTIFIER_MAX_LENGTH} characters`;
+  if (id.length > IDENTIFIER_MAX_LENGTH)
+    return `${what} ${JSON.stringify(id.slice(0, 80))}… is longer than ${IDENTIFIER_MAX_LENGTH} characters`;
   if (!IDENTIFIER.test(id)) {
     return `${what} ${JSON.stringify(id)} is not a valid identifier: letters and digits in components joined by single '.', '_' or '-'`;
   }

@@ -36,12 +36,18 @@ const PACKAGE_LAYERS = { 'ttrpc-ts': 'ttrpc', 'hull-vsock': 'vsock', 'hull-netns
 const SELF_CONTAINED = ['ttrpc', 'vsock', 'netns'];
 const builtins = new Set(builtinModules.flatMap((m) => [m, `node:${m}`]));
 // Their own tests may use their devDependencies (e.g. protobufjs to cross-check ttrpc's wire codec).
-const devDeps = Object.fromEntries(SELF_CONTAINED.map((l) => [l, Object.keys(JSON.parse(fs.readFileSync(path.join(root, l, 'package.json'), 'utf8')).devDependencies ?? {})]));
+const devDeps = Object.fromEntries(
+  SELF_CONTAINED.map((l) => [
+    l,
+    Object.keys(JSON.parse(fs.readFileSync(path.join(root, l, 'package.json'), 'utf8')).devDependencies ?? {}),
+  ]),
+);
 
 function sourceFiles(dir) {
   const out = [];
   for (const entry of fs.readdirSync(dir, { withFileTypes: true })) {
-    if (entry.name === 'node_modules' || entry.name === 'dist' || entry.name === 'gen' || entry.name === 'out') continue;
+    if (entry.name === 'node_modules' || entry.name === 'dist' || entry.name === 'gen' || entry.name === 'out')
+      continue;
     const full = path.join(dir, entry.name);
     if (entry.isDirectory()) out.push(...sourceFiles(full));
     else if (entry.name.endsWith('.ts') && !entry.name.endsWith('.d.ts')) out.push(full);
@@ -61,7 +67,9 @@ function resolveRelative(fromFile, spec) {
 
 const problems = [];
 const graph = new Map();
-const files = Object.keys(ALLOWED).filter((d) => fs.existsSync(path.join(root, d))).flatMap((d) => sourceFiles(path.join(root, d)));
+const files = Object.keys(ALLOWED)
+  .filter((d) => fs.existsSync(path.join(root, d)))
+  .flatMap((d) => sourceFiles(path.join(root, d)));
 for (const file of files) {
   const layer = layerOf(file);
   const allowed = ALLOWED[layer];
@@ -108,7 +116,10 @@ for (const start of graph.keys()) {
     }
     const next = edges[top[1]++];
     if (colour.get(next) === 1) {
-      const cycle = trail.slice(trail.indexOf(next)).concat(next).map((f) => path.relative(root, f));
+      const cycle = trail
+        .slice(trail.indexOf(next))
+        .concat(next)
+        .map((f) => path.relative(root, f));
       problems.push(`import cycle: ${cycle.join(' -> ')}`);
     } else if (!colour.get(next)) {
       colour.set(next, 1);

@@ -78,7 +78,20 @@ async function generate(mod, protos, outDir) {
   const js = path.join(outDir, `${mod.name}.js`);
   const files = protos.filter(mod.select).map((rel) => path.join(protoDir, rel));
   if (files.length === 0) throw new Error(`no .proto files for module ${mod.name}`);
-  await run('pbjs', ['-t', 'static-module', '-w', 'commonjs', '--force-number', '-r', mod.name, '-p', protoDir, '-o', js, ...files]);
+  await run('pbjs', [
+    '-t',
+    'static-module',
+    '-w',
+    'commonjs',
+    '--force-number',
+    '-r',
+    mod.name,
+    '-p',
+    protoDir,
+    '-o',
+    js,
+    ...files,
+  ]);
   await run('pbts', ['-o', path.join(outDir, `${mod.name}.d.ts`), js]);
 }
 
@@ -131,7 +144,9 @@ async function main() {
   for (const f of outputs) if (copyIfChanged(path.join(genDir, f), path.join(distGenDir, f))) copied++;
 
   const what = upToDate ? 'up to date' : `generated ${MODULES.map((m) => m.name).join(', ')}`;
-  console.log(`gen-protos: ${protos.length} .proto files, ${what}, ${copied} file(s) copied to dist (${Date.now() - started} ms)`);
+  console.log(
+    `gen-protos: ${protos.length} .proto files, ${what}, ${copied} file(s) copied to dist (${Date.now() - started} ms)`,
+  );
 }
 
 main().catch((err) => {

@@ -16,50 +16,181 @@
 /** @type {readonly HostProgram[]} */
 export const PROGRAMS = [
   // The runtime.
-  { name: 'node', path: '/usr/bin/node', package: 'nodejs', runtime: true, guest: '/usr/bin/node', why: 'runs hull, the tests and (copied into the guest image) the agent' },
-  { name: 'node-gyp', path: '/usr/bin/node-gyp', package: 'node-gyp', runtime: true, why: "vsock/netns scripts/install.js outside npm (npm runs its own node-gyp); it runs g++ and make" },
+  {
+    name: 'node',
+    path: '/usr/bin/node',
+    package: 'nodejs',
+    runtime: true,
+    guest: '/usr/bin/node',
+    why: 'runs hull, the tests and (copied into the guest image) the agent',
+  },
+  {
+    name: 'node-gyp',
+    path: '/usr/bin/node-gyp',
+    package: 'node-gyp',
+    runtime: true,
+    why: 'vsock/netns scripts/install.js outside npm (npm runs its own node-gyp); it runs g++ and make',
+  },
 
   // containerd and the runc baseline.
-  { name: 'containerd', path: '/usr/bin/containerd', package: 'containerd', why: 'integration: a private containerd per run' },
-  { name: 'ctr', path: '/usr/bin/ctr', package: 'containerd', why: 'integration, bench: containers through containerd' },
-  { name: 'containerd-shim-runc-v2', path: '/usr/bin/containerd-shim-runc-v2', package: 'containerd', why: 'integration, bench: the runc baseline shim' },
+  {
+    name: 'containerd',
+    path: '/usr/bin/containerd',
+    package: 'containerd',
+    why: 'integration: a private containerd per run',
+  },
+  {
+    name: 'ctr',
+    path: '/usr/bin/ctr',
+    package: 'containerd',
+    why: 'integration, bench: containers through containerd',
+  },
+  {
+    name: 'containerd-shim-runc-v2',
+    path: '/usr/bin/containerd-shim-runc-v2',
+    package: 'containerd',
+    why: 'integration, bench: the runc baseline shim',
+  },
   { name: 'runc', path: '/usr/sbin/runc', package: 'runc', why: 'run by containerd-shim-runc-v2' },
-  { name: 'bridge', path: '/usr/lib/cni/bridge', package: 'containernetworking-plugins', why: 'run by containerd (CRI): the pod network of the CRI tests' },
-  { name: 'host-local', path: '/usr/lib/cni/host-local', package: 'containernetworking-plugins', why: 'run by the bridge plugin (IPAM)' },
-  { name: 'portmap', path: '/usr/lib/cni/portmap', package: 'containernetworking-plugins', why: "run by containerd (CRI) for hostPorts; integration/in-netns/portmap-nat-case.ts" },
-  { name: 'loopback', path: '/usr/lib/cni/loopback', package: 'containernetworking-plugins', why: 'run by containerd (CRI)' },
+  {
+    name: 'bridge',
+    path: '/usr/lib/cni/bridge',
+    package: 'containernetworking-plugins',
+    why: 'run by containerd (CRI): the pod network of the CRI tests',
+  },
+  {
+    name: 'host-local',
+    path: '/usr/lib/cni/host-local',
+    package: 'containernetworking-plugins',
+    why: 'run by the bridge plugin (IPAM)',
+  },
+  {
+    name: 'portmap',
+    path: '/usr/lib/cni/portmap',
+    package: 'containernetworking-plugins',
+    why: 'run by containerd (CRI) for hostPorts; integration/in-netns/portmap-nat-case.ts',
+  },
+  {
+    name: 'loopback',
+    path: '/usr/lib/cni/loopback',
+    package: 'containernetworking-plugins',
+    why: 'run by containerd (CRI)',
+  },
 
   // The VM.
-  { name: 'qemu-system-x86_64', path: '/usr/bin/qemu-system-x86_64', package: 'qemu-system-x86', why: 'hypervisor/qemu (configuration: qemuPath)' },
-  { name: 'virtiofsd', path: '/usr/lib/qemu/virtiofsd', package: 'qemu-system-common', why: 'hypervisor/virtiofsd.ts (configuration: virtiofsdPath)' },
+  {
+    name: 'qemu-system-x86_64',
+    path: '/usr/bin/qemu-system-x86_64',
+    package: 'qemu-system-x86',
+    why: 'hypervisor/qemu (configuration: qemuPath)',
+  },
+  {
+    name: 'virtiofsd',
+    path: '/usr/lib/qemu/virtiofsd',
+    package: 'qemu-system-common',
+    why: 'hypervisor/virtiofsd.ts (configuration: virtiofsdPath)',
+  },
 
   // Networking.
-  { name: 'nsenter', path: '/usr/bin/nsenter', package: 'util-linux', why: 'hypervisor: QEMU and ip/tc/iptables in the pod netns (configuration: nsenterPath); tests' },
+  {
+    name: 'nsenter',
+    path: '/usr/bin/nsenter',
+    package: 'util-linux',
+    why: 'hypervisor: QEMU and ip/tc/iptables in the pod netns (configuration: nsenterPath); tests',
+  },
   { name: 'unshare', path: '/usr/bin/unshare', package: 'util-linux', why: 'integration/portmap-nat.test.ts' },
-  { name: 'setpriv', path: '/usr/bin/setpriv', package: 'util-linux', why: 'core/test/store.test.ts: a lock squatted by another user' },
-  { name: 'ip', path: '/usr/sbin/ip', package: 'iproute2', guest: '/usr/sbin/ip', why: 'hypervisor/network, tests; the agent configures the pod network with it in the guest' },
-  { name: 'tc', path: '/usr/sbin/tc', package: 'iproute2', why: 'hypervisor/network: redirect between the pod veth and the tap' },
-  { name: 'iptables', path: '/usr/sbin/iptables', package: 'iptables', why: 'hypervisor/network/localhost.ts, portmap clean-up, tests; portmap runs it' },
-  { name: 'ip6tables', path: '/usr/sbin/ip6tables', package: 'iptables', why: 'integration/lib/portmap-nat.ts; portmap runs it' },
-  { name: 'nft', path: '/usr/sbin/nft', package: 'nftables', why: 'integration/lib/portmap-nat.ts: the nft tables iptables-nft leaves' },
+  {
+    name: 'setpriv',
+    path: '/usr/bin/setpriv',
+    package: 'util-linux',
+    why: 'core/test/store.test.ts: a lock squatted by another user',
+  },
+  {
+    name: 'ip',
+    path: '/usr/sbin/ip',
+    package: 'iproute2',
+    guest: '/usr/sbin/ip',
+    why: 'hypervisor/network, tests; the agent configures the pod network with it in the guest',
+  },
+  {
+    name: 'tc',
+    path: '/usr/sbin/tc',
+    package: 'iproute2',
+    why: 'hypervisor/network: redirect between the pod veth and the tap',
+  },
+  {
+    name: 'iptables',
+    path: '/usr/sbin/iptables',
+    package: 'iptables',
+    why: 'hypervisor/network/localhost.ts, portmap clean-up, tests; portmap runs it',
+  },
+  {
+    name: 'ip6tables',
+    path: '/usr/sbin/ip6tables',
+    package: 'iptables',
+    why: 'integration/lib/portmap-nat.ts; portmap runs it',
+  },
+  {
+    name: 'nft',
+    path: '/usr/sbin/nft',
+    package: 'nftables',
+    why: 'integration/lib/portmap-nat.ts: the nft tables iptables-nft leaves',
+  },
 
   // Mounts.
   { name: 'mount', path: '/usr/bin/mount', package: 'mount', why: 'fs-share/mount.ts' },
   { name: 'umount', path: '/usr/bin/umount', package: 'mount', why: 'fs-share/mount.ts, integration clean-up' },
 
   // The guest image (guest/build.ts) and its tests.
-  { name: 'crun', path: '/usr/bin/crun', package: 'crun', guest: '/usr/bin/crun', why: 'copied into the guest image, where the agent runs the containers with it' },
-  { name: 'busybox', path: '/bin/busybox', package: 'busybox-static', guest: '/bin/busybox', why: "the guest image's busybox (the agent's mount, modprobe...); guest tests" },
+  {
+    name: 'crun',
+    path: '/usr/bin/crun',
+    package: 'crun',
+    guest: '/usr/bin/crun',
+    why: 'copied into the guest image, where the agent runs the containers with it',
+  },
+  {
+    name: 'busybox',
+    path: '/bin/busybox',
+    package: 'busybox-static',
+    guest: '/bin/busybox',
+    why: "the guest image's busybox (the agent's mount, modprobe...); guest tests",
+  },
   { name: 'mkfs.ext4', path: '/usr/sbin/mkfs.ext4', package: 'e2fsprogs', why: 'guest/rootfs.ts: the root disk' },
   { name: 'debugfs', path: '/usr/sbin/debugfs', package: 'e2fsprogs', why: 'guest/test/rootfs.test.ts' },
   { name: 'e2fsck', path: '/usr/sbin/e2fsck', package: 'e2fsprogs', why: 'guest/test/rootfs.test.ts' },
   { name: 'dumpe2fs', path: '/usr/sbin/dumpe2fs', package: 'e2fsprogs', why: 'guest/test/rootfs.test.ts' },
   { name: 'depmod', path: '/usr/sbin/depmod', package: 'kmod', why: "guest/build.ts: the guest's modules.dep" },
-  { name: 'gcc', path: '/usr/bin/gcc', package: 'gcc', why: 'guest/hull-init.ts (static hull-init, hull-ctty), integration pause image; node-gyp' },
-  { name: 'ldd', path: '/usr/bin/ldd', package: 'libc-bin', why: 'guest/ldd.ts: the libraries copied with node, crun and ip; integration/lib/node-rootfs.ts' },
-  { name: 'chroot', path: '/usr/sbin/chroot', package: 'coreutils', why: 'guest/build.ts: runs the staged guest programs once' },
-  { name: 'dpkg-query', path: '/usr/bin/dpkg-query', package: 'dpkg', why: 'guest/host.ts: package versions and files' },
-  { name: 'dpkg', path: '/usr/bin/dpkg', package: 'dpkg', why: 'scripts/test/host-programs.test.ts: dpkg -S, which package owns a program' },
+  {
+    name: 'gcc',
+    path: '/usr/bin/gcc',
+    package: 'gcc',
+    why: 'guest/hull-init.ts (static hull-init, hull-ctty), integration pause image; node-gyp',
+  },
+  {
+    name: 'ldd',
+    path: '/usr/bin/ldd',
+    package: 'libc-bin',
+    why: 'guest/ldd.ts: the libraries copied with node, crun and ip; integration/lib/node-rootfs.ts',
+  },
+  {
+    name: 'chroot',
+    path: '/usr/sbin/chroot',
+    package: 'coreutils',
+    why: 'guest/build.ts: runs the staged guest programs once',
+  },
+  {
+    name: 'dpkg-query',
+    path: '/usr/bin/dpkg-query',
+    package: 'dpkg',
+    why: 'guest/host.ts: package versions and files',
+  },
+  {
+    name: 'dpkg',
+    path: '/usr/bin/dpkg',
+    package: 'dpkg',
+    why: 'scripts/test/host-programs.test.ts: dpkg -S, which package owns a program',
+  },
   { name: 'xz', path: '/usr/bin/xz', package: 'xz-utils', why: 'guest/host.ts: xz-compressed kernel modules' },
   { name: 'zstd', path: '/usr/bin/zstd', package: 'zstd', why: 'guest/host.ts: zstd-compressed kernel modules' },
 
@@ -70,8 +201,18 @@ export const PROGRAMS = [
   { name: 'readlink', path: '/usr/bin/readlink', package: 'coreutils', why: 'netns tests' },
   { name: 'sleep', path: '/usr/bin/sleep', package: 'coreutils', why: 'core tests' },
   { name: 'true', path: '/usr/bin/true', package: 'coreutils', why: 'core tests' },
-  { name: 'make', path: '/usr/bin/make', package: 'make', why: 'the Makefile; node-gyp; scripts/test/host-programs.test.ts (make apt-packages)' },
-  { name: 'python3', path: '/usr/bin/python3', package: 'python3-minimal', why: 'hypervisor/test/network.test.ts: a raw-socket probe in a netns; node-gyp' },
+  {
+    name: 'make',
+    path: '/usr/bin/make',
+    package: 'make',
+    why: 'the Makefile; node-gyp; scripts/test/host-programs.test.ts (make apt-packages)',
+  },
+  {
+    name: 'python3',
+    path: '/usr/bin/python3',
+    package: 'python3-minimal',
+    why: 'hypervisor/test/network.test.ts: a raw-socket probe in a netns; node-gyp',
+  },
   { name: 'sh', path: '/bin/sh', package: 'dash', why: 'agent/test/terminal.test.ts' },
 ];
 
@@ -85,7 +226,9 @@ export const OTHER_PACKAGES = [
 ];
 
 /** What `make deps` installs: every package above, once, in order of first mention (the runtime's excluded). */
-export const APT_PACKAGES = [...new Set([...PROGRAMS.filter((p) => !p.runtime).map((p) => p.package), ...OTHER_PACKAGES.map((p) => p.package)])];
+export const APT_PACKAGES = [
+  ...new Set([...PROGRAMS.filter((p) => !p.runtime).map((p) => p.package), ...OTHER_PACKAGES.map((p) => p.package)]),
+];
 
 if (process.argv[1] && import.meta.url === new URL(`file://${process.argv[1]}`).href) {
   if (process.argv[2] !== 'packages') {

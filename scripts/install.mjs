@@ -21,20 +21,35 @@ for (const d of [libDir, binDir, guestDir, etc]) fs.mkdirSync(d, { recursive: tr
 // Three bundles, so that `start` (part of every container start) parses only its own small one: main.js keeps
 // requiring ./daemon and ./delete lazily, and those resolve to their own bundles next to it.
 const bundle = (entry, outfile, external = []) =>
-  build({ entryPoints: [path.join(root, 'dist', 'shim', entry)], bundle: true, platform: 'node', target: 'node20', format: 'cjs', outfile: path.join(libDir, outfile), external, logLevel: 'warning' });
+  build({
+    entryPoints: [path.join(root, 'dist', 'shim', entry)],
+    bundle: true,
+    platform: 'node',
+    target: 'node20',
+    format: 'cjs',
+    outfile: path.join(libDir, outfile),
+    external,
+    logLevel: 'warning',
+  });
 await bundle('main.js', 'shim.js', ['./daemon', './delete']);
 await bundle('daemon.js', 'daemon.js');
 await bundle('delete.js', 'delete.js');
 // The native addons the bundles load (hull-vsock: the agent channel under KVM; hull-netns: port forwarding): each
 // package looks for its addon next to the JavaScript that requires it when node-gyp's build folder is not there.
-for (const [pkgDir, file] of [['vsock', 'hull_vsock.node'], ['netns', 'hull_netns.node']]) {
+for (const [pkgDir, file] of [
+  ['vsock', 'hull_vsock.node'],
+  ['netns', 'hull_netns.node'],
+]) {
   const src = path.join(root, pkgDir, 'build', 'Release', file);
   if (!fs.existsSync(src)) throw new Error(`${src} is missing: run \`make build\``);
   fs.copyFileSync(src, path.join(libDir, `.${file}.tmp`));
   fs.renameSync(path.join(libDir, `.${file}.tmp`), path.join(libDir, file));
 }
 const pkg = JSON.parse(fs.readFileSync(path.join(root, 'package.json'), 'utf8'));
-fs.writeFileSync(path.join(libDir, 'package.json'), JSON.stringify({ name: pkg.name, version: pkg.version, private: true }) + '\n');
+fs.writeFileSync(
+  path.join(libDir, 'package.json'),
+  JSON.stringify({ name: pkg.name, version: pkg.version, private: true }) + '\n',
+);
 
 const launcher = path.join(binDir, 'containerd-shim-hull-v2');
 fs.writeFileSync(

@@ -54,7 +54,14 @@ const CP_MODULES = new Set(['child_process', 'node:child_process']);
 const CP_SPAWNERS = new Set(['spawn', 'spawnSync', 'execFile', 'execFileSync', 'fork']);
 const CP_SHELL = new Set(['exec', 'execSync']);
 const SKIP_DIRS = new Set(['node_modules', 'dist', 'build', 'out', 'gen', '.git']);
-const EXTENSIONS: Record<string, ts.ScriptKind> = { '.ts': ts.ScriptKind.TS, '.mts': ts.ScriptKind.TS, '.cts': ts.ScriptKind.TS, '.js': ts.ScriptKind.JS, '.mjs': ts.ScriptKind.JS, '.cjs': ts.ScriptKind.JS };
+const EXTENSIONS: Record<string, ts.ScriptKind> = {
+  '.ts': ts.ScriptKind.TS,
+  '.mts': ts.ScriptKind.TS,
+  '.cts': ts.ScriptKind.TS,
+  '.js': ts.ScriptKind.JS,
+  '.mjs': ts.ScriptKind.JS,
+  '.cjs': ts.ScriptKind.JS,
+};
 /** Programs that run another program named in their argv. */
 const LAUNCHERS = new Set(['nsenter', 'unshare']);
 const MAX_DEPTH = 8;
@@ -117,20 +124,39 @@ type Resolved = { names: string[]; unresolved: boolean };
 function resolveModule(fromFile: string, spec: string): string | undefined {
   if (!spec.startsWith('.')) return undefined;
   const base = path.resolve(path.dirname(fromFile), spec);
-  for (const c of [base, `${base}.ts`, base.replace(/\.js$/, '.ts'), base.replace(/\.mjs$/, '.mts'), path.join(base, 'index.ts'), `${base}.js`]) {
+  for (const c of [
+    base,
+    `${base}.ts`,
+    base.replace(/\.js$/, '.ts'),
+    base.replace(/\.mjs$/, '.mts'),
+    path.join(base, 'index.ts'),
+    `${base}.js`,
+  ]) {
     if (fs.existsSync(c) && fs.statSync(c).isFile()) return c;
   }
   return undefined;
 }
 
 const unwrap = (e: ts.Expression): ts.Expression => {
-  while (ts.isParenthesizedExpression(e) || ts.isAsExpression(e) || ts.isNonNullExpression(e) || ts.isSatisfiesExpression(e) || ts.isTypeAssertionExpression(e)) e = e.expression;
+  while (
+    ts.isParenthesizedExpression(e) ||
+    ts.isAsExpression(e) ||
+    ts.isNonNullExpression(e) ||
+    ts.isSatisfiesExpression(e) ||
+    ts.isTypeAssertionExpression(e)
+  )
+    e = e.expression;
   return e;
 };
 
 const isRequireOf = (e: ts.Expression | undefined, modules: Set<string>): boolean =>
-  !!e && ts.isCallExpression(e) && ts.isIdentifier(e.expression) && e.expression.text === 'require' && e.arguments.length === 1 &&
-  ts.isStringLiteral(e.arguments[0]!) && modules.has(e.arguments[0].text);
+  !!e &&
+  ts.isCallExpression(e) &&
+  ts.isIdentifier(e.expression) &&
+  e.expression.text === 'require' &&
+  e.arguments.length === 1 &&
+  ts.isStringLiteral(e.arguments[0]!) &&
+  modules.has(e.arguments[0].text);
 
 function fileInfo(root: string, file: string): FileInfo {
   const text = fs.readFileSync(file, 'utf8');
@@ -138,8 +164,17 @@ function fileInfo(root: string, file: string): FileInfo {
   const sf = ts.createSourceFile(file, text, ts.ScriptTarget.Latest, true, kind);
   const rel = path.relative(root, file);
   const info: FileInfo = {
-    file, rel, sf, guest: rel.startsWith(`agent${path.sep}`) && !rel.startsWith(path.join('agent', 'test') + path.sep),
-    cp: new Map(), cpNamespaces: new Set(), ptyNamespaces: new Set(), ptySpawn: new Set(), imports: new Map(), consts: new Map(), declared: new Set(),
+    file,
+    rel,
+    sf,
+    guest: rel.startsWith(`agent${path.sep}`) && !rel.startsWith(path.join('agent', 'test') + path.sep),
+    cp: new Map(),
+    cpNamespaces: new Set(),
+    ptyNamespaces: new Set(),
+    ptySpawn: new Set(),
+    imports: new Map(),
+    consts: new Map(),
+    declared: new Set(),
   };
   const PTY = new Set(['node-pty']);
   const bindModule = (spec: string, local: string | undefined, named: ReadonlyArray<[string, string]>): void => {
@@ -164,20 +199,42 @@ function fileInfo(root: string, file: string): FileInfo {
       if (clause?.name) local = clause.name.text;
       const nb = clause?.namedBindings;
       if (nb && ts.isNamespaceImport(nb)) local = nb.name.text;
-      if (nb && ts.isNamedImports(nb)) for (const el of nb.elements) named.push([(el.propertyName ?? el.name).text, el.name.text]);
+      if (nb && ts.isNamedImports(nb))
+        for (const el of nb.elements) named.push([(el.propertyName ?? el.name).text, el.name.text]);
       bindModule(st.moduleSpecifier.text, local, named);
-    } else if (ts.isImportEqualsDeclaration(st) && ts.isExternalModuleReference(st.moduleReference) && ts.isStringLiteral(st.moduleReference.expression)) {
+    } else if (
+      ts.isImportEqualsDeclaration(st) &&
+      ts.isExternalModuleReference(st.moduleReference) &&
+      ts.isStringLiteral(st.moduleReference.expression)
+    ) {
       bindModule(st.moduleReference.expression.text, st.name.text, []);
     } else if (ts.isVariableStatement(st)) {
       for (const d of st.declarationList.declarations) {
         const init = d.initializer ? unwrap(d.initializer) : undefined;
-        const req = init && ts.isCallExpression(init) && ts.isIdentifier(init.expression) && init.expression.text === 'require' && init.arguments[0] && ts.isStringLiteral(init.arguments[0]) ? init.arguments[0].text : undefined;
+        const req =
+          init &&
+          ts.isCallExpression(init) &&
+          ts.isIdentifier(init.expression) &&
+          init.expression.text === 'require' &&
+          init.arguments[0] &&
+          ts.isStringLiteral(init.arguments[0])
+            ? init.arguments[0].text
+            : undefined;
         if (req !== undefined) {
           if (ts.isIdentifier(d.name)) bindModule(req, d.name.text, []);
           else if (ts.isObjectBindingPattern(d.name)) {
-            bindModule(req, undefined, d.name.elements.filter((el) => ts.isIdentifier(el.name)).map((el) => [((el.propertyName as ts.Identifier | undefined) ?? (el.name as ts.Identifier)).text, (el.name as ts.Identifier).text]));
+            bindModule(
+              req,
+              undefined,
+              d.name.elements
+                .filter((el) => ts.isIdentifier(el.name))
+                .map((el) => [
+                  ((el.propertyName as ts.Identifier | undefined) ?? (el.name as ts.Identifier)).text,
+                  (el.name as ts.Identifier).text,
+                ]),
+            );
           }
-        } else if (ts.isIdentifier(d.name) && init && (st.declarationList.flags & ts.NodeFlags.Const)) {
+        } else if (ts.isIdentifier(d.name) && init && st.declarationList.flags & ts.NodeFlags.Const) {
           info.consts.set(d.name.text, init);
           if (ts.isArrowFunction(init) || ts.isFunctionExpression(init)) info.declared.add(d.name.text);
         }
@@ -192,11 +249,18 @@ function fileInfo(root: string, file: string): FileInfo {
       const init = unwrap(n.initializer);
       if (ts.isCallExpression(init) && init.arguments.length === 1) {
         const callee = init.expression;
-        const isPromisify = (ts.isIdentifier(callee) && callee.text === 'promisify') || (ts.isPropertyAccessExpression(callee) && callee.name.text === 'promisify');
+        const isPromisify =
+          (ts.isIdentifier(callee) && callee.text === 'promisify') ||
+          (ts.isPropertyAccessExpression(callee) && callee.name.text === 'promisify');
         const arg = unwrap(init.arguments[0]!);
         if (isPromisify) {
           if (ts.isIdentifier(arg) && info.cp.has(arg.text)) info.cp.set(n.name.text, info.cp.get(arg.text)!);
-          if (ts.isPropertyAccessExpression(arg) && ts.isIdentifier(arg.expression) && info.cpNamespaces.has(arg.expression.text)) info.cp.set(n.name.text, arg.name.text);
+          if (
+            ts.isPropertyAccessExpression(arg) &&
+            ts.isIdentifier(arg.expression) &&
+            info.cpNamespaces.has(arg.expression.text)
+          )
+            info.cp.set(n.name.text, arg.name.text);
         }
       }
       if (isRequireOf(init, CP_MODULES)) info.cpNamespaces.add(n.name.text);
@@ -215,7 +279,8 @@ export function scanTree(dir: string): ScanResult {
   const sites: SpawnSite[] = [];
   const wrappers = new Map<string, Wrapper>();
 
-  const lineOf = (info: FileInfo, node: ts.Node): string => `${info.rel}:${info.sf.getLineAndCharacterOfPosition(node.getStart(info.sf)).line + 1}`;
+  const lineOf = (info: FileInfo, node: ts.Node): string =>
+    `${info.rel}:${info.sf.getLineAndCharacterOfPosition(node.getStart(info.sf)).line + 1}`;
 
   /** The const initialiser `name` stands for in `info` (following one import), with the file it is in. */
   const constOf = (info: FileInfo, name: string): [ts.Expression, FileInfo] | undefined => {
@@ -231,7 +296,12 @@ export function scanTree(dir: string): ScanResult {
     const e = unwrap(expr);
     if (depth > MAX_DEPTH) return { names: [], unresolved: true };
     if (ts.isStringLiteral(e) || ts.isNoSubstitutionTemplateLiteral(e)) return { names: [e.text], unresolved: false };
-    if (ts.isPropertyAccessExpression(e) && ts.isIdentifier(e.expression) && e.expression.text === 'process' && e.name.text === 'execPath') {
+    if (
+      ts.isPropertyAccessExpression(e) &&
+      ts.isIdentifier(e.expression) &&
+      e.expression.text === 'process' &&
+      e.name.text === 'execPath'
+    ) {
       return { names: ['node'], unresolved: false };
     }
     if (ts.isConditionalExpression(e)) {
@@ -248,7 +318,12 @@ export function scanTree(dir: string): ScanResult {
       const obj = c ? unwrap(c[0]) : undefined;
       if (c && obj && ts.isObjectLiteralExpression(obj)) {
         for (const p of obj.properties) {
-          if (ts.isPropertyAssignment(p) && (ts.isIdentifier(p.name) || ts.isStringLiteral(p.name)) && p.name.text === e.name.text) return resolve(c[1], p.initializer, depth + 1);
+          if (
+            ts.isPropertyAssignment(p) &&
+            (ts.isIdentifier(p.name) || ts.isStringLiteral(p.name)) &&
+            p.name.text === e.name.text
+          )
+            return resolve(c[1], p.initializer, depth + 1);
         }
       }
     }
@@ -256,11 +331,15 @@ export function scanTree(dir: string): ScanResult {
   };
 
   /** `// spawns:` comments of the statement holding `call`, and on the call's first line. */
-  const annotation = (info: FileInfo, call: ts.Node): { kind: 'names'; names: string[] } | { kind: 'wrapper' | 'none' } | { kind: 'bad'; text: string } | undefined => {
+  const annotation = (
+    info: FileInfo,
+    call: ts.Node,
+  ): { kind: 'names'; names: string[] } | { kind: 'wrapper' | 'none' } | { kind: 'bad'; text: string } | undefined => {
     const text = info.sf.text;
     const ranges = new Map<number, string>();
     for (let n: ts.Node | undefined = call; n && !ts.isSourceFile(n); n = n.parent) {
-      for (const r of ts.getLeadingCommentRanges(text, n.getFullStart()) ?? []) ranges.set(r.pos, text.slice(r.pos, r.end));
+      for (const r of ts.getLeadingCommentRanges(text, n.getFullStart()) ?? [])
+        ranges.set(r.pos, text.slice(r.pos, r.end));
       if (ts.isStatement(n) || ts.isClassElement(n)) break;
     }
     const start = call.getStart(info.sf);
@@ -269,18 +348,31 @@ export function scanTree(dir: string): ScanResult {
     const comments = [...ranges.values()];
     const trailing = /\/\/\s*spawns:.*$/.exec(line);
     if (trailing) comments.push(trailing[0]);
-    const found = comments.flatMap((c) => c.split('\n')).map((l) => /spawns:\s*([^;\n*]*)/.exec(l)).filter((m): m is RegExpExecArray => m !== null);
+    const found = comments
+      .flatMap((c) => c.split('\n'))
+      .map((l) => /spawns:\s*([^;\n*]*)/.exec(l))
+      .filter((m): m is RegExpExecArray => m !== null);
     if (found.length === 0) return undefined;
     const body = found.map((m) => m[1]!.trim()).join(', ');
     if (body === 'wrapper') return { kind: 'wrapper' };
-    if (/^none$/.test(body)) return /spawns:\s*none\s*;\s*\S/.test(comments.join('\n')) ? { kind: 'none' } : { kind: 'bad', text: 'spawns: none needs a reason after a ";"' };
-    const names = body.split(',').map((s) => s.trim()).filter((s) => s !== '');
-    if (names.length === 0 || names.some((n) => !/^[\w./+-]+$/.test(n))) return { kind: 'bad', text: `cannot read "spawns: ${body}"` };
+    if (/^none$/.test(body))
+      return /spawns:\s*none\s*;\s*\S/.test(comments.join('\n'))
+        ? { kind: 'none' }
+        : { kind: 'bad', text: 'spawns: none needs a reason after a ";"' };
+    const names = body
+      .split(',')
+      .map((s) => s.trim())
+      .filter((s) => s !== '');
+    if (names.length === 0 || names.some((n) => !/^[\w./+-]+$/.test(n)))
+      return { kind: 'bad', text: `cannot read "spawns: ${body}"` };
     return { kind: 'names', names };
   };
 
   /** The function-like the parameter `name` belongs to, walking out from `node`. */
-  const ownerOfParameter = (node: ts.Node, name: string): { fn: ts.SignatureDeclaration; index: number } | undefined => {
+  const ownerOfParameter = (
+    node: ts.Node,
+    name: string,
+  ): { fn: ts.SignatureDeclaration; index: number } | undefined => {
     for (let n: ts.Node | undefined = node.parent; n; n = n.parent) {
       if (ts.isFunctionLike(n)) {
         const index = n.parameters.findIndex((p) => ts.isIdentifier(p.name) && p.name.text === name);
@@ -292,10 +384,21 @@ export function scanTree(dir: string): ScanResult {
 
   const wrapperKeyOf = (info: FileInfo, fn: ts.SignatureDeclaration): string | undefined => {
     if (ts.isFunctionDeclaration(fn) && fn.name) return `${info.file}#${fn.name.text}`;
-    if (ts.isMethodDeclaration(fn) && ts.isIdentifier(fn.name) && fn.modifiers?.some((m) => m.kind === ts.SyntaxKind.StaticKeyword) && ts.isClassDeclaration(fn.parent) && fn.parent.name) {
+    if (
+      ts.isMethodDeclaration(fn) &&
+      ts.isIdentifier(fn.name) &&
+      fn.modifiers?.some((m) => m.kind === ts.SyntaxKind.StaticKeyword) &&
+      ts.isClassDeclaration(fn.parent) &&
+      fn.parent.name
+    ) {
       return `${info.file}#${fn.parent.name.text}.${fn.name.text}`;
     }
-    if ((ts.isArrowFunction(fn) || ts.isFunctionExpression(fn)) && ts.isVariableDeclaration(fn.parent) && ts.isIdentifier(fn.parent.name)) return `${info.file}#${fn.parent.name.text}`;
+    if (
+      (ts.isArrowFunction(fn) || ts.isFunctionExpression(fn)) &&
+      ts.isVariableDeclaration(fn.parent) &&
+      ts.isIdentifier(fn.parent.name)
+    )
+      return `${info.file}#${fn.parent.name.text}`;
     return undefined;
   };
 
@@ -309,7 +412,8 @@ export function scanTree(dir: string): ScanResult {
       const owner = callee.expression.text;
       const imp = info.imports.get(owner);
       if (imp?.name !== undefined) key = `${imp.file}#${imp.name}.${callee.name.text}`;
-      else if (imp) key = `${imp.file}#${callee.name.text}`; // namespace import: ns.fn
+      else if (imp)
+        key = `${imp.file}#${callee.name.text}`; // namespace import: ns.fn
       else key = `${info.file}#${owner}.${callee.name.text}`;
     }
     return key === undefined ? undefined : wrappers.get(key);
@@ -321,7 +425,11 @@ export function scanTree(dir: string): ScanResult {
       if (info.cp.has(callee.text)) return info.cp.get(callee.text);
       if (info.ptySpawn.has(callee.text)) return 'pty.spawn';
     } else if (ts.isPropertyAccessExpression(callee) && ts.isIdentifier(callee.expression)) {
-      if (info.cpNamespaces.has(callee.expression.text) && (CP_SPAWNERS.has(callee.name.text) || CP_SHELL.has(callee.name.text))) return callee.name.text;
+      if (
+        info.cpNamespaces.has(callee.expression.text) &&
+        (CP_SPAWNERS.has(callee.name.text) || CP_SHELL.has(callee.name.text))
+      )
+        return callee.name.text;
       if (info.ptyNamespaces.has(callee.expression.text) && callee.name.text === 'spawn') return 'pty.spawn';
     }
     return undefined;
@@ -349,7 +457,13 @@ export function scanTree(dir: string): ScanResult {
    * One spawn site: the program is argument `index` of `call` (element 0 of it when `element0`; the default when the
    * argument is left out). Records the site, or a problem, or (for `// spawns: wrapper`) a wrapper.
    */
-  const site = (info: FileInfo, call: ts.CallExpression, index: number, element0: boolean, fallback?: { expr: ts.Expression; info: FileInfo }): boolean => {
+  const site = (
+    info: FileInfo,
+    call: ts.CallExpression,
+    index: number,
+    element0: boolean,
+    fallback?: { expr: ts.Expression; info: FileInfo },
+  ): boolean => {
     const where = lineOf(info, call);
     let arg = call.arguments[index];
     let argInfo = info;
@@ -378,21 +492,38 @@ export function scanTree(dir: string): ScanResult {
     }
     if (note?.kind === 'wrapper') {
       const program = arg ? unwrap(arg) : undefined;
-      const viaElement = program && ts.isElementAccessExpression(program) && ts.isNumericLiteral(program.argumentExpression) && program.argumentExpression.text === '0' ? unwrap(program.expression) : undefined;
+      const viaElement =
+        program &&
+        ts.isElementAccessExpression(program) &&
+        ts.isNumericLiteral(program.argumentExpression) &&
+        program.argumentExpression.text === '0'
+          ? unwrap(program.expression)
+          : undefined;
       const param = viaElement ?? program;
       const owner = param && ts.isIdentifier(param) ? ownerOfParameter(call, param.text) : undefined;
       const key = owner && wrapperKeyOf(info, owner.fn);
       if (!owner || !key) {
-        problems.push(`${where}: "spawns: wrapper" needs the program to be a parameter (or its element 0) of a named function or static method`);
+        problems.push(
+          `${where}: "spawns: wrapper" needs the program to be a parameter (or its element 0) of a named function or static method`,
+        );
         return false;
       }
       if (wrappers.has(key)) return false;
       const decl = owner.fn.parameters[owner.index]!;
-      wrappers.set(key, { key, paramIndex: owner.index, element0: viaElement !== undefined, defaultValue: decl.initializer, info });
+      wrappers.set(key, {
+        key,
+        paramIndex: owner.index,
+        element0: viaElement !== undefined,
+        defaultValue: decl.initializer,
+        info,
+      });
       return true;
     }
     if (note?.kind === 'names') names.push(...note.names);
-    if (unresolved && !note) problems.push(`${where}: cannot see which program this runs: add a "// spawns: <program>" comment (see scripts/spawn-scan.ts)`);
+    if (unresolved && !note)
+      problems.push(
+        `${where}: cannot see which program this runs: add a "// spawns: <program>" comment (see scripts/spawn-scan.ts)`,
+      );
     sites.push({ where, programs: [...new Set(names)], guest: info.guest });
     return false;
   };
@@ -406,20 +537,37 @@ export function scanTree(dir: string): ScanResult {
       const visit = (n: ts.Node): void => {
         if (ts.isCallExpression(n)) {
           const fn = primitive(info, n.expression);
-          if (fn !== undefined && CP_SHELL.has(fn)) problems.push(`${lineOf(info, n)}: child_process.${fn} runs a shell string: use execFile or spawn with an argv array`);
+          if (fn !== undefined && CP_SHELL.has(fn))
+            problems.push(
+              `${lineOf(info, n)}: child_process.${fn} runs a shell string: use execFile or spawn with an argv array`,
+            );
           else if (fn === 'fork') sites.push({ where: lineOf(info, n), programs: ['node'], guest: info.guest });
           else if (fn !== undefined) site(info, n, 0, false);
           else {
             const w = calledWrapper(info, n.expression);
-            if (w) site(info, n, w.paramIndex, w.element0, w.defaultValue ? { expr: w.defaultValue, info: w.info } : undefined);
+            if (w)
+              site(
+                info,
+                n,
+                w.paramIndex,
+                w.element0,
+                w.defaultValue ? { expr: w.defaultValue, info: w.info } : undefined,
+              );
           }
           if (fn !== undefined) {
             for (const a of n.arguments) {
               const o = unwrap(a);
               if (!ts.isObjectLiteralExpression(o)) continue;
               for (const p of o.properties) {
-                if (ts.isPropertyAssignment(p) && ts.isIdentifier(p.name) && p.name.text === 'shell' && p.initializer.kind !== ts.SyntaxKind.FalseKeyword) {
-                  problems.push(`${lineOf(info, p)}: a shell option: run programs with an argv array, never through a shell`);
+                if (
+                  ts.isPropertyAssignment(p) &&
+                  ts.isIdentifier(p.name) &&
+                  p.name.text === 'shell' &&
+                  p.initializer.kind !== ts.SyntaxKind.FalseKeyword
+                ) {
+                  problems.push(
+                    `${lineOf(info, p)}: a shell option: run programs with an argv array, never through a shell`,
+                  );
                 }
               }
             }

@@ -11,7 +11,10 @@ import { InvalidArgumentError } from '../errors';
 export const SOCKET_ROOT = '/run/containerd/s';
 
 export function socketAddress(containerdAddress: string, namespace: string, groupId: string): string {
-  const digest = crypto.createHash('sha256').update(path.posix.join(containerdAddress, namespace, groupId)).digest('hex');
+  const digest = crypto
+    .createHash('sha256')
+    .update(path.posix.join(containerdAddress, namespace, groupId))
+    .digest('hex');
   return `unix://${path.posix.join(SOCKET_ROOT, digest)}`;
 }
 
@@ -23,9 +26,15 @@ export function socketPath(address: string): string {
  * The sandbox a container belongs to (Kata's rule): a CRI pod container joins its pod's sandbox; a CRI sandbox
  * container, or a container without CRI annotations (`ctr run`), owns a sandbox of its own.
  */
-export function sandboxOf(id: string, annotations: Record<string, string> | undefined): { sandboxId: string; joins: boolean } {
+export function sandboxOf(
+  id: string,
+  annotations: Record<string, string> | undefined,
+): { sandboxId: string; joins: boolean } {
   if (podRole({ annotations }) !== 'container') return { sandboxId: id, joins: false };
   const sandboxId = annotations?.[CRI_ANNOTATIONS.sandboxId];
-  if (!sandboxId) throw new InvalidArgumentError(`container ${id} is a CRI pod container without the ${CRI_ANNOTATIONS.sandboxId} annotation`);
+  if (!sandboxId)
+    throw new InvalidArgumentError(
+      `container ${id} is a CRI pod container without the ${CRI_ANNOTATIONS.sandboxId} annotation`,
+    );
   return { sandboxId, joins: sandboxId !== id };
 }

@@ -70,7 +70,10 @@ export async function runDaemon(flags: ShimFlags, binDir: string): Promise<void>
   process.once('SIGTERM', () => terminate('SIGTERM'));
   process.once('SIGINT', () => terminate('SIGINT'));
   process.on('uncaughtException', (err) => {
-    logger.error({ error: errorMessage(err), stack: err.stack }, 'uncaught exception: the shim dies; `delete` cleans up after it');
+    logger.error(
+      { error: errorMessage(err), stack: err.stack },
+      'uncaught exception: the shim dies; `delete` cleans up after it',
+    );
     logger.flush();
     process.exit(1);
   });

@@ -23,9 +23,14 @@ const SIGKILL = 9;
 const DAEMON_CALL_MS = 2_000;
 
 async function askDaemon(flags: ShimFlags, sandboxId: string): Promise<void> {
-  const client = await Client.connect(socketAddress(flags.address, flags.namespace, sandboxId), { connectTimeoutMs: 1_000, metadata: { 'containerd-namespace-ttrpc': [flags.namespace] } });
+  const client = await Client.connect(socketAddress(flags.address, flags.namespace, sandboxId), {
+    connectTimeoutMs: 1_000,
+    metadata: { 'containerd-namespace-ttrpc': [flags.namespace] },
+  });
   try {
-    await client.call(TaskService.Kill, { id: flags.id, signal: SIGKILL, all: true }, { timeoutMs: DAEMON_CALL_MS }).catch(() => undefined);
+    await client
+      .call(TaskService.Kill, { id: flags.id, signal: SIGKILL, all: true }, { timeoutMs: DAEMON_CALL_MS })
+      .catch(() => undefined);
     await client.call(TaskService.Delete, { id: flags.id }, { timeoutMs: DAEMON_CALL_MS });
   } finally {
     client.close();
@@ -41,11 +46,16 @@ export async function deleteContainer(flags: ShimFlags): Promise<Uint8Array> {
     try {
       // Refused unless it lies at <stateDir>/<namespace>/<sandbox>/state.json and names nothing outside that folder.
       const record = Store.load(pointer.record, pointer.stateDir);
-      const ours = record && record.namespace === flags.namespace && (record.sandboxId === flags.id || record.containers[flags.id] !== undefined);
+      const ours =
+        record &&
+        record.namespace === flags.namespace &&
+        (record.sandboxId === flags.id || record.containers[flags.id] !== undefined);
       if (record && ours) {
         pid = record.qemuPid ?? 0;
         if (shimRuns(record)) {
-          await askDaemon(flags, record.sandboxId).catch((err: unknown) => warn(`the shim daemon (pid ${record.shimPid}) did not delete it: ${errorMessage(err)}`));
+          await askDaemon(flags, record.sandboxId).catch((err: unknown) =>
+            warn(`the shim daemon (pid ${record.shimPid}) did not delete it: ${errorMessage(err)}`),
+          );
         } else {
           // Under the sandbox's lock, on the record as it is then: other containers' deletes may run at the same time.
           const problems = await recoverLocked({
@@ -58,7 +68,8 @@ export async function deleteContainer(flags: ShimFlags): Promise<Uint8Array> {
           });
           for (const p of problems) warn(p);
           // The dead daemon's socket (the daemon removes it when it exits normally).
-          if (flags.id === record.sandboxId) fs.rmSync(socketPath(socketAddress(flags.address, flags.namespace, record.sandboxId)), { force: true });
+          if (flags.id === record.sandboxId)
+            fs.rmSync(socketPath(socketAddress(flags.address, flags.namespace, record.sandboxId)), { force: true });
         }
       }
     } catch (err) {

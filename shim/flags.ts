@@ -28,7 +28,17 @@ const STRING_FLAGS: Record<string, keyof ShimFlags> = {
 const BOOL_FLAGS: Record<string, keyof ShimFlags> = { debug: 'debug', v: 'version', version: 'version' };
 
 export function parseFlags(argv: readonly string[]): ShimFlags {
-  const f: ShimFlags = { namespace: '', id: '', address: '', publishBinary: '', bundle: '', socket: '', debug: false, version: false, action: 'daemon' };
+  const f: ShimFlags = {
+    namespace: '',
+    id: '',
+    address: '',
+    publishBinary: '',
+    bundle: '',
+    socket: '',
+    debug: false,
+    version: false,
+    action: 'daemon',
+  };
   const out = f as unknown as Record<string, string | boolean>;
   let i = 0;
   for (; i < argv.length; i++) {
@@ -43,7 +53,8 @@ export function parseFlags(argv: readonly string[]): ShimFlags {
     const name = eq < 0 ? body : body.slice(0, eq);
     if (name in BOOL_FLAGS) {
       const value = eq < 0 ? 'true' : body.slice(eq + 1);
-      if (value !== 'true' && value !== 'false' && value !== '1' && value !== '0') throw new InvalidArgumentError(`invalid boolean value ${JSON.stringify(value)} for -${name}`);
+      if (value !== 'true' && value !== 'false' && value !== '1' && value !== '0')
+        throw new InvalidArgumentError(`invalid boolean value ${JSON.stringify(value)} for -${name}`);
       out[BOOL_FLAGS[name]!] = value === 'true' || value === '1';
     } else if (name in STRING_FLAGS) {
       let value: string;
@@ -58,7 +69,8 @@ export function parseFlags(argv: readonly string[]): ShimFlags {
     }
   }
   const rest = argv.slice(i);
-  if (rest.length > 1) throw new InvalidArgumentError(`unexpected arguments after ${rest[0]}: ${rest.slice(1).join(' ')}`);
+  if (rest.length > 1)
+    throw new InvalidArgumentError(`unexpected arguments after ${rest[0]}: ${rest.slice(1).join(' ')}`);
   const action = rest[0];
   if (action === undefined) f.action = 'daemon';
   else if (action === 'start' || action === 'delete') f.action = action;

@@ -8,7 +8,12 @@ import path from 'node:path';
 import pino from 'pino';
 import type { Logger } from '../log';
 
-export function openLogger(bundle: string, debug: boolean, id: string, namespace: string): Logger & { flush(): void; level: string } {
+export function openLogger(
+  bundle: string,
+  debug: boolean,
+  id: string,
+  namespace: string,
+): Logger & { flush(): void; level: string } {
   let fd: number;
   try {
     fd = fs.openSync(path.join(bundle, 'log'), fs.constants.O_WRONLY | fs.constants.O_NONBLOCK | fs.constants.O_APPEND);

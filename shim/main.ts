@@ -21,13 +21,16 @@ export async function main(entry: string, argv: readonly string[] = process.argv
   }
   if (flags.version) {
     // dist/shim/main.js in a checkout; <prefix>/lib/hull/shim.js (a bundle with its package.json) when installed.
-    const file = [path.join(__dirname, '..', '..', 'package.json'), path.join(__dirname, 'package.json')].find((f) => fs.existsSync(f));
+    const file = [path.join(__dirname, '..', '..', 'package.json'), path.join(__dirname, 'package.json')].find((f) =>
+      fs.existsSync(f),
+    );
     const pkg = file ? (JSON.parse(fs.readFileSync(file, 'utf8')) as { version: string }) : { version: 'unknown' };
     fs.writeSync(1, `containerd-shim-hull-v2:\n  Version: ${pkg.version}\n  Runtime: io.containerd.hull.v2\n`);
     return;
   }
   try {
-    if (flags.action !== 'daemon' && (!flags.namespace || !flags.id)) throw new Error('-namespace and -id are required');
+    if (flags.action !== 'daemon' && (!flags.namespace || !flags.id))
+      throw new Error('-namespace and -id are required');
     switch (flags.action) {
       case 'start': {
         // eslint-disable-next-line @typescript-eslint/no-require-imports -- loaded lazily: each action loads only its own modules

@@ -14,10 +14,37 @@ export function hostCgroupV2(): boolean {
 const camel = (k: string): string => k.replace(/_([a-z])/g, (_m, c: string) => c.toUpperCase());
 /** memory.stat keys that cgroups v2 MemoryStat carries. */
 const V2_MEMORY_STAT = [
-  'anon', 'file', 'kernel_stack', 'slab', 'sock', 'shmem', 'file_mapped', 'file_dirty', 'file_writeback', 'anon_thp', 'inactive_anon',
-  'active_anon', 'inactive_file', 'active_file', 'unevictable', 'slab_reclaimable', 'slab_unreclaimable', 'pgfault', 'pgmajfault',
-  'workingset_refault', 'workingset_activate', 'workingset_nodereclaim', 'pgrefill', 'pgscan', 'pgsteal', 'pgactivate', 'pgdeactivate',
-  'pglazyfree', 'pglazyfreed', 'thp_fault_alloc', 'thp_collapse_alloc',
+  'anon',
+  'file',
+  'kernel_stack',
+  'slab',
+  'sock',
+  'shmem',
+  'file_mapped',
+  'file_dirty',
+  'file_writeback',
+  'anon_thp',
+  'inactive_anon',
+  'active_anon',
+  'inactive_file',
+  'active_file',
+  'unevictable',
+  'slab_reclaimable',
+  'slab_unreclaimable',
+  'pgfault',
+  'pgmajfault',
+  'workingset_refault',
+  'workingset_activate',
+  'workingset_nodereclaim',
+  'pgrefill',
+  'pgscan',
+  'pgsteal',
+  'pgactivate',
+  'pgdeactivate',
+  'pglazyfree',
+  'pglazyfreed',
+  'thp_fault_alloc',
+  'thp_collapse_alloc',
 ] as const;
 
 export function metricsAny(s: ContainerStats, v2 = hostCgroupV2()): PackedAny {
@@ -29,7 +56,11 @@ export function metricsAny(s: ContainerStats, v2 = hostCgroupV2()): PackedAny {
     }
     return packAny(TypeUrl.CgroupsV2Metrics, cgroups2.Metrics, {
       pids: { current: s.pids, limit: s.pidsLimit ?? 0 },
-      cpu: { usageUsec: Math.floor(s.cpuUsageNs / 1000), userUsec: Math.floor(s.cpuUserNs / 1000), systemUsec: Math.floor(s.cpuKernelNs / 1000) },
+      cpu: {
+        usageUsec: Math.floor(s.cpuUsageNs / 1000),
+        userUsec: Math.floor(s.cpuUserNs / 1000),
+        systemUsec: Math.floor(s.cpuKernelNs / 1000),
+      },
       memory: { ...memory, usage: s.memoryUsageBytes, usageLimit: s.memoryLimitBytes ?? MAX_UINT64_NUMBER },
     });
   }

@@ -71,7 +71,10 @@ export class EventPublisher {
     const total = [...this.dropped.values()].reduce((a, b) => a + b, 0);
     this.dropped.set(gone!.topic, (this.dropped.get(gone!.topic) ?? 0) + 1);
     if (total === 0) {
-      this.logger.warn({ maxQueued: this.maxQueued, topic: gone!.topic }, 'the event queue to containerd is full: dropping the oldest events (exits last)');
+      this.logger.warn(
+        { maxQueued: this.maxQueued, topic: gone!.topic },
+        'the event queue to containerd is full: dropping the oldest events (exits last)',
+      );
     }
   }
 
@@ -117,7 +120,10 @@ export class EventPublisher {
           this.client?.close();
           this.client = undefined;
           if (attempt >= ATTEMPTS || this.closed) {
-            this.logger.error({ topic: item.topic, error: errorMessage(err) }, 'dropping an event containerd did not take');
+            this.logger.error(
+              { topic: item.topic, error: errorMessage(err) },
+              'dropping an event containerd did not take',
+            );
             break;
           }
           await new Promise((r) => setTimeout(r, this.backoffMs * attempt));
@@ -131,7 +137,10 @@ export class EventPublisher {
 
   private async send(item: Queued): Promise<void> {
     if (!this.client) {
-      const client = await Client.connect(this.address, { connectTimeoutMs: CALL_TIMEOUT_MS, metadata: { [NAMESPACE_KEY]: [this.namespace] } });
+      const client = await Client.connect(this.address, {
+        connectTimeoutMs: CALL_TIMEOUT_MS,
+        metadata: { [NAMESPACE_KEY]: [this.namespace] },
+      });
       if (this.closed) {
         client.close(); // close() ran while connecting: it could not close this one
         throw new Error('the event publisher is closed');
@@ -141,7 +150,14 @@ export class EventPublisher {
     const ms = item.timestamp.getTime();
     await this.client.call(
       EventsService.Forward,
-      { envelope: { timestamp: { seconds: Math.floor(ms / 1000), nanos: (ms % 1000) * 1e6 }, namespace: this.namespace, topic: item.topic, event: item.event } },
+      {
+        envelope: {
+          timestamp: { seconds: Math.floor(ms / 1000), nanos: (ms % 1000) * 1e6 },
+          namespace: this.namespace,
+          topic: item.topic,
+          event: item.event,
+        },
+      },
       { timeoutMs: CALL_TIMEOUT_MS },
     );
   }

@@ -10,12 +10,14 @@ import { InvalidArgumentError } from '../errors';
 const MAX_SPEC_BYTES = 16 << 20;
 
 export function readSpec(bundle: string): OciSpec {
-  if (!path.isAbsolute(bundle)) throw new InvalidArgumentError(`bundle ${JSON.stringify(bundle)} is not an absolute path`);
+  if (!path.isAbsolute(bundle))
+    throw new InvalidArgumentError(`bundle ${JSON.stringify(bundle)} is not an absolute path`);
   const file = path.join(bundle, 'config.json');
   let text: string;
   try {
     const st = fs.statSync(file);
-    if (!st.isFile() || st.size > MAX_SPEC_BYTES) throw new InvalidArgumentError(`${file} is not a regular file of at most ${MAX_SPEC_BYTES} bytes`);
+    if (!st.isFile() || st.size > MAX_SPEC_BYTES)
+      throw new InvalidArgumentError(`${file} is not a regular file of at most ${MAX_SPEC_BYTES} bytes`);
     text = fs.readFileSync(file, 'utf8');
   } catch (err) {
     if (err instanceof InvalidArgumentError) throw err;

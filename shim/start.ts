@@ -70,10 +70,23 @@ export async function start(flags: ShimFlags, entry: string): Promise<string> {
     try {
       fs.chmodSync(p, 0o600);
       const fd = (server as unknown as { _handle: { fd: number } })._handle.fd;
-      const args = [...process.execArgv, entry, '-namespace', flags.namespace, '-id', flags.id, '-address', flags.address];
+      const args = [
+        ...process.execArgv,
+        entry,
+        '-namespace',
+        flags.namespace,
+        '-id',
+        flags.id,
+        '-address',
+        flags.address,
+      ];
       if (flags.publishBinary) args.push('-publish-binary', flags.publishBinary);
       if (flags.debug) args.push('-debug');
-      const child = spawn(process.execPath, args, { cwd: bundle, detached: true, stdio: ['ignore', 'ignore', 'ignore', fd] });
+      const child = spawn(process.execPath, args, {
+        cwd: bundle,
+        detached: true,
+        stdio: ['ignore', 'ignore', 'ignore', fd],
+      });
       child.unref();
       if (!child.pid) throw new Error('could not start the shim daemon');
     } catch (err) {

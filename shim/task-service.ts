@@ -12,7 +12,19 @@ import { FailedPreconditionError, InvalidArgumentError, NotFoundError, NotImplem
 import { VirtioFsShare } from '../fs-share';
 import { QemuHypervisor } from '../hypervisor';
 import type { Logger } from '../log';
-import { runtimeOptions, taskTypes, TaskService, toTimestamp, TypeUrl, TypeUrlMismatchError, typeUrlMatches, unpackAny, unpackJsonAny, type AnyLike, type TimestampLike } from '../protos/containerd';
+import {
+  runtimeOptions,
+  taskTypes,
+  TaskService,
+  toTimestamp,
+  TypeUrl,
+  TypeUrlMismatchError,
+  typeUrlMatches,
+  unpackAny,
+  unpackJsonAny,
+  type AnyLike,
+  type TimestampLike,
+} from '../protos/containerd';
 import { sandboxOf } from './address';
 import { readSpec } from './spec';
 import { metricsAny } from './metrics';
@@ -44,7 +56,8 @@ function jsonAny<T>(any: AnyLike | null | undefined, typeUrl: string, what: stri
   try {
     return unpackJsonAny(any, typeUrl) as T;
   } catch (err) {
-    if (err instanceof TypeUrlMismatchError) throw new InvalidArgumentError(`${what}: expected ${typeUrl}, got ${JSON.stringify(any?.type_url ?? '')}`);
+    if (err instanceof TypeUrlMismatchError)
+      throw new InvalidArgumentError(`${what}: expected ${typeUrl}, got ${JSON.stringify(any?.type_url ?? '')}`);
     throw new InvalidArgumentError(`${what}: invalid JSON: ${(err as Error).message}`);
   }
 }
@@ -66,7 +79,13 @@ export class TaskServiceImpl {
     const p = this.o.publisher;
     switch (e.type) {
       case 'create':
-        p.publish('TaskCreate', { containerId: e.containerId, bundle: e.bundle, rootfs: e.rootfs.map((m) => ({ type: m.type, source: m.source, options: m.options })), io: e.io, pid: e.pid });
+        p.publish('TaskCreate', {
+          containerId: e.containerId,
+          bundle: e.bundle,
+          rootfs: e.rootfs.map((m) => ({ type: m.type, source: m.source, options: m.options })),
+          io: e.io,
+          pid: e.pid,
+        });
         break;
       case 'start':
         p.publish('TaskStart', { containerId: e.containerId, pid: e.pid });
@@ -78,10 +97,22 @@ export class TaskServiceImpl {
         p.publish('TaskExecStarted', { containerId: e.containerId, execId: e.execId, pid: e.pid });
         break;
       case 'exit':
-        p.publish('TaskExit', { containerId: e.containerId, id: e.id, pid: e.pid, exitStatus: e.exitStatus, exitedAt: timestamp(e.exitedAt) });
+        p.publish('TaskExit', {
+          containerId: e.containerId,
+          id: e.id,
+          pid: e.pid,
+          exitStatus: e.exitStatus,
+          exitedAt: timestamp(e.exitedAt),
+        });
         break;
       case 'delete':
-        p.publish('TaskDelete', { containerId: e.containerId, id: e.containerId, pid: e.pid, exitStatus: e.exitStatus, exitedAt: timestamp(e.exitedAt) });
+        p.publish('TaskDelete', {
+          containerId: e.containerId,
+          id: e.containerId,
+          pid: e.pid,
+          exitStatus: e.exitStatus,
+          exitedAt: timestamp(e.exitedAt),
+        });
         break;
       case 'paused':
         p.publish('TaskPaused', { containerId: e.containerId });
@@ -129,24 +160,39 @@ export class TaskServiceImpl {
     const sb = (id: string | null | undefined): Sandbox => this.sb(id ?? '');
     return {
       Create: wrap(async (req) => {
-        if (req.checkpoint || req.parentCheckpoint) throw new NotImplementedError('restoring from a checkpoint is not supported by hull');
+        if (req.checkpoint || req.parentCheckpoint)
+          throw new NotImplementedError('restoring from a checkpoint is not supported by hull');
         const id = req.id ?? '';
         const spec = readSpec(req.bundle ?? '');
         if (!this.sandbox) {
           const { sandboxId } = sandboxOf(id, spec.annotations);
-          if (sandboxId !== this.o.id) throw new FailedPreconditionError(`this shim serves sandbox ${this.o.id}; container ${id} belongs to ${sandboxId}`);
+          if (sandboxId !== this.o.id)
+            throw new FailedPreconditionError(
+              `this shim serves sandbox ${this.o.id}; container ${id} belongs to ${sandboxId}`,
+            );
           let configPath = '';
           if (req.options?.type_url && typeUrlMatches(req.options.type_url, TypeUrl.RuntimeOptions)) {
             configPath = unpackAny(req.options, TypeUrl.RuntimeOptions, runtimeOptions.Options).configPath ?? '';
           }
-          this.sandbox = this.o.makeSandbox ? this.o.makeSandbox(configPath, (e) => this.publish(e)) : this.makeSandbox(configPath);
+          this.sandbox = this.o.makeSandbox
+            ? this.o.makeSandbox(configPath, (e) => this.publish(e))
+            : this.makeSandbox(configPath);
         }
         const pid = await this.sandbox.create({
           id,
           bundle: req.bundle ?? '',
           spec,
-          rootfs: (req.rootfs ?? []).map((m) => ({ type: m.type ?? '', source: m.source ?? '', options: m.options ?? [] })),
-          stdio: { stdin: req.stdin ?? '', stdout: req.stdout ?? '', stderr: req.stderr ?? '', terminal: req.terminal ?? false },
+          rootfs: (req.rootfs ?? []).map((m) => ({
+            type: m.type ?? '',
+            source: m.source ?? '',
+            options: m.options ?? [],
+          })),
+          stdio: {
+            stdin: req.stdin ?? '',
+            stdout: req.stdout ?? '',
+            stderr: req.stderr ?? '',
+            terminal: req.terminal ?? false,
+          },
         });
         return { pid };
       }),
@@ -157,7 +203,12 @@ export class TaskServiceImpl {
       }),
       State: wrap((req) => {
         const s = sb(req.id).state(req.id ?? '', req.execId ?? '');
-        const status = { created: Status.CREATED, running: Status.RUNNING, stopped: Status.STOPPED, paused: Status.PAUSED }[s.status];
+        const status = {
+          created: Status.CREATED,
+          running: Status.RUNNING,
+          stopped: Status.STOPPED,
+          paused: Status.PAUSED,
+        }[s.status];
         return {
           id: s.id,
           bundle: s.bundle,
@@ -190,7 +241,12 @@ export class TaskServiceImpl {
       }),
       Exec: wrap(async (req) => {
         const process = jsonAny<OciProcess>(req.spec, TypeUrl.OciProcess, 'exec spec');
-        await sb(req.id).exec(req.id ?? '', req.execId ?? '', process, { stdin: req.stdin ?? '', stdout: req.stdout ?? '', stderr: req.stderr ?? '', terminal: req.terminal ?? false });
+        await sb(req.id).exec(req.id ?? '', req.execId ?? '', process, {
+          stdin: req.stdin ?? '',
+          stdout: req.stdout ?? '',
+          stderr: req.stderr ?? '',
+          terminal: req.terminal ?? false,
+        });
         return {};
       }),
       ResizePty: wrap(async (req) => {
@@ -211,7 +267,11 @@ export class TaskServiceImpl {
         return { exitStatus: exit.exitStatus, exitedAt: timestamp(exit.exitedAt) };
       }),
       Stats: wrap(async (req) => ({ stats: metricsAny(await sb(req.id).stats(req.id ?? '')) })),
-      Connect: wrap((req) => ({ shimPid: process.pid, taskPid: this.sandbox?.taskPid(req.id ?? '') ?? 0, version: '' })),
+      Connect: wrap((req) => ({
+        shimPid: process.pid,
+        taskPid: this.sandbox?.taskPid(req.id ?? '') ?? 0,
+        version: '',
+      })),
       Shutdown: wrap(() => {
         if (this.sandbox && !this.sandbox.empty) return {};
         if (!this.shuttingDown) {

@@ -10,7 +10,16 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { VsockError, localCid } from 'hull-vsock';
-import { AlreadyExistsError, CancelledError, DeadlineExceededError, FailedPreconditionError, InvalidArgumentError, NotFoundError, NotImplementedError, UnavailableError } from '../../errors';
+import {
+  AlreadyExistsError,
+  CancelledError,
+  DeadlineExceededError,
+  FailedPreconditionError,
+  InvalidArgumentError,
+  NotFoundError,
+  NotImplementedError,
+  UnavailableError,
+} from '../../errors';
 import { AgentService } from '../../protos/agent';
 import { parseAgentEndpoint, type VsockConnector } from '../channel';
 import { KataAgentClient } from '../client';
@@ -38,7 +47,10 @@ describe('agent client against the real agent (host test mode)', function () {
   beforeEach(async () => {
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 'hull-agent-test-'));
     socket = path.join(dir, 'agent.sock');
-    agentProcess = spawn(process.execPath, [AGENT], { env: { ...process.env, HULL_AGENT_SOCKET: socket }, stdio: ['ignore', 'ignore', 'pipe'] });
+    agentProcess = spawn(process.execPath, [AGENT], {
+      env: { ...process.env, HULL_AGENT_SOCKET: socket },
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
     // The agent is started and dialled at once: dial retries until the socket answers.
     client = await KataAgentClient.dial({ transport: 'unix', path: socket }, { deadline: Date.now() + 10_000 });
   });
@@ -52,7 +64,7 @@ describe('agent client against the real agent (host test mode)', function () {
     fs.rmSync(dir, { recursive: true, force: true });
   });
 
-  it('dials over a vsock stream (here a fake connector to the agent\'s socket) after the guest first resets', async () => {
+  it("dials over a vsock stream (here a fake connector to the agent's socket) after the guest first resets", async () => {
     const seen: Array<{ cid: number; port: number; timeoutMs: number }> = [];
     const vsockConnector: VsockConnector = async (address, options) => {
       seen.push({ ...address, timeoutMs: options.timeoutMs });
@@ -87,29 +99,81 @@ describe('agent client against the real agent (host test mode)', function () {
     const bad = [
       { ...base, sandboxId: '../etc' },
       { ...base, hostname: 'bad_host!' },
-      { ...base, storages: [{ driver: 'virtio-fs', source: 'kataShared', fstype: 'virtiofs', options: [], mountPoint: '/etc' }] },
-      { ...base, storages: [{ driver: 'virtio-fs', source: 'kataShared', fstype: 'virtiofs', options: [], mountPoint: '/run/kata-containers/../../etc' }] },
-      { ...base, storages: [{ driver: 'virtio-fs', source: 'a/b', fstype: 'virtiofs', options: [], mountPoint: '/run/kata-containers/shared/containers' }] },
-      { ...base, storages: [{ driver: 'virtio-fs', source: 'kataShared', fstype: 'virtiofs', options: ['ro,exec'], mountPoint: '/run/kata-containers/shared/containers' }] },
-      { ...base, storages: [{ driver: 'nfs', source: 'x', fstype: 'nfs', options: [], mountPoint: '/run/kata-containers/x' }] },
+      {
+        ...base,
+        storages: [{ driver: 'virtio-fs', source: 'kataShared', fstype: 'virtiofs', options: [], mountPoint: '/etc' }],
+      },
+      {
+        ...base,
+        storages: [
+          {
+            driver: 'virtio-fs',
+            source: 'kataShared',
+            fstype: 'virtiofs',
+            options: [],
+            mountPoint: '/run/kata-containers/../../etc',
+          },
+        ],
+      },
+      {
+        ...base,
+        storages: [
+          {
+            driver: 'virtio-fs',
+            source: 'a/b',
+            fstype: 'virtiofs',
+            options: [],
+            mountPoint: '/run/kata-containers/shared/containers',
+          },
+        ],
+      },
+      {
+        ...base,
+        storages: [
+          {
+            driver: 'virtio-fs',
+            source: 'kataShared',
+            fstype: 'virtiofs',
+            options: ['ro,exec'],
+            mountPoint: '/run/kata-containers/shared/containers',
+          },
+        ],
+      },
+      {
+        ...base,
+        storages: [{ driver: 'nfs', source: 'x', fstype: 'nfs', options: [], mountPoint: '/run/kata-containers/x' }],
+      },
       { ...base, kernelModules: [{ name: 'evil; rm -rf /', parameters: [] }] },
     ];
-    for (const spec of bad) await assert.rejects(client.createSandbox(spec), InvalidArgumentError, JSON.stringify(spec));
+    for (const spec of bad)
+      await assert.rejects(client.createSandbox(spec), InvalidArgumentError, JSON.stringify(spec));
   });
 
   it('network requests: checked (INVALID_ARGUMENT), then refused outside the guest without touching the host', async () => {
     const nic = { name: 'eth0', mac: '02:42:ac:11:00:02', addresses: [{ address: '10.0.0.2', prefixLength: 24 }] };
     await assert.rejects(client.updateInterface({ ...nic, name: '-x' }), InvalidArgumentError);
     await assert.rejects(client.updateInterface({ ...nic, mtu: 20 }), InvalidArgumentError);
-    await assert.rejects(client.updateRoutes([{ dest: '10.0.0.1/24', device: 'eth0' }]), (e: Error) => e instanceof InvalidArgumentError && /host bits/.test(e.message));
-    await assert.rejects(client.addArpNeighbors([{ address: '10.0.0.1', mac: 'nope', device: 'eth0' }]), InvalidArgumentError);
-    await assert.rejects(client.updateInterface(nic), (e: Error) => e instanceof FailedPreconditionError && /only inside the guest/.test(e.message));
+    await assert.rejects(
+      client.updateRoutes([{ dest: '10.0.0.1/24', device: 'eth0' }]),
+      (e: Error) => e instanceof InvalidArgumentError && /host bits/.test(e.message),
+    );
+    await assert.rejects(
+      client.addArpNeighbors([{ address: '10.0.0.1', mac: 'nope', device: 'eth0' }]),
+      InvalidArgumentError,
+    );
+    await assert.rejects(
+      client.updateInterface(nic),
+      (e: Error) => e instanceof FailedPreconditionError && /only inside the guest/.test(e.message),
+    );
     await assert.rejects(client.listInterfaces(), FailedPreconditionError);
     await assert.rejects(client.listRoutes(), FailedPreconditionError);
   });
 
-  it('SetGuestDateTime is refused outside the guest: the host\'s clock is never set', async () => {
-    await assert.rejects(client.setGuestDateTime(new Date(1_700_000_000_000)), (e: Error) => e instanceof FailedPreconditionError && /only inside the guest/.test(e.message));
+  it("SetGuestDateTime is refused outside the guest: the host's clock is never set", async () => {
+    await assert.rejects(
+      client.setGuestDateTime(new Date(1_700_000_000_000)),
+      (e: Error) => e instanceof FailedPreconditionError && /only inside the guest/.test(e.message),
+    );
   });
 
   it('creates one sandbox: a second CreateSandbox is ALREADY_EXISTS', async () => {
@@ -119,20 +183,32 @@ describe('agent client against the real agent (host test mode)', function () {
 
   it('reads only regular files below the shared folder', async () => {
     await assert.rejects(client.readSharedFile('/etc/passwd'), InvalidArgumentError);
-    await assert.rejects(client.readSharedFile('/run/kata-containers/shared/../../../etc/passwd'), InvalidArgumentError);
+    await assert.rejects(
+      client.readSharedFile('/run/kata-containers/shared/../../../etc/passwd'),
+      InvalidArgumentError,
+    );
   });
 
   it('answers UNIMPLEMENTED for what later issues add', async () => {
     const raw = (client as unknown as { client: { call: (d: unknown, r: unknown) => Promise<unknown> } }).client;
-    await assert.rejects(raw.call(AgentService.AddSwap, {}).catch((e: unknown) => Promise.reject(classifyAgentError(e, 'AddSwap'))), NotImplementedError);
+    await assert.rejects(
+      raw.call(AgentService.AddSwap, {}).catch((e: unknown) => Promise.reject(classifyAgentError(e, 'AddSwap'))),
+      NotImplementedError,
+    );
   });
 
   it('checks container requests, and needs hull-init to run containers', async () => {
     await assert.rejects(client.createOciContainer('../x', spec({ args: ['true'] })), InvalidArgumentError);
     await assert.rejects(client.createOciContainer('c1', spec({ args: [] })), InvalidArgumentError);
     await assert.rejects(client.createOciContainer('c1', spec({ args: ['a\0b'] })), InvalidArgumentError);
-    await assert.rejects(client.createOciContainer('c1', spec({ args: ['true'], cwd: '/a/../b' })), InvalidArgumentError);
-    await assert.rejects(client.createOciContainer('c1', spec({ args: ['true'] })), (e: Error) => e instanceof FailedPreconditionError && /hull-init/.test(e.message));
+    await assert.rejects(
+      client.createOciContainer('c1', spec({ args: ['true'], cwd: '/a/../b' })),
+      InvalidArgumentError,
+    );
+    await assert.rejects(
+      client.createOciContainer('c1', spec({ args: ['true'] })),
+      (e: Error) => e instanceof FailedPreconditionError && /hull-init/.test(e.message),
+    );
     await assert.rejects(client.waitProcess('c1'), NotFoundError);
     await assert.rejects(client.readStdout('c1', ''), NotFoundError);
     await assert.rejects(client.signalProcess('c1', '', 15), NotFoundError);
@@ -141,11 +217,25 @@ describe('agent client against the real agent (host test mode)', function () {
   });
 
   it('checks volumes and resources before anything else, and knows no container to update or list', async () => {
-    const volume = (source: string): OciSpec => spec({ args: ['true'] }, { mounts: [{ destination: '/data', type: 'bind', source, options: ['rbind'] }] });
-    await assert.rejects(client.createOciContainer('c1', volume('/etc')), (e: Error) => e instanceof InvalidArgumentError && /volume "\/data"/.test(e.message));
-    await assert.rejects(client.createOciContainer('c1', volume('/run/kata-containers/shared/containers/../../../etc')), InvalidArgumentError);
-    await assert.rejects(client.createOciContainer('c1', spec({ args: ['true'] }, { linux: { resources: { cpu: { shares: 1 } } } })), InvalidArgumentError);
-    await assert.rejects(client.updateContainer('c1', { memoryLimitBytes: 0 }), InvalidArgumentError, 'refused by the client');
+    const volume = (source: string): OciSpec =>
+      spec({ args: ['true'] }, { mounts: [{ destination: '/data', type: 'bind', source, options: ['rbind'] }] });
+    await assert.rejects(
+      client.createOciContainer('c1', volume('/etc')),
+      (e: Error) => e instanceof InvalidArgumentError && /volume "\/data"/.test(e.message),
+    );
+    await assert.rejects(
+      client.createOciContainer('c1', volume('/run/kata-containers/shared/containers/../../../etc')),
+      InvalidArgumentError,
+    );
+    await assert.rejects(
+      client.createOciContainer('c1', spec({ args: ['true'] }, { linux: { resources: { cpu: { shares: 1 } } } })),
+      InvalidArgumentError,
+    );
+    await assert.rejects(
+      client.updateContainer('c1', { memoryLimitBytes: 0 }),
+      InvalidArgumentError,
+      'refused by the client',
+    );
     await assert.rejects(client.updateContainer('c1', { memoryLimitBytes: 64 << 20 }), NotFoundError);
     await assert.rejects(client.listProcesses('c1'), NotFoundError);
     await assert.rejects(client.processTable('c1'), NotFoundError);
@@ -154,7 +244,13 @@ describe('agent client against the real agent (host test mode)', function () {
   it('GetOOMEvent waits without a deadline until cancelled', async () => {
     const controller = new AbortController();
     const poll = client.getOOMEvent(controller.signal);
-    const outcome = await Promise.race([poll.then(() => 'answered', () => 'failed'), new Promise((r) => setTimeout(() => r('waiting'), 300))]);
+    const outcome = await Promise.race([
+      poll.then(
+        () => 'answered',
+        () => 'failed',
+      ),
+      new Promise((r) => setTimeout(() => r('waiting'), 300)),
+    ]);
     assert.equal(outcome, 'waiting');
     controller.abort();
     await assert.rejects(poll, CancelledError);
@@ -168,7 +264,7 @@ describe('agent client against the real agent (host test mode)', function () {
     assert.equal(await exited, 0);
     await assert.rejects(client.check(), UnavailableError);
   });
-  describe('port forwarding (hull.agent.v1.PortForward): the agent on the host reaches the host\'s loopback', () => {
+  describe("port forwarding (hull.agent.v1.PortForward): the agent on the host reaches the host's loopback", () => {
     let server: net.Server;
     let port: number;
     /** Answers "<what it read, upper-cased>" once the client has ended its side. */
@@ -207,8 +303,13 @@ describe('agent client against the real agent (host test mode)', function () {
 
     it('a port nothing listens on is UnavailableError naming both loopback addresses; bad ports fail before the call', async () => {
       await new Promise((r) => server.close(r));
-      await assert.rejects(client.openConnection(port), (e: Error) => e instanceof UnavailableError && e.message.includes('127.0.0.1: ECONNREFUSED') && e.message.includes('[::1]'));
-      for (const bad of [0, 65536, 1.5, -1]) await assert.rejects(client.openConnection(bad), InvalidArgumentError, String(bad));
+      await assert.rejects(
+        client.openConnection(port),
+        (e: Error) =>
+          e instanceof UnavailableError && e.message.includes('127.0.0.1: ECONNREFUSED') && e.message.includes('[::1]'),
+      );
+      for (const bad of [0, 65536, 1.5, -1])
+        await assert.rejects(client.openConnection(bad), InvalidArgumentError, String(bad));
       await assert.rejects(client.writeConnection(12345, Buffer.from('x')), NotFoundError);
     });
 
@@ -230,7 +331,13 @@ describe('agent client dialling', function () {
 
   it('gives up at the boot deadline when nothing listens', async () => {
     const t0 = Date.now();
-    await assert.rejects(KataAgentClient.dial({ transport: 'serial', path: path.join(dir, 'missing.sock') }, { deadline: Date.now() + 300 }), DeadlineExceededError);
+    await assert.rejects(
+      KataAgentClient.dial(
+        { transport: 'serial', path: path.join(dir, 'missing.sock') },
+        { deadline: Date.now() + 300 },
+      ),
+      DeadlineExceededError,
+    );
     assert.ok(Date.now() - t0 < 2000);
   });
 
@@ -240,7 +347,10 @@ describe('agent client dialling', function () {
     const server = net.createServer((s) => held.push(s)).listen(sock);
     await new Promise((r) => server.once('listening', r));
     try {
-      await assert.rejects(KataAgentClient.dial({ transport: 'serial', path: sock }, { deadline: Date.now() + 500, probeIntervalMs: 100 }), DeadlineExceededError);
+      await assert.rejects(
+        KataAgentClient.dial({ transport: 'serial', path: sock }, { deadline: Date.now() + 500, probeIntervalMs: 100 }),
+        DeadlineExceededError,
+      );
     } finally {
       held.forEach((s) => s.destroy());
       server.close();
@@ -249,12 +359,21 @@ describe('agent client dialling', function () {
 
   it('stops at once with the abort reason (the VM exited)', async () => {
     const controller = new AbortController();
-    const dial = KataAgentClient.dial({ transport: 'serial', path: path.join(dir, 'missing.sock') }, { deadline: Date.now() + 60_000, signal: controller.signal });
+    const dial = KataAgentClient.dial(
+      { transport: 'serial', path: path.join(dir, 'missing.sock') },
+      { deadline: Date.now() + 60_000, signal: controller.signal },
+    );
     setTimeout(() => controller.abort(new UnavailableError('qemu exited with code 1')), 100);
     await assert.rejects(dial, (e: Error) => e instanceof UnavailableError && /qemu exited/.test(e.message));
     const c2 = new AbortController();
     c2.abort();
-    await assert.rejects(KataAgentClient.dial({ transport: 'serial', path: path.join(dir, 'missing.sock') }, { deadline: Date.now() + 1000, signal: c2.signal }), CancelledError);
+    await assert.rejects(
+      KataAgentClient.dial(
+        { transport: 'serial', path: path.join(dir, 'missing.sock') },
+        { deadline: Date.now() + 1000, signal: c2.signal },
+      ),
+      CancelledError,
+    );
   });
 
   it('parses agent addresses: vsock://cid:port, unix:// and absolute paths', () => {
@@ -270,9 +389,15 @@ describe('agent client dialling', function () {
     let attempts = 0;
     const vsockConnector: VsockConnector = async () => {
       attempts++;
-      throw new VsockError('connect ECONNRESET vsock://3:1024', { code: attempts % 2 ? 'ECONNRESET' : 'ETIMEDOUT', syscall: 'connect' });
+      throw new VsockError('connect ECONNRESET vsock://3:1024', {
+        code: attempts % 2 ? 'ECONNRESET' : 'ETIMEDOUT',
+        syscall: 'connect',
+      });
     };
-    await assert.rejects(KataAgentClient.dial('vsock://3:1024', { deadline: Date.now() + 300, vsockConnector }), DeadlineExceededError);
+    await assert.rejects(
+      KataAgentClient.dial('vsock://3:1024', { deadline: Date.now() + 300, vsockConnector }),
+      DeadlineExceededError,
+    );
     assert.ok(attempts > 3, `${attempts} attempts`);
   });
 
@@ -284,8 +409,11 @@ describe('agent client dialling', function () {
       // keep 2
     }
     const t0 = Date.now();
-    await assert.rejects(KataAgentClient.dial({ transport: 'vsock', cid, port: 1024 }, { deadline: Date.now() + 10_000 }), (e: Error) =>
-      e instanceof UnavailableError && e.message.includes(`vsock://${cid}:1024`) && e.cause instanceof VsockError);
+    await assert.rejects(
+      KataAgentClient.dial({ transport: 'vsock', cid, port: 1024 }, { deadline: Date.now() + 10_000 }),
+      (e: Error) =>
+        e instanceof UnavailableError && e.message.includes(`vsock://${cid}:1024`) && e.cause instanceof VsockError,
+    );
     assert.ok(Date.now() - t0 < 3000);
   });
 
@@ -293,11 +421,16 @@ describe('agent client dialling', function () {
     const controller = new AbortController();
     const vsockConnector: VsockConnector = async (_a, o) => {
       await new Promise((r) => setTimeout(r, 10));
-      throw new VsockError(o.signal?.aborted ? 'aborted' : 'reset', { code: o.signal?.aborted ? 'ABORT_ERR' : 'ECONNRESET' });
+      throw new VsockError(o.signal?.aborted ? 'aborted' : 'reset', {
+        code: o.signal?.aborted ? 'ABORT_ERR' : 'ECONNRESET',
+      });
     };
-    const dial = KataAgentClient.dial('vsock://3:1024', { deadline: Date.now() + 60_000, signal: controller.signal, vsockConnector });
+    const dial = KataAgentClient.dial('vsock://3:1024', {
+      deadline: Date.now() + 60_000,
+      signal: controller.signal,
+      vsockConnector,
+    });
     setTimeout(() => controller.abort(new UnavailableError('qemu exited with code 1')), 100);
     await assert.rejects(dial, (e: Error) => e instanceof UnavailableError && /qemu exited/.test(e.message));
   });
-
 });

@@ -17,7 +17,16 @@ describe('agent client resources and process lists', () => {
   it('accepts only a JSON array of positive pids from the guest', () => {
     assert.deepEqual(parsePidList(Buffer.from('[1, 42]')), [1, 42]);
     assert.deepEqual(parsePidList(Buffer.from('[]')), []);
-    for (const bad of ['', '{}', '[0]', '[-1]', '[1.5]', '["1"]', 'null', JSON.stringify(new Array(MAX_PIDS + 1).fill(1))]) {
+    for (const bad of [
+      '',
+      '{}',
+      '[0]',
+      '[-1]',
+      '[1.5]',
+      '["1"]',
+      'null',
+      JSON.stringify(new Array(MAX_PIDS + 1).fill(1)),
+    ]) {
       assert.equal(parsePidList(Buffer.from(bad)), undefined, bad.slice(0, 20));
     }
   });

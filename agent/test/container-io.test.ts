@@ -63,7 +63,7 @@ describe('container output buffering', () => {
     assert.equal(await p.wait(200), 0, 'a second WaitProcess answers at once');
     assert.equal((await p.stdout.read(100)).toString(), 'started\n', 'what was written before the exit is there');
     stdout.write('later\n');
-    assert.equal((await p.stdout.read(100)).toString(), 'later\n', 'the child\'s output is still read after the exit');
+    assert.equal((await p.stdout.read(100)).toString(), 'later\n', "the child's output is still read after the exit");
     p.close();
     assert.equal((await p.stdout.read(100)).length, 0, 'close() ends it');
   });
@@ -81,7 +81,7 @@ describe('container output buffering', () => {
   });
 });
 
-describe('killCgroup (a container sharing the pod\'s pid namespace whose init exited)', () => {
+describe("killCgroup (a container sharing the pod's pid namespace whose init exited)", () => {
   it('kills the cgroup through cgroup.kill, and does nothing without a cgroup', () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'hull-kill-'));
     try {
@@ -104,17 +104,25 @@ interface ConvertedSpec {
 }
 
 describe('OCI spec conversion', () => {
-  const base = { Process: { Args: ['sh'], Env: ['A=1'], Cwd: '/', User: { UID: 1, GID: 2 } }, Root: { Path: '/host/rootfs', Readonly: true } };
+  const base = {
+    Process: { Args: ['sh'], Env: ['A=1'], Cwd: '/', User: { UID: 1, GID: 2 } },
+    Root: { Path: '/host/rootfs', Readonly: true },
+  };
 
-  it('keeps the process and kernel mounts, drops network, joined namespaces (the guest\'s are the pod\'s) and hooks', () => {
-    const spec = toRuntimeSpec({
-      ...base,
-      Mounts: [
-        { destination: '/proc', type: 'proc', source: 'proc', options: ['nosuid'] },
-      ],
-      Hooks: { Prestart: [{ Path: '/bin/evil' }] },
-      Linux: { Namespaces: [{ Type: 'pid' }, { Type: 'network', Path: '/proc/1/ns/net' }, { Type: 'ipc', Path: '/x' }], Resources: { Memory: { Limit: 1 << 26 } } },
-    }, 'c1', '/run/kata-containers/shared/containers/c1/rootfs') as unknown as ConvertedSpec;
+  it("keeps the process and kernel mounts, drops network, joined namespaces (the guest's are the pod's) and hooks", () => {
+    const spec = toRuntimeSpec(
+      {
+        ...base,
+        Mounts: [{ destination: '/proc', type: 'proc', source: 'proc', options: ['nosuid'] }],
+        Hooks: { Prestart: [{ Path: '/bin/evil' }] },
+        Linux: {
+          Namespaces: [{ Type: 'pid' }, { Type: 'network', Path: '/proc/1/ns/net' }, { Type: 'ipc', Path: '/x' }],
+          Resources: { Memory: { Limit: 1 << 26 } },
+        },
+      },
+      'c1',
+      '/run/kata-containers/shared/containers/c1/rootfs',
+    ) as unknown as ConvertedSpec;
     assert.deepEqual(spec.root, { path: '/run/kata-containers/shared/containers/c1/rootfs', readonly: true });
     assert.deepEqual(spec.process.user, { uid: 1, gid: 2 });
     assert.deepEqual(spec.mounts, [{ destination: '/proc', type: 'proc', source: 'proc', options: ['nosuid'] }]);
@@ -125,12 +133,32 @@ describe('OCI spec conversion', () => {
   });
 
   it('refuses bad args, env and paths', () => {
-    assert.throws(() => toRuntimeSpec({ ...base, Process: { ...base.Process, Args: [] } }, 'c', '/r'), code(Code.INVALID_ARGUMENT));
-    assert.throws(() => toRuntimeSpec({ ...base, Process: { ...base.Process, Env: ['novalue'] } }, 'c', '/r'), code(Code.INVALID_ARGUMENT));
-    assert.throws(() => toRuntimeSpec({ ...base, Process: { ...base.Process, Cwd: 'rel' } }, 'c', '/r'), code(Code.INVALID_ARGUMENT));
-    assert.throws(() => toRuntimeSpec({ ...base, Mounts: [{ destination: '../x', type: 'tmpfs' }] }, 'c', '/r'), code(Code.INVALID_ARGUMENT));
+    assert.throws(
+      () => toRuntimeSpec({ ...base, Process: { ...base.Process, Args: [] } }, 'c', '/r'),
+      code(Code.INVALID_ARGUMENT),
+    );
+    assert.throws(
+      () => toRuntimeSpec({ ...base, Process: { ...base.Process, Env: ['novalue'] } }, 'c', '/r'),
+      code(Code.INVALID_ARGUMENT),
+    );
+    assert.throws(
+      () => toRuntimeSpec({ ...base, Process: { ...base.Process, Cwd: 'rel' } }, 'c', '/r'),
+      code(Code.INVALID_ARGUMENT),
+    );
+    assert.throws(
+      () => toRuntimeSpec({ ...base, Mounts: [{ destination: '../x', type: 'tmpfs' }] }, 'c', '/r'),
+      code(Code.INVALID_ARGUMENT),
+    );
     assert.throws(() => toRuntimeSpec(null, 'c', '/r'), code(Code.INVALID_ARGUMENT));
     // A bind mount of a host path (not in the share): refused, no longer dropped (volumes.test.ts has the rest).
-    assert.throws(() => toRuntimeSpec({ ...base, Mounts: [{ destination: '/data', type: 'bind', source: '/var/lib/host', options: ['rbind'] }] }, 'c', '/r'), code(Code.INVALID_ARGUMENT));
+    assert.throws(
+      () =>
+        toRuntimeSpec(
+          { ...base, Mounts: [{ destination: '/data', type: 'bind', source: '/var/lib/host', options: ['rbind'] }] },
+          'c',
+          '/r',
+        ),
+      code(Code.INVALID_ARGUMENT),
+    );
   });
 });

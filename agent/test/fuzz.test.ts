@@ -1,5 +1,14 @@
 import assert from 'node:assert/strict';
-import { Code, FrameDecoder, FrameType, decodeResponse, duplexPair, encodeFrame, encodeRequest, fuzzServer } from 'ttrpc-ts';
+import {
+  Code,
+  FrameDecoder,
+  FrameType,
+  decodeResponse,
+  duplexPair,
+  encodeFrame,
+  encodeRequest,
+  fuzzServer,
+} from 'ttrpc-ts';
 import { AgentService } from '../../protos/agent';
 import { agentTarget } from './fuzz-target';
 
@@ -29,7 +38,13 @@ describe('agent fuzzing findings', () => {
           for (const f of decoder.write(chunk)) if (f.kind === 'frame') resolve(f.payload);
         });
       });
-      const request = encodeRequest({ service: AgentService.GetOOMEvent.service, method: 'GetOOMEvent', payload: Buffer.alloc(0), timeoutNano: 20e6, metadata: [] });
+      const request = encodeRequest({
+        service: AgentService.GetOOMEvent.service,
+        method: 'GetOOMEvent',
+        payload: Buffer.alloc(0),
+        timeoutNano: 20e6,
+        metadata: [],
+      });
       client.write(encodeFrame(1, FrameType.Request, 0, request));
       assert.equal(decodeResponse(await answer).status?.code, Code.DEADLINE_EXCEEDED);
     } finally {

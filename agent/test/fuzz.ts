@@ -10,7 +10,9 @@ async function main(): Promise<void> {
   });
   const target = agentTarget();
   try {
-    console.log(formatResult(await fuzzServer(target, { iterations, seed, onProgress: (n) => console.error(`agent: ${n}`) })));
+    console.log(
+      formatResult(await fuzzServer(target, { iterations, seed, onProgress: (n) => console.error(`agent: ${n}`) })),
+    );
   } finally {
     await target.cleanup();
   }

@@ -54,7 +54,8 @@ describe('agent OOM events (memory.events watched with inotify)', () => {
     write('c1', 1);
     await new Promise((r) => setTimeout(r, 100));
     write('c2', 2);
-    for (const until = Date.now() + 2000; oom.size.queued < 2 && Date.now() < until;) await new Promise((r) => setTimeout(r, 20));
+    for (const until = Date.now() + 2000; oom.size.queued < 2 && Date.now() < until;)
+      await new Promise((r) => setTimeout(r, 20));
     assert.equal(await oom.next(), 'c1');
     assert.equal(await oom.next(), 'c2');
   });
@@ -80,7 +81,10 @@ describe('agent OOM events (memory.events watched with inotify)', () => {
     assert.equal(oom.size.waiting, 0);
     const aborted = new AbortController();
     aborted.abort();
-    await assert.rejects(oom.next(aborted.signal), (e: unknown) => e instanceof StatusError && e.code === Code.CANCELLED);
+    await assert.rejects(
+      oom.next(aborted.signal),
+      (e: unknown) => e instanceof StatusError && e.code === Code.CANCELLED,
+    );
 
     oom.watch('c1', file('c1'));
     const older = oom.next();
@@ -93,7 +97,8 @@ describe('agent OOM events (memory.events watched with inotify)', () => {
   it('stops watching a container whose cgroup is gone', async () => {
     oom.watch('c1', file('c1'));
     fs.rmSync(path.join(dir, 'c1'), { recursive: true });
-    for (const until = Date.now() + 2000; oom.size.watched > 0 && Date.now() < until;) await new Promise((r) => setTimeout(r, 20));
+    for (const until = Date.now() + 2000; oom.size.watched > 0 && Date.now() < until;)
+      await new Promise((r) => setTimeout(r, 20));
     assert.equal(oom.size.watched, 0);
     oom.watch('missing', path.join(dir, 'missing', 'memory.events'));
     assert.equal(oom.size.watched, 0);

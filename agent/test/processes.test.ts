@@ -6,11 +6,19 @@ import { Code, StatusError } from 'ttrpc-ts';
 import { cgroupPids, formatTable, listFormat, parseStat, processList, readProcess } from '../processes';
 
 describe('agent process lists (ListProcesses)', () => {
-  it('accepts Kata\'s formats and no ps arguments but the default', () => {
+  it("accepts Kata's formats and no ps arguments but the default", () => {
     assert.equal(listFormat('json', []), 'json');
     assert.equal(listFormat('table', ['-ef']), 'table');
-    for (const [format, args] of [['', []], ['xml', []], ['table', ['-o', 'pid']], ['json', ['-ef', 'x']]] as const) {
-      assert.throws(() => listFormat(format, [...args]), (e: unknown) => e instanceof StatusError && e.code === Code.INVALID_ARGUMENT);
+    for (const [format, args] of [
+      ['', []],
+      ['xml', []],
+      ['table', ['-o', 'pid']],
+      ['json', ['-ef', 'x']],
+    ] as const) {
+      assert.throws(
+        () => listFormat(format, [...args]),
+        (e: unknown) => e instanceof StatusError && e.code === Code.INVALID_ARGUMENT,
+      );
     }
   });
 
@@ -37,6 +45,9 @@ describe('agent process lists (ListProcesses)', () => {
     assert.equal(processList([3, 4], 'json').toString(), '[3,4]');
     const own = readProcess(process.pid);
     assert.ok(own && own.pid === process.pid && own.cmd.includes('node'), JSON.stringify(own));
-    assert.match(processList([process.pid, 2 ** 22 + 1], 'table').toString(), new RegExp(`^UID +PID.*\\n +\\d+ +${process.pid} `));
+    assert.match(
+      processList([process.pid, 2 ** 22 + 1], 'table').toString(),
+      new RegExp(`^UID +PID.*\\n +\\d+ +${process.pid} `),
+    );
   });
 });

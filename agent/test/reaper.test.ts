@@ -6,7 +6,10 @@ import { RecordParser, Reaper, type ExitRecord } from '../reaper';
 function parse(chunks: Array<string | Buffer>): { records: ExitRecord[]; bad: string[] } {
   const records: ExitRecord[] = [];
   const bad: string[] = [];
-  const p = new RecordParser((r) => records.push(r), (l) => bad.push(l));
+  const p = new RecordParser(
+    (r) => records.push(r),
+    (l) => bad.push(l),
+  );
   for (const c of chunks) p.push(c);
   return { records, bad };
 }
@@ -17,14 +20,23 @@ const tick = (): Promise<void> => new Promise((resolve) => setImmediate(resolve)
 describe('agent reaper', () => {
   describe('RecordParser', () => {
     it('parses whole lines, several per chunk', () => {
-      assert.deepEqual(parse(['12 0\n345 137\n']).records, [{ pid: 12, exitCode: 0 }, { pid: 345, exitCode: 137 }]);
+      assert.deepEqual(parse(['12 0\n345 137\n']).records, [
+        { pid: 12, exitCode: 0 },
+        { pid: 345, exitCode: 137 },
+      ]);
     });
 
     it('joins records split across reads, at any byte', () => {
       const text = '4194304 255\n7 1\n';
       for (let i = 1; i < text.length; i++) {
-        assert.deepEqual(parse([text.slice(0, i), Buffer.from(text.slice(i))]).records,
-          [{ pid: 4194304, exitCode: 255 }, { pid: 7, exitCode: 1 }], `split at ${i}`);
+        assert.deepEqual(
+          parse([text.slice(0, i), Buffer.from(text.slice(i))]).records,
+          [
+            { pid: 4194304, exitCode: 255 },
+            { pid: 7, exitCode: 1 },
+          ],
+          `split at ${i}`,
+        );
       }
       assert.deepEqual(parse([...text].map((c) => c)).records.length, 2, 'one byte at a time');
     });

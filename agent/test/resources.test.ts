@@ -20,14 +20,19 @@ describe('agent container resources', () => {
       pids: { limit: 100 },
     });
     assert.deepEqual(toOciResources({ Memory: { Limit: -1, Swap: -1 }, CPU: { Quota: -1 }, Pids: { Limit: -1 } }), {
-      memory: { limit: -1, swap: -1 }, cpu: { quota: -1 }, pids: { limit: -1 },
+      memory: { limit: -1, swap: -1 },
+      cpu: { quota: -1 },
+      pids: { limit: -1 },
     });
   });
 
   it('leaves out what is not set, and is undefined when nothing applies', () => {
     assert.equal(toOciResources(undefined), undefined);
     assert.equal(toOciResources({}), undefined);
-    assert.equal(toOciResources({ Memory: { Kernel: 10 }, BlockIO: { Weight: 10 }, Devices: [{ Allow: false, Access: 'rwm' }] }), undefined);
+    assert.equal(
+      toOciResources({ Memory: { Kernel: 10 }, BlockIO: { Weight: 10 }, Devices: [{ Allow: false, Access: 'rwm' }] }),
+      undefined,
+    );
     assert.deepEqual(toOciResources({ Memory: { Limit: 16 * MiB } }), { memory: { limit: 16 * MiB } });
   });
 
@@ -51,12 +56,18 @@ describe('agent container resources', () => {
       { CPU: { Mems: '1' } },
       { Pids: { Limit: -3 } },
     ];
-    for (const r of bad) assert.throws(() => toOciResources(r, { cpus: new Set([0, 1]), mems: new Set([0]) }), invalidArg, JSON.stringify(r));
+    for (const r of bad)
+      assert.throws(
+        () => toOciResources(r, { cpus: new Set([0, 1]), mems: new Set([0]) }),
+        invalidArg,
+        JSON.stringify(r),
+      );
   });
 
   it('parses cpu lists', () => {
     assert.deepEqual([...parseCpuList('0-2,5', 'c')], [0, 1, 2, 5]);
     assert.deepEqual([...parseCpuList('7', 'c')], [7]);
-    for (const bad of ['', ',', '1,', 'a', '1-2-3', '99999']) assert.throws(() => parseCpuList(bad, 'c'), invalidArg, bad);
+    for (const bad of ['', ',', '1,', 'a', '1-2-3', '99999'])
+      assert.throws(() => parseCpuList(bad, 'c'), invalidArg, bad);
   });
 });

@@ -13,7 +13,7 @@ describe('agent cgroup v2 stats', () => {
     assert.equal(parseLimit(undefined), 0);
   });
 
-  it('reads a cgroup folder into Kata\'s CgroupStats (CPU in ns, missing files as 0)', () => {
+  it("reads a cgroup folder into Kata's CgroupStats (CPU in ns, missing files as 0)", () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'hull-cgroup-'));
     try {
       fs.writeFileSync(path.join(dir, 'cpu.stat'), 'usage_usec 1500\nuser_usec 1000\nsystem_usec 500\nnr_periods 3\n');

@@ -25,7 +25,9 @@ function runOn(terminal: Terminal, script: string): { child: ChildProcess; proc:
   }
   terminal.releaseSlave();
   const proc = new ContainerProcess('e1', terminal.input, terminal.output, null, terminal);
-  const exit = new Promise<number>((resolve) => child.on('exit', (c, sig) => resolve(c ?? 128 + (sig === 'SIGKILL' ? 9 : 1))));
+  const exit = new Promise<number>((resolve) =>
+    child.on('exit', (c, sig) => resolve(c ?? 128 + (sig === 'SIGKILL' ? 9 : 1))),
+  );
   proc.started(child.pid!, exit);
   return { child, proc };
 }
@@ -52,7 +54,10 @@ describe('terminal processes', function () {
   it('gives the process the size asked for, a new size on resize, and drains all output before the exit is reported', async () => {
     const terminal = await Terminal.open({ rows: 30, cols: 90 });
     // 3000 lines after the exit status is decided: all of them must come out before wait() answers.
-    const { proc } = runOn(terminal, 'stty size; read line; stty size; i=0; while [ $i -lt 3000 ]; do echo line$i; i=$((i+1)); done; exit 3');
+    const { proc } = runOn(
+      terminal,
+      'stty size; read line; stty size; i=0; while [ $i -lt 3000 ]; do echo line$i; i=$((i+1)); done; exit 3',
+    );
     let seen = '';
     const reading = (async () => {
       for (;;) {
@@ -68,7 +73,11 @@ describe('terminal processes', function () {
     await reading;
     assert.match(seen, /30 90\r\n/);
     assert.match(seen, /37 101\r\n/);
-    assert.match(seen, /line2999\r\n$/, `the last line came out, with the terminal's CR LF: ${JSON.stringify(seen.slice(-200))} (${seen.length})`);
+    assert.match(
+      seen,
+      /line2999\r\n$/,
+      `the last line came out, with the terminal's CR LF: ${JSON.stringify(seen.slice(-200))} (${seen.length})`,
+    );
     assert.equal((await proc.stderr.read(10)).length, 0, 'stderr is at end of file');
     proc.resize({ rows: 1, cols: 1 }); // the process is gone: nothing to do, no error
     await assert.rejects(proc.write(Buffer.from('late\n')), code(Code.FAILED_PRECONDITION));
@@ -96,7 +105,10 @@ describe('terminal processes', function () {
 
     const bad = await Terminal.open(DEFAULT_SIZE);
     const b = runOn(bad, 'echo "exec nosuch: No such file or directory" >&4; exit 127');
-    await assert.rejects(bad.execed(5000), (e: unknown) => code(Code.INTERNAL)(e) && /exec nosuch: No such file/.test((e as Error).message));
+    await assert.rejects(
+      bad.execed(5000),
+      (e: unknown) => code(Code.INTERNAL)(e) && /exec nosuch: No such file/.test((e as Error).message),
+    );
     assert.equal(await b.proc.wait(), 127);
     b.proc.close();
   });
@@ -120,7 +132,10 @@ describe('terminal processes', function () {
     assert.equal(crun.consoleSize, undefined);
     assert.deepEqual(crun.args, [CTTY_ARG0, 'sh', '-l']);
     assert.deepEqual(initialSize(toOciProcess({ Terminal: true, Args: ['sh'] })), DEFAULT_SIZE);
-    assert.throws(() => toOciProcess({ Terminal: true, ConsoleSize: { Height: 70000, Width: 1 }, Args: ['sh'] }), code(Code.INVALID_ARGUMENT));
+    assert.throws(
+      () => toOciProcess({ Terminal: true, ConsoleSize: { Height: 70000, Width: 1 }, Args: ['sh'] }),
+      code(Code.INVALID_ARGUMENT),
+    );
   });
 
   it('refuses a resize for a process without a terminal', () => {

@@ -6,22 +6,28 @@ import { Code, StatusError } from 'ttrpc-ts';
 import { hostname, identifier, mountOptions, pathUnder, plainName, realPathUnder, uint16 } from '../validate';
 
 describe('agent input validation', () => {
-  it('takes ids by containerd\'s identifier rule, the host\'s too (protos/identifiers.ts)', () => {
+  it("takes ids by containerd's identifier rule, the host's too (protos/identifiers.ts)", () => {
     assert.equal(identifier('c1.a_b-c', 'container id'), 'c1.a_b-c');
     for (const bad of ['', '.', '..', 'a/b', '-x', 'x-', 'a..b', 'a b', 'x\0y', 'a'.repeat(77)]) {
-      assert.throws(() => identifier(bad, 'container id'), (e: unknown) => e instanceof StatusError && e.code === Code.INVALID_ARGUMENT && /^container id/.test(e.message), JSON.stringify(bad));
+      assert.throws(
+        () => identifier(bad, 'container id'),
+        (e: unknown) => e instanceof StatusError && e.code === Code.INVALID_ARGUMENT && /^container id/.test(e.message),
+        JSON.stringify(bad),
+      );
     }
   });
 
   it('accepts plain names and refuses path-like ones', () => {
     assert.equal(plainName('kataShared', 'tag'), 'kataShared');
-    for (const bad of ['', '.', '..', 'a/b', '../x', '-x', 'a b', 'x\0y', 'a'.repeat(200)]) assert.throws(() => plainName(bad, 'tag'), /not a plain name/);
+    for (const bad of ['', '.', '..', 'a/b', '../x', '-x', 'a b', 'x\0y', 'a'.repeat(200)])
+      assert.throws(() => plainName(bad, 'tag'), /not a plain name/);
   });
 
   it('takes terminal sizes from 0 to 65535 only', () => {
     assert.equal(uint16(65535, 'row'), 65535);
     assert.equal(uint16(undefined, 'row'), 0);
-    for (const bad of [65536, -1, 1.5, NaN, 'x']) assert.throws(() => uint16(bad, 'row'), /not an integer from 0 to 65535/);
+    for (const bad of [65536, -1, 1.5, NaN, 'x'])
+      assert.throws(() => uint16(bad, 'row'), /not an integer from 0 to 65535/);
   });
 
   it('keeps paths strictly below their root, normalized', () => {
@@ -48,6 +54,7 @@ describe('agent input validation', () => {
     assert.equal(hostname('pod-1.example'), 'pod-1.example');
     for (const bad of ['-a', 'a_b', 'a'.repeat(65), 'a..b']) assert.throws(() => hostname(bad));
     assert.deepEqual(mountOptions(['ro', 'nodev', 'mode=0755']), ['ro', 'nodev', 'mode=0755']);
-    for (const bad of ['ro,exec', 'x-evil', 'mode=07;55', 'context=system_u']) assert.throws(() => mountOptions([bad]), /not allowed/);
+    for (const bad of ['ro,exec', 'x-evil', 'mode=07;55', 'context=system_u'])
+      assert.throws(() => mountOptions([bad]), /not allowed/);
   });
 });

@@ -8,7 +8,10 @@ import { toRuntimeSpec } from '../oci';
 import { resolveUnder } from '../validate';
 import { isBindMount, volumeMount } from '../volumes';
 
-const isCode = (code: Code, pattern?: RegExp) => (e: unknown): boolean => e instanceof StatusError && e.code === code && (!pattern || pattern.test(e.message));
+const isCode =
+  (code: Code, pattern?: RegExp) =>
+  (e: unknown): boolean =>
+    e instanceof StatusError && e.code === code && (!pattern || pattern.test(e.message));
 
 describe('agent volumes (bind mounts into the share)', () => {
   let dir: string;
@@ -40,7 +43,11 @@ describe('agent volumes (bind mounts into the share)', () => {
 
   it('refuses links that lead out, even dangling ones, and never reports them as missing', () => {
     for (const name of ['abs-out', 'dangling-out', 'rel-out']) {
-      assert.throws(() => resolveUnder(share, `${vol}/${name}`, 's'), isCode(Code.INVALID_ARGUMENT, /leads outside/), name);
+      assert.throws(
+        () => resolveUnder(share, `${vol}/${name}`, 's'),
+        isCode(Code.INVALID_ARGUMENT, /leads outside/),
+        name,
+      );
     }
     assert.throws(() => resolveUnder(share, `${vol}/loop`, 's'), isCode(Code.INVALID_ARGUMENT, /too many symlinks/));
     assert.throws(() => resolveUnder(share, `${vol}/missing`, 's'), isCode(Code.NOT_FOUND));
@@ -58,34 +65,61 @@ describe('agent volumes (bind mounts into the share)', () => {
   });
 
   it('keeps a volume in the share with its options, resolved, and adds rbind when missing', () => {
-    assert.deepEqual(volumeMount({ destination: '/data', type: 'bind', source: vol, options: ['rbind', 'ro', 'nosuid'] }, 0, share),
-      { destination: '/data', type: 'bind', source: vol, options: ['rbind', 'ro', 'nosuid'] });
-    assert.deepEqual(volumeMount({ destination: '/d', type: 'bind', source: `${vol}/rel-in`, options: ['rw'] }, 0, share),
-      { destination: '/d', type: 'bind', source: `${vol}/sub`, options: ['rbind', 'rw'] });
+    assert.deepEqual(
+      volumeMount({ destination: '/data', type: 'bind', source: vol, options: ['rbind', 'ro', 'nosuid'] }, 0, share),
+      { destination: '/data', type: 'bind', source: vol, options: ['rbind', 'ro', 'nosuid'] },
+    );
+    assert.deepEqual(
+      volumeMount({ destination: '/d', type: 'bind', source: `${vol}/rel-in`, options: ['rw'] }, 0, share),
+      { destination: '/d', type: 'bind', source: `${vol}/sub`, options: ['rbind', 'rw'] },
+    );
   });
 
   it('refuses, naming the mount: sources outside the share, bad destinations and options', () => {
     const bad: [grpc.IMount, RegExp][] = [
-      [{ destination: '/data', type: 'bind', source: '/etc', options: ['rbind'] }, /volume "\/data".*not a normalized path inside the shared folder/],
+      [
+        { destination: '/data', type: 'bind', source: '/etc', options: ['rbind'] },
+        /volume "\/data".*not a normalized path inside the shared folder/,
+      ],
       [{ destination: '/data', type: 'bind', source: `${share}/../outside`, options: ['rbind'] }, /volume "\/data"/],
       [{ destination: '/data', type: 'bind', source: share, options: ['rbind'] }, /volume "\/data"/],
-      [{ destination: '/data', type: 'bind', source: `${vol}/abs-out`, options: ['rbind'] }, /volume "\/data".*leads outside/],
-      [{ destination: '/data/../etc', type: 'bind', source: vol, options: [] }, /volume "\/data\/..\/etc": the destination/],
+      [
+        { destination: '/data', type: 'bind', source: `${vol}/abs-out`, options: ['rbind'] },
+        /volume "\/data".*leads outside/,
+      ],
+      [
+        { destination: '/data/../etc', type: 'bind', source: vol, options: [] },
+        /volume "\/data\/..\/etc": the destination/,
+      ],
       [{ destination: 'data', type: 'bind', source: vol, options: [] }, /volume "data": the destination/],
       [{ destination: '', type: 'bind', source: vol, options: [] }, /volume 3: the destination/],
       [{ destination: '/data', type: 'bind', source: vol, options: ['rshared'] }, /volume "\/data": option "rshared"/],
       [{ destination: '/data', type: 'bind', source: vol, options: ['x-evil=1'] }, /not allowed/],
       [{ destination: '/data', type: 'bind', source: vol, options: ['ro', 'rw'] }, /both ro and rw/],
     ];
-    for (const [m, pattern] of bad) assert.throws(() => volumeMount(m, 3, share), isCode(Code.INVALID_ARGUMENT, pattern), JSON.stringify(m));
+    for (const [m, pattern] of bad)
+      assert.throws(() => volumeMount(m, 3, share), isCode(Code.INVALID_ARGUMENT, pattern), JSON.stringify(m));
   });
 
   it('toRuntimeSpec keeps volumes and kernel filesystems, refuses a bind from outside the share', () => {
     const spec = (mounts: grpc.IMount[]): grpc.ISpec => ({ Process: { Args: ['true'], Cwd: '/' }, Mounts: mounts });
     const proc = { destination: '/proc', type: 'proc', source: 'proc', options: ['nosuid'] };
-    const out = toRuntimeSpec(spec([proc, { destination: '/data', type: 'bind', source: vol, options: ['rbind', 'ro'] }]), 'c1', `${share}/c1/rootfs`, share);
+    const out = toRuntimeSpec(
+      spec([proc, { destination: '/data', type: 'bind', source: vol, options: ['rbind', 'ro'] }]),
+      'c1',
+      `${share}/c1/rootfs`,
+      share,
+    );
     assert.deepEqual(out.mounts, [proc, { destination: '/data', type: 'bind', source: vol, options: ['rbind', 'ro'] }]);
-    assert.throws(() => toRuntimeSpec(spec([{ destination: '/etc/hosts', type: 'bind', source: '/etc/hosts', options: ['rbind'] }]), 'c1', `${share}/c1/rootfs`, share),
-      isCode(Code.INVALID_ARGUMENT, /volume "\/etc\/hosts"/));
+    assert.throws(
+      () =>
+        toRuntimeSpec(
+          spec([{ destination: '/etc/hosts', type: 'bind', source: '/etc/hosts', options: ['rbind'] }]),
+          'c1',
+          `${share}/c1/rootfs`,
+          share,
+        ),
+      isCode(Code.INVALID_ARGUMENT, /volume "\/etc\/hosts"/),
+    );
   });
 });

@@ -37,13 +37,19 @@ describe('core/config', () => {
     it('documents every key; its commented-out guest paths are the defaults for prefix /usr/local', () => {
       const commented = text.split('\n').filter((l) => /^# [a-z_]+ = /.test(l));
       assert.equal(commented.length, 3);
-      const uncommented = text.split('\n').map((l) => (commented.includes(l) ? l.slice(2) : l)).join('\n');
+      const uncommented = text
+        .split('\n')
+        .map((l) => (commented.includes(l) ? l.slice(2) : l))
+        .join('\n');
       assert.deepEqual(parse(uncommented), defaultConfig(INSTALLED_BIN, noCheckout));
       // With the guest paths uncommented every known key is set; smol-toml keeps document order.
       // eslint-disable-next-line @typescript-eslint/no-require-imports
-      const doc = (require('smol-toml') as { parse(t: string): Record<string, Record<string, unknown>> }).parse(uncommented);
+      const doc = (require('smol-toml') as { parse(t: string): Record<string, Record<string, unknown>> }).parse(
+        uncommented,
+      );
       assert.deepEqual(Object.keys(doc), Object.keys(CONFIG_KEYS));
-      for (const [section, keys] of Object.entries(CONFIG_KEYS)) assert.deepEqual(Object.keys(doc[section]!), keys, section);
+      for (const [section, keys] of Object.entries(CONFIG_KEYS))
+        assert.deepEqual(Object.keys(doc[section]!), keys, section);
     });
   });
 
@@ -96,7 +102,10 @@ describe('core/config', () => {
 
     it('the real checkout is recognised, and a relative binDir is refused', () => {
       assert.equal(guestArtifactDir(path.join(REPO, 'bin')), path.join(REPO, 'guest', 'out'));
-      assert.throws(() => guestArtifactDir('bin', noCheckout), (e: Error) => e instanceof InvalidArgumentError && /binDir/.test(e.message));
+      assert.throws(
+        () => guestArtifactDir('bin', noCheckout),
+        (e: Error) => e instanceof InvalidArgumentError && /binDir/.test(e.message),
+      );
     });
 
     it('keys in the file win over the install root', () => {
@@ -136,9 +145,19 @@ describe('core/config', () => {
       `);
       assert.deepEqual(c, {
         hypervisor: {
-          path: '/opt/qemu/bin/qemu-system-x86_64', kernel: '/g/vmlinuz', initrd: '/g/initrd.img', image: '/g/rootfs.img',
-          kernelParams: ['loglevel=7', 'hull.debug'], defaultVcpus: 4, defaultMemoryMiB: 2048, accel: 'tcg', sharedFs: 'virtio-fs',
-          virtioFsDaemon: '/usr/libexec/virtiofsd', memoryOverheadMiB: 200, seccomp: false, qemuUser: '1001:1001',
+          path: '/opt/qemu/bin/qemu-system-x86_64',
+          kernel: '/g/vmlinuz',
+          initrd: '/g/initrd.img',
+          image: '/g/rootfs.img',
+          kernelParams: ['loglevel=7', 'hull.debug'],
+          defaultVcpus: 4,
+          defaultMemoryMiB: 2048,
+          accel: 'tcg',
+          sharedFs: 'virtio-fs',
+          virtioFsDaemon: '/usr/libexec/virtiofsd',
+          memoryOverheadMiB: 200,
+          seccomp: false,
+          qemuUser: '1001:1001',
         },
         agent: { transport: 'serial', bootTimeoutMs: 120_000, healthIntervalMs: 0, healthTimeoutMs: 5_000 },
         runtime: { debug: true, stateDir: '/var/run/hull', debugHooks: true, enableFailpoints: true },
@@ -148,7 +167,11 @@ describe('core/config', () => {
 
     // [TOML, the dotted key, a fragment the message must hold (the allowed values)]
     const BAD: [string, string, string][] = [
-      ['[hypervisor]\npath = "qemu-system-x86_64"', 'hypervisor.path', 'must be an absolute path, got "qemu-system-x86_64"'],
+      [
+        '[hypervisor]\npath = "qemu-system-x86_64"',
+        'hypervisor.path',
+        'must be an absolute path, got "qemu-system-x86_64"',
+      ],
       ['[hypervisor]\npath = 1', 'hypervisor.path', 'must be an absolute path, got 1'],
       ['[hypervisor]\nkernel = "vmlinuz"', 'hypervisor.kernel', 'absolute path'],
       ['[hypervisor]\nkernel = "/g/a,b"', 'hypervisor.kernel', 'contains a comma'],
@@ -162,13 +185,25 @@ describe('core/config', () => {
       ['[hypervisor]\ndefault_vcpus = 256', 'hypervisor.default_vcpus', 'from 1 to 255'],
       ['[hypervisor]\ndefault_vcpus = 1.5', 'hypervisor.default_vcpus', 'got 1.5'],
       ['[hypervisor]\ndefault_vcpus = "2"', 'hypervisor.default_vcpus', 'got "2"'],
-      ['[hypervisor]\ndefault_memory = 63', 'hypervisor.default_memory', 'must be an integer from 64 to 4194304 (MiB), got 63'],
+      [
+        '[hypervisor]\ndefault_memory = 63',
+        'hypervisor.default_memory',
+        'must be an integer from 64 to 4194304 (MiB), got 63',
+      ],
       ['[hypervisor]\ndefault_memory = 4194305', 'hypervisor.default_memory', 'from 64 to 4194304'],
       ['[hypervisor]\ndefault_memory = "512M"', 'hypervisor.default_memory', 'got "512M"'],
-      ['[hypervisor]\nmemory_overhead = -1', 'hypervisor.memory_overhead', 'must be an integer from 0 to 65536 (MiB), got -1'],
+      [
+        '[hypervisor]\nmemory_overhead = -1',
+        'hypervisor.memory_overhead',
+        'must be an integer from 0 to 65536 (MiB), got -1',
+      ],
       ['[hypervisor]\naccel = "xen"', 'hypervisor.accel', 'must be one of "auto", "kvm", "tcg", got "xen"'],
       ['[hypervisor]\naccel = "KVM"', 'hypervisor.accel', 'got "KVM"'],
-      ['[hypervisor]\nshared_fs = "virtio-9p"', 'hypervisor.shared_fs', 'must be "virtio-fs" (the only value implemented), got "virtio-9p"'],
+      [
+        '[hypervisor]\nshared_fs = "virtio-9p"',
+        'hypervisor.shared_fs',
+        'must be "virtio-fs" (the only value implemented), got "virtio-9p"',
+      ],
       ['[hypervisor]\nvirtio_fs_daemon = "virtiofsd"', 'hypervisor.virtio_fs_daemon', 'absolute path'],
       ['[hypervisor]\nseccomp = "on"', 'hypervisor.seccomp', 'must be true or false, got "on"'],
       ['[hypervisor]\nqemu_user = "root"', 'hypervisor.qemu_user', 'must not be root'],
@@ -180,8 +215,16 @@ describe('core/config', () => {
       ['[agent]\nboot_timeout = 3601', 'agent.boot_timeout', 'from 1 to 3600'],
       ['[agent]\nboot_timeout = "60s"', 'agent.boot_timeout', 'got "60s"'],
       ['[agent]\nboot_timeout = 1979-05-27', 'agent.boot_timeout', 'got a date'],
-      ['[agent]\nhealth_check_interval = -1', 'agent.health_check_interval', 'must be an integer from 0 to 3600 (seconds; 0 = off), got -1'],
-      ['[agent]\nhealth_check_timeout = 0', 'agent.health_check_timeout', 'must be an integer from 1 to 3600 (seconds), got 0'],
+      [
+        '[agent]\nhealth_check_interval = -1',
+        'agent.health_check_interval',
+        'must be an integer from 0 to 3600 (seconds; 0 = off), got -1',
+      ],
+      [
+        '[agent]\nhealth_check_timeout = 0',
+        'agent.health_check_timeout',
+        'must be an integer from 1 to 3600 (seconds), got 0',
+      ],
       ['[runtime]\ndebug_hooks = "yes"', 'runtime.debug_hooks', 'must be true or false'],
       ['[runtime]\ndebug = "yes"', 'runtime.debug', 'must be true or false, got "yes"'],
       ['[runtime]\ndebug = 1', 'runtime.debug', 'got 1'],
@@ -191,12 +234,15 @@ describe('core/config', () => {
     ];
     for (const [toml, key, fragment] of BAD) {
       it(`refuses ${toml.replace('\n', ' ')}`, () => {
-        assert.throws(() => parse(toml), (e: Error) => {
-          assert.ok(e instanceof InvalidArgumentError, e.message);
-          assert.ok(e.message.startsWith(`${FILE}: ${key} `), e.message);
-          assert.ok(e.message.includes(fragment), e.message);
-          return true;
-        });
+        assert.throws(
+          () => parse(toml),
+          (e: Error) => {
+            assert.ok(e instanceof InvalidArgumentError, e.message);
+            assert.ok(e.message.startsWith(`${FILE}: ${key} `), e.message);
+            assert.ok(e.message.includes(fragment), e.message);
+            return true;
+          },
+        );
       });
     }
 
@@ -207,16 +253,25 @@ describe('core/config', () => {
 
   describe('unknown keys and syntax errors', () => {
     const refuses = (toml: string, message: string): void => {
-      assert.throws(() => parse(toml), (e: Error) => {
-        assert.ok(e instanceof InvalidArgumentError, e.message);
-        assert.ok(e.message.startsWith(`${FILE}: ${message}`), e.message);
-        return true;
-      });
+      assert.throws(
+        () => parse(toml),
+        (e: Error) => {
+          assert.ok(e instanceof InvalidArgumentError, e.message);
+          assert.ok(e.message.startsWith(`${FILE}: ${message}`), e.message);
+          return true;
+        },
+      );
     };
 
     it('an unknown key names the file and the dotted key, and lists the known ones', () => {
-      refuses('[hypervisor]\ndefault_memry = 1024', 'hypervisor.default_memry: unknown key (known: path, kernel, initrd, image, kernel_params,');
-      refuses('[agent]\ndial_timeout = 30', 'agent.dial_timeout: unknown key (known: transport, boot_timeout, health_check_interval, health_check_timeout)');
+      refuses(
+        '[hypervisor]\ndefault_memry = 1024',
+        'hypervisor.default_memry: unknown key (known: path, kernel, initrd, image, kernel_params,',
+      );
+      refuses(
+        '[agent]\ndial_timeout = 30',
+        'agent.dial_timeout: unknown key (known: transport, boot_timeout, health_check_interval, health_check_timeout)',
+      );
       refuses('[runtime]\n__proto__ = 1', 'runtime.__proto__: unknown key');
       refuses('[hypervisor.qemu]\npath = "/q"', 'hypervisor.qemu: unknown key');
     });
@@ -232,14 +287,25 @@ describe('core/config', () => {
     });
 
     it('a syntax error names the file, line and column, and quotes the line', () => {
-      assert.throws(() => parse('[hypervisor]\n# memory\ndefault_memory = = 512\n'), (e: Error) => {
-        assert.ok(e instanceof InvalidArgumentError);
-        assert.equal(e.message, `${FILE}:3:18: TOML syntax error: invalid value (in "default_memory = = 512")`);
-        return true;
-      });
-      assert.throws(() => parse('[agent]\nboot_timeout = 10\nboot_timeout = 20\n'), (e: Error) =>
-        e instanceof InvalidArgumentError && e.message.startsWith(`${FILE}:3:`) && /TOML syntax error/.test(e.message));
-      assert.throws(() => parse('[agent\n'), (e: Error) => e instanceof InvalidArgumentError && e.message.startsWith(`${FILE}:1:`));
+      assert.throws(
+        () => parse('[hypervisor]\n# memory\ndefault_memory = = 512\n'),
+        (e: Error) => {
+          assert.ok(e instanceof InvalidArgumentError);
+          assert.equal(e.message, `${FILE}:3:18: TOML syntax error: invalid value (in "default_memory = = 512")`);
+          return true;
+        },
+      );
+      assert.throws(
+        () => parse('[agent]\nboot_timeout = 10\nboot_timeout = 20\n'),
+        (e: Error) =>
+          e instanceof InvalidArgumentError &&
+          e.message.startsWith(`${FILE}:3:`) &&
+          /TOML syntax error/.test(e.message),
+      );
+      assert.throws(
+        () => parse('[agent\n'),
+        (e: Error) => e instanceof InvalidArgumentError && e.message.startsWith(`${FILE}:1:`),
+      );
     });
   });
 
@@ -250,14 +316,22 @@ describe('core/config', () => {
 
     beforeEach(() => {
       dir = fs.mkdtempSync(path.join(os.tmpdir(), 'hull-config-'));
-      files = { fromOption: path.join(dir, 'option.toml'), fromEnv: path.join(dir, 'env.toml'), atDefault: path.join(dir, 'default.toml') };
+      files = {
+        fromOption: path.join(dir, 'option.toml'),
+        fromEnv: path.join(dir, 'env.toml'),
+        atDefault: path.join(dir, 'default.toml'),
+      };
       fs.writeFileSync(files.fromOption, timeout(1));
       fs.writeFileSync(files.fromEnv, timeout(2));
       fs.writeFileSync(files.atDefault, timeout(3));
     });
     afterEach(() => fs.rmSync(dir, { recursive: true, force: true }));
 
-    const load = (configPath: string | undefined, env: NodeJS.ProcessEnv, defaultPath = files.atDefault): ReturnType<typeof loadConfig> =>
+    const load = (
+      configPath: string | undefined,
+      env: NodeJS.ProcessEnv,
+      defaultPath = files.atDefault,
+    ): ReturnType<typeof loadConfig> =>
       loadConfig({ configPath, env, binDir: INSTALLED_BIN, defaultPath, exists: noCheckout });
 
     it('ConfigPath wins over HULL_CONFIG, which wins over the default file', () => {
@@ -281,31 +355,59 @@ describe('core/config', () => {
 
     it('a named file that is missing is a FailedPreconditionError naming it and where it came from', () => {
       const absent = path.join(dir, 'absent.toml');
-      assert.throws(() => load(absent, {}), (e: Error) =>
-        e instanceof FailedPreconditionError && e.message === `configuration file ${absent} (from the runtime option ConfigPath) does not exist`);
-      assert.throws(() => load(undefined, { [CONFIG_PATH_ENV]: absent }), (e: Error) =>
-        e instanceof FailedPreconditionError && e.message === `configuration file ${absent} (from HULL_CONFIG) does not exist`);
+      assert.throws(
+        () => load(absent, {}),
+        (e: Error) =>
+          e instanceof FailedPreconditionError &&
+          e.message === `configuration file ${absent} (from the runtime option ConfigPath) does not exist`,
+      );
+      assert.throws(
+        () => load(undefined, { [CONFIG_PATH_ENV]: absent }),
+        (e: Error) =>
+          e instanceof FailedPreconditionError &&
+          e.message === `configuration file ${absent} (from HULL_CONFIG) does not exist`,
+      );
       assert.throws(() => load(path.join(files.fromOption, 'x.toml'), {}), FailedPreconditionError); // ENOTDIR
     });
 
     it('a named path must be absolute; an unreadable default file is an error, not the defaults', () => {
-      assert.throws(() => load('hull.toml', {}), (e: Error) => e instanceof InvalidArgumentError && /ConfigPath must be an absolute path, got "hull.toml"/.test(e.message));
-      assert.throws(() => load(undefined, { [CONFIG_PATH_ENV]: './x' }), (e: Error) => e instanceof InvalidArgumentError && /HULL_CONFIG must be/.test(e.message));
-      assert.throws(() => load(undefined, {}, dir), (e: Error) => e instanceof FailedPreconditionError && e.message === `configuration file ${dir} cannot be read (EISDIR)`);
+      assert.throws(
+        () => load('hull.toml', {}),
+        (e: Error) =>
+          e instanceof InvalidArgumentError && /ConfigPath must be an absolute path, got "hull.toml"/.test(e.message),
+      );
+      assert.throws(
+        () => load(undefined, { [CONFIG_PATH_ENV]: './x' }),
+        (e: Error) => e instanceof InvalidArgumentError && /HULL_CONFIG must be/.test(e.message),
+      );
+      assert.throws(
+        () => load(undefined, {}, dir),
+        (e: Error) =>
+          e instanceof FailedPreconditionError && e.message === `configuration file ${dir} cannot be read (EISDIR)`,
+      );
     });
 
     it('errors in the chosen file name that file', () => {
       fs.writeFileSync(files.fromEnv, '[agent]\nboot_timout = 5\n');
-      assert.throws(() => load(undefined, { [CONFIG_PATH_ENV]: files.fromEnv }), (e: Error) =>
-        e instanceof InvalidArgumentError && e.message.startsWith(`${files.fromEnv}: agent.boot_timout: unknown key`));
+      assert.throws(
+        () => load(undefined, { [CONFIG_PATH_ENV]: files.fromEnv }),
+        (e: Error) =>
+          e instanceof InvalidArgumentError && e.message.startsWith(`${files.fromEnv}: agent.boot_timout: unknown key`),
+      );
     });
   });
 
   describe('toVmConfig', () => {
-    const config = parse('[hypervisor]\nkernel_params = ["loglevel=7"]\ndefault_vcpus = 2\naccel = "tcg"\n[agent]\ntransport = "serial"\n[runtime]\ndebug = true\n');
+    const config = parse(
+      '[hypervisor]\nkernel_params = ["loglevel=7"]\ndefault_vcpus = 2\naccel = "tcg"\n[agent]\ntransport = "serial"\n[runtime]\ndebug = true\n',
+    );
 
     it('maps the configuration and the sandbox onto the hypervisor VmConfig', () => {
-      const vm = toVmConfig(config, { id: 'pod-1', stateDir: '/run/hull/pod-1/vm', sharedDir: '/run/hull/pod-1/shared' });
+      const vm = toVmConfig(config, {
+        id: 'pod-1',
+        stateDir: '/run/hull/pod-1/vm',
+        sharedDir: '/run/hull/pod-1/shared',
+      });
       assert.deepEqual(vm, {
         id: 'pod-1',
         stateDir: '/run/hull/pod-1/vm',
@@ -338,9 +440,15 @@ describe('core/config', () => {
       const vm = toVmConfig(defaultConfig(INSTALLED_BIN, noCheckout), { id: 'pod-2', stateDir: '/run/hull/pod-2' });
       assert.ok(!('sharedDir' in vm));
       const present = new Set([vm.kernel, vm.initrd, vm.image]);
-      const probe: FileProbe = { kind: (p) => (present.has(p) ? 'file' : 'missing'), executable: (p) => p === vm.qemuPath };
+      const probe: FileProbe = {
+        kind: (p) => (present.has(p) ? 'file' : 'missing'),
+        executable: (p) => p === vm.qemuPath,
+      };
       const resolved = resolveConfig(vm, probe);
-      assert.deepEqual([resolved.vcpus, resolved.memoryMiB, resolved.accel, resolved.agentTransport, resolved.debug], [1, 512, 'auto', 'auto', false]);
+      assert.deepEqual(
+        [resolved.vcpus, resolved.memoryMiB, resolved.accel, resolved.agentTransport, resolved.debug],
+        [1, 512, 'auto', 'auto', false],
+      );
     });
   });
 });

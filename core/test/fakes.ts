@@ -1,8 +1,21 @@
 /** In-memory fakes of the Hypervisor, the agent and the share, for fast tests of core. They record what was asked of them. */
 import path from 'node:path';
 import type {
-  AgentClient, ArpNeighbor, ContainerResources, ContainerStats, FileContents, GuestDetails, GuestInterface, GuestRoute, HealthStatus,
-  NetworkInterface, OciMount, OciProcess, OciSpec, RouteSpec, SandboxSpec,
+  AgentClient,
+  ArpNeighbor,
+  ContainerResources,
+  ContainerStats,
+  FileContents,
+  GuestDetails,
+  GuestInterface,
+  GuestRoute,
+  HealthStatus,
+  NetworkInterface,
+  OciMount,
+  OciProcess,
+  OciSpec,
+  RouteSpec,
+  SandboxSpec,
 } from '../../agent-client';
 import { NotFoundError, NotImplementedError, UnavailableError } from '../../errors';
 import { GUEST_SHARED_DIR, type FsShare, type GuestMount, type Mount, type VolumeSpec } from '../../fs-share';
@@ -26,7 +39,8 @@ export class FakeHypervisor implements Hypervisor {
   async start(_signal: AbortSignal): Promise<void> {
     this.calls.push('start');
     this.onStart?.();
-    if (this.config?.sharedDir !== undefined) this.config.onSpawn?.({ name: 'virtiofsd', pid: 4343, startTime: '12344' });
+    if (this.config?.sharedDir !== undefined)
+      this.config.onSpawn?.({ name: 'virtiofsd', pid: 4343, startTime: '12344' });
     this.config?.onSpawn?.({ name: 'qemu', pid: 4242, startTime: '12345' });
     if (this.failStart) {
       this.exit({ code: 1, signal: null });
@@ -37,7 +51,12 @@ export class FakeHypervisor implements Hypervisor {
   /** The guest powering itself off, or crashing. */
   exit(how: { code: number | null; signal: NodeJS.Signals | null }): void {
     this.running = false;
-    this.exitResolve({ ...how, expected: this.stopRequested, stderrTail: '', consoleTail: ['[ fake ] last console line'] });
+    this.exitResolve({
+      ...how,
+      expected: this.stopRequested,
+      stderrTail: '',
+      consoleTail: ['[ fake ] last console line'],
+    });
   }
   async stop(opts: { force: boolean }): Promise<void> {
     this.calls.push(opts.force ? 'stop(force)' : 'stop');
@@ -96,7 +115,15 @@ export class HeldCall {
 }
 
 /** The FakeAgent methods a test can hold open. */
-export type HoldableMethod = 'startContainer' | 'execOciProcess' | 'pauseContainer' | 'resumeContainer' | 'signalProcess' | 'removeContainer' | 'updateContainer' | 'ttyWinResize';
+export type HoldableMethod =
+  | 'startContainer'
+  | 'execOciProcess'
+  | 'pauseContainer'
+  | 'resumeContainer'
+  | 'signalProcess'
+  | 'removeContainer'
+  | 'updateContainer'
+  | 'ttyWinResize';
 
 export class FakeAgent implements AgentClient {
   calls: string[] = [];
@@ -119,13 +146,25 @@ export class FakeAgent implements AgentClient {
   async check(options: { signal?: AbortSignal } = {}): Promise<HealthStatus> {
     this.checks++;
     if (this.health !== 'hang') return this.health;
-    return new Promise((_resolve, reject) => options.signal?.addEventListener('abort', () => reject(new Error('abandoned')), { once: true }));
+    return new Promise((_resolve, reject) =>
+      options.signal?.addEventListener('abort', () => reject(new Error('abandoned')), { once: true }),
+    );
   }
   async version(): Promise<{ agentVersion: string; protocolVersion: string }> {
     return { agentVersion: 'fake', protocolVersion: 'ttrpc-1.1' };
   }
   async guestDetails(): Promise<GuestDetails> {
-    return { kernelRelease: 'fake', agentVersion: 'fake', nodeVersion: 'v0', initDaemon: true, memBlockSizeBytes: 0, storageHandlers: [], agentStartedMs: 1, agentReadyMs: 2, transport: 'serial' };
+    return {
+      kernelRelease: 'fake',
+      agentVersion: 'fake',
+      nodeVersion: 'v0',
+      initDaemon: true,
+      memBlockSizeBytes: 0,
+      storageHandlers: [],
+      agentStartedMs: 1,
+      agentReadyMs: 2,
+      transport: 'serial',
+    };
   }
   async createSandbox(spec: SandboxSpec): Promise<void> {
     this.calls.push('createSandbox');
@@ -173,10 +212,20 @@ export class FakeAgent implements AgentClient {
     this.interfaceUpdates.push(iface);
     this.networkFailure();
     const mac = iface.mac.toLowerCase();
-    if (this.guestMacs && !this.guestMacs.includes(mac)) throw new NotFoundError(`fake agent: no guest interface has MAC ${mac}`);
+    if (this.guestMacs && !this.guestMacs.includes(mac))
+      throw new NotFoundError(`fake agent: no guest interface has MAC ${mac}`);
     const now: GuestInterface = {
-      name: iface.name, mac, mtu: iface.mtu ?? 1500, linkType: '', flags: 0x1, up: true,
-      addresses: iface.addresses.map((a) => ({ address: a.address, prefixLength: a.prefixLength, family: a.family ?? (a.address.includes(':') ? 6 : 4) })),
+      name: iface.name,
+      mac,
+      mtu: iface.mtu ?? 1500,
+      linkType: '',
+      flags: 0x1,
+      up: true,
+      addresses: iface.addresses.map((a) => ({
+        address: a.address,
+        prefixLength: a.prefixLength,
+        family: a.family ?? (a.address.includes(':') ? 6 : 4),
+      })),
     };
     this.guestInterfaces.set(mac, now);
     return now;
@@ -186,8 +235,14 @@ export class FakeAgent implements AgentClient {
     this.routeUpdates.push([...routes]);
     this.networkFailure();
     this.guestRoutes = routes.map((r) => ({
-      dest: r.dest, device: r.device, scope: r.scope ?? 'universe', family: r.family ?? ((r.gateway ?? r.dest).includes(':') ? 6 : 4), onlink: r.onlink ?? false,
-      ...(r.gateway ? { gateway: r.gateway } : {}), ...(r.source ? { source: r.source } : {}), ...(r.mtu ? { mtu: r.mtu } : {}),
+      dest: r.dest,
+      device: r.device,
+      scope: r.scope ?? 'universe',
+      family: r.family ?? ((r.gateway ?? r.dest).includes(':') ? 6 : 4),
+      onlink: r.onlink ?? false,
+      ...(r.gateway ? { gateway: r.gateway } : {}),
+      ...(r.source ? { source: r.source } : {}),
+      ...(r.mtu ? { mtu: r.mtu } : {}),
     }));
     return this.listRoutes();
   }
@@ -287,7 +342,17 @@ export class FakeAgent implements AgentClient {
     await this.gate('signalProcess');
   }
   async statsContainer(_containerId: string): Promise<ContainerStats> {
-    return { cpuUsageNs: 0, cpuUserNs: 0, cpuKernelNs: 0, memoryUsageBytes: 0, memoryMaxUsageBytes: 0, memoryLimitBytes: undefined, memoryStat: {}, pids: 0, pidsLimit: undefined };
+    return {
+      cpuUsageNs: 0,
+      cpuUserNs: 0,
+      cpuKernelNs: 0,
+      memoryUsageBytes: 0,
+      memoryMaxUsageBytes: 0,
+      memoryLimitBytes: undefined,
+      memoryStat: {},
+      pids: 0,
+      pidsLimit: undefined,
+    };
   }
   async updateContainer(containerId: string, _resources: ContainerResources): Promise<void> {
     this.calls.push(`updateContainer ${containerId}`);
@@ -342,7 +407,15 @@ export class FakeAgent implements AgentClient {
 }
 
 export const testConfig = (): VmConfig => ({
-  id: 'sb1', stateDir: '/fake/state', kernel: '/k', initrd: '/i', image: '/r', vcpus: 1, memoryMiB: 256, accel: 'auto', agentTransport: 'auto',
+  id: 'sb1',
+  stateDir: '/fake/state',
+  kernel: '/k',
+  initrd: '/i',
+  image: '/r',
+  vcpus: 1,
+  memoryMiB: 256,
+  accel: 'auto',
+  agentTransport: 'auto',
 });
 
 /** A process of FakeAgent: output queues per stream, an exit the test triggers. */
@@ -376,7 +449,8 @@ export class FakeProcess {
     this.wake('stderr');
   }
   async read(stream: 'stdout' | 'stderr'): Promise<Buffer> {
-    while (this.queues[stream].length === 0 && !this.ended && !this.disconnected) await new Promise<void>((r) => this.waiting[stream].push(r));
+    while (this.queues[stream].length === 0 && !this.ended && !this.disconnected)
+      await new Promise<void>((r) => this.waiting[stream].push(r));
     if (this.queues[stream].length === 0 && !this.ended) throw new UnavailableError('fake agent: connection closed');
     return this.queues[stream].shift() ?? Buffer.alloc(0);
   }

@@ -14,14 +14,33 @@ import { FakeAgent, FakeHypervisor, FakeShare, testConfig } from './fakes';
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 /** A check whose answer the test sets: a status, 'hang' (never answers until abandoned), or an error. */
-function scripted(): { check: ConstructorParameters<typeof HealthMonitor>[0]; answer: { now: HealthStatus | 'hang' | Error }; calls: number[]; abandoned: number } {
-  const s = { answer: { now: 'serving' as HealthStatus | 'hang' | Error }, calls: [] as number[], abandoned: 0, check: undefined as unknown as ConstructorParameters<typeof HealthMonitor>[0] };
+function scripted(): {
+  check: ConstructorParameters<typeof HealthMonitor>[0];
+  answer: { now: HealthStatus | 'hang' | Error };
+  calls: number[];
+  abandoned: number;
+} {
+  const s = {
+    answer: { now: 'serving' as HealthStatus | 'hang' | Error },
+    calls: [] as number[],
+    abandoned: 0,
+    check: undefined as unknown as ConstructorParameters<typeof HealthMonitor>[0],
+  };
   s.check = async ({ signal }) => {
     s.calls.push(Date.now());
     const a = s.answer.now;
     if (a instanceof Error) throw a;
     if (a !== 'hang') return a;
-    return new Promise((_r, reject) => signal.addEventListener('abort', () => { s.abandoned++; reject(new Error('abandoned')); }, { once: true }));
+    return new Promise((_r, reject) =>
+      signal.addEventListener(
+        'abort',
+        () => {
+          s.abandoned++;
+          reject(new Error('abandoned'));
+        },
+        { once: true },
+      ),
+    );
   };
   return s;
 }
@@ -51,7 +70,10 @@ describe('core HealthMonitor (the agent checked every interval, lost after the t
     while (failures.length === 0 && Date.now() - hungAt < 20_000) await sleep(5);
     assert.equal(failures.length, 1);
     assert.ok(failures[0] instanceof UnavailableError);
-    assert.match(failures[0].message, /has not answered a health check for \d+ ms \(timeout 150 ms; last: no answer within 150 ms\)/);
+    assert.match(
+      failures[0].message,
+      /has not answered a health check for \d+ ms \(timeout 150 ms; last: no answer within 150 ms\)/,
+    );
     assert.ok(s.abandoned >= 1);
     const checks = s.calls.length;
     await sleep(150);
@@ -78,13 +100,23 @@ describe('core HealthMonitor (the agent checked every interval, lost after the t
 
   it('interval 0 means no checks; stop() ends a check in flight at once', async () => {
     const s = scripted();
-    monitor = new HealthMonitor(s.check, { intervalMs: 0, timeoutMs: 100 }, () => assert.fail('no check, no failure'), NOOP_LOGGER);
+    monitor = new HealthMonitor(
+      s.check,
+      { intervalMs: 0, timeoutMs: 100 },
+      () => assert.fail('no check, no failure'),
+      NOOP_LOGGER,
+    );
     monitor.start();
     await sleep(50);
     assert.equal(s.calls.length, 0);
 
     s.answer.now = 'hang';
-    monitor = new HealthMonitor(s.check, { intervalMs: 5, timeoutMs: 10_000 }, () => assert.fail('stopped first'), NOOP_LOGGER);
+    monitor = new HealthMonitor(
+      s.check,
+      { intervalMs: 5, timeoutMs: 10_000 },
+      () => assert.fail('stopped first'),
+      NOOP_LOGGER,
+    );
     monitor.start();
     while (s.calls.length === 0) await sleep(5);
     const t0 = Date.now();
@@ -98,7 +130,12 @@ describe('core SandboxVm and Sandbox with a hung agent (fakes)', () => {
   it('SandboxVm: a hung agent makes the VM lost: QEMU force-stopped, listeners told once; shutdown then skips the agent', async () => {
     const hv = new FakeHypervisor();
     const agent = new FakeAgent(hv);
-    const vm = await SandboxVm.boot(hv, testConfig(), { bootTimeoutMs: 1000, logger: NOOP_LOGGER, dial: async () => agent, health: { intervalMs: 20, timeoutMs: 100 } });
+    const vm = await SandboxVm.boot(hv, testConfig(), {
+      bootTimeoutMs: 1000,
+      logger: NOOP_LOGGER,
+      dial: async () => agent,
+      health: { intervalMs: 20, timeoutMs: 100 },
+    });
     const lost: Error[] = [];
     vm.onLost((e) => lost.push(e));
     await sleep(100);
@@ -123,7 +160,12 @@ describe('core SandboxVm and Sandbox with a hung agent (fakes)', () => {
   it('SandboxVm: no health check after shutdown starts, and none configured means none', async () => {
     const hv = new FakeHypervisor();
     const agent = new FakeAgent(hv);
-    const vm = await SandboxVm.boot(hv, testConfig(), { bootTimeoutMs: 1000, logger: NOOP_LOGGER, dial: async () => agent, health: { intervalMs: 10, timeoutMs: 50 } });
+    const vm = await SandboxVm.boot(hv, testConfig(), {
+      bootTimeoutMs: 1000,
+      logger: NOOP_LOGGER,
+      dial: async () => agent,
+      health: { intervalMs: 10, timeoutMs: 50 },
+    });
     await vm.shutdown({ gracefulMs: 1000 });
     const checks = agent.checks;
     await sleep(60);
@@ -131,7 +173,11 @@ describe('core SandboxVm and Sandbox with a hung agent (fakes)', () => {
 
     const hv2 = new FakeHypervisor();
     const agent2 = new FakeAgent(hv2);
-    const vm2 = await SandboxVm.boot(hv2, testConfig(), { bootTimeoutMs: 1000, logger: NOOP_LOGGER, dial: async () => agent2 });
+    const vm2 = await SandboxVm.boot(hv2, testConfig(), {
+      bootTimeoutMs: 1000,
+      logger: NOOP_LOGGER,
+      dial: async () => agent2,
+    });
     await sleep(30);
     assert.equal(agent2.checks, 0);
     await vm2.shutdown({ gracefulMs: 1000 });
@@ -144,10 +190,17 @@ describe('core SandboxVm and Sandbox with a hung agent (fakes)', () => {
     const agent = new FakeAgent(hv);
     const events: SandboxEvent[] = [];
     const sandbox = new Sandbox({
-      namespace: 'ns1', id: 'sb', dir,
+      namespace: 'ns1',
+      id: 'sb',
+      dir,
       vmConfig: (vm) => ({ ...testConfig(), id: vm.id, stateDir: vm.stateDir, sharedDir: vm.sharedDir }),
-      bootTimeoutMs: 1_000, hypervisor: () => hv, share: (root, id) => new FakeShare(root, id), dial: async () => agent,
-      logger: NOOP_LOGGER, events: (e) => events.push(e), health: { intervalMs: 20, timeoutMs: 100 },
+      bootTimeoutMs: 1_000,
+      hypervisor: () => hv,
+      share: (root, id) => new FakeShare(root, id),
+      dial: async () => agent,
+      logger: NOOP_LOGGER,
+      events: (e) => events.push(e),
+      health: { intervalMs: 20, timeoutMs: 100 },
     });
     const NO_STDIO = { stdin: '', stdout: '', stderr: '', terminal: false };
     const spec = { ociVersion: '1.0.2', process: { args: ['sh'], cwd: '/' }, root: { path: 'rootfs' } };
@@ -162,9 +215,15 @@ describe('core SandboxVm and Sandbox with a hung agent (fakes)', () => {
       await sandbox.start('c2', 'e1');
       agent.health = 'hang';
       const statuses = await Promise.all([sandbox.wait('sb', ''), sandbox.wait('c2', ''), sandbox.wait('c2', 'e1')]);
-      assert.deepEqual(statuses.map((s) => s.exitStatus), [255, 255, 255]);
+      assert.deepEqual(
+        statuses.map((s) => s.exitStatus),
+        [255, 255, 255],
+      );
       assert.equal(hv.running, false, 'QEMU killed');
-      assert.deepEqual(events.filter((e) => e.type === 'exit').map((e) => e.exitStatus), [255, 255, 255]);
+      assert.deepEqual(
+        events.filter((e) => e.type === 'exit').map((e) => e.exitStatus),
+        [255, 255, 255],
+      );
       await sandbox.delete('c2', 'e1');
       await sandbox.delete('c2', '');
       await sandbox.delete('sb', '');

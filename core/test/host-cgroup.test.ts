@@ -31,14 +31,18 @@ const V1_MOUNTINFO = [
   '32 25 0:28 / /run/elsewhere/pids rw,nosuid,nodev,noexec,relatime - cgroup cgroup rw,pids',
   '33 22 0:5 / /proc rw,nosuid,nodev,noexec,relatime - proc proc rw',
 ].join('\n');
-const V2_MOUNTINFO = '30 24 0:26 / /sys/fs/cgroup rw,nosuid,nodev,noexec,relatime - cgroup2 cgroup2 rw,nsdelegate,memory_recursiveprot\n';
+const V2_MOUNTINFO =
+  '30 24 0:26 / /sys/fs/cgroup rw,nosuid,nodev,noexec,relatime - cgroup2 cgroup2 rw,nsdelegate,memory_recursiveprot\n';
 
 const rmTree = (d: string): void => fs.rmSync(d, { recursive: true, force: true });
 
 describe('core host-cgroup', () => {
   describe('parseCgroupsPath', () => {
     it('cgroupfs form (SystemdCgroup = false): an absolute path, normalised', () => {
-      assert.deepEqual(parseCgroupsPath('/kubepods/burstable/pod1234/abcd'), { driver: 'cgroupfs', path: '/kubepods/burstable/pod1234/abcd' });
+      assert.deepEqual(parseCgroupsPath('/kubepods/burstable/pod1234/abcd'), {
+        driver: 'cgroupfs',
+        path: '/kubepods/burstable/pod1234/abcd',
+      });
       assert.equal(parseCgroupsPath('//hull-test//sb/').path, '/hull-test/sb');
     });
 
@@ -46,7 +50,10 @@ describe('core host-cgroup', () => {
       const p = parseCgroupsPath('kubepods-burstable-pod1234.slice:cri-containerd:abcd');
       assert.equal(p.driver, 'systemd');
       assert.equal(p.unit, 'cri-containerd-abcd.scope');
-      assert.equal(p.path, '/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1234.slice/cri-containerd-abcd.scope');
+      assert.equal(
+        p.path,
+        '/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1234.slice/cri-containerd-abcd.scope',
+      );
       assert.equal(parseCgroupsPath(':cri-containerd:abcd').path, '/system.slice/cri-containerd-abcd.scope');
       assert.equal(parseCgroupsPath('-.slice::abcd').path, '/abcd.scope');
       assert.equal(parseCgroupsPath('system.slice:x:sub.slice').unit, 'sub.slice');
@@ -71,27 +78,36 @@ describe('core host-cgroup', () => {
       ['a.slice:p:..', /name .* not a systemd unit name/],
     ] as const) {
       it(`refuses ${JSON.stringify(value).slice(0, 40)} (InvalidArgument)`, () => {
-        assert.throws(() => parseCgroupsPath(value), (err: unknown) => err instanceof InvalidArgumentError && why.test(err.message));
+        assert.throws(
+          () => parseCgroupsPath(value),
+          (err: unknown) => err instanceof InvalidArgumentError && why.test(err.message),
+        );
       });
     }
   });
 
   describe('parseCgroupMounts', () => {
-    it('v1 (this machine\'s kind): one hierarchy per controller set under /sys/fs/cgroup, the hybrid unified one joined too', () => {
+    it("v1 (this machine's kind): one hierarchy per controller set under /sys/fs/cgroup, the hybrid unified one joined too", () => {
       const l = parseCgroupMounts(V1_MOUNTINFO);
       assert.equal(l.version, 1);
-      assert.deepEqual(l.hierarchies.map((h) => `${h.mountPoint}=${h.controllers.join(',')}`), [
-        '/sys/fs/cgroup/systemd=name=systemd',
-        '/sys/fs/cgroup/cpu,cpuacct=cpu,cpuacct',
-        '/sys/fs/cgroup/memory=memory',
-        '/sys/fs/cgroup/cpuset=cpuset',
-        '/sys/fs/cgroup/pids=pids',
-        '/sys/fs/cgroup/unified=',
-      ]);
+      assert.deepEqual(
+        l.hierarchies.map((h) => `${h.mountPoint}=${h.controllers.join(',')}`),
+        [
+          '/sys/fs/cgroup/systemd=name=systemd',
+          '/sys/fs/cgroup/cpu,cpuacct=cpu,cpuacct',
+          '/sys/fs/cgroup/memory=memory',
+          '/sys/fs/cgroup/cpuset=cpuset',
+          '/sys/fs/cgroup/pids=pids',
+          '/sys/fs/cgroup/unified=',
+        ],
+      );
     });
 
     it('v2: the one unified hierarchy at /sys/fs/cgroup', () => {
-      assert.deepEqual(parseCgroupMounts(V2_MOUNTINFO), { version: 2, hierarchies: [{ mountPoint: '/sys/fs/cgroup', controllers: [], version: 2 }] });
+      assert.deepEqual(parseCgroupMounts(V2_MOUNTINFO), {
+        version: 2,
+        hierarchies: [{ mountPoint: '/sys/fs/cgroup', controllers: [], version: 2 }],
+      });
     });
 
     it('no cgroup mounted there: FailedPrecondition', () => {
@@ -107,7 +123,11 @@ describe('core host-cgroup', () => {
     function v1(): CgroupLayout {
       const layout: CgroupLayout = {
         version: 1,
-        hierarchies: ['cpu,cpuacct', 'cpuset', 'memory', 'pids'].map((c) => ({ mountPoint: path.join(tmp, c), controllers: c.split(','), version: 1 as const })),
+        hierarchies: ['cpu,cpuacct', 'cpuset', 'memory', 'pids'].map((c) => ({
+          mountPoint: path.join(tmp, c),
+          controllers: c.split(','),
+          version: 1 as const,
+        })),
       };
       for (const h of layout.hierarchies) fs.mkdirSync(h.mountPoint);
       fs.writeFileSync(path.join(tmp, 'cpuset', 'cpuset.cpus'), '0-1\n');
@@ -126,7 +146,8 @@ describe('core host-cgroup', () => {
       assert.equal(cg.memoryLimitBytes(), 700 << 20, 'the limit is read before the leaf exists');
       cg.create();
       cg.create(); // idempotent
-      for (const h of layout.hierarchies) assert.ok(fs.statSync(path.join(h.mountPoint, 'kubepods', 'pod1', 'sb')).isDirectory(), h.mountPoint);
+      for (const h of layout.hierarchies)
+        assert.ok(fs.statSync(path.join(h.mountPoint, 'kubepods', 'pod1', 'sb')).isDirectory(), h.mountPoint);
       assert.equal(fs.readFileSync(path.join(tmp, 'cpuset', 'kubepods', 'pod1', 'sb', 'cpuset.cpus'), 'utf8'), '0-1');
       assert.equal(fs.readFileSync(path.join(tmp, 'cpuset', 'kubepods', 'cpuset.mems'), 'utf8'), '0');
       cg.place(4242);
@@ -134,14 +155,19 @@ describe('core host-cgroup', () => {
       assert.throws(() => cg.place(0), InvalidArgumentError);
       // The daemon's origin from /proc/<pid>/cgroup, per hierarchy; restore writes there.
       const origin = cg.origin(1, '4:memory:/process_api/x\n3:cpuset:/\n2:cpu,cpuacct:/\n1:pids:/p\n0::/\n');
-      assert.deepEqual(origin, [path.join(tmp, 'cpu,cpuacct'), path.join(tmp, 'cpuset'), path.join(tmp, 'memory', 'process_api', 'x'), path.join(tmp, 'pids', 'p')]);
+      assert.deepEqual(origin, [
+        path.join(tmp, 'cpu,cpuacct'),
+        path.join(tmp, 'cpuset'),
+        path.join(tmp, 'memory', 'process_api', 'x'),
+        path.join(tmp, 'pids', 'p'),
+      ]);
       cg.restore(4242, origin); // missing folders: the hierarchy's root
       assert.equal(fs.readFileSync(path.join(tmp, 'memory', 'cgroup.procs'), 'utf8'), '4242');
       await cg.remove();
       await cg.remove(); // idempotent
       for (const h of layout.hierarchies) {
         assert.equal(fs.existsSync(path.join(h.mountPoint, 'kubepods', 'pod1', 'sb')), false);
-        assert.ok(fs.existsSync(path.join(h.mountPoint, 'kubepods', 'pod1')), 'kubelet\'s pod folder stays');
+        assert.ok(fs.existsSync(path.join(h.mountPoint, 'kubepods', 'pod1')), "kubelet's pod folder stays");
       }
     });
 
@@ -169,7 +195,10 @@ describe('core host-cgroup', () => {
       assert.equal(cg.memoryLimitBytes(), 1 << 30);
       cg.create();
       assert.equal(fs.readFileSync(path.join(root, 'cgroup.subtree_control'), 'utf8'), '+cpuset +pids');
-      assert.equal(fs.readFileSync(path.join(root, 'kubepods', 'pod1', 'cgroup.subtree_control'), 'utf8'), '+cpuset +cpu +memory +pids');
+      assert.equal(
+        fs.readFileSync(path.join(root, 'kubepods', 'pod1', 'cgroup.subtree_control'), 'utf8'),
+        '+cpuset +cpu +memory +pids',
+      );
       cg.place(77);
       assert.equal(fs.readFileSync(path.join(cg.dirs[0]!, 'cgroup.procs'), 'utf8'), '77');
       await cg.remove();
@@ -179,10 +208,16 @@ describe('core host-cgroup', () => {
     it('systemd form: refused before anything is made, saying why (no systemd: FailedPrecondition; systemd: not implemented yet)', () => {
       const layout = v1();
       const p = 'kubepods-pod1.slice:cri-containerd:sb';
-      assert.throws(() => HostCgroup.forPath(p, { layout, systemdRunning: () => false }), (err: unknown) => err instanceof FailedPreconditionError && /SystemdCgroup = false/.test(err.message));
+      assert.throws(
+        () => HostCgroup.forPath(p, { layout, systemdRunning: () => false }),
+        (err: unknown) => err instanceof FailedPreconditionError && /SystemdCgroup = false/.test(err.message),
+      );
       assert.throws(
         () => HostCgroup.forPath(p, { layout, systemdRunning: () => true }),
-        (err: unknown) => err instanceof NotImplementedError && /cri-containerd-sb\.scope/.test(err.message) && /SystemdCgroup = false/.test(err.message),
+        (err: unknown) =>
+          err instanceof NotImplementedError &&
+          /cri-containerd-sb\.scope/.test(err.message) &&
+          /SystemdCgroup = false/.test(err.message),
       );
       assert.deepEqual(fs.readdirSync(path.join(tmp, 'memory')), []);
     });
@@ -197,14 +232,30 @@ describe('core host-cgroup', () => {
       });
       cg.create();
       cg.place(123);
-      await assert.rejects(cg.remove(), (err: unknown) => err instanceof FailedPreconditionError && /EBUSY \(processes still in it: 123\)/.test(err.message));
+      await assert.rejects(
+        cg.remove(),
+        (err: unknown) =>
+          err instanceof FailedPreconditionError && /EBUSY \(processes still in it: 123\)/.test(err.message),
+      );
     });
   });
 
   describe('the crash-recovery record', () => {
     it('cgroup folders must be normalised paths below /sys/fs/cgroup', () => {
-      assert.equal(checkRecordedCgroupDirs(['/sys/fs/cgroup/memory/kubepods/sb', '/sys/fs/cgroup/pids/kubepods/sb']), undefined);
-      for (const bad of [[], ['/etc/passwd'], ['/sys/fs/cgroup/memory/../../../etc'], ['sys/fs/cgroup/memory/x'], ['/sys/fs/cgroup'], [7], 'x', ['/sys/fs/cgroup//memory/x']]) {
+      assert.equal(
+        checkRecordedCgroupDirs(['/sys/fs/cgroup/memory/kubepods/sb', '/sys/fs/cgroup/pids/kubepods/sb']),
+        undefined,
+      );
+      for (const bad of [
+        [],
+        ['/etc/passwd'],
+        ['/sys/fs/cgroup/memory/../../../etc'],
+        ['sys/fs/cgroup/memory/x'],
+        ['/sys/fs/cgroup'],
+        [7],
+        'x',
+        ['/sys/fs/cgroup//memory/x'],
+      ]) {
         assert.notEqual(checkRecordedCgroupDirs(bad), undefined, JSON.stringify(bad));
       }
     });
@@ -214,9 +265,22 @@ describe('core host-cgroup', () => {
       try {
         const sbDir = path.join(dir, 'ns1', 'sb');
         const file = path.join(sbDir, 'state.json');
-        const r: SandboxRecord = { version: 1, namespace: 'ns1', sandboxId: 'sb', shimPid: 999_999_999, vmStateDir: path.join(sbDir, 'vm'), shareRoot: sbDir, shareId: 'share', containers: {}, cgroup: ['/sys/fs/cgroup/memory/../../../tmp'] };
+        const r: SandboxRecord = {
+          version: 1,
+          namespace: 'ns1',
+          sandboxId: 'sb',
+          shimPid: 999_999_999,
+          vmStateDir: path.join(sbDir, 'vm'),
+          shareRoot: sbDir,
+          shareId: 'share',
+          containers: {},
+          cgroup: ['/sys/fs/cgroup/memory/../../../tmp'],
+        };
         new Store(file).save(r);
-        assert.throws(() => Store.load(file), (err: unknown) => err instanceof InvalidArgumentError && /cgroup folder/.test(err.message));
+        assert.throws(
+          () => Store.load(file),
+          (err: unknown) => err instanceof InvalidArgumentError && /cgroup folder/.test(err.message),
+        );
         new Store(file).save({ ...r, cgroup: ['/sys/fs/cgroup/memory/x/sb'] });
         assert.deepEqual(Store.load(file)?.cgroup, ['/sys/fs/cgroup/memory/x/sb']);
       } finally {
@@ -226,7 +290,7 @@ describe('core host-cgroup', () => {
   });
 
   // The real thing, where this machine allows it (root, a writable cgroup v1 or v2 hierarchy).
-  describe('HostCgroup on this host\'s cgroups', function () {
+  describe("HostCgroup on this host's cgroups", function () {
     let layout: CgroupLayout | undefined;
     try {
       layout = hostCgroupLayout();
@@ -267,10 +331,13 @@ describe('core host-cgroup', () => {
       children.push(child);
       await new Promise((r) => child.once('spawn', r));
       cg.place(child.pid!);
-      for (const d of cg.dirs) assert.ok(fs.readFileSync(path.join(d, 'cgroup.procs'), 'utf8').split('\n').includes(String(child.pid)), d);
+      for (const d of cg.dirs)
+        assert.ok(fs.readFileSync(path.join(d, 'cgroup.procs'), 'utf8').split('\n').includes(String(child.pid)), d);
       // Every thread of node (its libuv and V8 workers) moved with it.
       const threads = fs.readdirSync(`/proc/${child.pid}/task`);
-      const tasks = fs.readFileSync(path.join(cg.dirs[0]!, memory.version === 2 ? 'cgroup.threads' : 'tasks'), 'utf8').split('\n');
+      const tasks = fs
+        .readFileSync(path.join(cg.dirs[0]!, memory.version === 2 ? 'cgroup.threads' : 'tasks'), 'utf8')
+        .split('\n');
       for (const t of threads) assert.ok(tasks.includes(t), `thread ${t}`);
       child.kill('SIGKILL');
       await new Promise((r) => child.once('exit', r));
@@ -279,10 +346,26 @@ describe('core host-cgroup', () => {
       try {
         const sbDir = path.join(dir, 'ns1', 'sb');
         const file = path.join(sbDir, 'state.json');
-        const r: SandboxRecord = { version: 1, namespace: 'ns1', sandboxId: 'sb', shimPid: 999_999_999, vmStateDir: path.join(sbDir, 'vm'), shareRoot: sbDir, shareId: 'share', containers: {}, cgroup: [...cg.dirs] };
+        const r: SandboxRecord = {
+          version: 1,
+          namespace: 'ns1',
+          sandboxId: 'sb',
+          shimPid: 999_999_999,
+          vmStateDir: path.join(sbDir, 'vm'),
+          shareRoot: sbDir,
+          shareId: 'share',
+          containers: {},
+          cgroup: [...cg.dirs],
+        };
         new Store(file).save(r);
         assert.ok(cg.dirs.every((d) => d.startsWith(`${CGROUP_ROOT}/`)));
-        const problems = await recoverFromRecord(Store.load(file)!, file, undefined, new FakeShare(sbDir, 'share'), NOOP_LOGGER);
+        const problems = await recoverFromRecord(
+          Store.load(file)!,
+          file,
+          undefined,
+          new FakeShare(sbDir, 'share'),
+          NOOP_LOGGER,
+        );
         assert.deepEqual(problems, []);
         for (const d of cg.dirs) assert.equal(fs.existsSync(d), false, d);
       } finally {

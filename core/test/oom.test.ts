@@ -20,7 +20,10 @@ async function until(what: string, pred: () => boolean, ms = 2_000): Promise<voi
 
 function recorder(): { logger: Logger; warned: { obj: Record<string, unknown>; msg: string }[] } {
   const warned: { obj: Record<string, unknown>; msg: string }[] = [];
-  return { warned, logger: { ...NOOP_LOGGER, warn: (obj, msg) => warned.push({ obj: obj as Record<string, unknown>, msg }) } };
+  return {
+    warned,
+    logger: { ...NOOP_LOGGER, warn: (obj, msg) => warned.push({ obj: obj as Record<string, unknown>, msg }) },
+  };
 }
 
 describe('core OomCoalescer (OOM events from the guest, per container, rate limited)', () => {
@@ -36,7 +39,10 @@ describe('core OomCoalescer (OOM events from the guest, per container, rate limi
     assert.deepEqual(published, ['c1', 'c2'], 'the first of each container at once');
     await until('the coalesced event', () => published.length === 3);
     assert.deepEqual(published, ['c1', 'c2', 'c1']);
-    assert.deepEqual(warned.map((w) => w.obj.coalesced), [999]);
+    assert.deepEqual(
+      warned.map((w) => w.obj.coalesced),
+      [999],
+    );
     await sleep(250);
     assert.equal(published.length, 3, 'nothing more when nothing more happened');
     oom.report('c1');
@@ -53,7 +59,11 @@ describe('core OomCoalescer (OOM events from the guest, per container, rate limi
     }
     // Timers may run late on a loaded host, never early: every two events are at least an interval apart.
     assert.ok(published.length >= 1);
-    for (let i = 1; i < published.length; i++) assert.ok(published[i]! - published[i - 1]! >= 49, `events ${i - 1} and ${i} are ${published[i]! - published[i - 1]!} ms apart`);
+    for (let i = 1; i < published.length; i++)
+      assert.ok(
+        published[i]! - published[i - 1]! >= 49,
+        `events ${i - 1} and ${i} are ${published[i]! - published[i - 1]!} ms apart`,
+      );
   });
 
   it('stop() drops what is pending', async () => {
@@ -73,15 +83,28 @@ describe('core OomCoalescer (OOM events from the guest, per container, rate limi
     const agent = new FakeAgent(hv);
     const events: SandboxEvent[] = [];
     const sandbox = new Sandbox({
-      namespace: 'ns1', id: 'sb', dir: path.join(tmp, 'sb'),
+      namespace: 'ns1',
+      id: 'sb',
+      dir: path.join(tmp, 'sb'),
       vmConfig: (vm) => ({ ...testConfig(), id: vm.id, stateDir: vm.stateDir, sharedDir: vm.sharedDir }),
-      bootTimeoutMs: 1_000, hypervisor: () => hv, share: (root, id) => new FakeShare(root, id), dial: async () => agent,
-      logger: NOOP_LOGGER, events: (e) => events.push(e), oomIntervalMs: 100,
+      bootTimeoutMs: 1_000,
+      hypervisor: () => hv,
+      share: (root, id) => new FakeShare(root, id),
+      dial: async () => agent,
+      logger: NOOP_LOGGER,
+      events: (e) => events.push(e),
+      oomIntervalMs: 100,
     });
     try {
       const bundle = path.join(tmp, 'bundle');
       fs.mkdirSync(path.join(bundle, 'rootfs'), { recursive: true });
-      await sandbox.create({ id: 'sb', bundle, spec: { ociVersion: '1.0.2', process: { args: ['sh'], cwd: '/' }, root: { path: 'rootfs' } }, rootfs: [], stdio: { stdin: '', stdout: '', stderr: '', terminal: false } });
+      await sandbox.create({
+        id: 'sb',
+        bundle,
+        spec: { ociVersion: '1.0.2', process: { args: ['sh'], cwd: '/' }, root: { path: 'rootfs' } },
+        rootfs: [],
+        stdio: { stdin: '', stdout: '', stderr: '', terminal: false },
+      });
       for (let i = 0; i < 500; i++) agent.oom('sb');
       agent.oom('not-a-container');
       const ooms = (): string[] => events.filter((e) => e.type === 'oom').map((e) => e.containerId);

@@ -29,7 +29,10 @@ describe('core PortForwardRelays through the real agent', function () {
   before(async () => {
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 'hull-pf-test-'));
     const socket = path.join(dir, 'agent.sock');
-    agentProcess = spawn(process.execPath, [AGENT], { env: { ...process.env, HULL_AGENT_SOCKET: socket }, stdio: ['ignore', 'ignore', 'ignore'] });
+    agentProcess = spawn(process.execPath, [AGENT], {
+      env: { ...process.env, HULL_AGENT_SOCKET: socket },
+      stdio: ['ignore', 'ignore', 'ignore'],
+    });
     agent = await KataAgentClient.dial({ transport: 'unix', path: socket }, { deadline: Date.now() + 10_000 });
     relays = new PortForwardRelays(agent, NOOP_LOGGER);
     front = net.createServer({ allowHalfOpen: true, pauseOnConnect: true }, (s) => relays.relay(s, target));
@@ -78,11 +81,15 @@ describe('core PortForwardRelays through the real agent', function () {
     const { received, error } = await exchange(sent);
     assert.equal(error, undefined);
     assert.equal(received.length, 32 + reply.length);
-    assert.deepEqual(received.subarray(0, 32), crypto.createHash('sha256').update(sent).digest(), 'the server got every byte sent, in order');
+    assert.deepEqual(
+      received.subarray(0, 32),
+      crypto.createHash('sha256').update(sent).digest(),
+      'the server got every byte sent, in order',
+    );
     assert.ok(received.subarray(32).equals(reply), 'the client got every byte of the answer, in order');
   });
 
-  it('a port nothing listens on in the guest resets the client\'s connection', async () => {
+  it("a port nothing listens on in the guest resets the client's connection", async () => {
     target = await serve(() => undefined);
     await new Promise((r) => servers.pop()!.close(r));
     const { received, error } = await exchange(Buffer.from('x'));
@@ -90,7 +97,7 @@ describe('core PortForwardRelays through the real agent', function () {
     assert.equal(error, 'ECONNRESET');
   });
 
-  it('the server closing first ends the client\'s connection, and the guest side is forgotten', async () => {
+  it("the server closing first ends the client's connection, and the guest side is forgotten", async () => {
     target = await serve((s) => s.end('bye'));
     const { received, error } = await exchange(Buffer.alloc(0));
     assert.equal(error, undefined);
@@ -106,10 +113,13 @@ describe('core PortForwardRelays through the real agent', function () {
       s.on('end', () => s.end(`re:${Buffer.concat(got).toString()}`));
     });
     const answers = await Promise.all(Array.from({ length: 20 }, (_, i) => exchange(Buffer.from(`c${i}`))));
-    assert.deepEqual(answers.map((a) => a.received.toString()), Array.from({ length: 20 }, (_, i) => `re:c${i}`));
+    assert.deepEqual(
+      answers.map((a) => a.received.toString()),
+      Array.from({ length: 20 }, (_, i) => `re:c${i}`),
+    );
   });
 
-  it('a client that goes away mid-transfer closes the guest\'s side: the server sees its connection end', async () => {
+  it("a client that goes away mid-transfer closes the guest's side: the server sees its connection end", async () => {
     let serverClosed!: () => void;
     const closed = new Promise<void>((r) => (serverClosed = r));
     target = await serve((s) => {

@@ -6,7 +6,13 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import type { OciSpec } from '../../agent-client';
-import { AlreadyExistsError, FailedPreconditionError, InvalidArgumentError, NotFoundError, UnavailableError } from '../../errors';
+import {
+  AlreadyExistsError,
+  FailedPreconditionError,
+  InvalidArgumentError,
+  NotFoundError,
+  UnavailableError,
+} from '../../errors';
 import { NOOP_LOGGER } from '../../log';
 import { processStartTime } from '../../hypervisor/process';
 import type { SandboxEvent, StdioPaths } from '../events';
@@ -17,7 +23,12 @@ import { Store } from '../store';
 import { FakeAgent, FakeHypervisor, FakeShare, testConfig } from './fakes';
 
 const NO_STDIO: StdioPaths = { stdin: '', stdout: '', stderr: '', terminal: false };
-const SPEC: OciSpec = { ociVersion: '1.0.2', process: { args: ['sh'], cwd: '/' }, root: { path: 'rootfs' }, hostname: 'pod' };
+const SPEC: OciSpec = {
+  ociVersion: '1.0.2',
+  process: { args: ['sh'], cwd: '/' },
+  root: { path: 'rootfs' },
+  hostname: 'pod',
+};
 const ROOTFS = [{ type: 'overlay', source: 'overlay', options: ['lowerdir=/l', 'upperdir=/u', 'workdir=/w'] }];
 
 /** One line per event, e.g. `create c1`, `exec-started c1/e1`, `exit c1/e1 3`, `delete c1 0`. */
@@ -112,8 +123,10 @@ class Harness {
           taps: ['tap0_hull'],
           vmNetwork: () => ({ netnsPath, nics: [{ tap: 'tap0_hull', mac: '02:00:00:00:00:01', mtu: 1450 }] }),
           describe: () => ({}),
-          configureGuest: async () => void calls.push(`configureGuest (agent calls so far: ${this.agent.calls.join(',')})`),
-          forwardLocalhost: async () => void calls.push(`forwardLocalhost (agent calls so far: ${this.agent.calls.join(',')})`),
+          configureGuest: async () =>
+            void calls.push(`configureGuest (agent calls so far: ${this.agent.calls.join(',')})`),
+          forwardLocalhost: async () =>
+            void calls.push(`forwardLocalhost (agent calls so far: ${this.agent.calls.join(',')})`),
           disconnect: async () => void calls.push('disconnect'),
         };
       },
@@ -181,7 +194,7 @@ class Harness {
   }
 }
 
-describe('core Sandbox: the pod\'s host cgroup (fake cgroupfs v1)', () => {
+describe("core Sandbox: the pod's host cgroup (fake cgroupfs v1)", () => {
   let h: Harness;
   let cgRoot: string;
   let layout: CgroupLayout;
@@ -189,11 +202,22 @@ describe('core Sandbox: the pod\'s host cgroup (fake cgroupfs v1)', () => {
   const sandboxSpec = (memoryBytes?: number): OciSpec => ({
     ...SPEC,
     linux: { cgroupsPath: `${POD}/sb` },
-    annotations: { 'io.kubernetes.cri.container-type': 'sandbox', 'io.kubernetes.cri.sandbox-id': 'sb', ...(memoryBytes ? { 'io.kubernetes.cri.sandbox-memory': String(memoryBytes) } : {}) },
+    annotations: {
+      'io.kubernetes.cri.container-type': 'sandbox',
+      'io.kubernetes.cri.sandbox-id': 'sb',
+      ...(memoryBytes ? { 'io.kubernetes.cri.sandbox-memory': String(memoryBytes) } : {}),
+    },
   });
   beforeEach(() => {
     cgRoot = fs.mkdtempSync(path.join(os.tmpdir(), 'hull-sandbox-cg-'));
-    layout = { version: 1, hierarchies: ['cpu', 'memory', 'pids'].map((c) => ({ mountPoint: path.join(cgRoot, c), controllers: [c], version: 1 as const })) };
+    layout = {
+      version: 1,
+      hierarchies: ['cpu', 'memory', 'pids'].map((c) => ({
+        mountPoint: path.join(cgRoot, c),
+        controllers: [c],
+        version: 1 as const,
+      })),
+    };
     for (const hier of layout.hierarchies) fs.mkdirSync(path.join(hier.mountPoint, POD), { recursive: true });
     h = new Harness({
       memoryOverheadMiB: 160,
@@ -204,35 +228,49 @@ describe('core Sandbox: the pod\'s host cgroup (fake cgroupfs v1)', () => {
     await h.dispose();
     fs.rmSync(cgRoot, { recursive: true, force: true });
   });
-  const limit = (mib: number): void => fs.writeFileSync(path.join(cgRoot, 'memory', POD, 'memory.limit_in_bytes'), String(mib * 1024 * 1024));
+  const limit = (mib: number): void =>
+    fs.writeFileSync(path.join(cgRoot, 'memory', POD, 'memory.limit_in_bytes'), String(mib * 1024 * 1024));
   const procs = (hier: string): string => fs.readFileSync(path.join(cgRoot, hier, POD, 'sb', 'cgroup.procs'), 'utf8');
 
-  it('the daemon joins the sandbox\'s cgroup (every hierarchy) before the VM starts, the record names it, teardown leaves and removes it', async () => {
+  it("the daemon joins the sandbox's cgroup (every hierarchy) before the VM starts, the record names it, teardown leaves and removes it", async () => {
     limit(256 + 100 + 160); // exactly what the VM needs: guest 256 + 100 from the pod, overhead 160
     h.hv.onStart = () => assert.equal(procs('memory'), String(process.pid), 'in the cgroup when QEMU starts');
     await h.sandbox.create(h.request('sb', NO_STDIO, sandboxSpec(100 * 1024 * 1024)));
     for (const hier of ['cpu', 'memory', 'pids']) assert.equal(procs(hier), String(process.pid), hier);
     // Read raw: Store.load refuses cgroup folders outside /sys/fs/cgroup, which this fake's are.
-    assert.deepEqual((JSON.parse(fs.readFileSync(h.recordFile, 'utf8')) as { cgroup?: string[] }).cgroup, layout.hierarchies.map((x) => path.join(x.mountPoint, POD, 'sb')));
+    assert.deepEqual(
+      (JSON.parse(fs.readFileSync(h.recordFile, 'utf8')) as { cgroup?: string[] }).cgroup,
+      layout.hierarchies.map((x) => path.join(x.mountPoint, POD, 'sb')),
+    );
     await h.sandbox.create(h.request('c2')); // a later container changes nothing
     await h.sandbox.delete('c2', '');
     await h.sandbox.delete('sb', '');
     for (const hier of ['cpu', 'memory', 'pids']) {
       assert.equal(fs.existsSync(path.join(cgRoot, hier, POD, 'sb')), false, `${hier}: the sandbox's folder is gone`);
       assert.ok(fs.existsSync(path.join(cgRoot, hier, POD)), `${hier}: the pod's folder stays`);
-      assert.equal(fs.readFileSync(path.join(cgRoot, hier, 'cgroup.procs'), 'utf8'), String(process.pid), `${hier}: the daemon went back (this fake has no origin folders: the root)`);
+      assert.equal(
+        fs.readFileSync(path.join(cgRoot, hier, 'cgroup.procs'), 'utf8'),
+        String(process.pid),
+        `${hier}: the daemon went back (this fake has no origin folders: the root)`,
+      );
     }
   });
 
-  it('a VM the pod\'s memory limit cannot hold is refused, naming both numbers and the RuntimeClass overhead, before anything is made', async () => {
+  it("a VM the pod's memory limit cannot hold is refused, naming both numbers and the RuntimeClass overhead, before anything is made", async () => {
     limit(400);
-    await assert.rejects(h.sandbox.create(h.request('sb', NO_STDIO, sandboxSpec(100 * 1024 * 1024))), (err: unknown) => {
-      assert.ok(err instanceof InvalidArgumentError, String(err));
-      assert.match(err.message, /memory limit of 400 MiB/);
-      assert.match(err.message, /356 MiB of guest memory \(100 MiB of it from the pod's containers\) \+ 160 MiB of host overhead .*= 516 MiB/);
-      assert.match(err.message, /overhead\.podFixed\.memory to at least 416Mi/);
-      return true;
-    });
+    await assert.rejects(
+      h.sandbox.create(h.request('sb', NO_STDIO, sandboxSpec(100 * 1024 * 1024))),
+      (err: unknown) => {
+        assert.ok(err instanceof InvalidArgumentError, String(err));
+        assert.match(err.message, /memory limit of 400 MiB/);
+        assert.match(
+          err.message,
+          /356 MiB of guest memory \(100 MiB of it from the pod's containers\) \+ 160 MiB of host overhead .*= 516 MiB/,
+        );
+        assert.match(err.message, /overhead\.podFixed\.memory to at least 416Mi/);
+        return true;
+      },
+    );
     assert.deepEqual(h.hv.calls, [], 'no VM');
     assert.equal(fs.existsSync(path.join(cgRoot, 'memory', POD, 'sb')), false, 'no cgroup');
     assert.equal(fs.existsSync(h.recordFile), false, 'no record');
@@ -240,8 +278,14 @@ describe('core Sandbox: the pod\'s host cgroup (fake cgroupfs v1)', () => {
 
   it('a cgroupsPath with ".." or in systemd form is refused before anything is made; none at all keeps today\'s behaviour', async () => {
     const spec = (cgroupsPath: string): OciSpec => ({ ...SPEC, linux: { cgroupsPath } });
-    await assert.rejects(h.sandbox.create(h.request('sb', NO_STDIO, spec('/kubepods/../../../etc'))), /"\.\." component/);
-    await assert.rejects(h.sandbox.create(h.request('sb', NO_STDIO, spec('kubepods.slice:cri-containerd:sb'))), /systemd/);
+    await assert.rejects(
+      h.sandbox.create(h.request('sb', NO_STDIO, spec('/kubepods/../../../etc'))),
+      /"\.\." component/,
+    );
+    await assert.rejects(
+      h.sandbox.create(h.request('sb', NO_STDIO, spec('kubepods.slice:cri-containerd:sb'))),
+      /systemd/,
+    );
     assert.deepEqual(h.hv.calls, []);
     assert.equal(fs.existsSync(h.recordFile), false);
     await h.sandbox.create(h.request('sb'));
@@ -276,7 +320,14 @@ describe('core Sandbox (fake hypervisor, agent and share)', () => {
       assert.deepEqual(h.summaries(), ['create sb', 'create c2']);
       const created = h.events[1]!;
       assert.ok(created.type === 'create');
-      assert.deepEqual(created, { type: 'create', containerId: 'c2', bundle: h.bundle('c2'), rootfs: ROOTFS, io: NO_STDIO, pid: 4242 });
+      assert.deepEqual(created, {
+        type: 'create',
+        containerId: 'c2',
+        bundle: h.bundle('c2'),
+        rootfs: ROOTFS,
+        io: NO_STDIO,
+        pid: 4242,
+      });
     });
 
     it('refuses a duplicate id, and leaves the existing container alone', async () => {
@@ -298,14 +349,32 @@ describe('core Sandbox (fake hypervisor, agent and share)', () => {
     it('refuses a pod asking for a host namespace before anything is made (no record, VM, share, network or bundle pointer), and accepts the same id once fixed', async () => {
       const ann = { 'io.kubernetes.cri.container-type': 'sandbox', 'io.kubernetes.cri.sandbox-id': 'sb' };
       // containerd 1.6's sandbox spec for hostNetwork: no network and no uts entry.
-      const hostNet: OciSpec = { ...SPEC, annotations: ann, linux: { namespaces: [{ type: 'pid' }, { type: 'ipc' }, { type: 'mount' }] } };
+      const hostNet: OciSpec = {
+        ...SPEC,
+        annotations: ann,
+        linux: { namespaces: [{ type: 'pid' }, { type: 'ipc' }, { type: 'mount' }] },
+      };
       const req = h.request('sb', NO_STDIO, hostNet);
-      await assert.rejects(h.sandbox.create(req), (e: Error) => e instanceof InvalidArgumentError && /host's network namespace .*hostNetwork.*a VM cannot share/.test(e.message));
+      await assert.rejects(
+        h.sandbox.create(req),
+        (e: Error) =>
+          e instanceof InvalidArgumentError &&
+          /host's network namespace .*hostNetwork.*a VM cannot share/.test(e.message),
+      );
       assert.deepEqual([h.hv.calls, h.shares.length, h.netCalls, h.agent.calls], [[], 0, [], []]);
       assert.equal(fs.existsSync(h.dir), false, 'no state folder');
       assert.equal(fs.existsSync(path.join(req.bundle, 'hull-sandbox.json')), false, 'no bundle pointer');
       assert.equal(h.sandbox.empty, true);
-      const fixed: OciSpec = { ...hostNet, linux: { namespaces: [...hostNet.linux!.namespaces!, { type: 'uts' }, { type: 'network', path: '/var/run/netns/cni-2' }] } };
+      const fixed: OciSpec = {
+        ...hostNet,
+        linux: {
+          namespaces: [
+            ...hostNet.linux!.namespaces!,
+            { type: 'uts' },
+            { type: 'network', path: '/var/run/netns/cni-2' },
+          ],
+        },
+      };
       assert.equal(await h.sandbox.create(h.request('sb', NO_STDIO, fixed)), 4242);
     });
 
@@ -321,21 +390,50 @@ describe('core Sandbox (fake hypervisor, agent and share)', () => {
       assert.deepEqual(h.share.calls, ['prepare', 'shareRootfs sb', 'shareVolume sb /srv/data ro']);
       assert.deepEqual(h.agent.lastMounts, [
         { destination: '/proc', type: 'proc', source: 'proc', options: [] },
-        { destination: '/data', type: 'bind', source: '/run/kata-containers/shared/containers/sb/volumes/data', options: ['rbind', 'ro'] },
+        {
+          destination: '/data',
+          type: 'bind',
+          source: '/run/kata-containers/shared/containers/sb/volumes/data',
+          options: ['rbind', 'ro'],
+        },
       ]);
-      const relative: OciSpec = { ...SPEC, mounts: [{ destination: '/x', type: 'bind', source: 'rel', options: ['rbind'] }] };
+      const relative: OciSpec = {
+        ...SPEC,
+        mounts: [{ destination: '/x', type: 'bind', source: 'rel', options: ['rbind'] }],
+      };
       await assert.rejects(h.sandbox.create(h.request('c2', NO_STDIO, relative)), InvalidArgumentError);
     });
 
-    it('a Kubernetes pod: VM sized from the annotations, shm made in the guest, pod namespaces and host name the VM\'s', async () => {
+    it("a Kubernetes pod: VM sized from the annotations, shm made in the guest, pod namespaces and host name the VM's", async () => {
       const shmDir = fs.mkdtempSync(path.join(os.tmpdir(), 'hull-shm-'));
-      const ann = { 'io.kubernetes.cri.container-type': 'sandbox', 'io.kubernetes.cri.sandbox-id': 'sb', 'io.kubernetes.cri.sandbox-cpu-quota': '150000', 'io.kubernetes.cri.sandbox-cpu-period': '100000', 'io.kubernetes.cri.sandbox-memory': String(100 * 1024 * 1024) };
+      const ann = {
+        'io.kubernetes.cri.container-type': 'sandbox',
+        'io.kubernetes.cri.sandbox-id': 'sb',
+        'io.kubernetes.cri.sandbox-cpu-quota': '150000',
+        'io.kubernetes.cri.sandbox-cpu-period': '100000',
+        'io.kubernetes.cri.sandbox-memory': String(100 * 1024 * 1024),
+      };
       const pause: OciSpec = {
         ...SPEC,
         hostname: 'web-0',
         annotations: ann,
-        mounts: [{ destination: '/dev/shm', type: 'bind', source: shmDir, options: ['rbind', 'ro', 'nosuid', 'nodev', 'noexec'] }],
-        linux: { namespaces: [{ type: 'pid' }, { type: 'ipc' }, { type: 'uts' }, { type: 'mount' }, { type: 'network', path: '/var/run/netns/cni-1' }] },
+        mounts: [
+          {
+            destination: '/dev/shm',
+            type: 'bind',
+            source: shmDir,
+            options: ['rbind', 'ro', 'nosuid', 'nodev', 'noexec'],
+          },
+        ],
+        linux: {
+          namespaces: [
+            { type: 'pid' },
+            { type: 'ipc' },
+            { type: 'uts' },
+            { type: 'mount' },
+            { type: 'network', path: '/var/run/netns/cni-1' },
+          ],
+        },
       };
       try {
         await h.sandbox.create(h.request('sb', NO_STDIO, pause));
@@ -343,10 +441,27 @@ describe('core Sandbox (fake hypervisor, agent and share)', () => {
         assert.equal(h.hv.config?.vcpus, Math.min(base.vcpus + 2, Math.max(os.availableParallelism(), base.vcpus)));
         assert.equal(h.hv.config?.memoryMiB, base.memoryMiB + 100);
         assert.equal(h.agent.sandbox?.hostname, 'web-0');
-        assert.deepEqual(h.agent.sandbox?.storages[1], { driver: 'ephemeral', source: 'shm', fstype: 'tmpfs', options: ['size=67108864', 'mode=1777', 'nosuid', 'nodev', 'noexec'], mountPoint: '/run/kata-containers/sandbox/shm' });
+        assert.deepEqual(h.agent.sandbox?.storages[1], {
+          driver: 'ephemeral',
+          source: 'shm',
+          fstype: 'tmpfs',
+          options: ['size=67108864', 'mode=1777', 'nosuid', 'nodev', 'noexec'],
+          mountPoint: '/run/kata-containers/sandbox/shm',
+        });
         assert.equal(h.agent.lastSpec?.hostname, undefined);
-        assert.deepEqual(h.agent.lastSpec?.linux?.namespaces, [{ type: 'pid' }, { type: 'mount' }, { type: 'network', path: '/var/run/netns/cni-1' }]);
-        assert.deepEqual(h.agent.lastMounts, [{ destination: '/dev/shm', type: 'bind', source: '/run/kata-containers/sandbox/shm', options: ['rbind', 'ro', 'nosuid', 'nodev', 'noexec'] }]);
+        assert.deepEqual(h.agent.lastSpec?.linux?.namespaces, [
+          { type: 'pid' },
+          { type: 'mount' },
+          { type: 'network', path: '/var/run/netns/cni-1' },
+        ]);
+        assert.deepEqual(h.agent.lastMounts, [
+          {
+            destination: '/dev/shm',
+            type: 'bind',
+            source: '/run/kata-containers/sandbox/shm',
+            options: ['rbind', 'ro', 'nosuid', 'nodev', 'noexec'],
+          },
+        ]);
 
         const app: OciSpec = {
           ...SPEC,
@@ -356,43 +471,89 @@ describe('core Sandbox (fake hypervisor, agent and share)', () => {
             { destination: '/etc/hosts', type: 'bind', source: '/srv/pod/hosts', options: ['rbind', 'rw'] },
             { destination: '/dev/shm', type: 'bind', source: shmDir, options: ['rbind', 'rw'] },
           ],
-          linux: { namespaces: [{ type: 'ipc', path: '/proc/1/ns/ipc' }, { type: 'uts', path: '/proc/1/ns/uts' }, { type: 'pid' }, { type: 'mount' }, { type: 'network', path: '/proc/1/ns/net' }] },
+          linux: {
+            namespaces: [
+              { type: 'ipc', path: '/proc/1/ns/ipc' },
+              { type: 'uts', path: '/proc/1/ns/uts' },
+              { type: 'pid' },
+              { type: 'mount' },
+              { type: 'network', path: '/proc/1/ns/net' },
+            ],
+          },
         };
         await h.sandbox.create(h.request('app', NO_STDIO, app));
-        assert.deepEqual(h.share.calls.filter((c) => c.startsWith('shareVolume')), ['shareVolume app /srv/pod/hosts']);
-        assert.deepEqual(h.agent.lastMounts?.map((m) => m.source), ['/run/kata-containers/shared/containers/app/volumes/etc/hosts', '/run/kata-containers/sandbox/shm']);
-        assert.deepEqual(h.agent.lastSpec?.linux?.namespaces, app.linux?.namespaces, 'joined namespaces go to the agent as they are');
+        assert.deepEqual(
+          h.share.calls.filter((c) => c.startsWith('shareVolume')),
+          ['shareVolume app /srv/pod/hosts'],
+        );
+        assert.deepEqual(
+          h.agent.lastMounts?.map((m) => m.source),
+          ['/run/kata-containers/shared/containers/app/volumes/etc/hosts', '/run/kata-containers/sandbox/shm'],
+        );
+        assert.deepEqual(
+          h.agent.lastSpec?.linux?.namespaces,
+          app.linux?.namespaces,
+          'joined namespaces go to the agent as they are',
+        );
 
-        assert.deepEqual(h.hv.config?.network, { netnsPath: '/var/run/netns/cni-1', nics: [{ tap: 'tap0_hull', mac: '02:00:00:00:00:01', mtu: 1450 }] });
-        assert.deepEqual(JSON.parse(fs.readFileSync(h.recordFile, 'utf8')).network, { netnsPath: '/var/run/netns/cni-1', taps: ['tap0_hull'] });
+        assert.deepEqual(h.hv.config?.network, {
+          netnsPath: '/var/run/netns/cni-1',
+          nics: [{ tap: 'tap0_hull', mac: '02:00:00:00:00:01', mtu: 1450 }],
+        });
+        assert.deepEqual(JSON.parse(fs.readFileSync(h.recordFile, 'utf8')).network, {
+          netnsPath: '/var/run/netns/cni-1',
+          taps: ['tap0_hull'],
+        });
         await h.sandbox.delete('app', '');
         await h.sandbox.delete('sb', '');
         assert.equal(h.netCalls[0], 'connect /var/run/netns/cni-1');
         assert.match(h.netCalls[1]!, /^configureGuest/);
         assert.doesNotMatch(h.netCalls[1]!, /createSandbox/, 'the guest network is configured before CreateSandbox');
-        assert.match(h.netCalls[2]!, /^forwardLocalhost .*createSandbox/, 'port forwarding starts once the sandbox is made');
+        assert.match(
+          h.netCalls[2]!,
+          /^forwardLocalhost .*createSandbox/,
+          'port forwarding starts once the sandbox is made',
+        );
         assert.deepEqual(h.netCalls.slice(3), ['disconnect']);
       } finally {
         fs.rmSync(shmDir, { recursive: true, force: true });
       }
     });
 
-    it('Update reaches the agent within the VM\'s size, and says clearly that it does not hot-plug beyond it', async () => {
+    it("Update reaches the agent within the VM's size, and says clearly that it does not hot-plug beyond it", async () => {
       await h.sandbox.create(h.request('sb'));
       const base = testConfig();
       await h.sandbox.update('sb', { memory: { limit: 16 * 1024 * 1024 }, cpu: { quota: 50_000, period: 100_000 } });
       assert.ok(h.agent.calls.includes('updateContainer sb'));
-      await assert.rejects(h.sandbox.update('sb', { memory: { limit: (base.memoryMiB + 1) * 1024 * 1024 } }), (e: Error) => e instanceof FailedPreconditionError && /does not hot-plug/.test(e.message) && e.message.includes(`${base.memoryMiB} MiB`));
-      await assert.rejects(h.sandbox.update('sb', { cpu: { quota: (base.vcpus + 1) * 100_000, period: 100_000 } }), /CPUs, more than the pod's VM has/);
+      await assert.rejects(
+        h.sandbox.update('sb', { memory: { limit: (base.memoryMiB + 1) * 1024 * 1024 } }),
+        (e: Error) =>
+          e instanceof FailedPreconditionError &&
+          /does not hot-plug/.test(e.message) &&
+          e.message.includes(`${base.memoryMiB} MiB`),
+      );
+      await assert.rejects(
+        h.sandbox.update('sb', { cpu: { quota: (base.vcpus + 1) * 100_000, period: 100_000 } }),
+        /CPUs, more than the pod's VM has/,
+      );
     });
 
     it('refuses a pod whose annotations are not numbers or ask for more memory than the host has', async () => {
       const role: OciSpec = { ...SPEC, annotations: { 'io.kubernetes.cri.container-type': 'pause' } };
       await assert.rejects(h.sandbox.create(h.request('sb', NO_STDIO, role)), InvalidArgumentError);
-      const bad: OciSpec = { ...SPEC, annotations: { 'io.kubernetes.cri.container-type': 'sandbox', 'io.kubernetes.cri.sandbox-memory': '12x' } };
+      const bad: OciSpec = {
+        ...SPEC,
+        annotations: { 'io.kubernetes.cri.container-type': 'sandbox', 'io.kubernetes.cri.sandbox-memory': '12x' },
+      };
       await assert.rejects(h.sandbox.create(h.request('sb', NO_STDIO, bad)), /sandbox-memory="12x" is not an integer/);
       assert.deepEqual(h.hv.calls, [], 'checked before anything was made');
-      const huge: OciSpec = { ...SPEC, annotations: { 'io.kubernetes.cri.container-type': 'sandbox', 'io.kubernetes.cri.sandbox-memory': String(2 ** 60) } };
+      const huge: OciSpec = {
+        ...SPEC,
+        annotations: {
+          'io.kubernetes.cri.container-type': 'sandbox',
+          'io.kubernetes.cri.sandbox-memory': String(2 ** 60),
+        },
+      };
       await assert.rejects(h.sandbox.create(h.request('sb', NO_STDIO, huge)), /more than the host's/);
       assert.equal(fs.existsSync(h.dir), false, 'nothing left');
     });
@@ -454,14 +615,24 @@ describe('core Sandbox (fake hypervisor, agent and share)', () => {
       await h.create('c2');
       assert.equal(await h.sandbox.start('c2', ''), 4242);
       h.agent.exitProcess('c2', '', 7);
-      assert.deepEqual(await h.sandbox.wait('c2', ''), { exitStatus: 7, exitedAt: h.sandbox.state('c2', '').exit!.exitedAt });
+      assert.deepEqual(await h.sandbox.wait('c2', ''), {
+        exitStatus: 7,
+        exitedAt: h.sandbox.state('c2', '').exit!.exitedAt,
+      });
       const { pid, exit } = await h.sandbox.delete('c2', '');
       assert.equal(pid, 4242);
       assert.equal(exit.exitStatus, 7);
       assert.deepEqual(h.summaries(), ['create sb', 'start sb', 'create c2', 'start c2', 'exit c2 7', 'delete c2 7']);
       const exitEvent = h.events[4]!;
       assert.ok(exitEvent.type === 'exit');
-      assert.deepEqual(exitEvent, { type: 'exit', containerId: 'c2', id: 'c2', pid: 4242, exitStatus: 7, exitedAt: exit.exitedAt });
+      assert.deepEqual(exitEvent, {
+        type: 'exit',
+        containerId: 'c2',
+        id: 'c2',
+        pid: 4242,
+        exitStatus: 7,
+        exitedAt: exit.exitedAt,
+      });
       assert.ok(h.agent.calls.includes('removeContainer c2'));
       assert.deepEqual(h.share.calls.slice(-1), ['unshare c2']);
       assert.throws(() => h.sandbox.state('c2', ''), NotFoundError);
@@ -487,7 +658,15 @@ describe('core Sandbox (fake hypervisor, agent and share)', () => {
 
     it('state() reports created, running, paused and stopped, with the exit', async () => {
       await h.create('sb');
-      assert.deepEqual(h.sandbox.state('sb', ''), { id: 'sb', execId: '', bundle: h.bundle('sb'), pid: 4242, status: 'created', stdio: NO_STDIO, exit: undefined });
+      assert.deepEqual(h.sandbox.state('sb', ''), {
+        id: 'sb',
+        execId: '',
+        bundle: h.bundle('sb'),
+        pid: 4242,
+        status: 'created',
+        stdio: NO_STDIO,
+        exit: undefined,
+      });
       await h.create('c2');
       await h.sandbox.start('sb', '');
       assert.equal(h.sandbox.state('sb', '').status, 'running');
@@ -516,7 +695,10 @@ describe('core Sandbox (fake hypervisor, agent and share)', () => {
       await assert.rejects(h.sandbox.delete('sb', ''), FailedPreconditionError, 'a paused container still runs');
       await h.sandbox.resume('sb');
       assert.deepEqual(h.summaries(), ['create sb', 'start sb', 'paused sb', 'resumed sb']);
-      assert.deepEqual(h.agent.calls.filter((c) => /pause|resume/.test(c)), ['pauseContainer sb', 'resumeContainer sb']);
+      assert.deepEqual(
+        h.agent.calls.filter((c) => /pause|resume/.test(c)),
+        ['pauseContainer sb', 'resumeContainer sb'],
+      );
       h.agent.exitProcess('sb', '', 0);
       await h.sandbox.wait('sb', '');
       await assert.rejects(h.sandbox.pause('sb'), FailedPreconditionError, 'stopped');
@@ -550,7 +732,10 @@ describe('core Sandbox (fake hypervisor, agent and share)', () => {
       h.agent.exitProcess('sb', '', 0);
       await h.sandbox.wait('sb', '');
       assert.ok(atExit, 'exit published');
-      assert.deepEqual(atExit.out.data, Buffer.concat([Buffer.from('hello\n'), Buffer.from([0, 1, 2, 0xff, 0xfe]), Buffer.from('world\n')]));
+      assert.deepEqual(
+        atExit.out.data,
+        Buffer.concat([Buffer.from('hello\n'), Buffer.from([0, 1, 2, 0xff, 0xfe]), Buffer.from('world\n')]),
+      );
       assert.equal(atExit.err.data.toString(), 'oops\n');
       assert.ok(atExit.out.eof && atExit.err.eof, 'the shim closed both FIFOs before publishing the exit');
     });
@@ -588,7 +773,10 @@ describe('core Sandbox (fake hypervisor, agent and share)', () => {
       assert.equal(got.length, total);
       assert.ok(got.equals(data), 'stdout bytes differ');
       // At the exit, everything had been written: only what fits in the pipe and the reader buffers was still unread.
-      assert.ok(receivedAtExit >= total - 256 * 1024, `only ${receivedAtExit} of ${total} bytes had been read at the exit`);
+      assert.ok(
+        receivedAtExit >= total - 256 * 1024,
+        `only ${receivedAtExit} of ${total} bytes had been read at the exit`,
+      );
     });
 
     it('forwards stdin and closes it after CloseIO, once the writer closed and the pipe was read', async () => {
@@ -620,7 +808,7 @@ describe('core Sandbox (fake hypervisor, agent and share)', () => {
   });
 
   describe('exits are not hostage to stdout (a background child holds it)', () => {
-    it('an exec\'s exit is published, bounded, after its earlier output; later output flows until Delete closes the FIFO', async () => {
+    it("an exec's exit is published, bounded, after its earlier output; later output flows until Delete closes the FIFO", async () => {
       await h.running();
       const stdio = h.fifos('bg', ['stdout', 'stderr']);
       await h.sandbox.exec('sb', 'bg', { args: ['sh', '-c', 'sleep 300 & echo started'], cwd: '/' }, stdio);
@@ -634,16 +822,20 @@ describe('core Sandbox (fake hypervisor, agent and share)', () => {
       h.agent.emit('sb', 'bg', 'started\n');
       h.agent.exitProcessHoldingOutput('sb', 'bg', 0);
       assert.equal((await h.sandbox.wait('sb', 'bg')).exitStatus, 0);
-      assert.deepEqual(atExit, { data: Buffer.from('started\n'), eof: false }, 'the output before the exit, the FIFO still open');
+      assert.deepEqual(
+        atExit,
+        { data: Buffer.from('started\n'), eof: false },
+        'the output before the exit, the FIFO still open',
+      );
       h.agent.emit('sb', 'bg', 'later\n');
       let later = '';
-      await until('the child\'s output after the exit', () => (later += out.drain().data.toString()) === 'later\n');
+      await until("the child's output after the exit", () => (later += out.drain().data.toString()) === 'later\n');
       await h.sandbox.delete('sb', 'bg');
       await until('Delete to close stdout', () => out.drain().eof);
       await until('Delete to close stderr', () => err.drain().eof);
     });
 
-    it('a container\'s init: the exit is published and Delete closes its FIFO', async () => {
+    it("a container's init: the exit is published and Delete closes its FIFO", async () => {
       await h.running();
       const stdio = h.fifos('c2', ['stdout']);
       await h.create('c2', stdio);
@@ -675,7 +867,13 @@ describe('core Sandbox (fake hypervisor, agent and share)', () => {
       h.agent.exitProcess('sb', 'e1', 3);
       assert.equal((await h.sandbox.wait('sb', 'e1')).exitStatus, 3);
       assert.equal(atExit?.toString(), 'hi\n');
-      assert.deepEqual(h.summaries(), ['create sb', 'start sb', 'exec-added sb/e1', 'exec-started sb/e1', 'exit sb/e1 3']);
+      assert.deepEqual(h.summaries(), [
+        'create sb',
+        'start sb',
+        'exec-added sb/e1',
+        'exec-started sb/e1',
+        'exit sb/e1 3',
+      ]);
       const exit = h.events[4]!;
       assert.ok(exit.type === 'exit' && exit.id === 'e1' && exit.pid === 4242);
       assert.equal(h.sandbox.state('sb', '').status, 'running', 'the init still runs');
@@ -688,20 +886,31 @@ describe('core Sandbox (fake hypervisor, agent and share)', () => {
 
     it('refuses duplicate exec ids, execs in a container that does not run, and a running exec delete', async () => {
       await h.create('sb');
-      await assert.rejects(h.sandbox.exec('sb', 'e1', { args: ['true'] }, NO_STDIO), FailedPreconditionError, 'created');
+      await assert.rejects(
+        h.sandbox.exec('sb', 'e1', { args: ['true'] }, NO_STDIO),
+        FailedPreconditionError,
+        'created',
+      );
       await h.sandbox.start('sb', '');
       await h.sandbox.exec('sb', 'e1', { args: ['true'] }, NO_STDIO);
       await assert.rejects(h.sandbox.exec('sb', 'e1', { args: ['true'] }, NO_STDIO), AlreadyExistsError);
       await assert.rejects(h.sandbox.exec('sb', 'sb', { args: ['true'] }, NO_STDIO), AlreadyExistsError);
       await assert.rejects(h.sandbox.exec('sb', 'e/2', { args: ['true'] }, NO_STDIO), InvalidArgumentError);
-      await assert.rejects(h.sandbox.exec('sb', 'e2', { args: ['true'], terminal: true }, NO_STDIO), InvalidArgumentError);
+      await assert.rejects(
+        h.sandbox.exec('sb', 'e2', { args: ['true'], terminal: true }, NO_STDIO),
+        InvalidArgumentError,
+      );
       await assert.rejects(h.sandbox.exec('nope', 'e2', { args: ['true'] }, NO_STDIO), NotFoundError);
       await h.sandbox.start('sb', 'e1');
       await assert.rejects(h.sandbox.start('sb', 'e1'), FailedPreconditionError);
       await assert.rejects(h.sandbox.delete('sb', 'e1'), FailedPreconditionError);
       h.agent.exitProcess('sb', '', 0);
       await h.sandbox.wait('sb', '');
-      await assert.rejects(h.sandbox.exec('sb', 'e3', { args: ['true'] }, NO_STDIO), FailedPreconditionError, 'stopped');
+      await assert.rejects(
+        h.sandbox.exec('sb', 'e3', { args: ['true'] }, NO_STDIO),
+        FailedPreconditionError,
+        'stopped',
+      );
     });
 
     it('an exec deleted before it started is gone without events', async () => {
@@ -741,12 +950,10 @@ describe('core Sandbox (fake hypervisor, agent and share)', () => {
       await h.sandbox.kill('sb', '', 15, false);
       await h.sandbox.kill('sb', '', 9, true);
       await h.sandbox.kill('sb', 'e1', 2, false);
-      assert.deepEqual(h.agent.calls.filter((c) => c.startsWith('signalProcess')), [
-        'signalProcess sb sb 9',
-        'signalProcess sb sb 15',
-        'signalProcess sb  9',
-        'signalProcess sb e1 2',
-      ]);
+      assert.deepEqual(
+        h.agent.calls.filter((c) => c.startsWith('signalProcess')),
+        ['signalProcess sb sb 9', 'signalProcess sb sb 15', 'signalProcess sb  9', 'signalProcess sb e1 2'],
+      );
     });
 
     it('Kill of a stopped process is NotFound; kill all on an exec and bad signals are InvalidArgument', async () => {
@@ -754,7 +961,8 @@ describe('core Sandbox (fake hypervisor, agent and share)', () => {
       await h.sandbox.exec('sb', 'e1', { args: ['true'] }, NO_STDIO);
       await h.sandbox.start('sb', 'e1');
       await assert.rejects(h.sandbox.kill('sb', 'e1', 9, true), InvalidArgumentError);
-      for (const signal of [0, -1, 65, 1.5]) await assert.rejects(h.sandbox.kill('sb', '', signal, false), InvalidArgumentError, `signal ${signal}`);
+      for (const signal of [0, -1, 65, 1.5])
+        await assert.rejects(h.sandbox.kill('sb', '', signal, false), InvalidArgumentError, `signal ${signal}`);
       await assert.rejects(h.sandbox.kill('sb', 'nope', 9, false), NotFoundError);
       h.agent.exitProcess('sb', 'e1', 0);
       await h.sandbox.wait('sb', 'e1');
@@ -793,7 +1001,13 @@ describe('core Sandbox (fake hypervisor, agent and share)', () => {
       await h.sandbox.teardown();
       assert.equal((await h.sandbox.wait('sb', 'e1')).exitStatus, 137);
       assert.equal((await h.sandbox.wait('sb', '')).exitStatus, 137);
-      assert.deepEqual(h.summaries().filter((s) => s.startsWith('exit')).sort(), ['exit sb 137', 'exit sb/e1 137']);
+      assert.deepEqual(
+        h
+          .summaries()
+          .filter((s) => s.startsWith('exit'))
+          .sort(),
+        ['exit sb 137', 'exit sb/e1 137'],
+      );
       assert.deepEqual(h.agent.calls.slice(-2), ['destroySandbox', 'close']);
       assert.equal(fs.existsSync(h.dir), false);
       await h.sandbox.teardown(); // idempotent
@@ -811,7 +1025,10 @@ describe('core Sandbox (fake hypervisor, agent and share)', () => {
       const { exit } = await h.sandbox.delete('c2', '');
       assert.equal(exit.exitStatus, 137);
       assert.ok(h.sandbox.empty, 'Shutdown may now end the daemon');
-      assert.deepEqual(h.summaries().filter((e) => e.startsWith('delete')), ['delete sb 0', 'delete c2 137']);
+      assert.deepEqual(
+        h.summaries().filter((e) => e.startsWith('delete')),
+        ['delete sb 0', 'delete c2 137'],
+      );
       assert.equal(fs.existsSync(h.dir), false, 'the sandbox folder is not made again');
     });
 
@@ -852,7 +1069,10 @@ describe('core Sandbox (fake hypervisor, agent and share)', () => {
       await first;
       await refused(second, FailedPreconditionError, /cannot pause container sb in state paused/);
       assert.equal(h.sandbox.state('sb', '').status, 'paused');
-      assert.deepEqual(h.agent.calls.filter((c) => c.startsWith('pause')), ['pauseContainer sb']);
+      assert.deepEqual(
+        h.agent.calls.filter((c) => c.startsWith('pause')),
+        ['pauseContainer sb'],
+      );
       assert.deepEqual(h.summaries(), ['create sb', 'start sb', 'paused sb']);
     });
 
@@ -921,7 +1141,10 @@ describe('core Sandbox (fake hypervisor, agent and share)', () => {
       held.release();
       await first;
       await refused(second, NotFoundError, /cannot delete container c2 in state deleted/);
-      assert.deepEqual(h.agent.calls.filter((c) => c.startsWith('removeContainer')), ['removeContainer c2']);
+      assert.deepEqual(
+        h.agent.calls.filter((c) => c.startsWith('removeContainer')),
+        ['removeContainer c2'],
+      );
       assert.deepEqual(h.summaries(), ['create sb', 'start sb', 'create c2', 'delete c2 0']);
     });
 
@@ -939,7 +1162,13 @@ describe('core Sandbox (fake hypervisor, agent and share)', () => {
       h.agent.exitProcess('sb', 'e1', 0);
       await h.sandbox.wait('sb', 'e1');
       await h.sandbox.delete('sb', 'e1');
-      assert.deepEqual(h.summaries(), ['create sb', 'start sb', 'exec-added sb/e1', 'exec-started sb/e1', 'exit sb/e1 0']);
+      assert.deepEqual(h.summaries(), [
+        'create sb',
+        'start sb',
+        'exec-added sb/e1',
+        'exec-started sb/e1',
+        'exit sb/e1 0',
+      ]);
     });
 
     it('kill + delete: an exit while the kill holds the container is recorded at once; the delete then succeeds; each event once', async () => {
@@ -956,7 +1185,14 @@ describe('core Sandbox (fake hypervisor, agent and share)', () => {
       held.release();
       await kill;
       assert.equal((await del).exit.exitStatus, 137);
-      assert.deepEqual(h.summaries(), ['create sb', 'start sb', 'create c2', 'start c2', 'exit c2 137', 'delete c2 137']);
+      assert.deepEqual(h.summaries(), [
+        'create sb',
+        'start sb',
+        'create c2',
+        'start c2',
+        'exit c2 137',
+        'delete c2 137',
+      ]);
     });
 
     it('kill + delete of a running container: the delete is refused (running), kill of the stopped one is NotFound', async () => {
@@ -974,20 +1210,42 @@ describe('core Sandbox (fake hypervisor, agent and share)', () => {
       await h.sandbox.wait('c2', '');
       await refused(h.sandbox.kill('c2', '', 9, false), NotFoundError, /container c2 in state stopped/);
       await h.sandbox.delete('c2', '');
-      assert.deepEqual(h.summaries(), ['create sb', 'start sb', 'create c2', 'start c2', 'exit c2 143', 'delete c2 143']);
+      assert.deepEqual(h.summaries(), [
+        'create sb',
+        'start sb',
+        'create c2',
+        'start c2',
+        'exit c2 143',
+        'delete c2 143',
+      ]);
     });
 
     it('a paused container refuses an exec and the start of an exec added before the pause (as runc does)', async () => {
       await h.running();
       await h.sandbox.exec('sb', 'e1', { args: ['true'] }, NO_STDIO);
       await h.sandbox.pause('sb');
-      await refused(h.sandbox.exec('sb', 'e2', { args: ['true'] }, NO_STDIO), FailedPreconditionError, /cannot exec in container sb in state paused/);
-      await refused(h.sandbox.start('sb', 'e1'), FailedPreconditionError, /cannot exec in container sb in state paused/);
+      await refused(
+        h.sandbox.exec('sb', 'e2', { args: ['true'] }, NO_STDIO),
+        FailedPreconditionError,
+        /cannot exec in container sb in state paused/,
+      );
+      await refused(
+        h.sandbox.start('sb', 'e1'),
+        FailedPreconditionError,
+        /cannot exec in container sb in state paused/,
+      );
       assert.equal(h.sandbox.state('sb', 'e1').status, 'created');
       assert.ok(!h.agent.calls.some((c) => c.startsWith('execOciProcess')));
       await h.sandbox.resume('sb');
       await h.sandbox.start('sb', 'e1');
-      assert.deepEqual(h.summaries(), ['create sb', 'start sb', 'exec-added sb/e1', 'paused sb', 'resumed sb', 'exec-started sb/e1']);
+      assert.deepEqual(h.summaries(), [
+        'create sb',
+        'start sb',
+        'exec-added sb/e1',
+        'paused sb',
+        'resumed sb',
+        'exec-started sb/e1',
+      ]);
     });
 
     it('a paused container can be killed; once its init exited it is stopped, not paused, and resume is refused', async () => {
@@ -1013,7 +1271,10 @@ describe('core Sandbox (fake hypervisor, agent and share)', () => {
       held.release();
       await refused(start, FailedPreconditionError, /cannot start container c2: it became stopped meanwhile/);
       assert.equal(h.sandbox.state('c2', '').status, 'stopped');
-      assert.deepEqual(h.summaries().filter((e) => e.includes('c2')), ['create c2', 'exit c2 255']);
+      assert.deepEqual(
+        h.summaries().filter((e) => e.includes('c2')),
+        ['create c2', 'exit c2 255'],
+      );
     });
 
     it('exec delete + exec start: the start waits for the delete and finds no exec; exec delete + delete: one NotFound', async () => {
@@ -1034,7 +1295,7 @@ describe('core Sandbox (fake hypervisor, agent and share)', () => {
       assert.deepEqual(h.summaries(), ['create sb', 'start sb', 'exec-added sb/e1']);
     });
 
-    it('a CloseIO waiting for containerd\'s stdin writer does not hold the container: Kill and Pause go through', async () => {
+    it("a CloseIO waiting for containerd's stdin writer does not hold the container: Kill and Pause go through", async () => {
       const stdio = h.fifos('sb', ['stdin']);
       await h.create('sb', stdio);
       await h.sandbox.start('sb', '');
@@ -1060,18 +1321,39 @@ describe('core Sandbox (fake hypervisor, agent and share)', () => {
       assert.ok(!h.agent.calls.includes('updateContainer sb'), 'the update waits for the pause');
       held.release();
       await Promise.all([pause, update]);
-      assert.deepEqual(h.agent.calls.filter((c) => /^(pause|update)/.test(c)), ['pauseContainer sb', 'updateContainer sb']);
+      assert.deepEqual(
+        h.agent.calls.filter((c) => /^(pause|update)/.test(c)),
+        ['pauseContainer sb', 'updateContainer sb'],
+      );
       await h.sandbox.resume('sb');
       h.agent.exitProcess('sb', '', 0);
       await h.sandbox.wait('sb', '');
-      await refused(h.sandbox.update('sb', { cpu: { shares: 512 } }), FailedPreconditionError, /cannot update container sb in state stopped/);
+      await refused(
+        h.sandbox.update('sb', { cpu: { shares: 512 } }),
+        FailedPreconditionError,
+        /cannot update container sb in state stopped/,
+      );
     });
   });
 
   describe('failpoints (crash tests)', () => {
-    const POD_SPEC: OciSpec = { ...SPEC, linux: { namespaces: [{ type: 'pid' }, { type: 'ipc' }, { type: 'uts' }, { type: 'mount' }, { type: 'network', path: '/var/run/netns/cni-1' }] } };
+    const POD_SPEC: OciSpec = {
+      ...SPEC,
+      linux: {
+        namespaces: [
+          { type: 'pid' },
+          { type: 'ipc' },
+          { type: 'uts' },
+          { type: 'mount' },
+          { type: 'network', path: '/var/run/netns/cni-1' },
+        ],
+      },
+    };
     /** What the record on disk holds when the failpoint fires, and which step fired. */
-    async function crashAt(step: string, enabled = true): Promise<{ fired: FailpointStep[]; record: ReturnType<typeof Store.load>; error: unknown }> {
+    async function crashAt(
+      step: string,
+      enabled = true,
+    ): Promise<{ fired: FailpointStep[]; record: ReturnType<typeof Store.load>; error: unknown }> {
       const fired: FailpointStep[] = [];
       let record: ReturnType<typeof Store.load>;
       const fh = new Harness({
@@ -1084,7 +1366,9 @@ describe('core Sandbox (fake hypervisor, agent and share)', () => {
       });
       let error: unknown;
       try {
-        await fh.sandbox.create(fh.request('sb', NO_STDIO, { ...POD_SPEC, annotations: { [FAILPOINT_ANNOTATION]: step } }));
+        await fh.sandbox.create(
+          fh.request('sb', NO_STDIO, { ...POD_SPEC, annotations: { [FAILPOINT_ANNOTATION]: step } }),
+        );
         await fh.sandbox.start('sb', '');
       } catch (err) {
         error = err;
@@ -1102,10 +1386,22 @@ describe('core Sandbox (fake hypervisor, agent and share)', () => {
         assert.ok(record, 'the record is on disk');
         assert.deepEqual(Object.keys(record.containers), ['sb']);
         const at = FAILPOINT_STEPS.indexOf(step);
-        assert.equal(record.network !== undefined, at >= FAILPOINT_STEPS.indexOf('taps-made'), 'the taps are recorded once made (before, in fact)');
+        assert.equal(
+          record.network !== undefined,
+          at >= FAILPOINT_STEPS.indexOf('taps-made'),
+          'the taps are recorded once made (before, in fact)',
+        );
         const names = (record.helpers ?? []).map((x) => x.name);
-        assert.equal(names.includes('virtiofsd'), at >= FAILPOINT_STEPS.indexOf('virtiofsd-spawned'), `virtiofsd in the record: ${names.join()}`);
-        assert.equal(names.includes('qemu'), at >= FAILPOINT_STEPS.indexOf('qemu-spawned'), `qemu in the record: ${names.join()}`);
+        assert.equal(
+          names.includes('virtiofsd'),
+          at >= FAILPOINT_STEPS.indexOf('virtiofsd-spawned'),
+          `virtiofsd in the record: ${names.join()}`,
+        );
+        assert.equal(
+          names.includes('qemu'),
+          at >= FAILPOINT_STEPS.indexOf('qemu-spawned'),
+          `qemu in the record: ${names.join()}`,
+        );
       });
     }
 
@@ -1115,7 +1411,11 @@ describe('core Sandbox (fake hypervisor, agent and share)', () => {
       assert.equal(off.error, undefined);
       const typo = await crashAt('qemu-spawn');
       assert.deepEqual(typo.fired, []);
-      assert.ok(typo.error instanceof InvalidArgumentError && /io\.hull\.failpoint: "qemu-spawn" is not one of record-written, /.test(typo.error.message), String(typo.error));
+      assert.ok(
+        typo.error instanceof InvalidArgumentError &&
+          /io\.hull\.failpoint: "qemu-spawn" is not one of record-written, /.test(typo.error.message),
+        String(typo.error),
+      );
       assert.equal(typo.record, undefined, 'refused before anything was written');
     });
   });
@@ -1135,16 +1435,28 @@ describe('core Sandbox (fake hypervisor, agent and share)', () => {
         shareId: 'share',
         qemuPid: 4242,
         virtiofsdPid: 4343,
-        helpers: [{ name: 'virtiofsd', pid: 4343, startTime: '12344' }, { name: 'qemu', pid: 4242, startTime: '12345' }],
+        helpers: [
+          { name: 'virtiofsd', pid: 4343, startTime: '12344' },
+          { name: 'qemu', pid: 4242, startTime: '12345' },
+        ],
         containers: { sb: { bundle: bundleSb } },
       });
       assert.equal(h.sandbox.recordFile, h.recordFile);
       assert.equal((fs.statSync(h.recordFile).mode & 0o777).toString(8), '600');
-      assert.deepEqual(JSON.parse(fs.readFileSync(path.join(bundleSb, 'hull-sandbox.json'), 'utf8')), { record: h.recordFile, stateDir: path.dirname(path.dirname(h.dir)) });
+      assert.deepEqual(JSON.parse(fs.readFileSync(path.join(bundleSb, 'hull-sandbox.json'), 'utf8')), {
+        record: h.recordFile,
+        stateDir: path.dirname(path.dirname(h.dir)),
+      });
 
       await h.create('c2');
-      assert.deepEqual(Store.load(h.recordFile)!.containers, { sb: { bundle: bundleSb }, c2: { bundle: h.bundle('c2') } });
-      assert.deepEqual(JSON.parse(fs.readFileSync(path.join(h.bundle('c2'), 'hull-sandbox.json'), 'utf8')), { record: h.recordFile, stateDir: path.dirname(path.dirname(h.dir)) });
+      assert.deepEqual(Store.load(h.recordFile)!.containers, {
+        sb: { bundle: bundleSb },
+        c2: { bundle: h.bundle('c2') },
+      });
+      assert.deepEqual(JSON.parse(fs.readFileSync(path.join(h.bundle('c2'), 'hull-sandbox.json'), 'utf8')), {
+        record: h.recordFile,
+        stateDir: path.dirname(path.dirname(h.dir)),
+      });
 
       await h.sandbox.delete('c2', '');
       assert.deepEqual(Store.load(h.recordFile)!.containers, { sb: { bundle: bundleSb } });

@@ -7,7 +7,17 @@ import path from 'node:path';
 import { FailedPreconditionError } from '../../errors';
 import { NOOP_LOGGER } from '../../log';
 import { childPids, processStartTime } from '../../hypervisor/process';
-import { BUNDLE_POINTER, RecordLock, Store, processMatches, readBundlePointer, recoverFromRecord, recoverLocked, writeBundlePointer, type SandboxRecord } from '../store';
+import {
+  BUNDLE_POINTER,
+  RecordLock,
+  Store,
+  processMatches,
+  readBundlePointer,
+  recoverFromRecord,
+  recoverLocked,
+  writeBundlePointer,
+  type SandboxRecord,
+} from '../store';
 import { FakeShare } from './fakes';
 
 function spawned(argv: string[]): Promise<ChildProcess> {
@@ -73,7 +83,7 @@ describe('core store', () => {
       assert.throws(() => Store.load(file), /not a regular file/);
     });
 
-    it('refuses a record that is not in its sandbox\'s folder or names a path outside it', () => {
+    it("refuses a record that is not in its sandbox's folder or names a path outside it", () => {
       const stateDir = path.join(tmp, 'state');
       const dir = path.join(stateDir, 'ns1', 'sb');
       const file = path.join(dir, 'state.json');
@@ -83,8 +93,17 @@ describe('core store', () => {
       };
       save(record(dir));
       assert.ok(Store.load(file, stateDir));
-      assert.throws(() => Store.load(file, path.join(tmp, 'other')), /is not where the record of sandbox ns1\/sb belongs/);
-      for (const [key, value] of [['vmStateDir', '/'], ['vmStateDir', path.join(dir, '..', 'sb2', 'vm')], ['shareRoot', stateDir], ['shareRoot', `${dir}2`], ['vmStateDir', `${dir}//vm`]] as const) {
+      assert.throws(
+        () => Store.load(file, path.join(tmp, 'other')),
+        /is not where the record of sandbox ns1\/sb belongs/,
+      );
+      for (const [key, value] of [
+        ['vmStateDir', '/'],
+        ['vmStateDir', path.join(dir, '..', 'sb2', 'vm')],
+        ['shareRoot', stateDir],
+        ['shareRoot', `${dir}2`],
+        ['vmStateDir', `${dir}//vm`],
+      ] as const) {
         save({ ...record(dir), [key]: value });
         assert.throws(() => Store.load(file, stateDir), /outside the sandbox folder/, `${key} = ${value}`);
       }
@@ -106,7 +125,10 @@ describe('core store', () => {
       const recordFile = path.join(tmp, 'state', 'ns', 'sb', 'state.json');
       writeBundlePointer(tmp, recordFile, path.join(tmp, 'state'));
       assert.deepEqual(readBundlePointer(tmp), { record: recordFile, stateDir: path.join(tmp, 'state') });
-      assert.deepEqual(JSON.parse(fs.readFileSync(path.join(tmp, BUNDLE_POINTER), 'utf8')), { record: recordFile, stateDir: path.join(tmp, 'state') });
+      assert.deepEqual(JSON.parse(fs.readFileSync(path.join(tmp, BUNDLE_POINTER), 'utf8')), {
+        record: recordFile,
+        stateDir: path.join(tmp, 'state'),
+      });
       assert.equal(fs.existsSync(path.join(tmp, `${BUNDLE_POINTER}.tmp`)), false);
       writeBundlePointer(tmp, '/other/ns/sb/state.json', '/other'); // replaced
       assert.deepEqual(readBundlePointer(tmp), { record: '/other/ns/sb/state.json', stateDir: '/other' });
@@ -159,7 +181,12 @@ describe('core store', () => {
       // A recycled pid: something harmless whose command line does not mention the VM's state folder.
       const stranger = await spawned(['sleep', '30']);
       children.push(stranger);
-      const virtiofsd = await spawned([process.execPath, '-e', 'setTimeout(() => {}, 30_000)', path.join(vmStateDir, 'vfsd.sock')]);
+      const virtiofsd = await spawned([
+        process.execPath,
+        '-e',
+        'setTimeout(() => {}, 30_000)',
+        path.join(vmStateDir, 'vfsd.sock'),
+      ]);
       children.push(virtiofsd);
       const r = record(dir, { qemuPid: stranger.pid, virtiofsdPid: virtiofsd.pid });
       new Store(file).save(r);
@@ -188,7 +215,7 @@ describe('core store', () => {
       assert.equal(fs.existsSync(dir), false);
     });
 
-    it('removes the taps a pod\'s record names from its network namespace, and is fine when the namespace is gone', async () => {
+    it("removes the taps a pod's record names from its network namespace, and is fine when the namespace is gone", async () => {
       const ns = `hull-st-${process.pid}`;
       const ip = (...args: string[]) => assert.equal(spawnSync('ip', args).status, 0, `ip ${args.join(' ')}`);
       ip('netns', 'add', ns);
@@ -255,7 +282,7 @@ describe('core store', () => {
         assert.equal(fs.existsSync(dir), false, 'the sandbox folder is removed');
       });
 
-      it('the host\'s own network namespace named by a record is never acted on: a problem, the record kept', async () => {
+      it("the host's own network namespace named by a record is never acted on: a problem, the record kept", async () => {
         const dir = path.join(tmp, 'state', 'ns1', 'sb');
         const file = path.join(dir, 'state.json');
         const r = { ...record(dir), network: { netnsPath: `/proc/${process.pid}/ns/net`, taps: ['tap0_hull'] } };
@@ -272,8 +299,12 @@ describe('core store', () => {
       const file = path.join(dir, 'state.json');
       const marker = path.join(dir, 'vm', 'virtiofsd.sock');
       // Stands for virtiofsd in sandbox=namespace: a process that forks a child with the same argv.
-      const forker = await spawned([process.execPath, '-e',
-        "require('child_process').spawn(process.execPath, ['-e', 'setTimeout(() => {}, 30000)', process.argv[1]], { stdio: 'ignore' }); setTimeout(() => {}, 30000)", marker]);
+      const forker = await spawned([
+        process.execPath,
+        '-e',
+        "require('child_process').spawn(process.execPath, ['-e', 'setTimeout(() => {}, 30000)', process.argv[1]], { stdio: 'ignore' }); setTimeout(() => {}, 30000)",
+        marker,
+      ]);
       children.push(forker);
       let kids: number[] = [];
       for (let i = 0; i < 100 && kids.length === 0; i++) {
@@ -293,7 +324,8 @@ describe('core store', () => {
       new Store(file).save(r);
       assert.deepEqual(await recoverFromRecord(r, file, 'sb', new FakeShare(dir, 'share'), NOOP_LOGGER), []);
       assert.equal(await exited(forker), 'SIGKILL');
-      for (let i = 0; i < 100 && processStartTime(kids[0]!) !== undefined; i++) await new Promise((res) => setTimeout(res, 20));
+      for (let i = 0; i < 100 && processStartTime(kids[0]!) !== undefined; i++)
+        await new Promise((res) => setTimeout(res, 20));
       assert.equal(processStartTime(kids[0]!), undefined, 'the forked child is gone');
       assert.equal(reused.exitCode, null, 'the process at a reused pid still runs');
       assert.equal(reused.signalCode, null);
@@ -304,7 +336,9 @@ describe('core store', () => {
       const dir = path.join(stateDir, 'ns1', 'sb');
       const file = path.join(dir, 'state.json');
       const ids = ['c1', 'c2', 'c3', 'c4', 'c5', 'c6'];
-      const containers = Object.fromEntries(['sb', ...ids].map((id) => [id, { bundle: path.join(tmp, 'bundles', id) }]));
+      const containers = Object.fromEntries(
+        ['sb', ...ids].map((id) => [id, { bundle: path.join(tmp, 'bundles', id) }]),
+      );
       /** A share whose unshare takes a while, as unmounting does: without the lock the read-modify-writes interleave. */
       class SlowShare extends FakeShare {
         override async unshare(containerId: string): Promise<void> {
@@ -313,7 +347,15 @@ describe('core store', () => {
         }
       }
       const run = (containerId: string): Promise<string[]> =>
-        recoverLocked({ recordFile: file, stateDir, namespace: 'ns1', containerId, share: () => new SlowShare(dir, 'share'), logger: NOOP_LOGGER, lockTimeoutMs: 10_000 });
+        recoverLocked({
+          recordFile: file,
+          stateDir,
+          namespace: 'ns1',
+          containerId,
+          share: () => new SlowShare(dir, 'share'),
+          logger: NOOP_LOGGER,
+          lockTimeoutMs: 10_000,
+        });
 
       // The pod's containers only: each one goes, none comes back.
       new Store(file).save(record(dir, { containers }));
@@ -323,7 +365,7 @@ describe('core store', () => {
       // The sandbox with the rest at the same time: whatever the order, the record and the folder are gone at the end.
       assert.deepEqual(await Promise.all(['c5', 'sb', 'c6'].map(run)), [[], [], []]);
       assert.equal(fs.existsSync(file), false);
-      assert.equal(fs.existsSync(dir), false, 'no container\'s delete brought the folder back');
+      assert.equal(fs.existsSync(dir), false, "no container's delete brought the folder back");
     });
 
     it('RecordLock: one holder at a time; a waiter gets it once released, or gives up after its timeout', async () => {
@@ -341,8 +383,14 @@ describe('core store', () => {
     it('RecordLock is released when its holder dies, even by SIGKILL (no stale lock)', async () => {
       const file = path.join(tmp, 'state', 'ns1', 'sb', 'state.json');
       const name = RecordLock.lockName(file);
-      const holder = spawn(process.execPath, ['-e',
-        `require('net').createServer().listen({ path: ${JSON.stringify(name)}, exclusive: true }, () => process.stdout.write('held')); setTimeout(() => {}, 30000)`], { stdio: ['ignore', 'pipe', 'inherit'] });
+      const holder = spawn(
+        process.execPath,
+        [
+          '-e',
+          `require('net').createServer().listen({ path: ${JSON.stringify(name)}, exclusive: true }, () => process.stdout.write('held')); setTimeout(() => {}, 30000)`,
+        ],
+        { stdio: ['ignore', 'pipe', 'inherit'] },
+      );
       children.push(holder);
       await new Promise((r) => holder.stdout.once('data', r));
       await assert.rejects(RecordLock.acquire(file, 100), /held its lock/);
@@ -355,17 +403,37 @@ describe('core store', () => {
       if (process.getuid?.() !== 0) this.skip();
       const file = path.join(tmp, 'state', 'ns1', 'sb', 'state.json');
       const name = RecordLock.lockName(file);
-      const squatter = spawn('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, '-e',
-        `require('net').createServer().listen({ path: ${JSON.stringify(name)}, exclusive: true }, () => process.stdout.write('held')); setTimeout(() => {}, 30000)`], { stdio: ['ignore', 'pipe', 'inherit'], cwd: '/' });
+      const squatter = spawn(
+        'setpriv',
+        [
+          '--reuid=65534',
+          '--regid=65534',
+          '--clear-groups',
+          process.execPath,
+          '-e',
+          `require('net').createServer().listen({ path: ${JSON.stringify(name)}, exclusive: true }, () => process.stdout.write('held')); setTimeout(() => {}, 30000)`,
+        ],
+        { stdio: ['ignore', 'pipe', 'inherit'], cwd: '/' },
+      );
       children.push(squatter);
       await new Promise((r) => squatter.stdout.once('data', r));
       const t0 = Date.now();
-      await assert.rejects(RecordLock.acquire(file, 3_000), (e: Error) => e instanceof FailedPreconditionError && /held by another user \(uid 65534\)/.test(e.message));
+      await assert.rejects(
+        RecordLock.acquire(file, 3_000),
+        (e: Error) => e instanceof FailedPreconditionError && /held by another user \(uid 65534\)/.test(e.message),
+      );
       assert.ok(Date.now() - t0 < 1_500, 'refused without waiting out the timeout');
       // recoverLocked goes ahead without it: a squatter must not keep a crashed sandbox's VM running.
       const dir = path.dirname(file);
       new Store(file).save(record(dir));
-      const problems = await recoverLocked({ recordFile: file, stateDir: path.join(tmp, 'state'), namespace: 'ns1', containerId: 'sb', share: () => new FakeShare(dir, 'share'), logger: NOOP_LOGGER });
+      const problems = await recoverLocked({
+        recordFile: file,
+        stateDir: path.join(tmp, 'state'),
+        namespace: 'ns1',
+        containerId: 'sb',
+        share: () => new FakeShare(dir, 'share'),
+        logger: NOOP_LOGGER,
+      });
       assert.equal(problems.length, 1);
       assert.match(problems[0]!, /held by another user .*: recovering without the lock/);
       assert.equal(fs.existsSync(dir), false, 'the sandbox is recovered');

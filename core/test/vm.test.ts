@@ -8,7 +8,11 @@ describe('core SandboxVm (fake hypervisor and agent)', () => {
   it('boots: prepare, start, dial; and shuts down gracefully through the agent', async () => {
     const hv = new FakeHypervisor();
     const agent = new FakeAgent(hv);
-    const vm = await SandboxVm.boot(hv, testConfig(), { bootTimeoutMs: 1000, logger: NOOP_LOGGER, dial: async () => agent });
+    const vm = await SandboxVm.boot(hv, testConfig(), {
+      bootTimeoutMs: 1000,
+      logger: NOOP_LOGGER,
+      dial: async () => agent,
+    });
     assert.deepEqual(hv.calls, ['prepare', 'start']);
     assert.ok(vm.timings.agentReadyMs >= vm.timings.qemuStartedMs);
     const exit = await vm.shutdown({ gracefulMs: 1000 });
@@ -19,22 +23,36 @@ describe('core SandboxVm (fake hypervisor and agent)', () => {
 
   it('stops and cleans the VM when the agent never answers, with a deadline error', async () => {
     const hv = new FakeHypervisor();
-    const dial: AgentDialer = (_e, o) => new Promise((_, reject) => {
-      const t = setTimeout(() => reject(new DeadlineExceededError('the agent did not answer')), o.deadline - Date.now());
-      o.signal?.addEventListener('abort', () => { clearTimeout(t); reject(o.signal!.reason as Error); });
-    });
-    await assert.rejects(SandboxVm.boot(hv, testConfig(), { bootTimeoutMs: 50, logger: NOOP_LOGGER, dial }), DeadlineExceededError);
+    const dial: AgentDialer = (_e, o) =>
+      new Promise((_, reject) => {
+        const t = setTimeout(
+          () => reject(new DeadlineExceededError('the agent did not answer')),
+          o.deadline - Date.now(),
+        );
+        o.signal?.addEventListener('abort', () => {
+          clearTimeout(t);
+          reject(o.signal!.reason as Error);
+        });
+      });
+    await assert.rejects(
+      SandboxVm.boot(hv, testConfig(), { bootTimeoutMs: 50, logger: NOOP_LOGGER, dial }),
+      DeadlineExceededError,
+    );
     assert.deepEqual(hv.calls, ['prepare', 'start', 'stop(force)', 'cleanup']);
     assert.equal(hv.running, false);
   });
 
   it('fails the dial at once, with the exit described, when the VM dies while booting', async () => {
     const hv = new FakeHypervisor();
-    const dial: AgentDialer = (_e, o) => new Promise((_, reject) => o.signal?.addEventListener('abort', () => reject(o.signal!.reason as Error)));
+    const dial: AgentDialer = (_e, o) =>
+      new Promise((_, reject) => o.signal?.addEventListener('abort', () => reject(o.signal!.reason as Error)));
     setTimeout(() => hv.exit({ code: 1, signal: null }), 20);
     const t0 = Date.now();
-    await assert.rejects(SandboxVm.boot(hv, testConfig(), { bootTimeoutMs: 10_000, logger: NOOP_LOGGER, dial }),
-      (e: Error) => e instanceof UnavailableError && /exit code 1/.test(e.message) && /last console line/.test(e.message));
+    await assert.rejects(
+      SandboxVm.boot(hv, testConfig(), { bootTimeoutMs: 10_000, logger: NOOP_LOGGER, dial }),
+      (e: Error) =>
+        e instanceof UnavailableError && /exit code 1/.test(e.message) && /last console line/.test(e.message),
+    );
     assert.ok(Date.now() - t0 < 1000);
     assert.deepEqual(hv.calls.slice(-2), ['stop(force)', 'cleanup']);
   });
@@ -42,14 +60,28 @@ describe('core SandboxVm (fake hypervisor and agent)', () => {
   it('cleans up when QEMU fails to start, and honours the caller aborting', async () => {
     const hv = new FakeHypervisor();
     hv.failStart = new UnavailableError('qemu: bad option');
-    await assert.rejects(SandboxVm.boot(hv, testConfig(), { bootTimeoutMs: 1000, logger: NOOP_LOGGER, dial: async () => new FakeAgent() }), /bad option/);
+    await assert.rejects(
+      SandboxVm.boot(hv, testConfig(), { bootTimeoutMs: 1000, logger: NOOP_LOGGER, dial: async () => new FakeAgent() }),
+      /bad option/,
+    );
     assert.deepEqual(hv.calls, ['prepare', 'start', 'stop(force)', 'cleanup']);
 
     const hv2 = new FakeHypervisor();
     const controller = new AbortController();
-    const dial: AgentDialer = (_e, o) => new Promise((_, reject) => o.signal?.addEventListener('abort', () => reject(new CancelledError('aborted', { cause: o.signal!.reason }))));
+    const dial: AgentDialer = (_e, o) =>
+      new Promise((_, reject) =>
+        o.signal?.addEventListener('abort', () => reject(new CancelledError('aborted', { cause: o.signal!.reason }))),
+      );
     setTimeout(() => controller.abort(), 20);
-    await assert.rejects(SandboxVm.boot(hv2, testConfig(), { bootTimeoutMs: 10_000, logger: NOOP_LOGGER, dial, signal: controller.signal }), CancelledError);
+    await assert.rejects(
+      SandboxVm.boot(hv2, testConfig(), {
+        bootTimeoutMs: 10_000,
+        logger: NOOP_LOGGER,
+        dial,
+        signal: controller.signal,
+      }),
+      CancelledError,
+    );
     assert.deepEqual(hv2.calls.slice(-2), ['stop(force)', 'cleanup']);
   });
 });

@@ -9,7 +9,15 @@ import {
   NotFoundError,
   UnavailableError,
 } from '../../errors';
-import { classifyToolError, decodeOctal, deepestFirst, isUnder, mountOverlay, mountsUnder, parseMountInfo } from '../mount';
+import {
+  classifyToolError,
+  decodeOctal,
+  deepestFirst,
+  isUnder,
+  mountOverlay,
+  mountsUnder,
+  parseMountInfo,
+} from '../mount';
 
 const SAMPLE = [
   '27 1 254:0 / / rw,relatime - ext4 /dev/vda rw,discard',
@@ -52,7 +60,10 @@ describe('fs-share mount', () => {
     try {
       fs.writeFileSync(path.join(tmp, 'mountinfo'), SAMPLE);
       const under = await mountsUnder('/run/a b', path.join(tmp, 'mountinfo'));
-      assert.deepEqual(under.map((m) => m.id), [40, 41]);
+      assert.deepEqual(
+        under.map((m) => m.id),
+        [40, 41],
+      );
       await assert.rejects(mountsUnder('/x', path.join(tmp, 'missing')), UnavailableError);
     } finally {
       fs.rmSync(tmp, { recursive: true, force: true });
@@ -62,18 +73,26 @@ describe('fs-share mount', () => {
 
   it('orders unmounts deepest first, later mounts first at the same depth', () => {
     const list = parseMountInfo(
-      ['1 0 0:1 / /b rw - x x rw', '2 1 0:2 / /b/c/d rw - x x rw', '3 1 0:3 / /b/c rw - x x rw', '4 1 0:4 / /b/c rw - x x rw'].join('\n'),
+      [
+        '1 0 0:1 / /b rw - x x rw',
+        '2 1 0:2 / /b/c/d rw - x x rw',
+        '3 1 0:3 / /b/c rw - x x rw',
+        '4 1 0:4 / /b/c rw - x x rw',
+      ].join('\n'),
     );
-    assert.deepEqual(deepestFirst(list).map((m) => m.id), [2, 4, 3, 1]);
+    assert.deepEqual(
+      deepestFirst(list).map((m) => m.id),
+      [2, 4, 3, 1],
+    );
   });
 
   it('classifies tool failures', () => {
     const c = (stderr: string, cause: unknown = new Error('exit 32')) => classifyToolError('umount /x', stderr, cause);
     assert.ok(c('umount: /x: target is busy.') instanceof FailedPreconditionError);
     assert.ok(c('umount: /x: not mounted.') instanceof NotFoundError);
-    assert.ok(c("mount: /x: special device /y does not exist.") instanceof NotFoundError);
+    assert.ok(c('mount: /x: special device /y does not exist.') instanceof NotFoundError);
     assert.ok(c('mount: /x: must be superuser to use mount.') instanceof FailedPreconditionError);
-    assert.ok(c('mount: /x: unknown filesystem type \'foo\'.') instanceof InvalidArgumentError);
+    assert.ok(c("mount: /x: unknown filesystem type 'foo'.") instanceof InvalidArgumentError);
     assert.ok(c('something else') instanceof InternalError);
     assert.ok(c('', Object.assign(new Error('spawn mount ENOENT'), { code: 'ENOENT' })) instanceof UnavailableError);
     assert.ok(c('', Object.assign(new Error('killed'), { killed: true })) instanceof UnavailableError);

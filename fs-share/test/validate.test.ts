@@ -61,7 +61,10 @@ describe('fs-share validate', () => {
         recursive: true,
         readOnly: true,
       });
-      assert.equal((planRootfs([{ type: 'rbind', source: '/s', options: [] }]) as { recursive: boolean }).recursive, true);
+      assert.equal(
+        (planRootfs([{ type: 'rbind', source: '/s', options: [] }]) as { recursive: boolean }).recursive,
+        true,
+      );
       assert.throws(() => planRootfs([{ type: 'bind', source: '/s', options: ['suid'] }]), InvalidArgumentError);
       assert.throws(() => planRootfs([{ type: 'bind', source: 's', options: [] }]), InvalidArgumentError);
     });

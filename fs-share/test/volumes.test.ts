@@ -9,7 +9,10 @@ describe('fs-share volumes of a container spec', () => {
     const fake = {
       shareVolume: async (cid: string, v: VolumeSpec): Promise<GuestMount> => {
         shared.push(v);
-        return { guestPath: `/run/kata-containers/shared/containers/${cid}/volumes/${shared.length}`, readOnly: v.readOnly };
+        return {
+          guestPath: `/run/kata-containers/shared/containers/${cid}/volumes/${shared.length}`,
+          readOnly: v.readOnly,
+        };
       },
     };
     const mounts: OciMount[] = [
@@ -19,14 +22,27 @@ describe('fs-share volumes of a container spec', () => {
     ];
     assert.deepEqual(await shareVolumes(fake, 'c1', mounts), [
       mounts[0],
-      { destination: '/data', type: 'bind', source: '/run/kata-containers/shared/containers/c1/volumes/1', options: ['rbind', 'nosuid', 'ro'] },
-      { destination: '/cache', type: 'bind', source: '/run/kata-containers/shared/containers/c1/volumes/2', options: ['rbind', 'rprivate', 'rw'] },
+      {
+        destination: '/data',
+        type: 'bind',
+        source: '/run/kata-containers/shared/containers/c1/volumes/1',
+        options: ['rbind', 'nosuid', 'ro'],
+      },
+      {
+        destination: '/cache',
+        type: 'bind',
+        source: '/run/kata-containers/shared/containers/c1/volumes/2',
+        options: ['rbind', 'rprivate', 'rw'],
+      },
     ]);
     assert.deepEqual(shared, [
       { source: '/srv/data', destination: '/data', readOnly: true },
       { source: '/srv/cache', destination: '/cache', readOnly: false },
     ]);
-    await assert.rejects(shareVolumes(fake, 'c1', [{ destination: '/x', type: 'bind', source: '/x', options: ['ro', 'rw'] }]), InvalidArgumentError);
+    await assert.rejects(
+      shareVolumes(fake, 'c1', [{ destination: '/x', type: 'bind', source: '/x', options: ['ro', 'rw'] }]),
+      InvalidArgumentError,
+    );
   });
 
   it('recognises bind mounts', () => {

@@ -21,7 +21,10 @@ describe('guest agent bundle', () => {
   };
 
   it('bundles the entry and what it requires into one runnable file, and lists the inputs', async () => {
-    const entry = write('app/main.js', "const { greet } = require('./lib'); const lib = require('dep'); process.stdout.write(greet(lib.name));\n");
+    const entry = write(
+      'app/main.js',
+      "const { greet } = require('./lib'); const lib = require('dep'); process.stdout.write(greet(lib.name));\n",
+    );
     write('app/lib.js', "exports.greet = (n) => 'hello ' + n;\n");
     write('app/node_modules/dep/package.json', '{"name":"dep","main":"index.js"}');
     write('app/node_modules/dep/index.js', "exports.name = 'dep';\n");
@@ -51,7 +54,10 @@ describe('guest agent bundle', () => {
 
   it('copies only package.json and what its "files" list names, and refuses a list it cannot read plainly', async () => {
     const entry = write('app/main.js', "process.stdout.write(require('hull-vsock').kind);\n");
-    write('app/node_modules/hull-vsock/package.json', '{"name":"hull-vsock","main":"dist/index.js","files":["dist","build/Release/x.node"]}');
+    write(
+      'app/node_modules/hull-vsock/package.json',
+      '{"name":"hull-vsock","main":"dist/index.js","files":["dist","build/Release/x.node"]}',
+    );
     write('app/node_modules/hull-vsock/dist/index.js', "exports.kind = 'vsock';\n");
     write('app/node_modules/hull-vsock/build/Release/x.node', 'not really ELF');
     write('app/node_modules/hull-vsock/build/Release/obj.target/x.o', 'object');
@@ -59,24 +65,55 @@ describe('guest agent bundle', () => {
     const out = path.join(dir, 'out');
     const bundle = await bundleAgent(entry, out, ['hull-vsock']);
     const copied = path.join(out, 'node_modules/hull-vsock');
-    assert.deepEqual(fs.readdirSync(copied, { recursive: true }).map(String).sort(), ['build', 'build/Release', 'build/Release/x.node', 'dist', 'dist/index.js', 'package.json']);
+    assert.deepEqual(fs.readdirSync(copied, { recursive: true }).map(String).sort(), [
+      'build',
+      'build/Release',
+      'build/Release/x.node',
+      'dist',
+      'dist/index.js',
+      'package.json',
+    ]);
     assert.deepEqual(bundle.nativeObjects, [path.join(copied, 'build/Release/x.node')]);
     assert.equal(execFileSync(process.execPath, [path.join(out, 'main.js')], { encoding: 'utf8' }), 'vsock');
 
-    write('app/node_modules/hull-vsock/package.json', '{"name":"hull-vsock","main":"dist/index.js","files":["dist/*.js"]}');
+    write(
+      'app/node_modules/hull-vsock/package.json',
+      '{"name":"hull-vsock","main":"dist/index.js","files":["dist/*.js"]}',
+    );
     await assert.rejects(bundleAgent(entry, path.join(dir, 'out2'), ['hull-vsock']), /not a plain relative path/);
   });
 
   it('copies only what a native package needs at run time on this platform', async () => {
     const entry = write('app/main.js', "require('node-pty');\n");
-    const files = ['package.json', 'LICENSE', 'lib/index.js', 'lib/index.js.map', 'lib/index.test.js', 'build/Release/pty.node',
-      'build/Release/obj.target/pty.o', 'build/Makefile', 'src/pty.cc', 'typings/node-pty.d.ts', 'prebuilds/win32-x64/pty.node'];
-    for (const f of files) write(`app/node_modules/node-pty/${f}`, f === 'package.json' ? '{"name":"node-pty","main":"lib/index.js"}' : 'x');
+    const files = [
+      'package.json',
+      'LICENSE',
+      'lib/index.js',
+      'lib/index.js.map',
+      'lib/index.test.js',
+      'build/Release/pty.node',
+      'build/Release/obj.target/pty.o',
+      'build/Makefile',
+      'src/pty.cc',
+      'typings/node-pty.d.ts',
+      'prebuilds/win32-x64/pty.node',
+    ];
+    for (const f of files)
+      write(`app/node_modules/node-pty/${f}`, f === 'package.json' ? '{"name":"node-pty","main":"lib/index.js"}' : 'x');
     const out = path.join(dir, 'out');
     const bundle = await bundleAgent(entry, out, ['node-pty']);
-    const copied = (d: string): string[] => fs.readdirSync(d, { recursive: true, withFileTypes: true }).filter((e) => e.isFile())
-      .map((e) => path.relative(path.join(out, 'node_modules/node-pty'), path.join(e.parentPath, e.name))).sort();
-    assert.deepEqual(copied(path.join(out, 'node_modules/node-pty')), ['LICENSE', 'build/Release/pty.node', 'lib/index.js', 'package.json']);
+    const copied = (d: string): string[] =>
+      fs
+        .readdirSync(d, { recursive: true, withFileTypes: true })
+        .filter((e) => e.isFile())
+        .map((e) => path.relative(path.join(out, 'node_modules/node-pty'), path.join(e.parentPath, e.name)))
+        .sort();
+    assert.deepEqual(copied(path.join(out, 'node_modules/node-pty')), [
+      'LICENSE',
+      'build/Release/pty.node',
+      'lib/index.js',
+      'package.json',
+    ]);
     assert.ok(!bundle.inputs.some((f) => f.endsWith('pty.cc')), 'files left out are not inputs either');
   });
 

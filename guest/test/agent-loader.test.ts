@@ -28,7 +28,8 @@ describe('guest agent loader', () => {
   });
   afterEach(() => fs.rmSync(dir, { recursive: true, force: true }));
 
-  const node = (...args: string[]): string => execFileSync(process.execPath, [path.join(dir, 'main.js'), ...args], { encoding: 'utf8' });
+  const node = (...args: string[]): string =>
+    execFileSync(process.execPath, [path.join(dir, 'main.js'), ...args], { encoding: 'utf8' });
   const cacheFile = (): string => path.join(dir, CODE_CACHE_FILE);
 
   it('runs the bundle without a cache, with require resolving from its folder', () => {
@@ -51,6 +52,9 @@ describe('guest agent loader', () => {
   });
 
   it('refuses other arguments', () => {
-    assert.throws(() => execFileSync(process.execPath, [path.join(dir, 'main.js'), '--bogus'], { stdio: 'pipe' }), /usage/);
+    assert.throws(
+      () => execFileSync(process.execPath, [path.join(dir, 'main.js'), '--bogus'], { stdio: 'pipe' }),
+      /usage/,
+    );
   });
 });

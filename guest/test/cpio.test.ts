@@ -29,7 +29,22 @@ describe('guest cpio (newc) writer', () => {
   it('round-trips entries with types, modes, symlinks, devices and data', () => {
     const entries = readNewc(sample());
     const byName = new Map(entries.map((e) => [e.name, e]));
-    assert.deepEqual(entries.map((e) => e.name), ['bin', 'bin/busybox', 'bin/sh', 'lib', 'lib/modules', 'lib/modules/virtio.ko', 'dev', 'dev/console', 'tmp', 'init', 'empty']);
+    assert.deepEqual(
+      entries.map((e) => e.name),
+      [
+        'bin',
+        'bin/busybox',
+        'bin/sh',
+        'lib',
+        'lib/modules',
+        'lib/modules/virtio.ko',
+        'dev',
+        'dev/console',
+        'tmp',
+        'init',
+        'empty',
+      ],
+    );
     assert.equal(byName.get('bin')!.mode, S_IFDIR | 0o755);
     assert.equal(byName.get('bin')!.nlink, 2);
     assert.equal(byName.get('lib/modules')!.mode & S_IFMT, S_IFDIR);
@@ -65,7 +80,10 @@ describe('guest cpio (newc) writer', () => {
       names++;
       if (name === 'TRAILER!!!') {
         const end = offset + 110 + nameSize;
-        assert.ok(archive.subarray(end).every((b) => b === 0), 'only zero padding after the trailer');
+        assert.ok(
+          archive.subarray(end).every((b) => b === 0),
+          'only zero padding after the trailer',
+        );
         break;
       }
       const dataStart = Math.ceil((offset + 110 + nameSize) / 4) * 4;
@@ -80,7 +98,8 @@ describe('guest cpio (newc) writer', () => {
 
   it('rejects bad names, duplicates, and use after finish', () => {
     const w = new NewcWriter();
-    for (const bad of ['', '/abs', 'a/../b', 'a//b', 'trailing/', './x']) assert.throws(() => w.file(bad, ''), /bad entry name/);
+    for (const bad of ['', '/abs', 'a/../b', 'a//b', 'trailing/', './x'])
+      assert.throws(() => w.file(bad, ''), /bad entry name/);
     w.file('x', 'one');
     assert.throws(() => w.file('x', 'two'), /duplicate entry 'x'/);
     assert.throws(() => w.file('x/y', ''), /not a directory/);
@@ -103,7 +122,9 @@ describe('guest cpio (newc) writer', () => {
     const r = spawnSync('busybox', ['cpio', '-t', '-v'], { input: sample(), encoding: 'utf8' });
     assert.equal(r.status, 0, r.stderr);
     const lines = r.stdout.trim().split('\n');
-    const line = (name: string): string => lines.find((l) => l.endsWith(` ${name}`) || l.includes(` ${name} -> `)) ?? assert.fail(`no ${name} in:\n${r.stdout}`);
+    const line = (name: string): string =>
+      lines.find((l) => l.endsWith(` ${name}`) || l.includes(` ${name} -> `)) ??
+      assert.fail(`no ${name} in:\n${r.stdout}`);
     assert.match(line('bin'), /^drwxr-xr-x /);
     assert.match(line('bin/busybox'), /^-rwxr-xr-x /);
     assert.match(line('bin/sh'), /^lrwxrwxrwx .* bin\/sh -> busybox$/);
@@ -117,7 +138,11 @@ describe('guest cpio (newc) writer', () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'hull-cpio-'));
     try {
       // Without the device node: creating it needs root.
-      const archive = new NewcWriter().file('bin/busybox', 'binary', 0o755).symlink('bin/sh', 'busybox').file('etc/hosts', 'x\n', 0o600).finish();
+      const archive = new NewcWriter()
+        .file('bin/busybox', 'binary', 0o755)
+        .symlink('bin/sh', 'busybox')
+        .file('etc/hosts', 'x\n', 0o600)
+        .finish();
       const r = spawnSync('busybox', ['cpio', '-i', '-d'], { input: archive, cwd: dir, encoding: 'utf8' });
       assert.equal(r.status, 0, r.stderr);
       assert.equal(fs.readFileSync(path.join(dir, 'bin/busybox'), 'utf8'), 'binary');

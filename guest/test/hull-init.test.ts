@@ -10,12 +10,15 @@ import os from 'node:os';
 import path from 'node:path';
 import { compileHullCtty, compileHullInit, hullInitConfig } from '../hull-init';
 
-const hasStaticLibc = spawnSync('gcc', ['-print-file-name=libc.a'], { encoding: 'utf8' }).stdout?.trim().startsWith('/') ?? false;
+const hasStaticLibc =
+  spawnSync('gcc', ['-print-file-name=libc.a'], { encoding: 'utf8' }).stdout?.trim().startsWith('/') ?? false;
 
 describe('hull-init', () => {
   it('compiles the agent command in as C string literals, refusing anything unusual', () => {
-    assert.equal(hullInitConfig(['/usr/bin/node', '--max-old-space-size=128', '/opt/hull/agent/main.js']).split('\n')[1],
-      '#define HULL_AGENT_ARGV "/usr/bin/node", "--max-old-space-size=128", "/opt/hull/agent/main.js"');
+    assert.equal(
+      hullInitConfig(['/usr/bin/node', '--max-old-space-size=128', '/opt/hull/agent/main.js']).split('\n')[1],
+      '#define HULL_AGENT_ARGV "/usr/bin/node", "--max-old-space-size=128", "/opt/hull/agent/main.js"',
+    );
     assert.throws(() => hullInitConfig(['/usr/bin/node', 'a"b']), /refusing/);
     assert.throws(() => hullInitConfig(['/usr/bin/node', 'a b']), /refusing/);
     assert.throws(() => hullInitConfig(['node']), /absolute/);
@@ -50,8 +53,8 @@ describe('hull-init', () => {
     it('reports orphans on fd 3 as "<pid> <exit code>" lines, signals as 128+signo, but not the agent', () => {
       // The agent here is a shell that orphans two processes (they become the subreaper's), then reads fd 3.
       const script = [
-        '(sh -c \'echo $$ > pid7; sleep 0.2; exit 7\' &)',
-        '(sh -c \'echo $$ > pid9; kill -9 $$\' &)',
+        "(sh -c 'echo $$ > pid7; sleep 0.2; exit 7' &)",
+        "(sh -c 'echo $$ > pid9; kill -9 $$' &)",
         'sleep 1',
         'timeout 2 head -n 2 <&3 | sort > records',
         'exit 5',
@@ -68,7 +71,16 @@ describe('hull-init', () => {
 
     it('passes a signal sent to it on to the agent', () => {
       // spawns: none; the hull-init this test compiled
-      const r = spawnSync(init, ['--exec', '/bin/sh', '-c', 'trap "exit 42" TERM; kill -TERM $PPID; for i in 1 2 3 4 5 6 7 8 9 10; do sleep 0.5; done; exit 1'], { encoding: 'utf8', timeout: 20_000 });
+      const r = spawnSync(
+        init,
+        [
+          '--exec',
+          '/bin/sh',
+          '-c',
+          'trap "exit 42" TERM; kill -TERM $PPID; for i in 1 2 3 4 5 6 7 8 9 10; do sleep 0.5; done; exit 1',
+        ],
+        { encoding: 'utf8', timeout: 20_000 },
+      );
       assert.equal(r.status, 42, r.stderr);
     });
 
@@ -93,7 +105,10 @@ describe('hull-init', () => {
     let dir: string;
     let ctty: string;
     // node-pty's native openpty, as the agent uses it (agent/terminal.ts).
-    let pty: { open(cols: number, rows: number): { master: number; slave: number }; resize(fd: number, cols: number, rows: number): void };
+    let pty: {
+      open(cols: number, rows: number): { master: number; slave: number };
+      resize(fd: number, cols: number, rows: number): void;
+    };
 
     before(async function () {
       if (!hasStaticLibc) this.skip();
@@ -108,7 +123,11 @@ describe('hull-init', () => {
     });
 
     /** hull-ctty run as the agent runs it: as /proc/self/fd/3, the pty's slave as stdio, fd 4 its status channel. */
-    function runCtty(args: string[], input: string, onOutput: (text: string, master: number) => void): Promise<{ code: number | null; output: string; status: string }> {
+    function runCtty(
+      args: string[],
+      input: string,
+      onOutput: (text: string, master: number) => void,
+    ): Promise<{ code: number | null; output: string; status: string }> {
       const { master, slave } = pty.open(80, 24);
       const self = fs.openSync(ctty, 'r');
       const child = spawn('/proc/self/fd/3', args, { stdio: [slave, slave, slave, self, 'pipe'] });
@@ -142,7 +161,8 @@ describe('hull-init', () => {
 
     it('makes the pty the controlling terminal of the program it runs, in the foreground: SIGWINCH comes from the kernel', async () => {
       let resized = false;
-      const script = 'read -r line < /dev/tty; echo "got $line"; trap "echo winch; exit 7" WINCH; echo ready; while :; do sleep 0.05; done';
+      const script =
+        'read -r line < /dev/tty; echo "got $line"; trap "echo winch; exit 7" WINCH; echo ready; while :; do sleep 0.05; done';
       const r = await runCtty(['sh', '-c', script], 'hello\n', (out, master) => {
         if (out.includes('ready') && !resized) {
           resized = true;

@@ -6,7 +6,13 @@ import { S_IFCHR, S_IFLNK, S_IFMT } from '../cpio';
 import { readNewc } from './lib/newc-reader';
 import { buildInitramfs, initScript, INITRD_APPLETS } from '../initramfs';
 
-const OPTIONS = { modules: ['virtio_ring', 'virtio', 'virtio_blk'], rootDevice: '/dev/vda', rootWaitSeconds: 20, init: '/sbin/init', comment: 'test' };
+const OPTIONS = {
+  modules: ['virtio_ring', 'virtio', 'virtio_blk'],
+  rootDevice: '/dev/vda',
+  rootWaitSeconds: 20,
+  init: '/sbin/init',
+  comment: 'test',
+};
 
 describe('guest initramfs', () => {
   it('contains busybox, its applet links, /dev/console, the modules in order, and /init', () => {
@@ -28,7 +34,10 @@ describe('guest initramfs', () => {
   });
 
   it('fails when a module file is missing', () => {
-    assert.throws(() => buildInitramfs({ ...OPTIONS, busybox: Buffer.alloc(1), moduleFiles: new Map() }), /no file for module virtio_ring/);
+    assert.throws(
+      () => buildInitramfs({ ...OPTIONS, busybox: Buffer.alloc(1), moduleFiles: new Map() }),
+      /no file for module virtio_ring/,
+    );
   });
 
   it('/init loads modules in the given order, waits for the root disk and switches root', () => {

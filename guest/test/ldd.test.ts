@@ -22,7 +22,10 @@ describe('guest ldd parsing', () => {
   });
 
   it('lists each library once, and accepts lines without a load address', () => {
-    assert.deepEqual(parseLdd('libc.so.6 => /lib/libc.so.6 (0x1)\nlibc.so.6 => /lib/libc.so.6\n/lib/ld.so\n'), ['/lib/libc.so.6', '/lib/ld.so']);
+    assert.deepEqual(parseLdd('libc.so.6 => /lib/libc.so.6 (0x1)\nlibc.so.6 => /lib/libc.so.6\n/lib/ld.so\n'), [
+      '/lib/libc.so.6',
+      '/lib/ld.so',
+    ]);
   });
 
   it('returns nothing for a static program', () => {
@@ -31,14 +34,20 @@ describe('guest ldd parsing', () => {
   });
 
   it('fails on a missing library and on lines it does not understand', () => {
-    assert.throws(() => parseLdd('libfoo.so.1 => not found\nlibbar.so => not found\n'), /not found: libfoo.so.1, libbar.so/);
+    assert.throws(
+      () => parseLdd('libfoo.so.1 => not found\nlibbar.so => not found\n'),
+      /not found: libfoo.so.1, libbar.so/,
+    );
     assert.throws(() => parseLdd('something odd\n'), /cannot parse/);
   });
 
   it("finds the host node's libc and loader", async function () {
     if (process.platform !== 'linux') this.skip();
     const libs = await sharedLibraries(process.execPath);
-    assert.ok(libs.some((l) => /\/libc\.so\.6$/.test(l)), libs.join(' '));
+    assert.ok(
+      libs.some((l) => /\/libc\.so\.6$/.test(l)),
+      libs.join(' '),
+    );
     assert.ok(libs.some((l) => /\/ld-linux-x86-64\.so\.2$/.test(l)) || process.arch !== 'x64', libs.join(' '));
   });
 });

@@ -1,6 +1,14 @@
 /** Kernel module index parsing and load-order resolution, over text shaped like the cloud kernel's files. */
 import assert from 'node:assert/strict';
-import { canonicalModuleName, moduleCompression, moduleNameOf, modulesUnder, parseModulesBuiltin, parseModulesDep, resolveLoadOrder } from '../modules';
+import {
+  canonicalModuleName,
+  moduleCompression,
+  moduleNameOf,
+  modulesUnder,
+  parseModulesBuiltin,
+  parseModulesDep,
+  resolveLoadOrder,
+} from '../modules';
 
 const DEP = `kernel/fs/fuse/fuse.ko:
 kernel/fs/fuse/virtiofs.ko: kernel/drivers/virtio/virtio.ko kernel/drivers/virtio/virtio_ring.ko kernel/fs/fuse/fuse.ko
@@ -57,7 +65,15 @@ describe('guest kernel modules', () => {
 
   it('orders every module after its dependencies, deterministically and without duplicates', () => {
     const plan = resolveLoadOrder(index, builtin, ['virtio_pci', 'virtio_blk']);
-    assert.deepEqual(names(plan), ['virtio_pci_legacy_dev', 'virtio_pci_modern_dev', 'virtio_ring', 'virtio', 'virtio_pci', 'crc32c_intel', 'virtio_blk']);
+    assert.deepEqual(names(plan), [
+      'virtio_pci_legacy_dev',
+      'virtio_pci_modern_dev',
+      'virtio_ring',
+      'virtio',
+      'virtio_pci',
+      'crc32c_intel',
+      'virtio_blk',
+    ]);
     assert.deepEqual(plan.builtin, []);
     assert.deepEqual(plan.missing, []);
   });
@@ -88,16 +104,28 @@ describe('guest kernel modules', () => {
     assert.throws(() => resolveLoadOrder(index, builtin, ['cyc_a']), /cycle: cyc_a -> cyc_b -> cyc_a/);
   });
 
-  it('skips a softdep that names no module (an alias such as libcrc32c\'s crc32c), as modprobe does; a hard dependency stays required', () => {
-    const idx = parseModulesDep('kernel/lib/libcrc32c.ko:\nkernel/fs/xfs/xfs.ko: kernel/lib/libcrc32c.ko\nkernel/x/needs.ko: kernel/x/gone.ko\n', 'softdep libcrc32c pre: crc32c\n');
+  it("skips a softdep that names no module (an alias such as libcrc32c's crc32c), as modprobe does; a hard dependency stays required", () => {
+    const idx = parseModulesDep(
+      'kernel/lib/libcrc32c.ko:\nkernel/fs/xfs/xfs.ko: kernel/lib/libcrc32c.ko\nkernel/x/needs.ko: kernel/x/gone.ko\n',
+      'softdep libcrc32c pre: crc32c\n',
+    );
     const plan = resolveLoadOrder(idx, new Set(), ['xfs']);
     assert.deepEqual(names(plan), ['libcrc32c', 'xfs']);
     assert.deepEqual(plan.missing, ['crc32c']);
-    assert.throws(() => resolveLoadOrder(parseModulesDep('kernel/x/needs.ko: kernel/x/gone.ko\n'), new Set(), ['needs']), /'gone' not found/);
+    assert.throws(
+      () => resolveLoadOrder(parseModulesDep('kernel/x/needs.ko: kernel/x/gone.ko\n'), new Set(), ['needs']),
+      /'gone' not found/,
+    );
   });
 
   it('lists the modules under whole folders of the tree (on-demand modules), a missing folder adding nothing', () => {
-    assert.deepEqual(modulesUnder(index, ['drivers/virtio']), ['virtio', 'virtio_ring', 'virtio_pci_modern_dev', 'virtio_pci_legacy_dev', 'virtio_pci']);
+    assert.deepEqual(modulesUnder(index, ['drivers/virtio']), [
+      'virtio',
+      'virtio_ring',
+      'virtio_pci_modern_dev',
+      'virtio_pci_legacy_dev',
+      'virtio_pci',
+    ]);
     assert.deepEqual(modulesUnder(index, ['/fs/fuse/', 'net/core', 'net/no-such']), ['fuse', 'virtiofs', 'failover']);
     assert.deepEqual(modulesUnder(index, ['drivers/vir']), [], 'a prefix of a folder name is not the folder');
   });

@@ -21,7 +21,10 @@ describe('guest rootfs', () => {
       const image = path.join(dir, 'rootfs.img');
       const result = await makeExt4(staging, image, '01234567-89ab-cdef-0123-456789abcdef');
       assert.equal(fs.statSync(image).size, result.sizeBytes);
-      assert.ok(result.sizeBytes < result.usedBytes + 16 * 1024 * 1024, `image ${result.sizeBytes} is much bigger than content ${result.usedBytes}`);
+      assert.ok(
+        result.sizeBytes < result.usedBytes + 16 * 1024 * 1024,
+        `image ${result.sizeBytes} is much bigger than content ${result.usedBytes}`,
+      );
       const ls = (p: string): string => spawnSync('debugfs', ['-R', `ls -l ${p}`, image], { encoding: 'utf8' }).stdout;
       assert.match(ls('/sbin'), /100755 \(1\)\s+0\s+0\s+\d+ .* init/);
       assert.match(ls('/'), /41777 \(2\)\s+0\s+0 .* tmp/);

@@ -13,14 +13,26 @@ describe('guest build stamp', () => {
   afterEach(() => fs.rmSync(dir, { recursive: true, force: true }));
 
   it('canonical JSON ignores key order and flattens maps', () => {
-    assert.equal(canonicalJson({ b: 1, a: { d: [2, 1], c: null } }), canonicalJson({ a: { c: null, d: [2, 1] }, b: 1 }));
-    assert.equal(canonicalJson(new Map([['y', 1], ['x', 2]])), '{"x":2,"y":1}');
+    assert.equal(
+      canonicalJson({ b: 1, a: { d: [2, 1], c: null } }),
+      canonicalJson({ a: { c: null, d: [2, 1] }, b: 1 }),
+    );
+    assert.equal(
+      canonicalJson(
+        new Map([
+          ['y', 1],
+          ['x', 2],
+        ]),
+      ),
+      '{"x":2,"y":1}',
+    );
   });
 
   it('changes when an input file or a setting changes, not otherwise', async () => {
     const file = path.join(dir, 'input');
     fs.writeFileSync(file, 'one');
-    const key = async (settings: unknown): Promise<string> => stampKey(settings, await inputIdentities([file, path.join(dir, 'absent')]));
+    const key = async (settings: unknown): Promise<string> =>
+      stampKey(settings, await inputIdentities([file, path.join(dir, 'absent')]));
     const first = await key({ a: 1 });
     assert.equal(await key({ a: 1 }), first);
     assert.notEqual(await key({ a: 2 }), first);

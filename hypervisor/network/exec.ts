@@ -30,22 +30,29 @@ export function classifyNetnsToolError(netnsPath: string, what: string, stderr: 
   const text = stderr.trim();
   const msg = `netns ${netnsPath}: ${what}: ${text || (cause instanceof Error ? cause.message : String(cause))}`;
   const e = cause as { code?: unknown; killed?: boolean } | null;
-  if (e?.code === 'ENOENT' && text === '') return new UnavailableError(`netns ${netnsPath}: ${what}: nsenter not found (util-linux)`, { cause });
-  if (e?.killed) return new DeadlineExceededError(`netns ${netnsPath}: ${what}: timed out after ${TOOL_TIMEOUT_MS} ms`, { cause });
-  if (e?.code === 'ERR_CHILD_PROCESS_STDIO_MAXBUFFER') return new InternalError(`netns ${netnsPath}: ${what}: output larger than ${MAX_OUTPUT} bytes`, { cause });
+  if (e?.code === 'ENOENT' && text === '')
+    return new UnavailableError(`netns ${netnsPath}: ${what}: nsenter not found (util-linux)`, { cause });
+  if (e?.killed)
+    return new DeadlineExceededError(`netns ${netnsPath}: ${what}: timed out after ${TOOL_TIMEOUT_MS} ms`, { cause });
+  if (e?.code === 'ERR_CHILD_PROCESS_STDIO_MAXBUFFER')
+    return new InternalError(`netns ${netnsPath}: ${what}: output larger than ${MAX_OUTPUT} bytes`, { cause });
   const s = text.toLowerCase();
   if (s.startsWith('nsenter:')) {
-    if (s.includes('cannot open') && s.includes('no such file')) return new NotFoundError(`netns ${netnsPath} does not exist`, { cause });
+    if (s.includes('cannot open') && s.includes('no such file'))
+      return new NotFoundError(`netns ${netnsPath} does not exist`, { cause });
     if (s.includes('reassociate to namespace')) {
       return new InvalidArgumentError(`netns ${netnsPath} is not a network namespace (${text})`, { cause });
     }
     if (s.includes('failed to execute')) return new UnavailableError(msg, { cause });
-    if (s.includes('permission denied') || s.includes('operation not permitted')) return new FailedPreconditionError(msg, { cause });
+    if (s.includes('permission denied') || s.includes('operation not permitted'))
+      return new FailedPreconditionError(msg, { cause });
     return new InternalError(msg, { cause });
   }
-  if (s.includes('does not exist') || s.includes('cannot find device') || s.includes('no such device')) return new NotFoundError(msg, { cause });
+  if (s.includes('does not exist') || s.includes('cannot find device') || s.includes('no such device'))
+    return new NotFoundError(msg, { cause });
   if (s.includes('file exists')) return new AlreadyExistsError(msg, { cause });
-  if (s.includes('operation not permitted') || s.includes('permission denied')) return new FailedPreconditionError(msg, { cause });
+  if (s.includes('operation not permitted') || s.includes('permission denied'))
+    return new FailedPreconditionError(msg, { cause });
   return new InternalError(msg, { cause });
 }
 
@@ -53,7 +60,8 @@ export function classifyNetnsToolError(netnsPath: string, what: string, stderr: 
 export function runInNetns(netnsPath: string, tool: Tool, args: readonly string[]): Promise<string> {
   const what = [tool, ...args].join(' ');
   for (const a of args) {
-    if (a.includes('\0')) return Promise.reject(new InvalidArgumentError(`netns ${netnsPath}: ${what}: argument contains NUL`));
+    if (a.includes('\0'))
+      return Promise.reject(new InvalidArgumentError(`netns ${netnsPath}: ${what}: argument contains NUL`));
   }
   return new Promise((resolve, reject) => {
     // spawns: nsenter, ip, tc, iptables, true; the tools of the Tool type, in the netns
@@ -90,7 +98,8 @@ async function netnsFileKind(p: string): Promise<NetnsFileKind> {
   } catch (cause) {
     const code = (cause as NodeJS.ErrnoException).code;
     if (code === 'ENOENT' || code === 'ENOTDIR') return 'missing';
-    if (code === 'EACCES' || code === 'EPERM') throw new FailedPreconditionError(`netns ${p}: cannot stat: ${code}`, { cause });
+    if (code === 'EACCES' || code === 'EPERM')
+      throw new FailedPreconditionError(`netns ${p}: cannot stat: ${code}`, { cause });
     throw new InternalError(`netns ${p}: statfs failed`, { cause });
   }
   return type === NSFS_MAGIC ? 'nsfs' : 'other';
@@ -106,11 +115,15 @@ export async function checkNetnsFile(netnsPath: unknown): Promise<string> {
   const kind = await netnsFileKind(p);
   if (kind === 'missing') throw new NotFoundError(`netns ${p} does not exist`);
   if (kind === 'other') {
-    throw new InvalidArgumentError(`netns ${p} is not a namespace file (expected nsfs, a bind mount of /proc/<pid>/ns/net)`);
+    throw new InvalidArgumentError(
+      `netns ${p} is not a namespace file (expected nsfs, a bind mount of /proc/<pid>/ns/net)`,
+    );
   }
   if (await isOwnNetns(p)) {
     // Taps and redirects there would hand the host's own traffic to the VM.
-    throw new InvalidArgumentError(`netns ${p} is the host's own network namespace: a pod VM cannot share the host's network (host networking is not supported)`);
+    throw new InvalidArgumentError(
+      `netns ${p} is the host's own network namespace: a pod VM cannot share the host's network (host networking is not supported)`,
+    );
   }
   return p;
 }

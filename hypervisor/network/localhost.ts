@@ -10,7 +10,14 @@
  */
 import type net from 'node:net';
 import { listenInNetns, originalDestination } from 'hull-netns';
-import { FailedPreconditionError, InternalError, InvalidArgumentError, NotFoundError, ShimError, UnavailableError } from '../../errors';
+import {
+  FailedPreconditionError,
+  InternalError,
+  InvalidArgumentError,
+  NotFoundError,
+  ShimError,
+  UnavailableError,
+} from '../../errors';
 import { checkNetnsFile, runInNetns, unlessNetnsGone } from './exec';
 
 export const REDIRECT_COMMENT = 'hull-port-forward';
@@ -19,11 +26,29 @@ const XTABLES_WAIT_S = '10';
 
 /** The rule, without the command (-A/-D/-C), for the listener's port. */
 function ruleSpec(port: number): string[] {
-  return ['OUTPUT', '-d', '127.0.0.1/32', '-o', 'lo', '-p', 'tcp', '-m', 'comment', '--comment', REDIRECT_COMMENT, '-j', 'REDIRECT', '--to-ports', String(port)];
+  return [
+    'OUTPUT',
+    '-d',
+    '127.0.0.1/32',
+    '-o',
+    'lo',
+    '-p',
+    'tcp',
+    '-m',
+    'comment',
+    '--comment',
+    REDIRECT_COMMENT,
+    '-j',
+    'REDIRECT',
+    '--to-ports',
+    String(port),
+  ];
 }
 
 /** Our rule as `iptables -S` prints it; anything else in the chain is not ours. */
-const OUR_RULE = new RegExp(`^-A OUTPUT -d 127\\.0\\.0\\.1/32 -o lo -p tcp -m comment --comment "?${REDIRECT_COMMENT}"? -j REDIRECT --to-ports (\\d{1,5})$`);
+const OUR_RULE = new RegExp(
+  `^-A OUTPUT -d 127\\.0\\.0\\.1/32 -o lo -p tcp -m comment --comment "?${REDIRECT_COMMENT}"? -j REDIRECT --to-ports (\\d{1,5})$`,
+);
 
 function iptables(netnsPath: string, args: string[]): Promise<string> {
   return runInNetns(netnsPath, 'iptables', ['-w', XTABLES_WAIT_S, '-t', 'nat', ...args]);
@@ -108,9 +133,13 @@ export class LocalhostRedirect {
 
 function describeRuleError(ns: string, err: unknown): ShimError {
   const msg = err instanceof Error ? err.message : String(err);
-  if (err instanceof UnavailableError) return new UnavailableError(`netns ${ns}: port forwarding needs iptables (${msg})`, { cause: err });
+  if (err instanceof UnavailableError)
+    return new UnavailableError(`netns ${ns}: port forwarding needs iptables (${msg})`, { cause: err });
   if (/REDIRECT|nat|No chain|Couldn't load|Extension|not supported/i.test(msg)) {
-    return new FailedPreconditionError(`netns ${ns}: the kernel cannot redirect localhost connections (nat REDIRECT): ${msg}`, { cause: err });
+    return new FailedPreconditionError(
+      `netns ${ns}: the kernel cannot redirect localhost connections (nat REDIRECT): ${msg}`,
+      { cause: err },
+    );
   }
   return err instanceof ShimError ? err : new InternalError(`netns ${ns}: ${msg}`, { cause: err });
 }

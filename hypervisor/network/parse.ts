@@ -5,7 +5,14 @@
  * interfaces is an InvalidArgumentError naming the netns and the device.
  */
 import { InternalError, InvalidArgumentError } from '../../errors';
-import { NUD_PERMANENT, type NetAddress, type NetEndpoint, type NetNeighbor, type NetRoute, type NetnsScan } from './types';
+import {
+  NUD_PERMANENT,
+  type NetAddress,
+  type NetEndpoint,
+  type NetNeighbor,
+  type NetRoute,
+  type NetnsScan,
+} from './types';
 import {
   TAP_PATTERN,
   checkIfName,
@@ -41,7 +48,8 @@ function isObject(v: unknown): v is Json {
 }
 
 function arrayOf(data: unknown, netnsPath: string, what: string): Json[] {
-  if (!Array.isArray(data) || !data.every(isObject)) throw new InternalError(`netns ${netnsPath}: ${what}: not a JSON array of objects`);
+  if (!Array.isArray(data) || !data.every(isObject))
+    throw new InternalError(`netns ${netnsPath}: ${what}: not a JSON array of objects`);
   return data;
 }
 
@@ -93,7 +101,9 @@ function parseAddresses(link: LinkInfo, device: string, netnsPath: string): NetA
     if (family === undefined) continue;
     const address = a.local;
     if (ipFamily(address) !== family || !isValidPrefix(family, a.prefixlen)) {
-      throw new InvalidArgumentError(`netns ${netnsPath}: device ${device}: unusable address ${JSON.stringify(address)}/${JSON.stringify(a.prefixlen)}`);
+      throw new InvalidArgumentError(
+        `netns ${netnsPath}: device ${device}: unusable address ${JSON.stringify(address)}/${JSON.stringify(a.prefixlen)}`,
+      );
     }
     if (a.scope === 'host') continue;
     if (family === 6 && (a.scope === 'link' || isLinkLocalV6(address as string))) continue;
@@ -109,9 +119,12 @@ export function endpointsFromLinks(links: LinkInfo[], netnsPath: string): NetEnd
     const name = checkIfName(link.name, `netns ${netnsPath}`);
     const mac = normalizeMac(link.address);
     if (mac === undefined || isMulticastMac(mac)) {
-      throw new InvalidArgumentError(`netns ${netnsPath}: device ${name}: unusable MAC ${JSON.stringify(link.address)}`);
+      throw new InvalidArgumentError(
+        `netns ${netnsPath}: device ${name}: unusable MAC ${JSON.stringify(link.address)}`,
+      );
     }
-    if (!isValidMtu(link.mtu)) throw new InvalidArgumentError(`netns ${netnsPath}: device ${name}: unusable MTU ${JSON.stringify(link.mtu)}`);
+    if (!isValidMtu(link.mtu))
+      throw new InvalidArgumentError(`netns ${netnsPath}: device ${name}: unusable MTU ${JSON.stringify(link.mtu)}`);
     return { name, mac, mtu: link.mtu, addresses: parseAddresses(link, name, netnsPath), tap: `tap${i}_hull` };
   });
 }
@@ -153,13 +166,15 @@ export function parseRoutes(data: unknown, family: 4 | 6, devices: ReadonlySet<s
     if (scope === undefined) throw new InvalidArgumentError(`${where}: unknown scope ${JSON.stringify(r.scope)}`);
     const route: NetRoute = { dest, device: r.dev, scope, family };
     if (r.gateway !== undefined) {
-      if (ipFamily(r.gateway) !== family) throw new InvalidArgumentError(`${where}: unusable gateway ${JSON.stringify(r.gateway)}`);
+      if (ipFamily(r.gateway) !== family)
+        throw new InvalidArgumentError(`${where}: unusable gateway ${JSON.stringify(r.gateway)}`);
       route.gateway = r.gateway as string;
     } else if (r.via !== undefined) {
       continue; // a gateway of the other family (RFC 5549): the guest gets no such route
     }
     if (r.prefsrc !== undefined) {
-      if (ipFamily(r.prefsrc) !== family) throw new InvalidArgumentError(`${where}: unusable source ${JSON.stringify(r.prefsrc)}`);
+      if (ipFamily(r.prefsrc) !== family)
+        throw new InvalidArgumentError(`${where}: unusable source ${JSON.stringify(r.prefsrc)}`);
       route.source = r.prefsrc as string;
     }
     out.push(route);
@@ -191,6 +206,9 @@ export function buildScan(
 ): NetnsScan {
   const endpoints = endpointsFromLinks(parseLinks(docs.addr, netnsPath), netnsPath);
   const devices = new Set(endpoints.map((e) => e.name));
-  const routes = [...parseRoutes(docs.route4, 4, devices, netnsPath), ...parseRoutes(docs.route6, 6, devices, netnsPath)];
+  const routes = [
+    ...parseRoutes(docs.route4, 4, devices, netnsPath),
+    ...parseRoutes(docs.route6, 6, devices, netnsPath),
+  ];
   return { endpoints, routes, neighbors: parseNeighbors(docs.neigh, devices, netnsPath) };
 }

@@ -12,7 +12,15 @@ import { FailedPreconditionError, InternalError, InvalidArgumentError, NotFoundE
 import { checkNetnsFile, runInNetns, runJson, unlessNetnsGone } from './exec';
 import { parseLinks, type LinkInfo } from './parse';
 import type { NetEndpoint } from './types';
-import { checkIfName, checkNetnsPathShape, checkTapName, isValidIfName, isValidMtu, normalizeMac, TAP_PATTERN } from './validate';
+import {
+  checkIfName,
+  checkNetnsPathShape,
+  checkTapName,
+  isValidIfName,
+  isValidMtu,
+  normalizeMac,
+  TAP_PATTERN,
+} from './validate';
 
 /** The filters' priority: 1, so that the redirect is the first thing an ingress packet meets. */
 export const REDIRECT_PREF = '1';
@@ -39,12 +47,35 @@ async function hasIngressQdisc(netnsPath: string, dev: string): Promise<boolean>
 
 function addRedirect(netnsPath: string, from: string, to: string): Promise<string> {
   return runInNetns(netnsPath, 'tc', [
-    'filter', 'add', 'dev', from, 'parent', INGRESS_PARENT, 'protocol', 'all', 'pref', REDIRECT_PREF,
-    'u32', 'match', 'u8', '0', '0', 'action', 'mirred', 'egress', 'redirect', 'dev', to,
+    'filter',
+    'add',
+    'dev',
+    from,
+    'parent',
+    INGRESS_PARENT,
+    'protocol',
+    'all',
+    'pref',
+    REDIRECT_PREF,
+    'u32',
+    'match',
+    'u8',
+    '0',
+    '0',
+    'action',
+    'mirred',
+    'egress',
+    'redirect',
+    'dev',
+    to,
   ]);
 }
 
-interface FilterEntry { pref: unknown; kind: unknown; options?: { fh?: unknown; actions?: unknown } }
+interface FilterEntry {
+  pref: unknown;
+  kind: unknown;
+  options?: { fh?: unknown; actions?: unknown };
+}
 
 /** The mirred redirect target of a one-action u32 filter at our priority, else undefined. */
 function redirectTarget(f: FilterEntry): string | undefined {
@@ -59,15 +90,22 @@ function redirectTarget(f: FilterEntry): string | undefined {
  * Removes from `dev`'s ingress our redirects to any of `taps` (or to a device that is gone). Returns how many it
  * removed and how many filter entries are left.
  */
-async function removeRedirects(netnsPath: string, dev: string, taps: readonly string[]): Promise<{ removed: number; left: number }> {
+async function removeRedirects(
+  netnsPath: string,
+  dev: string,
+  taps: readonly string[],
+): Promise<{ removed: number; left: number }> {
   const read = async (): Promise<FilterEntry[]> => {
     const list = await runJson(netnsPath, 'tc', ['filter', 'show', 'dev', dev, 'ingress']);
-    if (!Array.isArray(list)) throw new InternalError(`netns ${netnsPath}: tc -j filter show dev ${dev} ingress: not a JSON array`);
+    if (!Array.isArray(list))
+      throw new InternalError(`netns ${netnsPath}: tc -j filter show dev ${dev} ingress: not a JSON array`);
     return list.filter((f): f is FilterEntry => typeof f === 'object' && f !== null);
   };
   const filters = await read();
   // The u32 rules at our priority (tc also lists the classifier and its hash table there: no rule handle, kept).
-  const rules = filters.filter((f) => String(f.pref) === REDIRECT_PREF && typeof f.options?.fh === 'string' && U32_HANDLE.test(f.options.fh));
+  const rules = filters.filter(
+    (f) => String(f.pref) === REDIRECT_PREF && typeof f.options?.fh === 'string' && U32_HANDLE.test(f.options.fh),
+  );
   const ours = rules.filter((f) => {
     const target = redirectTarget(f);
     return target !== undefined && (target === '*' || taps.includes(target));
@@ -79,7 +117,8 @@ async function removeRedirects(netnsPath: string, dev: string, taps: readonly st
   } else {
     for (const f of ours) {
       const fh = f.options?.fh;
-      if (typeof fh !== 'string' || !U32_HANDLE.test(fh)) throw new InternalError(`netns ${netnsPath}: device ${dev}: filter handle ${JSON.stringify(fh)} unusable`);
+      if (typeof fh !== 'string' || !U32_HANDLE.test(fh))
+        throw new InternalError(`netns ${netnsPath}: device ${dev}: filter handle ${JSON.stringify(fh)} unusable`);
       await runInNetns(netnsPath, 'tc', [...base, 'handle', fh, 'u32']);
     }
   }
@@ -93,11 +132,15 @@ function checkEndpoints(netnsPath: string, endpoints: readonly NetEndpoint[]): v
   for (const ep of endpoints) {
     const where = `netns ${netnsPath}`;
     const name = checkIfName(ep?.name, where);
-    if (TAP_PATTERN.test(name)) throw new InvalidArgumentError(`${where}: device ${name} is a hull tap, not an endpoint`);
+    if (TAP_PATTERN.test(name))
+      throw new InvalidArgumentError(`${where}: device ${name} is a hull tap, not an endpoint`);
     checkTapName(ep.tap, `${where}: device ${name}`);
-    if (normalizeMac(ep.mac) === undefined) throw new InvalidArgumentError(`${where}: device ${name}: invalid MAC ${JSON.stringify(ep.mac)}`);
-    if (!isValidMtu(ep.mtu)) throw new InvalidArgumentError(`${where}: device ${name}: invalid MTU ${JSON.stringify(ep.mtu)}`);
-    if (names.has(name) || taps.has(ep.tap)) throw new InvalidArgumentError(`${where}: device ${name} or tap ${ep.tap} listed twice`);
+    if (normalizeMac(ep.mac) === undefined)
+      throw new InvalidArgumentError(`${where}: device ${name}: invalid MAC ${JSON.stringify(ep.mac)}`);
+    if (!isValidMtu(ep.mtu))
+      throw new InvalidArgumentError(`${where}: device ${name}: invalid MTU ${JSON.stringify(ep.mtu)}`);
+    if (names.has(name) || taps.has(ep.tap))
+      throw new InvalidArgumentError(`${where}: device ${name} or tap ${ep.tap} listed twice`);
     names.add(name);
     taps.add(ep.tap);
   }
@@ -108,25 +151,32 @@ async function attachOne(netnsPath: string, ep: NetEndpoint, undo: Undo[]): Prom
   const veth = await getLink(netnsPath, ep.name);
   if (veth === undefined) throw new NotFoundError(`${where} does not exist`);
   const mac = normalizeMac(veth.address);
-  if (mac !== normalizeMac(ep.mac)) throw new FailedPreconditionError(`${where}: its MAC is ${String(veth.address)}, not ${ep.mac} (scan again)`);
+  if (mac !== normalizeMac(ep.mac))
+    throw new FailedPreconditionError(`${where}: its MAC is ${String(veth.address)}, not ${ep.mac} (scan again)`);
 
   // The tap: reuse ours if it is a single-queue tap without packet info (what QEMU's ifname= opens), else recreate.
   const tapWhere = `netns ${netnsPath}: tap ${ep.tap}`;
   let tap = await getLink(netnsPath, ep.tap);
-  if (tap !== undefined && tap.kind !== 'tun') throw new FailedPreconditionError(`${tapWhere} exists and is a ${tap.kind ?? 'non-tun'} device, not a tap`);
+  if (tap !== undefined && tap.kind !== 'tun')
+    throw new FailedPreconditionError(`${tapWhere} exists and is a ${tap.kind ?? 'non-tun'} device, not a tap`);
   if (tap !== undefined && (tap.tun?.type !== 'tap' || tap.tun.multiQueue === true)) {
     await runInNetns(netnsPath, 'ip', ['link', 'del', 'dev', ep.tap]);
     tap = undefined;
   }
   if (tap === undefined) {
     await runInNetns(netnsPath, 'ip', ['tuntap', 'add', 'dev', ep.tap, 'mode', 'tap']);
-    undo.push(async () => { await runInNetns(netnsPath, 'ip', ['link', 'del', 'dev', ep.tap]); });
+    undo.push(async () => {
+      await runInNetns(netnsPath, 'ip', ['link', 'del', 'dev', ep.tap]);
+    });
   } else if (await hasIngressQdisc(netnsPath, ep.tap)) {
     await runInNetns(netnsPath, 'tc', ['qdisc', 'del', 'dev', ep.tap, 'ingress']); // reset: its filters go with it
   }
   await runInNetns(netnsPath, 'ip', ['link', 'set', 'dev', ep.tap, 'mtu', String(ep.mtu), 'up']);
   await runInNetns(netnsPath, 'tc', ['qdisc', 'add', 'dev', ep.tap, 'ingress']);
-  if (tap !== undefined) undo.push(async () => { await runInNetns(netnsPath, 'tc', ['qdisc', 'del', 'dev', ep.tap, 'ingress']); });
+  if (tap !== undefined)
+    undo.push(async () => {
+      await runInNetns(netnsPath, 'tc', ['qdisc', 'del', 'dev', ep.tap, 'ingress']);
+    });
   await addRedirect(netnsPath, ep.tap, ep.name);
 
   // The veth: our ingress qdisc unless one is there, then our redirect (replacing an earlier one of ours).
@@ -134,10 +184,14 @@ async function attachOne(netnsPath: string, ep: NetEndpoint, undo: Undo[]): Prom
     await removeRedirects(netnsPath, ep.name, [ep.tap]);
   } else {
     await runInNetns(netnsPath, 'tc', ['qdisc', 'add', 'dev', ep.name, 'ingress']);
-    undo.push(async () => { await runInNetns(netnsPath, 'tc', ['qdisc', 'del', 'dev', ep.name, 'ingress']); });
+    undo.push(async () => {
+      await runInNetns(netnsPath, 'tc', ['qdisc', 'del', 'dev', ep.name, 'ingress']);
+    });
   }
   await addRedirect(netnsPath, ep.name, ep.tap);
-  undo.push(async () => { await removeRedirects(netnsPath, ep.name, [ep.tap]); });
+  undo.push(async () => {
+    await removeRedirects(netnsPath, ep.name, [ep.tap]);
+  });
 }
 
 /**

@@ -45,8 +45,12 @@ export function normalizeMac(mac: unknown): string | undefined {
 /** A NIC's own MAC: six octets, unicast, not all zeros; returned lower-cased. */
 export function checkMac(mac: unknown, what: string): string {
   const m = normalizeMac(mac);
-  if (m === undefined) throw new InvalidArgumentError(`${what}: ${JSON.stringify(mac)} is not a MAC address of six octets (aa:bb:cc:dd:ee:ff)`);
-  if (isMulticastMac(m)) throw new InvalidArgumentError(`${what}: ${m} is a multicast address; a NIC needs a unicast one`);
+  if (m === undefined)
+    throw new InvalidArgumentError(
+      `${what}: ${JSON.stringify(mac)} is not a MAC address of six octets (aa:bb:cc:dd:ee:ff)`,
+    );
+  if (isMulticastMac(m))
+    throw new InvalidArgumentError(`${what}: ${m} is a multicast address; a NIC needs a unicast one`);
   if (isZeroMac(m)) throw new InvalidArgumentError(`${what}: the MAC is all zeros`);
   return m;
 }
@@ -68,7 +72,7 @@ export function ipFamily(address: unknown): 4 | 6 | undefined {
 }
 
 function firstHextet(v6: string): number {
-  const head = v6.startsWith('::') ? '0' : v6.split(':')[0] ?? '0';
+  const head = v6.startsWith('::') ? '0' : (v6.split(':')[0] ?? '0');
   return parseInt(head, 16);
 }
 
@@ -83,7 +87,11 @@ export function isMulticastV6(address: string): boolean {
 }
 
 export function isValidPrefix(family: 4 | 6, prefixLength: unknown): prefixLength is number {
-  return Number.isInteger(prefixLength) && (prefixLength as number) >= 0 && (prefixLength as number) <= (family === 4 ? 32 : 128);
+  return (
+    Number.isInteger(prefixLength) &&
+    (prefixLength as number) >= 0 &&
+    (prefixLength as number) <= (family === 4 ? 32 : 128)
+  );
 }
 
 /** An MTU we can give a tap: 68 (IPv4's minimum) to 65521 (the tun driver's maximum). */
@@ -96,11 +104,14 @@ export function isValidMtu(mtu: unknown): mtu is number {
  * `..`, `//` or trailing `/`), no NUL, at most 4096 bytes. Returns it unchanged.
  */
 export function checkNetnsPathShape(netnsPath: unknown): string {
-  if (typeof netnsPath !== 'string' || netnsPath === '') throw new InvalidArgumentError('netns path: empty or not a string');
+  if (typeof netnsPath !== 'string' || netnsPath === '')
+    throw new InvalidArgumentError('netns path: empty or not a string');
   const shown = JSON.stringify(netnsPath.slice(0, 200));
   // eslint-disable-next-line no-control-regex
-  if (/[\u0000-\u001f\u007f]/.test(netnsPath)) throw new InvalidArgumentError(`netns path ${shown}: contains a control character`);
-  if (Buffer.byteLength(netnsPath) > MAX_NETNS_PATH) throw new InvalidArgumentError(`netns path ${shown}: longer than ${MAX_NETNS_PATH} bytes`);
+  if (/[\u0000-\u001f\u007f]/.test(netnsPath))
+    throw new InvalidArgumentError(`netns path ${shown}: contains a control character`);
+  if (Buffer.byteLength(netnsPath) > MAX_NETNS_PATH)
+    throw new InvalidArgumentError(`netns path ${shown}: longer than ${MAX_NETNS_PATH} bytes`);
   if (!path.posix.isAbsolute(netnsPath)) throw new InvalidArgumentError(`netns path ${shown}: not absolute`);
   if (netnsPath === '/' || path.posix.normalize(netnsPath) !== netnsPath || netnsPath.endsWith('/')) {
     throw new InvalidArgumentError(`netns path ${shown}: not normalised`);

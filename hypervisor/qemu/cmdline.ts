@@ -15,9 +15,19 @@ import { AGENT_SERIAL_NAME, GUEST_SHARE_TAG, type Accel, type AgentTransport, ty
  * about 0.5 s less from QEMU start to agent ready. (`mitigations=off` would save more and is deliberately absent.)
  */
 export const BASE_KERNEL_PARAMS: readonly string[] = Object.freeze([
-  'console=ttyS0', 'panic=-1', 'quiet', 'reboot=k',
-  'tsc=reliable', 'no_timer_check', 'rcupdate.rcu_expedited=1', 'noreplace-smp', 'cryptomgr.notests',
-  'i8042.direct=1', 'i8042.dumbkbd=1', 'i8042.nopnp=1', 'i8042.noaux=1',
+  'console=ttyS0',
+  'panic=-1',
+  'quiet',
+  'reboot=k',
+  'tsc=reliable',
+  'no_timer_check',
+  'rcupdate.rcu_expedited=1',
+  'noreplace-smp',
+  'cryptomgr.notests',
+  'i8042.direct=1',
+  'i8042.dumbkbd=1',
+  'i8042.nopnp=1',
+  'i8042.noaux=1',
 ]);
 
 /** qboot, a minimal firmware that loads the kernel faster than SeaBIOS; used when QEMU's package ships it. */
@@ -53,7 +63,12 @@ export interface QemuCmdline {
 
 /** q35 with the accelerator and the shared memory backend as guest RAM; `-cpu max` under TCG, `host` under KVM. */
 export function machineArgs(accel: Accel): string[] {
-  return ['-machine', `q35,accel=${accel},memory-backend=${MEMORY_BACKEND_ID}`, '-cpu', accel === 'kvm' ? 'host' : 'max'];
+  return [
+    '-machine',
+    `q35,accel=${accel},memory-backend=${MEMORY_BACKEND_ID}`,
+    '-cpu',
+    accel === 'kvm' ? 'host' : 'max',
+  ];
 }
 
 /** No default devices, no config files, no display, and a guest reboot ends QEMU (with panic=-1: a panic does). */
@@ -70,12 +85,17 @@ export function nameArgs(id: string): string[] {
  * private anonymous RAM would make virtio-fs fail.
  */
 export function cpuMemoryArgs(vcpus: number, memoryMiB: number): string[] {
-  if (!Number.isInteger(vcpus) || vcpus < 1) throw new InvalidArgumentError(`vcpus ${vcpus} must be a positive integer`);
-  if (!Number.isInteger(memoryMiB) || memoryMiB < 1) throw new InvalidArgumentError(`memoryMiB ${memoryMiB} must be a positive integer`);
+  if (!Number.isInteger(vcpus) || vcpus < 1)
+    throw new InvalidArgumentError(`vcpus ${vcpus} must be a positive integer`);
+  if (!Number.isInteger(memoryMiB) || memoryMiB < 1)
+    throw new InvalidArgumentError(`memoryMiB ${memoryMiB} must be a positive integer`);
   return [
-    '-smp', String(vcpus),
-    '-m', `${memoryMiB}M`,
-    '-object', `memory-backend-memfd,id=${MEMORY_BACKEND_ID},size=${memoryMiB}M,share=on`,
+    '-smp',
+    String(vcpus),
+    '-m',
+    `${memoryMiB}M`,
+    '-object',
+    `memory-backend-memfd,id=${MEMORY_BACKEND_ID},size=${memoryMiB}M,share=on`,
   ];
 }
 
@@ -83,20 +103,30 @@ export function cpuMemoryArgs(vcpus: number, memoryMiB: number): string[] {
 export function kernelCommandLine(transport: AgentTransport, extra: readonly string[], debug: boolean): string {
   const base = debug ? BASE_KERNEL_PARAMS.filter((w) => w !== 'quiet') : BASE_KERNEL_PARAMS;
   for (const word of extra) {
-    if (word.length === 0 || /\s/.test(word)) throw new InvalidArgumentError(`kernel parameter ${JSON.stringify(word)} must be one word`);
+    if (word.length === 0 || /\s/.test(word))
+      throw new InvalidArgumentError(`kernel parameter ${JSON.stringify(word)} must be one word`);
   }
   return [...base, `hull.agent=${transport}`, ...extra].join(' ');
 }
 
 export function kernelArgs(kernel: string, initrd: string, append: string): string[] {
-  return ['-kernel', checkOptionValue('kernel', kernel), '-initrd', checkOptionValue('initrd', initrd), '-append', append];
+  return [
+    '-kernel',
+    checkOptionValue('kernel', kernel),
+    '-initrd',
+    checkOptionValue('initrd', initrd),
+    '-append',
+    append,
+  ];
 }
 
 /** The guest image as a read-only raw virtio-blk disk (/dev/vda). */
 export function rootDiskArgs(image: string): string[] {
   return [
-    '-drive', `file=${checkOptionValue('image', image)},if=none,id=rootfs,format=raw,readonly=on`,
-    '-device', 'virtio-blk-pci,drive=rootfs',
+    '-drive',
+    `file=${checkOptionValue('image', image)},if=none,id=rootfs,format=raw,readonly=on`,
+    '-device',
+    'virtio-blk-pci,drive=rootfs',
   ];
 }
 
@@ -109,17 +139,22 @@ export function agentArgs(agent: AgentChannel): string[] {
     return ['-device', `vhost-vsock-pci,guest-cid=${agent.cid}`];
   }
   return [
-    '-device', 'virtio-serial-pci',
-    '-chardev', `socket,id=agent,path=${checkOptionValue('agent socket', agent.socketPath)},server=on,wait=off`,
-    '-device', `virtserialport,chardev=agent,name=${AGENT_SERIAL_NAME}`,
+    '-device',
+    'virtio-serial-pci',
+    '-chardev',
+    `socket,id=agent,path=${checkOptionValue('agent socket', agent.socketPath)},server=on,wait=off`,
+    '-device',
+    `virtserialport,chardev=agent,name=${AGENT_SERIAL_NAME}`,
   ];
 }
 
 /** virtio-fs: QEMU connects to virtiofsd's vhost-user socket (virtiofsd must already listen). */
 export function virtiofsArgs(socketPath: string): string[] {
   return [
-    '-chardev', `socket,id=fs,path=${checkOptionValue('virtiofsd socket', socketPath)}`,
-    '-device', `vhost-user-fs-pci,chardev=fs,tag=${GUEST_SHARE_TAG}`,
+    '-chardev',
+    `socket,id=fs,path=${checkOptionValue('virtiofsd socket', socketPath)}`,
+    '-device',
+    `vhost-user-fs-pci,chardev=fs,tag=${GUEST_SHARE_TAG}`,
   ];
 }
 
@@ -135,8 +170,10 @@ export function networkArgs(nics: readonly VmNic[], vhostNet: boolean): string[]
     const mac = checkOptionValue('NIC MAC', nic.mac);
     const id = `net${i}`;
     return [
-      '-netdev', `tap,id=${id},ifname=${tap},script=no,downscript=no${vhostNet ? ',vhost=on' : ''}`,
-      '-device', `virtio-net-pci,netdev=${id},mac=${mac}${nic.mtu === undefined ? '' : `,host_mtu=${nic.mtu}`}`,
+      '-netdev',
+      `tap,id=${id},ifname=${tap},script=no,downscript=no${vhostNet ? ',vhost=on' : ''}`,
+      '-device',
+      `virtio-net-pci,netdev=${id},mac=${mac}${nic.mtu === undefined ? '' : `,host_mtu=${nic.mtu}`}`,
     ];
   });
 }

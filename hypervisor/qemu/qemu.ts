@@ -11,13 +11,38 @@
  *   starting/running/paused --(stop | QEMU exits)--> stopped --cleanup--> cleaned
  */
 import fs from 'node:fs';
-import { FailedPreconditionError, InternalError, NotImplementedError, UnavailableError, CancelledError } from '../../errors';
-import { CID_ATTEMPTS, chooseAccel, chooseTransport, chooseVhostNet, cidCandidates, isCidInUse, realHostProbe, type HostProbe } from '../accel';
+import {
+  FailedPreconditionError,
+  InternalError,
+  NotImplementedError,
+  UnavailableError,
+  CancelledError,
+} from '../../errors';
+import {
+  CID_ATTEMPTS,
+  chooseAccel,
+  chooseTransport,
+  chooseVhostNet,
+  cidCandidates,
+  isCidInUse,
+  realHostProbe,
+  type HostProbe,
+} from '../accel';
 import { realFileProbe, resolveConfig, type FileProbe, type ResolvedConfig } from '../config';
 import { chooseConfinement, realConfineProbe, type ConfineProbe, type QemuConfinement } from '../confine';
 import { GuestConsole, type ConsoleLimits } from '../console';
 import { OwnedProcess } from '../process';
-import { AGENT_VSOCK_PORT, type Accel, type AgentAddress, type AgentTransport, type Device, type Hypervisor, type SpawnedHelper, type VmConfig, type VmExit } from '../types';
+import {
+  AGENT_VSOCK_PORT,
+  type Accel,
+  type AgentAddress,
+  type AgentTransport,
+  type Device,
+  type Hypervisor,
+  type SpawnedHelper,
+  type VmConfig,
+  type VmExit,
+} from '../types';
 import { NOOP_LOGGER, type Logger } from '../../log';
 import { Mutex, abortError, sleep } from '../util';
 import { Virtiofsd, probeSandboxMode, type SandboxMode } from '../virtiofsd';
@@ -115,21 +140,35 @@ export class QemuHypervisor implements Hypervisor {
       const accel = chooseAccel(c.accel, this.#opts.hostProbe);
       const transport = chooseTransport(c.agentTransport, this.#opts.hostProbe);
       this.#log.info({ id: c.id, accel: accel.value, why: accel.reason }, `accel: ${accel.value}`);
-      this.#log.info({ id: c.id, transport: transport.value, why: transport.reason }, `agent transport: ${transport.value}`);
+      this.#log.info(
+        { id: c.id, transport: transport.value, why: transport.reason },
+        `agent transport: ${transport.value}`,
+      );
       const confinement = chooseConfinement({ seccomp: c.seccomp, qemuUser: c.qemuUser }, this.#opts.confineProbe);
-      this.#log.info({ id: c.id, seccomp: confinement.value.seccomp, runAs: confinement.value.runAs, why: confinement.reason },
-        `qemu confinement: ${confinement.value.seccomp ? 'seccomp' : 'no seccomp'}, ${confinement.value.runAs === undefined ? 'no -runas' : `runs as ${confinement.value.runAs}`}`);
+      this.#log.info(
+        { id: c.id, seccomp: confinement.value.seccomp, runAs: confinement.value.runAs, why: confinement.reason },
+        `qemu confinement: ${confinement.value.seccomp ? 'seccomp' : 'no seccomp'}, ${confinement.value.runAs === undefined ? 'no -runas' : `runs as ${confinement.value.runAs}`}`,
+      );
       fs.mkdirSync(c.paths.stateDir, { recursive: true, mode: 0o700 });
       // Leftovers of an earlier run with the same folder would confuse the socket waits.
       for (const p of [c.paths.qmpSocket, c.paths.agentSocket, c.paths.virtiofsdSocket]) {
         fs.rmSync(p, { force: true });
       }
-      Object.assign(this.#s, { cfg: c, accel: accel.value, transport: transport.value, onSpawn: cfg.onSpawn, confinement: confinement.value });
+      Object.assign(this.#s, {
+        cfg: c,
+        accel: accel.value,
+        transport: transport.value,
+        onSpawn: cfg.onSpawn,
+        confinement: confinement.value,
+      });
       if (transport.value === 'vsock') this.#s.cid = cidCandidates(c.id).next().value as number;
       if (c.network !== undefined) {
         const vhost = chooseVhostNet(accel.value, this.#opts.hostProbe);
         this.#s.vhostNet = vhost.value;
-        this.#log.info({ id: c.id, netns: c.network.netnsPath, nics: c.network.nics, vhostNet: vhost.value, why: vhost.reason }, `network: ${c.network.nics.length} NIC(s) in ${c.network.netnsPath}`);
+        this.#log.info(
+          { id: c.id, netns: c.network.netnsPath, nics: c.network.nics, vhostNet: vhost.value, why: vhost.reason },
+          `network: ${c.network.nics.length} NIC(s) in ${c.network.netnsPath}`,
+        );
       }
       this.#s.argv = this.#buildArgv();
       this.#s.phase = 'prepared';
@@ -212,7 +251,8 @@ export class QemuHypervisor implements Hypervisor {
     return this.#lock.run(async () => {
       const s = this.#s;
       if (s.phase === 'cleaned' || s.phase === 'new') return;
-      if (s.qemu?.alive) throw new FailedPreconditionError(`cleanup: QEMU (pid ${s.qemu.pid}) is still running; stop it first`);
+      if (s.qemu?.alive)
+        throw new FailedPreconditionError(`cleanup: QEMU (pid ${s.qemu.pid}) is still running; stop it first`);
       if (s.qemu) await this.#recordExit(s.qemu);
       await s.virtiofsd?.stop(0);
       if (s.cfg) fs.rmSync(s.cfg.paths.stateDir, { recursive: true, force: true });
@@ -277,7 +317,8 @@ export class QemuHypervisor implements Hypervisor {
   // ---- internals --------------------------------------------------------------------------------------------
 
   #expect(op: string, phases: Phase[]): void {
-    if (!phases.includes(this.#s.phase)) throw new FailedPreconditionError(`cannot ${op} a VM in state ${this.#s.phase}`);
+    if (!phases.includes(this.#s.phase))
+      throw new FailedPreconditionError(`cannot ${op} a VM in state ${this.#s.phase}`);
   }
 
   #prepared(op: string): State & { cfg: ResolvedConfig; accel: Accel; transport: AgentTransport } {
@@ -327,8 +368,17 @@ export class QemuHypervisor implements Hypervisor {
         sandbox = choice.value;
       }
       s.virtiofsd = await Virtiofsd.start(
-        { binary: c.virtiofsdPath, socketPath: c.paths.virtiofsdSocket, sharedDir: c.sharedDir, sandbox, debug: c.debug }, signal, this.#log,
-        s.onSpawn ? { onSpawn: s.onSpawn } : {});
+        {
+          binary: c.virtiofsdPath,
+          socketPath: c.paths.virtiofsdSocket,
+          sharedDir: c.sharedDir,
+          sandbox,
+          debug: c.debug,
+        },
+        signal,
+        this.#log,
+        s.onSpawn ? { onSpawn: s.onSpawn } : {},
+      );
       s.timings.virtiofsdReadyMs = s.virtiofsd.readyMs;
       s.timings.virtiofsdSandbox = sandbox;
     }
@@ -362,9 +412,11 @@ export class QemuHypervisor implements Hypervisor {
         }
         throw err;
       }
-      void qemu.exited.then(() => this.#recordExit(qemu)).catch((err: unknown) => {
-        this.#log.error({ id: c.id, err: String(err) }, 'recording the QEMU exit failed');
-      });
+      void qemu.exited
+        .then(() => this.#recordExit(qemu))
+        .catch((err: unknown) => {
+          this.#log.error({ id: c.id, err: String(err) }, 'recording the QEMU exit failed');
+        });
       return;
     }
   }
@@ -377,7 +429,10 @@ export class QemuHypervisor implements Hypervisor {
     const until = AbortSignal.any([signal, exited.signal]);
     try {
       const qmp = await QmpClient.connect(c.paths.qmpSocket, {
-        signal: until, retryIntervalMs: 5, commandTimeoutMs: this.#opts.qmpCommandTimeoutMs, logger: this.#log,
+        signal: until,
+        retryIntervalMs: 5,
+        commandTimeoutMs: this.#opts.qmpCommandTimeoutMs,
+        logger: this.#log,
       });
       this.#s.qmp = qmp;
       qmp.onShutdown((e) => this.#log.info({ id: c.id, ...e }, 'QEMU reports SHUTDOWN'));
@@ -400,12 +455,17 @@ export class QemuHypervisor implements Hypervisor {
       if (!qemu.exit && !(await qemu.waitExit(1000))) throw err;
       await qemu.exited;
       const e = qemu.exit;
-      const how = e?.error ? `could not be spawned: ${e.error.message}` : e?.signal ? `was killed by ${e.signal}` : `exited with code ${e?.code}`;
+      const how = e?.error
+        ? `could not be spawned: ${e.error.message}`
+        : e?.signal
+          ? `was killed by ${e.signal}`
+          : `exited with code ${e?.code}`;
       const consoleTail = this.consoleTail(10);
       throw new UnavailableError(
         `QEMU ${how} during start; stderr: ${qemu.stderrTail().trim() || '(empty)'}` +
           (consoleTail.length ? `; last console lines:\n${consoleTail.join('\n')}` : '; console: (empty)'),
-        { cause: e?.error ?? err });
+        { cause: e?.error ?? err },
+      );
     }
   }
 
@@ -447,7 +507,8 @@ export class QemuHypervisor implements Hypervisor {
 
   async #kill(qemu: OwnedProcess): Promise<void> {
     await qemu.kill(this.#opts.killTimeoutMs);
-    if (qemu.alive) throw new InternalError(`QEMU pid ${qemu.pid} did not exit within ${this.#opts.killTimeoutMs} ms of SIGKILL`);
+    if (qemu.alive)
+      throw new InternalError(`QEMU pid ${qemu.pid} did not exit within ${this.#opts.killTimeoutMs} ms of SIGKILL`);
   }
 
   /** The one place a QEMU exit becomes a VmExit. Also closes QMP and stops virtiofsd. Runs once. */
@@ -466,9 +527,17 @@ export class QemuHypervisor implements Hypervisor {
       };
       const fields = { id: c?.id, pid: qemu.pid, code: exit.code, signal: exit.signal, expected: exit.expected };
       if (exit.expected) this.#log.info(fields, 'QEMU exited');
-      else this.#log.warn({ ...fields, stderrTail: exit.stderrTail, consoleTail: exit.consoleTail.slice(-10) }, 'QEMU exited unexpectedly');
-      await s.virtiofsd?.stop(1000).catch((err: unknown) => this.#log.error({ err: String(err) }, 'stopping virtiofsd failed'));
-      if (c) for (const f of [c.paths.qmpSocket, c.paths.agentSocket, c.paths.virtiofsdSocket]) fs.rmSync(f, { force: true });
+      else
+        this.#log.warn(
+          { ...fields, stderrTail: exit.stderrTail, consoleTail: exit.consoleTail.slice(-10) },
+          'QEMU exited unexpectedly',
+        );
+      await s.virtiofsd
+        ?.stop(1000)
+        .catch((err: unknown) => this.#log.error({ err: String(err) }, 'stopping virtiofsd failed'));
+      if (c)
+        for (const f of [c.paths.qmpSocket, c.paths.agentSocket, c.paths.virtiofsdSocket])
+          fs.rmSync(f, { force: true });
       if (s.phase === 'running' || s.phase === 'paused') s.phase = 'stopped';
       this.#resolveExit(exit);
     })();

@@ -95,7 +95,11 @@ export interface QmpStatus {
 
 /** What QEMU said when a command failed; the `cause` of the typed error execute() throws. */
 export class QmpErrorReply extends Error {
-  constructor(readonly command: string, readonly errorClass: string, readonly desc: string) {
+  constructor(
+    readonly command: string,
+    readonly errorClass: string,
+    readonly desc: string,
+  ) {
     super(`${command}: ${errorClass}: ${desc}`);
   }
   override get name(): string {
@@ -170,7 +174,9 @@ export class QmpClient {
     this.#logger = opts.logger ?? NOOP_LOGGER;
     this.#commandTimeoutMs = opts.commandTimeoutMs ?? DEFAULT_COMMAND_TIMEOUT_MS;
     socket.on('data', (chunk: Buffer) => this.#onData(chunk));
-    socket.on('error', (err) => this.#shutdown(new UnavailableError(`QMP connection failed: ${err.message}`, { cause: err })));
+    socket.on('error', (err) =>
+      this.#shutdown(new UnavailableError(`QMP connection failed: ${err.message}`, { cause: err })),
+    );
     socket.on('close', () => this.#shutdown(new UnavailableError('QMP connection closed by QEMU')));
   }
 
@@ -258,8 +264,14 @@ export class QmpClient {
         reject(new DeadlineExceededError(`no QMP greeting within ${timeoutMs} ms`));
       }, timeoutMs);
       this.#greetingWaiter = {
-        resolve: (g) => { clearTimeout(timer); resolve(g); },
-        reject: (e) => { clearTimeout(timer); reject(e); },
+        resolve: (g) => {
+          clearTimeout(timer);
+          resolve(g);
+        },
+        reject: (e) => {
+          clearTimeout(timer);
+          reject(e);
+        },
       };
     });
   }
@@ -299,7 +311,11 @@ export class QmpClient {
       if (m.timestamp !== undefined) e.timestamp = m.timestamp as QmpEvent['timestamp'] & object;
       this.#logger.debug({ event: e.event, data: e.data }, 'QMP event');
       this.#onEvent.fire(e);
-      if (e.event === 'SHUTDOWN') this.#onShutdown.fire({ guest: e.data.guest === true, reason: typeof e.data.reason === 'string' ? e.data.reason : '' });
+      if (e.event === 'SHUTDOWN')
+        this.#onShutdown.fire({
+          guest: e.data.guest === true,
+          reason: typeof e.data.reason === 'string' ? e.data.reason : '',
+        });
       else if (e.event === 'STOP') this.#onStop.fire();
       else if (e.event === 'RESUME') this.#onResume.fire();
       return;
@@ -314,7 +330,9 @@ export class QmpClient {
     if ('error' in m) {
       const e = (m.error ?? {}) as { class?: unknown; desc?: unknown };
       const errorClass = typeof e.class === 'string' ? e.class : 'GenericError';
-      pending.reject(qmpError(pending.command, errorClass, typeof e.desc === 'string' ? e.desc : JSON.stringify(m.error)));
+      pending.reject(
+        qmpError(pending.command, errorClass, typeof e.desc === 'string' ? e.desc : JSON.stringify(m.error)),
+      );
     } else {
       pending.resolve(m.return);
     }

@@ -1,8 +1,19 @@
 import assert from 'node:assert/strict';
 import { FailedPreconditionError } from '../../errors';
 import {
-  CID_ATTEMPTS, KVM_DEVICE, KVM_PVM_MODULE, MAX_GUEST_CID, MIN_GUEST_CID, VHOST_NET_DEVICE, VHOST_VSOCK_DEVICE,
-  chooseAccel, chooseTransport, chooseVhostNet, cidCandidates, isCidInUse, type HostProbe,
+  CID_ATTEMPTS,
+  KVM_DEVICE,
+  KVM_PVM_MODULE,
+  MAX_GUEST_CID,
+  MIN_GUEST_CID,
+  VHOST_NET_DEVICE,
+  VHOST_VSOCK_DEVICE,
+  chooseAccel,
+  chooseTransport,
+  chooseVhostNet,
+  cidCandidates,
+  isCidInUse,
+  type HostProbe,
 } from '../accel';
 
 /** A pretend host: `present` paths exist; `rw` paths also open read-write. */
@@ -32,7 +43,10 @@ describe('hypervisor/accel', () => {
       const c = chooseAccel('kvm', host([KVM_PVM_MODULE], [KVM_DEVICE]));
       assert.equal(c.value, 'kvm');
       assert.match(c.reason, /warning: kvm_pvm/);
-      assert.throws(() => chooseAccel('kvm', host([])), (e: Error) => e instanceof FailedPreconditionError && /\/dev\/kvm does not exist/.test(e.message));
+      assert.throws(
+        () => chooseAccel('kvm', host([])),
+        (e: Error) => e instanceof FailedPreconditionError && /\/dev\/kvm does not exist/.test(e.message),
+      );
     });
     it("'tcg' forces TCG", () => {
       assert.equal(chooseAccel('tcg', host([], [KVM_DEVICE])).value, 'tcg');
@@ -44,14 +58,23 @@ describe('hypervisor/accel', () => {
       const v = chooseTransport('auto', host([], [VHOST_VSOCK_DEVICE]));
       assert.deepEqual(v, { value: 'vsock', reason: '/dev/vhost-vsock opens read-write; using vsock' });
       const closed = chooseTransport('auto', host([VHOST_VSOCK_DEVICE]));
-      assert.deepEqual(closed, { value: 'serial', reason: '/dev/vhost-vsock cannot be opened read-write; using a virtio-serial port' });
+      assert.deepEqual(closed, {
+        value: 'serial',
+        reason: '/dev/vhost-vsock cannot be opened read-write; using a virtio-serial port',
+      });
       const c = chooseTransport('auto', host([]));
       assert.deepEqual(c, { value: 'serial', reason: '/dev/vhost-vsock does not exist; using a virtio-serial port' });
     });
     it('forced vsock without a usable device is a FailedPreconditionError saying why; forced serial always works', () => {
       assert.equal(chooseTransport('vsock', host([], [VHOST_VSOCK_DEVICE])).value, 'vsock');
-      assert.throws(() => chooseTransport('vsock', host([])), (e: Error) => e instanceof FailedPreconditionError && /does not exist \(modprobe vhost_vsock\)/.test(e.message));
-      assert.throws(() => chooseTransport('vsock', host([VHOST_VSOCK_DEVICE])), (e: Error) => e instanceof FailedPreconditionError && /cannot be opened read-write/.test(e.message));
+      assert.throws(
+        () => chooseTransport('vsock', host([])),
+        (e: Error) => e instanceof FailedPreconditionError && /does not exist \(modprobe vhost_vsock\)/.test(e.message),
+      );
+      assert.throws(
+        () => chooseTransport('vsock', host([VHOST_VSOCK_DEVICE])),
+        (e: Error) => e instanceof FailedPreconditionError && /cannot be opened read-write/.test(e.message),
+      );
       assert.equal(chooseTransport('serial', host([], [VHOST_VSOCK_DEVICE])).value, 'serial');
     });
   });
@@ -71,8 +94,16 @@ describe('hypervisor/accel', () => {
       }
     });
     it("recognises QEMU's CID-in-use error and nothing else", () => {
-      assert.ok(isCidInUse('qemu-system-x86_64: -device vhost-vsock-pci,guest-cid=3: vhost-vsock: unable to set guest cid: Address already in use'));
-      assert.ok(!isCidInUse('qemu-system-x86_64: -device vhost-vsock-pci,guest-cid=3: vhost-vsock: unable to set guest cid: Permission denied'));
+      assert.ok(
+        isCidInUse(
+          'qemu-system-x86_64: -device vhost-vsock-pci,guest-cid=3: vhost-vsock: unable to set guest cid: Address already in use',
+        ),
+      );
+      assert.ok(
+        !isCidInUse(
+          'qemu-system-x86_64: -device vhost-vsock-pci,guest-cid=3: vhost-vsock: unable to set guest cid: Permission denied',
+        ),
+      );
       assert.ok(!isCidInUse('could not open /dev/vhost-vsock'));
     });
   });

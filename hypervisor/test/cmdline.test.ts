@@ -1,6 +1,15 @@
 import assert from 'node:assert/strict';
 import { InvalidArgumentError } from '../../errors';
-import { BASE_KERNEL_PARAMS, agentArgs, buildQemuArgv, confinementArgs, kernelCommandLine, networkArgs, rootDiskArgs, type QemuCmdline } from '../qemu/cmdline';
+import {
+  BASE_KERNEL_PARAMS,
+  agentArgs,
+  buildQemuArgv,
+  confinementArgs,
+  kernelCommandLine,
+  networkArgs,
+  rootDiskArgs,
+  type QemuCmdline,
+} from '../qemu/cmdline';
 
 const S = '/run/hull/vm/pod1';
 const base: QemuCmdline = {
@@ -20,67 +29,128 @@ const base: QemuCmdline = {
 describe('hypervisor/qemu/cmdline', () => {
   it('TCG + serial agent + virtio-fs (golden)', () => {
     const argv = buildQemuArgv({
-      ...base, virtiofsSocket: `${S}/virtiofsd.sock`, kernelParams: ['agent.log=debug'], confinement: { seccomp: true, runAs: 'nobody' },
+      ...base,
+      virtiofsSocket: `${S}/virtiofsd.sock`,
+      kernelParams: ['agent.log=debug'],
+      confinement: { seccomp: true, runAs: 'nobody' },
     });
     assert.deepEqual(argv, [
-      '-name', 'hull-pod1',
-      '-machine', 'q35,accel=tcg,memory-backend=mem',
-      '-cpu', 'max',
-      '-nodefaults', '-no-user-config', '-nographic', '-no-reboot',
-      '-smp', '2',
-      '-m', '512M',
-      '-object', 'memory-backend-memfd,id=mem,size=512M,share=on',
-      '-kernel', '/opt/hull/guest/vmlinuz',
-      '-initrd', '/opt/hull/guest/initrd.img',
-      '-append', 'console=ttyS0 panic=-1 quiet reboot=k tsc=reliable no_timer_check rcupdate.rcu_expedited=1 noreplace-smp cryptomgr.notests i8042.direct=1 i8042.dumbkbd=1 i8042.nopnp=1 i8042.noaux=1 hull.agent=serial agent.log=debug',
-      '-drive', 'file=/opt/hull/guest/rootfs.img,if=none,id=rootfs,format=raw,readonly=on',
-      '-device', 'virtio-blk-pci,drive=rootfs',
-      '-device', 'virtio-serial-pci',
-      '-chardev', 'socket,id=agent,path=/run/hull/vm/pod1/agent.sock,server=on,wait=off',
-      '-device', 'virtserialport,chardev=agent,name=agent.channel.0',
-      '-chardev', 'socket,id=fs,path=/run/hull/vm/pod1/virtiofsd.sock',
-      '-device', 'vhost-user-fs-pci,chardev=fs,tag=kataShared',
-      '-chardev', 'stdio,id=console,signal=off',
-      '-serial', 'chardev:console',
-      '-qmp', 'unix:/run/hull/vm/pod1/qmp.sock,server=on,wait=off',
-      '-sandbox', 'on,obsolete=deny,elevateprivileges=allow,spawn=deny,resourcecontrol=deny',
-      '-runas', 'nobody',
+      '-name',
+      'hull-pod1',
+      '-machine',
+      'q35,accel=tcg,memory-backend=mem',
+      '-cpu',
+      'max',
+      '-nodefaults',
+      '-no-user-config',
+      '-nographic',
+      '-no-reboot',
+      '-smp',
+      '2',
+      '-m',
+      '512M',
+      '-object',
+      'memory-backend-memfd,id=mem,size=512M,share=on',
+      '-kernel',
+      '/opt/hull/guest/vmlinuz',
+      '-initrd',
+      '/opt/hull/guest/initrd.img',
+      '-append',
+      'console=ttyS0 panic=-1 quiet reboot=k tsc=reliable no_timer_check rcupdate.rcu_expedited=1 noreplace-smp cryptomgr.notests i8042.direct=1 i8042.dumbkbd=1 i8042.nopnp=1 i8042.noaux=1 hull.agent=serial agent.log=debug',
+      '-drive',
+      'file=/opt/hull/guest/rootfs.img,if=none,id=rootfs,format=raw,readonly=on',
+      '-device',
+      'virtio-blk-pci,drive=rootfs',
+      '-device',
+      'virtio-serial-pci',
+      '-chardev',
+      'socket,id=agent,path=/run/hull/vm/pod1/agent.sock,server=on,wait=off',
+      '-device',
+      'virtserialport,chardev=agent,name=agent.channel.0',
+      '-chardev',
+      'socket,id=fs,path=/run/hull/vm/pod1/virtiofsd.sock',
+      '-device',
+      'vhost-user-fs-pci,chardev=fs,tag=kataShared',
+      '-chardev',
+      'stdio,id=console,signal=off',
+      '-serial',
+      'chardev:console',
+      '-qmp',
+      'unix:/run/hull/vm/pod1/qmp.sock,server=on,wait=off',
+      '-sandbox',
+      'on,obsolete=deny,elevateprivileges=allow,spawn=deny,resourcecontrol=deny',
+      '-runas',
+      'nobody',
     ]);
   });
 
   it('KVM + vsock agent (golden)', () => {
     const argv = buildQemuArgv({
-      ...base, accel: 'kvm', vcpus: 1, memoryMiB: 2048, agent: { transport: 'vsock', cid: 1234 }, confinement: { seccomp: true },
+      ...base,
+      accel: 'kvm',
+      vcpus: 1,
+      memoryMiB: 2048,
+      agent: { transport: 'vsock', cid: 1234 },
+      confinement: { seccomp: true },
     });
     assert.deepEqual(argv, [
-      '-name', 'hull-pod1',
-      '-machine', 'q35,accel=kvm,memory-backend=mem',
-      '-cpu', 'host',
-      '-nodefaults', '-no-user-config', '-nographic', '-no-reboot',
-      '-smp', '1',
-      '-m', '2048M',
-      '-object', 'memory-backend-memfd,id=mem,size=2048M,share=on',
-      '-kernel', '/opt/hull/guest/vmlinuz',
-      '-initrd', '/opt/hull/guest/initrd.img',
-      '-append', 'console=ttyS0 panic=-1 quiet reboot=k tsc=reliable no_timer_check rcupdate.rcu_expedited=1 noreplace-smp cryptomgr.notests i8042.direct=1 i8042.dumbkbd=1 i8042.nopnp=1 i8042.noaux=1 hull.agent=vsock',
-      '-drive', 'file=/opt/hull/guest/rootfs.img,if=none,id=rootfs,format=raw,readonly=on',
-      '-device', 'virtio-blk-pci,drive=rootfs',
-      '-device', 'vhost-vsock-pci,guest-cid=1234',
-      '-chardev', 'stdio,id=console,signal=off',
-      '-serial', 'chardev:console',
-      '-qmp', 'unix:/run/hull/vm/pod1/qmp.sock,server=on,wait=off',
-      '-sandbox', 'on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny',
+      '-name',
+      'hull-pod1',
+      '-machine',
+      'q35,accel=kvm,memory-backend=mem',
+      '-cpu',
+      'host',
+      '-nodefaults',
+      '-no-user-config',
+      '-nographic',
+      '-no-reboot',
+      '-smp',
+      '1',
+      '-m',
+      '2048M',
+      '-object',
+      'memory-backend-memfd,id=mem,size=2048M,share=on',
+      '-kernel',
+      '/opt/hull/guest/vmlinuz',
+      '-initrd',
+      '/opt/hull/guest/initrd.img',
+      '-append',
+      'console=ttyS0 panic=-1 quiet reboot=k tsc=reliable no_timer_check rcupdate.rcu_expedited=1 noreplace-smp cryptomgr.notests i8042.direct=1 i8042.dumbkbd=1 i8042.nopnp=1 i8042.noaux=1 hull.agent=vsock',
+      '-drive',
+      'file=/opt/hull/guest/rootfs.img,if=none,id=rootfs,format=raw,readonly=on',
+      '-device',
+      'virtio-blk-pci,drive=rootfs',
+      '-device',
+      'vhost-vsock-pci,guest-cid=1234',
+      '-chardev',
+      'stdio,id=console,signal=off',
+      '-serial',
+      'chardev:console',
+      '-qmp',
+      'unix:/run/hull/vm/pod1/qmp.sock,server=on,wait=off',
+      '-sandbox',
+      'on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny',
     ]);
   });
 
   describe('confinement', () => {
     it('seccomp without -runas denies set*id; with -runas it must allow them (QEMU 7.2 filters before it drops)', () => {
-      assert.deepEqual(confinementArgs({ seccomp: true }), ['-sandbox', 'on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny']);
-      assert.deepEqual(confinementArgs({ seccomp: true, runAs: '200001:200001' }),
-        ['-sandbox', 'on,obsolete=deny,elevateprivileges=allow,spawn=deny,resourcecontrol=deny', '-runas', '200001:200001']);
+      assert.deepEqual(confinementArgs({ seccomp: true }), [
+        '-sandbox',
+        'on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny',
+      ]);
+      assert.deepEqual(confinementArgs({ seccomp: true, runAs: '200001:200001' }), [
+        '-sandbox',
+        'on,obsolete=deny,elevateprivileges=allow,spawn=deny,resourcecontrol=deny',
+        '-runas',
+        '200001:200001',
+      ]);
       assert.deepEqual(confinementArgs({ seccomp: false, runAs: 'hull-qemu' }), ['-runas', 'hull-qemu']);
       assert.deepEqual(confinementArgs({ seccomp: false }), []);
-      assert.ok(!buildQemuArgv(base).some((w) => w === '-sandbox' || w === '-runas'), 'no confinement given: none in the argv');
+      assert.ok(
+        !buildQemuArgv(base).some((w) => w === '-sandbox' || w === '-runas'),
+        'no confinement given: none in the argv',
+      );
     });
 
     it('refuses a user that is root, empty, or would break the option syntax', () => {
@@ -97,44 +167,61 @@ describe('hypervisor/qemu/cmdline', () => {
   });
 
   it('debug drops quiet; base params come first so extras win', () => {
-    assert.equal(kernelCommandLine('serial', ['panic=5'], true), 'console=ttyS0 panic=-1 reboot=k tsc=reliable no_timer_check rcupdate.rcu_expedited=1 noreplace-smp cryptomgr.notests i8042.direct=1 i8042.dumbkbd=1 i8042.nopnp=1 i8042.noaux=1 hull.agent=serial panic=5');
+    assert.equal(
+      kernelCommandLine('serial', ['panic=5'], true),
+      'console=ttyS0 panic=-1 reboot=k tsc=reliable no_timer_check rcupdate.rcu_expedited=1 noreplace-smp cryptomgr.notests i8042.direct=1 i8042.dumbkbd=1 i8042.nopnp=1 i8042.noaux=1 hull.agent=serial panic=5',
+    );
     assert.deepEqual(BASE_KERNEL_PARAMS.slice(0, 3), ['console=ttyS0', 'panic=-1', 'quiet']);
     assert.ok(!BASE_KERNEL_PARAMS.includes('mitigations=off'), 'guest CPU mitigations stay on');
     assert.throws(() => kernelCommandLine('serial', ['a b'], false), InvalidArgumentError);
   });
 
   it('rejects commas and control characters in values that go into option syntax', () => {
-    assert.throws(() => rootDiskArgs('/img,format=qcow2'), (e: Error) => e instanceof InvalidArgumentError && /comma/.test(e.message));
+    assert.throws(
+      () => rootDiskArgs('/img,format=qcow2'),
+      (e: Error) => e instanceof InvalidArgumentError && /comma/.test(e.message),
+    );
     assert.throws(() => buildQemuArgv({ ...base, qmpSocket: '/tmp/q\nmp' }), InvalidArgumentError);
     assert.throws(() => buildQemuArgv({ ...base, virtiofsSocket: '/x,server=on' }), InvalidArgumentError);
     assert.throws(() => buildQemuArgv({ ...base, kernel: '/k,x' }), InvalidArgumentError);
   });
 
   it('rejects reserved or out-of-range guest CIDs', () => {
-    for (const cid of [0, 1, 2, 0xffffffff, 1.5]) assert.throws(() => agentArgs({ transport: 'vsock', cid }), InvalidArgumentError);
+    for (const cid of [0, 1, 2, 0xffffffff, 1.5])
+      assert.throws(() => agentArgs({ transport: 'vsock', cid }), InvalidArgumentError);
     assert.deepEqual(agentArgs({ transport: 'vsock', cid: 3 }), ['-device', 'vhost-vsock-pci,guest-cid=3']);
   });
 
   describe('network devices', () => {
     it('one tap NIC per entry, after virtio-fs and before the console (golden)', () => {
       const argv = buildQemuArgv({
-        ...base, virtiofsSocket: `${S}/virtiofsd.sock`,
-        nics: [{ tap: 'tap0_kata', mac: '02:42:ac:11:00:02', mtu: 1450 }, { tap: 'tap1_kata', mac: '0a:58:0a:f4:00:07' }],
+        ...base,
+        virtiofsSocket: `${S}/virtiofsd.sock`,
+        nics: [
+          { tap: 'tap0_kata', mac: '02:42:ac:11:00:02', mtu: 1450 },
+          { tap: 'tap1_kata', mac: '0a:58:0a:f4:00:07' },
+        ],
       });
       const at = argv.indexOf('vhost-user-fs-pci,chardev=fs,tag=kataShared');
       assert.deepEqual(argv.slice(at + 1, at + 9), [
-        '-netdev', 'tap,id=net0,ifname=tap0_kata,script=no,downscript=no',
-        '-device', 'virtio-net-pci,netdev=net0,mac=02:42:ac:11:00:02,host_mtu=1450',
-        '-netdev', 'tap,id=net1,ifname=tap1_kata,script=no,downscript=no',
-        '-device', 'virtio-net-pci,netdev=net1,mac=0a:58:0a:f4:00:07',
+        '-netdev',
+        'tap,id=net0,ifname=tap0_kata,script=no,downscript=no',
+        '-device',
+        'virtio-net-pci,netdev=net0,mac=02:42:ac:11:00:02,host_mtu=1450',
+        '-netdev',
+        'tap,id=net1,ifname=tap1_kata,script=no,downscript=no',
+        '-device',
+        'virtio-net-pci,netdev=net1,mac=0a:58:0a:f4:00:07',
       ]);
       assert.equal(argv[at + 9], '-chardev');
     });
 
     it('vhost=on only when asked for', () => {
       assert.deepEqual(networkArgs([{ tap: 't0', mac: '02:00:00:00:00:01' }], true), [
-        '-netdev', 'tap,id=net0,ifname=t0,script=no,downscript=no,vhost=on',
-        '-device', 'virtio-net-pci,netdev=net0,mac=02:00:00:00:00:01',
+        '-netdev',
+        'tap,id=net0,ifname=t0,script=no,downscript=no,vhost=on',
+        '-device',
+        'virtio-net-pci,netdev=net0,mac=02:00:00:00:00:01',
       ]);
       assert.deepEqual(networkArgs([], true), []);
       assert.ok(!buildQemuArgv(base).includes('-netdev'), 'no network: no netdev');

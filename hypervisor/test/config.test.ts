@@ -3,14 +3,24 @@ import { FailedPreconditionError, InvalidArgumentError } from '../../errors';
 import { resolveConfig, type FileProbe } from '../config';
 import type { VmConfig } from '../types';
 
-const files = (present: Record<string, 'file' | 'dir'>, exec: string[] = ['/usr/bin/qemu-system-x86_64', '/usr/lib/qemu/virtiofsd']): FileProbe => ({
+const files = (
+  present: Record<string, 'file' | 'dir'>,
+  exec: string[] = ['/usr/bin/qemu-system-x86_64', '/usr/lib/qemu/virtiofsd'],
+): FileProbe => ({
   kind: (p) => present[p] ?? 'missing',
   executable: (p) => exec.includes(p),
 });
 const GUEST = { '/g/vmlinuz': 'file', '/g/initrd.img': 'file', '/g/rootfs.img': 'file', '/share': 'dir' } as const;
 const cfg: VmConfig = {
-  id: 'pod-1', stateDir: '/run/hull/pod-1', kernel: '/g/vmlinuz', initrd: '/g/initrd.img', image: '/g/rootfs.img',
-  vcpus: 1, memoryMiB: 256, accel: 'auto', agentTransport: 'auto',
+  id: 'pod-1',
+  stateDir: '/run/hull/pod-1',
+  kernel: '/g/vmlinuz',
+  initrd: '/g/initrd.img',
+  image: '/g/rootfs.img',
+  vcpus: 1,
+  memoryMiB: 256,
+  accel: 'auto',
+  agentTransport: 'auto',
 };
 
 describe('hypervisor/config', () => {
@@ -33,15 +43,24 @@ describe('hypervisor/config', () => {
     for (const missing of ['/g/vmlinuz', '/g/initrd.img', '/g/rootfs.img']) {
       const present: Record<string, 'file' | 'dir'> = { ...GUEST };
       delete present[missing];
-      assert.throws(() => resolveConfig(cfg, files(present)), (e: Error) =>
-        e instanceof FailedPreconditionError && e.message.includes(missing) && e.message.includes('make guest'));
+      assert.throws(
+        () => resolveConfig(cfg, files(present)),
+        (e: Error) =>
+          e instanceof FailedPreconditionError && e.message.includes(missing) && e.message.includes('make guest'),
+      );
     }
   });
 
   it('missing QEMU, virtiofsd (only with a share) or share folder are FailedPreconditionErrors', () => {
-    assert.throws(() => resolveConfig(cfg, files(GUEST, [])), (e: Error) => e instanceof FailedPreconditionError && /qemu-system-x86_64/.test(e.message));
+    assert.throws(
+      () => resolveConfig(cfg, files(GUEST, [])),
+      (e: Error) => e instanceof FailedPreconditionError && /qemu-system-x86_64/.test(e.message),
+    );
     assert.doesNotThrow(() => resolveConfig(cfg, files(GUEST, ['/usr/bin/qemu-system-x86_64'])));
-    assert.throws(() => resolveConfig({ ...cfg, sharedDir: '/share' }, files(GUEST, ['/usr/bin/qemu-system-x86_64'])), /virtiofsd/);
+    assert.throws(
+      () => resolveConfig({ ...cfg, sharedDir: '/share' }, files(GUEST, ['/usr/bin/qemu-system-x86_64'])),
+      /virtiofsd/,
+    );
     assert.throws(() => resolveConfig({ ...cfg, sharedDir: '/nope' }, files(GUEST)), FailedPreconditionError);
   });
 
@@ -65,7 +84,10 @@ describe('hypervisor/config', () => {
   ];
   for (const [what, patch] of bad) {
     it(`rejects ${what} with InvalidArgumentError`, () => {
-      assert.throws(() => resolveConfig({ ...cfg, ...patch }, files({ ...GUEST, '/sh,are': 'dir' })), InvalidArgumentError);
+      assert.throws(
+        () => resolveConfig({ ...cfg, ...patch }, files({ ...GUEST, '/sh,are': 'dir' })),
+        InvalidArgumentError,
+      );
     });
   }
 
@@ -77,31 +99,74 @@ describe('hypervisor/config', () => {
 
     it('is optional, and checked when given (MACs lower-cased)', () => {
       assert.equal(resolveConfig(cfg, files(GUEST)).network, undefined);
-      const r = resolveConfig(net({ netnsPath: NETNS, nics: [{ tap: 'tap0_kata', mac: '0A:58:0A:F4:00:07', mtu: 1450 }] }), files(withNet, execs));
-      assert.deepEqual(r.network, { netnsPath: NETNS, nics: [{ tap: 'tap0_kata', mac: '0a:58:0a:f4:00:07', mtu: 1450 }] });
+      const r = resolveConfig(
+        net({ netnsPath: NETNS, nics: [{ tap: 'tap0_kata', mac: '0A:58:0A:F4:00:07', mtu: 1450 }] }),
+        files(withNet, execs),
+      );
+      assert.deepEqual(r.network, {
+        netnsPath: NETNS,
+        nics: [{ tap: 'tap0_kata', mac: '0a:58:0a:f4:00:07', mtu: 1450 }],
+      });
       assert.equal(r.nsenterPath, '/usr/bin/nsenter');
     });
 
     it('refuses a netns path that is relative or not normalised, and bad or duplicate NICs', () => {
       const nic = { tap: 'tap0', mac: '02:00:00:00:00:01' };
       const bad: unknown[] = [
-        null, 'x', { nics: [] }, { netnsPath: 'run/netns/x', nics: [] }, { netnsPath: '/run/netns/../x', nics: [] },
-        { netnsPath: '/run//netns/x', nics: [] }, { netnsPath: '/run/netns/x/', nics: [] }, { netnsPath: '/run/netns/x\n', nics: [] },
-        { netnsPath: NETNS }, { netnsPath: NETNS, nics: [nic, nic] }, { netnsPath: NETNS, nics: [nic, { ...nic, tap: 'tap1' }] },
-        { netnsPath: NETNS, nics: [{ ...nic, mtu: 20 }] }, { netnsPath: NETNS, nics: [{ ...nic, mtu: 65536 }] }, { netnsPath: NETNS, nics: [{ ...nic, mtu: 1500.5 }] },
-        ...['', 'a'.repeat(16), 'tap,vhost=on', '-tap', '.tap', 'a/b', 'a b', 'ta:p', 'tap\n'].map((tap) => ({ netnsPath: NETNS, nics: [{ ...nic, tap }] })),
-        ...['', '02:00:00:00:00', '01:00:5e:00:00:01', 'ff:ff:ff:ff:ff:ff', '00:00:00:00:00:00', '02-00-00-00-00-01', '02:00:00:00:00:01,x'].map((mac) => ({ netnsPath: NETNS, nics: [{ ...nic, mac }] })),
-        { netnsPath: NETNS, nics: Array.from({ length: 17 }, (_, i) => ({ tap: `t${i}`, mac: `02:00:00:00:00:${(i + 16).toString(16)}` })) },
+        null,
+        'x',
+        { nics: [] },
+        { netnsPath: 'run/netns/x', nics: [] },
+        { netnsPath: '/run/netns/../x', nics: [] },
+        { netnsPath: '/run//netns/x', nics: [] },
+        { netnsPath: '/run/netns/x/', nics: [] },
+        { netnsPath: '/run/netns/x\n', nics: [] },
+        { netnsPath: NETNS },
+        { netnsPath: NETNS, nics: [nic, nic] },
+        { netnsPath: NETNS, nics: [nic, { ...nic, tap: 'tap1' }] },
+        { netnsPath: NETNS, nics: [{ ...nic, mtu: 20 }] },
+        { netnsPath: NETNS, nics: [{ ...nic, mtu: 65536 }] },
+        { netnsPath: NETNS, nics: [{ ...nic, mtu: 1500.5 }] },
+        ...['', 'a'.repeat(16), 'tap,vhost=on', '-tap', '.tap', 'a/b', 'a b', 'ta:p', 'tap\n'].map((tap) => ({
+          netnsPath: NETNS,
+          nics: [{ ...nic, tap }],
+        })),
+        ...[
+          '',
+          '02:00:00:00:00',
+          '01:00:5e:00:00:01',
+          'ff:ff:ff:ff:ff:ff',
+          '00:00:00:00:00:00',
+          '02-00-00-00-00-01',
+          '02:00:00:00:00:01,x',
+        ].map((mac) => ({ netnsPath: NETNS, nics: [{ ...nic, mac }] })),
+        {
+          netnsPath: NETNS,
+          nics: Array.from({ length: 17 }, (_, i) => ({
+            tap: `t${i}`,
+            mac: `02:00:00:00:00:${(i + 16).toString(16)}`,
+          })),
+        },
       ];
       for (const network of bad) {
-        assert.throws(() => resolveConfig(net(network), files(withNet, execs)), InvalidArgumentError, JSON.stringify(network));
+        assert.throws(
+          () => resolveConfig(net(network), files(withNet, execs)),
+          InvalidArgumentError,
+          JSON.stringify(network),
+        );
       }
     });
 
     it('a missing namespace or nsenter is a FailedPreconditionError', () => {
       const network = { netnsPath: NETNS, nics: [] };
-      assert.throws(() => resolveConfig(net(network), files(GUEST, execs)), (e: Error) => e instanceof FailedPreconditionError && e.message.includes(NETNS));
-      assert.throws(() => resolveConfig(net(network), files(withNet)), (e: Error) => e instanceof FailedPreconditionError && /nsenter/.test(e.message));
+      assert.throws(
+        () => resolveConfig(net(network), files(GUEST, execs)),
+        (e: Error) => e instanceof FailedPreconditionError && e.message.includes(NETNS),
+      );
+      assert.throws(
+        () => resolveConfig(net(network), files(withNet)),
+        (e: Error) => e instanceof FailedPreconditionError && /nsenter/.test(e.message),
+      );
     });
   });
 });

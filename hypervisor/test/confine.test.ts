@@ -15,11 +15,17 @@ describe('hypervisor/confine', () => {
     it('root, a kernel with seccomp, an existing user: the filter (set*id allowed) and -runas', () => {
       const c = chooseConfinement({ seccomp: true, qemuUser: 'nobody' }, probe());
       assert.deepEqual(c.value, { seccomp: true, runAs: 'nobody' });
-      assert.match(c.reason, /elevateprivileges=allow.*QEMU 7\.2 installs the filter before -runas drops.*drops to nobody/);
+      assert.match(
+        c.reason,
+        /elevateprivileges=allow.*QEMU 7\.2 installs the filter before -runas drops.*drops to nobody/,
+      );
     });
 
     it('numeric uid:gid needs no passwd entry', () => {
-      assert.deepEqual(chooseConfinement({ seccomp: true, qemuUser: '200001:200001' }, probe({ users: [] })).value, { seccomp: true, runAs: '200001:200001' });
+      assert.deepEqual(chooseConfinement({ seccomp: true, qemuUser: '200001:200001' }, probe({ users: [] })).value, {
+        seccomp: true,
+        runAs: '200001:200001',
+      });
     });
 
     it('a user that does not exist: no -runas, and the filter then denies set*id', () => {
@@ -53,10 +59,25 @@ describe('hypervisor/confine', () => {
 
   describe('checkQemuUser', () => {
     it('takes "", names and uid:gid', () => {
-      for (const u of ['', 'nobody', 'hull-qemu', '_qemu', 'libvirt-qemu', '65534:65534', '4294967294:1']) assert.equal(checkQemuUser('u', u), u);
+      for (const u of ['', 'nobody', 'hull-qemu', '_qemu', 'libvirt-qemu', '65534:65534', '4294967294:1'])
+        assert.equal(checkQemuUser('u', u), u);
     });
     it('refuses root, out-of-range ids, and anything else', () => {
-      for (const u of ['root', '0:0', '0:1', '1:0', '4294967295:1', 'a,b', 'Nobody', '1000', ':1', 'x'.repeat(40), 'a b', '../x', 7]) {
+      for (const u of [
+        'root',
+        '0:0',
+        '0:1',
+        '1:0',
+        '4294967295:1',
+        'a,b',
+        'Nobody',
+        '1000',
+        ':1',
+        'x'.repeat(40),
+        'a b',
+        '../x',
+        7,
+      ]) {
         assert.throws(() => checkQemuUser('u', u), InvalidArgumentError, String(u));
       }
     });

@@ -4,7 +4,10 @@ import { GuestConsole } from '../console';
 
 function recorder(): Logger & { lines: { level: string; msg: string; obj: Record<string, unknown> }[] } {
   const lines: { level: string; msg: string; obj: Record<string, unknown> }[] = [];
-  const at = (level: string) => (obj: object, msg: string): void => void lines.push({ level, msg, obj: obj as Record<string, unknown> });
+  const at =
+    (level: string) =>
+    (obj: object, msg: string): void =>
+      void lines.push({ level, msg, obj: obj as Record<string, unknown> });
   return { lines, info: at('info'), warn: at('warn'), debug: at('debug'), error: at('error') };
 }
 
@@ -36,7 +39,10 @@ describe('hypervisor GuestConsole (the guest console in memory, bounded)', () =>
     assert.deepEqual(c.tail(), ['line 45', 'line 46', 'line 47', 'line 48', 'line 49']);
     const d = new GuestConsole(NOOP_LOGGER, false, { maxLines: 1000, maxBytes: 250, maxLineBytes: 100 });
     for (let i = 0; i < 50; i++) d.push(Buffer.from(`${String(i).padStart(2, '0')}${'.'.repeat(98)}\n`));
-    assert.deepEqual(d.tail().map((l) => l.slice(0, 2)), ['48', '49']);
+    assert.deepEqual(
+      d.tail().map((l) => l.slice(0, 2)),
+      ['48', '49'],
+    );
     assert.deepEqual(d.totals, { bytes: 50 * 101, lines: 50, notLogged: 0 });
   });
 
@@ -45,14 +51,30 @@ describe('hypervisor GuestConsole (the guest console in memory, bounded)', () =>
     const log = recorder();
     const c = new GuestConsole(log, true, { linesPerWindow: 3, windowMs: 1000 }, () => now);
     for (let i = 0; i < 10; i++) c.push(Buffer.from(`a${i}\n`));
-    assert.deepEqual(log.lines.map((l) => l.obj.console), ['a0', 'a1', 'a2']);
+    assert.deepEqual(
+      log.lines.map((l) => l.obj.console),
+      ['a0', 'a1', 'a2'],
+    );
     now = 1500;
     c.push(Buffer.from('b0\n'));
-    assert.deepEqual(log.lines.slice(3).map((l) => [l.level, l.obj.console ?? l.obj.notLogged]), [['warn', 7], ['info', 'b0']]);
+    assert.deepEqual(
+      log.lines.slice(3).map((l) => [l.level, l.obj.console ?? l.obj.notLogged]),
+      [
+        ['warn', 7],
+        ['info', 'b0'],
+      ],
+    );
     assert.match(log.lines[3]!.msg, /^7 guest console lines not logged/);
     for (let i = 1; i < 5; i++) c.push(Buffer.from(`b${i}\n`));
     c.end();
-    assert.deepEqual(log.lines.slice(5).map((l) => [l.level, l.obj.console ?? l.obj.notLogged]), [['info', 'b1'], ['info', 'b2'], ['warn', 2]]);
+    assert.deepEqual(
+      log.lines.slice(5).map((l) => [l.level, l.obj.console ?? l.obj.notLogged]),
+      [
+        ['info', 'b1'],
+        ['info', 'b2'],
+        ['warn', 2],
+      ],
+    );
     assert.equal(c.totals.notLogged, 9);
   });
 

@@ -14,14 +14,20 @@ function clientInNs(nsPath: string, port: number, send: string): Promise<string>
     s.on('data', (d) => out.push(d)); s.on('end', () => process.stdout.write(Buffer.concat(out)));
     s.on('error', (e) => process.stdout.write('error ' + e.code)); s.end(${JSON.stringify(send)});`;
   return new Promise((resolve, reject) => {
-    execFile('nsenter', [`--net=${nsPath}`, '--', process.execPath, '-e', script], { timeout: 15_000 }, (err, stdout, stderr) => {
-      if (err) reject(new Error(`client: ${String(stderr) || err.message}`));
-      else resolve(String(stdout));
-    });
+    execFile(
+      'nsenter',
+      [`--net=${nsPath}`, '--', process.execPath, '-e', script],
+      { timeout: 15_000 },
+      (err, stdout, stderr) => {
+        if (err) reject(new Error(`client: ${String(stderr) || err.message}`));
+        else resolve(String(stdout));
+      },
+    );
   });
 }
 
-const natRules = (nsPath: string): string => execFileSync('nsenter', [`--net=${nsPath}`, '--', 'iptables', '-w', '10', '-t', 'nat', '-S', 'OUTPUT']).toString();
+const natRules = (nsPath: string): string =>
+  execFileSync('nsenter', [`--net=${nsPath}`, '--', 'iptables', '-w', '10', '-t', 'nat', '-S', 'OUTPUT']).toString();
 
 describe('hypervisor/network LocalhostRedirect on a real namespace', function () {
   this.timeout(30_000);
@@ -51,13 +57,35 @@ describe('hypervisor/network LocalhostRedirect on a real namespace', function ()
       await redirect.stop();
     }
     assert.deepEqual(parseRedirectPorts(natRules(nsPath)), [], 'stop removes the rule');
-    assert.equal(await clientInNs(nsPath, 8080, 'x'), 'error ECONNREFUSED', 'afterwards localhost is the namespace\'s own again');
+    assert.equal(
+      await clientInNs(nsPath, 8080, 'x'),
+      'error ECONNREFUSED',
+      "afterwards localhost is the namespace's own again",
+    );
     await redirect.stop(); // twice is fine
   });
 
   it('removeLocalhostRedirects removes rules a dead shim left and keeps foreign ones; a missing namespace is fine', async () => {
-    const inNs = (args: string[]): Buffer => execFileSync('nsenter', [`--net=${nsPath}`, '--', 'iptables', '-w', '10', '-t', 'nat', ...args]);
-    inNs(['-A', 'OUTPUT', '-d', '127.0.0.1/32', '-o', 'lo', '-p', 'tcp', '-m', 'comment', '--comment', REDIRECT_COMMENT, '-j', 'REDIRECT', '--to-ports', '40001']);
+    const inNs = (args: string[]): Buffer =>
+      execFileSync('nsenter', [`--net=${nsPath}`, '--', 'iptables', '-w', '10', '-t', 'nat', ...args]);
+    inNs([
+      '-A',
+      'OUTPUT',
+      '-d',
+      '127.0.0.1/32',
+      '-o',
+      'lo',
+      '-p',
+      'tcp',
+      '-m',
+      'comment',
+      '--comment',
+      REDIRECT_COMMENT,
+      '-j',
+      'REDIRECT',
+      '--to-ports',
+      '40001',
+    ]);
     inNs(['-A', 'OUTPUT', '-d', '127.0.0.1/32', '-p', 'udp', '-j', 'ACCEPT']);
     await removeLocalhostRedirects(nsPath);
     const left = natRules(nsPath);
@@ -68,14 +96,24 @@ describe('hypervisor/network LocalhostRedirect on a real namespace', function ()
   });
 
   it('a missing namespace or a file that is not one is a clear error, and nothing is left', async () => {
-    await assert.rejects(LocalhostRedirect.start('/var/run/netns/hull-lh-no-such-namespace', () => undefined), NotFoundError);
-    await assert.rejects(LocalhostRedirect.start('/etc/hostname', () => undefined), InvalidArgumentError);
+    await assert.rejects(
+      LocalhostRedirect.start('/var/run/netns/hull-lh-no-such-namespace', () => undefined),
+      NotFoundError,
+    );
+    await assert.rejects(
+      LocalhostRedirect.start('/etc/hostname', () => undefined),
+      InvalidArgumentError,
+    );
   });
 
-  it('refuses the host\'s own network namespace (by any path): no rule, no listener there', async () => {
+  it("refuses the host's own network namespace (by any path): no rule, no listener there", async () => {
     const before = execFileSync('iptables', ['-w', '10', '-t', 'nat', '-S', 'OUTPUT']).toString();
     for (const p of ['/proc/self/ns/net', `/proc/${process.pid}/ns/net`]) {
-      await assert.rejects(LocalhostRedirect.start(p, () => undefined), (e: Error) => e instanceof InvalidArgumentError && /host's own network namespace/.test(e.message), p);
+      await assert.rejects(
+        LocalhostRedirect.start(p, () => undefined),
+        (e: Error) => e instanceof InvalidArgumentError && /host's own network namespace/.test(e.message),
+        p,
+      );
     }
     assert.equal(execFileSync('iptables', ['-w', '10', '-t', 'nat', '-S', 'OUTPUT']).toString(), before);
   });

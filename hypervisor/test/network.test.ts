@@ -33,8 +33,13 @@ interface IpLink {
   linkinfo?: { info_kind: string; info_data?: { type: string } };
   addr_info?: Array<{ local: string; prefixlen: number; scope: string }>;
 }
-interface TcEntry { pref: number; kind: string; options?: { actions?: Array<{ kind: string; mirred_action?: string; direction?: string; to_dev?: string }> } }
-const json = async <T = IpLink>(ns: string, tool: string, args: string[]): Promise<T[]> => JSON.parse((await inNs(ns, tool, ['-j', ...args])) || '[]') as T[];
+interface TcEntry {
+  pref: number;
+  kind: string;
+  options?: { actions?: Array<{ kind: string; mirred_action?: string; direction?: string; to_dev?: string }> };
+}
+const json = async <T = IpLink>(ns: string, tool: string, args: string[]): Promise<T[]> =>
+  JSON.parse((await inNs(ns, tool, ['-j', ...args])) || '[]') as T[];
 
 /**
  * Test-only: opens a persistent tap (TUNSETIFF, IFF_TAP | IFF_NO_PI) as QEMU would, writes an ARP request "who has
@@ -98,7 +103,24 @@ describe('hypervisor/network on real namespaces', function () {
       await ip(['netns', 'add', ns]);
       made.push(ns);
     }
-    await ip(['link', 'add', 'eth0', 'netns', pod, 'mtu', String(MTU), 'type', 'veth', 'peer', 'name', 'br0', 'netns', bridge, 'mtu', String(MTU)]);
+    await ip([
+      'link',
+      'add',
+      'eth0',
+      'netns',
+      pod,
+      'mtu',
+      String(MTU),
+      'type',
+      'veth',
+      'peer',
+      'name',
+      'br0',
+      'netns',
+      bridge,
+      'mtu',
+      String(MTU),
+    ]);
     await ip(['-n', pod, 'link', 'set', 'lo', 'up']);
     await ip(['-n', pod, 'link', 'set', 'eth0', 'up']);
     await ip(['-n', bridge, 'link', 'set', 'br0', 'up']);
@@ -123,7 +145,10 @@ describe('hypervisor/network on real namespaces', function () {
     const file = path.join(tmp, 'plain');
     fs.writeFileSync(file, '');
     await assert.rejects(scanNetns(file), (e: Error) => e instanceof InvalidArgumentError && e.message.includes(file));
-    await assert.rejects(scanNetns('/proc/self/ns/mnt'), (e: Error) => e instanceof InvalidArgumentError && /not a network namespace/.test(e.message));
+    await assert.rejects(
+      scanNetns('/proc/self/ns/mnt'),
+      (e: Error) => e instanceof InvalidArgumentError && /not a network namespace/.test(e.message),
+    );
     await assert.rejects(scanNetns(`/var/run/netns/${pod}-missing`), NotFoundError);
     for (const bad of ['', 'relative', '/a/../b', '/a//b', '/a/', `/a\0b`, `/${'x'.repeat(4096)}`]) {
       await assert.rejects(scanNetns(bad), InvalidArgumentError, JSON.stringify(bad.slice(0, 20)));
@@ -131,38 +156,64 @@ describe('hypervisor/network on real namespaces', function () {
   });
 
   it('scan: a missing path or a file that is no netns is a clear error', async () => {
-    await assert.rejects(scanNetns(`/var/run/netns/${pod}-missing`), (e: Error) => e instanceof NotFoundError && e.message.includes(`${pod}-missing does not exist`));
-    await assert.rejects(scanNetns(fs.mkdtempSync(path.join(tmp, 'd-'))), (e: Error) => e instanceof InvalidArgumentError && /not a namespace file/.test(e.message));
-    await assert.rejects(scanNetns('/proc/self/ns/uts'), (e: Error) => e instanceof InvalidArgumentError && /not a network namespace/.test(e.message));
+    await assert.rejects(
+      scanNetns(`/var/run/netns/${pod}-missing`),
+      (e: Error) => e instanceof NotFoundError && e.message.includes(`${pod}-missing does not exist`),
+    );
+    await assert.rejects(
+      scanNetns(fs.mkdtempSync(path.join(tmp, 'd-'))),
+      (e: Error) => e instanceof InvalidArgumentError && /not a namespace file/.test(e.message),
+    );
+    await assert.rejects(
+      scanNetns('/proc/self/ns/uts'),
+      (e: Error) => e instanceof InvalidArgumentError && /not a network namespace/.test(e.message),
+    );
   });
 
-  it('scan and attach refuse the host\'s own network namespace: its NICs never go to a VM', async () => {
-    await assert.rejects(scanNetns(`/proc/${process.pid}/ns/net`), (e: Error) => e instanceof InvalidArgumentError && /host's own network namespace/.test(e.message));
-    await assert.rejects(attachEndpoints('/proc/self/ns/net', []), (e: Error) => e instanceof InvalidArgumentError && /host's own network namespace/.test(e.message));
+  it("scan and attach refuse the host's own network namespace: its NICs never go to a VM", async () => {
+    await assert.rejects(
+      scanNetns(`/proc/${process.pid}/ns/net`),
+      (e: Error) => e instanceof InvalidArgumentError && /host's own network namespace/.test(e.message),
+    );
+    await assert.rejects(
+      attachEndpoints('/proc/self/ns/net', []),
+      (e: Error) => e instanceof InvalidArgumentError && /host's own network namespace/.test(e.message),
+    );
   });
 
   it('scan finds exactly eth0 with its MAC, MTU, addresses, routes and permanent neighbour', async () => {
     const scan = await scanNetns(podPath);
-    assert.deepEqual(scan.endpoints, [{
-      name: 'eth0',
-      mac: eth0Mac,
-      mtu: MTU,
-      addresses: [{ family: 4, address: me, prefixLength: 24 }, { family: 6, address: `${v6}2`, prefixLength: 64 }],
-      tap: 'tap0_hull',
-    }]);
+    assert.deepEqual(scan.endpoints, [
+      {
+        name: 'eth0',
+        mac: eth0Mac,
+        mtu: MTU,
+        addresses: [
+          { family: 4, address: me, prefixLength: 24 },
+          { family: 6, address: `${v6}2`, prefixLength: 64 },
+        ],
+        tap: 'tap0_hull',
+      },
+    ]);
     assert.deepEqual(scan.routes, [
       { dest: 'default', gateway: gw, device: 'eth0', scope: 0, family: 4 },
       { dest: `10.${x}.${y}.0/24`, device: 'eth0', source: me, scope: 253, family: 4 },
       { dest: `${v6}/64`, device: 'eth0', scope: 0, family: 6 },
       { dest: 'default', gateway: `${v6}1`, device: 'eth0', scope: 0, family: 6 },
     ]);
-    assert.deepEqual(scan.neighbors, [{ address: `10.${x}.${y}.9`, family: 4, lladdr: NEIGH_MAC, device: 'eth0', state: 0x80 }]);
+    assert.deepEqual(scan.neighbors, [
+      { address: `10.${x}.${y}.9`, family: 4, lladdr: NEIGH_MAC, device: 'eth0', state: 0x80 },
+    ]);
     endpoints = scan.endpoints;
   });
 
   async function redirects(dev: string): Promise<string[]> {
     const filters = await json<TcEntry>(pod, 'tc', ['filter', 'show', 'dev', dev, 'ingress']);
-    return filters.flatMap((f) => (f.options?.actions ?? []).map((a) => `${f.pref} ${f.kind} ${a.kind} ${a.mirred_action ?? ''} ${a.direction ?? ''} ${a.to_dev ?? ''}`));
+    return filters.flatMap((f) =>
+      (f.options?.actions ?? []).map(
+        (a) => `${f.pref} ${f.kind} ${a.kind} ${a.mirred_action ?? ''} ${a.direction ?? ''} ${a.to_dev ?? ''}`,
+      ),
+    );
   }
 
   async function checkAttached(): Promise<void> {
@@ -195,7 +246,27 @@ describe('hypervisor/network on real namespaces', function () {
   });
 
   it('foreign ingress filters on the veth survive attach and detach', async () => {
-    const foreign = (pref: string, match: string[]) => inNs(pod, 'tc', ['filter', 'add', 'dev', 'eth0', 'parent', 'ffff:', 'protocol', 'all', 'pref', pref, 'u32', ...match, 'action', 'mirred', 'egress', 'mirror', 'dev', 'eth0']);
+    const foreign = (pref: string, match: string[]) =>
+      inNs(pod, 'tc', [
+        'filter',
+        'add',
+        'dev',
+        'eth0',
+        'parent',
+        'ffff:',
+        'protocol',
+        'all',
+        'pref',
+        pref,
+        'u32',
+        ...match,
+        'action',
+        'mirred',
+        'egress',
+        'mirror',
+        'dev',
+        'eth0',
+      ]);
     await detachEndpoints(podPath, ['tap0_hull']);
     await inNs(pod, 'tc', ['qdisc', 'add', 'dev', 'eth0', 'ingress']);
     await foreign('1', ['match', 'u32', '0xc0000201', '0xffffffff', 'at', '16']); // same priority as ours
@@ -211,7 +282,10 @@ describe('hypervisor/network on real namespaces', function () {
 
   it('a failed attach undoes what it made', async () => {
     const missing: NetEndpoint = { name: 'eth7', mac: '02:00:5e:00:53:07', mtu: 1500, addresses: [], tap: 'tap1_hull' };
-    await assert.rejects(attachEndpoints(podPath, [...endpoints, missing]), (e: Error) => e instanceof NotFoundError && e.message.includes('device eth7'));
+    await assert.rejects(
+      attachEndpoints(podPath, [...endpoints, missing]),
+      (e: Error) => e instanceof NotFoundError && e.message.includes('device eth7'),
+    );
     assert.deepEqual((await json(pod, 'ip', ['link', 'show'])).map((l) => l.ifname).sort(), ['eth0', 'lo']);
     assert.deepEqual(await json<TcEntry>(pod, 'tc', ['qdisc', 'show', 'dev', 'eth0', 'ingress']), []);
     await assert.rejects(attachEndpoints(podPath, [{ ...endpoints[0]!, mac: '02:00:5e:00:53:99' }]), /its MAC is/);
@@ -225,7 +299,10 @@ describe('hypervisor/network on real namespaces', function () {
     const links = await json(pod, 'ip', ['addr', 'show']);
     assert.deepEqual(links.map((l) => l.ifname).sort(), ['eth0', 'lo']);
     const eth0 = links.find((l) => l.ifname === 'eth0')!;
-    assert.deepEqual(eth0.addr_info!.filter((a) => a.scope === 'global').map((a) => `${a.local}/${a.prefixlen}`), [`${me}/24`, `${v6}2/64`]);
+    assert.deepEqual(
+      eth0.addr_info!.filter((a) => a.scope === 'global').map((a) => `${a.local}/${a.prefixlen}`),
+      [`${me}/24`, `${v6}2/64`],
+    );
     assert.equal(eth0.mtu, MTU);
     assert.deepEqual(await json<TcEntry>(pod, 'tc', ['qdisc', 'show', 'dev', 'eth0', 'ingress']), []);
     assert.deepEqual((await scanNetns(podPath)).routes.length, 4);
@@ -235,9 +312,18 @@ describe('hypervisor/network on real namespaces', function () {
 
   it('detach and removeLocalhostRedirects never act on the host\'s own netns, nor on a namespace file of another kind (errors, not "gone")', async () => {
     const own = `/proc/${process.pid}/ns/net`;
-    await assert.rejects(detachEndpoints(own, ['tap0_hull']), (e: Error) => e instanceof InvalidArgumentError && /host's own network namespace/.test(e.message));
-    await assert.rejects(removeLocalhostRedirects(own), (e: Error) => e instanceof InvalidArgumentError && /host's own network namespace/.test(e.message));
-    await assert.rejects(detachEndpoints(`/proc/${process.pid}/ns/ipc`, ['tap0_hull']), (e: Error) => e instanceof InvalidArgumentError && /not a network namespace/.test(e.message));
+    await assert.rejects(
+      detachEndpoints(own, ['tap0_hull']),
+      (e: Error) => e instanceof InvalidArgumentError && /host's own network namespace/.test(e.message),
+    );
+    await assert.rejects(
+      removeLocalhostRedirects(own),
+      (e: Error) => e instanceof InvalidArgumentError && /host's own network namespace/.test(e.message),
+    );
+    await assert.rejects(
+      detachEndpoints(`/proc/${process.pid}/ns/ipc`, ['tap0_hull']),
+      (e: Error) => e instanceof InvalidArgumentError && /not a network namespace/.test(e.message),
+    );
   });
 
   it('detach after the netns is deleted does not throw', async () => {

@@ -6,7 +6,11 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import {
-  CancelledError, DeadlineExceededError, FailedPreconditionError, NotImplementedError, UnavailableError,
+  CancelledError,
+  DeadlineExceededError,
+  FailedPreconditionError,
+  NotImplementedError,
+  UnavailableError,
 } from '../../errors';
 import { VHOST_VSOCK_DEVICE, cidCandidates, type HostProbe } from '../accel';
 import { processStartTime } from '../process';
@@ -17,11 +21,18 @@ import { pidExists } from '../util';
 import { writeFakeQemu } from './fake-qemu';
 
 const noKvmNoVsock: HostProbe = { exists: () => false, openReadWrite: () => false };
-const vsockHost: HostProbe = { exists: (p) => p === VHOST_VSOCK_DEVICE, openReadWrite: (p) => p === VHOST_VSOCK_DEVICE };
+const vsockHost: HostProbe = {
+  exists: (p) => p === VHOST_VSOCK_DEVICE,
+  openReadWrite: (p) => p === VHOST_VSOCK_DEVICE,
+};
 
 function recordingLogger(): Logger & { lines: Array<{ level: string; msg: string; obj: object }> } {
   const lines: Array<{ level: string; msg: string; obj: object }> = [];
-  const at = (level: string) => (obj: object, msg: string): void => { lines.push({ level, msg, obj }); };
+  const at =
+    (level: string) =>
+    (obj: object, msg: string): void => {
+      lines.push({ level, msg, obj });
+    };
   return { lines, info: at('info'), warn: at('warn'), debug: at('debug'), error: at('error') };
 }
 
@@ -42,8 +53,16 @@ describe('hypervisor/qemu/qemu (fake QEMU)', function () {
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 'hull-qemu-'));
     for (const f of ['vmlinuz', 'initrd.img', 'rootfs.img']) fs.writeFileSync(path.join(dir, f), '');
     cfg = {
-      id: 'pod-1', stateDir: path.join(dir, 'state'), kernel: path.join(dir, 'vmlinuz'), initrd: path.join(dir, 'initrd.img'),
-      image: path.join(dir, 'rootfs.img'), vcpus: 1, memoryMiB: 128, accel: 'auto', agentTransport: 'auto', qemuPath: writeFakeQemu(dir),
+      id: 'pod-1',
+      stateDir: path.join(dir, 'state'),
+      kernel: path.join(dir, 'vmlinuz'),
+      initrd: path.join(dir, 'initrd.img'),
+      image: path.join(dir, 'rootfs.img'),
+      vcpus: 1,
+      memoryMiB: 128,
+      accel: 'auto',
+      agentTransport: 'auto',
+      qemuPath: writeFakeQemu(dir),
     };
   });
   afterEach(async () => {
@@ -70,7 +89,7 @@ describe('hypervisor/qemu/qemu (fake QEMU)', function () {
     assert.equal(seen[0]!.name, 'qemu');
     assert.equal(seen[0]!.pid, vm.pid());
     assert.equal(seen[0]!.startTime, processStartTime(vm.pid()!), 'the start time of that very process');
-    assert.ok(seen[0]!.argvNamesState, 'its argv (already exec\'d) names the state folder');
+    assert.ok(seen[0]!.argvNamesState, "its argv (already exec'd) names the state folder");
 
     let spawned = 0;
     const refused = make();
@@ -83,9 +102,14 @@ describe('hypervisor/qemu/qemu (fake QEMU)', function () {
       },
     });
     await assert.rejects(refused.start(AbortSignal.timeout(10_000)), /cannot record it/);
-    for (let i = 0; i < 100 && pidExists(spawned) && processStartTime(spawned) !== undefined; i++) await new Promise((r) => setTimeout(r, 20));
+    for (let i = 0; i < 100 && pidExists(spawned) && processStartTime(spawned) !== undefined; i++)
+      await new Promise((r) => setTimeout(r, 20));
     assert.ok(spawned > 0);
-    assert.equal(fs.existsSync(`/proc/${spawned}/cmdline`) && fs.readFileSync(`/proc/${spawned}/cmdline`, 'latin1').length > 0, false, 'the unrecorded QEMU is killed');
+    assert.equal(
+      fs.existsSync(`/proc/${spawned}/cmdline`) && fs.readFileSync(`/proc/${spawned}/cmdline`, 'latin1').length > 0,
+      false,
+      'the unrecorded QEMU is killed',
+    );
   });
 
   it('prepare -> start -> pause/resume -> graceful stop -> cleanup, with every waiter told once', async () => {
@@ -110,7 +134,10 @@ describe('hypervisor/qemu/qemu (fake QEMU)', function () {
 
     await vm.stop({ force: false });
     const exit = await early;
-    assert.deepEqual({ code: exit.code, signal: exit.signal, expected: exit.expected }, { code: 0, signal: null, expected: true });
+    assert.deepEqual(
+      { code: exit.code, signal: exit.signal, expected: exit.expected },
+      { code: 0, signal: null, expected: true },
+    );
     assert.ok(exit.consoleTail.some((l) => l.includes('fake qemu booting hull-pod-1')));
     assert.equal(await vm.wait(), exit);
     assert.equal(vm.pid(), undefined);
@@ -144,11 +171,15 @@ describe('hypervisor/qemu/qemu (fake QEMU)', function () {
 
   it('a guest flooding its console (8 MiB and a 1 MiB line): bounded memory, nothing on disk, the log rate-limited and counting', async () => {
     const log = recordingLogger();
-    const vm = make({ logger: log, consoleLimits: { maxLines: 100, maxBytes: 32 * 1024, linesPerWindow: 50, windowMs: 60_000 } });
+    const vm = make({
+      logger: log,
+      consoleLimits: { maxLines: 100, maxBytes: 32 * 1024, linesPerWindow: 50, windowMs: 60_000 },
+    });
     await vm.prepare({ ...withMode('flood=8'), debug: true });
     await vm.start(AbortSignal.timeout(10_000));
     const t0 = Date.now();
-    while (!vm.consoleTail(1).includes('fake: flood done') && Date.now() - t0 < 15_000) await new Promise((r) => setTimeout(r, 20));
+    while (!vm.consoleTail(1).includes('fake: flood done') && Date.now() - t0 < 15_000)
+      await new Promise((r) => setTimeout(r, 20));
     const tail = vm.consoleTail();
     assert.equal(tail.at(-1), 'fake: flood done');
     assert.ok(tail.length <= 100, `${tail.length} lines kept`);
@@ -157,14 +188,21 @@ describe('hypervisor/qemu/qemu (fake QEMU)', function () {
     assert.equal(long, `${'y'.repeat(1024)}…(${(1 << 20) - 1024} bytes more)`, 'a 1 MiB line is kept as its first KiB');
     assert.ok(vm.consoleTotals().bytes > 8 * 1024 * 1024);
     const files = fs.readdirSync(cfg.stateDir).map((f) => fs.statSync(path.join(cfg.stateDir, f)));
-    assert.ok(files.every((f) => !f.isFile() || f.size < 4096), 'no console file in the state folder');
+    assert.ok(
+      files.every((f) => !f.isFile() || f.size < 4096),
+      'no console file in the state folder',
+    );
     await vm.stop({ force: false });
     const logged = log.lines.filter((l) => l.msg === 'guest console');
     assert.equal(logged.length, 50, 'at most 50 lines per window went into the log');
     const dropped = log.lines.filter((l) => /guest console lines not logged/.test(l.msg));
     assert.equal(dropped.length, 1, 'one report, when the console ended');
     const notLogged = (dropped[0]!.obj as { notLogged: number }).notLogged;
-    assert.equal(notLogged, 8 * 1024 + 3 - 50, 'every line past the limit is counted (the booting line, 8192 flood lines, the long one, done)');
+    assert.equal(
+      notLogged,
+      8 * 1024 + 3 - 50,
+      'every line past the limit is counted (the booting line, 8192 flood lines, the long one, done)',
+    );
     assert.equal(vm.consoleTotals().notLogged, notLogged);
   });
 
@@ -235,10 +273,19 @@ describe('hypervisor/qemu/qemu (fake QEMU)', function () {
     const cid = cidCandidates(cfg.id).next().value as number;
     assert.deepEqual(vm.agentAddress(), { transport: 'vsock', cid, port: 1024 });
     const argv = vm.argv();
-    assert.deepEqual(argv.slice(argv.indexOf(`vhost-vsock-pci,guest-cid=${cid}`) - 1).slice(0, 2), ['-device', `vhost-vsock-pci,guest-cid=${cid}`]);
+    assert.deepEqual(argv.slice(argv.indexOf(`vhost-vsock-pci,guest-cid=${cid}`) - 1).slice(0, 2), [
+      '-device',
+      `vhost-vsock-pci,guest-cid=${cid}`,
+    ]);
     assert.match(argv[argv.indexOf('-append') + 1]!, / hull\.agent=vsock( |$)/);
     assert.ok(!argv.some((w) => w.includes('virtio-serial') || w.includes('virtserialport')), 'no serial port');
-    assert.ok(log.lines.some((l) => l.msg === 'agent transport: vsock' && (l.obj as { why: string }).why === '/dev/vhost-vsock opens read-write; using vsock'));
+    assert.ok(
+      log.lines.some(
+        (l) =>
+          l.msg === 'agent transport: vsock' &&
+          (l.obj as { why: string }).why === '/dev/vhost-vsock opens read-write; using vsock',
+      ),
+    );
 
     const serial = make({ hostProbe: vsockHost });
     await serial.prepare({ ...cfg, stateDir: path.join(dir, 'state2'), agentTransport: 'serial' });
@@ -252,16 +299,31 @@ describe('hypervisor/qemu/qemu (fake QEMU)', function () {
     const vm = make({ logger: log, confineProbe: rootHost });
     await vm.prepare({ ...cfg, qemuUser: 'nobody' });
     assert.deepEqual(vm.confinement(), { seccomp: true, runAs: 'nobody' });
-    assert.deepEqual(vm.argv().slice(-4), ['-sandbox', 'on,obsolete=deny,elevateprivileges=allow,spawn=deny,resourcecontrol=deny', '-runas', 'nobody']);
+    assert.deepEqual(vm.argv().slice(-4), [
+      '-sandbox',
+      'on,obsolete=deny,elevateprivileges=allow,spawn=deny,resourcecontrol=deny',
+      '-runas',
+      'nobody',
+    ]);
     const line = log.lines.find((l) => l.msg === 'qemu confinement: seccomp, runs as nobody');
-    assert.ok(line && /QEMU drops to nobody/.test((line.obj as { why: string }).why), JSON.stringify(log.lines.map((l) => l.msg)));
+    assert.ok(
+      line && /QEMU drops to nobody/.test((line.obj as { why: string }).why),
+      JSON.stringify(log.lines.map((l) => l.msg)),
+    );
 
     // Not root: no -runas, and then set*id is denied too. The defaults (no qemuUser) are the same.
     const log2 = recordingLogger();
     const user = make({ logger: log2, confineProbe: { ...rootHost, euid: () => 1000 } });
     await user.prepare({ ...cfg, stateDir: path.join(dir, 'state2'), qemuUser: 'nobody' });
-    assert.deepEqual(user.argv().slice(-2), ['-sandbox', 'on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny']);
-    assert.ok(log2.lines.some((l) => l.msg === 'qemu confinement: seccomp, no -runas' && /not root/.test((l.obj as { why: string }).why)));
+    assert.deepEqual(user.argv().slice(-2), [
+      '-sandbox',
+      'on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny',
+    ]);
+    assert.ok(
+      log2.lines.some(
+        (l) => l.msg === 'qemu confinement: seccomp, no -runas' && /not root/.test((l.obj as { why: string }).why),
+      ),
+    );
     const dflt = make({ confineProbe: rootHost });
     await dflt.prepare({ ...cfg, stateDir: path.join(dir, 'state3') });
     assert.deepEqual(dflt.confinement(), { seccomp: true });
@@ -286,7 +348,10 @@ describe('hypervisor/qemu/qemu (fake QEMU)', function () {
     assert.throws(() => vm.agentAddress(), FailedPreconditionError);
     assert.throws(() => vm.accel(), FailedPreconditionError);
     await assert.rejects(vm.pause(), FailedPreconditionError);
-    await assert.rejects(vm.addDevice({ kind: 'block', id: 'd', hostPath: '/dev/null', readOnly: true }), NotImplementedError);
+    await assert.rejects(
+      vm.addDevice({ kind: 'block', id: 'd', hostPath: '/dev/null', readOnly: true }),
+      NotImplementedError,
+    );
     await vm.prepare(cfg);
     await assert.rejects(vm.prepare(cfg), FailedPreconditionError);
     await assert.rejects(vm.resume(), FailedPreconditionError);
@@ -309,7 +374,10 @@ describe('hypervisor/qemu/qemu (fake QEMU)', function () {
     try {
       const log = recordingLogger();
       const vm = make({ logger: log });
-      await vm.prepare({ ...cfg, network: { netnsPath: `/run/netns/${name}`, nics: [{ tap: 'tap0_kata', mac: '02:00:00:00:00:01' }] } });
+      await vm.prepare({
+        ...cfg,
+        network: { netnsPath: `/run/netns/${name}`, nics: [{ tap: 'tap0_kata', mac: '02:00:00:00:00:01' }] },
+      });
       const { file, args } = vm.command();
       assert.equal(file, '/usr/bin/nsenter');
       assert.deepEqual(args.slice(0, 3), [`--net=/run/netns/${name}`, '--', cfg.qemuPath]);
@@ -319,9 +387,16 @@ describe('hypervisor/qemu/qemu (fake QEMU)', function () {
       await vm.start(AbortSignal.timeout(10_000));
       const pid = vm.pid()!;
       const cmdline = fs.readFileSync(`/proc/${pid}/cmdline`, 'latin1').split('\0');
-      assert.ok(!cmdline.some((w) => w.includes('nsenter')), 'nsenter exec\'d: the pid is QEMU\'s');
-      assert.ok(cmdline.some((w) => w.includes(cfg.stateDir)), 'the argv names the state folder (crash recovery matches on it)');
-      assert.equal(fs.statSync(`/proc/${pid}/ns/net`).ino, fs.statSync(`/run/netns/${name}`).ino, 'QEMU is in the pod namespace');
+      assert.ok(!cmdline.some((w) => w.includes('nsenter')), "nsenter exec'd: the pid is QEMU's");
+      assert.ok(
+        cmdline.some((w) => w.includes(cfg.stateDir)),
+        'the argv names the state folder (crash recovery matches on it)',
+      );
+      assert.equal(
+        fs.statSync(`/proc/${pid}/ns/net`).ino,
+        fs.statSync(`/run/netns/${name}`).ino,
+        'QEMU is in the pod namespace',
+      );
       await vm.stop({ force: false });
       assert.equal((await vm.wait()).code, 0);
     } finally {

@@ -4,20 +4,36 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import {
-  CancelledError, DeadlineExceededError, FailedPreconditionError, InternalError, NotFoundError, NotImplementedError, UnavailableError,
+  CancelledError,
+  DeadlineExceededError,
+  FailedPreconditionError,
+  InternalError,
+  NotFoundError,
+  NotImplementedError,
+  UnavailableError,
 } from '../../errors';
 import { LineSplitter, QmpClient, QmpErrorReply, type QmpEvent, type ShutdownEvent } from '../qemu/qmp';
 
-const GREETING = { QMP: { version: { qemu: { micro: 22, minor: 2, major: 7 }, package: 'Debian' }, capabilities: ['oob'] } };
+const GREETING = {
+  QMP: { version: { qemu: { micro: 22, minor: 2, major: 7 }, package: 'Debian' }, capabilities: ['oob'] },
+};
 
-type Handler = (cmd: { execute: string; id?: unknown; arguments?: unknown }, send: (o: unknown) => void, sock: net.Socket) => void;
+type Handler = (
+  cmd: { execute: string; id?: unknown; arguments?: unknown },
+  send: (o: unknown) => void,
+  sock: net.Socket,
+) => void;
 
 /** A fake QMP server: greets, answers qmp_capabilities, hands everything else to `handler`. */
 class FakeQmp {
   readonly server: net.Server;
   readonly received: string[] = [];
   sockets: net.Socket[] = [];
-  constructor(readonly socketPath: string, handler: Handler, opts: { greet?: (sock: net.Socket) => void } = {}) {
+  constructor(
+    readonly socketPath: string,
+    handler: Handler,
+    opts: { greet?: (sock: net.Socket) => void } = {},
+  ) {
     this.server = net.createServer((sock) => {
       this.sockets.push(sock);
       (opts.greet ?? ((s) => s.write(`${JSON.stringify(GREETING)}\r\n`)))(sock);
@@ -26,7 +42,9 @@ class FakeQmp {
         for (const line of lines.push(chunk)) {
           const cmd = JSON.parse(line) as { execute: string; id?: unknown };
           this.received.push(cmd.execute);
-          const send = (o: unknown): void => { sock.write(`${JSON.stringify(o)}\r\n`); };
+          const send = (o: unknown): void => {
+            sock.write(`${JSON.stringify(o)}\r\n`);
+          };
           if (cmd.execute === 'qmp_capabilities') send({ return: {}, id: cmd.id });
           else handler(cmd, send, sock);
         }
@@ -114,7 +132,10 @@ describe('hypervisor/qemu/qmp', () => {
     await client.stop();
     await client.quit();
     await new Promise((r) => setImmediate(r));
-    assert.deepEqual(events.map((e) => e.event), ['RESUME', 'STOP', 'SHUTDOWN']);
+    assert.deepEqual(
+      events.map((e) => e.event),
+      ['RESUME', 'STOP', 'SHUTDOWN'],
+    );
     assert.deepEqual(events[0]!.timestamp, { seconds: 1, microseconds: 2 });
     assert.equal(stops.length, 1);
     assert.deepEqual(shutdowns, [{ guest: false, reason: 'host-qmp-quit' }]);
@@ -126,7 +147,10 @@ describe('hypervisor/qemu/qmp', () => {
       const text = `${JSON.stringify({ return: { status: 'paused', running: false }, id: cmd.id })}\r\n`;
       let i = 0;
       const tick = (): void => {
-        if (i < text.length) { s.write(text[i++]!); setImmediate(tick); }
+        if (i < text.length) {
+          s.write(text[i++]!);
+          setImmediate(tick);
+        }
       };
       tick();
     });
@@ -136,8 +160,15 @@ describe('hypervisor/qemu/qmp', () => {
   });
 
   it('turns QMP errors into typed errors that keep class and desc', async () => {
-    const classes: Record<string, string> = { 'no-such': 'CommandNotFound', 'device_del': 'DeviceNotFound', 'cont': 'GenericError', 'weird': 'KVMMissingCap' };
-    fake = new FakeQmp(sock, (cmd, send) => send({ error: { class: classes[cmd.execute], desc: `nope: ${cmd.execute}` }, id: cmd.id }));
+    const classes: Record<string, string> = {
+      'no-such': 'CommandNotFound',
+      device_del: 'DeviceNotFound',
+      cont: 'GenericError',
+      weird: 'KVMMissingCap',
+    };
+    fake = new FakeQmp(sock, (cmd, send) =>
+      send({ error: { class: classes[cmd.execute], desc: `nope: ${cmd.execute}` }, id: cmd.id }),
+    );
     await fake.listen();
     client = await QmpClient.connect(sock);
     await assert.rejects(client.execute('no-such'), NotImplementedError);
@@ -166,7 +197,9 @@ describe('hypervisor/qemu/qmp', () => {
   });
 
   it('fails pending commands with UnavailableError when QEMU closes the socket; quit treats that as done', async () => {
-    fake = new FakeQmp(sock, (cmd, _send, s) => { if (cmd.execute !== 'hang') s.destroy(); });
+    fake = new FakeQmp(sock, (cmd, _send, s) => {
+      if (cmd.execute !== 'hang') s.destroy();
+    });
     await fake.listen();
     client = await QmpClient.connect(sock);
     const closed = new Promise<Error>((resolve) => client!.onClose(resolve));
@@ -179,18 +212,26 @@ describe('hypervisor/qemu/qmp', () => {
   });
 
   it('closes the connection on a line over the cap or invalid JSON', async () => {
-    fake = new FakeQmp(sock, (_cmd, _send, s) => { s.write('{"return": '); s.write(`"${'x'.repeat(1024 * 1024 + 10)}"`); });
+    fake = new FakeQmp(sock, (_cmd, _send, s) => {
+      s.write('{"return": ');
+      s.write(`"${'x'.repeat(1024 * 1024 + 10)}"`);
+    });
     await fake.listen();
     client = await QmpClient.connect(sock);
     await assert.rejects(client.execute('big'), InternalError);
 
     client.close();
     await fake.close();
-    fake = new FakeQmp(sock, (_cmd, _send, s) => { s.write('not json\n'); });
+    fake = new FakeQmp(sock, (_cmd, _send, s) => {
+      s.write('not json\n');
+    });
     fs.rmSync(sock, { force: true });
     await fake.listen();
     client = await QmpClient.connect(sock);
-    await assert.rejects(client.execute('x'), (e: Error) => e instanceof InternalError && /invalid JSON/.test(e.message));
+    await assert.rejects(
+      client.execute('x'),
+      (e: Error) => e instanceof InternalError && /invalid JSON/.test(e.message),
+    );
   });
 
   it('retries connecting until the socket appears', async () => {
@@ -210,6 +251,9 @@ describe('hypervisor/qemu/qmp', () => {
   it('bounds the wait for the greeting', async () => {
     fake = new FakeQmp(sock, () => undefined, { greet: () => undefined });
     await fake.listen();
-    await assert.rejects(QmpClient.connect(sock, { handshakeTimeoutMs: 50 }), (e: Error) => e instanceof DeadlineExceededError && /greeting/.test(e.message));
+    await assert.rejects(
+      QmpClient.connect(sock, { handshakeTimeoutMs: 50 }),
+      (e: Error) => e instanceof DeadlineExceededError && /greeting/.test(e.message),
+    );
   });
 });

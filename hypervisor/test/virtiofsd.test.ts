@@ -13,7 +13,9 @@ import { Virtiofsd, probeSandboxMode, resetSandboxProbeCache, virtiofsdArgs } fr
  */
 function writeFakeVirtiofsd(dir: string, name: string, behaviour: 'ok' | 'fail-namespace' | 'exit-at-once'): string {
   const file = path.join(dir, name);
-  fs.writeFileSync(file, `#!${process.execPath}
+  fs.writeFileSync(
+    file,
+    `#!${process.execPath}
 'use strict';
 const net = require('net');
 const args = process.argv.slice(2);
@@ -37,7 +39,9 @@ const server = net.createServer((c) => {
   c.on('close', () => process.exit(0));
 });
 server.listen(sock);
-`, { mode: 0o755 });
+`,
+    { mode: 0o755 },
+  );
   return file;
 }
 
@@ -51,12 +55,33 @@ describe('hypervisor/virtiofsd', function () {
   afterEach(() => fs.rmSync(dir, { recursive: true, force: true }));
 
   it('argv (golden): socket, source, cache=auto, sandbox, submounts; no --syslog', () => {
-    assert.deepEqual(virtiofsdArgs({ binary: '/v', socketPath: '/run/x/virtiofsd.sock', sharedDir: '/run/x/shared', sandbox: 'namespace' }), [
-      '--socket-path=/run/x/virtiofsd.sock', '-o', 'source=/run/x/shared', '-o', 'cache=auto', '-o', 'sandbox=namespace', '-o', 'announce_submounts',
-    ]);
-    assert.deepEqual(virtiofsdArgs({ binary: '/v', socketPath: '/s', sharedDir: '/d', sandbox: 'chroot', debug: true }).slice(-4),
-      ['-o', 'announce_submounts', '-o', 'log_level=debug']);
-    assert.throws(() => virtiofsdArgs({ binary: '/v', socketPath: '/s', sharedDir: '/d,allow_root', sandbox: 'chroot' }), InvalidArgumentError);
+    assert.deepEqual(
+      virtiofsdArgs({
+        binary: '/v',
+        socketPath: '/run/x/virtiofsd.sock',
+        sharedDir: '/run/x/shared',
+        sandbox: 'namespace',
+      }),
+      [
+        '--socket-path=/run/x/virtiofsd.sock',
+        '-o',
+        'source=/run/x/shared',
+        '-o',
+        'cache=auto',
+        '-o',
+        'sandbox=namespace',
+        '-o',
+        'announce_submounts',
+      ],
+    );
+    assert.deepEqual(
+      virtiofsdArgs({ binary: '/v', socketPath: '/s', sharedDir: '/d', sandbox: 'chroot', debug: true }).slice(-4),
+      ['-o', 'announce_submounts', '-o', 'log_level=debug'],
+    );
+    assert.throws(
+      () => virtiofsdArgs({ binary: '/v', socketPath: '/s', sharedDir: '/d,allow_root', sandbox: 'chroot' }),
+      InvalidArgumentError,
+    );
   });
 
   it('probe: namespace when the daemon answers GET_FEATURES after connecting; cleans up after itself', async () => {
@@ -76,7 +101,10 @@ describe('hypervisor/virtiofsd', function () {
     // ...and chroot mode really starts.
     const share = path.join(dir, 'share');
     fs.mkdirSync(share);
-    const d = await Virtiofsd.start({ binary: bin, socketPath: path.join(dir, 'v.sock'), sharedDir: share, sandbox: 'chroot' }, AbortSignal.timeout(5000));
+    const d = await Virtiofsd.start(
+      { binary: bin, socketPath: path.join(dir, 'v.sock'), sharedDir: share, sandbox: 'chroot' },
+      AbortSignal.timeout(5000),
+    );
     const pid = d.pid!;
     assert.ok(pidExists(pid));
     await d.stop(0);
@@ -88,7 +116,11 @@ describe('hypervisor/virtiofsd', function () {
   it('start: a daemon that exits before listening is an UnavailableError with its stderr', async () => {
     const bin = writeFakeVirtiofsd(dir, 'vfsd-bad', 'exit-at-once');
     await assert.rejects(
-      Virtiofsd.start({ binary: bin, socketPath: path.join(dir, 'v.sock'), sharedDir: dir, sandbox: 'namespace' }, AbortSignal.timeout(5000)),
-      (e: Error) => e instanceof UnavailableError && /exit code 1/.test(e.message) && /bad mount point/.test(e.message));
+      Virtiofsd.start(
+        { binary: bin, socketPath: path.join(dir, 'v.sock'), sharedDir: dir, sandbox: 'namespace' },
+        AbortSignal.timeout(5000),
+      ),
+      (e: Error) => e instanceof UnavailableError && /exit code 1/.test(e.message) && /bad mount point/.test(e.message),
+    );
   });
 });

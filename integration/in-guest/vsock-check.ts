@@ -7,7 +7,17 @@
  * that kept node's event loop alive would show up as a container that never exits.
  */
 import crypto from 'node:crypto';
-import { VMADDR_CID_ANY, VMADDR_CID_HOST, VMADDR_CID_LOCAL, VMADDR_PORT_ANY, VsockError, VsockServer, connect, localCid, type VsockSocket } from 'hull-vsock';
+import {
+  VMADDR_CID_ANY,
+  VMADDR_CID_HOST,
+  VMADDR_CID_LOCAL,
+  VMADDR_PORT_ANY,
+  VsockError,
+  VsockServer,
+  connect,
+  localCid,
+  type VsockSocket,
+} from 'hull-vsock';
 import { Client, ConnectionClosedError, Server, method, type Codec } from 'ttrpc-ts';
 
 const sha256 = (b: Buffer): string => crypto.createHash('sha256').update(b).digest('hex');
@@ -58,7 +68,9 @@ async function writeAll(s: VsockSocket, data: Buffer, chunk = 256 << 10): Promis
   }
 }
 
-const errorOf = async (p: Promise<unknown>): Promise<{ name: string; code?: string; syscall?: string; message: string } | 'no error'> => {
+const errorOf = async (
+  p: Promise<unknown>,
+): Promise<{ name: string; code?: string; syscall?: string; message: string } | 'no error'> => {
   try {
     await p;
     return 'no error';
@@ -124,11 +136,15 @@ async function ttrpc(): Promise<unknown> {
   await accepted;
   listener.close();
   const sizes = [0, 1, 1000, 64 << 10, 1 << 20, 3 << 20];
-  const answers = await Promise.all(sizes.flatMap((n) => [0, 1, 2].map(async () => {
-    const req = crypto.randomBytes(n);
-    const res = Buffer.from(await client.call(Echo.Echo, req, { timeoutMs: 60_000 }));
-    return res.equals(Buffer.concat([Buffer.from('echo:'), req]));
-  })));
+  const answers = await Promise.all(
+    sizes.flatMap((n) =>
+      [0, 1, 2].map(async () => {
+        const req = crypto.randomBytes(n);
+        const res = Buffer.from(await client.call(Echo.Echo, req, { timeoutMs: 60_000 }));
+        return res.equals(Buffer.concat([Buffer.from('echo:'), req]));
+      }),
+    ),
+  );
   client.close();
   await server.close();
   return { calls: answers.length, correct: answers.filter(Boolean).length };
@@ -139,7 +155,9 @@ async function errors(): Promise<unknown> {
   const server = VsockServer.listen({ port: VMADDR_PORT_ANY });
   const port = server.address.port;
   const out: Record<string, unknown> = {};
-  out.noListener = await errorOf(connect({ cid: VMADDR_CID_LOCAL, port: port === 5000 ? 5001 : 5000, timeoutMs: 10_000 }));
+  out.noListener = await errorOf(
+    connect({ cid: VMADDR_CID_LOCAL, port: port === 5000 ? 5001 : 5000, timeoutMs: 10_000 }),
+  );
   out.toHost = await errorOf(connect({ cid: VMADDR_CID_HOST, port: 1024, timeoutMs: 10_000 }));
   out.badPort = await errorOf(connect({ cid: VMADDR_CID_LOCAL, port: 2 ** 32 }));
   out.portTaken = await errorOf(Promise.resolve().then(() => VsockServer.listen({ port })));
@@ -153,7 +171,10 @@ async function errors(): Promise<unknown> {
   other.close();
 
   // The peer goes away while we write: the writer's error, not a hang.
-  const [victim, writer] = await Promise.all([server.accept(), connect({ cid: VMADDR_CID_LOCAL, port, timeoutMs: 10_000 })]);
+  const [victim, writer] = await Promise.all([
+    server.accept(),
+    connect({ cid: VMADDR_CID_LOCAL, port, timeoutMs: 10_000 }),
+  ]);
   victim.destroy();
   out.peerGone = await errorOf(writeAll(writer, crypto.randomBytes(8 << 20)));
   writer.destroy();
@@ -176,7 +197,12 @@ async function agent(): Promise<unknown> {
     await client.call(health, new Uint8Array(0), { timeoutMs: 20_000 });
     return { connectedTo, answered: true };
   } catch (err) {
-    return { connectedTo, answered: false, closedByAgent: err instanceof ConnectionClosedError, error: (err as Error).message };
+    return {
+      connectedTo,
+      answered: false,
+      closedByAgent: err instanceof ConnectionClosedError,
+      error: (err as Error).message,
+    };
   } finally {
     client.close();
   }

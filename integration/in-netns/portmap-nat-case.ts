@@ -27,17 +27,26 @@ const CONF = {
 function portmap(command: 'ADD' | 'DEL', containerId: string): void {
   execFileSync('/usr/lib/cni/portmap', [], {
     input: JSON.stringify(CONF),
-    env: { ...process.env, CNI_COMMAND: command, CNI_CONTAINERID: containerId, CNI_NETNS: '/proc/self/ns/net', CNI_IFNAME: 'eth0', CNI_PATH: '/usr/lib/cni' },
+    env: {
+      ...process.env,
+      CNI_COMMAND: command,
+      CNI_CONTAINERID: containerId,
+      CNI_NETNS: '/proc/self/ns/net',
+      CNI_IFNAME: 'eth0',
+      CNI_PATH: '/usr/lib/cni',
+    },
     stdio: ['pipe', 'ignore', 'inherit'],
   });
 }
 
 const ip = (args: string[]): void => void execFileSync('ip', args, { stdio: 'inherit' });
 // spawns: wrapper; text's callers name the program
-const text = (file: string, args: string[]): string => execFileSync(file, args, { stdio: ['ignore', 'pipe', 'ignore'] }).toString();
+const text = (file: string, args: string[]): string =>
+  execFileSync(file, args, { stdio: ['ignore', 'pipe', 'ignore'] }).toString();
 
 async function main(mode: string, callerNetns: string): Promise<void> {
-  if (fs.readlinkSync('/proc/self/ns/net') === callerNetns) throw new Error('run me in a network namespace of my own (unshare -n)');
+  if (fs.readlinkSync('/proc/self/ns/net') === callerNetns)
+    throw new Error('run me in a network namespace of my own (unshare -n)');
   ip(['link', 'add', 'br0', 'type', 'bridge']);
   ip(['addr', 'add', '10.99.0.1/24', 'dev', 'br0']);
   ip(['link', 'set', 'br0', 'up']);
@@ -50,8 +59,15 @@ async function main(mode: string, callerNetns: string): Promise<void> {
   if (mode !== 'busy') portmap('DEL', 'pod');
   const problems: string[] = [];
   await removePortmapNat(baseline, problems);
-  const nft = (JSON.parse(text('nft', ['-j', 'list', 'ruleset'])) as { nftables: object[] }).nftables.filter((i) => !('metainfo' in i));
-  const left = { problems, iptables: text('iptables', ['-t', 'nat', '-S']), ip6tables: text('ip6tables', ['-t', 'nat', '-S']), nft };
+  const nft = (JSON.parse(text('nft', ['-j', 'list', 'ruleset'])) as { nftables: object[] }).nftables.filter(
+    (i) => !('metainfo' in i),
+  );
+  const left = {
+    problems,
+    iptables: text('iptables', ['-t', 'nat', '-S']),
+    ip6tables: text('ip6tables', ['-t', 'nat', '-S']),
+    nft,
+  };
   process.stdout.write(`${JSON.stringify(left)}\n`);
 }
 

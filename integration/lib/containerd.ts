@@ -27,10 +27,52 @@ export const PAUSE_IMAGE = 'docker.io/hull/pause:test';
 /** What the busybox image serves at / with `httpd -f -p PORT -h /www`. */
 export const BUSYBOX_WWW_INDEX = 'hull busybox www\n';
 const APPLETS = [
-  'sh', 'cat', 'echo', 'sleep', 'uname', 'head', 'tail', 'dd', 'stty', 'true', 'false', 'ls', 'ps', 'sha256sum', 'wc', 'read',
-  'hostname', 'id', 'env', 'kill', 'tr', 'yes', 'httpd', 'nc', 'wget', 'ip', 'ifconfig', 'route', 'grep', 'mkdir', 'rm', 'touch',
-  'free', 'df', 'mount', 'nslookup', 'seq', 'test', 'date', 'printf', 'timeout', 'tty', 'nproc',
-  'brctl', 'umount', 'cp',
+  'sh',
+  'cat',
+  'echo',
+  'sleep',
+  'uname',
+  'head',
+  'tail',
+  'dd',
+  'stty',
+  'true',
+  'false',
+  'ls',
+  'ps',
+  'sha256sum',
+  'wc',
+  'read',
+  'hostname',
+  'id',
+  'env',
+  'kill',
+  'tr',
+  'yes',
+  'httpd',
+  'nc',
+  'wget',
+  'ip',
+  'ifconfig',
+  'route',
+  'grep',
+  'mkdir',
+  'rm',
+  'touch',
+  'free',
+  'df',
+  'mount',
+  'nslookup',
+  'seq',
+  'test',
+  'date',
+  'printf',
+  'timeout',
+  'tty',
+  'nproc',
+  'brctl',
+  'umount',
+  'cp',
 ];
 
 export interface CtrResult {
@@ -76,7 +118,10 @@ export interface PrivateContainerd {
   /** Present when started with `cri: true`. */
   cri?: CriSetup;
   /** Runs ctr and collects its output (`input` goes to its stdin). */
-  ctr(args: readonly string[], opts?: { input?: string | Buffer; timeoutMs?: number; stdoutFile?: string }): Promise<CtrResult>;
+  ctr(
+    args: readonly string[],
+    opts?: { input?: string | Buffer; timeoutMs?: number; stdoutFile?: string },
+  ): Promise<CtrResult>;
   /** ctr's arguments for this containerd (address and namespace first), and the environment tests run it with. */
   ctrArgs(args: readonly string[]): string[];
   env: NodeJS.ProcessEnv;
@@ -135,10 +180,29 @@ export async function startContainerd(opts: ContainerdOptions = {}): Promise<Pri
       '',
     ].join('\n'),
   );
-  fs.writeFileSync(hullConfig, opts.hullConfig ?? ['[runtime]', `state_dir = "${stateDir}"`, 'debug = true', ...(opts.failpoints ? ['enable_failpoints = true'] : []), '[agent]', 'boot_timeout = 120', ''].join('\n'));
-  const env = { ...process.env, PATH: `${path.join(REPO, 'bin')}:${process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin'}`, HULL_CONFIG: hullConfig };
+  fs.writeFileSync(
+    hullConfig,
+    opts.hullConfig ??
+      [
+        '[runtime]',
+        `state_dir = "${stateDir}"`,
+        'debug = true',
+        ...(opts.failpoints ? ['enable_failpoints = true'] : []),
+        '[agent]',
+        'boot_timeout = 120',
+        '',
+      ].join('\n'),
+  );
+  const env = {
+    ...process.env,
+    PATH: `${path.join(REPO, 'bin')}:${process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin'}`,
+    HULL_CONFIG: hullConfig,
+  };
   const logFd = fs.openSync(log, 'a');
-  const child = spawn('containerd', ['--config', path.join(dir, 'config.toml')], { env, stdio: ['ignore', logFd, logFd] });
+  const child = spawn('containerd', ['--config', path.join(dir, 'config.toml')], {
+    env,
+    stdio: ['ignore', logFd, logFd],
+  });
   fs.closeSync(logFd);
   let exited = false;
   child.once('exit', () => (exited = true));
@@ -148,7 +212,10 @@ export async function startContainerd(opts: ContainerdOptions = {}): Promise<Pri
   const ctrArgs = (args: readonly string[]): string[] => ['--address', address, '--namespace', namespace, ...args];
   const ctr: PrivateContainerd['ctr'] = (args, o = {}) =>
     new Promise((resolve, reject) => {
-      const p = spawn('ctr', ctrArgs(args), { env, stdio: ['pipe', o.stdoutFile ? fs.openSync(o.stdoutFile, 'w') : 'pipe', 'pipe'] });
+      const p = spawn('ctr', ctrArgs(args), {
+        env,
+        stdio: ['pipe', o.stdoutFile ? fs.openSync(o.stdoutFile, 'w') : 'pipe', 'pipe'],
+      });
       const out: Buffer[] = [];
       const err: Buffer[] = [];
       p.stdout?.on('data', (c: Buffer) => out.push(c));
@@ -162,7 +229,8 @@ export async function startContainerd(opts: ContainerdOptions = {}): Promise<Pri
       if (o.input !== undefined) p.stdin?.end(o.input);
       else p.stdin?.end();
     });
-  const spawnCtr = (args: readonly string[]): ChildProcess => spawn('ctr', ctrArgs(args), { env, stdio: ['pipe', 'pipe', 'pipe'] });
+  const spawnCtr = (args: readonly string[]): ChildProcess =>
+    spawn('ctr', ctrArgs(args), { env, stdio: ['pipe', 'pipe', 'pipe'] });
 
   const criSetup = network ? makeCriSetup(address, dir, network) : undefined;
 
@@ -191,7 +259,21 @@ export async function startContainerd(opts: ContainerdOptions = {}): Promise<Pri
     fs.rmSync(dir, { recursive: true, force: true });
     if (problems.length) console.warn(`containerd stop (${dir}): ${problems.join('; ')}`);
   };
-  const ctd: PrivateContainerd = { dir, address, namespace, stateDir, process: child, log, hullConfig, cri: criSetup, ctr, ctrArgs, env, spawnCtr, stop };
+  const ctd: PrivateContainerd = {
+    dir,
+    address,
+    namespace,
+    stateDir,
+    process: child,
+    log,
+    hullConfig,
+    cri: criSetup,
+    ctr,
+    ctrArgs,
+    env,
+    spawnCtr,
+    stop,
+  };
   if (criSetup) {
     try {
       await criSetup.client.waitReady();
@@ -232,7 +314,12 @@ function criConfig(dir: string, hullConfig: string, net: CriNetwork): string[] {
         bridge: net.bridge,
         isGateway: true,
         ipMasq: false,
-        ipam: { type: 'host-local', ranges: [[{ subnet: net.subnet, gateway: net.gateway }]], routes: [{ dst: '0.0.0.0/0' }], dataDir: net.ipamDataDir },
+        ipam: {
+          type: 'host-local',
+          ranges: [[{ subnet: net.subnet, gateway: net.gateway }]],
+          routes: [{ dst: '0.0.0.0/0' }],
+          dataDir: net.ipamDataDir,
+        },
       },
       // hostPort: CRI passes the pod's port mappings to the plugins that declare the capability.
       { type: 'portmap', capabilities: { portMappings: true } },
@@ -345,26 +432,44 @@ function sha256(data: Buffer): string {
 
 /** Builds an OCI image archive of a busybox rootfs (Debian's busybox-static) and imports it as BUSYBOX_IMAGE. */
 export async function importBusybox(ctd: PrivateContainerd): Promise<void> {
-  await importImage(ctd, BUSYBOX_IMAGE, { Env: ['PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'], Cmd: ['sh'] }, (rootfs) => {
-    busyboxRootfs(rootfs, APPLETS);
-    fs.writeFileSync(path.join(rootfs, 'etc', 'passwd'), 'root:x:0:0:root:/root:/bin/sh\n');
-    fs.writeFileSync(path.join(rootfs, 'etc', 'group'), 'root:x:0:\n');
-    fs.mkdirSync(path.join(rootfs, 'www'));
-    fs.writeFileSync(path.join(rootfs, 'www', 'index.html'), BUSYBOX_WWW_INDEX);
-  });
+  await importImage(
+    ctd,
+    BUSYBOX_IMAGE,
+    { Env: ['PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'], Cmd: ['sh'] },
+    (rootfs) => {
+      busyboxRootfs(rootfs, APPLETS);
+      fs.writeFileSync(path.join(rootfs, 'etc', 'passwd'), 'root:x:0:0:root:/root:/bin/sh\n');
+      fs.writeFileSync(path.join(rootfs, 'etc', 'group'), 'root:x:0:\n');
+      fs.mkdirSync(path.join(rootfs, 'www'));
+      fs.writeFileSync(path.join(rootfs, 'www', 'index.html'), BUSYBOX_WWW_INDEX);
+    },
+  );
 }
 
 /** Compiles integration/pause/pause.c (static) and imports it as PAUSE_IMAGE, the CRI sandbox image. */
 export async function importPause(ctd: PrivateContainerd): Promise<void> {
   await importImage(ctd, PAUSE_IMAGE, { Entrypoint: ['/pause'] }, (rootfs) => {
     fs.mkdirSync(rootfs, { recursive: true });
-    const cc = spawnSync('gcc', ['-static', '-Os', '-s', '-Wall', '-o', path.join(rootfs, 'pause'), path.join(REPO, 'integration', 'pause', 'pause.c')]);
+    const cc = spawnSync('gcc', [
+      '-static',
+      '-Os',
+      '-s',
+      '-Wall',
+      '-o',
+      path.join(rootfs, 'pause'),
+      path.join(REPO, 'integration', 'pause', 'pause.c'),
+    ]);
     if (cc.status !== 0) throw new Error(`gcc pause.c: ${cc.stderr?.toString() ?? cc.error?.message}`);
   });
 }
 
 /** Builds a one-layer OCI image from what `fill` puts into an empty rootfs folder, and imports it as `name`. */
-async function importImage(ctd: PrivateContainerd, name: string, imageConfig: Record<string, unknown>, fill: (rootfs: string) => void): Promise<void> {
+async function importImage(
+  ctd: PrivateContainerd,
+  name: string,
+  imageConfig: Record<string, unknown>,
+  fill: (rootfs: string) => void,
+): Promise<void> {
   const work = fs.mkdtempSync(path.join(os.tmpdir(), 'hull-img-'));
   try {
     const rootfs = path.join(work, 'rootfs');
@@ -386,8 +491,14 @@ async function importImage(ctd: PrivateContainerd, name: string, imageConfig: Re
       JSON.stringify({
         schemaVersion: 2,
         mediaType: 'application/vnd.oci.image.manifest.v1+json',
-        config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: `sha256:${sha256(config)}`, size: config.length },
-        layers: [{ mediaType: 'application/vnd.oci.image.layer.v1.tar', digest: `sha256:${layerDigest}`, size: layer.length }],
+        config: {
+          mediaType: 'application/vnd.oci.image.config.v1+json',
+          digest: `sha256:${sha256(config)}`,
+          size: config.length,
+        },
+        layers: [
+          { mediaType: 'application/vnd.oci.image.layer.v1.tar', digest: `sha256:${layerDigest}`, size: layer.length },
+        ],
       }),
     );
     const layout = path.join(work, 'layout');
@@ -401,7 +512,17 @@ async function importImage(ctd: PrivateContainerd, name: string, imageConfig: Re
       path.join(layout, 'index.json'),
       JSON.stringify({
         schemaVersion: 2,
-        manifests: [{ mediaType: 'application/vnd.oci.image.manifest.v1+json', digest: `sha256:${sha256(manifest)}`, size: manifest.length, annotations: { 'io.containerd.image.name': name, 'org.opencontainers.image.ref.name': name.slice(name.lastIndexOf(':') + 1) } }],
+        manifests: [
+          {
+            mediaType: 'application/vnd.oci.image.manifest.v1+json',
+            digest: `sha256:${sha256(manifest)}`,
+            size: manifest.length,
+            annotations: {
+              'io.containerd.image.name': name,
+              'org.opencontainers.image.ref.name': name.slice(name.lastIndexOf(':') + 1),
+            },
+          },
+        ],
       }),
     );
     const archive = path.join(work, 'image.tar');

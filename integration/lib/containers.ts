@@ -22,12 +22,22 @@ export async function drainStream(read: () => Promise<Buffer>, sink: (chunk: Buf
 }
 
 /** Everything a process wrote to stdout and stderr, read until end of stream, then its exit code. */
-export async function collectOutput(agent: AgentClient, cid: string, execId = ''): Promise<{ stdout: string; stderr: string; code: number }> {
+export async function collectOutput(
+  agent: AgentClient,
+  cid: string,
+  execId = '',
+): Promise<{ stdout: string; stderr: string; code: number }> {
   const out: Buffer[] = [];
   const err: Buffer[] = [];
   const [, , code] = await Promise.all([
-    drainStream(() => agent.readStdout(cid, execId), (c) => out.push(c)),
-    drainStream(() => agent.readStderr(cid, execId), (c) => err.push(c)),
+    drainStream(
+      () => agent.readStdout(cid, execId),
+      (c) => out.push(c),
+    ),
+    drainStream(
+      () => agent.readStderr(cid, execId),
+      (c) => err.push(c),
+    ),
     agent.waitProcess(cid, execId),
   ]);
   return { stdout: Buffer.concat(out).toString(), stderr: Buffer.concat(err).toString(), code };

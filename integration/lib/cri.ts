@@ -73,30 +73,55 @@ export class CriClient {
     this.#client.close();
   }
 
-  version = (r: Req<RS['Version']> = {}, o?: CallOptions): Promise<Res<RS['Version']>> => this.call(RuntimeService.Version, r, o);
-  status = (r: Req<RS['Status']> = {}, o?: CallOptions): Promise<Res<RS['Status']>> => this.call(RuntimeService.Status, r, o);
-  runPodSandbox = (r: Req<RS['RunPodSandbox']>, o?: CallOptions): Promise<Res<RS['RunPodSandbox']>> => this.call(RuntimeService.RunPodSandbox, r, o);
-  stopPodSandbox = (podSandboxId: string, o?: CallOptions): Promise<Res<RS['StopPodSandbox']>> => this.call(RuntimeService.StopPodSandbox, { podSandboxId }, o);
-  removePodSandbox = (podSandboxId: string, o?: CallOptions): Promise<Res<RS['RemovePodSandbox']>> => this.call(RuntimeService.RemovePodSandbox, { podSandboxId }, o);
-  podSandboxStatus = (podSandboxId: string, verbose = false, o?: CallOptions): Promise<Res<RS['PodSandboxStatus']>> => this.call(RuntimeService.PodSandboxStatus, { podSandboxId, verbose }, o);
-  listPodSandbox = (r: Req<RS['ListPodSandbox']> = {}, o?: CallOptions): Promise<Res<RS['ListPodSandbox']>> => this.call(RuntimeService.ListPodSandbox, r, o);
-  createContainer = (r: Req<RS['CreateContainer']>, o?: CallOptions): Promise<Res<RS['CreateContainer']>> => this.call(RuntimeService.CreateContainer, r, o);
-  startContainer = (containerId: string, o?: CallOptions): Promise<Res<RS['StartContainer']>> => this.call(RuntimeService.StartContainer, { containerId }, o);
+  version = (r: Req<RS['Version']> = {}, o?: CallOptions): Promise<Res<RS['Version']>> =>
+    this.call(RuntimeService.Version, r, o);
+  status = (r: Req<RS['Status']> = {}, o?: CallOptions): Promise<Res<RS['Status']>> =>
+    this.call(RuntimeService.Status, r, o);
+  runPodSandbox = (r: Req<RS['RunPodSandbox']>, o?: CallOptions): Promise<Res<RS['RunPodSandbox']>> =>
+    this.call(RuntimeService.RunPodSandbox, r, o);
+  stopPodSandbox = (podSandboxId: string, o?: CallOptions): Promise<Res<RS['StopPodSandbox']>> =>
+    this.call(RuntimeService.StopPodSandbox, { podSandboxId }, o);
+  removePodSandbox = (podSandboxId: string, o?: CallOptions): Promise<Res<RS['RemovePodSandbox']>> =>
+    this.call(RuntimeService.RemovePodSandbox, { podSandboxId }, o);
+  podSandboxStatus = (podSandboxId: string, verbose = false, o?: CallOptions): Promise<Res<RS['PodSandboxStatus']>> =>
+    this.call(RuntimeService.PodSandboxStatus, { podSandboxId, verbose }, o);
+  listPodSandbox = (r: Req<RS['ListPodSandbox']> = {}, o?: CallOptions): Promise<Res<RS['ListPodSandbox']>> =>
+    this.call(RuntimeService.ListPodSandbox, r, o);
+  createContainer = (r: Req<RS['CreateContainer']>, o?: CallOptions): Promise<Res<RS['CreateContainer']>> =>
+    this.call(RuntimeService.CreateContainer, r, o);
+  startContainer = (containerId: string, o?: CallOptions): Promise<Res<RS['StartContainer']>> =>
+    this.call(RuntimeService.StartContainer, { containerId }, o);
   /** `timeout`: the grace period in seconds before SIGKILL. */
-  stopContainer = (containerId: string, timeout = 0, o?: CallOptions): Promise<Res<RS['StopContainer']>> => this.call(RuntimeService.StopContainer, { containerId, timeout }, o);
-  removeContainer = (containerId: string, o?: CallOptions): Promise<Res<RS['RemoveContainer']>> => this.call(RuntimeService.RemoveContainer, { containerId }, o);
-  listContainers = (r: Req<RS['ListContainers']> = {}, o?: CallOptions): Promise<Res<RS['ListContainers']>> => this.call(RuntimeService.ListContainers, r, o);
-  containerStatus = (containerId: string, verbose = false, o?: CallOptions): Promise<Res<RS['ContainerStatus']>> => this.call(RuntimeService.ContainerStatus, { containerId, verbose }, o);
-  updateContainerResources = (r: Req<RS['UpdateContainerResources']>, o?: CallOptions): Promise<Res<RS['UpdateContainerResources']>> => this.call(RuntimeService.UpdateContainerResources, r, o);
+  stopContainer = (containerId: string, timeout = 0, o?: CallOptions): Promise<Res<RS['StopContainer']>> =>
+    this.call(RuntimeService.StopContainer, { containerId, timeout }, o);
+  removeContainer = (containerId: string, o?: CallOptions): Promise<Res<RS['RemoveContainer']>> =>
+    this.call(RuntimeService.RemoveContainer, { containerId }, o);
+  listContainers = (r: Req<RS['ListContainers']> = {}, o?: CallOptions): Promise<Res<RS['ListContainers']>> =>
+    this.call(RuntimeService.ListContainers, r, o);
+  containerStatus = (containerId: string, verbose = false, o?: CallOptions): Promise<Res<RS['ContainerStatus']>> =>
+    this.call(RuntimeService.ContainerStatus, { containerId, verbose }, o);
+  updateContainerResources = (
+    r: Req<RS['UpdateContainerResources']>,
+    o?: CallOptions,
+  ): Promise<Res<RS['UpdateContainerResources']>> => this.call(RuntimeService.UpdateContainerResources, r, o);
   /** `timeout` (in the request) is in seconds; the call's own deadline is a little longer. */
   execSync = (r: Req<RS['ExecSync']>, o?: CallOptions): Promise<Res<RS['ExecSync']>> =>
-    this.call(RuntimeService.ExecSync, r, o ?? (r.timeout ? { timeoutMs: (Number(r.timeout) + 30) * 1000 } : undefined));
+    this.call(
+      RuntimeService.ExecSync,
+      r,
+      o ?? (r.timeout ? { timeoutMs: (Number(r.timeout) + 30) * 1000 } : undefined),
+    );
   exec = (r: Req<RS['Exec']>, o?: CallOptions): Promise<Res<RS['Exec']>> => this.call(RuntimeService.Exec, r, o);
-  portForward = (r: Req<RS['PortForward']>, o?: CallOptions): Promise<Res<RS['PortForward']>> => this.call(RuntimeService.PortForward, r, o);
-  attach = (r: Req<RS['Attach']>, o?: CallOptions): Promise<Res<RS['Attach']>> => this.call(RuntimeService.Attach, r, o);
-  containerStats = (containerId: string, o?: CallOptions): Promise<Res<RS['ContainerStats']>> => this.call(RuntimeService.ContainerStats, { containerId }, o);
-  listImages = (r: Req<IS['ListImages']> = {}, o?: CallOptions): Promise<Res<IS['ListImages']>> => this.call(ImageService.ListImages, r, o);
-  imageStatus = (image: string, o?: CallOptions): Promise<Res<IS['ImageStatus']>> => this.call(ImageService.ImageStatus, { image: { image } }, o);
+  portForward = (r: Req<RS['PortForward']>, o?: CallOptions): Promise<Res<RS['PortForward']>> =>
+    this.call(RuntimeService.PortForward, r, o);
+  attach = (r: Req<RS['Attach']>, o?: CallOptions): Promise<Res<RS['Attach']>> =>
+    this.call(RuntimeService.Attach, r, o);
+  containerStats = (containerId: string, o?: CallOptions): Promise<Res<RS['ContainerStats']>> =>
+    this.call(RuntimeService.ContainerStats, { containerId }, o);
+  listImages = (r: Req<IS['ListImages']> = {}, o?: CallOptions): Promise<Res<IS['ListImages']>> =>
+    this.call(ImageService.ListImages, r, o);
+  imageStatus = (image: string, o?: CallOptions): Promise<Res<IS['ImageStatus']>> =>
+    this.call(ImageService.ImageStatus, { image: { image } }, o);
 
   /** Waits until the runtime reports RuntimeReady and NetworkReady (the CNI configuration was loaded). */
   async waitReady(timeoutMs = 30_000): Promise<void> {

@@ -98,7 +98,8 @@ export class FrameDecoder {
     if ((b[0]! & 0x70) !== 0) throw new WsProtocolError('a reserved bit is set (no extension was negotiated)');
     const opcode = b[0]! & 0x0f;
     const masked = (b[1]! & 0x80) !== 0;
-    if (masked !== this.expectMasked) throw new WsProtocolError(masked ? 'the server masked a frame' : 'an unmasked client frame');
+    if (masked !== this.expectMasked)
+      throw new WsProtocolError(masked ? 'the server masked a frame' : 'an unmasked client frame');
     let len = b[1]! & 0x7f;
     let at = 2;
     if (len === 126) {
@@ -108,12 +109,15 @@ export class FrameDecoder {
     } else if (len === 127) {
       if (b.length < 10) return undefined;
       const big = b.readBigUInt64BE(2);
-      if (big > BigInt(this.maxMessageBytes)) throw new WsProtocolError(`a frame of ${big} bytes (the limit is ${this.maxMessageBytes})`, CloseCode.tooBig);
+      if (big > BigInt(this.maxMessageBytes))
+        throw new WsProtocolError(`a frame of ${big} bytes (the limit is ${this.maxMessageBytes})`, CloseCode.tooBig);
       len = Number(big);
       at = 10;
     }
-    if (opcode >= 0x8 && (!fin || len > MAX_CONTROL_PAYLOAD)) throw new WsProtocolError(`control frame ${opcode} fragmented or over ${MAX_CONTROL_PAYLOAD} bytes`);
-    if (len > this.maxMessageBytes) throw new WsProtocolError(`a frame of ${len} bytes (the limit is ${this.maxMessageBytes})`, CloseCode.tooBig);
+    if (opcode >= 0x8 && (!fin || len > MAX_CONTROL_PAYLOAD))
+      throw new WsProtocolError(`control frame ${opcode} fragmented or over ${MAX_CONTROL_PAYLOAD} bytes`);
+    if (len > this.maxMessageBytes)
+      throw new WsProtocolError(`a frame of ${len} bytes (the limit is ${this.maxMessageBytes})`, CloseCode.tooBig);
     const keyAt = at;
     if (masked) at += 4;
     if (b.length < at + len) return undefined;
@@ -128,17 +132,22 @@ export class FrameDecoder {
 
   #onFrame(fin: boolean, opcode: number, payload: Buffer): WsMessage | undefined {
     if (opcode >= 0x8) {
-      if (opcode !== Opcode.close && opcode !== Opcode.ping && opcode !== Opcode.pong) throw new WsProtocolError(`unknown control opcode ${opcode}`);
+      if (opcode !== Opcode.close && opcode !== Opcode.ping && opcode !== Opcode.pong)
+        throw new WsProtocolError(`unknown control opcode ${opcode}`);
       return { opcode, payload: Buffer.from(payload) };
     }
-    if (opcode !== Opcode.continuation && opcode !== Opcode.text && opcode !== Opcode.binary) throw new WsProtocolError(`unknown data opcode ${opcode}`);
+    if (opcode !== Opcode.continuation && opcode !== Opcode.text && opcode !== Opcode.binary)
+      throw new WsProtocolError(`unknown data opcode ${opcode}`);
     const continuing = this.#fragmentOpcode !== -1;
-    if (opcode === Opcode.continuation && !continuing) throw new WsProtocolError('a continuation frame outside a fragmented message');
-    if (opcode !== Opcode.continuation && continuing) throw new WsProtocolError('a new message before the last one ended');
+    if (opcode === Opcode.continuation && !continuing)
+      throw new WsProtocolError('a continuation frame outside a fragmented message');
+    if (opcode !== Opcode.continuation && continuing)
+      throw new WsProtocolError('a new message before the last one ended');
     if (fin && !continuing) return { opcode, payload: Buffer.from(payload) };
     if (!continuing) this.#fragmentOpcode = opcode;
     this.#fragmentBytes += payload.length;
-    if (this.#fragmentBytes > this.maxMessageBytes) throw new WsProtocolError(`a message of more than ${this.maxMessageBytes} bytes`, CloseCode.tooBig);
+    if (this.#fragmentBytes > this.maxMessageBytes)
+      throw new WsProtocolError(`a message of more than ${this.maxMessageBytes} bytes`, CloseCode.tooBig);
     this.#fragments.push(Buffer.from(payload));
     if (!fin) return undefined;
     const message = { opcode: this.#fragmentOpcode, payload: Buffer.concat(this.#fragments) };
@@ -221,7 +230,10 @@ export class K8sStream {
   static open(url: string, opts: OpenOptions = {}): Promise<K8sStream> {
     const protocols = opts.protocols ?? [V4_CHANNEL_PROTOCOL];
     const key = crypto.randomBytes(16).toString('base64');
-    const accept = crypto.createHash('sha1').update(key + ACCEPT_GUID).digest('base64');
+    const accept = crypto
+      .createHash('sha1')
+      .update(key + ACCEPT_GUID)
+      .digest('base64');
     return new Promise((resolve, reject) => {
       const req = http.request(url, {
         headers: {
@@ -238,19 +250,34 @@ export class K8sStream {
       req.on('response', (res) => {
         const body: Buffer[] = [];
         res.on('data', (c: Buffer) => body.push(c));
-        res.on('end', () => reject(new Error(`${url}: HTTP ${res.statusCode} instead of an upgrade: ${Buffer.concat(body).toString().slice(0, 300)}`)));
+        res.on('end', () =>
+          reject(
+            new Error(
+              `${url}: HTTP ${res.statusCode} instead of an upgrade: ${Buffer.concat(body).toString().slice(0, 300)}`,
+            ),
+          ),
+        );
       });
       req.on('upgrade', (res, socket, head) => {
         const chosen = String(res.headers['sec-websocket-protocol'] ?? '');
         const problem =
-          res.headers['sec-websocket-accept'] !== accept ? 'a wrong Sec-WebSocket-Accept' : !protocols.includes(chosen) ? `sub-protocol ${JSON.stringify(chosen)}, not one offered` : undefined;
+          res.headers['sec-websocket-accept'] !== accept
+            ? 'a wrong Sec-WebSocket-Accept'
+            : !protocols.includes(chosen)
+              ? `sub-protocol ${JSON.stringify(chosen)}, not one offered`
+              : undefined;
         if (problem) {
           socket.destroy();
           reject(new Error(`${url}: the server answered with ${problem}`));
           return;
         }
         socket.setNoDelay(true);
-        const stream = new K8sStream(socket, chosen, opts.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES, opts.outputChannels ?? [Channel.stdout, Channel.stderr, Channel.status]);
+        const stream = new K8sStream(
+          socket,
+          chosen,
+          opts.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES,
+          opts.outputChannels ?? [Channel.stdout, Channel.stderr, Channel.status],
+        );
         if (head.length > 0) stream.#onData(head);
         resolve(stream);
       });
@@ -301,17 +328,33 @@ export class K8sStream {
 
   /** Resolves with the channel's text once `want` matches it; rejects at the deadline or if the stream ends first. */
   waitFor(channel: number, want: RegExp | string, ms = 30_000): Promise<string> {
-    const matches = (): boolean => (typeof want === 'string' ? this.output(channel).includes(want) : want.test(this.output(channel)));
-    return this.#until(matches, ms, () => `channel ${channel} never held ${String(want)}; it has ${JSON.stringify(this.output(channel).slice(-500))}`);
+    const matches = (): boolean =>
+      typeof want === 'string' ? this.output(channel).includes(want) : want.test(this.output(channel));
+    return this.#until(
+      matches,
+      ms,
+      () => `channel ${channel} never held ${String(want)}; it has ${JSON.stringify(this.output(channel).slice(-500))}`,
+    );
   }
 
   /** Resolves when the server has closed the connection, with everything it sent. */
   async done(ms = 60_000): Promise<StreamResult> {
-    await this.#until(() => this.#ended, ms, () => `the stream did not end; stdout ${JSON.stringify(this.output(Channel.stdout).slice(-300))}`, true);
+    await this.#until(
+      () => this.#ended,
+      ms,
+      () => `the stream did not end; stdout ${JSON.stringify(this.output(Channel.stdout).slice(-300))}`,
+      true,
+    );
     if (this.#error) throw this.#error;
     const raw = this.output(Channel.status).trim();
     const status = raw ? (JSON.parse(raw) as K8sStatus) : undefined;
-    return { stdout: this.output(Channel.stdout), stderr: this.output(Channel.stderr), status, exitCode: exitCodeOf(status), closeCode: this.#closeCode };
+    return {
+      stdout: this.output(Channel.stdout),
+      stderr: this.output(Channel.stderr),
+      status,
+      exitCode: exitCodeOf(status),
+      closeCode: this.#closeCode,
+    };
   }
 
   /** Closes the connection (a close frame, then the socket once the server answers or after a second). */
@@ -330,7 +373,12 @@ export class K8sStream {
     return new Promise((resolve, reject) => {
       const check = (): void => {
         if (cond()) finish(() => resolve(''));
-        else if (this.#ended && !endIsOk) finish(() => reject(this.#error ?? new Error(`the stream ended: ${what()}; status ${this.output(Channel.status) || 'none'}`)));
+        else if (this.#ended && !endIsOk)
+          finish(() =>
+            reject(
+              this.#error ?? new Error(`the stream ended: ${what()}; status ${this.output(Channel.status) || 'none'}`),
+            ),
+          );
       };
       const timer = setTimeout(() => finish(() => reject(new Error(`after ${ms} ms: ${what()}`))), ms);
       const finish = (fn: () => void): void => {

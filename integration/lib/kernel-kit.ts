@@ -23,16 +23,28 @@ export function kernelKit(dir: string): KernelKit {
   const lib = path.join(dir, 'lib');
   fs.mkdirSync(lib, { recursive: true });
   fs.copyFileSync(XTABLES_MULTI, path.join(dir, 'xtables-nft-multi'));
-  for (const l of sharedLibraries(XTABLES_MULTI)) fs.copyFileSync(l, path.join(lib, /ld-linux/.test(l) ? 'ld.so' : path.basename(l)));
+  for (const l of sharedLibraries(XTABLES_MULTI))
+    fs.copyFileSync(l, path.join(lib, /ld-linux/.test(l) ? 'ld.so' : path.basename(l)));
   fs.mkdirSync(path.join(dir, 'xtables'));
-  for (const ext of fs.readdirSync(XTABLES_LIBDIR)) fs.copyFileSync(path.join(XTABLES_LIBDIR, ext), path.join(dir, 'xtables', ext));
+  for (const ext of fs.readdirSync(XTABLES_LIBDIR))
+    fs.copyFileSync(path.join(XTABLES_LIBDIR, ext), path.join(dir, 'xtables', ext));
   const content = path.join(dir, 'content');
   fs.mkdirSync(content);
   fs.writeFileSync(path.join(content, 'hello.txt'), KIT_HELLO);
-  execFileSync('mkfs.ext4', ['-q', '-F', '-t', 'ext4', '-d', content, path.join(dir, 'disk.img'), '4M'], { stdio: 'pipe' });
+  execFileSync('mkfs.ext4', ['-q', '-F', '-t', 'ext4', '-d', content, path.join(dir, 'disk.img'), '4M'], {
+    stdio: 'pipe',
+  });
   fs.rmSync(content, { recursive: true });
   return {
     dir,
-    iptables: (m) => ['env', `XTABLES_LIBDIR=${m}/xtables`, `${m}/lib/ld.so`, '--library-path', `${m}/lib`, `${m}/xtables-nft-multi`, 'iptables'],
+    iptables: (m) => [
+      'env',
+      `XTABLES_LIBDIR=${m}/xtables`,
+      `${m}/lib/ld.so`,
+      '--library-path',
+      `${m}/lib`,
+      `${m}/xtables-nft-multi`,
+      'iptables',
+    ],
   };
 }

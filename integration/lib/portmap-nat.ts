@@ -98,14 +98,23 @@ async function listNat(tool: Tool): Promise<NatTable> {
 }
 
 async function listNftTables(): Promise<Set<string>> {
-  const doc = JSON.parse(await run('nft', ['-j', 'list', 'tables'])) as { nftables?: Array<{ table?: { family?: string; name?: string } }> };
+  const doc = JSON.parse(await run('nft', ['-j', 'list', 'tables'])) as {
+    nftables?: Array<{ table?: { family?: string; name?: string } }>;
+  };
   return new Set((doc.nftables ?? []).flatMap((i) => (i.table ? [`${i.table.family} ${i.table.name}`] : [])));
 }
 
 /** Reads what exists before the run starts; reading creates nothing. */
 export async function natBaseline(): Promise<NatBaseline> {
   const chains = new Map<Tool, ReadonlySet<string> | undefined>();
-  for (const tool of TOOLS) chains.set(tool, await listNat(tool).then((t) => t.chains, () => undefined));
+  for (const tool of TOOLS)
+    chains.set(
+      tool,
+      await listNat(tool).then(
+        (t) => t.chains,
+        () => undefined,
+      ),
+    );
   return { chains, nftTables: await listNftTables().catch(() => undefined) };
 }
 
@@ -147,12 +156,18 @@ interface NftItem {
 async function removeEmptyNftTable(family: string, problems: string[]): Promise<void> {
   let items: NftItem[];
   try {
-    items = ((JSON.parse(await run('nft', ['-j', 'list', 'table', family, 'nat'])) as { nftables?: NftItem[] }).nftables ?? []).filter((i) => !('metainfo' in i));
+    items = (
+      (JSON.parse(await run('nft', ['-j', 'list', 'table', family, 'nat'])) as { nftables?: NftItem[] }).nftables ?? []
+    ).filter((i) => !('metainfo' in i));
   } catch {
     return; // gone
   }
   const handle = items.find((i) => i.table)?.table?.handle;
-  const empty = items.every((i) => i.table !== undefined || (i.chain !== undefined && BUILTIN_CHAINS.has(i.chain.name ?? '') && i.chain.hook !== undefined));
+  const empty = items.every(
+    (i) =>
+      i.table !== undefined ||
+      (i.chain !== undefined && BUILTIN_CHAINS.has(i.chain.name ?? '') && i.chain.hook !== undefined),
+  );
   if (!empty || typeof handle !== 'number') {
     problems.push(`kept nft table ${family} nat: it holds more than empty built-in chains`);
     return;
@@ -167,7 +182,8 @@ export async function removePortmapNat(baseline: NatBaseline, problems: string[]
     if (before === undefined) continue;
     try {
       await removeChains(tool, before, problems);
-      if (baseline.nftTables && !baseline.nftTables.has(`${NFT_FAMILY[tool]} nat`)) await removeEmptyNftTable(NFT_FAMILY[tool], problems);
+      if (baseline.nftTables && !baseline.nftTables.has(`${NFT_FAMILY[tool]} nat`))
+        await removeEmptyNftTable(NFT_FAMILY[tool], problems);
     } catch (err) {
       problems.push(`${tool}: ${err instanceof Error ? err.message : String(err)}`);
     }

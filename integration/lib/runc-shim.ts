@@ -30,7 +30,8 @@ export interface RuncShim {
 }
 
 export async function startRuncShim(id = `interop-${process.pid}-${Date.now().toString(36)}`): Promise<RuncShim> {
-  if (!fs.existsSync(RUNC_SHIM)) throw new Error(`${RUNC_SHIM} is missing: run 'make deps' (Debian package containerd)`);
+  if (!fs.existsSync(RUNC_SHIM))
+    throw new Error(`${RUNC_SHIM} is missing: run 'make deps' (Debian package containerd)`);
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'hull-runc-shim-'));
   const bundle = path.join(dir, 'bundle');
   fs.mkdirSync(bundle);
@@ -40,7 +41,9 @@ export async function startRuncShim(id = `interop-${process.pid}-${Date.now().to
   const logFd = fs.openSync(path.join(bundle, 'log'), fs.constants.O_RDWR | fs.constants.O_NONBLOCK);
   const logStream = new net.Socket({ fd: logFd, readable: true, writable: false });
   let logText = '';
-  logStream.on('data', (chunk: Buffer) => { logText = (logText + chunk.toString()).slice(-65536); });
+  logStream.on('data', (chunk: Buffer) => {
+    logText = (logText + chunk.toString()).slice(-65536);
+  });
   logStream.on('error', () => undefined);
 
   const grpcAddress = path.join(dir, 'containerd.sock');

@@ -8,7 +8,8 @@ const path = require('node:path');
 
 const prefix = path.resolve(path.dirname(process.execPath), '..');
 const args = ['rebuild'];
-if (!process.env.npm_config_nodedir && fs.existsSync(path.join(prefix, 'include', 'node', 'node_api.h'))) args.push(`--nodedir=${prefix}`);
+if (!process.env.npm_config_nodedir && fs.existsSync(path.join(prefix, 'include', 'node', 'node_api.h')))
+  args.push(`--nodedir=${prefix}`);
 const gyp = process.env.npm_config_node_gyp;
 if (gyp) execFileSync(process.execPath, [gyp, ...args], { stdio: 'inherit', cwd: path.join(__dirname, '..') });
 else execFileSync('node-gyp', args, { stdio: 'inherit', cwd: path.join(__dirname, '..') });

@@ -33,7 +33,10 @@ export class NetnsError extends Error {
  * Where node-gyp puts the addon relative to this file (dist/src/index.js), then this file's own folder (where an
  * installer copies it next to a bundle).
  */
-const ADDON_PATHS = [path.join(__dirname, '..', '..', 'build', 'Release', 'hull_netns.node'), path.join(__dirname, 'hull_netns.node')];
+const ADDON_PATHS = [
+  path.join(__dirname, '..', '..', 'build', 'Release', 'hull_netns.node'),
+  path.join(__dirname, 'hull_netns.node'),
+];
 
 let binding: NativeBinding | undefined;
 let loadError: Error | undefined;
@@ -81,14 +84,24 @@ export interface ListenOptions {
  * A net.Server listening inside the network namespace at `nsPath` (which needs CAP_SYS_ADMIN). Its connections are
  * ordinary net.Sockets in that namespace; the caller's own threads never leave theirs.
  */
-export async function listenInNetns(nsPath: string, options: ListenOptions, connectionListener?: (socket: net.Socket) => void): Promise<net.Server> {
-  if (typeof nsPath !== 'string' || !path.isAbsolute(nsPath) || nsPath.includes('\0')) throw new TypeError(`listenInNetns: not an absolute path: ${JSON.stringify(nsPath)}`);
-  if (net.isIP(options.host) === 0) throw new TypeError(`listenInNetns: not an IP address: ${JSON.stringify(options.host)}`);
-  if (!Number.isInteger(options.port) || options.port < 0 || options.port > 65535) throw new RangeError(`listenInNetns: port ${options.port} is not in 0..65535`);
+export async function listenInNetns(
+  nsPath: string,
+  options: ListenOptions,
+  connectionListener?: (socket: net.Socket) => void,
+): Promise<net.Server> {
+  if (typeof nsPath !== 'string' || !path.isAbsolute(nsPath) || nsPath.includes('\0'))
+    throw new TypeError(`listenInNetns: not an absolute path: ${JSON.stringify(nsPath)}`);
+  if (net.isIP(options.host) === 0)
+    throw new TypeError(`listenInNetns: not an IP address: ${JSON.stringify(options.host)}`);
+  if (!Number.isInteger(options.port) || options.port < 0 || options.port > 65535)
+    throw new RangeError(`listenInNetns: port ${options.port} is not in 0..65535`);
   const backlog = options.backlog ?? 128;
   const fd = native().listenTcp(nsPath, options.host, options.port, backlog);
   if (fd < 0) throw new NetnsError('listen', fd, `${options.host}:${options.port} in ${nsPath}`);
-  const server = net.createServer({ allowHalfOpen: options.allowHalfOpen ?? false, pauseOnConnect: options.pauseOnConnect ?? false }, connectionListener);
+  const server = net.createServer(
+    { allowHalfOpen: options.allowHalfOpen ?? false, pauseOnConnect: options.pauseOnConnect ?? false },
+    connectionListener,
+  );
   try {
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);

@@ -10,13 +10,19 @@ function clientInNetns(nsPath: string, host: string, port: number, send: string)
     s.on('data', (d) => out.push(d)); s.on('end', () => process.stdout.write(Buffer.concat(out)));
     s.on('error', (e) => { process.stderr.write(e.code); process.exit(3); }); s.end(${JSON.stringify(send)});`;
   return new Promise((resolve, reject) => {
-    const p = spawn('nsenter', [`--net=${nsPath}`, '--', process.execPath, '-e', script], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const p = spawn('nsenter', [`--net=${nsPath}`, '--', process.execPath, '-e', script], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     const out: Buffer[] = [];
     const err: Buffer[] = [];
     p.stdout.on('data', (d: Buffer) => out.push(d));
     p.stderr.on('data', (d: Buffer) => err.push(d));
     p.on('error', reject);
-    p.on('close', (code) => (code === 0 ? resolve(Buffer.concat(out).toString()) : reject(new Error(`client exited ${code}: ${Buffer.concat(err).toString()}`))));
+    p.on('close', (code) =>
+      code === 0
+        ? resolve(Buffer.concat(out).toString())
+        : reject(new Error(`client exited ${code}: ${Buffer.concat(err).toString()}`)),
+    );
   });
 }
 
@@ -61,7 +67,26 @@ describe('hull-netns', function () {
     const server = await listenInNetns(nsPath, { host: '127.0.0.1', port: 0 }, destinationEcho);
     servers.push(server);
     const { port } = server.address() as net.AddressInfo;
-    execFileSync('nsenter', [`--net=${nsPath}`, '--', 'iptables', '-w', '-t', 'nat', '-A', 'OUTPUT', '-o', 'lo', '-p', 'tcp', '-d', '127.0.0.1/32', '-j', 'REDIRECT', '--to-ports', String(port)]);
+    execFileSync('nsenter', [
+      `--net=${nsPath}`,
+      '--',
+      'iptables',
+      '-w',
+      '-t',
+      'nat',
+      '-A',
+      'OUTPUT',
+      '-o',
+      'lo',
+      '-p',
+      'tcp',
+      '-d',
+      '127.0.0.1/32',
+      '-j',
+      'REDIRECT',
+      '--to-ports',
+      String(port),
+    ]);
     assert.equal(await clientInNetns(nsPath, '127.0.0.1', 4321, 'a'), '4 127.0.0.1:4321 a');
     assert.equal(await clientInNetns(nsPath, '127.0.0.1', 80, 'b'), '4 127.0.0.1:80 b');
     assert.equal(await clientInNetns(nsPath, '127.0.0.1', port, 'c'), `4 127.0.0.1:${port} c`);
@@ -76,10 +101,19 @@ describe('hull-netns', function () {
   });
 
   it('errors are named: a missing namespace, a file that is not one, a port in use, bad arguments', async function () {
-    await assert.rejects(listenInNetns('/var/run/netns/no-such-namespace-here', { host: '127.0.0.1', port: 0 }), (e: NetnsError) => e.code === 'ENOENT');
-    await assert.rejects(listenInNetns('/etc/hostname', { host: '127.0.0.1', port: 0 }), (e: NetnsError) => e.code === 'EINVAL');
+    await assert.rejects(
+      listenInNetns('/var/run/netns/no-such-namespace-here', { host: '127.0.0.1', port: 0 }),
+      (e: NetnsError) => e.code === 'ENOENT',
+    );
+    await assert.rejects(
+      listenInNetns('/etc/hostname', { host: '127.0.0.1', port: 0 }),
+      (e: NetnsError) => e.code === 'EINVAL',
+    );
     const taken = (servers[0]!.address() as net.AddressInfo).port;
-    await assert.rejects(listenInNetns(nsPath, { host: '127.0.0.1', port: taken }), (e: NetnsError) => e.code === 'EADDRINUSE' && /127\.0\.0\.1:\d+ in/.test(e.message));
+    await assert.rejects(
+      listenInNetns(nsPath, { host: '127.0.0.1', port: taken }),
+      (e: NetnsError) => e.code === 'EADDRINUSE' && /127\.0\.0\.1:\d+ in/.test(e.message),
+    );
     await assert.rejects(listenInNetns(nsPath, { host: 'localhost', port: 0 }), TypeError);
     await assert.rejects(listenInNetns('relative/path', { host: '127.0.0.1', port: 0 }), TypeError);
     await assert.rejects(listenInNetns(nsPath, { host: '127.0.0.1', port: 70000 }), RangeError);

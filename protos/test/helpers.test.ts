@@ -98,8 +98,15 @@ describe('protos Any helpers', function () {
     assert.equal(unpackAny(prefixed, TypeUrl.RuntimeOptions, runtimeOptions.Options).configPath, '/c');
     assert.ok(typeUrlMatches('runtimeoptions.v1.Options', 'runtimeoptions.v1.Options'));
     assert.ok(!typeUrlMatches('xruntimeoptions.v1.Options', 'runtimeoptions.v1.Options'));
-    assert.throws(() => unpackAny({ type_url: 'containerd.runc.v1.Options', value: bytes }, TypeUrl.RuntimeOptions, runtimeOptions.Options),
-      (e: unknown) => e instanceof TypeUrlMismatchError && e.actual === 'containerd.runc.v1.Options');
+    assert.throws(
+      () =>
+        unpackAny(
+          { type_url: 'containerd.runc.v1.Options', value: bytes },
+          TypeUrl.RuntimeOptions,
+          runtimeOptions.Options,
+        ),
+      (e: unknown) => e instanceof TypeUrlMismatchError && e.actual === 'containerd.runc.v1.Options',
+    );
     assert.throws(() => unpackAny(undefined, TypeUrl.RuntimeOptions, runtimeOptions.Options), TypeUrlMismatchError);
   });
 
@@ -109,7 +116,9 @@ describe('protos Any helpers', function () {
     assert.equal(Buffer.from(any.value).toString(), JSON.stringify(process));
     assert.deepEqual(unpackJsonAny(any, TypeUrl.OciProcess), process);
     assert.throws(() => unpackJsonAny(any, TypeUrl.OciLinuxResources), TypeUrlMismatchError);
-    const wire = task.ExecProcessRequest.decode(task.ExecProcessRequest.encode({ id: 'c', execId: 'e', spec: any }).finish());
+    const wire = task.ExecProcessRequest.decode(
+      task.ExecProcessRequest.encode({ id: 'c', execId: 'e', spec: any }).finish(),
+    );
     assert.deepEqual(unpackJsonAny(wire.spec, TypeUrl.OciProcess), process);
   });
 });
@@ -166,7 +175,10 @@ describe('protos int64 handling', function () {
     const max = cgroups2.MemoryStat.decode(Buffer.from('9802ffffffffffffffffff01', 'hex')).swapLimit;
     assert.equal(max, 2 ** 64);
     assert.equal(cgroups2.MemoryStat.decode(cgroups2.MemoryStat.encode({ swapLimit: max }).finish()).swapLimit, 0);
-    assert.equal(cgroups2.MemoryStat.decode(cgroups2.MemoryStat.encode({ swapLimit: clampUint64(max) }).finish()).swapLimit, MAX_UINT64_NUMBER);
+    assert.equal(
+      cgroups2.MemoryStat.decode(cgroups2.MemoryStat.encode({ swapLimit: clampUint64(max) }).finish()).swapLimit,
+      MAX_UINT64_NUMBER,
+    );
     assert.equal(clampUint64(2 ** 64), MAX_UINT64_NUMBER);
     assert.equal(clampUint64(Infinity), MAX_UINT64_NUMBER);
     assert.equal(clampUint64(-5), 0);
@@ -188,7 +200,9 @@ describe('protos ttrpc method descriptors', function () {
     agent: { ...agentProtos },
   };
   const classOf = (side: 'containerd' | 'agent', fullName: string): unknown =>
-    fullName.split('.').reduce<unknown>((node, part) => (node as Record<string, unknown> | undefined)?.[part], generated[side]);
+    fullName
+      .split('.')
+      .reduce<unknown>((node, part) => (node as Record<string, unknown> | undefined)?.[part], generated[side]);
 
   const cases: Array<[string, 'containerd' | 'agent', string, Record<string, Descriptor>, number]> = [
     ['TaskService', 'containerd', 'containerd.task.v2.Task', TaskService, 17],
@@ -210,14 +224,24 @@ describe('protos ttrpc method descriptors', function () {
         const name = (t: protobuf.Type | null): string => t!.fullName.slice(1);
         const req = classOf(side, name(m.resolvedRequestType)) as new () => unknown;
         const res = classOf(side, name(m.resolvedResponseType)) as new () => unknown;
-        assert.ok(d.request.decode(new Uint8Array(0)) instanceof req, `${m.name} request is ${name(m.resolvedRequestType)}`);
-        assert.ok(d.response.decode(new Uint8Array(0)) instanceof res, `${m.name} response is ${name(m.resolvedResponseType)}`);
+        assert.ok(
+          d.request.decode(new Uint8Array(0)) instanceof req,
+          `${m.name} request is ${name(m.resolvedRequestType)}`,
+        );
+        assert.ok(
+          d.response.decode(new Uint8Array(0)) instanceof res,
+          `${m.name} response is ${name(m.resolvedResponseType)}`,
+        );
       }
     });
   }
 
   it('encodes and decodes through a descriptor', function () {
-    const bytes = TaskService.Create.request.encode({ id: 'c1', bundle: '/b', rootfs: [{ type: 'overlay', source: 'overlay' }] });
+    const bytes = TaskService.Create.request.encode({
+      id: 'c1',
+      bundle: '/b',
+      rootfs: [{ type: 'overlay', source: 'overlay' }],
+    });
     const req = TaskService.Create.request.decode(bytes);
     assert.equal(req.rootfs?.[0]?.type, 'overlay');
     assert.equal(TaskService.Create.response.decode(TaskService.Create.response.encode({ pid: 7 })).pid, 7);

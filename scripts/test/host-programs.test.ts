@@ -26,7 +26,8 @@ interface HostPrograms {
   APT_PACKAGES: readonly string[];
 }
 
-const load = async (): Promise<HostPrograms> => (await import(pathToFileURL(path.join(ROOT, 'scripts', 'host-programs.mjs')).href)) as HostPrograms;
+const load = async (): Promise<HostPrograms> =>
+  (await import(pathToFileURL(path.join(ROOT, 'scripts', 'host-programs.mjs')).href)) as HostPrograms;
 
 /** /usr-merge: Debian's packages still own /bin, /sbin and /lib paths that are /usr/... on the disk, and the reverse. */
 function aliases(p: string): string[] {
@@ -66,14 +67,21 @@ function dpkgOwners(paths: readonly string[]): Map<string, string[]> {
 }
 
 /** The package owning the first path of the symlink chain that dpkg knows; undefined when none (not installed). */
-function owningPackages(programs: readonly HostProgram[]): Map<HostProgram, { owner: string | undefined; chain: string[] }> {
+function owningPackages(
+  programs: readonly HostProgram[],
+): Map<HostProgram, { owner: string | undefined; chain: string[] }> {
   const chains = new Map(programs.map((p) => [p, symlinkChain(p.path)]));
   const owners = dpkgOwners([...new Set([...chains.values()].flat().flatMap(aliases))]);
-  return new Map(programs.map((p) => {
-    const chain = chains.get(p)!;
-    const owner = chain.flatMap(aliases).map((c) => owners.get(c)).find((o) => o !== undefined);
-    return [p, { owner: owner?.join(', '), chain }];
-  }));
+  return new Map(
+    programs.map((p) => {
+      const chain = chains.get(p)!;
+      const owner = chain
+        .flatMap(aliases)
+        .map((c) => owners.get(c))
+        .find((o) => o !== undefined);
+      return [p, { owner: owner?.join(', '), chain }];
+    }),
+  );
 }
 
 /** The list entry a program named at a spawn site is, or undefined. */
@@ -83,7 +91,11 @@ function entryFor(list: readonly HostProgram[], name: string, guest: boolean): H
 }
 
 function unlisted(list: readonly HostProgram[], sites: readonly SpawnSite[]): string[] {
-  return sites.flatMap((s) => s.programs.filter((n) => !entryFor(list, n, s.guest)).map((n) => `${s.where}: ${n}${s.guest ? ' (in the guest)' : ''}`));
+  return sites.flatMap((s) =>
+    s.programs
+      .filter((n) => !entryFor(list, n, s.guest))
+      .map((n) => `${s.where}: ${n}${s.guest ? ' (in the guest)' : ''}`),
+  );
 }
 
 describe('host programs: every program hull runs comes from a Debian package that make deps installs', function () {
@@ -103,16 +115,19 @@ describe('host programs: every program hull runs comes from a Debian package tha
     const problems: string[] = [];
     const programs = list.PROGRAMS.filter((p) => !p.runtime);
     for (const p of programs) {
-      if (!list.APT_PACKAGES.includes(p.package)) problems.push(`${p.name}: its package ${p.package} is not in APT_PACKAGES`);
+      if (!list.APT_PACKAGES.includes(p.package))
+        problems.push(`${p.name}: its package ${p.package} is not in APT_PACKAGES`);
     }
     for (const [p, { owner, chain }] of owningPackages(programs)) {
-      if (owner === undefined) problems.push(`${p.name}: ${p.path} is not installed: Debian package ${p.package} (run make deps)`);
-      else if (!owner.split(', ').includes(p.package)) problems.push(`${p.name}: ${chain.join(' -> ')} belongs to Debian package ${owner}, not ${p.package}`);
+      if (owner === undefined)
+        problems.push(`${p.name}: ${p.path} is not installed: Debian package ${p.package} (run make deps)`);
+      else if (!owner.split(', ').includes(p.package))
+        problems.push(`${p.name}: ${chain.join(' -> ')} belongs to Debian package ${owner}, not ${p.package}`);
     }
     assert.deepEqual(problems, []);
   });
 
-  it('every program spawned anywhere in the tree is on the list (the guest\'s among those the guest image carries)', function () {
+  it("every program spawned anywhere in the tree is on the list (the guest's among those the guest image carries)", function () {
     const { sites, problems, files } = scanTree(ROOT);
     assert.ok(files > 100 && sites.length > 50, `scanned ${files} files, ${sites.length} spawn sites`);
     assert.deepEqual(problems, []);
@@ -126,12 +141,18 @@ describe('host programs: every program hull runs comes from a Debian package tha
     const toml = fs.readFileSync(path.join(ROOT, 'config', 'configuration.toml'), 'utf8');
     const configured = [...toml.matchAll(/^#?\s*\w*path = "(\/usr\/(?:s?bin|lib)\/[^"]+)"/gm)].map((m) => m[1]!);
     const paths = new Set(list.PROGRAMS.map((p) => p.path));
-    assert.deepEqual([...defaults, ...configured].filter((p) => !paths.has(p)), []);
+    assert.deepEqual(
+      [...defaults, ...configured].filter((p) => !paths.has(p)),
+      [],
+    );
   });
 
   it('the list has each program once, with an absolute path and a reason', function () {
     const names = list.PROGRAMS.map((p) => p.name);
-    assert.deepEqual(names.filter((n, i) => names.indexOf(n) !== i), []);
+    assert.deepEqual(
+      names.filter((n, i) => names.indexOf(n) !== i),
+      [],
+    );
     for (const p of list.PROGRAMS) {
       assert.ok(path.isAbsolute(p.path) && p.why !== '' && p.package !== '', p.name);
       if (p.guest !== undefined) assert.ok(path.isAbsolute(p.guest), p.name);
@@ -174,12 +195,18 @@ describe('spawn-scan: the convention it relies on', function () {
   });
 
   it('follows nsenter and unshare to the program they run', function () {
-    const r = scan({ 'x.ts': "import { execFile } from 'node:child_process';\nexecFile('nsenter', ['--net=/x', '--', 'iptables', '-S']);\nexecFile('unshare', ['-n', 'nft']);\n" });
+    const r = scan({
+      'x.ts':
+        "import { execFile } from 'node:child_process';\nexecFile('nsenter', ['--net=/x', '--', 'iptables', '-S']);\nexecFile('unshare', ['-n', 'nft']);\n",
+    });
     assert.deepEqual(programs(r), ['iptables', 'nft', 'nsenter', 'unshare']);
   });
 
   it('refuses a program it cannot see unless a // spawns: comment names it', function () {
-    const r = scan({ 'x.ts': "import { execFile } from 'node:child_process';\nexport function f(bin: string) {\n  execFile(bin, []);\n  // spawns: qemu-system-x86_64; configured\n  execFile(bin, []);\n}\n" });
+    const r = scan({
+      'x.ts':
+        "import { execFile } from 'node:child_process';\nexport function f(bin: string) {\n  execFile(bin, []);\n  // spawns: qemu-system-x86_64; configured\n  execFile(bin, []);\n}\n",
+    });
     assert.equal(r.problems.length, 1);
     assert.match(r.problems[0]!, /^x\.ts:3: cannot see which program/);
     assert.deepEqual(programs(r), ['qemu-system-x86_64']);
@@ -187,20 +214,33 @@ describe('spawn-scan: the convention it relies on', function () {
 
   it('checks the callers of a wrapper, across files, with the parameter default when the argument is left out', function () {
     const r = scan({
-      'w.ts': "import { execFile } from 'node:child_process';\nexport function run(tool: string, args: string[]) {\n  // spawns: wrapper\n  execFile(tool, args);\n}\nexport class P { static spawn(argv: string[]) { return execFile(argv[0]!, argv.slice(1)); } // spawns: wrapper\n}\nexport function ip(bin = '/usr/sbin/ip') { return () => execFile(bin, []); } // spawns: wrapper\n",
-      'c.ts': "import { run, P, ip } from './w';\nrun('nft', []);\nP.spawn(['mkfs.ext4']);\nip();\nfunction g(t: string) { run(t, []); }\n",
+      'w.ts':
+        "import { execFile } from 'node:child_process';\nexport function run(tool: string, args: string[]) {\n  // spawns: wrapper\n  execFile(tool, args);\n}\nexport class P { static spawn(argv: string[]) { return execFile(argv[0]!, argv.slice(1)); } // spawns: wrapper\n}\nexport function ip(bin = '/usr/sbin/ip') { return () => execFile(bin, []); } // spawns: wrapper\n",
+      'c.ts':
+        "import { run, P, ip } from './w';\nrun('nft', []);\nP.spawn(['mkfs.ext4']);\nip();\nfunction g(t: string) { run(t, []); }\n",
     });
-    assert.deepEqual(r.problems.map((p) => p.slice(0, 7)), ['c.ts:5:']);
+    assert.deepEqual(
+      r.problems.map((p) => p.slice(0, 7)),
+      ['c.ts:5:'],
+    );
     assert.deepEqual(programs(r), ['/usr/sbin/ip', 'mkfs.ext4', 'nft']);
   });
 
   it('refuses a shell: exec, execSync and a shell option', function () {
-    const r = scan({ 'x.ts': "import { exec, spawn } from 'node:child_process';\nexec('ls');\nspawn('ls', [], { shell: true });\n" });
+    const r = scan({
+      'x.ts': "import { exec, spawn } from 'node:child_process';\nexec('ls');\nspawn('ls', [], { shell: true });\n",
+    });
     assert.equal(r.problems.length, 2);
   });
 
-  it('takes code under agent/ (not agent/test/) as the guest\'s', function () {
-    const r = scan({ 'agent/a.ts': "import { execFile } from 'node:child_process';\nexecFile('/bin/busybox', []);\n", 'agent/test/b.ts': "import { execFile } from 'node:child_process';\nexecFile('ip', []);\n" });
-    assert.deepEqual(r.sites.map((s) => [s.programs[0], s.guest]).sort(), [['/bin/busybox', true], ['ip', false]]);
+  it("takes code under agent/ (not agent/test/) as the guest's", function () {
+    const r = scan({
+      'agent/a.ts': "import { execFile } from 'node:child_process';\nexecFile('/bin/busybox', []);\n",
+      'agent/test/b.ts': "import { execFile } from 'node:child_process';\nexecFile('ip', []);\n",
+    });
+    assert.deepEqual(r.sites.map((s) => [s.programs[0], s.guest]).sort(), [
+      ['/bin/busybox', true],
+      ['ip', false],
+    ]);
   });
 });

@@ -38,22 +38,43 @@ describe('shim socket address (containerd SocketAddress)', () => {
 
 describe('shim sandboxOf (CRI annotations)', () => {
   it('a CRI sandbox owns a sandbox of its own id', () => {
-    assert.deepEqual(sandboxOf('sb1', { [CRI_ANNOTATIONS.containerType]: 'sandbox', [CRI_ANNOTATIONS.sandboxId]: 'sb1' }), { sandboxId: 'sb1', joins: false });
+    assert.deepEqual(
+      sandboxOf('sb1', { [CRI_ANNOTATIONS.containerType]: 'sandbox', [CRI_ANNOTATIONS.sandboxId]: 'sb1' }),
+      { sandboxId: 'sb1', joins: false },
+    );
   });
 
   it('a CRI pod container joins its sandbox', () => {
-    assert.deepEqual(sandboxOf('c1', { [CRI_ANNOTATIONS.containerType]: 'container', [CRI_ANNOTATIONS.sandboxId]: 'sb1' }), { sandboxId: 'sb1', joins: true });
+    assert.deepEqual(
+      sandboxOf('c1', { [CRI_ANNOTATIONS.containerType]: 'container', [CRI_ANNOTATIONS.sandboxId]: 'sb1' }),
+      { sandboxId: 'sb1', joins: true },
+    );
   });
 
   it('a container without annotations (ctr run) owns a sandbox', () => {
     assert.deepEqual(sandboxOf('c1', undefined), { sandboxId: 'c1', joins: false });
     assert.deepEqual(sandboxOf('c1', {}), { sandboxId: 'c1', joins: false });
-    assert.deepEqual(sandboxOf('c1', { 'io.kubernetes.cri.sandbox-id': 'sb1' }), { sandboxId: 'c1', joins: false }, 'no container type: not CRI');
+    assert.deepEqual(
+      sandboxOf('c1', { 'io.kubernetes.cri.sandbox-id': 'sb1' }),
+      { sandboxId: 'c1', joins: false },
+      'no container type: not CRI',
+    );
   });
 
   it('refuses an unknown container type and a pod container without its sandbox id', () => {
-    assert.throws(() => sandboxOf('c1', { [CRI_ANNOTATIONS.containerType]: 'pod' }), (e) => e instanceof InvalidArgumentError && /io.kubernetes.cri.container-type="pod": expected "sandbox" or "container"/.test(e.message));
-    assert.throws(() => sandboxOf('c1', { [CRI_ANNOTATIONS.containerType]: 'container' }), (e) => e instanceof InvalidArgumentError && /without the io.kubernetes.cri.sandbox-id/.test(e.message));
-    assert.throws(() => sandboxOf('c1', { [CRI_ANNOTATIONS.containerType]: 'container', [CRI_ANNOTATIONS.sandboxId]: '' }), InvalidArgumentError);
+    assert.throws(
+      () => sandboxOf('c1', { [CRI_ANNOTATIONS.containerType]: 'pod' }),
+      (e) =>
+        e instanceof InvalidArgumentError &&
+        /io.kubernetes.cri.container-type="pod": expected "sandbox" or "container"/.test(e.message),
+    );
+    assert.throws(
+      () => sandboxOf('c1', { [CRI_ANNOTATIONS.containerType]: 'container' }),
+      (e) => e instanceof InvalidArgumentError && /without the io.kubernetes.cri.sandbox-id/.test(e.message),
+    );
+    assert.throws(
+      () => sandboxOf('c1', { [CRI_ANNOTATIONS.containerType]: 'container', [CRI_ANNOTATIONS.sandboxId]: '' }),
+      InvalidArgumentError,
+    );
   });
 });

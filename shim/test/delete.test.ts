@@ -22,7 +22,20 @@ describe('shim delete (no daemon needed)', () => {
   beforeEach(() => {
     tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'hull-delete-'));
     const address = path.join(tmp, 'containerd.sock');
-    flags = (id, bundle) => parseFlags(['-namespace', 'ns1', '-address', address, '-publish-binary', '/usr/bin/containerd', '-id', id, '-bundle', bundle, 'delete']);
+    flags = (id, bundle) =>
+      parseFlags([
+        '-namespace',
+        'ns1',
+        '-address',
+        address,
+        '-publish-binary',
+        '/usr/bin/containerd',
+        '-id',
+        id,
+        '-bundle',
+        bundle,
+        'delete',
+      ]);
     // delete writes its warnings to fd 2: keep them for the assertions, out of the test report.
     warnings = [];
     (fs as { writeSync: unknown }).writeSync = (fd: number, data: unknown, ...rest: unknown[]): number => {
@@ -47,7 +60,11 @@ describe('shim delete (no daemon needed)', () => {
 
   function decode(bytes: Uint8Array): { pid: number; exitStatus: number; exitedAtMs: number } {
     const r = task.DeleteResponse.decode(bytes);
-    return { pid: r.pid ?? 0, exitStatus: r.exitStatus ?? 0, exitedAtMs: Number(r.exitedAt?.seconds ?? 0) * 1000 + Math.floor((r.exitedAt?.nanos ?? 0) / 1e6) };
+    return {
+      pid: r.pid ?? 0,
+      exitStatus: r.exitStatus ?? 0,
+      exitedAtMs: Number(r.exitedAt?.seconds ?? 0) * 1000 + Math.floor((r.exitedAt?.nanos ?? 0) / 1e6),
+    };
   }
 
   function saveRecord(extra: Partial<SandboxRecord> = {}): { file: string; record: SandboxRecord } {
@@ -128,7 +145,9 @@ describe('shim delete (no daemon needed)', () => {
     const server = new Server();
     server.register(TaskService, {
       Kill: (req, ctx) => {
-        calls.push(`Kill ${req.id} ${req.signal} all=${req.all} ns=${ctx.metadata['containerd-namespace-ttrpc']?.join()}`);
+        calls.push(
+          `Kill ${req.id} ${req.signal} all=${req.all} ns=${ctx.metadata['containerd-namespace-ttrpc']?.join()}`,
+        );
         return {};
       },
       Delete: (req) => {
@@ -157,6 +176,9 @@ describe('shim delete (no daemon needed)', () => {
     const r = decode(await deleteContainer(flags('c2', record.containers.c2!.bundle)));
     assert.equal(r.exitStatus, 137);
     assert.equal(warnings.length, 1);
-    assert.match(warnings[0]!, new RegExp(`^hull delete c2: the shim daemon \\(pid ${daemon.pid}\\) did not delete it: `));
+    assert.match(
+      warnings[0]!,
+      new RegExp(`^hull delete c2: the shim daemon \\(pid ${daemon.pid}\\) did not delete it: `),
+    );
   });
 });

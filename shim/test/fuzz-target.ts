@@ -17,7 +17,15 @@ import { TaskServiceImpl } from '../task-service';
 
 const SANDBOX_ID = 'sb';
 /** Every code the shim's one error mapping (status.ts) can produce; UNKNOWN (an untyped error) is a finding. */
-const TASK_CODES = [Code.OK, Code.NOT_FOUND, Code.ALREADY_EXISTS, Code.INVALID_ARGUMENT, Code.FAILED_PRECONDITION, Code.UNAVAILABLE, Code.UNIMPLEMENTED];
+const TASK_CODES = [
+  Code.OK,
+  Code.NOT_FOUND,
+  Code.ALREADY_EXISTS,
+  Code.INVALID_ARGUMENT,
+  Code.FAILED_PRECONDITION,
+  Code.UNAVAILABLE,
+  Code.UNIMPLEMENTED,
+];
 
 export interface ShimTarget extends ServerTarget {
   /** A bundle with a valid config.json. */
@@ -29,13 +37,44 @@ export function shimTarget(options: { renewEvery?: number } = {}): ShimTarget {
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'hull-fuzz-shim-'));
   const bundle = path.join(tmp, 'bundle');
   fs.mkdirSync(path.join(bundle, 'rootfs'), { recursive: true });
-  fs.writeFileSync(path.join(bundle, 'config.json'), JSON.stringify({ ociVersion: '1.0.2', process: { args: ['sh'], cwd: '/' }, root: { path: 'rootfs' }, hostname: 'pod' }));
+  fs.writeFileSync(
+    path.join(bundle, 'config.json'),
+    JSON.stringify({
+      ociVersion: '1.0.2',
+      process: { args: ['sh'], cwd: '/' },
+      root: { path: 'rootfs' },
+      hostname: 'pod',
+    }),
+  );
   fs.mkdirSync(path.join(tmp, 'not-a-bundle'));
   fs.writeFileSync(path.join(tmp, 'not-a-bundle', 'config.json'), '{"process": ');
   const strings = [
-    SANDBOX_ID, SANDBOX_ID, 'c1', 'c2', 'e1', '', '..', '.', '\0', 'x'.repeat(300), bundle, bundle, path.join(tmp, 'not-a-bundle'), tmp, path.join(tmp, 'nope'),
-    'relative/bundle', `file://${path.join(tmp, 'out.log')}`, `fifo://${path.join(tmp, 'no-fifo')}`, 'binary:///bin/true', TypeUrl.OciProcess, TypeUrl.OciLinuxResources,
-    TypeUrl.RuntimeOptions, '{"args":["sh"],"cwd":"/"}', '{"memory":{"limit":1}}', 'null', '[]',
+    SANDBOX_ID,
+    SANDBOX_ID,
+    'c1',
+    'c2',
+    'e1',
+    '',
+    '..',
+    '.',
+    '\0',
+    'x'.repeat(300),
+    bundle,
+    bundle,
+    path.join(tmp, 'not-a-bundle'),
+    tmp,
+    path.join(tmp, 'nope'),
+    'relative/bundle',
+    `file://${path.join(tmp, 'out.log')}`,
+    `fifo://${path.join(tmp, 'no-fifo')}`,
+    'binary:///bin/true',
+    TypeUrl.OciProcess,
+    TypeUrl.OciLinuxResources,
+    TypeUrl.RuntimeOptions,
+    '{"args":["sh"],"cwd":"/"}',
+    '{"memory":{"limit":1}}',
+    'null',
+    '[]',
   ];
   let hv: FakeHypervisor | undefined;
   let agent: FakeAgent | undefined;
@@ -65,7 +104,14 @@ export function shimTarget(options: { renewEvery?: number } = {}): ShimTarget {
           dial: async () => agent!,
           connectNetwork: async (netnsPath, record) => {
             record(netnsPath, []);
-            return { taps: [], vmNetwork: () => ({ netnsPath, nics: [] }), describe: () => ({}), configureGuest: async () => undefined, forwardLocalhost: async () => undefined, disconnect: async () => undefined };
+            return {
+              taps: [],
+              vmNetwork: () => ({ netnsPath, nics: [] }),
+              describe: () => ({}),
+              configureGuest: async () => undefined,
+              forwardLocalhost: async () => undefined,
+              disconnect: async () => undefined,
+            };
           },
           logger: NOOP_LOGGER,
           events,
@@ -83,13 +129,27 @@ export function shimTarget(options: { renewEvery?: number } = {}): ShimTarget {
     answerTimeoutMs: 5_000,
     methods: fuzzMethods(TaskService, TASK_CODES, {
       examples: {
-        Create: [{ id: SANDBOX_ID, bundle, rootfs: [{ type: 'overlay', source: 'overlay', options: ['lowerdir=/l'] }] }, { id: 'c1', bundle }],
+        Create: [
+          { id: SANDBOX_ID, bundle, rootfs: [{ type: 'overlay', source: 'overlay', options: ['lowerdir=/l'] }] },
+          { id: 'c1', bundle },
+        ],
         Start: [{ id: SANDBOX_ID }, { id: 'c1', execId: 'e1' }],
         State: [{ id: SANDBOX_ID }],
         Delete: [{ id: 'c1' }, { id: SANDBOX_ID }],
         Kill: [{ id: SANDBOX_ID, signal: 9, all: true }],
-        Exec: [{ id: SANDBOX_ID, execId: 'e1', spec: { type_url: TypeUrl.OciProcess, value: Buffer.from('{"args":["sh"],"cwd":"/"}') } }],
-        Update: [{ id: SANDBOX_ID, resources: { type_url: TypeUrl.OciLinuxResources, value: Buffer.from('{"memory":{"limit":1048576}}') } }],
+        Exec: [
+          {
+            id: SANDBOX_ID,
+            execId: 'e1',
+            spec: { type_url: TypeUrl.OciProcess, value: Buffer.from('{"args":["sh"],"cwd":"/"}') },
+          },
+        ],
+        Update: [
+          {
+            id: SANDBOX_ID,
+            resources: { type_url: TypeUrl.OciLinuxResources, value: Buffer.from('{"memory":{"limit":1048576}}') },
+          },
+        ],
         ResizePty: [{ id: SANDBOX_ID, width: 80, height: 24 }],
         Wait: [{ id: 'c1' }],
       },

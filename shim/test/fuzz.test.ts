@@ -1,5 +1,13 @@
 import assert from 'node:assert/strict';
-import { Client, Code, createServiceClient, duplexPair, fuzzServer, type ServiceClient, type StatusError } from 'ttrpc-ts';
+import {
+  Client,
+  Code,
+  createServiceClient,
+  duplexPair,
+  fuzzServer,
+  type ServiceClient,
+  type StatusError,
+} from 'ttrpc-ts';
 import { TaskService } from '../../protos/containerd';
 import { shimTarget, type ShimTarget } from './fuzz-target';
 
@@ -17,7 +25,9 @@ describe('fuzzing the shim Task server (short seeded run; `make fuzz` runs 10^6 
 });
 
 /** Runs `fn` with a Task client of a fresh shim target. */
-async function withTask(fn: (task: ServiceClient<typeof TaskService>, target: ShimTarget) => Promise<void>): Promise<void> {
+async function withTask(
+  fn: (task: ServiceClient<typeof TaskService>, target: ShimTarget) => Promise<void>,
+): Promise<void> {
   const target = shimTarget();
   const [clientEnd, serverEnd] = duplexPair();
   target.server.serveStream(serverEnd);
@@ -41,9 +51,17 @@ describe('shim fuzzing findings', () => {
 
   it('Create with a stdio path that does not exist answers INVALID_ARGUMENT, not UNKNOWN (found as seed 1 case 25059)', async () => {
     // A sandbox whose first Create failed is shut down: one shim per case.
-    for (const stdio of [{ stdout: '/nonexistent/out' }, { stderr: 'file:///nonexistent/dir/log' }, { stdin: '/nonexistent/in' }]) {
+    for (const stdio of [
+      { stdout: '/nonexistent/out' },
+      { stderr: 'file:///nonexistent/dir/log' },
+      { stdin: '/nonexistent/in' },
+    ]) {
       await withTask(async (task, target) => {
-        await assert.rejects(task.Create({ id: 'sb', bundle: target.bundle, ...stdio }), code(Code.INVALID_ARGUMENT), JSON.stringify(stdio));
+        await assert.rejects(
+          task.Create({ id: 'sb', bundle: target.bundle, ...stdio }),
+          code(Code.INVALID_ARGUMENT),
+          JSON.stringify(stdio),
+        );
       });
     }
   });

@@ -10,7 +10,9 @@ async function main(): Promise<void> {
   });
   const target = shimTarget();
   try {
-    console.log(formatResult(await fuzzServer(target, { iterations, seed, onProgress: (n) => console.error(`shim: ${n}`) })));
+    console.log(
+      formatResult(await fuzzServer(target, { iterations, seed, onProgress: (n) => console.error(`shim: ${n}`) })),
+    );
   } finally {
     await target.cleanup();
   }

@@ -10,7 +10,15 @@ const STATS: ContainerStats = {
   memoryUsageBytes: 50 << 20,
   memoryMaxUsageBytes: 60 << 20,
   memoryLimitBytes: 256 << 20,
-  memoryStat: { anon: 10 << 20, file: 30 << 20, inactive_file: 20 << 20, slab_reclaimable: 4096, pgfault: 1234, pgmajfault: 5, not_a_field: 7 },
+  memoryStat: {
+    anon: 10 << 20,
+    file: 30 << 20,
+    inactive_file: 20 << 20,
+    slab_reclaimable: 4096,
+    pgfault: 1234,
+    pgmajfault: 5,
+    not_a_field: 7,
+  },
   pids: 3,
   pidsLimit: 100,
 };

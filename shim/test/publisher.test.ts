@@ -75,11 +75,25 @@ describe('shim EventPublisher (Events.Forward over a real ttrpc socket)', () => 
     publisher.publish('TaskCreate', { containerId: 'c1', bundle: '/b/c1', pid: 42 });
     publisher.publish('TaskStart', { containerId: 'c1', pid: 42 });
     for (let i = 0; i < 20; i++) publisher.publish('TaskExecAdded', { containerId: 'c1', execId: `e${i}` });
-    publisher.publish('TaskExit', { containerId: 'c1', id: 'c1', pid: 42, exitStatus: 3, exitedAt: { seconds: 1_700_000_000, nanos: 5 } });
+    publisher.publish('TaskExit', {
+      containerId: 'c1',
+      id: 'c1',
+      pid: 42,
+      exitStatus: 3,
+      exitedAt: { seconds: 1_700_000_000, nanos: 5 },
+    });
     await until('every event', () => ctd.received.length === 23);
-    assert.deepEqual(ctd.topics(), ['/tasks/create', '/tasks/start', ...Array<string>(20).fill('/tasks/exec-added'), '/tasks/exit']);
+    assert.deepEqual(ctd.topics(), [
+      '/tasks/create',
+      '/tasks/start',
+      ...Array<string>(20).fill('/tasks/exec-added'),
+      '/tasks/exit',
+    ]);
     const execIds = ctd.received.slice(2, 22).map((r) => events.TaskExecAdded.decode(r.envelope!.event!.value!).execId);
-    assert.deepEqual(execIds, Array.from({ length: 20 }, (_, i) => `e${i}`));
+    assert.deepEqual(
+      execIds,
+      Array.from({ length: 20 }, (_, i) => `e${i}`),
+    );
     for (const r of ctd.received) {
       const env = r.envelope!;
       assert.equal(env.namespace, 'k8s.io');
@@ -147,7 +161,10 @@ describe('shim EventPublisher (Events.Forward over a real ttrpc socket)', () => 
     await ctd.listen();
     publisher.publish('TaskStart', { containerId: 'c1', pid: 1 });
     await until('the second event', () => ctd.received.length === 1);
-    assert.deepEqual([...first, ...ctd.received].map((r) => r.envelope!.topic), ['/tasks/create', '/tasks/start']);
+    assert.deepEqual(
+      [...first, ...ctd.received].map((r) => r.envelope!.topic),
+      ['/tasks/create', '/tasks/start'],
+    );
   });
 
   it('close() waits for queued events but no longer than its bound, then drops the rest', async () => {
@@ -209,7 +226,13 @@ describe('shim EventPublisher (Events.Forward over a real ttrpc socket)', () => 
     type Logged = { obj: Record<string, unknown>; msg: string };
     const recorder = (): { logger: typeof NOOP_LOGGER; warned: Logged[] } => {
       const warned: Logged[] = [];
-      return { warned, logger: { ...NOOP_LOGGER, warn: (obj: object, msg: string) => warned.push({ obj: obj as Record<string, unknown>, msg }) } };
+      return {
+        warned,
+        logger: {
+          ...NOOP_LOGGER,
+          warn: (obj: object, msg: string) => warned.push({ obj: obj as Record<string, unknown>, msg }),
+        },
+      };
     };
     const exit = (id: string) => ({ containerId: 'c1', id, pid: 1, exitStatus: 0, exitedAt: { seconds: 1, nanos: 0 } });
 
@@ -228,12 +251,19 @@ describe('shim EventPublisher (Events.Forward over a real ttrpc socket)', () => 
       release();
       await until('the kept events', () => ctd.received.length === 4);
       assert.deepEqual(ctd.topics(), ['/tasks/start', '/tasks/exit', '/tasks/exec-added', '/tasks/exec-added']);
-      assert.deepEqual(ctd.received.slice(2).map((r) => events.TaskExecAdded.decode(r.envelope!.event!.value!).execId), ['e8', 'e9']);
+      assert.deepEqual(
+        ctd.received.slice(2).map((r) => events.TaskExecAdded.decode(r.envelope!.event!.value!).execId),
+        ['e8', 'e9'],
+      );
       await until('the summary', () => warned.some((w) => w.obj.dropped === 8));
       const summary = warned.find((w) => w.obj.dropped === 8)!;
       assert.deepEqual(summary.obj.byTopic, { '/tasks/exec-added': 8 });
       assert.match(summary.msg, /dropped 8 events/);
-      assert.equal(warned.filter((w) => /queue to containerd is full/.test(w.msg)).length, 1, 'one warning when dropping starts, not one per event');
+      assert.equal(
+        warned.filter((w) => /queue to containerd is full/.test(w.msg)).length,
+        1,
+        'one warning when dropping starts, not one per event',
+      );
     });
 
     it('exits are kept past the bound (up to four times it) when nothing else can go', async () => {

@@ -39,7 +39,10 @@ describe('shim toStatusError (hull errors to ttrpc codes)', () => {
   }
 
   it('the contract codes by number (containerd errdefs reads them back)', () => {
-    assert.deepEqual(table.map(([C]) => toStatusError(new C('x')).code), [5, 6, 3, 9, 14, 4, 1, 12, 13]);
+    assert.deepEqual(
+      table.map(([C]) => toStatusError(new C('x')).code),
+      [5, 6, 3, 9, 14, 4, 1, 12, 13],
+    );
   });
 
   it('passes a StatusError through, and maps anything untyped to UNKNOWN', () => {

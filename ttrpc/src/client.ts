@@ -98,7 +98,10 @@ export class Client {
   callRaw(service: string, method: string, payload: Uint8Array, options: CallOptions = {}): Promise<Buffer> {
     if (this.channel.closed) return Promise.reject(new ConnectionClosedError(undefined, { cause: this.closeError }));
     const { signal } = options;
-    if (signal?.aborted) return Promise.reject(new CancelledError(`${service}/${method}: aborted before sending`, { cause: signal.reason }));
+    if (signal?.aborted)
+      return Promise.reject(
+        new CancelledError(`${service}/${method}: aborted before sending`, { cause: signal.reason }),
+      );
     const deadline = effectiveDeadline(options);
     const remainingMs = deadline === undefined ? undefined : deadline - Date.now();
     if (remainingMs !== undefined && remainingMs <= 0) {
@@ -117,7 +120,9 @@ export class Client {
     });
     if (body.size > this.channel.maxMessageLength) {
       return Promise.reject(
-        new MessageTooLargeError(`${service}/${method}: request of ${body.size} bytes exceeds the limit of ${this.channel.maxMessageLength}`),
+        new MessageTooLargeError(
+          `${service}/${method}: request of ${body.size} bytes exceeds the limit of ${this.channel.maxMessageLength}`,
+        ),
       );
     }
 
@@ -125,7 +130,8 @@ export class Client {
     this.nextStreamId += 2;
     return new Promise<Buffer>((resolve, reject) => {
       let timer: NodeJS.Timeout | undefined;
-      const onAbort = (): void => settle(new CancelledError(`${service}/${method}: aborted`, { cause: signal?.reason }));
+      const onAbort = (): void =>
+        settle(new CancelledError(`${service}/${method}: aborted`, { cause: signal?.reason }));
       const settle = (err: Error | undefined, result?: Buffer): void => {
         if (!this.pending.delete(streamId)) return;
         if (timer) clearTimeout(timer);
@@ -135,7 +141,13 @@ export class Client {
       };
       this.pending.set(streamId, { resolve: (p) => settle(undefined, p), reject: (e) => settle(e) });
       if (remainingMs !== undefined) {
-        timer = setTimeout(() => settle(new DeadlineExceededError(`${service}/${method}: deadline exceeded after ${Math.round(remainingMs)} ms`)), remainingMs);
+        timer = setTimeout(
+          () =>
+            settle(
+              new DeadlineExceededError(`${service}/${method}: deadline exceeded after ${Math.round(remainingMs)} ms`),
+            ),
+          remainingMs,
+        );
       }
       signal?.addEventListener('abort', onAbort, { once: true });
       if (!this.channel.send(streamId, FrameType.Request, 0, body)) {
@@ -154,7 +166,11 @@ export class Client {
     const call = this.pending.get(frame.streamId);
     if (!call) return; // a call that timed out or was aborted: its late response is dropped
     if (frame.kind === 'oversized') {
-      call.reject(new MessageTooLargeError(`response of ${frame.length} bytes exceeds the limit of ${this.channel.maxMessageLength}`));
+      call.reject(
+        new MessageTooLargeError(
+          `response of ${frame.length} bytes exceeds the limit of ${this.channel.maxMessageLength}`,
+        ),
+      );
       return;
     }
     let response;
@@ -180,7 +196,8 @@ export class Client {
 function effectiveDeadline(options: CallOptions): number | undefined {
   const candidates: number[] = [];
   if (options.timeoutMs !== undefined) candidates.push(Date.now() + options.timeoutMs);
-  if (options.deadline !== undefined) candidates.push(typeof options.deadline === 'number' ? options.deadline : options.deadline.getTime());
+  if (options.deadline !== undefined)
+    candidates.push(typeof options.deadline === 'number' ? options.deadline : options.deadline.getTime());
   return candidates.length ? Math.min(...candidates) : undefined;
 }
 

@@ -132,7 +132,29 @@ function tag(field: number, wire: number): Buffer {
   return varint(field * 8 + wire);
 }
 
-const STRINGS = ['', 'a', 'sb', 'c1', '..', '.', '/', '../../etc', '/etc/passwd', 'a/b', '\0', 'é', '\u{1F600}', 'x'.repeat(300), '-rf', '--help', ' ', '%s%n', 'containerd', 'default', 'k8s.io'];
+const STRINGS = [
+  '',
+  'a',
+  'sb',
+  'c1',
+  '..',
+  '.',
+  '/',
+  '../../etc',
+  '/etc/passwd',
+  'a/b',
+  '\0',
+  'é',
+  '\u{1F600}',
+  'x'.repeat(300),
+  '-rf',
+  '--help',
+  ' ',
+  '%s%n',
+  'containerd',
+  'default',
+  'k8s.io',
+];
 
 /**
  * A plausible message of unknown schema: fields 1..`maxField` with random wire types, varints at the edges,
@@ -145,7 +167,23 @@ export function protobufSoup(rng: Prng, maxField = 16, depth = 0, strings: reado
     switch (rng.int(10)) {
       case 0:
       case 1:
-        parts.push(tag(field, 0), varint(rng.pick<number | bigint>([0, 1, -1, 2 ** 31, 2 ** 32, 2 ** 53, -(2 ** 63), 2n ** 64n - 1n, rng.next(), rng.int(70)])));
+        parts.push(
+          tag(field, 0),
+          varint(
+            rng.pick<number | bigint>([
+              0,
+              1,
+              -1,
+              2 ** 31,
+              2 ** 32,
+              2 ** 53,
+              -(2 ** 63),
+              2n ** 64n - 1n,
+              rng.next(),
+              rng.int(70),
+            ]),
+          ),
+        );
         break;
       case 2:
       case 3:
@@ -161,7 +199,11 @@ export function protobufSoup(rng: Prng, maxField = 16, depth = 0, strings: reado
       }
       case 6:
         // A length-delimited field that claims more than there is (up to 2^63).
-        parts.push(tag(field, 2), varint(rng.pick<number | bigint>([rng.range(1, 100), 2 ** 31, 2 ** 32 + 5, 2n ** 63n])), rng.bytes(rng.size(8)));
+        parts.push(
+          tag(field, 2),
+          varint(rng.pick<number | bigint>([rng.range(1, 100), 2 ** 31, 2 ** 32 + 5, 2n ** 63n])),
+          rng.bytes(rng.size(8)),
+        );
         break;
       case 7:
         parts.push(tag(field, rng.pick([1, 5])), rng.bytes(rng.pick([8, 4, 3])));
@@ -210,7 +252,13 @@ export function mutatePayload(rng: Prng, examples: readonly Uint8Array[], string
 
 // ---- frames ---------------------------------------------------------------------------------------------------------
 
-function frame(streamId: number, type: number, flags: number, payload: Uint8Array, declaredLength = payload.length): Buffer {
+function frame(
+  streamId: number,
+  type: number,
+  flags: number,
+  payload: Uint8Array,
+  declaredLength = payload.length,
+): Buffer {
   const b = Buffer.allocUnsafe(HEADER_LENGTH + payload.length);
   b.writeUInt32BE(declaredLength >>> 0, 0);
   b.writeUInt32BE(streamId >>> 0, 4);
@@ -245,7 +293,12 @@ export function referenceFrames(data: Buffer, maxLength: number): { frames: Deco
     const header = { length, streamId: data.readUInt32BE(pos + 4), type: data[pos + 8]!, flags: data[pos + 9]! };
     if (data.length - pos - HEADER_LENGTH < length) return { frames, pending: data.length - pos };
     if (length > maxLength) frames.push({ kind: 'oversized', ...header });
-    else frames.push({ kind: 'frame', ...header, payload: data.subarray(pos + HEADER_LENGTH, pos + HEADER_LENGTH + length) });
+    else
+      frames.push({
+        kind: 'frame',
+        ...header,
+        payload: data.subarray(pos + HEADER_LENGTH, pos + HEADER_LENGTH + length),
+      });
     pos += HEADER_LENGTH + length;
   }
 }
@@ -267,10 +320,25 @@ function decoderInput(rng: Prng, maxLength: number): Buffer {
       }
       case 2:
         // A huge declared length and whatever follows: the decoder must wait (or skip) without buffering it.
-        parts.push(frame(rng.next(), rng.int(4), 0, rng.bytes(rng.size(32)), rng.pick([0xffffffff, 0x80000000, MAX_MESSAGE_LENGTH * 4, rng.next()])));
+        parts.push(
+          frame(
+            rng.next(),
+            rng.int(4),
+            0,
+            rng.bytes(rng.size(32)),
+            rng.pick([0xffffffff, 0x80000000, MAX_MESSAGE_LENGTH * 4, rng.next()]),
+          ),
+        );
         break;
       default:
-        parts.push(frame(rng.pick([0, 1, 2, 3, rng.next()]), rng.pick([1, 2, 3, rng.int(256)]), rng.int(256), rng.bytes(rng.size(200))));
+        parts.push(
+          frame(
+            rng.pick([0, 1, 2, 3, rng.next()]),
+            rng.pick([1, 2, 3, rng.int(256)]),
+            rng.int(256),
+            rng.bytes(rng.size(200)),
+          ),
+        );
     }
   }
   let data: Buffer = Buffer.concat(parts);
@@ -335,11 +403,23 @@ class Meter {
     if (m.heapUsed > this.peakHeap) this.peakHeap = m.heapUsed;
   }
 
-  finish(target: string, seed: number, cases: number, inputs: number, bytes: number, codes: Record<number, number>): FuzzResult {
+  finish(
+    target: string,
+    seed: number,
+    cases: number,
+    inputs: number,
+    bytes: number,
+    codes: Record<number, number>,
+  ): FuzzResult {
     this.sample();
     gc();
     return {
-      target, seed, cases, inputs, bytes, codes,
+      target,
+      seed,
+      cases,
+      inputs,
+      bytes,
+      codes,
       ms: Date.now() - this.start,
       peakRssBytes: this.peakRss,
       peakHeapBytes: this.peakHeap,
@@ -359,7 +439,13 @@ function sameFrames(a: DecodedFrame[], b: DecodedFrame[]): string | undefined {
   for (let i = 0; i < a.length; i++) {
     const x = a[i]!;
     const y = b[i]!;
-    if (x.kind !== y.kind || x.length !== y.length || x.streamId !== y.streamId || x.type !== y.type || x.flags !== y.flags) {
+    if (
+      x.kind !== y.kind ||
+      x.length !== y.length ||
+      x.streamId !== y.streamId ||
+      x.type !== y.type ||
+      x.flags !== y.flags
+    ) {
       return `frame ${i}: ${JSON.stringify({ ...x, payload: undefined })}, expected ${JSON.stringify({ ...y, payload: undefined })}`;
     }
     if (x.kind === 'frame' && y.kind === 'frame' && !x.payload.equals(y.payload)) return `frame ${i}: payload differs`;
@@ -375,12 +461,15 @@ export function decoderCase(rng: Prng, maxLength: number): { bytes: number } {
   const got: DecodedFrame[] = [];
   for (const piece of splitStream(rng, data)) {
     // A copy per piece: the decoder may keep views of what it is given, and the writer may reuse its buffer.
-    for (const f of decoder.write(Buffer.from(piece))) got.push(f.kind === 'frame' ? { ...f, payload: Buffer.from(f.payload) } : f);
-    if (decoder.heldBytes > HEADER_LENGTH + maxLength) throw new Error(`decoder holds ${decoder.heldBytes} bytes, over the cap of ${HEADER_LENGTH + maxLength}`);
+    for (const f of decoder.write(Buffer.from(piece)))
+      got.push(f.kind === 'frame' ? { ...f, payload: Buffer.from(f.payload) } : f);
+    if (decoder.heldBytes > HEADER_LENGTH + maxLength)
+      throw new Error(`decoder holds ${decoder.heldBytes} bytes, over the cap of ${HEADER_LENGTH + maxLength}`);
   }
   const diff = sameFrames(got, expected.frames);
   if (diff) throw new Error(diff);
-  if (decoder.pendingBytes !== expected.pending) throw new Error(`decoder holds ${decoder.pendingBytes} bytes at the end, expected ${expected.pending}`);
+  if (decoder.pendingBytes !== expected.pending)
+    throw new Error(`decoder holds ${decoder.pendingBytes} bytes at the end, expected ${expected.pending}`);
   return { bytes: data.length };
 }
 
@@ -433,7 +522,12 @@ export interface ServerTarget {
 export function fuzzMethods(
   service: ServiceDefinition,
   codes: readonly Code[],
-  options: { examples?: Record<string, unknown[]>; codes?: Record<string, readonly Code[]>; longPoll?: string[]; skip?: string[] } = {},
+  options: {
+    examples?: Record<string, unknown[]>;
+    codes?: Record<string, readonly Code[]>;
+    longPoll?: string[];
+    skip?: string[];
+  } = {},
 ): FuzzMethod[] {
   return Object.entries(service)
     .filter(([name]) => !options.skip?.includes(name))
@@ -447,8 +541,7 @@ export function fuzzMethods(
 
 /** What one frame of a case must get back. */
 type Expectation =
-  | { kind: 'none' }
-  | { kind: 'status'; codes: readonly Code[]; what: string; method?: FuzzMethod; longPoll?: boolean };
+  { kind: 'none' } | { kind: 'status'; codes: readonly Code[]; what: string; method?: FuzzMethod; longPoll?: boolean };
 
 interface PlannedFrame {
   bytes: Buffer;
@@ -460,25 +553,61 @@ interface PlannedFrame {
 const TIMEOUT_CODES = [Code.DEADLINE_EXCEEDED];
 
 /** The ttrpc envelope of a request: service, method, payload, timeout and metadata, each possibly wrong. */
-function planRequest(rng: Prng, target: ServerTarget): { request: RequestMessage; method: FuzzMethod | undefined; codes: readonly Code[]; what: string } {
+function planRequest(
+  rng: Prng,
+  target: ServerTarget,
+): { request: RequestMessage; method: FuzzMethod | undefined; codes: readonly Code[]; what: string } {
   const m = rng.pick(target.methods);
   let service = m.descriptor.service;
   let methodName = m.descriptor.method;
   let method: FuzzMethod | undefined = m;
   const r = rng.int(20);
   if (r === 0) {
-    service = rng.pick(['', 'grpc.Unknown', `${service}.`, service.toUpperCase(), service.slice(0, -1), rng.bytes(rng.size(20)).toString('latin1')]);
+    service = rng.pick([
+      '',
+      'grpc.Unknown',
+      `${service}.`,
+      service.toUpperCase(),
+      service.slice(0, -1),
+      rng.bytes(rng.size(20)).toString('latin1'),
+    ]);
     method = undefined;
   } else if (r === 1) {
-    methodName = rng.pick(['', 'Unknown', methodName.toLowerCase(), `${methodName}\0`, `/${methodName}`, 'constructor', '__proto__', 'toString', 'hasOwnProperty', rng.bytes(rng.size(20)).toString('latin1')]);
+    methodName = rng.pick([
+      '',
+      'Unknown',
+      methodName.toLowerCase(),
+      `${methodName}\0`,
+      `/${methodName}`,
+      'constructor',
+      '__proto__',
+      'toString',
+      'hasOwnProperty',
+      rng.bytes(rng.size(20)).toString('latin1'),
+    ]);
     method = undefined;
   }
-  if (!method && target.methods.some((x) => x.descriptor.service === service && x.descriptor.method === methodName)) method = m;
+  if (!method && target.methods.some((x) => x.descriptor.service === service && x.descriptor.method === methodName))
+    method = m;
   const timeoutNano = rng.pick([0, 0, 0, 0, 1, rng.range(1, 1e6), 5e9, -1, -(2 ** 62), 2 ** 53, 2 ** 62, 9.2e18]);
   const metadata: KeyValue[] = [];
-  for (let n = rng.chance(0.7) ? 0 : rng.size(40); n > 0; n--) metadata.push({ key: rng.pick(['containerd-namespace-ttrpc', 'x', '', 'a'.repeat(200)]), value: rng.pick(['default', '', 'k8s.io', '\0']) });
-  const request: RequestMessage = { service, method: methodName, payload: mutatePayload(rng, m.examples, target.strings), timeoutNano, metadata };
-  const codes: readonly Code[] = method ? (timeoutNano !== 0 ? [...method.codes, ...TIMEOUT_CODES] : method.codes) : [Code.UNIMPLEMENTED];
+  for (let n = rng.chance(0.7) ? 0 : rng.size(40); n > 0; n--)
+    metadata.push({
+      key: rng.pick(['containerd-namespace-ttrpc', 'x', '', 'a'.repeat(200)]),
+      value: rng.pick(['default', '', 'k8s.io', '\0']),
+    });
+  const request: RequestMessage = {
+    service,
+    method: methodName,
+    payload: mutatePayload(rng, m.examples, target.strings),
+    timeoutNano,
+    metadata,
+  };
+  const codes: readonly Code[] = method
+    ? timeoutNano !== 0
+      ? [...method.codes, ...TIMEOUT_CODES]
+      : method.codes
+    : [Code.UNIMPLEMENTED];
   return { request, method, codes, what: `${service}/${methodName}` };
 }
 
@@ -504,26 +633,47 @@ function planCase(rng: Prng, target: ServerTarget, maxLength: number): { frames:
     const odd = streamId % 2 === 1;
     if (kind === 0) {
       // A frame of another type: no answer, whatever it holds.
-      frames.push({ bytes: frame(streamId, rng.pick([FrameType.Response, FrameType.Data, 0, 4, 0xff]), rng.int(256), rng.bytes(rng.size(64))), streamId, expect: { kind: 'none' } });
+      frames.push({
+        bytes: frame(
+          streamId,
+          rng.pick([FrameType.Response, FrameType.Data, 0, 4, 0xff]),
+          rng.int(256),
+          rng.bytes(rng.size(64)),
+        ),
+        streamId,
+        expect: { kind: 'none' },
+      });
       continue;
     }
     if (kind === 1 && rng.chance(0.01)) {
       // An oversized request: skipped and answered RESOURCE_EXHAUSTED (rare: it costs its length in bytes).
       const declared = maxLength + rng.range(1, 100);
-      frames.push({ bytes: frame(streamId, FrameType.Request, 0, Buffer.alloc(declared), declared), streamId, expect: { kind: 'status', codes: [Code.RESOURCE_EXHAUSTED], what: 'oversized' } });
+      frames.push({
+        bytes: frame(streamId, FrameType.Request, 0, Buffer.alloc(declared), declared),
+        streamId,
+        expect: { kind: 'status', codes: [Code.RESOURCE_EXHAUSTED], what: 'oversized' },
+      });
       continue;
     }
     let expect: Expectation;
     let payload: Buffer;
     if (kind === 2 || kind === 3) {
       // A mangled envelope: whatever it decodes to decides the answer.
-      payload = rng.chance(0.5) ? mutateBytes(rng, encodeRequest(planRequest(rng, target).request)) : protobufSoup(rng, 6);
+      payload = rng.chance(0.5)
+        ? mutateBytes(rng, encodeRequest(planRequest(rng, target).request))
+        : protobufSoup(rng, 6);
       expect = { kind: 'status', codes: [], what: 'mangled envelope' };
     } else {
       const planned = planRequest(rng, target);
       payload = encodeRequest(planned.request);
       if (payload.length > maxLength) payload = payload.subarray(0, maxLength);
-      expect = { kind: 'status', codes: planned.codes, what: planned.what, method: planned.method, longPoll: planned.method?.longPoll };
+      expect = {
+        kind: 'status',
+        codes: planned.codes,
+        what: planned.what,
+        method: planned.method,
+        longPoll: planned.method?.longPoll,
+      };
     }
     // The contract, in ttrpc's order.
     if (!odd) {
@@ -533,9 +683,14 @@ function planCase(rng: Prng, target: ServerTarget, maxLength: number): { frames:
     } else {
       lastId = streamId;
       nextId = streamId + 2;
-      if (expect.kind === 'status' && (expect.what === 'mangled envelope' || payload.length === maxLength)) expect = expectForEnvelope(target, payload);
+      if (expect.kind === 'status' && (expect.what === 'mangled envelope' || payload.length === maxLength))
+        expect = expectForEnvelope(target, payload);
     }
-    frames.push({ bytes: frame(streamId, FrameType.Request, rng.chance(0.9) ? 0 : rng.int(256), payload), streamId, expect });
+    frames.push({
+      bytes: frame(streamId, FrameType.Request, rng.chance(0.9) ? 0 : rng.int(256), payload),
+      streamId,
+      expect,
+    });
   }
   // Sometimes the connection ends in the middle of one more frame: no answer to it, and no harm.
   const truncated = rng.chance(0.1);
@@ -554,10 +709,19 @@ function expectForEnvelope(target: ServerTarget, payload: Buffer): Expectation {
   } catch {
     return { kind: 'status', codes: [Code.INVALID_ARGUMENT], what: 'undecodable envelope' };
   }
-  const method = target.methods.find((m) => m.descriptor.service === request.service && m.descriptor.method === request.method);
-  if (!method) return { kind: 'status', codes: [Code.UNIMPLEMENTED], what: `${request.service}/${request.method} (mangled)` };
+  const method = target.methods.find(
+    (m) => m.descriptor.service === request.service && m.descriptor.method === request.method,
+  );
+  if (!method)
+    return { kind: 'status', codes: [Code.UNIMPLEMENTED], what: `${request.service}/${request.method} (mangled)` };
   const codes = request.timeoutNano !== 0 ? [...method.codes, ...TIMEOUT_CODES] : method.codes;
-  return { kind: 'status', codes, what: `${request.service}/${request.method} (mangled)`, method, longPoll: method.longPoll };
+  return {
+    kind: 'status',
+    codes,
+    what: `${request.service}/${request.method} (mangled)`,
+    method,
+    longPoll: method.longPoll,
+  };
 }
 
 /** Two connected in-memory Duplex ends. */
@@ -580,12 +744,19 @@ export function duplexPair(): [Duplex, Duplex] {
         cb(err);
       },
     });
-  ends.push(make(() => ends[1]!), make(() => ends[0]!));
+  ends.push(
+    make(() => ends[1]!),
+    make(() => ends[0]!),
+  );
   return [ends[0]!, ends[1]!];
 }
 
 /** Runs one case against the target's server; throws a description of the first broken property. */
-export async function serverCase(rng: Prng, target: ServerTarget, codes: Record<number, number> = {}): Promise<{ frames: number; bytes: number }> {
+export async function serverCase(
+  rng: Prng,
+  target: ServerTarget,
+  codes: Record<number, number> = {},
+): Promise<{ frames: number; bytes: number }> {
   const maxLength = target.server.options.maxMessageLength ?? MAX_MESSAGE_LENGTH;
   const { frames, truncated } = planCase(rng, target, maxLength);
   const [client, serverEnd] = duplexPair();
@@ -635,7 +806,12 @@ export async function serverCase(rng: Prng, target: ServerTarget, codes: Record<
         const x = waiting[k]!;
         if (x.kind !== 'status' || !x.codes.includes(code)) continue;
         const best = waiting[at] as { codes: readonly Code[]; longPoll?: boolean } | undefined;
-        if (!best || x.codes.length < best.codes.length || (x.codes.length === best.codes.length && best.longPoll && !x.longPoll)) at = k;
+        if (
+          !best ||
+          x.codes.length < best.codes.length ||
+          (x.codes.length === best.codes.length && best.longPoll && !x.longPoll)
+        )
+          at = k;
       }
       if (at < 0 && waiting.length) at = 0;
       const e = at < 0 ? undefined : waiting.splice(at, 1)[0];
@@ -650,7 +826,10 @@ export async function serverCase(rng: Prng, target: ServerTarget, codes: Record<
         problems.push(`${e.what}: OK with an undecodable response: ${(err as Error).message}`);
       }
       codes[code] = (codes[code] ?? 0) + 1;
-      if (!e.codes.includes(code)) problems.push(`${e.what} on stream ${f.streamId}: status ${Code[code] ?? code} (${code}), expected one of ${e.codes.map((c) => Code[c]).join(', ')}: ${message}`);
+      if (!e.codes.includes(code))
+        problems.push(
+          `${e.what} on stream ${f.streamId}: status ${Code[code] ?? code} (${code}), expected one of ${e.codes.map((c) => Code[c]).join(', ')}: ${message}`,
+        );
       if (!e.longPoll && --owed === 0) done();
     }
   });
@@ -664,26 +843,33 @@ export async function serverCase(rng: Prng, target: ServerTarget, codes: Record<
   for (const piece of splitStream(rng, data)) client.write(piece);
   if (truncated) client.end();
   let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<'timeout'>((resolve) => (timer = setTimeout(() => resolve('timeout'), target.answerTimeoutMs ?? 5_000)));
+  const timeout = new Promise<'timeout'>(
+    (resolve) => (timer = setTimeout(() => resolve('timeout'), target.answerTimeoutMs ?? 5_000)),
+  );
   const outcome = await Promise.race([allAnswered.then(() => 'answered' as const), timeout]);
   clearTimeout(timer);
   if (outcome === 'timeout') {
-    const missing = [...expected.entries()].flatMap(([id, list]) => list.filter((e) => e.kind === 'status' && !e.longPoll).map((e) => `${(e as { what: string }).what} on stream ${id}`));
+    const missing = [...expected.entries()].flatMap(([id, list]) =>
+      list
+        .filter((e) => e.kind === 'status' && !e.longPoll)
+        .map((e) => `${(e as { what: string }).what} on stream ${id}`),
+    );
     problems.push(`no answer within ${target.answerTimeoutMs ?? 5_000} ms to ${missing.join('; ')}`);
   } else if (closed && owed > 0 && !truncated) {
     problems.push(`connection closed with ${owed} answers owed`);
   }
   // A truncated case ended its side: the server must close the connection.
-  if (truncated && !closed) await new Promise<void>((resolve) => {
-    const t = setTimeout(() => {
-      problems.push('connection not closed after the client ended it mid-frame');
-      resolve();
-    }, 2_000);
-    client.once('close', () => {
-      clearTimeout(t);
-      resolve();
+  if (truncated && !closed)
+    await new Promise<void>((resolve) => {
+      const t = setTimeout(() => {
+        problems.push('connection not closed after the client ended it mid-frame');
+        resolve();
+      }, 2_000);
+      client.once('close', () => {
+        clearTimeout(t);
+        resolve();
+      });
     });
-  });
   client.destroy();
   if (problems.length) throw new Error(problems.join('\n'));
   return { frames: frames.length, bytes: data.length };
@@ -714,8 +900,15 @@ export async function fuzzServer(target: ServerTarget, options: FuzzOptions): Pr
     }
   }
   // Connections close asynchronously after the client's end is destroyed.
-  for (let wait = 0; target.server.connectionCount > 0 && wait < 100; wait++) await new Promise((r) => setTimeout(r, 10));
-  if (target.server.connectionCount > 0) throw new FuzzFailure(target.name, options.seed, i, `${target.server.connectionCount} connections left open after the run`);
+  for (let wait = 0; target.server.connectionCount > 0 && wait < 100; wait++)
+    await new Promise((r) => setTimeout(r, 10));
+  if (target.server.connectionCount > 0)
+    throw new FuzzFailure(
+      target.name,
+      options.seed,
+      i,
+      `${target.server.connectionCount} connections left open after the run`,
+    );
   return meter.finish(target.name, options.seed, i, frames, bytes, codes);
 }
 
@@ -736,6 +929,8 @@ export function fuzzArgs(argv: string[]): { iterations: number; seed: number } {
 /** One line for a run's log and the README's table. */
 export function formatResult(r: FuzzResult): string {
   const mib = (n: number): string => `${(n / 2 ** 20).toFixed(1)} MiB`;
-  const codes = Object.entries(r.codes).map(([c, n]) => `${Code[Number(c)] ?? c}=${n}`).join(' ');
+  const codes = Object.entries(r.codes)
+    .map(([c, n]) => `${Code[Number(c)] ?? c}=${n}`)
+    .join(' ');
   return `${r.target}: seed ${r.seed}, ${r.inputs} inputs in ${r.cases} cases (${mib(r.bytes)}), ${(r.ms / 1000).toFixed(1)} s, peak RSS ${mib(r.peakRssBytes)}, peak heap ${mib(r.peakHeapBytes)}, heap growth ${mib(r.heapGrowthBytes)}${codes ? `; codes ${codes}` : ''}`;
 }

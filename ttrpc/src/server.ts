@@ -95,7 +95,11 @@ class ServerConnection {
     private readonly server: Server,
     maxMessageLength: number,
   ) {
-    this.channel = new Channel(stream, { onFrame: (f) => this.onFrame(f), onClose: (err) => this.onClose(err) }, maxMessageLength);
+    this.channel = new Channel(
+      stream,
+      { onFrame: (f) => this.onFrame(f), onClose: (err) => this.onClose(err) },
+      maxMessageLength,
+    );
   }
 
   /** Resolves when no request is in flight (immediately if none is). */
@@ -115,12 +119,20 @@ class ServerConnection {
       return;
     }
     if (frame.streamId % 2 !== 1) {
-      this.respond(frame.streamId, undefined, { code: Code.INVALID_ARGUMENT, message: 'stream id must be odd for client-initiated streams', details: [] });
+      this.respond(frame.streamId, undefined, {
+        code: Code.INVALID_ARGUMENT,
+        message: 'stream id must be odd for client-initiated streams',
+        details: [],
+      });
       return;
     }
     // As ttrpc's Go server: a request's stream id must be above the last one's (never reused, even once answered).
     if (frame.streamId <= this.lastStreamId) {
-      this.respond(frame.streamId, undefined, { code: Code.INVALID_ARGUMENT, message: `stream id ${frame.streamId} cannot be reused and must increase (last ${this.lastStreamId})`, details: [] });
+      this.respond(frame.streamId, undefined, {
+        code: Code.INVALID_ARGUMENT,
+        message: `stream id ${frame.streamId} cannot be reused and must increase (last ${this.lastStreamId})`,
+        details: [],
+      });
       return;
     }
     this.lastStreamId = frame.streamId;
@@ -128,11 +140,19 @@ class ServerConnection {
     try {
       request = decodeRequest(frame.payload);
     } catch (err) {
-      this.respond(frame.streamId, undefined, { code: Code.INVALID_ARGUMENT, message: `undecodable request: ${(err as Error).message}`, details: [] });
+      this.respond(frame.streamId, undefined, {
+        code: Code.INVALID_ARGUMENT,
+        message: `undecodable request: ${(err as Error).message}`,
+        details: [],
+      });
       return;
     }
     if (this.server.shuttingDown) {
-      this.respond(frame.streamId, undefined, { code: Code.UNAVAILABLE, message: 'server is shutting down', details: [] });
+      this.respond(frame.streamId, undefined, {
+        code: Code.UNAVAILABLE,
+        message: 'server is shutting down',
+        details: [],
+      });
       return;
     }
     const handler = this.server.registry.lookup(request.service, request.method);
@@ -172,12 +192,19 @@ class ServerConnection {
   private respond(streamId: number, payload: Uint8Array | undefined, status: Status | undefined): void {
     // An error's message may quote its input (a megabyte-long id): cut it, so that the code still reaches the caller.
     if (status && status.message.length > MAX_STATUS_MESSAGE) {
-      status = { ...status, message: `${status.message.slice(0, MAX_STATUS_MESSAGE)}... (${status.message.length - MAX_STATUS_MESSAGE} more characters)` };
+      status = {
+        ...status,
+        message: `${status.message.slice(0, MAX_STATUS_MESSAGE)}... (${status.message.length - MAX_STATUS_MESSAGE} more characters)`,
+      };
     }
     let body = prepareResponse({ status, payload: status ? EMPTY : (payload ?? EMPTY) });
     if (body.size > this.channel.maxMessageLength) {
       body = prepareResponse({
-        status: { code: Code.RESOURCE_EXHAUSTED, message: `response of ${body.size} bytes exceeds the maximum of ${this.channel.maxMessageLength}`, details: [] },
+        status: {
+          code: Code.RESOURCE_EXHAUSTED,
+          message: `response of ${body.size} bytes exceeds the maximum of ${this.channel.maxMessageLength}`,
+          details: [],
+        },
         payload: EMPTY,
       });
     }
@@ -255,12 +282,16 @@ export class Server {
   async shutdown(options: { timeoutMs?: number } = {}): Promise<void> {
     this.shuttingDownFlag = true;
     const closingListeners = this.closeListeners();
-    const drained = Promise.all([...this.connections].map(async (c) => {
-      await c.whenIdle();
-      c.channel.close();
-    }));
+    const drained = Promise.all(
+      [...this.connections].map(async (c) => {
+        await c.whenIdle();
+        c.channel.close();
+      }),
+    );
     let timer: NodeJS.Timeout | undefined;
-    const timedOut = new Promise<'timeout'>((resolve) => (timer = setTimeout(() => resolve('timeout'), options.timeoutMs ?? 5_000)));
+    const timedOut = new Promise<'timeout'>(
+      (resolve) => (timer = setTimeout(() => resolve('timeout'), options.timeoutMs ?? 5_000)),
+    );
     const outcome = await Promise.race([drained.then(() => 'drained' as const), timedOut]);
     clearTimeout(timer);
     if (outcome === 'timeout') for (const c of this.connections) c.channel.destroy();
@@ -282,6 +313,8 @@ export class Server {
   private closeListeners(): Promise<void> {
     const listeners = [...this.listeners];
     this.listeners.clear();
-    return Promise.all(listeners.map((l) => new Promise<void>((resolve) => (l.listening ? l.close(() => resolve()) : resolve())))).then(() => undefined);
+    return Promise.all(
+      listeners.map((l) => new Promise<void>((resolve) => (l.listening ? l.close(() => resolve()) : resolve()))),
+    ).then(() => undefined);
   }
 }

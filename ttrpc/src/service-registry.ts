@@ -39,7 +39,9 @@ export class ServiceRegistry {
         try {
           request = desc.request.decode(payload);
         } catch (cause) {
-          throw new StatusError(Code.INVALID_ARGUMENT, `${desc.service}/${desc.method}: undecodable request`, { cause });
+          throw new StatusError(Code.INVALID_ARGUMENT, `${desc.service}/${desc.method}: undecodable request`, {
+            cause,
+          });
         }
         const result = fn.call(impl, request as RequestOf<S[keyof S]>, context);
         return isPromise(result) ? result.then(encode) : encode(result);

@@ -118,7 +118,8 @@ export function toStatus(err: unknown): Status {
   if (err instanceof TtrpcError) return { code: err.code, message: err.message, details: [] };
   if (isAbortError(err)) {
     const reason = (err as { cause?: unknown }).cause;
-    const timedOut = (err as Error).name === 'TimeoutError' || (reason instanceof Error && reason.name === 'TimeoutError');
+    const timedOut =
+      (err as Error).name === 'TimeoutError' || (reason instanceof Error && reason.name === 'TimeoutError');
     return { code: timedOut ? Code.DEADLINE_EXCEEDED : Code.CANCELLED, message: errorMessage(err), details: [] };
   }
   return { code: Code.UNKNOWN, message: errorMessage(err), details: [] };

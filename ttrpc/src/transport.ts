@@ -49,7 +49,11 @@ export interface ListenOptions {
 }
 
 /** Listens on a unix socket. The caller handles EADDRINUSE (an existing socket is never removed here). */
-export function listenUnix(address: string, onConnection: (socket: net.Socket) => void, options: ListenOptions = {}): Promise<net.Server> {
+export function listenUnix(
+  address: string,
+  onConnection: (socket: net.Socket) => void,
+  options: ListenOptions = {},
+): Promise<net.Server> {
   const path = unixSocketPath(address);
   return new Promise((resolve, reject) => {
     const server = net.createServer(onConnection);

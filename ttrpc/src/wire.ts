@@ -62,7 +62,10 @@ interface Sized<T> {
 function sizeKeyValue(kv: KeyValue): Sized<{ key: Buffer; value: Buffer }> {
   const key = Buffer.from(kv.key, 'utf8');
   const value = Buffer.from(kv.value, 'utf8');
-  return { value: { key, value }, size: (key.length ? lenFieldSize(key.length) : 0) + (value.length ? lenFieldSize(value.length) : 0) };
+  return {
+    value: { key, value },
+    size: (key.length ? lenFieldSize(key.length) : 0) + (value.length ? lenFieldSize(value.length) : 0),
+  };
 }
 
 // ---- writer ------------------------------------------------------------------------------------------------------
@@ -195,7 +198,8 @@ function prepareStatus(status: Status): { size: number; write(w: Writer): void }
   const message = Buffer.from(status.message, 'utf8');
   const details = status.details.map((d) => {
     const typeUrl = Buffer.from(d.typeUrl, 'utf8');
-    const size = (typeUrl.length ? lenFieldSize(typeUrl.length) : 0) + (d.value.length ? lenFieldSize(d.value.length) : 0);
+    const size =
+      (typeUrl.length ? lenFieldSize(typeUrl.length) : 0) + (d.value.length ? lenFieldSize(d.value.length) : 0);
     return { typeUrl, value: d.value, size };
   });
   let size = 0;
@@ -263,7 +267,8 @@ class Reader {
 
   bytes(): Uint8Array {
     const len = this.varint();
-    if (typeof len !== 'number' || this.pos + len > this.buf.length) throw new WireError('length-delimited field overruns the message');
+    if (typeof len !== 'number' || this.pos + len > this.buf.length)
+      throw new WireError('length-delimited field overruns the message');
     const out = this.buf.subarray(this.pos, this.pos + len);
     this.pos += len;
     return out;

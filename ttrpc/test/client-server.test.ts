@@ -7,7 +7,14 @@ import type { Duplex } from 'node:stream';
 import { Client, createServiceClient } from '../src/client';
 import { FrameDecoder, FrameType, encodeFrame, type DecodedFrame } from '../src/frame-codec';
 import { Server } from '../src/server';
-import { CancelledError, Code, ConnectionClosedError, DeadlineExceededError, MessageTooLargeError, StatusError } from '../src/status';
+import {
+  CancelledError,
+  Code,
+  ConnectionClosedError,
+  DeadlineExceededError,
+  MessageTooLargeError,
+  StatusError,
+} from '../src/status';
 import { decodeResponse, encodeRequest } from '../src/wire';
 import { Echo, duplexPair, sleep, type EchoRequest, type EchoResponse } from './helpers';
 
@@ -15,7 +22,11 @@ function echoServer(log: { aborted: string[]; started: number } = { aborted: [],
   return new Server().register(Echo, {
     Echo: (req: EchoRequest, ctx) => {
       if (req.fail) throw new StatusError(req.fail.code, req.fail.message);
-      return { text: req.size ? 'x'.repeat(req.size) : req.text, metadata: { ...ctx.metadata }, timeoutNano: ctx.deadline ? ctx.deadline - Date.now() : 0 };
+      return {
+        text: req.size ? 'x'.repeat(req.size) : req.text,
+        metadata: { ...ctx.metadata },
+        timeoutNano: ctx.deadline ? ctx.deadline - Date.now() : 0,
+      };
     },
     Sleep: async (req: EchoRequest, ctx) => {
       log.started++;
@@ -63,7 +74,10 @@ const transports: Transport[] = [
       assert.equal(fs.statSync(sock).mode & 0o777, 0o600);
       return {
         client: await Client.connect(sock),
-        raw: () => new Promise((resolve) => { const s = net.connect(sock, () => resolve(s)); }),
+        raw: () =>
+          new Promise((resolve) => {
+            const s = net.connect(sock, () => resolve(s));
+          }),
         cleanup: async () => {
           await server.close();
           fs.rmSync(dir, { recursive: true, force: true });
@@ -78,7 +92,10 @@ const transports: Transport[] = [
       await server.listen(name);
       return {
         client: await Client.connect(name),
-        raw: () => new Promise((resolve) => { const s = net.connect(`\0${name.slice(1)}`, () => resolve(s)); }),
+        raw: () =>
+          new Promise((resolve) => {
+            const s = net.connect(`\0${name.slice(1)}`, () => resolve(s));
+          }),
         cleanup: () => server.close(),
       };
     },
@@ -104,9 +121,18 @@ async function rawExchange(raw: Duplex, frames: Buffer[], expect: number): Promi
 }
 
 const requestFrame = (streamId: number, service: string, method: string, payload: Buffer | object = {}): Buffer =>
-  encodeFrame(streamId, FrameType.Request, 0, encodeRequest({
-    service, method, payload: Buffer.isBuffer(payload) ? payload : Buffer.from(JSON.stringify(payload)), timeoutNano: 0, metadata: [],
-  }));
+  encodeFrame(
+    streamId,
+    FrameType.Request,
+    0,
+    encodeRequest({
+      service,
+      method,
+      payload: Buffer.isBuffer(payload) ? payload : Buffer.from(JSON.stringify(payload)),
+      timeoutNano: 0,
+      metadata: [],
+    }),
+  );
 
 for (const transport of transports) {
   describe(`ttrpc client and server over ${transport.name}`, () => {
@@ -129,7 +155,10 @@ for (const transport of transports) {
 
     it('makes a unary call with metadata and a typed stub', async () => {
       const echo = createServiceClient(client, Echo);
-      const res = await echo.Echo({ text: 'hello' }, { metadata: { 'containerd-namespace-ttrpc': 'default', multi: ['a', 'b'] } });
+      const res = await echo.Echo(
+        { text: 'hello' },
+        { metadata: { 'containerd-namespace-ttrpc': 'default', multi: ['a', 'b'] } },
+      );
       assert.equal(res.text, 'hello');
       assert.deepEqual(res.metadata, { 'containerd-namespace-ttrpc': ['default'], multi: ['a', 'b'] });
     });
@@ -148,9 +177,15 @@ for (const transport of transports) {
 
     it('sends the deadline as timeout_nano and fails the call with DeadlineExceededError', async () => {
       const res = await client.call(Echo.Echo, { text: 'x' }, { timeoutMs: 2000 });
-      assert.ok(res.timeoutNano! > 1500 && res.timeoutNano! <= 2000, `server saw a deadline ${res.timeoutNano} ms away`);
+      assert.ok(
+        res.timeoutNano! > 1500 && res.timeoutNano! <= 2000,
+        `server saw a deadline ${res.timeoutNano} ms away`,
+      );
       const started = Date.now();
-      await assert.rejects(client.call(Echo.Sleep, { text: 'slow', delayMs: 5000 }, { timeoutMs: 100 }), DeadlineExceededError);
+      await assert.rejects(
+        client.call(Echo.Sleep, { text: 'slow', delayMs: 5000 }, { timeoutMs: 100 }),
+        DeadlineExceededError,
+      );
       assert.ok(Date.now() - started < 1000);
       await sleep(50);
       assert.deepEqual(log.aborted, ['slow'], 'the handler saw its signal abort at the deadline');
@@ -180,15 +215,27 @@ for (const transport of transports) {
     });
 
     it('answers UNIMPLEMENTED for an unknown service or method', async () => {
-      await assert.rejects(client.call(Echo.Missing, { text: '' }), (e: StatusError) => e.code === Code.UNIMPLEMENTED && /Missing/.test(e.message));
-      await assert.rejects(client.callRaw('no.Such', 'Thing', Buffer.alloc(0)), (e: StatusError) => e.code === Code.UNIMPLEMENTED && /no\.Such/.test(e.message));
+      await assert.rejects(
+        client.call(Echo.Missing, { text: '' }),
+        (e: StatusError) => e.code === Code.UNIMPLEMENTED && /Missing/.test(e.message),
+      );
+      await assert.rejects(
+        client.callRaw('no.Such', 'Thing', Buffer.alloc(0)),
+        (e: StatusError) => e.code === Code.UNIMPLEMENTED && /no\.Such/.test(e.message),
+      );
     });
 
     it('carries a handler status code and message, with an empty payload', async () => {
-      await assert.rejects(client.call(Echo.Echo, { text: '', fail: { code: Code.NOT_FOUND, message: 'container c1: not found' } }),
-        (e: StatusError) => e.code === Code.NOT_FOUND && e.message === 'container c1: not found');
+      await assert.rejects(
+        client.call(Echo.Echo, { text: '', fail: { code: Code.NOT_FOUND, message: 'container c1: not found' } }),
+        (e: StatusError) => e.code === Code.NOT_FOUND && e.message === 'container c1: not found',
+      );
       const conn = await raw();
-      const [frame] = await rawExchange(conn, [requestFrame(1, 'test.Echo', 'Echo', { fail: { code: 6, message: 'dup' } })], 1);
+      const [frame] = await rawExchange(
+        conn,
+        [requestFrame(1, 'test.Echo', 'Echo', { fail: { code: 6, message: 'dup' } })],
+        1,
+      );
       assert.equal(frame!.kind, 'frame');
       if (frame!.kind !== 'frame') return;
       const res = decodeResponse(frame!.payload);
@@ -197,14 +244,23 @@ for (const transport of transports) {
     });
 
     it('maps a plain thrown error to UNKNOWN', async () => {
-      server.registerRaw('test.Raw', 'Throw', () => { throw new Error('boom'); });
-      await assert.rejects(client.callRaw('test.Raw', 'Throw', Buffer.alloc(0)), (e: StatusError) => e.code === Code.UNKNOWN && e.message === 'boom');
+      server.registerRaw('test.Raw', 'Throw', () => {
+        throw new Error('boom');
+      });
+      await assert.rejects(
+        client.callRaw('test.Raw', 'Throw', Buffer.alloc(0)),
+        (e: StatusError) => e.code === Code.UNKNOWN && e.message === 'boom',
+      );
     });
 
     it('answers RESOURCE_EXHAUSTED for an oversized frame and keeps the connection', async () => {
       const conn = await raw();
       const big = Buffer.alloc((4 << 20) + 100, 1);
-      const got = await rawExchange(conn, [requestFrame(1, 'test.Echo', 'Echo', big), requestFrame(3, 'test.Echo', 'Echo', { text: 'after' })], 2);
+      const got = await rawExchange(
+        conn,
+        [requestFrame(1, 'test.Echo', 'Echo', big), requestFrame(3, 'test.Echo', 'Echo', { text: 'after' })],
+        2,
+      );
       const byId = new Map(got.map((f) => [f.streamId, f]));
       const first = byId.get(1)!;
       assert.equal(first.kind, 'frame');
@@ -215,17 +271,24 @@ for (const transport of transports) {
 
     it('refuses a request over the limit before sending, and an oversized response', async () => {
       await assert.rejects(client.callRaw('test.Echo', 'Echo', Buffer.alloc(5 << 20)), MessageTooLargeError);
-      await assert.rejects(client.call(Echo.Echo, { text: '', size: 5 << 20 }), (e: StatusError) => e.code === Code.RESOURCE_EXHAUSTED);
+      await assert.rejects(
+        client.call(Echo.Echo, { text: '', size: 5 << 20 }),
+        (e: StatusError) => e.code === Code.RESOURCE_EXHAUSTED,
+      );
       assert.equal((await client.call(Echo.Echo, { text: 'ok' })).text, 'ok');
     });
 
     it('answers INVALID_ARGUMENT for an even stream id, ignores unknown frame types, and numbers its own streams oddly', async () => {
       const conn = await raw();
-      const got = await rawExchange(conn, [
-        encodeFrame(7, 0x09, 0, Buffer.from('ignored')),
-        requestFrame(2, 'test.Echo', 'Echo', { text: 'even' }),
-        requestFrame(5, 'test.Echo', 'Echo', { text: 'odd' }),
-      ], 2);
+      const got = await rawExchange(
+        conn,
+        [
+          encodeFrame(7, 0x09, 0, Buffer.from('ignored')),
+          requestFrame(2, 'test.Echo', 'Echo', { text: 'even' }),
+          requestFrame(5, 'test.Echo', 'Echo', { text: 'odd' }),
+        ],
+        2,
+      );
       const byId = new Map(got.map((f) => [f.streamId, f]));
       const even = byId.get(2)!;
       if (even.kind === 'frame') assert.equal(decodeResponse(even.payload).status!.code, Code.INVALID_ARGUMENT);

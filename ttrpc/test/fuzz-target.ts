@@ -25,7 +25,11 @@ export function echoTarget(): ServerTarget {
           clearTimeout(t as NodeJS.Timeout);
           clearImmediate(t as NodeJS.Immediate);
           const early = ctx.deadline !== undefined && ctx.deadline - Date.now() > 1_000;
-          reject(early ? new StatusError(Code.INTERNAL, `deadline ${ctx.deadline} fired at ${Date.now()}`) : (ctx.signal.reason as Error));
+          reject(
+            early
+              ? new StatusError(Code.INTERNAL, `deadline ${ctx.deadline} fired at ${Date.now()}`)
+              : (ctx.signal.reason as Error),
+          );
         });
       });
       return req;
@@ -37,7 +41,10 @@ export function echoTarget(): ServerTarget {
   return {
     name: 'ttrpc server (echo)',
     server,
-    methods: fuzzMethods(FuzzService, [Code.OK], { codes: { Fail: [Code.NOT_FOUND] }, examples: { Echo: [Buffer.from('hello')], Wait: [Buffer.from('x')], Fail: [Buffer.alloc(0)] } }),
+    methods: fuzzMethods(FuzzService, [Code.OK], {
+      codes: { Fail: [Code.NOT_FOUND] },
+      examples: { Echo: [Buffer.from('hello')], Wait: [Buffer.from('x')], Fail: [Buffer.alloc(0)] },
+    }),
     answerTimeoutMs: 2_000,
   };
 }

@@ -1,6 +1,16 @@
 import assert from 'node:assert/strict';
 import { FrameDecoder, FrameType, HEADER_LENGTH, MAX_MESSAGE_LENGTH, encodeFrame } from '../src/frame-codec';
-import { FuzzFailure, Prng, caseSeed, decoderCase, duplexPair, fuzzDecoder, fuzzServer, referenceFrames, serverCase } from '../src/fuzz';
+import {
+  FuzzFailure,
+  Prng,
+  caseSeed,
+  decoderCase,
+  duplexPair,
+  fuzzDecoder,
+  fuzzServer,
+  referenceFrames,
+  serverCase,
+} from '../src/fuzz';
 import { Code } from '../src/status';
 import { decodeResponse, encodeRequest } from '../src/wire';
 import { echoTarget } from './fuzz-target';
@@ -10,8 +20,14 @@ describe('fuzzing (short seeded runs; `make fuzz` runs 10^6 inputs per target)',
     const a = new Prng(42);
     const b = new Prng(42);
     const xs = Array.from({ length: 100 }, () => a.next());
-    assert.deepEqual(xs, Array.from({ length: 100 }, () => b.next()));
-    assert.notDeepEqual(xs, Array.from({ length: 100 }, () => new Prng(43).next()));
+    assert.deepEqual(
+      xs,
+      Array.from({ length: 100 }, () => b.next()),
+    );
+    assert.notDeepEqual(
+      xs,
+      Array.from({ length: 100 }, () => new Prng(43).next()),
+    );
   });
 
   it('frame decoder: 5000 mutated streams in random pieces decode as the whole-buffer reference does, within the cap', () => {
@@ -27,7 +43,10 @@ describe('fuzzing (short seeded runs; `make fuzz` runs 10^6 inputs per target)',
     const big = Buffer.alloc(HEADER_LENGTH + 20);
     big.writeUInt32BE(20, 0);
     const { frames, pending } = referenceFrames(Buffer.concat([big, Buffer.alloc(3)]), 10);
-    assert.deepEqual(frames.map((f) => f.kind), ['oversized']);
+    assert.deepEqual(
+      frames.map((f) => f.kind),
+      ['oversized'],
+    );
     assert.equal(pending, 3);
   });
 
@@ -48,17 +67,35 @@ describe('fuzzing (short seeded runs; `make fuzz` runs 10^6 inputs per target)',
 });
 
 /** Sends raw request frames to the echo target's server and returns each answer's stream id and status code. */
-async function ask(requests: { streamId: number; method: string; payload?: Buffer; timeoutNano?: number }[], settleMs = 50): Promise<{ streamId: number; code: number }[]> {
+async function ask(
+  requests: { streamId: number; method: string; payload?: Buffer; timeoutNano?: number }[],
+  settleMs = 50,
+): Promise<{ streamId: number; code: number }[]> {
   const target = echoTarget();
   const [client, serverEnd] = duplexPair();
   target.server.serveStream(serverEnd);
   const answers: { streamId: number; code: number }[] = [];
   const decoder = new FrameDecoder();
   client.on('data', (chunk: Buffer) => {
-    for (const f of decoder.write(chunk)) if (f.kind === 'frame') answers.push({ streamId: f.streamId, code: decodeResponse(f.payload).status?.code ?? Code.OK });
+    for (const f of decoder.write(chunk))
+      if (f.kind === 'frame')
+        answers.push({ streamId: f.streamId, code: decodeResponse(f.payload).status?.code ?? Code.OK });
   });
   for (const r of requests) {
-    client.write(encodeFrame(r.streamId, FrameType.Request, 0, encodeRequest({ service: 'fuzz.Echo', method: r.method, payload: r.payload ?? Buffer.from('x'), timeoutNano: r.timeoutNano ?? 0, metadata: [] })));
+    client.write(
+      encodeFrame(
+        r.streamId,
+        FrameType.Request,
+        0,
+        encodeRequest({
+          service: 'fuzz.Echo',
+          method: r.method,
+          payload: r.payload ?? Buffer.from('x'),
+          timeoutNano: r.timeoutNano ?? 0,
+          metadata: [],
+        }),
+      ),
+    );
   }
   await new Promise((resolve) => setTimeout(resolve, settleMs));
   client.destroy();
@@ -68,11 +105,13 @@ async function ask(requests: { streamId: number; method: string; payload?: Buffe
 
 describe('fuzzing findings (each replays the input that found it)', () => {
   it('a deadline further than 2^31 ms away does not fire at once (seed 1 case 0: timeout_nano 2^62)', async () => {
-    assert.deepEqual(await ask([{ streamId: 1, method: 'Wait', timeoutNano: 2 ** 62 }]), [{ streamId: 1, code: Code.OK }]);
+    assert.deepEqual(await ask([{ streamId: 1, method: 'Wait', timeoutNano: 2 ** 62 }]), [
+      { streamId: 1, code: Code.OK },
+    ]);
     await serverCase(new Prng(caseSeed(1, 0)), echoTarget());
   });
 
-  it('a stream id not above the last request\'s is refused with INVALID_ARGUMENT, as ttrpc\'s Go server does (seed 1 case 2)', async () => {
+  it("a stream id not above the last request's is refused with INVALID_ARGUMENT, as ttrpc's Go server does (seed 1 case 2)", async () => {
     const answers = await ask([
       { streamId: 1, method: 'Echo' },
       { streamId: 1, method: 'Echo' }, // reused once answered

@@ -21,7 +21,10 @@ export function duplexPair(): [Duplex, Duplex] {
         cb(err);
       },
     });
-  ends.push(make(() => ends[1]!), make(() => ends[0]!));
+  ends.push(
+    make(() => ends[1]!),
+    make(() => ends[0]!),
+  );
   return [ends[0]!, ends[1]!];
 }
 
@@ -30,8 +33,17 @@ export const json = <T>(): Codec<T> => ({
   decode: (b) => JSON.parse(Buffer.from(b).toString()) as T,
 });
 
-export interface EchoRequest { text: string; delayMs?: number; fail?: { code: number; message: string }; size?: number }
-export interface EchoResponse { text: string; timeoutNano?: number; metadata?: Record<string, string[]> }
+export interface EchoRequest {
+  text: string;
+  delayMs?: number;
+  fail?: { code: number; message: string };
+  size?: number;
+}
+export interface EchoResponse {
+  text: string;
+  timeoutNano?: number;
+  metadata?: Record<string, string[]>;
+}
 
 export const Echo = {
   Echo: method('test.Echo', 'Echo', json<EchoRequest>(), json<EchoResponse>()),

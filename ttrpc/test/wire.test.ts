@@ -29,7 +29,10 @@ describe('ttrpc envelope encoding', () => {
       method: 'State',
       payload: Buffer.from([0x0a, 0x03, 0x61, 0x62, 0x63]),
       timeoutNano: 2_000_000_000,
-      metadata: [{ key: 'containerd-namespace-ttrpc', value: 'default' }, { key: 'k', value: 'v2' }],
+      metadata: [
+        { key: 'containerd-namespace-ttrpc', value: 'default' },
+        { key: 'k', value: 'v2' },
+      ],
     };
     const ours = encodeRequest(req);
     const theirs = Request.encode(Request.fromObject(req)).finish();
@@ -43,15 +46,32 @@ describe('ttrpc envelope encoding', () => {
   });
 
   it('round-trips a negative timeout (a deadline already past) as a ten-byte varint', () => {
-    const bytes = encodeRequest({ service: 's', method: 'm', payload: new Uint8Array(0), timeoutNano: -5, metadata: [] });
+    const bytes = encodeRequest({
+      service: 's',
+      method: 'm',
+      payload: new Uint8Array(0),
+      timeoutNano: -5,
+      metadata: [],
+    });
     const theirs = Request.toObject(Request.decode(bytes), { longs: Number });
     assert.equal(theirs.timeoutNano, -5);
     assert.equal(decodeRequest(bytes).timeoutNano, -5);
   });
 
   it('encodes an error Response with status and details, and an OK one without status', () => {
-    const err = encodeResponse({ status: { code: 5, message: 'container x: not found', details: [{ typeUrl: 'a.B', value: Buffer.from([1, 2]) }] }, payload: new Uint8Array(0) });
-    const theirs = Response.encode(Response.fromObject({ status: { code: 5, message: 'container x: not found', details: [{ typeUrl: 'a.B', value: Buffer.from([1, 2]) }] } })).finish();
+    const err = encodeResponse({
+      status: { code: 5, message: 'container x: not found', details: [{ typeUrl: 'a.B', value: Buffer.from([1, 2]) }] },
+      payload: new Uint8Array(0),
+    });
+    const theirs = Response.encode(
+      Response.fromObject({
+        status: {
+          code: 5,
+          message: 'container x: not found',
+          details: [{ typeUrl: 'a.B', value: Buffer.from([1, 2]) }],
+        },
+      }),
+    ).finish();
     assert.deepEqual([...err], [...theirs]);
     const decoded = decodeResponse(err);
     assert.equal(decoded.status!.code, 5);
@@ -76,7 +96,13 @@ describe('ttrpc envelope encoding', () => {
   });
 
   it('rejects truncated input', () => {
-    const bytes = encodeRequest({ service: 'service', method: 'm', payload: Buffer.alloc(50), timeoutNano: 0, metadata: [] });
+    const bytes = encodeRequest({
+      service: 'service',
+      method: 'm',
+      payload: Buffer.alloc(50),
+      timeoutNano: 0,
+      metadata: [],
+    });
     assert.throws(() => decodeRequest(bytes.subarray(0, bytes.length - 3)), /overruns/);
   });
 });

@@ -15,7 +15,10 @@ export class VsockError extends Error {
   /** vsock://cid:port, when there is one. */
   readonly address: string | undefined;
 
-  constructor(message: string, options: { code: string; errno?: number; syscall?: string; address?: string; cause?: unknown }) {
+  constructor(
+    message: string,
+    options: { code: string; errno?: number; syscall?: string; address?: string; cause?: unknown },
+  ) {
     super(message, options.cause === undefined ? undefined : { cause: options.cause });
     this.code = options.code;
     this.errno = options.errno;
@@ -32,6 +35,9 @@ export function vsockUri(cid: number, port: number): string {
 export function errnoError(negErrno: number, syscall: string, address?: string): VsockError {
   const [name, description] = util.getSystemErrorMap().get(negErrno) ?? [`errno ${-negErrno}`, 'unknown error'];
   return new VsockError(`${syscall} ${name}${address ? ` ${address}` : ''} (${description.toLowerCase()})`, {
-    code: name, errno: -negErrno, syscall, ...(address === undefined ? {} : { address }),
+    code: name,
+    errno: -negErrno,
+    syscall,
+    ...(address === undefined ? {} : { address }),
   });
 }

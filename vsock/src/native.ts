@@ -54,7 +54,10 @@ export interface NativeBinding {
  * Where node-gyp puts the addon, relative to this file (dist/src/native.js), then this file's own folder (where an
  * installer copies it next to a bundle).
  */
-export const ADDON_PATHS = [path.join(__dirname, '..', '..', 'build', 'Release', 'hull_vsock.node'), path.join(__dirname, 'hull_vsock.node')];
+export const ADDON_PATHS = [
+  path.join(__dirname, '..', '..', 'build', 'Release', 'hull_vsock.node'),
+  path.join(__dirname, 'hull_vsock.node'),
+];
 
 let binding: NativeBinding | undefined;
 let loadError: Error | undefined;

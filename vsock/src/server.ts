@@ -45,7 +45,10 @@ export class VsockServer {
     const cid = checkU32('cid', options.cid ?? n.VMADDR_CID_ANY);
     const port = checkU32('port', options.port);
     const backlog = options.backlog ?? 128;
-    if (!Number.isInteger(backlog) || backlog < 0) throw Object.assign(new RangeError(`backlog must be a non-negative integer, got ${backlog}`), { code: 'ERR_OUT_OF_RANGE' });
+    if (!Number.isInteger(backlog) || backlog < 0)
+      throw Object.assign(new RangeError(`backlog must be a non-negative integer, got ${backlog}`), {
+        code: 'ERR_OUT_OF_RANGE',
+      });
     const uri = vsockUri(cid, port);
     const fd = n.socket();
     if (fd < 0) throw errnoError(fd, 'socket', uri);
@@ -166,10 +169,19 @@ export class VsockServer {
   }
 
   #closedError(): VsockError {
-    return new VsockError(`accept on ${this.#uri()}: the server is closed`, { code: 'ERR_SERVER_CLOSED', syscall: 'accept', address: this.#uri() });
+    return new VsockError(`accept on ${this.#uri()}: the server is closed`, {
+      code: 'ERR_SERVER_CLOSED',
+      syscall: 'accept',
+      address: this.#uri(),
+    });
   }
 
   #abortError(signal: AbortSignal | undefined): VsockError {
-    return new VsockError(`accept on ${this.#uri()} aborted`, { code: 'ABORT_ERR', syscall: 'accept', address: this.#uri(), cause: signal?.reason });
+    return new VsockError(`accept on ${this.#uri()} aborted`, {
+      code: 'ABORT_ERR',
+      syscall: 'accept',
+      address: this.#uri(),
+      cause: signal?.reason,
+    });
   }
 }

@@ -60,7 +60,9 @@ interface PendingWrite {
 export function checkU32(what: string, value: unknown, options: { allowMax?: boolean } = {}): number {
   const max = options.allowMax === false ? MAX_U32 - 1 : MAX_U32;
   if (typeof value !== 'number' || !Number.isInteger(value) || value < 0 || value > max) {
-    throw Object.assign(new RangeError(`vsock ${what} must be an integer in [0, ${max}], got ${String(value)}`), { code: 'ERR_OUT_OF_RANGE' });
+    throw Object.assign(new RangeError(`vsock ${what} must be an integer in [0, ${max}], got ${String(value)}`), {
+      code: 'ERR_OUT_OF_RANGE',
+    });
   }
   return value;
 }
@@ -134,7 +136,14 @@ export class VsockSocket extends Duplex {
     this.#h.onready = undefined;
     this.#h.close();
     callback(error);
-    pending?.callback(error ?? new VsockError(`write ${this.#uri}: the socket was destroyed`, { code: 'ERR_STREAM_DESTROYED', syscall: 'write', address: this.#uri }));
+    pending?.callback(
+      error ??
+        new VsockError(`write ${this.#uri}: the socket was destroyed`, {
+          code: 'ERR_STREAM_DESTROYED',
+          syscall: 'write',
+          address: this.#uri,
+        }),
+    );
   }
 
   #onReady(status: number, events: number): void {
@@ -223,7 +232,12 @@ export function connect(options: ConnectOptions): Promise<VsockSocket> {
     const port = checkU32('port', options.port, { allowMax: false }); // VMADDR_PORT_ANY is for bind only
     const uri = vsockUri(cid, port);
     const aborted = (): VsockError =>
-      new VsockError(`connect ${uri} aborted`, { code: 'ABORT_ERR', syscall: 'connect', address: uri, cause: signal?.reason });
+      new VsockError(`connect ${uri} aborted`, {
+        code: 'ABORT_ERR',
+        syscall: 'connect',
+        address: uri,
+        cause: signal?.reason,
+      });
     if (signal?.aborted) throw aborted();
     const n = native();
     const fd = n.socket();
@@ -264,9 +278,17 @@ export function connect(options: ConnectOptions): Promise<VsockSocket> {
       else finish();
     };
     if (timeoutMs !== undefined) {
-      timer = setTimeout(() => finish(new VsockError(`connect ETIMEDOUT ${uri} (no answer within ${timeoutMs} ms)`, {
-        code: 'ETIMEDOUT', syscall: 'connect', address: uri,
-      })), Math.max(0, timeoutMs));
+      timer = setTimeout(
+        () =>
+          finish(
+            new VsockError(`connect ETIMEDOUT ${uri} (no answer within ${timeoutMs} ms)`, {
+              code: 'ETIMEDOUT',
+              syscall: 'connect',
+              address: uri,
+            }),
+          ),
+        Math.max(0, timeoutMs),
+      );
     }
     signal?.addEventListener('abort', onAbort, { once: true });
     const pr = h.poll(n.UV_WRITABLE);

@@ -82,7 +82,10 @@ describe('hull-vsock: VsockSocket as a Duplex (over a socket pair)', () => {
     assert.ok(writes < 64, `write() kept accepting (${writes} blocks) with nobody reading`);
     const queued = writes + 1;
     // Nobody reads: no drain for a while.
-    const early = await Promise.race([once(a, 'drain').then(() => 'drained'), new Promise((r) => setTimeout(() => r('waiting'), 200))]);
+    const early = await Promise.race([
+      once(a, 'drain').then(() => 'drained'),
+      new Promise((r) => setTimeout(() => r('waiting'), 200)),
+    ]);
     assert.equal(early, 'waiting');
     const received = drain(b);
     await once(a, 'drain');
@@ -132,7 +135,10 @@ describe('hull-vsock: VsockSocket as a Duplex (over a socket pair)', () => {
     const [a, b] = pair({}, fds);
     // Checked by what each fd refers to, not by counting the process's fds: other tests' handles close on their own time.
     const sockets = fds.map((fd) => ({ fd, target: fdTarget(fd) }));
-    assert.ok(sockets.every((x) => x.target?.startsWith('socket:')), JSON.stringify(sockets));
+    assert.ok(
+      sockets.every((x) => x.target?.startsWith('socket:')),
+      JSON.stringify(sockets),
+    );
     b.pause();
     const results: Array<Error | null | undefined> = [];
     const block = Buffer.alloc(1 << 20);
@@ -143,7 +149,10 @@ describe('hull-vsock: VsockSocket as a Duplex (over a socket pair)', () => {
     b.destroy();
     await Promise.all([once(a, 'close'), once(b, 'close')]);
     await new Promise((r) => setImmediate(r));
-    assert.ok(results.some((e) => e instanceof Error), 'the waiting write was failed');
+    assert.ok(
+      results.some((e) => e instanceof Error),
+      'the waiting write was failed',
+    );
     for (const x of sockets) assert.notEqual(fdTarget(x.fd), x.target, `fd ${x.fd} (${x.target}) is closed`);
   });
 
@@ -158,10 +167,16 @@ describe('hull-vsock: VsockSocket as a Duplex (over a socket pair)', () => {
       setTimeout(() => { process.stdout.write('timer'); }, 10);`;
     const run = (code: string): Promise<{ exited: boolean; stdout: string }> =>
       new Promise((resolve) => {
-        const child = execFile(process.execPath, ['-e', code], { timeout: 1500 }, (err, stdout) => resolve({ exited: !err, stdout }));
+        const child = execFile(process.execPath, ['-e', code], { timeout: 1500 }, (err, stdout) =>
+          resolve({ exited: !err, stdout }),
+        );
         void child;
       });
     assert.deepEqual(await run(script(true)), { exited: true, stdout: 'timer' });
-    assert.equal((await run(script(false))).exited, false, 'a reading socket that is ref()ed keeps node running (killed by the timeout)');
+    assert.equal(
+      (await run(script(false))).exited,
+      false,
+      'a reading socket that is ref()ed keeps node running (killed by the timeout)',
+    );
   });
 });

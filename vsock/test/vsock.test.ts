@@ -10,16 +10,31 @@ import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import path from 'node:path';
 import {
-  VMADDR_CID_ANY, VMADDR_CID_HOST, VMADDR_PORT_ANY, VsockError, VsockServer, connect, isAvailable, localCid, parseVsockUri, vsockUri,
+  VMADDR_CID_ANY,
+  VMADDR_CID_HOST,
+  VMADDR_PORT_ANY,
+  VsockError,
+  VsockServer,
+  connect,
+  isAvailable,
+  localCid,
+  parseVsockUri,
+  vsockUri,
 } from '../src';
 import { native } from '../src/native';
 
 const SRC = path.join(__dirname, '..', 'src');
 
 /** Runs a script in a fresh node; whether it ended by itself within `ms`, and its stdout. */
-function runNode(code: string, ms: number, args: string[] = []): Promise<{ exited: boolean; stdout: string; stderr: string }> {
+function runNode(
+  code: string,
+  ms: number,
+  args: string[] = [],
+): Promise<{ exited: boolean; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
-    execFile(process.execPath, [...args, '-e', code], { timeout: ms }, (err, stdout, stderr) => resolve({ exited: !err, stdout, stderr }));
+    execFile(process.execPath, [...args, '-e', code], { timeout: ms }, (err, stdout, stderr) =>
+      resolve({ exited: !err, stdout, stderr }),
+    );
   });
 }
 
@@ -41,8 +56,19 @@ describe('hull-vsock: AF_VSOCK on the host', () => {
     assert.deepEqual(parseVsockUri('vsock://3:1024'), { cid: 3, port: 1024 });
     assert.deepEqual(parseVsockUri('vsock://4294967295:0'), { cid: 0xffffffff, port: 0 });
     assert.equal(vsockUri(3, 1024), 'vsock://3:1024');
-    for (const bad of ['vsock://3', 'vsock://-1:2', 'vsock://3:4294967296', 'unix:///x', 'vsock://3:1024/x', 'vsock://0x3:1']) {
-      assert.throws(() => parseVsockUri(bad), (e: unknown) => e instanceof VsockError && e.code === 'EINVAL', bad);
+    for (const bad of [
+      'vsock://3',
+      'vsock://-1:2',
+      'vsock://3:4294967296',
+      'unix:///x',
+      'vsock://3:1024/x',
+      'vsock://0x3:1',
+    ]) {
+      assert.throws(
+        () => parseVsockUri(bad),
+        (e: unknown) => e instanceof VsockError && e.code === 'EINVAL',
+        bad,
+      );
     }
   });
 
@@ -51,8 +77,14 @@ describe('hull-vsock: AF_VSOCK on the host', () => {
     try {
       assert.equal(server.address.cid, VMADDR_CID_ANY);
       assert.ok(server.address.port !== VMADDR_PORT_ANY && server.address.port >= 1024, String(server.address.port));
-      assert.throws(() => VsockServer.listen({ port: server.address.port }), (e: unknown) =>
-        e instanceof VsockError && e.code === 'EADDRINUSE' && e.syscall === 'bind' && e.message.includes(`vsock://${VMADDR_CID_ANY}:${server.address.port}`));
+      assert.throws(
+        () => VsockServer.listen({ port: server.address.port }),
+        (e: unknown) =>
+          e instanceof VsockError &&
+          e.code === 'EADDRINUSE' &&
+          e.syscall === 'bind' &&
+          e.message.includes(`vsock://${VMADDR_CID_ANY}:${server.address.port}`),
+      );
     } finally {
       server.close();
     }
@@ -74,8 +106,14 @@ describe('hull-vsock: AF_VSOCK on the host', () => {
       const ac = new AbortController();
       const waiting = server.accept({ signal: ac.signal });
       ac.abort(new Error('enough'));
-      await assert.rejects(waiting, (e: unknown) => e instanceof VsockError && e.code === 'ABORT_ERR' && (e.cause as Error).message === 'enough');
-      await assert.rejects(server.accept({ signal: AbortSignal.abort() }), (e: unknown) => e instanceof VsockError && e.code === 'ABORT_ERR');
+      await assert.rejects(
+        waiting,
+        (e: unknown) => e instanceof VsockError && e.code === 'ABORT_ERR' && (e.cause as Error).message === 'enough',
+      );
+      await assert.rejects(
+        server.accept({ signal: AbortSignal.abort() }),
+        (e: unknown) => e instanceof VsockError && e.code === 'ABORT_ERR',
+      );
       const again = server.accept();
       server.close();
       await assert.rejects(again, (e: unknown) => e instanceof VsockError && e.code === 'ERR_SERVER_CLOSED');
@@ -86,7 +124,11 @@ describe('hull-vsock: AF_VSOCK on the host', () => {
 
   it('refuses bad ports and CIDs before any system call', async () => {
     for (const port of [VMADDR_PORT_ANY, -1, 1.5, 2 ** 32, Number.NaN]) {
-      await assert.rejects(connect({ cid: 3, port }), (e: unknown) => e instanceof RangeError && (e as NodeJS.ErrnoException).code === 'ERR_OUT_OF_RANGE', String(port));
+      await assert.rejects(
+        connect({ cid: 3, port }),
+        (e: unknown) => e instanceof RangeError && (e as NodeJS.ErrnoException).code === 'ERR_OUT_OF_RANGE',
+        String(port),
+      );
     }
     for (const cid of [-1, 2 ** 32, 0.5]) {
       await assert.rejects(connect({ cid, port: 1024 }), RangeError, String(cid));
@@ -111,8 +153,10 @@ describe('hull-vsock: AF_VSOCK on the host', () => {
 
   it('a connect aborted before it starts rejects with ABORT_ERR and opens nothing', async () => {
     const reason = new Error('stop');
-    await assert.rejects(connect({ cid: unreachableCid(), port: 1024, signal: AbortSignal.abort(reason) }), (e: unknown) =>
-      e instanceof VsockError && e.code === 'ABORT_ERR' && e.cause === reason);
+    await assert.rejects(
+      connect({ cid: unreachableCid(), port: 1024, signal: AbortSignal.abort(reason) }),
+      (e: unknown) => e instanceof VsockError && e.code === 'ABORT_ERR' && e.cause === reason,
+    );
   });
 
   it('the addon checks its arguments and answers EBADF after close', () => {
@@ -130,7 +174,15 @@ describe('hull-vsock: AF_VSOCK on the host', () => {
     h.close();
     h.close();
     assert.equal(h.fd(), -1);
-    for (const r of [h.read(Buffer.alloc(4), 0, 4), h.write(Buffer.alloc(4), 0, 4), h.accept(), h.poll(1), h.connect(3, 1), h.socketError(), h.sockname()]) {
+    for (const r of [
+      h.read(Buffer.alloc(4), 0, 4),
+      h.write(Buffer.alloc(4), 0, 4),
+      h.accept(),
+      h.poll(1),
+      h.connect(3, 1),
+      h.socketError(),
+      h.sockname(),
+    ]) {
       assert.equal(r, n.EBADF);
     }
   });
@@ -139,9 +191,12 @@ describe('hull-vsock: AF_VSOCK on the host', () => {
     this.timeout(20_000);
     const prelude = `const { VsockServer, VMADDR_PORT_ANY } = require(${JSON.stringify(SRC)});
       const server = VsockServer.listen({ port: VMADDR_PORT_ANY });`;
-    const closed = await runNode(`${prelude}
+    const closed = await runNode(
+      `${prelude}
       server.accept().catch((e) => process.stdout.write(e.code));
-      setTimeout(() => server.close(), 20);`, 5000);
+      setTimeout(() => server.close(), 20);`,
+      5000,
+    );
     assert.deepEqual({ exited: closed.exited, stdout: closed.stdout }, { exited: true, stdout: 'ERR_SERVER_CLOSED' });
     const unrefed = await runNode(`${prelude} server.unref(); void server.accept();`, 5000);
     assert.equal(unrefed.exited, true, unrefed.stderr);
@@ -151,7 +206,8 @@ describe('hull-vsock: AF_VSOCK on the host', () => {
 
   it('a handle nobody closed is closed when it is collected', async function () {
     this.timeout(20_000);
-    const r = await runNode(`
+    const r = await runNode(
+      `
       const fs = require('fs');
       const { native } = require(${JSON.stringify(path.join(SRC, 'native'))});
       const n = native();
@@ -163,7 +219,10 @@ describe('hull-vsock: AF_VSOCK on the host', () => {
         for (let i = 0; i < 20 && count() > before; i++) { global.gc(); await new Promise((r) => setTimeout(r, 20)); }
         const result = JSON.stringify({ opened, left: count() - before }); // before touching process.stdout, which opens an fd
         process.stdout.write(result);
-      })();`, 10_000, ['--expose-gc']);
+      })();`,
+      10_000,
+      ['--expose-gc'],
+    );
     assert.deepEqual(JSON.parse(r.stdout || '{}'), { opened: 200, left: 0 }, r.stderr);
   });
 });

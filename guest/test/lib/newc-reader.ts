@@ -25,7 +25,8 @@ export function readNewc(archive: Buffer): CpioEntry[] {
     const nameSize = field(11);
     const fileSize = field(6);
     const nameStart = offset + HEADER_SIZE;
-    if (nameSize < 1 || nameStart + nameSize > archive.length) throw new Error(`cpio: truncated name at offset ${offset}`);
+    if (nameSize < 1 || nameStart + nameSize > archive.length)
+      throw new Error(`cpio: truncated name at offset ${offset}`);
     if (archive[nameStart + nameSize - 1] !== 0) throw new Error(`cpio: name not NUL-terminated at offset ${offset}`);
     const name = archive.toString('utf8', nameStart, nameStart + nameSize - 1);
     const dataStart = nameStart + nameSize + pad4(HEADER_SIZE + nameSize);

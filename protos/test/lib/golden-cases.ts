@@ -156,7 +156,14 @@ export const GOLDEN_CASES: GoldenCase[] = [
     type: 'io.containerd.cgroups.v2.Metrics',
     value: {
       pids: { current: 3, limit: 0 },
-      cpu: { usageUsec: 1500000, userUsec: 1000000, systemUsec: 500000, nrPeriods: 10, nrThrottled: 1, throttledUsec: 2000 },
+      cpu: {
+        usageUsec: 1500000,
+        userUsec: 1000000,
+        systemUsec: 500000,
+        nrPeriods: 10,
+        nrThrottled: 1,
+        throttledUsec: 2000,
+      },
       memory: { anon: 1048576, file: 2097152, usage: 3145728, usageLimit: 268435456, swapUsage: 0, swapLimit: 0 },
       io: { usage: [{ major: 254, minor: 1, rbytes: 4096, wbytes: 8192, rios: 1, wios: 2 }] },
       hugetlb: [{ current: 0, max: 0, pagesize: '1GB' }],
@@ -170,7 +177,13 @@ export const GOLDEN_CASES: GoldenCase[] = [
     value: {
       processes: [
         { pid: 4242 },
-        { pid: 4300, info: pack('containerd.runc.v1.ProcessDetails', new Uint8Array([0x0a, 0x06, ...new TextEncoder().encode('exec-1')])) },
+        {
+          pid: 4300,
+          info: pack(
+            'containerd.runc.v1.ProcessDetails',
+            new Uint8Array([0x0a, 0x06, ...new TextEncoder().encode('exec-1')]),
+          ),
+        },
       ],
     },
   },
@@ -215,8 +228,18 @@ export const GOLDEN_CASES: GoldenCase[] = [
         Hostname: 'web-0',
         Mounts: [
           { destination: '/proc', source: 'proc', type: 'proc', options: ['nosuid', 'noexec', 'nodev'] },
-          { destination: '/dev', source: 'tmpfs', type: 'tmpfs', options: ['nosuid', 'strictatime', 'mode=755', 'size=65536k'] },
-          { destination: '/etc/hosts', source: '/run/kata-containers/shared/containers/3f1c9a-hosts', type: 'bind', options: ['rbind', 'rprivate', 'ro'] },
+          {
+            destination: '/dev',
+            source: 'tmpfs',
+            type: 'tmpfs',
+            options: ['nosuid', 'strictatime', 'mode=755', 'size=65536k'],
+          },
+          {
+            destination: '/etc/hosts',
+            source: '/run/kata-containers/shared/containers/3f1c9a-hosts',
+            type: 'bind',
+            options: ['rbind', 'rprivate', 'ro'],
+          },
         ],
         Annotations: { 'io.kubernetes.cri.container-type': 'container', 'io.kubernetes.cri.sandbox-id': 'a1b2c3' },
         Linux: {
@@ -290,7 +313,10 @@ export const GOLDEN_CASES: GoldenCase[] = [
       interface: {
         device: 'eth0',
         name: 'eth0',
-        IPAddresses: [{ family: 0, address: '10.244.1.5', mask: '24' }, { family: 1, address: 'fd00::5', mask: '64' }],
+        IPAddresses: [
+          { family: 0, address: '10.244.1.5', mask: '24' },
+          { family: 1, address: 'fd00::5', mask: '64' },
+        ],
         mtu: 1450,
         hwAddr: '02:42:0a:f4:01:05',
         devicePath: '02/00',

@@ -49,7 +49,8 @@ export function ourFiles(module: ProtoModule): string[] {
   };
   walk(OUR_PROTOS);
   // hull/ holds hull's own extension protocol, which has no upstream to compare with.
-  const moduleOf = (f: string): ProtoModule => (f.startsWith('kata/') ? 'agent' : f.startsWith('cri/') ? 'cri' : 'containerd');
+  const moduleOf = (f: string): ProtoModule =>
+    f.startsWith('kata/') ? 'agent' : f.startsWith('cri/') ? 'cri' : 'containerd';
   return out.filter((f) => !f.startsWith('hull/') && moduleOf(f) === module).sort();
 }
 
@@ -122,7 +123,11 @@ export function loadUpstream(refDir: string, module: ProtoModule, opts: LoadOpti
   };
   return new UpstreamRoots(
     UPSTREAM_FILES[module].map((files) => {
-      const root = load(files.map((f) => path.join(refDir, f)), resolve, opts);
+      const root = load(
+        files.map((f) => path.join(refDir, f)),
+        resolve,
+        opts,
+      );
       root.resolveAll();
       return root;
     }),
