@@ -1,32 +1,7 @@
-import { Duplex } from 'node:stream';
 import { method, type Codec } from '../src/method';
 
-/** Two connected in-memory Duplex ends: what one writes, the other reads. */
-export function duplexPair(): [Duplex, Duplex] {
-  const ends: Duplex[] = [];
-  const make = (peer: () => Duplex): Duplex =>
-    new Duplex({
-      read() {},
-      write(chunk: Buffer, _enc, cb) {
-        peer().push(chunk);
-        cb();
-      },
-      final(cb) {
-        peer().push(null);
-        cb();
-      },
-      destroy(err, cb) {
-        const p = peer();
-        if (!p.destroyed) p.destroy();
-        cb(err);
-      },
-    });
-  ends.push(
-    make(() => ends[1]!),
-    make(() => ends[0]!),
-  );
-  return [ends[0]!, ends[1]!];
-}
+/** Two connected in-memory Duplex ends (the fuzzing kit's, also what these tests use). */
+export { duplexPair } from '../src/fuzz';
 
 export const json = <T>(): Codec<T> => ({
   encode: (v) => Buffer.from(JSON.stringify(v)),
