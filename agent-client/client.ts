@@ -61,6 +61,8 @@ const READ_CHUNK = 1 << 20;
 /** Caps on what the guest reports (its text is untrusted): one detail string, the process table (ps output). */
 const DETAIL_MAX_BYTES = 256;
 const PROCESS_TABLE_MAX_BYTES = 64 * 1024;
+/** The most CPUs one OnlineCPUMem may ask the guest to online (QEMU's x86 q35 limit is 288). */
+export const MAX_ONLINE_CPUS = 288;
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
@@ -441,6 +443,12 @@ export class KataAgentClient implements AgentClient {
         'GetOOMEvent',
       );
     return id;
+  }
+
+  async onlineCpuMem(o: { nbCpus: number; cpuOnly: boolean; wait: boolean }): Promise<void> {
+    if (!Number.isInteger(o.nbCpus) || o.nbCpus < 0 || o.nbCpus > MAX_ONLINE_CPUS)
+      throw new InvalidArgumentError(`nbCpus ${o.nbCpus} must be an integer in [0, ${MAX_ONLINE_CPUS}]`);
+    await this.call(AgentService.OnlineCPUMem, { nbCpus: o.nbCpus, cpuOnly: o.cpuOnly, wait: o.wait });
   }
 
   async pauseContainer(containerId: string): Promise<void> {

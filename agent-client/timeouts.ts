@@ -26,6 +26,8 @@ export const AGENT_TIMEOUTS_MS: Readonly<Record<string, number>> = {
   CreateSandbox: 120_000,
   CreateContainer: 120_000,
   RemoveContainer: 120_000,
+  // The agent waits (bounded, ONLINE_WAIT_MS in agent/hotplug.ts) for hot-added CPUs to appear.
+  OnlineCPUMem: 60_000,
 };
 
 export function timeoutFor(method: string): number {

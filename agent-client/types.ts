@@ -112,6 +112,13 @@ export interface AgentClient extends ContainerAgentClient, NetworkAgentClient, P
   /** The agent unmounts the sandbox's storages and powers the guest off after replying. */
   destroySandbox(): Promise<void>;
   setGuestDateTime(at: Date): Promise<void>;
+  /**
+   * OnlineCPUMem (Kata's semantics): the agent onlines every offline CPU and (unless cpuOnly) every offline memory
+   * block of the guest. `nbCpus` is how many CPUs the host just hot-added (0 = do not count); with `wait`, the agent
+   * polls (bounded) until it has onlined that many, since a hot-added CPU appears in the guest a little later.
+   * Call after Hypervisor.resize().
+   */
+  onlineCpuMem(o: { nbCpus: number; cpuOnly: boolean; wait: boolean }): Promise<void>;
   /** Reads a file of the shared folder as the guest sees it (a check of virtio-fs). */
   readSharedFile(guestPath: string, maxBytes?: number): Promise<FileContents>;
   /** Registers a listener for the agent connection's loss; returns a function that removes it. */

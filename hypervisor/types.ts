@@ -17,6 +17,12 @@ export interface VmConfig {
   image: string;
   vcpus: number;
   memoryMiB: number;
+  /**
+   * Hot-plug room: the most vCPUs and MiB of RAM resize() may grow the VM to (each at least vcpus / memoryMiB).
+   * Absent (both) = no hot-plug room: the argv is exactly the one without hot-plug. See hypervisor/README.md.
+   */
+  maxVcpus?: number;
+  maxMemoryMiB?: number;
   /** auto = detect (KVM only where it really runs a stock guest kernel; see accel.ts). */
   accel: 'auto' | Accel;
   /** auto = vsock when /dev/vhost-vsock exists, else serial. */
@@ -109,6 +115,19 @@ export type Device =
     }
   | { kind: 'network'; id: string; tapName: string; mac: string; /** filled in: guest PCI path */ pciPath?: string };
 
+export interface ResizeTarget {
+  vcpus?: number;
+  memoryMiB?: number;
+}
+
+export interface VmSize {
+  vcpus: number;
+  memoryMiB: number;
+}
+
+/** Memory is hot-plugged in DIMMs of this size (a multiple of the guest's 128 MiB memory block). */
+export const MEMORY_HOTPLUG_BLOCK_MIB = 128;
+
 export interface Hypervisor {
   /**
    * Validate the config (a missing kernel/initrd/image is a FailedPreconditionError naming the file and saying "run
@@ -130,6 +149,13 @@ export interface Hypervisor {
   resume(): Promise<void>;
   /** NotImplementedError for now (hotplug comes later). */
   addDevice(d: Device): Promise<Device>;
+  /**
+   * Grows the VM to at least `target` (never shrinks: a smaller target is a no-op) by hot-plugging vCPUs and RAM
+   * (whole DIMMs of MEMORY_HOTPLUG_BLOCK_MIB; a memory target is rounded up to one), and returns the size the VM now
+   * has as QEMU sees it. The guest must still online them (AgentClient.onlineCpuMem). A target beyond the maxima is a
+   * FailedPreconditionError naming them; QEMU not running is an UnavailableError.
+   */
+  resize(target: ResizeTarget, signal?: AbortSignal): Promise<VmSize>;
   /** serial: the unix socket QEMU serves for the agent's virtio-serial port; vsock: guest CID + AGENT_VSOCK_PORT. */
   agentAddress(): AgentAddress;
   /**

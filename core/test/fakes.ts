@@ -17,9 +17,19 @@ import type {
   RouteSpec,
   SandboxSpec,
 } from '../../agent-client';
-import { NotFoundError, NotImplementedError, UnavailableError } from '../../errors';
+import { FailedPreconditionError, NotFoundError, NotImplementedError, UnavailableError } from '../../errors';
 import { GUEST_SHARED_DIR, type FsShare, type GuestMount, type Mount, type VolumeSpec } from '../../fs-share';
-import type { Accel, AgentAddress, Device, Hypervisor, VmConfig, VmExit } from '../../hypervisor/types';
+import {
+  MEMORY_HOTPLUG_BLOCK_MIB,
+  type Accel,
+  type AgentAddress,
+  type Device,
+  type Hypervisor,
+  type ResizeTarget,
+  type VmConfig,
+  type VmExit,
+  type VmSize,
+} from '../../hypervisor/types';
 
 export class FakeHypervisor implements Hypervisor {
   calls: string[] = [];
@@ -70,6 +80,32 @@ export class FakeHypervisor implements Hypervisor {
   async resume(): Promise<void> {}
   async addDevice(_d: Device): Promise<Device> {
     throw new NotImplementedError('fake');
+  }
+  /** The size resize() gave the VM (undefined until the first resize: the config's). Every target is recorded. */
+  size: VmSize | undefined;
+  readonly resizes: ResizeTarget[] = [];
+  /** Makes the next resize() fail with this error (once). */
+  failResize: Error | undefined;
+  async resize(target: ResizeTarget, _signal?: AbortSignal): Promise<VmSize> {
+    this.calls.push(`resize ${target.vcpus ?? '-'} ${target.memoryMiB ?? '-'}`);
+    this.resizes.push({ ...target });
+    if (this.failResize) {
+      const err = this.failResize;
+      this.failResize = undefined;
+      throw err;
+    }
+    if (!this.running || !this.config) throw new UnavailableError('fake: QEMU is not running');
+    const cfg = this.config;
+    const now = this.size ?? { vcpus: cfg.vcpus, memoryMiB: cfg.memoryMiB };
+    const maxVcpus = cfg.maxVcpus ?? cfg.vcpus;
+    const maxMemoryMiB = cfg.maxMemoryMiB ?? cfg.memoryMiB;
+    if ((target.vcpus ?? 0) > maxVcpus || (target.memoryMiB ?? 0) > maxMemoryMiB)
+      throw new FailedPreconditionError(`fake: beyond the maxima (${maxVcpus} vCPUs, ${maxMemoryMiB} MiB)`);
+    const vcpus = Math.max(now.vcpus, target.vcpus ?? 0);
+    let memoryMiB = now.memoryMiB;
+    while (memoryMiB < (target.memoryMiB ?? 0)) memoryMiB += MEMORY_HOTPLUG_BLOCK_MIB;
+    this.size = { vcpus, memoryMiB: Math.min(memoryMiB, maxMemoryMiB) };
+    return { ...this.size };
   }
   agentAddress(): AgentAddress {
     return { transport: 'serial', path: '/fake/agent.sock' };
@@ -175,6 +211,18 @@ export class FakeAgent implements AgentClient {
     setTimeout(() => this.hv?.exit({ code: 0, signal: null }), 5); // the guest powers off
   }
   async setGuestDateTime(_at: Date): Promise<void> {}
+  /** Every onlineCpuMem request, in order (also in `calls`). */
+  readonly onlines: { nbCpus: number; cpuOnly: boolean; wait: boolean }[] = [];
+  failOnline: Error | undefined;
+  async onlineCpuMem(o: { nbCpus: number; cpuOnly: boolean; wait: boolean }): Promise<void> {
+    this.calls.push(`onlineCpuMem ${o.nbCpus}${o.cpuOnly ? ' cpuOnly' : ''}${o.wait ? ' wait' : ''}`);
+    this.onlines.push({ ...o });
+    if (this.failOnline) {
+      const err = this.failOnline;
+      this.failOnline = undefined;
+      throw err;
+    }
+  }
   async readSharedFile(_p: string): Promise<FileContents> {
     return { data: Buffer.alloc(0), size: 0 };
   }

@@ -39,9 +39,11 @@ import {
   type AgentTransport,
   type Device,
   type Hypervisor,
+  type ResizeTarget,
   type SpawnedHelper,
   type VmConfig,
   type VmExit,
+  type VmSize,
 } from '../types';
 import { NOOP_LOGGER, type Logger } from '../../log';
 import { Mutex, abortError, sleep } from '../util';
@@ -266,6 +268,10 @@ export class QemuHypervisor implements Hypervisor {
 
   async addDevice(d: Device): Promise<Device> {
     throw new NotImplementedError(`addDevice(${d.kind}): device hotplug is not implemented yet`);
+  }
+
+  async resize(_target: ResizeTarget, _signal?: AbortSignal): Promise<VmSize> {
+    throw new NotImplementedError('resize: CPU and memory hot-plug is not implemented yet');
   }
 
   // ---- utilities --------------------------------------------------------------------------------------------
