@@ -40,6 +40,13 @@ export const DEFAULT_STATE_DIR = '/run/hull';
 export const DEFAULT_VCPUS = 1;
 export const DEFAULT_MEMORY_MIB = 512;
 /**
+ * Hot-plug room (core/vm-size.ts): the most vCPUs and MiB a pod's VM may grow to as its containers come and their
+ * limits are updated, each capped at the host's CPUs and memory when a VM starts. 0 = no hot-plug: the VM keeps the
+ * size it booted with and an Update beyond it is refused (the behaviour before hot-plug).
+ */
+export const DEFAULT_MAX_VCPUS = 0;
+export const DEFAULT_MAX_MEMORY_MIB = 0;
+/**
  * What a pod's VM takes on the host beyond its guest memory, for the pod's cgroup memory check (core/sandbox.ts):
  * QEMU's own memory (measured on this TCG host with a 512 MiB guest: 239 MiB of RSS outside the guest RAM mapping,
  * mostly TCG's translated code), the shim daemon (~37 MiB PSS with a container, README bench) and virtiofsd
@@ -81,6 +88,10 @@ export interface HypervisorSettings {
   readonly kernelParams: readonly string[];
   readonly defaultVcpus: number;
   readonly defaultMemoryMiB: number;
+  /** `default_maxvcpus`: the most vCPUs hot-plug may grow a VM to (capped at the host's CPUs); 0 = no CPU hot-plug. */
+  readonly maxVcpus: number;
+  /** `default_maxmemory`: the most MiB hot-plug may grow a VM to (capped at the host's memory); 0 = no memory hot-plug. */
+  readonly maxMemoryMiB: number;
   readonly accel: AccelSetting;
   readonly sharedFs: SharedFs;
   /** virtiofsd binary. */
@@ -139,6 +150,8 @@ export const CONFIG_KEYS = Object.freeze({
     'kernel_params',
     'default_vcpus',
     'default_memory',
+    'default_maxvcpus',
+    'default_maxmemory',
     'accel',
     'shared_fs',
     'virtio_fs_daemon',
@@ -181,6 +194,8 @@ export function defaultConfig(binDir: string, exists?: (p: string) => boolean): 
       kernelParams: [],
       defaultVcpus: DEFAULT_VCPUS,
       defaultMemoryMiB: DEFAULT_MEMORY_MIB,
+      maxVcpus: DEFAULT_MAX_VCPUS,
+      maxMemoryMiB: DEFAULT_MAX_MEMORY_MIB,
       accel: 'auto',
       sharedFs: 'virtio-fs',
       virtioFsDaemon: DEFAULT_VIRTIOFSD_PATH,
@@ -236,6 +251,8 @@ export function parseConfig(text: string, file: string, binDir: string, exists?:
         ' (MiB)',
         d.hypervisor.defaultMemoryMiB,
       ),
+      maxVcpus: hv.integer('default_maxvcpus', 0, MAX_VCPUS, '', d.hypervisor.maxVcpus),
+      maxMemoryMiB: hv.integer('default_maxmemory', 0, MAX_MEMORY_MIB, ' (MiB)', d.hypervisor.maxMemoryMiB),
       accel: hv.oneOf('accel', ['auto', 'kvm', 'tcg'] as const, d.hypervisor.accel),
       sharedFs: hv.oneOf('shared_fs', ['virtio-fs'] as const, d.hypervisor.sharedFs),
       virtioFsDaemon: hv.path('virtio_fs_daemon', d.hypervisor.virtioFsDaemon),
@@ -349,6 +366,9 @@ export function toVmConfig(config: HullConfig, place: SandboxVmPlace): VmConfig 
     debug: config.runtime.debug,
   };
   if (place.sharedDir !== undefined) vm.sharedDir = place.sharedDir;
+  // As configured; the sandbox caps them at the host and at least at the boot size before the VM starts.
+  if (hv.maxVcpus > 0) vm.maxVcpus = hv.maxVcpus;
+  if (hv.maxMemoryMiB > 0) vm.maxMemoryMiB = hv.maxMemoryMiB;
   return vm;
 }
 

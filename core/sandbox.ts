@@ -6,6 +6,7 @@
  * Container and process states are lifecycle.ts's tables; container.ts runs each container's operations one at a
  * time. The container whose id is the sandbox id owns the VM: deleting it tears the whole sandbox down.
  */
+import os from 'node:os';
 import path from 'node:path';
 import {
   AlreadyExistsError,
@@ -29,7 +30,7 @@ import { isBindMount, shareVolumes, type FsShare } from '../fs-share';
 import { processStartTime } from '../hypervisor/process';
 import type { Hypervisor, SpawnedHelper, VmConfig } from '../hypervisor/types';
 import type { Logger } from '../log';
-import { GUEST_SHARE_TAG } from '../hypervisor/types';
+import { GUEST_SHARE_TAG, MEMORY_HOTPLUG_BLOCK_MIB } from '../hypervisor/types';
 import type { EventSink, RootfsMount, StdioPaths } from './events';
 import { armedFailpoint, sigkillSelf, type Crash, type FailpointStep } from './failpoint';
 import { PodNetwork, podNetnsPath, type ConnectPodNetwork, type PodNetworkLink } from './network';
@@ -55,6 +56,16 @@ import { ProcessIo } from './stdio';
 import { Store, removeUnmounted, writeBundlePointer, type SandboxRecord } from './store';
 import { SandboxVm, type AgentDialer } from './vm';
 import { validateId } from '../protos/validate-id';
+import {
+  containerNeed,
+  containersPart,
+  fmtResources,
+  hotplugLimits,
+  memoryAfterGrowth,
+  vmTarget,
+  type HotplugLimits,
+  type VmResources,
+} from './vm-size';
 
 const MIB = 1024 * 1024;
 const fmtMiB = (bytes: number): string => (bytes % MIB === 0 ? String(bytes / MIB) : (bytes / MIB).toFixed(1));
@@ -96,6 +107,8 @@ export interface SandboxOptions {
   hostCgroup?: (cgroupsPath: string) => HostCgroup;
   /** Honour the failpoint annotation (configuration `runtime.enable_failpoints`; default off). */
   failpoints?: boolean;
+  /** The host's CPUs and memory, which cap the VM's size and its hot-plug room (default: this host's; tests pass figures). */
+  host?: { cpus: number; memoryMiB: number };
   /** What a failpoint does (default: SIGKILL this process); core's tests pass a fake. */
   crash?: Crash;
 }
@@ -133,8 +146,16 @@ export class Sandbox {
   private podShm: PodShm | undefined;
   /** A pod's network (taps in its namespace), connected before the VM boots. */
   private network: PodNetworkLink | undefined;
-  /** The VM's vCPUs and memory, fixed at boot (no hot-plug): Update may not ask a container for more. */
-  private vmSize: { vcpus: number; memoryMiB: number } | undefined;
+  /** The VM's vCPUs and memory as it has them now: its boot size, grown by hot-plug (never shrunk). */
+  private vmSize: VmResources | undefined;
+  /**
+   * Hot-plug (`[hypervisor] default_maxvcpus`/`default_maxmemory`), set when the VM boots: the configured base, the
+   * pod's annotations and the room. Undefined = no hot-plug: the VM keeps its boot size, and Update may not ask a
+   * container for more.
+   */
+  private hotplug: { base: VmResources; pod: PodSizing; limits: HotplugLimits } | undefined;
+  /** What each container asks of the VM (its cpu quota/period and memory limit): the VM's logical size. */
+  private readonly needs = new Map<string, VmResources>();
   /** What each container needs from the sandbox. */
   private readonly containerContext: ContainerContext;
   /** The sandbox's cgroup on the host (its container's linux.cgroupsPath), once made; the daemon is in it. */
@@ -239,11 +260,14 @@ export class Sandbox {
       }
       const role = podRole(req.spec);
       const sizing = podSizing(req.spec.annotations); // checked before anything is made
+      const need = containerNeed(req.spec.linux?.resources);
       checkNoHostNamespaces(req.spec, role, req.id);
       checkNoSharedPropagation(req.spec, req.id);
       const cgroupsPath = ownsVm ? req.spec.linux?.cgroupsPath : undefined;
       const cgroup = cgroupsPath ? (this.o.hostCgroup ?? HostCgroup.forPath)(cgroupsPath) : undefined;
       const armed = armedFailpoint(req.spec.annotations, this.o.failpoints ?? false, this.o.logger);
+      // Hot-plug: the VM grows to hold this container before anything of it is made (a refusal leaves nothing).
+      if (!ownsVm && this.hotplug) await this.grow(req.id, need, 'create');
       if (ownsVm && role === 'sandbox') this.podShm = podShm(req.spec);
       const spec = role ? podContainerSpec(req.spec, role, this.podShm) : req.spec;
       const mounts = (spec.mounts ?? []).map((m, i) => {
@@ -271,7 +295,7 @@ export class Sandbox {
       let io: ProcessIo | undefined;
       const t0 = performance.now();
       try {
-        if (ownsVm) await this.startVm(req.spec, sizing, cgroup);
+        if (ownsVm) await this.startVm(req.spec, sizing, need, cgroup);
         const share = this.share!;
         const root = await share.shareRootfs(req.id, req.rootfs, path.join(req.bundle, 'rootfs'));
         // Volumes: sources rewritten to the share; the pod's shm is the guest's own.
@@ -307,6 +331,7 @@ export class Sandbox {
             qemuStartedMs: this.vm.timings.qemuStartedMs,
           });
         this.containers.set(req.id, container);
+        this.needs.set(req.id, need);
         this.o.events({
           type: 'create',
           containerId: req.id,
@@ -324,20 +349,48 @@ export class Sandbox {
     });
   }
 
-  private async startVm(spec: OciSpec, sizing: PodSizing, cgroup: HostCgroup | undefined): Promise<void> {
+  private async startVm(
+    spec: OciSpec,
+    podSized: PodSizing,
+    own: VmResources,
+    cgroup: HostCgroup | undefined,
+  ): Promise<void> {
     const id = this.o.id;
     const share = this.o.share(this.record.shareRoot, this.record.shareId);
     this.share = share;
-    const sized = sizeVm(
-      this.o.vmConfig({ id: this.o.id, stateDir: this.record.vmStateDir, sharedDir: share.sharedDir() }),
-      sizing,
-    );
+    const host = this.o.host ?? {
+      cpus: os.availableParallelism(),
+      memoryMiB: Math.floor(os.totalmem() / (1024 * 1024)),
+    };
+    const configured = this.o.vmConfig({
+      id: this.o.id,
+      stateDir: this.record.vmStateDir,
+      sharedDir: share.sharedDir(),
+    });
+    const hotplugWanted = (configured.maxVcpus ?? 0) > 0 || (configured.maxMemoryMiB ?? 0) > 0;
+    // With hot-plug, the sandbox's own container counts like any other (a `ctr run` container's limits size its
+    // VM); without, the VM is sized from the pod's annotations only, as before hot-plug.
+    const sizing = hotplugWanted ? extras(containersPart(podSized, [own])) : podSized;
+    const sized = sizeVm(configured, sizing, host);
     for (const c of sized.capped) this.o.logger.warn({ capped: c }, 'the pod asks for more than the host has');
     const config = sized.vm;
     if (cgroup) this.checkMemoryFits(cgroup, config.memoryMiB, sizing.extraMemoryMiB);
+    const boot = { vcpus: config.vcpus, memoryMiB: config.memoryMiB };
+    const limits = hotplugLimits(configured, boot, host, MEMORY_HOTPLUG_BLOCK_MIB);
+    delete config.maxVcpus;
+    delete config.maxMemoryMiB;
+    if (limits) {
+      config.maxVcpus = limits.maxVcpus;
+      config.maxMemoryMiB = limits.maxMemoryMiB;
+      this.hotplug = { base: { vcpus: configured.vcpus, memoryMiB: configured.memoryMiB }, pod: podSized, limits };
+      this.o.logger.info(
+        { boot, maxVcpus: limits.maxVcpus, maxMemoryMiB: limits.maxMemoryMiB },
+        'hot-plug: the VM may grow as its containers come',
+      );
+    }
     await share.prepare();
     this.failpoint(id, 'share-prepared');
-    this.vmSize = { vcpus: config.vcpus, memoryMiB: config.memoryMiB };
+    this.vmSize = boot;
     if (cgroup) this.joinCgroup(cgroup);
     const netns = podNetnsPath(spec);
     if (netns) {
@@ -413,6 +466,68 @@ export class Sandbox {
         `(QEMU, virtiofsd and the shim: [hypervisor] memory_overhead) = ${neededMiB} MiB. The VM would be OOM-killed on the host, so it is not started: ` +
         `set the RuntimeClass's overhead.podFixed.memory to at least ${podFixedMiB}Mi (the guest's base memory and the host overhead), ` +
         "which kubelet adds to the pod's cgroup limit",
+    );
+  }
+
+  /**
+   * Hot-plug: grows the VM to the pod's target with container `id` asking for `need` (Kata's updateResources):
+   * resize, then the guest onlines what was added. Run inside the Create/Delete chain. Beyond the maxima a create
+   * grows as far as they allow (a limit above what the VM can have only caps nothing, as Kata does) while an Update
+   * is refused with the figures; a growth the pod's cgroup cannot hold (guest memory + memory_overhead above its
+   * memory limit) is refused with both numbers: the VM would be OOM-killed on the host.
+   */
+  private async grow(id: string, need: VmResources, op: 'create' | 'update'): Promise<void> {
+    const hp = this.hotplug!;
+    const vm = this.vm;
+    const now = this.vmSize;
+    if (!vm || !now) throw new FailedPreconditionError(`sandbox ${this.o.id} has no running VM`);
+    const needs = new Map(this.needs).set(id, need);
+    const wanted = vmTarget(hp.base, hp.pod, needs.values());
+    const max = { vcpus: hp.limits.maxVcpus, memoryMiB: hp.limits.maxMemoryMiB };
+    const target = { vcpus: Math.min(wanted.vcpus, max.vcpus), memoryMiB: Math.min(wanted.memoryMiB, max.memoryMiB) };
+    if (target.vcpus < wanted.vcpus || target.memoryMiB < wanted.memoryMiB) {
+      const part = containersPart(hp.pod, needs.values());
+      const l = hp.limits;
+      const why =
+        `the pod's VM would need ${fmtResources(wanted)} (base ${fmtResources(hp.base)} + the containers' ${fmtResources(part)}), ` +
+        `more than its maximum of ${fmtResources(max)} ([hypervisor] default_maxvcpus = ${l.configuredVcpus}, ` +
+        `default_maxmemory = ${l.configuredMemoryMiB}, capped at the host's ${l.hostCpus} CPUs and ${l.hostMemoryMiB} MiB and at least the boot size)`;
+      if (op === 'update')
+        throw new FailedPreconditionError(`container ${id}: the update asks for more than the VM can have: ${why}`);
+      this.o.logger.warn({ containerId: id, wanted, max }, `hot-plug: ${why}; the VM grows to its maximum`);
+    }
+    if (target.vcpus <= now.vcpus && target.memoryMiB <= now.memoryMiB) return;
+    const memoryAfter = memoryAfterGrowth(now.memoryMiB, target.memoryMiB, MEMORY_HOTPLUG_BLOCK_MIB);
+    this.checkGrowthFits(id, now.memoryMiB, memoryAfter);
+    const got = await vm.hypervisor.resize({
+      vcpus: Math.max(target.vcpus, now.vcpus),
+      memoryMiB: Math.max(target.memoryMiB, now.memoryMiB),
+    });
+    this.vmSize = { vcpus: got.vcpus, memoryMiB: got.memoryMiB };
+    await vm.agent.onlineCpuMem({
+      nbCpus: Math.max(0, got.vcpus - now.vcpus),
+      cpuOnly: got.memoryMiB <= now.memoryMiB,
+      wait: true,
+    });
+    this.o.logger.info(
+      { containerId: id, op, from: now, to: this.vmSize, target },
+      `hot-plug: the VM grew from ${fmtResources(now)} to ${fmtResources(this.vmSize)}`,
+    );
+  }
+
+  /** Refuses a growth that would take the VM past its cgroup's memory limit (guest memory + the host overhead). */
+  private checkGrowthFits(id: string, nowMiB: number, guestMiB: number): void {
+    const cg = this.cgroup?.cg;
+    const limit = cg?.memoryLimitBytes();
+    if (!cg || limit === undefined || guestMiB <= nowMiB) return;
+    const overheadMiB = this.o.memoryOverheadMiB ?? 0;
+    const neededMiB = guestMiB + overheadMiB;
+    if (neededMiB * MIB <= limit) return;
+    throw new FailedPreconditionError(
+      `container ${id}: the pod's VM would grow to ${guestMiB} MiB of guest memory (from ${nowMiB} MiB, in ${MEMORY_HOTPLUG_BLOCK_MIB} MiB DIMMs) + ` +
+        `${overheadMiB} MiB of host overhead ([hypervisor] memory_overhead) = ${neededMiB} MiB, more than the memory limit of its cgroup ${cg.path}, ` +
+        `${fmtMiB(limit)} MiB: the VM would be OOM-killed on the host, so it does not grow. Raise the pod's memory limit ` +
+        "(the containers' limits, or the RuntimeClass's overhead.podFixed.memory)",
     );
   }
 
@@ -558,6 +673,7 @@ export class Sandbox {
           await this.share?.unshare(id);
           delete this.record.containers[id];
           this.save();
+          this.giveBack(id);
         } // else the sandbox was torn down under the container: VM, share and record are gone already
         this.containers.delete(id);
         this.o.logger.info({ containerId: id, ...c.timings }, 'container timings');
@@ -632,10 +748,39 @@ export class Sandbox {
     await c.resizePty(execId, width, height);
   }
 
-  /** containerd's Update (CRI UpdateContainerResources): the limits inside the guest, applied by crun there. */
+  /** A deleted container's share of the VM is given back logically: the VM itself does not shrink. */
+  private giveBack(id: string): void {
+    const need = this.needs.get(id);
+    this.needs.delete(id);
+    const hp = this.hotplug;
+    if (!hp || !need || (need.vcpus === 0 && need.memoryMiB === 0)) return;
+    const logical = vmTarget(hp.base, hp.pod, this.needs.values());
+    this.o.logger.info(
+      { containerId: id, gaveBack: need, logical, vm: this.vmSize },
+      `hot-plug: container ${id} gave back ${fmtResources(need)}; the pod now needs ${fmtResources(logical)}, ` +
+        'the VM keeps what it has (hull does not unplug vCPUs or memory): later containers fit in it first',
+    );
+  }
+
+  /**
+   * containerd's Update (CRI UpdateContainerResources, Kubernetes' in-place pod resize): the limits inside the
+   * guest, applied by crun there. With hot-plug the VM first grows to the pod's new target (refused beyond its
+   * maxima or its cgroup, with the figures), under the container's mutex and then the Create/Delete chain.
+   */
   async update(id: string, resources: OciLinuxResources): Promise<void> {
     const c = this.container(id);
     const wanted = toContainerResources(resources);
+    if (this.hotplug) {
+      await c.locked('update', '', () =>
+        this.serial(async () => {
+          const need = containerNeed(resources, this.needs.get(id));
+          await this.grow(id, need, 'update');
+          await this.agent().updateContainer(id, wanted);
+          if (this.containers.get(id) === c) this.needs.set(id, need);
+        }),
+      );
+      return;
+    }
     const size = this.vmSize;
     if (size) {
       const cpus =
@@ -668,6 +813,9 @@ export class Sandbox {
     return this.container(id).init.pid;
   }
 }
+
+/** The extra vCPUs and MiB of `r` as sizeVm takes them. */
+const extras = (r: VmResources): PodSizing => ({ extraVcpus: r.vcpus, extraMemoryMiB: r.memoryMiB });
 
 /** OCI LinuxResources (JSON from containerd) as the agent client takes them; zero and absent mean "not set". */
 export function toContainerResources(r: OciLinuxResources): ContainerResources {

@@ -65,6 +65,8 @@ describe('core/config', () => {
           kernelParams: [],
           defaultVcpus: 1,
           defaultMemoryMiB: 512,
+          maxVcpus: 0,
+          maxMemoryMiB: 0,
           accel: 'auto',
           sharedFs: 'virtio-fs',
           virtioFsDaemon: '/usr/lib/qemu/virtiofsd',
@@ -126,6 +128,8 @@ describe('core/config', () => {
         kernel_params = ["loglevel=7", "hull.debug"]
         default_vcpus = 4
         default_memory = 2048
+        default_maxvcpus = 8
+        default_maxmemory = 8192
         accel = "tcg"
         shared_fs = "virtio-fs"
         virtio_fs_daemon = "/usr/libexec/virtiofsd"
@@ -152,6 +156,8 @@ describe('core/config', () => {
           kernelParams: ['loglevel=7', 'hull.debug'],
           defaultVcpus: 4,
           defaultMemoryMiB: 2048,
+          maxVcpus: 8,
+          maxMemoryMiB: 8192,
           accel: 'tcg',
           sharedFs: 'virtio-fs',
           virtioFsDaemon: '/usr/libexec/virtiofsd',
@@ -428,6 +434,22 @@ describe('core/config', () => {
       });
       vm.kernelParams.push('mutable'); // a copy: the frozen configuration is untouched
       assert.deepEqual(config.hypervisor.kernelParams, ['loglevel=7']);
+    });
+
+    it('passes the hot-plug maxima on only when they are set (0 = no hot-plug: no maxVcpus/maxMemoryMiB at all)', () => {
+      const off = toVmConfig(config, { id: 'p', stateDir: '/s' });
+      assert.ok(!('maxVcpus' in off) && !('maxMemoryMiB' in off));
+      const on = toVmConfig(parse('[hypervisor]\ndefault_maxvcpus = 4\ndefault_maxmemory = 4096\n'), {
+        id: 'p',
+        stateDir: '/s',
+      });
+      assert.equal(on.maxVcpus, 4);
+      assert.equal(on.maxMemoryMiB, 4096);
+      const cpuOnly = toVmConfig(parse('[hypervisor]\ndefault_maxvcpus = 2\n'), { id: 'p', stateDir: '/s' });
+      assert.equal(cpuOnly.maxVcpus, 2);
+      assert.ok(!('maxMemoryMiB' in cpuOnly));
+      assert.throws(() => parse('[hypervisor]\ndefault_maxvcpus = 256\n'), /hypervisor\.default_maxvcpus/);
+      assert.throws(() => parse('[hypervisor]\ndefault_maxmemory = -1\n'), /hypervisor\.default_maxmemory/);
     });
 
     it('tells the guest to honour its test-only fault hooks only when debug_hooks is on', () => {
