@@ -276,6 +276,39 @@ describe("core Sandbox: the pod's host cgroup (fake cgroupfs v1)", () => {
     assert.equal(fs.existsSync(h.recordFile), false, 'no record');
   });
 
+  it("hot-plug never grows the VM past the pod's cgroup: the growth is refused naming the limit and the need", async () => {
+    const MIB = 1024 * 1024;
+    const grown = new Harness({
+      memoryOverheadMiB: 160,
+      hostCgroup: (p) => HostCgroup.forPath(p, { layout, removeDir: (d) => fs.rmSync(d, { recursive: true }) }),
+      vmConfig: (vm) => ({ ...testConfig(), maxVcpus: 4, maxMemoryMiB: 2048, id: vm.id, stateDir: vm.stateDir }),
+      host: { cpus: 8, memoryMiB: 16384 },
+    });
+    try {
+      limit(256 + 160 + 128); // the boot VM and one DIMM
+      await grown.sandbox.create(grown.request('sb', NO_STDIO, sandboxSpec()));
+      const c = (memMiB: number): OciSpec => ({
+        ...SPEC,
+        annotations: { 'io.kubernetes.cri.container-type': 'container', 'io.kubernetes.cri.sandbox-id': 'sb' },
+        linux: { resources: { memory: { limit: memMiB * MIB } } },
+      });
+      await assert.rejects(grown.sandbox.create(grown.request('c2', NO_STDIO, c(200))), (e: Error) => {
+        assert.ok(e instanceof FailedPreconditionError, String(e));
+        assert.match(e.message, /container c2: the pod's VM would grow to 512 MiB of guest memory \(from 256 MiB/);
+        assert.match(e.message, /\+ 160 MiB of host overhead \(\[hypervisor\] memory_overhead\) = 672 MiB/);
+        assert.match(e.message, /more than the memory limit of its cgroup .*, 544 MiB/);
+        return true;
+      });
+      assert.equal(grown.hv.resizes.length, 0, 'not grown');
+      await grown.sandbox.create(grown.request('c2', NO_STDIO, c(100))); // one DIMM fits
+      assert.deepEqual(grown.hv.size, { vcpus: 1, memoryMiB: 384 });
+      await assert.rejects(grown.sandbox.update('c2', { memory: { limit: 300 * MIB } }), /memory limit of its cgroup/);
+      assert.ok(!grown.agent.calls.includes('updateContainer c2'));
+    } finally {
+      await grown.dispose();
+    }
+  });
+
   it('a cgroupsPath with ".." or in systemd form is refused before anything is made; none at all keeps today\'s behaviour', async () => {
     const spec = (cgroupsPath: string): OciSpec => ({ ...SPEC, linux: { cgroupsPath } });
     await assert.rejects(
@@ -1462,5 +1495,196 @@ describe('core Sandbox (fake hypervisor, agent and share)', () => {
       assert.deepEqual(Store.load(h.recordFile)!.containers, { sb: { bundle: bundleSb } });
       assert.equal(fs.existsSync(`${h.recordFile}.tmp`), false);
     });
+  });
+});
+
+describe('core Sandbox: hot-plug sizing (fake hypervisor and agent)', () => {
+  const MIB = 1024 * 1024;
+  /** Base 1 vCPU / 256 MiB (testConfig), room up to 4 vCPUs / 1024 MiB, on a host of 8 CPUs / 16 GiB. */
+  const hotplug = (max: { maxVcpus?: number; maxMemoryMiB?: number } = { maxVcpus: 4, maxMemoryMiB: 1024 }) =>
+    ({
+      vmConfig: (vm) => ({ ...testConfig(), ...max, id: vm.id, stateDir: vm.stateDir, sharedDir: vm.sharedDir }),
+      host: { cpus: 8, memoryMiB: 16384 },
+    }) satisfies Partial<SandboxOptions>;
+  const POD_ANN = { 'io.kubernetes.cri.container-type': 'sandbox', 'io.kubernetes.cri.sandbox-id': 'sb' };
+  const CTR_ANN = { 'io.kubernetes.cri.container-type': 'container', 'io.kubernetes.cri.sandbox-id': 'sb' };
+  const sandboxSpec = (annotations: Record<string, string> = {}, linux: OciSpec['linux'] = {}): OciSpec => ({
+    ...SPEC,
+    linux,
+    annotations: { ...POD_ANN, ...annotations },
+  });
+  /** A pod container with cpu quota/period `cpus` × 100000 / 100000 and a memory limit of `memMiB`. */
+  const limited = (cpus: number, memMiB: number): OciSpec => ({
+    ...SPEC,
+    annotations: CTR_ANN,
+    linux: {
+      resources: {
+        cpu: { quota: cpus > 0 ? Math.round(cpus * 100_000) : -1, period: 100_000, shares: 1024 },
+        memory: memMiB > 0 ? { limit: memMiB * MIB } : {},
+      },
+    },
+  });
+  let h: Harness;
+  afterEach(() => h.dispose());
+  /** The hypervisor's and agent's hot-plug calls and the containers made in the guest, in order. */
+  const hotplugCalls = (): string[] =>
+    [...h.hv.calls.filter((c) => c.startsWith('resize')), ...h.agent.calls].filter((c) =>
+      /^(resize|onlineCpuMem|createOciContainer|updateContainer)/.test(c),
+    );
+  const order = (): string[] => {
+    // The fakes keep separate lists: merge by recording both into one through the agent's list.
+    return h.agent.calls.filter((c) => /^(onlineCpuMem|createOciContainer|updateContainer)/.test(c));
+  };
+
+  it('a container with limits grows the VM before it is made in the guest: resize, then the guest onlines what was added', async () => {
+    h = new Harness(hotplug());
+    await h.sandbox.create(h.request('sb', NO_STDIO, sandboxSpec()));
+    assert.equal(h.hv.config!.vcpus, 1);
+    assert.equal(h.hv.config!.memoryMiB, 256);
+    assert.equal(h.hv.config!.maxVcpus, 4, 'the room reaches the hypervisor');
+    assert.equal(h.hv.config!.maxMemoryMiB, 1024);
+    await h.sandbox.create(h.request('c2', NO_STDIO, limited(1.5, 200)));
+    assert.deepEqual(h.hv.resizes, [{ vcpus: 3, memoryMiB: 456 }], 'base 1 + ceil(1.5) vCPUs, 256 + 200 MiB');
+    assert.deepEqual(h.agent.onlines, [{ nbCpus: 2, cpuOnly: false, wait: true }]);
+    assert.deepEqual(order().slice(-2), ['onlineCpuMem 2 wait', 'createOciContainer c2'], 'grown before it is made');
+    assert.deepEqual(h.hv.size, { vcpus: 3, memoryMiB: 512 }, 'memory in whole 128 MiB DIMMs');
+    // A container without limits needs nothing more.
+    await h.sandbox.create(h.request('c3', NO_STDIO, limited(0, 0)));
+    assert.equal(h.hv.resizes.length, 1);
+    assert.ok(hotplugCalls().includes('createOciContainer c3'));
+  });
+
+  it('a deleted container gives its share back logically (the VM does not shrink); the next container fits in it first', async () => {
+    h = new Harness(hotplug());
+    await h.sandbox.create(h.request('sb', NO_STDIO, sandboxSpec()));
+    await h.sandbox.create(h.request('c2', NO_STDIO, limited(2, 200)));
+    assert.deepEqual(h.hv.size, { vcpus: 3, memoryMiB: 512 });
+    await h.sandbox.delete('c2', '');
+    assert.equal(h.hv.resizes.length, 1, 'no shrink');
+    await h.sandbox.create(h.request('c3', NO_STDIO, limited(2, 200)));
+    assert.equal(h.hv.resizes.length, 1, "c3 takes c2's place: no growth");
+    await h.sandbox.create(h.request('c4', NO_STDIO, limited(1, 100)));
+    assert.deepEqual(h.hv.resizes.at(-1), { vcpus: 4, memoryMiB: 556 }, 'c3 and c4 together: 1 + 2 + 1, 256 + 300');
+    assert.deepEqual(h.agent.onlines.at(-1), { nbCpus: 1, cpuOnly: false, wait: true });
+  });
+
+  it('Update grows the VM, then applies the limit in the guest; the container then counts with its new limits', async () => {
+    h = new Harness(hotplug());
+    await h.sandbox.create(h.request('sb', NO_STDIO, sandboxSpec()));
+    await h.sandbox.create(h.request('c2', NO_STDIO, limited(0, 0)));
+    assert.equal(h.hv.resizes.length, 0);
+    await h.sandbox.update('c2', { cpu: { quota: 200_000, period: 100_000 }, memory: { limit: 300 * MIB } });
+    assert.deepEqual(h.hv.resizes, [{ vcpus: 3, memoryMiB: 556 }]);
+    assert.deepEqual(order().slice(-2), ['onlineCpuMem 2 wait', 'updateContainer c2'], 'grown, then applied');
+    // Smaller again: nothing to grow, the limit is applied; the VM keeps its size.
+    await h.sandbox.update('c2', { cpu: { quota: 50_000, period: 100_000 }, memory: { limit: 64 * MIB } });
+    assert.equal(h.hv.resizes.length, 1);
+    assert.equal(order().at(-1), 'updateContainer c2');
+    // A new container now fits in what c2 gave back.
+    await h.sandbox.create(h.request('c3', NO_STDIO, limited(1, 200)));
+    assert.equal(h.hv.resizes.length, 1);
+  });
+
+  it('beyond the maxima an Update is refused with the figures (nothing grown, nothing applied); a Create grows to the maxima', async () => {
+    h = new Harness(hotplug());
+    await h.sandbox.create(h.request('sb', NO_STDIO, sandboxSpec()));
+    await h.sandbox.create(h.request('c2', NO_STDIO, limited(0, 0)));
+    await assert.rejects(h.sandbox.update('c2', { cpu: { quota: 800_000, period: 100_000 } }), (e: Error) => {
+      assert.ok(e instanceof FailedPreconditionError, String(e));
+      assert.match(e.message, /container c2: the update asks for more than the VM can have/);
+      assert.match(
+        e.message,
+        /would need 9 vCPUs and 256 MiB \(base 1 vCPU and 256 MiB \+ the containers' 8 vCPUs and 0 MiB\)/,
+      );
+      assert.match(e.message, /more than its maximum of 4 vCPUs and 1024 MiB \(\[hypervisor\] default_maxvcpus = 4/);
+      assert.match(e.message, /capped at the host's 8 CPUs and 16384 MiB/);
+      return true;
+    });
+    await assert.rejects(
+      h.sandbox.update('c2', { memory: { limit: 2000 * MIB } }),
+      /would need 1 vCPU and 2256 MiB .*more than its maximum of 4 vCPUs and 1024 MiB/,
+    );
+    assert.equal(h.hv.resizes.length, 0, 'nothing grown');
+    assert.ok(!h.agent.calls.includes('updateContainer c2'), 'nothing applied');
+    // Within the maxima the refused update did not count: 3 more vCPUs fit.
+    await h.sandbox.update('c2', { cpu: { quota: 300_000, period: 100_000 } });
+    assert.deepEqual(h.hv.resizes, [{ vcpus: 4, memoryMiB: 256 }]);
+    assert.deepEqual(h.agent.onlines, [{ nbCpus: 3, cpuOnly: true, wait: true }], 'CPUs only');
+    // A Create beyond them is not refused (a limit above the VM caps nothing): the VM grows to its maximum.
+    await h.sandbox.create(h.request('c3', NO_STDIO, limited(2, 4000)));
+    assert.deepEqual(h.hv.resizes.at(-1), { vcpus: 4, memoryMiB: 1024 });
+  });
+
+  it('the maxima are capped at the host and kept at least at the boot size; memory room in whole DIMMs', async () => {
+    h = new Harness({ ...hotplug({ maxVcpus: 64, maxMemoryMiB: 1000 }), host: { cpus: 2, memoryMiB: 16384 } });
+    await h.sandbox.create(
+      h.request(
+        'sb',
+        NO_STDIO,
+        sandboxSpec({
+          'io.kubernetes.cri.sandbox-cpu-quota': '200000',
+          'io.kubernetes.cri.sandbox-cpu-period': '100000',
+        }),
+      ),
+    );
+    assert.equal(h.hv.config!.vcpus, 2, 'base 1 + 2 from the pod, capped at the host');
+    assert.equal(h.hv.config!.maxVcpus, 2, '64 capped at the host');
+    assert.equal(h.hv.config!.maxMemoryMiB, 256 + 5 * 128, '1000 rounded down to whole DIMMs above the boot size');
+  });
+
+  it("the pod's annotations and its containers' limits are the same resources: the VM holds the larger, not their sum", async () => {
+    h = new Harness(hotplug());
+    await h.sandbox.create(
+      h.request('sb', NO_STDIO, sandboxSpec({ 'io.kubernetes.cri.sandbox-memory': String(300 * MIB) })),
+    );
+    assert.equal(h.hv.config!.memoryMiB, 556, 'booted with the annotations');
+    await h.sandbox.create(h.request('c2', NO_STDIO, limited(0, 200)));
+    await h.sandbox.create(h.request('c3', NO_STDIO, limited(0, 100)));
+    assert.equal(h.hv.resizes.length, 0, '200 + 100 MiB are the 300 the annotation announced');
+    await h.sandbox.update('c3', { memory: { limit: 228 * MIB } });
+    assert.deepEqual(h.hv.resizes, [{ vcpus: 1, memoryMiB: 684 }], 'beyond the annotation: 256 + 200 + 228');
+  });
+
+  it('with hot-plug, a container that owns its VM (ctr run) is booted with its limits; its Update grows the VM', async () => {
+    h = new Harness(hotplug());
+    const own: OciSpec = {
+      ...SPEC,
+      linux: { resources: { cpu: { quota: 200_000, period: 100_000 }, memory: { limit: 128 * MIB } } },
+    };
+    await h.sandbox.create(h.request('sb', NO_STDIO, own));
+    assert.equal(h.hv.config!.vcpus, 3);
+    assert.equal(h.hv.config!.memoryMiB, 384);
+    await h.sandbox.update('sb', { cpu: { quota: 300_000, period: 100_000 }, memory: { limit: 128 * MIB } });
+    assert.deepEqual(h.hv.resizes, [{ vcpus: 4, memoryMiB: 384 }]);
+    assert.ok(h.agent.calls.includes('updateContainer sb'));
+  });
+
+  it("a failed resize or online fails the Create before the container is made; a failed Update's new limits do not count", async () => {
+    h = new Harness(hotplug());
+    await h.sandbox.create(h.request('sb', NO_STDIO, sandboxSpec()));
+    h.hv.failResize = new FailedPreconditionError('fake: QMP said no');
+    await assert.rejects(h.sandbox.create(h.request('c2', NO_STDIO, limited(1, 0))), /QMP said no/);
+    assert.ok(!h.agent.calls.includes('createOciContainer c2'));
+    assert.equal(Store.load(h.recordFile)!.containers.c2, undefined, 'nothing of c2 recorded');
+    await h.sandbox.create(h.request('c2', NO_STDIO, limited(1, 0)));
+    assert.deepEqual(h.hv.size, { vcpus: 2, memoryMiB: 256 });
+  });
+
+  it("without default_maxvcpus/default_maxmemory (0): no room, no resize, and Update's refusal is today's", async () => {
+    h = new Harness(hotplug({}));
+    await h.sandbox.create(h.request('sb', NO_STDIO, sandboxSpec()));
+    assert.ok(!('maxVcpus' in h.hv.config!) && !('maxMemoryMiB' in h.hv.config!), 'QEMU gets no hot-plug room');
+    await h.sandbox.create(h.request('c2', NO_STDIO, limited(2, 512)));
+    assert.equal(h.hv.resizes.length, 0);
+    assert.equal(h.agent.onlines.length, 0);
+    await assert.rejects(
+      h.sandbox.update('c2', { memory: { limit: 512 * MIB } }),
+      (e: Error) =>
+        e instanceof FailedPreconditionError &&
+        /more than the pod's VM has \(1 vCPUs, 256 MiB, sized when the pod started\); hull does not hot-plug CPUs or memory/.test(
+          e.message,
+        ),
+    );
+    assert.equal(h.hv.resizes.length, 0);
   });
 });
