@@ -927,6 +927,91 @@ describe('cri: pods through containerd CRI (runtime.v1)', function () {
     });
   });
 
+  // Issue 13: the VM grows with the pod (hot-plug). This pod's shim reads a configuration with hot-plug room (the
+  // file is restored once the pod runs: the shim daemon loads it at its first Create). Base 1 vCPU and
+  // DEFAULT_MEMORY_MIB, room up to 2 vCPUs (this host has 2 CPUs) and 4 DIMMs of 128 MiB more.
+  describe('hull: the VM grows with the pod (CPU and memory hot-plug)', function () {
+    const MAX_VCPUS = 2;
+    const MAX_MEMORY_MIB = DEFAULT_MEMORY_MIB + 4 * 128;
+    const hp = { pod: '', ip: '', config: {} as cri.IPodSandboxConfig, plain: '', limited: '' };
+    const size = async (id: string): Promise<{ cpus: number; memKiB: number }> => {
+      const r = await exec(id, ['sh', '-c', 'nproc; grep ^MemTotal: /proc/meminfo']);
+      const m = /^(\d+)\nMemTotal:\s+(\d+) kB$/.exec(r.stdout.trim());
+      assert.ok(m, `nproc and MemTotal: ${r.stdout}${r.stderr}`);
+      return { cpus: Number(m[1]), memKiB: Number(m[2]) };
+    };
+    let base = { cpus: 0, memKiB: 0 };
+
+    before(async function () {
+      if (DEFAULT_VCPUS !== 1 || os.availableParallelism() < MAX_VCPUS) this.skip();
+      const original = fs.readFileSync(ctd.hullConfig, 'utf8');
+      fs.writeFileSync(
+        ctd.hullConfig,
+        `${original}\n[hypervisor]\ndefault_maxvcpus = ${MAX_VCPUS}\ndefault_maxmemory = ${MAX_MEMORY_MIB}\n`,
+      );
+      try {
+        hp.config = podConfig('hotplug', 'hotplug');
+        hp.pod = await ctd.cri!.runPod(hp.config, 'hull');
+      } finally {
+        fs.writeFileSync(ctd.hullConfig, original);
+      }
+      hp.ip = await assertPodReady(hp.pod, 'hull');
+      hp.plain = await startContainer(hp.pod, hp.config, 'plain', ['sleep', '3600']);
+      base = await size(hp.plain);
+    });
+
+    after(async () => {
+      if (hp.pod) await stopAndRemove(hp.pod, hp.ip);
+    });
+
+    it('a second container with its own limits brings more vCPUs and memory to the guest (nproc, MemTotal)', async function () {
+      assert.equal(base.cpus, 1, 'the pod boots with the base vCPU');
+      hp.limited = await startContainer(hp.pod, hp.config, 'limited', ['sleep', '3600'], {
+        resources: { cpuPeriod: 100_000, cpuQuota: 100_000, memoryLimitInBytes: 256 << 20 },
+      });
+      const grown = await size(hp.limited);
+      assert.equal(grown.cpus, 2, 'quota/period 1 added a vCPU');
+      const addedMiB = (grown.memKiB - base.memKiB) / 1024;
+      assert.ok(addedMiB > 256 * 0.95 && addedMiB <= 256, `MemTotal grew by ${addedMiB.toFixed(1)} MiB for 256 MiB`);
+      assert.deepEqual(await size(hp.plain), grown, 'one guest: every container sees it');
+    });
+
+    it('UpdateContainerResources beyond the boot size grows the VM, and the guest sees it', async function () {
+      if (!hp.limited) this.skip();
+      const before = await size(hp.plain);
+      await client.updateContainerResources({
+        containerId: hp.plain,
+        linux: { cpuPeriod: 100_000, cpuQuota: 50_000, memoryLimitInBytes: 128 << 20 },
+      });
+      const after = await size(hp.plain);
+      const addedMiB = (after.memKiB - before.memKiB) / 1024;
+      assert.ok(addedMiB > 128 * 0.95 && addedMiB <= 128, `MemTotal grew by ${addedMiB.toFixed(1)} MiB for 128 MiB`);
+      const limit = await exec(hp.plain, [
+        'sh',
+        '-c',
+        'cat /sys/fs/cgroup/memory.max 2>/dev/null || cat /sys/fs/cgroup/memory/memory.limit_in_bytes',
+      ]);
+      assert.equal(limit.stdout.trim(), String(128 << 20), 'the limit applied in the guest');
+    });
+
+    it('UpdateContainerResources beyond the maxima is refused with the figures; nothing changes', async function () {
+      if (!hp.limited) this.skip();
+      const before = await size(hp.plain);
+      await assert.rejects(
+        client.updateContainerResources({
+          containerId: hp.plain,
+          linux: { cpuPeriod: 100_000, cpuQuota: 200_000, memoryLimitInBytes: 128 << 20 },
+        }),
+        (e: CriError) => {
+          assert.match(e.message, /would need 4 vCPUs/);
+          assert.match(e.message, new RegExp(`more than its maximum of ${MAX_VCPUS} vCPUs and ${MAX_MEMORY_MIB} MiB`));
+          return true;
+        },
+      );
+      assert.deepEqual(await size(hp.plain), before);
+    });
+  });
+
   // Issue 13: the pod's cgroup holds the VM. The pods get a cgroup_parent of the test's own, made here in every
   // hierarchy with a memory limit (kubelet's pod cgroup), so containerd's CRI plugin (SystemdCgroup = false)
   // writes cgroupsPath = <cgroup_parent>/<sandbox id>. This host is cgroup v1 (plus the hybrid unified hierarchy).
