@@ -168,6 +168,8 @@ export function registerServices(server: Server, ctx: AgentContext): void {
       agentStartedMs: ctx.startedMs,
       agentReadyMs: ctx.readyMs(),
       transport: ctx.transport,
+      onlineCpus: os.cpus().length,
+      memTotalMib: Math.floor(os.totalmem() / (1024 * 1024)),
     }),
     ReadFile: (req) => {
       const real = realPathUnder(`${SHARED_ROOT}/shared`, req.path ?? '', 'path');
