@@ -223,6 +223,8 @@ export class KataAgentClient implements AgentClient {
       agentStartedMs: info.agentStartedMs ?? NaN,
       agentReadyMs: info.agentReadyMs ?? NaN,
       transport: guestText(info.transport ?? '', DETAIL_MAX_BYTES),
+      onlineCpus: info.onlineCpus ?? 0,
+      memTotalMiB: info.memTotalMib ?? 0,
     };
   }
 

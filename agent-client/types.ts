@@ -23,6 +23,9 @@ export interface GuestDetails {
   agentStartedMs: number;
   agentReadyMs: number;
   transport: string;
+  /** Online CPUs and MemTotal in MiB as the guest kernel sees them (0 from an agent that does not say). */
+  onlineCpus: number;
+  memTotalMiB: number;
 }
 
 /** A filesystem for the agent to mount in the guest. */

@@ -11,6 +11,7 @@
  */
 import { Code, Server, StatusError } from 'ttrpc-ts';
 import { initGuest, loadVsockModules, networkReady } from './init';
+import { onlineCpuMem } from './hotplug';
 import { GuestNetwork } from './network';
 import { log } from './log';
 import { SerialPortListener, waitForSerialPort } from './port';
@@ -81,6 +82,14 @@ async function main(): Promise<void> {
     readyMs: () => readyMs,
     isInit,
     reaper: () => reaper,
+    // Nor online the host's CPUs and memory.
+    onlineCpuMem: testSocket
+      ? () =>
+          Promise.reject(new StatusError(Code.FAILED_PRECONDITION, 'CPUs and memory are onlined only inside the guest'))
+      : async (req) => {
+          const r = await onlineCpuMem(req);
+          log.info('onlined hot-plugged CPUs and memory', { cpus: r.cpus, memoryBlocks: r.memoryBlocks });
+        },
     // Outside the guest the agent must not set the host's clock either.
     setClock: testSocket
       ? () => Promise.reject(new StatusError(Code.FAILED_PRECONDITION, 'the clock is set only inside the guest'))

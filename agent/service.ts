@@ -37,6 +37,8 @@ export interface AgentContext {
   isInit: boolean;
   /** Exit statuses of orphaned processes (container inits) from hull-init; undefined outside the guest. */
   reaper(): Reaper | undefined;
+  /** OnlineCPUMem (hotplug.ts onlineCpuMem in the guest; refused outside it). */
+  onlineCpuMem(req: grpc.IOnlineCPUMemRequest): Promise<void>;
   /** Sets the guest's clock (SetGuestDateTime), to `seconds` since the epoch (a positive integer). */
   setClock(seconds: number): Promise<void>;
 }
@@ -123,6 +125,10 @@ export function registerServices(server: Server, ctx: AgentContext): void {
         extraFeatures: [],
       },
     }),
+    OnlineCPUMem: async (req) => {
+      await ctx.onlineCpuMem(req);
+      return {};
+    },
     SetGuestDateTime: async (req) => {
       const sec = Number(req.Sec ?? 0);
       if (!Number.isInteger(sec) || sec <= 0) throw new StatusError(Code.INVALID_ARGUMENT, `invalid time ${sec}`);
@@ -162,6 +168,8 @@ export function registerServices(server: Server, ctx: AgentContext): void {
       agentStartedMs: ctx.startedMs,
       agentReadyMs: ctx.readyMs(),
       transport: ctx.transport,
+      onlineCpus: os.cpus().length,
+      memTotalMib: Math.floor(os.totalmem() / (1024 * 1024)),
     }),
     ReadFile: (req) => {
       const real = realPathUnder(`${SHARED_ROOT}/shared`, req.path ?? '', 'path');

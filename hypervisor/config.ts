@@ -12,6 +12,7 @@ import {
   DEFAULT_NSENTER_PATH,
   DEFAULT_QEMU_PATH,
   DEFAULT_VIRTIOFSD_PATH,
+  MEMORY_HOTPLUG_BLOCK_MIB,
   type Accel,
   type AgentTransport,
   type VmConfig,
@@ -23,6 +24,8 @@ export const MIN_MEMORY_MIB = 64;
 /** 4 TiB; anything QEMU itself rejects above the host's limits surfaces as its own start error. */
 export const MAX_MEMORY_MIB = 4 * 1024 * 1024;
 export const MAX_VCPUS = 255;
+/** QEMU's x86 limit of DIMM slots (ACPI_MAX_RAM_SLOTS): the most DIMMs a VM can be grown by. */
+export const MAX_MEMORY_SLOTS = 256;
 /** sun_path is 108 bytes with its NUL. */
 const MAX_SOCKET_PATH = 107;
 /** NICs per VM (each is a PCI device on the root bus). */
@@ -53,6 +56,12 @@ export interface ResolvedConfig {
   image: string;
   vcpus: number;
   memoryMiB: number;
+  /** = vcpus when there is no CPU hot-plug room. */
+  maxVcpus: number;
+  /** = memoryMiB when there is no memory hot-plug room; as configured (memoryRoomMiB is rounded to whole DIMMs). */
+  maxMemoryMiB: number;
+  /** maxMemoryMiB - memoryMiB rounded up to whole DIMMs of MEMORY_HOTPLUG_BLOCK_MIB: QEMU's maxmem is memoryMiB + this. */
+  memoryRoomMiB: number;
   accel: 'auto' | Accel;
   agentTransport: 'auto' | AgentTransport;
   sharedDir: string | undefined;
@@ -186,13 +195,28 @@ export function resolveConfig(cfg: VmConfig, files: FileProbe = realFileProbe): 
       );
     }
   }
+  const vcpus = checkInteger('vcpus', cfg.vcpus, 1, MAX_VCPUS);
+  const memoryMiB = checkInteger('memoryMiB', cfg.memoryMiB, MIN_MEMORY_MIB, MAX_MEMORY_MIB);
+  const maxVcpus = cfg.maxVcpus === undefined ? vcpus : checkInteger('maxVcpus', cfg.maxVcpus, vcpus, MAX_VCPUS);
+  const maxMemoryMiB =
+    cfg.maxMemoryMiB === undefined
+      ? memoryMiB
+      : checkInteger('maxMemoryMiB', cfg.maxMemoryMiB, memoryMiB, MAX_MEMORY_MIB);
+  const memoryRoomMiB = Math.ceil((maxMemoryMiB - memoryMiB) / MEMORY_HOTPLUG_BLOCK_MIB) * MEMORY_HOTPLUG_BLOCK_MIB;
+  if (memoryRoomMiB / MEMORY_HOTPLUG_BLOCK_MIB > MAX_MEMORY_SLOTS)
+    throw new InvalidArgumentError(
+      `maxMemoryMiB ${maxMemoryMiB} leaves more than ${MAX_MEMORY_SLOTS} DIMMs of ${MEMORY_HOTPLUG_BLOCK_MIB} MiB above memoryMiB ${memoryMiB}`,
+    );
   const resolved: ResolvedConfig = {
     id: cfg.id,
     kernel: checkAbsolutePath('kernel', cfg.kernel),
     initrd: checkAbsolutePath('initrd', cfg.initrd),
     image: checkAbsolutePath('image', cfg.image),
-    vcpus: checkInteger('vcpus', cfg.vcpus, 1, MAX_VCPUS),
-    memoryMiB: checkInteger('memoryMiB', cfg.memoryMiB, MIN_MEMORY_MIB, MAX_MEMORY_MIB),
+    vcpus,
+    memoryMiB,
+    maxVcpus,
+    maxMemoryMiB,
+    memoryRoomMiB,
     accel: checkEnum('accel', cfg.accel, ['auto', 'kvm', 'tcg'] as const),
     agentTransport: checkEnum('agentTransport', cfg.agentTransport, ['auto', 'vsock', 'serial'] as const),
     sharedDir: cfg.sharedDir === undefined ? undefined : checkAbsolutePath('sharedDir', cfg.sharedDir),

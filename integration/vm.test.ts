@@ -137,6 +137,86 @@ describe('a real VM with the agent (QEMU, guest image)', function () {
     );
   });
 
+  describe('CPU and memory hot-plug', () => {
+    it('grows from 1 vCPU / 512 MiB to 2 vCPUs / 768 MiB (maxima 2 / 1024): QEMU plugs, the agent onlines, the guest sees it; virtio-fs still works', async () => {
+      fs.writeFileSync(path.join(dir, 'shared', 'probe.txt'), 'after hot-plug\n');
+      const hv = new QemuHypervisor({ logger: NOOP_LOGGER });
+      const vm = await SandboxVm.boot(
+        hv,
+        config({ seccomp: true, qemuUser: 'nobody', maxVcpus: 2, maxMemoryMiB: 1024 }),
+        { bootTimeoutMs: 120_000, logger: NOOP_LOGGER },
+      );
+      try {
+        const before = await vm.agent.guestDetails();
+        assert.equal(before.onlineCpus, 1);
+        assert.ok(before.memTotalMiB > 256 && before.memTotalMiB <= 512, `MemTotal ${before.memTotalMiB} MiB`);
+        await assert.rejects(hv.resize({ vcpus: 3 }), FailedPreconditionError);
+        await assert.rejects(hv.resize({ memoryMiB: 1100 }), FailedPreconditionError);
+
+        const t0 = performance.now();
+        assert.deepEqual(await hv.resize({ vcpus: 2, memoryMiB: 768 }), { vcpus: 2, memoryMiB: 768 });
+        const plugged = performance.now() - t0;
+        await vm.agent.onlineCpuMem({ nbCpus: 1, cpuOnly: false, wait: true });
+        const onlined = performance.now() - t0;
+        let after = await vm.agent.guestDetails();
+        for (let i = 0; i < 100 && (after.onlineCpus < 2 || after.memTotalMiB < before.memTotalMiB + 256); i++) {
+          await new Promise((r) => setTimeout(r, 200));
+          after = await vm.agent.guestDetails();
+        }
+        const seen = performance.now() - t0;
+        assert.equal(after.onlineCpus, 2, 'the guest runs on 2 CPUs');
+        assert.equal(after.memTotalMiB - before.memTotalMiB, 256, 'the guest has 256 MiB more');
+        // Growing again to the same size changes nothing; a smaller target neither.
+        assert.deepEqual(await hv.resize({ vcpus: 1, memoryMiB: 600 }), { vcpus: 2, memoryMiB: 768 });
+        await vm.agent.onlineCpuMem({ nbCpus: 0, cpuOnly: false, wait: false });
+
+        await vm.agent.createSandbox({
+          sandboxId: 'vmtest',
+          hostname: 'vmtest',
+          storages: [
+            {
+              driver: 'virtio-fs',
+              source: GUEST_SHARE_TAG,
+              fstype: 'virtiofs',
+              options: ['nodev'],
+              mountPoint: SHARED_MOUNT,
+            },
+          ],
+        });
+        assert.equal((await vm.agent.readSharedFile(`${SHARED_MOUNT}/probe.txt`)).data.toString(), 'after hot-plug\n');
+        console.log(
+          `      measured: +1 vCPU +256 MiB (TCG): QMP plug ${Math.round(plugged)} ms, onlined by the agent at ${Math.round(onlined)} ms, seen by the guest at ${Math.round(seen)} ms`,
+        );
+      } finally {
+        assert.equal((await vm.shutdown({ gracefulMs: 30_000 })).code, 0);
+      }
+    });
+
+    it('boot time to the agent answering, with and without hot-plug room (measured, alternating)', async () => {
+      const bootMs = async (room: boolean): Promise<number> => {
+        const hv = new QemuHypervisor({ logger: NOOP_LOGGER });
+        const t0 = performance.now();
+        const vm = await SandboxVm.boot(hv, config(room ? { maxVcpus: 2, maxMemoryMiB: 1024 } : {}), {
+          bootTimeoutMs: 120_000,
+          logger: NOOP_LOGGER,
+        });
+        const ms = performance.now() - t0;
+        assert.equal((await vm.shutdown({ gracefulMs: 30_000 })).code, 0);
+        return ms;
+      };
+      const plain: number[] = [];
+      const room: number[] = [];
+      for (let round = 0; round < 3; round++) {
+        plain.push(await bootMs(false));
+        room.push(await bootMs(true));
+      }
+      const fmt = (xs: number[]): string => xs.map((x) => Math.round(x)).join(', ');
+      console.log(
+        `      measured: boot to agent ready (TCG, share): no room ${fmt(plain)} ms; room for 2 vCPUs / 1024 MiB ${fmt(room)} ms`,
+      );
+    });
+  });
+
   it('names the missing kernel and the make target that builds it', async () => {
     const hv = new QemuHypervisor({ logger: NOOP_LOGGER });
     await assert.rejects(

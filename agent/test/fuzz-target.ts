@@ -14,6 +14,7 @@ import { Code, Server, StatusError, fuzzMethods, type FuzzMethod, type ServerTar
 import { AgentService, HealthService } from '../../protos/agent';
 import { DiagnosticsService, PortForwardService, ProcessesService } from '../../protos/hull';
 import { Containers } from '../container';
+import { onlineCpuMem } from '../hotplug';
 import { GuestNetwork } from '../network';
 import { LoopbackConnections, type OpenedConnection } from '../port-forward';
 import type { GuestSandbox } from '../sandbox';
@@ -72,6 +73,14 @@ export function agentTarget(): AgentTarget {
     powerOff: () => undefined,
     isInit: false,
     reaper: () => undefined,
+    // A fake sysfs with no CPU to online: the request is checked, a `wait` ends at once.
+    onlineCpuMem: async (req) => {
+      fs.mkdirSync(path.join(tmp, 'sys', 'devices', 'system', 'cpu'), { recursive: true });
+      await onlineCpuMem(req, { sysRoot: path.join(tmp, 'sys'), waitMs: 5, pollMs: 1 }).catch((err: unknown) => {
+        if (err instanceof StatusError) throw err;
+        throw new StatusError(Code.INTERNAL, String(err));
+      });
+    },
     setClock: async (sec) => {
       clock.push(sec);
       if (clock.length > 100) clock.length = 0;

@@ -200,6 +200,8 @@ export class FakeAgent implements AgentClient {
       agentStartedMs: 1,
       agentReadyMs: 2,
       transport: 'serial',
+      onlineCpus: this.hv?.size?.vcpus ?? this.hv?.config?.vcpus ?? 1,
+      memTotalMiB: this.hv?.size?.memoryMiB ?? this.hv?.config?.memoryMiB ?? 256,
     };
   }
   async createSandbox(spec: SandboxSpec): Promise<void> {

@@ -6,7 +6,14 @@
 import { InvalidArgumentError } from '../../errors';
 import { checkOptionValue } from '../config';
 import { checkQemuUser, sandboxOptions, type QemuConfinement } from '../confine';
-import { AGENT_SERIAL_NAME, GUEST_SHARE_TAG, type Accel, type AgentTransport, type VmNic } from '../types';
+import {
+  AGENT_SERIAL_NAME,
+  GUEST_SHARE_TAG,
+  MEMORY_HOTPLUG_BLOCK_MIB,
+  type Accel,
+  type AgentTransport,
+  type VmNic,
+} from '../types';
 
 /**
  * The guest kernel words hull always passes; kernelParams come after them (so they win). After the console and
@@ -30,6 +37,12 @@ export const BASE_KERNEL_PARAMS: readonly string[] = Object.freeze([
   'i8042.noaux=1',
 ]);
 
+/**
+ * With memory hot-plug room, the guest kernel onlines a hot-plugged DIMM's memory blocks itself, as soon as it
+ * handles the ACPI event (no race with the agent's OnlineCPUMem, which onlines any block still offline).
+ */
+export const MEMORY_AUTO_ONLINE_PARAM = 'memhp_default_state=online';
+
 /** qboot, a minimal firmware that loads the kernel faster than SeaBIOS; used when QEMU's package ships it. */
 export const QBOOT_FIRMWARE = '/usr/share/qemu/qboot.rom';
 /** id of the memory backend, of the agent and fs chardevs. */
@@ -42,6 +55,10 @@ export interface QemuCmdline {
   accel: Accel;
   vcpus: number;
   memoryMiB: number;
+  /** CPU hot-plug room (`-smp N,maxcpus=M`); absent or = vcpus: none. */
+  maxVcpus?: number;
+  /** Memory hot-plug room in MiB, whole DIMMs (`-m N,slots=S,maxmem=N+room`); absent or 0: none. */
+  memoryRoomMiB?: number;
   kernel: string;
   initrd: string;
   image: string;
@@ -82,18 +99,27 @@ export function nameArgs(id: string): string[] {
 
 /**
  * vCPUs and RAM. Guest RAM is a shared memfd (share=on) so that vhost-user devices (virtiofsd) can map it; a
- * private anonymous RAM would make virtio-fs fail.
+ * private anonymous RAM would make virtio-fs fail. Hot-plug room: `maxcpus` empty CPU slots for device_add, and
+ * one DIMM slot per MEMORY_HOTPLUG_BLOCK_MIB of `memoryRoomMiB` (each DIMM is a shared memfd too, see resize()).
+ * Without room the argv is exactly the one without hot-plug.
  */
-export function cpuMemoryArgs(vcpus: number, memoryMiB: number): string[] {
+export function cpuMemoryArgs(vcpus: number, memoryMiB: number, maxVcpus = vcpus, memoryRoomMiB = 0): string[] {
   if (!Number.isInteger(vcpus) || vcpus < 1)
     throw new InvalidArgumentError(`vcpus ${vcpus} must be a positive integer`);
   if (!Number.isInteger(memoryMiB) || memoryMiB < 1)
     throw new InvalidArgumentError(`memoryMiB ${memoryMiB} must be a positive integer`);
+  if (!Number.isInteger(maxVcpus) || maxVcpus < vcpus)
+    throw new InvalidArgumentError(`maxVcpus ${maxVcpus} must be an integer of at least vcpus ${vcpus}`);
+  if (!Number.isInteger(memoryRoomMiB) || memoryRoomMiB < 0 || memoryRoomMiB % MEMORY_HOTPLUG_BLOCK_MIB !== 0)
+    throw new InvalidArgumentError(
+      `memory hot-plug room ${memoryRoomMiB} MiB must be whole DIMMs of ${MEMORY_HOTPLUG_BLOCK_MIB} MiB`,
+    );
+  const slots = memoryRoomMiB / MEMORY_HOTPLUG_BLOCK_MIB;
   return [
     '-smp',
-    String(vcpus),
+    maxVcpus > vcpus ? `${vcpus},maxcpus=${maxVcpus}` : String(vcpus),
     '-m',
-    `${memoryMiB}M`,
+    slots > 0 ? `${memoryMiB}M,slots=${slots},maxmem=${memoryMiB + memoryRoomMiB}M` : `${memoryMiB}M`,
     '-object',
     `memory-backend-memfd,id=${MEMORY_BACKEND_ID},size=${memoryMiB}M,share=on`,
   ];
@@ -211,8 +237,16 @@ export function buildQemuArgv(c: QemuCmdline): string[] {
     ...machineArgs(c.accel),
     ...(c.firmware === undefined ? [] : ['-bios', checkOptionValue('firmware', c.firmware)]),
     ...baseArgs(),
-    ...cpuMemoryArgs(c.vcpus, c.memoryMiB),
-    ...kernelArgs(c.kernel, c.initrd, kernelCommandLine(c.agent.transport, c.kernelParams, c.debug)),
+    ...cpuMemoryArgs(c.vcpus, c.memoryMiB, c.maxVcpus, c.memoryRoomMiB),
+    ...kernelArgs(
+      c.kernel,
+      c.initrd,
+      kernelCommandLine(
+        c.agent.transport,
+        (c.memoryRoomMiB ?? 0) > 0 ? [MEMORY_AUTO_ONLINE_PARAM, ...c.kernelParams] : c.kernelParams,
+        c.debug,
+      ),
+    ),
     ...rootDiskArgs(c.image),
     ...agentArgs(c.agent),
     ...(c.virtiofsSocket === undefined ? [] : virtiofsArgs(c.virtiofsSocket)),

@@ -13,6 +13,7 @@
 import fs from 'node:fs';
 import {
   FailedPreconditionError,
+  InvalidArgumentError,
   InternalError,
   NotImplementedError,
   UnavailableError,
@@ -44,6 +45,7 @@ import {
   type VmConfig,
   type VmExit,
   type VmSize,
+  MEMORY_HOTPLUG_BLOCK_MIB,
 } from '../types';
 import { NOOP_LOGGER, type Logger } from '../../log';
 import { Mutex, abortError, sleep } from '../util';
@@ -117,6 +119,9 @@ export class QemuHypervisor implements Hypervisor {
   readonly #opts: Required<Omit<QemuHypervisorOptions, 'logger' | 'consoleLimits'>>;
   readonly #consoleLimits: Partial<ConsoleLimits>;
   readonly #exitWaiters: Array<(e: VmExit) => void> = [];
+  readonly #resizeLock = new Mutex();
+  /** The next hot-plugged DIMM's number (ids dimm<N>, backends dimm<N>-mem). */
+  #nextDimm = 0;
 
   constructor(opts: QemuHypervisorOptions = {}) {
     this.#log = opts.logger ?? NOOP_LOGGER;
@@ -270,8 +275,76 @@ export class QemuHypervisor implements Hypervisor {
     throw new NotImplementedError(`addDevice(${d.kind}): device hotplug is not implemented yet`);
   }
 
-  async resize(_target: ResizeTarget, _signal?: AbortSignal): Promise<VmSize> {
-    throw new NotImplementedError('resize: CPU and memory hot-plug is not implemented yet');
+  /**
+   * CPU hot-plug: device_add of the CPU type QEMU lists for each empty slot of query-hotpluggable-cpus, lowest
+   * socket/core/thread first. Memory hot-plug: per MEMORY_HOTPLUG_BLOCK_MIB, object-add of a shared memfd backend
+   * (share=on, like the boot RAM, so virtiofsd can map it) and device_add of a pc-dimm on it. Both need the guest's
+   * ACPI (q35); the guest onlines them when asked (AgentClient.onlineCpuMem). Resizes run one at a time.
+   */
+  async resize(target: ResizeTarget, signal?: AbortSignal): Promise<VmSize> {
+    return this.#resizeLock.run(async () => {
+      const s = this.#s;
+      if (!s.cfg || (s.phase !== 'running' && s.phase !== 'paused'))
+        throw new UnavailableError(`resize: QEMU is not running (VM ${s.phase})`);
+      const c = s.cfg;
+      const vcpus = checkTarget('vcpus', target.vcpus);
+      const memoryMiB = checkTarget('memoryMiB', target.memoryMiB);
+      if ((vcpus ?? 0) > c.maxVcpus || (memoryMiB ?? 0) > c.maxMemoryMiB)
+        throw new FailedPreconditionError(
+          `resize to ${vcpus ?? '-'} vCPUs / ${memoryMiB ?? '-'} MiB is beyond the VM's maxima ` +
+            `(maxVcpus ${c.maxVcpus}, maxMemoryMiB ${c.maxMemoryMiB})`,
+        );
+      const qmp = this.#qmp();
+      const check = (): void => {
+        if (signal?.aborted) throw abortError(signal, 'resize');
+      };
+      check();
+      if (vcpus !== undefined) {
+        const slots = parseHotpluggableCpus(await qmp.execute<unknown>('query-hotpluggable-cpus'), c.maxVcpus);
+        const free = slots.filter((slot) => !slot.plugged);
+        let have = slots.length - free.length;
+        for (const slot of free) {
+          if (have >= vcpus) break;
+          check();
+          const id = `cpu-${slot.props['socket-id'] ?? 0}-${slot.props['core-id'] ?? 0}-${slot.props['thread-id'] ?? 0}`;
+          await qmp.execute('device_add', { driver: slot.type, id, ...slot.props });
+          have++;
+          this.#log.info({ id, vcpus: have }, 'hot-plugged a vCPU');
+        }
+      }
+      if (memoryMiB !== undefined) {
+        let now = parseMemorySize(await qmp.execute<unknown>('query-memory-size-summary'));
+        while (now < memoryMiB) {
+          check();
+          const n = this.#nextDimm++;
+          const mem = `dimm${n}-mem`;
+          await qmp.execute('object-add', {
+            'qom-type': 'memory-backend-memfd',
+            id: mem,
+            size: MEMORY_HOTPLUG_BLOCK_MIB * 1024 * 1024,
+            share: true,
+          });
+          try {
+            await qmp.execute('device_add', { driver: 'pc-dimm', id: `dimm${n}`, memdev: mem });
+          } catch (err) {
+            await qmp.execute('object-del', { id: mem }).catch(() => undefined);
+            throw err;
+          }
+          now += MEMORY_HOTPLUG_BLOCK_MIB;
+          this.#log.info({ id: `dimm${n}`, memoryMiB: now }, 'hot-plugged a DIMM');
+        }
+      }
+      const cpus = await qmp.execute<unknown>('query-cpus-fast');
+      if (!Array.isArray(cpus) || cpus.length < 1 || cpus.length > c.maxVcpus)
+        throw new UnavailableError('query-cpus-fast returned a malformed reply');
+      const size = {
+        vcpus: cpus.length,
+        memoryMiB: parseMemorySize(await qmp.execute<unknown>('query-memory-size-summary')),
+      };
+      if (size.memoryMiB > c.memoryMiB + c.memoryRoomMiB)
+        throw new UnavailableError(`QEMU reports ${size.memoryMiB} MiB, more than the VM's room`);
+      return size;
+    });
   }
 
   // ---- utilities --------------------------------------------------------------------------------------------
@@ -346,6 +419,8 @@ export class QemuHypervisor implements Hypervisor {
       accel,
       vcpus: c.vcpus,
       memoryMiB: c.memoryMiB,
+      ...(c.maxVcpus > c.vcpus ? { maxVcpus: c.maxVcpus } : {}),
+      ...(c.memoryRoomMiB > 0 ? { memoryRoomMiB: c.memoryRoomMiB } : {}),
       kernel: c.kernel,
       initrd: c.initrd,
       image: c.image,
@@ -555,4 +630,63 @@ export class QemuHypervisor implements Hypervisor {
     this.#s.exit = exit;
     for (const w of this.#exitWaiters.splice(0)) w(exit);
   }
+}
+
+function checkTarget(what: string, v: number | undefined): number | undefined {
+  if (v === undefined) return undefined;
+  if (!Number.isInteger(v) || v < 0)
+    throw new InvalidArgumentError(`resize: ${what} ${v} must be a non-negative integer`);
+  return v;
+}
+
+interface CpuSlot {
+  type: string;
+  plugged: boolean;
+  props: Record<string, number>;
+}
+
+const CPU_PROPS = ['node-id', 'socket-id', 'die-id', 'cluster-id', 'core-id', 'thread-id'] as const;
+
+/** query-hotpluggable-cpus, checked (QEMU's reply is read like any peer's), sorted by socket, core, thread. */
+export function parseHotpluggableCpus(reply: unknown, maxVcpus: number): CpuSlot[] {
+  const bad = (why: string): never => {
+    throw new UnavailableError(`query-hotpluggable-cpus returned a malformed reply: ${why}`);
+  };
+  if (!Array.isArray(reply) || reply.length > maxVcpus) return bad('not a list of at most maxVcpus slots');
+  const slots = reply.map((e: unknown): CpuSlot => {
+    if (typeof e !== 'object' || e === null) return bad('a slot is not an object');
+    const r = e as Record<string, unknown>;
+    if (typeof r.type !== 'string' || !/^[A-Za-z0-9_.-]{1,64}$/.test(r.type)) return bad('bad CPU type');
+    if (r['vcpus-count'] !== 1) return bad('a slot is not one vCPU');
+    const p = r.props;
+    if (typeof p !== 'object' || p === null) return bad('no props');
+    const props: Record<string, number> = {};
+    for (const [k, v] of Object.entries(p)) {
+      if (!(CPU_PROPS as readonly string[]).includes(k)) return bad(`unknown prop ${k.slice(0, 32)}`);
+      if (!Number.isInteger(v) || (v as number) < 0 || (v as number) > 0xffff) return bad(`bad ${k}`);
+      props[k] = v as number;
+    }
+    return { type: r.type, plugged: r['qom-path'] !== undefined, props };
+  });
+  const key = (sl: CpuSlot): number[] => [
+    sl.props['socket-id'] ?? 0,
+    sl.props['core-id'] ?? 0,
+    sl.props['thread-id'] ?? 0,
+  ];
+  return slots.sort((a, b) => {
+    const ka = key(a);
+    const kb = key(b);
+    for (let i = 0; i < ka.length; i++) if (ka[i] !== kb[i]) return (ka[i] ?? 0) - (kb[i] ?? 0);
+    return 0;
+  });
+}
+
+/** query-memory-size-summary as MiB (boot RAM plus hot-plugged DIMMs). */
+export function parseMemorySize(reply: unknown): number {
+  const r = reply as { 'base-memory'?: unknown; 'plugged-memory'?: unknown } | null;
+  const base = r?.['base-memory'];
+  const plugged = r?.['plugged-memory'] ?? 0;
+  if (!Number.isSafeInteger(base) || !Number.isSafeInteger(plugged) || (base as number) <= 0 || (plugged as number) < 0)
+    throw new UnavailableError('query-memory-size-summary returned a malformed reply');
+  return Math.floor(((base as number) + (plugged as number)) / (1024 * 1024));
 }

@@ -160,6 +160,49 @@ describe('hypervisor/qemu/cmdline', () => {
     });
   });
 
+  describe('hot-plug room', () => {
+    const smpToObject = (argv: string[]): string[] => argv.slice(argv.indexOf('-smp'), argv.indexOf('-kernel'));
+    const append = (argv: string[]): string => argv[argv.indexOf('-append') + 1] ?? '';
+
+    it('none (absent, or maxima equal to the size): the argv is exactly the one without hot-plug', () => {
+      const plain = buildQemuArgv(base);
+      assert.deepEqual(buildQemuArgv({ ...base, maxVcpus: 2, memoryRoomMiB: 0 }), plain);
+      assert.deepEqual(smpToObject(plain), [
+        '-smp',
+        '2',
+        '-m',
+        '512M',
+        '-object',
+        'memory-backend-memfd,id=mem,size=512M,share=on',
+      ]);
+    });
+
+    it('CPUs and memory (golden): maxcpus, one DIMM slot per 128 MiB, maxmem; the guest auto-onlines memory', () => {
+      const argv = buildQemuArgv({ ...base, vcpus: 1, maxVcpus: 2, memoryRoomMiB: 512, kernelParams: ['x=1'] });
+      assert.deepEqual(smpToObject(argv), [
+        '-smp',
+        '1,maxcpus=2',
+        '-m',
+        '512M,slots=4,maxmem=1024M',
+        '-object',
+        'memory-backend-memfd,id=mem,size=512M,share=on',
+      ]);
+      assert.match(append(argv), / hull\.agent=serial memhp_default_state=online x=1$/);
+      assert.deepEqual(smpToObject(buildQemuArgv({ ...base, vcpus: 1, maxVcpus: 4 })).slice(0, 4), [
+        '-smp',
+        '1,maxcpus=4',
+        '-m',
+        '512M',
+      ]);
+      assert.doesNotMatch(append(buildQemuArgv({ ...base, vcpus: 1, maxVcpus: 4 })), /memhp/);
+    });
+
+    it('refuses a room that is not whole DIMMs, or fewer max vCPUs than vCPUs', () => {
+      assert.throws(() => buildQemuArgv({ ...base, memoryRoomMiB: 100 }), InvalidArgumentError);
+      assert.throws(() => buildQemuArgv({ ...base, maxVcpus: 1 }), InvalidArgumentError);
+    });
+  });
+
   it('no share: no vhost-user-fs device and no fs chardev', () => {
     const argv = buildQemuArgv(base);
     assert.ok(!argv.some((w) => w.includes('vhost-user-fs') || w.startsWith('socket,id=fs')));

@@ -39,6 +39,20 @@ describe('hypervisor/config', () => {
     });
   });
 
+  it('hot-plug maxima: default to the size; at least the size; the memory room rounded up to whole 128 MiB DIMMs', () => {
+    const r = resolveConfig(cfg, files(GUEST));
+    assert.deepEqual([r.maxVcpus, r.maxMemoryMiB, r.memoryRoomMiB], [1, 256, 0]);
+    const h = resolveConfig({ ...cfg, maxVcpus: 4, maxMemoryMiB: 1000 }, files(GUEST));
+    assert.deepEqual([h.maxVcpus, h.maxMemoryMiB, h.memoryRoomMiB], [4, 1000, 768]);
+    assert.throws(() => resolveConfig({ ...cfg, vcpus: 2, maxVcpus: 1 }, files(GUEST)), InvalidArgumentError);
+    assert.throws(() => resolveConfig({ ...cfg, maxMemoryMiB: 128 }, files(GUEST)), InvalidArgumentError);
+    assert.throws(() => resolveConfig({ ...cfg, maxVcpus: 2.5 }, files(GUEST)), InvalidArgumentError);
+    assert.throws(() => resolveConfig({ ...cfg, maxVcpus: 256 }, files(GUEST)), InvalidArgumentError);
+    // At most 256 DIMM slots (QEMU's limit).
+    assert.throws(() => resolveConfig({ ...cfg, maxMemoryMiB: 256 + 257 * 128 }, files(GUEST)), /more than 256 DIMMs/);
+    assert.equal(resolveConfig({ ...cfg, maxMemoryMiB: 256 + 256 * 128 }, files(GUEST)).memoryRoomMiB, 256 * 128);
+  });
+
   it('a missing guest file is a FailedPreconditionError naming it and `make guest`', () => {
     for (const missing of ['/g/vmlinuz', '/g/initrd.img', '/g/rootfs.img']) {
       const present: Record<string, 'file' | 'dir'> = { ...GUEST };

@@ -8,6 +8,10 @@
  *   cid-busy=<cid>    fail like QEMU when vhost-vsock's guest CID is taken
  *   crash-after=<ms>  exit with code 3 that long after QMP is up
  *   flood=<MiB>       once QMP is up, write that many MiB of console lines, then a 1 MiB line, then `fake: flood done`
+ *   dimm-fail         device_add of a pc-dimm fails (as when QEMU runs out of slots or address space)
+ * It answers the hot-plug commands (query-hotpluggable-cpus, device_add of a CPU or pc-dimm, object-add/-del,
+ * query-cpus-fast, query-memory-size-summary) from `-smp N,maxcpus=M` and `-m N,slots=S,maxmem=X`, and appends
+ * every QMP command it receives, as a JSON line, to <qmp socket>.log.
  */
 import fs from 'node:fs';
 import path from 'node:path';
@@ -42,6 +46,49 @@ const keepAlive = setInterval(() => undefined, 1000);
 if (mode['no-qmp']) return;
 const qmpPath = opt('-qmp').replace(/^unix:/, '').split(',')[0];
 let status = 'running';
+const [smpN, ...smpOpts] = (opt('-smp') || '1').split(',');
+const maxCpus = Number((smpOpts.find((o) => o.startsWith('maxcpus=')) || 'maxcpus=' + smpN).slice(8));
+const [memSize, ...memOpts] = (opt('-m') || '128M').split(',');
+const MiB = 1024 * 1024;
+const baseMem = parseInt(memSize, 10) * MiB;
+const maxMem = parseInt((memOpts.find((o) => o.startsWith('maxmem=')) || 'maxmem=' + memSize).slice(7), 10) * MiB;
+const cpus = Array.from({ length: maxCpus }, (_, i) => ({ plugged: i < Number(smpN), props: { 'core-id': i, 'thread-id': 0, 'node-id': 0, 'socket-id': 0 } }));
+const objects = new Map();
+const dimms = [];
+const hotplug = (cmd) => {
+  const a = cmd.arguments || {};
+  switch (cmd.execute) {
+    case 'query-hotpluggable-cpus':
+      return { return: cpus.map((c, i) => ({ props: c.props, 'vcpus-count': 1, type: 'max-x86_64-cpu', ...(c.plugged ? { 'qom-path': '/machine/cpu' + i } : {}) })).reverse() };
+    case 'query-cpus-fast':
+      return { return: cpus.flatMap((c, i) => (c.plugged ? [{ 'cpu-index': i, props: c.props, 'qom-path': '/machine/cpu' + i, target: 'x86_64' }] : [])) };
+    case 'query-memory-size-summary':
+      return { return: { 'base-memory': baseMem, 'plugged-memory': dimms.reduce((n, d) => n + d.size, 0) } };
+    case 'object-add':
+      if (objects.has(a.id)) return { error: { class: 'GenericError', desc: 'attempt to add duplicate property ' + a.id } };
+      objects.set(a.id, a);
+      return { return: {} };
+    case 'object-del':
+      objects.delete(a.id);
+      return { return: {} };
+    case 'device_add':
+      if (a.driver === 'pc-dimm') {
+        const mem = objects.get(a.memdev);
+        if (!mem || mode['dimm-fail']) return { error: { class: 'GenericError', desc: 'fake: cannot plug ' + a.id } };
+        if (baseMem + dimms.reduce((n, d) => n + d.size, 0) + mem.size > maxMem) return { error: { class: 'GenericError', desc: 'not enough space' } };
+        dimms.push({ id: a.id, size: mem.size });
+        return { return: {} };
+      }
+      if (a.driver === 'max-x86_64-cpu') {
+        const c = cpus.find((c) => !c.plugged && c.props['core-id'] === a['core-id'] && c.props['socket-id'] === a['socket-id']);
+        if (!c) return { error: { class: 'GenericError', desc: 'fake: no such free CPU slot' } };
+        c.plugged = true;
+        return { return: {} };
+      }
+      return { error: { class: 'GenericError', desc: 'fake: unknown driver ' + a.driver } };
+  }
+  return undefined;
+};
 const server = net.createServer((sock) => {
   const send = (o) => sock.write(JSON.stringify(o) + '\r\n');
   send({ QMP: { version: { qemu: { major: 7, minor: 2, micro: 0 }, package: 'fake' }, capabilities: [] } });
@@ -53,6 +100,9 @@ const server = net.createServer((sock) => {
       const cmd = JSON.parse(buf.slice(0, nl));
       buf = buf.slice(nl + 1);
       const id = cmd.id;
+      fs.appendFileSync(qmpPath + '.log', JSON.stringify({ execute: cmd.execute, arguments: cmd.arguments }) + '\n');
+      const hp = hotplug(cmd);
+      if (hp) { send({ ...hp, id }); continue; }
       switch (cmd.execute) {
         case 'qmp_capabilities': send({ return: {}, id }); break;
         case 'query-status': send({ return: { status, running: status === 'running', singlestep: false }, id }); break;

@@ -9,6 +9,7 @@ import {
   CancelledError,
   DeadlineExceededError,
   FailedPreconditionError,
+  InvalidArgumentError,
   NotImplementedError,
   UnavailableError,
 } from '../../errors';
@@ -355,6 +356,84 @@ describe('hypervisor/qemu/qemu (fake QEMU)', function () {
     await vm.prepare(cfg);
     await assert.rejects(vm.prepare(cfg), FailedPreconditionError);
     await assert.rejects(vm.resume(), FailedPreconditionError);
+  });
+
+  describe('resize (CPU and memory hot-plug)', () => {
+    const qmpLog = (): Array<{ execute: string; arguments?: Record<string, unknown> }> =>
+      fs
+        .readFileSync(path.join(cfg.stateDir, 'qmp.sock.log'), 'utf8')
+        .trim()
+        .split('\n')
+        .map((l) => JSON.parse(l) as { execute: string; arguments?: Record<string, unknown> })
+        .filter((c) => c.execute !== 'qmp_capabilities' && c.execute !== 'query-status');
+
+    it('grows to the target with device_add of CPUs and memfd-backed DIMMs, never shrinks, refuses beyond the maxima', async () => {
+      const vm = make();
+      await vm.prepare({ ...cfg, vcpus: 1, memoryMiB: 512, maxVcpus: 3, maxMemoryMiB: 1024 });
+      await assert.rejects(vm.resize({ vcpus: 2 }), UnavailableError, 'not running yet');
+      await vm.start(AbortSignal.timeout(10_000));
+      assert.deepEqual(await vm.resize({ vcpus: 2, memoryMiB: 700 }), { vcpus: 2, memoryMiB: 768 });
+      assert.deepEqual(qmpLog(), [
+        { execute: 'query-hotpluggable-cpus' },
+        {
+          execute: 'device_add',
+          arguments: {
+            driver: 'max-x86_64-cpu',
+            id: 'cpu-0-1-0',
+            'core-id': 1,
+            'thread-id': 0,
+            'node-id': 0,
+            'socket-id': 0,
+          },
+        },
+        { execute: 'query-memory-size-summary' },
+        {
+          execute: 'object-add',
+          arguments: { 'qom-type': 'memory-backend-memfd', id: 'dimm0-mem', size: 128 * 1024 * 1024, share: true },
+        },
+        { execute: 'device_add', arguments: { driver: 'pc-dimm', id: 'dimm0', memdev: 'dimm0-mem' } },
+        {
+          execute: 'object-add',
+          arguments: { 'qom-type': 'memory-backend-memfd', id: 'dimm1-mem', size: 128 * 1024 * 1024, share: true },
+        },
+        { execute: 'device_add', arguments: { driver: 'pc-dimm', id: 'dimm1', memdev: 'dimm1-mem' } },
+        { execute: 'query-cpus-fast' },
+        { execute: 'query-memory-size-summary' },
+      ]);
+      // A smaller target changes nothing.
+      assert.deepEqual(await vm.resize({ vcpus: 1, memoryMiB: 256 }), { vcpus: 2, memoryMiB: 768 });
+      assert.equal(qmpLog().filter((c) => c.execute === 'device_add' || c.execute === 'object-add').length, 5);
+      // Beyond the maxima: nothing is sent, and the error names them.
+      const before = qmpLog().length;
+      await assert.rejects(vm.resize({ vcpus: 4 }), (err: Error) => {
+        assert.ok(err instanceof FailedPreconditionError);
+        assert.match(err.message, /maxVcpus 3, maxMemoryMiB 1024/);
+        return true;
+      });
+      await assert.rejects(vm.resize({ memoryMiB: 1025 }), FailedPreconditionError);
+      await assert.rejects(vm.resize({ vcpus: 1.5 }), InvalidArgumentError);
+      await assert.rejects(vm.resize({ memoryMiB: -1 }), InvalidArgumentError);
+      assert.equal(qmpLog().length, before);
+      assert.deepEqual(await vm.resize({ vcpus: 3, memoryMiB: 1024 }), { vcpus: 3, memoryMiB: 1024 });
+      await vm.stop({ force: false });
+      await assert.rejects(vm.resize({ vcpus: 3 }), UnavailableError, 'stopped');
+    });
+
+    it('without maxima nothing can grow; a failed DIMM is rolled back (its backend deleted); an abort stops between steps', async () => {
+      const vm = make();
+      await vm.prepare({ ...cfg, memoryMiB: 512, kernelParams: ['fake.mode=dimm-fail'], maxMemoryMiB: 768 });
+      await vm.start(AbortSignal.timeout(10_000));
+      await assert.rejects(vm.resize({ vcpus: 2 }), /maxVcpus 1, maxMemoryMiB 768/);
+      assert.deepEqual(await vm.resize({ vcpus: 1, memoryMiB: 512 }), { vcpus: 1, memoryMiB: 512 });
+      await assert.rejects(vm.resize({ memoryMiB: 640 }), /fake: cannot plug dimm0/);
+      const log = qmpLog();
+      assert.deepEqual(log[log.length - 1], { execute: 'object-del', arguments: { id: 'dimm0-mem' } });
+      const ac = new AbortController();
+      ac.abort();
+      await assert.rejects(vm.resize({ memoryMiB: 640 }, ac.signal), CancelledError);
+      // The next DIMM gets a fresh id: ids are never reused.
+      await assert.rejects(vm.resize({ memoryMiB: 640 }), /fake: cannot plug dimm1/);
+    });
   });
 
   it('stop before start resolves wait() and prevents a later start', async () => {
