@@ -28,6 +28,8 @@ export interface OnlineOptions {
   sysRoot?: string;
   waitMs?: number;
   pollMs?: number;
+  /** Writes a sysfs file (tests make one fail); default fs.writeFileSync. */
+  writeFile?: (file: string, data: string) => void;
 }
 
 export interface OnlineResult {
@@ -35,6 +37,8 @@ export interface OnlineResult {
   memoryBlocks: number;
 }
 
+type Writer = (file: string, data: string) => void;
+const defaultWrite: Writer = (file, data) => fs.writeFileSync(file, data);
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 /** Checks the host's request (it is trusted here, its values are still checked). */
@@ -62,14 +66,14 @@ function readSmall(file: string): string | undefined {
 }
 
 /** One pass over the CPUs: onlines each offline one. Returns how many it onlined; failures are collected. */
-export function onlineCpusOnce(sysRoot: string, failures: string[]): number {
+export function onlineCpusOnce(sysRoot: string, failures: string[], write: Writer = defaultWrite): number {
   const dir = path.join(sysRoot, 'devices/system/cpu');
   let n = 0;
   for (const name of numbered(dir, 'cpu')) {
     const file = path.join(dir, name, 'online');
     if (readSmall(file) !== '0') continue;
     try {
-      fs.writeFileSync(file, '1');
+      write(file, '1');
       n++;
     } catch (err) {
       failures.push(`${name}: ${(err as Error).message}`);
@@ -79,7 +83,7 @@ export function onlineCpusOnce(sysRoot: string, failures: string[]): number {
 }
 
 /** One pass over the memory blocks: onlines each offline one. */
-export function onlineMemoryOnce(sysRoot: string, failures: string[]): number {
+export function onlineMemoryOnce(sysRoot: string, failures: string[], write: Writer = defaultWrite): number {
   const dir = path.join(sysRoot, 'devices/system/memory');
   if (!fs.existsSync(dir)) return 0; // a kernel without memory hot-plug
   let n = 0;
@@ -87,7 +91,7 @@ export function onlineMemoryOnce(sysRoot: string, failures: string[]): number {
     const file = path.join(dir, name, 'state');
     if (readSmall(file) !== 'offline') continue;
     try {
-      fs.writeFileSync(file, 'online');
+      write(file, 'online');
       n++;
     } catch (err) {
       failures.push(`${name}: ${(err as Error).message}`);
@@ -101,12 +105,13 @@ export async function onlineCpuMem(req: OnlineRequest, opts: OnlineOptions = {})
   const sysRoot = opts.sysRoot ?? '/sys';
   const deadline = Date.now() + (opts.waitMs ?? ONLINE_WAIT_MS);
   const failures: string[] = [];
-  let cpus = onlineCpusOnce(sysRoot, failures);
+  const write = opts.writeFile ?? defaultWrite;
+  let cpus = onlineCpusOnce(sysRoot, failures, write);
   while (wait && cpus < nbCpus && failures.length === 0 && Date.now() < deadline) {
     await sleep(opts.pollMs ?? ONLINE_POLL_MS);
-    cpus += onlineCpusOnce(sysRoot, failures);
+    cpus += onlineCpusOnce(sysRoot, failures, write);
   }
-  const memoryBlocks = cpuOnly ? 0 : onlineMemoryOnce(sysRoot, failures);
+  const memoryBlocks = cpuOnly ? 0 : onlineMemoryOnce(sysRoot, failures, write);
   if (failures.length > 0)
     throw new StatusError(Code.INTERNAL, `onlining failed: ${failures.slice(0, 4).join('; ')}`.slice(0, 1024));
   if (wait && cpus < nbCpus)

@@ -11,7 +11,7 @@
  */
 import { Code, Server, StatusError } from 'ttrpc-ts';
 import { initGuest, loadVsockModules, networkReady } from './init';
-import { onlineCpuMem } from './hotplug';
+import { checkOnlineRequest, onlineCpuMem } from './hotplug';
 import { GuestNetwork } from './network';
 import { log } from './log';
 import { SerialPortListener, waitForSerialPort } from './port';
@@ -84,8 +84,10 @@ async function main(): Promise<void> {
     reaper: () => reaper,
     // Nor online the host's CPUs and memory.
     onlineCpuMem: testSocket
-      ? () =>
-          Promise.reject(new StatusError(Code.FAILED_PRECONDITION, 'CPUs and memory are onlined only inside the guest'))
+      ? async (req) => {
+          checkOnlineRequest(req);
+          throw new StatusError(Code.FAILED_PRECONDITION, 'CPUs and memory are onlined only inside the guest');
+        }
       : async (req) => {
           const r = await onlineCpuMem(req);
           log.info('onlined hot-plugged CPUs and memory', { cpus: r.cpus, memoryBlocks: r.memoryBlocks });

@@ -169,6 +169,21 @@ describe('agent client against the real agent (host test mode)', function () {
     await assert.rejects(client.listRoutes(), FailedPreconditionError);
   });
 
+  it("OnlineCPUMem: nbCpus checked on both sides, then refused outside the guest: the host's CPUs are never touched", async () => {
+    for (const nbCpus of [-1, 1.5, 289])
+      await assert.rejects(client.onlineCpuMem({ nbCpus, cpuOnly: false, wait: true }), InvalidArgumentError);
+    await assert.rejects(
+      client.onlineCpuMem({ nbCpus: 1, cpuOnly: false, wait: true }),
+      (e: Error) => e instanceof FailedPreconditionError && /only inside the guest/.test(e.message),
+    );
+  });
+
+  it('GuestInfo reports the online CPUs and MemTotal', async () => {
+    const details = await client.guestDetails();
+    assert.equal(details.onlineCpus, os.cpus().length);
+    assert.equal(details.memTotalMiB, Math.floor(os.totalmem() / (1024 * 1024)));
+  });
+
   it("SetGuestDateTime is refused outside the guest: the host's clock is never set", async () => {
     await assert.rejects(
       client.setGuestDateTime(new Date(1_700_000_000_000)),
