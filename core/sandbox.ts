@@ -27,6 +27,7 @@ import type {
   OciSpec,
 } from '../agent-client';
 import { isBindMount, shareVolumes, type FsShare } from '../fs-share';
+import { MAX_MEMORY_SLOTS } from '../hypervisor/config';
 import { processStartTime } from '../hypervisor/process';
 import type { Hypervisor, SpawnedHelper, VmConfig } from '../hypervisor/types';
 import type { Logger } from '../log';
@@ -376,7 +377,7 @@ export class Sandbox {
     const config = sized.vm;
     if (cgroup) this.checkMemoryFits(cgroup, config.memoryMiB, sizing.extraMemoryMiB);
     const boot = { vcpus: config.vcpus, memoryMiB: config.memoryMiB };
-    const limits = hotplugLimits(configured, boot, host, MEMORY_HOTPLUG_BLOCK_MIB);
+    const limits = hotplugLimits(configured, boot, host, MEMORY_HOTPLUG_BLOCK_MIB, MAX_MEMORY_SLOTS);
     delete config.maxVcpus;
     delete config.maxMemoryMiB;
     if (limits) {

@@ -75,13 +75,15 @@ export function vmTarget(base: VmResources, pod: PodSizing, needs: Iterable<VmRe
 /**
  * The hot-plug room from `[hypervisor] default_maxvcpus` / `default_maxmemory` (0 = none), capped at the host's
  * CPUs and memory, never below the boot size, and memory a whole number of `blockMiB` DIMMs above the boot size (so
- * that a growth rounded up to whole DIMMs stays within it). Undefined when neither key asks for hot-plug.
+ * that a growth rounded up to whole DIMMs stays within it) and at most `maxBlocks` of them (QEMU's DIMM slots).
+ * Undefined when neither key asks for hot-plug.
  */
 export function hotplugLimits(
   configured: { maxVcpus?: number; maxMemoryMiB?: number },
   boot: VmResources,
   host: { cpus: number; memoryMiB: number },
   blockMiB: number,
+  maxBlocks: number,
 ): HotplugLimits | undefined {
   const cv = configured.maxVcpus ?? 0;
   const cm = configured.maxMemoryMiB ?? 0;
@@ -89,7 +91,7 @@ export function hotplugLimits(
   const room = cm > 0 ? Math.max(0, Math.min(cm, host.memoryMiB) - boot.memoryMiB) : 0;
   return {
     maxVcpus: cv > 0 ? Math.max(boot.vcpus, Math.min(cv, host.cpus)) : boot.vcpus,
-    maxMemoryMiB: boot.memoryMiB + Math.floor(room / blockMiB) * blockMiB,
+    maxMemoryMiB: boot.memoryMiB + Math.min(Math.floor(room / blockMiB), maxBlocks) * blockMiB,
     configuredVcpus: cv,
     configuredMemoryMiB: cm,
     hostCpus: host.cpus,

@@ -40,16 +40,22 @@ describe('core/vm-size: hot-plug sizing', () => {
   it('the room: capped at the host, at least the boot size, memory in whole DIMMs above it; none without the keys', () => {
     const boot = { vcpus: 2, memoryMiB: 512 };
     const host = { cpus: 4, memoryMiB: 8192 };
-    assert.equal(hotplugLimits({}, boot, host, 128), undefined);
-    assert.equal(hotplugLimits({ maxVcpus: 0, maxMemoryMiB: 0 }, boot, host, 128), undefined);
-    const l = hotplugLimits({ maxVcpus: 16, maxMemoryMiB: 1000 }, boot, host, 128)!;
+    assert.equal(hotplugLimits({}, boot, host, 128, 256), undefined);
+    assert.equal(hotplugLimits({ maxVcpus: 0, maxMemoryMiB: 0 }, boot, host, 128, 256), undefined);
+    const l = hotplugLimits({ maxVcpus: 16, maxMemoryMiB: 1000 }, boot, host, 128, 256)!;
     assert.equal(l.maxVcpus, 4);
     assert.equal(l.maxMemoryMiB, 512 + 3 * 128);
-    const small = hotplugLimits({ maxVcpus: 1, maxMemoryMiB: 100 }, boot, host, 128)!;
+    const small = hotplugLimits({ maxVcpus: 1, maxMemoryMiB: 100 }, boot, host, 128, 256)!;
     assert.deepEqual([small.maxVcpus, small.maxMemoryMiB], [2, 512], 'never below the boot size');
-    const cpuOnly = hotplugLimits({ maxVcpus: 3 }, boot, host, 128)!;
+    const cpuOnly = hotplugLimits({ maxVcpus: 3 }, boot, host, 128, 256)!;
     assert.deepEqual([cpuOnly.maxVcpus, cpuOnly.maxMemoryMiB], [3, 512]);
-    assert.equal(hotplugLimits({ maxMemoryMiB: 99_999 }, boot, host, 128)!.maxMemoryMiB, 512 + 60 * 128);
+    assert.equal(hotplugLimits({ maxMemoryMiB: 99_999 }, boot, host, 128, 256)!.maxMemoryMiB, 512 + 60 * 128);
+    const big = { cpus: 64, memoryMiB: 1024 * 1024 };
+    assert.equal(
+      hotplugLimits({ maxMemoryMiB: 512 * 1024 }, boot, big, 128, 256)!.maxMemoryMiB,
+      512 + 256 * 128,
+      "at most QEMU's 256 DIMM slots",
+    );
   });
 
   it('memory grows in whole DIMMs', () => {
