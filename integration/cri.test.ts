@@ -18,7 +18,7 @@ import http from 'node:http';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { DEFAULT_MEMORY_MIB, DEFAULT_VCPUS } from '../core/config';
+import { DEFAULT_MEMORY_MIB, DEFAULT_MEMORY_OVERHEAD_MIB, DEFAULT_VCPUS } from '../core/config';
 import { hostCgroupLayout } from '../core/host-cgroup';
 import { mountsUnder } from '../fs-share';
 import {
@@ -941,6 +941,14 @@ describe('cri: pods through containerd CRI (runtime.v1)', function () {
       return { cpus: Number(m[1]), memKiB: Number(m[2]) };
     };
     let base = { cpus: 0, memKiB: 0 };
+    /** The guest's size once it shows at least `memKiB` (a DIMM's blocks appear ~0.3 s after device_add), up to 10 s. */
+    const sizeAtLeast = async (id: string, memKiB: number): Promise<{ cpus: number; memKiB: number }> => {
+      for (let i = 0; ; i++) {
+        const s = await size(id);
+        if (s.memKiB >= memKiB || i >= 50) return s;
+        await sleep(200);
+      }
+    };
 
     before(async function () {
       if (DEFAULT_VCPUS !== 1 || os.availableParallelism() < MAX_VCPUS) this.skip();
@@ -969,7 +977,7 @@ describe('cri: pods through containerd CRI (runtime.v1)', function () {
       hp.limited = await startContainer(hp.pod, hp.config, 'limited', ['sleep', '3600'], {
         resources: { cpuPeriod: 100_000, cpuQuota: 100_000, memoryLimitInBytes: 256 << 20 },
       });
-      const grown = await size(hp.limited);
+      const grown = await sizeAtLeast(hp.limited, base.memKiB + 256 * 1024 * 0.95);
       assert.equal(grown.cpus, 2, 'quota/period 1 added a vCPU');
       const addedMiB = (grown.memKiB - base.memKiB) / 1024;
       assert.ok(addedMiB > 256 * 0.95 && addedMiB <= 256, `MemTotal grew by ${addedMiB.toFixed(1)} MiB for 256 MiB`);
@@ -983,7 +991,7 @@ describe('cri: pods through containerd CRI (runtime.v1)', function () {
         containerId: hp.plain,
         linux: { memoryLimitInBytes: 128 << 20 }, // no CPU quota: the 2 vCPUs are the maximum already
       });
-      const after = await size(hp.plain);
+      const after = await sizeAtLeast(hp.plain, before.memKiB + 128 * 1024 * 0.95);
       const addedMiB = (after.memKiB - before.memKiB) / 1024;
       assert.ok(addedMiB > 128 * 0.95 && addedMiB <= 128, `MemTotal grew by ${addedMiB.toFixed(1)} MiB for 128 MiB`);
       // The guest's cgroup v2 root is /sys/fs/cgroup in the container (no cgroup namespace): its own is below it.
@@ -1024,6 +1032,9 @@ describe('cri: pods through containerd CRI (runtime.v1)', function () {
     const tag = crypto.randomBytes(4).toString('hex');
     const PARENT = `/hull-test-${tag}`;
     const SMALL = `/hull-test-${tag}-small`;
+    /** Room for the boot VM (base memory + memory_overhead, the defaults) and one DIMM of hot-plug. */
+    const GROW = `/hull-test-${tag}-grow`;
+    const GROW_LIMIT_MIB = DEFAULT_MEMORY_MIB + DEFAULT_MEMORY_OVERHEAD_MIB + 128;
     const PARENT_LIMIT_MIB = 2048;
     const layout = hostCgroupLayout();
     const memoryHier = layout.hierarchies.find((h) => h.version === 2 || h.controllers.includes('memory'))!;
@@ -1053,11 +1064,13 @@ describe('cri: pods through containerd CRI (runtime.v1)', function () {
           : [],
       );
     const main = { pod: '', ip: '', config: {} as cri.IPodSandboxConfig };
+    const grow = { pod: '' };
 
     before(function () {
       for (const [parent, mib] of [
         [PARENT, PARENT_LIMIT_MIB],
         [SMALL, 300],
+        [GROW, GROW_LIMIT_MIB],
       ] as const) {
         for (const h of layout.hierarchies) fs.mkdirSync(path.join(h.mountPoint, parent));
         fs.writeFileSync(
@@ -1074,7 +1087,12 @@ describe('cri: pods through containerd CRI (runtime.v1)', function () {
           .stopPodSandbox(main.pod)
           .then(() => client.removePodSandbox(main.pod))
           .catch(() => undefined);
-      for (const parent of [PARENT, SMALL]) {
+      if (grow.pod)
+        await client
+          .stopPodSandbox(grow.pod)
+          .then(() => client.removePodSandbox(grow.pod))
+          .catch(() => undefined);
+      for (const parent of [PARENT, SMALL, GROW]) {
         for (const d of leftover(parent)) fs.rmdirSync(d);
         for (const h of layout.hierarchies) {
           try {
@@ -1099,6 +1117,51 @@ describe('cri: pods through containerd CRI (runtime.v1)', function () {
       });
       for (let i = 0; i < 100 && leftover(SMALL).length > 0; i++) await sleep(100);
       assert.deepEqual(leftover(SMALL), [], 'no sandbox cgroup is left');
+    });
+
+    it("hot-plug never grows the VM past the pod's cgroup: a container whose limit would is refused, naming the limit and the need", async function () {
+      if (DEFAULT_VCPUS !== 1) this.skip();
+      const original = fs.readFileSync(ctd.hullConfig, 'utf8');
+      fs.writeFileSync(ctd.hullConfig, `${original}\n[hypervisor]\ndefault_maxvcpus = 2\ndefault_maxmemory = 4096\n`);
+      const config = podConfig('cg-grow', 'cg-grow', { cgroupParent: GROW });
+      try {
+        grow.pod = await ctd.cri!.runPod(config, 'hull');
+      } finally {
+        fs.writeFileSync(ctd.hullConfig, original);
+      }
+      const memTotal = async (id: string): Promise<number> => {
+        const r = await exec(id, ['sh', '-c', 'grep ^MemTotal: /proc/meminfo']);
+        return Number(/MemTotal:\s+(\d+) kB/.exec(r.stdout)?.[1]);
+      };
+      const probe = await startContainer(grow.pod, config, 'probe', ['sleep', '3600']);
+      const baseKiB = await memTotal(probe);
+      await assert.rejects(
+        startContainer(grow.pod, config, 'big', ['sleep', '3600'], { resources: { memoryLimitInBytes: 200 << 20 } }),
+        (e: CriError) => {
+          assert.equal(e.code, CriStatus.FAILED_PRECONDITION, e.message);
+          const need = DEFAULT_MEMORY_MIB + 256 + DEFAULT_MEMORY_OVERHEAD_MIB;
+          assert.match(e.details, new RegExp(`would grow to ${DEFAULT_MEMORY_MIB + 256} MiB of guest memory`));
+          assert.match(
+            e.details,
+            new RegExp(`= ${need} MiB, more than the memory limit of its cgroup .*, ${GROW_LIMIT_MIB} MiB`),
+          );
+          return true;
+        },
+      );
+      // One DIMM fits: the container is made and the guest has it.
+      const small = await startContainer(grow.pod, config, 'small', ['sleep', '3600'], {
+        resources: { memoryLimitInBytes: 100 << 20 },
+      });
+      // The DIMM's memory blocks appear in the guest a moment after QMP's device_add (about 0.3 s, hypervisor/README.md).
+      let kib = 0;
+      for (let i = 0; i < 50 && kib < baseKiB + 120 * 1024; i++) {
+        if (i > 0) await sleep(200);
+        kib = await memTotal(small);
+      }
+      assert.ok(kib >= baseKiB + 120 * 1024, `MemTotal ${kib} kB, ${baseKiB} kB before one 128 MiB DIMM`);
+      await client.stopPodSandbox(grow.pod);
+      await client.removePodSandbox(grow.pod);
+      grow.pod = '';
     });
 
     it("QEMU (every thread), virtiofsd and the shim daemon are in the pod's cgroup in every hierarchy", async function () {
