@@ -95,6 +95,21 @@ describe('agent/hotplug (OnlineCPUMem)', () => {
     assert.equal(memState(8), 'online', 'the memory is onlined still');
   });
 
+  it('a memory block the guest kernel onlines while the agent writes (EINVAL) counts as onlined, not a failure', async () => {
+    addCpu(4, '0');
+    addMem(8, 'offline');
+    const writeFile = (file: string, data: string): void => {
+      if (file.includes('memory8')) {
+        fs.writeFileSync(file, 'online'); // the kernel (memhp_default_state=online) got there first
+        throw new Error('EINVAL: invalid argument, write');
+      }
+      fs.writeFileSync(file, data);
+    };
+    const r = await onlineCpuMem({ nbCpus: 1, wait: true }, { sysRoot: root, waitMs: 5000, writeFile });
+    assert.equal(memState(8), 'online');
+    assert.equal(r.memoryBlocks, 1);
+  });
+
   it('checks the host request: nb_cpus an integer in [0, 1024]', async () => {
     for (const nbCpus of [-1, 1.5, 1025, Number.NaN])
       await assert.rejects(onlineCpuMem({ nbCpus }, { sysRoot: root }), code(Code.INVALID_ARGUMENT));
