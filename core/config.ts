@@ -44,8 +44,8 @@ export const DEFAULT_MEMORY_MIB = 512;
  * limits are updated, each capped at the host's CPUs and memory when a VM starts. 0 = no hot-plug: the VM keeps the
  * size it booted with and an Update beyond it is refused (the behaviour before hot-plug).
  */
-export const DEFAULT_MAX_VCPUS = 0;
-export const DEFAULT_MAX_MEMORY_MIB = 0;
+export const DEFAULT_MAX_VCPUS = 255;
+export const DEFAULT_MAX_MEMORY_MIB = 32768;
 /**
  * What a pod's VM takes on the host beyond its guest memory, for the pod's cgroup memory check (core/sandbox.ts):
  * QEMU's own memory (measured on this TCG host with a 512 MiB guest: 239 MiB of RSS outside the guest RAM mapping,

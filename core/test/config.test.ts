@@ -65,8 +65,8 @@ describe('core/config', () => {
           kernelParams: [],
           defaultVcpus: 1,
           defaultMemoryMiB: 512,
-          maxVcpus: 0,
-          maxMemoryMiB: 0,
+          maxVcpus: 255,
+          maxMemoryMiB: 32768,
           accel: 'auto',
           sharedFs: 'virtio-fs',
           virtioFsDaemon: '/usr/lib/qemu/virtiofsd',
@@ -430,6 +430,8 @@ describe('core/config', () => {
         virtiofsdPath: '/usr/lib/qemu/virtiofsd',
         seccomp: true,
         qemuUser: 'nobody',
+        maxVcpus: 255,
+        maxMemoryMiB: 32768,
         debug: true,
       });
       vm.kernelParams.push('mutable'); // a copy: the frozen configuration is untouched
@@ -437,7 +439,10 @@ describe('core/config', () => {
     });
 
     it('passes the hot-plug maxima on only when they are set (0 = no hot-plug: no maxVcpus/maxMemoryMiB at all)', () => {
-      const off = toVmConfig(config, { id: 'p', stateDir: '/s' });
+      const off = toVmConfig(parse('[hypervisor]\ndefault_maxvcpus = 0\ndefault_maxmemory = 0\n'), {
+        id: 'p',
+        stateDir: '/s',
+      });
       assert.ok(!('maxVcpus' in off) && !('maxMemoryMiB' in off));
       const on = toVmConfig(parse('[hypervisor]\ndefault_maxvcpus = 4\ndefault_maxmemory = 4096\n'), {
         id: 'p',
@@ -445,7 +450,10 @@ describe('core/config', () => {
       });
       assert.equal(on.maxVcpus, 4);
       assert.equal(on.maxMemoryMiB, 4096);
-      const cpuOnly = toVmConfig(parse('[hypervisor]\ndefault_maxvcpus = 2\n'), { id: 'p', stateDir: '/s' });
+      const cpuOnly = toVmConfig(parse('[hypervisor]\ndefault_maxvcpus = 2\ndefault_maxmemory = 0\n'), {
+        id: 'p',
+        stateDir: '/s',
+      });
       assert.equal(cpuOnly.maxVcpus, 2);
       assert.ok(!('maxMemoryMiB' in cpuOnly));
       assert.throws(() => parse('[hypervisor]\ndefault_maxvcpus = 256\n'), /hypervisor\.default_maxvcpus/);
