@@ -1,5 +1,4 @@
 /** Small helpers shared by the driver: abort-aware waits and connects, bounded tails of output. */
-import fs from 'node:fs';
 import net from 'node:net';
 import { CancelledError, DeadlineExceededError, ShimError } from '../errors';
 
@@ -104,29 +103,6 @@ export class TailBuffer {
   }
   toString(): string {
     return this.#text.length > this.maxBytes ? this.#text.slice(-this.maxBytes) : this.#text;
-  }
-}
-
-/** The last `maxLines` non-empty lines of a file, reading at most its last `maxBytes`; [] when it is missing. */
-export async function readTailLines(file: string, maxLines = 40, maxBytes = 64 * 1024): Promise<string[]> {
-  let fh: fs.promises.FileHandle | undefined;
-  try {
-    fh = await fs.promises.open(file, 'r');
-    const { size } = await fh.stat();
-    const length = Math.min(size, maxBytes);
-    const buf = Buffer.alloc(length);
-    await fh.read(buf, 0, length, size - length);
-    const lines = buf
-      .toString('utf8')
-      .split(/\r?\n/)
-      .map((l) => l.replace(/\r/g, ''))
-      .filter((l) => l.trim() !== '');
-    if (size > maxBytes) lines.shift(); // probably cut in the middle
-    return lines.slice(-maxLines);
-  } catch {
-    return [];
-  } finally {
-    await fh?.close();
   }
 }
 
