@@ -291,6 +291,16 @@ export class K8sStream {
     this.#write(Opcode.binary, Buffer.concat([Buffer.from([channel]), bytes]));
   }
 
+  /**
+   * Sends unless the server has already closed the stream (it may answer and close before a client's first byte, as
+   * a port-forward to a refused port does); returns whether the data went out.
+   */
+  sendIfOpen(data: string | Buffer, channel: number = Channel.stdin): boolean {
+    if (this.#closeSent || this.#socket.destroyed) return false;
+    this.send(data, channel);
+    return true;
+  }
+
   stdin(data: string | Buffer): void {
     this.send(data, Channel.stdin);
   }
