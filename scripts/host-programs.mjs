@@ -194,6 +194,15 @@ export const PROGRAMS = [
   { name: 'xz', path: '/usr/bin/xz', package: 'xz-utils', why: 'guest/host.ts: xz-compressed kernel modules' },
   { name: 'zstd', path: '/usr/bin/zstd', package: 'zstd', why: 'guest/host.ts: zstd-compressed kernel modules' },
 
+  // Observability: a real Prometheus scrapes hull-monitor in the metrics tests.
+  {
+    name: 'prometheus',
+    path: '/usr/bin/prometheus',
+    package: 'prometheus',
+    why: 'integration: a real Prometheus server scraping hull-monitor',
+  },
+  { name: 'promtool', path: '/usr/bin/promtool', package: 'prometheus', why: 'integration: promtool check metrics' },
+
   // Small tools of tests and integration helpers.
   { name: 'tar', path: '/usr/bin/tar', package: 'tar', why: 'integration/lib/containerd.ts: the pause image layer' },
   { name: 'mkfifo', path: '/usr/bin/mkfifo', package: 'coreutils', why: 'integration/lib/runc-shim.ts, core tests' },
