@@ -33,6 +33,8 @@ import {
 } from './network';
 import { parsePidList, toGrpcResources } from './resources';
 import { timeoutFor } from './timeouts';
+import { timedCall } from './rpc-timing';
+import { parseGuestMetrics, MAX_TEXT_BYTES, type GuestMetrics } from './guest-metrics';
 import { grpcProcessFromOci, grpcSpecFromOci, type OciMount, type OciProcess, type OciSpec } from './oci';
 import type {
   AgentClient,
@@ -176,7 +178,9 @@ export class KataAgentClient implements AgentClient {
   ): Promise<Res> {
     const timeoutMs = timeoutFor(desc.method);
     try {
-      return await this.client.call(desc, request, timeoutMs ? { timeoutMs, ...options } : options);
+      return await timedCall(desc.method, () =>
+        this.client.call(desc, request, timeoutMs ? { timeoutMs, ...options } : options),
+      );
     } catch (err) {
       throw classifyAgentError(err, desc.method);
     }
@@ -226,6 +230,12 @@ export class KataAgentClient implements AgentClient {
       onlineCpus: info.onlineCpus ?? 0,
       memTotalMiB: info.memTotalMib ?? 0,
     };
+  }
+
+  /** The guest's memory, CPU and load figures (GetMetrics), parsed as untrusted (guest-metrics.ts). */
+  async guestMetrics(options: { timeoutMs?: number } = {}): Promise<GuestMetrics> {
+    const res = await this.call(AgentService.GetMetrics, {}, options.timeoutMs ? { timeoutMs: options.timeoutMs } : {});
+    return parseGuestMetrics((res.metrics ?? '').slice(0, MAX_TEXT_BYTES));
   }
 
   async createSandbox(spec: SandboxSpec): Promise<void> {

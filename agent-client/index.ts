@@ -27,3 +27,5 @@ export type {
   RouteScope,
   RouteSpec,
 } from './network';
+export { observeAgentCalls, timedCall, type AgentCallObserver } from './rpc-timing';
+export { GUEST_METRIC_NAMES, parseGuestMetrics, type GuestMetricName, type GuestMetrics } from './guest-metrics';

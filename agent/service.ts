@@ -11,6 +11,7 @@ import { DiagnosticsService, PortForwardService, ProcessesService } from '../pro
 import type { DebugHooks } from './debug-hooks';
 import { SHARED_ROOT } from './init';
 import { log } from './log';
+import { guestMetricsText } from './metrics';
 import type { Reaper } from './reaper';
 import type { Containers } from './container';
 import type { GuestNetwork } from './network';
@@ -73,6 +74,7 @@ export function registerServices(server: Server, ctx: AgentContext): void {
       return {};
     },
     StatsContainer: (req) => ({ cgroupStats: ctx.containers.stats(req), networkStats: [] }),
+    GetMetrics: () => ({ metrics: guestMetricsText() }),
     PauseContainer: async (req) => {
       await ctx.containers.pause(req);
       return {};

@@ -1,4 +1,10 @@
-export { Sandbox, type CreateRequest, type ProcessState, type SandboxOptions } from './sandbox';
+export {
+  Sandbox,
+  type CreateRequest,
+  type ProcessState,
+  type SandboxMetricsView,
+  type SandboxOptions,
+} from './sandbox';
 export { SandboxVm, describeExit, type AgentDialer, type BootOptions, type BootTimings } from './vm';
 export { Process, type ExitInfo, type ProcessStatus } from './process';
 export { ProcessIo, stdioTarget } from './stdio';

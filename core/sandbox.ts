@@ -114,6 +114,17 @@ export interface SandboxOptions {
   crash?: Crash;
 }
 
+/** Sandbox.metricsView(): a moment's view for the shim's metrics. */
+export interface SandboxMetricsView {
+  helpers: { name: string; pid: number }[];
+  vm: VmResources | undefined;
+  memoryOverheadMiB: number;
+  /** Milliseconds from the start of boot: QEMU running, the agent answering, the sandbox's container made. */
+  boot: { qemuStartedMs: number; agentReadyMs: number; sandboxCreatedMs?: number } | undefined;
+  containerIds: string[];
+  agent: AgentClient | undefined;
+}
+
 export interface CreateRequest {
   id: string;
   bundle: string;
@@ -796,6 +807,28 @@ export class Sandbox {
       }
     }
     await c.update(wanted);
+  }
+
+  /**
+   * What the shim's metrics read when scraped (nothing is sampled in between): the helper processes (QEMU,
+   * virtiofsd) by pid, the VM's size, its boot phases, the containers and the agent (undefined without a VM).
+   */
+  metricsView(): SandboxMetricsView {
+    const own = this.containers.get(this.o.id);
+    return {
+      helpers: (this.record.helpers ?? []).map((h) => ({ name: h.name, pid: h.pid })),
+      vm: this.vmSize ? { ...this.vmSize } : undefined,
+      memoryOverheadMiB: this.o.memoryOverheadMiB ?? 0,
+      boot: this.vm
+        ? {
+            qemuStartedMs: this.vm.timings.qemuStartedMs,
+            agentReadyMs: this.vm.timings.agentReadyMs,
+            ...(own ? { sandboxCreatedMs: own.timings.createMs } : {}),
+          }
+        : undefined,
+      containerIds: [...this.containers.keys()],
+      agent: this.vm?.agent,
+    };
   }
 
   async stats(id: string): Promise<ContainerStats> {

@@ -30,6 +30,7 @@ const ALLOWED = {
   integration: ['integration', 'core', 'hypervisor', 'agent-client', 'fs-share', 'vsock', 'netns', ...LOWER],
   bench: ['bench', 'integration', 'core', 'hypervisor', 'agent-client', 'fs-share', ...LOWER],
   scripts: ['scripts', ...LOWER],
+  monitor: ['monitor', ...LOWER],
 };
 const PACKAGE_LAYERS = { 'ttrpc-ts': 'ttrpc', 'hull-vsock': 'vsock', 'hull-netns': 'netns' };
 /** Layers that are packages of their own: Node built-ins only (their tests may use their devDependencies). */

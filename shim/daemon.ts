@@ -14,6 +14,7 @@ import type { ShimFlags } from './flags';
 import { openLogger } from './logger';
 import { EventPublisher } from './publisher';
 import { TaskServiceImpl } from './task-service';
+import { startMetrics } from './metrics-wiring';
 
 const LISTEN_FD = 3;
 
@@ -24,10 +25,12 @@ export async function runDaemon(flags: ShimFlags, binDir: string): Promise<void>
   const publisher = new EventPublisher(process.env.TTRPC_ADDRESS || `${flags.address}.ttrpc`, flags.namespace, logger);
   const server = new Server({ onError: (err, where) => logger.debug({ ...where, error: errorMessage(err) }, 'ttrpc') });
 
+  const metrics = startMetrics(logger);
   let exiting = false;
   const exit = async (code: number): Promise<void> => {
     if (exiting) return;
     exiting = true;
+    metrics.close();
     await publisher.close();
     await server.shutdown({ timeoutMs: 1_000 });
     fs.rmSync(sockPath, { force: true });
@@ -46,8 +49,9 @@ export async function runDaemon(flags: ShimFlags, binDir: string): Promise<void>
     publisher,
     onShutdown: () => void exit(0),
     onDebug: () => (logger.level = 'debug'),
+    onSandbox: (sandbox) => metrics.serve(sandbox),
   });
-  server.register(TaskService, service.implementation());
+  server.register(TaskService, metrics.timeTaskRpcs(service.implementation()));
 
   if (flags.socket) {
     await server.listen(flags.socket);
@@ -62,6 +66,7 @@ export async function runDaemon(flags: ShimFlags, binDir: string): Promise<void>
 
   const terminate = (signal: string): void => {
     logger.info({ signal }, 'tearing the sandbox down');
+    metrics.close();
     void service
       .teardown()
       .catch((err: unknown) => logger.error({ error: errorMessage(err) }, 'teardown'))

@@ -45,6 +45,8 @@ export interface TaskServiceOptions {
   onShutdown(): void;
   /** The configuration asks for debug logs (containerd's -debug flag is the other way). */
   onDebug?(): void;
+  /** The sandbox exists and its folder too (its own container was created): the daemon starts its metrics. */
+  onSandbox?(sandbox: Sandbox): void;
   /** Makes the sandbox at the first Create (default: from hull's configuration, over QEMU); the fuzzer passes fakes. */
   makeSandbox?(configPath: string, events: (e: SandboxEvent) => void): Sandbox;
 }
@@ -178,6 +180,7 @@ export class TaskServiceImpl {
             ? this.o.makeSandbox(configPath, (e) => this.publish(e))
             : this.makeSandbox(configPath);
         }
+        const first = id === this.o.id && this.sandbox.empty;
         const pid = await this.sandbox.create({
           id,
           bundle: req.bundle ?? '',
@@ -194,6 +197,7 @@ export class TaskServiceImpl {
             terminal: req.terminal ?? false,
           },
         });
+        if (first) this.o.onSandbox?.(this.sandbox);
         return { pid };
       }),
       Start: wrap(async (req) => ({ pid: await sb(req.id).start(req.id ?? '', req.execId ?? '') })),
