@@ -53,8 +53,7 @@ export function guestMetricsText(procRoot = '/proc'): string {
   if (cpus > 0) lines.push(`guest_cpus_online ${cpus}`);
   const load = read(`${procRoot}/loadavg`).trim().split(/\s+/);
   ['guest_load1', 'guest_load5', 'guest_load15'].forEach((name, i) => {
-    const v = Number(load[i]);
-    if (load[i] !== undefined && Number.isFinite(v)) lines.push(`${name} ${v}`);
+    if (/^\d+(\.\d+)?$/.test(load[i] ?? '')) lines.push(`${name} ${Number(load[i])}`);
   });
   const procs = /^(\d+)\/(\d+)$/.exec(load[3] ?? '');
   if (procs) lines.push(`guest_procs_running ${Number(procs[1])}`, `guest_procs_total ${Number(procs[2])}`);

@@ -201,7 +201,12 @@ export const PROGRAMS = [
     package: 'prometheus',
     why: 'integration: a real Prometheus server scraping hull-monitor',
   },
-  { name: 'promtool', path: '/usr/bin/promtool', package: 'prometheus', why: 'integration: promtool check metrics' },
+  {
+    name: 'promtool',
+    path: '/usr/bin/promtool',
+    package: 'prometheus',
+    why: 'tests: promtool check metrics (monitor and shim unit tests, integration)',
+  },
 
   // Small tools of tests and integration helpers.
   { name: 'tar', path: '/usr/bin/tar', package: 'tar', why: 'integration/lib/containerd.ts: the pause image layer' },

@@ -2,7 +2,8 @@
 // `make install`: the shim bundled into one file (esbuild) under <prefix>/lib/hull, a launcher at
 // <prefix>/bin/containerd-shim-hull-v2 (a real file: the shim finds the guest artefacts relative to its own
 // folder), the guest artefacts under <prefix>/share/hull/guest, and the default configuration at
-// /etc/hull/configuration.toml unless one exists (then it goes next to it as configuration.toml.default).
+// /etc/hull/configuration.toml unless one exists (then it goes next to it as configuration.toml.default); hull-monitor
+// bundled likewise, with a launcher <prefix>/bin/hull-monitor and its systemd unit <prefix>/lib/systemd/system.
 // Prints the containerd config.toml fragment and a RuntimeClass to use it.
 import fs from 'node:fs';
 import path from 'node:path';
@@ -34,6 +35,16 @@ const bundle = (entry, outfile, external = []) =>
 await bundle('main.js', 'shim.js', ['./daemon', './delete']);
 await bundle('daemon.js', 'daemon.js');
 await bundle('delete.js', 'delete.js');
+// hull-monitor (monitor/): its own bundle, launcher and systemd unit (written, not enabled).
+await build({
+  entryPoints: [path.join(root, 'dist', 'monitor', 'main.js')],
+  bundle: true,
+  platform: 'node',
+  target: 'node20',
+  format: 'cjs',
+  outfile: path.join(libDir, 'monitor.js'),
+  logLevel: 'warning',
+});
 // The native addons the bundles load (hull-vsock: the agent channel under KVM; hull-netns: port forwarding): each
 // package looks for its addon next to the JavaScript that requires it when node-gyp's build folder is not there.
 for (const [pkgDir, file] of [
@@ -59,6 +70,25 @@ fs.writeFileSync(
 );
 fs.renameSync(`${launcher}.tmp`, launcher);
 
+const monitorLauncher = path.join(binDir, 'hull-monitor');
+fs.writeFileSync(
+  `${monitorLauncher}.tmp`,
+  `#!/usr/bin/env node\n'use strict';\nrequire(${JSON.stringify(path.join(libDir, 'monitor.js'))}).main();\n`,
+  { mode: 0o755 },
+);
+fs.renameSync(`${monitorLauncher}.tmp`, monitorLauncher);
+const unitDir = path.join(prefix, 'lib', 'systemd', 'system');
+fs.mkdirSync(unitDir, { recursive: true });
+const unit = path.join(unitDir, 'hull-monitor.service');
+fs.writeFileSync(
+  `${unit}.tmp`,
+  fs
+    .readFileSync(path.join(root, 'config', 'hull-monitor.service'), 'utf8')
+    .replaceAll('@BINDIR@', binDir)
+    .replaceAll('@DOCDIR@', path.join(prefix, 'share', 'hull')),
+);
+fs.renameSync(`${unit}.tmp`, unit);
+
 for (const f of ['vmlinuz', 'initrd.img', 'rootfs.img', 'manifest.json']) {
   const src = path.join(root, 'guest', 'out', f);
   if (!fs.existsSync(src)) throw new Error(`${src} is missing: run \`make guest\``);
@@ -73,7 +103,9 @@ fs.copyFileSync(shipped, confTarget);
 
 console.log(`installed:
   ${launcher}
-  ${libDir}/{shim,daemon,delete}.js, hull_vsock.node, hull_netns.node
+  ${monitorLauncher}
+  ${unit}   (systemctl daemon-reload && systemctl enable --now hull-monitor)
+  ${libDir}/{shim,daemon,delete,monitor}.js, hull_vsock.node, hull_netns.node
   ${guestDir}/{vmlinuz,initrd.img,rootfs.img,manifest.json}
   ${confTarget}${confTarget !== conf ? `   (kept your ${conf})` : ''}
 
@@ -99,5 +131,12 @@ Kubernetes (overhead: the base guest, default_memory, plus [hypervisor] memory_o
     podFixed:
       memory: "800Mi"
       cpu: "250m"
+
+Prometheus (hull-monitor listens on 127.0.0.1:8090; every shim's metrics with sandbox_id, pod_name, pod_namespace, pod_uid):
+
+  scrape_configs:
+    - job_name: hull
+      static_configs:
+        - targets: ["127.0.0.1:8090"]
 
 Without Kubernetes: ctr run --rm --runtime io.containerd.hull.v2 <image> <id> uname -r`);
