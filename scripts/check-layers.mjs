@@ -3,6 +3,8 @@
 //   shim -> core -> hypervisor | agent-client | fs-share -> errors + log + ttrpc + protos;  agent -> ttrpc + protos + vsock.
 // vsock/ (hull-vsock, AF_VSOCK sockets) sits beside ttrpc/: agent/ and agent-client/ use it (and so may integration/).
 // netns/ (hull-netns, TCP listeners inside a network namespace) likewise: hypervisor/ uses it (and so may integration/).
+// monitor/ (hull-monitor, the node's metrics daemon) is a program of its own: it reads the shims' sockets and CRI, so
+// it needs only the lowest layers (protos for CRI's classes and the id rule).
 // A file may import only from the layers listed for its own folder; nothing imports shim/ from outside it;
 // ttrpc/, vsock/ and netns/ import nothing but Node built-ins (each is a package of its own). Relative imports must not form a cycle.
 // Exits 1 and names every offending import.

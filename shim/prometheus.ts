@@ -204,7 +204,7 @@ export class ShimMetrics {
     });
     this.overhead = new Gauge({
       name: 'hull_pod_overhead_bytes',
-      help: "Estimated host memory of the pod beyond what its guest uses: hull_pod_host_memory_bytes minus the guest's MemTotal - MemFree (a lower bound of 0).",
+      help: "The pod's overhead as Kata's shim computes it: hull_pod_host_memory_bytes minus the guest's MemTotal - MemFree (at least 0; pages the guest freed stay resident in QEMU and count here).",
       registers: r,
     });
     this.overheadConfigured = new Gauge({
