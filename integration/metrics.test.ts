@@ -94,8 +94,10 @@ describe('metrics: hull-monitor and Prometheus (CRI, real VMs)', function () {
   it('gives Prometheus a series per pod for guest memory and RPC latency, with the pod labels', async () => {
     const pods = await Promise.all([runPod('metrics-a'), runPod('metrics-b')]);
     const byId = new Map(pods.map((p) => [p.id, p]));
+    // A pod's first scrapes may come before CRI lists it (the shim serves from inside RunPodSandbox): those
+    // samples carry sandbox_id only, and Prometheus marks them stale at the next scrape. Wait for the named ones.
     const samePods = (r: { metric: Record<string, string> }[]): boolean =>
-      pods.every((p) => r.some((x) => x.metric.sandbox_id === p.id));
+      pods.every((p) => r.some((x) => x.metric.sandbox_id === p.id && x.metric.pod_name === p.config.metadata!.name));
 
     const memory = await until(
       'hull_guest_memory_bytes{kind="total",job="hull"}',
@@ -106,13 +108,14 @@ describe('metrics: hull-monitor and Prometheus (CRI, real VMs)', function () {
       assert.equal(s.metric.pod_name, p.config.metadata!.name);
       assert.equal(s.metric.pod_namespace, 'hullmetrics');
       assert.equal(s.metric.pod_uid, p.config.metadata!.uid);
-      assert.equal(s.metric.namespace, 'k8s.io');
+      assert.equal(s.metric.containerd_namespace, 'k8s.io');
       const bytes = Number(s.value[1]);
       assert.ok(bytes > 64 * 2 ** 20 && bytes < 64 * 2 ** 30, `guest MemTotal ${bytes}`);
     }
+    // Prometheus' latest sample may predate the sleeper's CreateContainer: wait for both containers' calls.
     const agentRpc = await until(
       'hull_agent_rpc_duration_seconds_count{method="CreateContainer",outcome="ok"}',
-      (r) => r.length === 2 && samePods(r),
+      (r) => r.length === 2 && samePods(r) && r.every((x) => Number(x.value[1]) >= 2),
     );
     for (const s of agentRpc) {
       assert.equal(s.metric.pod_name, byId.get(s.metric.sandbox_id!)!.config.metadata!.name);

@@ -1,7 +1,7 @@
 /**
  * hull-monitor's work for one scrape of its /metrics: find every shim's metrics socket under the state folder,
  * scrape them all at once, each within the deadline and the byte cap, ask CRI for the pods' names meanwhile, and
- * serve the union with `sandbox_id` (and `pod_name`, `pod_namespace`, `pod_uid` when CRI knows the sandbox) added to
+ * serve the union with `sandbox_id`, `containerd_namespace` (and `pod_name`, `pod_namespace`, `pod_uid` when CRI knows the sandbox) added to
  * every sample, followed by the monitor's own figures. Nothing runs between scrapes.
  */
 import { Counter, Gauge, Registry } from 'prom-client';
@@ -28,7 +28,7 @@ export class HullMonitor {
   private readonly criErrors: Counter;
   private readonly dropped: Counter;
   private readonly shims: Gauge;
-  private readonly up: Gauge<'sandbox_id' | 'namespace'>;
+  private readonly up: Gauge<'sandbox_id' | 'containerd_namespace'>;
   private readonly duration: Gauge;
 
   constructor(private readonly o: MonitorOptions) {
@@ -59,7 +59,7 @@ export class HullMonitor {
     this.up = new Gauge({
       name: 'hull_monitor_shim_up',
       help: 'Whether each shim found in the last scrape answered (1) or not (0).',
-      labelNames: ['sandbox_id', 'namespace'] as const,
+      labelNames: ['sandbox_id', 'containerd_namespace'] as const,
       registers: r,
     });
     this.duration = new Gauge({
@@ -86,12 +86,12 @@ export class HullMonitor {
     this.up.reset();
     sockets.forEach((s, i) => {
       const res = texts[i]!;
-      this.up.set({ sandbox_id: s.sandboxId, namespace: s.namespace }, res.status === 'fulfilled' ? 1 : 0);
+      this.up.set({ sandbox_id: s.sandboxId, containerd_namespace: s.namespace }, res.status === 'fulfilled' ? 1 : 0);
       if (res.status === 'rejected') {
         this.errors.inc({ reason: res.reason instanceof ScrapeError ? res.reason.reason : 'error' });
         return;
       }
-      const labels = { sandbox_id: s.sandboxId, namespace: s.namespace, ...(pods?.get(s.sandboxId) ?? {}) };
+      const labels = { sandbox_id: s.sandboxId, containerd_namespace: s.namespace, ...(pods?.get(s.sandboxId) ?? {}) };
       const dropped = mergeExposition(res.value, labels, families);
       if (dropped > 0) this.dropped.inc(dropped);
     });

@@ -79,13 +79,16 @@ describe('hull-monitor', function () {
     assert.equal(text.match(/^# TYPE hull_agent_rpc_duration_seconds histogram$/gm)?.length, 1);
     assert.match(
       text,
-      /^hull_guest_memory_bytes\{sandbox_id="sb1",namespace="k8s.io",pod_name="web-\\"1\\"",pod_namespace="default",pod_uid="u-1",kind="total"\} 1000$/m,
+      /^hull_guest_memory_bytes\{sandbox_id="sb1",containerd_namespace="k8s.io",pod_name="web-\\"1\\"",pod_namespace="default",pod_uid="u-1",kind="total"\} 1000$/m,
     );
-    assert.match(text, /^hull_guest_memory_bytes\{sandbox_id="sb2",namespace="k8s.io",kind="total"\} 2000$/m);
-    assert.match(text, /^hull_vm_vcpus\{sandbox_id="sb2",namespace="k8s.io"\} 1$/m);
+    assert.match(
+      text,
+      /^hull_guest_memory_bytes\{sandbox_id="sb2",containerd_namespace="k8s.io",kind="total"\} 2000$/m,
+    );
+    assert.match(text, /^hull_vm_vcpus\{sandbox_id="sb2",containerd_namespace="k8s.io"\} 1$/m);
     assert.match(text, /^hull_agent_rpc_duration_seconds_bucket\{sandbox_id="sb1",.*le="\+Inf".*\} 2$/m);
     assert.match(text, /^hull_monitor_shims 2$/m);
-    assert.match(text, /^hull_monitor_shim_up\{sandbox_id="sb1",namespace="k8s.io"\} 1$/m);
+    assert.match(text, /^hull_monitor_shim_up\{sandbox_id="sb1",containerd_namespace="k8s.io"\} 1$/m);
     // promtool (Debian's prometheus) accepts the union.
     const check = spawnSync('promtool', ['check', 'metrics'], { input: text, encoding: 'utf8' });
     assert.equal(check.status, 0, `promtool: ${check.stdout}${check.stderr}`);
@@ -97,10 +100,13 @@ describe('hull-monitor', function () {
     assert.equal(findShimSockets(stateDir).length, 2);
     const mon = new HullMonitor({ stateDir, timeoutMs: 2000, maxBytes: 1 << 20 });
     const text = await mon.scrape();
-    assert.match(text, /^hull_guest_memory_bytes\{sandbox_id="live",namespace="k8s.io",kind="total"\} 1000$/m);
+    assert.match(
+      text,
+      /^hull_guest_memory_bytes\{sandbox_id="live",containerd_namespace="k8s.io",kind="total"\} 1000$/m,
+    );
     assert.doesNotMatch(text, /^hull_guest_memory_bytes\{sandbox_id="dead"/m);
     assert.match(text, /^hull_monitor_scrape_errors_total\{reason="refused"\} 1$/m);
-    assert.match(text, /^hull_monitor_shim_up\{sandbox_id="dead",namespace="k8s.io"\} 0$/m);
+    assert.match(text, /^hull_monitor_shim_up\{sandbox_id="dead",containerd_namespace="k8s.io"\} 0$/m);
   });
 
   it('gives each shim the deadline: a hung shim is cut off and counted, the scrape returns in time', async () => {
@@ -123,7 +129,7 @@ describe('hull-monitor', function () {
     const text = await mon.scrape();
     assert.match(text, /^hull_monitor_scrape_errors_total\{reason="too_large"\} 1$/m);
     assert.doesNotMatch(text, /^x\{/m);
-    assert.match(text, /^hull_monitor_shim_up\{sandbox_id="big",namespace="k8s.io"\} 0$/m);
+    assert.match(text, /^hull_monitor_shim_up\{sandbox_id="big",containerd_namespace="k8s.io"\} 0$/m);
     assert.match(text, /sandbox_id="small"/);
   });
 
@@ -136,7 +142,10 @@ describe('hull-monitor', function () {
       maxBytes: 1 << 20,
     });
     const text = await mon.scrape();
-    assert.match(text, /^hull_guest_memory_bytes\{sandbox_id="sb1",namespace="k8s.io",kind="total"\} 1000$/m);
+    assert.match(
+      text,
+      /^hull_guest_memory_bytes\{sandbox_id="sb1",containerd_namespace="k8s.io",kind="total"\} 1000$/m,
+    );
     assert.match(text, /^hull_monitor_cri_errors_total 1$/m);
   });
 
