@@ -116,7 +116,8 @@ export interface SandboxOptions {
 
 /** Sandbox.metricsView(): a moment's view for the shim's metrics. */
 export interface SandboxMetricsView {
-  helpers: { name: string; pid: number }[];
+  /** QEMU and virtiofsd: pid and start time (/proc/<pid>/stat field 22), so that a reused pid is not read. */
+  helpers: { name: string; pid: number; startTime?: string }[];
   vm: VmResources | undefined;
   memoryOverheadMiB: number;
   /** Milliseconds from the start of boot: QEMU running, the agent answering, the sandbox's container made. */
@@ -816,7 +817,7 @@ export class Sandbox {
   metricsView(): SandboxMetricsView {
     const own = this.containers.get(this.o.id);
     return {
-      helpers: (this.record.helpers ?? []).map((h) => ({ name: h.name, pid: h.pid })),
+      helpers: (this.record.helpers ?? []).map((h) => ({ name: h.name, pid: h.pid, startTime: h.startTime })),
       vm: this.vmSize ? { ...this.vmSize } : undefined,
       memoryOverheadMiB: this.o.memoryOverheadMiB ?? 0,
       boot: this.vm

@@ -39,13 +39,17 @@ function numField(text: string | undefined, key: string): number | undefined {
   return m ? Number(m[1]) : undefined;
 }
 
-/** One process's figures (undefined when it is gone). */
-export function readProc(pid: number, proc = '/proc'): ProcFigures | undefined {
+/**
+ * One process's figures (undefined when it is gone, or when `startTime`, its /proc/<pid>/stat field 22 when it was
+ * spawned, differs: the pid was reused by another process).
+ */
+export function readProc(pid: number, proc = '/proc', startTime?: string): ProcFigures | undefined {
   if (!Number.isInteger(pid) || pid <= 0) return undefined;
   const stat = read(`${proc}/${pid}/stat`);
   if (stat === undefined) return undefined;
-  // After the command's closing parenthesis: state is field 3, utime 14, stime 15, num_threads 20.
+  // After the command's closing parenthesis: state is field 3, utime 14, stime 15, num_threads 20, starttime 22.
   const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  if (startTime !== undefined && rest[22 - 3] !== startTime) return undefined;
   const field = (n: number): number | undefined => {
     const v = Number(rest[n - 3]);
     return Number.isFinite(v) ? v : undefined;
@@ -86,8 +90,8 @@ export function childrenOf(pid: number, proc = '/proc'): number[] {
 }
 
 /** A process and its direct children, summed; undefined when the process is gone. */
-export function readProcTree(pid: number, proc = '/proc'): ProcFigures | undefined {
-  const own = readProc(pid, proc);
+export function readProcTree(pid: number, proc = '/proc', startTime?: string): ProcFigures | undefined {
+  const own = readProc(pid, proc, startTime);
   if (!own) return undefined;
   for (const child of childrenOf(pid, proc)) {
     const c = readProc(child, proc);

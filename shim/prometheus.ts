@@ -259,7 +259,7 @@ export class ShimMetrics {
     const view = this.view?.();
     const procs: [string, ProcFigures | undefined][] = [['shim', readProc(process.pid)]];
     for (const h of view?.helpers ?? [])
-      if (h.name === 'qemu' || h.name === 'virtiofsd') procs.push([h.name, readProcTree(h.pid)]);
+      if (h.name === 'qemu' || h.name === 'virtiofsd') procs.push([h.name, readProcTree(h.pid, '/proc', h.startTime)]);
     let hostPss = 0;
     for (const [name, f] of procs) {
       if (!f) continue;

@@ -136,6 +136,9 @@ describe('shim metrics', () => {
     const f = readProcTree(process.pid)!;
     assert.ok(f.rssBytes! > 0 && f.threads! >= 1 && f.openFds! > 0 && f.cpuUserSeconds! >= 0);
     assert.equal(readProc(0), undefined);
+    const startTime = fs.readFileSync(`/proc/${process.pid}/stat`, 'utf8').split(') ')[1]!.split(' ')[22 - 3]!;
+    assert.ok(readProc(process.pid, '/proc', startTime), 'the same process');
+    assert.equal(readProc(process.pid, '/proc', `${startTime}1`), undefined, 'a reused pid is not read');
     assert.equal(readProc(2 ** 22 + 1), undefined);
   });
 });
