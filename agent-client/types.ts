@@ -1,5 +1,6 @@
 import type { ArpNeighbor, GuestInterface, GuestRoute, NetworkInterface, RouteSpec } from './network';
 import type { OciMount, OciProcess, OciSpec } from './oci';
+import type { GuestSpanBatch } from './tracing';
 /** hull's own types for talking to the guest agent; generated protocol classes stay behind this edge. */
 
 /** Where the agent listens, as the hypervisor reports it. */
@@ -127,6 +128,8 @@ export interface AgentClient extends ContainerAgentClient, NetworkAgentClient, P
   /** Registers a listener for the agent connection's loss; returns a function that removes it. */
   onClose(listener: (err: Error) => void): () => void;
   close(): Promise<void>;
+  /** The spans the guest recorded since the last drain, checked (agent-client/tracing.ts); absent from fakes. */
+  drainSpans?(): Promise<GuestSpanBatch>;
 }
 
 /**

@@ -18,8 +18,9 @@ const binDir = path.join(prefix, 'bin');
 const guestDir = path.join(prefix, 'share', 'hull', 'guest');
 for (const d of [libDir, binDir, guestDir, etc]) fs.mkdirSync(d, { recursive: true });
 
-// Three bundles, so that `start` (part of every container start) parses only its own small one: main.js keeps
-// requiring ./daemon and ./delete lazily, and those resolve to their own bundles next to it.
+// Four bundles, so that `start` (part of every container start) parses only its own small one: main.js keeps
+// requiring ./daemon and ./delete lazily, and those resolve to their own bundles next to it. The daemon requires
+// ./tracing-sdk (the OpenTelemetry SDK and its OTLP/gRPC exporter) only when tracing is on: a bundle of its own too.
 const bundle = (entry, outfile, external = []) =>
   build({
     entryPoints: [path.join(root, 'dist', 'shim', entry)],
@@ -32,7 +33,8 @@ const bundle = (entry, outfile, external = []) =>
     logLevel: 'warning',
   });
 await bundle('main.js', 'shim.js', ['./daemon', './delete']);
-await bundle('daemon.js', 'daemon.js');
+await bundle('daemon.js', 'daemon.js', ['./tracing-sdk']);
+await bundle('tracing-sdk.js', 'tracing-sdk.js');
 await bundle('delete.js', 'delete.js');
 // The native addons the bundles load (hull-vsock: the agent channel under KVM; hull-netns: port forwarding): each
 // package looks for its addon next to the JavaScript that requires it when node-gyp's build folder is not there.
@@ -73,7 +75,7 @@ fs.copyFileSync(shipped, confTarget);
 
 console.log(`installed:
   ${launcher}
-  ${libDir}/{shim,daemon,delete}.js, hull_vsock.node, hull_netns.node
+  ${libDir}/{shim,daemon,delete,tracing-sdk}.js, hull_vsock.node, hull_netns.node
   ${guestDir}/{vmlinuz,initrd.img,rootfs.img,manifest.json}
   ${confTarget}${confTarget !== conf ? `   (kept your ${conf})` : ''}
 
