@@ -110,17 +110,15 @@ export class OtlpReceiver {
   readonly spans: ReceivedSpan[] = [];
   /** Export calls received (batches). */
   exports = 0;
-  private constructor(
-    private readonly server: grpc.Server,
-    readonly port: number,
-  ) {}
+  port = 0;
+  private constructor(private readonly server: grpc.Server) {}
 
   static async start(): Promise<OtlpReceiver> {
     const root = protobuf.parse(OTLP_PROTO, { keepCase: false }).root;
     const Request = root.lookupType('opentelemetry.proto.collector.trace.v1.ExportTraceServiceRequest');
     const Response = root.lookupType('opentelemetry.proto.collector.trace.v1.ExportTraceServiceResponse');
     const server = new grpc.Server();
-    let receiver: OtlpReceiver | undefined;
+    const receiver = new OtlpReceiver(server);
     server.addService(
       {
         Export: {
@@ -135,17 +133,16 @@ export class OtlpReceiver {
       },
       {
         Export: (call: grpc.ServerUnaryCall<Record<string, unknown>, object>, cb: grpc.sendUnaryData<object>) => {
-          receiver?.add(call.request);
+          receiver.add(call.request);
           cb(null, {});
         },
       },
     );
-    const port = await new Promise<number>((resolve, reject) =>
+    receiver.port = await new Promise<number>((resolve, reject) =>
       server.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (err, p) =>
         err ? reject(err) : resolve(p),
       ),
     );
-    receiver = new OtlpReceiver(server, port);
     return receiver;
   }
 
