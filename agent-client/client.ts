@@ -193,9 +193,11 @@ export class KataAgentClient implements AgentClient {
 
   /**
    * The spans the agent recorded since the last drain (hull.agent.v1.Tracing), checked: only spans of traces this
-   * client handed the guest, capped (agent-client/tracing.ts).
+   * client handed the guest, capped (agent-client/tracing.ts). No call at all when no traced call went to the guest
+   * since the last drain.
    */
   async drainSpans(): Promise<GuestSpanBatch> {
+    if (!this.tracer.takeDrainNeed()) return { spans: [], dropped: 0, refused: 0 };
     const res = await this.call(TracingService.DrainSpans, { maxSpans: MAX_DRAINED_SPANS });
     return this.tracer.check(res, Date.now());
   }

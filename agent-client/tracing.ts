@@ -64,6 +64,8 @@ export interface GuestSpanBatch {
 
 export class AgentCallTracer {
   private readonly traces = new Set<string>();
+  /** Traced calls answered since the last drain: with none, the guest has nothing new and no drain is sent. */
+  private sinceDrain = 0;
 
   /** A client span for `service/method` when the caller is in a recording span, with its traceparent. */
   begin(service: string, method: string): { span: Span; traceparent: string } | undefined {
@@ -82,7 +84,9 @@ export class AgentCallTracer {
     };
   }
 
+  /** Ends a call's span; its guest span is recorded by now (the agent records it before it answers). */
   end(span: Span, err?: unknown): void {
+    this.sinceDrain++;
     if (err !== undefined) {
       span.recordException(err instanceof Error ? err : errorMessage(err));
       span.setStatus({ code: SpanStatusCode.ERROR, message: errorMessage(err) });
@@ -94,6 +98,13 @@ export class AgentCallTracer {
     if (this.traces.has(traceId)) return;
     this.traces.add(traceId);
     if (this.traces.size > KNOWN_TRACES) this.traces.delete(this.traces.values().next().value as string);
+  }
+
+  /** Whether a traced call was answered since the last call of this (then a drain may bring spans). */
+  takeDrainNeed(): boolean {
+    const need = this.sinceDrain > 0;
+    this.sinceDrain = 0;
+    return need;
   }
 
   /** Whether this client handed `traceId` to the guest (recently). */
