@@ -16,14 +16,13 @@ import { parentContext, traceTaskService } from '../task-tracing';
 type Impl = ServiceImplementation<typeof TaskService>;
 const TRACE = '0af7651916cd43dd8448eb211c80319c';
 const PARENT = 'b7ad6b7169203331';
-const ctx = (metadata: Record<string, string[]> = {}): HandlerContext =>
-  ({
-    service: 'containerd.task.v2.Task',
-    method: 'Create',
-    metadata,
-    signal: new AbortController().signal,
-    deadline: undefined,
-  }) as HandlerContext;
+const ctx = (metadata: Record<string, string[]> = {}): HandlerContext => ({
+  service: 'containerd.task.v2.Task',
+  method: 'Create',
+  metadata,
+  signal: new AbortController().signal,
+  deadline: undefined,
+});
 
 describe('Task calls traced', () => {
   let tracing: TestTracing;
