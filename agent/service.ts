@@ -174,9 +174,12 @@ export function registerServices(server: Server, ctx: AgentContext): void {
     Version: () => ({ grpcVersion: 'ttrpc-1.1', agentVersion: AGENT_VERSION }),
   });
 
-  server.register(ProcessesService, {
-    ListProcesses: (req) => ({ processList: ctx.containers.listProcesses(req) }),
-  });
+  server.register(
+    ProcessesService,
+    traced('hull.agent.v1.Processes', {
+      ListProcesses: (req) => ({ processList: ctx.containers.listProcesses(req) }),
+    } satisfies ServiceImplementation<typeof ProcessesService>),
+  );
 
   server.register(PortForwardService, {
     OpenConnection: (req) => ctx.portForward.open(req),
@@ -192,32 +195,35 @@ export function registerServices(server: Server, ctx: AgentContext): void {
     },
   });
 
-  server.register(DiagnosticsService, {
-    GuestInfo: () => ({
-      kernelRelease: os.release(),
-      agentVersion: AGENT_VERSION,
-      nodeVersion: process.version,
-      agentStartedMs: ctx.startedMs,
-      agentReadyMs: ctx.readyMs(),
-      transport: ctx.transport,
-      onlineCpus: os.cpus().length,
-      memTotalMib: Math.floor(os.totalmem() / (1024 * 1024)),
-    }),
-    ReadFile: (req) => {
-      const real = realPathUnder(`${SHARED_ROOT}/shared`, req.path ?? '', 'path');
-      const fd = fs.openSync(real, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
-      try {
-        const stat = fs.fstatSync(fd);
-        if (!stat.isFile()) throw new StatusError(Code.INVALID_ARGUMENT, `${req.path} is not a regular file`);
-        const want = Math.min(req.maxBytes || READ_FILE_LIMIT, READ_FILE_LIMIT, stat.size);
-        const data = Buffer.alloc(want);
-        const n = fs.readSync(fd, data, 0, want, 0);
-        return { data: data.subarray(0, n), size: stat.size };
-      } finally {
-        fs.closeSync(fd);
-      }
-    },
-  });
+  server.register(
+    DiagnosticsService,
+    traced('hull.agent.v1.Diagnostics', {
+      GuestInfo: () => ({
+        kernelRelease: os.release(),
+        agentVersion: AGENT_VERSION,
+        nodeVersion: process.version,
+        agentStartedMs: ctx.startedMs,
+        agentReadyMs: ctx.readyMs(),
+        transport: ctx.transport,
+        onlineCpus: os.cpus().length,
+        memTotalMib: Math.floor(os.totalmem() / (1024 * 1024)),
+      }),
+      ReadFile: (req) => {
+        const real = realPathUnder(`${SHARED_ROOT}/shared`, req.path ?? '', 'path');
+        const fd = fs.openSync(real, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
+        try {
+          const stat = fs.fstatSync(fd);
+          if (!stat.isFile()) throw new StatusError(Code.INVALID_ARGUMENT, `${req.path} is not a regular file`);
+          const want = Math.min(req.maxBytes || READ_FILE_LIMIT, READ_FILE_LIMIT, stat.size);
+          const data = Buffer.alloc(want);
+          const n = fs.readSync(fd, data, 0, want, 0);
+          return { data: data.subarray(0, n), size: stat.size };
+        } finally {
+          fs.closeSync(fd);
+        }
+      },
+    } satisfies ServiceImplementation<typeof DiagnosticsService>),
+  );
   log.info('services registered', { services: server.registry.serviceNames });
 }
 

@@ -3,7 +3,7 @@
  * only: until the shim loads an SDK (shim/tracing.ts, `[runtime] enable_tracing`) every call here is a no-op, and
  * outside a recording span (a Task call the shim traces) nothing is started at all.
  */
-import { SpanStatusCode, context, trace, type Attributes, type Span } from '@opentelemetry/api';
+import { SpanStatusCode, context, trace, type Attributes, type Context, type Span } from '@opentelemetry/api';
 import { TRACER_NAME } from '../agent-client';
 import { errorMessage } from '../errors';
 
@@ -28,8 +28,17 @@ export async function inSpan<T>(name: string, attributes: Attributes, fn: (span?
   });
 }
 
-/** A finished child span of the current one over a past interval (epoch ms), e.g. a part of the boot measured after it. */
-export function pastSpan(name: string, startMs: number, endMs: number, attributes: Attributes = {}): void {
-  if (!tracing() || !(endMs >= startMs)) return;
-  trace.getTracer(TRACER_NAME).startSpan(name, { startTime: startMs, attributes }).end(endMs);
+/**
+ * A finished span over a past interval (epoch ms), e.g. a part of the boot measured after it: a child of the span
+ * current in `parent` (captured while that span still recorded; by now it may have ended).
+ */
+export function pastSpan(
+  name: string,
+  startMs: number,
+  endMs: number,
+  parent: Context = context.active(),
+  attributes: Attributes = {},
+): void {
+  if (!(endMs >= startMs)) return;
+  trace.getTracer(TRACER_NAME).startSpan(name, { startTime: startMs, attributes }, parent).end(endMs);
 }

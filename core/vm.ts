@@ -10,6 +10,7 @@ import { KataAgentClient } from '../agent-client';
 import type { Hypervisor, VmConfig, VmExit } from '../hypervisor/types';
 import type { Logger } from '../log';
 import { HealthMonitor, type HealthSettings } from './health';
+import { context } from '@opentelemetry/api';
 import { inSpan, pastSpan, tracing } from './tracing';
 
 export type AgentDialer = (endpoint: AgentEndpoint, options: DialOptions) => Promise<AgentClient>;
@@ -133,7 +134,8 @@ export class SandboxVm {
         .then((exit) => abort.abort(new UnavailableError(`the VM exited while booting: ${describeExit(exit)}`)));
       const agent = await dial(hypervisor.agentAddress(), { deadline, signal: abort.signal });
       const timings = { qemuStartedMs, agentReadyMs: performance.now() - t0 };
-      if (tracing()) await traceGuestBoot(agent, runningAt, Date.now());
+      // Not awaited: the boot does not wait for the guest's figures (a round trip, long under TCG).
+      if (tracing()) void traceGuestBoot(agent, runningAt, Date.now());
       options.logger.info({ id: config.id, accel: hypervisor.accel(), ...timings }, 'VM booted, agent ready');
       return new SandboxVm(hypervisor, agent, timings, options.logger, options.health);
     } catch (err) {
@@ -183,6 +185,7 @@ export class SandboxVm {
 
 /** `vm.guest_boot` and `vm.agent_ready` between QEMU running and the agent's answer (epoch ms), split by the guest. */
 async function traceGuestBoot(agent: AgentClient, runningAt: number, readyAt: number): Promise<void> {
+  const bootSpan = context.active();
   let agentMs: number | undefined;
   try {
     const d = await agent.guestDetails();
@@ -192,8 +195,8 @@ async function traceGuestBoot(agent: AgentClient, runningAt: number, readyAt: nu
     // an older agent, or none: the boot stays one part
   }
   const split = agentMs === undefined ? readyAt : Math.max(runningAt, readyAt - agentMs);
-  pastSpan('vm.guest_boot', runningAt, split);
-  if (agentMs !== undefined) pastSpan('vm.agent_ready', split, readyAt);
+  pastSpan('vm.guest_boot', runningAt, split, bootSpan);
+  if (agentMs !== undefined) pastSpan('vm.agent_ready', split, readyAt, bootSpan);
 }
 
 export function describeExit(exit: VmExit): string {

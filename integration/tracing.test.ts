@@ -38,6 +38,17 @@ async function waitFor<T>(what: string, ms: number, probe: () => T | undefined):
   }
 }
 
+/** The trace as an indented tree with durations (HULL_TRACE_DUMP=1), for a reader. */
+function dumpTree(spans: ReceivedSpan[]): void {
+  const print = (s: ReceivedSpan, depth: number): void => {
+    const guest = s.attributes['hull.guest'] ? ' (guest)' : '';
+    console.log(`${'  '.repeat(depth)}${s.name}${guest} ${(s.endMs - s.startMs).toFixed(1)} ms`);
+    for (const c of spans.filter((x) => x.parentSpanId === s.spanId).sort((a, b) => a.startMs - b.startMs))
+      print(c, depth + 1);
+  };
+  for (const root of spans.filter((s) => !spans.some((p) => p.spanId === s.parentSpanId))) print(root, 0);
+}
+
 describe('tracing: OTLP/gRPC export of the shim and the guest', function () {
   this.timeout(600_000);
   let ctd: PrivateContainerd;
@@ -103,6 +114,7 @@ describe('tracing: OTLP/gRPC export of the shim and the guest', function () {
     );
     const trace = receiver.spans.filter((s) => s.traceId === create.traceId);
     const byId = new Map(trace.map((s) => [s.spanId, s]));
+    if (process.env.HULL_TRACE_DUMP) dumpTree(trace);
     const named = (name: string, parent?: ReceivedSpan): ReceivedSpan => {
       const s = trace.find((t) => t.name === name && (!parent || t.parentSpanId === parent.spanId));
       assert.ok(
