@@ -16,6 +16,12 @@ export const SPAN_BUFFER_SIZE = 512;
 const MAX_ATTRIBUTES = 16;
 const MAX_VALUE_CHARS = 256;
 
+/**
+ * The guest's clock for spans and for the drain's `now_ms` alike: the process's start on the wall clock plus the
+ * monotonic clock, so that a clock set meanwhile (SetGuestDateTime) shifts neither; the host maps them by the offset.
+ */
+const clockMs = (): number => performance.timeOrigin + performance.now();
+
 const TRACEPARENT = /^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$/;
 
 export interface SpanParent {
@@ -54,7 +60,7 @@ export class SpanRecorder {
     const spans = this.buffer.splice(0, n);
     const dropped = this.droppedCount;
     this.droppedCount = 0;
-    return { spans, dropped, nowMs: Date.now() };
+    return { spans, dropped, nowMs: clockMs() };
   }
 
   get size(): number {
@@ -82,7 +88,7 @@ async function recordSpan<T>(
   into: SpanRecorder,
 ): Promise<T> {
   const self: SpanParent = { traceId: parent.traceId, spanId: randomBytes(8).toString('hex') };
-  const startMs = performance.timeOrigin + performance.now();
+  const startMs = clockMs();
   const finish = (err?: unknown): void =>
     into.record({
       traceId: self.traceId,
@@ -90,7 +96,7 @@ async function recordSpan<T>(
       parentSpanId: parent.spanId,
       name,
       startMs,
-      endMs: performance.timeOrigin + performance.now(),
+      endMs: clockMs(),
       attributes: attributesOf(attributes),
       statusCode: err === undefined ? 0 : 2,
       statusMessage: err === undefined ? '' : (err instanceof Error ? err.message : 'failed').slice(0, MAX_VALUE_CHARS),

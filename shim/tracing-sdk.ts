@@ -21,7 +21,13 @@ import {
 } from '@opentelemetry/api';
 import { hrTimeDuration, millisToHrTime } from '@opentelemetry/core';
 import { OTLPTraceExporter } from '@opentelemetry/exporter-trace-otlp-grpc';
-import { defaultResource, resourceFromAttributes, type Resource } from '@opentelemetry/resources';
+import {
+  defaultResource,
+  detectResources,
+  envDetector,
+  resourceFromAttributes,
+  type Resource,
+} from '@opentelemetry/resources';
 import {
   BasicTracerProvider,
   BatchSpanProcessor,
@@ -82,7 +88,10 @@ export class TracingSdk {
   private readonly contextManager = new AsyncLocalContextManager();
 
   constructor(settings: SdkSettings) {
-    this.resource = defaultResource().merge(resourceFromAttributes(settings.resource));
+    // OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES (containerd's environment) win over hull's own attributes.
+    this.resource = defaultResource()
+      .merge(resourceFromAttributes(settings.resource))
+      .merge(detectResources({ detectors: [envDetector] }));
     const exporter = new OTLPTraceExporter(settings.endpoint ? { url: settings.endpoint } : {});
     this.processor = new BatchSpanProcessor(exporter, { scheduledDelayMillis: 1000 });
     this.provider = new BasicTracerProvider({
