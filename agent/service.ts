@@ -5,7 +5,7 @@
  */
 import fs from 'node:fs';
 import os from 'node:os';
-import { Code, StatusError, type HandlerContext, type Server, type ServiceImplementation } from 'ttrpc-ts';
+import { Code, StatusError, type Server } from 'ttrpc-ts';
 import { AgentService, HealthService, grpc } from '../protos/agent';
 import { DiagnosticsService, PortForwardService, ProcessesService, TracingService } from '../protos/hull';
 import type { DebugHooks } from './debug-hooks';
@@ -16,7 +16,7 @@ import type { Containers } from './container';
 import type { GuestNetwork } from './network';
 import type { LoopbackConnections } from './port-forward';
 import type { GuestSandbox } from './sandbox';
-import { recorder, serverSpan } from './tracing';
+import { recorder, tracedServer } from './tracing';
 import { realPathUnder } from './validate';
 
 export const AGENT_VERSION = '0.1.0';
@@ -44,129 +44,100 @@ export interface AgentContext {
   setClock(seconds: number): Promise<void>;
 }
 
-/**
- * Each handler of `impl` runs in a guest span when the host's call carries a sampled traceparent (agent/tracing.ts),
- * named after the method as the host's client span is, with the container and exec ids when the request has them.
- */
-function traced<T extends object>(service: string, impl: T): T {
-  const out: Record<string, unknown> = {};
-  for (const [name, handler] of Object.entries(impl) as [string, (req: unknown, call: HandlerContext) => unknown][]) {
-    out[name] = (req: unknown, call: HandlerContext) => {
-      const r = (req ?? {}) as { containerId?: unknown; execId?: unknown };
-      return serverSpan(
-        `${service}/${name}`,
-        call.metadata,
-        {
-          'hull.container.id': typeof r.containerId === 'string' && r.containerId ? r.containerId : undefined,
-          'hull.exec.id': typeof r.execId === 'string' && r.execId ? r.execId : undefined,
-        },
-        () => handler(req, call),
-      );
-    };
-  }
-  return out as T;
-}
-
-export function registerServices(server: Server, ctx: AgentContext): void {
-  server.register(
-    AgentService,
-    traced('grpc.AgentService', {
-      CreateSandbox: async (req) => {
-        await ctx.sandbox.create(req);
-        return {};
+export function registerServices(plain: Server, ctx: AgentContext): void {
+  // Every handler runs in a guest span when the host's call carries a sampled traceparent (agent/tracing.ts).
+  const server = tracedServer(plain);
+  server.register(AgentService, {
+    CreateSandbox: async (req) => {
+      await ctx.sandbox.create(req);
+      return {};
+    },
+    CreateContainer: async (req) => {
+      await ctx.containers.create(req);
+      ctx.debugHooks?.created(req.containerId ?? '', req.OCI?.Annotations);
+      return {};
+    },
+    StartContainer: async (req) => {
+      await ctx.containers.start(req);
+      ctx.debugHooks?.started(req.containerId ?? '');
+      return {};
+    },
+    RemoveContainer: async (req) => {
+      await ctx.containers.remove(req);
+      ctx.debugHooks?.removed(req.containerId ?? '');
+      return {};
+    },
+    ExecProcess: async (req) => {
+      await ctx.containers.exec(req);
+      return {};
+    },
+    SignalProcess: async (req) => {
+      await ctx.containers.signal(req);
+      return {};
+    },
+    StatsContainer: (req) => ({ cgroupStats: ctx.containers.stats(req), networkStats: [] }),
+    PauseContainer: async (req) => {
+      await ctx.containers.pause(req);
+      return {};
+    },
+    ResumeContainer: async (req) => {
+      await ctx.containers.resume(req);
+      return {};
+    },
+    UpdateContainer: async (req) => {
+      await ctx.containers.update(req);
+      return {};
+    },
+    // Long poll: ends with an event, or CANCELLED when the connection closes.
+    GetOOMEvent: async (_req, call) => ({ containerId: await ctx.containers.oomEvents.next(call.signal) }),
+    WaitProcess: async (req) => ({ status: await ctx.containers.wait(req) }),
+    ReadStdout: async (req) => ({ data: await ctx.containers.read(req, 'stdout') }),
+    ReadStderr: async (req) => ({ data: await ctx.containers.read(req, 'stderr') }),
+    WriteStdin: async (req) => ({ len: await ctx.containers.write(req) }),
+    CloseStdin: (req) => {
+      ctx.containers.closeStdin(req);
+      return {};
+    },
+    TtyWinResize: (req) => {
+      ctx.containers.resize(req);
+      return {};
+    },
+    UpdateInterface: (req) => ctx.network.updateInterface(req),
+    UpdateRoutes: (req) => ctx.network.updateRoutes(req),
+    AddARPNeighbors: async (req) => {
+      await ctx.network.addArpNeighbors(req);
+      return {};
+    },
+    ListInterfaces: () => ctx.network.listInterfaces(),
+    ListRoutes: () => ctx.network.listRoutes(),
+    DestroySandbox: async () => {
+      ctx.portForward.closeAll();
+      await ctx.sandbox.destroy();
+      ctx.powerOff();
+      return {};
+    },
+    GetGuestDetails: (req) => ({
+      memBlockSizeBytes: req.memBlockSize ? memoryBlockSize() : 0,
+      supportMemHotplugProbe: false,
+      agentDetails: {
+        version: AGENT_VERSION,
+        initDaemon: ctx.isInit,
+        deviceHandlers: [],
+        storageHandlers: ctx.sandbox.storageHandlers,
+        supportsSeccomp: true,
+        extraFeatures: [],
       },
-      CreateContainer: async (req) => {
-        await ctx.containers.create(req);
-        ctx.debugHooks?.created(req.containerId ?? '', req.OCI?.Annotations);
-        return {};
-      },
-      StartContainer: async (req) => {
-        await ctx.containers.start(req);
-        ctx.debugHooks?.started(req.containerId ?? '');
-        return {};
-      },
-      RemoveContainer: async (req) => {
-        await ctx.containers.remove(req);
-        ctx.debugHooks?.removed(req.containerId ?? '');
-        return {};
-      },
-      ExecProcess: async (req) => {
-        await ctx.containers.exec(req);
-        return {};
-      },
-      SignalProcess: async (req) => {
-        await ctx.containers.signal(req);
-        return {};
-      },
-      StatsContainer: (req) => ({ cgroupStats: ctx.containers.stats(req), networkStats: [] }),
-      PauseContainer: async (req) => {
-        await ctx.containers.pause(req);
-        return {};
-      },
-      ResumeContainer: async (req) => {
-        await ctx.containers.resume(req);
-        return {};
-      },
-      UpdateContainer: async (req) => {
-        await ctx.containers.update(req);
-        return {};
-      },
-      // Long poll: ends with an event, or CANCELLED when the connection closes.
-      GetOOMEvent: async (_req, call) => ({ containerId: await ctx.containers.oomEvents.next(call.signal) }),
-      WaitProcess: async (req) => ({ status: await ctx.containers.wait(req) }),
-      ReadStdout: async (req) => ({ data: await ctx.containers.read(req, 'stdout') }),
-      ReadStderr: async (req) => ({ data: await ctx.containers.read(req, 'stderr') }),
-      WriteStdin: async (req) => ({ len: await ctx.containers.write(req) }),
-      CloseStdin: (req) => {
-        ctx.containers.closeStdin(req);
-        return {};
-      },
-      TtyWinResize: (req) => {
-        ctx.containers.resize(req);
-        return {};
-      },
-      UpdateInterface: (req) => ctx.network.updateInterface(req),
-      UpdateRoutes: (req) => ctx.network.updateRoutes(req),
-      AddARPNeighbors: async (req) => {
-        await ctx.network.addArpNeighbors(req);
-        return {};
-      },
-      ListInterfaces: () => ctx.network.listInterfaces(),
-      ListRoutes: () => ctx.network.listRoutes(),
-      DestroySandbox: async () => {
-        ctx.portForward.closeAll();
-        await ctx.sandbox.destroy();
-        ctx.powerOff();
-        return {};
-      },
-      GetGuestDetails: (req) => ({
-        memBlockSizeBytes: req.memBlockSize ? memoryBlockSize() : 0,
-        supportMemHotplugProbe: false,
-        agentDetails: {
-          version: AGENT_VERSION,
-          initDaemon: ctx.isInit,
-          deviceHandlers: [],
-          storageHandlers: ctx.sandbox.storageHandlers,
-          supportsSeccomp: true,
-          extraFeatures: [],
-        },
-      }),
-      OnlineCPUMem: async (req) => {
-        await ctx.onlineCpuMem(req);
-        return {};
-      },
-      SetGuestDateTime: async (req) => {
-        const sec = Number(req.Sec ?? 0);
-        if (!Number.isInteger(sec) || sec <= 0) throw new StatusError(Code.INVALID_ARGUMENT, `invalid time ${sec}`);
-        await ctx.setClock(sec);
-        return {};
-      },
-    } satisfies Partial<ServiceImplementation<typeof AgentService>>),
-  );
-
-  // The spans recorded so far (agent/tracing.ts); the host checks them before it exports them.
-  server.register(TracingService, {
-    DrainSpans: (req) => recorder.drain(req.maxSpans ?? 0),
+    }),
+    OnlineCPUMem: async (req) => {
+      await ctx.onlineCpuMem(req);
+      return {};
+    },
+    SetGuestDateTime: async (req) => {
+      const sec = Number(req.Sec ?? 0);
+      if (!Number.isInteger(sec) || sec <= 0) throw new StatusError(Code.INVALID_ARGUMENT, `invalid time ${sec}`);
+      await ctx.setClock(sec);
+      return {};
+    },
   });
 
   server.register(HealthService, {
@@ -174,12 +145,9 @@ export function registerServices(server: Server, ctx: AgentContext): void {
     Version: () => ({ grpcVersion: 'ttrpc-1.1', agentVersion: AGENT_VERSION }),
   });
 
-  server.register(
-    ProcessesService,
-    traced('hull.agent.v1.Processes', {
-      ListProcesses: (req) => ({ processList: ctx.containers.listProcesses(req) }),
-    } satisfies ServiceImplementation<typeof ProcessesService>),
-  );
+  server.register(ProcessesService, {
+    ListProcesses: (req) => ({ processList: ctx.containers.listProcesses(req) }),
+  });
 
   server.register(PortForwardService, {
     OpenConnection: (req) => ctx.portForward.open(req),
@@ -195,35 +163,34 @@ export function registerServices(server: Server, ctx: AgentContext): void {
     },
   });
 
-  server.register(
-    DiagnosticsService,
-    traced('hull.agent.v1.Diagnostics', {
-      GuestInfo: () => ({
-        kernelRelease: os.release(),
-        agentVersion: AGENT_VERSION,
-        nodeVersion: process.version,
-        agentStartedMs: ctx.startedMs,
-        agentReadyMs: ctx.readyMs(),
-        transport: ctx.transport,
-        onlineCpus: os.cpus().length,
-        memTotalMib: Math.floor(os.totalmem() / (1024 * 1024)),
-      }),
-      ReadFile: (req) => {
-        const real = realPathUnder(`${SHARED_ROOT}/shared`, req.path ?? '', 'path');
-        const fd = fs.openSync(real, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
-        try {
-          const stat = fs.fstatSync(fd);
-          if (!stat.isFile()) throw new StatusError(Code.INVALID_ARGUMENT, `${req.path} is not a regular file`);
-          const want = Math.min(req.maxBytes || READ_FILE_LIMIT, READ_FILE_LIMIT, stat.size);
-          const data = Buffer.alloc(want);
-          const n = fs.readSync(fd, data, 0, want, 0);
-          return { data: data.subarray(0, n), size: stat.size };
-        } finally {
-          fs.closeSync(fd);
-        }
-      },
-    } satisfies ServiceImplementation<typeof DiagnosticsService>),
-  );
+  server.register(DiagnosticsService, {
+    GuestInfo: () => ({
+      kernelRelease: os.release(),
+      agentVersion: AGENT_VERSION,
+      nodeVersion: process.version,
+      agentStartedMs: ctx.startedMs,
+      agentReadyMs: ctx.readyMs(),
+      transport: ctx.transport,
+      onlineCpus: os.cpus().length,
+      memTotalMib: Math.floor(os.totalmem() / (1024 * 1024)),
+    }),
+    ReadFile: (req) => {
+      const real = realPathUnder(`${SHARED_ROOT}/shared`, req.path ?? '', 'path');
+      const fd = fs.openSync(real, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
+      try {
+        const stat = fs.fstatSync(fd);
+        if (!stat.isFile()) throw new StatusError(Code.INVALID_ARGUMENT, `${req.path} is not a regular file`);
+        const want = Math.min(req.maxBytes || READ_FILE_LIMIT, READ_FILE_LIMIT, stat.size);
+        const data = Buffer.alloc(want);
+        const n = fs.readSync(fd, data, 0, want, 0);
+        return { data: data.subarray(0, n), size: stat.size };
+      } finally {
+        fs.closeSync(fd);
+      }
+    },
+  });
+  // The spans recorded so far; the host checks them before it exports them.
+  plain.register(TracingService, { DrainSpans: (req) => recorder.drain(req.maxSpans ?? 0) });
   log.info('services registered', { services: server.registry.serviceNames });
 }
 

@@ -7,6 +7,7 @@
  */
 import { AsyncLocalStorage } from 'node:async_hooks';
 import { randomBytes } from 'node:crypto';
+import type { HandlerContext, Server } from 'ttrpc-ts';
 import type { diagnostics } from '../protos/hull';
 
 type GuestSpan = diagnostics.IGuestSpan;
@@ -132,4 +133,33 @@ export function guestSpan<T>(
 ): Promise<T> | T {
   const parent = current.getStore();
   return parent ? recordSpan(name, parent, attributes, fn, into) : fn();
+}
+
+/**
+ * `server` whose `register` wraps each handler in `serverSpan`, named `<service>/<method>` as the host's client span
+ * is, with the request's container and exec ids. A call without a traceparent runs its handler as it is.
+ */
+export function tracedServer(server: Server): Server {
+  const register = (definition: Parameters<Server['register']>[0], impl: Record<string, unknown>): void => {
+    const traced: Record<string, unknown> = {};
+    for (const [name, handler] of Object.entries(impl) as [string, (req: unknown, call: HandlerContext) => unknown][]) {
+      const service = (definition as Record<string, { service?: string } | undefined>)[name]?.service ?? '';
+      traced[name] = (req: unknown, call: HandlerContext) => {
+        const r = (req ?? {}) as { containerId?: unknown; execId?: unknown };
+        return serverSpan(
+          `${service}/${name}`,
+          call.metadata,
+          {
+            'hull.container.id': typeof r.containerId === 'string' && r.containerId ? r.containerId : undefined,
+            'hull.exec.id': typeof r.execId === 'string' && r.execId ? r.execId : undefined,
+          },
+          () => handler(req, call),
+        );
+      };
+    }
+    server.register(definition, traced as never);
+  };
+  return new Proxy(server, {
+    get: (target, prop) => (prop === 'register' ? register : Reflect.get(target, prop, target)),
+  });
 }
