@@ -52,4 +52,39 @@ describe('ShimTracing', () => {
     }
     assert.equal(t.enabled, false);
   });
+
+  it('a collector that is not there: spans are lost, the calls and the exit are not held up', async function () {
+    this.timeout(20_000);
+    const t = new ShimTracing(NOOP_LOGGER, {});
+    t.start(settings); // 127.0.0.1:9: nothing listens
+    const { trace } = await import('@opentelemetry/api');
+    const t0 = Date.now();
+    for (let i = 0; i < 100; i++) trace.getTracer('test').startSpan(`s${i}`).end();
+    assert.ok(Date.now() - t0 < 1_000, 'ending spans does not wait for the collector');
+    const t1 = Date.now();
+    await t.shutdown();
+    assert.ok(Date.now() - t1 < 6_000, `the last export is bounded (${Date.now() - t1} ms)`);
+  });
+
+  it('a hung collector (accepts, never answers): the exit waits at most its bound', async function () {
+    this.timeout(20_000);
+    const net = await import('node:net');
+    const sockets: import('node:net').Socket[] = [];
+    const hung = net.createServer((c) => sockets.push(c));
+    await new Promise<void>((r) => hung.listen(0, '127.0.0.1', r));
+    const port = (hung.address() as import('node:net').AddressInfo).port;
+    try {
+      const t = new ShimTracing(NOOP_LOGGER, {});
+      t.start({ ...settings, tracingEndpoint: `http://127.0.0.1:${port}` });
+      const { trace } = await import('@opentelemetry/api');
+      for (let i = 0; i < 10; i++) trace.getTracer('test').startSpan(`s${i}`).end();
+      const t0 = Date.now();
+      await t.shutdown();
+      const ms = Date.now() - t0;
+      assert.ok(ms < 6_500, `bounded: ${ms} ms`);
+    } finally {
+      for (const c of sockets) c.destroy();
+      hung.close();
+    }
+  });
 });
