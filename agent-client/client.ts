@@ -178,7 +178,7 @@ export class KataAgentClient implements AgentClient {
     options: CallOptions = {},
   ): Promise<Res> {
     const timeoutMs = timeoutFor(desc.method);
-    const traced = this.tracer.begin(desc.service, desc.method);
+    const traced = this.tracer.begin(desc.service, desc.method, request);
     if (traced) options = { ...options, metadata: { ...options.metadata, traceparent: traced.traceparent } };
     try {
       const res = await this.client.call(desc, request, timeoutMs ? { timeoutMs, ...options } : options);

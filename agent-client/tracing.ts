@@ -67,8 +67,11 @@ export class AgentCallTracer {
   /** Traced calls answered since the last drain: with none, the guest has nothing new and no drain is sent. */
   private sinceDrain = 0;
 
-  /** A client span for `service/method` when the caller is in a recording span, with its traceparent. */
-  begin(service: string, method: string): { span: Span; traceparent: string } | undefined {
+  /**
+   * A client span for `service/method` when the caller is in a recording span, with its traceparent and the
+   * request's container and exec ids.
+   */
+  begin(service: string, method: string, request?: unknown): { span: Span; traceparent: string } | undefined {
     if (UNTRACED.has(method)) return undefined;
     const parent = trace.getSpan(context.active());
     if (!parent?.isRecording()) return undefined;
@@ -76,6 +79,9 @@ export class AgentCallTracer {
       kind: SpanKind.CLIENT,
       attributes: { 'rpc.system': 'ttrpc', 'rpc.service': service, 'rpc.method': method },
     });
+    const { containerId, execId } = (request ?? {}) as { containerId?: unknown; execId?: unknown };
+    if (typeof containerId === 'string' && containerId) span.setAttribute('hull.container.id', containerId);
+    if (typeof execId === 'string' && execId) span.setAttribute('hull.exec.id', execId);
     const sc = span.spanContext();
     this.remember(sc.traceId);
     return {

@@ -76,6 +76,7 @@ describe('agent client tracing', () => {
       await assert.rejects(inRootSpan('task', () => client.startContainer('nope')));
       const call = tracing.spans().find((s) => s.name === 'grpc.AgentService/StartContainer');
       assert.equal(call?.status.code, 2);
+      assert.equal(call?.attributes['hull.container.id'], 'nope');
       const guest = (await client.drainSpans()).spans.find((s) => s.name === 'grpc.AgentService/StartContainer');
       assert.equal(guest?.status.code, 'error');
     });
