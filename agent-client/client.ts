@@ -13,7 +13,7 @@ import {
   guestText,
 } from '../errors';
 import { AgentService, HealthService, MAX_UINT64_NUMBER, grpc } from '../protos/agent';
-import { DiagnosticsService, PortForwardService, ProcessesService } from '../protos/hull';
+import { DiagnosticsService, PortForwardService, ProcessesService, TracingService } from '../protos/hull';
 import { isIdentifier } from '../protos/identifiers';
 import { connectOnce, describeEndpoint, isNotYet, parseAgentEndpoint, type VsockConnector } from './channel';
 import { classifyAgentError } from './errors';
@@ -35,6 +35,7 @@ import { parsePidList, toGrpcResources } from './resources';
 import { timeoutFor } from './timeouts';
 import { timedCall } from './rpc-timing';
 import { parseGuestMetrics, MAX_TEXT_BYTES, type GuestMetrics } from './guest-metrics';
+import { AgentCallTracer, MAX_DRAINED_SPANS, type GuestSpanBatch } from './tracing';
 import { grpcProcessFromOci, grpcSpecFromOci, type OciMount, type OciProcess, type OciSpec } from './oci';
 import type {
   AgentClient,
@@ -69,6 +70,8 @@ export const MAX_ONLINE_CPUS = 288;
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 export class KataAgentClient implements AgentClient {
+  private readonly tracer = new AgentCallTracer();
+
   private constructor(private readonly client: Client) {}
 
   /**
@@ -177,13 +180,30 @@ export class KataAgentClient implements AgentClient {
     options: CallOptions = {},
   ): Promise<Res> {
     const timeoutMs = timeoutFor(desc.method);
+    const traced = this.tracer.begin(desc.service, desc.method, request);
+    if (traced) options = { ...options, metadata: { ...options.metadata, traceparent: traced.traceparent } };
     try {
-      return await timedCall(desc.method, () =>
+      const res = await timedCall(desc.method, () =>
         this.client.call(desc, request, timeoutMs ? { timeoutMs, ...options } : options),
       );
+      if (traced) this.tracer.end(traced.span);
+      return res;
     } catch (err) {
-      throw classifyAgentError(err, desc.method);
+      const classified = classifyAgentError(err, desc.method);
+      if (traced) this.tracer.end(traced.span, classified);
+      throw classified;
     }
+  }
+
+  /**
+   * The spans the agent recorded since the last drain (hull.agent.v1.Tracing), checked: only spans of traces this
+   * client handed the guest, capped (agent-client/tracing.ts). No call at all when no traced call went to the guest
+   * since the last drain.
+   */
+  async drainSpans(): Promise<GuestSpanBatch> {
+    if (!this.tracer.takeDrainNeed()) return { spans: [], dropped: 0, refused: 0 };
+    const res = await this.call(TracingService.DrainSpans, { maxSpans: MAX_DRAINED_SPANS });
+    return this.tracer.check(res, Date.now());
   }
 
   async check(options: { timeoutMs?: number; signal?: AbortSignal } = {}): Promise<HealthStatus> {

@@ -20,6 +20,7 @@ export const AGENT_TIMEOUTS_MS: Readonly<Record<string, number>> = {
   Version: 10_000,
   GetGuestDetails: 10_000,
   GuestInfo: 10_000,
+  DrainSpans: 10_000,
   SetGuestDateTime: 10_000,
   TtyWinResize: 10_000,
   DestroySandbox: 30_000,

@@ -1,6 +1,7 @@
 import type { ArpNeighbor, GuestInterface, GuestRoute, NetworkInterface, RouteSpec } from './network';
 import type { OciMount, OciProcess, OciSpec } from './oci';
 import type { GuestMetrics } from './guest-metrics';
+import type { GuestSpanBatch } from './tracing';
 /** hull's own types for talking to the guest agent; generated protocol classes stay behind this edge. */
 
 /** Where the agent listens, as the hypervisor reports it. */
@@ -130,6 +131,8 @@ export interface AgentClient extends ContainerAgentClient, NetworkAgentClient, P
   close(): Promise<void>;
   /** The guest's memory, CPU and load figures (GetMetrics, parsed as untrusted); optional: fakes may lack it. */
   guestMetrics?(options?: { timeoutMs?: number }): Promise<GuestMetrics>;
+  /** The spans the guest recorded since the last drain, checked (agent-client/tracing.ts); absent from fakes. */
+  drainSpans?(): Promise<GuestSpanBatch>;
 }
 
 /**

@@ -24,6 +24,7 @@ import type { Reaper } from './reaper';
 import { onlineSets, toOciResources } from './resources';
 import { CGROUP_ROOT, readCgroupStats } from './stats';
 import { crunProcess, HULL_CTTY, initialSize, PRESERVED_FDS, Terminal } from './terminal';
+import { guestSpan } from './tracing';
 import { identifier, invalid, realPathUnder, uint16 } from './validate';
 
 export interface ContainersOptions {
@@ -394,6 +395,20 @@ export class Containers {
     terminal?: Terminal,
     afterExit?: () => void,
   ): Promise<ContainerProcess> {
+    return guestSpan(`crun ${args[0]}`, { 'hull.container.id': args.at(-1), 'hull.exec.id': execId }, () =>
+      this.spawnCrun(execId, bundle, reaper, pidFile, args, terminal, afterExit),
+    );
+  }
+
+  private async spawnCrun(
+    execId: string,
+    bundle: string,
+    reaper: Reaper,
+    pidFile: string,
+    args: string[],
+    terminal?: Terminal,
+    afterExit?: () => void,
+  ): Promise<ContainerProcess> {
     fs.rmSync(pidFile, { force: true });
     let proc: ContainerProcess;
     let child: ChildProcess;
@@ -483,7 +498,11 @@ export class Containers {
     }
   }
 
-  private crunRun(args: string[], bundle: string): Promise<void> {
+  private async crunRun(args: string[], bundle: string): Promise<void> {
+    await guestSpan(`crun ${args[0]}`, { 'hull.container.id': args.at(-1) }, () => this.crunRunUntraced(args, bundle));
+  }
+
+  private crunRunUntraced(args: string[], bundle: string): Promise<void> {
     return new Promise((resolve, reject) => {
       // spawns: crun; the agent's crun (GUEST_PATHS.crun in the image)
       execFile(

@@ -8,6 +8,7 @@ import type { grpc } from '../protos/agent';
 import { SANDBOX_SHM, SHARED_ROOT, modulesReady } from './init';
 import { log } from './log';
 import { mount, run, unmount } from './system';
+import { guestSpan } from './tracing';
 import {
   hostname as validHostname,
   invalid,
@@ -63,7 +64,9 @@ export class GuestSandbox {
     if (host && this.options.setHostname) fs.writeFileSync('/proc/sys/kernel/hostname', host);
     try {
       for (const s of storages) {
-        await mount(s.fstype, s.source, s.mountPoint, s.options);
+        await guestSpan(`mount ${s.fstype}`, { 'hull.mount.point': s.mountPoint }, () =>
+          mount(s.fstype, s.source, s.mountPoint, s.options),
+        );
         this.storages.push({ driver: s.driver, mountPoint: s.mountPoint });
       }
     } catch (err) {

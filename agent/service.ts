@@ -7,7 +7,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import { Code, StatusError, type Server } from 'ttrpc-ts';
 import { AgentService, HealthService, grpc } from '../protos/agent';
-import { DiagnosticsService, PortForwardService, ProcessesService } from '../protos/hull';
+import { DiagnosticsService, PortForwardService, ProcessesService, TracingService } from '../protos/hull';
 import type { DebugHooks } from './debug-hooks';
 import { SHARED_ROOT } from './init';
 import { log } from './log';
@@ -17,6 +17,7 @@ import type { Containers } from './container';
 import type { GuestNetwork } from './network';
 import type { LoopbackConnections } from './port-forward';
 import type { GuestSandbox } from './sandbox';
+import { recorder, tracedServer } from './tracing';
 import { realPathUnder } from './validate';
 
 export const AGENT_VERSION = '0.1.0';
@@ -44,7 +45,9 @@ export interface AgentContext {
   setClock(seconds: number): Promise<void>;
 }
 
-export function registerServices(server: Server, ctx: AgentContext): void {
+export function registerServices(plain: Server, ctx: AgentContext): void {
+  // Every handler runs in a guest span when the host's call carries a sampled traceparent (agent/tracing.ts).
+  const server = tracedServer(plain);
   server.register(AgentService, {
     CreateSandbox: async (req) => {
       await ctx.sandbox.create(req);
@@ -188,6 +191,8 @@ export function registerServices(server: Server, ctx: AgentContext): void {
       }
     },
   });
+  // The spans recorded so far; the host checks them before it exports them.
+  plain.register(TracingService, { DrainSpans: (req) => recorder.drain(req.maxSpans ?? 0) });
   log.info('services registered', { services: server.registry.serviceNames });
 }
 

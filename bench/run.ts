@@ -6,6 +6,7 @@ import { benchVm } from './vm';
 import { benchShim } from './shim';
 import { benchPods } from './pods';
 import { benchMetrics } from './metrics';
+import { benchTracing } from './tracing';
 import { writeJson } from './lib/report';
 
 const benches: Record<string, () => Promise<Record<string, unknown>>> = {
@@ -15,6 +16,7 @@ const benches: Record<string, () => Promise<Record<string, unknown>>> = {
   shim: benchShim,
   pods: benchPods,
   metrics: benchMetrics,
+  tracing: benchTracing,
 };
 
 async function main(): Promise<void> {

@@ -125,6 +125,12 @@ export interface RuntimeSettings {
   readonly debugHooks: boolean;
   /** Honour the `io.hull.failpoint` annotation (crash tests only). */
   readonly enableFailpoints: boolean;
+  /** OpenTelemetry traces to an OTLP/gRPC collector (shim/tracing.ts); off: the SDK is not even loaded. */
+  readonly enableTracing: boolean;
+  /** The collector, `http(s)://host:port`; '' = the exporter's own (OTEL_EXPORTER_OTLP_*, else localhost:4317). */
+  readonly tracingEndpoint: string;
+  /** The share of new traces kept (0 to 1); a parent's decision (containerd's traceparent) is followed. */
+  readonly tracingSamplingRatio: number;
 }
 
 /** The whole configuration, deeply frozen. */
@@ -160,7 +166,15 @@ export const CONFIG_KEYS = Object.freeze({
     'qemu_user',
   ] as const),
   agent: Object.freeze(['transport', 'boot_timeout', 'health_check_interval', 'health_check_timeout'] as const),
-  runtime: Object.freeze(['debug', 'state_dir', 'debug_hooks', 'enable_failpoints'] as const),
+  runtime: Object.freeze([
+    'debug',
+    'state_dir',
+    'debug_hooks',
+    'enable_failpoints',
+    'enable_tracing',
+    'tracing_endpoint',
+    'tracing_sampling_ratio',
+  ] as const),
 });
 
 /**
@@ -209,7 +223,15 @@ export function defaultConfig(binDir: string, exists?: (p: string) => boolean): 
       healthIntervalMs: DEFAULT_HEALTH_INTERVAL_S * 1000,
       healthTimeoutMs: DEFAULT_HEALTH_TIMEOUT_S * 1000,
     },
-    runtime: { debug: false, stateDir: DEFAULT_STATE_DIR, debugHooks: false, enableFailpoints: false },
+    runtime: {
+      debug: false,
+      stateDir: DEFAULT_STATE_DIR,
+      debugHooks: false,
+      enableFailpoints: false,
+      enableTracing: false,
+      tracingEndpoint: '',
+      tracingSamplingRatio: 1,
+    },
   });
 }
 
@@ -287,6 +309,9 @@ export function parseConfig(text: string, file: string, binDir: string, exists?:
       stateDir: runtime.path('state_dir', d.runtime.stateDir),
       debugHooks: runtime.boolean('debug_hooks', d.runtime.debugHooks),
       enableFailpoints: runtime.boolean('enable_failpoints', d.runtime.enableFailpoints),
+      enableTracing: runtime.boolean('enable_tracing', d.runtime.enableTracing),
+      tracingEndpoint: runtime.endpoint('tracing_endpoint', d.runtime.tracingEndpoint),
+      tracingSamplingRatio: runtime.ratio('tracing_sampling_ratio', d.runtime.tracingSamplingRatio),
     },
   });
 }
@@ -435,6 +460,34 @@ class Section {
       throw this.bad(key, choices, value);
     }
     return value as T;
+  }
+
+  /** A number from 0 to 1. */
+  ratio(key: string, dflt: number): number {
+    const value = this.table[key];
+    if (value === undefined) return dflt;
+    if (typeof value !== 'number' || !Number.isFinite(value) || value < 0 || value > 1)
+      throw this.bad(key, 'must be a number from 0 to 1', value);
+    return value;
+  }
+
+  /** '' or a gRPC endpoint: `http://host:port`, `https://host:port`, or `host:port` (plain text). */
+  endpoint(key: string, dflt: string): string {
+    const value = this.table[key];
+    if (value === undefined) return dflt;
+    const need = 'must be "", http://host:port, https://host:port or host:port';
+    if (typeof value !== 'string' || value.length > 1024) throw this.bad(key, need, value);
+    if (value === '') return value;
+    const withScheme = /^[a-z][a-z0-9+.-]*:\/\//i.test(value) ? value : `http://${value}`;
+    let url: URL;
+    try {
+      url = new URL(withScheme);
+    } catch {
+      throw this.bad(key, need, value);
+    }
+    if (!['http:', 'https:'].includes(url.protocol) || !url.hostname || url.username || url.password)
+      throw this.bad(key, need, value);
+    return `${url.protocol}//${url.host}`;
   }
 
   boolean(key: string, dflt: boolean): boolean {

@@ -22,6 +22,7 @@ import type {
   AgentClient,
   ContainerResources,
   ContainerStats,
+  GuestSpanBatch,
   OciLinuxResources,
   OciProcess,
   OciSpec,
@@ -34,6 +35,7 @@ import type { Logger } from '../log';
 import { GUEST_SHARE_TAG, MEMORY_HOTPLUG_BLOCK_MIB } from '../hypervisor/types';
 import type { EventSink, RootfsMount, StdioPaths } from './events';
 import { armedFailpoint, sigkillSelf, type Crash, type FailpointStep } from './failpoint';
+import { inSpan } from './tracing';
 import { PodNetwork, podNetnsPath, type ConnectPodNetwork, type PodNetworkLink } from './network';
 import {
   checkNoHostNamespaces,
@@ -210,6 +212,14 @@ export class Sandbox {
     return this.store.file;
   }
 
+  /**
+   * The spans the guest recorded since the last drain (checked by the agent client), for the shim to export; none
+   * without a VM, or from an agent client that cannot drain.
+   */
+  async drainGuestSpans(): Promise<GuestSpanBatch | undefined> {
+    return this.vm?.agent.drainSpans?.();
+  }
+
   /** No container left: the daemon may exit once Shutdown asks. */
   get empty(): boolean {
     return this.containers.size === 0;
@@ -310,13 +320,15 @@ export class Sandbox {
       try {
         if (ownsVm) await this.startVm(req.spec, sizing, need, cgroup);
         const share = this.share!;
-        const root = await share.shareRootfs(req.id, req.rootfs, path.join(req.bundle, 'rootfs'));
-        // Volumes: sources rewritten to the share; the pod's shm is the guest's own.
-        const fromHost = await shareVolumes(
-          share,
-          req.id,
-          mounts.filter((m) => !isGuestPodShm(m)),
-        );
+        const { root, fromHost } = await inSpan('share.container', { 'hull.container.id': req.id }, async () => ({
+          root: await share.shareRootfs(req.id, req.rootfs, path.join(req.bundle, 'rootfs')),
+          // Volumes: sources rewritten to the share; the pod's shm is the guest's own.
+          fromHost: await shareVolumes(
+            share,
+            req.id,
+            mounts.filter((m) => !isGuestPodShm(m)),
+          ),
+        }));
         const shared = mounts.map((m) => (isGuestPodShm(m) ? m : fromHost.shift()!));
         const agent = this.agent();
         const proc = new Process(req.id, '', req.stdio);
@@ -401,16 +413,18 @@ export class Sandbox {
         'hot-plug: the VM may grow as its containers come',
       );
     }
-    await share.prepare();
+    await inSpan('share.prepare', { 'hull.sandbox.id': id }, () => share.prepare());
     this.failpoint(id, 'share-prepared');
     this.vmSize = boot;
     if (cgroup) this.joinCgroup(cgroup);
     const netns = podNetnsPath(spec);
     if (netns) {
-      this.network = await (this.o.connectNetwork ?? PodNetwork.connect)(netns, (netnsPath, taps) => {
-        this.record.network = { netnsPath, taps };
-        this.save();
-      });
+      this.network = await inSpan('network.connect', { 'hull.sandbox.id': id }, () =>
+        (this.o.connectNetwork ?? PodNetwork.connect)(netns, (netnsPath, taps) => {
+          this.record.network = { netnsPath, taps };
+          this.save();
+        }),
+      );
       this.failpoint(id, 'taps-made');
       const vmNetwork = this.network.vmNetwork();
       if (vmNetwork) config.network = vmNetwork;
@@ -431,7 +445,9 @@ export class Sandbox {
     });
     this.failpoint(id, 'agent-dialled');
     this.vm.onLost((err) => this.vmLost(err));
-    await this.network?.configureGuest(this.vm.agent);
+    const [network, agent] = [this.network, this.vm.agent];
+    if (network)
+      await inSpan('network.configure_guest', { 'hull.sandbox.id': id }, () => network.configureGuest(agent));
     await this.vm.agent.createSandbox({
       sandboxId: this.o.id,
       hostname: spec.hostname ?? '',

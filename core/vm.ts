@@ -10,6 +10,8 @@ import { KataAgentClient } from '../agent-client';
 import type { Hypervisor, VmConfig, VmExit } from '../hypervisor/types';
 import type { Logger } from '../log';
 import { HealthMonitor, type HealthSettings } from './health';
+import { context } from '@opentelemetry/api';
+import { inSpan, pastSpan, tracing } from './tracing';
 
 export type AgentDialer = (endpoint: AgentEndpoint, options: DialOptions) => Promise<AgentClient>;
 
@@ -97,7 +99,16 @@ export class SandboxVm {
       .finally(tell);
   }
 
+  /**
+   * Traced as `vm.boot`, with `vm.qemu_start` (prepare, spawn, until QMP reports it running), `vm.guest_boot` (the
+   * guest kernel and init, until the agent's process started) and `vm.agent_ready` (the agent, until it answered
+   * Health.Check): the last two are split by the guest's own uptimes (GuestInfo), asked only when tracing.
+   */
   static async boot(hypervisor: Hypervisor, config: VmConfig, options: BootOptions): Promise<SandboxVm> {
+    return inSpan('vm.boot', { 'hull.sandbox.id': config.id }, () => SandboxVm.bootVm(hypervisor, config, options));
+  }
+
+  private static async bootVm(hypervisor: Hypervisor, config: VmConfig, options: BootOptions): Promise<SandboxVm> {
     const t0 = performance.now();
     const deadline = Date.now() + options.bootTimeoutMs;
     const dial = options.dial ?? ((endpoint, dialOptions) => KataAgentClient.dial(endpoint, dialOptions));
@@ -111,15 +122,20 @@ export class SandboxVm {
     );
     let started = false;
     try {
-      await hypervisor.prepare(config);
-      started = true;
-      await hypervisor.start(abort.signal);
+      await inSpan('vm.qemu_start', {}, async () => {
+        await hypervisor.prepare(config);
+        started = true;
+        await hypervisor.start(abort.signal);
+      });
       const qemuStartedMs = performance.now() - t0;
+      const runningAt = Date.now();
       void hypervisor
         .wait()
         .then((exit) => abort.abort(new UnavailableError(`the VM exited while booting: ${describeExit(exit)}`)));
       const agent = await dial(hypervisor.agentAddress(), { deadline, signal: abort.signal });
       const timings = { qemuStartedMs, agentReadyMs: performance.now() - t0 };
+      // Not awaited: the boot does not wait for the guest's figures (a round trip, long under TCG).
+      if (tracing()) void traceGuestBoot(agent, runningAt, Date.now());
       options.logger.info({ id: config.id, accel: hypervisor.accel(), ...timings }, 'VM booted, agent ready');
       return new SandboxVm(hypervisor, agent, timings, options.logger, options.health);
     } catch (err) {
@@ -165,6 +181,22 @@ export class SandboxVm {
     await this.hypervisor.cleanup();
     return exit;
   }
+}
+
+/** `vm.guest_boot` and `vm.agent_ready` between QEMU running and the agent's answer (epoch ms), split by the guest. */
+async function traceGuestBoot(agent: AgentClient, runningAt: number, readyAt: number): Promise<void> {
+  const bootSpan = context.active();
+  let agentMs: number | undefined;
+  try {
+    const d = await agent.guestDetails();
+    const ms = d.agentReadyMs - d.agentStartedMs; // guest uptimes: the agent's own start, on the guest's clock
+    if (Number.isFinite(ms) && ms >= 0) agentMs = ms;
+  } catch {
+    // an older agent, or none: the boot stays one part
+  }
+  const split = agentMs === undefined ? readyAt : Math.max(runningAt, readyAt - agentMs);
+  pastSpan('vm.guest_boot', runningAt, split, bootSpan);
+  if (agentMs !== undefined) pastSpan('vm.agent_ready', split, readyAt, bootSpan);
 }
 
 export function describeExit(exit: VmExit): string {

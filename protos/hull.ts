@@ -61,3 +61,15 @@ export const PortForwardService = {
     diagnostics.CloseConnectionResponse,
   ),
 };
+
+export const TRACING_SERVICE = 'hull.agent.v1.Tracing';
+
+/** The spans the agent recorded in the guest (agent/tracing.ts), drained by the shim (agent-client/tracing.ts). */
+export const TracingService = {
+  DrainSpans: protobufMethod(
+    TRACING_SERVICE,
+    'DrainSpans',
+    diagnostics.DrainSpansRequest,
+    diagnostics.DrainSpansResponse,
+  ),
+};

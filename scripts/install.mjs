@@ -19,8 +19,9 @@ const binDir = path.join(prefix, 'bin');
 const guestDir = path.join(prefix, 'share', 'hull', 'guest');
 for (const d of [libDir, binDir, guestDir, etc]) fs.mkdirSync(d, { recursive: true });
 
-// Three bundles, so that `start` (part of every container start) parses only its own small one: main.js keeps
-// requiring ./daemon and ./delete lazily, and those resolve to their own bundles next to it.
+// Four bundles, so that `start` (part of every container start) parses only its own small one: main.js keeps
+// requiring ./daemon and ./delete lazily, and those resolve to their own bundles next to it. The daemon requires
+// ./tracing-sdk (the OpenTelemetry SDK and its OTLP/gRPC exporter) only when tracing is on: a bundle of its own too.
 const bundle = (entry, outfile, external = []) =>
   build({
     entryPoints: [path.join(root, 'dist', 'shim', entry)],
@@ -33,7 +34,8 @@ const bundle = (entry, outfile, external = []) =>
     logLevel: 'warning',
   });
 await bundle('main.js', 'shim.js', ['./daemon', './delete']);
-await bundle('daemon.js', 'daemon.js');
+await bundle('daemon.js', 'daemon.js', ['./tracing-sdk']);
+await bundle('tracing-sdk.js', 'tracing-sdk.js');
 await bundle('delete.js', 'delete.js');
 // hull-monitor (monitor/): its own bundle, launcher and systemd unit (written, not enabled).
 await build({
@@ -105,7 +107,7 @@ console.log(`installed:
   ${launcher}
   ${monitorLauncher}
   ${unit}   (systemctl daemon-reload && systemctl enable --now hull-monitor)
-  ${libDir}/{shim,daemon,delete,monitor}.js, hull_vsock.node, hull_netns.node
+  ${libDir}/{shim,daemon,delete,monitor,tracing-sdk}.js, hull_vsock.node, hull_netns.node
   ${guestDir}/{vmlinuz,initrd.img,rootfs.img,manifest.json}
   ${confTarget}${confTarget !== conf ? `   (kept your ${conf})` : ''}
 

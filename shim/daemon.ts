@@ -8,13 +8,15 @@ import net from 'node:net';
 import path from 'node:path';
 import { Server } from 'ttrpc-ts';
 import { errorMessage } from '../errors';
-import { TaskService } from '../protos/containerd';
+import { TaskService, type AnyLike } from '../protos/containerd';
 import { socketAddress, socketPath } from './address';
 import type { ShimFlags } from './flags';
 import { openLogger } from './logger';
 import { EventPublisher } from './publisher';
 import { TaskServiceImpl } from './task-service';
 import { startMetrics } from './metrics-wiring';
+import { traceTaskService } from './task-tracing';
+import { ShimTracing } from './tracing';
 
 const LISTEN_FD = 3;
 
@@ -34,13 +36,27 @@ export async function runDaemon(flags: ShimFlags, binDir: string): Promise<void>
     await publisher.close();
     await server.shutdown({ timeoutMs: 1_000 });
     fs.rmSync(sockPath, { force: true });
+    const tracingReport = {
+      tracing: tracing.enabled,
+      tracingSdkLoaded: ShimTracing.sdkLoaded(),
+      guestSpans: tracing.counts,
+    };
+    await tracing.shutdown();
     const cpu = process.cpuUsage();
-    logger.info({ code, cpuMs: (cpu.user + cpu.system) / 1000, rssBytes: process.memoryUsage.rss() }, 'shim exiting');
+    logger.info(
+      { code, cpuMs: (cpu.user + cpu.system) / 1000, rssBytes: process.memoryUsage.rss(), ...tracingReport },
+      'shim exiting',
+    );
     logger.flush();
     setTimeout(() => process.exit(code), 50).unref();
     process.exitCode = code;
   };
 
+  const tracing = new ShimTracing(logger, {
+    'service.name': 'hull-shim',
+    'hull.sandbox.id': flags.id,
+    'hull.namespace': flags.namespace,
+  });
   const service = new TaskServiceImpl({
     namespace: flags.namespace,
     id: flags.id,
@@ -51,7 +67,25 @@ export async function runDaemon(flags: ShimFlags, binDir: string): Promise<void>
     onDebug: () => (logger.level = 'debug'),
     onSandbox: (sandbox) => metrics.serve(sandbox),
   });
-  server.register(TaskService, metrics.timeTaskRpcs(service.implementation()));
+  tracing.setGuestSpanSource(() => service.drainGuestSpans());
+  server.register(
+    TaskService,
+    // Tracing outermost, so a call's span covers the time the metrics wrapper measures.
+    traceTaskService(metrics.timeTaskRpcs(service.implementation()), {
+      sandboxId: flags.id,
+      enabled: () => tracing.enabled,
+      // The configuration (read at the first Create) decides whether tracing is on; a bad one fails that Create.
+      before: (method, req) => {
+        if (method !== 'Create') return;
+        try {
+          tracing.start(service.configure(req as { options?: AnyLike | null }).runtime);
+        } catch {
+          // the Create itself reports it
+        }
+      },
+      after: () => tracing.afterCall(),
+    }),
+  );
 
   if (flags.socket) {
     await server.listen(flags.socket);

@@ -5,7 +5,7 @@
  */
 import path from 'node:path';
 import type { HandlerContext, ServiceImplementation } from 'ttrpc-ts';
-import type { OciLinuxResources, OciProcess } from '../agent-client';
+import type { GuestSpanBatch, OciLinuxResources, OciProcess } from '../agent-client';
 import { Sandbox, type SandboxEvent } from '../core';
 import { loadConfig, toVmConfig, type HullConfig } from '../core/config';
 import { FailedPreconditionError, InvalidArgumentError, NotFoundError, NotImplementedError } from '../errors';
@@ -128,11 +128,37 @@ export class TaskServiceImpl {
     }
   }
 
-  private makeSandbox(configPath: string): Sandbox {
-    const { config, source } = loadConfig({ configPath, env: process.env, binDir: this.o.binDir });
+  /** The runtime option `ConfigPath` of a Create ('' when it has none). */
+  private static configPathOf(req: { options?: AnyLike | null }): string {
+    if (req.options?.type_url && typeUrlMatches(req.options.type_url, TypeUrl.RuntimeOptions))
+      return unpackAny(req.options, TypeUrl.RuntimeOptions, runtimeOptions.Options).configPath ?? '';
+    return '';
+  }
+
+  /**
+   * hull's configuration, read once (at the first Create, which names the file): before the Create's span starts,
+   * so that `[runtime] enable_tracing` can trace that Create (shim/task-tracing.ts `before`).
+   */
+  configure(req: { options?: AnyLike | null }): HullConfig {
+    if (this.config) return this.config;
+    const { config, source } = loadConfig({
+      configPath: TaskServiceImpl.configPathOf(req),
+      env: process.env,
+      binDir: this.o.binDir,
+    });
     this.config = config;
     if (config.runtime.debug) this.o.onDebug?.();
     this.o.logger.info({ source }, 'configuration loaded');
+    return config;
+  }
+
+  /** The spans the guest recorded since the last drain, checked; none before the VM runs. */
+  drainGuestSpans(): Promise<GuestSpanBatch | undefined> {
+    return this.sandbox ? this.sandbox.drainGuestSpans() : Promise.resolve(undefined);
+  }
+
+  private makeSandbox(req: { options?: AnyLike | null }): Sandbox {
+    const config = this.configure(req);
     return new Sandbox({
       namespace: this.o.namespace,
       id: this.o.id,
@@ -172,13 +198,9 @@ export class TaskServiceImpl {
             throw new FailedPreconditionError(
               `this shim serves sandbox ${this.o.id}; container ${id} belongs to ${sandboxId}`,
             );
-          let configPath = '';
-          if (req.options?.type_url && typeUrlMatches(req.options.type_url, TypeUrl.RuntimeOptions)) {
-            configPath = unpackAny(req.options, TypeUrl.RuntimeOptions, runtimeOptions.Options).configPath ?? '';
-          }
           this.sandbox = this.o.makeSandbox
-            ? this.o.makeSandbox(configPath, (e) => this.publish(e))
-            : this.makeSandbox(configPath);
+            ? this.o.makeSandbox(TaskServiceImpl.configPathOf(req), (e) => this.publish(e))
+            : this.makeSandbox(req);
         }
         const first = id === this.o.id && this.sandbox.empty;
         const pid = await this.sandbox.create({

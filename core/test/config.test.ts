@@ -75,7 +75,15 @@ describe('core/config', () => {
           qemuUser: 'nobody',
         },
         agent: { transport: 'auto', bootTimeoutMs: 60_000, healthIntervalMs: 10_000, healthTimeoutMs: 60_000 },
-        runtime: { debug: false, stateDir: '/run/hull', debugHooks: false, enableFailpoints: false },
+        runtime: {
+          debug: false,
+          stateDir: '/run/hull',
+          debugHooks: false,
+          enableFailpoints: false,
+          enableTracing: false,
+          tracingEndpoint: '',
+          tracingSamplingRatio: 1,
+        },
       });
       for (const o of [d, d.hypervisor, d.hypervisor.kernelParams, d.agent, d.runtime]) assert.ok(Object.isFrozen(o));
       assert.throws(() => ((d.runtime as { debug: boolean }).debug = true), TypeError);
@@ -146,6 +154,9 @@ describe('core/config', () => {
         state_dir = "/var/run/hull"
         debug_hooks = true
         enable_failpoints = true
+        enable_tracing = true
+        tracing_endpoint = "collector.example:4317"
+        tracing_sampling_ratio = 0.25
       `);
       assert.deepEqual(c, {
         hypervisor: {
@@ -166,7 +177,15 @@ describe('core/config', () => {
           qemuUser: '1001:1001',
         },
         agent: { transport: 'serial', bootTimeoutMs: 120_000, healthIntervalMs: 0, healthTimeoutMs: 5_000 },
-        runtime: { debug: true, stateDir: '/var/run/hull', debugHooks: true, enableFailpoints: true },
+        runtime: {
+          debug: true,
+          stateDir: '/var/run/hull',
+          debugHooks: true,
+          enableFailpoints: true,
+          enableTracing: true,
+          tracingEndpoint: 'http://collector.example:4317',
+          tracingSamplingRatio: 0.25,
+        },
       });
       assert.ok(Object.isFrozen(c.hypervisor.kernelParams));
     });
@@ -235,6 +254,12 @@ describe('core/config', () => {
       ['[runtime]\ndebug = "yes"', 'runtime.debug', 'must be true or false, got "yes"'],
       ['[runtime]\ndebug = 1', 'runtime.debug', 'got 1'],
       ['[runtime]\nenable_failpoints = "yes"', 'runtime.enable_failpoints', 'must be true or false, got "yes"'],
+      ['[runtime]\nenable_tracing = 1', 'runtime.enable_tracing', 'must be true or false, got 1'],
+      ['[runtime]\ntracing_sampling_ratio = 1.5', 'runtime.tracing_sampling_ratio', 'from 0 to 1, got 1.5'],
+      ['[runtime]\ntracing_sampling_ratio = "all"', 'runtime.tracing_sampling_ratio', 'got "all"'],
+      ['[runtime]\ntracing_endpoint = "ftp://c:21"', 'runtime.tracing_endpoint', 'https://host:port'],
+      ['[runtime]\ntracing_endpoint = "http://u:p@c:4317"', 'runtime.tracing_endpoint', 'got "http://u:p@c:4317"'],
+      ['[runtime]\ntracing_endpoint = 4317', 'runtime.tracing_endpoint', 'got 4317'],
       ['[runtime]\nstate_dir = "run/hull"', 'runtime.state_dir', 'must be an absolute path, got "run/hull"'],
       ['[runtime]\nstate_dir = { path = "/run/hull" }', 'runtime.state_dir', 'got a table'],
     ];
