@@ -323,6 +323,23 @@ describe('core host-cgroup', () => {
         );
         new Store(file).save({ ...r, cgroup: ['/sys/fs/cgroup/memory/x/sb'] });
         assert.deepEqual(Store.load(file)?.cgroup, ['/sys/fs/cgroup/memory/x/sb']);
+        // The systemd driver's unit: a scope unit name by systemd's rules, and only with the cgroup's folders.
+        const dirs = ['/sys/fs/cgroup/memory/k.slice/cri-containerd-sb.scope'];
+        new Store(file).save({ ...r, cgroup: dirs, systemdUnit: 'cri-containerd-sb.scope' });
+        assert.equal(Store.load(file)?.systemdUnit, 'cri-containerd-sb.scope');
+        for (const [bad, why] of [
+          [{ cgroup: dirs, systemdUnit: 'sshd.service' }, /not a systemd scope/],
+          [{ cgroup: dirs, systemdUnit: 'k.slice' }, /not a scope/],
+          [{ cgroup: dirs, systemdUnit: 'a b.scope' }, /not a systemd scope/],
+          [{ cgroup: undefined, systemdUnit: 'x.scope' }, /systemdUnit without cgroup/],
+        ] as const) {
+          new Store(file).save({ ...r, ...bad });
+          assert.throws(
+            () => Store.load(file),
+            (err: unknown) => err instanceof InvalidArgumentError && why.test(err.message),
+            JSON.stringify(bad),
+          );
+        }
       } finally {
         rmTree(dir);
       }
