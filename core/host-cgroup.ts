@@ -274,10 +274,8 @@ export class HostCgroup {
    */
   static recorded(dirs: readonly string[], unit?: string, systemd: SystemdOptions = {}): { remove(): Promise<void> } {
     return {
-      remove: async () => {
-        if (unit !== undefined) await stopScope(unit, systemd);
-        await removeDirs(dirs, fs.rmdirSync);
-      },
+      remove: () =>
+        unit === undefined ? removeDirs(dirs, fs.rmdirSync) : stopThenRemove(unit, systemd, dirs, fs.rmdirSync),
     };
   }
 
@@ -431,12 +429,12 @@ export class HostCgroup {
 
   /**
    * Removes the sandbox's folders (only the leaf); retried while the VM's last processes exit. systemd: the scope
-   * is stopped first (StopUnit; one systemd already dropped is fine), then the folders hull made on the other
-   * hierarchies go.
+   * is stopped first (StopUnit; one systemd already dropped is fine), then the folders go (those systemd removed
+   * are gone already; runc removes them all, also when the stop failed).
    */
   async remove(): Promise<void> {
-    if (this.parsed.driver === 'systemd') await stopScope(this.parsed.unit!, this.systemd);
-    await removeDirs(this.dirs, this.removeDir);
+    if (this.parsed.driver !== 'systemd') return removeDirs(this.dirs, this.removeDir);
+    await stopThenRemove(this.parsed.unit!, this.systemd, this.dirs, this.removeDir);
   }
 }
 
@@ -462,6 +460,22 @@ export function scopeProperties(slice: string, unit: string, pid: number, versio
     on('TasksAccounting'),
     ['DefaultDependencies', { signature: 'b', value: false }],
   ];
+}
+
+/** StopUnit, then the folders (also when the stop failed, as runc does); the stop's error first. */
+async function stopThenRemove(
+  unit: string,
+  o: SystemdOptions,
+  dirs: readonly string[],
+  rmdir: (dir: string) => void,
+): Promise<void> {
+  let failure: Error | undefined;
+  const keep = (err: unknown): void => {
+    failure ??= err instanceof Error ? err : new FailedPreconditionError(String(err));
+  };
+  await stopScope(unit, o).catch(keep);
+  await removeDirs(dirs, rmdir).catch(keep);
+  if (failure) throw failure;
 }
 
 async function stopScope(unit: string, o: SystemdOptions): Promise<void> {

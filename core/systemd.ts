@@ -58,10 +58,11 @@ export class SystemdManager {
     timeoutMs = SYSTEMD_JOB_TIMEOUT_MS,
   ): Promise<SystemdManager> {
     const tried: string[] = [];
+    const connectMs = Math.min(CONNECT_TIMEOUT_MS, timeoutMs);
     for (const socket of sockets) {
       let conn: DBusConnection | undefined;
       try {
-        conn = await DBusConnection.connect(socket.path, { bus: socket.bus, timeoutMs: CONNECT_TIMEOUT_MS });
+        conn = await DBusConnection.connect(socket.path, { bus: socket.bus, timeoutMs: connectMs });
         let owner: string | undefined;
         if (socket.bus) {
           const [name] = await conn.call({
@@ -71,7 +72,7 @@ export class SystemdManager {
             member: 'GetNameOwner',
             signature: 's',
             body: [SYSTEMD],
-            timeoutMs: CONNECT_TIMEOUT_MS,
+            timeoutMs: connectMs,
           });
           owner = text(name, 'GetNameOwner');
         }
@@ -82,7 +83,7 @@ export class SystemdManager {
           member: 'Get',
           signature: 'ss',
           body: [MANAGER, 'Version'],
-          timeoutMs: CONNECT_TIMEOUT_MS,
+          timeoutMs: connectMs,
         });
         return m;
       } catch (err) {

@@ -101,8 +101,23 @@ export class DBusConnection {
       this.fail(new DBusConnectionError(`D-Bus connection: ${err.message}`, err.code)),
     );
     socket.on('close', () => this.fail(new DBusConnectionError('D-Bus connection closed')));
-    if (leftover.length > 0) take(leftover);
-    socket.resume();
+    // On the next tick, so that whoever made the connection sets its handlers first; then the rest, in order.
+    process.nextTick(() => {
+      if (leftover.length > 0) take(leftover);
+      socket.resume();
+    });
+  }
+
+  /**
+   * A connection over a socket whose server side has authenticated the peer itself (a fake service in tests: the
+   * server side of SASL is not here, as Node cannot read a unix socket's peer credentials to check the uid claimed).
+   */
+  static overAuthenticatedSocket(
+    socket: net.Socket,
+    leftover = Buffer.alloc(0),
+    maxMessageBytes = DEFAULT_MAX_MESSAGE_BYTES,
+  ): DBusConnection {
+    return new DBusConnection(socket, maxMessageBytes, leftover);
   }
 
   /** Connects to `socketPath`, authenticates, and on a bus says Hello. */

@@ -8,6 +8,7 @@
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
+import net from 'node:net';
 import path from 'node:path';
 import { DBusConnection, type DBusValue, type Message, type Variant } from '../../dbus';
 
@@ -93,12 +94,46 @@ export class FakeSystemd {
   /** Do not emit JobRemoved (hull must then look at the unit's ActiveState). */
   silent = false;
   private job = 0;
+  /** Every connection to this systemd (one on a bus; peer to peer, one per client), where JobRemoved goes. */
+  private readonly conns = new Set<DBusConnection>();
+  private server: net.Server | undefined;
 
-  private constructor(
-    private readonly conn: DBusConnection,
-    private readonly hierarchies: readonly string[],
-  ) {
-    conn.onMethodCall = (m) => this.handle(m);
+  private constructor(private readonly hierarchies: readonly string[]) {}
+
+  private serve(conn: DBusConnection): void {
+    this.conns.add(conn);
+    conn.onMethodCall = (m) => this.handle(conn, m);
+  }
+
+  /**
+   * systemd's private socket (/run/systemd/private): peer to peer, no bus daemon. The server side of SASL
+   * EXTERNAL here is the test's (it takes the uid claimed on trust).
+   */
+  static async startPeer(socketPath: string, hierarchies: readonly string[]): Promise<FakeSystemd> {
+    const f = new FakeSystemd(hierarchies);
+    f.server = net.createServer((sock) => {
+      let buf = Buffer.alloc(0);
+      const onData = (d: Buffer): void => {
+        buf = Buffer.concat([buf, d]);
+        for (;;) {
+          const eol = buf.indexOf('\r\n');
+          if (eol < 0) return;
+          const line = buf.subarray(0, eol).toString('latin1');
+          buf = buf.subarray(eol + 2);
+          if (/^\0AUTH EXTERNAL [0-9a-f]+$/.test(line)) sock.write(`OK ${'f'.repeat(32)}\r\n`);
+          else if (line === 'BEGIN') {
+            sock.off('data', onData);
+            sock.pause();
+            f.serve(DBusConnection.overAuthenticatedSocket(sock, buf));
+            return;
+          } else sock.write('ERROR\r\n');
+        }
+      };
+      sock.on('data', onData);
+      sock.on('error', () => undefined);
+    });
+    await new Promise<void>((r) => f.server!.listen(socketPath, r));
+    return f;
   }
 
   static async start(socketPath: string, hierarchies: readonly string[]): Promise<FakeSystemd> {
@@ -112,11 +147,14 @@ export class FakeSystemd {
       body: ['org.freedesktop.systemd1', 4], // DBUS_NAME_FLAG_DO_NOT_QUEUE
     });
     assert.equal(r, 1, 'the primary owner of org.freedesktop.systemd1');
-    return new FakeSystemd(conn, hierarchies);
+    const f = new FakeSystemd(hierarchies);
+    f.serve(conn);
+    return f;
   }
 
   close(): void {
-    this.conn.close();
+    for (const c of this.conns) c.close();
+    this.server?.close();
   }
 
   private unitPath(name: string): string {
@@ -127,30 +165,33 @@ export class FakeSystemd {
     const id = ++this.job;
     const job = `${MANAGER_PATH}/job/${id}`;
     if (!this.silent) {
-      setImmediate(() =>
-        this.conn.emitSignal({
-          path: MANAGER_PATH,
-          interface: MANAGER,
-          member: 'JobRemoved',
-          signature: 'uoss',
-          body: [id, job, unit, result],
-        }),
-      );
+      setImmediate(() => {
+        for (const c of this.conns) {
+          if (c.closed) continue;
+          c.emitSignal({
+            path: MANAGER_PATH,
+            interface: MANAGER,
+            member: 'JobRemoved',
+            signature: 'uoss',
+            body: [id, job, unit, result],
+          });
+        }
+      });
     }
     return job;
   }
 
-  private handle(m: Message): void {
+  private handle(conn: DBusConnection, m: Message): void {
     const body = m.body ?? [];
     this.calls.push(`${m.member} ${typeof body[0] === 'string' ? body[0] : ''}`.trim());
-    const err = (name: string, text: string): void => this.conn.replyError(m, name, text);
+    const err = (name: string, text: string): void => conn.replyError(m, name, text);
     if (m.interface === 'org.freedesktop.DBus.Properties' && m.member === 'Get') {
       const [iface, prop] = body as [string, string];
       if (m.path === MANAGER_PATH && iface === MANAGER && prop === 'Version')
-        return this.conn.reply(m, 'v', [{ signature: 's', value: '252.30-1~deb12u2' }]);
+        return conn.reply(m, 'v', [{ signature: 's', value: '252.30-1~deb12u2' }]);
       if (prop === 'ActiveState') {
         const unit = [...this.units.values()].find((u) => this.unitPath(u.name) === m.path);
-        return this.conn.reply(m, 'v', [{ signature: 's', value: unit ? 'active' : 'inactive' }]);
+        return conn.reply(m, 'v', [{ signature: 's', value: unit ? 'active' : 'inactive' }]);
       }
       return err('org.freedesktop.DBus.Error.UnknownProperty', `${iface}.${prop}`);
     }
@@ -178,7 +219,7 @@ export class FakeSystemd {
             fs.writeFileSync(path.join(d, 'cgroup.procs'), pids.join('\n'));
           }
         }
-        return this.conn.reply(m, 'o', [this.jobDone(name, result)]);
+        return conn.reply(m, 'o', [this.jobDone(name, result)]);
       }
       case 'StopUnit': {
         const [name] = body as [string];
@@ -186,15 +227,15 @@ export class FakeSystemd {
         if (!u) return err('org.freedesktop.systemd1.NoSuchUnit', `Unit ${name} not loaded.`);
         this.units.delete(name);
         for (const d of u.dirs) fs.rmSync(d, { recursive: true, force: true });
-        return this.conn.reply(m, 'o', [this.jobDone(name, 'done')]);
+        return conn.reply(m, 'o', [this.jobDone(name, 'done')]);
       }
       case 'ResetFailedUnit':
         this.failed.delete(body[0] as string);
-        return this.conn.reply(m);
+        return conn.reply(m);
       case 'GetUnit': {
         const [name] = body as [string];
         if (!this.units.has(name)) return err('org.freedesktop.systemd1.NoSuchUnit', `Unit ${name} not loaded.`);
-        return this.conn.reply(m, 'o', [this.unitPath(name)]);
+        return conn.reply(m, 'o', [this.unitPath(name)]);
       }
       default:
         return err('org.freedesktop.DBus.Error.UnknownMethod', `${m.member}`);

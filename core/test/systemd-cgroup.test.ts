@@ -153,6 +153,19 @@ describe('core host-cgroup: the systemd driver through a private dbus-daemon and
     assert.equal(fs.existsSync(leaf('systemd')), false);
   });
 
+  it('systemd gone at teardown: the stop fails (and says so), the folders are removed all the same (runc does too)', async () => {
+    const cg = cgroup();
+    await cg.join(11);
+    systemd!.close();
+    await new Promise((r) => setTimeout(r, 50));
+    await assert.rejects(cg.remove(), (err: unknown) => {
+      assert.ok(err instanceof FailedPreconditionError, String(err));
+      assert.match(err.message, /systemd cannot be reached over D-Bus/);
+      return true;
+    });
+    for (const h of ['systemd', 'cpu', 'memory', 'cpuset', 'unified']) assert.equal(fs.existsSync(leaf(h)), false, h);
+  });
+
   it("crash recovery: the record's unit is stopped and its folders removed", async () => {
     const cg = cgroup();
     await cg.join(4242);
@@ -212,5 +225,51 @@ describe('core host-cgroup: the systemd driver through a private dbus-daemon and
     const noOwner = HostCgroup.forPath(CGROUPS_PATH, { layout, systemd: options, removeDir: rmTree });
     await assert.rejects(noOwner.check(), /NameHasNoOwner|org\.freedesktop\.systemd1/);
     assert.equal(fs.existsSync(path.join(hier('memory'), 'kubepods.slice')), false, 'nothing made');
+  });
+});
+
+describe("core host-cgroup: the systemd driver peer to peer (systemd's private socket, a fake systemd)", () => {
+  let tmp: string;
+  let systemd: FakeSystemd | undefined;
+  before(async () => {
+    tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'hull-systemd-p2p-'));
+  });
+  after(() => {
+    systemd?.close();
+    fs.rmSync(tmp, { recursive: true, force: true });
+  });
+
+  it('with no system bus, the private socket serves: no Hello, no AddMatch, JobRemoved sent to the connection', async () => {
+    const hier = (n: string): string => path.join(tmp, 'cg', n);
+    const layout: CgroupLayout = {
+      version: 1,
+      hierarchies: [
+        { mountPoint: hier('systemd'), controllers: ['name=systemd'], version: 1 },
+        { mountPoint: hier('pids'), controllers: ['pids'], version: 1 },
+      ],
+    };
+    for (const h of layout.hierarchies) fs.mkdirSync(h.mountPoint, { recursive: true });
+    const privateSocket = path.join(tmp, 'private');
+    systemd = await FakeSystemd.startPeer(privateSocket, [hier('systemd')]);
+    const sockets = [
+      { path: path.join(tmp, 'system_bus_socket'), bus: true }, // absent, as on a host without a bus daemon
+      { path: privateSocket, bus: false },
+    ];
+    const cg = HostCgroup.forPath(CGROUPS_PATH, {
+      layout,
+      systemd: { sockets },
+      removeDir: (d) => fs.rmSync(d, { recursive: true }),
+    });
+    await cg.check();
+    await cg.join(31);
+    for (const n of ['systemd', 'pids'])
+      assert.equal(fs.readFileSync(path.join(hier(n), SLICE_DIR, SCOPE, 'cgroup.procs'), 'utf8'), '31', n);
+    await cg.remove();
+    assert.deepEqual(
+      systemd.calls.filter((c) => !c.startsWith('Get')),
+      [`StartTransientUnit ${SCOPE}`, `StopUnit ${SCOPE}`, `ResetFailedUnit ${SCOPE}`],
+      'no bus daemon calls',
+    );
+    for (const n of ['systemd', 'pids']) assert.equal(fs.existsSync(path.join(hier(n), SLICE_DIR, SCOPE)), false, n);
   });
 });
