@@ -77,7 +77,7 @@ export class SystemdManager {
           owner = text(name, 'GetNameOwner');
         }
         const m = new SystemdManager(conn, socket, owner, timeoutMs);
-        await m.managerCall('Version check', {
+        await m.managerCall({
           path: MANAGER_PATH,
           interface: PROPERTIES,
           member: 'Get',
@@ -106,7 +106,7 @@ export class SystemdManager {
   async startTransientUnit(unit: string, properties: readonly UnitProperty[]): Promise<void> {
     const start = (): Promise<void> =>
       this.followJob(unit, 'start', () =>
-        this.managerCall(`start ${unit}`, {
+        this.managerCall({
           path: MANAGER_PATH,
           interface: MANAGER,
           member: 'StartTransientUnit',
@@ -129,7 +129,7 @@ export class SystemdManager {
   async stopUnit(unit: string): Promise<void> {
     try {
       await this.followJob(unit, 'stop', () =>
-        this.managerCall(`stop ${unit}`, {
+        this.managerCall({
           path: MANAGER_PATH,
           interface: MANAGER,
           member: 'StopUnit',
@@ -144,7 +144,7 @@ export class SystemdManager {
   }
 
   async resetFailedUnit(unit: string): Promise<void> {
-    await this.managerCall(`reset ${unit}`, {
+    await this.managerCall({
       path: MANAGER_PATH,
       interface: MANAGER,
       member: 'ResetFailedUnit',
@@ -157,7 +157,7 @@ export class SystemdManager {
   async activeState(unit: string): Promise<string | undefined> {
     let unitPath: DBusValue | undefined;
     try {
-      [unitPath] = await this.managerCall(`get ${unit}`, {
+      [unitPath] = await this.managerCall({
         path: MANAGER_PATH,
         interface: MANAGER,
         member: 'GetUnit',
@@ -168,7 +168,7 @@ export class SystemdManager {
       if (err instanceof DBusError && err.errorName === `${SYSTEMD}.NoSuchUnit`) return undefined;
       throw err;
     }
-    const [v] = await this.managerCall(`get ${unit}'s state`, {
+    const [v] = await this.managerCall({
       path: text(unitPath, 'GetUnit'),
       interface: PROPERTIES,
       member: 'Get',
@@ -196,7 +196,7 @@ export class SystemdManager {
     });
     try {
       if (this.socket.bus) {
-        await this.managerCall('AddMatch', {
+        await this.managerCall({
           destination: DBUS_SERVICE,
           path: '/org/freedesktop/DBus',
           interface: DBUS_SERVICE,
@@ -207,6 +207,7 @@ export class SystemdManager {
       }
       const [job] = await enqueue();
       const jobPath = text(job, what === 'start' ? 'StartTransientUnit' : 'StopUnit');
+      let offClose: (() => void) | undefined;
       const result = await new Promise<string | undefined>((resolve) => {
         const timer = setTimeout(() => resolve(undefined), this.timeoutMs);
         const check = (): void => {
@@ -215,8 +216,13 @@ export class SystemdManager {
           resolve(results.get(jobPath));
         };
         wake = check;
+        // A connection lost while waiting: no signal can come; the state query below then says so at once.
+        offClose = this.conn.onClose(() => {
+          clearTimeout(timer);
+          resolve(undefined);
+        });
         check();
-      });
+      }).finally(() => offClose?.());
       if (result === undefined) {
         const state = await this.activeState(unit);
         const ok = what === 'start' ? state === 'active' : state === undefined || state === 'inactive';
@@ -235,18 +241,15 @@ export class SystemdManager {
     }
   }
 
-  private managerCall(
-    _what: string,
-    req: {
-      destination?: string;
-      path: string;
-      interface: string;
-      member: string;
-      signature?: string;
-      body?: DBusValue[];
-      timeoutMs?: number;
-    },
-  ): Promise<DBusValue[]> {
+  private managerCall(req: {
+    destination?: string;
+    path: string;
+    interface: string;
+    member: string;
+    signature?: string;
+    body?: DBusValue[];
+    timeoutMs?: number;
+  }): Promise<DBusValue[]> {
     return this.conn.call({
       ...req,
       destination: req.destination ?? (this.socket.bus ? SYSTEMD : undefined),

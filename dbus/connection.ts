@@ -74,6 +74,7 @@ export class DBusConnection {
     { resolve: (m: Message) => void; reject: (e: Error) => void; timer: NodeJS.Timeout }
   >();
   private readonly signalListeners = new Set<(m: Message) => void>();
+  private readonly closeListeners = new Set<(err: Error) => void>();
   private closedWith: Error | undefined;
   /** This connection's unique name on a bus (from Hello). */
   uniqueName: string | undefined;
@@ -197,6 +198,17 @@ export class DBusConnection {
     return () => this.signalListeners.delete(listener);
   }
 
+  /** Called once when the connection closes, for whatever reason; returns the function that stops listening. */
+  onClose(listener: (err: Error) => void): () => void {
+    if (this.closedWith) {
+      const err = this.closedWith;
+      queueMicrotask(() => listener(err));
+      return () => undefined;
+    }
+    this.closeListeners.add(listener);
+    return () => this.closeListeners.delete(listener);
+  }
+
   emitSignal(s: SignalRequest): void {
     this.send({ type: MessageType.Signal, serial: this.nextSerial(), ...s });
   }
@@ -261,6 +273,8 @@ export class DBusConnection {
     }
     this.pending.clear();
     this.socket.destroy();
+    for (const l of [...this.closeListeners]) l(err);
+    this.closeListeners.clear();
   }
 }
 

@@ -93,6 +93,8 @@ export class FakeSystemd {
   startResult = 'done';
   /** Do not emit JobRemoved (hull must then look at the unit's ActiveState). */
   silent = false;
+  /** Close the client's connection right after answering StartTransientUnit (systemd or the bus going away). */
+  dropAfterStart = false;
   private job = 0;
   /** Every connection to this systemd (one on a bus; peer to peer, one per client), where JobRemoved goes. */
   private readonly conns = new Set<DBusConnection>();
@@ -219,7 +221,9 @@ export class FakeSystemd {
             fs.writeFileSync(path.join(d, 'cgroup.procs'), pids.join('\n'));
           }
         }
-        return conn.reply(m, 'o', [this.jobDone(name, result)]);
+        conn.reply(m, 'o', [this.jobDone(name, result)]);
+        if (this.dropAfterStart) setImmediate(() => conn.close());
+        return;
       }
       case 'StopUnit': {
         const [name] = body as [string];

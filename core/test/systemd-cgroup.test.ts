@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { FailedPreconditionError } from '../../errors';
+import { FailedPreconditionError, UnavailableError } from '../../errors';
 import { NOOP_LOGGER } from '../../log';
 import { HostCgroup, type CgroupLayout, type SystemdOptions } from '../host-cgroup';
 import { recoverFromRecord, type SandboxRecord } from '../store';
@@ -271,5 +271,16 @@ describe("core host-cgroup: the systemd driver peer to peer (systemd's private s
       'no bus daemon calls',
     );
     for (const n of ['systemd', 'pids']) assert.equal(fs.existsSync(path.join(hier(n), SLICE_DIR, SCOPE)), false, n);
+
+    // The connection lost while hull waits for the job: Unavailable at once, not after the job's bound.
+    systemd.silent = true;
+    systemd.dropAfterStart = true;
+    const t0 = Date.now();
+    await assert.rejects(cg.join(32), (err: unknown) => {
+      assert.ok(err instanceof UnavailableError, String(err));
+      assert.match(err.message, /systemd \(.*private\), unit cri-containerd-sb1\.scope: D-Bus connection closed/);
+      return true;
+    });
+    assert.ok(Date.now() - t0 < 5_000, `${Date.now() - t0} ms`);
   });
 });

@@ -161,6 +161,8 @@ describe('dbus connection (peer to peer, a fake server)', () => {
       (err: unknown) => err instanceof DBusConnectionError && err.code === 'ETIMEDOUT',
     );
     const waiting = c.call({ path: '/x', member: 'Never' });
+    const closedWith: Error[] = [];
+    c.onClose((e) => closedWith.push(e));
     await new Promise((r) => setTimeout(r, 50));
     const big = encodeMessage({
       type: MessageType.Signal,
@@ -177,6 +179,8 @@ describe('dbus connection (peer to peer, a fake server)', () => {
       (err: unknown) => err instanceof DBusConnectionError && /larger than the cap of 4096/.test(err.message),
     );
     assert.equal(c.closed, true);
+    assert.match(closedWith[0]?.message ?? '', /larger than the cap/, 'onClose told, once');
+    assert.equal(closedWith.length, 1);
     await assert.rejects(c.call({ path: '/x', member: 'After' }), DBusConnectionError);
   });
 
