@@ -20,7 +20,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { FailedPreconditionError, InvalidArgumentError } from '../errors';
-import { SYSTEMD_SOCKETS, withSystemd, type SystemdSocket, type UnitProperty } from './systemd';
+import { withSystemd, type SystemdSocket, type UnitProperty } from './systemd';
 
 /** Where every cgroup hierarchy is mounted; recorded cgroup folders must lie below it. */
 export const CGROUP_ROOT = '/sys/fs/cgroup';
@@ -219,7 +219,10 @@ export function hostCgroupLayout(): CgroupLayout {
 }
 
 export interface SystemdOptions {
-  /** Where systemd's Manager is reached, in order (default SYSTEMD_SOCKETS: the system bus, systemd's private socket). */
+  /**
+   * Where systemd's Manager is reached, in order (default: HULL_SYSTEMD_SOCKETS if set, else the system bus, then
+   * systemd's private socket).
+   */
   sockets?: readonly SystemdSocket[];
   /** Bound on each start/stop job (default SYSTEMD_JOB_TIMEOUT_MS, runc's 30 s). */
   jobTimeoutMs?: number;
@@ -482,7 +485,7 @@ async function stopScope(unit: string, o: SystemdOptions): Promise<void> {
   const bad = checkUnitName(unit);
   if (bad || !unit.endsWith('.scope'))
     throw new InvalidArgumentError(`not stopping ${JSON.stringify(unit)}: ${bad ?? 'not a scope'}`);
-  await withSystemd(o.sockets ?? SYSTEMD_SOCKETS, o.jobTimeoutMs, (m) => m.stopUnit(unit));
+  await withSystemd(o.sockets, o.jobTimeoutMs, (m) => m.stopUnit(unit));
 }
 
 function enableControllers(dir: string): void {

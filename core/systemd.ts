@@ -16,7 +16,8 @@ import {
   type Message,
   type Variant,
 } from '../dbus';
-import { FailedPreconditionError, UnavailableError, errorMessage } from '../errors';
+import path from 'node:path';
+import { FailedPreconditionError, InvalidArgumentError, UnavailableError, errorMessage } from '../errors';
 
 export interface SystemdSocket {
   path: string;
@@ -28,6 +29,31 @@ export const SYSTEMD_SOCKETS: readonly SystemdSocket[] = [
   { path: '/run/dbus/system_bus_socket', bus: true },
   { path: '/run/systemd/private', bus: false },
 ];
+/**
+ * The environment variable that replaces SYSTEMD_SOCKETS (tests through containerd, which passes its environment to
+ * the shim; a host whose sockets are elsewhere): comma-separated `bus:<path>` (through a bus daemon) or
+ * `peer:<path>` (systemd's own socket), absolute paths, at most 4.
+ */
+export const SYSTEMD_SOCKETS_ENV = 'HULL_SYSTEMD_SOCKETS';
+
+/** SYSTEMD_SOCKETS, or what HULL_SYSTEMD_SOCKETS names; a malformed value is an InvalidArgumentError. */
+export function systemdSockets(env: NodeJS.ProcessEnv = process.env): readonly SystemdSocket[] {
+  const value = env[SYSTEMD_SOCKETS_ENV];
+  if (value === undefined || value === '') return SYSTEMD_SOCKETS;
+  const entries = value.split(',');
+  const out = entries.map((e) => {
+    // eslint-disable-next-line no-control-regex
+    const m = /^(bus|peer):(\/[^\u0000-\u001f\u007f,]{1,4095})$/.exec(e);
+    if (!m) return undefined;
+    return { path: path.normalize(m[2]!), bus: m[1] === 'bus' };
+  });
+  if (entries.length > 4 || out.some((s) => s === undefined))
+    throw new InvalidArgumentError(
+      `${SYSTEMD_SOCKETS_ENV}=${JSON.stringify(value.slice(0, 200))}: expected up to 4 comma-separated bus:<absolute path> or peer:<absolute path>`,
+    );
+  return out as SystemdSocket[];
+}
+
 /** runc's bound on a unit's start and stop job. */
 export const SYSTEMD_JOB_TIMEOUT_MS = 30_000;
 const CONNECT_TIMEOUT_MS = 5_000;
@@ -54,7 +80,7 @@ export class SystemdManager {
    * socket tried and why, when none does.
    */
   static async connect(
-    sockets: readonly SystemdSocket[] = SYSTEMD_SOCKETS,
+    sockets: readonly SystemdSocket[] = systemdSockets(),
     timeoutMs = SYSTEMD_JOB_TIMEOUT_MS,
   ): Promise<SystemdManager> {
     const tried: string[] = [];

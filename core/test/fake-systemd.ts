@@ -100,6 +100,9 @@ export class FakeSystemd {
   private readonly conns = new Set<DBusConnection>();
   private server: net.Server | undefined;
 
+  /** How a scope's folder goes (default rm -r for a fake cgroupfs; rmdir on the real one). */
+  removeDir: (dir: string) => void = (d) => fs.rmSync(d, { recursive: true, force: true });
+
   private constructor(private readonly hierarchies: readonly string[]) {}
 
   private serve(conn: DBusConnection): void {
@@ -230,7 +233,7 @@ export class FakeSystemd {
         const u = this.units.get(name);
         if (!u) return err('org.freedesktop.systemd1.NoSuchUnit', `Unit ${name} not loaded.`);
         this.units.delete(name);
-        for (const d of u.dirs) fs.rmSync(d, { recursive: true, force: true });
+        for (const d of u.dirs) this.removeDir(d);
         return conn.reply(m, 'o', [this.jobDone(name, 'done')]);
       }
       case 'ResetFailedUnit':

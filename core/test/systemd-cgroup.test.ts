@@ -6,10 +6,11 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { FailedPreconditionError, UnavailableError } from '../../errors';
+import { FailedPreconditionError, InvalidArgumentError, UnavailableError } from '../../errors';
 import { NOOP_LOGGER } from '../../log';
 import { HostCgroup, type CgroupLayout, type SystemdOptions } from '../host-cgroup';
 import { recoverFromRecord, type SandboxRecord } from '../store';
+import { SYSTEMD_SOCKETS, systemdSockets } from '../systemd';
 import { FakeSystemd, startPrivateBus, type PrivateBus } from './fake-systemd';
 import { FakeShare } from './fakes';
 
@@ -282,5 +283,25 @@ describe("core host-cgroup: the systemd driver peer to peer (systemd's private s
       return true;
     });
     assert.ok(Date.now() - t0 < 5_000, `${Date.now() - t0} ms`);
+  });
+});
+
+describe('core systemd: where systemd is reached', () => {
+  it("the system bus, then systemd's private socket (go-systemd's order for root); HULL_SYSTEMD_SOCKETS replaces them", () => {
+    assert.deepEqual(systemdSockets({}), [
+      { path: '/run/dbus/system_bus_socket', bus: true },
+      { path: '/run/systemd/private', bus: false },
+    ]);
+    assert.equal(systemdSockets({ HULL_SYSTEMD_SOCKETS: '' }), SYSTEMD_SOCKETS);
+    assert.deepEqual(systemdSockets({ HULL_SYSTEMD_SOCKETS: 'bus:/tmp/x/bus,peer:/tmp//y' }), [
+      { path: '/tmp/x/bus', bus: true },
+      { path: '/tmp/y', bus: false },
+    ]);
+    for (const bad of ['/tmp/bus', 'bus:relative', 'tcp:/x', 'bus:/a\nb', 'bus:/a,bus:/b,bus:/c,bus:/d,bus:/e'])
+      assert.throws(
+        () => systemdSockets({ HULL_SYSTEMD_SOCKETS: bad }),
+        (err: unknown) => err instanceof InvalidArgumentError && /HULL_SYSTEMD_SOCKETS/.test(err.message),
+        bad,
+      );
   });
 });
