@@ -95,7 +95,11 @@ export class DBusConnection {
         this.fail(new DBusConnectionError(`D-Bus protocol error: ${(err as Error).message}`));
         return;
       }
-      for (const m of messages) this.dispatch(m);
+      try {
+        for (const m of messages) this.dispatch(m);
+      } catch (err) {
+        this.fail(new DBusConnectionError(`D-Bus: a handler failed: ${(err as Error).message}`));
+      }
     };
     socket.on('data', take);
     socket.on('error', (err: NodeJS.ErrnoException) =>

@@ -107,7 +107,13 @@ export class FakeSystemd {
 
   private serve(conn: DBusConnection): void {
     this.conns.add(conn);
-    conn.onMethodCall = (m) => this.handle(conn, m);
+    conn.onMethodCall = (m) => {
+      try {
+        this.handle(conn, m);
+      } catch (err) {
+        conn.replyError(m, 'org.freedesktop.DBus.Error.Failed', (err as Error).message);
+      }
+    };
   }
 
   /**
