@@ -12,6 +12,7 @@ import {
   DBusConnectionError,
   DBusError,
   DBUS_SERVICE,
+  type CallRequest,
   type DBusValue,
   type Message,
   type Variant,
@@ -267,15 +268,8 @@ export class SystemdManager {
     }
   }
 
-  private managerCall(req: {
-    destination?: string;
-    path: string;
-    interface: string;
-    member: string;
-    signature?: string;
-    body?: DBusValue[];
-    timeoutMs?: number;
-  }): Promise<DBusValue[]> {
+  /** A call to systemd (its well-known name through a bus) under the job bound unless the request has its own. */
+  private managerCall(req: CallRequest): Promise<DBusValue[]> {
     return this.conn.call({
       ...req,
       destination: req.destination ?? (this.socket.bus ? SYSTEMD : undefined),

@@ -42,6 +42,10 @@ const FIELD = {
   unixFds: 9,
 } as const;
 const FIELD_SIG: Record<number, string> = { 1: 'o', 2: 's', 3: 's', 4: 's', 5: 'u', 6: 's', 7: 's', 8: 'g', 9: 'u' };
+/** A header field's code → the Message property it fills (the codes above, inverted). */
+const FIELD_NAME: Record<number, string> = Object.fromEntries(
+  Object.entries(FIELD).map(([name, code]) => [code, name]),
+);
 
 /** The specification's maximum message size; a decoder's own cap is usually far lower. */
 export const MAX_MESSAGE_BYTES = 128 << 20;
@@ -130,36 +134,11 @@ export function decodeMessage(buf: Buffer): Message {
     const want = FIELD_SIG[code];
     if (want === undefined) continue; // unknown fields are ignored, as the specification says
     if (v.signature !== want) fail(`header field ${code} has type ${v.signature}, not ${want}`);
-    const value = v.value as string | number;
-    switch (code) {
-      case FIELD.path:
-        m.path = value as string;
-        break;
-      case FIELD.interface:
-        m.interface = value as string;
-        break;
-      case FIELD.member:
-        m.member = value as string;
-        break;
-      case FIELD.errorName:
-        m.errorName = value as string;
-        break;
-      case FIELD.replySerial:
-        m.replySerial = value as number;
-        break;
-      case FIELD.destination:
-        m.destination = value as string;
-        break;
-      case FIELD.sender:
-        m.sender = value as string;
-        break;
-      case FIELD.signature:
-        m.signature = value as string;
-        break;
-      case FIELD.unixFds:
-        if (value !== 0) fail('unix fds were not negotiated');
-        break;
+    if (code === FIELD.unixFds) {
+      if (v.value !== 0) fail('unix fds were not negotiated');
+      continue;
     }
+    (m as unknown as Record<string, unknown>)[FIELD_NAME[code]!] = v.value;
   }
   checkRequired(m);
   const body = new Reader(buf.subarray(bodyStart), 0, bodyLength, le);
