@@ -5,9 +5,13 @@
  * group). kubelet's pod limits, accounting and eviction then see the VM.
  *
  * - cgroupsPath forms (containerd's CRI plugin): cgroupfs `/kubepods/burstable/pod<uid>/<id>` (SystemdCgroup =
- *   false), systemd `slice:prefix:name` (SystemdCgroup = true). Both are parsed and checked here; the systemd
- *   driver (a transient scope unit made through systemd's D-Bus API, runc's way) is not implemented yet and is
- *   refused before anything is made, with the reason.
+ *   false), systemd `slice:prefix:name` (SystemdCgroup = true). Both are parsed and checked here.
+ * - The systemd driver (runc's libcontainer/cgroups/systemd way): the cgroup is a transient scope unit
+ *   `<prefix>-<name>.scope` in the slice, made by systemd (StartTransientUnit over D-Bus, core/systemd.ts) with the
+ *   daemon's pid in it and `Delegate=yes`; then, as runc's v1 driver does, the daemon is written into the scope's
+ *   folder on every v1 hierarchy systemd does not own (cpuset, freezer, …; made if missing). Removed by StopUnit,
+ *   then the folders hull made. systemd not reachable: FailedPrecondition naming the sockets tried, never a silent
+ *   fall back to cgroupfs.
  * - cgroups v1 (one directory per mounted hierarchy: cpu, cpuacct, cpuset, memory, pids, …; a hybrid host's
  *   unified hierarchy too) and v2 (one directory; the controllers enabled down the path, as runc's fs2 does).
  * - Only the leaf (the sandbox's own cgroup) is removed, at teardown and by crash recovery; the folders above it
@@ -15,7 +19,8 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { FailedPreconditionError, InvalidArgumentError, NotImplementedError } from '../errors';
+import { FailedPreconditionError, InvalidArgumentError } from '../errors';
+import { withSystemd, type SystemdSocket, type UnitProperty } from './systemd';
 
 /** Where every cgroup hierarchy is mounted; recorded cgroup folders must lie below it. */
 export const CGROUP_ROOT = '/sys/fs/cgroup';
@@ -116,7 +121,23 @@ function parseSystemdPath(value: string, shown: string): ParsedCgroupsPath {
   if (name === '')
     throw new InvalidArgumentError(`linux.cgroupsPath ${shown}: the systemd form needs a name (slice:prefix:name)`);
   const unit = name.endsWith('.slice') ? name : prefix === '' ? `${name}.scope` : `${prefix}-${name}.scope`;
-  return { driver: 'systemd', path: `${expandSlice(slice, shown)}/${unit}`, slice, unit };
+  const sliceDir = expandSlice(slice, shown);
+  const bad = checkUnitName(unit) ?? checkUnitName(slice);
+  if (bad) throw new InvalidArgumentError(`linux.cgroupsPath ${shown}: ${bad}`);
+  return { driver: 'systemd', path: `${sliceDir}/${unit}`, slice, unit };
+}
+
+/**
+ * systemd's rule for a unit name (unit_name_is_valid, plain names only): at most 255 characters, a non-empty name of
+ * [A-Za-z0-9:_.-] (no '\\' escapes, no '@' templates: hull never needs them) and a `.scope` or `.slice` suffix.
+ * Returns why not, or undefined.
+ */
+export function checkUnitName(unit: unknown): string | undefined {
+  const shown = JSON.stringify(String(unit).slice(0, 120));
+  if (typeof unit !== 'string' || unit.length > MAX_COMPONENT) return `${shown} is not a systemd unit name`;
+  const m = /^([A-Za-z0-9:_.-]+)\.(scope|slice)$/.exec(unit);
+  if (!m || m[1]!.startsWith('.')) return `${shown} is not a systemd scope or slice unit name`;
+  return undefined;
 }
 
 /** systemd's slice folder: `-.slice` is the root, `a-b-c.slice` is `/a.slice/a-b.slice/a-b-c.slice`. */
@@ -197,15 +218,20 @@ export function hostCgroupLayout(): CgroupLayout {
   return (hostLayout ??= parseCgroupMounts(fs.readFileSync('/proc/self/mountinfo', 'utf8')));
 }
 
-/** Whether systemd is the init (runc's test): /run/systemd/system exists. */
-export function systemdRunning(probe = '/run/systemd/system'): boolean {
-  return fs.existsSync(probe);
+export interface SystemdOptions {
+  /**
+   * Where systemd's Manager is reached, in order (default: HULL_SYSTEMD_SOCKETS if set, else the system bus, then
+   * systemd's private socket).
+   */
+  sockets?: readonly SystemdSocket[];
+  /** Bound on each start/stop job (default SYSTEMD_JOB_TIMEOUT_MS, runc's 30 s). */
+  jobTimeoutMs?: number;
 }
 
 export interface HostCgroupOptions {
   layout?: CgroupLayout;
-  /** systemd's probe (tests). */
-  systemdRunning?: () => boolean;
+  /** The systemd driver's D-Bus sockets (tests: a private bus with a fake systemd). */
+  systemd?: SystemdOptions;
   /**
    * rmdir of a cgroup folder. The kernel's removes a cgroup with its interface files; a fake cgroupfs (plain
    * folders, tests) needs a recursive removal instead.
@@ -224,37 +250,91 @@ export class HostCgroup {
     readonly parsed: ParsedCgroupsPath,
     private readonly layout: CgroupLayout,
     private readonly removeDir: (dir: string) => void,
+    private readonly systemd: SystemdOptions,
   ) {
     this.dirs = layout.hierarchies.map((h) => path.join(h.mountPoint, parsed.path));
   }
 
-  /**
-   * For a sandbox's cgroupsPath: checked, and refused before anything is made when its driver cannot be served
-   * (systemd: not implemented yet; systemd form on a host whose init is not systemd: never).
-   */
+  /** For a sandbox's cgroupsPath: checked (InvalidArgument), nothing made yet. */
   static forPath(cgroupsPath: unknown, options: HostCgroupOptions = {}): HostCgroup {
     const parsed = parseCgroupsPath(cgroupsPath);
-    if (parsed.driver === 'systemd') {
-      const shown = JSON.stringify(cgroupsPath);
-      if (!(options.systemdRunning ?? systemdRunning)()) {
-        throw new FailedPreconditionError(
-          `linux.cgroupsPath ${shown} is in systemd's form (the runtime's SystemdCgroup = true), but systemd is not this host's init (no /run/systemd/system): set SystemdCgroup = false so that containerd writes a cgroupfs path`,
-        );
-      }
-      throw new NotImplementedError(
-        `linux.cgroupsPath ${shown} is in systemd's form (SystemdCgroup = true): hull does not make systemd transient scope units yet (runc's StartTransientUnit over D-Bus), so it cannot put the VM in unit ${parsed.unit} of ${parsed.slice}; use the cgroupfs driver (SystemdCgroup = false) for hull's RuntimeClass`,
+    if (parsed.driver === 'systemd' && !parsed.unit!.endsWith('.scope')) {
+      throw new InvalidArgumentError(
+        `linux.cgroupsPath ${JSON.stringify(cgroupsPath)} names the slice ${parsed.unit}: the VM's processes go in a scope unit (slice:prefix:name with a name not ending in .slice)`,
       );
     }
-    return new HostCgroup(parsed, options.layout ?? hostCgroupLayout(), options.removeDir ?? fs.rmdirSync);
+    return new HostCgroup(
+      parsed,
+      options.layout ?? hostCgroupLayout(),
+      options.removeDir ?? fs.rmdirSync,
+      options.systemd ?? {},
+    );
   }
 
-  /** The folders a crash-recovery record holds (see checkRecordedCgroupDirs). */
-  static recorded(dirs: readonly string[]): { remove(): Promise<void> } {
-    return { remove: () => removeDirs(dirs, fs.rmdirSync) };
+  /**
+   * What a crash-recovery record holds: the folders (see checkRecordedCgroupDirs) and, for the systemd driver, the
+   * scope unit (stopped first). `systemd`: tests only (the default sockets otherwise).
+   */
+  static recorded(dirs: readonly string[], unit?: string, systemd: SystemdOptions = {}): { remove(): Promise<void> } {
+    return {
+      remove: () =>
+        unit === undefined ? removeDirs(dirs, fs.rmdirSync) : stopThenRemove(unit, systemd, dirs, fs.rmdirSync),
+    };
   }
 
   get path(): string {
     return this.parsed.path;
+  }
+
+  /** systemd's scope unit (systemd driver), else undefined. */
+  get unit(): string | undefined {
+    return this.parsed.driver === 'systemd' ? this.parsed.unit : undefined;
+  }
+
+  /**
+   * Before anything is made: the systemd driver needs systemd's Manager to answer on one of its sockets
+   * (FailedPrecondition naming each socket tried and why, never a fall back to cgroupfs). Nothing for cgroupfs.
+   */
+  async check(): Promise<void> {
+    if (this.parsed.driver !== 'systemd') return;
+    try {
+      await withSystemd(this.systemd.sockets, this.systemd.jobTimeoutMs, async () => undefined);
+    } catch (err) {
+      if (!(err instanceof FailedPreconditionError)) throw err;
+      throw new FailedPreconditionError(
+        `linux.cgroupsPath is in systemd's form (the runtime's SystemdCgroup = true: unit ${this.parsed.unit} in ${this.parsed.slice}), but ${err.message}; on a host without systemd, set SystemdCgroup = false`,
+        { cause: err },
+      );
+    }
+  }
+
+  /**
+   * Makes the cgroup and moves `pid` (every thread) into it on every hierarchy. cgroupfs: `create` then `place`.
+   * systemd: the scope unit is started with `pid` in it (StartTransientUnit, job followed); then, as runc's v1
+   * driver does, every v1 hierarchy systemd does not own gets the folder (made if missing) and the pid, and each one
+   * systemd owns (name=systemd, the unified one) must have it.
+   */
+  async join(pid: number): Promise<void> {
+    if (!Number.isSafeInteger(pid) || pid <= 0) throw new InvalidArgumentError(`pid ${pid} is not a process id`);
+    if (this.parsed.driver !== 'systemd') {
+      this.create();
+      this.place(pid);
+      return;
+    }
+    const unit = this.parsed.unit!;
+    await withSystemd(this.systemd.sockets, this.systemd.jobTimeoutMs, (m) =>
+      m.startTransientUnit(unit, scopeProperties(this.parsed.slice!, unit, pid, this.layout.version)),
+    );
+    for (const h of this.layout.hierarchies) {
+      const leaf = path.join(h.mountPoint, this.parsed.path);
+      if (systemdOwns(h)) {
+        if (!fs.existsSync(leaf))
+          throw new FailedPreconditionError(`systemd started ${unit}, but its cgroup ${leaf} does not exist`);
+        continue;
+      }
+      this.makeDirs(h, false);
+      fs.writeFileSync(path.join(leaf, 'cgroup.procs'), String(pid));
+    }
   }
 
   /**
@@ -296,24 +376,27 @@ export class HostCgroup {
    * from the folder above, or no process could join. v2: each folder above enables its controllers for the next.
    */
   create(): void {
-    for (const h of this.layout.hierarchies) {
-      const leaf = path.join(h.mountPoint, this.parsed.path);
-      let dir = h.mountPoint;
-      for (const part of this.parsed.path.split('/').filter((p) => p !== '')) {
-        if (h.version === 2) enableControllers(dir);
-        const parent = dir;
-        dir = path.join(dir, part);
-        try {
-          fs.mkdirSync(dir, { mode: 0o755 });
-        } catch (err) {
-          if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
-        }
-        if (h.controllers.includes('cpuset')) {
-          for (const f of ['cpuset.cpus', 'cpuset.mems']) inheritIfEmpty(parent, dir, f);
-        }
+    for (const h of this.layout.hierarchies) this.makeDirs(h, h.version === 2);
+  }
+
+  /** The folder on one hierarchy, parents too; `enable`: v2 controllers enabled down the path. */
+  private makeDirs(h: CgroupHierarchy, enable: boolean): void {
+    const leaf = path.join(h.mountPoint, this.parsed.path);
+    let dir = h.mountPoint;
+    for (const part of this.parsed.path.split('/').filter((p) => p !== '')) {
+      if (enable) enableControllers(dir);
+      const parent = dir;
+      dir = path.join(dir, part);
+      try {
+        fs.mkdirSync(dir, { mode: 0o755 });
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
       }
-      if (dir !== leaf) throw new InvalidArgumentError(`cgroup ${leaf}: made ${dir}`); // cannot happen: parsed.path is normalised
+      if (h.controllers.includes('cpuset')) {
+        for (const f of ['cpuset.cpus', 'cpuset.mems']) inheritIfEmpty(parent, dir, f);
+      }
     }
+    if (dir !== leaf) throw new InvalidArgumentError(`cgroup ${leaf}: made ${dir}`); // cannot happen: parsed.path is normalised
   }
 
   /** Moves `pid` (every thread of it) into the cgroup, in every hierarchy. */
@@ -347,10 +430,62 @@ export class HostCgroup {
     });
   }
 
-  /** Removes the sandbox's folders (only the leaf); retried while the VM's last processes exit. */
-  remove(): Promise<void> {
-    return removeDirs(this.dirs, this.removeDir);
+  /**
+   * Removes the sandbox's folders (only the leaf); retried while the VM's last processes exit. systemd: the scope
+   * is stopped first (StopUnit; one systemd already dropped is fine), then the folders go (those systemd removed
+   * are gone already; runc removes them all, also when the stop failed).
+   */
+  async remove(): Promise<void> {
+    if (this.parsed.driver !== 'systemd') return removeDirs(this.dirs, this.removeDir);
+    await stopThenRemove(this.parsed.unit!, this.systemd, this.dirs, this.removeDir);
   }
+}
+
+/** The hierarchies systemd keeps itself (a scope's folder there is systemd's to make and remove). */
+function systemdOwns(h: CgroupHierarchy): boolean {
+  return h.version === 2 || h.controllers.includes('name=systemd');
+}
+
+/**
+ * The transient scope's properties, runc's: where it goes, what it is, the pid, delegation, accounting on (the
+ * kernel charges memory to a cgroup from the moment a process joins it), no default dependencies.
+ */
+export function scopeProperties(slice: string, unit: string, pid: number, version: 1 | 2): UnitProperty[] {
+  const on = (name: string): UnitProperty => [name, { signature: 'b', value: true }];
+  return [
+    ['Description', { signature: 's', value: `hull pod sandbox ${unit}` }],
+    ['Slice', { signature: 's', value: slice }],
+    ['Delegate', { signature: 'b', value: true }],
+    ['PIDs', { signature: 'au', value: [pid] }],
+    on('MemoryAccounting'),
+    on('CPUAccounting'),
+    on(version === 2 ? 'IOAccounting' : 'BlockIOAccounting'),
+    on('TasksAccounting'),
+    ['DefaultDependencies', { signature: 'b', value: false }],
+  ];
+}
+
+/** StopUnit, then the folders (also when the stop failed, as runc does); the stop's error first. */
+async function stopThenRemove(
+  unit: string,
+  o: SystemdOptions,
+  dirs: readonly string[],
+  rmdir: (dir: string) => void,
+): Promise<void> {
+  let failure: Error | undefined;
+  const keep = (err: unknown): void => {
+    failure ??= err instanceof Error ? err : new FailedPreconditionError(String(err));
+  };
+  await stopScope(unit, o).catch(keep);
+  await removeDirs(dirs, rmdir).catch(keep);
+  if (failure) throw failure;
+}
+
+async function stopScope(unit: string, o: SystemdOptions): Promise<void> {
+  const bad = checkUnitName(unit);
+  if (bad || !unit.endsWith('.scope'))
+    throw new InvalidArgumentError(`not stopping ${JSON.stringify(unit)}: ${bad ?? 'not a scope'}`);
+  await withSystemd(o.sockets, o.jobTimeoutMs, (m) => m.stopUnit(unit));
 }
 
 function enableControllers(dir: string): void {

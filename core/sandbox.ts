@@ -288,6 +288,7 @@ export class Sandbox {
       checkNoSharedPropagation(req.spec, req.id);
       const cgroupsPath = ownsVm ? req.spec.linux?.cgroupsPath : undefined;
       const cgroup = cgroupsPath ? (this.o.hostCgroup ?? HostCgroup.forPath)(cgroupsPath) : undefined;
+      await cgroup?.check(); // systemd driver: systemd must answer before anything is made
       const armed = armedFailpoint(req.spec.annotations, this.o.failpoints ?? false, this.o.logger);
       // Hot-plug: the VM grows to hold this container before anything of it is made (a refusal leaves nothing).
       if (!ownsVm && this.hotplug) await this.grow(req.id, need, 'create');
@@ -416,7 +417,7 @@ export class Sandbox {
     await inSpan('share.prepare', { 'hull.sandbox.id': id }, () => share.prepare());
     this.failpoint(id, 'share-prepared');
     this.vmSize = boot;
-    if (cgroup) this.joinCgroup(cgroup);
+    if (cgroup) await this.joinCgroup(cgroup);
     const netns = podNetnsPath(spec);
     if (netns) {
       this.network = await inSpan('network.connect', { 'hull.sandbox.id': id }, () =>
@@ -565,14 +566,14 @@ export class Sandbox {
    * it, and what they allocate is charged to it from the first page. The record names it first (a crash from here
    * on leaves what `delete` needs). The daemon serves this one sandbox, so staying there until teardown is right.
    */
-  private joinCgroup(cg: HostCgroup): void {
+  private async joinCgroup(cg: HostCgroup): Promise<void> {
     this.record.cgroup = [...cg.dirs];
+    if (cg.unit) this.record.systemdUnit = cg.unit;
     this.save();
-    this.cgroup = { cg, origin: cg.origin(process.pid) }; // teardown removes what create() made, even a part
-    cg.create();
-    cg.place(process.pid);
+    this.cgroup = { cg, origin: cg.origin(process.pid) }; // teardown removes what join() made, even a part
+    await cg.join(process.pid);
     this.o.logger.info(
-      { cgroup: cg.path, dirs: cg.dirs.length },
+      { cgroup: cg.path, dirs: cg.dirs.length, ...(cg.unit ? { systemdUnit: cg.unit } : {}) },
       "the shim daemon joined the sandbox's cgroup: QEMU and virtiofsd start in it",
     );
   }
@@ -749,6 +750,7 @@ export class Sandbox {
         await cgroup.cg.remove();
         this.cgroup = undefined;
         delete this.record.cgroup;
+        delete this.record.systemdUnit;
       });
     }
     if (this.share) await step('unmount the share', () => this.share!.cleanup());

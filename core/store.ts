@@ -23,9 +23,14 @@ import { detachEndpoints, removeLocalhostRedirects } from '../hypervisor/network
 import { childPids, processStartTime } from '../hypervisor/process';
 import type { SpawnedHelper } from '../hypervisor/types';
 import type { Logger } from '../log';
-import { HostCgroup, checkRecordedCgroupDirs } from './host-cgroup';
+import { HostCgroup, checkRecordedCgroupDirs, checkUnitName, type SystemdOptions } from './host-cgroup';
 
 export const BUNDLE_POINTER = 'hull-sandbox.json';
+/**
+ * Recovery's bound on systemd's stop job (the helpers are dead by then: the scope is empty, systemd has usually
+ * dropped it already). Within containerd's 5 s for the whole `delete`; a recovery cut short keeps the record.
+ */
+const RECOVERY_SYSTEMD_TIMEOUT_MS = 2_000;
 const RECORD_VERSION = 1;
 const MAX_RECORD_BYTES = 1 << 20;
 
@@ -52,6 +57,8 @@ export interface SandboxRecord {
   network?: { netnsPath: string; taps: string[] };
   /** The sandbox's cgroup folders on the host, one per hierarchy (removed after QEMU and virtiofsd). */
   cgroup?: string[];
+  /** The systemd driver's scope unit holding that cgroup (stopped by recovery before the folders go). */
+  systemdUnit?: string;
 }
 
 export class Store {
@@ -132,6 +139,14 @@ export class Store {
     }
     const badCgroup = r.cgroup === undefined ? undefined : checkRecordedCgroupDirs(r.cgroup);
     if (badCgroup) throw new InvalidArgumentError(`${file}: ${badCgroup}`);
+    const badUnit =
+      r.systemdUnit === undefined
+        ? undefined
+        : r.cgroup === undefined
+          ? 'systemdUnit without cgroup'
+          : (checkUnitName(r.systemdUnit) ??
+            (r.systemdUnit.endsWith('.scope') ? undefined : 'systemdUnit is not a scope'));
+    if (badUnit) throw new InvalidArgumentError(`${file}: ${badUnit}`);
     // Confinement: recovery removes these folders, so a record may only name its own sandbox's folder.
     const dir = path.dirname(file);
     const expected = stateDir === undefined ? undefined : path.join(stateDir, r.namespace, r.sandboxId);
@@ -432,6 +447,8 @@ export async function recoverFromRecord(
   containerId: string | undefined,
   share: FsShare,
   logger: Logger,
+  /** The systemd driver's sockets (tests; default: the system bus, then systemd's private socket). */
+  systemd?: SystemdOptions,
 ): Promise<string[]> {
   const problems: string[] = [];
   const step = async (what: string, fn: () => unknown): Promise<void> => {
@@ -458,7 +475,13 @@ export async function recoverFromRecord(
     await step(`remove the port forwarding rule from ${netnsPath}`, () => removeLocalhostRedirects(netnsPath));
   }
   const cgroup = record.cgroup;
-  if (cgroup) await step("remove the sandbox's cgroup", () => HostCgroup.recorded(cgroup).remove());
+  if (cgroup) {
+    const unit = record.systemdUnit;
+    await step(
+      unit ? `stop systemd's unit ${unit} and remove the sandbox's cgroup` : "remove the sandbox's cgroup",
+      () => HostCgroup.recorded(cgroup, unit, { jobTimeoutMs: RECOVERY_SYSTEMD_TIMEOUT_MS, ...systemd }).remove(),
+    );
+  }
   await step('unmount the share', () => share.cleanup());
   await step('remove the VM state folder', () => removeUnmounted(record.vmStateDir));
   // The record goes only once nothing is left that it points to: a later `delete` can then try again.

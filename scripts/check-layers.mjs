@@ -5,6 +5,8 @@
 // netns/ (hull-netns, TCP listeners inside a network namespace) likewise: hypervisor/ uses it (and so may integration/).
 // monitor/ (hull-monitor, the node's metrics daemon) is a program of its own: it reads the shims' sockets and CRI, so
 // it needs only the lowest layers (protos for CRI's classes and the id rule).
+// dbus/ (a small D-Bus client: systemd's Manager for the systemd cgroup driver) imports nothing but Node built-ins;
+// core/ uses it (and so may integration/).
 // A file may import only from the layers listed for its own folder; nothing imports shim/ from outside it;
 // ttrpc/, vsock/ and netns/ import nothing but Node built-ins (each is a package of its own). Relative imports must not form a cycle.
 // Exits 1 and names every offending import.
@@ -17,19 +19,20 @@ const root = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..')
 const LOWER = ['errors', 'log', 'protos', 'ttrpc'];
 const ALLOWED = {
   shim: ['shim', 'core', 'hypervisor', 'agent-client', 'fs-share', ...LOWER],
-  core: ['core', 'hypervisor', 'agent-client', 'fs-share', ...LOWER],
+  core: ['core', 'hypervisor', 'agent-client', 'fs-share', 'dbus', ...LOWER],
   hypervisor: ['hypervisor', 'netns', ...LOWER],
   'agent-client': ['agent-client', 'vsock', ...LOWER],
   'fs-share': ['fs-share', ...LOWER],
   protos: LOWER,
   errors: ['errors'],
   log: ['log'],
+  dbus: ['dbus'],
   ttrpc: ['ttrpc'],
   vsock: ['vsock'],
   netns: ['netns'],
   agent: ['agent', 'protos', 'ttrpc', 'vsock'],
   guest: ['guest', 'scripts'],
-  integration: ['integration', 'core', 'hypervisor', 'agent-client', 'fs-share', 'vsock', 'netns', ...LOWER],
+  integration: ['integration', 'core', 'dbus', 'hypervisor', 'agent-client', 'fs-share', 'vsock', 'netns', ...LOWER],
   bench: ['bench', 'integration', 'core', 'hypervisor', 'agent-client', 'fs-share', ...LOWER],
   scripts: ['scripts', ...LOWER],
   monitor: ['monitor', ...LOWER],

@@ -208,6 +208,14 @@ export const PROGRAMS = [
     why: 'tests: promtool check metrics (monitor and shim unit tests, integration)',
   },
 
+  // The systemd cgroup driver's test: a private bus, with a fake systemd Manager on it.
+  {
+    name: 'dbus-daemon',
+    path: '/usr/bin/dbus-daemon',
+    package: 'dbus-daemon',
+    why: 'core/test/systemd-cgroup.test.ts: a private D-Bus bus for the systemd cgroup driver',
+  },
+
   // Small tools of tests and integration helpers.
   { name: 'tar', path: '/usr/bin/tar', package: 'tar', why: 'integration/lib/containerd.ts: the pause image layer' },
   { name: 'mkfifo', path: '/usr/bin/mkfifo', package: 'coreutils', why: 'integration/lib/runc-shim.ts, core tests' },

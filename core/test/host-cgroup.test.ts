@@ -4,16 +4,18 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { FailedPreconditionError, InvalidArgumentError, NotImplementedError } from '../../errors';
+import { FailedPreconditionError, InvalidArgumentError } from '../../errors';
 import { NOOP_LOGGER } from '../../log';
 import {
   CGROUP_ROOT,
   HostCgroup,
   checkRecordedCgroupDirs,
+  checkUnitName,
   expandSlice,
   hostCgroupLayout,
   parseCgroupMounts,
   parseCgroupsPath,
+  scopeProperties,
   type CgroupLayout,
 } from '../host-cgroup';
 import { Store, recoverFromRecord, type SandboxRecord } from '../store';
@@ -205,21 +207,59 @@ describe('core host-cgroup', () => {
       assert.equal(fs.existsSync(cg.dirs[0]!), false);
     });
 
-    it('systemd form: refused before anything is made, saying why (no systemd: FailedPrecondition; systemd: not implemented yet)', () => {
+    it('systemd form: a scope unit in its slice, nothing made by forPath; a slice as the name is refused', () => {
       const layout = v1();
-      const p = 'kubepods-pod1.slice:cri-containerd:sb';
-      assert.throws(
-        () => HostCgroup.forPath(p, { layout, systemdRunning: () => false }),
-        (err: unknown) => err instanceof FailedPreconditionError && /SystemdCgroup = false/.test(err.message),
+      const cg = HostCgroup.forPath('kubepods-pod1.slice:cri-containerd:sb', { layout });
+      assert.equal(cg.unit, 'cri-containerd-sb.scope');
+      assert.deepEqual(
+        cg.dirs,
+        layout.hierarchies.map((h) =>
+          path.join(h.mountPoint, 'kubepods.slice/kubepods-pod1.slice/cri-containerd-sb.scope'),
+        ),
       );
+      assert.equal(HostCgroup.forPath('/kubepods/sb', { layout }).unit, undefined, 'cgroupfs: no unit');
       assert.throws(
-        () => HostCgroup.forPath(p, { layout, systemdRunning: () => true }),
-        (err: unknown) =>
-          err instanceof NotImplementedError &&
-          /cri-containerd-sb\.scope/.test(err.message) &&
-          /SystemdCgroup = false/.test(err.message),
+        () => HostCgroup.forPath('system.slice:x:sub.slice', { layout }),
+        (err: unknown) => err instanceof InvalidArgumentError && /names the slice sub\.slice/.test(err.message),
       );
       assert.deepEqual(fs.readdirSync(path.join(tmp, 'memory')), []);
+    });
+
+    it("systemd form: the transient scope's properties are runc's (v1: BlockIOAccounting, v2: IOAccounting)", () => {
+      const v1props = scopeProperties('kubepods-besteffort.slice', 'cri-containerd-x.scope', 123, 1);
+      assert.deepEqual(v1props, [
+        ['Description', { signature: 's', value: 'hull pod sandbox cri-containerd-x.scope' }],
+        ['Slice', { signature: 's', value: 'kubepods-besteffort.slice' }],
+        ['Delegate', { signature: 'b', value: true }],
+        ['PIDs', { signature: 'au', value: [123] }],
+        ['MemoryAccounting', { signature: 'b', value: true }],
+        ['CPUAccounting', { signature: 'b', value: true }],
+        ['BlockIOAccounting', { signature: 'b', value: true }],
+        ['TasksAccounting', { signature: 'b', value: true }],
+        ['DefaultDependencies', { signature: 'b', value: false }],
+      ]);
+      const v2props = scopeProperties('a.slice', 'p-n.scope', 1, 2).map(([n]) => n);
+      assert.ok(v2props.includes('IOAccounting') && !v2props.includes('BlockIOAccounting'));
+    });
+
+    it("systemd's unit name rule: [A-Za-z0-9:_.-], a .scope or .slice suffix, at most 255 characters", () => {
+      for (const ok of ['cri-containerd-abc.scope', 'kubepods-burstable-pod1_2.slice', 'a:b.scope'])
+        assert.equal(checkUnitName(ok), undefined, ok);
+      for (const bad of [
+        'x.service',
+        '.scope',
+        'a b.scope',
+        'a@b.scope',
+        'a\\x2d.scope',
+        `${'a'.repeat(250)}.scope`,
+        7,
+        'a/b.scope',
+      ])
+        assert.notEqual(checkUnitName(bad), undefined, String(bad));
+      assert.throws(
+        () => parseCgroupsPath(`kubepods.slice:p:${'n'.repeat(250)}`),
+        (err: unknown) => err instanceof InvalidArgumentError && /not a systemd/.test(err.message),
+      );
     });
 
     it('a rmdir that stays EBUSY is reported with the processes still in the cgroup', async () => {
@@ -283,6 +323,23 @@ describe('core host-cgroup', () => {
         );
         new Store(file).save({ ...r, cgroup: ['/sys/fs/cgroup/memory/x/sb'] });
         assert.deepEqual(Store.load(file)?.cgroup, ['/sys/fs/cgroup/memory/x/sb']);
+        // The systemd driver's unit: a scope unit name by systemd's rules, and only with the cgroup's folders.
+        const dirs = ['/sys/fs/cgroup/memory/k.slice/cri-containerd-sb.scope'];
+        new Store(file).save({ ...r, cgroup: dirs, systemdUnit: 'cri-containerd-sb.scope' });
+        assert.equal(Store.load(file)?.systemdUnit, 'cri-containerd-sb.scope');
+        for (const [bad, why] of [
+          [{ cgroup: dirs, systemdUnit: 'sshd.service' }, /not a systemd scope/],
+          [{ cgroup: dirs, systemdUnit: 'k.slice' }, /not a scope/],
+          [{ cgroup: dirs, systemdUnit: 'a b.scope' }, /not a systemd scope/],
+          [{ cgroup: undefined, systemdUnit: 'x.scope' }, /systemdUnit without cgroup/],
+        ] as const) {
+          new Store(file).save({ ...r, ...bad });
+          assert.throws(
+            () => Store.load(file),
+            (err: unknown) => err instanceof InvalidArgumentError && why.test(err.message),
+            JSON.stringify(bad),
+          );
+        }
       } finally {
         rmTree(dir);
       }

@@ -19,7 +19,9 @@ import type { SandboxEvent, StdioPaths } from '../events';
 import { FAILPOINT_ANNOTATION, FAILPOINT_STEPS, type FailpointStep } from '../failpoint';
 import { HostCgroup, type CgroupLayout } from '../host-cgroup';
 import { Sandbox, type CreateRequest, type SandboxOptions } from '../sandbox';
-import { Store } from '../store';
+import { Store, recoverFromRecord, type SandboxRecord } from '../store';
+import type { SystemdSocket } from '../systemd';
+import { FakeSystemd, startPrivateBus, type PrivateBus } from './fake-systemd';
 import { FakeAgent, FakeHypervisor, FakeShare, testConfig } from './fakes';
 
 const NO_STDIO: StdioPaths = { stdin: '', stdout: '', stderr: '', terminal: false };
@@ -315,15 +317,147 @@ describe("core Sandbox: the pod's host cgroup (fake cgroupfs v1)", () => {
       h.sandbox.create(h.request('sb', NO_STDIO, spec('/kubepods/../../../etc'))),
       /"\.\." component/,
     );
-    await assert.rejects(
-      h.sandbox.create(h.request('sb', NO_STDIO, spec('kubepods.slice:cri-containerd:sb'))),
-      /systemd/,
-    );
+    const noSystemd = new Harness({
+      hostCgroup: (p) =>
+        HostCgroup.forPath(p, { layout, systemd: { sockets: [{ path: path.join(cgRoot, 'no-bus'), bus: true }] } }),
+    });
+    try {
+      await assert.rejects(
+        noSystemd.sandbox.create(noSystemd.request('sb', NO_STDIO, spec('kubepods.slice:cri-containerd:sb'))),
+        (err: unknown) => err instanceof FailedPreconditionError && /systemd cannot be reached/.test(err.message),
+      );
+      assert.deepEqual(noSystemd.hv.calls, []);
+      assert.equal(fs.existsSync(noSystemd.recordFile), false);
+    } finally {
+      await noSystemd.dispose();
+    }
     assert.deepEqual(h.hv.calls, []);
     assert.equal(fs.existsSync(h.recordFile), false);
     await h.sandbox.create(h.request('sb'));
     assert.equal(Store.load(h.recordFile)?.cgroup, undefined);
     assert.deepEqual(fs.readdirSync(path.join(cgRoot, 'memory', POD)), []);
+  });
+});
+
+describe('core Sandbox: the systemd cgroup driver (a private dbus-daemon, a fake systemd Manager, a fake cgroupfs v1)', () => {
+  const CGROUPS_PATH = 'kubepods-burstable-pod123.slice:cri-containerd:sb';
+  const SCOPE = 'cri-containerd-sb.scope';
+  const SLICE_DIR = 'kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod123.slice';
+  const HIERARCHIES = ['systemd', 'cpu', 'memory', 'cpuset'];
+  let tmp: string;
+  let bus: PrivateBus | undefined;
+  let systemd: FakeSystemd | undefined;
+  let layout: CgroupLayout;
+  let h: Harness;
+  const hier = (name: string): string => path.join(tmp, 'cg', name);
+  const leaf = (name: string): string => path.join(hier(name), SLICE_DIR, SCOPE);
+  const procs = (name: string): string => fs.readFileSync(path.join(leaf(name), 'cgroup.procs'), 'utf8');
+  const sockets = (): SystemdSocket[] => [{ path: bus!.socketPath, bus: true }];
+  const spec: OciSpec = {
+    ...SPEC,
+    linux: { cgroupsPath: CGROUPS_PATH },
+    annotations: { 'io.kubernetes.cri.container-type': 'sandbox', 'io.kubernetes.cri.sandbox-id': 'sb' },
+  };
+
+  before(async () => {
+    tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'hull-sandbox-systemd-'));
+    bus = await startPrivateBus(tmp);
+  });
+  after(async () => {
+    await bus?.stop(); // by its pid
+    fs.rmSync(tmp, { recursive: true, force: true });
+  });
+  beforeEach(async () => {
+    fs.rmSync(path.join(tmp, 'cg'), { recursive: true, force: true });
+    layout = {
+      version: 1,
+      hierarchies: HIERARCHIES.map((c) => ({
+        mountPoint: hier(c),
+        controllers: [c === 'systemd' ? 'name=systemd' : c],
+        version: 1 as const,
+      })),
+    };
+    for (const x of layout.hierarchies) fs.mkdirSync(x.mountPoint, { recursive: true });
+    systemd = await FakeSystemd.start(bus!.socketPath, [hier('systemd'), hier('memory'), hier('cpu')]);
+    h = new Harness({
+      hostCgroup: (p) =>
+        HostCgroup.forPath(p, {
+          layout,
+          systemd: { sockets: sockets() },
+          removeDir: (d) => fs.rmSync(d, { recursive: true }),
+        }),
+    });
+  });
+  afterEach(async () => {
+    await h.dispose();
+    systemd?.close();
+  });
+
+  it("the daemon is in systemd's scope on every hierarchy before QEMU starts; the record names the unit; teardown stops it", async () => {
+    const atQemuStart: string[] = [];
+    h.hv.onStart = () => HIERARCHIES.forEach((x) => atQemuStart.push(`${x}=${procs(x)}`));
+    await h.sandbox.create(h.request('sb', NO_STDIO, spec));
+    assert.deepEqual(
+      atQemuStart,
+      HIERARCHIES.map((x) => `${x}=${process.pid}`),
+      'QEMU and virtiofsd are spawned by the daemon already in the scope: they start in it',
+    );
+    assert.equal(systemd!.started.length, 1);
+    assert.deepEqual(systemd!.started[0]!.properties.PIDs, { signature: 'au', value: [process.pid] });
+    assert.deepEqual(systemd!.started[0]!.properties.Slice, {
+      signature: 's',
+      value: 'kubepods-burstable-pod123.slice',
+    });
+    const record = JSON.parse(fs.readFileSync(h.recordFile, 'utf8')) as SandboxRecord;
+    assert.equal(record.systemdUnit, SCOPE);
+    assert.deepEqual(record.cgroup, HIERARCHIES.map(leaf));
+    await h.sandbox.delete('sb', '');
+    assert.ok(systemd!.calls.includes(`StopUnit ${SCOPE}`));
+    assert.equal(systemd!.units.size, 0);
+    for (const x of HIERARCHIES) {
+      assert.equal(fs.existsSync(leaf(x)), false, `${x}: the scope's folder is gone`);
+      assert.equal(
+        fs.readFileSync(path.join(hier(x), 'cgroup.procs'), 'utf8'),
+        String(process.pid),
+        `${x}: the daemon left first`,
+      );
+    }
+  });
+
+  it('crash recovery (delete after a dead shim) stops the recorded unit and removes its folders', async () => {
+    await h.sandbox.create(h.request('sb', NO_STDIO, spec));
+    const record = JSON.parse(fs.readFileSync(h.recordFile, 'utf8')) as SandboxRecord;
+    // The daemon "died": nothing of its teardown runs. Plain folders cannot be rmdir'ed with files in them.
+    for (const d of record.cgroup!) for (const f of fs.readdirSync(d)) fs.rmSync(path.join(d, f));
+    const problems = await recoverFromRecord(record, h.recordFile, undefined, h.share, NOOP_LOGGER, {
+      sockets: sockets(),
+    });
+    assert.deepEqual(problems, []);
+    assert.ok(systemd!.calls.includes(`StopUnit ${SCOPE}`));
+    assert.equal(systemd!.units.size, 0);
+    for (const x of HIERARCHIES) assert.equal(fs.existsSync(leaf(x)), false, x);
+    assert.equal(fs.existsSync(h.recordFile), false);
+  });
+
+  it('systemd unreachable: Create is refused (FailedPrecondition naming the socket tried) before anything is made', async () => {
+    const missing = path.join(tmp, 'no-such-bus');
+    const alone = new Harness({
+      hostCgroup: (p) => HostCgroup.forPath(p, { layout, systemd: { sockets: [{ path: missing, bus: true }] } }),
+    });
+    try {
+      await assert.rejects(alone.sandbox.create(alone.request('sb', NO_STDIO, spec)), (err: unknown) => {
+        assert.ok(err instanceof FailedPreconditionError, String(err));
+        assert.match(err.message, new RegExp(`systemd cannot be reached over D-Bus: tried ${missing} \\(.*ENOENT`));
+        assert.match(err.message, /SystemdCgroup = false/);
+        return true;
+      });
+      assert.deepEqual(alone.hv.calls, [], 'no VM');
+      assert.equal(fs.existsSync(alone.recordFile), false, 'no record');
+      assert.equal(systemd!.started.length, 0, 'no unit');
+      for (const x of HIERARCHIES) assert.deepEqual(fs.readdirSync(hier(x)), [], `${x}: nothing made`);
+    } finally {
+      await alone.dispose();
+    }
   });
 });
 
