@@ -16,6 +16,8 @@ export type Level = 'debug' | 'info' | 'warn' | 'error';
 
 /** The virtio-serial port's name (AGENT_LOG_SERIAL_NAME in hypervisor/guest-log.ts). */
 export const AGENT_LOG_PORT_NAME = 'agent.log.0';
+/** The message of the record that counts dropped records (AGENT_DROPPED_MSG on the host). */
+export const DROPPED_MSG = 'log records dropped (the host did not read them in time)';
 /** A record's line, newline included, is at most this long (AGENT_RECORD_MAX_BYTES on the host). */
 export const RECORD_MAX_BYTES = 4096;
 /** Each string field and the message are cut to this many characters first. */
@@ -35,9 +37,10 @@ function boundedFields(fields: Fields): Fields {
       try {
         json = JSON.stringify(v);
       } catch {
-        json = String(v);
+        json = undefined; // a cycle, a BigInt inside
       }
-      out[k] = json === undefined ? String(v) : json.length > TEXT_MAX_CHARS ? `${json.slice(0, TEXT_MAX_CHARS)}…` : json;
+      json ??= typeof v === 'bigint' ? v.toString() : `[${typeof v}]`;
+      out[k] = json.length > TEXT_MAX_CHARS ? `${json.slice(0, TEXT_MAX_CHARS)}…` : json;
     }
   }
   return out;
@@ -51,7 +54,16 @@ export function formatRecord(level: Level, msg: string, fields?: Fields): Buffer
   if (line.length > RECORD_MAX_BYTES) {
     // Too many fields: say so rather than cut JSON in two.
     line = Buffer.from(
-      `${JSON.stringify({ level, msg: m, fields: { fieldsCut: true, fieldNames: Object.keys(f ?? {}).join(',').slice(0, 512) } })}\n`,
+      `${JSON.stringify({
+        level,
+        msg: m,
+        fields: {
+          fieldsCut: true,
+          fieldNames: Object.keys(f ?? {})
+            .join(',')
+            .slice(0, 512),
+        },
+      })}\n`,
     );
   }
   if (line.length > RECORD_MAX_BYTES) line = Buffer.from(`${JSON.stringify({ level, msg: m.slice(0, 256) })}\n`);
@@ -64,9 +76,16 @@ function toStderr(level: Level, msg: string, fields?: Fields): void {
 }
 
 /** The log port while it is open; the queue of lines that did not fit yet; records dropped since the last report. */
+interface QueuedRecord {
+  line: Buffer;
+  level: Level;
+  msg: string;
+  fields?: Fields;
+}
+
 interface PortState {
   fd: number;
-  queue: { line: Buffer; level: Level; msg: string; fields?: Fields }[];
+  queue: QueuedRecord[];
   dropped: number;
   retry?: NodeJS.Timeout;
 }
@@ -111,21 +130,22 @@ export class AgentLogger {
   #flush(): void {
     const port = this.#port;
     if (!port || port.retry) return;
-    while (port.queue.length > 0) {
-      if (port.dropped > 0) {
-        const n = port.dropped;
-        port.dropped = 0;
-        port.queue.unshift({
-          line: formatRecord('warn', 'log records dropped (the host did not read them in time)', { dropped: n }),
-          level: 'warn',
-          msg: 'log records dropped',
-          fields: { dropped: n },
-        });
-      }
-      const head = port.queue[0]!;
+    for (;;) {
+      // The count of dropped records goes first, and is cleared only once it is out (never queued: it would be
+      // dropped itself).
+      const report = port.dropped > 0;
+      const next: QueuedRecord | undefined = report
+        ? {
+            line: formatRecord('warn', DROPPED_MSG, { dropped: port.dropped }),
+            level: 'warn',
+            msg: DROPPED_MSG,
+            fields: { dropped: port.dropped },
+          }
+        : port.queue[0];
+      if (!next) return;
       let written: number;
       try {
-        written = this.writeSync(port.fd, head.line);
+        written = this.writeSync(port.fd, next.line);
       } catch (err) {
         const code = (err as NodeJS.ErrnoException).code;
         if (code === 'EAGAIN') {
@@ -139,8 +159,9 @@ export class AgentLogger {
         }
         if (code === 'ENODEV' || code === 'EPIPE') {
           // The host is not connected to the port (yet, or any more): this record goes to the console.
-          port.queue.shift();
-          this.fallback(head.level, head.msg, head.fields);
+          if (report) port.dropped = 0;
+          else port.queue.shift();
+          this.fallback(next.level, next.msg, next.fields);
           continue;
         }
         // Anything else: the port is unusable; everything goes to the console from now on.
@@ -151,11 +172,14 @@ export class AgentLogger {
           // already gone
         }
         this.fallback('warn', 'the log port failed; logging to the console', { error: (err as Error).message });
+        if (report) this.fallback(next.level, next.msg, next.fields);
         for (const r of port.queue) this.fallback(r.level, r.msg, r.fields);
         return;
       }
-      if (written >= head.line.length) port.queue.shift();
-      else head.line = head.line.subarray(written);
+      if (report) port.dropped = 0;
+      else port.queue.shift();
+      // A partial write (virtio-console takes up to 32 KiB at once, so not expected): the rest goes next.
+      if (written < next.line.length) port.queue.unshift({ ...next, line: next.line.subarray(written) });
     }
   }
 }

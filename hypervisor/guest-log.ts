@@ -75,12 +75,13 @@ export interface RateLimits {
 
 /**
  * At most `linesPerWindow` log lines per `windowMs` from one source; over that, lines are counted and the count is
- * logged (warn) once the next window opens or the source ends (`flush`).
+ * logged (warn) when the window ends (a timer, unref'd), the next window opens, or the source ends (`flush`).
  */
 export class LogRate {
   #windowStart = -Infinity;
   #windowLines = 0;
   #unlogged = 0;
+  #timer: NodeJS.Timeout | undefined;
   /** Every line not logged for the rate, since the start. */
   notLogged = 0;
 
@@ -91,11 +92,13 @@ export class LogRate {
     private readonly what: string,
     private readonly source: string,
     private readonly now: () => number,
+    /** More fields for the report (called once per report). */
+    private readonly reportFields: () => object = () => ({}),
   ) {}
 
-  /** Logs (obj, msg) at `level` if the rate allows; otherwise counts it. */
-  log(level: LogLevel, obj: object, msg: string): void {
-    if (this.logger.isLevelEnabled && !this.logger.isLevelEnabled(level)) return;
+  /** Logs (obj, msg) at `level` if the rate allows (true); otherwise counts it (false). */
+  log(level: LogLevel, obj: object, msg: string): boolean {
+    if (this.logger.isLevelEnabled && !this.logger.isLevelEnabled(level)) return true;
     const t = this.now();
     if (t - this.#windowStart >= this.limits.windowMs) {
       this.flush();
@@ -105,14 +108,21 @@ export class LogRate {
     if (this.#windowLines >= this.limits.linesPerWindow) {
       this.#unlogged++;
       this.notLogged++;
-      return;
+      if (this.#timer === undefined) {
+        this.#timer = setTimeout(() => this.flush(), Math.max(0, this.#windowStart + this.limits.windowMs - t));
+        this.#timer.unref();
+      }
+      return false;
     }
     this.#windowLines++;
     this.logger[level](obj, msg);
+    return true;
   }
 
   /** Logs the count of lines not logged since the last report, if any. */
   flush(): void {
+    clearTimeout(this.#timer);
+    this.#timer = undefined;
     if (this.#unlogged === 0) return;
     const n = this.#unlogged;
     this.#unlogged = 0;
@@ -122,6 +132,7 @@ export class LogRate {
         notLogged: n,
         totalNotLogged: this.notLogged,
         limit: `${this.limits.linesPerWindow} lines per ${this.limits.windowMs} ms`,
+        ...this.reportFields(),
       },
       `${n} ${this.what} not logged (the guest wrote faster than the log's limit)`,
     );
@@ -203,6 +214,8 @@ const RECORD_MAX_FIELDS = 32;
 const TAIL_LINE_MAX_BYTES = 2048;
 const FIELD_NAME = /^[A-Za-z][A-Za-z0-9_.-]{0,63}$/;
 const LEVELS: readonly LogLevel[] = ['debug', 'info', 'warn', 'error'];
+/** The agent's report of records it dropped itself (its queue for the port was full): agent/log.ts. */
+export const AGENT_DROPPED_MSG = 'log records dropped (the host did not read them in time)';
 
 export interface AgentRecord {
   /** The level the record claims (debug for an invalid record). */
@@ -236,8 +249,7 @@ export function parseAgentRecord(line: string, cutBytes = 0): AgentRecord {
   }
   if (typeof v !== 'object' || v === null || Array.isArray(v)) return invalid('not a JSON object');
   const r = v as Record<string, unknown>;
-  if (typeof r.level !== 'string' || !(LEVELS as readonly string[]).includes(r.level))
-    return invalid('no valid level');
+  if (typeof r.level !== 'string' || !(LEVELS as readonly string[]).includes(r.level)) return invalid('no valid level');
   if (typeof r.msg !== 'string') return invalid('no message');
   const fields: AgentRecord['fields'] = {};
   if (r.fields !== undefined) {
@@ -267,6 +279,9 @@ export function formatAgentRecord(r: AgentRecord): string {
   return r.invalid ? `hull-agent invalid record (${r.invalid}): ${r.msg}` : `hull-agent ${r.level} ${r.msg}${extra}`;
 }
 
+/** A drop report counts at most this many records (more than the agent could drop between two reports). */
+const MAX_DROP_REPORT = 1_000_000;
+
 export interface AgentLogLimits extends RateLimits {
   /** Records kept in memory (agentLogTail). */
   maxLines: number;
@@ -287,15 +302,18 @@ export class AgentLog {
   readonly #rate: LogRate;
   readonly #limits: AgentLogLimits;
   #tail: string[] = [];
-  readonly totals = { bytes: 0, records: 0, invalid: 0, notLogged: 0 };
+  /** `droppedInGuest`: what the agent says it dropped (its drop reports, each a count; untrusted, capped). */
+  readonly totals = { bytes: 0, records: 0, invalid: 0, notLogged: 0, droppedInGuest: 0 };
+  /** Dropped in the guest, from drop reports that were themselves over the rate: told in the next report. */
+  #unreportedDrops = 0;
 
-  constructor(
-    logger: Logger,
-    limits: Partial<AgentLogLimits> = {},
-    now: () => number = () => performance.now(),
-  ) {
+  constructor(logger: Logger, limits: Partial<AgentLogLimits> = {}, now: () => number = () => performance.now()) {
     this.#limits = { ...DEFAULT_AGENT_LOG_LIMITS, ...limits };
-    this.#rate = new LogRate(logger, this.#limits, 'agent log records', 'agent', now);
+    this.#rate = new LogRate(logger, this.#limits, 'agent log records', 'agent', now, () => {
+      const n = this.#unreportedDrops;
+      this.#unreportedDrops = 0;
+      return n > 0 ? { droppedInGuest: n } : {};
+    });
     this.#lines = new BoundedLines(AGENT_RECORD_MAX_BYTES, (text, cut) => this.#record(text, cut));
   }
 
@@ -324,7 +342,12 @@ export class AgentLog {
     const obj = r.invalid
       ? { source: 'agent', invalidRecord: r.invalid }
       : { source: 'agent', ...(r.level === 'info' ? { guestLevel: 'info' } : {}), fields: r.fields };
-    this.#rate.log(agentRecordLevel(r), obj, r.msg);
+    const logged = this.#rate.log(agentRecordLevel(r), obj, r.msg);
     this.totals.notLogged = this.#rate.notLogged;
+    const dropped = r.msg === AGENT_DROPPED_MSG ? r.fields.dropped : undefined;
+    if (typeof dropped === 'number' && Number.isSafeInteger(dropped) && dropped > 0 && dropped <= MAX_DROP_REPORT) {
+      this.totals.droppedInGuest += dropped;
+      if (!logged) this.#unreportedDrops += dropped;
+    }
   }
 }

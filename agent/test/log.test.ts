@@ -92,6 +92,22 @@ describe('agent/log: records on the log port, the console as fallback', () => {
     assert.deepEqual(h.logger.pending, { queued: 0, dropped: 0 });
   });
 
+  it('the drop count is never dropped itself: a host still slow when the retry comes, then more records', async () => {
+    const h = harness();
+    h.logger.usePort(99);
+    h.fail.code = 'EAGAIN';
+    for (let i = 0; i < 300; i++) h.logger.write('info', `a${i}`);
+    await new Promise((r) => setTimeout(r, 120)); // retries, still EAGAIN
+    for (let i = 0; i < 300; i++) h.logger.write('info', `b${i}`);
+    h.fail.code = undefined;
+    await new Promise((r) => setTimeout(r, 120));
+    const records = h.written.map((l) => JSON.parse(l) as { msg: string; fields?: { dropped?: number } });
+    const dropped = records.reduce((n, r) => n + (r.fields?.dropped ?? 0), 0);
+    const kept = records.filter((r) => /^[ab]\d+$/.test(r.msg)).length;
+    assert.equal(kept, 256);
+    assert.equal(dropped + kept, 600, 'every record is written or counted');
+  });
+
   it('any other error closes the port: the queue and every later record go to the console', () => {
     const h = harness();
     h.logger.usePort(-1);

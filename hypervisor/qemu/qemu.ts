@@ -373,9 +373,12 @@ export class QemuHypervisor implements Hypervisor {
   agentLogTail(maxLines?: number): string[] {
     return this.#s.agentLog?.tail(maxLines) ?? [];
   }
-  /** Bytes and records the agent sent on its log port, how many were invalid, and not logged (over the rate limit). */
-  agentLogTotals(): { bytes: number; records: number; invalid: number; notLogged: number } {
-    return { ...(this.#s.agentLog?.totals ?? { bytes: 0, records: 0, invalid: 0, notLogged: 0 }) };
+  /**
+   * Bytes and records the agent sent on its log port, how many were invalid, not logged (over the rate limit), and
+   * dropped in the guest (as the agent reports it).
+   */
+  agentLogTotals(): { bytes: number; records: number; invalid: number; notLogged: number; droppedInGuest: number } {
+    return { ...(this.#s.agentLog?.totals ?? { bytes: 0, records: 0, invalid: 0, notLogged: 0, droppedInGuest: 0 }) };
   }
   /** Bytes and lines the guest wrote to its console, and lines not logged (over the rate limit). */
   consoleTotals(): { bytes: number; lines: number; notLogged: number } {

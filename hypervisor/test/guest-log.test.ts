@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import type { Logger } from '../../log';
 import { GuestConsole } from '../console';
 import {
+  AGENT_DROPPED_MSG,
   AGENT_RECORD_MAX_BYTES,
   AgentLog,
   ConsoleClassifier,
@@ -107,7 +108,9 @@ describe('hypervisor/guest-log: kernel console lines', () => {
 
 describe('hypervisor/guest-log: agent log records (untrusted)', () => {
   it('a valid record: level, message, fields kept', () => {
-    const r = parseAgentRecord(JSON.stringify({ level: 'warn', msg: 'mount failed', fields: { target: '/run', n: 3 } }));
+    const r = parseAgentRecord(
+      JSON.stringify({ level: 'warn', msg: 'mount failed', fields: { target: '/run', n: 3 } }),
+    );
     assert.deepEqual(r, { level: 'warn', msg: 'mount failed', fields: { target: '/run', n: 3 } });
     assert.equal(agentRecordLevel(r), 'warn');
     assert.equal(agentRecordLevel(parseAgentRecord('{"level":"info","msg":"ready"}')), 'debug');
@@ -134,7 +137,11 @@ describe('hypervisor/guest-log: agent log records (untrusted)', () => {
       ['{"level":"error","msg":"x","fields":{"__proto__":{"polluted":1}}}', /field name/],
       ['{"level":"error","msg":"x","fields":{"a b":1}}', /field name/],
       [
-        JSON.stringify({ level: 'error', msg: 'x', fields: Object.fromEntries(Array.from({ length: 33 }, (_, i) => [`f${i}`, i])) }),
+        JSON.stringify({
+          level: 'error',
+          msg: 'x',
+          fields: Object.fromEntries(Array.from({ length: 33 }, (_, i) => [`f${i}`, i])),
+        }),
         /more than 32 fields/,
       ],
     ];
@@ -195,7 +202,7 @@ describe('hypervisor/guest-log: agent log records (untrusted)', () => {
         ['error', 'last without newline', { source: 'agent', fields: {} }],
       ],
     );
-    assert.deepEqual(a.totals, { bytes: stream.length, records: 4, invalid: 1, notLogged: 0 });
+    assert.deepEqual(a.totals, { bytes: stream.length, records: 4, invalid: 1, notLogged: 0, droppedInGuest: 0 });
     assert.equal(a.tail().length, 4);
     assert.ok(a.tail()[1]!.length < 2100);
   });
@@ -212,7 +219,7 @@ describe('hypervisor/guest-log: agent log records (untrusted)', () => {
     assert.deepEqual(
       log.lines.slice(10).map((l) => [l.level, l.msg, l.obj.notLogged, l.obj.source]),
       [
-        ['warn', '9990 agent log records not logged (the guest wrote faster than the log\'s limit)', 9990, 'agent'],
+        ['warn', "9990 agent log records not logged (the guest wrote faster than the log's limit)", 9990, 'agent'],
         ['debug', 'after', undefined, 'agent'],
       ],
     );
@@ -220,5 +227,24 @@ describe('hypervisor/guest-log: agent log records (untrusted)', () => {
     assert.equal(log.lines.length, 12, 'nothing left to report');
     assert.equal(a.tail().length, 50);
     assert.equal(a.totals.notLogged, 9990);
+  });
+
+  it("AgentLog: the agent's drop reports are counted; one over the rate is carried in the next report; forged counts ignored", () => {
+    const now = 0;
+    const log = recorder();
+    const a = new AgentLog(log, { linesPerWindow: 2, windowMs: 1000 }, () => now);
+    const drop = (n: unknown): Buffer =>
+      Buffer.from(`${JSON.stringify({ level: 'warn', msg: AGENT_DROPPED_MSG, fields: { dropped: n } })}\n`);
+    a.push(drop(5)); // logged
+    a.push(Buffer.from('{"level":"info","msg":"x"}\n')); // logged
+    a.push(drop(700)); // over the rate
+    a.push(drop(-3));
+    a.push(drop(1e300));
+    a.push(drop('9'));
+    a.end();
+    assert.equal(a.totals.droppedInGuest, 705);
+    const report = log.lines.at(-1)!;
+    assert.match(report.msg, /^4 agent log records not logged/);
+    assert.equal(report.obj.droppedInGuest, 700);
   });
 });

@@ -237,6 +237,7 @@ describe('hypervisor/qemu/qemu (fake QEMU)', function () {
       records: 104,
       invalid: 1,
       notLogged: 84,
+      droppedInGuest: 0,
     });
   });
 
@@ -313,7 +314,10 @@ describe('hypervisor/qemu/qemu (fake QEMU)', function () {
     ]);
     assert.match(argv[argv.indexOf('-append') + 1]!, / hull\.agent=vsock( |$)/);
     assert.ok(!argv.some((w) => w.includes('agent.channel.0') || w.includes('id=agent,')), 'no agent serial port');
-    assert.ok(argv.includes('virtserialport,chardev=agentlog,name=agent.log.0'), "the agent's log port is serial still");
+    assert.ok(
+      argv.includes('virtserialport,chardev=agentlog,name=agent.log.0'),
+      "the agent's log port is serial still",
+    );
     assert.ok(
       log.lines.some(
         (l) =>
