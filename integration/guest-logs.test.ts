@@ -37,13 +37,13 @@ interface ShimLine {
   fields?: Record<string, unknown>;
 }
 
-/** Every files' size below `dir`, by path. */
+/** Every file's size below `dir` (hull's own files: not the shared folder, where the containers' rootfs are mounted). */
 function filesBelow(dir: string): Map<string, number> {
   const out = new Map<string, number>();
   const walk = (d: string): void => {
     for (const e of fs.readdirSync(d, { withFileTypes: true })) {
       const p = path.join(d, e.name);
-      if (e.isDirectory()) walk(p);
+      if (e.isDirectory() && !(d === dir && e.name === 'share')) walk(p);
       else if (e.isFile()) out.set(p, fs.statSync(p).size);
     }
   };
