@@ -271,9 +271,8 @@ describe('a real VM with the agent (QEMU, guest image)', function () {
       // Two timers end at the deadline (the boot's and the agent dial's): either may report it.
       (e: Error) => {
         assert.ok(e instanceof DeadlineExceededError && /15000 ms|before the boot deadline/.test(e.message), String(e));
-        // The guest console and the agent's log (kept in memory by the driver) still say what the guest did last.
-        assert.match(e.message, /guest console: .*Linux version/, e.message);
-        assert.match(e.message, /agent log: .*hull-agent/, e.message);
+        // The guest console (kept in memory by the driver) still says what the guest did last.
+        assert.match(e.message, /guest console: .*hull-agent/, e.message);
         return true;
       },
     );
