@@ -13,7 +13,7 @@ import { Code, Server, StatusError } from 'ttrpc-ts';
 import { initGuest, loadVsockModules, networkReady } from './init';
 import { checkOnlineRequest, onlineCpuMem } from './hotplug';
 import { GuestNetwork } from './network';
-import { log } from './log';
+import { AGENT_LOG_PORT_NAME, log, openLogPort } from './log';
 import { SerialPortListener, waitForSerialPort } from './port';
 import { openHullInitReaper, underHullInit, type Reaper } from './reaper';
 import { Containers } from './container';
@@ -51,9 +51,22 @@ function powerOff(code = 0): void {
   process.exit(code);
 }
 
+/**
+ * Opens the log port (agent.log.0) once the guest has it; until then, and if it never comes, the log is the
+ * console (stderr). It appears with the agent channel's port, a moment into boot.
+ */
+async function openLogPortWhenReady(): Promise<void> {
+  try {
+    openLogPort(await waitForSerialPort(AGENT_LOG_PORT_NAME, 10_000));
+  } catch (err) {
+    log.warn('no log port; logging to the console', { error: (err as Error).message });
+  }
+}
+
 async function main(): Promise<void> {
   const codeStart = performance.now();
   if (isInit && !testSocket) await initGuest();
+  const logPortReady = testSocket ? Promise.resolve() : openLogPortWhenReady();
   const initMs = Math.round(performance.now() - codeStart);
   // Guest uptime when node started (what precedes it is kernel and initramfs): /proc is mounted only now.
   const startedMs = Math.round(uptimeMs() - process.uptime() * 1000);
@@ -127,6 +140,8 @@ async function main(): Promise<void> {
   readyMs = uptimeMs();
   // Off the boot's critical path: statuses wait in the pipe (and in hull-init) until it is read.
   if (underInit) reaper = openHullInitReaper();
+  // The ready line goes to the log port when there is one.
+  await logPortReady;
   // codeMs: from node's start to the agent's first line (node bootstrap and loading the agent bundle).
   log.info('ready', {
     transport,

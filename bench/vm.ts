@@ -29,7 +29,7 @@ export function pssKiB(pid: number | undefined): number {
   }
 }
 
-/** codeMs and initMs of the agent's `ready` line on the guest console (NaN when absent). */
+/** codeMs and initMs of the agent's `ready` record (its log port's tail; NaN when absent). */
 export function agentReadyLine(console: string): { codeMs: number; initMs: number } {
   const m = /hull-agent info ready (\{.*\})/.exec(console);
   const fields = m ? (JSON.parse(m[1]!) as { codeMs?: number; initMs?: number }) : {};
@@ -89,7 +89,7 @@ export async function benchVm(): Promise<Record<string, unknown>> {
         ],
       });
       await new Promise((r) => setTimeout(r, 1000)); // idle guest
-      const ready = agentReadyLine(hv.consoleTail().join('\n'));
+      const ready = agentReadyLine(hv.agentLogTail().join('\n'));
       const total = vm.timings.agentReadyMs;
       const qemu = vm.timings.qemuStartedMs;
       boots.push({

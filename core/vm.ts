@@ -35,6 +35,8 @@ export interface BootTimings {
 }
 
 const CONSOLE_LINES = 15;
+/** The agent's last log records a boot failure carries (its own port; hypervisor/guest-log.ts). */
+const AGENT_LOG_LINES = 5;
 
 export class SandboxVm {
   private exited: VmExit | undefined;
@@ -140,6 +142,7 @@ export class SandboxVm {
       return new SandboxVm(hypervisor, agent, timings, options.logger, options.health);
     } catch (err) {
       const consoleTail = started ? hypervisor.consoleTail(CONSOLE_LINES) : [];
+      const agentLogTail = started ? (hypervisor.agentLogTail?.(AGENT_LOG_LINES) ?? []) : [];
       if (started) {
         await hypervisor
           .stop({ force: true })
@@ -150,7 +153,7 @@ export class SandboxVm {
             options.logger.warn({ error: errorMessage(e) }, 'cleaning up a VM that failed to boot'),
           );
       }
-      throw withConsole(err, consoleTail);
+      throw withConsole(err, consoleTail, agentLogTail);
     } finally {
       clearTimeout(deadlineTimer);
       options.signal?.removeEventListener('abort', onCallerAbort);
@@ -210,9 +213,15 @@ export function describeExit(exit: VmExit): string {
   return `${how}${stderr}${console}`;
 }
 
-/** Adds the guest console's last lines to a boot failure that does not already carry them. */
-function withConsole(err: unknown, consoleTail: string[]): unknown {
-  if (!(err instanceof ShimError) || consoleTail.length === 0 || err.message.includes('guest console:')) return err;
+/** Adds the guest console's and the agent log's last lines to a boot failure that does not already carry them. */
+function withConsole(err: unknown, consoleTail: string[], agentLogTail: string[] = []): unknown {
+  if (!(err instanceof ShimError)) return err;
+  const console =
+    consoleTail.length === 0 || err.message.includes('guest console:')
+      ? ''
+      : `; guest console: ${consoleTail.join(' | ')}`;
+  const agent = agentLogTail.length === 0 ? '' : `; agent log: ${agentLogTail.join(' | ')}`;
+  if (console === '' && agent === '') return err;
   const Ctor = err.constructor as new (message: string, options: { cause: unknown }) => ShimError;
-  return new Ctor(`${err.message}; guest console: ${consoleTail.join(' | ')}`, { cause: err });
+  return new Ctor(`${err.message}${console}${agent}`, { cause: err });
 }

@@ -36,6 +36,8 @@ export interface VmPaths {
   stateDir: string;
   qmpSocket: string;
   agentSocket: string;
+  /** The agent's log port (a virtio-serial port on a unix socket QEMU listens on; guest-log.ts). */
+  agentLogSocket: string;
   virtiofsdSocket: string;
 }
 
@@ -44,6 +46,7 @@ export function vmPaths(stateDir: string): VmPaths {
     stateDir,
     qmpSocket: path.join(stateDir, 'qmp.sock'),
     agentSocket: path.join(stateDir, 'agent.sock'),
+    agentLogSocket: path.join(stateDir, 'agent-log.sock'),
     virtiofsdSocket: path.join(stateDir, 'virtiofsd.sock'),
   };
 }
@@ -177,7 +180,7 @@ export function resolveConfig(cfg: VmConfig, files: FileProbe = realFileProbe): 
   validateId('sandbox id', cfg.id);
   const stateDir = checkAbsolutePath('stateDir', cfg.stateDir);
   const paths = vmPaths(stateDir);
-  const longest = [paths.qmpSocket, paths.agentSocket, paths.virtiofsdSocket].reduce((a, b) =>
+  const longest = [paths.qmpSocket, paths.agentSocket, paths.agentLogSocket, paths.virtiofsdSocket].reduce((a, b) =>
     Buffer.byteLength(b) > Buffer.byteLength(a) ? b : a,
   );
   if (Buffer.byteLength(longest) > MAX_SOCKET_PATH) {

@@ -3,14 +3,15 @@
  * on disk. The guest decides how much it writes, so everything kept or forwarded here is bounded:
  *   - the last lines stay in memory (at most `maxLines` lines and `maxBytes` bytes; each line at most
  *     `maxLineBytes`, cut with guestText's "…(N bytes more)"), for boot errors and unexpected exits;
- *   - with `forward`, lines also go into the shim's log, at most `linesPerWindow` per `windowMs`; lines over that
+ *   - with `forward`, lines also go into the shim's log with `source: "console"`, at debug level except the kernel's
+ *     error reports (guest-log.ts: ConsoleClassifier), at most `linesPerWindow` per `windowMs`; lines over that
  *     are counted and the count logged ("N guest console lines not logged") when the next window opens or the
  *     console ends.
  * Totals (bytes, lines, lines not logged) are kept for the record.
  */
-import { StringDecoder } from 'node:string_decoder';
 import { guestText } from '../errors';
 import type { Logger } from '../log';
+import { BoundedLines, ConsoleClassifier, LogRate } from './guest-log';
 
 export interface ConsoleLimits {
   maxLines: number;
@@ -30,43 +31,39 @@ export const DEFAULT_CONSOLE_LIMITS: Readonly<ConsoleLimits> = Object.freeze({
 
 export class GuestConsole {
   readonly #limits: ConsoleLimits;
-  readonly #decoder = new StringDecoder('utf8');
+  readonly #split: BoundedLines;
+  readonly #rate: LogRate;
+  readonly #classifier = new ConsoleClassifier();
   /** Kept lines, oldest first, and their total length. */
   #lines: string[] = [];
   #keptBytes = 0;
-  /** The line being received (at most maxLineBytes characters kept) and how much of it was cut. */
-  #partial = '';
-  #partialCut = 0;
-  #windowStart = -Infinity;
-  #windowLines = 0;
-  /** Lines not logged since the last report. */
-  #unlogged = 0;
   #ended = false;
   readonly totals = { bytes: 0, lines: 0, notLogged: 0 };
 
   constructor(
-    private readonly logger: Logger,
+    logger: Logger,
     private readonly forward: boolean,
     limits: Partial<ConsoleLimits> = {},
-    private readonly now: () => number = () => performance.now(),
+    now: () => number = () => performance.now(),
   ) {
     this.#limits = { ...DEFAULT_CONSOLE_LIMITS, ...limits };
+    this.#split = new BoundedLines(this.#limits.maxLineBytes, (raw, cut) => this.#line(raw, cut));
+    this.#rate = new LogRate(logger, this.#limits, 'guest console lines', 'console', now);
   }
 
   /** Bytes QEMU wrote to the console. */
   push(chunk: Buffer): void {
     if (this.#ended) return;
     this.totals.bytes += chunk.length;
-    this.#take(this.#decoder.write(chunk));
+    this.#split.push(chunk);
   }
 
   /** The console ended (QEMU exited): the last partial line, and the count of lines not logged. */
   end(): void {
     if (this.#ended) return;
-    this.#take(this.#decoder.end());
-    if (this.#partial !== '' || this.#partialCut > 0) this.#line();
+    this.#split.end();
     this.#ended = true;
-    this.#report();
+    this.#rate.flush();
   }
 
   /** The last `n` kept lines (all kept lines by default), oldest first. */
@@ -74,33 +71,15 @@ export class GuestConsole {
     return this.#lines.slice(-n);
   }
 
-  #take(text: string): void {
-    let start = 0;
-    for (;;) {
-      const nl = text.indexOf('\n', start);
-      const piece = nl < 0 ? text.slice(start) : text.slice(start, nl);
-      const room = this.#limits.maxLineBytes + 1 - this.#partial.length; // one more: guestText then sees it is long
-      if (piece.length <= room) this.#partial += piece;
-      else {
-        this.#partial += piece.slice(0, Math.max(0, room));
-        this.#partialCut += Buffer.byteLength(piece.slice(Math.max(0, room)));
-      }
-      if (nl < 0) return;
-      this.#line();
-      start = nl + 1;
-    }
-  }
-
-  #line(): void {
-    const raw = this.#partial.replace(/\r/g, '');
-    const cut = this.#partialCut;
-    this.#partial = '';
-    this.#partialCut = 0;
+  #line(raw: string, cut: number): void {
     if (raw.trim() === '' && cut === 0) return;
     const line = guestText(raw, this.#limits.maxLineBytes, { moreBytes: cut });
     this.totals.lines++;
     this.#keep(line);
-    if (this.forward) this.#log(line);
+    if (this.forward) {
+      this.#rate.log(this.#classifier.classify(line), { source: 'console', line }, 'guest console');
+      this.totals.notLogged = this.#rate.notLogged;
+    }
   }
 
   #keep(line: string): void {
@@ -112,35 +91,5 @@ export class GuestConsole {
     ) {
       this.#keptBytes -= this.#lines.shift()!.length;
     }
-  }
-
-  #log(line: string): void {
-    const t = this.now();
-    if (t - this.#windowStart >= this.#limits.windowMs) {
-      this.#report();
-      this.#windowStart = t;
-      this.#windowLines = 0;
-    }
-    if (this.#windowLines >= this.#limits.linesPerWindow) {
-      this.#unlogged++;
-      this.totals.notLogged++;
-      return;
-    }
-    this.#windowLines++;
-    this.logger.info({ console: line }, 'guest console');
-  }
-
-  #report(): void {
-    if (this.#unlogged === 0) return;
-    const n = this.#unlogged;
-    this.#unlogged = 0;
-    this.logger.warn(
-      {
-        notLogged: n,
-        totalNotLogged: this.totals.notLogged,
-        limit: `${this.#limits.linesPerWindow} lines per ${this.#limits.windowMs} ms`,
-      },
-      `${n} guest console lines not logged (the guest wrote faster than the log's limit)`,
-    );
   }
 }

@@ -163,6 +163,11 @@ export interface Hypervisor {
    * is kept only in memory, bounded (hypervisor/console.ts), each line capped and cleaned (it is the guest's text).
    */
   consoleTail(maxLines?: number): string[];
+  /**
+   * The agent's last log records from its own log port (hypervisor/guest-log.ts), as "hull-agent <level> <msg>
+   * <fields>", oldest first; bounded and cleaned like the console. Optional: fakes may not have one.
+   */
+  agentLogTail?(maxLines?: number): string[];
   /** QEMU's pid while it runs. */
   pid(): number | undefined;
   virtiofsdPid(): number | undefined;

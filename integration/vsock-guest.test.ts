@@ -199,7 +199,7 @@ describe('hull-vsock in a real guest (vsock_loopback, CID 1)', function () {
     assert.deepEqual(r.connectedTo, { cid: 1, port: 1024 }, 'the agent listens on vsock port 1024');
     assert.equal(r.answered, false, `the agent answered a container: ${JSON.stringify(r)}`);
     assert.equal(r.closedByAgent, true, JSON.stringify(r));
-    const consoleLog = vm!.hypervisor.consoleTail().join('\n');
+    const consoleLog = (vm!.hypervisor.agentLogTail?.() ?? []).join('\n');
     assert.match(
       consoleLog,
       /hull-agent warn refused a vsock connection that does not come from the host \{"peer":"1:\d+"\}/,

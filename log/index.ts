@@ -9,6 +9,8 @@ export interface Logger {
   warn(obj: object, msg: string): void;
   debug(obj: object, msg: string): void;
   error(obj: object, msg: string): void;
+  /** Whether a line at this level would be written (pino's); absent = every level is. */
+  isLevelEnabled?(level: 'debug' | 'info' | 'warn' | 'error'): boolean;
 }
 
 export const NOOP_LOGGER: Logger = Object.freeze({

@@ -1,5 +1,11 @@
 import assert from 'node:assert/strict';
-import { AGENT_STOP_ANNOTATION, DebugHooks, debugHooksEnabled } from '../debug-hooks';
+import {
+  AGENT_LOG_FLOOD_ANNOTATION,
+  AGENT_STOP_ANNOTATION,
+  DebugHooks,
+  debugHooksEnabled,
+  floodLog,
+} from '../debug-hooks';
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
@@ -44,5 +50,30 @@ describe('agent DebugHooks (test-only faults, honoured only with hull.debug_hook
     on.started('c3');
     await sleep(30);
     assert.equal(stops, 0);
+  });
+
+  it('floods the log on create with the record count asked for, only with hooks on and a sane count', async () => {
+    const floods: number[] = [];
+    const on = new DebugHooks(
+      true,
+      () => undefined,
+      (n) => floods.push(n),
+    );
+    on.created('c1', { [AGENT_LOG_FLOOD_ANNOTATION]: '5000' });
+    for (const bad of ['-1', '1e3', 'lots', '1000000', '']) on.created('c2', { [AGENT_LOG_FLOOD_ANNOTATION]: bad });
+    new DebugHooks(
+      false,
+      () => undefined,
+      (n) => floods.push(n),
+    ).created('c3', { [AGENT_LOG_FLOOD_ANNOTATION]: '10' });
+    assert.deepEqual(floods, [5000]);
+    const seen: number[] = [];
+    floodLog(1234, (i) => seen.push(i));
+    assert.equal(seen.length, 500, 'in batches: the agent keeps serving in between');
+    await sleep(20);
+    assert.deepEqual(
+      seen,
+      Array.from({ length: 1234 }, (_, i) => i),
+    );
   });
 });

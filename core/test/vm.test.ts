@@ -42,6 +42,28 @@ describe('core SandboxVm (fake hypervisor and agent)', () => {
     assert.equal(hv.running, false);
   });
 
+  it("a boot failure carries the guest console's and the agent log's last lines", async () => {
+    class WithAgentLog extends FakeHypervisor {
+      agentLogTail(maxLines?: number): string[] {
+        return ['hull-agent info ready', 'hull-agent warn mount failed {"target":"/run"}'].slice(-(maxLines ?? 200));
+      }
+    }
+    const hv = new WithAgentLog();
+    const dial: AgentDialer = () => Promise.reject(new DeadlineExceededError('the agent did not answer'));
+    await assert.rejects(
+      SandboxVm.boot(hv, testConfig(), { bootTimeoutMs: 1000, logger: NOOP_LOGGER, dial }),
+      (e: Error) => {
+        assert.ok(e instanceof DeadlineExceededError);
+        assert.equal(
+          e.message,
+          'the agent did not answer; guest console: [ fake ] last console line; agent log: hull-agent info ready | ' +
+            'hull-agent warn mount failed {"target":"/run"}',
+        );
+        return true;
+      },
+    );
+  });
+
   it('fails the dial at once, with the exit described, when the VM dies while booting', async () => {
     const hv = new FakeHypervisor();
     const dial: AgentDialer = (_e, o) =>

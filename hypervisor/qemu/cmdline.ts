@@ -6,6 +6,7 @@
 import { InvalidArgumentError } from '../../errors';
 import { checkOptionValue } from '../config';
 import { checkQemuUser, sandboxOptions, type QemuConfinement } from '../confine';
+import { AGENT_LOG_SERIAL_NAME } from '../guest-log';
 import {
   AGENT_SERIAL_NAME,
   GUEST_SHARE_TAG,
@@ -65,6 +66,8 @@ export interface QemuCmdline {
   kernelParams: readonly string[];
   debug: boolean;
   agent: AgentChannel;
+  /** The unix socket QEMU serves for the agent's log port (AGENT_LOG_SERIAL_NAME); absent = no log port. */
+  agentLogSocket?: string;
   /** virtiofsd's vhost-user socket; absent = no virtio-fs device. */
   virtiofsSocket?: string;
   qmpSocket: string;
@@ -174,6 +177,21 @@ export function agentArgs(agent: AgentChannel): string[] {
   ];
 }
 
+/**
+ * The agent's log: a virtio-serial port of its own (AGENT_LOG_SERIAL_NAME) on a unix socket QEMU listens on and the
+ * driver reads (guest-log.ts), whatever the agent channel is, so the agent's records never mix with the console.
+ * The serial agent channel has made the virtio-serial bus already; with vsock, the port needs one.
+ */
+export function agentLogArgs(socketPath: string, transport: AgentTransport): string[] {
+  return [
+    ...(transport === 'vsock' ? ['-device', 'virtio-serial-pci'] : []),
+    '-chardev',
+    `socket,id=agentlog,path=${checkOptionValue('agent log socket', socketPath)},server=on,wait=off`,
+    '-device',
+    `virtserialport,chardev=agentlog,name=${AGENT_LOG_SERIAL_NAME}`,
+  ];
+}
+
 /** virtio-fs: QEMU connects to virtiofsd's vhost-user socket (virtiofsd must already listen). */
 export function virtiofsArgs(socketPath: string): string[] {
   return [
@@ -249,6 +267,7 @@ export function buildQemuArgv(c: QemuCmdline): string[] {
     ),
     ...rootDiskArgs(c.image),
     ...agentArgs(c.agent),
+    ...(c.agentLogSocket === undefined ? [] : agentLogArgs(c.agentLogSocket, c.agent.transport)),
     ...(c.virtiofsSocket === undefined ? [] : virtiofsArgs(c.virtiofsSocket)),
     ...networkArgs(c.nics ?? [], c.vhostNet ?? false),
     ...consoleArgs(),

@@ -11,6 +11,7 @@
  *   starting/running/paused --(stop | QEMU exits)--> stopped --cleanup--> cleaned
  */
 import fs from 'node:fs';
+import net from 'node:net';
 import {
   FailedPreconditionError,
   InvalidArgumentError,
@@ -32,6 +33,7 @@ import {
 import { realFileProbe, resolveConfig, type FileProbe, type ResolvedConfig } from '../config';
 import { chooseConfinement, realConfineProbe, type ConfineProbe, type QemuConfinement } from '../confine';
 import { GuestConsole, type ConsoleLimits } from '../console';
+import { AgentLog, type AgentLogLimits } from '../guest-log';
 import { OwnedProcess } from '../process';
 import {
   AGENT_VSOCK_PORT,
@@ -70,6 +72,8 @@ export interface QemuHypervisorOptions {
   qmpCommandTimeoutMs?: number;
   /** Bounds of the guest console kept in memory and forwarded to the log (tests pass small ones). */
   consoleLimits?: Partial<ConsoleLimits>;
+  /** Bounds of the agent's log records kept in memory and forwarded to the log. */
+  agentLogLimits?: Partial<AgentLogLimits>;
 }
 
 type Phase = 'new' | 'prepared' | 'starting' | 'running' | 'paused' | 'stopping' | 'stopped' | 'cleaned';
@@ -99,6 +103,9 @@ interface State {
   qemu?: OwnedProcess;
   /** The guest console of the current QEMU (its stdout), bounded in memory. */
   console?: GuestConsole;
+  /** The agent's log records of the current QEMU (its log port's socket), and that connection. */
+  agentLog?: AgentLog;
+  agentLogConn?: net.Socket;
   qmp?: QmpClient;
   virtiofsd?: Virtiofsd;
   /** stop() was requested (or start aborted): the exit is expected. */
@@ -116,8 +123,9 @@ export class QemuHypervisor implements Hypervisor {
   readonly #s: State = { phase: 'new', stopRequested: false, timings: {} };
   readonly #lock = new Mutex();
   readonly #log: Logger;
-  readonly #opts: Required<Omit<QemuHypervisorOptions, 'logger' | 'consoleLimits'>>;
+  readonly #opts: Required<Omit<QemuHypervisorOptions, 'logger' | 'consoleLimits' | 'agentLogLimits'>>;
   readonly #consoleLimits: Partial<ConsoleLimits>;
+  readonly #agentLogLimits: Partial<AgentLogLimits>;
   readonly #exitWaiters: Array<(e: VmExit) => void> = [];
   readonly #resizeLock = new Mutex();
   /** The next hot-plugged DIMM's number (ids dimm<N>, backends dimm<N>-mem). */
@@ -136,6 +144,7 @@ export class QemuHypervisor implements Hypervisor {
       qmpCommandTimeoutMs: opts.qmpCommandTimeoutMs ?? 10_000,
     };
     this.#consoleLimits = opts.consoleLimits ?? {};
+    this.#agentLogLimits = opts.agentLogLimits ?? {};
   }
 
   // ---- VM manager -------------------------------------------------------------------------------------------
@@ -158,7 +167,7 @@ export class QemuHypervisor implements Hypervisor {
       );
       fs.mkdirSync(c.paths.stateDir, { recursive: true, mode: 0o700 });
       // Leftovers of an earlier run with the same folder would confuse the socket waits.
-      for (const p of [c.paths.qmpSocket, c.paths.agentSocket, c.paths.virtiofsdSocket]) {
+      for (const p of [c.paths.qmpSocket, c.paths.agentSocket, c.paths.agentLogSocket, c.paths.virtiofsdSocket]) {
         fs.rmSync(p, { force: true });
       }
       Object.assign(this.#s, {
@@ -357,6 +366,20 @@ export class QemuHypervisor implements Hypervisor {
   consoleTail(maxLines?: number): string[] {
     return this.#s.console?.tail(maxLines) ?? [];
   }
+  /**
+   * The agent's last log records (from its log port, as "hull-agent <level> <msg> <fields>"; records the agent
+   * wrote to the console before its port was open are in consoleTail), oldest first.
+   */
+  agentLogTail(maxLines?: number): string[] {
+    return this.#s.agentLog?.tail(maxLines) ?? [];
+  }
+  /**
+   * Bytes and records the agent sent on its log port, how many were invalid, not logged (over the rate limit), and
+   * dropped in the guest (as the agent reports it).
+   */
+  agentLogTotals(): { bytes: number; records: number; invalid: number; notLogged: number; droppedInGuest: number } {
+    return { ...(this.#s.agentLog?.totals ?? { bytes: 0, records: 0, invalid: 0, notLogged: 0, droppedInGuest: 0 }) };
+  }
   /** Bytes and lines the guest wrote to its console, and lines not logged (over the rate limit). */
   consoleTotals(): { bytes: number; lines: number; notLogged: number } {
     return { ...(this.#s.console?.totals ?? { bytes: 0, lines: 0, notLogged: 0 }) };
@@ -427,6 +450,7 @@ export class QemuHypervisor implements Hypervisor {
       kernelParams: c.kernelParams,
       debug: c.debug,
       agent: transport === 'vsock' ? { transport, cid: cid ?? 0 } : { transport, socketPath: c.paths.agentSocket },
+      agentLogSocket: c.paths.agentLogSocket,
       ...(c.sharedDir === undefined ? {} : { virtiofsSocket: c.paths.virtiofsdSocket }),
       qmpSocket: c.paths.qmpSocket,
       ...(this.#opts.fileProbe.kind(QBOOT_FIRMWARE) === 'file' ? { firmware: QBOOT_FIRMWARE } : {}),
@@ -468,8 +492,8 @@ export class QemuHypervisor implements Hypervisor {
     for (let attempt = 1; ; attempt++) {
       fs.rmSync(c.paths.qmpSocket, { force: true }); // a failed attempt's socket would only be refused
       const { file, args } = this.command();
-      // The console's lines go into the log only when debugging (bounded either way).
-      const guestConsole = new GuestConsole(this.#log, c.debug, this.#consoleLimits);
+      // The console's lines go into the log at debug level, its errors at warn/error (bounded either way).
+      const guestConsole = new GuestConsole(this.#log, true, this.#consoleLimits);
       s.console = guestConsole;
       // spawns: qemu-system-x86_64, nsenter; configuration qemuPath and nsenterPath (see command())
       const qemu = OwnedProcess.spawn(file, args, {
@@ -516,6 +540,8 @@ export class QemuHypervisor implements Hypervisor {
         logger: this.#log,
       });
       this.#s.qmp = qmp;
+      // QEMU made the log port's socket before it opened QMP's.
+      this.#readAgentLog(c.paths.agentLogSocket);
       qmp.onShutdown((e) => this.#log.info({ id: c.id, ...e }, 'QEMU reports SHUTDOWN'));
       qmp.onStop(() => this.#log.debug({ id: c.id }, 'QEMU reports STOP'));
       qmp.onResume(() => this.#log.debug({ id: c.id }, 'QEMU reports RESUME'));
@@ -550,6 +576,21 @@ export class QemuHypervisor implements Hypervisor {
     }
   }
 
+  /**
+   * Reads the agent's log port (QEMU's socket for it) into an AgentLog until QEMU closes it. While no one is
+   * connected QEMU drops what the guest writes there (the agent then sees the port closed and writes to the console).
+   */
+  #readAgentLog(socketPath: string): void {
+    const s = this.#s;
+    const agentLog = new AgentLog(this.#log, this.#agentLogLimits);
+    s.agentLog = agentLog;
+    const conn = net.connect(socketPath);
+    s.agentLogConn = conn;
+    conn.on('data', (chunk: Buffer) => agentLog.push(chunk));
+    conn.on('error', (err) => this.#log.warn({ err: err.message }, "reading the agent's log port failed"));
+    conn.on('close', () => agentLog.end());
+  }
+
   /** Undo a start that failed or was aborted: QEMU, virtiofsd, sockets. The exit (if QEMU ran) is recorded. */
   async #teardownFailedStart(): Promise<void> {
     const s = this.#s;
@@ -565,7 +606,8 @@ export class QemuHypervisor implements Hypervisor {
       this.#resolveExit({ code: null, signal: null, expected: s.stopRequested, stderrTail: '', consoleTail: [] });
     }
     const p = s.cfg?.paths;
-    if (p) for (const f of [p.qmpSocket, p.agentSocket, p.virtiofsdSocket]) fs.rmSync(f, { force: true });
+    if (p)
+      for (const f of [p.qmpSocket, p.agentSocket, p.agentLogSocket, p.virtiofsdSocket]) fs.rmSync(f, { force: true });
     s.phase = 'stopped';
   }
 
@@ -598,6 +640,7 @@ export class QemuHypervisor implements Hypervisor {
     s.exitDone ??= (async () => {
       const e = await qemu.exited;
       s.qmp?.close();
+      s.agentLogConn?.destroy();
       const c = s.cfg;
       const exit: VmExit = {
         code: e.code,
@@ -617,7 +660,7 @@ export class QemuHypervisor implements Hypervisor {
         ?.stop(1000)
         .catch((err: unknown) => this.#log.error({ err: String(err) }, 'stopping virtiofsd failed'));
       if (c)
-        for (const f of [c.paths.qmpSocket, c.paths.agentSocket, c.paths.virtiofsdSocket])
+        for (const f of [c.paths.qmpSocket, c.paths.agentSocket, c.paths.agentLogSocket, c.paths.virtiofsdSocket])
           fs.rmSync(f, { force: true });
       if (s.phase === 'running' || s.phase === 'paused') s.phase = 'stopped';
       this.#resolveExit(exit);

@@ -31,6 +31,7 @@ describe('hypervisor/qemu/cmdline', () => {
     const argv = buildQemuArgv({
       ...base,
       virtiofsSocket: `${S}/virtiofsd.sock`,
+      agentLogSocket: `${S}/agent-log.sock`,
       kernelParams: ['agent.log=debug'],
       confinement: { seccomp: true, runAs: 'nobody' },
     });
@@ -68,6 +69,10 @@ describe('hypervisor/qemu/cmdline', () => {
       '-device',
       'virtserialport,chardev=agent,name=agent.channel.0',
       '-chardev',
+      'socket,id=agentlog,path=/run/hull/vm/pod1/agent-log.sock,server=on,wait=off',
+      '-device',
+      'virtserialport,chardev=agentlog,name=agent.log.0',
+      '-chardev',
       'socket,id=fs,path=/run/hull/vm/pod1/virtiofsd.sock',
       '-device',
       'vhost-user-fs-pci,chardev=fs,tag=kataShared',
@@ -91,6 +96,7 @@ describe('hypervisor/qemu/cmdline', () => {
       vcpus: 1,
       memoryMiB: 2048,
       agent: { transport: 'vsock', cid: 1234 },
+      agentLogSocket: `${S}/agent-log.sock`,
       confinement: { seccomp: true },
     });
     assert.deepEqual(argv, [
@@ -122,6 +128,12 @@ describe('hypervisor/qemu/cmdline', () => {
       'virtio-blk-pci,drive=rootfs',
       '-device',
       'vhost-vsock-pci,guest-cid=1234',
+      '-device',
+      'virtio-serial-pci',
+      '-chardev',
+      'socket,id=agentlog,path=/run/hull/vm/pod1/agent-log.sock,server=on,wait=off',
+      '-device',
+      'virtserialport,chardev=agentlog,name=agent.log.0',
       '-chardev',
       'stdio,id=console,signal=off',
       '-serial',

@@ -35,6 +35,7 @@ describe('hypervisor/config', () => {
       stateDir: '/run/hull/pod-1',
       qmpSocket: '/run/hull/pod-1/qmp.sock',
       agentSocket: '/run/hull/pod-1/agent.sock',
+      agentLogSocket: '/run/hull/pod-1/agent-log.sock',
       virtiofsdSocket: '/run/hull/pod-1/virtiofsd.sock',
     });
   });

@@ -52,26 +52,26 @@ describe('hypervisor GuestConsole (the guest console in memory, bounded)', () =>
     const c = new GuestConsole(log, true, { linesPerWindow: 3, windowMs: 1000 }, () => now);
     for (let i = 0; i < 10; i++) c.push(Buffer.from(`a${i}\n`));
     assert.deepEqual(
-      log.lines.map((l) => l.obj.console),
+      log.lines.map((l) => l.obj.line),
       ['a0', 'a1', 'a2'],
     );
     now = 1500;
     c.push(Buffer.from('b0\n'));
     assert.deepEqual(
-      log.lines.slice(3).map((l) => [l.level, l.obj.console ?? l.obj.notLogged]),
+      log.lines.slice(3).map((l) => [l.level, l.obj.line ?? l.obj.notLogged]),
       [
         ['warn', 7],
-        ['info', 'b0'],
+        ['debug', 'b0'],
       ],
     );
     assert.match(log.lines[3]!.msg, /^7 guest console lines not logged/);
     for (let i = 1; i < 5; i++) c.push(Buffer.from(`b${i}\n`));
     c.end();
     assert.deepEqual(
-      log.lines.slice(5).map((l) => [l.level, l.obj.console ?? l.obj.notLogged]),
+      log.lines.slice(5).map((l) => [l.level, l.obj.line ?? l.obj.notLogged]),
       [
-        ['info', 'b1'],
-        ['info', 'b2'],
+        ['debug', 'b1'],
+        ['debug', 'b2'],
         ['warn', 2],
       ],
     );

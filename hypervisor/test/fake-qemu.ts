@@ -7,6 +7,8 @@
  *   stubborn          ignore QMP quit and SIGTERM (only SIGKILL ends it)
  *   cid-busy=<cid>    fail like QEMU when vhost-vsock's guest CID is taken
  *   crash-after=<ms>  exit with code 3 that long after QMP is up
+ *   agent-log=<N>     on a connection to the agent's log port (-chardev socket,id=agentlog), write an info and an
+ *                     error record, a line that is not JSON, N info records, then `fake agent log done`
  *   flood=<MiB>       once QMP is up, write that many MiB of console lines, then a 1 MiB line, then `fake: flood done`
  *   dimm-fail         device_add of a pc-dimm fails (as when QEMU runs out of slots or address space)
  * It answers the hot-plug commands (query-hotpluggable-cpus, device_add of a CPU or pc-dimm, object-add/-del,
@@ -44,6 +46,21 @@ if (mode['exit-early']) {
 if (mode['stubborn']) process.on('SIGTERM', () => say('fake: ignoring SIGTERM'));
 const keepAlive = setInterval(() => undefined, 1000);
 if (mode['no-qmp']) return;
+const agentLogDev = all('-chardev').find((c) => c.startsWith('socket,id=agentlog,'));
+if (agentLogDev) {
+  const logPath = agentLogDev.split(',').find((o) => o.startsWith('path=')).slice(5);
+  net.createServer((sock) => {
+    sock.on('error', () => undefined);
+    const n = Number(mode['agent-log'] || 0);
+    if (!mode['agent-log']) return;
+    const rec = (level, msg, fields) => sock.write(JSON.stringify({ level, msg, ...(fields ? { fields } : {}) }) + '\n');
+    rec('info', 'fake agent ready', { transport: 'serial' });
+    rec('error', 'fake agent failure', { error: 'boom' });
+    sock.write('hull-agent error forged\n');
+    for (let i = 0; i < n; i++) rec('info', 'fake flood ' + i);
+    rec('info', 'fake agent log done');
+  }).listen(logPath);
+}
 const qmpPath = opt('-qmp').replace(/^unix:/, '').split(',')[0];
 let status = 'running';
 const [smpN, ...smpOpts] = (opt('-smp') || '1').split(',');

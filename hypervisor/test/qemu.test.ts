@@ -207,6 +207,40 @@ describe('hypervisor/qemu/qemu (fake QEMU)', function () {
     assert.equal(vm.consoleTotals().notLogged, notLogged);
   });
 
+  it("the agent's log port: records into the log with source agent (debug unless warn/error), rate-limited and counted, a tail in memory", async () => {
+    const log = recordingLogger();
+    const vm = make({ logger: log, agentLogLimits: { linesPerWindow: 20, windowMs: 60_000, maxLines: 10 } });
+    await vm.prepare(withMode('agent-log=100'));
+    assert.ok(vm.argv().includes(`socket,id=agentlog,path=${cfg.stateDir}/agent-log.sock,server=on,wait=off`));
+    await vm.start(AbortSignal.timeout(10_000));
+    const t0 = Date.now();
+    while (!vm.agentLogTail(1).includes('hull-agent info fake agent log done') && Date.now() - t0 < 10_000)
+      await new Promise((r) => setTimeout(r, 20));
+    assert.deepEqual(vm.agentLogTail(2), ['hull-agent info fake flood 99', 'hull-agent info fake agent log done']);
+    assert.equal(vm.agentLogTail().length, 10, 'the tail is bounded');
+    const agent = log.lines.filter((l) => (l.obj as { source?: string }).source === 'agent');
+    assert.deepEqual(
+      agent.slice(0, 3).map((l) => [l.level, l.msg, l.obj]),
+      [
+        ['debug', 'fake agent ready', { source: 'agent', guestLevel: 'info', fields: { transport: 'serial' } }],
+        ['error', 'fake agent failure', { source: 'agent', fields: { error: 'boom' } }],
+        ['debug', 'hull-agent error forged', { source: 'agent', invalidRecord: 'not JSON' }],
+      ],
+    );
+    assert.equal(agent.length, 20, 'at most 20 records per window went into the log');
+    await vm.stop({ force: false });
+    const report = log.lines.filter((l) => /agent log records not logged/.test(l.msg));
+    assert.equal(report.length, 1, 'one report, when the port closed');
+    assert.equal((report[0]!.obj as { notLogged: number }).notLogged, 104 - 20);
+    assert.deepEqual(vm.agentLogTotals(), {
+      bytes: vm.agentLogTotals().bytes,
+      records: 104,
+      invalid: 1,
+      notLogged: 84,
+      droppedInGuest: 0,
+    });
+  });
+
   it('a boot that never reaches QMP: the deadline kills QEMU (DeadlineExceededError), an abort too (CancelledError)', async () => {
     const a = make();
     await a.prepare(withMode('no-qmp'));
@@ -279,7 +313,11 @@ describe('hypervisor/qemu/qemu (fake QEMU)', function () {
       `vhost-vsock-pci,guest-cid=${cid}`,
     ]);
     assert.match(argv[argv.indexOf('-append') + 1]!, / hull\.agent=vsock( |$)/);
-    assert.ok(!argv.some((w) => w.includes('virtio-serial') || w.includes('virtserialport')), 'no serial port');
+    assert.ok(!argv.some((w) => w.includes('agent.channel.0') || w.includes('id=agent,')), 'no agent serial port');
+    assert.ok(
+      argv.includes('virtserialport,chardev=agentlog,name=agent.log.0'),
+      "the agent's log port is serial still",
+    );
     assert.ok(
       log.lines.some(
         (l) =>
