@@ -5,6 +5,7 @@ import { benchGuest } from './guest';
 import { benchVm } from './vm';
 import { benchShim } from './shim';
 import { benchPods } from './pods';
+import { benchCitizen } from './citizen';
 import { writeJson } from './lib/report';
 
 const benches: Record<string, () => Promise<Record<string, unknown>>> = {
@@ -13,6 +14,7 @@ const benches: Record<string, () => Promise<Record<string, unknown>>> = {
   guest: benchGuest,
   shim: benchShim,
   pods: benchPods,
+  citizen: benchCitizen,
 };
 
 async function main(): Promise<void> {
