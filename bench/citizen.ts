@@ -26,6 +26,8 @@ import type { cri, CriClient } from '../integration/lib/cri';
 import { median, printTable, round } from './lib/report';
 
 const RUNS = Number(process.env.BENCH_CITIZEN_RUNS ?? 3);
+/** Which parts run (default all): start, hotadd, memory. */
+const PARTS = new Set((process.env.BENCH_CITIZEN_PARTS ?? 'start,hotadd,memory').split(','));
 /** The README's RuntimeClass `overhead.podFixed.memory` (800Mi): default_memory + memory_overhead. */
 const DOCUMENTED_POD_OVERHEAD_MIB = 800;
 const MIB = 1024 * 1024;
@@ -36,7 +38,8 @@ const SAMPLE_MS = 200;
 
 type Part<T> = T | { error: string };
 
-async function part<T>(name: string, fn: () => Promise<T>): Promise<Part<T>> {
+async function part<T>(name: string, fn: () => Promise<T>, key: string): Promise<Part<T>> {
+  if (!PARTS.has(key)) return { error: `not run (BENCH_CITIZEN_PARTS=${[...PARTS].join(',')})` };
   try {
     return await fn();
   } catch (err) {
@@ -206,28 +209,26 @@ function guestBackedBytes(qemuPid: number): { backed: number; size: number } {
 }
 
 /**
- * Under TCG, QEMU's translated code: its largest anonymous rwx mapping (the code buffer, `-accel tcg,tb-size`, 1 GiB
- * by default in QEMU 7.2), whose pages are touched as the guest runs code QEMU has not translated yet. Undefined
- * when QEMU has none (KVM).
+ * Under TCG, QEMU's translated code: its anonymous rwx mappings (the code buffer, `-accel tcg,tb-size`, cut into one
+ * mapping per region by guard pages), whose pages are touched as the guest runs code QEMU has not translated yet.
+ * Undefined when QEMU has none (KVM).
  */
 function tcgCodeBuffer(qemuPid: number): { sizeMiB: number; rssMiB: number } | undefined {
-  let best: { size: number; rss: number } | undefined;
-  let current: { size: number; rss: number } | undefined;
+  let size = 0;
+  let rss = 0;
+  let inBuffer = false;
   for (const line of fs.readFileSync(`/proc/${qemuPid}/smaps`, 'utf8').split('\n')) {
     const head = /^[0-9a-f]+-[0-9a-f]+ (\S+) \S+ \S+ (\d+)\s*(\S*)/.exec(line);
     if (head) {
-      current = head[1] === 'rwxp' && head[2] === '0' && head[3] === '' ? { size: 0, rss: 0 } : undefined;
+      inBuffer = head[1] === 'rwxp' && head[2] === '0' && head[3] === '';
       continue;
     }
     const m = /^(Size|Rss):\s+(\d+) kB/.exec(line);
-    if (!current || !m) continue;
-    if (m[1] === 'Size') current.size = Number(m[2]) * 1024;
-    else {
-      current.rss = Number(m[2]) * 1024;
-      if (!best || current.size > best.size) best = current;
-    }
+    if (!inBuffer || !m) continue;
+    if (m[1] === 'Size') size += Number(m[2]) * 1024;
+    else rss += Number(m[2]) * 1024;
   }
-  return best && { sizeMiB: mib(best.size), rssMiB: mib(best.rss) };
+  return size > 0 ? { sizeMiB: mib(size), rssMiB: mib(rss) } : undefined;
 }
 
 // ---- pods
@@ -480,9 +481,66 @@ async function updateAndWatch(
   return { updateMs, cpuSeenMs, memSeenMs, cpuNotYetMs, memNotYetMs, pollMs, last };
 }
 
+/**
+ * In the guest, a container's shell polls `nproc` and MemTotal (the shell's own `read` of /proc/meminfo) every 20 ms
+ * until both reach the targets ($1 vCPUs, $2 kB), printing the guest's uptime at its start, at each sighting and at
+ * its end, and how many rounds it made (the in-guest polling granularity is its run time / rounds).
+ */
+const GUEST_WATCHER = [
+  'cat /proc/uptime',
+  'c=0; m=0; n=0',
+  'while [ $c = 0 ] || [ $m = 0 ]; do',
+  '  if [ $c = 0 ] && [ "$(nproc)" -ge "$1" ]; then echo cpu; cat /proc/uptime; c=1; fi',
+  '  if [ $m = 0 ]; then',
+  '    while read k v u; do [ "$k" = MemTotal: ] && break; done < /proc/meminfo',
+  '    if [ "$v" -ge "$2" ]; then echo mem; cat /proc/uptime; m=1; fi',
+  '  fi',
+  '  n=$((n + 1)); sleep 0.02',
+  'done',
+  'echo rounds $n; cat /proc/uptime',
+].join('\n');
+
+/** The guest's uptime (ms) minus the host's performance.now() at the same instant, from the quickest of 3 reads. */
+async function guestClockOffset(pods: Pods, container: string): Promise<{ offsetMs: number; errorMs: number }> {
+  let best = { offsetMs: NaN, errorMs: Infinity };
+  for (let i = 0; i < 3; i++) {
+    const s = performance.now();
+    const out = await pods.exec(container, ['cat', '/proc/uptime'], 30);
+    const e = performance.now();
+    const uptimeMs = Number(out.split(' ')[0]) * 1000;
+    if (!Number.isFinite(uptimeMs)) throw new Error(`/proc/uptime: ${JSON.stringify(out.slice(0, 80))}`);
+    // /proc/uptime has 10 ms steps: the read lies anywhere in the exec's round trip.
+    const errorMs = (e - s) / 2 + 10;
+    if (errorMs < best.errorMs) best = { offsetMs: uptimeMs - (s + e) / 2, errorMs };
+  }
+  return best;
+}
+
+/** The watcher's output: guest uptimes (ms) of its start, the sightings and its end, and its rounds. */
+function parseWatcher(out: string): { startMs: number; cpuMs: number; memMs: number; endMs: number; rounds: number } {
+  const lines = out.trim().split('\n');
+  const up = (i: number): number => Number(lines[i]?.split(' ')[0]) * 1000;
+  const after = (label: string): number => {
+    const i = lines.indexOf(label);
+    return i < 0 ? NaN : up(i + 1);
+  };
+  const r = /^rounds (\d+)$/.exec(lines[lines.length - 2] ?? '');
+  const res = {
+    startMs: up(0),
+    cpuMs: after('cpu'),
+    memMs: after('mem'),
+    endMs: up(lines.length - 1),
+    rounds: Number(r?.[1]),
+  };
+  if (Object.values(res).some((v) => !Number.isFinite(v)))
+    throw new Error(`watcher: ${JSON.stringify(out.slice(0, 300))}`);
+  return res;
+}
+
 async function hotAdd(pods: Pods): Promise<Record<string, unknown>> {
   const runs: Record<string, number>[] = [];
   const polls: number[] = [];
+  const guestPolls: number[] = [];
   let sizes: Record<string, GuestSize> = {};
   for (let i = 0; i < RUNS; i++) {
     const p = await pods.start('hotadd');
@@ -499,14 +557,29 @@ async function hotAdd(pods: Pods): Promise<Record<string, unknown>> {
         { cpu: () => true, mem: () => true },
       );
       // One vCPU (quota = period) and 256 MiB (two DIMMs of 128 MiB): the VM grows from the boot size.
-      const wantKiB = base.memKiB + HOTPLUG_MIB * 1024 * 0.95; // the kernel keeps a little of each DIMM
+      const wantKiB = Math.floor(base.memKiB + HOTPLUG_MIB * 1024 * 0.95); // the kernel keeps a little of each DIMM
+      const clock = await guestClockOffset(pods, p.container);
+      const watcher = pods.client.execSync({
+        containerId: p.container,
+        cmd: ['sh', '-c', GUEST_WATCHER, 'watch', String(base.cpus + 1), String(wantKiB)],
+        timeout: 150,
+      });
+      await sleep(2_000); // the watcher runs by then (an exec starts within ~0.5 s here); checked below
+      const t0 = performance.now();
       const grow = await updateAndWatch(
         pods,
         p.container,
         { cpuShares: 512, cpuPeriod: 100_000, cpuQuota: 100_000, memoryLimitInBytes: HOTPLUG_MIB * MIB },
         { cpu: (s) => s.cpus >= base.cpus + 1, mem: (s) => s.memKiB >= wantKiB },
       );
+      const w = await watcher;
+      if (w.exitCode !== 0) throw new Error(`the watcher exited ${w.exitCode}: ${Buffer.from(w.stderr).toString()}`);
+      const seen = parseWatcher(Buffer.from(w.stdout).toString());
+      // Guest uptime to ms after t0 (the Update call), on the host's clock.
+      const sinceUpdate = (guestMs: number): number => guestMs - clock.offsetMs - t0;
+      if (sinceUpdate(seen.startMs) > 0) throw new Error('the in-guest watcher started after the Update call');
       polls.push(...grow.pollMs);
+      guestPolls.push((seen.endMs - seen.startMs) / seen.rounds);
       sizes = { before: base, after: grow.last };
       runs.push({
         execMs,
@@ -518,6 +591,9 @@ async function hotAdd(pods: Pods): Promise<Record<string, unknown>> {
         memSeenMs: grow.memSeenMs,
         memNotYetMs: grow.memNotYetMs,
         bothSeenMs: Math.max(grow.cpuSeenMs, grow.memSeenMs),
+        guestCpuMs: sinceUpdate(seen.cpuMs),
+        guestMemMs: sinceUpdate(seen.memMs),
+        guestClockErrorMs: clock.errorMs,
       });
     } finally {
       await pods.remove(p.id);
@@ -529,24 +605,31 @@ async function hotAdd(pods: Pods): Promise<Record<string, unknown>> {
     added: { vcpus: 1, memoryMiB: HOTPLUG_MIB },
     guestSize: sizes,
     medianMs: med,
-    /** The polls' spacing while watching (one ExecSync of `nproc; grep MemTotal` after the other). */
+    /** Host-side: the spacing of the ExecSync polls (`nproc; grep MemTotal`, one after the other) while watching. */
     pollGranularityMs: {
       median: round(median(polls)),
       max: round(Math.max(...polls)),
       count: polls.length,
     },
-    ratioToNoGrowthUpdate: round(med.bothSeenMs! / med.noGrowthSeenMs!, 2),
-    diffToNoGrowthUpdateMs: round(med.bothSeenMs! - med.noGrowthSeenMs!),
+    /** In the guest: one round of the watcher (nproc, MemTotal, sleep 0.02); its sightings are ± guestClockErrorMs. */
+    guestPollGranularityMs: round(median(guestPolls)),
+    updateCallRatioToNoGrowth: round(med.updateMs! / med.noGrowthUpdateMs!, 2),
+    updateCallDiffToNoGrowthMs: round(med.updateMs! - med.noGrowthUpdateMs!),
+    seenRatioToNoGrowth: round(med.bothSeenMs! / med.noGrowthSeenMs!, 2),
+    seenDiffToNoGrowthMs: round(med.bothSeenMs! - med.noGrowthSeenMs!),
   };
-  printTable('hot-add 1 vCPU + 256 MiB via UpdateContainerResources (ms, median)', [
-    { what: 'update, no growth (baseline)', call: med.noGrowthUpdateMs!, guestSees: med.noGrowthSeenMs! },
+  printTable('hot-add 1 vCPU + 256 MiB via UpdateContainerResources (ms after the call, median)', [
+    { what: 'update, no growth (baseline)', call: med.noGrowthUpdateMs!, execPoll: med.noGrowthSeenMs!, inGuest: '-' },
     {
       what: 'update, +1 vCPU +256 MiB',
       call: med.updateMs!,
-      guestSees: `cpu ${med.cpuSeenMs}, mem ${med.memSeenMs}`,
+      execPoll: `cpu ${med.cpuSeenMs}, mem ${med.memSeenMs}`,
+      inGuest: `cpu ${med.guestCpuMs}, mem ${med.guestMemMs} (±${med.guestClockErrorMs})`,
     },
   ]);
-  console.log(`poll granularity (median ExecSync round trip while watching): ${out.pollGranularityMs.median} ms`);
+  console.log(
+    `poll granularity: ExecSync ${out.pollGranularityMs.median} ms (median spacing while watching), in-guest loop ${out.guestPollGranularityMs} ms`,
+  );
   return out;
 }
 
@@ -652,6 +735,7 @@ async function cgroupMemory(pods: Pods): Promise<{ usageVsPss: unknown; overhead
     const measuredMiB = measured / MIB;
     // A guest eventually touches all its memory (page cache), so the pod needs default_memory + the overhead.
     const suggestedOverheadMiB = Math.ceil((measuredMiB * 1.1) / 16) * 16; // 10 % headroom, whole 16 MiB
+    const tcg = touched.tcgCodeBuffer;
     const overhead = {
       samples: s.length,
       sampleMs: SAMPLE_MS,
@@ -675,6 +759,12 @@ async function cgroupMemory(pods: Pods): Promise<{ usageVsPss: unknown; overhead
         memoryOverheadMiB: Math.max(suggestedOverheadMiB, 16),
         runtimeClassOverhead: `${DEFAULT_MEMORY_MIB + Math.max(suggestedOverheadMiB, 16)}Mi`,
       },
+      /**
+       * Under TCG, QEMU's translated code grows with the code the guest runs, up to the code buffer's size (then
+       * QEMU flushes it and reuses its pages): the overhead of a pod whose guest filled it.
+       */
+      tcgCodeBufferMiB: tcg,
+      overheadWithTcgCodeBufferFullMiB: tcg ? round(measuredMiB - tcg.rssMiB + tcg.sizeMiB, 1) : undefined,
     };
     printTable('memory overhead: host footprint beyond guest memory touched (MiB)', [
       {
@@ -713,11 +803,11 @@ export async function benchCitizen(): Promise<Record<string, unknown>> {
   const pods = new Pods(ctd, ctd.cri!.client);
   try {
     await importBusybox(ctd);
-    const start = await part('pod start', () => podStart(pods));
+    const start = await part('pod start', () => podStart(pods), 'start');
     await pods.removeAll();
-    const hot = await part('hot-add', () => hotAdd(pods));
+    const hot = await part('hot-add', () => hotAdd(pods), 'hotadd');
     await pods.removeAll();
-    const mem = await part('cgroup memory', () => cgroupMemory(pods));
+    const mem = await part('cgroup memory', () => cgroupMemory(pods), 'memory');
     await pods.removeAll();
     return {
       cgroupVersion: hostCgroupLayout().version,
