@@ -483,21 +483,27 @@ async function updateAndWatch(
 
 /**
  * In the guest, a container's shell polls `nproc` and MemTotal (the shell's own `read` of /proc/meminfo) every 20 ms
- * until both reach the targets ($1 vCPUs, $2 kB), printing the guest's uptime at its start, at each sighting and at
- * its end, and how many rounds it made (the in-guest polling granularity is its run time / rounds).
+ * until both reach the targets ($1 vCPUs, $2 kB). Each check is bracketed by reads of the guest's uptime (`read`, no
+ * process): it prints `cpu|mem <lo> <hi>`, the change having happened after `lo` (the start of the last check that
+ * did not see it) and before `hi` (the end of the first that did); `start`, and `end` with the rounds it made.
  */
 const GUEST_WATCHER = [
-  'cat /proc/uptime',
-  'c=0; m=0; n=0',
+  'read t _ < /proc/uptime; echo start $t',
+  'c=0; m=0; n=0; cn=$t; mn=$t',
   'while [ $c = 0 ] || [ $m = 0 ]; do',
-  '  if [ $c = 0 ] && [ "$(nproc)" -ge "$1" ]; then echo cpu; cat /proc/uptime; c=1; fi',
+  '  if [ $c = 0 ]; then',
+  '    read a _ < /proc/uptime; p=$(nproc); read b _ < /proc/uptime',
+  '    if [ "$p" -ge "$1" ]; then echo cpu $cn $b; c=1; else cn=$a; fi',
+  '  fi',
   '  if [ $m = 0 ]; then',
+  '    read a _ < /proc/uptime',
   '    while read k v u; do [ "$k" = MemTotal: ] && break; done < /proc/meminfo',
-  '    if [ "$v" -ge "$2" ]; then echo mem; cat /proc/uptime; m=1; fi',
+  '    read b _ < /proc/uptime',
+  '    if [ "$v" -ge "$2" ]; then echo mem $mn $b; m=1; else mn=$a; fi',
   '  fi',
   '  n=$((n + 1)); sleep 0.02',
   'done',
-  'echo rounds $n; cat /proc/uptime',
+  'read t _ < /proc/uptime; echo end $t $n',
 ].join('\n');
 
 /** The guest's uptime (ms) minus the host's performance.now() at the same instant, from the quickest of 3 reads. */
@@ -516,24 +522,30 @@ async function guestClockOffset(pods: Pods, container: string): Promise<{ offset
   return best;
 }
 
-/** The watcher's output: guest uptimes (ms) of its start, the sightings and its end, and its rounds. */
-function parseWatcher(out: string): { startMs: number; cpuMs: number; memMs: number; endMs: number; rounds: number } {
-  const lines = out.trim().split('\n');
-  const up = (i: number): number => Number(lines[i]?.split(' ')[0]) * 1000;
-  const after = (label: string): number => {
-    const i = lines.indexOf(label);
-    return i < 0 ? NaN : up(i + 1);
-  };
-  const r = /^rounds (\d+)$/.exec(lines[lines.length - 2] ?? '');
+/** The watcher's output, guest uptimes in ms: its start and end, and the bounds of each change. */
+function parseWatcher(out: string): {
+  startMs: number;
+  endMs: number;
+  rounds: number;
+  cpu: { lo: number; hi: number };
+  mem: { lo: number; hi: number };
+} {
+  const fields = new Map(
+    out
+      .trim()
+      .split('\n')
+      .map((l) => [l.split(' ')[0], l.split(' ').slice(1).map(Number)]),
+  );
+  const ms = (key: string, i: number): number => (fields.get(key)?.[i] ?? NaN) * 1000;
   const res = {
-    startMs: up(0),
-    cpuMs: after('cpu'),
-    memMs: after('mem'),
-    endMs: up(lines.length - 1),
-    rounds: Number(r?.[1]),
+    startMs: ms('start', 0),
+    endMs: ms('end', 0),
+    rounds: fields.get('end')?.[1] ?? NaN,
+    cpu: { lo: ms('cpu', 0), hi: ms('cpu', 1) },
+    mem: { lo: ms('mem', 0), hi: ms('mem', 1) },
   };
-  if (Object.values(res).some((v) => !Number.isFinite(v)))
-    throw new Error(`watcher: ${JSON.stringify(out.slice(0, 300))}`);
+  const all = [res.startMs, res.endMs, res.rounds, res.cpu.lo, res.cpu.hi, res.mem.lo, res.mem.hi];
+  if (all.some((v) => !Number.isFinite(v))) throw new Error(`watcher: ${JSON.stringify(out.slice(0, 300))}`);
   return res;
 }
 
@@ -591,8 +603,11 @@ async function hotAdd(pods: Pods): Promise<Record<string, unknown>> {
         memSeenMs: grow.memSeenMs,
         memNotYetMs: grow.memNotYetMs,
         bothSeenMs: Math.max(grow.cpuSeenMs, grow.memSeenMs),
-        guestCpuMs: sinceUpdate(seen.cpuMs),
-        guestMemMs: sinceUpdate(seen.memMs),
+        // The change lies between these (each ± guestClockErrorMs); before the call is the call's instant.
+        guestCpuAfterMs: Math.max(0, sinceUpdate(seen.cpu.lo)),
+        guestCpuByMs: sinceUpdate(seen.cpu.hi),
+        guestMemAfterMs: Math.max(0, sinceUpdate(seen.mem.lo)),
+        guestMemByMs: sinceUpdate(seen.mem.hi),
         guestClockErrorMs: clock.errorMs,
       });
     } finally {
@@ -611,7 +626,7 @@ async function hotAdd(pods: Pods): Promise<Record<string, unknown>> {
       max: round(Math.max(...polls)),
       count: polls.length,
     },
-    /** In the guest: one round of the watcher (nproc, MemTotal, sleep 0.02); its sightings are ± guestClockErrorMs. */
+    /** In the guest: one round of the watcher (nproc, MemTotal, sleep 0.02). */
     guestPollGranularityMs: round(median(guestPolls)),
     updateCallRatioToNoGrowth: round(med.updateMs! / med.noGrowthUpdateMs!, 2),
     updateCallDiffToNoGrowthMs: round(med.updateMs! - med.noGrowthUpdateMs!),
@@ -624,7 +639,7 @@ async function hotAdd(pods: Pods): Promise<Record<string, unknown>> {
       what: 'update, +1 vCPU +256 MiB',
       call: med.updateMs!,
       execPoll: `cpu ${med.cpuSeenMs}, mem ${med.memSeenMs}`,
-      inGuest: `cpu ${med.guestCpuMs}, mem ${med.guestMemMs} (±${med.guestClockErrorMs})`,
+      inGuest: `cpu ${med.guestCpuAfterMs}-${med.guestCpuByMs}, mem ${med.guestMemAfterMs}-${med.guestMemByMs} (±${med.guestClockErrorMs})`,
     },
   ]);
   console.log(
