@@ -387,10 +387,13 @@ async function podStart(pods: Pods): Promise<Record<string, unknown>> {
       ratio: round(total(withIt) / total(without), 3),
       diffMs: round(total(withIt) - total(without)),
       runPodSandboxDiffMs: round(med[withIt]!.runPodSandboxMs! - med[without]!.runPodSandboxMs!),
+      // The variants run back to back in each round: a round's difference cancels the host's slower drift.
+      medianPairedDiffMs: round(median(times[withIt]!.map((t, i) => t.totalMs! - times[without]![i]!.totalMs!))),
     });
     const out = {
       runs: RUNS,
       medianMs: med,
+      totalsMs: Object.fromEntries(Object.entries(times).map(([k, v]) => [k, v.map((t) => round(t.totalMs!))])),
       qemuSizeArgs: qemuSize,
       cgroupPlacement: cost('cgroupParent', 'default'),
       hotplugRoom: cost('default', 'noHotplugRoom'),
