@@ -77,8 +77,10 @@ fuzz: build
 	node --expose-gc dist/shim/test/fuzz.js --iterations $(FUZZ_ITERATIONS) --seed $(FUZZ_SEED)
 	node --expose-gc dist/agent/test/fuzz.js --iterations $(FUZZ_ITERATIONS) --seed $(FUZZ_SEED)
 
+# BENCH="pods citizen" runs only those (the names of bench/run.ts); empty: every one.
+BENCH ?=
 bench: deps build guest
-	node dist/bench/run.js
+	node dist/bench/run.js $(BENCH)
 
 # The guest image (guest/out/: vmlinuz, initrd.img, rootfs.img, manifest.json). Rebuilt only when an input changed.
 guest: deps build
