@@ -7,6 +7,7 @@ import { benchShim } from './shim';
 import { benchPods } from './pods';
 import { benchMetrics } from './metrics';
 import { benchTracing } from './tracing';
+import { benchDensity } from './density';
 import { writeJson } from './lib/report';
 
 const benches: Record<string, () => Promise<Record<string, unknown>>> = {
@@ -17,6 +18,7 @@ const benches: Record<string, () => Promise<Record<string, unknown>>> = {
   pods: benchPods,
   metrics: benchMetrics,
   tracing: benchTracing,
+  density: benchDensity,
 };
 
 async function main(): Promise<void> {
