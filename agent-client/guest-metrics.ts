@@ -27,6 +27,7 @@ export const GUEST_METRIC_NAMES = [
   'guest_procs_running',
   'guest_procs_total',
   'guest_uptime_seconds',
+  'guest_agent_rss_bytes',
 ] as const;
 export type GuestMetricName = (typeof GUEST_METRIC_NAMES)[number];
 export type GuestMetrics = Partial<Record<GuestMetricName, number>>;

@@ -57,6 +57,9 @@ export function guestMetricsText(procRoot = '/proc'): string {
   });
   const procs = /^(\d+)\/(\d+)$/.exec(load[3] ?? '');
   if (procs) lines.push(`guest_procs_running ${Number(procs[1])}`, `guest_procs_total ${Number(procs[2])}`);
+  // The agent's own resident memory (node), so the host can split the guest's anonymous memory.
+  const rss = /^VmRSS:\s+(\d+)\s*kB$/m.exec(read(`${procRoot}/self/status`));
+  if (rss) lines.push(`guest_agent_rss_bytes ${Number(rss[1]) * 1024}`);
   const uptime = Number(read(`${procRoot}/uptime`).trim().split(/\s+/)[0]);
   if (Number.isFinite(uptime) && uptime > 0) lines.push(`guest_uptime_seconds ${uptime}`);
   return lines.join('\n') + '\n';

@@ -8,6 +8,7 @@ import { benchPods } from './pods';
 import { benchMetrics } from './metrics';
 import { benchTracing } from './tracing';
 import { benchCitizen } from './citizen';
+import { benchDensity } from './density';
 import { writeJson } from './lib/report';
 
 const benches: Record<string, () => Promise<Record<string, unknown>>> = {
@@ -19,6 +20,7 @@ const benches: Record<string, () => Promise<Record<string, unknown>>> = {
   metrics: benchMetrics,
   tracing: benchTracing,
   citizen: benchCitizen,
+  density: benchDensity,
 };
 
 async function main(): Promise<void> {

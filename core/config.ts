@@ -17,7 +17,7 @@ import path from 'node:path';
 import type * as SmolToml from 'smol-toml' with { 'resolution-mode': 'import' };
 import { FailedPreconditionError, InvalidArgumentError } from '../errors';
 import { checkQemuUser } from '../hypervisor/confine';
-import { MAX_MEMORY_MIB, MAX_VCPUS, MIN_MEMORY_MIB, checkOptionValue } from '../hypervisor/config';
+import { MAX_MEMORY_MIB, MAX_TCG_TB_SIZE_MIB, MAX_VCPUS, MIN_MEMORY_MIB, checkOptionValue } from '../hypervisor/config';
 import {
   DEFAULT_QEMU_PATH,
   DEFAULT_VIRTIOFSD_PATH,
@@ -33,6 +33,10 @@ import {
  * "uid:gid" per host is the stronger choice where the host can give one.
  */
 export const DEFAULT_QEMU_USER = 'nobody';
+/** virtio-balloon free page reporting (`free_page_reporting`): measured in bench/density.ts, see hypervisor/README. */
+export const DEFAULT_FREE_PAGE_REPORTING = true;
+/** TCG's translation cache (`tcg_tb_size_mib`), TCG only; 0 = QEMU's default (1 GiB). Measured in bench/density.ts. */
+export const DEFAULT_TCG_TB_SIZE_MIB = 64;
 export const DEFAULT_CONFIG_PATH = '/etc/hull/configuration.toml';
 /** The environment variable that names the file when the runtime option `ConfigPath` does not. */
 export const CONFIG_PATH_ENV = 'HULL_CONFIG';
@@ -102,6 +106,10 @@ export interface HypervisorSettings {
   readonly seccomp: boolean;
   /** The user QEMU drops to (-runas): a name, "uid:gid", or "" for none. */
   readonly qemuUser: string;
+  /** `free_page_reporting`: a virtio-balloon device that gives pages the guest freed back to the host. */
+  readonly freePageReporting: boolean;
+  /** `tcg_tb_size_mib`: TCG's translation cache in MiB, used only under TCG; 0 = QEMU's default. */
+  readonly tcgTbSizeMiB: number;
 }
 
 export interface AgentSettings {
@@ -164,6 +172,8 @@ export const CONFIG_KEYS = Object.freeze({
     'memory_overhead',
     'seccomp',
     'qemu_user',
+    'free_page_reporting',
+    'tcg_tb_size_mib',
   ] as const),
   agent: Object.freeze(['transport', 'boot_timeout', 'health_check_interval', 'health_check_timeout'] as const),
   runtime: Object.freeze([
@@ -216,6 +226,8 @@ export function defaultConfig(binDir: string, exists?: (p: string) => boolean): 
       memoryOverheadMiB: DEFAULT_MEMORY_OVERHEAD_MIB,
       seccomp: true,
       qemuUser: DEFAULT_QEMU_USER,
+      freePageReporting: DEFAULT_FREE_PAGE_REPORTING,
+      tcgTbSizeMiB: DEFAULT_TCG_TB_SIZE_MIB,
     },
     agent: {
       transport: 'auto',
@@ -287,6 +299,8 @@ export function parseConfig(text: string, file: string, binDir: string, exists?:
       ),
       seccomp: hv.boolean('seccomp', d.hypervisor.seccomp),
       qemuUser: hv.qemuUser('qemu_user', d.hypervisor.qemuUser),
+      freePageReporting: hv.boolean('free_page_reporting', d.hypervisor.freePageReporting),
+      tcgTbSizeMiB: hv.integer('tcg_tb_size_mib', 0, MAX_TCG_TB_SIZE_MIB, ' (MiB)', d.hypervisor.tcgTbSizeMiB),
     },
     agent: {
       transport,
@@ -388,6 +402,8 @@ export function toVmConfig(config: HullConfig, place: SandboxVmPlace): VmConfig 
     virtiofsdPath: hv.virtioFsDaemon,
     seccomp: hv.seccomp,
     qemuUser: hv.qemuUser,
+    freePageReporting: hv.freePageReporting,
+    tcgTbSizeMiB: hv.tcgTbSizeMiB,
     debug: config.runtime.debug,
   };
   if (place.sharedDir !== undefined) vm.sharedDir = place.sharedDir;

@@ -30,6 +30,8 @@ export const MAX_MEMORY_SLOTS = 256;
 const MAX_SOCKET_PATH = 107;
 /** NICs per VM (each is a PCI device on the root bus). */
 export const MAX_NICS = 16;
+/** The largest TCG translation cache hull asks for (QEMU's own default is 1 GiB). */
+export const MAX_TCG_TB_SIZE_MIB = 4096;
 
 /** Everything the driver keeps in stateDir. */
 export interface VmPaths {
@@ -78,6 +80,9 @@ export interface ResolvedConfig {
   seccomp: boolean;
   /** "" = QEMU keeps the shim's uid. */
   qemuUser: string;
+  freePageReporting: boolean;
+  /** 0 = QEMU's default. */
+  tcgTbSizeMiB: number;
   paths: VmPaths;
 }
 
@@ -231,6 +236,8 @@ export function resolveConfig(cfg: VmConfig, files: FileProbe = realFileProbe): 
     nsenterPath: checkAbsolutePath('nsenterPath', cfg.nsenterPath ?? DEFAULT_NSENTER_PATH),
     seccomp: checkBoolean('seccomp', cfg.seccomp ?? true),
     qemuUser: checkQemuUser('qemuUser', cfg.qemuUser ?? ''),
+    freePageReporting: checkBoolean('freePageReporting', cfg.freePageReporting ?? false),
+    tcgTbSizeMiB: checkInteger('tcgTbSizeMiB', cfg.tcgTbSizeMiB ?? 0, 0, MAX_TCG_TB_SIZE_MIB),
     paths,
   };
 

@@ -57,6 +57,16 @@ export interface VmConfig {
    * Used only where the shim is root and the user exists; otherwise QEMU keeps the shim's uid (logged).
    */
   qemuUser?: string;
+  /**
+   * A virtio-balloon device with free-page-reporting=on: the guest's virtio_balloon driver reports pages it freed
+   * (in 4 MiB chunks) and QEMU gives them back to the host (a hole punched in the memfd). Default false.
+   */
+  freePageReporting?: boolean;
+  /**
+   * TCG's translation cache in MiB (`-accel tcg,tb-size=N`), applied only when the guest runs under TCG (KVM has no
+   * translation cache); absent or 0 = QEMU's default (1 GiB, filled as code is translated).
+   */
+  tcgTbSizeMiB?: number;
 }
 
 /** A helper process as crash recovery knows it: a pid alone could be reused, the pid and its start time cannot. */

@@ -18,6 +18,8 @@ describe('agent GetMetrics text', () => {
       );
       fs.writeFileSync(path.join(proc, 'loadavg'), '0.50 0.25 0.10 2/80 123\n');
       fs.writeFileSync(path.join(proc, 'uptime'), '42.50 40.00\n');
+      fs.mkdirSync(path.join(proc, 'self'));
+      fs.writeFileSync(path.join(proc, 'self', 'status'), 'Name:\tnode\nVmHWM:\t  50000 kB\nVmRSS:\t   40000 kB\n');
       const lines = guestMetricsText(proc).trim().split('\n');
       assert.deepEqual(lines, [
         'guest_memory_total_bytes 2048000',
@@ -37,6 +39,7 @@ describe('agent GetMetrics text', () => {
         'guest_load15 0.1',
         'guest_procs_running 2',
         'guest_procs_total 80',
+        'guest_agent_rss_bytes 40960000',
         'guest_uptime_seconds 42.5',
       ]);
     } finally {

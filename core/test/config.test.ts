@@ -73,6 +73,8 @@ describe('core/config', () => {
           memoryOverheadMiB: 288,
           seccomp: true,
           qemuUser: 'nobody',
+          freePageReporting: true,
+          tcgTbSizeMiB: 64,
         },
         agent: { transport: 'auto', bootTimeoutMs: 60_000, healthIntervalMs: 10_000, healthTimeoutMs: 60_000 },
         runtime: {
@@ -144,6 +146,8 @@ describe('core/config', () => {
         memory_overhead = 200
         seccomp = false
         qemu_user = "1001:1001"
+        free_page_reporting = false
+        tcg_tb_size_mib = 128
         [agent]
         transport = "serial"
         boot_timeout = 120
@@ -175,6 +179,8 @@ describe('core/config', () => {
           memoryOverheadMiB: 200,
           seccomp: false,
           qemuUser: '1001:1001',
+          freePageReporting: false,
+          tcgTbSizeMiB: 128,
         },
         agent: { transport: 'serial', bootTimeoutMs: 120_000, healthIntervalMs: 0, healthTimeoutMs: 5_000 },
         runtime: {
@@ -455,6 +461,8 @@ describe('core/config', () => {
         virtiofsdPath: '/usr/lib/qemu/virtiofsd',
         seccomp: true,
         qemuUser: 'nobody',
+        freePageReporting: true,
+        tcgTbSizeMiB: 64,
         maxVcpus: 255,
         maxMemoryMiB: 32768,
         debug: true,

@@ -79,16 +79,34 @@ export interface QemuCmdline {
   vhostNet?: boolean;
   /** Seccomp filter and unprivileged user (hypervisor/confine.ts); absent = neither. */
   confinement?: QemuConfinement;
+  /** virtio-balloon with free page reporting (balloonArgs); absent or false = no balloon device. */
+  freePageReporting?: boolean;
+  /** TCG's translation cache in MiB; ignored under KVM; absent or 0 = QEMU's default. */
+  tcgTbSizeMiB?: number;
 }
 
-/** q35 with the accelerator and the shared memory backend as guest RAM; `-cpu max` under TCG, `host` under KVM. */
-export function machineArgs(accel: Accel): string[] {
-  return [
-    '-machine',
-    `q35,accel=${accel},memory-backend=${MEMORY_BACKEND_ID}`,
-    '-cpu',
-    accel === 'kvm' ? 'host' : 'max',
-  ];
+/**
+ * q35 with the accelerator and the shared memory backend as guest RAM; `-cpu max` under TCG, `host` under KVM.
+ * With a TCG translation cache size (TCG only: KVM has none, so it is never passed there) the accelerator moves to
+ * `-accel tcg,tb-size=N`, since QEMU refuses `-accel` together with `-machine accel=`.
+ */
+export function machineArgs(accel: Accel, tcgTbSizeMiB = 0): string[] {
+  if (!Number.isInteger(tcgTbSizeMiB) || tcgTbSizeMiB < 0)
+    throw new InvalidArgumentError(`TCG translation cache size ${tcgTbSizeMiB} MiB must be a non-negative integer`);
+  const cpu = ['-cpu', accel === 'kvm' ? 'host' : 'max'];
+  if (accel === 'tcg' && tcgTbSizeMiB > 0)
+    return ['-machine', `q35,memory-backend=${MEMORY_BACKEND_ID}`, '-accel', `tcg,tb-size=${tcgTbSizeMiB}`, ...cpu];
+  return ['-machine', `q35,accel=${accel},memory-backend=${MEMORY_BACKEND_ID}`, ...cpu];
+}
+
+/**
+ * virtio-balloon with free page reporting: the guest's virtio_balloon driver (loaded by the initramfs) reports
+ * free pages in chunks of 4 MiB (pageblock order) once they have stayed free a while, and QEMU discards them
+ * (fallocate PUNCH_HOLE on the memfd), so memory the guest touched and freed goes back to the host. The balloon is
+ * never inflated: hull does not take memory from a guest, only what it has given up.
+ */
+export function balloonArgs(): string[] {
+  return ['-device', 'virtio-balloon-pci,id=balloon0,free-page-reporting=on'];
 }
 
 /** No default devices, no config files, no display, and a guest reboot ends QEMU (with panic=-1: a panic does). */
@@ -252,7 +270,7 @@ export function confinementArgs(c: QemuConfinement): string[] {
 export function buildQemuArgv(c: QemuCmdline): string[] {
   return [
     ...nameArgs(c.id),
-    ...machineArgs(c.accel),
+    ...machineArgs(c.accel, c.tcgTbSizeMiB),
     ...(c.firmware === undefined ? [] : ['-bios', checkOptionValue('firmware', c.firmware)]),
     ...baseArgs(),
     ...cpuMemoryArgs(c.vcpus, c.memoryMiB, c.maxVcpus, c.memoryRoomMiB),
@@ -270,6 +288,7 @@ export function buildQemuArgv(c: QemuCmdline): string[] {
     ...(c.agentLogSocket === undefined ? [] : agentLogArgs(c.agentLogSocket, c.agent.transport)),
     ...(c.virtiofsSocket === undefined ? [] : virtiofsArgs(c.virtiofsSocket)),
     ...networkArgs(c.nics ?? [], c.vhostNet ?? false),
+    ...(c.freePageReporting === true ? balloonArgs() : []),
     ...consoleArgs(),
     ...qmpArgs(c.qmpSocket),
     ...(c.confinement === undefined ? [] : confinementArgs(c.confinement)),

@@ -456,6 +456,8 @@ export class QemuHypervisor implements Hypervisor {
       ...(this.#opts.fileProbe.kind(QBOOT_FIRMWARE) === 'file' ? { firmware: QBOOT_FIRMWARE } : {}),
       ...(c.network === undefined ? {} : { nics: c.network.nics, vhostNet: this.#s.vhostNet ?? false }),
       ...(this.#s.confinement === undefined ? {} : { confinement: this.#s.confinement }),
+      ...(c.freePageReporting ? { freePageReporting: true } : {}),
+      ...(accel === 'tcg' && c.tcgTbSizeMiB > 0 ? { tcgTbSizeMiB: c.tcgTbSizeMiB } : {}),
     });
   }
 

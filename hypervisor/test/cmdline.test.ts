@@ -215,6 +215,27 @@ describe('hypervisor/qemu/cmdline', () => {
     });
   });
 
+  it('TCG translation cache and free page reporting (golden head and tail); KVM never gets tb-size', () => {
+    const argv = buildQemuArgv({ ...base, tcgTbSizeMiB: 64, freePageReporting: true });
+    assert.deepEqual(argv.slice(0, 8), [
+      '-name',
+      'hull-pod1',
+      '-machine',
+      'q35,memory-backend=mem',
+      '-accel',
+      'tcg,tb-size=64',
+      '-cpu',
+      'max',
+    ]);
+    const at = argv.indexOf('virtio-balloon-pci,id=balloon0,free-page-reporting=on');
+    assert.equal(argv[at - 1], '-device');
+    assert.ok(at < argv.indexOf('-qmp'));
+    const kvm = buildQemuArgv({ ...base, accel: 'kvm', tcgTbSizeMiB: 64 });
+    assert.deepEqual(kvm.slice(2, 6), ['-machine', 'q35,accel=kvm,memory-backend=mem', '-cpu', 'host']);
+    assert.ok(!kvm.some((w) => w === '-accel' || w.includes('tb-size') || w.includes('balloon')));
+    assert.throws(() => buildQemuArgv({ ...base, tcgTbSizeMiB: 1.5 }), InvalidArgumentError);
+  });
+
   it('no share: no vhost-user-fs device and no fs chardev', () => {
     const argv = buildQemuArgv(base);
     assert.ok(!argv.some((w) => w.includes('vhost-user-fs') || w.startsWith('socket,id=fs')));

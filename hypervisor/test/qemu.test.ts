@@ -301,6 +301,39 @@ describe('hypervisor/qemu/qemu (fake QEMU)', function () {
     assert.equal((await vm.wait()).expected, false);
   });
 
+  it('free page reporting adds the balloon; tcgTbSizeMiB goes to -accel under TCG only, never under KVM', async () => {
+    const kvmHost: HostProbe = { exists: (p) => p === '/dev/kvm', openReadWrite: (p) => p === '/dev/kvm' };
+    const plain = make();
+    await plain.prepare(cfg);
+    assert.ok(!plain.argv().some((w) => w.includes('balloon') || w.includes('tb-size')), 'neither by default');
+    assert.ok(plain.argv().includes('q35,accel=tcg,memory-backend=mem'));
+
+    const tcg = make();
+    await tcg.prepare({ ...cfg, stateDir: path.join(dir, 'tcg'), freePageReporting: true, tcgTbSizeMiB: 64 });
+    const argv = tcg.argv();
+    assert.deepEqual(argv.slice(argv.indexOf('-machine'), argv.indexOf('-machine') + 6), [
+      '-machine',
+      'q35,memory-backend=mem',
+      '-accel',
+      'tcg,tb-size=64',
+      '-cpu',
+      'max',
+    ]);
+    assert.ok(argv.includes('virtio-balloon-pci,id=balloon0,free-page-reporting=on'));
+
+    const kvm = make({ hostProbe: kvmHost });
+    await kvm.prepare({ ...cfg, stateDir: path.join(dir, 'kvm'), freePageReporting: true, tcgTbSizeMiB: 64 });
+    assert.equal(kvm.accel(), 'kvm');
+    assert.ok(kvm.argv().includes('q35,accel=kvm,memory-backend=mem'));
+    assert.ok(!kvm.argv().some((w) => w === '-accel' || w.includes('tb-size')), 'no translation cache under KVM');
+    assert.ok(kvm.argv().includes('virtio-balloon-pci,id=balloon0,free-page-reporting=on'));
+
+    await assert.rejects(
+      make().prepare({ ...cfg, stateDir: path.join(dir, 'bad'), tcgTbSizeMiB: -1 }),
+      InvalidArgumentError,
+    );
+  });
+
   it('auto picks vsock where /dev/vhost-vsock opens (logged with the reason); agentTransport=serial overrides it', async () => {
     const log = recordingLogger();
     const vm = make({ hostProbe: vsockHost, logger: log });
