@@ -202,12 +202,13 @@ export class KataAgentClient implements AgentClient {
    */
   async drainSpans(options: { timeoutMs?: number } = {}): Promise<GuestSpanBatch> {
     if (!this.tracer.takeDrainNeed()) return { spans: [], dropped: 0, refused: 0 };
+    const sentMs = Date.now();
     const res = await this.call(
       TracingService.DrainSpans,
       { maxSpans: MAX_DRAINED_SPANS },
       options.timeoutMs === undefined ? {} : { timeoutMs: options.timeoutMs },
     );
-    return this.tracer.check(res, Date.now());
+    return this.tracer.check(res, Date.now(), sentMs);
   }
 
   async check(options: { timeoutMs?: number; signal?: AbortSignal } = {}): Promise<HealthStatus> {
