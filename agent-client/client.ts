@@ -200,10 +200,15 @@ export class KataAgentClient implements AgentClient {
    * client handed the guest, capped (agent-client/tracing.ts). No call at all when no traced call went to the guest
    * since the last drain.
    */
-  async drainSpans(): Promise<GuestSpanBatch> {
+  async drainSpans(options: { timeoutMs?: number } = {}): Promise<GuestSpanBatch> {
     if (!this.tracer.takeDrainNeed()) return { spans: [], dropped: 0, refused: 0 };
-    const res = await this.call(TracingService.DrainSpans, { maxSpans: MAX_DRAINED_SPANS });
-    return this.tracer.check(res, Date.now());
+    const sentMs = Date.now();
+    const res = await this.call(
+      TracingService.DrainSpans,
+      { maxSpans: MAX_DRAINED_SPANS },
+      options.timeoutMs === undefined ? {} : { timeoutMs: options.timeoutMs },
+    );
+    return this.tracer.check(res, Date.now(), sentMs);
   }
 
   async check(options: { timeoutMs?: number; signal?: AbortSignal } = {}): Promise<HealthStatus> {

@@ -121,16 +121,19 @@ export class AgentCallTracer {
   /**
    * The guest's DrainSpans answer, checked: ids in W3C form and of a trace handed to the guest, a parent always
    * (the guest never starts a trace), names and attributes capped, times mapped to the host's clock (the guest's
-   * offset measured from its `now_ms` at the reply) and bounded. What fails a check is counted, never exported.
+   * offset measured from its `now_ms` against the midpoint of the drain's send, `sentMs`, and its answer) and bounded. What fails a check is counted, never exported.
    */
-  check(res: diagnostics.IDrainSpansResponse, hostNowMs: number): GuestSpanBatch {
+  check(res: diagnostics.IDrainSpansResponse, hostNowMs: number, sentMs = hostNowMs): GuestSpanBatch {
     const all = Array.isArray(res.spans) ? res.spans : [];
     const dropped = Number.isSafeInteger(res.dropped) && (res.dropped ?? 0) >= 0 ? (res.dropped ?? 0) : 0;
     const guestNow = typeof res.nowMs === 'number' && Number.isFinite(res.nowMs) ? res.nowMs : undefined;
     const spans: GuestSpan[] = [];
     let refused = Math.max(0, all.length - MAX_DRAINED_SPANS);
     for (const raw of all.slice(0, MAX_DRAINED_SPANS)) {
-      const span = guestNow === undefined ? undefined : this.checkSpan(raw, hostNowMs - guestNow, hostNowMs);
+      // The guest read its clock between the drain's send and its answer: the midpoint of the two errs by half the
+      // difference of the two ways' delays, where the answer's arrival alone errs by its whole delay.
+      const offsetMs = (Math.min(sentMs, hostNowMs) + hostNowMs) / 2 - (guestNow ?? 0);
+      const span = guestNow === undefined ? undefined : this.checkSpan(raw, offsetMs, hostNowMs);
       if (span) spans.push(span);
       else refused++;
     }

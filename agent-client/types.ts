@@ -132,7 +132,7 @@ export interface AgentClient extends ContainerAgentClient, NetworkAgentClient, P
   /** The guest's memory, CPU and load figures (GetMetrics, parsed as untrusted); optional: fakes may lack it. */
   guestMetrics?(options?: { timeoutMs?: number }): Promise<GuestMetrics>;
   /** The spans the guest recorded since the last drain, checked (agent-client/tracing.ts); absent from fakes. */
-  drainSpans?(): Promise<GuestSpanBatch>;
+  drainSpans?(options?: { timeoutMs?: number }): Promise<GuestSpanBatch>;
 }
 
 /**

@@ -17,11 +17,16 @@ import type { Containers } from './container';
 import type { GuestNetwork } from './network';
 import type { LoopbackConnections } from './port-forward';
 import type { GuestSandbox } from './sandbox';
-import { recorder, tracedServer } from './tracing';
+import { inTracedCall, recorder, tracedServer } from './tracing';
 import { realPathUnder } from './validate';
 
 export const AGENT_VERSION = '0.1.0';
 const READ_FILE_LIMIT = 1 << 20;
+/**
+ * How long a traced DestroySandbox keeps the guest up for the host's last drain of its spans (the host drains right
+ * after the reply, within a shorter deadline of its own): without it the spans of the sandbox's last call are lost.
+ */
+export const FINAL_DRAIN_WAIT_MS = 2_000;
 
 export interface AgentContext {
   sandbox: GuestSandbox;
@@ -115,7 +120,10 @@ export function registerServices(plain: Server, ctx: AgentContext): void {
     DestroySandbox: async () => {
       ctx.portForward.closeAll();
       await ctx.sandbox.destroy();
-      ctx.powerOff();
+      // Traced: this call's span (recorded as the handler returns) goes in the host's next drain, which follows
+      // the reply; the power-off waits for that drain, bounded. Untraced: there is nothing to drain.
+      if (inTracedCall()) void recorder.nextDrain(FINAL_DRAIN_WAIT_MS).then(() => ctx.powerOff());
+      else ctx.powerOff();
       return {};
     },
     GetGuestDetails: (req) => ({

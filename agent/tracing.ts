@@ -44,6 +44,8 @@ export function parseTraceparent(metadata: Record<string, readonly string[]> | u
 export class SpanRecorder {
   private buffer: GuestSpan[] = [];
   private droppedCount = 0;
+  /** Those waiting for the next drain (a traced DestroySandbox holding the power-off), at most a few. */
+  private waiters: (() => void)[] = [];
 
   constructor(private readonly capacity = SPAN_BUFFER_SIZE) {}
 
@@ -61,7 +63,27 @@ export class SpanRecorder {
     const spans = this.buffer.splice(0, n);
     const dropped = this.droppedCount;
     this.droppedCount = 0;
+    const waiters = this.waiters;
+    this.waiters = [];
+    for (const w of waiters) w();
     return { spans, dropped, nowMs: clockMs() };
+  }
+
+  /**
+   * Resolves once the next drain has taken its spans (its reply goes out right after), or after `timeoutMs` when no
+   * drain comes: the last spans of a traced DestroySandbox wait for the host's drain, never longer than that.
+   */
+  nextDrain(timeoutMs: number): Promise<void> {
+    return new Promise<void>((resolve) => {
+      let timer: NodeJS.Timeout | undefined = undefined;
+      const done = (): void => {
+        clearTimeout(timer);
+        this.waiters = this.waiters.filter((w) => w !== done);
+        resolve();
+      };
+      timer = setTimeout(done, timeoutMs);
+      this.waiters.push(done);
+    });
   }
 
   get size(): number {
@@ -71,6 +93,11 @@ export class SpanRecorder {
 
 export const recorder = new SpanRecorder();
 const current = new AsyncLocalStorage<SpanParent>();
+
+/** Whether the caller runs inside a recorded span (a call whose traceparent was sampled). */
+export function inTracedCall(): boolean {
+  return current.getStore() !== undefined;
+}
 
 type Attributes = Record<string, string | number | boolean | undefined>;
 

@@ -150,6 +150,8 @@ export interface ProcessState {
 export class Sandbox {
   private readonly containers = new Map<string, Container>();
   private vm: SandboxVm | undefined;
+  /** The guest spans the VM drained just before it powered off, until the shim takes them (drainGuestSpans). */
+  private lastGuestSpans: GuestSpanBatch | undefined;
   private share: FsShare | undefined;
   private readonly store: Store;
   private record: SandboxRecord;
@@ -217,7 +219,11 @@ export class Sandbox {
    * without a VM, or from an agent client that cannot drain.
    */
   async drainGuestSpans(): Promise<GuestSpanBatch | undefined> {
-    return this.vm?.agent.drainSpans?.();
+    if (this.vm) return this.vm.agent.drainSpans?.();
+    // The VM is gone: what it drained just before it powered off (the sandbox's last Delete, a teardown), once.
+    const last = this.lastGuestSpans;
+    this.lastGuestSpans = undefined;
+    return last;
   }
 
   /** No container left: the daemon may exit once Shutdown asks. */
@@ -739,7 +745,10 @@ export class Sandbox {
     };
     const vm = this.vm;
     this.vm = undefined;
-    if (vm) await step('shut the VM down', () => vm.shutdown({ gracefulMs: 5_000 }));
+    if (vm) {
+      await step('shut the VM down', () => vm.shutdown({ gracefulMs: 5_000 }));
+      this.lastGuestSpans = vm.takeLastSpans();
+    }
     const network = this.network;
     this.network = undefined;
     if (network) await step("remove the pod network's taps and port forwarding", () => network.disconnect());

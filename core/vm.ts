@@ -5,7 +5,7 @@
  * said last. Shutdown goes the gentle way first (the agent powers the guest off), then forced.
  */
 import { DeadlineExceededError, ShimError, UnavailableError, errorMessage } from '../errors';
-import type { AgentClient, AgentEndpoint, DialOptions } from '../agent-client';
+import type { AgentClient, AgentEndpoint, DialOptions, GuestSpanBatch } from '../agent-client';
 import { KataAgentClient } from '../agent-client';
 import type { Hypervisor, VmConfig, VmExit } from '../hypervisor/types';
 import type { Logger } from '../log';
@@ -35,6 +35,11 @@ export interface BootTimings {
 }
 
 const CONSOLE_LINES = 15;
+/**
+ * The deadline of the guest spans' last drain, right after DestroySandbox (the guest holds its power-off for it, up
+ * to 2 s: agent/service.ts): a guest that does not answer delays the shutdown by this much at most.
+ */
+export const LAST_DRAIN_MS = 1_000;
 /** The agent's last log records a boot failure carries (its own port; hypervisor/guest-log.ts). */
 const AGENT_LOG_LINES = 5;
 
@@ -47,6 +52,8 @@ export class SandboxVm {
   private lostReason: Error | undefined;
   private readonly lostListeners = new Set<(err: Error) => void>();
   private readonly health: HealthMonitor | undefined;
+  /** The guest's spans drained after DestroySandbox, until the sandbox takes them for the exporter. */
+  private lastSpans: GuestSpanBatch | undefined;
 
   private constructor(
     readonly hypervisor: Hypervisor,
@@ -171,6 +178,7 @@ export class SandboxVm {
       this.destroyed = true;
       try {
         await this.agent.destroySandbox();
+        await this.drainLastSpans();
         let timer: NodeJS.Timeout | undefined;
         await Promise.race([this.hypervisor.wait(), new Promise((r) => (timer = setTimeout(r, options.gracefulMs)))]);
         clearTimeout(timer); // a pending timer would keep the process alive for the whole grace period
@@ -183,6 +191,35 @@ export class SandboxVm {
     const exit = await this.hypervisor.wait();
     await this.hypervisor.cleanup();
     return exit;
+  }
+
+  /**
+   * The spans the guest recorded until it powers off (DestroySandbox's own among them), drained before the VM goes
+   * away, within LAST_DRAIN_MS. The agent client sends no drain unless a traced call went to the guest since the last
+   * one: with tracing off nothing is asked.
+   */
+  private async drainLastSpans(): Promise<void> {
+    if (!this.agent.drainSpans) return;
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      const batch = await Promise.race([
+        this.agent.drainSpans({ timeoutMs: LAST_DRAIN_MS }),
+        new Promise<undefined>((r) => (timer = setTimeout(() => r(undefined), LAST_DRAIN_MS))),
+      ]);
+      if (batch && (batch.spans.length > 0 || batch.dropped > 0 || batch.refused > 0)) this.lastSpans = batch;
+      if (!batch) this.logger.debug({}, `tracing: the last drain of the guest's spans took over ${LAST_DRAIN_MS} ms`);
+    } catch (err) {
+      this.logger.debug({ error: errorMessage(err) }, "tracing: the last drain of the guest's spans failed");
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /** The guest spans drained at shutdown, once (the shim exports them). */
+  takeLastSpans(): GuestSpanBatch | undefined {
+    const batch = this.lastSpans;
+    this.lastSpans = undefined;
+    return batch;
   }
 }
 

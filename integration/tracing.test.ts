@@ -2,7 +2,8 @@
  * Traces end to end (a private containerd, the real shim, QEMU and guest, and a real OTLP/gRPC receiver): with
  * `[runtime] enable_tracing` a `ctr run` yields one trace per Task call, the Create's going Task/Create → vm.boot
  * (QEMU start, guest boot, agent ready) → agent calls → the guest's own spans (mounts, crun create), every parent
- * link inside the trace; with tracing off nothing is sent and the shim never loads the SDK.
+ * link inside the trace, and the sandbox's final Delete carries the guest's DestroySandbox (drained before the VM
+ * powers off); with tracing off nothing is sent and the shim never loads the SDK.
  */
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
@@ -162,7 +163,37 @@ describe('tracing: OTLP/gRPC export of the shim and the guest', function () {
       startTrace.some((s) => s.name === 'crun start'),
       startTrace.map((s) => s.name).join(', '),
     );
-    assert.ok(receiver.spans.some((s) => s.name === 'containerd.task.v2.Task/Delete'));
+
+    // The sandbox's final Delete ends with the VM powering off: the guest's spans of that Delete (its
+    // DestroySandbox) are drained before the VM goes away and exported before the shim exits.
+    const del = receiver.spans.find(
+      (s) => s.name === 'containerd.task.v2.Task/Delete' && s.attributes['hull.container.id'] === id,
+    );
+    assert.ok(del, 'the sandbox Delete span');
+    const delTrace = receiver.spans.filter((s) => s.traceId === del.traceId);
+    if (process.env.HULL_TRACE_DUMP) dumpTree(delTrace);
+    const delById = new Map(delTrace.map((s) => [s.spanId, s]));
+    for (const s of delTrace) if (s !== del) assert.ok(delById.has(s.parentSpanId), `${s.name} is no orphan`);
+    const under = (s: ReceivedSpan, ancestor: ReceivedSpan): boolean => {
+      for (let p = delById.get(s.parentSpanId); p; p = delById.get(p.parentSpanId)) if (p === ancestor) return true;
+      return false;
+    };
+    const destroyClient = delTrace.find(
+      (s) => s.name === 'grpc.AgentService/DestroySandbox' && !s.attributes['hull.guest'],
+    );
+    assert.ok(destroyClient, `a DestroySandbox client span; the trace has: ${delTrace.map((t) => t.name).join(', ')}`);
+    assert.ok(under(destroyClient, del), 'DestroySandbox below the Delete');
+    const destroyGuest = delTrace.find(
+      (s) => s.name === 'grpc.AgentService/DestroySandbox' && s.attributes['hull.guest'] === true,
+    );
+    assert.ok(destroyGuest, `the guest's DestroySandbox; the trace has: ${delTrace.map((t) => t.name).join(', ')}`);
+    assert.equal(destroyGuest.parentSpanId, destroyClient.spanId, "the guest's span is the client span's child");
+    assert.equal(destroyGuest.scope, 'hull-agent');
+    assert.ok(
+      destroyGuest.startMs >= destroyClient.startMs - 50 && destroyGuest.endMs <= destroyClient.endMs + 50,
+      'the guest span falls inside its host parent',
+    );
+    assert.ok(report.guestSpans && (report.guestSpans as { exported: number }).exported > 0);
   });
 
   it('with tracing off nothing is sent, and the shim never loads the SDK', async () => {

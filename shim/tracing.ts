@@ -112,7 +112,10 @@ export class ShimTracing {
     }
   }
 
-  /** The last guest spans and everything pending go to the collector, bounded; then the SDK stops. */
+  /**
+   * The last guest spans (also those the VM drained as it powered off) and everything pending go to the collector,
+   * each step bounded; then the SDK stops.
+   */
   async shutdown(): Promise<void> {
     const sdk = this.sdk;
     if (!sdk) return;
@@ -122,6 +125,8 @@ export class ShimTracing {
         clearTimeout(timer),
       );
     await bounded(this.draining ?? Promise.resolve());
+    // What the VM drained just before it powered off (a SIGTERM teardown: no Task call drains after it).
+    if (this.guestSpans) await bounded(this.drain());
     this.sdk = undefined;
     await bounded(sdk.shutdown()).catch((err: unknown) =>
       this.logger.warn({ error: errorMessage(err) }, 'tracing: the last export failed'),

@@ -133,6 +133,30 @@ describe('agent client tracing', () => {
       );
     });
 
+    it("maps by the midpoint of the drain's send and answer: a slow answer does not shift the guest's spans", async () => {
+      // The guest's clock agrees with the host's; it read it 60 ms after the send; the answer took 140 ms more.
+      const res = { spans: [span()], nowMs: now - 140 };
+      const [got] = (await tracer()).check(res, now, now - 200).spans;
+      assert.equal(got?.startMs, now - 500 + 40, "off by half the two delays' difference (140 - 60) / 2");
+      const [old] = (await tracer()).check(res, now).spans;
+      assert.equal(old?.startMs, now - 500 + 140, 'by the answer alone: off by its whole delay');
+    });
+
+    it('remembers the last 1024 trace ids handed to the guest, no more, however many calls', async () => {
+      const t = new AgentCallTracer();
+      const ids: string[] = [];
+      for (let i = 0; i < 5000; i++)
+        await inRootSpan('task', async () => {
+          const begun = t.begin('grpc.AgentService', 'StatsContainer')!;
+          ids.push(begun.span.spanContext().traceId);
+          t.end(begun.span);
+        });
+      assert.equal(new Set(ids).size, 5000, 'a trace per call');
+      assert.equal((t as unknown as { traces: Set<string> }).traces.size, 1024);
+      assert.ok(t.knows(ids.at(-1)!) && t.knows(ids.at(-1024)!));
+      assert.ok(!t.knows(ids.at(-1025)!) && !t.knows(ids[0]!), 'the oldest are forgotten');
+    });
+
     it('refuses what fails a check, and counts it', async () => {
       const t = await tracer();
       const bad = [

@@ -84,4 +84,17 @@ describe('agent tracing', () => {
     );
     assert.equal(second.dropped, 0, 'the count restarts at each drain');
   });
+
+  it('nextDrain resolves at the next drain, or after its timeout when none comes', async () => {
+    const rec = new SpanRecorder(3);
+    let done = false;
+    const waiting = rec.nextDrain(10_000).then(() => (done = true));
+    await new Promise((r) => setTimeout(r, 20));
+    assert.equal(done, false, 'no drain yet');
+    rec.drain(0);
+    await waiting;
+    const t0 = Date.now();
+    await rec.nextDrain(50);
+    assert.ok(Date.now() - t0 >= 45, 'no drain: the timeout');
+  });
 });

@@ -5,7 +5,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import type { OciSpec } from '../../agent-client';
+import type { GuestSpanBatch, OciSpec } from '../../agent-client';
 import {
   AlreadyExistsError,
   FailedPreconditionError,
@@ -1158,6 +1158,24 @@ describe('core Sandbox (fake hypervisor, agent and share)', () => {
       assert.deepEqual(h.summaries(), ['create sb', 'start sb', 'exit sb 0', 'delete sb 0']);
       assert.ok(h.sandbox.empty);
       await assert.rejects(h.create('sb'), FailedPreconditionError, 'a torn-down sandbox takes no more containers');
+    });
+
+    it("the guest's spans drained as the VM powers off come out of drainGuestSpans once, after the VM is gone", async () => {
+      const last: GuestSpanBatch = { spans: [], dropped: 0, refused: 2 };
+      const drains: string[] = [];
+      Object.assign(h.agent, {
+        drainSpans: async () => {
+          drains.push(h.agent.calls.at(-1) ?? '');
+          return drains.length === 1 ? last : { spans: [], dropped: 0, refused: 0 };
+        },
+      });
+      await h.running();
+      h.agent.exitProcess('sb', '', 0);
+      await h.sandbox.wait('sb', '');
+      await h.sandbox.delete('sb', '');
+      assert.deepEqual(drains, ['destroySandbox'], 'drained right after DestroySandbox');
+      assert.equal(await h.sandbox.drainGuestSpans(), last);
+      assert.equal(await h.sandbox.drainGuestSpans(), undefined, 'once');
     });
 
     it('teardown() reports every running process exited (137) and resolves their waiters', async () => {

@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
 import { CancelledError, DeadlineExceededError, UnavailableError } from '../../errors';
 import { NOOP_LOGGER } from '../../log';
-import { SandboxVm, type AgentDialer } from '../vm';
+import type { GuestSpanBatch } from '../../agent-client';
+import { LAST_DRAIN_MS, SandboxVm, type AgentDialer } from '../vm';
 import { FakeAgent, FakeHypervisor, testConfig } from './fakes';
 
 describe('core SandboxVm (fake hypervisor and agent)', () => {
@@ -19,6 +20,53 @@ describe('core SandboxVm (fake hypervisor and agent)', () => {
     assert.equal(exit.code, 0);
     assert.deepEqual(agent.calls, ['destroySandbox', 'close']);
     assert.deepEqual(hv.calls, ['prepare', 'start', 'stop', 'cleanup']);
+  });
+
+  it("drains the guest's spans after DestroySandbox, before the VM is stopped, and hands them over once", async () => {
+    const hv = new FakeHypervisor();
+    const batch: GuestSpanBatch = { spans: [], dropped: 3, refused: 0 };
+    class Draining extends FakeAgent {
+      timeouts: (number | undefined)[] = [];
+      async drainSpans(o?: { timeoutMs?: number }): Promise<GuestSpanBatch> {
+        this.calls.push(`drainSpans (hypervisor: ${hv.calls.join(',')})`);
+        this.timeouts.push(o?.timeoutMs);
+        return batch;
+      }
+    }
+    const agent = new Draining(hv);
+    const vm = await SandboxVm.boot(hv, testConfig(), {
+      bootTimeoutMs: 1000,
+      logger: NOOP_LOGGER,
+      dial: async () => agent,
+    });
+    await vm.shutdown({ gracefulMs: 1000 });
+    assert.deepEqual(agent.calls, ['destroySandbox', 'drainSpans (hypervisor: prepare,start)', 'close']);
+    assert.deepEqual(agent.timeouts, [LAST_DRAIN_MS]);
+    assert.equal(vm.takeLastSpans(), batch);
+    assert.equal(vm.takeLastSpans(), undefined, 'once');
+  });
+
+  it('a guest that does not answer the last drain delays the shutdown by LAST_DRAIN_MS at most', async () => {
+    const hv = new FakeHypervisor();
+    class Silent extends FakeAgent {
+      drainSpans(): Promise<GuestSpanBatch> {
+        this.calls.push('drainSpans');
+        return new Promise(() => undefined); // never answers, ignores its deadline
+      }
+    }
+    const agent = new Silent(hv);
+    const vm = await SandboxVm.boot(hv, testConfig(), {
+      bootTimeoutMs: 1000,
+      logger: NOOP_LOGGER,
+      dial: async () => agent,
+    });
+    const t0 = Date.now();
+    const exit = await vm.shutdown({ gracefulMs: 5_000 });
+    const took = Date.now() - t0;
+    assert.equal(exit.code, 0);
+    assert.ok(took >= LAST_DRAIN_MS - 20 && took < LAST_DRAIN_MS + 500, `shutdown took ${took} ms`);
+    assert.deepEqual(hv.calls, ['prepare', 'start', 'stop', 'cleanup']);
+    assert.equal(vm.takeLastSpans(), undefined);
   });
 
   it('stops and cleans the VM when the agent never answers, with a deadline error', async () => {

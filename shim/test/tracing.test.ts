@@ -53,6 +53,37 @@ describe('ShimTracing', () => {
     assert.equal(t.enabled, false);
   });
 
+  it('at exit it drains once more: the spans the VM drained as it powered off (a SIGTERM teardown) are exported', async () => {
+    const t = new ShimTracing(NOOP_LOGGER, {});
+    t.start(settings);
+    const now = Date.now();
+    const last: GuestSpanBatch = {
+      spans: [
+        {
+          traceId: '0af7651916cd43dd8448eb211c80319c',
+          spanId: '1111111111111111',
+          parentSpanId: '2222222222222222',
+          name: 'grpc.AgentService/DestroySandbox',
+          startMs: now - 20,
+          endMs: now - 10,
+          attributes: {},
+          status: { code: 'unset', message: '' },
+        },
+      ],
+      dropped: 0,
+      refused: 0,
+    };
+    let handed: GuestSpanBatch | undefined = last;
+    t.setGuestSpanSource(async () => {
+      const b = handed;
+      handed = undefined;
+      return b;
+    });
+    await t.shutdown(); // no Task call drained after the teardown
+    assert.equal(handed, undefined, 'drained at exit');
+    assert.equal(t.counts.exported, 1);
+  });
+
   it('a collector that is not there: spans are lost, the calls and the exit are not held up', async function () {
     this.timeout(20_000);
     const t = new ShimTracing(NOOP_LOGGER, {});
