@@ -141,11 +141,13 @@ export class TracingSdk {
     };
   }
 
-  /** Exports what is pending and stops; bounded by the exporter's own timeout. */
+  /** Stops new spans at once, then exports what is pending; bounded by the exporter's own timeout. */
   async shutdown(): Promise<void> {
-    await this.provider.shutdown();
+    // The globals go first: a hung collector can hold the provider's shutdown past the caller's bound, and no span
+    // may start on a provider that is going away (the spans already ended are in the processor's queue).
     trace.disable();
     context.disable();
+    await this.provider.shutdown();
   }
 
   async flush(): Promise<void> {

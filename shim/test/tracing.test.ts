@@ -113,6 +113,10 @@ describe('ShimTracing', () => {
       await t.shutdown();
       const ms = Date.now() - t0;
       assert.ok(ms < 6_500, `bounded: ${ms} ms`);
+      // The globals are released even though the provider's shutdown still hangs on the collector.
+      const { BasicTracerProvider } = await import('@opentelemetry/sdk-trace-base');
+      assert.equal(trace.setGlobalTracerProvider(new BasicTracerProvider()), true, 'the global provider was released');
+      trace.disable();
     } finally {
       for (const c of sockets) c.destroy();
       hung.close();
