@@ -293,7 +293,7 @@ function checkVsock(ctx: CheckContext): CheckItem {
     return {
       name,
       status: 'warning',
-      detail: `${t.reason} (works; vsock is the faster agent channel)`,
+      detail: `${t.reason} (pods work over it)`,
       fix: 'modprobe vhost_vsock',
     };
   } catch (err) {

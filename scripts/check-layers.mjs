@@ -34,7 +34,7 @@ const ALLOWED = {
   netns: ['netns'],
   agent: ['agent', 'protos', 'ttrpc', 'vsock'],
   guest: ['guest', 'scripts'],
-  integration: ['integration', 'cli', 'core', 'dbus', 'hypervisor', 'agent-client', 'fs-share', 'vsock', 'netns', ...LOWER],
+  integration: ['integration', 'core', 'dbus', 'hypervisor', 'agent-client', 'fs-share', 'vsock', 'netns', ...LOWER],
   bench: ['bench', 'integration', 'core', 'hypervisor', 'agent-client', 'fs-share', ...LOWER],
   scripts: ['scripts', ...LOWER],
   monitor: ['monitor', ...LOWER],
