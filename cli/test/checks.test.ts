@@ -193,6 +193,13 @@ describe('cli/checks (hull check, against a pretend host)', () => {
       assert.equal((await check(h)).get('restrict_oom_score_adj')!.status, 'ok');
     });
 
+    it('not root: restrict_oom_score_adj is not checked (a warning saying so)', async () => {
+      h = healthyHost({}, 1000);
+      const oom = (await check(h)).get('restrict_oom_score_adj')!;
+      assert.equal(oom.status, 'warning');
+      assert.match(oom.detail, /uid 1000/);
+    });
+
     it('hull not registered: a warning with the fragment to add; containerd missing: a fail', async () => {
       h = healthyHost({ containerd: missing });
       h.put('/etc/containerd/config.toml', 'version = 2\n');

@@ -47,8 +47,8 @@ export class FakeHost extends RealHost {
   readonly answers: Record<string, Answer>;
   readonly guestDir: string;
 
-  constructor(root: string, answers: Record<string, Answer> = {}) {
-    super(root, 0);
+  constructor(root: string, answers: Record<string, Answer> = {}, uid = 0) {
+    super(root, uid);
     this.answers = { ...HEALTHY, ...answers };
     this.guestDir = path.join(root, 'guest');
   }
@@ -92,9 +92,9 @@ export class FakeHost extends RealHost {
  * A host where everything a pod needs is present: KVM (no PVM), vhost devices, tun, cgroup v1 with cpu and memory,
  * containerd registering hull, root may lower oom_score_adj, and the guest artefacts with their manifest.
  */
-export function healthyHost(answers: Record<string, Answer> = {}): FakeHost {
+export function healthyHost(answers: Record<string, Answer> = {}, uid = 0): FakeHost {
   const root = fs.mkdtempSync(path.join(os.tmpdir(), 'hull-cli-'));
-  const h = new FakeHost(root, { '/usr/bin/qemu-system-x86_64': qemuWithBoot(boots), ...answers });
+  const h = new FakeHost(root, { '/usr/bin/qemu-system-x86_64': qemuWithBoot(boots), ...answers }, uid);
   for (const d of ['/dev/kvm', '/dev/vhost-vsock', '/dev/vhost-net', '/dev/net/tun']) h.put(d);
   h.put('/proc/self/mountinfo', V1_MOUNTINFO);
   h.put('/proc/self/oom_score_adj', '0\n');
