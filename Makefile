@@ -8,7 +8,7 @@ SHELL := /bin/bash
 # scripts/test/host-programs.test.ts checks that every program spawned anywhere in the tree is on that list.
 APT_PACKAGES := $(or $(shell node scripts/host-programs.mjs packages),$(error scripts/host-programs.mjs printed no packages (is node installed?)))
 MOCHA := node_modules/.bin/mocha --reporter scripts/mocha-summary-reporter.js
-UNIT_TESTS := 'ttrpc/dist/test/**/*.test.js' 'vsock/dist/test/**/*.test.js' 'netns/dist/test/**/*.test.js' 'dist/{errors,dbus,protos,shim,core,hypervisor,agent-client,fs-share,agent,guest,scripts,monitor}/test/**/*.test.js'
+UNIT_TESTS := 'ttrpc/dist/test/**/*.test.js' 'vsock/dist/test/**/*.test.js' 'netns/dist/test/**/*.test.js' 'dist/{errors,dbus,protos,shim,core,hypervisor,agent-client,fs-share,agent,guest,scripts,monitor,cli}/test/**/*.test.js'
 INTEGRATION_TESTS := 'dist/integration/**/*.test.js'
 
 .PHONY: deps apt-deps apt-packages npm-deps addon build protos check-layers lint test test-unit test-integration bench guest install demo clean fuzz format

@@ -187,6 +187,55 @@ export const CONFIG_KEYS = Object.freeze({
   ] as const),
 });
 
+/** A key's value as the file writes it (seconds, not milliseconds). */
+export type FileValue = string | number | boolean | readonly string[];
+
+/**
+ * The inverse of parseConfig: every key of every section with its value as the file would write it, in the order of
+ * CONFIG_KEYS (`hull env` prints it; a unit test checks it against the shipped file and CONFIG_KEYS).
+ */
+export function fileValues(config: HullConfig): {
+  [S in keyof typeof CONFIG_KEYS]: Record<(typeof CONFIG_KEYS)[S][number], FileValue>;
+} {
+  const hv = config.hypervisor;
+  const agent = config.agent;
+  const rt = config.runtime;
+  return {
+    hypervisor: {
+      path: hv.path,
+      kernel: hv.kernel,
+      initrd: hv.initrd,
+      image: hv.image,
+      kernel_params: hv.kernelParams,
+      default_vcpus: hv.defaultVcpus,
+      default_memory: hv.defaultMemoryMiB,
+      default_maxvcpus: hv.maxVcpus,
+      default_maxmemory: hv.maxMemoryMiB,
+      accel: hv.accel,
+      shared_fs: hv.sharedFs,
+      virtio_fs_daemon: hv.virtioFsDaemon,
+      memory_overhead: hv.memoryOverheadMiB,
+      seccomp: hv.seccomp,
+      qemu_user: hv.qemuUser,
+    },
+    agent: {
+      transport: agent.transport,
+      boot_timeout: agent.bootTimeoutMs / 1000,
+      health_check_interval: agent.healthIntervalMs / 1000,
+      health_check_timeout: agent.healthTimeoutMs / 1000,
+    },
+    runtime: {
+      debug: rt.debug,
+      state_dir: rt.stateDir,
+      debug_hooks: rt.debugHooks,
+      enable_failpoints: rt.enableFailpoints,
+      enable_tracing: rt.enableTracing,
+      tracing_endpoint: rt.tracingEndpoint,
+      tracing_sampling_ratio: rt.tracingSamplingRatio,
+    },
+  };
+}
+
 /**
  * A file that only exists in a checkout: when `<binDir>/..` has it, the shim runs in place and `make guest` writes
  * the artefacts to `<binDir>/../guest/out/`.

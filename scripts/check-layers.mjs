@@ -7,6 +7,8 @@
 // it needs only the lowest layers (protos for CRI's classes and the id rule).
 // dbus/ (a small D-Bus client: systemd's Manager for the systemd cgroup driver) imports nothing but Node built-ins;
 // core/ uses it (and so may integration/).
+// cli/ (`hull`, the operator's command: check, env) is a program beside the shim: it reads the configuration
+// through core/ and probes the host with hypervisor/'s accel detection; nothing imports it.
 // A file may import only from the layers listed for its own folder; nothing imports shim/ from outside it;
 // ttrpc/, vsock/ and netns/ import nothing but Node built-ins (each is a package of its own). Relative imports must not form a cycle.
 // Exits 1 and names every offending import.
@@ -36,6 +38,7 @@ const ALLOWED = {
   bench: ['bench', 'integration', 'core', 'hypervisor', 'agent-client', 'fs-share', ...LOWER],
   scripts: ['scripts', ...LOWER],
   monitor: ['monitor', ...LOWER],
+  cli: ['cli', 'core', 'hypervisor', ...LOWER],
 };
 const PACKAGE_LAYERS = { 'ttrpc-ts': 'ttrpc', 'hull-vsock': 'vsock', 'hull-netns': 'netns' };
 /** Layers that are packages of their own: Node built-ins only (their tests may use their devDependencies). */

@@ -37,7 +37,7 @@ export const PROGRAMS = [
     name: 'containerd',
     path: '/usr/bin/containerd',
     package: 'containerd',
-    why: 'integration: a private containerd per run',
+    why: 'integration: a private containerd per run; cli/ (hull check, hull env: --version)',
   },
   {
     name: 'ctr',
@@ -82,13 +82,13 @@ export const PROGRAMS = [
     name: 'qemu-system-x86_64',
     path: '/usr/bin/qemu-system-x86_64',
     package: 'qemu-system-x86',
-    why: 'hypervisor/qemu (configuration: qemuPath)',
+    why: 'hypervisor/qemu (configuration: qemuPath); cli/ (hull check: --version, the KVM test boot)',
   },
   {
     name: 'virtiofsd',
     path: '/usr/lib/qemu/virtiofsd',
     package: 'qemu-system-common',
-    why: 'hypervisor/virtiofsd.ts (configuration: virtiofsdPath)',
+    why: 'hypervisor/virtiofsd.ts (configuration: virtiofsdPath); cli/ (hull check, hull env: --version)',
   },
 
   // Networking.
@@ -122,7 +122,7 @@ export const PROGRAMS = [
     name: 'iptables',
     path: '/usr/sbin/iptables',
     package: 'iptables',
-    why: 'hypervisor/network/localhost.ts, portmap clean-up, tests; portmap runs it',
+    why: 'hypervisor/network/localhost.ts, portmap clean-up, tests; portmap runs it; cli/ (hull check: -t nat -S)',
   },
   {
     name: 'ip6tables',

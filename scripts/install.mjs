@@ -3,7 +3,8 @@
 // <prefix>/bin/containerd-shim-hull-v2 (a real file: the shim finds the guest artefacts relative to its own
 // folder), the guest artefacts under <prefix>/share/hull/guest, and the default configuration at
 // /etc/hull/configuration.toml unless one exists (then it goes next to it as configuration.toml.default); hull-monitor
-// bundled likewise, with a launcher <prefix>/bin/hull-monitor and its systemd unit <prefix>/lib/systemd/system.
+// bundled likewise, with a launcher <prefix>/bin/hull-monitor and its systemd unit <prefix>/lib/systemd/system; hull
+// (check, env) bundled likewise, with a launcher <prefix>/bin/hull.
 // Prints the containerd config.toml fragment and a RuntimeClass to use it.
 import fs from 'node:fs';
 import path from 'node:path';
@@ -47,6 +48,17 @@ await build({
   outfile: path.join(libDir, 'monitor.js'),
   logLevel: 'warning',
 });
+// hull (cli/: check, env), the operator's command: its own bundle and launcher. It sits in the shim's bin/, so it
+// finds the guest artefacts (<prefix>/share/hull/guest) and the configuration as the shim does.
+await build({
+  entryPoints: [path.join(root, 'dist', 'cli', 'main.js')],
+  bundle: true,
+  platform: 'node',
+  target: 'node20',
+  format: 'cjs',
+  outfile: path.join(libDir, 'hull.js'),
+  logLevel: 'warning',
+});
 // The native addons the bundles load (hull-vsock: the agent channel under KVM; hull-netns: port forwarding): each
 // package looks for its addon next to the JavaScript that requires it when node-gyp's build folder is not there.
 for (const [pkgDir, file] of [
@@ -79,6 +91,13 @@ fs.writeFileSync(
   { mode: 0o755 },
 );
 fs.renameSync(`${monitorLauncher}.tmp`, monitorLauncher);
+const hullLauncher = path.join(binDir, 'hull');
+fs.writeFileSync(
+  `${hullLauncher}.tmp`,
+  `#!/usr/bin/env node\n'use strict';\nrequire(${JSON.stringify(path.join(libDir, 'hull.js'))}).main(__filename);\n`,
+  { mode: 0o755 },
+);
+fs.renameSync(`${hullLauncher}.tmp`, hullLauncher);
 const unitDir = path.join(prefix, 'lib', 'systemd', 'system');
 fs.mkdirSync(unitDir, { recursive: true });
 const unit = path.join(unitDir, 'hull-monitor.service');
@@ -106,8 +125,9 @@ fs.copyFileSync(shipped, confTarget);
 console.log(`installed:
   ${launcher}
   ${monitorLauncher}
+  ${hullLauncher}   (hull check: is this host ready for pods? hull env: the effective configuration)
   ${unit}   (systemctl daemon-reload && systemctl enable --now hull-monitor)
-  ${libDir}/{shim,daemon,delete,monitor,tracing-sdk}.js, hull_vsock.node, hull_netns.node
+  ${libDir}/{shim,daemon,delete,monitor,tracing-sdk,hull}.js, hull_vsock.node, hull_netns.node
   ${guestDir}/{vmlinuz,initrd.img,rootfs.img,manifest.json}
   ${confTarget}${confTarget !== conf ? `   (kept your ${conf})` : ''}
 

@@ -9,6 +9,7 @@ import {
   CONFIG_PATH_ENV,
   DEFAULT_CONFIG_PATH,
   defaultConfig,
+  fileValues,
   guestArtifactDir,
   loadConfig,
   parseConfig,
@@ -50,6 +51,36 @@ describe('core/config', () => {
       assert.deepEqual(Object.keys(doc), Object.keys(CONFIG_KEYS));
       for (const [section, keys] of Object.entries(CONFIG_KEYS))
         assert.deepEqual(Object.keys(doc[section]!), keys, section);
+    });
+  });
+
+  describe('fileValues (what `hull env` prints)', () => {
+    it('gives every key of CONFIG_KEYS, in order, with the value the shipped file writes for the defaults', () => {
+      const text = fs.readFileSync(SHIPPED, 'utf8');
+      const uncommented = text.replace(/^# ([a-z_]+ = )/gm, '$1');
+      // eslint-disable-next-line @typescript-eslint/no-require-imports
+      const doc = (require('smol-toml') as { parse(t: string): Record<string, Record<string, unknown>> }).parse(
+        uncommented,
+      );
+      const values = fileValues(defaultConfig(INSTALLED_BIN, noCheckout));
+      assert.deepEqual(Object.keys(values), Object.keys(CONFIG_KEYS));
+      for (const [section, keys] of Object.entries(CONFIG_KEYS)) {
+        const got = values[section as keyof typeof values] as Record<string, unknown>;
+        assert.deepEqual(Object.keys(got), keys, section);
+        assert.deepEqual(got, { ...doc[section] }, section);
+      }
+    });
+
+    it('is the inverse of parseConfig: a file written from it parses back to the same configuration', () => {
+      const c = parse(
+        '[hypervisor]\ndefault_vcpus = 2\nkernel_params = ["a=1"]\n[agent]\nboot_timeout = 7\n[runtime]\ntracing_sampling_ratio = 0.5\n',
+      );
+      const lines: string[] = [];
+      for (const [section, keys] of Object.entries(fileValues(c))) {
+        lines.push(`[${section}]`);
+        for (const [k, v] of Object.entries(keys)) lines.push(`${k} = ${JSON.stringify(v)}`);
+      }
+      assert.deepEqual(parse(lines.join('\n')), c);
     });
   });
 

@@ -1,0 +1,155 @@
+/**
+ * `hull`, the operator's command: `hull check [--json]` (everything a pod needs on this host; exit status 1 when an
+ * item fails) and `hull env [--json]` (the effective configuration, artefacts, versions and host facts).
+ *
+ * The configuration file is found as the shim finds it (HULL_CONFIG, else /etc/hull/configuration.toml, else the
+ * built-in defaults), or named with --config; the guest artefacts default to paths relative to this binary's folder,
+ * as they do relative to the shim's (the two sit in the same bin/).
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { CONFIG_PATH_ENV, DEFAULT_CONFIG_PATH, defaultConfig, loadConfig, type LoadedConfig } from '../core/config';
+import { DEFAULT_TEST_BOOT_MS, runChecks, type CheckItem } from './checks';
+import { describeEnv, formatEnv } from './env';
+import { RealHost, type Host } from './host';
+
+const USAGE = `usage: hull check [--json] [--config FILE]
+       hull env [--json] [--config FILE]
+
+  check   everything a pod needs on this host: ok / warning / fail, with the reason and the fix (exit 1 on a fail)
+  env     the effective configuration (every key, its value and where it came from), artefacts, versions, host facts
+  --json  machine-readable output
+  --config FILE  the configuration file to use (default: $${CONFIG_PATH_ENV}, else ${DEFAULT_CONFIG_PATH})`;
+
+export interface MainOptions {
+  /** This binary, symlinks resolved: its folder locates the guest artefacts. */
+  self: string;
+  env?: NodeJS.ProcessEnv;
+  host?: Host;
+  out?: (text: string) => void;
+  /** For tests: the file read when neither --config nor HULL_CONFIG names one. */
+  defaultPath?: string;
+}
+
+interface Args {
+  command: 'check' | 'env';
+  json: boolean;
+  config?: string;
+}
+
+function parseArgs(argv: readonly string[]): Args | string {
+  const [command, ...rest] = argv;
+  if (command !== 'check' && command !== 'env') return command ? `unknown command ${JSON.stringify(command)}` : '';
+  const args: Args = { command, json: false };
+  for (let i = 0; i < rest.length; i++) {
+    const a = rest[i]!;
+    if (a === '--json') args.json = true;
+    else if (a === '--config' && rest[i + 1] !== undefined) args.config = rest[++i]!;
+    else if (a.startsWith('--config=')) args.config = a.slice('--config='.length);
+    else return `unknown argument ${JSON.stringify(a)}`;
+  }
+  return args;
+}
+
+function hullVersion(): string {
+  for (const p of [path.join(__dirname, 'package.json'), path.join(__dirname, '..', '..', 'package.json')]) {
+    try {
+      const v = (JSON.parse(fs.readFileSync(p, 'utf8')) as { version?: unknown }).version;
+      if (typeof v === 'string') return v;
+    } catch {
+      // next
+    }
+  }
+  return 'unknown';
+}
+
+const MARK: Record<CheckItem['status'], string> = { ok: 'ok', warning: 'WARNING', fail: 'FAIL' };
+
+export function formatChecks(items: readonly CheckItem[]): string {
+  const lines: string[] = [];
+  for (const i of items) {
+    lines.push(`${MARK[i.status].padEnd(8)} ${i.name}: ${i.detail}`);
+    if (i.fix) lines.push(`${' '.repeat(9)}fix: ${i.fix}`);
+  }
+  const count = (s: CheckItem['status']): number => items.filter((i) => i.status === s).length;
+  lines.push(`${count('ok')} ok, ${count('warning')} warning(s), ${count('fail')} fail(s)`);
+  return lines.join('\n');
+}
+
+/** Runs one command; resolves to the exit status (0, 1 when a check fails, 2 for a usage error). */
+export async function run(argv: readonly string[], o: MainOptions): Promise<number> {
+  const out = o.out ?? ((t: string): void => void process.stdout.write(`${t}\n`));
+  const args = parseArgs(argv);
+  if (typeof args === 'string') {
+    out(args ? `hull: ${args}\n${USAGE}` : USAGE);
+    return 2;
+  }
+  const env = o.env ?? process.env;
+  const host = o.host ?? new RealHost();
+  const binDir = path.dirname(o.self);
+  const chosenBy = args.config ? '--config' : env[CONFIG_PATH_ENV] ? CONFIG_PATH_ENV : 'the default path';
+  let loaded: LoadedConfig | undefined;
+  let loadError: Error | undefined;
+  try {
+    loaded = loadConfig({
+      ...(args.config ? { configPath: args.config } : {}),
+      env,
+      binDir,
+      ...(o.defaultPath ? { defaultPath: o.defaultPath } : {}),
+    });
+  } catch (err) {
+    loadError = err as Error;
+  }
+  const config = loaded?.config ?? defaultConfig(binDir);
+  const source = loaded?.source ?? 'defaults';
+
+  if (args.command === 'env') {
+    if (loadError) {
+      out(`hull: ${loadError.message}`);
+      return 1;
+    }
+    const text = source === 'defaults' ? undefined : fs.readFileSync(source, 'utf8');
+    const report = await describeEnv({
+      host,
+      config,
+      file: source === 'defaults' ? undefined : source,
+      text,
+      chosenBy,
+      binDir,
+      hullVersion: hullVersion(),
+    });
+    out(args.json ? JSON.stringify(report, null, 2) : formatEnv(report));
+    return 0;
+  }
+
+  const first: CheckItem = loadError
+    ? {
+        name: 'configuration',
+        status: 'fail',
+        detail: `${loadError.message} (the checks below use the built-in defaults)`,
+        fix: 'correct the file or key named (config/configuration.toml documents every key)',
+      }
+    : {
+        name: 'configuration',
+        status: 'ok',
+        detail: source === 'defaults' ? `no file (${chosenBy}): the built-in defaults` : `${source} (${chosenBy})`,
+      };
+  const items = [first, ...(await runChecks({ host, config, configSource: source, testBootMs: DEFAULT_TEST_BOOT_MS }))];
+  out(
+    args.json ? JSON.stringify({ items, ok: !items.some((i) => i.status === 'fail') }, null, 2) : formatChecks(items),
+  );
+  return items.some((i) => i.status === 'fail') ? 1 : 0;
+}
+
+/** The entry point of bin/hull and of the installed launcher. */
+export function main(self: string): void {
+  run(process.argv.slice(2), { self: fs.realpathSync(self) }).then(
+    (code) => {
+      process.exitCode = code;
+    },
+    (err: unknown) => {
+      process.stderr.write(`hull: ${(err as Error)?.stack ?? String(err)}\n`);
+      process.exitCode = 1;
+    },
+  );
+}
