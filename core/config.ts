@@ -102,6 +102,15 @@ export interface HypervisorSettings {
   readonly seccomp: boolean;
   /** The user QEMU drops to (-runas): a name, "uid:gid", or "" for none. */
   readonly qemuUser: string;
+  /**
+   * `enable_annotations`: regular expressions (sources, checked to compile) of the per-pod annotations honoured
+   * (core/annotations.ts); empty = none.
+   */
+  readonly enableAnnotations: readonly string[];
+  /** `valid_kernel_paths`, `valid_initrd_paths`, `valid_image_paths`: what a path-valued annotation may name. */
+  readonly validKernelPaths: readonly string[];
+  readonly validInitrdPaths: readonly string[];
+  readonly validImagePaths: readonly string[];
 }
 
 export interface AgentSettings {
@@ -164,6 +173,10 @@ export const CONFIG_KEYS = Object.freeze({
     'memory_overhead',
     'seccomp',
     'qemu_user',
+    'enable_annotations',
+    'valid_kernel_paths',
+    'valid_initrd_paths',
+    'valid_image_paths',
   ] as const),
   agent: Object.freeze(['transport', 'boot_timeout', 'health_check_interval', 'health_check_timeout'] as const),
   runtime: Object.freeze([
@@ -216,6 +229,10 @@ export function defaultConfig(binDir: string, exists?: (p: string) => boolean): 
       memoryOverheadMiB: DEFAULT_MEMORY_OVERHEAD_MIB,
       seccomp: true,
       qemuUser: DEFAULT_QEMU_USER,
+      enableAnnotations: [],
+      validKernelPaths: [],
+      validInitrdPaths: [],
+      validImagePaths: [],
     },
     agent: {
       transport: 'auto',
@@ -287,6 +304,10 @@ export function parseConfig(text: string, file: string, binDir: string, exists?:
       ),
       seccomp: hv.boolean('seccomp', d.hypervisor.seccomp),
       qemuUser: hv.qemuUser('qemu_user', d.hypervisor.qemuUser),
+      enableAnnotations: hv.regexps('enable_annotations', d.hypervisor.enableAnnotations),
+      validKernelPaths: hv.pathGlobs('valid_kernel_paths', d.hypervisor.validKernelPaths),
+      validInitrdPaths: hv.pathGlobs('valid_initrd_paths', d.hypervisor.validInitrdPaths),
+      validImagePaths: hv.pathGlobs('valid_image_paths', d.hypervisor.validImagePaths),
     },
     agent: {
       transport,
@@ -518,6 +539,41 @@ class Section {
       // eslint-disable-next-line no-control-regex
       if (typeof word !== 'string' || word.length === 0 || /[\s\u0000-\u001f\u007f]/.test(word))
         throw this.bad(key, need, word);
+    }
+    return [...(value as string[])];
+  }
+
+  /** An array of regular expressions (JavaScript syntax, unanchored unless written with ^ and $), each compiled. */
+  regexps(key: string, dflt: readonly string[]): string[] {
+    const value = this.table[key];
+    if (value === undefined) return [...dflt];
+    const need = 'must be an array of regular expressions, e.g. ["^default_vcpus$", "^kernel_params$"]';
+    if (!Array.isArray(value) || value.length > 64) throw this.bad(key, need, value);
+    for (const re of value as unknown[]) {
+      if (typeof re !== 'string' || re.length === 0 || re.length > 256) throw this.bad(key, need, re);
+      try {
+        new RegExp(re);
+      } catch (err) {
+        throw this.bad(key, `has an invalid regular expression (${(err as Error).message})`, re);
+      }
+    }
+    return [...(value as string[])];
+  }
+
+  /** An array of absolute, normalised paths, where `*` and `?` may stand for characters within one path segment. */
+  pathGlobs(key: string, dflt: readonly string[]): string[] {
+    const value = this.table[key];
+    if (value === undefined) return [...dflt];
+    const need = 'must be an array of absolute paths (* and ? match within one segment), e.g. ["/opt/hull/guest/*"]';
+    if (!Array.isArray(value) || value.length > 64) throw this.bad(key, need, value);
+    for (const p of value as unknown[]) {
+      if (typeof p !== 'string' || !path.isAbsolute(p) || p.length > 4096 || path.normalize(p) !== p || p === '/')
+        throw this.bad(key, need, p);
+      try {
+        checkOptionValue(this.where(key), p);
+      } catch (err) {
+        throw new InvalidArgumentError(`${this.file}: ${(err as Error).message}`);
+      }
     }
     return [...(value as string[])];
   }
