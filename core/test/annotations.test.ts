@@ -16,8 +16,10 @@ const K = 'io.katacontainers.config.hypervisor.';
 function refused(fn: () => unknown, ...fragments: (string | RegExp)[]): void {
   assert.throws(fn, (e: Error) => {
     assert.ok(e instanceof InvalidArgumentError, `${e.name}: ${e.message}`);
-    for (const f of fragments)
-      typeof f === 'string' ? assert.ok(e.message.includes(f), e.message) : assert.match(e.message, f);
+    for (const f of fragments) {
+      if (typeof f === 'string') assert.ok(e.message.includes(f), e.message);
+      else assert.match(e.message, f);
+    }
     return true;
   });
 }
