@@ -10,6 +10,7 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { hostCgroupLayout } from '../core/host-cgroup';
 import { BUSYBOX_IMAGE, importBusybox, startContainerd, type PrivateContainerd } from './lib/containerd';
 import { CriStatus, type CriError } from './lib/cri';
 import { guestArtifacts } from './lib/guest';
@@ -137,7 +138,7 @@ describe('annotations: per-pod configuration through CRI pod annotations', funct
     await ctd?.stop();
   });
 
-  function podConfig(name: string, annotations: Record<string, string>) {
+  function podConfig(name: string, annotations: Record<string, string>, cgroupParent?: string) {
     const logDirectory = path.join(ctd.cri!.logRoot, name);
     fs.mkdirSync(logDirectory, { recursive: true });
     return {
@@ -145,7 +146,7 @@ describe('annotations: per-pod configuration through CRI pod annotations', funct
       hostname: name,
       logDirectory,
       annotations,
-      linux: {},
+      linux: cgroupParent ? { cgroupParent } : {},
     };
   }
 
@@ -208,6 +209,50 @@ describe('annotations: per-pod configuration through CRI pod annotations', funct
     } finally {
       await client.stopPodSandbox(pod);
       await client.removePodSandbox(pod);
+    }
+  });
+
+  it(`an enabled ${MEMORY} still has to fit the pod's cgroup: 1024 MiB + the overhead in a 1000 MiB limit is refused, nothing left`, async () => {
+    const layout = hostCgroupLayout();
+    const memoryHier = layout.hierarchies.find((h) =>
+      layout.version === 2 ? h.version === 2 : h.version === 1 && h.controllers.includes('memory'),
+    );
+    assert.ok(memoryHier, 'a memory cgroup hierarchy');
+    const parent = `hull-annot-${crypto.randomBytes(4).toString('hex')}`;
+    const leftover = (): string[] =>
+      layout.hierarchies.flatMap((h) =>
+        fs.existsSync(path.join(h.mountPoint, parent))
+          ? fs
+              .readdirSync(path.join(h.mountPoint, parent), { withFileTypes: true })
+              .filter((e) => e.isDirectory())
+              .map((e) => path.join(h.mountPoint, parent, e.name))
+          : [],
+      );
+    for (const h of layout.hierarchies) fs.mkdirSync(path.join(h.mountPoint, parent));
+    try {
+      fs.writeFileSync(
+        path.join(memoryHier.mountPoint, parent, layout.version === 2 ? 'memory.max' : 'memory.limit_in_bytes'),
+        String(1000 * 1024 * 1024),
+      );
+      setHypervisor(ctd, original, ['enable_annotations = ["^default_memory$"]']);
+      try {
+        await assert.rejects(
+          ctd.cri!.runPod(podConfig('cg-memory', { [MEMORY]: '1024' }, `/${parent}`), 'hull'),
+          (e: CriError) => {
+            assert.equal(e.code, CriStatus.INVALID_ARGUMENT, e.message);
+            assert.match(e.details, /memory limit of 1000 MiB, less than the VM needs: 1024 MiB of guest memory \+/);
+            return true;
+          },
+        );
+      } finally {
+        fs.writeFileSync(ctd.hullConfig, original);
+      }
+      for (let i = 0; i < 100 && leftover().length > 0; i++) await sleep(100);
+      assert.deepEqual(leftover(), [], 'no sandbox cgroup is left');
+      assert.deepEqual(processesMentioning(ctd.stateDir), [], 'no VM process is left');
+    } finally {
+      for (const d of leftover()) fs.rmdirSync(d);
+      for (const h of layout.hierarchies) fs.rmdirSync(path.join(h.mountPoint, parent));
     }
   });
 });
