@@ -110,6 +110,15 @@ export interface HypervisorSettings {
   readonly freePageReporting: boolean;
   /** `tcg_tb_size_mib`: TCG's translation cache in MiB, used only under TCG; 0 = QEMU's default. */
   readonly tcgTbSizeMiB: number;
+  /**
+   * `enable_annotations`: regular expressions (sources, checked to compile) of the per-pod annotations honoured
+   * (core/annotations.ts); empty = none.
+   */
+  readonly enableAnnotations: readonly string[];
+  /** `valid_kernel_paths`, `valid_initrd_paths`, `valid_image_paths`: what a path-valued annotation may name. */
+  readonly validKernelPaths: readonly string[];
+  readonly validInitrdPaths: readonly string[];
+  readonly validImagePaths: readonly string[];
 }
 
 export interface AgentSettings {
@@ -174,6 +183,10 @@ export const CONFIG_KEYS = Object.freeze({
     'qemu_user',
     'free_page_reporting',
     'tcg_tb_size_mib',
+    'enable_annotations',
+    'valid_kernel_paths',
+    'valid_initrd_paths',
+    'valid_image_paths',
   ] as const),
   agent: Object.freeze(['transport', 'boot_timeout', 'health_check_interval', 'health_check_timeout'] as const),
   runtime: Object.freeze([
@@ -217,6 +230,12 @@ export function fileValues(config: HullConfig): {
       memory_overhead: hv.memoryOverheadMiB,
       seccomp: hv.seccomp,
       qemu_user: hv.qemuUser,
+      free_page_reporting: hv.freePageReporting,
+      tcg_tb_size_mib: hv.tcgTbSizeMiB,
+      enable_annotations: hv.enableAnnotations,
+      valid_kernel_paths: hv.validKernelPaths,
+      valid_initrd_paths: hv.validInitrdPaths,
+      valid_image_paths: hv.validImagePaths,
     },
     agent: {
       transport: agent.transport,
@@ -277,6 +296,10 @@ export function defaultConfig(binDir: string, exists?: (p: string) => boolean): 
       qemuUser: DEFAULT_QEMU_USER,
       freePageReporting: DEFAULT_FREE_PAGE_REPORTING,
       tcgTbSizeMiB: DEFAULT_TCG_TB_SIZE_MIB,
+      enableAnnotations: [],
+      validKernelPaths: [],
+      validInitrdPaths: [],
+      validImagePaths: [],
     },
     agent: {
       transport: 'auto',
@@ -350,6 +373,10 @@ export function parseConfig(text: string, file: string, binDir: string, exists?:
       qemuUser: hv.qemuUser('qemu_user', d.hypervisor.qemuUser),
       freePageReporting: hv.boolean('free_page_reporting', d.hypervisor.freePageReporting),
       tcgTbSizeMiB: hv.integer('tcg_tb_size_mib', 0, MAX_TCG_TB_SIZE_MIB, ' (MiB)', d.hypervisor.tcgTbSizeMiB),
+      enableAnnotations: hv.regexps('enable_annotations', d.hypervisor.enableAnnotations),
+      validKernelPaths: hv.pathGlobs('valid_kernel_paths', d.hypervisor.validKernelPaths),
+      validInitrdPaths: hv.pathGlobs('valid_initrd_paths', d.hypervisor.validInitrdPaths),
+      validImagePaths: hv.pathGlobs('valid_image_paths', d.hypervisor.validImagePaths),
     },
     agent: {
       transport,
@@ -583,6 +610,41 @@ class Section {
       // eslint-disable-next-line no-control-regex
       if (typeof word !== 'string' || word.length === 0 || /[\s\u0000-\u001f\u007f]/.test(word))
         throw this.bad(key, need, word);
+    }
+    return [...(value as string[])];
+  }
+
+  /** An array of regular expressions (JavaScript syntax, unanchored unless written with ^ and $), each compiled. */
+  regexps(key: string, dflt: readonly string[]): string[] {
+    const value = this.table[key];
+    if (value === undefined) return [...dflt];
+    const need = 'must be an array of regular expressions, e.g. ["^default_vcpus$", "^kernel_params$"]';
+    if (!Array.isArray(value) || value.length > 64) throw this.bad(key, need, value);
+    for (const re of value as unknown[]) {
+      if (typeof re !== 'string' || re.length === 0 || re.length > 256) throw this.bad(key, need, re);
+      try {
+        new RegExp(re);
+      } catch (err) {
+        throw this.bad(key, `has an invalid regular expression (${(err as Error).message})`, re);
+      }
+    }
+    return [...(value as string[])];
+  }
+
+  /** An array of absolute, normalised paths, where `*` and `?` may stand for characters within one path segment. */
+  pathGlobs(key: string, dflt: readonly string[]): string[] {
+    const value = this.table[key];
+    if (value === undefined) return [...dflt];
+    const need = 'must be an array of absolute paths (* and ? match within one segment), e.g. ["/opt/hull/guest/*"]';
+    if (!Array.isArray(value) || value.length > 64) throw this.bad(key, need, value);
+    for (const p of value as unknown[]) {
+      if (typeof p !== 'string' || !path.isAbsolute(p) || p.length > 4096 || path.normalize(p) !== p || p === '/')
+        throw this.bad(key, need, p);
+      try {
+        checkOptionValue(this.where(key), p);
+      } catch (err) {
+        throw new InvalidArgumentError(`${this.file}: ${(err as Error).message}`);
+      }
     }
     return [...(value as string[])];
   }

@@ -7,6 +7,7 @@ import path from 'node:path';
 import type { HandlerContext, ServiceImplementation } from 'ttrpc-ts';
 import type { GuestSpanBatch, OciLinuxResources, OciProcess } from '../agent-client';
 import { Sandbox, type SandboxEvent } from '../core';
+import { podConfig } from '../core/annotations';
 import { loadConfig, toVmConfig, type HullConfig } from '../core/config';
 import { FailedPreconditionError, InvalidArgumentError, NotFoundError, NotImplementedError } from '../errors';
 import { VirtioFsShare } from '../fs-share';
@@ -157,8 +158,17 @@ export class TaskServiceImpl {
     return this.sandbox ? this.sandbox.drainGuestSpans() : Promise.resolve(undefined);
   }
 
-  private makeSandbox(req: { options?: AnyLike | null }): Sandbox {
-    const config = this.configure(req);
+  /**
+   * The sandbox, with hull's configuration as its own container's annotations change it (core/annotations.ts:
+   * refused, INVALID_ARGUMENT naming the annotation, before anything is made).
+   */
+  private makeSandbox(req: { options?: AnyLike | null }, annotations: Record<string, string> | undefined): Sandbox {
+    const pod = podConfig(this.configure(req), annotations);
+    const config = pod.config;
+    if (pod.applied.length > 0) {
+      this.o.logger.info({ applied: pod.applied }, "the sandbox's annotations change its configuration");
+      if (config.runtime.debug) this.o.onDebug?.();
+    }
     return new Sandbox({
       namespace: this.o.namespace,
       id: this.o.id,
@@ -200,7 +210,10 @@ export class TaskServiceImpl {
             );
           this.sandbox = this.o.makeSandbox
             ? this.o.makeSandbox(TaskServiceImpl.configPathOf(req), (e) => this.publish(e))
-            : this.makeSandbox(req);
+            : this.makeSandbox(req, spec.annotations);
+        } else if (this.config) {
+          // The pod's containers carry its annotations too (CRI's pod_annotations): checked, not applied (the VM exists).
+          podConfig(this.config, spec.annotations);
         }
         const first = id === this.o.id && this.sandbox.empty;
         const pid = await this.sandbox.create({

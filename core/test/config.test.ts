@@ -106,6 +106,10 @@ describe('core/config', () => {
           qemuUser: 'nobody',
           freePageReporting: true,
           tcgTbSizeMiB: 64,
+          enableAnnotations: [],
+          validKernelPaths: [],
+          validInitrdPaths: [],
+          validImagePaths: [],
         },
         agent: { transport: 'auto', bootTimeoutMs: 60_000, healthIntervalMs: 10_000, healthTimeoutMs: 60_000 },
         runtime: {
@@ -179,6 +183,10 @@ describe('core/config', () => {
         qemu_user = "1001:1001"
         free_page_reporting = false
         tcg_tb_size_mib = 128
+        enable_annotations = ["^default_vcpus$", "kernel_params"]
+        valid_kernel_paths = ["/opt/k/*"]
+        valid_initrd_paths = ["/opt/k/initrd-?.img"]
+        valid_image_paths = ["/opt/k/rootfs.img"]
         [agent]
         transport = "serial"
         boot_timeout = 120
@@ -212,6 +220,10 @@ describe('core/config', () => {
           qemuUser: '1001:1001',
           freePageReporting: false,
           tcgTbSizeMiB: 128,
+          enableAnnotations: ['^default_vcpus$', 'kernel_params'],
+          validKernelPaths: ['/opt/k/*'],
+          validInitrdPaths: ['/opt/k/initrd-?.img'],
+          validImagePaths: ['/opt/k/rootfs.img'],
         },
         agent: { transport: 'serial', bootTimeoutMs: 120_000, healthIntervalMs: 0, healthTimeoutMs: 5_000 },
         runtime: {
@@ -272,6 +284,13 @@ describe('core/config', () => {
       ['[hypervisor]\nqemu_user = "0:0"', 'hypervisor.qemu_user', 'not root'],
       ['[hypervisor]\nqemu_user = "a,b"', 'hypervisor.qemu_user', 'must be "", a user name or "uid:gid"'],
       ['[hypervisor]\nqemu_user = 65534', 'hypervisor.qemu_user', 'must be a string, got 65534'],
+      ['[hypervisor]\nenable_annotations = "vcpus"', 'hypervisor.enable_annotations', 'array of regular expressions'],
+      ['[hypervisor]\nenable_annotations = ["("]', 'hypervisor.enable_annotations', 'invalid regular expression'],
+      ['[hypervisor]\nenable_annotations = [""]', 'hypervisor.enable_annotations', 'got ""'],
+      ['[hypervisor]\nvalid_kernel_paths = ["k/*"]', 'hypervisor.valid_kernel_paths', 'array of absolute paths'],
+      ['[hypervisor]\nvalid_kernel_paths = ["/k/../x"]', 'hypervisor.valid_kernel_paths', 'got "/k/../x"'],
+      ['[hypervisor]\nvalid_image_paths = ["/"]', 'hypervisor.valid_image_paths', 'got "/"'],
+      ['[hypervisor]\nvalid_initrd_paths = ["/a,b"]', 'hypervisor.valid_initrd_paths', 'contains a comma'],
       ['[agent]\ntransport = "tcp"', 'agent.transport', 'must be one of "auto", "vsock", "serial", got "tcp"'],
       ['[agent]\nboot_timeout = 0', 'agent.boot_timeout', 'must be an integer from 1 to 3600 (seconds), got 0'],
       ['[agent]\nboot_timeout = 3601', 'agent.boot_timeout', 'from 1 to 3600'],

@@ -345,9 +345,11 @@ function criConfig(dir: string, hullConfig: string, net: CriNetwork): string[] {
     '      runtime_type = "io.containerd.runc.v2"',
     `    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.hull]`,
     '      runtime_type = "io.containerd.hull.v2"',
-    // hull's own annotations (the crash tests' io.hull.failpoint) reach the sandbox's and the containers' specs.
-    '      pod_annotations = ["io.hull.*"]',
-    '      container_annotations = ["io.hull.*"]',
+    // hull's own annotations (the crash tests' io.hull.failpoint, the per-pod io.hull.config.*) and Kata's per-pod
+    // settings reach the sandbox's and the containers' specs: CRI passes a pod's annotations to the runtime only
+    // when pod_annotations matches them.
+    '      pod_annotations = ["io.hull.*", "io.katacontainers.config.*"]',
+    '      container_annotations = ["io.hull.*", "io.katacontainers.config.*"]',
     `      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.hull.options]`,
     `        ConfigPath = "${hullConfig}"`,
     `  [plugins."io.containerd.grpc.v1.cri".cni]`,
