@@ -33,6 +33,7 @@ import {
 } from './network';
 import { parsePidList, toGrpcResources } from './resources';
 import { timeoutFor } from './timeouts';
+import { guestKiB, parseGuestBoot } from './guest-boot';
 import { timedCall } from './rpc-timing';
 import { parseGuestMetrics, MAX_TEXT_BYTES, type GuestMetrics } from './guest-metrics';
 import { AgentCallTracer, MAX_DRAINED_SPANS, type GuestSpanBatch } from './tracing';
@@ -249,8 +250,9 @@ export class KataAgentClient implements AgentClient {
       storageHandlers: (details.agentDetails?.storageHandlers ?? [])
         .slice(0, 64)
         .map((h) => guestText(h, DETAIL_MAX_BYTES)),
-      agentStartedMs: info.agentStartedMs ?? NaN,
-      agentReadyMs: info.agentReadyMs ?? NaN,
+      ...parseGuestBoot(info),
+      agentRssKiB: guestKiB(info.agentRssKib),
+      agentPssKiB: guestKiB(info.agentPssKib),
       transport: guestText(info.transport ?? '', DETAIL_MAX_BYTES),
       onlineCpus: info.onlineCpus ?? 0,
       memTotalMiB: info.memTotalMib ?? 0,

@@ -24,6 +24,16 @@ export interface GuestDetails {
   /** Guest uptime in ms when the agent's code started, and when it began serving. */
   agentStartedMs: number;
   agentReadyMs: number;
+  /**
+   * Guest uptimes in ms, validated and in order with the two above (guest-boot.ts): the initramfs's /init started, the
+   * agent's main code ran, and the guest answered; NaN when unknown.
+   */
+  initStartedMs: number;
+  agentMainMs: number;
+  uptimeMs: number;
+  /** The agent process's RSS and PSS in KiB when it answered; NaN when unknown. */
+  agentRssKiB: number;
+  agentPssKiB: number;
   transport: string;
   /** Online CPUs and MemTotal in MiB as the guest kernel sees them (0 from an agent that does not say). */
   onlineCpus: number;

@@ -21,7 +21,7 @@ import { GuestSandbox } from './sandbox';
 import { LoopbackConnections } from './port-forward';
 import { DebugHooks, debugHooksEnabled } from './debug-hooks';
 import { registerServices } from './service';
-import { agentChannels, kernelParams, run, uptimeMs } from './system';
+import { agentChannels, initStartedMs, kernelParams, run, uptimeMs } from './system';
 
 const SERIAL_PORT_NAME = 'agent.channel.0';
 const CHANNELS = ['serial', 'vsock'];
@@ -70,6 +70,8 @@ async function main(): Promise<void> {
   const initMs = Math.round(performance.now() - codeStart);
   // Guest uptime when node started (what precedes it is kernel and initramfs): /proc is mounted only now.
   const startedMs = Math.round(uptimeMs() - process.uptime() * 1000);
+  // The boot's user-space figures (GuestInfo): when the initramfs's /init started, and when this code ran.
+  const boot = { initStartedMs: initStartedMs(), agentMainMs: Math.round(startedMs + codeStart) };
   const transport = testSocket ? 'unix' : agentChannels().join(',');
   const server = new Server({
     onError: (err, where) => {
@@ -92,6 +94,7 @@ async function main(): Promise<void> {
     portForward: new LoopbackConnections(),
     transport,
     startedMs,
+    boot,
     readyMs: () => readyMs,
     isInit,
     reaper: () => reaper,
@@ -137,7 +140,8 @@ async function main(): Promise<void> {
       }),
     );
   }
-  readyMs = uptimeMs();
+  // Not before the agent's main on the same clock (/proc/uptime has 10 ms steps; boot.agentMainMs is finer).
+  readyMs = Math.max(uptimeMs(), boot.agentMainMs);
   // Off the boot's critical path: statuses wait in the pipe (and in hull-init) until it is read.
   if (underInit) reaper = openHullInitReaper();
   // The ready line goes to the log port when there is one.

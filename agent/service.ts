@@ -19,6 +19,7 @@ import type { LoopbackConnections } from './port-forward';
 import type { GuestSandbox } from './sandbox';
 import { inTracedCall, recorder, tracedServer } from './tracing';
 import { realPathUnder } from './validate';
+import { selfMemoryKiB, uptimeMs } from './system';
 
 export const AGENT_VERSION = '0.1.0';
 const READ_FILE_LIMIT = 1 << 20;
@@ -37,6 +38,8 @@ export interface AgentContext {
   transport: string;
   startedMs: number;
   readyMs(): number;
+  /** Guest uptimes (ms) when the initramfs's /init started and when the agent's main code ran; NaN when unknown. */
+  boot?: { initStartedMs: number; agentMainMs: number };
   /** Ends the guest (power-off) once the reply has gone out. */
   powerOff(): void;
   /** Test-only fault hooks (debug-hooks.ts); absent or disabled in production. */
@@ -183,6 +186,7 @@ export function registerServices(plain: Server, ctx: AgentContext): void {
       transport: ctx.transport,
       onlineCpus: os.cpus().length,
       memTotalMib: Math.floor(os.totalmem() / (1024 * 1024)),
+      ...guestBootInfo(ctx),
     }),
     ReadFile: (req) => {
       const real = realPathUnder(`${SHARED_ROOT}/shared`, req.path ?? '', 'path');
@@ -210,4 +214,17 @@ function memoryBlockSize(): number {
   } catch {
     return 0;
   }
+}
+
+/** GuestInfo's boot and footprint figures; a figure that is not known is 0 (proto3's absent). */
+function guestBootInfo(ctx: AgentContext): Record<string, number> {
+  const known = (n: number | undefined): number => (n !== undefined && Number.isFinite(n) && n >= 0 ? n : 0);
+  const mem = selfMemoryKiB();
+  return {
+    initStartedMs: known(ctx.boot?.initStartedMs),
+    agentMainMs: known(ctx.boot?.agentMainMs),
+    uptimeMs: known(uptimeMs()),
+    agentRssKib: known(mem.rssKiB),
+    agentPssKib: known(mem.pssKiB),
+  };
 }

@@ -53,6 +53,30 @@ export function mountPoints(): Set<string> {
 
 export const isMountPoint = (target: string): boolean => mountPoints().has(target);
 
+/** Set by the initramfs's /init (guest/initramfs.ts INIT_UPTIME_ENV): the guest's uptime when user space began. */
+export const INIT_UPTIME_ENV = 'HULL_INIT_UPTIME';
+
+/**
+ * The guest's uptime in ms when the initramfs's /init started, from its environment variable (/proc/uptime's first
+ * field: seconds with two decimals); NaN when absent or malformed.
+ */
+export function initStartedMs(env: NodeJS.ProcessEnv = process.env): number {
+  const v = env[INIT_UPTIME_ENV];
+  if (v === undefined || !/^\d{1,9}\.\d{2}$/.test(v)) return NaN;
+  return Math.round(parseFloat(v) * 1000);
+}
+
+/** This process's resident and proportional set size in KiB, both from smaps_rollup (NaN where /proc does not say). */
+export function selfMemoryKiB(): { rssKiB: number; pssKiB: number } {
+  try {
+    const rollup = fs.readFileSync('/proc/self/smaps_rollup', 'utf8');
+    const kib = (field: string): number => Number(new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(rollup)?.[1] ?? NaN);
+    return { rssKiB: kib('Rss'), pssKiB: kib('Pss') };
+  } catch {
+    return { rssKiB: Math.round(process.memoryUsage.rss() / 1024), pssKiB: NaN };
+  }
+}
+
 /** Milliseconds since the guest kernel started (CLOCK_BOOTTIME as /proc/uptime shows it). */
 export function uptimeMs(): number {
   try {

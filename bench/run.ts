@@ -3,6 +3,8 @@ import os from 'node:os';
 import { benchTtrpc } from './ttrpc';
 import { benchGuest } from './guest';
 import { benchVm } from './vm';
+import { benchBoot } from './boot';
+import { benchFootprint } from './footprint';
 import { benchShim } from './shim';
 import { benchPods } from './pods';
 import { benchMetrics } from './metrics';
@@ -14,6 +16,8 @@ import { writeJson } from './lib/report';
 const benches: Record<string, () => Promise<Record<string, unknown>>> = {
   ttrpc: benchTtrpc,
   vm: benchVm,
+  boot: benchBoot,
+  footprint: benchFootprint,
   guest: benchGuest,
   shim: benchShim,
   pods: benchPods,

@@ -17,6 +17,12 @@ export interface InitScriptOptions {
   comment: string;
 }
 
+/**
+ * The environment variable in which /init hands its start (the guest's uptime in seconds as /proc/uptime shows it) to
+ * the root's init and so to the agent; agent/system.ts has the same name.
+ */
+export const INIT_UPTIME_ENV = 'HULL_INIT_UPTIME';
+
 /** Applets /init uses; each gets a /bin symlink to busybox. */
 export const INITRD_APPLETS = ['sh', 'mount', 'umount', 'mkdir', 'insmod', 'sleep', 'reboot', 'switch_root'] as const;
 
@@ -54,6 +60,9 @@ log() {
 mount -t devtmpfs -o nosuid devtmpfs /dev || fail "cannot mount devtmpfs on /dev"
 mount -t proc -o nosuid,nodev,noexec proc /proc || fail "cannot mount proc on /proc"
 mount -t sysfs -o nosuid,nodev,noexec sysfs /sys || fail "cannot mount sysfs on /sys"
+# The guest's uptime when user space began, for the agent's boot figures (GuestInfo; agent/system.ts initStartedMs).
+read -r ${INIT_UPTIME_ENV} _ </proc/uptime
+export ${INIT_UPTIME_ENV}
 
 root=${o.rootDevice}
 read -r cmdline </proc/cmdline

@@ -73,6 +73,17 @@ describe('a real VM with the agent (QEMU, guest image)', function () {
       assert.notEqual(details.kernelRelease, os.release(), 'not the host kernel');
       assert.equal(details.initDaemon, true, 'the agent is the guest init');
       assert.equal(details.transport, 'serial');
+      // The boot's points, in order on the guest's clock (agent-client/guest-boot.ts drops any out of order): the
+      // initramfs's /init handed its start through switch_root and hull-init to the agent.
+      const points = [details.initStartedMs, details.agentStartedMs, details.agentMainMs, details.agentReadyMs];
+      assert.ok(
+        points.every((p) => p > 0) && details.uptimeMs >= details.agentReadyMs,
+        `boot points ${points.join(', ')}, uptime ${details.uptimeMs}`,
+      );
+      assert.ok(
+        details.agentPssKiB > 10_000 && details.agentRssKiB >= details.agentPssKiB,
+        'the agent measures itself',
+      );
 
       await vm.agent.createSandbox({
         sandboxId: 'vmtest',

@@ -84,6 +84,9 @@ async function generate(mod, protos, outDir) {
     '-w',
     'commonjs',
     '--force-number',
+    // Nothing calls verify() or the length-delimited codecs: without them the shim and the agent load ~16% less code.
+    '--no-verify',
+    '--no-delimited',
     '-r',
     mod.name,
     '-p',

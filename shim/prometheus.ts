@@ -5,7 +5,7 @@
  * boot phases, the VM's size and the pod's overhead. Labels come from hull only: a container id is one containerd
  * gave and core validated; guest text never becomes a name or a label.
  */
-import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { Counter, Gauge, Histogram, Registry } from './prom-client';
 import type { AgentClient, ContainerStats, GuestMetrics } from '../agent-client';
 import type { SandboxMetricsView } from '../core';
 import { readProc, readProcTree, type ProcFigures } from './proc-stats';

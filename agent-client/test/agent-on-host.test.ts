@@ -92,6 +92,11 @@ describe('agent client against the real agent (host test mode)', function () {
     assert.deepEqual(details.storageHandlers, ['virtio-fs', 'ephemeral']);
     assert.equal(details.transport, 'unix');
     assert.ok(details.agentReadyMs >= details.agentStartedMs);
+    // Boot figures: no initramfs on the host; the agent's code ran between its start and serving; its footprint.
+    assert.ok(Number.isNaN(details.initStartedMs));
+    assert.ok(details.agentMainMs >= details.agentStartedMs && details.agentMainMs <= details.agentReadyMs);
+    assert.ok(details.uptimeMs >= details.agentReadyMs);
+    assert.ok(details.agentRssKiB > 10_000 && details.agentPssKiB > 1000);
   });
 
   it('refuses bad sandbox input with INVALID_ARGUMENT, before mounting anything', async () => {

@@ -4,7 +4,7 @@ import { spawnSync } from 'node:child_process';
 import { gunzipSync } from 'node:zlib';
 import { S_IFCHR, S_IFLNK, S_IFMT } from '../cpio';
 import { readNewc } from './lib/newc-reader';
-import { buildInitramfs, initScript, INITRD_APPLETS } from '../initramfs';
+import { buildInitramfs, initScript, INIT_UPTIME_ENV, INITRD_APPLETS } from '../initramfs';
 
 const OPTIONS = {
   modules: ['virtio_ring', 'virtio', 'virtio_blk'],
@@ -48,6 +48,14 @@ describe('guest initramfs', () => {
     assert.match(script, /mount -t ext4 -o ro "\$root" \/newroot/);
     assert.match(script, /exec switch_root \/newroot \/sbin\/init\n$/);
     assert.match(script, /reboot -f/);
+  });
+
+  it('/init hands its start (the uptime) to the agent in HULL_INIT_UPTIME, the name agent/system.ts reads', () => {
+    assert.equal(INIT_UPTIME_ENV, 'HULL_INIT_UPTIME');
+    const script = initScript(OPTIONS);
+    const at = script.indexOf('read -r HULL_INIT_UPTIME _ </proc/uptime\nexport HULL_INIT_UPTIME\n');
+    assert.ok(at > script.indexOf('mount -t proc'), 'after /proc is mounted');
+    assert.ok(at < script.indexOf('for m in'), 'before the modules load');
   });
 
   it('/init is valid sh (busybox sh -n)', function () {

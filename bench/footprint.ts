@@ -1,0 +1,302 @@
+/**
+ * Memory of hull's node processes against node's own floor, on the host (same node binary as the guest's).
+ *
+ * - shim: the shim daemon's modules (dist/shim/daemon.js and all it imports, as `containerd-shim-hull-v2` loads them
+ *   before serving) against an empty node with the same flags; garbage collected before measuring. With
+ *   BENCH_FOOTPRINT_BASELINE=<an older dist folder> that build's daemon is measured too, alternating run by run.
+ * - agent: the agent (dist/agent/main.js serving on a unix socket, HULL_AGENT_SOCKET, so it touches nothing of the
+ *   host) and an empty node, under each of AGENT_FLAG_SETS: RSS and anonymous (private) memory a second after it
+ *   serves, and its time until it serves. On the host PSS is shared with every other node process, so RSS and
+ *   anonymous memory are the figures; the guest's own (one node, PSS) is bench/boot.ts's agent_pss_*.
+ *
+ * - shim daemon, real: containerd-shim-hull-v2 under a private containerd with one busybox `sleep` container running,
+ *   10 s after `ctr run -d`, after 3 `ctr task exec ... true`, and after relaying 32 MiB of stdout (`head -c` of
+ *   /dev/zero, its rate too): RSS, PSS and anonymous memory of the daemon, for
+ *   each of SHIM_FLAG_SETS (given to the shim through NODE_OPTIONS in containerd's environment), and the baseline
+ *   build's daemon when BENCH_FOOTPRINT_BASELINE is set (`ctr run --runtime <its launcher>`). Medians of
+ *   BENCH_FOOTPRINT_SHIM_RUNS (default 2; each boots a VM); 0 leaves this part out.
+ *
+ * Medians of BENCH_FOOTPRINT_RUNS (default 5), in MiB and ms.
+ */
+import { spawn, execFile } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import { BUSYBOX_IMAGE, importBusybox, startContainerd, type PrivateContainerd } from '../integration/lib/containerd';
+import { GUEST_OUT } from '../integration/lib/guest';
+import { median, printTable, round } from './lib/report';
+
+const RUNS = Number(process.env.BENCH_FOOTPRINT_RUNS ?? 5);
+const BASELINE = process.env.BENCH_FOOTPRINT_BASELINE;
+const SHIM_RUNS = Number(process.env.BENCH_FOOTPRINT_SHIM_RUNS ?? 2);
+/** The stdout burst the shim daemon relays (ctr task exec head -c ... /dev/zero). */
+const STDOUT_BYTES = 32 << 20;
+/** How long after `ctr run -d` the daemon counts as idle: at 3 s its PSS still varied by 15 MiB run to run. */
+const IDLE_MS = 10_000;
+
+/** V8 settings tried for the shim daemon: [name, NODE_OPTIONS] (only those node allows in NODE_OPTIONS). */
+export const SHIM_FLAG_SETS: [string, string][] = [
+  ['default', ''],
+  ['semi-space 1', '--max-semi-space-size=1'],
+  ['v8-pool 1', '--v8-pool-size=1'],
+];
+const DIST = path.resolve(__dirname, '..');
+const CHILD = path.join(__dirname, 'footprint-child.js');
+const execFileAsync = promisify(execFile);
+
+/** V8 and libuv settings tried for the agent: [name, node flags, environment]. */
+export const AGENT_FLAG_SETS: [string, string[], Record<string, string>][] = [
+  ['default', [], {}],
+  ['semi-space 1', ['--max-semi-space-size=1'], {}],
+  ['old-space 64', ['--max-old-space-size=64'], {}],
+  ['single-threaded-gc', ['--single-threaded-gc'], {}],
+  ['v8-pool 1, uv pool 1', ['--v8-pool-size=1'], { UV_THREADPOOL_SIZE: '1' }],
+  ['lite-mode', ['--lite-mode'], {}],
+  ['jitless', ['--jitless'], {}],
+];
+
+interface Mem {
+  loadMs: number;
+  rssKiB: number;
+  pssKiB: number;
+  anonKiB: number;
+  heapKiB: number;
+}
+
+async function loadOnce(flags: string[], target: string): Promise<Mem> {
+  // spawns: node; this checkout's node (process.execPath)
+  const { stdout } = await execFileAsync(process.execPath, [...flags, CHILD, target], { timeout: 60_000 });
+  return JSON.parse(stdout.trim().split('\n').pop()!) as Mem;
+}
+
+function smaps(pid: number): { rssKiB: number; anonKiB: number } {
+  const rollup = fs.readFileSync(`/proc/${pid}/smaps_rollup`, 'utf8');
+  const kib = (k: string): number => Number(new RegExp(`^${k}:\\s+(\\d+) kB`, 'm').exec(rollup)?.[1] ?? NaN);
+  return { rssKiB: kib('Rss'), anonKiB: kib('Anonymous') };
+}
+
+/** The agent serving on a unix socket: time until the socket exists, then its memory a second later. */
+async function agentOnce(flags: string[], env: Record<string, string>, dir: string): Promise<Mem> {
+  const socket = path.join(dir, `agent-${process.hrtime.bigint()}.sock`);
+  const t0 = performance.now();
+  // spawns: node; this checkout's node (process.execPath)
+  const child = spawn(process.execPath, [...flags, path.join(DIST, 'agent', 'main.js')], {
+    env: { ...process.env, ...env, HULL_AGENT_SOCKET: socket },
+    stdio: ['ignore', 'ignore', 'ignore'],
+  });
+  const exited = new Promise<void>((r) => child.once('exit', () => r()));
+  try {
+    let readyMs = NaN;
+    const deadline = Date.now() + 60_000;
+    while (Date.now() < deadline && child.exitCode === null) {
+      if (fs.existsSync(socket)) {
+        readyMs = performance.now() - t0;
+        break;
+      }
+      await new Promise((r) => setTimeout(r, 2));
+    }
+    if (Number.isNaN(readyMs)) throw new Error(`the agent (${flags.join(' ')}) did not serve`);
+    await new Promise((r) => setTimeout(r, 1000));
+    return { loadMs: readyMs, ...smaps(child.pid!), pssKiB: NaN, heapKiB: NaN };
+  } finally {
+    child.kill('SIGKILL');
+    await exited;
+    fs.rmSync(socket, { force: true });
+  }
+}
+
+/** An empty node with these flags, measured from outside like the agent. */
+async function floorOnce(flags: string[], env: Record<string, string>): Promise<Mem> {
+  // spawns: node; this checkout's node (process.execPath)
+  const child = spawn(process.execPath, [...flags, '-e', 'setInterval(() => {}, 1000)'], {
+    env: { ...process.env, ...env },
+    stdio: ['ignore', 'ignore', 'ignore'],
+  });
+  const exited = new Promise<void>((r) => child.once('exit', () => r()));
+  try {
+    await new Promise((r) => setTimeout(r, 1000));
+    return { loadMs: NaN, ...smaps(child.pid!), pssKiB: NaN, heapKiB: NaN };
+  } finally {
+    child.kill('SIGKILL');
+    await exited;
+  }
+}
+
+const MiB = (kib: number): number => round(kib / 1024);
+
+/** The shim daemon serving container `id` (its cwd is the bundle). */
+function shimPid(ctd: PrivateContainerd, id: string): number {
+  for (const pid of fs.readdirSync('/proc').filter((d) => /^\d+$/.test(d))) {
+    try {
+      const cwd = fs.readlinkSync(`/proc/${pid}/cwd`);
+      const cmd = fs.readFileSync(`/proc/${pid}/cmdline`, 'latin1');
+      if (cwd.endsWith(`/${ctd.namespace}/${id}`) && /containerd-shim/.test(cmd) && cmd.includes('-id'))
+        return Number(pid);
+    } catch {
+      // gone
+    }
+  }
+  throw new Error(`no shim process for ${id}`);
+}
+
+function rollup(pid: number): { rssKiB: number; pssKiB: number; anonKiB: number } {
+  const text = fs.readFileSync(`/proc/${pid}/smaps_rollup`, 'utf8');
+  const kib = (k: string): number => Number(new RegExp(`^${k}:\\s+(\\d+) kB`, 'm').exec(text)?.[1] ?? NaN);
+  return { rssKiB: kib('Rss'), pssKiB: kib('Pss'), anonKiB: kib('Anonymous') };
+}
+
+/** One container under a containerd whose shims run with `nodeOptions`: the daemon's memory, idle and after execs. */
+async function shimDaemonOnce(nodeOptions: string, run: number, shim?: string): Promise<Record<string, number>> {
+  const saved = process.env.NODE_OPTIONS;
+  if (nodeOptions) process.env.NODE_OPTIONS = nodeOptions;
+  else delete process.env.NODE_OPTIONS;
+  let ctd: PrivateContainerd;
+  try {
+    ctd = await startContainerd({ namespace: 'bench' });
+  } finally {
+    if (saved === undefined) delete process.env.NODE_OPTIONS;
+    else process.env.NODE_OPTIONS = saved;
+  }
+  const id = `bench-footprint-${run}`;
+  try {
+    await importBusybox(ctd);
+    const runtime = shim ?? 'io.containerd.hull.v2';
+    const r = await ctd.ctr(['run', '-d', '--runtime', runtime, BUSYBOX_IMAGE, id, 'sleep', '600']);
+    if (r.code !== 0) throw new Error(`ctr run -d: ${r.stderr}`);
+    await new Promise((res) => setTimeout(res, IDLE_MS)); // the boot's garbage collected, mostly
+    const pid = shimPid(ctd, id);
+    const idle = rollup(pid);
+    for (let i = 0; i < 3; i++) {
+      const e = await ctd.ctr(['task', 'exec', '--exec-id', `e${i}`, id, 'true']);
+      if (e.code !== 0) throw new Error(`ctr task exec: ${e.stderr}`);
+    }
+    await new Promise((res) => setTimeout(res, 1000));
+    const busy = rollup(pid);
+    // A burst: STDOUT_BYTES of stdout relayed by the shim to ctr (which writes them to /dev/null).
+    const t0 = performance.now();
+    const out = await ctd.ctr(
+      ['task', 'exec', '--exec-id', 'burst', id, 'head', '-c', String(STDOUT_BYTES), '/dev/zero'],
+      {
+        stdoutFile: '/dev/null',
+      },
+    );
+    if (out.code !== 0) throw new Error(`ctr task exec head: ${out.stderr}`);
+    const burstMs = performance.now() - t0;
+    await new Promise((res) => setTimeout(res, 1000));
+    const burst = rollup(pid);
+    const argv = fs.readFileSync(`/proc/${pid}/cmdline`, 'latin1').split('\0');
+    console.log(`shim daemon ${id}: ${argv.filter((a) => a.startsWith('--')).join(' ') || '(no node flags)'}`);
+    return {
+      idle_rss_mib: MiB(idle.rssKiB),
+      idle_pss_mib: MiB(idle.pssKiB),
+      idle_anon_mib: MiB(idle.anonKiB),
+      after_exec_rss_mib: MiB(busy.rssKiB),
+      after_exec_pss_mib: MiB(busy.pssKiB),
+      after_exec_anon_mib: MiB(busy.anonKiB),
+      stdout_mb_per_s: round(STDOUT_BYTES / 1e6 / (burstMs / 1000)),
+      after_stdout_rss_mib: MiB(burst.rssKiB),
+      after_stdout_pss_mib: MiB(burst.pssKiB),
+      after_stdout_anon_mib: MiB(burst.anonKiB),
+    };
+  } finally {
+    await ctd.ctr(['task', 'kill', '-s', 'KILL', id]).catch(() => undefined);
+    await ctd.ctr(['task', 'delete', '-f', id]).catch(() => undefined);
+    await ctd.ctr(['container', 'delete', id]).catch(() => undefined);
+    await ctd.stop();
+  }
+}
+
+function medians(xs: Mem[]): Record<string, number> {
+  const m = (k: keyof Mem): number => median(xs.map((x) => x[k]));
+  return {
+    load_ms: round(m('loadMs')),
+    rss_mib: MiB(m('rssKiB')),
+    pss_mib: MiB(m('pssKiB')),
+    anon_mib: MiB(m('anonKiB')),
+    heap_mib: MiB(m('heapKiB')),
+  };
+}
+
+export async function benchFootprint(): Promise<Record<string, unknown>> {
+  // The shim daemon's modules against node's floor (and an older build's, when given).
+  const shimTargets: [string, string][] = [
+    ['node floor', '-'],
+    ['shim daemon', path.join(DIST, 'shim', 'daemon.js')],
+    ...(BASELINE ? [['shim daemon, baseline', path.resolve(BASELINE, 'shim', 'daemon.js')] as [string, string]] : []),
+  ];
+  const shimRuns = new Map<string, Mem[]>(shimTargets.map(([n]) => [n, []]));
+  for (let r = 0; r < RUNS; r++)
+    for (const [name, target] of r % 2 ? [...shimTargets].reverse() : shimTargets)
+      shimRuns.get(name)!.push(await loadOnce(['--expose-gc'], target));
+  const shim = shimTargets.map(([name]) => ({ process: name, ...medians(shimRuns.get(name)!) }));
+  printTable(`shim daemon's modules against node's floor (host, after a GC), medians of ${RUNS}`, shim);
+
+  // The agent under each flag set, with node's floor under the same flags.
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'hull-bench-footprint-'));
+  const agent: Record<string, string | number>[] = [];
+  try {
+    const runs = new Map<string, { agent: Mem[]; floor: Mem[] }>(
+      AGENT_FLAG_SETS.map(([n]) => [n, { agent: [], floor: [] }]),
+    );
+    for (let r = 0; r < RUNS; r++)
+      for (const [name, flags, env] of AGENT_FLAG_SETS) {
+        runs.get(name)!.agent.push(await agentOnce(flags, env, dir));
+        runs.get(name)!.floor.push(await floorOnce(flags, env));
+      }
+    for (const [name] of AGENT_FLAG_SETS) {
+      const a = medians(runs.get(name)!.agent);
+      const f = medians(runs.get(name)!.floor);
+      agent.push({
+        flags: name,
+        serving_ms: a.load_ms!,
+        agent_rss_mib: a.rss_mib!,
+        agent_anon_mib: a.anon_mib!,
+        floor_rss_mib: f.rss_mib!,
+        floor_anon_mib: f.anon_mib!,
+        over_floor_rss_mib: round(a.rss_mib! - f.rss_mib!),
+      });
+    }
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+  printTable(`the agent (host, serving on a unix socket) against node's floor, by flags, medians of ${RUNS}`, agent);
+
+  const daemon: Record<string, string | number>[] = [];
+  if (SHIM_RUNS > 0) {
+    // The baseline build's shim through a launcher next to its dist folder (bin/'s resolves ../dist from itself).
+    const sets: [string, string, string | undefined][] = SHIM_FLAG_SETS.map(([n, o]) => [n, o, undefined]);
+    if (BASELINE) {
+      const bin = path.join(path.resolve(BASELINE), '..', 'bin');
+      fs.mkdirSync(bin, { recursive: true });
+      const launcher = path.join(bin, 'containerd-shim-hull-v2');
+      fs.copyFileSync(path.join(DIST, '..', 'bin', 'containerd-shim-hull-v2'), launcher);
+      fs.chmodSync(launcher, 0o755);
+      // It finds its guest as an installed shim would (<prefix>/share/hull/guest): this checkout's image.
+      const guest = path.join(bin, '..', 'share', 'hull', 'guest');
+      fs.mkdirSync(path.dirname(guest), { recursive: true });
+      if (!fs.existsSync(guest)) fs.symlinkSync(GUEST_OUT, guest);
+      sets.push(['baseline build', '', launcher]);
+    }
+    const runs = new Map<string, Record<string, number>[]>(sets.map(([n]) => [n, []]));
+    let n = 0;
+    for (let r = 0; r < SHIM_RUNS; r++)
+      for (const [name, options, shim] of sets) runs.get(name)!.push(await shimDaemonOnce(options, n++, shim));
+    for (const [name] of sets) {
+      const rs = runs.get(name)!;
+      daemon.push({
+        flags: name,
+        ...Object.fromEntries(Object.keys(rs[0]!).map((k) => [k, round(median(rs.map((x) => x[k]!)))])),
+      });
+    }
+    printTable(`the shim daemon with one container running (host), by flags, medians of ${SHIM_RUNS}`, daemon);
+    for (const [name] of sets)
+      console.log(
+        `${name}: idle PSS ${runs
+          .get(name)!
+          .map((x) => x.idle_pss_mib)
+          .join(', ')} MiB`,
+      );
+  }
+  return { runs: RUNS, baseline: BASELINE ?? null, shim, agent, shimDaemon: daemon };
+}
