@@ -9,6 +9,7 @@ import { benchMetrics } from './metrics';
 import { benchTracing } from './tracing';
 import { benchCitizen } from './citizen';
 import { benchDensity } from './density';
+import { benchShare } from './share';
 import { writeJson } from './lib/report';
 
 const benches: Record<string, () => Promise<Record<string, unknown>>> = {
@@ -21,6 +22,7 @@ const benches: Record<string, () => Promise<Record<string, unknown>>> = {
   tracing: benchTracing,
   citizen: benchCitizen,
   density: benchDensity,
+  share: benchShare,
 };
 
 async function main(): Promise<void> {
