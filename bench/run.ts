@@ -11,6 +11,7 @@ import { benchMetrics } from './metrics';
 import { benchTracing } from './tracing';
 import { benchCitizen } from './citizen';
 import { benchDensity } from './density';
+import { benchShare } from './share';
 import { writeJson } from './lib/report';
 
 const benches: Record<string, () => Promise<Record<string, unknown>>> = {
@@ -25,6 +26,7 @@ const benches: Record<string, () => Promise<Record<string, unknown>>> = {
   tracing: benchTracing,
   citizen: benchCitizen,
   density: benchDensity,
+  share: benchShare,
 };
 
 async function main(): Promise<void> {

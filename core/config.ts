@@ -25,6 +25,12 @@ import {
   type AgentTransport,
   type VmConfig,
 } from '../hypervisor/types';
+import {
+  DEFAULT_VIRTIOFS_CACHE,
+  checkVirtiofsCache,
+  checkVirtiofsdExtraArgs,
+  type VirtiofsCache,
+} from '../hypervisor/virtiofsd-options';
 
 /**
  * The user QEMU runs as once its devices are open. Debian's base-passwd always has `nobody` (uid 65534), and Debian
@@ -100,6 +106,10 @@ export interface HypervisorSettings {
   readonly sharedFs: SharedFs;
   /** virtiofsd binary. */
   readonly virtioFsDaemon: string;
+  /** `virtio_fs_cache`: virtiofsd's cache mode, 'auto' | 'always' | 'never' (the file may say "none" for never). */
+  readonly virtioFsCache: VirtiofsCache;
+  /** `virtio_fs_extra_args`: allow-listed virtiofsd arguments (hypervisor/virtiofsd-options.ts), normalised. */
+  readonly virtioFsExtraArgs: readonly string[];
   /** MiB the VM takes on the host beyond its guest memory (QEMU, virtiofsd and the shim): `memory_overhead`. */
   readonly memoryOverheadMiB: number;
   /** QEMU's seccomp filter (-sandbox). */
@@ -178,6 +188,8 @@ export const CONFIG_KEYS = Object.freeze({
     'accel',
     'shared_fs',
     'virtio_fs_daemon',
+    'virtio_fs_cache',
+    'virtio_fs_extra_args',
     'memory_overhead',
     'seccomp',
     'qemu_user',
@@ -227,6 +239,8 @@ export function fileValues(config: HullConfig): {
       accel: hv.accel,
       shared_fs: hv.sharedFs,
       virtio_fs_daemon: hv.virtioFsDaemon,
+      virtio_fs_cache: hv.virtioFsCache,
+      virtio_fs_extra_args: hv.virtioFsExtraArgs,
       memory_overhead: hv.memoryOverheadMiB,
       seccomp: hv.seccomp,
       qemu_user: hv.qemuUser,
@@ -291,6 +305,8 @@ export function defaultConfig(binDir: string, exists?: (p: string) => boolean): 
       accel: 'auto',
       sharedFs: 'virtio-fs',
       virtioFsDaemon: DEFAULT_VIRTIOFSD_PATH,
+      virtioFsCache: DEFAULT_VIRTIOFS_CACHE,
+      virtioFsExtraArgs: [],
       memoryOverheadMiB: DEFAULT_MEMORY_OVERHEAD_MIB,
       seccomp: true,
       qemuUser: DEFAULT_QEMU_USER,
@@ -362,6 +378,8 @@ export function parseConfig(text: string, file: string, binDir: string, exists?:
       accel: hv.oneOf('accel', ['auto', 'kvm', 'tcg'] as const, d.hypervisor.accel),
       sharedFs: hv.oneOf('shared_fs', ['virtio-fs'] as const, d.hypervisor.sharedFs),
       virtioFsDaemon: hv.path('virtio_fs_daemon', d.hypervisor.virtioFsDaemon),
+      virtioFsCache: hv.checked('virtio_fs_cache', checkVirtiofsCache, d.hypervisor.virtioFsCache),
+      virtioFsExtraArgs: hv.checked('virtio_fs_extra_args', checkVirtiofsdExtraArgs, d.hypervisor.virtioFsExtraArgs),
       memoryOverheadMiB: hv.integer(
         'memory_overhead',
         0,
@@ -476,6 +494,8 @@ export function toVmConfig(config: HullConfig, place: SandboxVmPlace): VmConfig 
     kernelParams: config.runtime.debugHooks ? [...hv.kernelParams, 'hull.debug_hooks=1'] : [...hv.kernelParams],
     qemuPath: hv.path,
     virtiofsdPath: hv.virtioFsDaemon,
+    virtiofsCache: hv.virtioFsCache,
+    virtiofsdExtraArgs: [...hv.virtioFsExtraArgs],
     seccomp: hv.seccomp,
     qemuUser: hv.qemuUser,
     freePageReporting: hv.freePageReporting,
@@ -587,6 +607,17 @@ class Section {
     if (value === undefined) return dflt;
     if (typeof value !== 'boolean') throw this.bad(key, 'must be true or false', value);
     return value;
+  }
+
+  /** A value checked by a hypervisor checker that throws InvalidArgumentError naming `<section>.<key>`. */
+  checked<T>(key: string, check: (what: string, value: unknown) => T, dflt: T): T {
+    const value = this.table[key];
+    if (value === undefined) return dflt;
+    try {
+      return check(this.where(key), value);
+    } catch (err) {
+      throw new InvalidArgumentError(`${this.file}: ${(err as Error).message}`);
+    }
   }
 
   /** "", a user name or "uid:gid" (hypervisor/confine.ts checkQemuUser). */

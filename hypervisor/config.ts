@@ -7,6 +7,12 @@ import path from 'node:path';
 import { FailedPreconditionError, InvalidArgumentError } from '../errors';
 import { validateId } from '../protos/validate-id';
 import { checkQemuUser } from './confine';
+import {
+  DEFAULT_VIRTIOFS_CACHE,
+  checkVirtiofsCache,
+  checkVirtiofsdExtraArgs,
+  type VirtiofsCache,
+} from './virtiofsd-options';
 import { checkIfName, checkMac, checkNetnsPathShape, isValidMtu } from './network/validate';
 import {
   DEFAULT_NSENTER_PATH,
@@ -73,6 +79,9 @@ export interface ResolvedConfig {
   kernelParams: string[];
   qemuPath: string;
   virtiofsdPath: string;
+  virtiofsCache: VirtiofsCache;
+  /** Checked and normalised. */
+  virtiofsdExtraArgs: string[];
   debug: boolean;
   /** Checked, MACs lower-cased; undefined = no network devices, QEMU in the caller's network namespace. */
   network: VmNetwork | undefined;
@@ -231,6 +240,8 @@ export function resolveConfig(cfg: VmConfig, files: FileProbe = realFileProbe): 
     kernelParams: [...kernelParams],
     qemuPath: checkAbsolutePath('qemuPath', cfg.qemuPath ?? DEFAULT_QEMU_PATH),
     virtiofsdPath: checkAbsolutePath('virtiofsdPath', cfg.virtiofsdPath ?? DEFAULT_VIRTIOFSD_PATH),
+    virtiofsCache: checkVirtiofsCache('virtiofsCache', cfg.virtiofsCache ?? DEFAULT_VIRTIOFS_CACHE),
+    virtiofsdExtraArgs: checkVirtiofsdExtraArgs('virtiofsdExtraArgs', cfg.virtiofsdExtraArgs ?? []),
     debug: cfg.debug === true,
     network: cfg.network === undefined ? undefined : checkNetwork(cfg.network),
     nsenterPath: checkAbsolutePath('nsenterPath', cfg.nsenterPath ?? DEFAULT_NSENTER_PATH),

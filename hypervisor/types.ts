@@ -4,6 +4,8 @@
  * (prepare, start, stop, wait, pause, resume), device manager (addDevice) and utilities (agentAddress, pids, ...).
  */
 
+import type { VirtiofsCache } from './virtiofsd-options';
+
 export type Accel = 'kvm' | 'tcg';
 
 export interface VmConfig {
@@ -34,6 +36,10 @@ export interface VmConfig {
   /** Defaults DEFAULT_QEMU_PATH, DEFAULT_VIRTIOFSD_PATH. */
   qemuPath?: string;
   virtiofsdPath?: string;
+  /** virtiofsd's cache mode (hypervisor/virtiofsd-options.ts); default 'auto'. */
+  virtiofsCache?: VirtiofsCache;
+  /** Extra virtiofsd arguments, allow-listed (checkVirtiofsdExtraArgs); after hull's own. */
+  virtiofsdExtraArgs?: string[];
   /** Verbose guest kernel (no `quiet`) and virtiofsd debug logging. */
   debug?: boolean;
   /**

@@ -19,6 +19,13 @@ import path from 'node:path';
 import type net from 'node:net';
 import { UnavailableError } from '../errors';
 import { checkOptionValue } from './config';
+import {
+  DEFAULT_VIRTIOFS_CACHE,
+  checkVirtiofsCache,
+  checkVirtiofsdExtraArgs,
+  virtiofsdCacheArg,
+  type VirtiofsCache,
+} from './virtiofsd-options';
 import { OwnedProcess, childPids, reapForeign } from './process';
 import { NOOP_LOGGER, type Logger } from '../log';
 import type { SpawnedHelper } from './types';
@@ -32,16 +39,20 @@ export interface VirtiofsdOptions {
   sharedDir: string;
   sandbox: SandboxMode;
   debug?: boolean;
+  /** `[hypervisor] virtio_fs_cache`; default DEFAULT_VIRTIOFS_CACHE ('auto'). */
+  cache?: VirtiofsCache;
+  /** `[hypervisor] virtio_fs_extra_args`, checked again here (checkVirtiofsdExtraArgs); after hull's own. */
+  extraArgs?: readonly string[];
 }
 
-/** The argv (pure). No --syslog: stderr is captured and logged by us. */
+/** The argv (pure). No --syslog: stderr is captured and logged by us. The operator's extra arguments come last. */
 export function virtiofsdArgs(o: VirtiofsdOptions): string[] {
   const args = [
     `--socket-path=${checkOptionValue('virtiofsd socket', o.socketPath)}`,
     '-o',
     `source=${checkOptionValue('sharedDir', o.sharedDir)}`,
     '-o',
-    'cache=auto',
+    virtiofsdCacheArg(checkVirtiofsCache('virtiofsd cache mode', o.cache ?? DEFAULT_VIRTIOFS_CACHE)),
     '-o',
     `sandbox=${o.sandbox}`,
     // Bind mounts under the share (one per container rootfs) appear as their own submounts with distinct st_dev,
@@ -50,6 +61,7 @@ export function virtiofsdArgs(o: VirtiofsdOptions): string[] {
     'announce_submounts',
   ];
   if (o.debug) args.push('-o', 'log_level=debug');
+  if (o.extraArgs !== undefined) args.push(...checkVirtiofsdExtraArgs('virtiofsd extra arguments', o.extraArgs));
   return args;
 }
 
@@ -112,7 +124,10 @@ export class Virtiofsd {
       throw err;
     }
     const d = new Virtiofsd(proc, o.socketPath, performance.now() - started);
-    logger.info({ pid: proc.pid, sandbox: o.sandbox, readyMs: Math.round(d.readyMs) }, 'virtiofsd listening');
+    logger.info(
+      { pid: proc.pid, sandbox: o.sandbox, cache: o.cache ?? DEFAULT_VIRTIOFS_CACHE, readyMs: Math.round(d.readyMs) },
+      'virtiofsd listening',
+    );
     return d;
   }
 

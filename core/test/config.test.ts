@@ -101,6 +101,8 @@ describe('core/config', () => {
           accel: 'auto',
           sharedFs: 'virtio-fs',
           virtioFsDaemon: '/usr/lib/qemu/virtiofsd',
+          virtioFsCache: 'auto',
+          virtioFsExtraArgs: [],
           memoryOverheadMiB: 288,
           seccomp: true,
           qemuUser: 'nobody',
@@ -178,6 +180,8 @@ describe('core/config', () => {
         accel = "tcg"
         shared_fs = "virtio-fs"
         virtio_fs_daemon = "/usr/libexec/virtiofsd"
+        virtio_fs_cache = "always"
+        virtio_fs_extra_args = ["--thread-pool-size=4", "-o", "writeback,no_readdirplus"]
         memory_overhead = 200
         seccomp = false
         qemu_user = "1001:1001"
@@ -215,6 +219,8 @@ describe('core/config', () => {
           accel: 'tcg',
           sharedFs: 'virtio-fs',
           virtioFsDaemon: '/usr/libexec/virtiofsd',
+          virtioFsCache: 'always',
+          virtioFsExtraArgs: ['--thread-pool-size=4', '-o', 'writeback', '-o', 'no_readdirplus'],
           memoryOverheadMiB: 200,
           seccomp: false,
           qemuUser: '1001:1001',
@@ -316,6 +322,24 @@ describe('core/config', () => {
       ['[runtime]\ntracing_endpoint = "ftp://c:21"', 'runtime.tracing_endpoint', 'https://host:port'],
       ['[runtime]\ntracing_endpoint = "http://u:p@c:4317"', 'runtime.tracing_endpoint', 'got "http://u:p@c:4317"'],
       ['[runtime]\ntracing_endpoint = 4317', 'runtime.tracing_endpoint', 'got 4317'],
+      ['[hypervisor]\nvirtio_fs_cache = "metadata"', 'hypervisor.virtio_fs_cache', '"auto", "always", "never"'],
+      ['[hypervisor]\nvirtio_fs_cache = true', 'hypervisor.virtio_fs_cache', 'got true'],
+      ['[hypervisor]\nvirtio_fs_extra_args = "-o writeback"', 'hypervisor.virtio_fs_extra_args', 'an array'],
+      [
+        '[hypervisor]\nvirtio_fs_extra_args = ["-o", "sandbox=none"]',
+        'hypervisor.virtio_fs_extra_args',
+        'may not hold "sandbox=none": hull chooses the sandbox',
+      ],
+      [
+        '[hypervisor]\nvirtio_fs_extra_args = ["--socket-path=/tmp/x"]',
+        'hypervisor.virtio_fs_extra_args',
+        'may not hold "--socket-path=/tmp/x": hull sets the vhost-user socket',
+      ],
+      [
+        '[hypervisor]\nvirtio_fs_extra_args = ["-o", "xattrmap=:map::user.virtiofs.:"]',
+        'hypervisor.virtio_fs_extra_args',
+        'may not hold "xattrmap=:map::user.virtiofs.:": extended attributes',
+      ],
       ['[runtime]\nstate_dir = "run/hull"', 'runtime.state_dir', 'must be an absolute path, got "run/hull"'],
       ['[runtime]\nstate_dir = { path = "/run/hull" }', 'runtime.state_dir', 'got a table'],
     ];
@@ -332,6 +356,11 @@ describe('core/config', () => {
         );
       });
     }
+
+    it('virtio_fs_cache = "none" is the same as "never" (QEMU 7.2 virtiofsd calls it none)', () => {
+      assert.equal(parse('[hypervisor]\nvirtio_fs_cache = "none"').hypervisor.virtioFsCache, 'never');
+      assert.equal(parse('[hypervisor]\nvirtio_fs_cache = "never"').hypervisor.virtioFsCache, 'never');
+    });
 
     it('agent.transport = "vsock" is accepted (whether the host can do it is checked when the VM starts)', () => {
       assert.equal(parse('[agent]\ntransport = "vsock"').agent.transport, 'vsock');
@@ -509,6 +538,8 @@ describe('core/config', () => {
         kernelParams: ['loglevel=7'],
         qemuPath: '/usr/bin/qemu-system-x86_64',
         virtiofsdPath: '/usr/lib/qemu/virtiofsd',
+        virtiofsCache: 'auto',
+        virtiofsdExtraArgs: [],
         seccomp: true,
         qemuUser: 'nobody',
         freePageReporting: true,

@@ -481,6 +481,8 @@ export class QemuHypervisor implements Hypervisor {
           sharedDir: c.sharedDir,
           sandbox,
           debug: c.debug,
+          cache: c.virtiofsCache,
+          extraArgs: c.virtiofsdExtraArgs,
         },
         signal,
         this.#log,
