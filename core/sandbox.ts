@@ -27,7 +27,7 @@ import type {
   OciProcess,
   OciSpec,
 } from '../agent-client';
-import { isBindMount, shareVolumes, type FsShare } from '../fs-share';
+import { GUEST_SHARED_DIR, isBindMount, shareVolumes, type FsShare } from '../fs-share';
 import { MAX_MEMORY_SLOTS } from '../hypervisor/config';
 import { processStartTime } from '../hypervisor/process';
 import type { Hypervisor, SpawnedHelper, VmConfig } from '../hypervisor/types';
@@ -72,8 +72,6 @@ import {
 
 const MIB = 1024 * 1024;
 const fmtMiB = (bytes: number): string => (bytes % MIB === 0 ? String(bytes / MIB) : (bytes / MIB).toFixed(1));
-/** Where the agent mounts the share in the guest. */
-const GUEST_SHARE_MOUNT = '/run/kata-containers/shared/containers';
 /** Signals a Kill may carry (Linux: 1–64). */
 const MAX_SIGNAL = 64;
 
@@ -464,7 +462,7 @@ export class Sandbox {
           source: GUEST_SHARE_TAG,
           fstype: 'virtiofs',
           options: ['nodev'],
-          mountPoint: GUEST_SHARE_MOUNT,
+          mountPoint: GUEST_SHARED_DIR,
         },
         ...(this.podShm ? [shmStorage(this.podShm)] : []),
       ],

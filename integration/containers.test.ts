@@ -11,7 +11,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import type { AgentClient, OciSeccomp, OciSpec } from '../agent-client';
-import { SandboxVm } from '../core/vm';
+import type { SandboxVm } from '../core/vm';
 import {
   AlreadyExistsError,
   FailedPreconditionError,
@@ -19,15 +19,14 @@ import {
   InvalidArgumentError,
   NotFoundError,
 } from '../errors';
-import { shareVolumes, VirtioFsShare } from '../fs-share';
+import { GUEST_SHARED_DIR as SHARED_MOUNT, shareVolumes, VirtioFsShare } from '../fs-share';
 import { QemuHypervisor } from '../hypervisor';
-import { GUEST_SHARE_TAG } from '../hypervisor/types';
 import { NOOP_LOGGER } from '../log';
 import { busyboxRootfs, collectOutput as collect, drainStream } from './lib/containers';
-import { childProcesses, guestArtifacts, mountsContaining } from './lib/guest';
+import { guestArtifacts, mountsContaining } from './lib/guest';
 import { testSpec, testProcess, type TestContainer } from './lib/oci-spec';
+import { bootWithShare, shutDownAndCheck } from './lib/shared-vm';
 
-const SHARED_MOUNT = '/run/kata-containers/shared/containers';
 const SANDBOX = 'ctrtest';
 const APPLETS = ['sh', 'echo', 'cat', 'sleep', 'true', 'dd', 'stty', 'mkdir'];
 const MiB = 2 ** 20;
@@ -46,7 +45,7 @@ describe('containers in a real VM (crun in the guest, rootfs over virtio-fs)', f
     share = new VirtioFsShare({ root: path.join(dir, 'share'), sandboxId: SANDBOX });
     await share.prepare();
     const guest = guestArtifacts();
-    vm = await SandboxVm.boot(
+    vm = await bootWithShare(
       new QemuHypervisor({ logger: NOOP_LOGGER }),
       {
         id: SANDBOX,
@@ -60,36 +59,13 @@ describe('containers in a real VM (crun in the guest, rootfs over virtio-fs)', f
         agentTransport: 'serial',
         sharedDir: share.sharedDir(),
       },
-      { bootTimeoutMs: 120_000, logger: NOOP_LOGGER },
+      SANDBOX,
     );
     agent = vm.agent;
-    await agent.createSandbox({
-      sandboxId: SANDBOX,
-      storages: [
-        {
-          driver: 'virtio-fs',
-          source: GUEST_SHARE_TAG,
-          fstype: 'virtiofs',
-          options: ['nodev'],
-          mountPoint: SHARED_MOUNT,
-        },
-      ],
-    });
   });
 
   after(async () => {
-    try {
-      if (vm) assert.equal((await vm.shutdown({ gracefulMs: 30_000 })).code, 0, 'the guest powered itself off');
-    } finally {
-      await share?.cleanup();
-      assert.deepEqual(
-        childProcesses(process.pid, ['qemu-system-x86_64', 'virtiofsd']),
-        [],
-        'no QEMU or virtiofsd left running',
-      );
-      assert.deepEqual(mountsContaining(dir), [], 'no mount left');
-      fs.rmSync(dir, { recursive: true, force: true });
-    }
+    await shutDownAndCheck(vm, share, dir);
   });
 
   async function run(cid: string, args: string[]): Promise<void> {

@@ -11,18 +11,16 @@ import os from 'node:os';
 import path from 'node:path';
 import type { AgentClient } from '../agent-client';
 import { defaultConfig, toVmConfig } from '../core/config';
-import { SandboxVm } from '../core/vm';
+import type { SandboxVm } from '../core/vm';
 import { VirtioFsShare } from '../fs-share';
 import { QemuHypervisor } from '../hypervisor';
-import { GUEST_SHARE_TAG } from '../hypervisor/types';
 import { NOOP_LOGGER } from '../log';
 import { busyboxRootfs, collectOutput } from './lib/containers';
-import { childProcesses, mountsContaining } from './lib/guest';
 import { testProcess, testSpec } from './lib/oci-spec';
 import { guestRamRssKiB } from './lib/smaps';
+import { bootWithShare, shutDownAndCheck } from './lib/shared-vm';
 
 const SANDBOX = 'fprtest';
-const SHARED_MOUNT = '/run/kata-containers/shared/containers';
 const APPLETS = ['sh', 'cat', 'echo', 'basename', 'readlink', 'dd', 'rm', 'sleep', 'true'];
 /** virtio device id of a memory balloon, and VIRTIO_BALLOON_F_REPORTING's bit in the features string. */
 const BALLOON_DEVICE_ID = '0x0005';
@@ -61,35 +59,12 @@ describe('free page reporting and the TCG translation cache in a real VM (shippe
       sharedDir: share.sharedDir(),
     });
     hv = new QemuHypervisor({ logger: NOOP_LOGGER });
-    vm = await SandboxVm.boot(hv, vmConfig, { bootTimeoutMs: 120_000, logger: NOOP_LOGGER });
+    vm = await bootWithShare(hv, vmConfig, SANDBOX);
     agent = vm.agent;
-    await agent.createSandbox({
-      sandboxId: SANDBOX,
-      storages: [
-        {
-          driver: 'virtio-fs',
-          source: GUEST_SHARE_TAG,
-          fstype: 'virtiofs',
-          options: ['nodev'],
-          mountPoint: SHARED_MOUNT,
-        },
-      ],
-    });
   });
 
   after(async () => {
-    try {
-      if (vm) assert.equal((await vm.shutdown({ gracefulMs: 30_000 })).code, 0, 'the guest powered itself off');
-    } finally {
-      await share?.cleanup();
-      assert.deepEqual(
-        childProcesses(process.pid, ['qemu-system-x86_64', 'virtiofsd']),
-        [],
-        'no QEMU or virtiofsd left running',
-      );
-      assert.deepEqual(mountsContaining(dir), [], 'no mount left');
-      fs.rmSync(dir, { recursive: true, force: true });
-    }
+    await shutDownAndCheck(vm, share, dir);
   });
 
   it("QEMU's argv has the balloon with free-page-reporting=on, and tb-size only under TCG", () => {

@@ -9,16 +9,14 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { parseConfig, toVmConfig } from '../core/config';
-import { SandboxVm } from '../core/vm';
+import type { SandboxVm } from '../core/vm';
 import { VirtioFsShare } from '../fs-share';
 import { QemuHypervisor } from '../hypervisor';
-import { GUEST_SHARE_TAG } from '../hypervisor/types';
 import { NOOP_LOGGER } from '../log';
 import { busyboxRootfs, collectOutput } from './lib/containers';
-import { childProcesses, mountsContaining } from './lib/guest';
 import { testSpec } from './lib/oci-spec';
+import { bootWithShare, shutDownAndCheck } from './lib/shared-vm';
 
-const SHARED_MOUNT = '/run/kata-containers/shared/containers';
 const APPLETS = ['sh', 'cat', 'echo', 'mkdir', 'sync'];
 
 for (const [mode, virtiofsdWord] of [
@@ -50,34 +48,11 @@ for (const [mode, virtiofsdWord] of [
         sharedDir: share.sharedDir(),
       });
       hv = new QemuHypervisor({ logger: NOOP_LOGGER });
-      vm = await SandboxVm.boot(hv, vmConfig, { bootTimeoutMs: 120_000, logger: NOOP_LOGGER });
-      await vm.agent.createSandbox({
-        sandboxId: sandbox,
-        storages: [
-          {
-            driver: 'virtio-fs',
-            source: GUEST_SHARE_TAG,
-            fstype: 'virtiofs',
-            options: ['nodev'],
-            mountPoint: SHARED_MOUNT,
-          },
-        ],
-      });
+      vm = await bootWithShare(hv, vmConfig, sandbox);
     });
 
     after(async () => {
-      try {
-        if (vm) assert.equal((await vm.shutdown({ gracefulMs: 30_000 })).code, 0, 'the guest powered itself off');
-      } finally {
-        await share?.cleanup();
-        assert.deepEqual(
-          childProcesses(process.pid, ['qemu-system-x86_64', 'virtiofsd']),
-          [],
-          'no QEMU or virtiofsd left running',
-        );
-        assert.deepEqual(mountsContaining(dir), [], 'no mount left');
-        fs.rmSync(dir, { recursive: true, force: true });
-      }
+      await shutDownAndCheck(vm, share, dir);
     });
 
     it(`virtiofsd's cmdline carries ${virtiofsdWord} and the extra arguments, once`, () => {
