@@ -26,6 +26,7 @@ import { promisify } from 'node:util';
 import { BUSYBOX_IMAGE, importBusybox, startContainerd, type PrivateContainerd } from '../integration/lib/containerd';
 import { GUEST_OUT } from '../integration/lib/guest';
 import { median, printTable, round } from './lib/report';
+import { shimPid } from './lib/shim-process';
 
 const RUNS = Number(process.env.BENCH_FOOTPRINT_RUNS ?? 5);
 const BASELINE = process.env.BENCH_FOOTPRINT_BASELINE;
@@ -124,21 +125,6 @@ async function floorOnce(flags: string[], env: Record<string, string>): Promise<
 }
 
 const MiB = (kib: number): number => round(kib / 1024);
-
-/** The shim daemon serving container `id` (its cwd is the bundle). */
-function shimPid(ctd: PrivateContainerd, id: string): number {
-  for (const pid of fs.readdirSync('/proc').filter((d) => /^\d+$/.test(d))) {
-    try {
-      const cwd = fs.readlinkSync(`/proc/${pid}/cwd`);
-      const cmd = fs.readFileSync(`/proc/${pid}/cmdline`, 'latin1');
-      if (cwd.endsWith(`/${ctd.namespace}/${id}`) && /containerd-shim/.test(cmd) && cmd.includes('-id'))
-        return Number(pid);
-    } catch {
-      // gone
-    }
-  }
-  throw new Error(`no shim process for ${id}`);
-}
 
 function rollup(pid: number): { rssKiB: number; pssKiB: number; anonKiB: number } {
   const text = fs.readFileSync(`/proc/${pid}/smaps_rollup`, 'utf8');

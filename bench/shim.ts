@@ -25,6 +25,7 @@ import {
   type PrivateContainerd,
 } from '../integration/lib/containerd';
 import { median, printTable, round } from './lib/report';
+import { shimPid } from './lib/shim-process';
 
 const execFileAsync = promisify(execFile);
 const RUNS = Number(process.env.BENCH_SHIM_RUNS ?? 5);
@@ -36,20 +37,6 @@ type Runtime = keyof typeof RUNTIMES;
 function pss(pid: number): number {
   const text = fs.readFileSync(`/proc/${pid}/smaps_rollup`, 'utf8');
   return Number(/^Pss:\s+(\d+) kB/m.exec(text)?.[1] ?? NaN) * 1024;
-}
-
-/** The shim process serving container `id` (its argv names the id, its cwd is the bundle). */
-function shimPid(ctd: PrivateContainerd, id: string): number {
-  for (const pid of fs.readdirSync('/proc').filter((d) => /^\d+$/.test(d))) {
-    try {
-      const cwd = fs.readlinkSync(`/proc/${pid}/cwd`);
-      const cmd = fs.readFileSync(`/proc/${pid}/cmdline`, 'latin1');
-      if (cwd.endsWith(`/${ctd.namespace}/${id}`) && /containerd-shim/.test(cmd)) return Number(pid);
-    } catch {
-      /* gone */
-    }
-  }
-  throw new Error(`no shim process for ${id}`);
 }
 
 /** The `container timings` and `shim exiting` lines hull's shim logged for `id` (containerd copies them into its log). */

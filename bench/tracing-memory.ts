@@ -17,6 +17,7 @@ import { TaskService } from '../protos/containerd';
 import { BUSYBOX_IMAGE, importBusybox, startContainerd, type PrivateContainerd } from '../integration/lib/containerd';
 import { OtlpReceiver } from '../integration/lib/otlp-receiver';
 import { printTable, round, writeJson } from './lib/report';
+import { shimPid, rssBytes as rss } from './lib/shim-process';
 
 const ROUNDS = Number(process.env.BENCH_TRACING_MEMORY_ROUNDS ?? 5);
 const CALLS = Number(process.env.BENCH_TRACING_MEMORY_CALLS ?? 1000);
@@ -26,23 +27,6 @@ const HEAP_ROUNDS = Number(process.env.BENCH_TRACING_MEMORY_HEAP_ROUNDS ?? 2);
 const RUNTIME = 'io.containerd.hull.v2';
 const MiB = 2 ** 20;
 type Mode = 'off' | 'on-live' | 'on-absent';
-
-function shimPid(ctd: PrivateContainerd, id: string): number {
-  for (const pid of fs.readdirSync('/proc').filter((d) => /^\d+$/.test(d))) {
-    try {
-      const cwd = fs.readlinkSync(`/proc/${pid}/cwd`);
-      const cmd = fs.readFileSync(`/proc/${pid}/cmdline`, 'latin1');
-      if (cwd.endsWith(`/${ctd.namespace}/${id}`) && /containerd-shim/.test(cmd) && cmd.includes('-id'))
-        return Number(pid);
-    } catch {
-      /* gone */
-    }
-  }
-  throw new Error(`no shim process for ${id}`);
-}
-
-const rss = (pid: number): number =>
-  Number(/^VmRSS:\s+(\d+) kB/m.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? NaN) * 1024;
 
 interface HeapFigures {
   totalBytes: number;

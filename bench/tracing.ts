@@ -15,29 +15,12 @@ import { TaskService } from '../protos/containerd';
 import { BUSYBOX_IMAGE, importBusybox, startContainerd, type PrivateContainerd } from '../integration/lib/containerd';
 import { OtlpReceiver } from '../integration/lib/otlp-receiver';
 import { median, percentile, printTable, round } from './lib/report';
+import { shimPid, rssBytes as rss } from './lib/shim-process';
 
 const RUNS = Number(process.env.BENCH_TRACING_RUNS ?? 3);
 const CALLS = Number(process.env.BENCH_TRACING_CALLS ?? 300);
 const RUNTIME = 'io.containerd.hull.v2';
 type Mode = 'off' | 'on';
-
-/** The shim process serving container `id` (its cwd is the bundle). */
-function shimPid(ctd: PrivateContainerd, id: string): number {
-  for (const pid of fs.readdirSync('/proc').filter((d) => /^\d+$/.test(d))) {
-    try {
-      const cwd = fs.readlinkSync(`/proc/${pid}/cwd`);
-      const cmd = fs.readFileSync(`/proc/${pid}/cmdline`, 'latin1');
-      if (cwd.endsWith(`/${ctd.namespace}/${id}`) && /containerd-shim/.test(cmd) && cmd.includes('-id'))
-        return Number(pid);
-    } catch {
-      /* gone */
-    }
-  }
-  throw new Error(`no shim process for ${id}`);
-}
-
-const rss = (pid: number): number =>
-  Number(/^VmRSS:\s+(\d+) kB/m.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? NaN) * 1024;
 
 async function callTimes(call: () => Promise<unknown>, n: number): Promise<{ p50Ms: number; p99Ms: number }> {
   const times: number[] = [];
