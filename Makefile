@@ -36,7 +36,7 @@ node_modules/.deps-stamp: package.json package-lock.json ttrpc/package.json vsoc
 # The addons of hull-vsock and hull-netns: npm ci builds them (node-gyp); this rebuilds one when its C source
 # changes afterwards.
 addon: vsock/build/Release/hull_vsock.node netns/build/Release/hull_netns.node
-vsock/build/Release/hull_vsock.node: vsock/src/vsock.c vsock/binding.gyp | npm-deps
+vsock/build/Release/hull_vsock.node: vsock/src/vsock.c vsock/src/console.c vsock/src/console.h vsock/binding.gyp | npm-deps
 	npm run install --workspace=hull-vsock --loglevel=error
 netns/build/Release/hull_netns.node: netns/src/netns.c netns/binding.gyp | npm-deps
 	npm run install --workspace=hull-netns --loglevel=error

@@ -7,12 +7,14 @@
  * exits, so their exit codes come from hull-init's reaper. Each container's cgroup is watched for OOM kills
  * (oom.ts) from creation to removal. crun's own messages go to <bundle>/crun.log, not to the container's
  * stderr. Every id is a plain name; crun runs from argv arrays, never through a shell. A process with a terminal
- * gets a pty instead of the pipes (terminal.ts).
+ * gets the container's own pty instead of the pipes: crun opens it and sends its master on --console-socket
+ * (terminal.ts).
  */
-import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { Code, StatusError } from 'ttrpc-ts';
+import { ConsoleSocket } from 'hull-vsock';
 import type { grpc } from '../protos/agent';
 import { SHARED_CONTAINERS } from './init';
 import { log } from './log';
@@ -23,7 +25,7 @@ import { cgroupPids, listFormat, processList } from './processes';
 import type { Reaper } from './reaper';
 import { onlineSets, toOciResources } from './resources';
 import { CGROUP_ROOT, readCgroupStats } from './stats';
-import { crunProcess, HULL_CTTY, initialSize, PRESERVED_FDS, Terminal } from './terminal';
+import { initialSize, Terminal, type TerminalSize } from './terminal';
 import { guestSpan } from './tracing';
 import { identifier, invalid, realPathUnder, uint16 } from './validate';
 
@@ -35,8 +37,8 @@ export interface ContainersOptions {
   bundleRoot?: string;
   /** Where the share shows container rootfs folders (<cid>/rootfs). */
   sharedContainers?: string;
-  /** hull-ctty, run first in a process with a terminal. */
-  hullCtty?: string;
+  /** Where crun's console sockets are made, one per process with a terminal while crun runs (short: sun_path). */
+  consoleRoot?: string;
 }
 
 const CRUN_TIMEOUT_MS = 60_000;
@@ -48,8 +50,6 @@ interface Container {
   state: 'creating' | 'created' | 'running' | 'paused' | 'removing';
   init: ContainerProcess | undefined;
   execs: Map<string, ContainerProcess>;
-  /** Whether /proc is mounted in the container: a process with a terminal needs it (terminal.ts). */
-  procMounted: boolean;
 }
 
 export class Containers {
@@ -60,7 +60,8 @@ export class Containers {
   private readonly sharedContainers: string;
   /** OOM kills in the containers' cgroups, for GetOOMEvent. */
   readonly oomEvents = new OomEvents();
-  private readonly hullCtty: string;
+  private readonly consoleRoot: string;
+  private consoles = 0;
 
   constructor(
     private readonly reaper: () => Reaper | undefined,
@@ -70,7 +71,7 @@ export class Containers {
     this.crunRoot = options.crunRoot ?? '/run/hull/crun';
     this.bundleRoot = options.bundleRoot ?? '/run/hull/containers';
     this.sharedContainers = options.sharedContainers ?? SHARED_CONTAINERS;
-    this.hullCtty = options.hullCtty ?? HULL_CTTY;
+    this.consoleRoot = options.consoleRoot ?? '/run/hull/consoles';
   }
 
   /**
@@ -95,11 +96,6 @@ export class Containers {
       this.sharedContainers,
       this.podPidNamespace(),
     ); // checks everything before anything is done
-    const procMounted = (config.mounts as { destination: string; type: string }[]).some(
-      (m) => m.destination === '/proc' && m.type === 'proc',
-    );
-    if (config.process.terminal && !procMounted)
-      throw invalid(`container ${cid}: a process with a terminal needs /proc mounted in the container`);
     const reaper = this.requireReaper();
     let real: string;
     try {
@@ -116,16 +112,15 @@ export class Containers {
     if (!fs.statSync(real).isDirectory()) throw invalid(`the rootfs of container ${cid} (${rootPath}) is not a folder`);
 
     const bundle = path.join(this.bundleRoot, cid);
-    const container: Container = { id: cid, bundle, state: 'creating', init: undefined, execs: new Map(), procMounted };
+    const container: Container = { id: cid, bundle, state: 'creating', init: undefined, execs: new Map() };
     this.containers.set(cid, container);
     try {
       fs.rmSync(bundle, { recursive: true, force: true }); // a leftover of an earlier container of that id
       fs.mkdirSync(bundle, { recursive: true, mode: 0o700 });
-      const crunConfig = config.process.terminal ? { ...config, process: crunProcess(config.process) } : config;
-      fs.writeFileSync(path.join(bundle, 'config.json'), JSON.stringify(crunConfig), { mode: 0o600 });
+      fs.writeFileSync(path.join(bundle, 'config.json'), JSON.stringify(config), { mode: 0o600 });
       const pidFile = path.join(bundle, 'init.pid');
       for (const { key, value } of guestSysctls ?? []) writeGuestSysctl(key, value);
-      const terminal = config.process.terminal ? await Terminal.open(initialSize(config.process)) : undefined;
+      const terminal = config.process.terminal ? initialSize(config.process) : undefined;
       // Sharing the pod's pid namespace, the init is not that namespace's init: its exit would leave its children
       // running (and holding its stdout). runc's shim kills every process of such a container when its init exits
       // (ShouldKillAllOnExit); so does the agent, before the exit is reported.
@@ -160,7 +155,6 @@ export class Containers {
       throw new StatusError(Code.FAILED_PRECONDITION, `container ${c.id} is ${c.state}, not created`);
     await this.crunRun(['start', c.id], c.bundle);
     c.state = 'running';
-    await c.init?.terminal?.execed(CRUN_TIMEOUT_MS); // with a terminal: hull-ctty ran the program, or says why not
     log.info('container started', { id: c.id });
   }
 
@@ -175,21 +169,14 @@ export class Containers {
     if (c.execs.size >= MAX_EXECS)
       throw new StatusError(Code.RESOURCE_EXHAUSTED, `container ${c.id} has ${MAX_EXECS} processes already`);
     const ociProcess = toOciProcess(req.process);
-    if (ociProcess.terminal && !c.procMounted)
-      throw new StatusError(
-        Code.FAILED_PRECONDITION,
-        `container ${c.id} has no /proc mounted, which a process with a terminal needs`,
-      );
     const reaper = this.requireReaper();
     const processFile = path.join(c.bundle, `exec-${execId}.json`);
     const pidFile = path.join(c.bundle, `exec-${execId}.pid`);
     const placeholder = new ContainerProcess(execId, null, null, null);
     c.execs.set(execId, placeholder); // reserves the id while crun runs
     try {
-      fs.writeFileSync(processFile, JSON.stringify(ociProcess.terminal ? crunProcess(ociProcess) : ociProcess), {
-        mode: 0o600,
-      });
-      const terminal = ociProcess.terminal ? await Terminal.open(initialSize(ociProcess)) : undefined;
+      fs.writeFileSync(processFile, JSON.stringify(ociProcess), { mode: 0o600 });
+      const terminal = ociProcess.terminal ? initialSize(ociProcess) : undefined;
       const proc = await this.spawnWithPipes(
         execId,
         c.bundle,
@@ -198,12 +185,6 @@ export class Containers {
         ['exec', '--detach', '--pid-file', pidFile, '--process', processFile, c.id],
         terminal,
       );
-      try {
-        await terminal?.execed(CRUN_TIMEOUT_MS);
-      } catch (err) {
-        proc.close();
-        throw err;
-      }
       if (c.execs.get(execId) !== placeholder) {
         proc.close(); // removed meanwhile
         throw new StatusError(Code.NOT_FOUND, `container ${c.id} was removed`);
@@ -383,8 +364,9 @@ export class Containers {
   }
 
   /**
-   * crun with the agent's stdio pipes, which the process it starts inherits, or with `terminal`'s slave and
-   * hull-ctty; resolves once crun exited 0.
+   * crun with the agent's stdio pipes, which the process it starts inherits, or, for a process with a terminal
+   * (`terminal`: its first size), with a console socket on which crun sends the container's pty; resolves once crun
+   * exited 0.
    */
   private async spawnWithPipes(
     execId: string,
@@ -392,7 +374,7 @@ export class Containers {
     reaper: Reaper,
     pidFile: string,
     args: string[],
-    terminal?: Terminal,
+    terminal?: TerminalSize,
     afterExit?: () => void,
   ): Promise<ContainerProcess> {
     return guestSpan(`crun ${args[0]}`, { 'hull.container.id': args.at(-1), 'hull.exec.id': execId }, () =>
@@ -406,35 +388,69 @@ export class Containers {
     reaper: Reaper,
     pidFile: string,
     args: string[],
-    terminal?: Terminal,
+    terminal?: TerminalSize,
     afterExit?: () => void,
   ): Promise<ContainerProcess> {
-    fs.rmSync(pidFile, { force: true });
-    let proc: ContainerProcess;
-    let child: ChildProcess;
-    if (terminal) {
-      try {
-        child = this.spawnOnTerminal(bundle, args, terminal);
-      } catch (err) {
-        terminal.close();
-        throw err;
-      }
-      proc = new ContainerProcess(execId, terminal.input, terminal.output, null, terminal);
-    } else {
-      // spawns: crun; the agent's crun (GUEST_PATHS.crun in the image)
-      child = spawn(this.crun, this.crunArgs(bundle, args), { stdio: ['pipe', 'pipe', 'pipe'], env: {} });
-      // Node destroys a child's stdin when the child exits; crun exits at once, the process it started keeps the pipe.
-      const stdin = child.stdin;
-      (child as { stdin: unknown }).stdin = null;
-      proc = new ContainerProcess(execId, stdin, child.stdout, child.stderr);
+    if (!terminal) return this.spawnCrunOnPipes(execId, bundle, reaper, pidFile, args, afterExit);
+    const consoleSocket = this.consoleSocket();
+    try {
+      return await this.spawnCrunOnPipes(
+        execId,
+        bundle,
+        reaper,
+        pidFile,
+        [args[0]!, `--console-socket=${consoleSocket.path}`, ...args.slice(1)],
+        afterExit,
+        (pipes) => {
+          pipes.close(); // crun's own stdio: the process has the pty
+          // crun has exited 0: it sent the master before it did. What the process writes meanwhile waits in the pty.
+          const t = receiveTerminal(consoleSocket, terminal, `crun ${args[0]}`);
+          return new ContainerProcess(execId, t.input, t.output, null, t);
+        },
+      );
+    } finally {
+      consoleSocket.close();
     }
+  }
+
+  /** A new console socket for one crun command; its path is short, as sun_path needs (108 bytes). */
+  private consoleSocket(): ConsoleSocket {
+    fs.mkdirSync(this.consoleRoot, { recursive: true, mode: 0o700 });
+    const file = path.join(this.consoleRoot, `${++this.consoles}.sock`);
+    fs.rmSync(file, { force: true }); // a leftover of an agent that died meanwhile (a new agent counts from 1)
+    try {
+      return ConsoleSocket.listen(file);
+    } catch (err) {
+      throw new StatusError(Code.INTERNAL, `console socket ${file}: ${(err as Error).message}`, { cause: err });
+    }
+  }
+
+  /**
+   * crun with stdio pipes; once it exited 0, `settle` may replace the process made on them (a terminal's: the
+   * pipes are then only crun's own).
+   */
+  private async spawnCrunOnPipes(
+    execId: string,
+    bundle: string,
+    reaper: Reaper,
+    pidFile: string,
+    args: string[],
+    afterExit?: () => void,
+    settle?: (pipes: ContainerProcess) => ContainerProcess,
+  ): Promise<ContainerProcess> {
+    fs.rmSync(pidFile, { force: true });
+    // spawns: crun; the agent's crun (GUEST_PATHS.crun in the image)
+    const child = spawn(this.crun, this.crunArgs(bundle, args), { stdio: ['pipe', 'pipe', 'pipe'], env: {} });
+    // Node destroys a child's stdin when the child exits; crun exits at once, the process it started keeps the pipe.
+    const stdin = child.stdin;
+    (child as { stdin: unknown }).stdin = null;
+    let proc = new ContainerProcess(execId, stdin, child.stdout, child.stderr);
     const timer = setTimeout(() => child.kill('SIGKILL'), CRUN_TIMEOUT_MS);
     const code = await new Promise<number | string>((resolve) => {
       child.on('error', (err) => resolve(err.message));
       child.on('exit', (c, sig) => resolve(c ?? `killed by ${sig}`));
     });
     clearTimeout(timer);
-    terminal?.releaseSlave(); // the process has its own copy now
     if (code !== 0) {
       const stderr = (
         await Promise.race([
@@ -447,6 +463,14 @@ export class Containers {
         Code.INTERNAL,
         `crun ${args[0]}: ${crunMessage(bundle) || stderr.trim() || `exit ${code}`}`,
       );
+    }
+    if (settle) {
+      try {
+        proc = settle(proc);
+      } catch (err) {
+        killStarted(pidFile); // an exec'd process nobody could talk to (a created init is deleted by the caller)
+        throw err;
+      }
     }
     let pid: number;
     try {
@@ -470,32 +494,6 @@ export class Containers {
         : exit,
     );
     return proc;
-  }
-
-  /** crun (args[0] is its command) with the terminal's slave as stdio, and hull-ctty as fd 3 for the process. */
-  private spawnOnTerminal(bundle: string, args: string[], terminal: Terminal): ChildProcess {
-    let helper: number;
-    try {
-      helper = fs.openSync(this.hullCtty, fs.constants.O_RDONLY);
-    } catch (err) {
-      throw new StatusError(
-        Code.FAILED_PRECONDITION,
-        `terminals need ${this.hullCtty} (the guest image has it): ${(err as Error).message}`,
-        { cause: err },
-      );
-    }
-    try {
-      // spawns: crun; the agent's crun (GUEST_PATHS.crun in the image)
-      const child = spawn(
-        this.crun,
-        this.crunArgs(bundle, [args[0]!, `--preserve-fds=${PRESERVED_FDS}`, ...args.slice(1)]),
-        { stdio: terminal.stdio(helper), env: {} },
-      );
-      terminal.attach(child);
-      return child;
-    } finally {
-      fs.closeSync(helper);
-    }
   }
 
   private async crunRun(args: string[], bundle: string): Promise<void> {
@@ -522,6 +520,25 @@ export class Containers {
         },
       );
     });
+  }
+}
+
+/** The terminal crun sent on `socket`, set to `size`; INTERNAL when it sent none or something else. */
+function receiveTerminal(socket: ConsoleSocket, size: TerminalSize, what: string): Terminal {
+  try {
+    return Terminal.fromConsole(socket.receive(), size);
+  } catch (err) {
+    throw new StatusError(Code.INTERNAL, `${what} sent no usable terminal: ${(err as Error).message}`, { cause: err });
+  }
+}
+
+/** SIGKILL to the process crun wrote into `pidFile`, if any. */
+function killStarted(pidFile: string): void {
+  try {
+    const pid = Number(fs.readFileSync(pidFile, 'utf8').trim());
+    if (Number.isInteger(pid) && pid > 1) process.kill(pid, 'SIGKILL');
+  } catch {
+    // no pid file, or gone
   }
 }
 

@@ -16,8 +16,8 @@
  * - namespaced sysctls (net.*, the IPC ones) are kept for crun when the container has that namespace of its own, and
  *   returned as `guestSysctls` otherwise: the agent writes those into the guest, whose namespaces are the pod's;
  * - linux.cgroupsPath is /hull/<cid>; memory, CPU and pids resources are kept;
- * - process.terminal and consoleSize are kept as asked: container.ts gives crun the process without a terminal
- *   (terminal.ts explains why).
+ * - process.terminal and consoleSize are kept as asked: crun opens the container's pty and sends its master on
+ *   --console-socket (terminal.ts).
  */
 import path from 'node:path';
 import type { grpc } from '../protos/agent';
@@ -121,7 +121,7 @@ export function deviceRules(rules: readonly grpc.ILinuxDeviceCgroup[] | null | u
 const GUEST_SOURCES: ReadonlySet<string> = new Set([SANDBOX_SHM]);
 
 export interface OciProcess {
-  /** Whether the process asked for a terminal; crun never gets one (terminal.ts). */
+  /** Whether the process asked for a terminal: crun opens it in the container (terminal.ts). */
   terminal: boolean;
   consoleSize?: { height: number; width: number };
   user: { uid: number; gid: number; additionalGids?: number[] };
@@ -247,7 +247,6 @@ function mounts(list: readonly grpc.IMount[] | null | undefined, sharedRoot: str
   return out;
 }
 
-/** config.json for crun; its process is what the host asked for (terminal.ts rewrites one with a terminal). */
 /** crun's config.json, and (not part of it) the sysctls the agent applies to the guest itself. */
 export type RuntimeSpec = Record<string, unknown> & {
   process: OciProcess;

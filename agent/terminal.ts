@@ -3,39 +3,24 @@
  * controlling terminal. Its output is the pty's (stdout; stderr is at end of file at once, as Kata does it), stdin
  * writes go to the pty, CloseStdin sends VEOF (^D) and TtyWinResize sets the pty's size.
  *
- * Design. The agent allocates the pty itself (node-pty's openpty, in the guest's devpts, as Kata's agent does)
- * and keeps the master; the slave becomes the process's stdio through crun exactly as the pipes of a process
- * without a terminal do (`crun create` / `crun exec --detach`, the process orphaned and its exit status reported
- * by hull-init's reaper). One thing crun cannot do with a pty it did not open: make it the controlling terminal.
- * crun always setsid()s the container process and only sets a controlling terminal on a pty of its own, which it
- * opens inside the container and then either hands over on --console-socket (SCM_RIGHTS: neither node nor
- * node-pty can receive a file descriptor) or proxies itself in the foreground. So the process's first program is
- * hull-ctty (guest/init/hull-ctty.c, a small static program in the image): crun runs it as /proc/self/fd/3 (the agent opens
- * it and crun keeps it with --preserve-fds, so nothing is mounted in the container), it calls setsid() and
- * TIOCSCTTY on stdin and executes the real program, keeping the pid. Fd 4 is its exec status channel: end of file
- * once the program runs, or one line saying why it could not (so a missing executable still fails
- * ExecProcess/StartContainer as it does without a terminal).
+ * A container's terminal is the container's own, as with runc: crun opens the pty in the container's devpts, makes
+ * it the process's controlling terminal and stdio, and sends the master on `--console-socket` (`crun create` for the
+ * init, `crun exec --detach` for an exec) before it exits; the agent receives it through hull-vsock's ConsoleSocket
+ * (SCM_RIGHTS, which node cannot receive: exactly one descriptor, a pty master, anything else closed) and keeps it
+ * (`Terminal.fromConsole`). So inside the container /proc/self/fd/0 is /dev/pts/N of its own /dev/pts, `tty` and
+ * ttyname() answer, and the pty is gone with the container's devpts. TIOCSWINSZ on the master (hull-vsock's
+ * setWindowSize) sends SIGWINCH to the foreground process group, ^C is SIGINT for it, exit statuses are exact
+ * (hull-init's reaper: crun has exited), and WaitProcess answers once the master reached end of file (EIO once the
+ * last slave is closed), so all output is read first, or at the latest EXIT_DRAIN_MS after the exit when a
+ * background child still holds the slave (process.ts).
  *
- * Why not the alternatives, with crun 1.8.1 (Debian 12's, the guest's; from its source and tried on a host):
- * - node-pty spawning `crun run`/`crun exec --tty` in the foreground (crun's stdio the pty, terminal: true): crun
- *   opens a second pty in the container and proxies it to its stdio. It forwards SIGWINCH to the process as a
- *   signal but never copies the new size to its own pty (so `stty size` does not change), and when the process
- *   exits it stops copying at once: what is still in its pty goes to crun's log, not to stdout. Output is lost.
- * - The same with terminal: false: the pty is the process's stdio, and crun forwards the signals it receives as
- *   the terminal's foreground process (SIGWINCH, SIGINT from ^C) to the process, but the process has no
- *   controlling terminal (crun's setsid), so ^C reaches only the process and not its children, /dev/tty cannot be
- *   opened and shells turn job control off. It also cannot split CreateContainer from StartContainer, and
- *   node-pty's UnixTerminal destroys the pty 200 ms after the child exits, unread output or not.
- * With hull-ctty the kernel does the rest: TIOCSWINSZ on the master sends SIGWINCH to the foreground process
- * group, ^C is SIGINT for it, exit statuses are exact (the reaper), and WaitProcess answers once the master
- * reached end of file (EIO once the last slave is closed), so all output is read first, or at the latest
- * EXIT_DRAIN_MS after the exit when a background child still holds the slave (process.ts).
- *
- * node-pty is used through its native layer (open: openpty; resize: TIOCSWINSZ), which it exports as `native`
- * without promising it (hence the exact version in package.json); its UnixTerminal is not used, for the reason
- * above and because its writes retry EAGAIN in a busy loop. Its fds are not close-on-exec, so programs the agent
- * starts while a terminal is open inherit them: crun closes them for container processes, and crun and the
- * agent's other commands exit soon after; the agent's slave copy is closed as soon as crun has run.
+ * A guest process outside any container (the debug console) gets a pty of the guest's devpts instead
+ * (`Terminal.open`: node-pty's openpty) as its stdio through `stdio()`, and hull-ctty (guest/init/hull-ctty.c: setsid
+ * and TIOCSCTTY on stdin, then exec, fd 4 its exec status channel, `attach()`/`execed()`) makes it the controlling
+ * terminal. node-pty is used through its native layer (open: openpty; resize: TIOCSWINSZ), which it exports as
+ * `native` without promising it (hence the exact version in package.json); its UnixTerminal is not used (it
+ * destroys the pty 200 ms after the child exits, read or not, and its writes retry EAGAIN in a busy loop). Its fds
+ * are not close-on-exec; the agent's slave copy is closed as soon as the process has it (`releaseSlave()`).
  *
  * The master is read with non-blocking reads of its own (PtyOutput), not with node's tty.ReadStream: libuv takes
  * a hangup seen after a short read for end of file, and a pty returns a few KiB per read, so when a process
@@ -46,6 +31,7 @@
 import type { ChildProcess, StdioOptions } from 'node:child_process';
 import fs from 'node:fs';
 import { Readable, Writable } from 'node:stream';
+import { setWindowSize, type ConsoleMaster } from 'hull-vsock';
 import { Code, StatusError } from 'ttrpc-ts';
 import { log } from './log';
 import type { OciProcess } from './oci';
@@ -53,7 +39,7 @@ import type { ProcessTerminal } from './process';
 
 /** Where the guest image has hull-ctty (guest/config.ts, GUEST_PATHS.hullCtty). */
 export const HULL_CTTY = '/sbin/hull-ctty';
-/** How crun runs hull-ctty: its fd 3, passed on with --preserve-fds (fd 4 is the exec status channel). */
+/** hull-ctty's fd 3 (an open hull-ctty, `stdio()`'s helper); fd 4 is its exec status channel. */
 export const CTTY_ARG0 = '/proc/self/fd/3';
 export const PRESERVED_FDS = 2;
 
@@ -101,12 +87,6 @@ async function ptyNative(): Promise<PtyNative> {
     throw new StatusError(Code.INTERNAL, 'node-pty has no native open/resize: not the version hull was built with');
   native = n;
   return n;
-}
-
-/** crun's view of a process that asked for a terminal: no terminal of crun's own, and hull-ctty runs first. */
-export function crunProcess(p: OciProcess): OciProcess {
-  const { consoleSize: _size, ...rest } = p;
-  return { ...rest, terminal: false, args: [CTTY_ARG0, ...p.args] };
 }
 
 /** The size a process's terminal starts with: its console size where both dimensions are given. */
@@ -181,9 +161,13 @@ export class PtyOutput extends Readable {
   }
 }
 
+/** Sets a terminal's window size (TIOCSWINSZ) on its master. */
+type SetSize = (master: number, size: TerminalSize) => void;
+
 /**
- * One process's pty: the master (output as a stream, input written with back-off on EAGAIN) and, until the process
- * has it, the slave. The master is closed by the output stream: once it has ended and been read, or by close().
+ * One process's pty: the master (output as a stream, input written with back-off on EAGAIN) and, for a pty the
+ * agent opened until the process has it, the slave. The master is closed by the output stream: once it has ended
+ * and been read, or by close().
  */
 export class Terminal implements ProcessTerminal {
   readonly output: PtyOutput;
@@ -196,9 +180,9 @@ export class Terminal implements ProcessTerminal {
   private channel: Readable | undefined;
 
   private constructor(
-    private readonly pty: PtyNative,
+    private readonly setSize: SetSize,
     private readonly master: number,
-    slave: number,
+    slave: number | undefined,
     readonly name: string,
   ) {
     this.slave = slave;
@@ -216,10 +200,31 @@ export class Terminal implements ProcessTerminal {
     });
   }
 
+  /** A new pty of the guest's devpts (node-pty's openpty), for a process the agent starts on its slave (`stdio()`). */
   static async open(size: TerminalSize): Promise<Terminal> {
     const pty = await ptyNative();
     const { master, slave, pty: name } = pty.open(size.cols, size.rows);
-    return new Terminal(pty, master, slave, name);
+    return new Terminal((fd, s) => pty.resize(fd, s.cols, s.rows), master, slave, name);
+  }
+
+  /**
+   * The pty a runtime opened in a container and sent on its console socket (non-blocking, close-on-exec: hull-vsock's
+   * ConsoleSocket), set to `size`; the Terminal owns the master from here on.
+   */
+  static fromConsole(console: ConsoleMaster, size: TerminalSize): Terminal {
+    const terminal = new Terminal(
+      (fd, s) => setWindowSize(fd, s.rows, s.cols),
+      console.fd,
+      undefined,
+      `/dev/pts/${console.ptyNumber} (container)`,
+    );
+    try {
+      terminal.resize(size);
+    } catch (err) {
+      terminal.close();
+      throw err;
+    }
+    return terminal;
   }
 
   /** crun's stdio: the slave as 0, 1 and 2, hull-ctty (`helper`, an open fd) as 3 and a new status channel as 4. */
@@ -282,7 +287,7 @@ export class Terminal implements ProcessTerminal {
   /** Sets the window size; the kernel sends SIGWINCH to the terminal's foreground process group. */
   resize(size: TerminalSize): void {
     if (this.output.destroyed) return; // the process is gone and its output was read: nobody to tell
-    this.pty.resize(this.master, size.cols, size.rows);
+    this.setSize(this.master, size);
   }
 
   /** Closes the master (a process still on the terminal gets SIGHUP), the agent's slave and the status channel. */

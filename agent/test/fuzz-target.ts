@@ -63,7 +63,7 @@ export function agentTarget(): AgentTarget {
       crunRoot: path.join(tmp, 'crun'),
       bundleRoot: path.join(tmp, 'bundles'),
       sharedContainers: path.join(tmp, 'shared', 'containers'),
-      hullCtty: path.join(tmp, 'no-hull-ctty'),
+      consoleRoot: path.join(tmp, 'consoles'),
     }),
     network: new GuestNetwork(refused('ip')),
     portForward: new NoLoopback(),

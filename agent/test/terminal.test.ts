@@ -1,15 +1,20 @@
 /**
  * Terminal processes on the host: a real pty from node-pty with a plain child process on its slave (crun and
  * hull-ctty are exercised in the guest image's tests and in integration/). Output drained to end of file before
- * WaitProcess answers, the size, ^D on CloseStdin, the exec status channel.
+ * WaitProcess answers, the size, ^D on CloseStdin, the exec status channel; and a master received on a console
+ * socket as crun sends it (Terminal.fromConsole).
  */
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { ConsoleSocket } from 'hull-vsock';
+import { native as vsockNative } from 'hull-vsock/dist/src/native';
 import { Code, StatusError } from 'ttrpc-ts';
 import { toOciProcess } from '../oci';
 import { ContainerProcess } from '../process';
-import { crunProcess, CTTY_ARG0, DEFAULT_SIZE, initialSize, Terminal } from '../terminal';
+import { DEFAULT_SIZE, initialSize, Terminal } from '../terminal';
 
 const code = (c: Code) => (e: unknown) => e instanceof StatusError && e.code === c;
 
@@ -123,19 +128,58 @@ describe('terminal processes', function () {
     assert.notEqual(await exited, null, 'cat read end of file or an error (hangup) and exited');
   });
 
-  it('gives crun the process without a terminal, hull-ctty first, and the console size as the first size', () => {
+  it('takes the console size as the first size, else 24x80', () => {
     const p = toOciProcess({ Terminal: true, ConsoleSize: { Height: 40, Width: 120 }, Args: ['sh', '-l'], Cwd: '/' });
     assert.equal(p.terminal, true);
+    assert.deepEqual(p.consoleSize, { height: 40, width: 120 }, 'crun gets the console size as asked');
     assert.deepEqual(initialSize(p), { rows: 40, cols: 120 });
-    const crun = crunProcess(p);
-    assert.equal(crun.terminal, false);
-    assert.equal(crun.consoleSize, undefined);
-    assert.deepEqual(crun.args, [CTTY_ARG0, 'sh', '-l']);
     assert.deepEqual(initialSize(toOciProcess({ Terminal: true, Args: ['sh'] })), DEFAULT_SIZE);
     assert.throws(
       () => toOciProcess({ Terminal: true, ConsoleSize: { Height: 70000, Width: 1 }, Args: ['sh'] }),
       code(Code.INVALID_ARGUMENT),
     );
+  });
+
+  it('uses a master received on a console socket (as crun sends it): its size, resize, output to end of file', async () => {
+    // The pty crun would open in the container: here node-pty's, its master sent as crun sends it, then closed.
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    const pty = (require('node-pty') as { native: { open(c: number, r: number): { master: number; slave: number } } })
+      .native;
+    const { master, slave } = pty.open(80, 24);
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'hull-console-'));
+    const socket = ConsoleSocket.listen(path.join(dir, '1.sock'));
+    let terminal: Terminal;
+    try {
+      assert.equal(vsockNative()._sendFds(socket.path, [master]), 0);
+      terminal = Terminal.fromConsole(socket.receive(), { rows: 30, cols: 90 });
+    } finally {
+      fs.closeSync(master);
+      socket.close();
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+    assert.match(terminal.name, /^\/dev\/pts\/\d+ \(container\)$/);
+    const child = spawn('/bin/sh', ['-c', 'stty size; read line; stty size; echo "got $line"; exit 6'], {
+      stdio: [slave, slave, slave],
+    });
+    fs.closeSync(slave);
+    const proc = new ContainerProcess('e1', terminal.input, terminal.output, null, terminal);
+    proc.started(child.pid!, new Promise<number>((resolve) => child.on('exit', (c) => resolve(c ?? 128))));
+    let seen = '';
+    const reading = (async () => {
+      for (;;) {
+        const chunk = await proc.stdout.read(1 << 16);
+        if (!chunk.length) return;
+        seen += chunk.toString();
+      }
+    })();
+    await until('the first stty size', () => seen.includes('30 90'));
+    proc.resize({ rows: 37, cols: 101 });
+    await proc.write(Buffer.from('go\n'));
+    assert.equal(await proc.wait(), 6);
+    await reading;
+    assert.match(seen, /^30 90\r\ngo\r\n37 101\r\ngot go\r\n$/, JSON.stringify(seen));
+    await terminal.execed(10); // no exec status channel: crun reported the start itself
+    proc.close();
   });
 
   it('refuses a resize for a process without a terminal', () => {

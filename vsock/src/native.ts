@@ -39,6 +39,16 @@ export interface NativeBinding {
   localCid(): number;
   /** Tests only: a connected non-blocking AF_UNIX stream pair, to run the stream logic where vsock cannot connect. */
   _socketpair(): [number, number] | number;
+  /** A non-blocking, close-on-exec AF_UNIX stream socket listening on `path` (console.ts), or -errno. */
+  consoleListen(path: string): number;
+  /** The one pty master sent on the listener's pending connection, with its pty number, or -errno. */
+  consoleReceive(listenFd: number): [number, number] | number;
+  /** TIOCSWINSZ: 0 or -errno. */
+  setWinsize(fd: number, rows: number, cols: number): number;
+  /** TIOCGWINSZ: [rows, cols] or -errno. */
+  getWinsize(fd: number): [number, number] | number;
+  /** Tests only: connects to `path` and sends `fds` (SCM_RIGHTS) with one byte, as crun does; 0 or -errno. */
+  _sendFds(path: string, fds: number[]): number;
   readonly VMADDR_CID_ANY: number;
   readonly VMADDR_CID_LOCAL: number;
   readonly VMADDR_CID_HOST: number;

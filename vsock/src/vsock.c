@@ -31,6 +31,8 @@
 #include <node_api.h>
 #include <uv.h>
 
+#include "console.h"
+
 typedef struct {
   napi_env env;
   /* The JavaScript object (from napi_wrap): weak, strong while polling. */
@@ -477,6 +479,7 @@ static napi_value init(napi_env env, napi_value exports) {
   CHECK(napi_set_named_property(env, exports, "localCid", fn));
   CHECK(napi_create_function(env, "_socketpair", NAPI_AUTO_LENGTH, vsock_socketpair, NULL, &fn));
   CHECK(napi_set_named_property(env, exports, "_socketpair", fn));
+  CHECK(console_init(env, exports));
   const struct { const char *name; int64_t value; } constants[] = {
       {"AF_VSOCK", AF_VSOCK},
       {"VMADDR_CID_ANY", VMADDR_CID_ANY},
