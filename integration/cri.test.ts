@@ -486,11 +486,10 @@ describe('cri: pods through containerd CRI (runtime.v1)', function () {
       );
     });
 
-    it('streaming Exec with a terminal: stdin and stdout are a pty, a resize reaches stty size, exit 0', async function () {
-      // hull: the pty comes from the guest's devpts, so its name does not resolve in the container's own /dev/pts
-      // and `tty` says "not a tty" (README, feature table); the descriptors are a terminal all the same.
+    it("streaming Exec with a terminal: the container's own pty (tty names it), a resize reaches stty size, exit 0", async function () {
+      // The pty is the container's (the runtime opens it in the container's devpts), so `tty` (ttyname) names it.
       const script =
-        'readlink /proc/self/fd/0; [ -t 0 ] && [ -t 1 ] && echo terminal-ready; while read l; do [ "$l" = q ] && exit 0; stty size; done';
+        'tty; [ -t 0 ] && [ -t 1 ] && echo terminal-ready; while read l; do [ "$l" = q ] && exit 0; stty size; done';
       const s = await streamExec({
         containerId: state.client,
         cmd: ['sh', '-c', script],
@@ -518,16 +517,16 @@ describe('cri: pods through containerd CRI (runtime.v1)', function () {
       assert.match(
         r.stdout.split('\n')[0]!,
         /^\/dev\/pts\/\d+\r$/,
-        `stdin is a pty: ${JSON.stringify(r.stdout.slice(0, 200))}`,
+        `tty names the container's pty: ${JSON.stringify(r.stdout.slice(0, 200))}`,
       );
     });
 
-    it('streaming Attach to a container started with stdin and a terminal sees its output', async function () {
+    it("streaming Attach to a container started with stdin and a terminal sees its output; tty names the container's pty", async function () {
       const id = await startContainer(
         state.pod,
         state.config,
         'attached',
-        ['sh', '-c', 'echo attached-ready; while read l; do echo "got:$l"; done'],
+        ['sh', '-c', 'echo attached-ready; while read l; do echo "got:$l $(tty)"; done'],
         undefined,
         { stdin: true, tty: true },
       );
@@ -541,7 +540,7 @@ describe('cri: pods through containerd CRI (runtime.v1)', function () {
         for (let i = 0; ; i++) {
           s.stdin(`line-${i}\n`);
           try {
-            await s.waitFor(Channel.stdout, /got:line-\d+/, 1_000);
+            await s.waitFor(Channel.stdout, /got:line-\d+ \/dev\/pts\/\d+\r?$/m, 1_000);
             break;
           } catch (err) {
             if (Date.now() > until) throw err;

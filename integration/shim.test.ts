@@ -622,3 +622,99 @@ describe('shim: a privileged container gets a whole kernel (runc, then hull)', f
     });
   }
 });
+
+/**
+ * Issue 16 "Terminals as users expect them": with `-t` the process's terminal is the container's own pty, as runc
+ * makes it (the runtime opens it in the container's devpts and hands the master over its console socket): `tty`
+ * (busybox's calls ttyname(0)) prints /dev/pts/N, the size follows ctr's own terminal, ^C is SIGINT for the
+ * foreground process group. ctr -t needs a terminal of its own: it runs on a node-pty pty of 33 rows and 77 columns.
+ * The same cases run against runc (the reference) and hull.
+ */
+describe("shim: a terminal is the container's own pty (runc, then hull)", function () {
+  this.timeout(600_000);
+  let ctd: PrivateContainerd;
+
+  before(async function () {
+    guestArtifacts();
+    ctd = await startContainerd();
+    await importBusybox(ctd);
+  });
+
+  after(async () => {
+    await ctd?.stop();
+  });
+
+  /**
+   * What the process runs: its terminal's name, the size once ctr's has arrived (ctr 1.6 sends it after Start),
+   * then "ready" and a sleep that ^C ends (the trap: a pid namespace's init ignores SIGINT without a handler).
+   */
+  const SCRIPT = [
+    'tty',
+    'i=0; while [ "$(stty size)" != "33 77" ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done',
+    'echo "size $(stty size)"',
+    'trap "echo interrupted; exit 42" INT',
+    'echo ready',
+    'sleep 100',
+    'echo not-interrupted',
+  ].join('\n');
+
+  /** ctr with `args` on a pty; once "ready" shows, ^C is typed; its exit code and everything it printed. */
+  async function ctrOnPty(args: string[]): Promise<{ code: number; out: string }> {
+    const term = pty.spawn('ctr', ctd.ctrArgs(args), { cols: 77, rows: 33, env: ctd.env });
+    let out = '';
+    let sent = false;
+    term.onData((d) => {
+      out += d;
+      if (!sent && /^ready\r?$/m.test(out)) {
+        sent = true;
+        term.write('\x03');
+      }
+    });
+    const timer = setTimeout(() => term.kill('SIGKILL'), 240_000);
+    const code = await new Promise<number>((resolve) => term.onExit((e) => resolve(e.exitCode)));
+    clearTimeout(timer);
+    return { code, out };
+  }
+
+  function assertTerminal(r: { code: number; out: string }): void {
+    assert.doesNotMatch(r.out, /not a tty/, r.out);
+    assert.match(r.out, /^\/dev\/pts\/\d+\r?$/m, `tty names the container's pty: ${r.out}`);
+    assert.match(r.out, /^size 33 77\r?$/m, r.out);
+    assert.match(r.out, /^(\^C)?interrupted\r?$/m, `^C reached the process (the terminal echoes it): ${r.out}`);
+    assert.doesNotMatch(r.out, /not-interrupted/, r.out);
+    assert.equal(r.code, 42, r.out);
+  }
+
+  for (const runtime of ['io.containerd.runc.v2', RUNTIME]) {
+    const name = runtime === RUNTIME ? 'hull' : 'runc';
+
+    it(`${name}: \`ctr run -t\`: tty prints /dev/pts/N, the size is ctr's, ^C interrupts`, async () => {
+      const r = await ctrOnPty([
+        'run',
+        '-t',
+        '--rm',
+        '--runtime',
+        runtime,
+        BUSYBOX_IMAGE,
+        `run-t-${name}`,
+        'sh',
+        '-c',
+        SCRIPT,
+      ]);
+      assertTerminal(r);
+    });
+
+    it(`${name}: \`ctr task exec -t\`: tty prints /dev/pts/N, the size is ctr's, ^C interrupts`, async () => {
+      const id = `exec-t-${name}`;
+      const r = await ctd.ctr(['run', '-d', '--runtime', runtime, BUSYBOX_IMAGE, id, 'sleep', '600']);
+      assert.equal(r.code, 0, r.stderr);
+      try {
+        assertTerminal(await ctrOnPty(['task', 'exec', '-t', '--exec-id', 't1', id, 'sh', '-c', SCRIPT]));
+      } finally {
+        await ctd.ctr(['task', 'kill', '-s', 'KILL', id]);
+        await ctd.ctr(['task', 'delete', '--force', id]);
+        await ctd.ctr(['container', 'delete', id]);
+      }
+    });
+  }
+});

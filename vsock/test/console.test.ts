@@ -133,7 +133,10 @@ describe('ConsoleSocket (--console-socket)', function () {
   it('setWindowSize checks its arguments and says ENOTTY for a non-terminal', () => {
     const [r, w] = socketPair();
     try {
-      assert.throws(() => setWindowSize(r, 10, 10), (e: unknown) => e instanceof VsockError && e.code === 'ENOTTY');
+      assert.throws(
+        () => setWindowSize(r, 10, 10),
+        (e: unknown) => e instanceof VsockError && e.code === 'ENOTTY',
+      );
       assert.throws(() => setWindowSize(r, 65536, 10), RangeError);
       assert.throws(() => setWindowSize(-1, 10, 10), RangeError);
     } finally {
