@@ -646,15 +646,16 @@ describe("shim: a terminal is the container's own pty (runc, then hull)", functi
 
   /**
    * What the process runs: its terminal's name, the size once ctr's has arrived (ctr 1.6 sends it after Start),
-   * then "ready" and a sleep that ^C ends (the trap: a pid namespace's init ignores SIGINT without a handler).
+   * then a child that says "ready" and sleeps, which ^C ends; the shell's trap answers (a pid namespace's init
+   * ignores SIGINT without a handler, and a trap runs only once the foreground child has gone: the child is a
+   * shell of its own so that a ^C typed before the sleep starts ends it too).
    */
   const SCRIPT = [
     'tty',
     'i=0; while [ "$(stty size)" != "33 77" ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done',
     'echo "size $(stty size)"',
     'trap "echo interrupted; exit 42" INT',
-    'echo ready',
-    'sleep 100',
+    'sh -c "echo ready; exec sleep 100"',
     'echo not-interrupted',
   ].join('\n');
 
