@@ -101,7 +101,7 @@ export const GUEST_PATHS = {
   init: '/sbin/init',
   /** hull-init (guest/init/hull-init.c): PID 1, starts the agent, reaps orphans, powers off when the agent exits. */
   hullInit: '/sbin/hull-init',
-  /** hull-ctty (guest/init/hull-ctty.c): run first in a container process with a terminal; agent/terminal.ts has the same path. */
+  /** hull-ctty (guest/init/hull-ctty.c): run first in a guest process on a pty of the guest's own; agent/terminal.ts has the same path. */
   hullCtty: '/sbin/hull-ctty',
   /** Default root disk: the first virtio-blk disk, on PCI and on MMIO alike. `root=/dev/vdX` on the kernel command line overrides it. */
   rootDevice: '/dev/vda',

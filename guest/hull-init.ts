@@ -3,8 +3,9 @@
  * statuses to the agent on fd 3. Compiled here, statically, into the image at /sbin/hull-init (/sbin/init links to
  * it). The agent's command line (node, its flags, the bundle) is compiled in through a generated header.
  *
- * hull-ctty (`guest/init/hull-ctty.c`), compiled the same way: the agent runs it in a container, first, for a
- * process with a terminal, to make the pty its controlling terminal (see agent/terminal.ts).
+ * hull-ctty (`guest/init/hull-ctty.c`), compiled the same way: the agent runs it first in a guest process on a pty
+ * of the guest's devpts, to make the pty its controlling terminal (a container's terminal is crun's: see
+ * agent/terminal.ts).
  */
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';

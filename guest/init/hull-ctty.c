@@ -1,9 +1,8 @@
 /*
  * hull-ctty: makes the terminal on stdin the controlling terminal of the calling process, then executes a program.
- * The agent runs it as the first step of a container process that asked for a terminal (OCI process.terminal),
- * because crun cannot do it with a terminal it did not allocate itself: crun always calls setsid() for the process
- * and only sets a controlling terminal on a pty it opened inside the container, whose master it passes on through
- * --console-socket (SCM_RIGHTS, which node cannot receive). See agent/terminal.ts for the whole design.
+ * The agent runs it as the first step of a process on a pty it opened itself, in the guest's devpts (Terminal.open).
+ * A container's terminal does not need it: crun opens the pty inside the container, makes it the controlling
+ * terminal and passes the master on through --console-socket. See agent/terminal.ts for the whole design.
  *
  * Usage: hull-ctty PROGRAM [ARGS...]   (PROGRAM is looked up in PATH, as execvp does)
  *
