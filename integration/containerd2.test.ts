@@ -9,6 +9,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import crypto from 'node:crypto';
 import { BUSYBOX_IMAGE, importBusybox, startContainerd, type PrivateContainerd } from './lib/containerd';
 import { guestArtifacts } from './lib/guest';
 
@@ -124,6 +125,59 @@ describe('containerd 2.x: -info, task API v3, idmapped mounts', function () {
     for (let i = 0; i < 100 && shims().length > 0; i++) await sleep(100);
     assert.deepEqual(shims(), [], 'no shim daemon of idmap2 is left');
     assert.deepEqual(processesMentioning(path.join(ctd.stateDir, ctd.namespace, 'idmap2')), [], 'no VM');
+  });
+});
+
+describe('containerd 2.x over CRI: a pod and its container on task API v3', function () {
+  this.timeout(600_000);
+  let ctd: PrivateContainerd;
+
+  before(async function () {
+    guestArtifacts();
+    ctd = await startContainerd({ generation: 2, cri: true });
+    await importBusybox(ctd);
+  });
+
+  after(async () => {
+    await ctd?.stop();
+  });
+
+  it("the sandbox's start and the joining container's start both announce v3; exec reaches the guest", async () => {
+    const client = ctd.cri!.client;
+    const offset = fs.statSync(ctd.log).size;
+    const logDirectory = path.join(ctd.cri!.logRoot, 'v3pod');
+    fs.mkdirSync(logDirectory, { recursive: true });
+    const config = {
+      metadata: { name: 'v3pod', uid: crypto.randomUUID(), namespace: 'hulltest', attempt: 0 },
+      hostname: 'v3pod',
+      logDirectory,
+      portMappings: [],
+    };
+    const { podSandboxId: pod } = await client.runPodSandbox({ config, runtimeHandler: 'hull' });
+    try {
+      const { containerId } = await client.createContainer({
+        podSandboxId: pod,
+        sandboxConfig: config,
+        config: {
+          metadata: { name: 'sleeper' },
+          image: { image: BUSYBOX_IMAGE },
+          command: ['sleep', '3600'],
+          logPath: 'sleeper.log',
+        },
+      });
+      await client.startContainer(containerId);
+      const r = await client.execSync({ containerId, cmd: ['uname', '-r'], timeout: 60 });
+      assert.equal(r.exitCode, 0, Buffer.from(r.stderr).toString());
+      assert.equal(Buffer.from(r.stdout).toString().trim(), guestArtifacts().manifest.kernelRelease);
+      const log = logSince(ctd, offset);
+      for (const id of [pod, containerId])
+        assert.match(log, new RegExp(`msg="connecting to shim ${id}"[^\\n]*protocol=ttrpc[^\\n]*version=3`), id);
+      assert.doesNotMatch(log, /containerd\.task\.v2\.Task/);
+    } finally {
+      await client.stopPodSandbox(pod);
+      await client.removePodSandbox(pod);
+    }
+    await waitGone(ctd, pod);
   });
 });
 

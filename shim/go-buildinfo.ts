@@ -48,7 +48,7 @@ export function goModInfo(file: string): string | undefined {
     const shentsize = eh.readUInt16LE(0x3a);
     const shnum = eh.readUInt16LE(0x3c);
     const shstrndx = eh.readUInt16LE(0x3e);
-    if (shentsize < 64 || shnum === 0 || shnum > MAX_SECTION_HEADERS || shstrndx >= shnum) return undefined;
+    if (shentsize !== 64 || shnum === 0 || shnum > MAX_SECTION_HEADERS || shstrndx >= shnum) return undefined;
     const headers = readAt(fd, shoff, shentsize * shnum);
     const section = (i: number): { name: number; offset: number; size: number } => ({
       name: headers.readUInt32LE(i * shentsize),
