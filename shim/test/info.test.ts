@@ -26,6 +26,7 @@ interface Run {
 /** Runs `-info` with `input` written on a pipe (and closed), as containerd's exec.Cmd does. */
 function info(input?: Uint8Array, args: string[] = ['-info']): Run {
   const t0 = performance.now();
+  // spawns: node; bin/containerd-shim-hull-v2 is a node script of this checkout
   const r = spawnSync(LAUNCHER, args, { input: input ?? Buffer.alloc(0), timeout: 20_000, env: {} });
   return { status: r.status, stdout: r.stdout, stderr: r.stderr.toString(), ms: performance.now() - t0 };
 }
@@ -94,6 +95,7 @@ describe('shim -info (containerd 2.x RuntimeInfo)', function () {
       const conf = path.join(tmp, 'configuration.toml');
       fs.writeFileSync(conf, '[hypervisor\nthis is not toml');
       const t0 = performance.now();
+      // spawns: node; bin/containerd-shim-hull-v2 is a node script of this checkout
       const r = spawnSync(LAUNCHER, ['-info'], { input: '', env: { HULL_CONFIG: conf }, timeout: 20_000 });
       const ms = performance.now() - t0;
       assert.equal(r.status, 0, r.stderr.toString());
@@ -106,6 +108,7 @@ describe('shim -info (containerd 2.x RuntimeInfo)', function () {
   });
 
   it('is not held up by a stdin pipe that stays open (deadline), nor by /dev/null', async () => {
+    // spawns: node; bin/containerd-shim-hull-v2 is a node script of this checkout
     const child = spawn(LAUNCHER, ['-info'], { stdio: ['pipe', 'pipe', 'pipe'] });
     const out: Buffer[] = [];
     child.stdout.on('data', (c: Buffer) => out.push(c));
@@ -119,6 +122,7 @@ describe('shim -info (containerd 2.x RuntimeInfo)', function () {
 
     const fd = fs.openSync('/dev/null', 'r');
     try {
+      // spawns: node; bin/containerd-shim-hull-v2 is a node script of this checkout
       const r = spawnSync(LAUNCHER, ['-info'], { stdio: [fd, 'pipe', 'pipe'], timeout: 20_000 });
       assert.equal(r.status, 0);
       decode(r.stdout);
