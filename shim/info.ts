@@ -130,9 +130,11 @@ export function hullFeatures(version: string): OciFeatures {
     hooks: [], // never run: neither on the host nor sent to the guest (agent-client/oci.ts)
     mountOptions: MOUNT_OPTIONS,
     linux: {
-      // agent/oci.ts: pid, ipc, uts, mount and cgroup are made for the container; network is the pod's (the VM's);
-      // user with uid/gid mappings only. The host's namespaces are refused (core/pod.ts); time is not made.
-      namespaces: ['cgroup', 'ipc', 'mount', 'network', 'pid', 'user', 'uts'],
+      // agent/oci.ts: pid, ipc, uts, mount and cgroup are made for the container; network is the pod's (the VM's).
+      // The host's namespaces are refused (core/pod.ts); time is not made. Not user: the agent passes a user
+      // namespace with mappings on, but crun 1.8.1 in the guest then fails to make the rootfs (a virtio-fs
+      // bind) private (`ctr run --uidmap` under containerd 1.6: "Permission denied").
+      namespaces: ['cgroup', 'ipc', 'mount', 'network', 'pid', 'uts'],
       capabilities: CAPABILITIES,
       // The pod's host cgroup (core/host-cgroup.ts): cgroupfs or systemd paths, v1 or v2 hierarchies. In the guest
       // every container has its own cgroup v2 group.

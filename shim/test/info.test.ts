@@ -60,7 +60,7 @@ describe('shim -info (containerd 2.x RuntimeInfo)', function () {
     assert.deepEqual(features, JSON.parse(JSON.stringify(hullFeatures(VERSION))));
     // What containerd and CRI read: idmapped mounts are not supported (core/pod.ts says why at Create).
     assert.deepEqual(features.linux.mountExtensions, { idmap: { enabled: false } });
-    assert.deepEqual(features.linux.namespaces, ['cgroup', 'ipc', 'mount', 'network', 'pid', 'user', 'uts']);
+    assert.deepEqual(features.linux.namespaces, ['cgroup', 'ipc', 'mount', 'network', 'pid', 'uts']);
     assert.ok(!features.linux.seccomp.actions.includes('SCMP_ACT_NOTIFY'));
     assert.ok(features.linux.seccomp.enabled);
     assert.ok(features.mountOptions.includes('rbind') && features.mountOptions.includes('nosuid'));
