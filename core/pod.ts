@@ -109,6 +109,36 @@ export function checkNoSharedPropagation(spec: OciSpec, id: string): void {
   }
 }
 
+/**
+ * Why no mount may be idmapped in hull's guest; shim/info.ts announces `mountExtensions.idmap.enabled: false` for the
+ * same reason, so containerd 2.x refuses such a container itself before it reaches the shim.
+ */
+export const IDMAP_REFUSAL =
+  "the guest kernel (Debian bookworm's 6.1) cannot idmap the file systems hull gives a container: volumes and the " +
+  'rootfs reach the guest over virtio-fs, which as FUSE gained idmapped mounts only in Linux 6.9 (with a virtio-fs ' +
+  'daemon that allows them), and tmpfs only in 6.3; of 6.1 file systems only ext4, xfs and btrfs on a block ' +
+  'device can be idmapped, and hull passes no block device to a container';
+
+/**
+ * Refuses an idmapped mount: `uidMappings`/`gidMappings` on a mount, or its `idmap`/`ridmap` option (containerd's
+ * rule for "uses idmap mounts", `ctr run --mount ...,uidmap=...`, Kubernetes' user namespaces). Dropping the mapping
+ * would give the container files owned by the wrong ids, so it is INVALID_ARGUMENT, thrown before anything is made.
+ */
+export function checkNoIdmappedMounts(spec: OciSpec, id: string): void {
+  for (const m of spec.mounts ?? []) {
+    // Read as containerd wrote it: OciMount leaves out the mappings, which hull never passes on.
+    const raw = m as { uidMappings?: unknown; gidMappings?: unknown; options?: unknown };
+    const options = Array.isArray(raw.options) ? raw.options : [];
+    const option = options.find((o) => o === 'idmap' || o === 'ridmap') as string | undefined;
+    const mapped = option ?? (raw.uidMappings != null || raw.gidMappings != null ? 'uid/gid mappings' : undefined);
+    if (!mapped) continue;
+    throw new InvalidArgumentError(
+      `container ${id}: mount ${JSON.stringify(String(m?.destination).slice(0, 256))} is idmapped (${mapped}), which hull cannot do: ${IDMAP_REFUSAL}. ` +
+        'Run it without the mapping, or with a runtime without a VM (runc)',
+    );
+  }
+}
+
 /** The container's role in a Kubernetes pod, or undefined for a container of its own (`ctr run`). */
 export function podRole(spec: OciSpec): PodRole | undefined {
   const t = spec.annotations?.[CRI_ANNOTATIONS.containerType];

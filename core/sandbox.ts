@@ -39,6 +39,7 @@ import { inSpan } from './tracing';
 import { PodNetwork, podNetnsPath, type ConnectPodNetwork, type PodNetworkLink } from './network';
 import {
   checkNoHostNamespaces,
+  checkNoIdmappedMounts,
   checkNoSharedPropagation,
   isGuestPodShm,
   podContainerSpec,
@@ -290,6 +291,7 @@ export class Sandbox {
       const need = containerNeed(req.spec.linux?.resources);
       checkNoHostNamespaces(req.spec, role, req.id);
       checkNoSharedPropagation(req.spec, req.id);
+      checkNoIdmappedMounts(req.spec, req.id);
       const cgroupsPath = ownsVm ? req.spec.linux?.cgroupsPath : undefined;
       const cgroup = cgroupsPath ? (this.o.hostCgroup ?? HostCgroup.forPath)(cgroupsPath) : undefined;
       await cgroup?.check(); // systemd driver: systemd must answer before anything is made

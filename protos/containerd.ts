@@ -24,6 +24,7 @@ export import cgroups1 = io.containerd.cgroups.v1;
 export import cgroups2 = io.containerd.cgroups.v2;
 export import runcOptions = containerd.runc.v1;
 export import runtimeOptions = runtimeoptions.v1;
+export import bootstrap = containerd.runtime.bootstrap.v1;
 
 /** The plain-object shape a generated class encodes (its `$Properties`). */
 export type PropertiesOf<C> = C extends { encode(message: infer P, ...rest: never[]): unknown } ? P : never;
@@ -56,6 +57,8 @@ export const TypeUrl = {
   OciProcess: `${OCI_SPEC_PREFIX}Process`,
   /** JSON OCI LinuxResources: UpdateTaskRequest.resources. */
   OciLinuxResources: `${OCI_SPEC_PREFIX}LinuxResources`,
+  /** JSON OCI runtime features document (features.json): RuntimeInfo.features, what `-info` prints. */
+  OciFeatures: `${OCI_SPEC_PREFIX}features/Features`,
 } as const;
 
 /** Every task event a shim publishes: payload class, type URL, and topic (containerd runtime/events.go). */
@@ -87,6 +90,8 @@ export function taskEvent<N extends TaskEventName>(
 
 /** ttrpc service names. */
 export const TASK_SERVICE = 'containerd.task.v2.Task';
+/** containerd 2.x's task API v3: v2's messages under another service name (protos/proto/containerd/task/v3). */
+export const TASK_SERVICE_V3 = 'containerd.task.v3.Task';
 export const EVENTS_SERVICE = 'containerd.services.events.ttrpc.v1.Events';
 
 const Empty = google.protobuf.Empty;
@@ -113,6 +118,11 @@ export const TaskService = {
   Connect: taskRpc('Connect', task.ConnectRequest, task.ConnectResponse),
   Shutdown: taskRpc('Shutdown', task.ShutdownRequest, Empty),
 } satisfies ServiceDefinition;
+
+/** containerd.task.v3.Task: the same methods and codecs as v2's, served by the same handlers. */
+export const TaskServiceV3 = Object.fromEntries(
+  Object.entries(TaskService).map(([name, m]) => [name, { ...m, service: TASK_SERVICE_V3 }]),
+) as unknown as typeof TaskService;
 
 /** containerd.services.events.ttrpc.v1.Events: what the shim calls on containerd ($TTRPC_ADDRESS). */
 export const EventsService = {

@@ -218,7 +218,12 @@ export const PROGRAMS = [
 
   // Small tools of tests and integration helpers.
   { name: 'tar', path: '/usr/bin/tar', package: 'tar', why: 'integration/lib/containerd.ts: the pause image layer' },
-  { name: 'mkfifo', path: '/usr/bin/mkfifo', package: 'coreutils', why: 'integration/lib/runc-shim.ts, core tests' },
+  {
+    name: 'mkfifo',
+    path: '/usr/bin/mkfifo',
+    package: 'coreutils',
+    why: 'integration/lib/runc-shim.ts, core and shim tests',
+  },
   { name: 'sha256sum', path: '/usr/bin/sha256sum', package: 'coreutils', why: 'shim/test/address.test.ts' },
   { name: 'readlink', path: '/usr/bin/readlink', package: 'coreutils', why: 'netns tests' },
   { name: 'sleep', path: '/usr/bin/sleep', package: 'coreutils', why: 'core tests' },

@@ -1,5 +1,5 @@
 /**
- * The long-running shim daemon of one sandbox: serves containerd.task.v2.Task on the socket `start` handed over as
+ * The long-running shim daemon of one sandbox: serves containerd.task.v2.Task and containerd.task.v3.Task on the socket `start` handed over as
  * fd 3 (or on -socket), publishes events, and exits after Shutdown once no container is left, or on SIGTERM/SIGINT
  * after tearing the sandbox down. Its socket file goes with it.
  */
@@ -8,14 +8,14 @@ import net from 'node:net';
 import path from 'node:path';
 import { Server } from 'ttrpc-ts';
 import { errorMessage } from '../errors';
-import { TaskService, type AnyLike } from '../protos/containerd';
+import type { AnyLike } from '../protos/containerd';
 import { socketAddress, socketPath } from './address';
 import type { ShimFlags } from './flags';
 import { openLogger } from './logger';
 import { EventPublisher } from './publisher';
 import { TaskServiceImpl } from './task-service';
 import { startMetrics } from './metrics-wiring';
-import { traceTaskService } from './task-tracing';
+import { registerTaskServices } from './task-services';
 import { ShimTracing } from './tracing';
 
 const LISTEN_FD = 3;
@@ -68,10 +68,11 @@ export async function runDaemon(flags: ShimFlags, binDir: string): Promise<void>
     onSandbox: (sandbox) => metrics.serve(sandbox),
   });
   tracing.setGuestSpanSource(() => service.drainGuestSpans());
-  server.register(
-    TaskService,
-    // Tracing outermost, so a call's span covers the time the metrics wrapper measures.
-    traceTaskService(metrics.timeTaskRpcs(service.implementation()), {
+  // Tracing outermost, so a call's span covers the time the metrics wrapper measures.
+  registerTaskServices(
+    server,
+    metrics.timeTaskRpcs(service.implementation()),
+    {
       sandboxId: flags.id,
       enabled: () => tracing.enabled,
       // The configuration (read at the first Create) decides whether tracing is on; a bad one fails that Create.
@@ -84,7 +85,8 @@ export async function runDaemon(flags: ShimFlags, binDir: string): Promise<void>
         }
       },
       after: () => tracing.afterCall(),
-    }),
+    },
+    (name, method) => logger.info({ service: name, method }, 'containerd calls the task API'),
   );
 
   if (flags.socket) {

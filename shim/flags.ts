@@ -14,6 +14,8 @@ export interface ShimFlags {
   socket: string;
   debug: boolean;
   version: boolean;
+  /** `-info`: print the RuntimeInfo (containerd 2.x) and exit. */
+  info: boolean;
   action: 'start' | 'delete' | 'daemon';
 }
 
@@ -25,7 +27,12 @@ const STRING_FLAGS: Record<string, keyof ShimFlags> = {
   bundle: 'bundle',
   socket: 'socket',
 };
-const BOOL_FLAGS: Record<string, keyof ShimFlags> = { debug: 'debug', v: 'version', version: 'version' };
+const BOOL_FLAGS: Record<string, keyof ShimFlags> = {
+  debug: 'debug',
+  v: 'version',
+  version: 'version',
+  info: 'info',
+};
 
 export function parseFlags(argv: readonly string[]): ShimFlags {
   const f: ShimFlags = {
@@ -37,6 +44,7 @@ export function parseFlags(argv: readonly string[]): ShimFlags {
     socket: '',
     debug: false,
     version: false,
+    info: false,
     action: 'daemon',
   };
   const out = f as unknown as Record<string, string | boolean>;

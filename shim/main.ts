@@ -6,6 +6,14 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { parseFlags } from './flags';
 
+/** hull's version, from package.json: dist/shim/main.js in a checkout, <prefix>/lib/hull/shim.js when installed. */
+function hullVersion(): string {
+  const file = [path.join(__dirname, '..', '..', 'package.json'), path.join(__dirname, 'package.json')].find((f) =>
+    fs.existsSync(f),
+  );
+  return file ? (JSON.parse(fs.readFileSync(file, 'utf8')) as { version: string }).version : 'unknown';
+}
+
 function fail(err: unknown): never {
   fs.writeSync(2, `containerd-shim-hull-v2: ${err instanceof Error ? err.message : String(err)}\n`);
   process.exit(1);
@@ -20,13 +28,18 @@ export async function main(entry: string, argv: readonly string[] = process.argv
     fail(err);
   }
   if (flags.version) {
-    // dist/shim/main.js in a checkout; <prefix>/lib/hull/shim.js (a bundle with its package.json) when installed.
-    const file = [path.join(__dirname, '..', '..', 'package.json'), path.join(__dirname, 'package.json')].find((f) =>
-      fs.existsSync(f),
-    );
-    const pkg = file ? (JSON.parse(fs.readFileSync(file, 'utf8')) as { version: string }) : { version: 'unknown' };
-    fs.writeSync(1, `containerd-shim-hull-v2:\n  Version: ${pkg.version}\n  Runtime: io.containerd.hull.v2\n`);
+    fs.writeSync(1, `containerd-shim-hull-v2:\n  Version: ${hullVersion()}\n  Runtime: io.containerd.hull.v2\n`);
     return;
+  }
+  if (flags.info) {
+    // Before any other flag is looked at, as containerd's shims do: containerd runs `<shim> -info` alone.
+    // eslint-disable-next-line @typescript-eslint/no-require-imports -- loaded lazily: each action loads only its own modules
+    const { runtimeInfo } = require('./info') as typeof import('./info');
+    // eslint-disable-next-line @typescript-eslint/no-require-imports -- loaded lazily: each action loads only its own modules
+    const { readStdin } = require('./stdin') as typeof import('./stdin');
+    const out = runtimeInfo(hullVersion(), await readStdin());
+    for (let off = 0; off < out.length;) off += fs.writeSync(1, out, off);
+    process.exit(0);
   }
   try {
     if (flags.action !== 'daemon' && (!flags.namespace || !flags.id))
@@ -35,7 +48,8 @@ export async function main(entry: string, argv: readonly string[] = process.argv
       case 'start': {
         // eslint-disable-next-line @typescript-eslint/no-require-imports -- loaded lazily: each action loads only its own modules
         const { start } = require('./start') as typeof import('./start');
-        fs.writeSync(1, await start(flags, entry));
+        const out = await start(flags, entry);
+        for (let off = 0; off < out.length;) off += fs.writeSync(1, out, off);
         process.exit(0);
         break;
       }

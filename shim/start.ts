@@ -1,6 +1,8 @@
 /**
  * `containerd-shim-hull-v2 ... start`, run by containerd in the container's bundle. Prints the ttrpc address of
- * the shim that will serve this container, and nothing else (containerd reads stdout and stderr together):
+ * the shim that will serve this container, in the form its caller reads (bootstrap.ts: a bare address for
+ * containerd 1.6, JSON bootstrap parameters for 1.7 to 2.2, a protobuf BootstrapResult for 2.3, announcing task API
+ * v3 to 2.x), and nothing else (containerd reads stdout and stderr together):
  * - a pod container: its pod's address (the pod's daemon already runs; nothing is started);
  * - a sandbox or a lone container: listen on the address here, hand the listening socket to a detached daemon as
  *   its fd 3 (runc's way: containerd's first connection waits in the backlog until the daemon accepts, so `start`
@@ -12,6 +14,8 @@ import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { sandboxOf, socketAddress, socketPath } from './address';
+import { chooseAnswer, formatAnswer } from './bootstrap';
+import { readStdin } from './stdin';
 import { readSpec } from './spec';
 import type { ShimFlags } from './flags';
 
@@ -56,7 +60,20 @@ async function claim(p: string): Promise<net.Server | undefined> {
   return listen(p);
 }
 
-export async function start(flags: ShimFlags, entry: string): Promise<string> {
+/** containerd writes stdin as it starts us and closes it: a short deadline never holds a start up for long. */
+const START_STDIN_TIMEOUT_MS = 1000;
+
+export async function start(flags: ShimFlags, entry: string): Promise<Buffer> {
+  const answer = chooseAnswer({
+    input: await readStdin({ timeoutMs: START_STDIN_TIMEOUT_MS }),
+    env: process.env,
+    publishBinary: flags.publishBinary,
+  });
+  return formatAnswer(answer, await startShim(flags, entry));
+}
+
+/** The address of the shim that serves this container, started if need be. */
+async function startShim(flags: ShimFlags, entry: string): Promise<string> {
   const bundle = process.cwd();
   const { sandboxId, joins } = sandboxOf(flags.id, readSpec(bundle).annotations);
   const address = socketAddress(flags.address, flags.namespace, sandboxId);

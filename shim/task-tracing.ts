@@ -17,6 +17,8 @@ const TRACEPARENT = /^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$/;
 
 export interface TaskTracingOptions {
   sandboxId: string;
+  /** The service the spans name (default containerd.task.v2.Task; containerd 2.x calls containerd.task.v3.Task). */
+  service?: string;
   /** Whether to trace now (the SDK is loaded); false: the handler runs as it is, no span at all. */
   enabled(): boolean;
   /** Before a call's span starts (Create: the configuration is read there, and may turn tracing on). */
@@ -50,13 +52,14 @@ export function traceTaskService(impl: TaskImplementation, o: TaskTracingOptions
       o.before?.(method, req);
       if (!o.enabled()) return handler(req, ctx);
       const parent = parentContext(ctx.metadata);
+      const service = o.service ?? TASK_SERVICE;
       const span = trace.getTracer(TRACER_NAME).startSpan(
-        `${TASK_SERVICE}/${method}`,
+        `${service}/${method}`,
         {
           kind: SpanKind.SERVER,
           attributes: {
             'rpc.system': 'ttrpc',
-            'rpc.service': TASK_SERVICE,
+            'rpc.service': service,
             'rpc.method': method,
             ...idsOf(o.sandboxId, req),
           },

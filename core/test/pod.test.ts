@@ -2,7 +2,15 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import { InvalidArgumentError } from '../../errors';
 import type { OciSpec } from '../../agent-client';
-import { checkNoHostNamespaces, checkNoSharedPropagation, podShm, podSizing, sizeVm } from '../pod';
+import {
+  checkNoHostNamespaces,
+  checkNoIdmappedMounts,
+  checkNoSharedPropagation,
+  IDMAP_REFUSAL,
+  podShm,
+  podSizing,
+  sizeVm,
+} from '../pod';
 import { testConfig } from './fakes';
 
 describe('core pod sizing and shm', () => {
@@ -62,6 +70,39 @@ describe('core pod sizing and shm', () => {
     }
     for (const o of ['rslave', 'slave', 'rprivate', 'private']) checkNoSharedPropagation(spec(['rbind', o]), 'c1');
     checkNoSharedPropagation({}, 'c1');
+  });
+
+  it('checkNoIdmappedMounts: refuses idmap/ridmap options and uid/gid mappings on a mount, saying why', () => {
+    const mapping = [{ containerID: 0, hostID: 100000, size: 65536 }];
+    const cases: [Record<string, unknown>, string][] = [
+      [{ options: ['rbind', 'idmap'] }, 'idmap'],
+      [{ options: ['rbind', 'ridmap'] }, 'ridmap'],
+      [{ options: ['rbind'], uidMappings: mapping, gidMappings: mapping }, 'uid/gid mappings'],
+      [{ gidMappings: [] }, 'uid/gid mappings'],
+    ];
+    for (const [extra, what] of cases) {
+      const spec = {
+        mounts: [
+          { destination: '/proc', type: 'proc', source: 'proc', options: [] },
+          { destination: '/data', type: 'bind', source: '/srv/data', ...extra },
+        ],
+      } as OciSpec;
+      assert.throws(
+        () => checkNoIdmappedMounts(spec, 'c1'),
+        (e: Error) =>
+          e instanceof InvalidArgumentError &&
+          e.message.startsWith(`container c1: mount "/data" is idmapped (${what}), which hull cannot do: `) &&
+          e.message.includes(IDMAP_REFUSAL) &&
+          /virtio-fs/.test(e.message) &&
+          /6\.1/.test(e.message),
+        what,
+      );
+    }
+    checkNoIdmappedMounts(
+      { mounts: [{ destination: '/data', type: 'bind', source: '/x', options: ['rbind', 'ro'] }] },
+      'c1',
+    );
+    checkNoIdmappedMounts({}, 'c1');
   });
 
   describe('checkNoHostNamespaces: the host namespaces a VM cannot share', () => {

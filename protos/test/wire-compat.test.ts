@@ -30,6 +30,18 @@ const OMITTED: Record<Side, string[]> = {
   cri: [],
 };
 
+/**
+ * Our types from containerd 2.x (task API v3, `-info`'s RuntimeInfo, 2.3's bootstrap protocol), which the 1.6.20
+ * reference copies do not have: containerd2.test.ts checks them against the facts of containerd 2.1.9 and 2.3.4.
+ */
+const CONTAINERD_2X = [
+  'containerd.task.v3',
+  'containerd.runtime.bootstrap.v1',
+  'containerd.types.RuntimeInfo',
+  'containerd.types.RuntimeVersion',
+];
+const fromContainerd2 = (name: string): boolean => CONTAINERD_2X.some((p) => name === p || name.startsWith(`${p}.`));
+
 /** Packages whose upstream types count for the coverage check (gogoproto, containerd.plugin: options only). */
 const PACKAGES: Record<Side, string[]> = {
   containerd: ['containerd', 'io', 'runtimeoptions', 'google.rpc', 'ttrpc', 'Status'],
@@ -144,7 +156,7 @@ for (const side of ['containerd', 'agent', 'cri'] as const) {
 
     it('every message, enum and service matches the upstream type of the same name', function () {
       const up = upstream!;
-      const types = allTypes(ours);
+      const types = allTypes(ours).filter((o) => !fromContainerd2(fullName(o)));
       assert.ok(types.length > 0);
       for (const o of types) {
         const theirs = up.lookup(o.fullName);

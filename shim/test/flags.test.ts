@@ -11,6 +11,7 @@ const DEFAULTS: ShimFlags = {
   socket: '',
   debug: false,
   version: false,
+  info: false,
   action: 'daemon',
 };
 
@@ -92,6 +93,11 @@ describe('shim flags (Go flag syntax)', () => {
     assert.throws(() => parseFlags(['-debug', 'false']), /unknown action "false"/);
     assert.equal(parseFlags(['-v']).version, true);
     assert.equal(parseFlags(['-version']).version, true);
+  });
+
+  it('-info (containerd 2.x runs `<shim> -info` alone) is a boolean', () => {
+    assert.deepEqual(parseFlags(['-info']), { ...DEFAULTS, info: true });
+    assert.equal(parseFlags(['--info=false']).info, false);
   });
 
   it('refuses an unknown flag and a flag without its value', () => {
