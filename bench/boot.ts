@@ -21,13 +21,15 @@
  * PSS at idle (sandbox created) and with the container running, the bundle and code cache sizes. Medians of
  * BENCH_BOOT_RUNS (default 3). BENCH_BOOT_COMPARE=<folder with vmlinuz, initrd.img, rootfs.img> boots that image too,
  * alternating with guest/out run by run, so a change is judged against the previous image in the same run.
+ * BENCH_BOOT_ROOT_IMAGES=virtio-blk,nvdimm,virtio-pmem boots each image with each way of attaching its root image
+ * (hypervisor/root-image.ts), alternating too; default virtio-blk only.
  */
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { SandboxVm } from '../core/vm';
 import { VirtioFsShare } from '../fs-share';
-import { QemuHypervisor } from '../hypervisor';
+import { QemuHypervisor, ROOT_IMAGE_DEVICES, type RootImageDevice } from '../hypervisor';
 import { GUEST_SHARE_TAG } from '../hypervisor/types';
 import { NOOP_LOGGER } from '../log';
 import type { AgentClient } from '../agent-client';
@@ -38,12 +40,14 @@ import { median, printTable, round } from './lib/report';
 
 const RUNS = Number(process.env.BENCH_BOOT_RUNS ?? 3);
 const COMPARE = process.env.BENCH_BOOT_COMPARE;
+const ROOT_IMAGES = (process.env.BENCH_BOOT_ROOT_IMAGES ?? 'virtio-blk').split(',') as RootImageDevice[];
 const SANDBOX = 'benchboot';
 /** USER_HZ: /proc's clock ticks per second (100 on Linux's x86 and arm). */
 const CLOCK_TICKS = 100;
 
 interface Image {
   name: string;
+  rootImageDevice: RootImageDevice;
   kernel: string;
   initrd: string;
   image: string;
@@ -121,6 +125,7 @@ async function bootOnce(image: Image, run: number, rootfs: string, dir: string):
         kernel: image.kernel,
         initrd: image.initrd,
         image: image.image,
+        rootImageDevice: image.rootImageDevice,
         vcpus: 1,
         memoryMiB: 512,
         accel: 'auto',
@@ -189,14 +194,14 @@ export function cpuMs(pid: number | undefined): number {
   }
 }
 
-function imageAt(name: string, folder: string): Image {
+function imageAt(name: string, folder: string, rootImageDevice: RootImageDevice = 'virtio-blk'): Image {
   const files = {
     kernel: path.join(folder, 'vmlinuz'),
     initrd: path.join(folder, 'initrd.img'),
     image: path.join(folder, 'rootfs.img'),
   };
   for (const f of Object.values(files)) if (!fs.existsSync(f)) throw new Error(`${f} is missing`);
-  return { name, ...files };
+  return { name, rootImageDevice, ...files };
 }
 
 function agentSizes(folder: string): Record<string, number> {
@@ -215,7 +220,12 @@ function agentSizes(folder: string): Record<string, number> {
 
 export async function benchBoot(): Promise<Record<string, unknown>> {
   guestArtifacts(); // says 'run make guest' when it is missing
-  const images = [imageAt('current', GUEST_OUT), ...(COMPARE ? [imageAt('compare', path.resolve(COMPARE))] : [])];
+  for (const d of ROOT_IMAGES) if (!ROOT_IMAGE_DEVICES.includes(d)) throw new Error(`unknown root image device ${d}`);
+  const named = (name: string, d: RootImageDevice): string => (ROOT_IMAGES.length > 1 ? `${name}/${d}` : name);
+  const images = ROOT_IMAGES.flatMap((d) => [
+    imageAt(named('current', d), GUEST_OUT, d),
+    ...(COMPARE ? [imageAt(named('compare', d), path.resolve(COMPARE), d)] : []),
+  ]);
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'hull-bench-boot-'));
   const runs = new Map<string, BootRun[]>(images.map((i) => [i.name, []]));
   try {

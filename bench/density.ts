@@ -31,7 +31,7 @@ import { median, printTable, round } from './lib/report';
 interface Variant {
   /** What it changes against the previous default. */
   what: string;
-  vm: Pick<VmConfig, 'freePageReporting' | 'tcgTbSizeMiB' | 'kernelParams'>;
+  vm: Pick<VmConfig, 'freePageReporting' | 'tcgTbSizeMiB' | 'kernelParams' | 'rootImageDevice'>;
 }
 
 /** The previous default first: every other variant is judged against it in the same run. */
@@ -44,6 +44,14 @@ export const VARIANTS: Record<string, Variant> = {
   'fpr-tb64-order5': {
     what: 'free page reporting in 128 KiB chunks (page_reporting_order=5, not 2 MiB), tb-size 64 MiB',
     vm: { freePageReporting: true, tcgTbSizeMiB: 64, kernelParams: ['page_reporting.page_reporting_order=5'] },
+  },
+  'dax-nvdimm': {
+    what: 'free page reporting, tb-size 64 MiB, root image through DAX on an nvdimm',
+    vm: { freePageReporting: true, tcgTbSizeMiB: 64, rootImageDevice: 'nvdimm' },
+  },
+  'dax-virtio-pmem': {
+    what: 'free page reporting, tb-size 64 MiB, root image through DAX on virtio-pmem',
+    vm: { freePageReporting: true, tcgTbSizeMiB: 64, rootImageDevice: 'virtio-pmem' },
   },
   'fpr-tb64-ioa0': {
     what: 'free page reporting, tb-size 64 MiB, init_on_alloc=0',
@@ -134,7 +142,7 @@ async function measure(vm: SandboxVm, hv: QemuHypervisor): Promise<PodFigures> {
   const slab = g.guest_memory_slab_bytes ?? 0;
   return {
     bootMs: vm.timings.agentReadyMs,
-    qemu: splitSmaps(fs.readFileSync(`/proc/${hv.pid()}/smaps`, 'utf8')),
+    qemu: splitSmaps(fs.readFileSync(`/proc/${hv.pid()}/smaps`, 'utf8'), guestArtifacts().image),
     virtiofsdPss: treePssKiB(hv.virtiofsdPid()),
     guest: {
       totalMiB: mib(g.guest_memory_total_bytes),
@@ -174,6 +182,8 @@ async function runLevel(name: string, variant: Variant, level: number): Promise<
       tcgCacheMiB: avgMiB((p) => p.qemu.tcgCachePss),
       qemuAnonMiB: avgMiB((p) => p.qemu.anonPss),
       qemuFileMiB: avgMiB((p) => p.qemu.filePss),
+      rootImagePssMiB: avgMiB((p) => p.qemu.imagePss),
+      rootImageRssMiB: avgMiB((p) => p.qemu.imageRss),
       virtiofsdPssMiB: avgMiB((p) => p.virtiofsdPss),
       hostPerPodMiB: avgMiB((p) => p.qemu.totalPss + p.virtiofsdPss),
       ...Object.fromEntries(guestKeys.map((k) => [`guest_${k}`, avg((p) => p.guest[k]!)])),
@@ -213,10 +223,15 @@ export async function benchDensity(): Promise<Record<string, unknown>> {
     `idle VM memory per pod (${MEMORY_MIB} MiB guest, 1 vCPU${accel ? `, ${accel}` : ''}), MiB`,
     rows.map((r) =>
       Object.fromEntries(
-        [...cols, 'qemuFileMiB', 'virtiofsdPssMiB', 'hostPerPodMiB', 'guest_usedMiB', 'guest_pageCacheMiB'].map((c) => [
-          c,
-          (r[c] as string | number | undefined) ?? (c === 'bootMedianMs' ? String(r.error) : ''),
-        ]),
+        [
+          ...cols,
+          'qemuFileMiB',
+          'rootImagePssMiB',
+          'virtiofsdPssMiB',
+          'hostPerPodMiB',
+          'guest_usedMiB',
+          'guest_pageCacheMiB',
+        ].map((c) => [c, (r[c] as string | number | undefined) ?? (c === 'bootMedianMs' ? String(r.error) : '')]),
       ),
     ),
   );

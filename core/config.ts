@@ -41,6 +41,14 @@ import {
 export const DEFAULT_QEMU_USER = 'nobody';
 /** virtio-balloon free page reporting (`free_page_reporting`): measured in bench/density.ts, see hypervisor/README. */
 export const DEFAULT_FREE_PAGE_REPORTING = true;
+/**
+ * The root image through DAX (`root_image_dax`): an nvdimm backed by the image file, so the guest reads node and its
+ * libraries from the host's page cache, shared by every VM, instead of copying them into its own. Measured in
+ * bench/density.ts, see hypervisor/README.md.
+ */
+export const DEFAULT_ROOT_IMAGE_DAX = true;
+/** The device `root_image_dax = true` uses: an nvdimm, Kata's default for QEMU (the guest sees it read-only). */
+export const ROOT_IMAGE_DAX_DEVICE = 'nvdimm';
 /** TCG's translation cache (`tcg_tb_size_mib`), TCG only; 0 = QEMU's default (1 GiB). Measured in bench/density.ts. */
 export const DEFAULT_TCG_TB_SIZE_MIB = 64;
 export const DEFAULT_CONFIG_PATH = '/etc/hull/configuration.toml';
@@ -118,6 +126,8 @@ export interface HypervisorSettings {
   readonly qemuUser: string;
   /** `free_page_reporting`: a virtio-balloon device that gives pages the guest freed back to the host. */
   readonly freePageReporting: boolean;
+  /** `root_image_dax`: the root image on an nvdimm through DAX instead of a virtio-blk disk. */
+  readonly rootImageDax: boolean;
   /** `tcg_tb_size_mib`: TCG's translation cache in MiB, used only under TCG; 0 = QEMU's default. */
   readonly tcgTbSizeMiB: number;
   /**
@@ -194,6 +204,7 @@ export const CONFIG_KEYS = Object.freeze({
     'seccomp',
     'qemu_user',
     'free_page_reporting',
+    'root_image_dax',
     'tcg_tb_size_mib',
     'enable_annotations',
     'valid_kernel_paths',
@@ -245,6 +256,7 @@ export function fileValues(config: HullConfig): {
       seccomp: hv.seccomp,
       qemu_user: hv.qemuUser,
       free_page_reporting: hv.freePageReporting,
+      root_image_dax: hv.rootImageDax,
       tcg_tb_size_mib: hv.tcgTbSizeMiB,
       enable_annotations: hv.enableAnnotations,
       valid_kernel_paths: hv.validKernelPaths,
@@ -311,6 +323,7 @@ export function defaultConfig(binDir: string, exists?: (p: string) => boolean): 
       seccomp: true,
       qemuUser: DEFAULT_QEMU_USER,
       freePageReporting: DEFAULT_FREE_PAGE_REPORTING,
+      rootImageDax: DEFAULT_ROOT_IMAGE_DAX,
       tcgTbSizeMiB: DEFAULT_TCG_TB_SIZE_MIB,
       enableAnnotations: [],
       validKernelPaths: [],
@@ -390,6 +403,7 @@ export function parseConfig(text: string, file: string, binDir: string, exists?:
       seccomp: hv.boolean('seccomp', d.hypervisor.seccomp),
       qemuUser: hv.qemuUser('qemu_user', d.hypervisor.qemuUser),
       freePageReporting: hv.boolean('free_page_reporting', d.hypervisor.freePageReporting),
+      rootImageDax: hv.boolean('root_image_dax', d.hypervisor.rootImageDax),
       tcgTbSizeMiB: hv.integer('tcg_tb_size_mib', 0, MAX_TCG_TB_SIZE_MIB, ' (MiB)', d.hypervisor.tcgTbSizeMiB),
       enableAnnotations: hv.regexps('enable_annotations', d.hypervisor.enableAnnotations),
       validKernelPaths: hv.pathGlobs('valid_kernel_paths', d.hypervisor.validKernelPaths),
@@ -499,6 +513,7 @@ export function toVmConfig(config: HullConfig, place: SandboxVmPlace): VmConfig 
     seccomp: hv.seccomp,
     qemuUser: hv.qemuUser,
     freePageReporting: hv.freePageReporting,
+    rootImageDevice: hv.rootImageDax ? ROOT_IMAGE_DAX_DEVICE : 'virtio-blk',
     tcgTbSizeMiB: hv.tcgTbSizeMiB,
     debug: config.runtime.debug,
   };

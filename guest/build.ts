@@ -35,6 +35,7 @@ import {
   readModule,
 } from './host';
 import { buildInitramfs } from './initramfs';
+import { PFN_INFO_OFFSET, pfnInfoBlock, ROOT_DATA_OFFSET, ROOT_IMAGE_ALIGN } from './pmem';
 import { parseLdd, sharedLibraries } from './ldd';
 import { LoadPlan, modulesUnder, resolveLoadOrder } from './modules';
 import { compileHullCtty, compileHullInit, HULL_CTTY_SOURCE, HULL_INIT_SOURCE } from './hull-init';
@@ -145,6 +146,11 @@ interface Manifest {
   programs: Record<string, string>;
   modules: { initrd: string[]; rootfs: string[]; builtin: string[]; missing: string[] };
   rootfs: { sizeBytes: number; contentBytes: number; inodes: number };
+  /**
+   * The root image through DAX (guest/pmem.ts): whether the image has the PFN info block (the kernel has FS_DAX and
+   * the pmem modules), the modules the initramfs loads for a pmem root, and where the filesystem starts.
+   */
+  rootDax: { pfnInfo: boolean; modules: string[]; dataOffset: number; why?: string };
   files: Record<string, { size: number; sha256: string }>;
   builtAt: string;
   buildSeconds: number;
@@ -172,6 +178,7 @@ class ImageBuild {
     await fs.mkdir(this.staging, { recursive: true });
     await fs.mkdir(this.out, { recursive: true });
     const initrdPlan = this.plan(GUEST_MODULES.initrd);
+    const dax = await this.daxSupport(initrdPlan);
     const onDemand = [
       ...modulesUnder(this.kernel.index, GUEST_MODULES.onDemand.trees),
       ...GUEST_MODULES.onDemand.names,
@@ -184,7 +191,7 @@ class ImageBuild {
     await this.addInputs([busybox]);
 
     await this.copyKernel();
-    await this.writeInitramfs(initrdPlan, busybox);
+    await this.writeInitramfs(initrdPlan, dax.modules, busybox);
     await stageBase(this.staging);
     await stageBusybox(this.staging, busybox, await busyboxApplets(busybox));
     const bundle = await this.stageAgent();
@@ -197,14 +204,62 @@ class ImageBuild {
     const identities = Object.fromEntries([...this.inputs.entries()].sort(([a], [b]) => (a < b ? -1 : 1)));
     const key = stampKey(this.settings, identities);
     const uuid = key.slice(0, 32).replace(/^(.{8})(.{4})(.{4})(.{4})(.{12})$/, '$1-$2-$3-$4-$5');
-    const ext4 = await makeExt4(this.staging, path.join(this.out, 'rootfs.img'), uuid);
-    const manifest = await this.writeManifest(started, initrdPlan, rootfsPlan, bundle, codeCacheBytes, ext4);
+    const image = path.join(this.out, 'rootfs.img');
+    const ext4 = await makeExt4(this.staging, image, uuid, {
+      offsetBytes: ROOT_DATA_OFFSET,
+      alignBytes: ROOT_IMAGE_ALIGN,
+    });
+    if (dax.why === undefined) {
+      const handle = await fs.open(image, 'r+');
+      try {
+        await handle.write(
+          pfnInfoBlock(ext4.sizeBytes, Buffer.from(uuid.replace(/-/g, ''), 'hex')),
+          0,
+          undefined,
+          PFN_INFO_OFFSET,
+        );
+      } finally {
+        await handle.close();
+      }
+    } else console.warn(`guest: the root image cannot go through DAX: ${dax.why}`);
+    const manifest = await this.writeManifest(started, initrdPlan, rootfsPlan, bundle, codeCacheBytes, ext4, {
+      pfnInfo: dax.why === undefined,
+      modules: dax.modules.map((m) => m.name),
+      dataOffset: ROOT_DATA_OFFSET,
+      ...(dax.why === undefined ? {} : { why: dax.why }),
+    });
 
     const outputs: Record<string, number> = {};
     for (const name of OUTPUTS) outputs[name] = (await fs.stat(path.join(this.out, name))).size;
     const stamp: Stamp = { key, inputs: Object.keys(identities), outputs };
     await fs.writeFile(path.join(this.out, 'stamp.json'), `${JSON.stringify(stamp, null, 1)}\n`);
     return manifest;
+  }
+
+  /**
+   * What a pmem root needs (the root image through DAX): FS_DAX in the kernel (its config in /boot) and the
+   * initrdPmem modules, loaded after the initramfs's own (those it already loads are left out). `why` says what is
+   * missing; then the initramfs gets no pmem modules and the image no PFN info block.
+   */
+  private async daxSupport(initrd: LoadPlan): Promise<{ modules: LoadPlan['load']; why?: string }> {
+    const configFile = `/boot/config-${this.kernel.release}`;
+    const config = await fs.readFile(configFile, 'utf8').catch(() => undefined);
+    if (config === undefined)
+      return { modules: [], why: `${configFile} is missing (the kernel's options are unknown)` };
+    await this.addInputs([configFile]);
+    for (const option of ['CONFIG_FS_DAX', 'CONFIG_ZONE_DEVICE'])
+      if (!new RegExp(`^${option}=y$`, 'm').test(config))
+        return { modules: [], why: `${this.kernel.release} is built without ${option}` };
+    const plan = resolveLoadOrder(
+      this.kernel.index,
+      this.kernel.builtin,
+      GUEST_MODULES.initrdPmem,
+      new Set(GUEST_MODULES.initrdPmem),
+    );
+    if (plan.missing.length > 0)
+      return { modules: [], why: `${this.kernel.release} lacks the module(s) ${plan.missing.join(', ')}` };
+    const loaded = new Set(initrd.load.map((m) => m.name));
+    return { modules: plan.load.filter((m) => !loaded.has(m.name)) };
   }
 
   private async addInputs(files: readonly string[]): Promise<void> {
@@ -218,6 +273,7 @@ class ImageBuild {
     bundle: AgentBundle,
     codeCacheBytes: number,
     ext4: Ext4Result,
+    rootDax: Manifest['rootDax'],
   ): Promise<Manifest> {
     const files: Manifest['files'] = {};
     for (const name of ['vmlinuz', 'initrd.img', 'rootfs.img']) {
@@ -241,6 +297,7 @@ class ImageBuild {
         missing: rootfs.missing,
       },
       rootfs: { sizeBytes: ext4.sizeBytes, contentBytes: ext4.usedBytes, inodes: ext4.inodes },
+      rootDax,
       files,
       builtAt: new Date().toISOString(),
       buildSeconds: Number(((performance.now() - started) / 1000).toFixed(2)),
@@ -269,9 +326,9 @@ class ImageBuild {
     await fs.copyFile(this.kernel.vmlinuz, path.join(this.out, 'vmlinuz'));
   }
 
-  private async writeInitramfs(plan: LoadPlan, busybox: string): Promise<void> {
+  private async writeInitramfs(plan: LoadPlan, pmem: LoadPlan['load'], busybox: string): Promise<void> {
     const moduleFiles = new Map<string, Buffer>();
-    for (const info of plan.load) {
+    for (const info of [...plan.load, ...pmem]) {
       await this.addInputs([path.join(this.kernel.modulesDir, info.path)]);
       moduleFiles.set(info.name, await readModule(this.kernel, info));
     }
@@ -279,6 +336,7 @@ class ImageBuild {
       busybox: await fs.readFile(busybox),
       moduleFiles,
       modules: plan.load.map((m) => m.name),
+      pmemModules: pmem.map((m) => m.name),
       rootDevice: GUEST_PATHS.rootDevice,
       rootWaitSeconds: ROOT_WAIT_SECONDS,
       init: GUEST_PATHS.init,

@@ -16,6 +16,13 @@ export const GUEST_MODULES = {
    * the device it stays loaded and idle (about 30 KiB).
    */
   initrd: ['virtio_pci', 'virtio_mmio', 'virtio_blk', 'virtio_console', 'virtio_balloon'],
+  /**
+   * In the initramfs too, loaded only for a pmem root (the root image through DAX, `root=/dev/pmem0`): ACPI NFIT
+   * (QEMU's nvdimm, with libnvdimm), nd_pmem (the pmem block device and its "pfn" mode, with nd_btt) and virtio_pmem.
+   * All are modules in Debian's cloud kernel; FS_DAX and ext4 are built in. A kernel without them gets an image
+   * with no PFN info block, which the host reads as "no DAX" (guest/pmem.ts).
+   */
+  initrdPmem: ['nfit', 'nd_pmem', 'virtio_pmem'],
   /** Installed in the root filesystem for the agent to `modprobe`, with a modules.dep made by depmod. */
   rootfs: [
     'virtio_console', // virtio-serial ports: /dev/hvc*, /dev/vport*

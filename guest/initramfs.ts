@@ -8,6 +8,12 @@ import { NewcWriter } from './cpio';
 export interface InitScriptOptions {
   /** Module names in load order; each is at /lib/modules/<name>.ko in the initramfs. */
   modules: readonly string[];
+  /**
+   * Loaded after `modules` only when the root is a pmem device (`root=/dev/pmem0`, the root image through DAX):
+   * libnvdimm, nd_pmem, ACPI NFIT (nvdimm) and virtio_pmem, in load order, also at /lib/modules/<name>.ko.
+   * Empty when the kernel lacks them: a pmem root then fails with a message saying so.
+   */
+  pmemModules?: readonly string[];
   /** Root disk unless `root=` on the kernel command line says otherwise. */
   rootDevice: string;
   rootWaitSeconds: number;
@@ -32,7 +38,9 @@ export const INITRD_APPLETS = ['sh', 'mount', 'umount', 'mkdir', 'insmod', 'slee
  * line, which prints each step with the guest's uptime.
  */
 export function initScript(o: InitScriptOptions): string {
-  for (const m of o.modules) if (!/^[A-Za-z0-9_-]+$/.test(m)) throw new Error(`initramfs: bad module name '${m}'`);
+  const pmemModules = o.pmemModules ?? [];
+  for (const m of [...o.modules, ...pmemModules])
+    if (!/^[A-Za-z0-9_-]+$/.test(m)) throw new Error(`initramfs: bad module name '${m}'`);
   if (!/^\/dev\/[A-Za-z0-9/_-]+$/.test(o.rootDevice)) throw new Error(`initramfs: bad root device '${o.rootDevice}'`);
   if (!/^\/[A-Za-z0-9/_.-]+$/.test(o.init)) throw new Error(`initramfs: bad init path '${o.init}'`);
   return `#!/bin/sh
@@ -77,18 +85,35 @@ log "init started"
 for m in ${o.modules.join(' ')}; do
 	insmod "/lib/modules/$m.ko" || fail "cannot load kernel module $m"
 done
+dax=
+case "$root" in
+/dev/pmem*)
+	# The root image through DAX (an nvdimm or virtio-pmem device): the kernel reads its files straight from the
+	# host's mapping of the image, with no copy in this guest's page cache.
+	dax=1
+	pmem_modules="${pmemModules.join(' ')}"
+	[ -n "$pmem_modules" ] || fail "root $root needs the nvdimm/pmem drivers, which this kernel lacks (set root_image_dax = false)"
+	for m in $pmem_modules; do
+		insmod "/lib/modules/$m.ko" || fail "cannot load kernel module $m"
+	done
+	;;
+esac
 log "modules loaded"
 
 read -r up _ </proc/uptime
 deadline=$((\${up%.*} + ${o.rootWaitSeconds}))
 while [ ! -b "$root" ]; do
 	read -r up _ </proc/uptime
-	[ "\${up%.*}" -lt "$deadline" ] || fail "root disk $root did not appear within ${o.rootWaitSeconds}s (no virtio-blk disk attached?)"
+	[ "\${up%.*}" -lt "$deadline" ] || fail "root disk $root did not appear within ${o.rootWaitSeconds}s (no virtio-blk or pmem disk attached?)"
 	sleep 0.01
 done
 log "$root present"
 
-mount -t ext4 -o ro "$root" /newroot || fail "cannot mount $root (ext4, read-only) on /newroot"
+if [ -n "$dax" ]; then
+	mount -t ext4 -o ro,dax=always "$root" /newroot || fail "cannot mount $root (ext4, read-only, dax) on /newroot: no DAX support in this kernel, or the image has no PFN info block"
+else
+	mount -t ext4 -o ro "$root" /newroot || fail "cannot mount $root (ext4, read-only) on /newroot"
+fi
 [ -x "/newroot${o.init}" ] || fail "$root has no executable ${o.init}"
 log "root mounted, switching"
 
@@ -129,7 +154,7 @@ export function buildInitramfs(input: InitramfsInput): Initramfs {
   w.charDevice('dev/console', 5, 1, 0o600);
   w.file('bin/busybox', input.busybox, 0o755);
   for (const applet of INITRD_APPLETS) w.symlink(`bin/${applet}`, 'busybox');
-  for (const m of input.modules) {
+  for (const m of [...input.modules, ...(input.pmemModules ?? [])]) {
     const data = input.moduleFiles.get(m);
     if (!data) throw new Error(`initramfs: no file for module ${m}`);
     w.file(`lib/modules/${m}.ko`, data, 0o644);

@@ -128,20 +128,40 @@ async function treeUsage(dir: string, blockSize: number): Promise<TreeUsage> {
   return { blocks, inodes };
 }
 
+/** Where the filesystem starts in the image file and what the file's size is a multiple of (guest/pmem.ts). */
+export interface Ext4Layout {
+  offsetBytes: number;
+  alignBytes: number;
+}
+
 /**
  * Makes a read-only ext4 image of `staging`: no journal (the disk is never written), no reserved blocks, 4 KiB
- * blocks, sized to the content plus a modest margin for metadata. Everything is owned by root (we run as root;
- * the root directory is forced with root_owner).
+ * blocks (DAX needs the block size to be the page size), sized to the content plus a modest margin for metadata.
+ * Everything is owned by root (we run as root; the root directory is forced with root_owner). With a layout the
+ * filesystem starts `offsetBytes` into the file (mke2fs's `offset=`) and the file's size is rounded up to
+ * `alignBytes`; `sizeBytes` is the file's size.
  */
-export async function makeExt4(staging: string, image: string, uuid: string): Promise<Ext4Result> {
+export async function makeExt4(
+  staging: string,
+  image: string,
+  uuid: string,
+  layout: Ext4Layout = { offsetBytes: 0, alignBytes: 4096 },
+): Promise<Ext4Result> {
   const blockSize = 4096;
+  const { offsetBytes, alignBytes } = layout;
+  if (offsetBytes % blockSize !== 0 || alignBytes % blockSize !== 0 || offsetBytes % alignBytes !== 0)
+    throw new Error(
+      `ext4 layout: offset ${offsetBytes} and alignment ${alignBytes} must be whole blocks, offset aligned`,
+    );
   const usage = await treeUsage(staging, blockSize);
   const inodes = Math.ceil((usage.inodes + 64) * 1.25);
   const metadata = Math.ceil((inodes * 256) / blockSize) + 64; // inode table, bitmaps, descriptors, root, lost+found
-  const blocks = Math.ceil((usage.blocks + metadata) * 1.05) + 1024; // 5% and 4 MiB slack
+  const alignBlocks = alignBytes / blockSize;
+  const blocks = Math.ceil((Math.ceil((usage.blocks + metadata) * 1.05) + 1024) / alignBlocks) * alignBlocks; // 5% and 4 MiB slack
+  const sizeBytes = offsetBytes + blocks * blockSize;
   await fs.rm(image, { force: true });
   const handle = await fs.open(image, 'w');
-  await handle.truncate(blocks * blockSize);
+  await handle.truncate(sizeBytes);
   await handle.close();
   await run('mkfs.ext4', [
     '-q',
@@ -163,10 +183,11 @@ export async function makeExt4(staging: string, image: string, uuid: string): Pr
     '-U',
     uuid,
     '-E',
-    'root_owner=0:0',
+    offsetBytes > 0 ? `root_owner=0:0,offset=${offsetBytes}` : 'root_owner=0:0',
     '-d',
     staging,
     image,
+    String(blocks),
   ]);
-  return { sizeBytes: blocks * blockSize, usedBytes: usage.blocks * blockSize, inodes };
+  return { sizeBytes, usedBytes: usage.blocks * blockSize, inodes };
 }

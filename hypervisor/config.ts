@@ -7,6 +7,7 @@ import path from 'node:path';
 import { FailedPreconditionError, InvalidArgumentError } from '../errors';
 import { validateId } from '../protos/validate-id';
 import { checkQemuUser } from './confine';
+import { ROOT_IMAGE_DEVICES, type RootImageDevice } from './root-image';
 import {
   DEFAULT_VIRTIOFS_CACHE,
   checkVirtiofsCache,
@@ -90,6 +91,8 @@ export interface ResolvedConfig {
   /** "" = QEMU keeps the shim's uid. */
   qemuUser: string;
   freePageReporting: boolean;
+  /** How the root image should be attached; prepare falls back to virtio-blk when the image has no DAX layout. */
+  rootImageDevice: RootImageDevice;
   /** 0 = QEMU's default. */
   tcgTbSizeMiB: number;
   paths: VmPaths;
@@ -248,6 +251,7 @@ export function resolveConfig(cfg: VmConfig, files: FileProbe = realFileProbe): 
     seccomp: checkBoolean('seccomp', cfg.seccomp ?? true),
     qemuUser: checkQemuUser('qemuUser', cfg.qemuUser ?? ''),
     freePageReporting: checkBoolean('freePageReporting', cfg.freePageReporting ?? false),
+    rootImageDevice: checkEnum('rootImageDevice', cfg.rootImageDevice ?? 'virtio-blk', ROOT_IMAGE_DEVICES),
     tcgTbSizeMiB: checkInteger('tcgTbSizeMiB', cfg.tcgTbSizeMiB ?? 0, 0, MAX_TCG_TB_SIZE_MIB),
     paths,
   };

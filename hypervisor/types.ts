@@ -4,6 +4,7 @@
  * (prepare, start, stop, wait, pause, resume), device manager (addDevice) and utilities (agentAddress, pids, ...).
  */
 
+import type { RootImageDevice } from './root-image';
 import type { VirtiofsCache } from './virtiofsd-options';
 
 export type Accel = 'kvm' | 'tcg';
@@ -68,6 +69,12 @@ export interface VmConfig {
    * (in 4 MiB chunks) and QEMU gives them back to the host (a hole punched in the memfd). Default false.
    */
   freePageReporting?: boolean;
+  /**
+   * How the root image is attached (root-image.ts): 'virtio-blk' (the default), or through DAX as 'nvdimm' or
+   * 'virtio-pmem' (the guest maps the host's page cache of the image instead of copying it). DAX falls back to
+   * virtio-blk, logged as a warning with the reason, when the image lacks the DAX layout (its kernel lacks support).
+   */
+  rootImageDevice?: RootImageDevice;
   /**
    * TCG's translation cache in MiB (`-accel tcg,tb-size=N`), applied only when the guest runs under TCG (KVM has no
    * translation cache); absent or 0 = QEMU's default (1 GiB, filled as code is translated).

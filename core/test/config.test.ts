@@ -107,6 +107,7 @@ describe('core/config', () => {
           seccomp: true,
           qemuUser: 'nobody',
           freePageReporting: true,
+          rootImageDax: true,
           tcgTbSizeMiB: 64,
           enableAnnotations: [],
           validKernelPaths: [],
@@ -186,6 +187,7 @@ describe('core/config', () => {
         seccomp = false
         qemu_user = "1001:1001"
         free_page_reporting = false
+        root_image_dax = false
         tcg_tb_size_mib = 128
         enable_annotations = ["^default_vcpus$", "kernel_params"]
         valid_kernel_paths = ["/opt/k/*"]
@@ -225,6 +227,7 @@ describe('core/config', () => {
           seccomp: false,
           qemuUser: '1001:1001',
           freePageReporting: false,
+          rootImageDax: false,
           tcgTbSizeMiB: 128,
           enableAnnotations: ['^default_vcpus$', 'kernel_params'],
           validKernelPaths: ['/opt/k/*'],
@@ -543,6 +546,7 @@ describe('core/config', () => {
         seccomp: true,
         qemuUser: 'nobody',
         freePageReporting: true,
+        rootImageDevice: 'nvdimm',
         tcgTbSizeMiB: 64,
         maxVcpus: 255,
         maxMemoryMiB: 32768,

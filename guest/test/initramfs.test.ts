@@ -69,4 +69,41 @@ describe('guest initramfs', () => {
     assert.throws(() => initScript({ ...OPTIONS, rootDevice: '/dev/vda $(x)' }), /bad root device/);
     assert.throws(() => initScript({ ...OPTIONS, init: 'sbin/init' }), /bad init path/);
   });
+
+  describe('a pmem root (the root image through DAX)', () => {
+    const PMEM = { ...OPTIONS, pmemModules: ['libnvdimm', 'nd_btt', 'nd_pmem', 'nfit'] };
+
+    it('ships the pmem modules and loads them only for root=/dev/pmem*, after the others', () => {
+      const moduleFiles = new Map([...OPTIONS.modules, ...PMEM.pmemModules].map((m) => [m, Buffer.from(`ko:${m}`)]));
+      const entries = new Map(
+        readNewc(buildInitramfs({ ...PMEM, busybox: Buffer.from('busybox'), moduleFiles }).cpio).map((e) => [
+          e.name,
+          e,
+        ]),
+      );
+      for (const m of PMEM.pmemModules) assert.equal(entries.get(`lib/modules/${m}.ko`)!.data.toString(), `ko:${m}`);
+      const script = initScript(PMEM);
+      const pmemCase = script.indexOf('/dev/pmem*)');
+      assert.ok(pmemCase > script.indexOf('for m in virtio_ring virtio virtio_blk; do'), 'after the base modules');
+      assert.match(script, /pmem_modules="libnvdimm nd_btt nd_pmem nfit"/);
+      assert.match(script, /mount -t ext4 -o ro,dax=always "\$root" \/newroot/);
+      assert.match(script, /mount -t ext4 -o ro "\$root" \/newroot/, 'virtio-blk mounts as before');
+    });
+
+    it('without pmem modules (a kernel that lacks them) a pmem root fails with a message saying so', () => {
+      const script = initScript(OPTIONS);
+      assert.match(script, /pmem_modules=""/);
+      assert.match(script, /needs the nvdimm\/pmem drivers, which this kernel lacks/);
+    });
+
+    it('/init is valid sh with pmem modules (busybox sh -n)', function () {
+      const r = spawnSync('busybox', ['sh', '-n', '-c', initScript(PMEM)], { encoding: 'utf8' });
+      if (r.error) this.skip();
+      assert.equal(r.status, 0, r.stderr);
+    });
+
+    it('refuses a pmem module name that would break the script', () => {
+      assert.throws(() => initScript({ ...OPTIONS, pmemModules: ['nfit"; reboot'] }), /bad module name/);
+    });
+  });
 });

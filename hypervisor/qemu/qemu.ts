@@ -35,6 +35,7 @@ import { chooseConfinement, realConfineProbe, type ConfineProbe, type QemuConfin
 import { GuestConsole, type ConsoleLimits } from '../console';
 import { AgentLog, type AgentLogLimits } from '../guest-log';
 import { OwnedProcess } from '../process';
+import { chooseRootImage, realImageProbe, type ImageProbe, type RootImage } from '../root-image';
 import {
   AGENT_VSOCK_PORT,
   type Accel,
@@ -60,6 +61,8 @@ export interface QemuHypervisorOptions {
   /** Host capability probe (accel, vsock); injectable for tests. */
   hostProbe?: HostProbe;
   fileProbe?: FileProbe;
+  /** Reads the root image's layout (root-image.ts); injectable for tests. */
+  imageProbe?: ImageProbe;
   /** What QEMU's confinement may use here (seccomp, -runas); injectable for tests. */
   confineProbe?: ConfineProbe;
   /** virtiofsd sandbox: 'auto' probes namespace and falls back to chroot. */
@@ -99,6 +102,8 @@ interface State {
   vhostNet?: boolean;
   /** QEMU's seccomp filter and user (chosen at prepare). */
   confinement?: QemuConfinement;
+  /** How the root image is attached (chosen at prepare). */
+  rootImage?: RootImage;
   argv?: string[];
   qemu?: OwnedProcess;
   /** The guest console of the current QEMU (its stdout), bounded in memory. */
@@ -136,6 +141,7 @@ export class QemuHypervisor implements Hypervisor {
     this.#opts = {
       hostProbe: opts.hostProbe ?? realHostProbe,
       fileProbe: opts.fileProbe ?? realFileProbe,
+      imageProbe: opts.imageProbe ?? realImageProbe,
       confineProbe: opts.confineProbe ?? realConfineProbe,
       virtiofsdSandbox: opts.virtiofsdSandbox ?? 'auto',
       quitTimeoutMs: opts.quitTimeoutMs ?? 5000,
@@ -165,6 +171,12 @@ export class QemuHypervisor implements Hypervisor {
         { id: c.id, seccomp: confinement.value.seccomp, runAs: confinement.value.runAs, why: confinement.reason },
         `qemu confinement: ${confinement.value.seccomp ? 'seccomp' : 'no seccomp'}, ${confinement.value.runAs === undefined ? 'no -runas' : `runs as ${confinement.value.runAs}`}`,
       );
+      const rootImage = chooseRootImage(c.rootImageDevice, c.image, this.#opts.imageProbe);
+      const daxLost = c.rootImageDevice !== 'virtio-blk' && rootImage.value.device === 'virtio-blk';
+      this.#log[daxLost ? 'warn' : 'info'](
+        { id: c.id, rootImage: rootImage.value.device, why: rootImage.reason },
+        `root image: ${rootImage.value.device}`,
+      );
       fs.mkdirSync(c.paths.stateDir, { recursive: true, mode: 0o700 });
       // Leftovers of an earlier run with the same folder would confuse the socket waits.
       for (const p of [c.paths.qmpSocket, c.paths.agentSocket, c.paths.agentLogSocket, c.paths.virtiofsdSocket]) {
@@ -176,6 +188,7 @@ export class QemuHypervisor implements Hypervisor {
         transport: transport.value,
         onSpawn: cfg.onSpawn,
         confinement: confinement.value,
+        rootImage: rootImage.value,
       });
       if (transport.value === 'vsock') this.#s.cid = cidCandidates(c.id).next().value as number;
       if (c.network !== undefined) {
@@ -322,7 +335,7 @@ export class QemuHypervisor implements Hypervisor {
         }
       }
       if (memoryMiB !== undefined) {
-        let now = parseMemorySize(await qmp.execute<unknown>('query-memory-size-summary'));
+        let now = parseMemorySize(await qmp.execute<unknown>('query-memory-size-summary')) - this.#rootDeviceMiB();
         while (now < memoryMiB) {
           check();
           const n = this.#nextDimm++;
@@ -348,7 +361,7 @@ export class QemuHypervisor implements Hypervisor {
         throw new UnavailableError('query-cpus-fast returned a malformed reply');
       const size = {
         vcpus: cpus.length,
-        memoryMiB: parseMemorySize(await qmp.execute<unknown>('query-memory-size-summary')),
+        memoryMiB: parseMemorySize(await qmp.execute<unknown>('query-memory-size-summary')) - this.#rootDeviceMiB(),
       };
       if (size.memoryMiB > c.memoryMiB + c.memoryRoomMiB)
         throw new UnavailableError(`QEMU reports ${size.memoryMiB} MiB, more than the VM's room`);
@@ -397,6 +410,12 @@ export class QemuHypervisor implements Hypervisor {
   confinement(): QemuConfinement {
     return { ...(this.#prepared('confinement').confinement ?? { seccomp: false }) };
   }
+  /** How the root image is attached, as chosen at prepare (DAX falls back to virtio-blk when the image lacks it). */
+  rootImage(): RootImage {
+    const r = this.#prepared('rootImage').rootImage;
+    if (r === undefined) throw new FailedPreconditionError('rootImage: the VM is not prepared');
+    return { ...r };
+  }
   /** The argv QEMU is (or will be) started with, without argv[0]. */
   argv(): string[] {
     return [...(this.#prepared('argv').argv ?? [])];
@@ -429,6 +448,12 @@ export class QemuHypervisor implements Hypervisor {
     return s as State & { cfg: ResolvedConfig; accel: Accel; transport: AgentTransport };
   }
 
+  /** QEMU counts a pmem root device (DAX) in its plugged memory; it is not guest RAM. */
+  #rootDeviceMiB(): number {
+    const r = this.#s.rootImage;
+    return r === undefined || r.device === 'virtio-blk' ? 0 : Math.floor(r.sizeBytes / (1024 * 1024));
+  }
+
   #qmp(): QmpClient {
     const qmp = this.#s.qmp;
     if (!qmp || qmp.closed) throw new UnavailableError('QMP is not connected (QEMU is not running)');
@@ -447,6 +472,7 @@ export class QemuHypervisor implements Hypervisor {
       kernel: c.kernel,
       initrd: c.initrd,
       image: c.image,
+      ...(this.#s.rootImage === undefined ? {} : { rootImage: this.#s.rootImage }),
       kernelParams: c.kernelParams,
       debug: c.debug,
       agent: transport === 'vsock' ? { transport, cid: cid ?? 0 } : { transport, socketPath: c.paths.agentSocket },

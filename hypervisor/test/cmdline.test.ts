@@ -199,14 +199,14 @@ describe('hypervisor/qemu/cmdline', () => {
         '-object',
         'memory-backend-memfd,id=mem,size=512M,share=on',
       ]);
-      assert.match(append(argv), / hull\.agent=serial memhp_default_state=online x=1$/);
+      assert.match(append(argv), / hull\.agent=serial memhp_default_state=online swiotlb=noforce x=1$/);
       assert.deepEqual(smpToObject(buildQemuArgv({ ...base, vcpus: 1, maxVcpus: 4 })).slice(0, 4), [
         '-smp',
         '1,maxcpus=4',
         '-m',
         '512M',
       ]);
-      assert.doesNotMatch(append(buildQemuArgv({ ...base, vcpus: 1, maxVcpus: 4 })), /memhp/);
+      assert.doesNotMatch(append(buildQemuArgv({ ...base, vcpus: 1, maxVcpus: 4 })), /memhp|swiotlb/);
     });
 
     it('refuses a room that is not whole DIMMs, or fewer max vCPUs than vCPUs', () => {
@@ -307,6 +307,87 @@ describe('hypervisor/qemu/cmdline', () => {
       const ok = { tap: 'tap0', mac: '02:00:00:00:00:01' };
       assert.throws(() => networkArgs([{ ...ok, tap: 'tap0,vhost=on' }], false), InvalidArgumentError);
       assert.throws(() => networkArgs([{ ...ok, mac: '02:00:00:00:00:01,x' }], false), InvalidArgumentError);
+    });
+  });
+
+  describe('root image', () => {
+    const IMG = 150 * 1024 * 1024; // 150 MiB, a multiple of 2 MiB
+    const between = (argv: string[], from: string, to: string): string[] =>
+      argv.slice(argv.indexOf(from), argv.indexOf(to));
+    const append = (argv: string[]): string => argv[argv.indexOf('-append') + 1] ?? '';
+
+    it("virtio-blk skips the DAX layout's header (raw offset); at offset 0 the argv is the old one", () => {
+      const blk = buildQemuArgv({ ...base, rootImage: { device: 'virtio-blk', dataOffset: 2097152, sizeBytes: IMG } });
+      assert.equal(
+        blk[blk.indexOf('-drive') + 1],
+        'file=/opt/hull/guest/rootfs.img,if=none,id=rootfs,format=raw,readonly=on,offset=2097152',
+      );
+      assert.deepEqual(
+        buildQemuArgv({ ...base, rootImage: { device: 'virtio-blk', dataOffset: 0, sizeBytes: IMG } }),
+        buildQemuArgv(base),
+      );
+      assert.doesNotMatch(append(blk), /root=|swiotlb/);
+      assert.equal(blk[blk.indexOf('-machine') + 1], 'q35,accel=tcg,memory-backend=mem');
+    });
+
+    it('nvdimm (golden): nvdimm=on, a slot and the image size in maxmem, a read-only shared file backend, unarmed', () => {
+      const argv = buildQemuArgv({ ...base, rootImage: { device: 'nvdimm', dataOffset: 2097152, sizeBytes: IMG } });
+      assert.deepEqual(argv.slice(0, 6), [
+        '-name',
+        'hull-pod1',
+        '-machine',
+        'q35,accel=tcg,memory-backend=mem,nvdimm=on',
+        '-cpu',
+        'max',
+      ]);
+      assert.deepEqual(between(argv, '-smp', '-kernel'), [
+        '-smp',
+        '2',
+        '-m',
+        '512M,slots=1,maxmem=662M',
+        '-object',
+        'memory-backend-memfd,id=mem,size=512M,share=on',
+      ]);
+      assert.match(append(argv), / hull\.agent=serial root=\/dev\/pmem0 swiotlb=noforce$/);
+      const at = argv.indexOf('-append') + 2;
+      assert.deepEqual(argv.slice(at, at + 4), [
+        '-object',
+        `memory-backend-file,id=rootimg,mem-path=/opt/hull/guest/rootfs.img,size=${IMG},share=on,readonly=on`,
+        '-device',
+        'nvdimm,id=rootnv,memdev=rootimg,unarmed=on',
+      ]);
+      assert.ok(!argv.includes('virtio-blk-pci,drive=rootfs'));
+    });
+
+    it('virtio-pmem: no nvdimm machine option, no slot, the image size in maxmem; with hot-plug room both add up', () => {
+      const root = { device: 'virtio-pmem', dataOffset: 2097152, sizeBytes: IMG } as const;
+      const argv = buildQemuArgv({ ...base, rootImage: root });
+      assert.equal(argv[3], 'q35,accel=tcg,memory-backend=mem');
+      assert.equal(argv[argv.indexOf('-m') + 1], '512M,maxmem=662M');
+      const at = argv.indexOf('-append') + 2;
+      assert.deepEqual(argv.slice(at + 2, at + 4), ['-device', 'virtio-pmem-pci,id=rootpmem,memdev=rootimg']);
+      assert.match(append(argv), / root=\/dev\/pmem0 swiotlb=noforce$/);
+      const room = buildQemuArgv({ ...base, memoryRoomMiB: 256, rootImage: { ...root, device: 'nvdimm' } });
+      assert.equal(room[room.indexOf('-m') + 1], '512M,slots=3,maxmem=918M');
+      assert.match(append(room), / root=\/dev\/pmem0 memhp_default_state=online swiotlb=noforce$/);
+      // kernelParams come last, so an operator's root= would win
+      assert.match(append(buildQemuArgv({ ...base, rootImage: root, kernelParams: ['x=1'] })), /swiotlb=noforce x=1$/);
+    });
+
+    it('refuses a pmem image whose size is not whole 2 MiB, and an image path with a comma', () => {
+      for (const sizeBytes of [0, IMG + 4096, -IMG])
+        assert.throws(
+          () => buildQemuArgv({ ...base, rootImage: { device: 'nvdimm', dataOffset: 2097152, sizeBytes } }),
+          InvalidArgumentError,
+        );
+      assert.throws(
+        () => rootDiskArgs('/img,share=off', { device: 'nvdimm', dataOffset: 2097152, sizeBytes: IMG }),
+        InvalidArgumentError,
+      );
+      assert.throws(
+        () => rootDiskArgs('/img', { device: 'virtio-blk', dataOffset: 7, sizeBytes: IMG }),
+        InvalidArgumentError,
+      );
     });
   });
 });

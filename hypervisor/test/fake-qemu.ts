@@ -12,7 +12,8 @@
  *   flood=<MiB>       once QMP is up, write that many MiB of console lines, then a 1 MiB line, then `fake: flood done`
  *   dimm-fail         device_add of a pc-dimm fails (as when QEMU runs out of slots or address space)
  * It answers the hot-plug commands (query-hotpluggable-cpus, device_add of a CPU or pc-dimm, object-add/-del,
- * query-cpus-fast, query-memory-size-summary) from `-smp N,maxcpus=M` and `-m N,slots=S,maxmem=X`, and appends
+ * query-cpus-fast, query-memory-size-summary) from `-smp N,maxcpus=M` and `-m N,slots=S,maxmem=X` (a pmem root image's
+ * memory-backend-file counts as plugged memory, as in QEMU), and appends
  * every QMP command it receives, as a JSON line, to <qmp socket>.log.
  */
 import fs from 'node:fs';
@@ -72,6 +73,9 @@ const maxMem = parseInt((memOpts.find((o) => o.startsWith('maxmem=')) || 'maxmem
 const cpus = Array.from({ length: maxCpus }, (_, i) => ({ plugged: i < Number(smpN), props: { 'core-id': i, 'thread-id': 0, 'node-id': 0, 'socket-id': 0 } }));
 const objects = new Map();
 const dimms = [];
+// A pmem root image (nvdimm or virtio-pmem on a memory-backend-file) is plugged memory to QEMU, as on a real one.
+for (const o of all('-object').filter((o) => o.startsWith('memory-backend-file,')))
+  dimms.push({ id: 'rootimg', size: Number(o.split(',').find((w) => w.startsWith('size=')).slice(5)) });
 const hotplug = (cmd) => {
   const a = cmd.arguments || {};
   switch (cmd.execute) {

@@ -16,6 +16,7 @@ import {
 import { VHOST_VSOCK_DEVICE, cidCandidates, type HostProbe } from '../accel';
 import { processStartTime } from '../process';
 import { QemuHypervisor, type QemuHypervisorOptions } from '../qemu/qemu';
+import { PFN_INFO_OFFSET, PFN_SIGNATURE, ROOT_IMAGE_DATA_OFFSET, type ImageProbe } from '../root-image';
 import type { VmConfig } from '../types';
 import type { Logger } from '../../log';
 import { pidExists } from '../util';
@@ -488,6 +489,27 @@ describe('hypervisor/qemu/qemu (fake QEMU)', function () {
       assert.deepEqual(await vm.resize({ vcpus: 3, memoryMiB: 1024 }), { vcpus: 3, memoryMiB: 1024 });
       await vm.stop({ force: false });
       await assert.rejects(vm.resize({ vcpus: 3 }), UnavailableError, 'stopped');
+    });
+
+    it('with a pmem root image (DAX): the image is not guest RAM, resize counts only RAM', async () => {
+      const image = 150 * 1024 * 1024;
+      const daxImage: ImageProbe = {
+        size: () => image,
+        read: (_f, offset, length) => {
+          const b = Buffer.alloc(length);
+          if (offset === ROOT_IMAGE_DATA_OFFSET + 1080) b.writeUInt16LE(0xef53, 0);
+          if (offset === PFN_INFO_OFFSET) b.write(PFN_SIGNATURE, 0, 'latin1');
+          return b;
+        },
+      };
+      const vm = make({ imageProbe: daxImage });
+      await vm.prepare({ ...cfg, memoryMiB: 512, maxMemoryMiB: 768, rootImageDevice: 'nvdimm' });
+      assert.equal(vm.rootImage().device, 'nvdimm');
+      assert.equal(vm.argv()[vm.argv().indexOf('-m') + 1], '512M,slots=3,maxmem=918M');
+      await vm.start(AbortSignal.timeout(10_000));
+      assert.deepEqual(await vm.resize({ memoryMiB: 512 }), { vcpus: 1, memoryMiB: 512 });
+      assert.deepEqual(await vm.resize({ memoryMiB: 768 }), { vcpus: 1, memoryMiB: 768 });
+      assert.equal(qmpLog().filter((c) => c.execute === 'device_add').length, 2, 'two DIMMs, not zero');
     });
 
     it('without maxima nothing can grow; a failed DIMM is rolled back (its backend deleted); an abort stops between steps', async () => {
