@@ -130,8 +130,9 @@ describe('shim: containerd-shim-hull-v2 with a real containerd and ctr', functio
     // size only after Start (no consoleSize in the spec), so the container waits a while for it to arrive.
     const script =
       'i=0; while [ "$(stty size)" = "24 80" ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done; stty size; exit 4';
+    // spawns: ctr; the generation's own
     const term = pty.spawn(
-      'ctr',
+      ctd.ctrPath,
       ctd.ctrArgs(['run', '-t', '--rm', '--runtime', RUNTIME, BUSYBOX_IMAGE, 'tty', 'sh', '-c', script]),
       {
         cols: 77,

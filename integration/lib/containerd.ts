@@ -10,6 +10,13 @@
  * image, and `ctr` in the `k8s.io` namespace. `ctd.cri` then holds the client and the network; stop() stops and
  * removes any pod still there, then the run's network namespaces and bridge and, if this run made them, portmap's
  * top-level nat chains (lib/portmap-nat.ts).
+ *
+ * Two containerd generations: `generation: 1` (the default) is Debian's containerd 1.6 on PATH, configured with
+ * `version = 2`; `generation: 2` is containerd 2.x from `binDir` (default CONTAINERD2_BIN_DIR, which `make deps`
+ * fills from Debian sid's build: scripts/containerd2.mjs), configured with `version = 3` and 2.x's plugin names (CRI
+ * split into io.containerd.cri.v1.runtime, io.containerd.cri.v1.images and io.containerd.grpc.v1.cri). `binDir` goes
+ * on PATH after hull's bin/ and before the system's, so that containerd 2 runs its own containerd-shim-runc-v2, and
+ * `ctr` is that folder's ctr.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
@@ -22,6 +29,17 @@ import { CriClient, netnsPathOf, type cri } from './cri';
 import { natBaseline, removePortmapNat } from './portmap-nat';
 
 export const REPO = path.resolve(__dirname, '..', '..', '..');
+/** containerd 2.x's containerd, ctr and containerd-shim-runc-v2: `make deps` puts them there (scripts/containerd2.mjs). */
+export const CONTAINERD2_BIN_DIR = process.env.HULL_CONTAINERD2_BIN_DIR || '/var/cache/hull/containerd-2/bin';
+
+/** 1: containerd 1.x (Debian bookworm's 1.6, config version 2); 2: containerd 2.x (config version 3). */
+export type ContainerdGeneration = 1 | 2;
+
+/** The generations the suites that test containerd's contract run against, each in a describe of its own. */
+export const CONTAINERD_GENERATIONS: readonly { generation: ContainerdGeneration; title: string }[] = [
+  { generation: 1, title: 'containerd 1.x' },
+  { generation: 2, title: 'containerd 2.x' },
+];
 export const BUSYBOX_IMAGE = 'docker.io/hull/busybox:test';
 export const PAUSE_IMAGE = 'docker.io/hull/pause:test';
 /** What the busybox image serves at / with `httpd -f -p PORT -h /www`. */
@@ -107,6 +125,9 @@ export interface CriSetup {
 }
 
 export interface PrivateContainerd {
+  generation: ContainerdGeneration;
+  /** The ctr binary that goes with this containerd (a name on PATH, or a path below binDir). */
+  ctrPath: string;
   dir: string;
   address: string;
   namespace: string;
@@ -151,6 +172,22 @@ export interface ContainerdOptions {
   cri?: boolean;
   /** The default hull.toml with `enable_failpoints = true` (crash tests). */
   failpoints?: boolean;
+  /** Which containerd: 1 (default, Debian's on PATH) or 2 (2.x from binDir). */
+  generation?: ContainerdGeneration;
+  /** The folder of containerd, ctr and containerd-shim-runc-v2 (default: PATH for 1, CONTAINERD2_BIN_DIR for 2). */
+  binDir?: string;
+}
+
+/** Where this generation's binaries are; throws, naming `make deps`, when containerd 2's are not there. */
+function binariesOf(generation: ContainerdGeneration, binDir: string | undefined): string | undefined {
+  const dir = binDir ?? (generation === 2 ? CONTAINERD2_BIN_DIR : undefined);
+  if (dir === undefined) return undefined;
+  for (const b of ['containerd', 'ctr', 'containerd-shim-runc-v2']) {
+    if (!fs.existsSync(path.join(dir, b))) {
+      throw new Error(`containerd ${generation}: ${path.join(dir, b)} is missing (\`make deps\` installs it)`);
+    }
+  }
+  return dir;
 }
 
 export async function startContainerd(opts: ContainerdOptions = {}): Promise<PrivateContainerd> {
@@ -162,21 +199,31 @@ export async function startContainerd(opts: ContainerdOptions = {}): Promise<Pri
   const log = path.join(dir, 'containerd.log');
   const namespace = opts.namespace ?? (opts.cri ? 'k8s.io' : 'hulltest');
   const hullConfig = path.join(dir, 'hull.toml');
+  const generation = opts.generation ?? 1;
+  let binDir: string | undefined;
+  try {
+    binDir = binariesOf(generation, opts.binDir);
+  } catch (err) {
+    fs.rmSync(dir, { recursive: true, force: true });
+    throw err;
+  }
+  const containerdPath = binDir ? path.join(binDir, 'containerd') : 'containerd';
+  const ctrPath = binDir ? path.join(binDir, 'ctr') : 'ctr';
   const network = opts.cri ? pickNetwork(dir) : undefined;
   // What portmap's nat chains were like before this run's pods, so that stop() removes only what the run made.
   const natBefore = network ? await natBaseline() : undefined;
   fs.writeFileSync(
     path.join(dir, 'config.toml'),
     [
-      'version = 2',
+      `version = ${generation === 2 ? 3 : 2}`,
       `root = "${dir}/root"`,
       `state = "${dir}/state"`,
-      ...(network ? [] : ['disabled_plugins = ["io.containerd.grpc.v1.cri"]']),
+      ...(network ? [] : [`disabled_plugins = [${CRI_PLUGINS[generation].map((p) => `"${p}"`).join(', ')}]`]),
       '[grpc]',
       `  address = "${address}"`,
       '[debug]',
       '  level = "debug"',
-      ...(network ? criConfig(dir, hullConfig, network) : []),
+      ...(network ? criConfig(generation, dir, hullConfig, network) : []),
       '',
     ].join('\n'),
   );
@@ -195,11 +242,16 @@ export async function startContainerd(opts: ContainerdOptions = {}): Promise<Pri
   );
   const env = {
     ...process.env,
-    PATH: `${path.join(REPO, 'bin')}:${process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin'}`,
+    PATH: [
+      path.join(REPO, 'bin'),
+      ...(binDir ? [binDir] : []),
+      process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin',
+    ].join(':'),
     HULL_CONFIG: hullConfig,
   };
   const logFd = fs.openSync(log, 'a');
-  const child = spawn('containerd', ['--config', path.join(dir, 'config.toml')], {
+  // spawns: containerd; Debian's, or containerd 2's below binDir
+  const child = spawn(containerdPath, ['--config', path.join(dir, 'config.toml')], {
     env,
     stdio: ['ignore', logFd, logFd],
   });
@@ -212,7 +264,8 @@ export async function startContainerd(opts: ContainerdOptions = {}): Promise<Pri
   const ctrArgs = (args: readonly string[]): string[] => ['--address', address, '--namespace', namespace, ...args];
   const ctr: PrivateContainerd['ctr'] = (args, o = {}) =>
     new Promise((resolve, reject) => {
-      const p = spawn('ctr', ctrArgs(args), {
+      // spawns: ctr; the generation's own
+      const p = spawn(ctrPath, ctrArgs(args), {
         env,
         stdio: ['pipe', o.stdoutFile ? fs.openSync(o.stdoutFile, 'w') : 'pipe', 'pipe'],
       });
@@ -230,7 +283,7 @@ export async function startContainerd(opts: ContainerdOptions = {}): Promise<Pri
       else p.stdin?.end();
     });
   const spawnCtr = (args: readonly string[]): ChildProcess =>
-    spawn('ctr', ctrArgs(args), { env, stdio: ['pipe', 'pipe', 'pipe'] });
+    spawn(ctrPath, ctrArgs(args), { env, stdio: ['pipe', 'pipe', 'pipe'] }); // spawns: ctr; the generation's own
 
   const criSetup = network ? makeCriSetup(address, dir, network) : undefined;
 
@@ -260,6 +313,8 @@ export async function startContainerd(opts: ContainerdOptions = {}): Promise<Pri
     if (problems.length) console.warn(`containerd stop (${dir}): ${problems.join('; ')}`);
   };
   const ctd: PrivateContainerd = {
+    generation,
+    ctrPath,
     dir,
     address,
     namespace,
@@ -300,8 +355,21 @@ function pickNetwork(dir: string): CriNetwork {
   throw new Error('no free bridge name and subnet for the pod network');
 }
 
-/** The CRI plugin's section of config.toml, and the CNI configuration it reads (written here). */
-function criConfig(dir: string, hullConfig: string, net: CriNetwork): string[] {
+/** The CRI plugins of each generation: what a run without `cri` disables. */
+const CRI_PLUGINS: Record<ContainerdGeneration, readonly string[]> = {
+  1: ['io.containerd.grpc.v1.cri'],
+  // The pod sandbox controller needs the CRI runtime plugin (and fails without it).
+  2: [
+    'io.containerd.grpc.v1.cri',
+    'io.containerd.cri.v1.runtime',
+    'io.containerd.cri.v1.images',
+    'io.containerd.podsandbox.controller.v1.podsandbox',
+    'io.containerd.grpc.v1.sandbox-controllers',
+  ],
+};
+
+/** The CRI plugins' sections of config.toml, and the CNI configuration they read (written here). */
+function criConfig(generation: ContainerdGeneration, dir: string, hullConfig: string, net: CriNetwork): string[] {
   const confDir = path.join(dir, 'cni', 'net.d');
   fs.mkdirSync(confDir, { recursive: true });
   fs.mkdirSync(net.ipamDataDir, { recursive: true });
@@ -327,10 +395,50 @@ function criConfig(dir: string, hullConfig: string, net: CriNetwork): string[] {
     ],
   };
   fs.writeFileSync(path.join(confDir, '10-hull.conflist'), `${JSON.stringify(conflist, null, 2)}\n`);
+  const runtimes = (prefix: string): string[] => [
+    `    [${prefix}.runc]`,
+    '      runtime_type = "io.containerd.runc.v2"',
+    `    [${prefix}.hull]`,
+    '      runtime_type = "io.containerd.hull.v2"',
+    // hull's own annotations (the crash tests' io.hull.failpoint, the per-pod io.hull.config.*) and Kata's per-pod
+    // settings reach the sandbox's and the containers' specs: CRI passes a pod's annotations to the runtime only
+    // when pod_annotations matches them.
+    '      pod_annotations = ["io.hull.*", "io.katacontainers.config.*"]',
+    '      container_annotations = ["io.hull.*", "io.katacontainers.config.*"]',
+    `      [${prefix}.hull.options]`,
+    `        ConfigPath = "${hullConfig}"`,
+  ];
+  const opt = ['[plugins."io.containerd.internal.v1.opt"]', `  path = "${dir}/opt"`];
+  if (generation === 2) {
+    // containerd 2.x (config version 3): images (snapshotter, the sandbox image) and runtime (handlers, CNI) are
+    // plugins of their own; the gRPC plugin keeps the stream server.
+    const runtime = '[plugins."io.containerd.cri.v1.runtime"]';
+    const images = '[plugins."io.containerd.cri.v1.images"]';
+    return [
+      ...opt,
+      images,
+      '  snapshotter = "overlayfs"',
+      `  [plugins."io.containerd.cri.v1.images".pinned_images]`,
+      `    sandbox = "${PAUSE_IMAGE}"`,
+      runtime,
+      // Even root may not lower oom_score_adj here: keep CRI's values at or above containerd's own.
+      '  restrict_oom_score_adj = true',
+      '  enable_selinux = false',
+      `  [plugins."io.containerd.cri.v1.runtime".containerd]`,
+      '    default_runtime_name = "runc"',
+      ...runtimes('plugins."io.containerd.cri.v1.runtime".containerd.runtimes'),
+      `  [plugins."io.containerd.cri.v1.runtime".cni]`,
+      '    bin_dirs = ["/usr/lib/cni"]',
+      `    conf_dir = "${confDir}"`,
+      '    max_conf_num = 1',
+      '[plugins."io.containerd.grpc.v1.cri"]',
+      '  stream_server_address = "127.0.0.1"',
+      '  stream_server_port = "0"',
+    ];
+  }
   const cri = '[plugins."io.containerd.grpc.v1.cri"]';
   return [
-    '[plugins."io.containerd.internal.v1.opt"]',
-    `  path = "${dir}/opt"`,
+    ...opt,
     cri,
     `  sandbox_image = "${PAUSE_IMAGE}"`,
     // Even root may not lower oom_score_adj here: keep CRI's values at or above containerd's own.
@@ -341,17 +449,7 @@ function criConfig(dir: string, hullConfig: string, net: CriNetwork): string[] {
     `  [plugins."io.containerd.grpc.v1.cri".containerd]`,
     '    snapshotter = "overlayfs"',
     '    default_runtime_name = "runc"',
-    `    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]`,
-    '      runtime_type = "io.containerd.runc.v2"',
-    `    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.hull]`,
-    '      runtime_type = "io.containerd.hull.v2"',
-    // hull's own annotations (the crash tests' io.hull.failpoint, the per-pod io.hull.config.*) and Kata's per-pod
-    // settings reach the sandbox's and the containers' specs: CRI passes a pod's annotations to the runtime only
-    // when pod_annotations matches them.
-    '      pod_annotations = ["io.hull.*", "io.katacontainers.config.*"]',
-    '      container_annotations = ["io.hull.*", "io.katacontainers.config.*"]',
-    `      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.hull.options]`,
-    `        ConfigPath = "${hullConfig}"`,
+    ...runtimes('plugins."io.containerd.grpc.v1.cri".containerd.runtimes'),
     `  [plugins."io.containerd.grpc.v1.cri".cni]`,
     '    bin_dir = "/usr/lib/cni"',
     `    conf_dir = "${confDir}"`,
