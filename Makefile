@@ -11,9 +11,15 @@ MOCHA := node_modules/.bin/mocha --reporter scripts/mocha-summary-reporter.js
 UNIT_TESTS := 'ttrpc/dist/test/**/*.test.js' 'vsock/dist/test/**/*.test.js' 'netns/dist/test/**/*.test.js' 'dist/{errors,dbus,protos,shim,core,hypervisor,agent-client,fs-share,agent,guest,scripts,monitor,cli}/test/**/*.test.js'
 INTEGRATION_TESTS := 'dist/integration/**/*.test.js'
 
-.PHONY: deps apt-deps apt-packages npm-deps addon build protos check-layers lint test test-unit test-integration bench guest install demo clean fuzz format
+.PHONY: deps containerd2 apt-deps apt-packages npm-deps addon build protos check-layers lint test test-unit test-integration bench guest install demo clean fuzz format
 
-deps: apt-deps npm-deps
+deps: apt-deps npm-deps containerd2
+
+# containerd 2.x beside Debian's 1.6 (the tests run against both): Debian sid's build, verified (gpgv, SHA256) and
+# unpacked into /var/cache/hull/containerd-<version>/bin, /var/cache/hull/containerd-2 -> it. Nothing to do (and no
+# network) once there. HULL_CACHE_DIR=... puts it elsewhere.
+containerd2: apt-deps
+	node scripts/containerd2.mjs
 
 # Idempotent and quick when everything is present: one dpkg-query for all, and apt runs only for packages missing.
 apt-deps:

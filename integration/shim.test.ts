@@ -1,6 +1,10 @@
 /**
- * The product end to end: a private containerd 1.6 runs containers through containerd-shim-hull-v2 (bin/, found on
+ * The product end to end: a private containerd runs containers through containerd-shim-hull-v2 (bin/, found on
  * its PATH), each in a real QEMU VM booted from the real guest image, driven with the real `ctr`.
+ *
+ * The shim's contract with containerd (the first two describes) runs against both generations, containerd 1.x
+ * (Debian's 1.6) and 2.x, each with its own ctr; what is hull's own and the same under either (100 MiB of stdout,
+ * QEMU's confinement, the privileged container's kernel) runs against containerd 1.x only, to keep CI time down.
  */
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
@@ -13,7 +17,14 @@ import { processAlive, Store } from '../core';
 import { hostCgroupLayout } from '../core/host-cgroup';
 import { packJsonAny, TaskService, TypeUrl } from '../protos/containerd';
 import { mountsUnder } from '../fs-share';
-import { BUSYBOX_IMAGE, importBusybox, startContainerd, type PrivateContainerd } from './lib/containerd';
+import {
+  BUSYBOX_IMAGE,
+  CONTAINERD_GENERATIONS,
+  importBusybox,
+  startContainerd,
+  type ContainerdGeneration,
+  type PrivateContainerd,
+} from './lib/containerd';
 import { guestArtifacts } from './lib/guest';
 import { kernelKit, KIT_HELLO } from './lib/kernel-kit';
 
@@ -40,13 +51,24 @@ function processesMentioning(marker: string): string[] {
   return out;
 }
 
-describe('shim: containerd-shim-hull-v2 with a real containerd and ctr', function () {
+for (const { generation, title } of CONTAINERD_GENERATIONS) {
+  describe(`shim: containerd-shim-hull-v2 with a real containerd and ctr (${title})`, function () {
+    shimSuite.call(this, generation);
+  });
+  describe(`shim: exits are not hostage to stdout (runc, then hull; ${title})`, function () {
+    exitsSuite.call(this, generation);
+  });
+}
+
+function shimSuite(this: Mocha.Suite, generation: ContainerdGeneration): void {
   this.timeout(600_000);
   let ctd: PrivateContainerd;
+  /** hull's own, the same under either containerd: run with containerd 1.x only. */
+  const itGeneration1 = (t: string, fn: () => Promise<void>): void => void (generation === 1 && it(t, fn));
 
   before(async function () {
     guestArtifacts(); // names `make guest` if the image is missing
-    ctd = await startContainerd();
+    ctd = await startContainerd({ generation });
     await importBusybox(ctd);
   });
 
@@ -99,6 +121,23 @@ describe('shim: containerd-shim-hull-v2 with a real containerd and ctr', functio
     }
     assert.fail(`task ${id} never became ${status} (now ${String(await taskStatus(id))})`);
   }
+
+  it('runc, the baseline: `ctr run --rm` propagates the exit code and stdout/stderr', async () => {
+    const r = await ctd.ctr([
+      'run',
+      '--rm',
+      '--runtime',
+      'io.containerd.runc.v2',
+      BUSYBOX_IMAGE,
+      'runc-exit7',
+      'sh',
+      '-c',
+      'echo out; echo err >&2; exit 7',
+    ]);
+    assert.equal(r.code, 7, r.stderr);
+    assert.equal(r.stdout, 'out\n');
+    assert.equal(r.stderr, 'err\n');
+  });
 
   it('`ctr run --rm` prints the guest kernel release, not the host one, and leaves nothing behind', async () => {
     const r = await run('uname', ['uname', '-r']);
@@ -257,7 +296,7 @@ describe('shim: containerd-shim-hull-v2 with a real containerd and ctr', functio
     await assertNothingLeft('upd');
   });
 
-  it('carries 100 MiB of stdout with the same sha256', async () => {
+  itGeneration1('carries 100 MiB of stdout with the same sha256', async () => {
     const out = path.join(ctd.dir, 'big.out');
     const r = await ctd.ctr(
       [
@@ -281,57 +320,60 @@ describe('shim: containerd-shim-hull-v2 with a real containerd and ctr', functio
     await assertNothingLeft('big');
   });
 
-  it('confines each VM by default: QEMU under its seccomp filter as nobody, virtiofsd in its sandbox under seccomp; the container runs', async () => {
-    const id = 'confined';
-    const r = await ctd.ctr(['run', '-d', '--runtime', RUNTIME, BUSYBOX_IMAGE, id, 'sleep', '600']);
-    assert.equal(r.code, 0, r.stderr);
-    try {
-      await waitStatus(id, 'RUNNING');
-      const sandboxDir = path.join(ctd.stateDir, ctd.namespace, id);
-      const status = (pid: string): string => fs.readFileSync(`/proc/${pid}/status`, 'utf8');
-      const qemu = processesMentioning(path.join(sandboxDir, 'vm', 'qmp.sock')).filter((l) =>
-        l.includes('qemu-system'),
-      );
-      assert.equal(qemu.length, 1, qemu.join('\n'));
-      const qemuStatus = status(qemu[0]!.split(' ')[0]!);
-      assert.match(qemuStatus, /^Uid:\s+65534\s+65534\s+65534\s+65534$/m, 'QEMU runs as nobody');
-      assert.match(qemuStatus, /^CapEff:\s+0+$/m, 'with no capabilities');
-      assert.match(qemuStatus, /^Seccomp:\s+2$/m, 'under its seccomp filter');
-      const argv = fs.readFileSync(`/proc/${qemu[0]!.split(' ')[0]!}/cmdline`, 'latin1').split('\0');
-      assert.deepEqual(argv.slice(argv.indexOf('-sandbox'), argv.indexOf('-sandbox') + 4), [
-        '-sandbox',
-        'on,obsolete=deny,elevateprivileges=allow,spawn=deny,resourcecontrol=deny',
-        '-runas',
-        'nobody',
-      ]);
-      const vfs = processesMentioning(path.join(sandboxDir, 'vm', 'virtiofsd.sock')).filter((l) =>
-        l.includes('virtiofsd'),
-      );
-      assert.ok(
-        vfs.some((l) => /^Seccomp:\s+2$/m.test(status(l.split(' ')[0]!))),
-        `a virtiofsd serves under seccomp: ${vfs.join('\n')}`,
-      );
-      // The container still works, on its rootfs shared over virtio-fs.
-      const ex = await ctd.ctr([
-        'task',
-        'exec',
-        '--exec-id',
-        'e1',
-        id,
-        'sh',
-        '-c',
-        'grep " / " /proc/mounts; echo ok > /tmp/w; cat /tmp/w',
-      ]);
-      assert.equal(ex.code, 0, ex.stderr);
-      assert.match(ex.stdout, /^\S+ \/ virtiofs /m, ex.stdout);
-      assert.match(ex.stdout, /^ok$/m);
-    } finally {
-      await ctd.ctr(['task', 'kill', '-s', 'KILL', id]);
-      await ctd.ctr(['task', 'delete', '-f', id]);
-      await ctd.ctr(['container', 'delete', id]);
-    }
-    await assertNothingLeft(id);
-  });
+  itGeneration1(
+    'confines each VM by default: QEMU under its seccomp filter as nobody, virtiofsd in its sandbox under seccomp; the container runs',
+    async () => {
+      const id = 'confined';
+      const r = await ctd.ctr(['run', '-d', '--runtime', RUNTIME, BUSYBOX_IMAGE, id, 'sleep', '600']);
+      assert.equal(r.code, 0, r.stderr);
+      try {
+        await waitStatus(id, 'RUNNING');
+        const sandboxDir = path.join(ctd.stateDir, ctd.namespace, id);
+        const status = (pid: string): string => fs.readFileSync(`/proc/${pid}/status`, 'utf8');
+        const qemu = processesMentioning(path.join(sandboxDir, 'vm', 'qmp.sock')).filter((l) =>
+          l.includes('qemu-system'),
+        );
+        assert.equal(qemu.length, 1, qemu.join('\n'));
+        const qemuStatus = status(qemu[0]!.split(' ')[0]!);
+        assert.match(qemuStatus, /^Uid:\s+65534\s+65534\s+65534\s+65534$/m, 'QEMU runs as nobody');
+        assert.match(qemuStatus, /^CapEff:\s+0+$/m, 'with no capabilities');
+        assert.match(qemuStatus, /^Seccomp:\s+2$/m, 'under its seccomp filter');
+        const argv = fs.readFileSync(`/proc/${qemu[0]!.split(' ')[0]!}/cmdline`, 'latin1').split('\0');
+        assert.deepEqual(argv.slice(argv.indexOf('-sandbox'), argv.indexOf('-sandbox') + 4), [
+          '-sandbox',
+          'on,obsolete=deny,elevateprivileges=allow,spawn=deny,resourcecontrol=deny',
+          '-runas',
+          'nobody',
+        ]);
+        const vfs = processesMentioning(path.join(sandboxDir, 'vm', 'virtiofsd.sock')).filter((l) =>
+          l.includes('virtiofsd'),
+        );
+        assert.ok(
+          vfs.some((l) => /^Seccomp:\s+2$/m.test(status(l.split(' ')[0]!))),
+          `a virtiofsd serves under seccomp: ${vfs.join('\n')}`,
+        );
+        // The container still works, on its rootfs shared over virtio-fs.
+        const ex = await ctd.ctr([
+          'task',
+          'exec',
+          '--exec-id',
+          'e1',
+          id,
+          'sh',
+          '-c',
+          'grep " / " /proc/mounts; echo ok > /tmp/w; cat /tmp/w',
+        ]);
+        assert.equal(ex.code, 0, ex.stderr);
+        assert.match(ex.stdout, /^\S+ \/ virtiofs /m, ex.stdout);
+        assert.match(ex.stdout, /^ok$/m);
+      } finally {
+        await ctd.ctr(['task', 'kill', '-s', 'KILL', id]);
+        await ctd.ctr(['task', 'delete', '-f', id]);
+        await ctd.ctr(['container', 'delete', id]);
+      }
+      await assertNothingLeft(id);
+    },
+  );
 
   it('runs two containers at once in two VMs', async () => {
     for (const id of ['twin-a', 'twin-b']) {
@@ -434,20 +476,20 @@ describe('shim: containerd-shim-hull-v2 with a real containerd and ctr', functio
     await ctd.ctr(['container', 'delete', 'noimage']);
     await assertNothingLeft('noimage');
   });
-});
+}
 
 /**
  * Issue 12 §3: a process's exit is its own event. A background child that keeps the process's stdout open must
  * not hold the exit (runc's shim publishes the exit at once and closes the IO on delete, at most ~2 s later).
  * The same cases run against runc (the reference) and hull.
  */
-describe('shim: exits are not hostage to stdout (runc, then hull)', function () {
+function exitsSuite(this: Mocha.Suite, generation: ContainerdGeneration): void {
   this.timeout(600_000);
   let ctd: PrivateContainerd;
 
   before(async function () {
     guestArtifacts();
-    ctd = await startContainerd();
+    ctd = await startContainerd({ generation });
     await importBusybox(ctd);
   });
 
@@ -495,7 +537,7 @@ describe('shim: exits are not hostage to stdout (runc, then hull)', function () 
       else assert.equal(r.stdout, 'up\n');
     });
   }
-});
+}
 
 /**
  * Issue 13 "Containers get a whole kernel": a privileged container creates a bridge, adds an iptables rule and

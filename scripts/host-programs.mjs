@@ -52,6 +52,20 @@ export const PROGRAMS = [
     why: 'integration, bench: the runc baseline shim',
   },
   { name: 'runc', path: '/usr/sbin/runc', package: 'runc', why: 'run by containerd-shim-runc-v2' },
+  // containerd 2.x (Debian sid's build, unpacked by `make deps` into /var/cache/hull/containerd-2/bin: not a package
+  // here; integration/lib/containerd.ts runs its containerd, ctr and runc shim under the names above).
+  {
+    name: 'gpgv',
+    path: '/usr/bin/gpgv',
+    package: 'gpgv',
+    why: "scripts/containerd2.mjs: sid's InRelease against Debian's archive keyring",
+  },
+  {
+    name: 'dpkg-deb',
+    path: '/usr/bin/dpkg-deb',
+    package: 'dpkg',
+    why: "scripts/containerd2.mjs: unpacks sid's containerd .deb (never installed)",
+  },
   {
     name: 'bridge',
     path: '/usr/lib/cni/bridge',
@@ -191,7 +205,12 @@ export const PROGRAMS = [
     package: 'dpkg',
     why: 'scripts/test/host-programs.test.ts: dpkg -S, which package owns a program',
   },
-  { name: 'xz', path: '/usr/bin/xz', package: 'xz-utils', why: 'guest/host.ts: xz-compressed kernel modules' },
+  {
+    name: 'xz',
+    path: '/usr/bin/xz',
+    package: 'xz-utils',
+    why: 'guest/host.ts: xz-compressed kernel modules; scripts/containerd2.mjs: Packages.xz',
+  },
   { name: 'zstd', path: '/usr/bin/zstd', package: 'zstd', why: 'guest/host.ts: zstd-compressed kernel modules' },
 
   // Observability: a real Prometheus scrapes hull-monitor in the metrics tests.
@@ -249,6 +268,7 @@ export const OTHER_PACKAGES = [
   { package: 'libc6-dev', why: 'the static libc gcc links hull-init, hull-ctty and pause against' },
   { package: 'g++', why: "node-gyp: node-pty's and the addons' native code" },
   { package: 'python3', why: 'node-gyp' },
+  { package: 'debian-archive-keyring', why: "scripts/containerd2.mjs: the keys sid's InRelease is verified with" },
   { package: 'qemu-utils', why: 'qemu-img, for working on guest disks by hand (hull itself does not run it)' },
 ];
 

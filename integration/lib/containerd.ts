@@ -29,8 +29,13 @@ import { CriClient, netnsPathOf, type cri } from './cri';
 import { natBaseline, removePortmapNat } from './portmap-nat';
 
 export const REPO = path.resolve(__dirname, '..', '..', '..');
-/** containerd 2.x's containerd, ctr and containerd-shim-runc-v2: `make deps` puts them there (scripts/containerd2.mjs). */
-export const CONTAINERD2_BIN_DIR = process.env.HULL_CONTAINERD2_BIN_DIR || '/var/cache/hull/containerd-2/bin';
+/**
+ * containerd 2.x's containerd, ctr and containerd-shim-runc-v2: `make deps` puts them there (scripts/containerd2.mjs,
+ * below HULL_CACHE_DIR when set, as for the script); HULL_CONTAINERD2_BIN_DIR names another folder.
+ */
+export const CONTAINERD2_BIN_DIR =
+  process.env.HULL_CONTAINERD2_BIN_DIR ||
+  path.join(process.env.HULL_CACHE_DIR || '/var/cache/hull', 'containerd-2', 'bin');
 
 /** 1: containerd 1.x (Debian bookworm's 1.6, config version 2); 2: containerd 2.x (config version 3). */
 export type ContainerdGeneration = 1 | 2;

@@ -164,3 +164,28 @@ export interface SandboxInfo {
 export function netnsPathOf(info: SandboxInfo | undefined): string | undefined {
   return info?.runtimeSpec?.linux?.namespaces?.find((n) => n.type === 'network')?.path || undefined;
 }
+
+/**
+ * RemovePodSandbox of a pod whose shim died, the way the kubelet does it: retried (every 500 ms, bounded by `ms`) while
+ * containerd answers UNKNOWN. containerd 2.x's CRI handles a dead shim's exits on its own schedule (its TaskExit
+ * handler's Delete meets the closed ttrpc connection and is retried about a second later), so a RemovePodSandbox right
+ * after StopPodSandbox can find a container not yet marked exited ("container is still running, to stop first"),
+ * with runc as with hull; the kubelet's pod garbage collection tries again. containerd 1.6 removes it at once.
+ * Returns how many calls it took.
+ */
+export async function removePodSandboxAfterShimDeath(
+  client: CriClient,
+  podSandboxId: string,
+  ms = 30_000,
+): Promise<number> {
+  const until = Date.now() + ms;
+  for (let calls = 1; ; calls++) {
+    try {
+      await client.removePodSandbox(podSandboxId);
+      return calls;
+    } catch (err) {
+      if (!(err instanceof CriError) || err.code !== grpc.status.UNKNOWN || Date.now() > until) throw err;
+      await new Promise((r) => setTimeout(r, 500));
+    }
+  }
+}
