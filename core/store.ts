@@ -59,6 +59,10 @@ export interface SandboxRecord {
   cgroup?: string[];
   /** The systemd driver's scope unit holding that cgroup (stopped by recovery before the folders go). */
   systemdUnit?: string;
+  /** What `hull list` shows of the VM once it booted: its accelerator and its size now (hot-plug grows it). */
+  vm?: { accel: string; vcpus: number; memoryMiB: number };
+  /** The sandbox was created with the debug console enabled (`hull exec`; shim/debug-console.ts). */
+  debugConsole?: boolean;
 }
 
 export class Store {
@@ -122,6 +126,16 @@ export class Store {
             /^\d{1,20}$/.test(h.startTime),
         ));
     const containers = typeof r.containers === 'object' && r.containers !== null && !Array.isArray(r.containers);
+    const vm =
+      r.vm === undefined ||
+      (typeof r.vm === 'object' &&
+        r.vm !== null &&
+        typeof r.vm.accel === 'string' &&
+        /^[a-z]{1,8}$/.test(r.vm.accel) &&
+        Number.isSafeInteger(r.vm.vcpus) &&
+        r.vm.vcpus > 0 &&
+        Number.isSafeInteger(r.vm.memoryMiB) &&
+        r.vm.memoryMiB > 0);
     if (
       r.version !== RECORD_VERSION ||
       !abs(r.vmStateDir) ||
@@ -129,6 +143,8 @@ export class Store {
       !isId(r.sandboxId) ||
       !isId(r.namespace) ||
       !containers ||
+      !vm ||
+      (r.debugConsole !== undefined && typeof r.debugConsole !== 'boolean') ||
       !network ||
       !helpers ||
       !pid(r.qemuPid) ||
