@@ -163,7 +163,7 @@ describe('hull list / hull exec (bin/hull, a sandbox made by ctr, real VM)', fun
     const term = pty.spawn(process.execPath, [HULL, 'exec', 'dbg'], {
       cols: 80,
       rows: 24,
-      env: { ...ctd.env, HULL_CONFIG: ctd.hullConfig, TERM: 'xterm' } as Record<string, string>,
+      env: { ...ctd.env, HULL_CONFIG: ctd.hullConfig, TERM: 'xterm' },
     });
     let out = '';
     term.onData((d) => (out += d));
@@ -177,7 +177,7 @@ describe('hull list / hull exec (bin/hull, a sandbox made by ctr, real VM)', fun
     };
     try {
       // busybox's line editing asks for the cursor's position (ESC [6n) after its prompt; nothing answers here.
-      await waitFor(/# (\x1b\[6n)?$/, 'the prompt');
+      await waitFor(new RegExp(`# (${String.fromCharCode(27)}\\[6n)?$`), 'the prompt');
       term.write('echo $((6*7))\r');
       await waitFor(/^42\r*$/m, '42');
       term.write('stty size\r');
