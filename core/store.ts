@@ -97,14 +97,28 @@ export class Store {
    */
   static load(file: string, stateDir?: string): SandboxRecord | undefined {
     let text: string;
+    const notARecordFile = (): InvalidArgumentError =>
+      new InvalidArgumentError(`${file} is not a regular file of at most ${MAX_RECORD_BYTES} bytes`);
+    let fd: number;
     try {
-      const st = fs.lstatSync(file);
-      if (!st.isFile() || st.size > MAX_RECORD_BYTES)
-        throw new InvalidArgumentError(`${file} is not a regular file of at most ${MAX_RECORD_BYTES} bytes`);
-      text = fs.readFileSync(file, 'utf8');
+      // O_NOFOLLOW and fstat on what was opened: a symlink swapped in after a check is never read through.
+      fd = fs.openSync(file, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK);
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT') return undefined;
+      if (code === 'ELOOP') throw notARecordFile();
       throw err;
+    }
+    try {
+      const st = fs.fstatSync(fd);
+      if (!st.isFile() || st.size > MAX_RECORD_BYTES) throw notARecordFile();
+      const buf = Buffer.alloc(MAX_RECORD_BYTES + 1);
+      let n = 0;
+      for (let got = -1; got !== 0 && n < buf.length; n += got) got = fs.readSync(fd, buf, n, buf.length - n, null);
+      if (n > MAX_RECORD_BYTES) throw notARecordFile();
+      text = buf.toString('utf8', 0, n);
+    } finally {
+      fs.closeSync(fd);
     }
     const r = JSON.parse(text) as SandboxRecord;
     const abs = (p: unknown): boolean => typeof p === 'string' && path.isAbsolute(p);
