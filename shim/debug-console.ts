@@ -55,16 +55,19 @@ export class DebugConsoleServer {
   ): Promise<DebugConsoleServer> {
     fs.rmSync(socketPath, { force: true }); // a previous daemon's, dead (this shim owns the folder)
     const server = net.createServer();
-    // Created 0600 from the start: no moment at which another user could connect.
+    // Created 0600 from the start: no moment at which another user could connect. listen() binds synchronously
+    // (the 'listening' event comes later), so the umask is the process's for no longer than this call.
+    const listening = new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.once('listening', () => resolve());
+    });
     const mask = process.umask(0o177);
     try {
-      await new Promise<void>((resolve, reject) => {
-        server.once('error', reject);
-        server.listen(socketPath, () => resolve());
-      });
+      server.listen(socketPath);
     } finally {
       process.umask(mask);
     }
+    await listening;
     fs.chmodSync(socketPath, 0o600);
     server.unref(); // the daemon's life is the Task server's
     return new DebugConsoleServer(server, socketPath, console, logger);
