@@ -1723,6 +1723,7 @@ describe('core Sandbox: hot-plug sizing (fake hypervisor and agent)', () => {
     assert.deepEqual(h.agent.onlines, [{ nbCpus: 2, cpuOnly: false, wait: true }]);
     assert.deepEqual(order().slice(-2), ['onlineCpuMem 2 wait', 'createOciContainer c2'], 'grown before it is made');
     assert.deepEqual(h.hv.size, { vcpus: 3, memoryMiB: 512 }, 'memory in whole 128 MiB DIMMs');
+    assert.deepEqual(Store.load(h.recordFile)!.vm, { accel: 'tcg', vcpus: 3, memoryMiB: 512 }, 'hull list sees it');
     // A container without limits needs nothing more.
     await h.sandbox.create(h.request('c3', NO_STDIO, limited(0, 0)));
     assert.equal(h.hv.resizes.length, 1);
