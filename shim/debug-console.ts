@@ -109,7 +109,9 @@ export class DebugConsoleServer {
           const hello = parseHello(f.payload);
           if (typeof hello === 'string') return fail(`bad hello: ${hello}`);
           session = new Session(socket, hello, this.logger);
-          void session.run(this.console);
+          session
+            .run(this.console)
+            .catch((err: unknown) => this.logger.error({ error: errorMessage(err) }, 'debug console: session'));
         } else session.frame(f.type, f.payload);
       }
     });
@@ -162,7 +164,12 @@ class Session {
     this.started = true;
     if (this.ended) return void this.remove(); // the client left while it started
     this.send(encodeJson(Frame.Started, { pid, execId: this.execId }));
-    const pumps = [this.pump(1, Frame.Stdout), ...(this.hello.terminal ? [] : [this.pump(2, Frame.Stderr)])];
+    // Handled at once: a read that fails (the VM gone, the process removed) must never be an unhandled rejection.
+    const pumps = [this.pump(1, Frame.Stdout), ...(this.hello.terminal ? [] : [this.pump(2, Frame.Stderr)])].map((p) =>
+      p.catch((err: unknown) =>
+        this.logger.debug({ session: this.execId, error: errorMessage(err) }, 'debug console: output'),
+      ),
+    );
     let status: number;
     try {
       status = await this.console.wait(this.execId);

@@ -9,7 +9,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import type { DebugProcessSpec, GuestDebugConsole } from '../../agent-client';
-import { FailedPreconditionError } from '../../errors';
+import { FailedPreconditionError, UnavailableError } from '../../errors';
 import type { Logger } from '../../log';
 import { Frame, FrameDecoder, encodeFrame, encodeJson, type DebugFrame } from '../../protos/debug-socket';
 import { DebugConsoleServer, MAX_SESSIONS } from '../debug-console';
@@ -25,6 +25,8 @@ class FakeGuest implements GuestDebugConsole {
   private exit: ((status: number) => void) | undefined;
   private readonly exited = new Promise<number>((resolve) => (this.exit = resolve));
   private eof = false;
+  /** Reads fail (the VM went away): the shim must carry on. */
+  failReads = false;
 
   start(spec: DebugProcessSpec): Promise<{ pid: number }> {
     this.specs.push(spec);
@@ -32,6 +34,7 @@ class FakeGuest implements GuestDebugConsole {
     return Promise.resolve({ pid: 42 });
   }
   async read(_id: string, stream: 1 | 2): Promise<Buffer> {
+    if (this.failReads) throw new UnavailableError('agent ReadOutput: the agent connection is closed');
     if (stream === 2) return Buffer.alloc(0);
     while (this.output.length === 0 && !this.eof) await new Promise<void>((r) => (this.wakeRead = r));
     return this.output.shift() ?? Buffer.alloc(0);
@@ -153,6 +156,18 @@ describe('shim/debug-console (debug.sock)', () => {
     assert.deepEqual(ends[0]!.obj.command, ['/bin/sh']);
     assert.equal((ends[0]!.obj.client as { user: string }).user, 'ops');
     assert.ok(!JSON.stringify(log.lines).includes('secret-typing'), 'never the bytes');
+  });
+
+  it('a failing read is no unhandled rejection: the session still ends with the status', async () => {
+    const guest = new FakeGuest();
+    guest.failReads = true;
+    const sock = path.join(tmp, 'debug.sock');
+    server = await DebugConsoleServer.listen(sock, () => guest, recordingLogger());
+    const c = client(sock, ['true']);
+    await c.until(Frame.Started);
+    await sleep(50); // the reads have failed by now
+    guest.finish(0);
+    assert.equal(JSON.parse((await c.until(Frame.Exit)).payload.toString()).status, 0);
   });
 
   it('a client that goes away ends the guest process', async () => {
