@@ -13,7 +13,15 @@ import {
   guestText,
 } from '../errors';
 import { AgentService, HealthService, MAX_UINT64_NUMBER, grpc } from '../protos/agent';
-import { DiagnosticsService, PortForwardService, ProcessesService, TracingService } from '../protos/hull';
+import {
+  DEBUG_CONSOLE_ENABLED,
+  DEBUG_CONSOLE_METADATA,
+  DiagnosticsService,
+  PortForwardService,
+  ProcessesService,
+  TracingService,
+} from '../protos/hull';
+import { AgentDebugConsole, type GuestDebugConsole } from './debug-console';
 import { isIdentifier } from '../protos/identifiers';
 import { connectOnce, describeEndpoint, isNotYet, parseAgentEndpoint, type VsockConnector } from './channel';
 import { classifyAgentError } from './errors';
@@ -266,19 +274,29 @@ export class KataAgentClient implements AgentClient {
   }
 
   async createSandbox(spec: SandboxSpec): Promise<void> {
-    await this.call(AgentService.CreateSandbox, {
-      sandboxId: spec.sandboxId,
-      hostname: spec.hostname ?? '',
-      dns: spec.dns ?? [],
-      storages: spec.storages.map((s) => ({
-        driver: s.driver,
-        source: s.source,
-        fstype: s.fstype,
-        options: s.options,
-        mountPoint: s.mountPoint,
-      })),
-      kernelModules: (spec.kernelModules ?? []).map((m) => ({ name: m.name, parameters: m.parameters })),
-    });
+    await this.call(
+      AgentService.CreateSandbox,
+      {
+        sandboxId: spec.sandboxId,
+        hostname: spec.hostname ?? '',
+        dns: spec.dns ?? [],
+        storages: spec.storages.map((s) => ({
+          driver: s.driver,
+          source: s.source,
+          fstype: s.fstype,
+          options: s.options,
+          mountPoint: s.mountPoint,
+        })),
+        kernelModules: (spec.kernelModules ?? []).map((m) => ({ name: m.name, parameters: m.parameters })),
+      },
+      // Kata's CreateSandboxRequest has no field for it: hull's metadata (agent/debug-console.ts).
+      spec.debugConsole ? { metadata: { [DEBUG_CONSOLE_METADATA]: DEBUG_CONSOLE_ENABLED } } : {},
+    );
+  }
+
+  /** The debug console's calls (hull.agent.v1.DebugConsole); the agent refuses them unless CreateSandbox enabled it. */
+  debugConsole(): GuestDebugConsole {
+    return new AgentDebugConsole((desc, request, options) => this.call(desc, request, options));
   }
 
   async destroySandbox(): Promise<void> {

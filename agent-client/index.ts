@@ -1,6 +1,7 @@
 export { KataAgentClient, type DialOptions } from './client';
 export { parseAgentEndpoint, type VsockConnector } from './channel';
 export { classifyAgentError } from './errors';
+export { DEBUG_READ_CHUNK, type DebugProcessSpec, type GuestDebugConsole } from './debug-console';
 export { TRACER_NAME, type GuestSpan, type GuestSpanBatch } from './tracing';
 export { AGENT_TIMEOUTS_MS, DEFAULT_TIMEOUT_MS, NO_DEADLINE, timeoutFor } from './timeouts';
 export type {

@@ -13,6 +13,8 @@ export const AGENT_TIMEOUTS_MS: Readonly<Record<string, number>> = {
   ReadStderr: NO_DEADLINE,
   GetOOMEvent: NO_DEADLINE,
   ReadConnection: NO_DEADLINE,
+  // The debug console's output (its WaitProcess shares Kata's name and entry).
+  ReadOutput: NO_DEADLINE,
   WriteConnection: NO_DEADLINE,
   OpenConnection: 20_000,
   CloseConnection: 10_000,

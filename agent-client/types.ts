@@ -1,3 +1,4 @@
+import type { GuestDebugConsole } from './debug-console';
 import type { ArpNeighbor, GuestInterface, GuestRoute, NetworkInterface, RouteSpec } from './network';
 import type { OciMount, OciProcess, OciSpec } from './oci';
 import type { GuestMetrics } from './guest-metrics';
@@ -58,6 +59,8 @@ export interface SandboxSpec {
   dns?: string[];
   storages: StorageSpec[];
   kernelModules?: { name: string; parameters: string[] }[];
+  /** The agent may start debug console processes (`[agent] debug_console_enabled`); default no. */
+  debugConsole?: boolean;
 }
 
 export interface FileContents {
@@ -124,6 +127,8 @@ export interface AgentClient extends ContainerAgentClient, NetworkAgentClient, P
   version(): Promise<{ agentVersion: string; protocolVersion: string }>;
   guestDetails(): Promise<GuestDetails>;
   createSandbox(spec: SandboxSpec): Promise<void>;
+  /** The debug console (`hull exec`); absent from clients that have none (core's fakes). */
+  debugConsole?(): GuestDebugConsole;
   /** The agent unmounts the sandbox's storages and powers the guest off after replying. */
   destroySandbox(): Promise<void>;
   setGuestDateTime(at: Date): Promise<void>;

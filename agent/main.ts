@@ -21,6 +21,7 @@ import { GuestSandbox } from './sandbox';
 import { LoopbackConnections } from './port-forward';
 import { DebugHooks, debugHooksEnabled } from './debug-hooks';
 import { registerServices } from './service';
+import { DebugConsole } from './debug-console';
 import { agentChannels, initStartedMs, kernelParams, run, uptimeMs } from './system';
 
 const SERIAL_PORT_NAME = 'agent.channel.0';
@@ -115,6 +116,8 @@ async function main(): Promise<void> {
     // Leave time for the reply to reach the host before the guest goes away.
     powerOff: () => setTimeout(() => powerOff(0), 100),
     debugHooks: new DebugHooks(!testSocket && debugHooksEnabled()),
+    // Outside the guest it refuses to run anything (the host's processes are not the guest's).
+    debugConsole: new DebugConsole({ inGuest: !testSocket }),
   });
 
   if (testSocket) {

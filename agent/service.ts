@@ -7,7 +7,16 @@ import fs from 'node:fs';
 import os from 'node:os';
 import { Code, StatusError, type Server } from 'ttrpc-ts';
 import { AgentService, HealthService, grpc } from '../protos/agent';
-import { DiagnosticsService, PortForwardService, ProcessesService, TracingService } from '../protos/hull';
+import {
+  DEBUG_CONSOLE_ENABLED,
+  DEBUG_CONSOLE_METADATA,
+  DebugConsoleService,
+  DiagnosticsService,
+  PortForwardService,
+  ProcessesService,
+  TracingService,
+} from '../protos/hull';
+import type { DebugConsole } from './debug-console';
 import type { DebugHooks } from './debug-hooks';
 import { SHARED_ROOT } from './init';
 import { log } from './log';
@@ -42,6 +51,8 @@ export interface AgentContext {
   boot?: { initStartedMs: number; agentMainMs: number };
   /** Ends the guest (power-off) once the reply has gone out. */
   powerOff(): void;
+  /** The debug console (`hull exec`, debug-console.ts): refuses everything unless CreateSandbox enabled it. */
+  debugConsole?: DebugConsole;
   /** Test-only fault hooks (debug-hooks.ts); absent or disabled in production. */
   debugHooks?: DebugHooks;
   isInit: boolean;
@@ -57,8 +68,9 @@ export function registerServices(plain: Server, ctx: AgentContext): void {
   // Every handler runs in a guest span when the host's call carries a sampled traceparent (agent/tracing.ts).
   const server = tracedServer(plain);
   server.register(AgentService, {
-    CreateSandbox: async (req) => {
+    CreateSandbox: async (req, call) => {
       await ctx.sandbox.create(req);
+      ctx.debugConsole?.configure(call.metadata[DEBUG_CONSOLE_METADATA]?.[0] === DEBUG_CONSOLE_ENABLED);
       return {};
     },
     CreateContainer: async (req) => {
@@ -122,6 +134,7 @@ export function registerServices(plain: Server, ctx: AgentContext): void {
     ListRoutes: () => ctx.network.listRoutes(),
     DestroySandbox: async () => {
       ctx.portForward.closeAll();
+      ctx.debugConsole?.closeAll();
       await ctx.sandbox.destroy();
       // Traced: this call's span (recorded as the handler returns) goes in the host's next drain, which follows
       // the reply; the power-off waits for that drain, bounded. Untraced: there is nothing to drain.
@@ -203,6 +216,31 @@ export function registerServices(plain: Server, ctx: AgentContext): void {
       }
     },
   });
+  const debug = ctx.debugConsole;
+  if (debug)
+    server.register(DebugConsoleService, {
+      StartProcess: (req) => debug.start(req),
+      // Long polls: output (empty at end of file), and the exit once the output ended (bounded).
+      ReadOutput: async (req) => ({ data: await debug.read(req) }),
+      WaitProcess: async (req) => ({ status: await debug.wait(req) }),
+      WriteInput: async (req) => ({ len: await debug.write(req) }),
+      CloseInput: (req) => {
+        debug.closeInput(req);
+        return {};
+      },
+      ResizeTerminal: (req) => {
+        debug.resize(req);
+        return {};
+      },
+      SignalProcess: (req) => {
+        debug.signal(req);
+        return {};
+      },
+      RemoveProcess: (req) => {
+        debug.remove(req);
+        return {};
+      },
+    });
   // The spans recorded so far; the host checks them before it exports them.
   plain.register(TracingService, { DrainSpans: (req) => recorder.drain(req.maxSpans ?? 0) });
   log.info('services registered', { services: server.registry.serviceNames });

@@ -12,12 +12,29 @@ import { CONFIG_PATH_ENV, DEFAULT_CONFIG_PATH, defaultConfig, loadConfig, type L
 import { DEFAULT_TEST_BOOT_MS, runChecks, type CheckItem } from './checks';
 import { describeEnv, formatEnv } from './env';
 import { RealHost, type Host } from './host';
+import {
+  EXEC_FAILED,
+  findSandbox,
+  helloFor,
+  parseExecArgs,
+  runSession,
+  socketOf,
+  type ExecArgs,
+  type ExecIo,
+} from './exec';
+import { formatList, listSandboxes } from './list';
 
 const USAGE = `usage: hull check [--json] [--config FILE]
        hull env [--json] [--config FILE]
+       hull list [--json] [--config FILE]
+       hull exec [--config FILE] <sandbox-id> [--namespace NS] [-t|-T] [--] [command...]
 
   check   everything a pod needs on this host: ok / warning / fail, with the reason and the fix (exit 1 on a fail)
   env     the effective configuration (every key, its value and where it came from), artefacts, versions, host facts
+  list    the sandboxes on this host (state_dir): shim and QEMU pids (alive or dead), accel, vCPUs, memory, containers
+  exec    a shell (the guest's /bin/sh) or a command in the sandbox's guest itself, outside every container, when
+          [agent] debug_console_enabled was on at its creation; -t/-T force a terminal or none (default: a terminal
+          when stdin and stdout are); the exit status is the command's, 125 when hull exec itself fails
   --json  machine-readable output
   --config FILE  the configuration file to use (default: $${CONFIG_PATH_ENV}, else ${DEFAULT_CONFIG_PATH})`;
 
@@ -29,25 +46,37 @@ export interface MainOptions {
   out?: (text: string) => void;
   /** For tests: the file read when neither --config nor HULL_CONFIG names one. */
   defaultPath?: string;
+  /** hull exec's terminal and streams (default: this process's). */
+  io?: ExecIo;
 }
 
 interface Args {
-  command: 'check' | 'env';
+  command: 'check' | 'env' | 'list' | 'exec';
   json: boolean;
   config?: string;
+  exec?: ExecArgs;
 }
 
-function parseArgs(argv: readonly string[]): Args | string {
+export function parseArgs(argv: readonly string[]): Args | string {
   const [command, ...rest] = argv;
-  if (command !== 'check' && command !== 'env') return command ? `unknown command ${JSON.stringify(command)}` : '';
+  if (command !== 'check' && command !== 'env' && command !== 'list' && command !== 'exec')
+    return command ? `unknown command ${JSON.stringify(command)}` : '';
   const args: Args = { command, json: false };
   for (let i = 0; i < rest.length; i++) {
     const a = rest[i]!;
+    if (command === 'exec' && !a.startsWith('--config')) {
+      // Everything from the sandbox id on is exec's (its command may carry any option).
+      const exec = parseExecArgs(rest.slice(i));
+      if (typeof exec === 'string') return exec;
+      args.exec = exec;
+      break;
+    }
     if (a === '--json') args.json = true;
     else if (a === '--config' && rest[i + 1] !== undefined) args.config = rest[++i]!;
     else if (a.startsWith('--config=')) args.config = a.slice('--config='.length);
     else return `unknown argument ${JSON.stringify(a)}`;
   }
+  if (command === 'exec' && !args.exec) return 'exec needs a sandbox id (hull list shows them)';
   return args;
 }
 
@@ -102,6 +131,32 @@ export async function run(argv: readonly string[], o: MainOptions): Promise<numb
   }
   const config = loaded?.config ?? defaultConfig(binDir);
   const source = loaded?.source ?? 'defaults';
+
+  if (args.command === 'list' || args.command === 'exec') {
+    // state_dir comes from the configuration: a broken one must not make hull look in the wrong place.
+    if (loadError) {
+      out(`hull: ${loadError.message}`);
+      return args.command === 'exec' ? EXEC_FAILED : 1;
+    }
+    if (args.command === 'list') {
+      const list = listSandboxes(config.runtime.stateDir);
+      out(args.json ? JSON.stringify(list, null, 2) : formatList(list));
+      return 0;
+    }
+    const configName = source === 'defaults' ? 'the built-in defaults' : source;
+    const found = findSandbox(config.runtime.stateDir, args.exec!, configName);
+    const io: ExecIo = o.io ?? {
+      stdin: process.stdin,
+      stdout: process.stdout,
+      stderr: process.stderr,
+      signals: ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGQUIT'],
+    };
+    if (typeof found === 'string') {
+      io.stderr.write(`hull exec: ${found}\n`);
+      return EXEC_FAILED;
+    }
+    return runSession(socketOf(found), helloFor(args.exec!, io, env), io);
+  }
 
   if (args.command === 'env') {
     if (loadError) {

@@ -149,6 +149,11 @@ export interface AgentSettings {
   readonly healthIntervalMs: number;
   /** `health_check_timeout` in milliseconds. */
   readonly healthTimeoutMs: number;
+  /**
+   * `debug_console_enabled`: `hull exec` may run a shell or a command in the guest itself (outside every container),
+   * through the shim's root-only debug.sock; the agent is told at CreateSandbox and refuses otherwise. Off by default.
+   */
+  readonly debugConsoleEnabled: boolean;
 }
 
 export interface RuntimeSettings {
@@ -211,7 +216,13 @@ export const CONFIG_KEYS = Object.freeze({
     'valid_initrd_paths',
     'valid_image_paths',
   ] as const),
-  agent: Object.freeze(['transport', 'boot_timeout', 'health_check_interval', 'health_check_timeout'] as const),
+  agent: Object.freeze([
+    'transport',
+    'boot_timeout',
+    'health_check_interval',
+    'health_check_timeout',
+    'debug_console_enabled',
+  ] as const),
   runtime: Object.freeze([
     'debug',
     'state_dir',
@@ -268,6 +279,7 @@ export function fileValues(config: HullConfig): {
       boot_timeout: agent.bootTimeoutMs / 1000,
       health_check_interval: agent.healthIntervalMs / 1000,
       health_check_timeout: agent.healthTimeoutMs / 1000,
+      debug_console_enabled: agent.debugConsoleEnabled,
     },
     runtime: {
       debug: rt.debug,
@@ -335,6 +347,7 @@ export function defaultConfig(binDir: string, exists?: (p: string) => boolean): 
       bootTimeoutMs: DEFAULT_BOOT_TIMEOUT_S * 1000,
       healthIntervalMs: DEFAULT_HEALTH_INTERVAL_S * 1000,
       healthTimeoutMs: DEFAULT_HEALTH_TIMEOUT_S * 1000,
+      debugConsoleEnabled: false,
     },
     runtime: {
       debug: false,
@@ -425,6 +438,7 @@ export function parseConfig(text: string, file: string, binDir: string, exists?:
       healthTimeoutMs:
         agent.integer('health_check_timeout', 1, MAX_BOOT_TIMEOUT_S, ' (seconds)', d.agent.healthTimeoutMs / 1000) *
         1000,
+      debugConsoleEnabled: agent.boolean('debug_console_enabled', d.agent.debugConsoleEnabled),
     },
     runtime: {
       debug: runtime.boolean('debug', d.runtime.debug),

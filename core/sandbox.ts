@@ -22,6 +22,7 @@ import type {
   AgentClient,
   ContainerResources,
   ContainerStats,
+  GuestDebugConsole,
   GuestSpanBatch,
   OciLinuxResources,
   OciProcess,
@@ -113,6 +114,8 @@ export interface SandboxOptions {
   host?: { cpus: number; memoryMiB: number };
   /** What a failpoint does (default: SIGKILL this process); core's tests pass a fake. */
   crash?: Crash;
+  /** The agent may run debug console processes (`[agent] debug_console_enabled`, told at CreateSandbox). */
+  debugConsole?: boolean;
 }
 
 /** Sandbox.metricsView(): a moment's view for the shim's metrics. */
@@ -193,6 +196,7 @@ export class Sandbox {
       shareRoot: o.dir,
       shareId: 'share',
       containers: {},
+      ...(o.debugConsole ? { debugConsole: true } : {}),
     };
     this.containerContext = {
       agent: () => this.agent(),
@@ -223,6 +227,19 @@ export class Sandbox {
     const last = this.lastGuestSpans;
     this.lastGuestSpans = undefined;
     return last;
+  }
+
+  /**
+   * The guest's debug console (`hull exec`), while the VM runs: FAILED_PRECONDITION when the sandbox was not
+   * created with it (the agent refuses too), when there is no VM, or when the agent client has none.
+   */
+  debugConsole(): GuestDebugConsole {
+    if (!this.o.debugConsole)
+      throw new FailedPreconditionError(`sandbox ${this.o.id} was created without the debug console`);
+    const agent = this.agent();
+    if (!agent.debugConsole)
+      throw new FailedPreconditionError(`sandbox ${this.o.id}: the agent client has no debug console`);
+    return agent.debugConsole();
   }
 
   /** No container left: the daemon may exit once Shutdown asks. */
@@ -455,8 +472,11 @@ export class Sandbox {
     const [network, agent] = [this.network, this.vm.agent];
     if (network)
       await inSpan('network.configure_guest', { 'hull.sandbox.id': id }, () => network.configureGuest(agent));
+    this.record.vm = { accel: this.vm.hypervisor.accel(), vcpus: boot.vcpus, memoryMiB: boot.memoryMiB };
+    this.save();
     await this.vm.agent.createSandbox({
       sandboxId: this.o.id,
+      debugConsole: this.o.debugConsole === true,
       hostname: spec.hostname ?? '',
       storages: [
         {
@@ -540,6 +560,10 @@ export class Sandbox {
       memoryMiB: Math.max(target.memoryMiB, now.memoryMiB),
     });
     this.vmSize = { vcpus: got.vcpus, memoryMiB: got.memoryMiB };
+    if (this.record.vm) {
+      this.record.vm = { ...this.record.vm, ...this.vmSize };
+      this.save();
+    }
     await vm.agent.onlineCpuMem({
       nbCpus: Math.max(0, got.vcpus - now.vcpus),
       cpuOnly: got.memoryMiB <= now.memoryMiB,

@@ -59,6 +59,10 @@ export interface SandboxRecord {
   cgroup?: string[];
   /** The systemd driver's scope unit holding that cgroup (stopped by recovery before the folders go). */
   systemdUnit?: string;
+  /** What `hull list` shows of the VM once it booted: its accelerator and its size now (hot-plug grows it). */
+  vm?: { accel: string; vcpus: number; memoryMiB: number };
+  /** The sandbox was created with the debug console enabled (`hull exec`; shim/debug-console.ts). */
+  debugConsole?: boolean;
 }
 
 export class Store {
@@ -93,14 +97,28 @@ export class Store {
    */
   static load(file: string, stateDir?: string): SandboxRecord | undefined {
     let text: string;
+    const notARecordFile = (): InvalidArgumentError =>
+      new InvalidArgumentError(`${file} is not a regular file of at most ${MAX_RECORD_BYTES} bytes`);
+    let fd: number;
     try {
-      const st = fs.lstatSync(file);
-      if (!st.isFile() || st.size > MAX_RECORD_BYTES)
-        throw new InvalidArgumentError(`${file} is not a regular file of at most ${MAX_RECORD_BYTES} bytes`);
-      text = fs.readFileSync(file, 'utf8');
+      // O_NOFOLLOW and fstat on what was opened: a symlink swapped in after a check is never read through.
+      fd = fs.openSync(file, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK);
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT') return undefined;
+      if (code === 'ELOOP') throw notARecordFile();
       throw err;
+    }
+    try {
+      const st = fs.fstatSync(fd);
+      if (!st.isFile() || st.size > MAX_RECORD_BYTES) throw notARecordFile();
+      const buf = Buffer.alloc(MAX_RECORD_BYTES + 1);
+      let n = 0;
+      for (let got = -1; got !== 0 && n < buf.length; n += got) got = fs.readSync(fd, buf, n, buf.length - n, null);
+      if (n > MAX_RECORD_BYTES) throw notARecordFile();
+      text = buf.toString('utf8', 0, n);
+    } finally {
+      fs.closeSync(fd);
     }
     const r = JSON.parse(text) as SandboxRecord;
     const abs = (p: unknown): boolean => typeof p === 'string' && path.isAbsolute(p);
@@ -122,6 +140,16 @@ export class Store {
             /^\d{1,20}$/.test(h.startTime),
         ));
     const containers = typeof r.containers === 'object' && r.containers !== null && !Array.isArray(r.containers);
+    const vm =
+      r.vm === undefined ||
+      (typeof r.vm === 'object' &&
+        r.vm !== null &&
+        typeof r.vm.accel === 'string' &&
+        /^[a-z]{1,8}$/.test(r.vm.accel) &&
+        Number.isSafeInteger(r.vm.vcpus) &&
+        r.vm.vcpus > 0 &&
+        Number.isSafeInteger(r.vm.memoryMiB) &&
+        r.vm.memoryMiB > 0);
     if (
       r.version !== RECORD_VERSION ||
       !abs(r.vmStateDir) ||
@@ -129,6 +157,8 @@ export class Store {
       !isId(r.sandboxId) ||
       !isId(r.namespace) ||
       !containers ||
+      !vm ||
+      (r.debugConsole !== undefined && typeof r.debugConsole !== 'boolean') ||
       !network ||
       !helpers ||
       !pid(r.qemuPid) ||

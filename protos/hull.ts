@@ -73,3 +73,63 @@ export const TracingService = {
     diagnostics.DrainSpansResponse,
   ),
 };
+
+export const DEBUG_CONSOLE_SERVICE = 'hull.agent.v1.DebugConsole';
+
+/**
+ * The debug console (`hull exec`): a process in the guest itself, outside every container (agent/debug-console.ts,
+ * agent-client/debug-console.ts). Served only when the host enabled it at CreateSandbox, with this metadata.
+ */
+export const DEBUG_CONSOLE_METADATA = 'hull-debug-console';
+export const DEBUG_CONSOLE_ENABLED = 'enabled';
+
+export const DebugConsoleService = {
+  StartProcess: protobufMethod(
+    DEBUG_CONSOLE_SERVICE,
+    'StartProcess',
+    diagnostics.StartDebugProcessRequest,
+    diagnostics.StartDebugProcessResponse,
+  ),
+  ReadOutput: protobufMethod(
+    DEBUG_CONSOLE_SERVICE,
+    'ReadOutput',
+    diagnostics.ReadDebugOutputRequest,
+    diagnostics.ReadDebugOutputResponse,
+  ),
+  WriteInput: protobufMethod(
+    DEBUG_CONSOLE_SERVICE,
+    'WriteInput',
+    diagnostics.WriteDebugInputRequest,
+    diagnostics.WriteDebugInputResponse,
+  ),
+  CloseInput: protobufMethod(
+    DEBUG_CONSOLE_SERVICE,
+    'CloseInput',
+    diagnostics.DebugProcessRequest,
+    diagnostics.DebugEmpty,
+  ),
+  ResizeTerminal: protobufMethod(
+    DEBUG_CONSOLE_SERVICE,
+    'ResizeTerminal',
+    diagnostics.ResizeDebugTerminalRequest,
+    diagnostics.DebugEmpty,
+  ),
+  SignalProcess: protobufMethod(
+    DEBUG_CONSOLE_SERVICE,
+    'SignalProcess',
+    diagnostics.SignalDebugProcessRequest,
+    diagnostics.DebugEmpty,
+  ),
+  WaitProcess: protobufMethod(
+    DEBUG_CONSOLE_SERVICE,
+    'WaitProcess',
+    diagnostics.DebugProcessRequest,
+    diagnostics.WaitDebugProcessResponse,
+  ),
+  RemoveProcess: protobufMethod(
+    DEBUG_CONSOLE_SERVICE,
+    'RemoveProcess',
+    diagnostics.DebugProcessRequest,
+    diagnostics.DebugEmpty,
+  ),
+};

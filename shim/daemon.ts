@@ -16,6 +16,7 @@ import { EventPublisher } from './publisher';
 import { TaskServiceImpl } from './task-service';
 import { startMetrics } from './metrics-wiring';
 import { registerTaskServices } from './task-services';
+import { startDebugConsole } from './debug-console';
 import { ShimTracing } from './tracing';
 
 const LISTEN_FD = 3;
@@ -28,11 +29,13 @@ export async function runDaemon(flags: ShimFlags, binDir: string): Promise<void>
   const server = new Server({ onError: (err, where) => logger.debug({ ...where, error: errorMessage(err) }, 'ttrpc') });
 
   const metrics = startMetrics(logger);
+  const debugConsole = startDebugConsole(logger);
   let exiting = false;
   const exit = async (code: number): Promise<void> => {
     if (exiting) return;
     exiting = true;
     metrics.close();
+    debugConsole.close();
     await publisher.close();
     await server.shutdown({ timeoutMs: 1_000 });
     fs.rmSync(sockPath, { force: true });
@@ -65,7 +68,10 @@ export async function runDaemon(flags: ShimFlags, binDir: string): Promise<void>
     publisher,
     onShutdown: () => void exit(0),
     onDebug: () => (logger.level = 'debug'),
-    onSandbox: (sandbox) => metrics.serve(sandbox),
+    onSandbox: (sandbox) => {
+      metrics.serve(sandbox);
+      debugConsole.serve(sandbox, service.configuration?.agent.debugConsoleEnabled === true);
+    },
   });
   tracing.setGuestSpanSource(() => service.drainGuestSpans());
   // Tracing outermost, so a call's span covers the time the metrics wrapper measures.
@@ -103,6 +109,7 @@ export async function runDaemon(flags: ShimFlags, binDir: string): Promise<void>
   const terminate = (signal: string): void => {
     logger.info({ signal }, 'tearing the sandbox down');
     metrics.close();
+    debugConsole.close();
     void service
       .teardown()
       .catch((err: unknown) => logger.error({ error: errorMessage(err) }, 'teardown'))

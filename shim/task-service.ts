@@ -182,6 +182,7 @@ export class TaskServiceImpl {
       logger: this.o.logger,
       events: (e) => this.publish(e),
       failpoints: config.runtime.enableFailpoints,
+      debugConsole: config.agent.debugConsoleEnabled,
     });
   }
 

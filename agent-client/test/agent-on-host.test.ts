@@ -201,6 +201,24 @@ describe('agent client against the real agent (host test mode)', function () {
     await assert.rejects(client.createSandbox({ sandboxId: 'sb2', storages: [] }), AlreadyExistsError);
   });
 
+  describe('the debug console (hull.agent.v1.DebugConsole)', () => {
+    const start = { execId: 'd1', args: ['true'], env: [], terminal: false, rows: 0, columns: 0 };
+    const refused = (re: RegExp) => (e: unknown) => e instanceof FailedPreconditionError && re.test(e.message);
+
+    it('is refused before CreateSandbox, and after one that did not enable it', async () => {
+      const dc = client.debugConsole();
+      await assert.rejects(dc.start(start), refused(/before CreateSandbox/));
+      await client.createSandbox({ sandboxId: 'sb1', storages: [] });
+      await assert.rejects(dc.start(start), refused(/disabled for this sandbox/));
+      await assert.rejects(dc.wait('d1'), refused(/disabled for this sandbox/));
+    });
+
+    it("is enabled by CreateSandbox's metadata, and still runs nothing outside the guest", async () => {
+      await client.createSandbox({ sandboxId: 'sb1', storages: [], debugConsole: true });
+      await assert.rejects(client.debugConsole().start(start), refused(/only inside the guest/));
+    });
+  });
+
   it('reads only regular files below the shared folder', async () => {
     await assert.rejects(client.readSharedFile('/etc/passwd'), InvalidArgumentError);
     await assert.rejects(

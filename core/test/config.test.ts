@@ -114,7 +114,13 @@ describe('core/config', () => {
           validInitrdPaths: [],
           validImagePaths: [],
         },
-        agent: { transport: 'auto', bootTimeoutMs: 60_000, healthIntervalMs: 10_000, healthTimeoutMs: 60_000 },
+        agent: {
+          transport: 'auto',
+          bootTimeoutMs: 60_000,
+          healthIntervalMs: 10_000,
+          healthTimeoutMs: 60_000,
+          debugConsoleEnabled: false,
+        },
         runtime: {
           debug: false,
           stateDir: '/run/hull',
@@ -198,6 +204,7 @@ describe('core/config', () => {
         boot_timeout = 120
         health_check_interval = 0
         health_check_timeout = 5
+        debug_console_enabled = true
         [runtime]
         debug = true
         state_dir = "/var/run/hull"
@@ -234,7 +241,13 @@ describe('core/config', () => {
           validInitrdPaths: ['/opt/k/initrd-?.img'],
           validImagePaths: ['/opt/k/rootfs.img'],
         },
-        agent: { transport: 'serial', bootTimeoutMs: 120_000, healthIntervalMs: 0, healthTimeoutMs: 5_000 },
+        agent: {
+          transport: 'serial',
+          bootTimeoutMs: 120_000,
+          healthIntervalMs: 0,
+          healthTimeoutMs: 5_000,
+          debugConsoleEnabled: true,
+        },
         runtime: {
           debug: true,
           stateDir: '/var/run/hull',
@@ -389,7 +402,7 @@ describe('core/config', () => {
       );
       refuses(
         '[agent]\ndial_timeout = 30',
-        'agent.dial_timeout: unknown key (known: transport, boot_timeout, health_check_interval, health_check_timeout)',
+        'agent.dial_timeout: unknown key (known: transport, boot_timeout, health_check_interval, health_check_timeout, debug_console_enabled)',
       );
       refuses('[runtime]\n__proto__ = 1', 'runtime.__proto__: unknown key');
       refuses('[hypervisor.qemu]\npath = "/q"', 'hypervisor.qemu: unknown key');

@@ -1605,6 +1605,28 @@ describe('core Sandbox (fake hypervisor, agent and share)', () => {
     });
   });
 
+  describe('the debug console', () => {
+    it('off by default: CreateSandbox does not enable it, the record says so, debugConsole() refuses', async () => {
+      await h.create('sb');
+      assert.equal(h.agent.sandbox?.debugConsole, false);
+      assert.equal(Store.load(h.recordFile)!.debugConsole, undefined);
+      assert.throws(() => h.sandbox.debugConsole(), /created without the debug console/);
+    });
+
+    it('on: CreateSandbox tells the agent, the record says so', async () => {
+      const on = new Harness({ debugConsole: true });
+      try {
+        await on.create('sb');
+        assert.equal(on.agent.sandbox?.debugConsole, true);
+        assert.equal(Store.load(on.recordFile)!.debugConsole, true);
+        // The fake agent client has no debug console of its own.
+        assert.throws(() => on.sandbox.debugConsole(), /agent client has no debug console/);
+      } finally {
+        await on.dispose();
+      }
+    });
+  });
+
   describe('the crash-recovery record', () => {
     it('names the sandbox, the VM pids and state folder, the share and each container with its bundle', async () => {
       await h.create('sb');
@@ -1625,6 +1647,7 @@ describe('core Sandbox (fake hypervisor, agent and share)', () => {
           { name: 'qemu', pid: 4242, startTime: '12345' },
         ],
         containers: { sb: { bundle: bundleSb } },
+        vm: { accel: 'tcg', vcpus: 1, memoryMiB: 256 },
       });
       assert.equal(h.sandbox.recordFile, h.recordFile);
       assert.equal((fs.statSync(h.recordFile).mode & 0o777).toString(8), '600');
@@ -1700,6 +1723,7 @@ describe('core Sandbox: hot-plug sizing (fake hypervisor and agent)', () => {
     assert.deepEqual(h.agent.onlines, [{ nbCpus: 2, cpuOnly: false, wait: true }]);
     assert.deepEqual(order().slice(-2), ['onlineCpuMem 2 wait', 'createOciContainer c2'], 'grown before it is made');
     assert.deepEqual(h.hv.size, { vcpus: 3, memoryMiB: 512 }, 'memory in whole 128 MiB DIMMs');
+    assert.deepEqual(Store.load(h.recordFile)!.vm, { accel: 'tcg', vcpus: 3, memoryMiB: 512 }, 'hull list sees it');
     // A container without limits needs nothing more.
     await h.sandbox.create(h.request('c3', NO_STDIO, limited(0, 0)));
     assert.equal(h.hv.resizes.length, 1);

@@ -83,6 +83,26 @@ describe('core store', () => {
       assert.throws(() => Store.load(file), /not a regular file/);
     });
 
+    it("keeps the VM's accel and size and the debug console flag (hull list), and refuses bad ones", () => {
+      const file = path.join(tmp, 'ns1', 'sb', 'state.json');
+      const r = record(path.join(tmp, 'ns1', 'sb'), {
+        vm: { accel: 'tcg', vcpus: 2, memoryMiB: 2048 },
+        debugConsole: true,
+      });
+      new Store(file).save(r);
+      assert.deepEqual(Store.load(file), r);
+      for (const bad of [
+        { vm: { accel: 'tcg', vcpus: 0, memoryMiB: 2048 } },
+        { vm: { accel: 'tcg', vcpus: 1, memoryMiB: '2048' } },
+        { vm: { accel: 'TCG; rm', vcpus: 1, memoryMiB: 2048 } },
+        { vm: null },
+        { debugConsole: 'yes' },
+      ]) {
+        fs.writeFileSync(file, JSON.stringify({ ...r, ...bad }));
+        assert.throws(() => Store.load(file), /not a hull sandbox record/, JSON.stringify(bad));
+      }
+    });
+
     it("refuses a record that is not in its sandbox's folder or names a path outside it", () => {
       const stateDir = path.join(tmp, 'state');
       const dir = path.join(stateDir, 'ns1', 'sb');
