@@ -120,6 +120,8 @@ export interface HypervisorSettings {
   readonly freePageReporting: boolean;
   /** `tcg_tb_size_mib`: TCG's translation cache in MiB, used only under TCG; 0 = QEMU's default. */
   readonly tcgTbSizeMiB: number;
+  /** `enable_template`: boot sandboxes from a VM template (core/template.ts); default false. */
+  readonly enableTemplate: boolean;
   /**
    * `enable_annotations`: regular expressions (sources, checked to compile) of the per-pod annotations honoured
    * (core/annotations.ts); empty = none.
@@ -195,6 +197,7 @@ export const CONFIG_KEYS = Object.freeze({
     'qemu_user',
     'free_page_reporting',
     'tcg_tb_size_mib',
+    'enable_template',
     'enable_annotations',
     'valid_kernel_paths',
     'valid_initrd_paths',
@@ -246,6 +249,7 @@ export function fileValues(config: HullConfig): {
       qemu_user: hv.qemuUser,
       free_page_reporting: hv.freePageReporting,
       tcg_tb_size_mib: hv.tcgTbSizeMiB,
+      enable_template: hv.enableTemplate,
       enable_annotations: hv.enableAnnotations,
       valid_kernel_paths: hv.validKernelPaths,
       valid_initrd_paths: hv.validInitrdPaths,
@@ -312,6 +316,7 @@ export function defaultConfig(binDir: string, exists?: (p: string) => boolean): 
       qemuUser: DEFAULT_QEMU_USER,
       freePageReporting: DEFAULT_FREE_PAGE_REPORTING,
       tcgTbSizeMiB: DEFAULT_TCG_TB_SIZE_MIB,
+      enableTemplate: false,
       enableAnnotations: [],
       validKernelPaths: [],
       validInitrdPaths: [],
@@ -391,6 +396,7 @@ export function parseConfig(text: string, file: string, binDir: string, exists?:
       qemuUser: hv.qemuUser('qemu_user', d.hypervisor.qemuUser),
       freePageReporting: hv.boolean('free_page_reporting', d.hypervisor.freePageReporting),
       tcgTbSizeMiB: hv.integer('tcg_tb_size_mib', 0, MAX_TCG_TB_SIZE_MIB, ' (MiB)', d.hypervisor.tcgTbSizeMiB),
+      enableTemplate: hv.boolean('enable_template', d.hypervisor.enableTemplate),
       enableAnnotations: hv.regexps('enable_annotations', d.hypervisor.enableAnnotations),
       validKernelPaths: hv.pathGlobs('valid_kernel_paths', d.hypervisor.validKernelPaths),
       validInitrdPaths: hv.pathGlobs('valid_initrd_paths', d.hypervisor.validInitrdPaths),

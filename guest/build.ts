@@ -37,7 +37,14 @@ import {
 import { buildInitramfs } from './initramfs';
 import { parseLdd, sharedLibraries } from './ldd';
 import { LoadPlan, modulesUnder, resolveLoadOrder } from './modules';
-import { compileHullCtty, compileHullInit, HULL_CTTY_SOURCE, HULL_INIT_SOURCE } from './hull-init';
+import {
+  compileHullCtty,
+  compileHullInit,
+  compileHullReseed,
+  HULL_CTTY_SOURCE,
+  HULL_INIT_SOURCE,
+  HULL_RESEED_SOURCE,
+} from './hull-init';
 import {
   copyToGuest,
   Ext4Result,
@@ -370,7 +377,7 @@ class ImageBuild {
   /** hull-init at /sbin/hull-init, compiled with the agent's command, and /sbin/init -> hull-init (relative: it is
    * checked from the initramfs, before switch_root); hull-ctty next to it. */
   private async stageInit(): Promise<void> {
-    await this.addInputs([HULL_INIT_SOURCE, HULL_CTTY_SOURCE]);
+    await this.addInputs([HULL_INIT_SOURCE, HULL_CTTY_SOURCE, HULL_RESEED_SOURCE]);
     await compileHullInit(
       [GUEST_PATHS.node, ...AGENT_NODE_FLAGS, GUEST_PATHS.agentMain],
       this.workDir,
@@ -382,6 +389,7 @@ class ImageBuild {
       path.posix.relative(path.posix.dirname(GUEST_PATHS.init), GUEST_PATHS.hullInit),
     );
     await compileHullCtty(staged(this.staging, GUEST_PATHS.hullCtty));
+    await compileHullReseed(staged(this.staging, GUEST_PATHS.hullReseed));
   }
 
   /**

@@ -108,6 +108,7 @@ describe('core/config', () => {
           qemuUser: 'nobody',
           freePageReporting: true,
           tcgTbSizeMiB: 64,
+          enableTemplate: false,
           enableAnnotations: [],
           validKernelPaths: [],
           validInitrdPaths: [],
@@ -187,6 +188,7 @@ describe('core/config', () => {
         qemu_user = "1001:1001"
         free_page_reporting = false
         tcg_tb_size_mib = 128
+        enable_template = true
         enable_annotations = ["^default_vcpus$", "kernel_params"]
         valid_kernel_paths = ["/opt/k/*"]
         valid_initrd_paths = ["/opt/k/initrd-?.img"]
@@ -226,6 +228,7 @@ describe('core/config', () => {
           qemuUser: '1001:1001',
           freePageReporting: false,
           tcgTbSizeMiB: 128,
+          enableTemplate: true,
           enableAnnotations: ['^default_vcpus$', 'kernel_params'],
           validKernelPaths: ['/opt/k/*'],
           validInitrdPaths: ['/opt/k/initrd-?.img'],
