@@ -19,7 +19,7 @@
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import { errorMessage } from '../errors';
+import { FailedPreconditionError, errorMessage } from '../errors';
 import type { Hypervisor, SpawnedHelper, VmConfig, VmTemplateUse } from '../hypervisor/types';
 import { processStartTime } from '../hypervisor/process';
 import { copySparse } from '../hypervisor';
@@ -44,6 +44,15 @@ export interface TemplateOptions {
   bootTimeoutMs: number;
   logger: Logger;
   dial?: AgentDialer;
+  /** Whether a folder is on tmpfs (default: statfs); tests pass their own. */
+  onTmpfs?: (dir: string) => boolean;
+}
+
+/** statfs's f_type of tmpfs (and of /dev/shm). */
+const TMPFS_MAGIC = 0x01021994;
+
+export function isTmpfs(dir: string): boolean {
+  return fs.statfsSync(dir).type === TMPFS_MAGIC;
 }
 
 export interface TemplateFiles {
@@ -142,6 +151,11 @@ export class VmTemplates {
     const { key, fingerprint, inputs } = templateIdentity(vm);
     fs.mkdirSync(this.o.root, { recursive: true, mode: 0o700 });
     fs.chmodSync(this.o.root, 0o700);
+    // Guest RAM in a file: on a disk it would be written back to the disk, and each clone copied from it.
+    if (!(this.o.onTmpfs ?? isTmpfs)(this.o.root))
+      throw new FailedPreconditionError(
+        `${this.o.root} is not on tmpfs: VM templates keep guest RAM in files there; put state_dir on tmpfs (/run is, on most hosts)`,
+      );
     const lock = path.join(this.o.root, `${key}.lock`);
     if (!this.lock(lock)) {
       this.o.logger.info({ key }, 'a VM template is being made by another sandbox; booting normally');

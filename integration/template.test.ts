@@ -62,6 +62,8 @@ describe('VM templates (real QEMU, TCG)', function () {
     const defaults = parseConfig('', 't.toml', path.resolve(__dirname, '..', '..', 'bin'));
     kernelCopy = path.join(dir, 'vmlinuz');
     fs.copyFileSync(toVmConfig(defaults, { id: 'probe', stateDir: path.join(dir, 'vms', 'probe') }).kernel, kernelCopy);
+    // Whole seconds: what the invalidation test restores with utimes is then exactly what was there.
+    fs.utimesSync(kernelCopy, 1_700_000_000, 1_700_000_000);
     templates = new VmTemplates({
       root: path.join(dir, '_templates'),
       hypervisor: () => new QemuHypervisor({ logger: NOOP_LOGGER }),

@@ -52,6 +52,8 @@ describe('core/template (VM templates, fake hypervisor and agent)', () => {
       const p = path.join(tmp, f);
       files[f] = p;
       fs.writeFileSync(p, f);
+      // Whole seconds: what the test restores with utimes is then exactly what was there.
+      fs.utimesSync(p, 1_700_000_000, 1_700_000_000);
     }
     vm = (id = 'sb1') => ({
       id,
@@ -79,6 +81,7 @@ describe('core/template (VM templates, fake hypervisor and agent)', () => {
       bootTimeoutMs: 1000,
       logger,
       dial: async () => new FakeAgent(hvs[hvs.length - 1]),
+      onTmpfs: () => true,
     });
   });
   afterEach(() => fs.rmSync(tmp, { recursive: true, force: true }));
@@ -130,6 +133,19 @@ describe('core/template (VM templates, fake hypervisor and agent)', () => {
     assert.notEqual(second.memoryFile, first.memoryFile);
     assert.equal(fs.existsSync(first.dir), false, 'the stale template is removed');
     assert.equal(hvs.length, 2);
+  });
+
+  it('refuses a state folder that is not on tmpfs: logged, the sandbox boots normally, nothing made', async () => {
+    const onDisk = new VmTemplates({
+      root: templatesRoot(path.join(tmp, 'state')),
+      hypervisor: () => new TemplateFake(),
+      bootTimeoutMs: 1000,
+      logger,
+      onTmpfs: () => false,
+    });
+    assert.equal(await onDisk.acquire(vm()), undefined);
+    assert.ok(warnings.some((w) => /making the VM template failed/.test(w)));
+    assert.deepEqual(fs.readdirSync(templatesRoot(path.join(tmp, 'state'))), []);
   });
 
   it('is never shared between configurations', () => {
@@ -185,6 +201,7 @@ describe('core/template (VM templates, fake hypervisor and agent)', () => {
       bootTimeoutMs: 1000,
       logger,
       dial: async () => new FakeAgent(hvs[hvs.length - 1]),
+      onTmpfs: () => true,
     });
     assert.equal(await templates.acquire(vm()), undefined);
     assert.ok(warnings.some((w) => /making the VM template failed/.test(w)));
