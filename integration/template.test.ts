@@ -16,6 +16,7 @@ import type { SandboxVm } from '../core/vm';
 import { VirtioFsShare } from '../fs-share';
 import { QemuHypervisor, type VmConfig } from '../hypervisor';
 import { NOOP_LOGGER } from '../log';
+import { BUSYBOX_IMAGE, importBusybox, startContainerd, type PrivateContainerd } from './lib/containerd';
 import { busyboxRootfs, collectOutput } from './lib/containers';
 import { childProcesses } from './lib/guest';
 import { testProcess, testSpec } from './lib/oci-spec';
@@ -202,3 +203,75 @@ async function shutDownAndCheckQuiet(vm: SandboxVm, share: VirtioFsShare, dir: s
   await share.cleanup();
   fs.rmSync(dir, { recursive: true, force: true });
 }
+
+/** Processes whose argv mentions `marker` (not this one). */
+function processesMentioning(marker: string): string[] {
+  const out: string[] = [];
+  for (const pid of fs.readdirSync('/proc').filter((d) => /^\d+$/.test(d))) {
+    try {
+      const cmd = fs.readFileSync(`/proc/${pid}/cmdline`, 'latin1').split('\0').join(' ');
+      if (cmd.includes(marker) && Number(pid) !== process.pid) out.push(`${pid} ${cmd.slice(0, 200)}`);
+    } catch {
+      /* gone */
+    }
+  }
+  return out;
+}
+
+describe('VM templates through containerd and the shim (`enable_template = true`)', function () {
+  this.timeout(600_000);
+  let ctd: PrivateContainerd;
+  let state: string;
+  let config: string;
+
+  before(async () => {
+    ctd = await startContainerd({ namespace: 'tpl' });
+    await importBusybox(ctd);
+    // state_dir on tmpfs (templates refuse a disk), short: the VMs' sockets live below it.
+    state = fs.mkdtempSync('/dev/shm/htp-');
+    config = path.join(ctd.dir, 'template.toml');
+    fs.writeFileSync(config, `[runtime]\nstate_dir = "${state}"\n[hypervisor]\nenable_template = true\n`);
+  });
+
+  after(async () => {
+    await ctd?.stop();
+    assert.deepEqual(processesMentioning(state), [], 'no QEMU or virtiofsd left');
+    fs.rmSync(state, { recursive: true, force: true });
+  });
+
+  const ctr = (args: string[]) =>
+    ctd.ctr(['run', '--runtime', 'io.containerd.hull.v2', '--runtime-config-path', config, ...args]);
+
+  it('the first `ctr run` makes the template and runs from it; the next VM is a clone; nothing of a sandbox is left, the template stays', async () => {
+    const first = await ctr(['--rm', BUSYBOX_IMAGE, 'tpl1', 'sh', '-c', 'echo first; cat /proc/sys/kernel/hostname']);
+    assert.equal(first.code, 0, first.stderr);
+    assert.equal(first.stdout.split('\n')[0], 'first');
+    const templates = fs.readdirSync(path.join(state, '_templates'));
+    assert.equal(templates.length, 1, `one template: ${templates.join(', ')}`);
+    assert.match(templates[0]!, /^[0-9a-f]{16}-[0-9a-f]{16}$/);
+
+    const second = await ctr(['-d', BUSYBOX_IMAGE, 'tpl2', 'sleep', '600']);
+    assert.equal(second.code, 0, second.stderr);
+    try {
+      const qemu = processesMentioning(path.join(state, 'tpl', 'tpl2')).filter((l) => l.includes('qemu-system'));
+      assert.equal(qemu.length, 1, qemu.join('\n'));
+      const argv = fs.readFileSync(`/proc/${qemu[0]!.split(' ')[0]!}/cmdline`, 'latin1').split('\0');
+      assert.equal(argv[argv.indexOf('-incoming') + 1], 'defer', 'started from the template');
+      assert.ok(argv.includes(`socket,id=fs,path=${path.join(state, 'tpl', 'tpl2', 'vm', 'virtiofsd.sock')}`));
+      const ex = await ctd.ctr(['task', 'exec', '--exec-id', 'e1', 'tpl2', 'sh', '-c', 'echo in-exec']);
+      assert.equal(ex.stdout.trim(), 'in-exec', ex.stderr);
+    } finally {
+      await ctd.ctr(['task', 'kill', '-s', 'KILL', 'tpl2']);
+      for (let i = 0; i < 100; i++) {
+        if ((await ctd.ctr(['task', 'delete', 'tpl2'])).code === 0) break;
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      await ctd.ctr(['container', 'delete', 'tpl2']);
+    }
+    for (let i = 0; i < 100 && fs.existsSync(path.join(state, 'tpl', 'tpl2')); i++)
+      await new Promise((r) => setTimeout(r, 100));
+    assert.equal(fs.existsSync(path.join(state, 'tpl', 'tpl2')), false, "the clone's state folder is removed");
+    assert.deepEqual(processesMentioning(path.join(state, 'tpl')), [], 'no QEMU or virtiofsd of a sandbox left');
+    assert.deepEqual(fs.readdirSync(path.join(state, '_templates')), templates, 'the template stays');
+  });
+});
