@@ -11,6 +11,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { parseConfig, toVmConfig } from '../core/config';
+import { FAILPOINT_ANNOTATION } from '../core/failpoint';
 import { VmTemplates, templateIdentity, type TemplateFiles } from '../core/template';
 import type { SandboxVm } from '../core/vm';
 import { VirtioFsShare } from '../fs-share';
@@ -230,7 +231,10 @@ describe('VM templates through containerd and the shim (`enable_template = true`
     // state_dir on tmpfs (templates refuse a disk), short: the VMs' sockets live below it.
     state = fs.mkdtempSync('/dev/shm/htp-');
     config = path.join(ctd.dir, 'template.toml');
-    fs.writeFileSync(config, `[runtime]\nstate_dir = "${state}"\n[hypervisor]\nenable_template = true\n`);
+    fs.writeFileSync(
+      config,
+      `[runtime]\nstate_dir = "${state}"\nenable_failpoints = true\n[hypervisor]\nenable_template = true\n`,
+    );
   });
 
   after(async () => {
@@ -274,4 +278,22 @@ describe('VM templates through containerd and the shim (`enable_template = true`
     assert.deepEqual(processesMentioning(path.join(state, 'tpl')), [], 'no QEMU or virtiofsd of a sandbox left');
     assert.deepEqual(fs.readdirSync(path.join(state, '_templates')), templates, 'the template stays');
   });
+
+  for (const step of ['qemu-spawned', 'agent-dialled'] as const) {
+    it(`a clone's shim SIGKILLed (${step}): containerd's delete leaves nothing of the sandbox, the template stays`, async () => {
+      const before = fs.readdirSync(path.join(state, '_templates'));
+      assert.equal(before.length, 1, 'the template of the test above');
+      const id = `tplcrash-${step}`;
+      const r = await ctr(['-d', '--annotation', `${FAILPOINT_ANNOTATION}=${step}`, BUSYBOX_IMAGE, id, 'sleep', '600']);
+      assert.notEqual(r.code, 0, `ctr run must fail when the shim dies after ${step}`);
+      await ctd.ctr(['task', 'delete', '-f', id]);
+      await ctd.ctr(['container', 'delete', id]);
+      const dir = path.join(state, 'tpl', id);
+      for (let i = 0; i < 100 && (fs.existsSync(dir) || processesMentioning(dir).length > 0); i++)
+        await new Promise((res) => setTimeout(res, 100));
+      assert.deepEqual(processesMentioning(dir), [], 'no QEMU or virtiofsd of the clone is left');
+      assert.equal(fs.existsSync(dir), false, `${dir} (with the clone's RAM copy) is removed`);
+      assert.deepEqual(fs.readdirSync(path.join(state, '_templates')), before, 'the template stays');
+    });
+  }
 });
