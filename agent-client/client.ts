@@ -308,6 +308,10 @@ export class KataAgentClient implements AgentClient {
     await this.call(AgentService.SetGuestDateTime, { Sec: Math.floor(ms / 1000), Usec: (ms % 1000) * 1000 });
   }
 
+  async reseedRandomDev(seed: Uint8Array): Promise<void> {
+    await this.call(AgentService.ReseedRandomDev, { data: seed });
+  }
+
   async readSharedFile(guestPath: string, maxBytes = 1 << 20): Promise<FileContents> {
     const res = await this.call(DiagnosticsService.ReadFile, { path: guestPath, maxBytes });
     const data = Buffer.from(res.data ?? []);

@@ -24,6 +24,7 @@ export const AGENT_TIMEOUTS_MS: Readonly<Record<string, number>> = {
   GuestInfo: 10_000,
   DrainSpans: 10_000,
   SetGuestDateTime: 10_000,
+  ReseedRandomDev: 10_000,
   TtyWinResize: 10_000,
   DestroySandbox: 30_000,
   CreateSandbox: 120_000,

@@ -132,6 +132,8 @@ export interface AgentClient extends ContainerAgentClient, NetworkAgentClient, P
   /** The agent unmounts the sandbox's storages and powers the guest off after replying. */
   destroySandbox(): Promise<void>;
   setGuestDateTime(at: Date): Promise<void>;
+  /** ReseedRandomDev: the guest's random pool takes `seed` (1-512 bytes) and its CRNG is rekeyed at once. */
+  reseedRandomDev?(seed: Uint8Array): Promise<void>;
   /**
    * OnlineCPUMem (Kata's semantics): the agent onlines every offline CPU and (unless cpuOnly) every offline memory
    * block of the guest. `nbCpus` is how many CPUs the host just hot-added (0 = do not count); with `wait`, the agent

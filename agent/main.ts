@@ -17,11 +17,12 @@ import { AGENT_LOG_PORT_NAME, log, openLogPort } from './log';
 import { SerialPortListener, waitForSerialPort } from './port';
 import { openHullInitReaper, underHullInit, type Reaper } from './reaper';
 import { Containers } from './container';
-import { GuestSandbox } from './sandbox';
+import { GuestSandbox, VIRTIOFS_DRIVER_DIR } from './sandbox';
 import { LoopbackConnections } from './port-forward';
 import { DebugHooks, debugHooksEnabled } from './debug-hooks';
 import { registerServices } from './service';
 import { DebugConsole } from './debug-console';
+import { reseedRandom } from './reseed';
 import { agentChannels, initStartedMs, kernelParams, run, uptimeMs } from './system';
 
 const SERIAL_PORT_NAME = 'agent.channel.0';
@@ -82,7 +83,10 @@ async function main(): Promise<void> {
   });
   let readyMs = NaN;
   registerServices(server, {
-    sandbox: new GuestSandbox({ setHostname: !testSocket }),
+    sandbox: new GuestSandbox({
+      setHostname: !testSocket,
+      ...(testSocket ? {} : { virtiofsDriverDir: VIRTIOFS_DRIVER_DIR }),
+    }),
     containers: new Containers(() => reaper),
     // Outside the guest (HULL_AGENT_SOCKET) the agent must not touch the host's network.
     network: testSocket
@@ -113,6 +117,7 @@ async function main(): Promise<void> {
     setClock: testSocket
       ? () => Promise.reject(new StatusError(Code.FAILED_PRECONDITION, 'the clock is set only inside the guest'))
       : async (sec) => void (await run('date', ['-u', '-s', `@${sec}`])),
+    ...(testSocket ? {} : { reseed: (seed: Buffer) => reseedRandom(seed) }),
     // Leave time for the reply to reach the host before the guest goes away.
     powerOff: () => setTimeout(() => powerOff(0), 100),
     debugHooks: new DebugHooks(!testSocket && debugHooksEnabled()),

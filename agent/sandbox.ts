@@ -36,7 +36,12 @@ export class GuestSandbox {
   private id: string | undefined;
   private readonly storages: MountedStorage[] = [];
 
-  constructor(private readonly options: { setHostname: boolean } = { setHostname: true }) {}
+  /**
+   * `virtiofsDriverDir`: the virtiofs driver's sysfs folder; a virtio-fs storage waits (up to
+   * VIRTIOFS_WAIT_MS) for a device bound there before it mounts: in a VM cloned from a template the host hot-plugs
+   * the device just before CreateSandbox, and the guest's PCIe hot-plug takes a moment. Absent: no wait (tests).
+   */
+  constructor(private readonly options: { setHostname: boolean; virtiofsDriverDir?: string } = { setHostname: true }) {}
 
   get sandboxId(): string | undefined {
     return this.id;
@@ -64,6 +69,8 @@ export class GuestSandbox {
     if (host && this.options.setHostname) fs.writeFileSync('/proc/sys/kernel/hostname', host);
     try {
       for (const s of storages) {
+        if (s.driver === 'virtio-fs' && this.options.virtiofsDriverDir)
+          await waitForDevice(this.options.virtiofsDriverDir, VIRTIOFS_WAIT_MS);
         await guestSpan(`mount ${s.fstype}`, { 'hull.mount.point': s.mountPoint }, () =>
           mount(s.fstype, s.source, s.mountPoint, s.options),
         );
@@ -129,6 +136,29 @@ function checkStorage(s: grpc.IStorage): CheckedStorage {
     mountPoint: pathUnder(SHARED_ROOT, s.mountPoint ?? '', 'storage mount point'),
     options: mountOptions(s.options ?? []),
   };
+}
+
+/** The virtiofs driver's folder in sysfs: a bound device appears as a `virtioN` link in it. */
+export const VIRTIOFS_DRIVER_DIR = '/sys/bus/virtio/drivers/virtiofs';
+export const VIRTIOFS_WAIT_MS = 10_000;
+
+/** Resolves once `driverDir` lists a bound virtio device, or after `timeoutMs` (the mount then says what is wrong). */
+export async function waitForDevice(driverDir: string, timeoutMs: number, pollMs = 20): Promise<void> {
+  const until = Date.now() + timeoutMs;
+  for (;;) {
+    let names: string[] = [];
+    try {
+      names = fs.readdirSync(driverDir);
+    } catch {
+      // the driver is not loaded yet
+    }
+    if (names.some((n) => /^virtio[0-9]+$/.test(n))) return;
+    if (Date.now() >= until) {
+      log.warn('no virtio-fs device appeared', { driverDir, timeoutMs });
+      return;
+    }
+    await new Promise((r) => setTimeout(r, pollMs));
+  }
 }
 
 function moduleParameter(p: string): string {

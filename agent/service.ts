@@ -28,6 +28,7 @@ import type { LoopbackConnections } from './port-forward';
 import type { GuestSandbox } from './sandbox';
 import { inTracedCall, recorder, tracedServer } from './tracing';
 import { realPathUnder } from './validate';
+import { checkSeed } from './reseed';
 import { selfMemoryKiB, uptimeMs } from './system';
 
 export const AGENT_VERSION = '0.1.0';
@@ -62,6 +63,8 @@ export interface AgentContext {
   onlineCpuMem(req: grpc.IOnlineCPUMemRequest): Promise<void>;
   /** Sets the guest's clock (SetGuestDateTime), to `seconds` since the epoch (a positive integer). */
   setClock(seconds: number): Promise<void>;
+  /** ReseedRandomDev: the host's seed into the pool and the CRNG rekeyed (agent/reseed.ts; refused outside the guest). */
+  reseed?(seed: Buffer): Promise<void>;
 }
 
 export function registerServices(plain: Server, ctx: AgentContext): void {
@@ -156,6 +159,12 @@ export function registerServices(plain: Server, ctx: AgentContext): void {
     }),
     OnlineCPUMem: async (req) => {
       await ctx.onlineCpuMem(req);
+      return {};
+    },
+    ReseedRandomDev: async (req) => {
+      const seed = checkSeed(req.data);
+      if (!ctx.reseed) throw new StatusError(Code.UNIMPLEMENTED, 'ReseedRandomDev is not available here');
+      await ctx.reseed(seed);
       return {};
     },
     SetGuestDateTime: async (req) => {

@@ -130,6 +130,8 @@ export interface HypervisorSettings {
   readonly rootImageDax: boolean;
   /** `tcg_tb_size_mib`: TCG's translation cache in MiB, used only under TCG; 0 = QEMU's default. */
   readonly tcgTbSizeMiB: number;
+  /** `enable_template`: boot sandboxes from a VM template (core/template.ts); default false. */
+  readonly enableTemplate: boolean;
   /**
    * `enable_annotations`: regular expressions (sources, checked to compile) of the per-pod annotations honoured
    * (core/annotations.ts); empty = none.
@@ -211,6 +213,7 @@ export const CONFIG_KEYS = Object.freeze({
     'free_page_reporting',
     'root_image_dax',
     'tcg_tb_size_mib',
+    'enable_template',
     'enable_annotations',
     'valid_kernel_paths',
     'valid_initrd_paths',
@@ -269,6 +272,7 @@ export function fileValues(config: HullConfig): {
       free_page_reporting: hv.freePageReporting,
       root_image_dax: hv.rootImageDax,
       tcg_tb_size_mib: hv.tcgTbSizeMiB,
+      enable_template: hv.enableTemplate,
       enable_annotations: hv.enableAnnotations,
       valid_kernel_paths: hv.validKernelPaths,
       valid_initrd_paths: hv.validInitrdPaths,
@@ -337,6 +341,7 @@ export function defaultConfig(binDir: string, exists?: (p: string) => boolean): 
       freePageReporting: DEFAULT_FREE_PAGE_REPORTING,
       rootImageDax: DEFAULT_ROOT_IMAGE_DAX,
       tcgTbSizeMiB: DEFAULT_TCG_TB_SIZE_MIB,
+      enableTemplate: false,
       enableAnnotations: [],
       validKernelPaths: [],
       validInitrdPaths: [],
@@ -418,6 +423,7 @@ export function parseConfig(text: string, file: string, binDir: string, exists?:
       freePageReporting: hv.boolean('free_page_reporting', d.hypervisor.freePageReporting),
       rootImageDax: hv.boolean('root_image_dax', d.hypervisor.rootImageDax),
       tcgTbSizeMiB: hv.integer('tcg_tb_size_mib', 0, MAX_TCG_TB_SIZE_MIB, ' (MiB)', d.hypervisor.tcgTbSizeMiB),
+      enableTemplate: hv.boolean('enable_template', d.hypervisor.enableTemplate),
       enableAnnotations: hv.regexps('enable_annotations', d.hypervisor.enableAnnotations),
       validKernelPaths: hv.pathGlobs('valid_kernel_paths', d.hypervisor.validKernelPaths),
       validInitrdPaths: hv.pathGlobs('valid_initrd_paths', d.hypervisor.validInitrdPaths),

@@ -6,6 +6,7 @@
  * Container and process states are lifecycle.ts's tables; container.ts runs each container's operations one at a
  * time. The container whose id is the sandbox id owns the VM: deleting it tears the whole sandbox down.
  */
+import crypto from 'node:crypto';
 import os from 'node:os';
 import path from 'node:path';
 import {
@@ -31,7 +32,7 @@ import type {
 import { GUEST_SHARED_DIR, isBindMount, shareVolumes, type FsShare } from '../fs-share';
 import { MAX_MEMORY_SLOTS } from '../hypervisor/config';
 import { processStartTime } from '../hypervisor/process';
-import type { Hypervisor, SpawnedHelper, VmConfig } from '../hypervisor/types';
+import type { Hypervisor, SpawnedHelper, VmConfig, VmTemplateUse } from '../hypervisor/types';
 import type { Logger } from '../log';
 import { GUEST_SHARE_TAG, MEMORY_HOTPLUG_BLOCK_MIB } from '../hypervisor/types';
 import type { EventSink, RootfsMount, StdioPaths } from './events';
@@ -116,6 +117,11 @@ export interface SandboxOptions {
   crash?: Crash;
   /** The agent may run debug console processes (`[agent] debug_console_enabled`, told at CreateSandbox). */
   debugConsole?: boolean;
+  /**
+   * VM templates (`[hypervisor] enable_template`, core/template.ts): the template to start this VM from, made if
+   * need be; undefined = boot normally. Absent = templates off.
+   */
+  template?: (vm: VmConfig) => Promise<VmTemplateUse | undefined>;
 }
 
 /** Sandbox.metricsView(): a moment's view for the shim's metrics. */
@@ -398,6 +404,25 @@ export class Sandbox {
     });
   }
 
+  /** Boots the VM; one started from a template that fails to start is booted again normally (logged). */
+  private async bootVm(config: VmConfig): Promise<SandboxVm> {
+    const boot = (): Promise<SandboxVm> =>
+      SandboxVm.boot(this.o.hypervisor(), config, {
+        bootTimeoutMs: this.o.bootTimeoutMs,
+        logger: this.o.logger,
+        dial: this.o.dial,
+        health: this.o.health,
+      });
+    if (!config.template) return boot();
+    try {
+      return await boot();
+    } catch (err) {
+      this.o.logger.warn({ error: errorMessage(err) }, 'starting the VM from its template failed; booting normally');
+      delete config.template;
+      return boot();
+    }
+  }
+
   private async startVm(
     spec: OciSpec,
     podSized: PodSizing,
@@ -460,13 +485,13 @@ export class Sandbox {
       if (h.name === 'qemu') this.failpoint(id, 'qemu-spawned');
       if (h.name === 'virtiofsd') this.failpoint(id, 'virtiofsd-spawned');
     };
-    const hv = this.o.hypervisor();
-    this.vm = await SandboxVm.boot(hv, config, {
-      bootTimeoutMs: this.o.bootTimeoutMs,
-      logger: this.o.logger,
-      dial: this.o.dial,
-      health: this.o.health,
-    });
+    // A template's layout has no NICs yet: a VM with a network boots normally.
+    if (this.o.template && config.network === undefined) {
+      const template = await inSpan('vm.template', { 'hull.sandbox.id': id }, () => this.o.template!(config));
+      if (template) config.template = template;
+    }
+    this.vm = await this.bootVm(config);
+    if (config.template) await cloneIdentity(this.vm.agent);
     this.failpoint(id, 'agent-dialled');
     this.vm.onLost((err) => this.vmLost(err));
     const [network, agent] = [this.network, this.vm.agent];
@@ -922,4 +947,17 @@ export function toContainerResources(r: OciLinuxResources): ContainerResources {
   if (r.cpu?.cpus) out.cpus = String(r.cpu.cpus);
   if (r.cpu?.mems) out.mems = String(r.cpu.mems);
   return out;
+}
+
+/**
+ * A VM cloned from a template has the template's kernel random state and clock: the agent takes fresh seed bytes
+ * (its CRNG is rekeyed from them at once, agent/reseed.ts) and the host's time. Its identity (sandbox id, host
+ * name) comes with CreateSandbox, as in any VM.
+ */
+async function cloneIdentity(agent: AgentClient): Promise<void> {
+  await inSpan('vm.clone_identity', {}, async () => {
+    if (!agent.reseedRandomDev) throw new UnavailableError('this agent cannot reseed its random pool');
+    await agent.reseedRandomDev(crypto.randomBytes(64));
+    await agent.setGuestDateTime(new Date());
+  });
 }

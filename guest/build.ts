@@ -38,7 +38,14 @@ import { buildInitramfs } from './initramfs';
 import { PFN_INFO_OFFSET, pfnInfoBlock, ROOT_DATA_OFFSET, ROOT_IMAGE_ALIGN } from './pmem';
 import { parseLdd, sharedLibraries } from './ldd';
 import { LoadPlan, modulesUnder, resolveLoadOrder } from './modules';
-import { compileHullCtty, compileHullInit, HULL_CTTY_SOURCE, HULL_INIT_SOURCE } from './hull-init';
+import {
+  compileHullCtty,
+  compileHullInit,
+  compileHullReseed,
+  HULL_CTTY_SOURCE,
+  HULL_INIT_SOURCE,
+  HULL_RESEED_SOURCE,
+} from './hull-init';
 import {
   copyToGuest,
   Ext4Result,
@@ -428,7 +435,7 @@ class ImageBuild {
   /** hull-init at /sbin/hull-init, compiled with the agent's command, and /sbin/init -> hull-init (relative: it is
    * checked from the initramfs, before switch_root); hull-ctty next to it. */
   private async stageInit(): Promise<void> {
-    await this.addInputs([HULL_INIT_SOURCE, HULL_CTTY_SOURCE]);
+    await this.addInputs([HULL_INIT_SOURCE, HULL_CTTY_SOURCE, HULL_RESEED_SOURCE]);
     await compileHullInit(
       [GUEST_PATHS.node, ...AGENT_NODE_FLAGS, GUEST_PATHS.agentMain],
       this.workDir,
@@ -440,6 +447,7 @@ class ImageBuild {
       path.posix.relative(path.posix.dirname(GUEST_PATHS.init), GUEST_PATHS.hullInit),
     );
     await compileHullCtty(staged(this.staging, GUEST_PATHS.hullCtty));
+    await compileHullReseed(staged(this.staging, GUEST_PATHS.hullReseed));
   }
 
   /**

@@ -110,6 +110,8 @@ export const GUEST_PATHS = {
   hullInit: '/sbin/hull-init',
   /** hull-ctty (guest/init/hull-ctty.c): run first in a guest process on a pty of the guest's own; agent/terminal.ts has the same path. */
   hullCtty: '/sbin/hull-ctty',
+  /** hull-reseed (guest/init/hull-reseed.c): the agent's ReseedRandomDev; agent/reseed.ts has the same path. */
+  hullReseed: '/sbin/hull-reseed',
   /** Default root disk: the first virtio-blk disk, on PCI and on MMIO alike. `root=/dev/vdX` on the kernel command line overrides it. */
   rootDevice: '/dev/vda',
 } as const;

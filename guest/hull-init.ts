@@ -15,6 +15,9 @@ export const HULL_INIT_SOURCE = path.resolve(__dirname, '..', '..', 'guest', 'in
 
 export const HULL_CTTY_SOURCE = path.resolve(__dirname, '..', '..', 'guest', 'init', 'hull-ctty.c');
 
+/** hull-reseed (`guest/init/hull-reseed.c`): the agent's ReseedRandomDev (RNDADDENTROPY + RNDRESEEDCRNG). */
+export const HULL_RESEED_SOURCE = path.resolve(__dirname, '..', '..', 'guest', 'init', 'hull-reseed.c');
+
 export const HULL_INIT_CFLAGS: readonly string[] = ['-static', '-Os', '-s', '-Wall', '-Wextra', '-Werror'];
 
 /** A C string literal for one argv word; only plain characters are allowed, as they were in the old sh script. */
@@ -48,6 +51,11 @@ export async function compileHullInit(
 /** Compiles hull-ctty into `output`. */
 export async function compileHullCtty(output: string, source = HULL_CTTY_SOURCE): Promise<void> {
   await compileStatic('hull-ctty', source, output);
+}
+
+/** Compiles hull-reseed into `output`. */
+export async function compileHullReseed(output: string, source = HULL_RESEED_SOURCE): Promise<void> {
+  await compileStatic('hull-reseed', source, output);
 }
 
 async function compileStatic(

@@ -26,6 +26,8 @@ export interface SpawnOptions {
   onStdoutEnd?: () => void;
   /** Told synchronously once the process exists (see VmConfig.onSpawn); a throw kills it and is rethrown. */
   onSpawn?: (helper: SpawnedHelper) => void;
+  /** Open file descriptors the child inherits as fd 3, 4, ... (a VM template's saved state: qemu/template.ts). */
+  extraFds?: readonly number[];
 }
 
 /** How long after exit we keep reading stderr for the last words (a forked helper may hold the pipe open). */
@@ -89,7 +91,7 @@ export class OwnedProcess {
   static spawn(file: string, args: readonly string[], opts: SpawnOptions): OwnedProcess {
     // spawns: wrapper; OwnedProcess.spawn's callers name the program
     const child = spawn(file, args, {
-      stdio: ['ignore', opts.onStdout ? 'pipe' : 'ignore', 'pipe'],
+      stdio: ['ignore', opts.onStdout ? 'pipe' : 'ignore', 'pipe', ...(opts.extraFds ?? [])],
       detached: false,
       shell: false,
     });

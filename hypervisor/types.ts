@@ -80,7 +80,19 @@ export interface VmConfig {
    * translation cache); absent or 0 = QEMU's default (1 GiB, filled as code is translated).
    */
   tcgTbSizeMiB?: number;
+  /**
+   * VM templates (hypervisor/README.md, "Templates"); absent = a cold boot, the argv exactly as before.
+   * `make`: boot with guest RAM in `memoryFile` (a file on tmpfs, share=on), a spare PCIe root port and no virtio-fs
+   * device, so that saveTemplate() can save the device state beside it. `clone`: start QEMU with the same layout on
+   * a copy of `memoryFile` in stateDir, load `stateFile` (migrate-incoming, x-ignore-shared), resume, then hot-plug
+   * the virtio-fs device (with sharedDir) on the spare port. The VM's size, hot-plug room, kernel, image, firmware
+   * and devices must be the template's (core/template.ts keys a template by them).
+   */
+  template?: VmTemplateUse;
 }
+
+export type VmTemplateUse =
+  { role: 'make'; memoryFile: string } | { role: 'clone'; memoryFile: string; stateFile: string };
 
 /** A helper process as crash recovery knows it: a pid alone could be reused, the pid and its start time cannot. */
 export interface SpawnedHelper {
@@ -167,6 +179,11 @@ export interface Hypervisor {
   stop(opts: { force: boolean }): Promise<void>;
   /** Resolves when QEMU has exited (any number of callers, before or after the exit). */
   wait(): Promise<VmExit>;
+  /**
+   * A VM prepared with template role `make`, booted: pause it and save its device state into `stateFile`
+   * (hypervisor/qemu/template.ts); it stays paused. Returns the state's size in bytes. Optional: fakes need not.
+   */
+  saveTemplate?(stateFile: string, signal: AbortSignal): Promise<number>;
   /** QMP stop / cont. */
   pause(): Promise<void>;
   resume(): Promise<void>;

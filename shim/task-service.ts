@@ -8,6 +8,7 @@ import type { HandlerContext, ServiceImplementation } from 'ttrpc-ts';
 import type { GuestSpanBatch, OciLinuxResources, OciProcess } from '../agent-client';
 import { Sandbox, type SandboxEvent } from '../core';
 import { podConfig } from '../core/annotations';
+import { VmTemplates, templatesRoot } from '../core/template';
 import { loadConfig, toVmConfig, type HullConfig } from '../core/config';
 import { FailedPreconditionError, InvalidArgumentError, NotFoundError, NotImplementedError } from '../errors';
 import { VirtioFsShare } from '../fs-share';
@@ -183,6 +184,17 @@ export class TaskServiceImpl {
       events: (e) => this.publish(e),
       failpoints: config.runtime.enableFailpoints,
       debugConsole: config.agent.debugConsoleEnabled,
+      ...(config.hypervisor.enableTemplate
+        ? {
+            template: (vm) =>
+              new VmTemplates({
+                root: templatesRoot(config.runtime.stateDir),
+                hypervisor: () => new QemuHypervisor({ logger: this.o.logger }),
+                bootTimeoutMs: config.agent.bootTimeoutMs,
+                logger: this.o.logger,
+              }).acquire(vm),
+          }
+        : {}),
     });
   }
 

@@ -109,6 +109,7 @@ describe('core/config', () => {
           freePageReporting: true,
           rootImageDax: true,
           tcgTbSizeMiB: 64,
+          enableTemplate: false,
           enableAnnotations: [],
           validKernelPaths: [],
           validInitrdPaths: [],
@@ -195,6 +196,7 @@ describe('core/config', () => {
         free_page_reporting = false
         root_image_dax = false
         tcg_tb_size_mib = 128
+        enable_template = true
         enable_annotations = ["^default_vcpus$", "kernel_params"]
         valid_kernel_paths = ["/opt/k/*"]
         valid_initrd_paths = ["/opt/k/initrd-?.img"]
@@ -236,6 +238,7 @@ describe('core/config', () => {
           freePageReporting: false,
           rootImageDax: false,
           tcgTbSizeMiB: 128,
+          enableTemplate: true,
           enableAnnotations: ['^default_vcpus$', 'kernel_params'],
           validKernelPaths: ['/opt/k/*'],
           validInitrdPaths: ['/opt/k/initrd-?.img'],

@@ -14,6 +14,7 @@ import {
   UnavailableError,
 } from '../../errors';
 import { NOOP_LOGGER } from '../../log';
+import type { VmConfig } from '../../hypervisor/types';
 import { processStartTime } from '../../hypervisor/process';
 import type { SandboxEvent, StdioPaths } from '../events';
 import { FAILPOINT_ANNOTATION, FAILPOINT_STEPS, type FailpointStep } from '../failpoint';
@@ -1862,5 +1863,75 @@ describe('core Sandbox: hot-plug sizing (fake hypervisor and agent)', () => {
         ),
     );
     assert.equal(h.hv.resizes.length, 0);
+  });
+});
+
+describe('core Sandbox: VM templates (fake hypervisor and agent)', () => {
+  const TEMPLATE = { role: 'clone' as const, memoryFile: '/t/memory', stateFile: '/t/state' };
+
+  it("starts the VM from the template, then reseeds the guest's random pool and sets its clock before CreateSandbox", async () => {
+    const asked: VmConfig[] = [];
+    const h = new Harness({
+      template: async (vm) => {
+        asked.push(vm);
+        return TEMPLATE;
+      },
+    });
+    try {
+      (h.agent as FakeAgent & { reseedRandomDev?: (seed: Uint8Array) => Promise<void> }).reseedRandomDev = async (
+        seed: Uint8Array,
+      ) => void h.agent.calls.push(`reseed ${seed.length}`);
+      h.agent.setGuestDateTime = async (at) =>
+        void h.agent.calls.push(`clock ${Math.abs(at.getTime() - Date.now()) < 5000 ? 'now' : at.toISOString()}`);
+      await h.create('sb');
+      assert.equal(asked.length, 1);
+      assert.equal(asked[0]!.sharedDir, path.join(h.dir, 'share', 'shared'));
+      assert.deepEqual(h.hv.config?.template, TEMPLATE);
+      assert.deepEqual(h.agent.calls.slice(0, 3), ['reseed 64', 'clock now', 'createSandbox']);
+      assert.equal(h.agent.sandbox?.hostname, 'pod', 'the identity comes with CreateSandbox');
+    } finally {
+      await h.dispose();
+    }
+  });
+
+  it('no template (another sandbox is making it): boots normally, no reseed', async () => {
+    const h = new Harness({ template: async () => undefined });
+    try {
+      await h.create('sb');
+      assert.equal(h.hv.config?.template, undefined);
+      assert.deepEqual(h.agent.calls.slice(0, 1), ['createSandbox']);
+    } finally {
+      await h.dispose();
+    }
+  });
+
+  it('a pod with a network namespace boots normally (a template has no NICs yet): the template is not asked for', async () => {
+    let asked = 0;
+    const h = new Harness({
+      template: async () => {
+        asked++;
+        return TEMPLATE;
+      },
+    });
+    try {
+      const spec: OciSpec = {
+        ...SPEC,
+        linux: {
+          namespaces: [
+            { type: 'pid' },
+            { type: 'ipc' },
+            { type: 'uts' },
+            { type: 'mount' },
+            { type: 'network', path: '/var/run/netns/cni-1' },
+          ],
+        },
+      };
+      await h.sandbox.create(h.request('sb', NO_STDIO, spec));
+      assert.equal(asked, 0);
+      assert.equal(h.hv.config?.template, undefined);
+      assert.ok(h.hv.config?.network, 'it has its NICs');
+    } finally {
+      await h.dispose();
+    }
   });
 });

@@ -95,6 +95,12 @@ export interface QemuCmdline {
   freePageReporting?: boolean;
   /** TCG's translation cache in MiB; ignored under KVM; absent or 0 = QEMU's default. */
   tcgTbSizeMiB?: number;
+  /**
+   * A VM template's layout (qemu/template.ts): guest RAM in this file (share=on), a spare PCIe root port for the
+   * virtio-fs device and no virtio-fs device on the command line; `clone` adds the virtio-fs chardev (connected at
+   * start, before -runas) and `-incoming defer`. Absent: the argv exactly as before.
+   */
+  template?: { role: 'make' | 'clone'; memoryFile: string };
 }
 
 /**
@@ -149,6 +155,7 @@ export function cpuMemoryArgs(
   maxVcpus = vcpus,
   memoryRoomMiB = 0,
   deviceMemory: DeviceMemory = { slots: 0, MiB: 0 },
+  memoryFile?: string,
 ): string[] {
   if (!Number.isInteger(vcpus) || vcpus < 1)
     throw new InvalidArgumentError(`vcpus ${vcpus} must be a positive integer`);
@@ -168,7 +175,9 @@ export function cpuMemoryArgs(
     '-m',
     maxmem > memoryMiB ? `${memoryMiB}M${slots > 0 ? `,slots=${slots}` : ''},maxmem=${maxmem}M` : `${memoryMiB}M`,
     '-object',
-    `memory-backend-memfd,id=${MEMORY_BACKEND_ID},size=${memoryMiB}M,share=on`,
+    memoryFile === undefined
+      ? `memory-backend-memfd,id=${MEMORY_BACKEND_ID},size=${memoryMiB}M,share=on`
+      : `memory-backend-file,id=${MEMORY_BACKEND_ID},size=${memoryMiB}M,mem-path=${checkOptionValue('memory file', memoryFile)},share=on`,
   ];
 }
 
@@ -345,7 +354,14 @@ export function buildQemuArgv(c: QemuCmdline): string[] {
     ...machineArgs(c.accel, c.tcgTbSizeMiB, c.rootImage?.device === 'nvdimm'),
     ...(c.firmware === undefined ? [] : ['-bios', checkOptionValue('firmware', c.firmware)]),
     ...baseArgs(),
-    ...cpuMemoryArgs(c.vcpus, c.memoryMiB, c.maxVcpus, c.memoryRoomMiB, rootImageDeviceMemory(c.rootImage)),
+    ...cpuMemoryArgs(
+      c.vcpus,
+      c.memoryMiB,
+      c.maxVcpus,
+      c.memoryRoomMiB,
+      rootImageDeviceMemory(c.rootImage),
+      c.template?.memoryFile,
+    ),
     ...kernelArgs(
       c.kernel,
       c.initrd,
@@ -363,11 +379,45 @@ export function buildQemuArgv(c: QemuCmdline): string[] {
     ...rootDiskArgs(c.image, c.rootImage),
     ...agentArgs(c.agent),
     ...(c.agentLogSocket === undefined ? [] : agentLogArgs(c.agentLogSocket, c.agent.transport)),
-    ...(c.virtiofsSocket === undefined ? [] : virtiofsArgs(c.virtiofsSocket)),
+    ...(c.template !== undefined
+      ? templateLayoutArgs()
+      : c.virtiofsSocket === undefined
+        ? []
+        : virtiofsArgs(c.virtiofsSocket)),
     ...networkArgs(c.nics ?? [], c.vhostNet ?? false),
     ...(c.freePageReporting === true ? balloonArgs() : []),
     ...consoleArgs(),
     ...qmpArgs(c.qmpSocket),
     ...(c.confinement === undefined ? [] : confinementArgs(c.confinement)),
+    ...(c.template?.role === 'clone' ? cloneArgs(c.virtiofsSocket) : []),
+  ];
+}
+
+/** The spare PCIe root port of a template's layout, where a clone hot-plugs its virtio-fs device. */
+export const TEMPLATE_FS_PORT = 'hullfsport';
+/** The id of a clone's hot-plugged virtio-fs device, and of its chardev. */
+export const TEMPLATE_FS_DEVICE = 'hullfs';
+export const TEMPLATE_FS_CHARDEV = 'fs';
+
+/**
+ * What a VM template's layout has in place of the virtio-fs device: an empty PCIe root port (native PCIe hot-plug,
+ * which q35's root ports have and the guest's pciehp, built in, handles).
+ */
+export function templateLayoutArgs(): string[] {
+  return ['-device', `pcie-root-port,id=${TEMPLATE_FS_PORT},bus=pcie.0,chassis=1`];
+}
+
+/**
+ * A clone's extras: virtiofsd's vhost-user socket as a chardev only (QEMU connects while still root, before
+ * -runas; chardevs are not part of the migrated state, devices are), and `-incoming defer`: QEMU waits for
+ * migrate-incoming (qemu/template.ts) instead of booting.
+ */
+export function cloneArgs(virtiofsSocket?: string): string[] {
+  return [
+    ...(virtiofsSocket === undefined
+      ? []
+      : ['-chardev', `socket,id=${TEMPLATE_FS_CHARDEV},path=${checkOptionValue('virtiofsd socket', virtiofsSocket)}`]),
+    '-incoming',
+    'defer',
   ];
 }

@@ -12,6 +12,7 @@
  */
 import fs from 'node:fs';
 import net from 'node:net';
+import path from 'node:path';
 import {
   FailedPreconditionError,
   InvalidArgumentError,
@@ -48,12 +49,14 @@ import {
   type VmConfig,
   type VmExit,
   type VmSize,
+  type VmTemplateUse,
   MEMORY_HOTPLUG_BLOCK_MIB,
 } from '../types';
 import { NOOP_LOGGER, type Logger } from '../../log';
 import { Mutex, abortError, sleep } from '../util';
 import { Virtiofsd, probeSandboxMode, type SandboxMode } from '../virtiofsd';
 import { buildQemuArgv, QBOOT_FIRMWARE } from './cmdline';
+import { copySparse, loadTemplateState, plugVirtiofs, saveTemplateState } from './template';
 import { QmpClient } from './qmp';
 
 export interface QemuHypervisorOptions {
@@ -89,6 +92,13 @@ export interface StartTimings {
   virtiofsdSandbox?: SandboxMode;
   /** Choosing the sandbox mode (the probe runs once per process; later VMs reuse its answer). */
   sandboxProbeMs?: number;
+  /** A clone: copying the template's RAM file (sparse) before QEMU starts, and the bytes copied. */
+  memoryCopyMs?: number;
+  memoryCopyBytes?: number;
+  /** A clone: migrate-incoming until the guest runs again. */
+  templateLoadMs?: number;
+  /** A clone: device_add of its virtio-fs device. */
+  virtiofsPlugMs?: number;
 }
 
 /** All mutable state, in one place. */
@@ -122,7 +132,14 @@ interface State {
   timings: StartTimings;
   /** VmConfig.onSpawn: told of each helper the moment it is spawned. */
   onSpawn?: (helper: SpawnedHelper) => void;
+  /** VmConfig.template, checked at prepare. */
+  template?: VmTemplateUse;
 }
+
+/** A clone's own copy of the template's guest RAM, in its state folder. */
+export const CLONE_MEMORY_FILE = 'memory';
+/** The unix socket a template VM's state is saved through (qemu/template.ts). */
+const SAVE_SOCKET = 'save.sock';
 
 export class QemuHypervisor implements Hypervisor {
   readonly #s: State = { phase: 'new', stopRequested: false, timings: {} };
@@ -191,6 +208,7 @@ export class QemuHypervisor implements Hypervisor {
         rootImage: rootImage.value,
       });
       if (transport.value === 'vsock') this.#s.cid = cidCandidates(c.id).next().value as number;
+      if (cfg.template !== undefined) this.#s.template = checkTemplate(cfg.template, c);
       if (c.network !== undefined) {
         const vhost = chooseVhostNet(accel.value, this.#opts.hostProbe);
         this.#s.vhostNet = vhost.value;
@@ -263,6 +281,23 @@ export class QemuHypervisor implements Hypervisor {
       this.#expect('resume', ['paused']);
       await this.#qmp().cont();
       this.#s.phase = 'running';
+    });
+  }
+
+  /**
+   * A template VM (VmConfig.template role `make`), booted and its agent ready and disconnected: pause it and save
+   * its device state into `stateFile` (qemu/template.ts). The VM stays paused; stop() it after. Returns the bytes.
+   */
+  async saveTemplate(stateFile: string, signal: AbortSignal): Promise<number> {
+    return this.#lock.run(async () => {
+      this.#expect('save a template of', ['running', 'paused']);
+      const { cfg, template } = this.#prepared('saveTemplate');
+      if (template?.role !== 'make')
+        throw new FailedPreconditionError('saveTemplate: the VM was not prepared as a template (role make)');
+      const qmp = this.#qmp();
+      if (this.#s.phase === 'running') await qmp.stop();
+      this.#s.phase = 'paused';
+      return saveTemplateState(qmp, stateFile, path.join(cfg.paths.stateDir, SAVE_SOCKET), signal);
     });
   }
 
@@ -484,6 +519,17 @@ export class QemuHypervisor implements Hypervisor {
       ...(this.#s.confinement === undefined ? {} : { confinement: this.#s.confinement }),
       ...(c.freePageReporting ? { freePageReporting: true } : {}),
       ...(accel === 'tcg' && c.tcgTbSizeMiB > 0 ? { tcgTbSizeMiB: c.tcgTbSizeMiB } : {}),
+      ...(this.#s.template === undefined
+        ? {}
+        : {
+            template: {
+              role: this.#s.template.role,
+              memoryFile:
+                this.#s.template.role === 'make'
+                  ? this.#s.template.memoryFile
+                  : path.join(c.paths.stateDir, CLONE_MEMORY_FILE),
+            },
+          }),
     });
   }
 
@@ -519,6 +565,30 @@ export class QemuHypervisor implements Hypervisor {
     }
     const cids = s.transport === 'vsock' ? cidCandidates(c.id) : undefined;
     cids?.next(); // the first candidate is already in the argv
+    let incomingFd: number | undefined;
+    const t = s.template;
+    if (t?.role === 'clone') {
+      const t0 = performance.now();
+      const copy = path.join(c.paths.stateDir, CLONE_MEMORY_FILE);
+      fs.rmSync(copy, { force: true });
+      s.timings.memoryCopyBytes = copySparse(t.memoryFile, copy);
+      s.timings.memoryCopyMs = performance.now() - t0;
+      incomingFd = fs.openSync(t.stateFile, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
+    }
+    try {
+      await this.#spawnUntilReady(s, c, cids, signal, incomingFd);
+    } finally {
+      if (incomingFd !== undefined) fs.closeSync(incomingFd);
+    }
+  }
+
+  async #spawnUntilReady(
+    s: State & { cfg: ResolvedConfig },
+    c: ResolvedConfig,
+    cids: Generator<number> | undefined,
+    signal: AbortSignal,
+    incomingFd: number | undefined,
+  ): Promise<void> {
     for (let attempt = 1; ; attempt++) {
       fs.rmSync(c.paths.qmpSocket, { force: true }); // a failed attempt's socket would only be refused
       const { file, args } = this.command();
@@ -532,6 +602,7 @@ export class QemuHypervisor implements Hypervisor {
         onStdout: (chunk) => guestConsole.push(chunk),
         onStdoutEnd: () => guestConsole.end(),
         ...(s.onSpawn ? { onSpawn: s.onSpawn } : {}),
+        ...(incomingFd === undefined ? {} : { extraFds: [incomingFd] }),
       });
       s.qemu = qemu;
       this.#log.info({ id: c.id, pid: qemu.pid, accel: s.accel, attempt }, 'qemu started');
@@ -575,6 +646,11 @@ export class QemuHypervisor implements Hypervisor {
       qmp.onShutdown((e) => this.#log.info({ id: c.id, ...e }, 'QEMU reports SHUTDOWN'));
       qmp.onStop(() => this.#log.debug({ id: c.id }, 'QEMU reports STOP'));
       qmp.onResume(() => this.#log.debug({ id: c.id }, 'QEMU reports RESUME'));
+      if (this.#s.template?.role === 'clone') {
+        const t0 = performance.now();
+        await loadTemplateState(qmp, until);
+        this.#s.timings.templateLoadMs = performance.now() - t0;
+      }
       for (;;) {
         const st = await qmp.queryStatus();
         if (st.running) break;
@@ -582,6 +658,11 @@ export class QemuHypervisor implements Hypervisor {
           throw new UnavailableError(`VM is ${st.status} during start`);
         }
         await sleep(10, until);
+      }
+      if (this.#s.template?.role === 'clone' && c.sharedDir !== undefined) {
+        const t0 = performance.now();
+        await plugVirtiofs(qmp);
+        this.#s.timings.virtiofsPlugMs = performance.now() - t0;
       }
       this.#s.timings.qmpReadyMs = performance.now() - qemu.spawnedAt;
       this.#log.info({ id: c.id, pid: qemu.pid, qmpReadyMs: Math.round(this.#s.timings.qmpReadyMs) }, 'VM running');
@@ -703,6 +784,24 @@ export class QemuHypervisor implements Hypervisor {
     this.#s.exit = exit;
     for (const w of this.#exitWaiters.splice(0)) w(exit);
   }
+}
+
+/** VmConfig.template against the resolved config: absolute files, and what a template's layout cannot have. */
+function checkTemplate(t: VmTemplateUse, c: ResolvedConfig): VmTemplateUse {
+  const abs = (what: string, p: unknown): string => {
+    if (typeof p !== 'string' || !path.isAbsolute(p) || path.normalize(p) !== p)
+      throw new InvalidArgumentError(`template ${what} must be an absolute, normalised path`);
+    return p;
+  };
+  if (c.network !== undefined)
+    throw new InvalidArgumentError('a VM template has no NICs yet: boot a VM with a network cold');
+  if (t.role === 'make') {
+    if (c.sharedDir !== undefined) throw new InvalidArgumentError('a template VM has no virtio-fs share');
+    return { role: 'make', memoryFile: abs('memory file', t.memoryFile) };
+  }
+  if (t.role === 'clone')
+    return { role: 'clone', memoryFile: abs('memory file', t.memoryFile), stateFile: abs('state file', t.stateFile) };
+  throw new InvalidArgumentError('template role must be make or clone');
 }
 
 function checkTarget(what: string, v: number | undefined): number | undefined {

@@ -4,6 +4,7 @@
  */
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
+import type { AgentClient } from '../../agent-client';
 import { SandboxVm } from '../../core/vm';
 import { GUEST_SHARED_DIR, type VirtioFsShare } from '../../fs-share';
 import type { Hypervisor, VmConfig } from '../../hypervisor';
@@ -11,11 +12,21 @@ import { GUEST_SHARE_TAG } from '../../hypervisor/types';
 import { NOOP_LOGGER } from '../../log';
 import { childProcesses, mountsContaining } from './guest';
 
-/** Boots `config` and has the agent make the sandbox with the share at GUEST_SHARED_DIR. */
-export async function bootWithShare(hv: Hypervisor, config: VmConfig, sandboxId: string): Promise<SandboxVm> {
+/**
+ * Boots `config` and has the agent make the sandbox with the share at GUEST_SHARED_DIR (with `hostname`; after
+ * `beforeCreate`, which a VM cloned from a template uses for its reseed and clock).
+ */
+export async function bootWithShare(
+  hv: Hypervisor,
+  config: VmConfig,
+  sandboxId: string,
+  opts: { hostname?: string; beforeCreate?: (agent: AgentClient) => Promise<void> } = {},
+): Promise<SandboxVm> {
   const vm = await SandboxVm.boot(hv, config, { bootTimeoutMs: 120_000, logger: NOOP_LOGGER });
+  await opts.beforeCreate?.(vm.agent);
   await vm.agent.createSandbox({
     sandboxId,
+    ...(opts.hostname ? { hostname: opts.hostname } : {}),
     storages: [
       {
         driver: 'virtio-fs',

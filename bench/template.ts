@@ -1,0 +1,302 @@
+/**
+ * VM templates (`[hypervisor] enable_template`, core/template.ts) against a normal boot, in the same run:
+ * - the template's making (once), its guest RAM file (allocated on tmpfs) and device state;
+ * - VM ready (SandboxVm.boot until the agent answered; for a clone also the reseed and the clock) and the first
+ *   container (`true`, CreateSandbox with the virtio-fs share, create, start, exit), cold and cloned alternately,
+ *   BENCH_TEMPLATE_RUNS each (default 3);
+ * - host PSS per pod with 1 and BENCH_TEMPLATE_PODS (default 3) idle VMs at once, cold and cloned: QEMU plus
+ *   virtiofsd (and its sandboxed child); for clones the template's RAM file on tmpfs counts once, shared among them;
+ * - `ctr run --rm busybox true` through containerd and the shim, templates off and on (the first run with
+ *   templates on makes the template and is reported apart).
+ * hull's default VM configuration (toVmConfig of an empty file), everything under a tmpfs folder (/dev/shm).
+ */
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
+import { parseConfig, toVmConfig } from '../core/config';
+import { VmTemplates, type TemplateFiles } from '../core/template';
+import { SandboxVm } from '../core/vm';
+import { VirtioFsShare } from '../fs-share';
+import { QemuHypervisor, type VmConfig } from '../hypervisor';
+import { GUEST_SHARE_TAG } from '../hypervisor/types';
+import { NOOP_LOGGER } from '../log';
+import { BUSYBOX_IMAGE, importBusybox, startContainerd } from '../integration/lib/containerd';
+import { busyboxRootfs, collectOutput } from '../integration/lib/containers';
+import { testSpec } from '../integration/lib/oci-spec';
+import { median, printTable, round } from './lib/report';
+
+const RUNS = Number(process.env.BENCH_TEMPLATE_RUNS ?? 3);
+const PODS = Number(process.env.BENCH_TEMPLATE_PODS ?? 3);
+const RUNTIME = 'io.containerd.hull.v2';
+type Mode = 'cold' | 'clone';
+const MIB = 1024;
+
+interface Pod {
+  vm: SandboxVm;
+  hv: QemuHypervisor;
+  share: VirtioFsShare;
+  readyMs: number;
+  id: string;
+}
+
+function pssKiB(pid: number | undefined): number {
+  if (!pid) return 0;
+  try {
+    return Number(/^Pss:\s+(\d+) kB/m.exec(fs.readFileSync(`/proc/${pid}/smaps_rollup`, 'utf8'))?.[1] ?? 0);
+  } catch {
+    return 0;
+  }
+}
+
+/**
+ * A clone's guest RAM is its own file on tmpfs (hypervisor/qemu/template.ts): pages the guest has not touched since
+ * the start are allocated there but mapped by no process, so PSS misses them. Its host cost is the file's allocated
+ * size, and QEMU's PSS without that mapping (the pages it has faulted in are the file's, counted once).
+ */
+function cloneRamKiB(pid: number | undefined, memoryFile: string): { mappedPssKiB: number; allocatedKiB: number } {
+  let mappedPssKiB = 0;
+  if (pid) {
+    let inRam = false;
+    for (const line of fs.readFileSync(`/proc/${pid}/smaps`, 'utf8').split('\n')) {
+      const head = /^[0-9a-f]+-[0-9a-f]+ \S{4} \S+ \S+ \d+\s*(.*)$/.exec(line);
+      if (head) {
+        inRam = head[1] === memoryFile;
+        continue;
+      }
+      const m = /^Pss:\s+(\d+) kB/.exec(line);
+      if (m && inRam) mappedPssKiB += Number(m[1]);
+    }
+  }
+  return { mappedPssKiB, allocatedKiB: (fs.statSync(memoryFile).blocks * 512) / 1024 };
+}
+
+/** A process and its descendants (virtiofsd's sandboxed server). */
+function treePssKiB(pid: number | undefined): number {
+  if (!pid) return 0;
+  let kib = pssKiB(pid);
+  for (const task of fs.readdirSync(`/proc/${pid}/task`)) {
+    const children = fs.readFileSync(`/proc/${pid}/task/${task}/children`, 'utf8').trim();
+    for (const c of children ? children.split(/\s+/) : []) kib += treePssKiB(Number(c));
+  }
+  return kib;
+}
+
+class Bench {
+  readonly dir = fs.mkdtempSync('/dev/shm/hull-bench-tpl-');
+  readonly rootfs = busyboxRootfs(path.join(this.dir, 'rootfs'), ['sh', 'true']);
+  readonly base: VmConfig;
+  template: TemplateFiles | undefined;
+  private n = 0;
+
+  constructor() {
+    const config = parseConfig('', 'bench.toml', path.resolve(__dirname, '..', '..', 'bin'));
+    this.base = toVmConfig(config, { id: 'base', stateDir: path.join(this.dir, 'base') });
+  }
+
+  async make(): Promise<{ ms: number; ramFileMiB: number; ramAllocatedMiB: number; stateKiB: number }> {
+    const templates = new VmTemplates({
+      root: path.join(this.dir, '_templates'),
+      hypervisor: () => new QemuHypervisor({ logger: NOOP_LOGGER }),
+      bootTimeoutMs: 300_000,
+      logger: NOOP_LOGGER,
+    });
+    const t0 = performance.now();
+    this.template = await templates.make(this.base);
+    if (!this.template) throw new Error('no template made');
+    const ms = performance.now() - t0;
+    const ram = fs.statSync(this.template.memoryFile);
+    return {
+      ms: round(ms),
+      ramFileMiB: round(ram.size / 2 ** 20),
+      ramAllocatedMiB: round((ram.blocks * 512) / 2 ** 20),
+      stateKiB: round(fs.statSync(this.template.stateFile).size / 1024),
+    };
+  }
+
+  /** The template's RAM file on tmpfs, MiB (what all clones share on the host besides their own pages). */
+  templateRamMiB(): number {
+    return this.template ? (fs.statSync(this.template.memoryFile).blocks * 512) / 2 ** 20 : 0;
+  }
+
+  async boot(mode: Mode): Promise<Pod> {
+    const id = `b${this.n++}`;
+    const share = new VirtioFsShare({ root: path.join(this.dir, 'share', id), sandboxId: id });
+    await share.prepare();
+    const cfg: VmConfig = { ...this.base, id, stateDir: path.join(this.dir, 'vms', id), sharedDir: share.sharedDir() };
+    if (mode === 'clone')
+      cfg.template = { role: 'clone', memoryFile: this.template!.memoryFile, stateFile: this.template!.stateFile };
+    const hv = new QemuHypervisor({ logger: NOOP_LOGGER });
+    const t0 = performance.now();
+    const vm = await SandboxVm.boot(hv, cfg, { bootTimeoutMs: 300_000, logger: NOOP_LOGGER });
+    if (mode === 'clone') {
+      await vm.agent.reseedRandomDev!(crypto.randomBytes(64));
+      await vm.agent.setGuestDateTime(new Date());
+    }
+    const readyMs = performance.now() - t0;
+    await vm.agent.createSandbox({
+      sandboxId: id,
+      storages: [
+        {
+          driver: 'virtio-fs',
+          source: GUEST_SHARE_TAG,
+          fstype: 'virtiofs',
+          options: ['nodev'],
+          mountPoint: '/run/kata-containers/shared/containers',
+        },
+      ],
+    });
+    return { vm, hv, share, readyMs, id };
+  }
+
+  async firstContainer(pod: Pod): Promise<void> {
+    await pod.share.shareRootfs('c', [], this.rootfs);
+    await pod.vm.agent.createOciContainer('c', testSpec({ args: ['true'], rootReadonly: true }));
+    await pod.vm.agent.startContainer('c');
+    const out = await collectOutput(pod.vm.agent, 'c');
+    if (out.code !== 0) throw new Error(`true exited ${out.code}: ${out.stderr}`);
+    await pod.vm.agent.removeContainer('c');
+    await pod.share.unshare('c');
+  }
+
+  async end(pod: Pod): Promise<void> {
+    await pod.vm.shutdown({ gracefulMs: 30_000 }).catch(() => undefined);
+    await pod.hv.stop({ force: true }).catch(() => undefined);
+    await pod.hv.cleanup().catch(() => undefined);
+    await pod.share.cleanup();
+  }
+
+  /** Host PSS per pod (MiB) with `n` idle pods of `mode` at once. */
+  async pss(mode: Mode, n: number): Promise<Record<string, number>> {
+    const pods: Pod[] = [];
+    try {
+      for (const p of await Promise.allSettled(Array.from({ length: n }, () => this.boot(mode))))
+        if (p.status === 'fulfilled') pods.push(p.value);
+        else throw p.reason;
+      await new Promise((r) => setTimeout(r, 5_000)); // idle: the boot's freed pages reported back
+      const qemu = pods.reduce((s, p) => s + pssKiB(p.hv.pid()), 0) / n / MIB;
+      const virtiofsd = pods.reduce((s, p) => s + treePssKiB(p.hv.virtiofsdPid()), 0) / n / MIB;
+      const ram = { mapped: 0, allocated: 0 };
+      if (mode === 'clone')
+        for (const p of pods) {
+          const r = cloneRamKiB(p.hv.pid(), path.join(this.dir, 'vms', p.id, 'memory'));
+          ram.mapped += r.mappedPssKiB;
+          ram.allocated += r.allocatedKiB;
+        }
+      const unmapped = (ram.allocated - ram.mapped) / n / MIB; // the clone's RAM file pages QEMU has not mapped
+      const templateShare = mode === 'clone' ? this.templateRamMiB() / n : 0;
+      return {
+        qemuPssMiB: round(qemu),
+        cloneRamFileMiB: round(ram.allocated / n / MIB),
+        cloneRamUnmappedMiB: round(unmapped),
+        virtiofsdMiB: round(virtiofsd),
+        templateShareMiB: round(templateShare),
+        perPodMiB: round(qemu + unmapped + virtiofsd + templateShare),
+      };
+    } finally {
+      await Promise.all(pods.map((p) => this.end(p)));
+    }
+  }
+
+  dispose(): void {
+    fs.rmSync(this.dir, { recursive: true, force: true });
+  }
+}
+
+async function ctrRun(): Promise<Record<string, unknown>> {
+  const ctd = await startContainerd({ namespace: 'bench' });
+  const state = fs.mkdtempSync('/dev/shm/hbt-');
+  try {
+    await importBusybox(ctd);
+    const configs = {} as Record<'off' | 'on', string>;
+    for (const mode of ['off', 'on'] as const) {
+      configs[mode] = path.join(ctd.dir, `template-${mode}.toml`);
+      fs.writeFileSync(
+        configs[mode],
+        ['[runtime]', `state_dir = "${state}"`, '[hypervisor]', `enable_template = ${mode === 'on'}`, ''].join('\n'),
+      );
+    }
+    const run = async (mode: 'off' | 'on', i: number): Promise<number> => {
+      const t0 = performance.now();
+      const r = await ctd.ctr([
+        'run',
+        '--rm',
+        '--runtime',
+        RUNTIME,
+        '--runtime-config-path',
+        configs[mode],
+        BUSYBOX_IMAGE,
+        `bench-tpl-${mode}-${i}`,
+        'true',
+      ]);
+      if (r.code !== 0) throw new Error(`ctr run (${mode}) exited ${r.code}: ${r.stderr}`);
+      return performance.now() - t0;
+    };
+    const firstOnMs = await run('on', 0); // makes the template, then starts from it
+    const made = fs.readdirSync(path.join(state, '_templates'));
+    const wall: Record<'off' | 'on', number[]> = { off: [], on: [] };
+    for (let i = 1; i <= RUNS; i++) for (const mode of ['off', 'on'] as const) wall[mode].push(await run(mode, i));
+    return {
+      firstWithTemplateMs: round(firstOnMs),
+      templatesMade: made,
+      offMedianMs: round(median(wall.off)),
+      onMedianMs: round(median(wall.on)),
+      all: wall,
+    };
+  } finally {
+    await ctd.stop();
+    fs.rmSync(state, { recursive: true, force: true });
+  }
+}
+
+export async function benchTemplate(): Promise<Record<string, unknown>> {
+  const b = new Bench();
+  try {
+    const made = await b.make();
+    const ready: Record<Mode, number[]> = { cold: [], clone: [] };
+    const first: Record<Mode, number[]> = { cold: [], clone: [] };
+    for (let i = 0; i < RUNS; i++) {
+      for (const mode of ['cold', 'clone'] as const) {
+        const pod = await b.boot(mode);
+        try {
+          ready[mode].push(pod.readyMs);
+          const t0 = performance.now();
+          await b.firstContainer(pod);
+          first[mode].push(pod.readyMs + (performance.now() - t0));
+        } finally {
+          await b.end(pod);
+        }
+      }
+    }
+    const pss: Record<string, unknown> = {};
+    for (const n of [...new Set([1, PODS])])
+      for (const mode of ['cold', 'clone'] as const) pss[`${mode}x${n}`] = await b.pss(mode, n);
+    const ctr = await ctrRun();
+    const figures = {
+      runs: RUNS,
+      template: made,
+      vmReadyMs: { cold: round(median(ready.cold)), clone: round(median(ready.clone)), all: ready },
+      toFirstContainerExitMs: { cold: round(median(first.cold)), clone: round(median(first.clone)), all: first },
+      hostPssPerPod: pss,
+      ctrRunTrue: ctr,
+    };
+    printTable('VM templates: cold boot vs clone (ms, medians)', [
+      { what: 'VM ready (agent answered)', cold: figures.vmReadyMs.cold, clone: figures.vmReadyMs.clone },
+      {
+        what: 'to the first container (true) exited',
+        cold: figures.toFirstContainerExitMs.cold,
+        clone: figures.toFirstContainerExitMs.clone,
+      },
+      { what: 'ctr run --rm busybox true', cold: ctr.offMedianMs as number, clone: ctr.onMedianMs as number },
+    ]);
+    printTable(
+      'host PSS per idle pod (MiB)',
+      Object.entries(pss).map(([k, v]) => ({ pods: k, ...(v as Record<string, number>) })),
+    );
+    console.log(
+      `template made in ${made.ms} ms; first ctr run with templates on (makes it): ${String(ctr.firstWithTemplateMs)} ms`,
+    );
+    return figures;
+  } finally {
+    b.dispose();
+  }
+}

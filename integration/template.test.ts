@@ -1,0 +1,299 @@
+/**
+ * VM templates with the real guest (TCG): a template is made (core/template.ts, hypervisor/qemu/template.ts); a
+ * clone boots from it with its own virtio-fs share hot-plugged and runs a container reading a file the host wrote
+ * into the share, and an exec; three clones at once each have their own random bytes (after the reseed), host
+ * name and clock; a changed guest kernel invalidates the template. Everything lives under a tmpfs folder the test
+ * makes and removes; no QEMU or virtiofsd is left.
+ */
+import assert from 'node:assert/strict';
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { parseConfig, toVmConfig } from '../core/config';
+import { FAILPOINT_ANNOTATION } from '../core/failpoint';
+import { VmTemplates, templateIdentity, type TemplateFiles } from '../core/template';
+import type { SandboxVm } from '../core/vm';
+import { VirtioFsShare } from '../fs-share';
+import { QemuHypervisor, type VmConfig } from '../hypervisor';
+import { NOOP_LOGGER } from '../log';
+import { BUSYBOX_IMAGE, importBusybox, startContainerd, type PrivateContainerd } from './lib/containerd';
+import { busyboxRootfs, collectOutput } from './lib/containers';
+import { childProcesses } from './lib/guest';
+import { testProcess, testSpec } from './lib/oci-spec';
+import { bootWithShare, shutDownAndCheck } from './lib/shared-vm';
+
+const APPLETS = ['sh', 'cat', 'echo', 'head', 'od', 'date', 'tr'];
+
+describe('VM templates (real QEMU, TCG)', function () {
+  this.timeout(600_000);
+  let dir: string;
+  let templates: VmTemplates;
+  let made: TemplateFiles | undefined;
+  let rootfs: string;
+  let kernelCopy: string;
+
+  /** The VM configuration of hull's defaults with templates on; the kernel is the test's own copy. */
+  const vmConfig = (id: string, sharedDir?: string): VmConfig => {
+    const config = parseConfig(
+      '[hypervisor]\nenable_template = true\n',
+      'test.toml',
+      path.resolve(__dirname, '..', '..', 'bin'),
+    );
+    const vm = toVmConfig(config, {
+      id,
+      stateDir: path.join(dir, 'vms', id),
+      ...(sharedDir ? { sharedDir } : {}),
+    });
+    return { ...vm, kernel: kernelCopy };
+  };
+
+  const clone = async (id: string, hostname: string): Promise<{ vm: SandboxVm; share: VirtioFsShare }> => {
+    const share = new VirtioFsShare({ root: path.join(dir, 'share', id), sandboxId: id });
+    await share.prepare();
+    const cfg = vmConfig(id, share.sharedDir());
+    cfg.template = { role: 'clone', memoryFile: made!.memoryFile, stateFile: made!.stateFile };
+    const vm = await bootWithShareAndIdentity(new QemuHypervisor({ logger: NOOP_LOGGER }), cfg, id, hostname);
+    return { vm, share };
+  };
+
+  before(() => {
+    dir = fs.mkdtempSync(path.join(fs.existsSync('/dev/shm') ? '/dev/shm' : os.tmpdir(), 'hull-template-'));
+    fs.mkdirSync(path.join(dir, 'vms'));
+    rootfs = busyboxRootfs(path.join(dir, 'rootfs'), APPLETS);
+    const defaults = parseConfig('', 't.toml', path.resolve(__dirname, '..', '..', 'bin'));
+    kernelCopy = path.join(dir, 'vmlinuz');
+    fs.copyFileSync(toVmConfig(defaults, { id: 'probe', stateDir: path.join(dir, 'vms', 'probe') }).kernel, kernelCopy);
+    // Whole seconds: what the invalidation test restores with utimes is then exactly what was there.
+    fs.utimesSync(kernelCopy, 1_700_000_000, 1_700_000_000);
+    templates = new VmTemplates({
+      root: path.join(dir, '_templates'),
+      hypervisor: () => new QemuHypervisor({ logger: NOOP_LOGGER }),
+      bootTimeoutMs: 240_000,
+      logger: NOOP_LOGGER,
+    });
+  });
+
+  after(() => {
+    assert.deepEqual(childProcesses(process.pid, ['qemu-system-x86_64', 'virtiofsd']), [], 'no QEMU or virtiofsd left');
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('makes a template: guest RAM (sparse) and device state in a root-only folder, with its fingerprint', async () => {
+    const t0 = performance.now();
+    made = await templates.make(vmConfig('tmpl'));
+    assert.ok(made, 'made');
+    const ms = performance.now() - t0;
+    const mem = fs.statSync(made.memoryFile);
+    const state = fs.statSync(made.stateFile);
+    console.log(
+      `      template made in ${(ms / 1000).toFixed(1)} s: RAM file ${mem.size >> 20} MiB, ` +
+        `${(mem.blocks * 512) >> 20} MiB allocated; device state ${(state.size / 1024).toFixed(0)} KiB`,
+    );
+    assert.equal(mem.size, vmConfig('x').memoryMiB * 1024 * 1024);
+    assert.ok(mem.blocks * 512 < mem.size, 'the RAM file is sparse');
+    assert.ok(state.size > 0 && state.size < 64 << 20, `device state ${state.size} bytes`);
+    assert.equal(fs.statSync(made.dir).mode & 0o777, 0o700);
+    assert.equal(fs.statSync(path.dirname(made.dir)).mode & 0o777, 0o700);
+    assert.deepEqual(templates.find(vmConfig('other-id')), made, 'found again, whatever the sandbox id');
+    assert.deepEqual(fs.readdirSync(path.dirname(made.dir)), [path.basename(made.dir)], 'no lock or leftover');
+  });
+
+  it('a clone runs a container on its hot-plugged virtio-fs share, and an exec', async () => {
+    assert.ok(made, 'needs the template');
+    const { vm, share } = await clone('clone1', 'clone-one');
+    try {
+      const cid = 'c1';
+      await share.shareRootfs(cid, [], rootfs);
+      fs.writeFileSync(path.join(rootfs, 'from-host'), 'written on the host\n');
+      await vm.agent.createOciContainer(cid, testSpec({ args: ['sh', '-c', 'cat /from-host; exec sleep 100'] }));
+      await vm.agent.startContainer(cid);
+      await vm.agent.execOciProcess(cid, 'e1', testProcess({ args: ['echo', 'from-exec'] }));
+      assert.deepEqual(await collectOutput(vm.agent, cid, 'e1'), { stdout: 'from-exec\n', stderr: '', code: 0 });
+      await vm.agent.signalProcess(cid, '', 9);
+      const out = await collectOutput(vm.agent, cid);
+      assert.equal(out.stdout, 'written on the host\n', out.stderr);
+      await vm.agent.removeContainer(cid);
+      await share.unshare(cid);
+    } finally {
+      await shutDownAndCheck(vm, share, path.join(dir, 'share', 'clone1'));
+    }
+  });
+
+  it('three clones at once: each its own random bytes, host name and clock', async () => {
+    assert.ok(made, 'needs the template');
+    const ids = ['clone2', 'clone3', 'clone4'];
+    const started = await Promise.allSettled(ids.map((id) => clone(id, `host-${id}`)));
+    const clones = started.flatMap((s) => (s.status === 'fulfilled' ? [s.value] : []));
+    try {
+      for (const s of started) if (s.status === 'rejected') throw s.reason;
+      const seen = await Promise.all(
+        clones.map(async ({ vm, share }, i) => {
+          const cid = `c${i}`;
+          await share.shareRootfs(cid, [], rootfs);
+          const script =
+            'cat /proc/sys/kernel/hostname; head -c 32 /dev/urandom | od -An -tx1 | tr -d " \\n"; echo; date +%s';
+          await vm.agent.createOciContainer(cid, testSpec({ args: ['sh', '-c', script] }));
+          await vm.agent.startContainer(cid);
+          const out = await collectOutput(vm.agent, cid);
+          await vm.agent.removeContainer(cid);
+          await share.unshare(cid);
+          assert.equal(out.code, 0, out.stderr);
+          const [hostname, random, clock] = out.stdout.trim().split('\n');
+          return { hostname, random, clock: Number(clock) };
+        }),
+      );
+      assert.deepEqual(
+        seen.map((s) => s.hostname),
+        ids.map((id) => `host-${id}`),
+      );
+      for (const s of seen) assert.match(s.random ?? '', /^[0-9a-f]{64}$/);
+      assert.equal(new Set(seen.map((s) => s.random)).size, 3, `random bytes differ: ${JSON.stringify(seen)}`);
+      for (const s of seen)
+        assert.ok(Math.abs(s.clock - Date.now() / 1000) < 60, `guest clock ${s.clock} is the host's (±60 s)`);
+    } finally {
+      await Promise.all(
+        clones.map(({ vm, share }, i) => shutDownAndCheckQuiet(vm, share, path.join(dir, 'share', ids[i] ?? ''))),
+      );
+    }
+  });
+
+  it('a changed guest kernel invalidates the template; another configuration never shares it', () => {
+    assert.ok(made, 'needs the template');
+    const before = templateIdentity(vmConfig('a'));
+    assert.notEqual(templateIdentity({ ...vmConfig('a'), memoryMiB: 1024 }).key, before.key);
+    const st = fs.statSync(kernelCopy);
+    fs.utimesSync(kernelCopy, st.atime, new Date(st.mtimeMs + 5000));
+    try {
+      const after = templateIdentity(vmConfig('a'));
+      assert.equal(after.key, before.key, 'same configuration');
+      assert.notEqual(after.fingerprint, before.fingerprint, 'another fingerprint');
+      assert.equal(templates.find(vmConfig('a')), undefined, 'the template is not used');
+    } finally {
+      fs.utimesSync(kernelCopy, st.atime, st.mtime);
+    }
+    assert.deepEqual(templates.find(vmConfig('a')), made, 'the same inputs find it again');
+  });
+});
+
+/** A clone as core's Sandbox boots it: the reseed and the clock (core/sandbox.ts cloneIdentity), then CreateSandbox. */
+async function bootWithShareAndIdentity(
+  hv: QemuHypervisor,
+  cfg: VmConfig,
+  id: string,
+  hostname: string,
+): Promise<SandboxVm> {
+  const vm = await bootWithShare(hv, cfg, id, {
+    beforeCreate: async (agent) => {
+      await agent.reseedRandomDev!(crypto.randomBytes(64));
+      await agent.setGuestDateTime(new Date());
+    },
+    hostname,
+  });
+  const t = hv.timings();
+  console.log(
+    `      ${id}: QEMU running ${Math.round(t.qmpReadyMs ?? 0)} ms after spawn (RAM copy ${Math.round(t.memoryCopyMs ?? 0)} ms, ` +
+      `${((t.memoryCopyBytes ?? 0) / 2 ** 20).toFixed(0)} MiB; state load ${Math.round(t.templateLoadMs ?? 0)} ms; ` +
+      `virtio-fs plug ${Math.round(t.virtiofsPlugMs ?? 0)} ms); agent ready ${Math.round(vm.timings.agentReadyMs)} ms`,
+  );
+  return vm;
+}
+
+async function shutDownAndCheckQuiet(vm: SandboxVm, share: VirtioFsShare, dir: string): Promise<void> {
+  await vm.shutdown({ gracefulMs: 30_000 }).catch(() => undefined);
+  await share.cleanup();
+  fs.rmSync(dir, { recursive: true, force: true });
+}
+
+/** Processes whose argv mentions `marker` (not this one). */
+function processesMentioning(marker: string): string[] {
+  const out: string[] = [];
+  for (const pid of fs.readdirSync('/proc').filter((d) => /^\d+$/.test(d))) {
+    try {
+      const cmd = fs.readFileSync(`/proc/${pid}/cmdline`, 'latin1').split('\0').join(' ');
+      if (cmd.includes(marker) && Number(pid) !== process.pid) out.push(`${pid} ${cmd.slice(0, 200)}`);
+    } catch {
+      /* gone */
+    }
+  }
+  return out;
+}
+
+describe('VM templates through containerd and the shim (`enable_template = true`)', function () {
+  this.timeout(600_000);
+  let ctd: PrivateContainerd;
+  let state: string;
+  let config: string;
+
+  before(async () => {
+    ctd = await startContainerd({ namespace: 'tpl' });
+    await importBusybox(ctd);
+    // state_dir on tmpfs (templates refuse a disk), short: the VMs' sockets live below it.
+    state = fs.mkdtempSync('/dev/shm/htp-');
+    config = path.join(ctd.dir, 'template.toml');
+    fs.writeFileSync(
+      config,
+      `[runtime]\nstate_dir = "${state}"\nenable_failpoints = true\n[hypervisor]\nenable_template = true\n`,
+    );
+  });
+
+  after(async () => {
+    await ctd?.stop();
+    assert.deepEqual(processesMentioning(state), [], 'no QEMU or virtiofsd left');
+    fs.rmSync(state, { recursive: true, force: true });
+  });
+
+  const ctr = (args: string[]) =>
+    ctd.ctr(['run', '--runtime', 'io.containerd.hull.v2', '--runtime-config-path', config, ...args]);
+
+  it('the first `ctr run` makes the template and runs from it; the next VM is a clone; nothing of a sandbox is left, the template stays', async () => {
+    const first = await ctr(['--rm', BUSYBOX_IMAGE, 'tpl1', 'sh', '-c', 'echo first; cat /proc/sys/kernel/hostname']);
+    assert.equal(first.code, 0, first.stderr);
+    assert.equal(first.stdout.split('\n')[0], 'first');
+    const templates = fs.readdirSync(path.join(state, '_templates'));
+    assert.equal(templates.length, 1, `one template: ${templates.join(', ')}`);
+    assert.match(templates[0]!, /^[0-9a-f]{16}-[0-9a-f]{16}$/);
+
+    const second = await ctr(['-d', BUSYBOX_IMAGE, 'tpl2', 'sleep', '600']);
+    assert.equal(second.code, 0, second.stderr);
+    try {
+      const qemu = processesMentioning(path.join(state, 'tpl', 'tpl2')).filter((l) => l.includes('qemu-system'));
+      assert.equal(qemu.length, 1, qemu.join('\n'));
+      const argv = fs.readFileSync(`/proc/${qemu[0]!.split(' ')[0]!}/cmdline`, 'latin1').split('\0');
+      assert.equal(argv[argv.indexOf('-incoming') + 1], 'defer', 'started from the template');
+      assert.ok(argv.includes(`socket,id=fs,path=${path.join(state, 'tpl', 'tpl2', 'vm', 'virtiofsd.sock')}`));
+      const ex = await ctd.ctr(['task', 'exec', '--exec-id', 'e1', 'tpl2', 'sh', '-c', 'echo in-exec']);
+      assert.equal(ex.stdout.trim(), 'in-exec', ex.stderr);
+    } finally {
+      await ctd.ctr(['task', 'kill', '-s', 'KILL', 'tpl2']);
+      for (let i = 0; i < 100; i++) {
+        if ((await ctd.ctr(['task', 'delete', 'tpl2'])).code === 0) break;
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      await ctd.ctr(['container', 'delete', 'tpl2']);
+    }
+    for (let i = 0; i < 100 && fs.existsSync(path.join(state, 'tpl', 'tpl2')); i++)
+      await new Promise((r) => setTimeout(r, 100));
+    assert.equal(fs.existsSync(path.join(state, 'tpl', 'tpl2')), false, "the clone's state folder is removed");
+    assert.deepEqual(processesMentioning(path.join(state, 'tpl')), [], 'no QEMU or virtiofsd of a sandbox left');
+    assert.deepEqual(fs.readdirSync(path.join(state, '_templates')), templates, 'the template stays');
+  });
+
+  for (const step of ['qemu-spawned', 'agent-dialled'] as const) {
+    it(`a clone's shim SIGKILLed (${step}): containerd's delete leaves nothing of the sandbox, the template stays`, async () => {
+      const before = fs.readdirSync(path.join(state, '_templates'));
+      assert.equal(before.length, 1, 'the template of the test above');
+      const id = `tplcrash-${step}`;
+      const r = await ctr(['-d', '--annotation', `${FAILPOINT_ANNOTATION}=${step}`, BUSYBOX_IMAGE, id, 'sleep', '600']);
+      assert.notEqual(r.code, 0, `ctr run must fail when the shim dies after ${step}`);
+      await ctd.ctr(['task', 'delete', '-f', id]);
+      await ctd.ctr(['container', 'delete', id]);
+      const dir = path.join(state, 'tpl', id);
+      for (let i = 0; i < 100 && (fs.existsSync(dir) || processesMentioning(dir).length > 0); i++)
+        await new Promise((res) => setTimeout(res, 100));
+      assert.deepEqual(processesMentioning(dir), [], 'no QEMU or virtiofsd of the clone is left');
+      assert.equal(fs.existsSync(dir), false, `${dir} (with the clone's RAM copy) is removed`);
+      assert.deepEqual(fs.readdirSync(path.join(state, '_templates')), before, 'the template stays');
+    });
+  }
+});
