@@ -142,6 +142,13 @@ containerd (/etc/containerd/config.toml, version 2), then restart containerd:
   [plugins."io.containerd.grpc.v1.cri"]
     restrict_oom_score_adj = true
 
+containerd 2.x (version = 3): the same under the CRI runtime plugin:
+
+  [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.hull]
+    runtime_type = "io.containerd.hull.v2"
+    [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.hull.options]
+      ConfigPath = "${conf}"
+
 Kubernetes (overhead: the base guest, default_memory, plus [hypervisor] memory_overhead; see the README):
 
   apiVersion: node.k8s.io/v1
