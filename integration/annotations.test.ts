@@ -3,7 +3,9 @@
  * annotations (which containerd's CRI plugin passes on only when the runtime's `pod_annotations` match them:
  * lib/containerd.ts sets that), honoured only when hull's configuration enables them, refused (INVALID_ARGUMENT
  * naming the annotation) before anything is made otherwise. hull reads its configuration at each sandbox's first
- * Create, so the tests rewrite the file between sandboxes.
+ * Create, so the tests rewrite the file between sandboxes. The CRI describe runs once per containerd generation
+ * (1.x: pod_annotations under io.containerd.grpc.v1.cri, 2.x: under io.containerd.cri.v1.runtime); the ctr one, which
+ * does not depend on containerd's CRI configuration, on 1.x only.
  */
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
@@ -11,7 +13,14 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { hostCgroupLayout } from '../core/host-cgroup';
-import { BUSYBOX_IMAGE, importBusybox, startContainerd, type PrivateContainerd } from './lib/containerd';
+import {
+  BUSYBOX_IMAGE,
+  CONTAINERD_GENERATIONS,
+  importBusybox,
+  startContainerd,
+  type ContainerdGeneration,
+  type PrivateContainerd,
+} from './lib/containerd';
 import { CriStatus, type CriError } from './lib/cri';
 import { guestArtifacts } from './lib/guest';
 
@@ -128,14 +137,21 @@ describe('annotations: per-pod configuration through ctr run --annotation', func
   });
 });
 
-describe('annotations: per-pod configuration through CRI pod annotations', function () {
+for (const { generation, title } of CONTAINERD_GENERATIONS) {
+  describe(`annotations: per-pod configuration through CRI pod annotations (${title})`, function () {
+    criAnnotationsSuite.call(this, generation);
+  });
+}
+
+/** The CRI half, per containerd generation: its pod_annotations/container_annotations pass hull's annotations on. */
+function criAnnotationsSuite(this: Mocha.Suite, generation: ContainerdGeneration): void {
   this.timeout(600_000);
   let ctd: PrivateContainerd;
   let original: string;
 
   before(async function () {
     guestArtifacts();
-    ctd = await startContainerd({ cri: true });
+    ctd = await startContainerd({ cri: true, generation });
     original = fs.readFileSync(ctd.hullConfig, 'utf8');
     await importBusybox(ctd);
   });
@@ -261,4 +277,4 @@ describe('annotations: per-pod configuration through CRI pod annotations', funct
       for (const h of layout.hierarchies) fs.rmdirSync(path.join(h.mountPoint, parent));
     }
   });
-});
+}

@@ -4,7 +4,8 @@
  * temporary folder) with a fake systemd Manager on it (core/test/fake-systemd.ts), which makes and removes the
  * scope's folders on the hierarchies systemd owns (name=systemd, the unified one) as systemd would. containerd gets
  * HULL_SYSTEMD_SOCKETS in its environment and passes it to the shim. A cgroup_parent ending in `.slice` makes
- * containerd's CRI write the systemd form `<slice>:cri-containerd:<sandbox id>`.
+ * containerd's CRI write the systemd form `<slice>:cri-containerd:<sandbox id>`, in containerd 1.x and 2.x alike (a
+ * describe per generation).
  */
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
@@ -13,8 +14,13 @@ import os from 'node:os';
 import path from 'node:path';
 import { hostCgroupLayout } from '../core/host-cgroup';
 import { FakeSystemd, startPrivateBus, type PrivateBus } from '../core/test/fake-systemd';
-import { startContainerd, type PrivateContainerd } from './lib/containerd';
-import { cri, CriStatus, type CriError } from './lib/cri';
+import {
+  CONTAINERD_GENERATIONS,
+  startContainerd,
+  type ContainerdGeneration,
+  type PrivateContainerd,
+} from './lib/containerd';
+import { cri, CriStatus, removePodSandboxAfterShimDeath, type CriError } from './lib/cri';
 import { guestArtifacts } from './lib/guest';
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
@@ -52,7 +58,13 @@ function shimDaemons(podId: string): number[] {
   return out;
 }
 
-describe("cri: the pod's cgroup through the systemd driver (a private dbus-daemon, a fake systemd, this host's cgroups)", function () {
+for (const { generation, title } of CONTAINERD_GENERATIONS) {
+  describe(`cri: the pod's cgroup through the systemd driver (a private dbus-daemon, a fake systemd, this host's cgroups, ${title})`, function () {
+    systemdSuite.call(this, generation);
+  });
+}
+
+function systemdSuite(this: Mocha.Suite, generation: ContainerdGeneration): void {
   this.timeout(600_000);
   const tag = crypto.randomBytes(4).toString('hex');
   const SLICE = `hulltest${tag}.slice`;
@@ -94,9 +106,17 @@ describe("cri: the pod's cgroup through the systemd driver (a private dbus-daemo
     };
   };
   const sandboxDir = (pod: string): string => path.join(ctd!.stateDir, ctd!.namespace, pod);
-  const stopAndRemove = async (pod: string): Promise<void> => {
+  /**
+   * `shimDied`: containerd 2.x's RemovePodSandbox can answer UNKNOWN ("failed to delete task: ttrpc: closed") until
+   * it is done with the dead shim; retried as the kubelet does (removePodSandboxAfterShimDeath), once on 1.x.
+   */
+  const stopAndRemove = async (pod: string, shimDied = false): Promise<void> => {
     await ctd!.cri!.client.stopPodSandbox(pod);
-    await ctd!.cri!.client.removePodSandbox(pod);
+    if (!shimDied) await ctd!.cri!.client.removePodSandbox(pod);
+    else {
+      const calls = await removePodSandboxAfterShimDeath(ctd!.cri!.client, pod);
+      if (generation === 1) assert.equal(calls, 1, 'containerd 1.x removes the pod at the first RemovePodSandbox');
+    }
     pods.splice(pods.indexOf(pod), 1);
   };
 
@@ -118,14 +138,14 @@ describe("cri: the pod's cgroup through the systemd driver (a private dbus-daemo
     );
     process.env.HULL_SYSTEMD_SOCKETS = `bus:${bus.socketPath}`;
     try {
-      ctd = await startContainerd({ cri: true });
+      ctd = await startContainerd({ cri: true, generation });
     } finally {
       delete process.env.HULL_SYSTEMD_SOCKETS;
     }
   });
 
   after(async () => {
-    for (const pod of [...pods]) await stopAndRemove(pod).catch(() => undefined);
+    for (const pod of [...pods]) await stopAndRemove(pod, true).catch(() => undefined);
     await ctd?.stop();
     systemd?.close();
     await bus?.stop(); // by its pid
@@ -177,7 +197,7 @@ describe("cri: the pod's cgroup through the systemd driver (a private dbus-daemo
       if (Date.now() > until) assert.fail('the pod is still READY 60 s after its shim died');
       await sleep(250);
     }
-    await stopAndRemove(pod);
+    await stopAndRemove(pod, true);
     for (let i = 0; i < 100 && leftover().length > 0; i++) await sleep(100);
     assert.deepEqual(leftover(), [], 'no scope folder is left');
     assert.ok(systemd!.calls.includes(`StopUnit ${scope(pod)}`), systemd!.calls.join(', '));
@@ -196,4 +216,4 @@ describe("cri: the pod's cgroup through the systemd driver (a private dbus-daemo
     });
     assert.deepEqual(leftover(), []);
   });
-});
+}
