@@ -32,7 +32,14 @@ import {
   type ExecIo,
 } from './exec';
 import { formatList, listSandboxes } from './list';
-import { formatTemplates, listTemplates, makeTemplate, removeTemplates, type TemplateCliOptions } from './template';
+import {
+  formatTemplates,
+  listTemplates,
+  makeTemplate,
+  removeTemplates,
+  type RemoveWhich,
+  type TemplateCliOptions,
+} from './template';
 import { QemuHypervisor } from '../hypervisor';
 
 const USAGE = `usage: hull check [--json] [--config FILE]
@@ -264,7 +271,7 @@ async function runTemplate(
     return 0;
   }
   if (t.action === 'remove') {
-    const which = t.all ? 'all' : (t.key ?? 'stale');
+    const which: RemoveWhich = t.all ? 'all' : t.key !== undefined ? { key: t.key } : 'stale';
     let r;
     try {
       r = removeTemplates(config, which, opts);
@@ -278,7 +285,7 @@ async function runTemplate(
       out(
         which === 'stale' || which === 'all'
           ? `no ${which === 'stale' ? 'stale ' : ''}template to remove`
-          : `hull template remove: no template of key ${which} (hull template list shows them)`,
+          : `hull template remove: no template of key ${which.key} (hull template list shows them)`,
       );
     return r.busy.length > 0 || (r.removed.length === 0 && which !== 'stale' && which !== 'all') ? 1 : 0;
   }

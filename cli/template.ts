@@ -293,15 +293,10 @@ export interface RemoveResult {
   busy: string[];
 }
 
-/**
- * `hull template remove`: `which` = 'stale' (every template but the current configuration's), 'all', or a key
- * (every template of that key).
- */
-export function removeTemplates(
-  config: HullConfig,
-  which: 'stale' | 'all' | string,
-  o: TemplateCliOptions = {},
-): RemoveResult {
+/** What `hull template remove` removes: 'stale' (every template but the current configuration's), 'all', or a key. */
+export type RemoveWhich = 'stale' | 'all' | { key: string };
+
+export function removeTemplates(config: HullConfig, which: RemoveWhich, o: TemplateCliOptions = {}): RemoveResult {
   const list = listTemplates(config, o);
   const templates = new VmTemplates({
     root: list.root,
@@ -318,7 +313,7 @@ export function removeTemplates(
       const m = /([0-9a-f]{16})-[0-9a-f]{16}\.new: /.exec(p);
       if (m) keys.add(m[1]!);
     }
-  } else keys.add(which);
+  } else keys.add(which.key);
   const out: RemoveResult = { removed: [], busy: [] };
   for (const key of [...keys].sort()) {
     const keep = which === 'stale' && key === list.wanted.key ? list.wanted.fingerprint : undefined;

@@ -3,7 +3,7 @@
  * paused, its device state saved beside its guest RAM; sandboxes then start from it (hypervisor/qemu/template.ts)
  * instead of booting.
  *
- * Where: `<state_dir>/templates/` (root-only, 0700; state_dir is on tmpfs by default, /run/hull). A template is
+ * Where: `<state_dir>/_templates/` (root-only, 0700; state_dir is on tmpfs by default, /run/hull). A template is
  * kept per configuration: `<key>-<fingerprint>/` with `memory` (guest RAM), `state` (devices) and
  * `fingerprint.json`, where `key` hashes the VM configuration (size, hot-plug room, kernel/initrd/image paths,
  * accel, transport, kernel parameters, QEMU path and options) and `fingerprint` hashes the key and the identity
@@ -14,7 +14,8 @@
  * Made lazily: the first sandbox that finds none builds it under the lock `<key>.lock/` (an atomic mkdir holding
  * the builder's pid and start time, and the template QEMU's) and then starts from it; sandboxes that find the lock
  * held boot normally meanwhile (they do not wait). A lock whose builder is gone (a SIGKILLed shim) is taken over:
- * its QEMU, if it still runs, is killed, and the half-built folder removed. `make()` builds one on demand.
+ * its QEMU, if it still runs, is killed, and the half-built folder removed. `make()` builds one on demand
+ * (`hull template make`, for `sandboxTemplateVm(config)`); `remove()` removes a key's templates under its lock.
  */
 import crypto from 'node:crypto';
 import fs from 'node:fs';

@@ -121,7 +121,7 @@ describe('cli/template (hull template)', () => {
     const l2 = listTemplates(config, opts);
     assert.deepEqual(l2.templates, []);
     assert.deepEqual(l2.problems, [`${root}: a symlink, not followed`]);
-    assert.throws(() => removeTemplates(config, OTHER_KEY, opts), /not a folder/);
+    assert.throws(() => removeTemplates(config, { key: OTHER_KEY }, opts), /not a folder/);
     assert.ok(fs.existsSync(path.join(outside, 'fingerprint.json')));
   });
 
