@@ -9,6 +9,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { Store, type SandboxRecord } from '../core/store';
+import { templatesRoot } from '../core/template';
 import { DEBUG_SOCKET } from '../protos/debug-socket';
 import { processStartTime } from '../hypervisor/process';
 import { isIdentifier } from '../protos/identifiers';
@@ -50,7 +51,7 @@ export interface ListOptions {
 }
 
 /** A folder's entries that are plain folders with an identifier's name (never symlinks). */
-function folders(dir: string, budget: { left: number }, problems: string[]): string[] {
+function folders(dir: string, budget: { left: number }, problems: string[], skip?: string): string[] {
   let names: string[];
   try {
     names = fs.readdirSync(dir).sort();
@@ -65,6 +66,7 @@ function folders(dir: string, budget: { left: number }, problems: string[]): str
       break;
     }
     budget.left--;
+    if (name === skip) continue;
     const full = path.join(dir, name);
     let st: fs.Stats;
     try {
@@ -126,7 +128,10 @@ export function listSandboxes(stateDir: string, o: ListOptions = {}): SandboxLis
   const problems: string[] = [];
   const sandboxes: SandboxEntry[] = [];
   const budget = { left: MAX_ENTRIES };
-  for (const ns of folders(stateDir, budget, problems)) {
+  // VM templates (core/template.ts) live beside the namespaces: `hull template list` shows them.
+  const templates = path.basename(templatesRoot(stateDir));
+  const namespaces = folders(stateDir, budget, problems, templates);
+  for (const ns of namespaces) {
     for (const id of folders(path.join(stateDir, ns), budget, problems)) {
       const dir = path.join(stateDir, ns, id);
       const file = path.join(dir, 'state.json');

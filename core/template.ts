@@ -3,7 +3,7 @@
  * paused, its device state saved beside its guest RAM; sandboxes then start from it (hypervisor/qemu/template.ts)
  * instead of booting.
  *
- * Where: `<state_dir>/templates/` (root-only, 0700; state_dir is on tmpfs by default, /run/hull). A template is
+ * Where: `<state_dir>/_templates/` (root-only, 0700; state_dir is on tmpfs by default, /run/hull). A template is
  * kept per configuration: `<key>-<fingerprint>/` with `memory` (guest RAM), `state` (devices) and
  * `fingerprint.json`, where `key` hashes the VM configuration (size, hot-plug room, kernel/initrd/image paths,
  * accel, transport, kernel parameters, QEMU path and options) and `fingerprint` hashes the key and the identity
@@ -14,17 +14,23 @@
  * Made lazily: the first sandbox that finds none builds it under the lock `<key>.lock/` (an atomic mkdir holding
  * the builder's pid and start time, and the template QEMU's) and then starts from it; sandboxes that find the lock
  * held boot normally meanwhile (they do not wait). A lock whose builder is gone (a SIGKILLed shim) is taken over:
- * its QEMU, if it still runs, is killed, and the half-built folder removed. `make()` builds one on demand.
+ * its QEMU, if it still runs, is killed, and the half-built folder removed. `make()` builds one on demand
+ * (`hull template make`, for `sandboxTemplateVm(config)`); `remove()` removes a key's templates under its lock.
  */
 import crypto from 'node:crypto';
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
-import { FailedPreconditionError, errorMessage } from '../errors';
+import { FailedPreconditionError, InvalidArgumentError, errorMessage } from '../errors';
+import { MAX_MEMORY_SLOTS } from '../hypervisor/config';
+import { MEMORY_HOTPLUG_BLOCK_MIB } from '../hypervisor/types';
 import type { Hypervisor, SpawnedHelper, VmConfig, VmTemplateUse } from '../hypervisor/types';
 import { processStartTime } from '../hypervisor/process';
 import { copySparse } from '../hypervisor';
 import type { Logger } from '../log';
+import { toVmConfig, type HullConfig } from './config';
 import { helperRuns } from './store';
+import { hotplugLimits } from './vm-size';
 import { SandboxVm, type AgentDialer } from './vm';
 
 /** Bumped when what a template holds or how it is made changes: old templates are then never used. */
@@ -110,6 +116,36 @@ export function templatesRoot(stateDir: string): string {
   return path.join(stateDir, '_templates');
 }
 
+/** A template folder's name, `<key>-<fingerprint>`, and a key alone. */
+export const TEMPLATE_NAME = /^([0-9a-f]{16})-([0-9a-f]{16})$/;
+export const TEMPLATE_KEY = /^[0-9a-f]{16}$/;
+
+/**
+ * The VM configuration a sandbox of `config` starts from a template with when its pod asks for no extra size (a
+ * `ctr run` container without limits): what `hull template make` makes a template for. As Sandbox.startVm derives
+ * it: the configured size, hot-plug room capped at the host, no share, no network.
+ */
+export function sandboxTemplateVm(
+  config: HullConfig,
+  host = { cpus: os.availableParallelism(), memoryMiB: Math.floor(os.totalmem() / (1024 * 1024)) },
+): VmConfig {
+  const vm = toVmConfig(config, { id: 'template', stateDir: '/nonexistent' });
+  const limits = hotplugLimits(
+    vm,
+    { vcpus: vm.vcpus, memoryMiB: vm.memoryMiB },
+    host,
+    MEMORY_HOTPLUG_BLOCK_MIB,
+    MAX_MEMORY_SLOTS,
+  );
+  delete vm.maxVcpus;
+  delete vm.maxMemoryMiB;
+  if (limits) {
+    vm.maxVcpus = limits.maxVcpus;
+    vm.maxMemoryMiB = limits.maxMemoryMiB;
+  }
+  return vm;
+}
+
 export class VmTemplates {
   constructor(private readonly o: TemplateOptions) {}
 
@@ -188,6 +224,37 @@ export class VmTemplates {
     } finally {
       fs.rmSync(lock, { recursive: true, force: true });
     }
+  }
+
+  /**
+   * Removes the templates of `key` (and a build's leftover `.new` folders), all or all but the one of `keep`
+   * (a fingerprint), under the key's lock: never while a build holds it. Returns the names removed; undefined
+   * when a build holds the lock.
+   */
+  remove(key: string, keep?: string): string[] | undefined {
+    if (!TEMPLATE_KEY.test(key)) throw new InvalidArgumentError(`${JSON.stringify(key)} is not a template key`);
+    let root: fs.Stats;
+    try {
+      root = fs.lstatSync(this.o.root);
+    } catch {
+      return [];
+    }
+    if (!root.isDirectory())
+      throw new FailedPreconditionError(`${this.o.root} is not a folder (a symlink is not followed)`);
+    const lock = path.join(this.o.root, `${key}.lock`);
+    if (!this.lock(lock)) return undefined;
+    const removed: string[] = [];
+    try {
+      for (const name of fs.readdirSync(this.o.root)) {
+        if (!name.startsWith(`${key}-`) || name === `${key}-${keep}`) continue;
+        fs.rmSync(path.join(this.o.root, name), { recursive: true, force: true }); // a symlink is unlinked, not followed
+        removed.push(name);
+      }
+    } finally {
+      fs.rmSync(lock, { recursive: true, force: true });
+    }
+    if (removed.length) this.o.logger.info({ removed }, 'removed VM templates');
+    return removed.sort();
   }
 
   private files(key: string, fingerprint: string): TemplateFiles {

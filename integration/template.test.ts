@@ -6,6 +6,7 @@
  * makes and removes; no QEMU or virtiofsd is left.
  */
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -17,7 +18,7 @@ import type { SandboxVm } from '../core/vm';
 import { VirtioFsShare } from '../fs-share';
 import { QemuHypervisor, type VmConfig } from '../hypervisor';
 import { NOOP_LOGGER } from '../log';
-import { BUSYBOX_IMAGE, importBusybox, startContainerd, type PrivateContainerd } from './lib/containerd';
+import { BUSYBOX_IMAGE, REPO, importBusybox, startContainerd, type PrivateContainerd } from './lib/containerd';
 import { busyboxRootfs, collectOutput } from './lib/containers';
 import { childProcesses } from './lib/guest';
 import { testProcess, testSpec } from './lib/oci-spec';
@@ -296,4 +297,78 @@ describe('VM templates through containerd and the shim (`enable_template = true`
       assert.deepEqual(fs.readdirSync(path.join(state, '_templates')), before, 'the template stays');
     });
   }
+
+  /** bin/hull with the test's configuration. */
+  const hull = (args: string[]): Promise<{ code: number; stdout: string; stderr: string }> =>
+    new Promise((resolve) => {
+      execFile(
+        process.execPath,
+        [path.join(REPO, 'bin', 'hull'), ...args, '--config', config],
+        { timeout: 480_000, maxBuffer: 4 * 1024 * 1024 },
+        (err, stdout, stderr) =>
+          resolve({ code: err ? (typeof err.code === 'number' ? err.code : -1) : 0, stdout, stderr }),
+      );
+    });
+
+  it('`hull template make` makes the template before any sandbox; the next `ctr run` clones from it; list, remove', async () => {
+    const root = path.join(state, '_templates');
+    const cleared = await hull(['template', 'remove', '--all']);
+    assert.equal(cleared.code, 0, cleared.stdout + cleared.stderr);
+    assert.deepEqual(fs.existsSync(root) ? fs.readdirSync(root) : [], [], 'no template to start with');
+
+    const made = await hull(['template', 'make']);
+    assert.equal(made.code, 0, made.stdout + made.stderr);
+    console.log(`      ${made.stdout.trim().split('\n').join('; ')}`);
+    const dir = /^made: (\S+)$/m.exec(made.stdout)?.[1];
+    assert.ok(dir, made.stdout);
+    const [key, fingerprint] = path.basename(dir).split('-');
+    assert.match(made.stdout, new RegExp(`^key: +${key}$`, 'm'));
+    assert.match(made.stdout, new RegExp(`^fingerprint: +${fingerprint}$`, 'm'));
+    assert.match(made.stdout, /^took: +\d+\.\d s$/m);
+    assert.deepEqual(fs.readdirSync(root), [path.basename(dir)], 'one template, no lock or leftover');
+    const memory = fs.statSync(path.join(dir, 'memory'));
+
+    const again = await hull(['template', 'make']);
+    assert.equal(again.code, 0, again.stderr);
+    assert.match(again.stdout, new RegExp(`^up to date: ${dir}$`, 'm'));
+
+    const listed = await hull(['template', 'list', '--json']);
+    assert.equal(listed.code, 0, listed.stderr);
+    const list = JSON.parse(listed.stdout) as {
+      templates: { key: string; current: boolean; memory: { sizeBytes: number; allocatedBytes: number } }[];
+      problems: string[];
+    };
+    assert.deepEqual(list.problems, []);
+    assert.deepEqual(
+      list.templates.map((t) => [t.key, t.current]),
+      [[key, true]],
+    );
+    assert.equal(list.templates[0]!.memory.sizeBytes, memory.size);
+    assert.ok(list.templates[0]!.memory.allocatedBytes < memory.size, 'the RAM file is sparse');
+
+    const r = await ctr(['-d', BUSYBOX_IMAGE, 'tplcli', 'sleep', '600']);
+    assert.equal(r.code, 0, r.stderr);
+    try {
+      const qemu = processesMentioning(path.join(state, 'tpl', 'tplcli')).filter((l) => l.includes('qemu-system'));
+      assert.equal(qemu.length, 1, qemu.join('\n'));
+      const argv = fs.readFileSync(`/proc/${qemu[0]!.split(' ')[0]!}/cmdline`, 'latin1').split('\0');
+      assert.equal(argv[argv.indexOf('-incoming') + 1], 'defer', 'started from the template');
+      const ex = await ctd.ctr(['task', 'exec', '--exec-id', 'e1', 'tplcli', 'sh', '-c', 'echo in-exec']);
+      assert.equal(ex.stdout.trim(), 'in-exec', ex.stderr);
+    } finally {
+      await ctd.ctr(['task', 'kill', '-s', 'KILL', 'tplcli']);
+      for (let i = 0; i < 100; i++) {
+        if ((await ctd.ctr(['task', 'delete', 'tplcli'])).code === 0) break;
+        await new Promise((res) => setTimeout(res, 100));
+      }
+      await ctd.ctr(['container', 'delete', 'tplcli']);
+    }
+    assert.deepEqual(fs.readdirSync(root), [path.basename(dir)], 'the sandbox made no template of its own');
+    assert.equal(fs.statSync(path.join(dir, 'memory')).ino, memory.ino, 'the one hull template make made');
+
+    const removed = await hull(['template', 'remove', '--all']);
+    assert.equal(removed.code, 0, removed.stderr);
+    assert.match(removed.stdout, new RegExp(`^removed ${path.basename(dir)}$`, 'm'));
+    assert.deepEqual(fs.readdirSync(root), []);
+  });
 });

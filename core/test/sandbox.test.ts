@@ -19,7 +19,9 @@ import { processStartTime } from '../../hypervisor/process';
 import type { SandboxEvent, StdioPaths } from '../events';
 import { FAILPOINT_ANNOTATION, FAILPOINT_STEPS, type FailpointStep } from '../failpoint';
 import { HostCgroup, type CgroupLayout } from '../host-cgroup';
+import { parseConfig, toVmConfig } from '../config';
 import { Sandbox, type CreateRequest, type SandboxOptions } from '../sandbox';
+import { sandboxTemplateVm, templateIdentity } from '../template';
 import { Store, recoverFromRecord, type SandboxRecord } from '../store';
 import type { SystemdSocket } from '../systemd';
 import { FakeSystemd, startPrivateBus, type PrivateBus } from './fake-systemd';
@@ -109,7 +111,8 @@ class Harness {
       namespace: 'ns1',
       id: 'sb',
       dir: this.dir,
-      vmConfig: (vm) => ({ ...testConfig(), id: vm.id, stateDir: vm.stateDir, sharedDir: vm.sharedDir }),
+      vmConfig:
+        extra.vmConfig ?? ((vm) => ({ ...testConfig(), id: vm.id, stateDir: vm.stateDir, sharedDir: vm.sharedDir })),
       bootTimeoutMs: 1_000,
       hypervisor: () => this.hv,
       share: (root, id) => {
@@ -1889,6 +1892,32 @@ describe('core Sandbox: VM templates (fake hypervisor and agent)', () => {
       assert.deepEqual(h.hv.config?.template, TEMPLATE);
       assert.deepEqual(h.agent.calls.slice(0, 3), ['reseed 64', 'clock now', 'createSandbox']);
       assert.equal(h.agent.sandbox?.hostname, 'pod', 'the identity comes with CreateSandbox');
+    } finally {
+      await h.dispose();
+    }
+  });
+
+  it('asks for the template `hull template make` makes (sandboxTemplateVm): the same key and fingerprint', async () => {
+    const config = parseConfig(
+      '[hypervisor]\nenable_template = true\ndefault_maxvcpus = 4\ndefault_maxmemory = 4096\n',
+      't.toml',
+      '/opt/hull/bin',
+    );
+    const host = { cpus: 2, memoryMiB: 3000 };
+    let asked: VmConfig | undefined;
+    const h = new Harness({
+      vmConfig: (place) => toVmConfig(config, place),
+      host,
+      template: async (vm) => {
+        asked = vm;
+        return undefined;
+      },
+    });
+    try {
+      await h.create('sb');
+      assert.ok(asked);
+      assert.equal(asked.maxMemoryMiB! < 4096, true, 'hot-plug room capped at the host');
+      assert.deepEqual(templateIdentity(asked), templateIdentity(sandboxTemplateVm(config, host)));
     } finally {
       await h.dispose();
     }

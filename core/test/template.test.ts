@@ -188,6 +188,29 @@ describe('core/template (VM templates, fake hypervisor and agent)', () => {
     );
   });
 
+  it('remove: the templates of a key (all, or all but one fingerprint) under its lock; never while a build holds it', async () => {
+    const made = await templates.make(vm());
+    assert.ok(made);
+    const { key, fingerprint } = templateIdentity(vm());
+    const root = templatesRoot(path.join(tmp, 'state'));
+    fs.mkdirSync(path.join(root, `${key}-aaaaaaaaaaaaaaaa`));
+    fs.mkdirSync(path.join(root, `${key}-bbbbbbbbbbbbbbbb.new`));
+    fs.mkdirSync(path.join(root, 'cccccccccccccccc-aaaaaaaaaaaaaaaa'));
+    assert.deepEqual(templates.remove(key, fingerprint), [`${key}-aaaaaaaaaaaaaaaa`, `${key}-bbbbbbbbbbbbbbbb.new`]);
+    assert.deepEqual(
+      fs.readdirSync(root).sort(),
+      ['cccccccccccccccc-aaaaaaaaaaaaaaaa', path.basename(made.dir)].sort(),
+    );
+    fs.mkdirSync(path.join(root, `${key}.lock`));
+    fs.writeFileSync(path.join(root, `${key}.lock`, 'owner'), `${process.pid} ${processStartTime(process.pid)}`);
+    assert.equal(templates.remove(key), undefined, 'a build holds the lock');
+    assert.ok(fs.existsSync(made.dir));
+    fs.rmSync(path.join(root, `${key}.lock`), { recursive: true });
+    assert.deepEqual(templates.remove(key), [path.basename(made.dir)]);
+    assert.deepEqual(fs.readdirSync(root), ['cccccccccccccccc-aaaaaaaaaaaaaaaa'], 'no lock left, other keys kept');
+    assert.throws(() => templates.remove('../x'), /not a template key/);
+  });
+
   it('a failed build: logged, the sandbox boots normally, no lock or half-built files left', async () => {
     const orig = templates;
     templates = new VmTemplates({
