@@ -12,6 +12,7 @@ import { benchTracing } from './tracing';
 import { benchCitizen } from './citizen';
 import { benchDensity } from './density';
 import { benchShare } from './share';
+import { benchDatapath } from './datapath';
 import { writeJson } from './lib/report';
 
 const benches: Record<string, () => Promise<Record<string, unknown>>> = {
@@ -27,6 +28,7 @@ const benches: Record<string, () => Promise<Record<string, unknown>>> = {
   citizen: benchCitizen,
   density: benchDensity,
   share: benchShare,
+  datapath: benchDatapath,
 };
 
 async function main(): Promise<void> {

@@ -9,6 +9,7 @@ import { checkQemuUser, sandboxOptions, type QemuConfinement } from '../confine'
 import { AGENT_LOG_SERIAL_NAME } from '../guest-log';
 import {
   AGENT_SERIAL_NAME,
+  DEBUG_SERIAL_NAME,
   GUEST_SHARE_TAG,
   MEMORY_HOTPLUG_BLOCK_MIB,
   type Accel,
@@ -68,6 +69,8 @@ export interface QemuCmdline {
   agent: AgentChannel;
   /** The unix socket QEMU serves for the agent's log port (AGENT_LOG_SERIAL_NAME); absent = no log port. */
   agentLogSocket?: string;
+  /** The unix socket QEMU serves for the test-only raw port (DEBUG_SERIAL_NAME); absent = no such port. */
+  debugPortSocket?: string;
   /** virtiofsd's vhost-user socket; absent = no virtio-fs device. */
   virtiofsSocket?: string;
   qmpSocket: string;
@@ -210,6 +213,19 @@ export function agentLogArgs(socketPath: string, transport: AgentTransport): str
   ];
 }
 
+/**
+ * The test-only raw port (VmConfig.debugPort): a virtio-serial port like the agent's, on a unix socket QEMU listens
+ * on, for the benchmarks' channel floor. The log port has made the virtio-serial bus already.
+ */
+export function debugPortArgs(socketPath: string): string[] {
+  return [
+    '-chardev',
+    `socket,id=hulldebug,path=${checkOptionValue('debug port socket', socketPath)},server=on,wait=off`,
+    '-device',
+    `virtserialport,chardev=hulldebug,name=${DEBUG_SERIAL_NAME}`,
+  ];
+}
+
 /** virtio-fs: QEMU connects to virtiofsd's vhost-user socket (virtiofsd must already listen). */
 export function virtiofsArgs(socketPath: string): string[] {
   return [
@@ -286,6 +302,7 @@ export function buildQemuArgv(c: QemuCmdline): string[] {
     ...rootDiskArgs(c.image),
     ...agentArgs(c.agent),
     ...(c.agentLogSocket === undefined ? [] : agentLogArgs(c.agentLogSocket, c.agent.transport)),
+    ...(c.debugPortSocket === undefined || c.agentLogSocket === undefined ? [] : debugPortArgs(c.debugPortSocket)),
     ...(c.virtiofsSocket === undefined ? [] : virtiofsArgs(c.virtiofsSocket)),
     ...networkArgs(c.nics ?? [], c.vhostNet ?? false),
     ...(c.freePageReporting === true ? balloonArgs() : []),
