@@ -26,6 +26,9 @@ export const WRITE_LIMIT = 1 << 20;
  */
 export const EXIT_DRAIN_MS = 2_000;
 
+/** Chunks (reads of the pipe or socket) and bytes every OutputBuffer took in: the debug hooks' profile reports them. */
+export const outputTotals = { chunks: 0, bytes: 0, answers: 0 };
+
 /** A pipe's output, buffered up to a cap; read() blocks until there is data or end of file. */
 export class OutputBuffer {
   private chunks: Buffer[] = [];
@@ -51,6 +54,8 @@ export class OutputBuffer {
       return;
     }
     stream.on('data', (chunk: Buffer) => {
+      outputTotals.chunks++;
+      outputTotals.bytes += chunk.length;
       this.chunks.push(chunk);
       this.size += chunk.length;
       if (this.size >= this.limit) stream.pause();
@@ -68,8 +73,13 @@ export class OutputBuffer {
 
   /** Up to `len` bytes, waiting for some; empty at end of file. */
   async read(len: number): Promise<Buffer> {
+    return Buffer.concat(await this.readChunks(len));
+  }
+
+  /** read() as the buffered chunks themselves (no copy; data-response.ts encodes them); none at end of file. */
+  async readChunks(len: number): Promise<Buffer[]> {
     while (this.size === 0 && !this.eof) await new Promise<void>((resolve) => this.waiters.push(resolve));
-    if (this.size === 0) return Buffer.alloc(0);
+    if (this.size === 0) return [];
     const parts: Buffer[] = [];
     let want = len;
     while (want > 0 && this.chunks.length) {
@@ -84,10 +94,10 @@ export class OutputBuffer {
         want = 0;
       }
     }
-    const out = Buffer.concat(parts);
-    this.size -= out.length;
+    this.size -= len - want;
+    outputTotals.answers++;
     if (this.size < this.limit && this.stream?.isPaused()) this.stream.resume();
-    return out;
+    return parts;
   }
 
   /** Drops the buffer and stops reading (the process is forgotten); blocked readers get end of file. */

@@ -84,15 +84,23 @@ export class PortForwardRelays {
       closeInGuest();
     };
 
-    // Guest to client: until the guest's side ends, then end ours.
+    // Guest to client: until the guest's side ends, then end ours. The next read waits in the agent while a chunk
+    // goes to the client (one read in flight, so the order is the agent's; at most one chunk read ahead).
     const fromGuest = (async () => {
+      const next = (): Promise<Buffer> => {
+        const reading = agent.readConnection(id);
+        reading.catch(() => undefined); // awaited below; handled here too should the loop end first
+        return reading;
+      };
+      let reading = next();
       for (;;) {
-        const data = await agent.readConnection(id);
+        const data = await reading;
         if (data.length === 0) {
           socket.end();
           return;
         }
         if (socket.destroyed) return;
+        reading = next();
         if (!socket.write(data)) {
           await new Promise<void>((resolve) => {
             const done = (): void => {

@@ -7,6 +7,7 @@ import {
   debugHooksEnabled,
   floodLog,
   MAX_FLOOR_BYTES,
+  PROFILE_ANNOTATION,
   SERIAL_FLOOR_ANNOTATION,
   TCP_FLOOR_ANNOTATION,
   writeFloor,
@@ -121,5 +122,26 @@ describe('agent DebugHooks (test-only faults, honoured only with hull.debug_hook
     writeFloor({ kind: 'tcp', host: '127.0.0.1', port: (server.address() as net.AddressInfo).port, bytes: 3_000_001 });
     assert.equal(await got, 3_000_001);
     server.close();
+  });
+
+  it('profiles the guest for the window asked for, after the delay asked for, only with hooks on', async () => {
+    const windows: number[] = [];
+    const make = (enabled: boolean): DebugHooks =>
+      new DebugHooks(
+        enabled,
+        () => undefined,
+        () => undefined,
+        () => undefined,
+        (ms) => windows.push(ms),
+      );
+    const on = make(true);
+    on.created('c1', { [PROFILE_ANNOTATION]: '40+1500' });
+    on.created('c2', { [PROFILE_ANNOTATION]: '700' });
+    for (const bad of ['0', '60001', '1+', '+5', 'x', '1+2+3', '']) on.created('b', { [PROFILE_ANNOTATION]: bad });
+    make(false).created('c3', { [PROFILE_ANNOTATION]: '5' });
+    await sleep(10);
+    assert.deepEqual(windows, [700]);
+    await sleep(80);
+    assert.deepEqual(windows, [700, 1500]);
   });
 });
