@@ -166,7 +166,7 @@ export class ProcessIo {
   private closed = false;
   private resolveOutput!: () => void;
   /** Per output stream copied: whether it ended, and since when (performance.now()) its read waits in the agent. */
-  private readonly pumps: { ended: boolean; readingSince: number | undefined; writing: boolean }[] = [];
+  private readonly pumps: { ended: boolean; readingSince: number | undefined }[] = [];
 
   private constructor(private readonly o: ProcessIoOptions) {
     this.outputDone = new Promise((resolve) => (this.resolveOutput = resolve));
@@ -274,7 +274,7 @@ export class ProcessIo {
       const check = (): void => {
         const now = performance.now();
         const quiet = this.pumps.every(
-          (p) => p.ended || (!p.writing && p.readingSince !== undefined && now - p.readingSince >= IDLE_MS),
+          (p) => p.ended || (p.readingSince !== undefined && now - p.readingSince >= IDLE_MS),
         );
         if (quiet || now >= deadline) return resolve();
         timer = setTimeout(check, 20);
@@ -287,16 +287,20 @@ export class ProcessIo {
   private async pump(stream: 'stdout' | 'stderr', sink: Sink | undefined): Promise<void> {
     const { agent, containerId, execId, logger } = this.o;
     const read = stream === 'stdout' ? agent.readStdout.bind(agent) : agent.readStderr.bind(agent);
-    const state = { ended: false, readingSince: undefined as number | undefined, writing: false };
+    const state = { ended: false, readingSince: undefined as number | undefined };
     this.pumps.push(state);
     let reads = 0;
     let bytes = 0;
+    let answered = false;
     const next = (): Promise<Buffer> => {
-      state.readingSince = performance.now();
+      answered = false;
       const reading = read(containerId, execId, READ_CHUNK);
       // Handled here too: a read still waiting when the sink fails must not become an unhandled rejection.
       reading.then(
-        () => (state.readingSince = undefined),
+        () => {
+          answered = true;
+          state.readingSince = undefined;
+        },
         () => undefined,
       );
       return reading;
@@ -304,6 +308,9 @@ export class ProcessIo {
     try {
       let reading = next();
       for (;;) {
+        // readingSince counts from when the pump starts waiting on a read not yet answered (drained()'s idle test),
+        // not from when it was sent: the FIFO write's time is not the agent's silence.
+        if (!answered) state.readingSince = performance.now();
         const data = await reading;
         if (data.length === 0) break;
         reads++;
@@ -312,11 +319,7 @@ export class ProcessIo {
         // want of a request (one read in flight per stream still, so the order is the agent's).
         reading = next();
         // Without a sink the output is still read, or the process would block on a full pipe in the guest.
-        if (sink && !this.closed) {
-          state.writing = true;
-          await sink.write(data);
-          state.writing = false;
-        }
+        if (sink && !this.closed) await sink.write(data);
       }
     } catch (err) {
       if (!this.closed) logger.debug({ containerId, execId, stream, error: errorMessage(err) }, 'output copy ended');
