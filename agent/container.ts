@@ -223,14 +223,9 @@ export class Containers {
   }
 
   async read(req: grpc.IReadStreamRequest, which: 'stdout' | 'stderr'): Promise<Buffer> {
-    return Buffer.concat(await this.readChunks(req, which));
-  }
-
-  /** read() as the buffered chunks (ReadStdout/ReadStderr encode them without joining them first). */
-  async readChunks(req: grpc.IReadStreamRequest, which: 'stdout' | 'stderr'): Promise<Buffer[]> {
     const len = Number(req.len ?? 0);
     if (!Number.isInteger(len) || len <= 0) throw invalid(`read length ${req.len} is not a positive integer`);
-    return this.process(req)[which].readChunks(Math.min(len, READ_LIMIT));
+    return this.process(req)[which].read(Math.min(len, READ_LIMIT));
   }
 
   async write(req: grpc.IWriteStreamRequest): Promise<number> {

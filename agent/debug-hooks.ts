@@ -18,7 +18,7 @@
  *   virtio-serial port DEBUG_PORT_NAME (the host adds it with debug hooks on; its writes block until the host reads);
  * - `io.hull.debug.tcp-floor` = `<IPv4>:<port>:<N>`: the agent connects there over the pod network and sends N zero
  *   bytes, then ends the connection.
- * Both write FLOOR_CHUNK at a time, one write in flight, as the agent's own channel does (port.ts writeToPort).
+ * Both write FLOOR_CHUNK at a time, one write in flight, as the agent's own channel does.
  *
  * `io.hull.debug.profile` = `[D+]N` ms (each at most 60000) on a container when it is created: where the guest's CPU
  * goes for N ms from D ms on (default 0), for the data path benchmarks: the guest's CPU time by kind (/proc/stat), by process (/proc/<pid>/stat,
@@ -29,7 +29,7 @@ import fs from 'node:fs';
 import { Session } from 'node:inspector';
 import net from 'node:net';
 import { log } from './log';
-import { findSerialPort, writeToPort } from './port';
+import { findSerialPort } from './port';
 import { outputTotals } from './process';
 import { kernelParams } from './system';
 
@@ -173,13 +173,12 @@ export function writeFloor(target: FloorTarget): void {
   fs.open(device, fs.constants.O_WRONLY | fs.constants.O_NOCTTY, (err, fd) => {
     if (err) return done(err);
     let left = target.bytes;
-    const next = (werr: Error | null): void => {
+    const next = (werr: Error | null, written: number): void => {
+      left -= written;
       if (werr || left <= 0) return fs.close(fd, () => done(werr));
-      const n = Math.min(left, FLOOR_CHUNK);
-      left -= n;
-      writeToPort(fd, [chunk.subarray(0, n)], next);
+      fs.write(fd, chunk, 0, Math.min(left, FLOOR_CHUNK), null, next);
     };
-    next(null);
+    next(null, 0);
   });
 }
 

@@ -94,18 +94,9 @@ export class LoopbackConnections {
 
   /** Up to maxBytes of what the guest's side sent, waiting for some; eof once it ended and all was read. */
   async read(req: { connectionId?: number | null; maxBytes?: number | null }): Promise<{ data: Buffer; eof: boolean }> {
-    const { chunks, eof } = await this.readChunks(req);
-    return { data: Buffer.concat(chunks), eof };
-  }
-
-  /** read() as the buffered chunks (ReadConnection encodes them without joining them first). */
-  async readChunks(req: {
-    connectionId?: number | null;
-    maxBytes?: number | null;
-  }): Promise<{ chunks: Buffer[]; eof: boolean }> {
     const c = this.get(req.connectionId);
-    const chunks = await c.output.readChunks(Math.min(req.maxBytes || READ_LIMIT, READ_LIMIT));
-    return { chunks, eof: chunks.length === 0 };
+    const data = await c.output.read(Math.min(req.maxBytes || READ_LIMIT, READ_LIMIT));
+    return { data, eof: data.length === 0 };
   }
 
   /** Answers once the bytes are with the kernel (so a slow guest server slows the host's writer down). */

@@ -11,44 +11,6 @@ import { log } from './log';
 
 const POLL_MS = 20;
 const READ_SIZE = 256 * 1024;
-/**
- * The guest's virtio-serial driver takes at most 32 KiB per write() (virtio_console.c, port_fops_write). Writes go
- * out as writev() of slices this size: the kernel walks the slices in one system call (one trip to libuv's thread
- * pool), where plain writes would take one trip per 32 KiB.
- */
-export const PORT_WRITE_SLICE = 32 * 1024;
-/** Slices per writev (under IOV_MAX, 1024). */
-const MAX_SLICES = 512;
-
-/** `bufs` cut into slices of at most PORT_WRITE_SLICE, from byte `skip` on. */
-export function portSlices(bufs: readonly Uint8Array[], skip = 0): Buffer[] {
-  const out: Buffer[] = [];
-  for (const b of bufs) {
-    if (skip >= b.length) {
-      skip -= b.length;
-      continue;
-    }
-    const buf = Buffer.from(b.buffer, b.byteOffset, b.byteLength);
-    for (let off = skip; off < buf.length && out.length < MAX_SLICES; off += PORT_WRITE_SLICE)
-      out.push(buf.subarray(off, Math.min(off + PORT_WRITE_SLICE, buf.length)));
-    skip = 0;
-  }
-  return out;
-}
-
-/** Writes every byte of `bufs` to the port's fd (see PORT_WRITE_SLICE), then calls back (with the error, if any). */
-export function writeToPort(
-  fd: number,
-  bufs: readonly Uint8Array[],
-  callback: (err: NodeJS.ErrnoException | null) => void,
-): void {
-  const total = bufs.reduce((n, b) => n + b.length, 0);
-  const step = (done: number): void => {
-    if (done >= total) return callback(null);
-    fs.writev(fd, portSlices(bufs, done), null, (err, written) => (err ? callback(err) : step(done + written)));
-  };
-  step(0);
-}
 
 /** The device node of the virtio-serial port with this name, as /sys/class/virtio-ports lists it. */
 export function findSerialPort(name: string, sysDir = '/sys/class/virtio-ports'): string | undefined {
@@ -91,21 +53,22 @@ class PortConnection extends Duplex {
   }
 
   override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (error?: Error | null) => void): void {
-    this._writev([{ chunk }], callback);
-  }
-
-  /** What queued up while a write was in the kernel goes out together. */
-  override _writev(chunks: { chunk: Buffer }[], callback: (error?: Error | null) => void): void {
     if (this.ended) {
       callback();
       return;
     }
-    // An error means the host went away mid-write; the read loop ends this connection.
-    writeToPort(
-      this.fd,
-      chunks.map((c) => c.chunk),
-      () => callback(),
-    );
+    const writeAll = (offset: number): void => {
+      fs.write(this.fd, chunk, offset, chunk.length - offset, null, (err, written) => {
+        if (err) {
+          // The host went away mid-write; the read loop ends this connection.
+          callback();
+          return;
+        }
+        if (offset + written < chunk.length) writeAll(offset + written);
+        else callback();
+      });
+    };
+    writeAll(0);
   }
 
   deliver(data: Buffer): void {

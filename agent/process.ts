@@ -26,7 +26,7 @@ export const WRITE_LIMIT = 1 << 20;
  */
 export const EXIT_DRAIN_MS = 2_000;
 
-/** Chunks (reads of the pipe or socket) and bytes every OutputBuffer took in: the debug hooks' profile reports them. */
+/** Chunks (reads of the pipe or socket) and bytes every OutputBuffer took in, and its answers: the profile hook reports them. */
 export const outputTotals = { chunks: 0, bytes: 0, answers: 0 };
 
 /** A pipe's output, buffered up to a cap; read() blocks until there is data or end of file. */
@@ -73,13 +73,8 @@ export class OutputBuffer {
 
   /** Up to `len` bytes, waiting for some; empty at end of file. */
   async read(len: number): Promise<Buffer> {
-    return Buffer.concat(await this.readChunks(len));
-  }
-
-  /** read() as the buffered chunks themselves (no copy; data-response.ts encodes them); none at end of file. */
-  async readChunks(len: number): Promise<Buffer[]> {
     while (this.size === 0 && !this.eof) await new Promise<void>((resolve) => this.waiters.push(resolve));
-    if (this.size === 0) return [];
+    if (this.size === 0) return Buffer.alloc(0);
     const parts: Buffer[] = [];
     let want = len;
     while (want > 0 && this.chunks.length) {
@@ -94,10 +89,11 @@ export class OutputBuffer {
         want = 0;
       }
     }
-    this.size -= len - want;
+    const out = Buffer.concat(parts);
+    this.size -= out.length;
     outputTotals.answers++;
     if (this.size < this.limit && this.stream?.isPaused()) this.stream.resume();
-    return parts;
+    return out;
   }
 
   /** Drops the buffer and stops reading (the process is forgotten); blocked readers get end of file. */

@@ -8,7 +8,6 @@ import os from 'node:os';
 import { Code, StatusError, type Server } from 'ttrpc-ts';
 import { AgentService, HealthService, grpc } from '../protos/agent';
 import { DiagnosticsService, PortForwardService, ProcessesService, TracingService } from '../protos/hull';
-import { chunkedAnswer } from './data-response';
 import type { DebugHooks } from './debug-hooks';
 import { SHARED_ROOT } from './init';
 import { log } from './log';
@@ -102,6 +101,8 @@ export function registerServices(plain: Server, ctx: AgentContext): void {
     // Long poll: ends with an event, or CANCELLED when the connection closes.
     GetOOMEvent: async (_req, call) => ({ containerId: await ctx.containers.oomEvents.next(call.signal) }),
     WaitProcess: async (req) => ({ status: await ctx.containers.wait(req) }),
+    ReadStdout: async (req) => ({ data: await ctx.containers.read(req, 'stdout') }),
+    ReadStderr: async (req) => ({ data: await ctx.containers.read(req, 'stderr') }),
     WriteStdin: async (req) => ({ len: await ctx.containers.write(req) }),
     CloseStdin: (req) => {
       ctx.containers.closeStdin(req);
@@ -157,27 +158,14 @@ export function registerServices(plain: Server, ctx: AgentContext): void {
     Version: () => ({ grpcVersion: 'ttrpc-1.1', agentVersion: AGENT_VERSION }),
   });
 
-  // The output streams' answers are encoded from the buffered chunks (data-response.ts).
-  server.register(
-    {
-      ReadStdout: chunkedAnswer(AgentService.ReadStdout),
-      ReadStderr: chunkedAnswer(AgentService.ReadStderr),
-      ReadConnection: chunkedAnswer(PortForwardService.ReadConnection),
-    },
-    {
-      ReadStdout: async (req) => ({ chunks: await ctx.containers.readChunks(req, 'stdout') }),
-      ReadStderr: async (req) => ({ chunks: await ctx.containers.readChunks(req, 'stderr') }),
-      // Long poll: answers with data, or eof once the guest's side ended.
-      ReadConnection: (req) => ctx.portForward.readChunks(req),
-    },
-  );
-
   server.register(ProcessesService, {
     ListProcesses: (req) => ({ processList: ctx.containers.listProcesses(req) }),
   });
 
   server.register(PortForwardService, {
     OpenConnection: (req) => ctx.portForward.open(req),
+    // Long poll: answers with data, or eof once the guest's side ended.
+    ReadConnection: (req) => ctx.portForward.read(req),
     WriteConnection: async (req) => {
       await ctx.portForward.write(req);
       return {};

@@ -84,23 +84,15 @@ export class PortForwardRelays {
       closeInGuest();
     };
 
-    // Guest to client: until the guest's side ends, then end ours. The next read waits in the agent while a chunk
-    // goes to the client (one read in flight, so the order is the agent's; at most one chunk read ahead).
+    // Guest to client: until the guest's side ends, then end ours.
     const fromGuest = (async () => {
-      const next = (): Promise<Buffer> => {
-        const reading = agent.readConnection(id);
-        reading.catch(() => undefined); // awaited below; handled here too should the loop end first
-        return reading;
-      };
-      let reading = next();
       for (;;) {
-        const data = await reading;
+        const data = await agent.readConnection(id);
         if (data.length === 0) {
           socket.end();
           return;
         }
         if (socket.destroyed) return;
-        reading = next();
         if (!socket.write(data)) {
           await new Promise<void>((resolve) => {
             const done = (): void => {

@@ -291,33 +291,14 @@ export class ProcessIo {
     this.pumps.push(state);
     let reads = 0;
     let bytes = 0;
-    let answered = false;
-    const next = (): Promise<Buffer> => {
-      answered = false;
-      const reading = read(containerId, execId, READ_CHUNK);
-      // Handled here too: a read still waiting when the sink fails must not become an unhandled rejection.
-      reading.then(
-        () => {
-          answered = true;
-          state.readingSince = undefined;
-        },
-        () => undefined,
-      );
-      return reading;
-    };
     try {
-      let reading = next();
       for (;;) {
-        // readingSince counts from when the pump starts waiting on a read not yet answered (drained()'s idle test),
-        // not from when it was sent: the FIFO write's time is not the agent's silence.
-        if (!answered) state.readingSince = performance.now();
-        const data = await reading;
+        state.readingSince = performance.now();
+        const data = await read(containerId, execId, READ_CHUNK);
+        state.readingSince = undefined;
         if (data.length === 0) break;
         reads++;
         bytes += data.length;
-        // The next read waits in the agent while this chunk goes to the FIFO: the guest's side is never idle for
-        // want of a request (one read in flight per stream still, so the order is the agent's).
-        reading = next();
         // Without a sink the output is still read, or the process would block on a full pipe in the guest.
         if (sink && !this.closed) await sink.write(data);
       }

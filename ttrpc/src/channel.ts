@@ -15,12 +15,6 @@ export interface ChannelHandlers {
 export interface Sizable {
   size: number;
   write(buf: Buffer, offset: number): void;
-  /**
-   * A large last field's bytes, written after the rest as they are instead of copied into the frame (with
-   * writeHead, which writes everything before them).
-   */
-  tail?: Uint8Array;
-  writeHead?(buf: Buffer, offset: number): void;
 }
 
 export class Channel {
@@ -51,15 +45,6 @@ export class Channel {
   /** Writes one frame built in a single allocation. Returns false when the channel is closed. */
   send(streamId: number, type: number, flags: number, body: Sizable): boolean {
     if (this.closedFlag || this.stream.destroyed || !this.stream.writable) return false;
-    if (body.tail && body.writeHead) {
-      // Header and head, then the tail: two writes in the same tick, so no other frame can come between them.
-      const head = Buffer.allocUnsafe(HEADER_LENGTH + body.size - body.tail.length);
-      writeHeader(head, 0, { length: body.size, streamId, type, flags });
-      body.writeHead(head, HEADER_LENGTH);
-      this.stream.write(head);
-      this.stream.write(body.tail);
-      return true;
-    }
     const buf = Buffer.allocUnsafe(HEADER_LENGTH + body.size);
     writeHeader(buf, 0, { length: body.size, streamId, type, flags });
     body.write(buf, HEADER_LENGTH);

@@ -116,13 +116,7 @@ class Writer {
 export interface EncodedRequest {
   size: number;
   write(buf: Buffer, offset: number): void;
-  /** See Sizable (channel.ts): a large payload that need not be copied into the frame. */
-  tail?: Uint8Array;
-  writeHead?(buf: Buffer, offset: number): void;
 }
-
-/** Payloads from this size on are written after the frame's head rather than copied into it. */
-export const TAIL_MIN = 64 * 1024;
 
 /** Prepares a Request for writing at a known size (used to build the frame in one allocation). */
 /** Encoded service and method names: a client sends the same few names over and over. */
@@ -180,30 +174,16 @@ export function prepareResponse(res: ResponseMessage): EncodedRequest {
   let size = 0;
   if (status) size += lenFieldSize(status.size);
   if (res.payload.length) size += lenFieldSize(res.payload.length);
-  const writeStatus = (w: Writer): void => {
-    if (status) {
-      w.header(1, status.size);
-      status.write(w);
-    }
-  };
-  const large = res.payload.length >= TAIL_MIN;
   return {
     size,
     write(buf, offset) {
       const w = new Writer(buf, offset);
-      writeStatus(w);
+      if (status) {
+        w.header(1, status.size);
+        status.write(w);
+      }
       w.bytes(2, res.payload);
     },
-    ...(large
-      ? {
-          tail: res.payload,
-          writeHead(buf: Buffer, offset: number) {
-            const w = new Writer(buf, offset);
-            writeStatus(w);
-            w.header(2, res.payload.length);
-          },
-        }
-      : {}),
   };
 }
 
