@@ -26,6 +26,9 @@ export const WRITE_LIMIT = 1 << 20;
  */
 export const EXIT_DRAIN_MS = 2_000;
 
+/** Chunks (reads of the pipe or socket) and bytes every OutputBuffer took in, and its answers: the profile hook reports them. */
+export const outputTotals = { chunks: 0, bytes: 0, answers: 0 };
+
 /** A pipe's output, buffered up to a cap; read() blocks until there is data or end of file. */
 export class OutputBuffer {
   private chunks: Buffer[] = [];
@@ -51,6 +54,8 @@ export class OutputBuffer {
       return;
     }
     stream.on('data', (chunk: Buffer) => {
+      outputTotals.chunks++;
+      outputTotals.bytes += chunk.length;
       this.chunks.push(chunk);
       this.size += chunk.length;
       if (this.size >= this.limit) stream.pause();
@@ -86,6 +91,7 @@ export class OutputBuffer {
     }
     const out = Buffer.concat(parts);
     this.size -= out.length;
+    outputTotals.answers++;
     if (this.size < this.limit && this.stream?.isPaused()) this.stream.resume();
     return out;
   }

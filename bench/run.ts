@@ -13,6 +13,7 @@ import { benchCitizen } from './citizen';
 import { benchDensity } from './density';
 import { benchShare } from './share';
 import { benchTemplate } from './template';
+import { benchDatapath } from './datapath';
 import { writeJson } from './lib/report';
 
 const benches: Record<string, () => Promise<Record<string, unknown>>> = {
@@ -29,6 +30,7 @@ const benches: Record<string, () => Promise<Record<string, unknown>>> = {
   density: benchDensity,
   share: benchShare,
   template: benchTemplate,
+  datapath: benchDatapath,
 };
 
 async function main(): Promise<void> {

@@ -526,6 +526,8 @@ export function toVmConfig(config: HullConfig, place: SandboxVmPlace): VmConfig 
     agentTransport: config.agent.transport,
     // The guest honours its test-only fault hooks only when told so here (agent/debug-hooks.ts).
     kernelParams: config.runtime.debugHooks ? [...hv.kernelParams, 'hull.debug_hooks=1'] : [...hv.kernelParams],
+    // and the raw port its floor hook writes to (bench/datapath.ts)
+    ...(config.runtime.debugHooks ? { debugPort: true } : {}),
     qemuPath: hv.path,
     virtiofsdPath: hv.virtioFsDaemon,
     virtiofsCache: hv.virtioFsCache,

@@ -289,12 +289,16 @@ export class ProcessIo {
     const read = stream === 'stdout' ? agent.readStdout.bind(agent) : agent.readStderr.bind(agent);
     const state = { ended: false, readingSince: undefined as number | undefined };
     this.pumps.push(state);
+    let reads = 0;
+    let bytes = 0;
     try {
       for (;;) {
         state.readingSince = performance.now();
         const data = await read(containerId, execId, READ_CHUNK);
         state.readingSince = undefined;
         if (data.length === 0) break;
+        reads++;
+        bytes += data.length;
         // Without a sink the output is still read, or the process would block on a full pipe in the guest.
         if (sink && !this.closed) await sink.write(data);
       }
@@ -302,6 +306,7 @@ export class ProcessIo {
       if (!this.closed) logger.debug({ containerId, execId, stream, error: errorMessage(err) }, 'output copy ended');
     } finally {
       state.ended = true;
+      if (bytes) logger.debug({ containerId, execId, stream, reads, bytes }, 'output copied');
       await sink?.end().catch(() => undefined);
     }
   }

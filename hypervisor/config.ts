@@ -48,6 +48,8 @@ export interface VmPaths {
   /** The agent's log port (a virtio-serial port on a unix socket QEMU listens on; guest-log.ts). */
   agentLogSocket: string;
   virtiofsdSocket: string;
+  /** The test-only raw port (DEBUG_SERIAL_NAME), with VmConfig.debugPort only. */
+  debugPortSocket: string;
 }
 
 export function vmPaths(stateDir: string): VmPaths {
@@ -57,6 +59,7 @@ export function vmPaths(stateDir: string): VmPaths {
     agentSocket: path.join(stateDir, 'agent.sock'),
     agentLogSocket: path.join(stateDir, 'agent-log.sock'),
     virtiofsdSocket: path.join(stateDir, 'virtiofsd.sock'),
+    debugPortSocket: path.join(stateDir, 'debug.sock'),
   };
 }
 
@@ -84,6 +87,8 @@ export interface ResolvedConfig {
   /** Checked and normalised. */
   virtiofsdExtraArgs: string[];
   debug: boolean;
+  /** The test-only raw virtio-serial port (VmConfig.debugPort). */
+  debugPort: boolean;
   /** Checked, MACs lower-cased; undefined = no network devices, QEMU in the caller's network namespace. */
   network: VmNetwork | undefined;
   nsenterPath: string;
@@ -246,6 +251,7 @@ export function resolveConfig(cfg: VmConfig, files: FileProbe = realFileProbe): 
     virtiofsCache: checkVirtiofsCache('virtiofsCache', cfg.virtiofsCache ?? DEFAULT_VIRTIOFS_CACHE),
     virtiofsdExtraArgs: checkVirtiofsdExtraArgs('virtiofsdExtraArgs', cfg.virtiofsdExtraArgs ?? []),
     debug: cfg.debug === true,
+    debugPort: cfg.debugPort === true,
     network: cfg.network === undefined ? undefined : checkNetwork(cfg.network),
     nsenterPath: checkAbsolutePath('nsenterPath', cfg.nsenterPath ?? DEFAULT_NSENTER_PATH),
     seccomp: checkBoolean('seccomp', cfg.seccomp ?? true),

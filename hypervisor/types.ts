@@ -44,6 +44,13 @@ export interface VmConfig {
   /** Verbose guest kernel (no `quiet`) and virtiofsd debug logging. */
   debug?: boolean;
   /**
+   * Test-only: one more virtio-serial port, DEBUG_SERIAL_NAME, on a unix socket QEMU listens on (VmPaths'
+   * debugPortSocket), with nothing on the host side of hull's own. The agent's debug hooks write raw bytes to it so
+   * that the benchmarks measure the channel's floor (bench/datapath.ts). hull sets it only with `[runtime]
+   * debug_hooks = true`.
+   */
+  debugPort?: boolean;
+  /**
    * The pod's network: QEMU is started inside `netnsPath` (through nsenter, which execs QEMU, so QEMU keeps the pid
    * and its own argv) with one virtio-net NIC per tap. The taps must already exist in that namespace (the host-side
    * plumbing makes them and redirects the pod's veth to them). virtiofsd stays in the host's namespace.
@@ -222,6 +229,8 @@ export const GUEST_SHARE_TAG = 'kataShared';
 export const AGENT_VSOCK_PORT = 1024;
 /** The virtio-serial port name the agent opens (/dev/virtio-ports/agent.channel.0) when vsock is unavailable. */
 export const AGENT_SERIAL_NAME = 'agent.channel.0';
+/** The test-only raw port's name (VmConfig.debugPort); the agent's DEBUG_PORT_NAME. */
+export const DEBUG_SERIAL_NAME = 'hull.debug.0';
 
 export const DEFAULT_QEMU_PATH = '/usr/bin/qemu-system-x86_64';
 export const DEFAULT_VIRTIOFSD_PATH = '/usr/lib/qemu/virtiofsd';

@@ -1,3 +1,4 @@
+import net from 'node:net';
 import assert from 'node:assert/strict';
 import {
   AGENT_LOG_FLOOD_ANNOTATION,
@@ -5,6 +6,12 @@ import {
   DebugHooks,
   debugHooksEnabled,
   floodLog,
+  MAX_FLOOR_BYTES,
+  PROFILE_ANNOTATION,
+  SERIAL_FLOOR_ANNOTATION,
+  TCP_FLOOR_ANNOTATION,
+  writeFloor,
+  type FloorTarget,
 } from '../debug-hooks';
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
@@ -75,5 +82,66 @@ describe('agent DebugHooks (test-only faults, honoured only with hull.debug_hook
       seen,
       Array.from({ length: 1234 }, (_, i) => i),
     );
+  });
+
+  it('channel floors: the serial port or a TCP address, on create, only with hooks on and checked values', async () => {
+    const floors: FloorTarget[] = [];
+    const on = new DebugHooks(
+      true,
+      () => undefined,
+      () => undefined,
+      (t) => floors.push(t),
+    );
+    on.created('c1', { [SERIAL_FLOOR_ANNOTATION]: String(64 << 20) });
+    on.created('c2', { [TCP_FLOOR_ANNOTATION]: '10.1.2.1:4567:1000' });
+    for (const bad of ['0', '-1', '1e3', String(MAX_FLOOR_BYTES + 1), ''])
+      on.created('b', { [SERIAL_FLOOR_ANNOTATION]: bad });
+    for (const bad of ['10.1.2.1:0:5', '10.1.2.1:70000:5', '999.1.2.1:80:5', 'host:80:5', '::1:80:5', '10.1.2.1:80:0'])
+      on.created('b', { [TCP_FLOOR_ANNOTATION]: bad });
+    new DebugHooks(
+      false,
+      () => undefined,
+      () => undefined,
+      (t) => floors.push(t),
+    ).created('c3', { [SERIAL_FLOOR_ANNOTATION]: '10', [TCP_FLOOR_ANNOTATION]: '10.1.2.1:4567:10' });
+    assert.deepEqual(floors, [
+      { kind: 'serial', bytes: 64 << 20 },
+      { kind: 'tcp', host: '10.1.2.1', port: 4567, bytes: 1000 },
+    ]);
+  });
+
+  it('the TCP floor sends exactly the bytes asked for, then ends the connection', async () => {
+    const server = net.createServer();
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const got = new Promise<number>((resolve) =>
+      server.once('connection', (s) => {
+        let n = 0;
+        s.on('data', (c: Buffer) => (n += c.length)).on('end', () => resolve(n));
+      }),
+    );
+    writeFloor({ kind: 'tcp', host: '127.0.0.1', port: (server.address() as net.AddressInfo).port, bytes: 3_000_001 });
+    assert.equal(await got, 3_000_001);
+    server.close();
+  });
+
+  it('profiles the guest for the window asked for, after the delay asked for, only with hooks on', async () => {
+    const windows: number[] = [];
+    const make = (enabled: boolean): DebugHooks =>
+      new DebugHooks(
+        enabled,
+        () => undefined,
+        () => undefined,
+        () => undefined,
+        (ms) => windows.push(ms),
+      );
+    const on = make(true);
+    on.created('c1', { [PROFILE_ANNOTATION]: '40+1500' });
+    on.created('c2', { [PROFILE_ANNOTATION]: '700' });
+    for (const bad of ['0', '60001', '1+', '+5', 'x', '1+2+3', '']) on.created('b', { [PROFILE_ANNOTATION]: bad });
+    make(false).created('c3', { [PROFILE_ANNOTATION]: '5' });
+    await sleep(10);
+    assert.deepEqual(windows, [700]);
+    await sleep(80);
+    assert.deepEqual(windows, [700, 1500]);
   });
 });

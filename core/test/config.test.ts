@@ -598,6 +598,9 @@ describe('core/config', () => {
       const on = parse('[hypervisor]\nkernel_params = ["loglevel=7"]\n[runtime]\ndebug_hooks = true\n');
       assert.deepEqual(toVmConfig(on, { id: 'p', stateDir: '/s' }).kernelParams, ['loglevel=7', 'hull.debug_hooks=1']);
       assert.deepEqual(toVmConfig(config, { id: 'p', stateDir: '/s' }).kernelParams, ['loglevel=7']);
+      // and gets the raw port the floor hook writes to (bench/datapath.ts) only then
+      assert.equal(toVmConfig(on, { id: 'p', stateDir: '/s' }).debugPort, true);
+      assert.equal(toVmConfig(config, { id: 'p', stateDir: '/s' }).debugPort, undefined);
     });
 
     it('leaves sharedDir out when there is none, and the result passes the hypervisor own validation', () => {

@@ -89,6 +89,42 @@ describe('core PortForwardRelays through the real agent', function () {
     assert.ok(received.subarray(32).equals(reply), 'the client got every byte of the answer, in order');
   });
 
+  it('a client that does not read holds the guest server back (bounded read-ahead), then gets every byte', async () => {
+    const total = 96 << 20;
+    let accepted = 0;
+    target = await serve((s) => {
+      const chunk = Buffer.alloc(1 << 20, 0x5a);
+      let sent = 0;
+      const pump = (): void => {
+        while (sent < total) {
+          sent += chunk.length;
+          if (!s.write(chunk)) return void s.once('drain', pump);
+        }
+        s.end();
+      };
+      pump();
+      const timer = setInterval(() => (accepted = sent - s.writableLength), 20);
+      s.on('close', () => clearInterval(timer));
+    });
+    const c = net.connect((front.address() as net.AddressInfo).port, '127.0.0.1');
+    c.pause();
+    await new Promise((r) => setTimeout(r, 1_500));
+    const held = accepted;
+    // The agent's buffer (1 MiB), one read ahead on the host and the sockets' buffers: far from the whole.
+    assert.ok(held < total / 2, `${held} bytes left the server while the client read nothing`);
+    let got = 0;
+    let bad = false;
+    c.on('data', (d: Buffer) => {
+      got += d.length;
+      if (d.some((x) => x !== 0x5a)) bad = true;
+    });
+    c.resume();
+    await new Promise((r) => c.once('end', r));
+    c.destroy();
+    assert.equal(got, total);
+    assert.equal(bad, false);
+  });
+
   it("a port nothing listens on in the guest resets the client's connection", async () => {
     target = await serve(() => undefined);
     await new Promise((r) => servers.pop()!.close(r));

@@ -10,6 +10,7 @@ import { AGENT_LOG_SERIAL_NAME } from '../guest-log';
 import { ROOT_IMAGE_ALIGN, type RootImage } from '../root-image';
 import {
   AGENT_SERIAL_NAME,
+  DEBUG_SERIAL_NAME,
   GUEST_SHARE_TAG,
   MEMORY_HOTPLUG_BLOCK_MIB,
   type Accel,
@@ -80,6 +81,8 @@ export interface QemuCmdline {
   agent: AgentChannel;
   /** The unix socket QEMU serves for the agent's log port (AGENT_LOG_SERIAL_NAME); absent = no log port. */
   agentLogSocket?: string;
+  /** The unix socket QEMU serves for the test-only raw port (DEBUG_SERIAL_NAME); absent = no such port. */
+  debugPortSocket?: string;
   /** virtiofsd's vhost-user socket; absent = no virtio-fs device. */
   virtiofsSocket?: string;
   qmpSocket: string;
@@ -291,6 +294,19 @@ export function agentLogArgs(socketPath: string, transport: AgentTransport): str
   ];
 }
 
+/**
+ * The test-only raw port (VmConfig.debugPort): a virtio-serial port like the agent's, on a unix socket QEMU listens
+ * on, for the benchmarks' channel floor. The log port has made the virtio-serial bus already.
+ */
+export function debugPortArgs(socketPath: string): string[] {
+  return [
+    '-chardev',
+    `socket,id=hulldebug,path=${checkOptionValue('debug port socket', socketPath)},server=on,wait=off`,
+    '-device',
+    `virtserialport,chardev=hulldebug,name=${DEBUG_SERIAL_NAME}`,
+  ];
+}
+
 /** virtio-fs: QEMU connects to virtiofsd's vhost-user socket (virtiofsd must already listen). */
 export function virtiofsArgs(socketPath: string): string[] {
   return [
@@ -379,6 +395,7 @@ export function buildQemuArgv(c: QemuCmdline): string[] {
     ...rootDiskArgs(c.image, c.rootImage),
     ...agentArgs(c.agent),
     ...(c.agentLogSocket === undefined ? [] : agentLogArgs(c.agentLogSocket, c.agent.transport)),
+    ...(c.debugPortSocket === undefined || c.agentLogSocket === undefined ? [] : debugPortArgs(c.debugPortSocket)),
     ...(c.template !== undefined
       ? templateLayoutArgs()
       : c.virtiofsSocket === undefined

@@ -196,7 +196,13 @@ export class QemuHypervisor implements Hypervisor {
       );
       fs.mkdirSync(c.paths.stateDir, { recursive: true, mode: 0o700 });
       // Leftovers of an earlier run with the same folder would confuse the socket waits.
-      for (const p of [c.paths.qmpSocket, c.paths.agentSocket, c.paths.agentLogSocket, c.paths.virtiofsdSocket]) {
+      for (const p of [
+        c.paths.qmpSocket,
+        c.paths.agentSocket,
+        c.paths.agentLogSocket,
+        c.paths.virtiofsdSocket,
+        c.paths.debugPortSocket,
+      ]) {
         fs.rmSync(p, { force: true });
       }
       Object.assign(this.#s, {
@@ -512,6 +518,7 @@ export class QemuHypervisor implements Hypervisor {
       debug: c.debug,
       agent: transport === 'vsock' ? { transport, cid: cid ?? 0 } : { transport, socketPath: c.paths.agentSocket },
       agentLogSocket: c.paths.agentLogSocket,
+      ...(c.debugPort ? { debugPortSocket: c.paths.debugPortSocket } : {}),
       ...(c.sharedDir === undefined ? {} : { virtiofsSocket: c.paths.virtiofsdSocket }),
       qmpSocket: c.paths.qmpSocket,
       ...(this.#opts.fileProbe.kind(QBOOT_FIRMWARE) === 'file' ? { firmware: QBOOT_FIRMWARE } : {}),
@@ -718,7 +725,8 @@ export class QemuHypervisor implements Hypervisor {
     }
     const p = s.cfg?.paths;
     if (p)
-      for (const f of [p.qmpSocket, p.agentSocket, p.agentLogSocket, p.virtiofsdSocket]) fs.rmSync(f, { force: true });
+      for (const f of [p.qmpSocket, p.agentSocket, p.agentLogSocket, p.virtiofsdSocket, p.debugPortSocket])
+        fs.rmSync(f, { force: true });
     s.phase = 'stopped';
   }
 
@@ -771,7 +779,13 @@ export class QemuHypervisor implements Hypervisor {
         ?.stop(1000)
         .catch((err: unknown) => this.#log.error({ err: String(err) }, 'stopping virtiofsd failed'));
       if (c)
-        for (const f of [c.paths.qmpSocket, c.paths.agentSocket, c.paths.agentLogSocket, c.paths.virtiofsdSocket])
+        for (const f of [
+          c.paths.qmpSocket,
+          c.paths.agentSocket,
+          c.paths.agentLogSocket,
+          c.paths.virtiofsdSocket,
+          c.paths.debugPortSocket,
+        ])
           fs.rmSync(f, { force: true });
       if (s.phase === 'running' || s.phase === 'paused') s.phase = 'stopped';
       this.#resolveExit(exit);

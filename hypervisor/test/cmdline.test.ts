@@ -242,6 +242,18 @@ describe('hypervisor/qemu/cmdline', () => {
     assert.equal(argv.filter((w) => w === '-device').length, 3); // blk, virtio-serial, port
   });
 
+  it('the test-only raw port: a virtserialport hull.debug.0 on its own socket, after the log port; none by default', () => {
+    const argv = buildQemuArgv({
+      ...base,
+      agentLogSocket: `${S}/agent-log.sock`,
+      debugPortSocket: `${S}/debug.sock`,
+    });
+    const at = argv.indexOf('socket,id=hulldebug,path=/run/hull/vm/pod1/debug.sock,server=on,wait=off');
+    assert.ok(at > argv.indexOf('virtserialport,chardev=agentlog,name=agent.log.0'));
+    assert.deepEqual(argv.slice(at + 1, at + 3), ['-device', 'virtserialport,chardev=hulldebug,name=hull.debug.0']);
+    assert.ok(!buildQemuArgv({ ...base, agentLogSocket: `${S}/agent-log.sock` }).some((w) => w.includes('hulldebug')));
+  });
+
   it('debug drops quiet; base params come first so extras win', () => {
     assert.equal(
       kernelCommandLine('serial', ['panic=5'], true),

@@ -37,7 +37,9 @@ describe('hypervisor/config', () => {
       agentSocket: '/run/hull/pod-1/agent.sock',
       agentLogSocket: '/run/hull/pod-1/agent-log.sock',
       virtiofsdSocket: '/run/hull/pod-1/virtiofsd.sock',
+      debugPortSocket: '/run/hull/pod-1/debug.sock',
     });
+    assert.equal(r.debugPort, false);
   });
 
   it('hot-plug maxima: default to the size; at least the size; the memory room rounded up to whole 128 MiB DIMMs', () => {

@@ -213,6 +213,7 @@ describe('hypervisor/qemu/qemu (fake QEMU)', function () {
     const vm = make({ logger: log, agentLogLimits: { linesPerWindow: 20, windowMs: 60_000, maxLines: 10 } });
     await vm.prepare(withMode('agent-log=100'));
     assert.ok(vm.argv().includes(`socket,id=agentlog,path=${cfg.stateDir}/agent-log.sock,server=on,wait=off`));
+    assert.ok(!vm.argv().some((a) => a.includes('hull.debug.0')), 'no test-only raw port unless asked for');
     await vm.start(AbortSignal.timeout(10_000));
     const t0 = Date.now();
     while (!vm.agentLogTail(1).includes('hull-agent info fake agent log done') && Date.now() - t0 < 10_000)
