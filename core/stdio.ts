@@ -16,7 +16,8 @@
  * process exited and its pipes reached end of file, or at most its own 2 s drain bound after the exit (a
  * background child may hold the pipes forever). Then drained() waits, at most EXIT_DRAIN_MS, until what the agent
  * holds has reached the FIFOs: until end of stream, or until each stream's read has waited IDLE_MS in the agent
- * (which answers a read at once when it has data). Only then is the exit published, so containerd sees the output
+ * (which answers a read at once when it has data; while draining, reads ask for DRAIN_CHUNK at most, so that an
+ * answer still crossing a slow channel is not taken for a wait). Only then is the exit published, so containerd sees the output
  * the process wrote before it exited first. Output of a background child keeps flowing to the FIFOs after the exit
  * is published, until the process is deleted: close() then closes the FIFOs (containerd's reader gets end of
  * file, `ctr task exec` returns) and what still comes from the agent is read and dropped, so that the child does
@@ -41,6 +42,12 @@ const WRITE_CHUNK = 64 * 1024;
 export const EXIT_DRAIN_MS = 2_000;
 /** A read that has waited this long in the agent found nothing buffered there (the agent answers at once with data). */
 export const IDLE_MS = 100;
+/**
+ * Largest read while an exit's output drains: a read only counts as waiting in the agent (IDLE_MS) when its answer
+ * crosses the channel in far less than IDLE_MS. A 1 MiB answer takes ~150 ms at the ~7 MB/s a TCG guest pushes
+ * through virtio-serial, and would count as idle while still in transit; 64 KiB take ~10 ms.
+ */
+export const DRAIN_CHUNK = 64 * 1024;
 
 /** end() flushes what was written and closes; destroy() closes at once, dropping what is not yet written. */
 type Sink = { write(chunk: Buffer): Promise<void>; end(): Promise<void>; destroy(): void };
@@ -166,7 +173,9 @@ export class ProcessIo {
   private closed = false;
   private resolveOutput!: () => void;
   /** Per output stream copied: whether it ended, and since when (performance.now()) its read waits in the agent. */
-  private readonly pumps: { ended: boolean; readingSince: number | undefined }[] = [];
+  private readonly pumps: { ended: boolean; readingSince: number | undefined; drainRead: boolean }[] = [];
+  /** Set while drained() waits: reads are DRAIN_CHUNK at most, and only those count towards idleness. */
+  private draining = false;
 
   private constructor(private readonly o: ProcessIoOptions) {
     this.outputDone = new Promise((resolve) => (this.resolveOutput = resolve));
@@ -270,31 +279,38 @@ export class ProcessIo {
     if (!this.started) return Promise.resolve();
     const deadline = performance.now() + boundMs;
     let timer: NodeJS.Timeout | undefined;
+    this.draining = true;
     const idle = new Promise<void>((resolve) => {
       const check = (): void => {
         const now = performance.now();
+        // A read issued before the drain may be a large answer still crossing the channel: only the drain's small
+        // reads tell that the agent holds nothing.
         const quiet = this.pumps.every(
-          (p) => p.ended || (p.readingSince !== undefined && now - p.readingSince >= IDLE_MS),
+          (p) => p.ended || (p.readingSince !== undefined && p.drainRead && now - p.readingSince >= IDLE_MS),
         );
         if (quiet || now >= deadline) return resolve();
         timer = setTimeout(check, 20);
       };
       check();
     });
-    return Promise.race([this.outputDone, idle]).finally(() => clearTimeout(timer));
+    return Promise.race([this.outputDone, idle]).finally(() => {
+      clearTimeout(timer);
+      this.draining = false;
+    });
   }
 
   private async pump(stream: 'stdout' | 'stderr', sink: Sink | undefined): Promise<void> {
     const { agent, containerId, execId, logger } = this.o;
     const read = stream === 'stdout' ? agent.readStdout.bind(agent) : agent.readStderr.bind(agent);
-    const state = { ended: false, readingSince: undefined as number | undefined };
+    const state = { ended: false, readingSince: undefined as number | undefined, drainRead: false };
     this.pumps.push(state);
     let reads = 0;
     let bytes = 0;
     try {
       for (;;) {
         state.readingSince = performance.now();
-        const data = await read(containerId, execId, READ_CHUNK);
+        state.drainRead = this.draining;
+        const data = await read(containerId, execId, this.draining ? DRAIN_CHUNK : READ_CHUNK);
         state.readingSince = undefined;
         if (data.length === 0) break;
         reads++;

@@ -85,4 +85,42 @@ describe('core/stdio output copy', () => {
     assert.equal(got, 64 << 20);
     assert.equal(bad, false);
   });
+
+  it("an exit's output still crossing a slow channel is drained, not taken for an idle agent", async () => {
+    // The agent holds 3 MiB after the exit and answers at 5 MB/s (a loaded TCG guest's virtio-serial): a 1 MiB
+    // answer is 200 ms in transit. Then a background child keeps the pipe open: the next read waits for ever.
+    const held = crypto.randomBytes(3 << 20);
+    let offset = 0;
+    let reads = 0;
+    const sizes: number[] = [];
+    const agent = {
+      readStdout: async (_c: string, _e: string, maxBytes = 1 << 20): Promise<Buffer> => {
+        reads++;
+        sizes.push(maxBytes);
+        if (offset >= held.length) return new Promise<Buffer>(() => undefined);
+        const chunk = held.subarray(offset, offset + maxBytes);
+        offset += chunk.length;
+        await new Promise((r) => setTimeout(r, (chunk.length / 5e6) * 1000));
+        return chunk;
+      },
+      readStderr: async (): Promise<Buffer> => new Promise<Buffer>(() => undefined),
+    } as unknown as ContainerAgentClient;
+    const out = path.join(dir, 'out');
+    const io = await ProcessIo.open({
+      agent,
+      containerId: 'c',
+      execId: '',
+      stdio: { stdin: '', stdout: `file://${out}`, stderr: '', terminal: false },
+      logger: NOOP_LOGGER,
+    });
+    io.start();
+    await new Promise((r) => setImmediate(r));
+    await io.drained(5_000);
+    const got = fs.readFileSync(out);
+    io.close();
+    assert.equal(got.length, held.length, 'every byte the agent held reached the FIFO before the exit');
+    assert.ok(got.equals(held));
+    assert.ok(reads > 3, 'small reads while draining');
+    assert.equal(sizes[0], 1 << 20, 'the read before the drain is a full chunk');
+  });
 });
