@@ -46,7 +46,7 @@ export const DEFAULT_FREE_PAGE_REPORTING = true;
  * libraries from the host's page cache, shared by every VM, instead of copying them into its own. Measured in
  * bench/density.ts, see hypervisor/README.md.
  */
-export const DEFAULT_ROOT_IMAGE_DAX = true;
+export const DEFAULT_ROOT_IMAGE_DAX = false;
 /** The device `root_image_dax = true` uses: an nvdimm, Kata's default for QEMU (the guest sees it read-only). */
 export const ROOT_IMAGE_DAX_DEVICE = 'nvdimm';
 /** TCG's translation cache (`tcg_tb_size_mib`), TCG only; 0 = QEMU's default (1 GiB). Measured in bench/density.ts. */

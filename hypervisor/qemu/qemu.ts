@@ -188,7 +188,12 @@ export class QemuHypervisor implements Hypervisor {
         { id: c.id, seccomp: confinement.value.seccomp, runAs: confinement.value.runAs, why: confinement.reason },
         `qemu confinement: ${confinement.value.seccomp ? 'seccomp' : 'no seccomp'}, ${confinement.value.runAs === undefined ? 'no -runas' : `runs as ${confinement.value.runAs}`}`,
       );
-      const rootImage = chooseRootImage(c.rootImageDevice, c.image, this.#opts.imageProbe);
+      const rootImage = chooseRootImage(
+        c.rootImageDevice,
+        c.image,
+        this.#opts.imageProbe,
+        c.maxVcpus > c.vcpus || c.memoryRoomMiB > 0,
+      );
       const daxLost = c.rootImageDevice !== 'virtio-blk' && rootImage.value.device === 'virtio-blk';
       this.#log[daxLost ? 'warn' : 'info'](
         { id: c.id, rootImage: rootImage.value.device, why: rootImage.reason },

@@ -504,13 +504,15 @@ describe('hypervisor/qemu/qemu (fake QEMU)', function () {
         },
       };
       const vm = make({ imageProbe: daxImage });
-      await vm.prepare({ ...cfg, memoryMiB: 512, maxMemoryMiB: 768, rootImageDevice: 'nvdimm' });
+      await vm.prepare({ ...cfg, memoryMiB: 512, rootImageDevice: 'nvdimm' });
       assert.equal(vm.rootImage().device, 'nvdimm');
-      assert.equal(vm.argv()[vm.argv().indexOf('-m') + 1], '512M,slots=3,maxmem=918M');
       await vm.start(AbortSignal.timeout(10_000));
       assert.deepEqual(await vm.resize({ memoryMiB: 512 }), { vcpus: 1, memoryMiB: 512 });
-      assert.deepEqual(await vm.resize({ memoryMiB: 768 }), { vcpus: 1, memoryMiB: 768 });
-      assert.equal(qmpLog().filter((c) => c.execute === 'device_add').length, 2, 'two DIMMs, not zero');
+      assert.equal(qmpLog().filter((c) => c.execute === 'device_add').length, 0, 'the image is not missing RAM');
+      // With hot-plug room the root stays on virtio-blk (DAX and hot-add do not work together yet).
+      const grows = make({ imageProbe: daxImage });
+      await grows.prepare({ ...cfg, memoryMiB: 512, maxMemoryMiB: 768, rootImageDevice: 'nvdimm' });
+      assert.equal(grows.rootImage().device, 'virtio-blk');
     });
 
     it('without maxima nothing can grow; a failed DIMM is rolled back (its backend deleted); an abort stops between steps', async () => {
