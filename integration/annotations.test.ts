@@ -23,6 +23,7 @@ import {
 } from './lib/containerd';
 import { CriStatus, type CriError } from './lib/cri';
 import { guestArtifacts } from './lib/guest';
+import { processesMentioning } from './lib/processes';
 
 const RUNTIME = 'io.containerd.hull.v2';
 const VCPUS = 'io.hull.config.hypervisor.default_vcpus';
@@ -35,20 +36,6 @@ const MEMORY = 'io.hull.config.hypervisor.default_memory';
 const BOOT_TIMEOUT = 'io.hull.config.agent.boot_timeout';
 const ALLOW_VCPUS = 'enable_annotations = ["^default_vcpus$", "^agent.boot_timeout$"]';
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-
-/** Command lines of live processes that mention `marker`. */
-function processesMentioning(marker: string): string[] {
-  const out: string[] = [];
-  for (const pid of fs.readdirSync('/proc').filter((d) => /^\d+$/.test(d))) {
-    try {
-      const cmd = fs.readFileSync(`/proc/${pid}/cmdline`, 'latin1').split('\0').join(' ');
-      if (cmd.includes(marker) && Number(pid) !== process.pid) out.push(`${pid} ${cmd.slice(0, 160)}`);
-    } catch {
-      /* gone */
-    }
-  }
-  return out;
-}
 
 /** The test's hull configuration: the default one of lib/containerd.ts plus `[hypervisor]` lines. */
 function setHypervisor(ctd: PrivateContainerd, original: string, lines: string[]): void {

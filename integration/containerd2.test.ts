@@ -12,23 +12,10 @@ import path from 'node:path';
 import crypto from 'node:crypto';
 import { BUSYBOX_IMAGE, importBusybox, startContainerd, type PrivateContainerd } from './lib/containerd';
 import { guestArtifacts } from './lib/guest';
+import { processesMentioning } from './lib/processes';
 
 const RUNTIME = 'io.containerd.hull.v2';
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-
-/** Command lines of live processes that mention `marker`. */
-function processesMentioning(marker: string): string[] {
-  const out: string[] = [];
-  for (const pid of fs.readdirSync('/proc').filter((d) => /^\d+$/.test(d))) {
-    try {
-      const cmd = fs.readFileSync(`/proc/${pid}/cmdline`, 'latin1').split('\0').join(' ');
-      if (cmd.includes(marker) && Number(pid) !== process.pid) out.push(`${pid} ${cmd.slice(0, 160)}`);
-    } catch {
-      /* gone */
-    }
-  }
-  return out;
-}
 
 /** containerd's log from `offset` on (each test reads only what it caused). */
 const logSince = (ctd: PrivateContainerd, offset: number): string =>

@@ -31,6 +31,7 @@ import {
 } from './lib/containerd';
 import { cri, removePodSandboxAfterShimDeath } from './lib/cri';
 import { guestArtifacts } from './lib/guest';
+import { processesMentioning } from './lib/processes';
 
 const RUNTIME = 'io.containerd.hull.v2';
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
@@ -40,20 +41,6 @@ const shimSocket = (address: string, ns: string, id: string): string =>
     .createHash('sha256')
     .update(path.posix.join(address, ns, id))
     .digest('hex')}`;
-
-/** Live processes whose command line mentions `marker`: `pid argv…`. */
-function processesMentioning(marker: string): string[] {
-  const out: string[] = [];
-  for (const pid of fs.readdirSync('/proc').filter((d) => /^\d+$/.test(d))) {
-    try {
-      const cmd = fs.readFileSync(`/proc/${pid}/cmdline`, 'latin1').split('\0').join(' ');
-      if (cmd.includes(marker) && Number(pid) !== process.pid) out.push(`${pid} ${cmd.slice(0, 160)}`);
-    } catch {
-      /* gone */
-    }
-  }
-  return out;
-}
 
 /** hull shim processes (daemon, start or delete) for sandbox `id`. */
 function shimsOf(id: string): string[] {

@@ -38,6 +38,7 @@ import {
 import { cri, CriStatus, removePodSandboxAfterShimDeath, type CriError, type CriClient } from './lib/cri';
 import { guestArtifacts } from './lib/guest';
 import { Channel, K8sStream } from './lib/k8s-stream';
+import { processesMentioning } from './lib/processes';
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 const DNS = {
@@ -63,23 +64,6 @@ const PF_ERROR = 1;
 
 /** One CRI log line: `<RFC 3339 time> <stream> <F|P> <text>`. */
 const CRI_LOG_LINE = /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d) (stdout|stderr) (F|P) (.*)$/;
-
-/** Processes whose command line mentions `marker`: `pid argv…`. */
-function processesMentioning(marker: string, name?: RegExp): string[] {
-  const out: string[] = [];
-  for (const pid of fs.readdirSync('/proc').filter((d) => /^\d+$/.test(d))) {
-    try {
-      const argv = fs.readFileSync(`/proc/${pid}/cmdline`, 'latin1').split('\0');
-      const cmd = argv.join(' ');
-      if (Number(pid) === process.pid || !cmd.includes(marker)) continue;
-      if (name && !name.test(path.basename(argv[0] ?? ''))) continue;
-      out.push(`${pid} ${cmd.slice(0, 200)}`);
-    } catch {
-      /* gone */
-    }
-  }
-  return out;
-}
 
 function httpGet(url: string, timeoutMs = 5_000): Promise<{ status: number; body: string }> {
   return new Promise((resolve, reject) => {

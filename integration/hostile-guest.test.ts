@@ -14,25 +14,13 @@ import { processAlive, Store } from '../core';
 import { mountsUnder } from '../fs-share';
 import { BUSYBOX_IMAGE, importBusybox, startContainerd, type PrivateContainerd } from './lib/containerd';
 import { guestArtifacts } from './lib/guest';
+import { processesMentioning } from './lib/processes';
 
 const RUNTIME = 'io.containerd.hull.v2';
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 /** The health check this test configures: a check every second, the VM lost after 10 s without an answer. */
 const HEALTH_INTERVAL_S = 1;
 const HEALTH_TIMEOUT_S = 10;
-
-function processesMentioning(marker: string): string[] {
-  const out: string[] = [];
-  for (const pid of fs.readdirSync('/proc').filter((d) => /^\d+$/.test(d))) {
-    try {
-      const cmd = fs.readFileSync(`/proc/${pid}/cmdline`, 'latin1').split('\0').join(' ');
-      if (cmd.includes(marker) && Number(pid) !== process.pid) out.push(`${pid} ${cmd.slice(0, 160)}`);
-    } catch {
-      /* gone */
-    }
-  }
-  return out;
-}
 
 describe('hostile guest: a hung agent or VM is noticed, its tasks exit 255, delete leaves nothing', function () {
   this.timeout(600_000);

@@ -13,6 +13,7 @@ import path from 'node:path';
 import * as pty from 'node-pty';
 import { BUSYBOX_IMAGE, REPO, importBusybox, startContainerd, type PrivateContainerd } from './lib/containerd';
 import { guestArtifacts } from './lib/guest';
+import { processesMentioning } from './lib/processes';
 
 const RUNTIME = 'io.containerd.hull.v2';
 const HULL = path.join(REPO, 'bin', 'hull');
@@ -35,20 +36,6 @@ interface Entry {
   memoryMiB: number | null;
   containers: string[];
   debugConsole: boolean;
-}
-
-/** Command lines of live processes that mention `marker`. */
-function processesMentioning(marker: string): string[] {
-  const out: string[] = [];
-  for (const pid of fs.readdirSync('/proc').filter((d) => /^\d+$/.test(d))) {
-    try {
-      const cmd = fs.readFileSync(`/proc/${pid}/cmdline`, 'latin1').split('\0').join(' ');
-      if (cmd.includes(marker) && Number(pid) !== process.pid) out.push(`${pid} ${cmd.slice(0, 160)}`);
-    } catch {
-      /* gone */
-    }
-  }
-  return out;
 }
 
 describe('hull list / hull exec (bin/hull, a sandbox made by ctr, real VM)', function () {

@@ -27,6 +27,7 @@ import {
 } from './lib/containerd';
 import { guestArtifacts } from './lib/guest';
 import { kernelKit, KIT_HELLO } from './lib/kernel-kit';
+import { processesMentioning } from './lib/processes';
 
 const RUNTIME = 'io.containerd.hull.v2';
 /** containerd's shim socket address rule (runtime/v2/shim/util_unix.go), computed independently of shim/. */
@@ -36,20 +37,6 @@ const socketAddress = (address: string, ns: string, id: string): string =>
     .update(path.posix.join(address, ns, id))
     .digest('hex')}`;
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-
-/** Command lines of live processes that mention `marker`. */
-function processesMentioning(marker: string): string[] {
-  const out: string[] = [];
-  for (const pid of fs.readdirSync('/proc').filter((d) => /^\d+$/.test(d))) {
-    try {
-      const cmd = fs.readFileSync(`/proc/${pid}/cmdline`, 'latin1').split('\0').join(' ');
-      if (cmd.includes(marker) && Number(pid) !== process.pid) out.push(`${pid} ${cmd.slice(0, 160)}`);
-    } catch {
-      /* gone */
-    }
-  }
-  return out;
-}
 
 for (const { generation, title } of CONTAINERD_GENERATIONS) {
   describe(`shim: containerd-shim-hull-v2 with a real containerd and ctr (${title})`, function () {

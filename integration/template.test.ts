@@ -23,6 +23,7 @@ import { busyboxRootfs, collectOutput } from './lib/containers';
 import { childProcesses } from './lib/guest';
 import { testProcess, testSpec } from './lib/oci-spec';
 import { bootWithShare, shutDownAndCheck } from './lib/shared-vm';
+import { processesMentioning } from './lib/processes';
 
 const APPLETS = ['sh', 'cat', 'echo', 'head', 'od', 'date', 'tr'];
 
@@ -204,20 +205,6 @@ async function shutDownAndCheckQuiet(vm: SandboxVm, share: VirtioFsShare, dir: s
   await vm.shutdown({ gracefulMs: 30_000 }).catch(() => undefined);
   await share.cleanup();
   fs.rmSync(dir, { recursive: true, force: true });
-}
-
-/** Processes whose argv mentions `marker` (not this one). */
-function processesMentioning(marker: string): string[] {
-  const out: string[] = [];
-  for (const pid of fs.readdirSync('/proc').filter((d) => /^\d+$/.test(d))) {
-    try {
-      const cmd = fs.readFileSync(`/proc/${pid}/cmdline`, 'latin1').split('\0').join(' ');
-      if (cmd.includes(marker) && Number(pid) !== process.pid) out.push(`${pid} ${cmd.slice(0, 200)}`);
-    } catch {
-      /* gone */
-    }
-  }
-  return out;
 }
 
 describe('VM templates through containerd and the shim (`enable_template = true`)', function () {
