@@ -69,7 +69,6 @@ export function chooseRootImage(
   wanted: RootImageDevice,
   image: string,
   probe: ImageProbe = realImageProbe,
-  hotplugRoom = false,
 ): { value: RootImage; reason: string } {
   const sizeBytes = probe.size(image);
   const dataOffset =
@@ -79,13 +78,6 @@ export function chooseRootImage(
     reason,
   });
   if (wanted === 'virtio-blk') return blk('configured (root_image_dax = false)');
-  // Found when DAX met hot-plug on the real stack (integration/cri.test.ts): with an nvdimm root, a vCPU hot-add
-  // aborted QEMU 7.2 under TCG (tcg_region_initial_alloc: no translation region left) and a DIMM hot-add ended the
-  // guest. Until that is understood, a VM that may grow keeps its root on virtio-blk.
-  if (hotplugRoom)
-    return blk(
-      'the VM has CPU or memory hot-plug room (default_maxvcpus, default_maxmemory) and a DAX root image is not yet combined with hot-plug; using virtio-blk',
-    );
   if (dataOffset === 0)
     return blk(
       `the root image ${image} has no ext4 at ${ROOT_IMAGE_DATA_OFFSET} bytes (built before the DAX layout: run \`make guest\`); using virtio-blk`,

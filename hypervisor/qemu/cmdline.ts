@@ -108,20 +108,29 @@ export interface QemuCmdline {
 
 /**
  * q35 with the accelerator and the shared memory backend as guest RAM; `-cpu max` under TCG, `host` under KVM.
- * With a TCG translation cache size (TCG only: KVM has none, so it is never passed there) the accelerator moves to
- * `-accel tcg,tb-size=N`, since QEMU refuses `-accel` together with `-machine accel=`.
+ * With a TCG translation cache size, or TCG's single thread (TCG only: KVM has neither, so they are never passed
+ * there) the accelerator moves to `-accel tcg,tb-size=N,thread=single`, since QEMU refuses `-accel` together with
+ * `-machine accel=`.
+ *
+ * `tcgSingleThread` (a VM with CPU hot-plug room under TCG): one host thread runs every vCPU in turn, so a
+ * hot-added vCPU needs no translation region of its own. With a thread per vCPU (MTTCG, QEMU's default for x86 on
+ * x86), QEMU 7.2 divides the translation cache into regions (tb-size / 2 MiB, at most 8 per max CPU) that any
+ * running vCPU takes as it fills one; a vCPU thread started by device_add takes its first region with an assertion
+ * that one is free, and aborts QEMU (`tcg_region_initial_alloc__locked: assertion failed`) whenever the running
+ * vCPUs hold them all, which they do for the last region's worth of every cycle of the cache (with tb-size 64 the
+ * boot alone fills it: 58 of 64 MiB). No tb-size avoids that; see README.md, "Root image through DAX".
  */
-export function machineArgs(accel: Accel, tcgTbSizeMiB = 0, nvdimm = false): string[] {
+export function machineArgs(accel: Accel, tcgTbSizeMiB = 0, nvdimm = false, tcgSingleThread = false): string[] {
   if (!Number.isInteger(tcgTbSizeMiB) || tcgTbSizeMiB < 0)
     throw new InvalidArgumentError(`TCG translation cache size ${tcgTbSizeMiB} MiB must be a non-negative integer`);
   const cpu = ['-cpu', accel === 'kvm' ? 'host' : 'max'];
   const extra = nvdimm ? ',nvdimm=on' : '';
-  if (accel === 'tcg' && tcgTbSizeMiB > 0)
+  if (accel === 'tcg' && (tcgTbSizeMiB > 0 || tcgSingleThread))
     return [
       '-machine',
       `q35,memory-backend=${MEMORY_BACKEND_ID}${extra}`,
       '-accel',
-      `tcg,tb-size=${tcgTbSizeMiB}`,
+      `tcg${tcgTbSizeMiB > 0 ? `,tb-size=${tcgTbSizeMiB}` : ''}${tcgSingleThread ? ',thread=single' : ''}`,
       ...cpu,
     ];
   return ['-machine', `q35,accel=${accel},memory-backend=${MEMORY_BACKEND_ID}${extra}`, ...cpu];
@@ -171,7 +180,13 @@ export function cpuMemoryArgs(
       `memory hot-plug room ${memoryRoomMiB} MiB must be whole DIMMs of ${MEMORY_HOTPLUG_BLOCK_MIB} MiB`,
     );
   const slots = memoryRoomMiB / MEMORY_HOTPLUG_BLOCK_MIB + deviceMemory.slots;
-  const maxmem = memoryMiB + memoryRoomMiB + deviceMemory.MiB;
+  // With room, the DIMMs go on memory-block boundaries behind the device memory (qemu.ts alignedDimmAddress), so
+  // maxmem counts that memory rounded up to whole blocks: the room fits without counting on QEMU's own slack.
+  const device =
+    memoryRoomMiB > 0
+      ? Math.ceil(deviceMemory.MiB / MEMORY_HOTPLUG_BLOCK_MIB) * MEMORY_HOTPLUG_BLOCK_MIB
+      : deviceMemory.MiB;
+  const maxmem = memoryMiB + memoryRoomMiB + device;
   return [
     '-smp',
     maxVcpus > vcpus ? `${vcpus},maxcpus=${maxVcpus}` : String(vcpus),
@@ -367,7 +382,12 @@ export function confinementArgs(c: QemuConfinement): string[] {
 export function buildQemuArgv(c: QemuCmdline): string[] {
   return [
     ...nameArgs(c.id),
-    ...machineArgs(c.accel, c.tcgTbSizeMiB, c.rootImage?.device === 'nvdimm'),
+    ...machineArgs(
+      c.accel,
+      c.tcgTbSizeMiB,
+      c.rootImage?.device === 'nvdimm',
+      c.maxVcpus !== undefined && c.maxVcpus > c.vcpus,
+    ),
     ...(c.firmware === undefined ? [] : ['-bios', checkOptionValue('firmware', c.firmware)]),
     ...baseArgs(),
     ...cpuMemoryArgs(

@@ -188,12 +188,7 @@ export class QemuHypervisor implements Hypervisor {
         { id: c.id, seccomp: confinement.value.seccomp, runAs: confinement.value.runAs, why: confinement.reason },
         `qemu confinement: ${confinement.value.seccomp ? 'seccomp' : 'no seccomp'}, ${confinement.value.runAs === undefined ? 'no -runas' : `runs as ${confinement.value.runAs}`}`,
       );
-      const rootImage = chooseRootImage(
-        c.rootImageDevice,
-        c.image,
-        this.#opts.imageProbe,
-        c.maxVcpus > c.vcpus || c.memoryRoomMiB > 0,
-      );
+      const rootImage = chooseRootImage(c.rootImageDevice, c.image, this.#opts.imageProbe);
       const daxLost = c.rootImageDevice !== 'virtio-blk' && rootImage.value.device === 'virtio-blk';
       this.#log[daxLost ? 'warn' : 'info'](
         { id: c.id, rootImage: rootImage.value.device, why: rootImage.reason },
@@ -346,7 +341,8 @@ export class QemuHypervisor implements Hypervisor {
   /**
    * CPU hot-plug: device_add of the CPU type QEMU lists for each empty slot of query-hotpluggable-cpus, lowest
    * socket/core/thread first. Memory hot-plug: per MEMORY_HOTPLUG_BLOCK_MIB, object-add of a shared memfd backend
-   * (share=on, like the boot RAM, so virtiofsd can map it) and device_add of a pc-dimm on it. Both need the guest's
+   * (share=on, like the boot RAM, so virtiofsd can map it) and device_add of a pc-dimm on it, at the lowest free
+   * address on a MEMORY_HOTPLUG_BLOCK_MIB boundary (alignedDimmAddress). Both need the guest's
    * ACPI (q35); the guest onlines them when asked (AgentClient.onlineCpuMem). Resizes run one at a time.
    */
   async resize(target: ResizeTarget, signal?: AbortSignal): Promise<VmSize> {
@@ -389,11 +385,23 @@ export class QemuHypervisor implements Hypervisor {
           await qmp.execute('object-add', {
             'qom-type': 'memory-backend-memfd',
             id: mem,
-            size: MEMORY_HOTPLUG_BLOCK_MIB * 1024 * 1024,
+            size: MEMORY_HOTPLUG_BLOCK_MIB * MIB,
             share: true,
           });
           try {
-            await qmp.execute('device_add', { driver: 'pc-dimm', id: `dimm${n}`, memdev: mem });
+            // An explicit address on a memory-block boundary: after a pmem root QEMU would place the DIMM right
+            // behind it, where the guest cannot add it (README, "Root image through DAX").
+            const addr = alignedDimmAddress(
+              parseMemoryDevices(await qmp.execute<unknown>('query-memory-devices')),
+              MEMORY_HOTPLUG_BLOCK_MIB * MIB,
+              MEMORY_HOTPLUG_BLOCK_MIB * MIB,
+            );
+            await qmp.execute('device_add', {
+              driver: 'pc-dimm',
+              id: `dimm${n}`,
+              memdev: mem,
+              ...(addr === undefined ? {} : { addr }),
+            });
           } catch (err) {
             await qmp.execute('object-del', { id: mem }).catch(() => undefined);
             throw err;
@@ -880,4 +888,63 @@ export function parseMemorySize(reply: unknown): number {
   if (!Number.isSafeInteger(base) || !Number.isSafeInteger(plugged) || (base as number) <= 0 || (plugged as number) < 0)
     throw new UnavailableError('query-memory-size-summary returned a malformed reply');
   return Math.floor(((base as number) + (plugged as number)) / (1024 * 1024));
+}
+
+const MIB = 1024 * 1024;
+
+/** Where a memory device sits in QEMU's device memory (guest-physical bytes). */
+export interface MemoryDeviceRange {
+  id: string;
+  addr: number;
+  size: number;
+}
+
+/** The most memory devices a reply may list: DIMM slots (hypervisor/config.ts MAX_MEMORY_SLOTS) and a pmem root. */
+const MAX_MEMORY_DEVICES = 512;
+
+/**
+ * query-memory-devices, checked (QEMU's reply is read like any peer's): each device's range. pc-dimm and nvdimm say
+ * `addr`, virtio-pmem and virtio-mem `memaddr`; both with `size`.
+ */
+export function parseMemoryDevices(reply: unknown): MemoryDeviceRange[] {
+  const bad = (why: string): never => {
+    throw new UnavailableError(`query-memory-devices returned a malformed reply: ${why}`);
+  };
+  if (!Array.isArray(reply) || reply.length > MAX_MEMORY_DEVICES) return bad('not a list of memory devices');
+  return reply.map((e: unknown): MemoryDeviceRange => {
+    const d = (e as { data?: unknown } | null)?.data;
+    if (typeof d !== 'object' || d === null) return bad('a device has no data');
+    const r = d as Record<string, unknown>;
+    const addr = r.addr ?? r.memaddr;
+    const size = r.size;
+    if (!Number.isSafeInteger(addr) || (addr as number) < 0) return bad('bad address');
+    if (!Number.isSafeInteger(size) || (size as number) <= 0) return bad('bad size');
+    if (!Number.isSafeInteger((addr as number) + (size as number))) return bad('range beyond 2^53');
+    const id = typeof r.id === 'string' ? r.id.slice(0, 64) : '';
+    return { id, addr: addr as number, size: size as number };
+  });
+}
+
+/**
+ * The guest-physical address for a DIMM of `sizeBytes`: the lowest multiple of `alignBytes` (the guest's memory
+ * block size) at or above the first memory device that overlaps none of `devices`. Undefined when there is no
+ * memory device yet: QEMU then puts the DIMM at the start of its device memory, which is 1 GiB aligned. Needed
+ * because QEMU itself places a DIMM right after the last device, aligned only to its backend's page size (2 MiB):
+ * behind a 146 MiB pmem root that is 0x109200000, which a guest with 128 MiB memory blocks refuses ("Block size
+ * [0x8000000] unaligned hotplug range", add_memory failed). QEMU checks the address against its device memory.
+ */
+export function alignedDimmAddress(
+  devices: readonly MemoryDeviceRange[],
+  sizeBytes: number,
+  alignBytes: number,
+): number | undefined {
+  if (!Number.isSafeInteger(sizeBytes) || sizeBytes <= 0 || !Number.isSafeInteger(alignBytes) || alignBytes <= 0)
+    throw new InvalidArgumentError(`DIMM size ${sizeBytes} and alignment ${alignBytes} must be positive integers`);
+  const sorted = [...devices].sort((a, b) => a.addr - b.addr);
+  const first = sorted[0];
+  if (first === undefined) return undefined;
+  const up = (x: number): number => Math.ceil(x / alignBytes) * alignBytes;
+  let at = up(first.addr);
+  for (const d of sorted) if (at < d.addr + d.size && d.addr < at + sizeBytes) at = up(d.addr + d.size);
+  return at;
 }

@@ -209,6 +209,37 @@ describe('hypervisor/qemu/cmdline', () => {
       assert.doesNotMatch(append(buildQemuArgv({ ...base, vcpus: 1, maxVcpus: 4 })), /memhp|swiotlb/);
     });
 
+    it('CPU hot-plug room under TCG: one TCG thread for every vCPU (thread=single); KVM and no room keep the default', () => {
+      const room = buildQemuArgv({ ...base, vcpus: 1, maxVcpus: 2 });
+      assert.deepEqual(room.slice(2, 8), [
+        '-machine',
+        'q35,memory-backend=mem',
+        '-accel',
+        'tcg,thread=single',
+        '-cpu',
+        'max',
+      ]);
+      const tb = buildQemuArgv({ ...base, vcpus: 1, maxVcpus: 2, tcgTbSizeMiB: 64 });
+      assert.equal(tb[tb.indexOf('-accel') + 1], 'tcg,tb-size=64,thread=single');
+      const dax = buildQemuArgv({
+        ...base,
+        vcpus: 1,
+        maxVcpus: 2,
+        rootImage: { device: 'nvdimm', dataOffset: 2097152, sizeBytes: 150 * 1024 * 1024 },
+      });
+      assert.deepEqual(dax.slice(2, 6), [
+        '-machine',
+        'q35,memory-backend=mem,nvdimm=on',
+        '-accel',
+        'tcg,thread=single',
+      ]);
+      // Memory room alone adds no vCPU thread: MTTCG stays.
+      assert.ok(!buildQemuArgv({ ...base, vcpus: 1, memoryRoomMiB: 256 }).includes('-accel'));
+      assert.ok(!buildQemuArgv({ ...base, vcpus: 2 }).includes('-accel'));
+      const kvm = buildQemuArgv({ ...base, accel: 'kvm', vcpus: 1, maxVcpus: 2 });
+      assert.ok(!kvm.some((w) => w === '-accel' || w.includes('thread=')));
+    });
+
     it('refuses a room that is not whole DIMMs, or fewer max vCPUs than vCPUs', () => {
       assert.throws(() => buildQemuArgv({ ...base, memoryRoomMiB: 100 }), InvalidArgumentError);
       assert.throws(() => buildQemuArgv({ ...base, maxVcpus: 1 }), InvalidArgumentError);
@@ -371,7 +402,7 @@ describe('hypervisor/qemu/cmdline', () => {
       assert.ok(!argv.includes('virtio-blk-pci,drive=rootfs'));
     });
 
-    it('virtio-pmem: no nvdimm machine option, no slot, the image size in maxmem; with hot-plug room both add up', () => {
+    it('virtio-pmem: no nvdimm machine option, no slot, the image size in maxmem; with hot-plug room, whole 128 MiB blocks', () => {
       const root = { device: 'virtio-pmem', dataOffset: 2097152, sizeBytes: IMG } as const;
       const argv = buildQemuArgv({ ...base, rootImage: root });
       assert.equal(argv[3], 'q35,accel=tcg,memory-backend=mem');
@@ -380,7 +411,8 @@ describe('hypervisor/qemu/cmdline', () => {
       assert.deepEqual(argv.slice(at + 2, at + 4), ['-device', 'virtio-pmem-pci,id=rootpmem,memdev=rootimg']);
       assert.match(append(argv), / root=\/dev\/pmem0 swiotlb=noforce$/);
       const room = buildQemuArgv({ ...base, memoryRoomMiB: 256, rootImage: { ...root, device: 'nvdimm' } });
-      assert.equal(room[room.indexOf('-m') + 1], '512M,slots=3,maxmem=918M');
+      // 150 MiB of image counts as 256 (two blocks): the DIMMs go on block boundaries behind it (alignedDimmAddress).
+      assert.equal(room[room.indexOf('-m') + 1], '512M,slots=3,maxmem=1024M');
       assert.match(append(room), / root=\/dev\/pmem0 memhp_default_state=online swiotlb=noforce$/);
       // kernelParams come last, so an operator's root= would win
       assert.match(append(buildQemuArgv({ ...base, rootImage: root, kernelParams: ['x=1'] })), /swiotlb=noforce x=1$/);

@@ -12,7 +12,8 @@
  *   flood=<MiB>       once QMP is up, write that many MiB of console lines, then a 1 MiB line, then `fake: flood done`
  *   dimm-fail         device_add of a pc-dimm fails (as when QEMU runs out of slots or address space)
  * It answers the hot-plug commands (query-hotpluggable-cpus, device_add of a CPU or pc-dimm, object-add/-del,
- * query-cpus-fast, query-memory-size-summary) from `-smp N,maxcpus=M` and `-m N,slots=S,maxmem=X` (a pmem root image's
+ * query-cpus-fast, query-memory-size-summary, query-memory-devices: device memory from 4 GiB, a DIMM without addr
+ * right after the last device on 2 MiB as QEMU does, one with addr checked for overlap and room) from `-smp N,maxcpus=M` and `-m N,slots=S,maxmem=X` (a pmem root image's
  * memory-backend-file counts as plugged memory, as in QEMU), and appends
  * every QMP command it receives, as a JSON line, to <qmp socket>.log.
  */
@@ -73,9 +74,16 @@ const maxMem = parseInt((memOpts.find((o) => o.startsWith('maxmem=')) || 'maxmem
 const cpus = Array.from({ length: maxCpus }, (_, i) => ({ plugged: i < Number(smpN), props: { 'core-id': i, 'thread-id': 0, 'node-id': 0, 'socket-id': 0 } }));
 const objects = new Map();
 const dimms = [];
-// A pmem root image (nvdimm or virtio-pmem on a memory-backend-file) is plugged memory to QEMU, as on a real one.
+// Device memory as QEMU 7.2's q35 lays it out for guests below 2 GiB: from 4 GiB, maxmem - RAM plus 1 GiB per slot.
+const DEVICE_BASE = 4 * 1024 * MiB;
+const slotCount = Number((memOpts.find((o) => o.startsWith('slots=')) || 'slots=0').slice(6));
+const deviceEnd = DEVICE_BASE + (maxMem - baseMem) + slotCount * 1024 * MiB;
+// A pmem root image (nvdimm or virtio-pmem on a memory-backend-file) is plugged memory to QEMU, as on a real one,
+// at the start of device memory.
 for (const o of all('-object').filter((o) => o.startsWith('memory-backend-file,')))
-  dimms.push({ id: 'rootimg', size: Number(o.split(',').find((w) => w.startsWith('size=')).slice(5)) });
+  dimms.push({ id: 'rootimg', addr: DEVICE_BASE, size: Number(o.split(',').find((w) => w.startsWith('size=')).slice(5)) });
+// Where QEMU puts a DIMM without addr: after the last device, on its backend's page size (2 MiB for a memfd).
+const nextFree = () => dimms.reduce((end, d) => Math.max(end, Math.ceil((d.addr + d.size) / (2 * MiB)) * 2 * MiB), DEVICE_BASE);
 const hotplug = (cmd) => {
   const a = cmd.arguments || {};
   switch (cmd.execute) {
@@ -85,6 +93,8 @@ const hotplug = (cmd) => {
       return { return: cpus.flatMap((c, i) => (c.plugged ? [{ 'cpu-index': i, props: c.props, 'qom-path': '/machine/cpu' + i, target: 'x86_64' }] : [])) };
     case 'query-memory-size-summary':
       return { return: { 'base-memory': baseMem, 'plugged-memory': dimms.reduce((n, d) => n + d.size, 0) } };
+    case 'query-memory-devices':
+      return { return: dimms.map((d) => ({ type: d.id === 'rootimg' ? 'nvdimm' : 'dimm', data: { id: d.id, addr: d.addr, size: d.size, memdev: '/objects/' + d.id, slot: 0, node: 0, hotplugged: d.id !== 'rootimg', hotpluggable: true } })) };
     case 'object-add':
       if (objects.has(a.id)) return { error: { class: 'GenericError', desc: 'attempt to add duplicate property ' + a.id } };
       objects.set(a.id, a);
@@ -97,7 +107,10 @@ const hotplug = (cmd) => {
         const mem = objects.get(a.memdev);
         if (!mem || mode['dimm-fail']) return { error: { class: 'GenericError', desc: 'fake: cannot plug ' + a.id } };
         if (baseMem + dimms.reduce((n, d) => n + d.size, 0) + mem.size > maxMem) return { error: { class: 'GenericError', desc: 'not enough space' } };
-        dimms.push({ id: a.id, size: mem.size });
+        const addr = a.addr === undefined ? nextFree() : a.addr;
+        if (addr % (2 * MiB) !== 0 || addr < DEVICE_BASE || addr + mem.size > deviceEnd || dimms.some((d) => addr < d.addr + d.size && d.addr < addr + mem.size))
+          return { error: { class: 'GenericError', desc: 'fake: bad DIMM address ' + addr } };
+        dimms.push({ id: a.id, addr, size: mem.size });
         return { return: {} };
       }
       if (a.driver === 'max-x86_64-cpu') {

@@ -432,6 +432,7 @@ describe('hypervisor/qemu/qemu (fake QEMU)', function () {
   });
 
   describe('resize (CPU and memory hot-plug)', () => {
+    const GiB = 1024 * 1024 * 1024;
     const qmpLog = (): Array<{ execute: string; arguments?: Record<string, unknown> }> =>
       fs
         .readFileSync(path.join(cfg.stateDir, 'qmp.sock.log'), 'utf8')
@@ -464,12 +465,18 @@ describe('hypervisor/qemu/qemu (fake QEMU)', function () {
           execute: 'object-add',
           arguments: { 'qom-type': 'memory-backend-memfd', id: 'dimm0-mem', size: 128 * 1024 * 1024, share: true },
         },
+        // No memory device yet: QEMU's own place (the start of device memory, 1 GiB aligned).
+        { execute: 'query-memory-devices' },
         { execute: 'device_add', arguments: { driver: 'pc-dimm', id: 'dimm0', memdev: 'dimm0-mem' } },
         {
           execute: 'object-add',
           arguments: { 'qom-type': 'memory-backend-memfd', id: 'dimm1-mem', size: 128 * 1024 * 1024, share: true },
         },
-        { execute: 'device_add', arguments: { driver: 'pc-dimm', id: 'dimm1', memdev: 'dimm1-mem' } },
+        { execute: 'query-memory-devices' },
+        {
+          execute: 'device_add',
+          arguments: { driver: 'pc-dimm', id: 'dimm1', memdev: 'dimm1-mem', addr: 4 * GiB + 128 * 1024 * 1024 },
+        },
         { execute: 'query-cpus-fast' },
         { execute: 'query-memory-size-summary' },
       ]);
@@ -492,7 +499,7 @@ describe('hypervisor/qemu/qemu (fake QEMU)', function () {
       await assert.rejects(vm.resize({ vcpus: 3 }), UnavailableError, 'stopped');
     });
 
-    it('with a pmem root image (DAX): the image is not guest RAM, resize counts only RAM', async () => {
+    it('with a pmem root image (DAX): the image is not guest RAM, resize counts only RAM; DIMMs go on 128 MiB boundaries behind it', async () => {
       const image = 150 * 1024 * 1024;
       const daxImage: ImageProbe = {
         size: () => image,
@@ -509,10 +516,30 @@ describe('hypervisor/qemu/qemu (fake QEMU)', function () {
       await vm.start(AbortSignal.timeout(10_000));
       assert.deepEqual(await vm.resize({ memoryMiB: 512 }), { vcpus: 1, memoryMiB: 512 });
       assert.equal(qmpLog().filter((c) => c.execute === 'device_add').length, 0, 'the image is not missing RAM');
-      // With hot-plug room the root stays on virtio-blk (DAX and hot-add do not work together yet).
+      await vm.stop({ force: false });
+      // With hot-plug room the root is on the nvdimm too, and the DIMMs go where the guest can add them: not right
+      // behind the 150 MiB image (4 GiB + 150 MiB, QEMU's own choice), but on the next 128 MiB boundaries.
       const grows = make({ imageProbe: daxImage });
-      await grows.prepare({ ...cfg, memoryMiB: 512, maxMemoryMiB: 768, rootImageDevice: 'nvdimm' });
-      assert.equal(grows.rootImage().device, 'virtio-blk');
+      await grows.prepare({
+        ...cfg,
+        stateDir: path.join(dir, 'grows'),
+        memoryMiB: 512,
+        maxVcpus: 2,
+        maxMemoryMiB: 768,
+        rootImageDevice: 'nvdimm',
+      });
+      assert.equal(grows.rootImage().device, 'nvdimm');
+      await grows.start(AbortSignal.timeout(10_000));
+      assert.deepEqual(await grows.resize({ vcpus: 2, memoryMiB: 768 }), { vcpus: 2, memoryMiB: 768 });
+      const dimms = fs
+        .readFileSync(path.join(dir, 'grows', 'qmp.sock.log'), 'utf8')
+        .trim()
+        .split('\n')
+        .map((l) => JSON.parse(l) as { execute: string; arguments?: Record<string, unknown> })
+        .filter((c) => c.execute === 'device_add' && c.arguments?.driver === 'pc-dimm')
+        .map((c) => c.arguments?.addr);
+      assert.deepEqual(dimms, [4 * GiB + 256 * 1024 * 1024, 4 * GiB + 384 * 1024 * 1024]);
+      await grows.stop({ force: false });
     });
 
     it('without maxima nothing can grow; a failed DIMM is rolled back (its backend deleted); an abort stops between steps', async () => {

@@ -36,13 +36,6 @@ describe('hypervisor/root-image', () => {
     assert.deepEqual(blk.value, { device: 'virtio-blk', dataOffset: ROOT_IMAGE_DATA_OFFSET, sizeBytes: 150 * MiB });
   });
 
-  it('keeps virtio-blk, saying why, for a VM with CPU or memory hot-plug room', () => {
-    const probe = fakeImage({ size: 150 * MiB, fsAt: ROOT_IMAGE_DATA_OFFSET, pfn: true });
-    const c = chooseRootImage('nvdimm', '/img', probe, true);
-    assert.deepEqual(c.value, { device: 'virtio-blk', dataOffset: ROOT_IMAGE_DATA_OFFSET, sizeBytes: 150 * MiB });
-    assert.match(c.reason, /hot-plug room/);
-  });
-
   it('falls back to virtio-blk, saying why: no PFN block (kernel without DAX), an odd size, an old image', () => {
     const noPfn = chooseRootImage('nvdimm', '/img', fakeImage({ size: 150 * MiB, fsAt: ROOT_IMAGE_DATA_OFFSET }));
     assert.equal(noPfn.value.device, 'virtio-blk');
