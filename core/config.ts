@@ -43,10 +43,10 @@ export const DEFAULT_QEMU_USER = 'nobody';
 export const DEFAULT_FREE_PAGE_REPORTING = true;
 /**
  * The root image through DAX (`root_image_dax`): an nvdimm backed by the image file, so the guest reads node and its
- * libraries from the host's page cache, shared by every VM, instead of copying them into its own. Measured in
- * bench/density.ts, see hypervisor/README.md.
+ * libraries from the host's page cache, shared by every VM, instead of copying them into its own. Works together
+ * with CPU and memory hot-plug. Measured in bench/density.ts, see hypervisor/README.md.
  */
-export const DEFAULT_ROOT_IMAGE_DAX = false;
+export const DEFAULT_ROOT_IMAGE_DAX = true;
 /** The device `root_image_dax = true` uses: an nvdimm, Kata's default for QEMU (the guest sees it read-only). */
 export const ROOT_IMAGE_DAX_DEVICE = 'nvdimm';
 /** TCG's translation cache (`tcg_tb_size_mib`), TCG only; 0 = QEMU's default (1 GiB). Measured in bench/density.ts. */

@@ -1,6 +1,7 @@
 /**
- * The root image through DAX in a real VM, with the shipped configuration but `root_image_dax = true` and no
- * hot-plug room (core's defaults through toVmConfig, an nvdimm; QEMU confined as the shim runs it): QEMU maps the image read-only and shared,
+ * The root image through DAX in a real VM, with the shipped configuration (`root_image_dax = true` by default) and
+ * hot-plug room as a pod gets it (core's defaults through toVmConfig, an nvdimm; QEMU confined as the shim runs it;
+ * the hot-add itself: vm.test.ts): QEMU maps the image read-only and shared,
  * the guest's root is /dev/pmem0 (read-only, a "pfn" device in ram mode) and its page cache stays nearly empty (the
  * files are read through QEMU's mapping of the host's page cache), a container runs, and a privileged container that
  * tries every way to write the device (clearing the region's read-only flag, blockdev --setrw, dd over the PFN block
@@ -77,12 +78,12 @@ describe('the root image through DAX in a real VM (root_image_dax = true)', func
     share = new VirtioFsShare({ root: path.join(dir, 'share'), sandboxId: SANDBOX });
     await share.prepare();
     const config = defaultConfig(path.resolve(__dirname, '..', '..', 'bin'));
-    assert.equal(config.hypervisor.rootImageDax, false, 'off by default until DAX and hot-plug work together');
+    assert.equal(config.hypervisor.rootImageDax, true, 'on by default');
     const vmConfig = toVmConfig(config, { id: SANDBOX, stateDir: path.join(dir, 'vm'), sharedDir: share.sharedDir() });
-    // root_image_dax = true, on a VM without hot-plug room (with room, hull keeps virtio-blk: root-image.ts)
-    vmConfig.rootImageDevice = 'nvdimm';
-    delete vmConfig.maxVcpus;
-    delete vmConfig.maxMemoryMiB;
+    assert.equal(vmConfig.rootImageDevice, 'nvdimm');
+    // Hot-plug room as a CRI pod gets it (core/vm-size.ts hotplugLimits caps the defaults at this host's size).
+    vmConfig.maxVcpus = 2;
+    vmConfig.maxMemoryMiB = 1024;
     vmConfig.image = image;
     vmConfig.kernel = guestArtifacts().kernel;
     vmConfig.initrd = guestArtifacts().initrd;

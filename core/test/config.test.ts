@@ -107,7 +107,7 @@ describe('core/config', () => {
           seccomp: true,
           qemuUser: 'nobody',
           freePageReporting: true,
-          rootImageDax: false,
+          rootImageDax: true,
           tcgTbSizeMiB: 64,
           enableTemplate: false,
           enableAnnotations: [],
@@ -562,7 +562,7 @@ describe('core/config', () => {
         seccomp: true,
         qemuUser: 'nobody',
         freePageReporting: true,
-        rootImageDevice: 'virtio-blk',
+        rootImageDevice: 'nvdimm',
         tcgTbSizeMiB: 64,
         maxVcpus: 255,
         maxMemoryMiB: 32768,
@@ -570,6 +570,9 @@ describe('core/config', () => {
       });
       vm.kernelParams.push('mutable'); // a copy: the frozen configuration is untouched
       assert.deepEqual(config.hypervisor.kernelParams, ['loglevel=7']);
+      // root_image_dax = false: the read-only virtio-blk disk
+      const blk = toVmConfig(parse('[hypervisor]\nroot_image_dax = false\n'), { id: 'p', stateDir: '/s' });
+      assert.equal(blk.rootImageDevice, 'virtio-blk');
     });
 
     it('passes the hot-plug maxima on only when they are set (0 = no hot-plug: no maxVcpus/maxMemoryMiB at all)', () => {
