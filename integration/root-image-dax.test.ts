@@ -25,7 +25,7 @@ import { bootWithShare, shutDownAndCheck } from './lib/shared-vm';
 import { splitSmaps } from './lib/smaps';
 
 const SANDBOX = 'daxtest';
-const APPLETS = ['sh', 'cat', 'echo', 'dd', 'mknod', 'blockdev', 'sha256sum', 'true'];
+const APPLETS = ['sh', 'cat', 'echo', 'dd', 'mknod', 'blockdev', 'sha256sum', 'true', 'sleep'];
 const ALL_CAPS = [
   'CAP_CHOWN',
   'CAP_DAC_OVERRIDE',
@@ -151,6 +151,27 @@ describe('the root image through DAX in a real VM (root_image_dax = true)', func
     assert.match(out.stdout, /^ro=1$/m);
     assert.match(out.stdout, /^mode=ram$/m);
     assert.match(out.stdout, /^up$/m);
+  });
+
+  it('with a container running, the guest page cache still holds almost nothing', async () => {
+    const cid = 'c-run';
+    await share.shareRootfs(cid, [], rootfs);
+    await agent.createOciContainer(cid, testSpec({ args: ['sh', '-c', 'sleep 100; exit $?'], rootReadonly: true }));
+    await agent.startContainer(cid);
+    let cacheMiB: number;
+    try {
+      await new Promise((r) => setTimeout(r, 2000));
+      const g = await agent.guestMetrics!();
+      cacheMiB = ((g.guest_memory_cached_bytes ?? 0) + (g.guest_memory_buffers_bytes ?? 0)) / 2 ** 20;
+      console.log(`      guest page cache with a container running ${cacheMiB.toFixed(1)} MiB`);
+    } finally {
+      await agent.signalProcess(cid, '', 15);
+      await collectOutput(agent, cid);
+      await agent.removeContainer(cid);
+      await share.unshare(cid);
+    }
+    // The container's files are on virtio-fs (cached in the guest by its cache mode), the guest's own from the image.
+    assert.ok(cacheMiB < 16, `guest page cache ${cacheMiB} MiB with a container (virtio-blk: about 48)`);
   });
 
   it("a privileged container cannot change the host's image, whatever it tries", async () => {
