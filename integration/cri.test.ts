@@ -1000,6 +1000,11 @@ function criSuite(this: Mocha.Suite, generation: ContainerdGeneration): void {
 
     it('a second container with its own limits brings more vCPUs and memory to the guest (nproc, MemTotal)', async function () {
       assert.equal(base.cpus, 1, 'the pod boots with the base vCPU');
+      // root_image_dax is on by default, hot-plug room or not: the pod's root image is an nvdimm.
+      const qemu = processesMentioning(path.join(ctd.stateDir, ctd.namespace, hp.pod), /^qemu-system/);
+      assert.equal(qemu.length, 1, qemu.join('\n'));
+      const argv = fs.readFileSync(`/proc/${qemu[0]!.split(' ')[0]}/cmdline`, 'latin1').split('\0');
+      assert.ok(argv.includes('nvdimm,id=rootnv,memdev=rootimg,unarmed=on'), argv.join(' '));
       hp.limited = await startContainer(hp.pod, hp.config, 'limited', ['sleep', '3600'], {
         resources: { cpuPeriod: 100_000, cpuQuota: 100_000, memoryLimitInBytes: 256 << 20 },
       });
