@@ -20,9 +20,12 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { DEFAULT_MAX_MEMORY_MIB, DEFAULT_MAX_VCPUS } from '../core/config';
 import { SandboxVm } from '../core/vm';
+import { hotplugLimits } from '../core/vm-size';
 import { QemuHypervisor } from '../hypervisor';
-import { GUEST_SHARE_TAG, type VmConfig } from '../hypervisor/types';
+import { MAX_MEMORY_SLOTS } from '../hypervisor/config';
+import { GUEST_SHARE_TAG, MEMORY_HOTPLUG_BLOCK_MIB, type VmConfig } from '../hypervisor/types';
 import { NOOP_LOGGER } from '../log';
 import { guestArtifacts } from '../integration/lib/guest';
 import { splitSmaps, type SmapsSplit } from '../integration/lib/smaps';
@@ -31,7 +34,27 @@ import { median, printTable, round } from './lib/report';
 interface Variant {
   /** What it changes against the previous default. */
   what: string;
-  vm: Pick<VmConfig, 'freePageReporting' | 'tcgTbSizeMiB' | 'kernelParams' | 'rootImageDevice'>;
+  vm: Pick<
+    VmConfig,
+    'freePageReporting' | 'tcgTbSizeMiB' | 'kernelParams' | 'rootImageDevice' | 'maxVcpus' | 'maxMemoryMiB'
+  >;
+}
+
+const MEMORY_MIB = 512;
+
+/**
+ * The hot-plug room a CRI pod's VM gets with the shipped defaults on this host (core/sandbox.ts: default_maxvcpus
+ * and default_maxmemory capped at the host's CPUs and memory, whole DIMMs above the boot size).
+ */
+function podRoom(): Pick<VmConfig, 'maxVcpus' | 'maxMemoryMiB'> {
+  const l = hotplugLimits(
+    { maxVcpus: DEFAULT_MAX_VCPUS, maxMemoryMiB: DEFAULT_MAX_MEMORY_MIB },
+    { vcpus: 1, memoryMiB: MEMORY_MIB },
+    { cpus: os.availableParallelism(), memoryMiB: Math.floor(os.totalmem() / 2 ** 20) },
+    MEMORY_HOTPLUG_BLOCK_MIB,
+    MAX_MEMORY_SLOTS,
+  );
+  return l === undefined ? {} : { maxVcpus: l.maxVcpus, maxMemoryMiB: l.maxMemoryMiB };
 }
 
 /** The previous default first: every other variant is judged against it in the same run. */
@@ -53,6 +76,14 @@ export const VARIANTS: Record<string, Variant> = {
     what: 'free page reporting, tb-size 64 MiB, root image through DAX on virtio-pmem',
     vm: { freePageReporting: true, tcgTbSizeMiB: 64, rootImageDevice: 'virtio-pmem' },
   },
+  'blk-room': {
+    what: "root_image_dax = false as a CRI pod's VM has it: free page reporting, tb-size 64 MiB, virtio-blk root, hot-plug room",
+    vm: { freePageReporting: true, tcgTbSizeMiB: 64, rootImageDevice: 'virtio-blk', ...podRoom() },
+  },
+  'dax-room': {
+    what: "the defaults as a CRI pod's VM has them: free page reporting, tb-size 64 MiB, nvdimm root (DAX), hot-plug room",
+    vm: { freePageReporting: true, tcgTbSizeMiB: 64, rootImageDevice: 'nvdimm', ...podRoom() },
+  },
   'fpr-tb64-ioa0': {
     what: 'free page reporting, tb-size 64 MiB, init_on_alloc=0',
     vm: { freePageReporting: true, tcgTbSizeMiB: 64, kernelParams: ['init_on_alloc=0'] },
@@ -61,7 +92,6 @@ export const VARIANTS: Record<string, Variant> = {
 
 const LEVELS = (process.env.BENCH_DENSITY_LEVELS ?? '1,5').split(',').map(Number);
 const SETTLE_MS = Number(process.env.BENCH_DENSITY_SETTLE_S ?? 15) * 1000;
-const MEMORY_MIB = 512;
 const MiB = 1024;
 
 function pssKiB(pid: number): number {
