@@ -84,6 +84,10 @@ export const VARIANTS: Record<string, Variant> = {
     what: "the defaults as a CRI pod's VM has them: free page reporting, tb-size 64 MiB, nvdimm root (DAX), hot-plug room",
     vm: { freePageReporting: true, tcgTbSizeMiB: 64, rootImageDevice: 'nvdimm', ...podRoom() },
   },
+  'dax-room-tb32': {
+    what: 'dax-room with tb-size 32 MiB: the next MiBs under TCG',
+    vm: { freePageReporting: true, tcgTbSizeMiB: 32, rootImageDevice: 'nvdimm', ...podRoom() },
+  },
   'fpr-tb64-ioa0': {
     what: 'free page reporting, tb-size 64 MiB, init_on_alloc=0',
     vm: { freePageReporting: true, tcgTbSizeMiB: 64, kernelParams: ['init_on_alloc=0'] },
