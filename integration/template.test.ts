@@ -6,7 +6,7 @@
  * makes and removes; no QEMU or virtiofsd is left.
  */
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
+import { execFile, execFileSync } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -515,11 +515,12 @@ describe('VM templates for CRI pods: the NIC hot-plugged into the clone (`enable
       const netns = (await client.sandboxInfo(pod))?.runtimeSpec?.linux?.namespaces?.find((n) => n.type === 'network');
       assert.ok(netns?.path);
       // The guest's eth0 carries the MAC of the pod's veth (CNI's eth0 in the netns; /sys would be the host's).
-      const veth = await new Promise<string>((resolve, reject) =>
-        execFile('nsenter', [`--net=${netns.path}`, 'ip', '-j', 'link', 'show', 'dev', 'eth0'], (err, out) =>
-          err ? reject(err) : resolve(String((JSON.parse(out) as { address?: string }[])[0]?.address)),
-        ),
-      );
+      // spawns: nsenter, ip
+      const link = execFileSync('nsenter', [`--net=${netns.path}`, 'ip', '-j', 'link', 'show', 'dev', 'eth0'], {
+        encoding: 'utf8',
+        timeout: 30_000,
+      });
+      const veth = (JSON.parse(link) as { address?: string }[])[0]?.address;
       assert.equal(mac, veth);
       const { stats } = await client.containerStats(web);
       assert.ok(Number(stats!.memory?.workingSetBytes?.value ?? 0) > 0, `working set ${JSON.stringify(stats!.memory)}`);

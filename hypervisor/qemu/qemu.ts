@@ -687,7 +687,23 @@ export class QemuHypervisor implements Hypervisor {
         this.#s.timings.nicsPlugged = c.network.nics.length;
       }
       this.#s.timings.qmpReadyMs = performance.now() - qemu.spawnedAt;
-      this.#log.info({ id: c.id, pid: qemu.pid, qmpReadyMs: Math.round(this.#s.timings.qmpReadyMs) }, 'VM running');
+      const t = this.#s.timings;
+      this.#log.info(
+        {
+          id: c.id,
+          pid: qemu.pid,
+          qmpReadyMs: Math.round(t.qmpReadyMs ?? 0),
+          ...(this.#s.template?.role === 'clone'
+            ? {
+                memoryCopyMs: Math.round(t.memoryCopyMs ?? 0),
+                templateLoadMs: Math.round(t.templateLoadMs ?? 0),
+                virtiofsPlugMs: Math.round(t.virtiofsPlugMs ?? 0),
+                nicPlugMs: Math.round(t.nicPlugMs ?? 0),
+              }
+            : {}),
+        },
+        this.#s.template?.role === 'clone' ? 'VM running (cloned from its template)' : 'VM running',
+      );
     } catch (err) {
       if (signal.aborted && !qemu.exit) throw abortError(signal, 'start vm');
       // A QMP failure (connection reset, handshake error) usually means QEMU is on its way out: give it a moment,
