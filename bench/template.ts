@@ -28,7 +28,7 @@ import { BUSYBOX_IMAGE, importBusybox, startContainerd, type PrivateContainerd }
 import type { cri } from '../integration/lib/cri';
 import { busyboxRootfs, collectOutput } from '../integration/lib/containers';
 import { testSpec } from '../integration/lib/oci-spec';
-import { median, printTable, round } from './lib/report';
+import { OUT_DIR, median, printTable, round } from './lib/report';
 
 const RUNS = Number(process.env.BENCH_TEMPLATE_RUNS ?? 3);
 const PODS = Number(process.env.BENCH_TEMPLATE_PODS ?? 3);
@@ -390,6 +390,9 @@ async function criPodStart(): Promise<Record<string, unknown>> {
         await client.removePodSandbox(id);
       }),
     );
+    // For a look at where the time went: containerd's log with the shims' records.
+    fs.mkdirSync(OUT_DIR, { recursive: true });
+    fs.copyFileSync(ctd.log, path.join(OUT_DIR, 'template-cri-containerd.log'));
     await ctd.stop();
     fs.rmSync(state, { recursive: true, force: true });
   }
