@@ -254,29 +254,45 @@ async function ctrRun(): Promise<Record<string, unknown>> {
   }
 }
 
-/** The shim's log messages that mark RunPodSandbox's phases, in the order they come. */
+/**
+ * The shim's log records (JSON lines in containerd's log, `time` in ms since the epoch) that mark a pod start's
+ * phases, in the order they come: `<key>: <msg prefix>`.
+ */
 const PHASE_MARKS = [
+  ['shimServingMs', 'shim daemon serving'],
   ['networkConnectedMs', 'pod network connected'],
+  ['qemuSpawnedMs', 'qemu started'],
   ['vmRunningMs', 'VM running'],
   ['agentReadyMs', 'VM booted, agent ready'],
+  ['interfaceUpdatedMs', 'interface updated'],
+  ['routesUpdatedMs', 'routes updated'],
+  ['sandboxCreatedMs', 'sandbox created'],
+  // The pod's own (pause) container, within RunPodSandbox.
+  ['sandboxContainerCreatedMs', 'container created'],
+  ['sandboxContainerStartedMs', 'container started'],
 ] as const;
 
 /**
- * The shim's records for sandbox `id` in containerd's log (from byte `from` on): each phase mark's time after `t0`
- * (a Date.now()), and the clone's own timings (RAM copy, state load, plug times) from its `VM running` record.
+ * The shim's records for sandbox `id` in containerd's log (from byte `from` on): when each phase mark first came,
+ * in ms after `t0` (a Date.now()), and the clone's own timings (RAM copy, state load, plug times) from its
+ * `VM running (cloned from its template)` record.
  */
 function shimPhases(ctd: PrivateContainerd, id: string, from: number, t0: number): Record<string, number> {
   const out: Record<string, number> = {};
   const text = fs.readFileSync(ctd.log).subarray(from).toString('utf8');
   for (const line of text.split('\n')) {
-    if (!line.includes(id)) continue;
-    const time = /time="([^"]+)"/.exec(line)?.[1];
-    const at = time ? Date.parse(time) : NaN;
-    for (const [key, mark] of PHASE_MARKS)
-      if (out[key] === undefined && line.includes(mark) && Number.isFinite(at)) out[key] = at - t0;
-    if (line.includes('cloned from its template'))
+    if (!line.startsWith('{') || !line.includes(id)) continue;
+    let r: Record<string, unknown>;
+    try {
+      r = JSON.parse(line) as Record<string, unknown>;
+    } catch {
+      continue;
+    }
+    if (r.id !== id || typeof r.time !== 'number' || typeof r.msg !== 'string') continue;
+    for (const [key, mark] of PHASE_MARKS) if (out[key] === undefined && r.msg.startsWith(mark)) out[key] = r.time - t0;
+    if (r.msg === 'VM running (cloned from its template)')
       for (const k of ['memoryCopyMs', 'templateLoadMs', 'virtiofsPlugMs', 'nicPlugMs', 'qmpReadyMs'])
-        out[k] ??= Number(new RegExp(`${k}[\\\\"=:]+(\\d+)`).exec(line)?.[1] ?? NaN);
+        if (typeof r[k] === 'number') out[k] = r[k];
   }
   return out;
 }
