@@ -32,26 +32,38 @@ import {
 } from './net-ip';
 import { checkInterface, checkNeighbors, checkRoutes, type Family } from './net-validate';
 
+/** How long UpdateInterface waits for a NIC with the requested MAC (a clone's hot-plugged NIC) to appear. */
+export const NIC_WAIT_MS = 10_000;
+
 export class GuestNetwork {
   #tail: Promise<unknown> = Promise.resolve();
 
   /**
    * @param ip runs iproute2's ip (tests pass a recorder)
    * @param ready resolves when the NIC driver is loaded and lo is up (init.ts networkReady)
+   * @param nicWait how long UpdateInterface waits for a NIC with the MAC to appear, and how often it looks
    */
   constructor(
     private readonly ip: IpRunner = execIp(),
     private readonly ready: () => Promise<void> = () => Promise.resolve(),
+    private readonly nicWait: { timeoutMs: number; pollMs: number } = { timeoutMs: NIC_WAIT_MS, pollMs: 20 },
   ) {}
 
   /**
-   * Finds the link whose MAC is `hwAddr`, names it `name` (swapping names with another link that has it), sets its
-   * MTU and ARP flag, replaces its addresses with the given ones and brings it up. Returns the link as it is now.
+   * Finds the link whose MAC is `hwAddr` (waiting up to `nicWait.timeoutMs` for it: in a VM cloned from a
+   * template the host hot-plugs the NIC just before, and the guest's PCIe hot-plug and virtio_net bring it up
+   * asynchronously), names it `name` (swapping names with another link that has it), sets its MTU and ARP flag,
+   * replaces its addresses with the given ones and brings it up. Returns the link as it is now.
    */
   async updateInterface(req: grpc.IUpdateInterfaceRequest): Promise<types.IInterface> {
     const want = checkInterface(req.interface);
     return this.serial(async () => {
-      const links = await this.links();
+      let links = await this.links();
+      const until = Date.now() + this.nicWait.timeoutMs;
+      while (!links.some((l) => l.address === want.mac) && Date.now() < until) {
+        await new Promise((r) => setTimeout(r, this.nicWait.pollMs));
+        links = await this.links();
+      }
       const link = links.find((l) => l.address === want.mac);
       if (!link) {
         const seen =

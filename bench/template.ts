@@ -7,7 +7,11 @@
  * - host PSS per pod with 1 and BENCH_TEMPLATE_PODS (default 3) idle VMs at once, cold and cloned: QEMU plus
  *   virtiofsd (and its sandboxed child); for clones the template's RAM file on tmpfs counts once, shared among them;
  * - `ctr run --rm busybox true` through containerd and the shim, templates off and on (the first run with
- *   templates on makes the template and is reported apart).
+ *   templates on makes the template and is reported apart);
+ * - a CRI pod's start to its first exec (RunPodSandbox, CreateContainer, StartContainer of busybox `sleep`, until
+ *   ExecSync `true` answers), templates off and on alternately (the pod's NIC hot-plugged into the clone), with the
+ *   phase split of RunPodSandbox from the shim's log (network, VM start, agent, the guest's network, CreateSandbox).
+ * BENCH_TEMPLATE_PARTS (default `vm,pss,ctr,cri`) picks the parts.
  * hull's default VM configuration (toVmConfig of an empty file), everything under a tmpfs folder (/dev/shm).
  */
 import crypto from 'node:crypto';
@@ -20,13 +24,15 @@ import { VirtioFsShare } from '../fs-share';
 import { QemuHypervisor, type VmConfig } from '../hypervisor';
 import { GUEST_SHARE_TAG } from '../hypervisor/types';
 import { NOOP_LOGGER } from '../log';
-import { BUSYBOX_IMAGE, importBusybox, startContainerd } from '../integration/lib/containerd';
+import { BUSYBOX_IMAGE, importBusybox, startContainerd, type PrivateContainerd } from '../integration/lib/containerd';
+import type { cri } from '../integration/lib/cri';
 import { busyboxRootfs, collectOutput } from '../integration/lib/containers';
 import { testSpec } from '../integration/lib/oci-spec';
-import { median, printTable, round } from './lib/report';
+import { OUT_DIR, median, printTable, round } from './lib/report';
 
 const RUNS = Number(process.env.BENCH_TEMPLATE_RUNS ?? 3);
 const PODS = Number(process.env.BENCH_TEMPLATE_PODS ?? 3);
+const PARTS = new Set((process.env.BENCH_TEMPLATE_PARTS ?? 'vm,pss,ctr,cri').split(','));
 const RUNTIME = 'io.containerd.hull.v2';
 type Mode = 'cold' | 'clone';
 const MIB = 1024;
@@ -248,53 +254,224 @@ async function ctrRun(): Promise<Record<string, unknown>> {
   }
 }
 
+/**
+ * The shim's log records (JSON lines in containerd's log, `time` in ms since the epoch) that mark a pod start's
+ * phases, in the order they come: `<key>: <msg prefix>`.
+ */
+const PHASE_MARKS = [
+  ['shimServingMs', 'shim daemon serving'],
+  ['networkConnectedMs', 'pod network connected'],
+  ['qemuSpawnedMs', 'qemu started'],
+  ['vmRunningMs', 'VM running'],
+  ['agentReadyMs', 'VM booted, agent ready'],
+  ['interfaceUpdatedMs', 'interface updated'],
+  ['routesUpdatedMs', 'routes updated'],
+  ['sandboxCreatedMs', 'sandbox created'],
+  // The pod's own (pause) container, within RunPodSandbox.
+  ['sandboxContainerCreatedMs', 'container created'],
+  ['sandboxContainerStartedMs', 'container started'],
+] as const;
+
+/**
+ * The shim's records for sandbox `id` in containerd's log (from byte `from` on): when each phase mark first came,
+ * in ms after `t0` (a Date.now()), and the clone's own timings (RAM copy, state load, plug times) from its
+ * `VM running (cloned from its template)` record.
+ */
+function shimPhases(ctd: PrivateContainerd, id: string, from: number, t0: number): Record<string, number> {
+  const out: Record<string, number> = {};
+  const text = fs.readFileSync(ctd.log).subarray(from).toString('utf8');
+  for (const line of text.split('\n')) {
+    if (!line.startsWith('{') || !line.includes(id)) continue;
+    let r: Record<string, unknown>;
+    try {
+      r = JSON.parse(line) as Record<string, unknown>;
+    } catch {
+      continue;
+    }
+    if (r.id !== id || typeof r.time !== 'number' || typeof r.msg !== 'string') continue;
+    for (const [key, mark] of PHASE_MARKS) if (out[key] === undefined && r.msg.startsWith(mark)) out[key] = r.time - t0;
+    if (r.msg === 'VM running (cloned from its template)')
+      for (const k of ['memoryCopyMs', 'templateLoadMs', 'virtiofsPlugMs', 'nicPlugMs', 'qmpReadyMs'])
+        if (typeof r[k] === 'number') out[k] = r[k];
+  }
+  return out;
+}
+
+/**
+ * CRI pod start to first exec, templates off and on alternately on one private containerd (1.x): the shim of each
+ * pod reads hull.toml at its start, so the file is rewritten before each RunPodSandbox. The first pod with
+ * templates on makes the template (reported apart).
+ */
+async function criPodStart(): Promise<Record<string, unknown>> {
+  const state = fs.mkdtempSync('/dev/shm/h'); // short: a CRI id is 64 hex digits, the VM sockets live below
+  const ctd = await startContainerd({ cri: true, generation: 1 });
+  const client = ctd.cri!.client;
+  const live = new Set<string>();
+  try {
+    await importBusybox(ctd);
+    const setMode = (mode: 'off' | 'on'): void =>
+      fs.writeFileSync(
+        ctd.hullConfig,
+        [
+          '[runtime]',
+          `state_dir = "${state}"`,
+          'debug = true',
+          '[agent]',
+          'boot_timeout = 120',
+          '[hypervisor]',
+          `enable_template = ${mode === 'on'}`,
+          '',
+        ].join('\n'),
+      );
+    let seq = 0;
+    const start = async (mode: 'off' | 'on'): Promise<Record<string, number>> => {
+      setMode(mode);
+      const name = `tpl-${mode}-${seq++}`;
+      const logDirectory = path.join(ctd.cri!.logRoot, name);
+      fs.mkdirSync(logDirectory, { recursive: true });
+      const config: cri.IPodSandboxConfig = {
+        metadata: { name, uid: `bench-${process.pid}-${name}`, namespace: 'bench' },
+        hostname: name,
+        logDirectory,
+        linux: {},
+      };
+      const logFrom = fs.statSync(ctd.log).size;
+      const wall0 = Date.now();
+      const t0 = performance.now();
+      const id = await ctd.cri!.runPod(config, 'hull');
+      live.add(id);
+      const t1 = performance.now();
+      const { containerId } = await client.createContainer({
+        podSandboxId: id,
+        sandboxConfig: config,
+        config: {
+          metadata: { name: 'main' },
+          image: { image: BUSYBOX_IMAGE },
+          command: ['sleep', '3600'],
+          logPath: 'main.log',
+        },
+      });
+      const t2 = performance.now();
+      await client.startContainer(containerId);
+      const t3 = performance.now();
+      for (;;) {
+        const r = await client.execSync({ containerId, cmd: ['true'], timeout: 10 }).catch(() => undefined);
+        if (r?.exitCode === 0) break;
+        if (performance.now() - t0 > 300_000) throw new Error(`pod ${name}: exec never ran`);
+        await new Promise((res) => setTimeout(res, 20));
+      }
+      const t4 = performance.now();
+      const phases = shimPhases(ctd, id, logFrom, wall0);
+      await client.stopPodSandbox(id);
+      await client.removePodSandbox(id);
+      live.delete(id);
+      return {
+        totalMs: t4 - t0,
+        runPodSandboxMs: t1 - t0,
+        createContainerMs: t2 - t1,
+        startContainerMs: t3 - t2,
+        firstExecMs: t4 - t3,
+        ...phases,
+      };
+    };
+    const first = await start('on'); // makes the template, then starts from it
+    const times: Record<'off' | 'on', Record<string, number>[]> = { off: [], on: [] };
+    for (let i = 0; i < RUNS; i++) for (const mode of ['off', 'on'] as const) times[mode].push(await start(mode));
+    const medians = (xs: Record<string, number>[]): Record<string, number> =>
+      Object.fromEntries(
+        [...new Set(xs.flatMap((x) => Object.keys(x)))].map((k) => [
+          k,
+          round(median(xs.map((x) => x[k]!).filter((v) => Number.isFinite(v)))),
+        ]),
+      );
+    const out = {
+      runs: RUNS,
+      firstWithTemplate: Object.fromEntries(Object.entries(first).map(([k, v]) => [k, round(v)])),
+      offMedianMs: medians(times.off),
+      onMedianMs: medians(times.on),
+      all: times,
+    };
+    printTable(
+      'CRI pod start to first exec (ms, medians): templates off vs on',
+      (['off', 'on'] as const).map((m) => ({
+        templates: m,
+        ...(m === 'off' ? out.offMedianMs : out.onMedianMs),
+      })),
+    );
+    return out;
+  } finally {
+    await Promise.allSettled(
+      [...live].map(async (id) => {
+        await client.stopPodSandbox(id);
+        await client.removePodSandbox(id);
+      }),
+    );
+    // For a look at where the time went: containerd's log with the shims' records.
+    fs.mkdirSync(OUT_DIR, { recursive: true });
+    fs.copyFileSync(ctd.log, path.join(OUT_DIR, 'template-cri-containerd.log'));
+    await ctd.stop();
+    fs.rmSync(state, { recursive: true, force: true });
+  }
+}
+
 export async function benchTemplate(): Promise<Record<string, unknown>> {
   const b = new Bench();
   try {
-    const made = await b.make();
-    const ready: Record<Mode, number[]> = { cold: [], clone: [] };
-    const first: Record<Mode, number[]> = { cold: [], clone: [] };
-    for (let i = 0; i < RUNS; i++) {
-      for (const mode of ['cold', 'clone'] as const) {
-        const pod = await b.boot(mode);
-        try {
-          ready[mode].push(pod.readyMs);
-          const t0 = performance.now();
-          await b.firstContainer(pod);
-          first[mode].push(pod.readyMs + (performance.now() - t0));
-        } finally {
-          await b.end(pod);
+    const figures: Record<string, unknown> = { runs: RUNS, parts: [...PARTS] };
+    const rows: Record<string, string | number>[] = [];
+    if (PARTS.has('vm') || PARTS.has('pss')) figures.template = await b.make();
+    if (PARTS.has('vm')) {
+      const ready: Record<Mode, number[]> = { cold: [], clone: [] };
+      const first: Record<Mode, number[]> = { cold: [], clone: [] };
+      for (let i = 0; i < RUNS; i++) {
+        for (const mode of ['cold', 'clone'] as const) {
+          const pod = await b.boot(mode);
+          try {
+            ready[mode].push(pod.readyMs);
+            const t0 = performance.now();
+            await b.firstContainer(pod);
+            first[mode].push(pod.readyMs + (performance.now() - t0));
+          } finally {
+            await b.end(pod);
+          }
         }
       }
+      const vmReadyMs = { cold: round(median(ready.cold)), clone: round(median(ready.clone)), all: ready };
+      const toFirst = { cold: round(median(first.cold)), clone: round(median(first.clone)), all: first };
+      Object.assign(figures, { vmReadyMs, toFirstContainerExitMs: toFirst });
+      rows.push({ what: 'VM ready (agent answered)', cold: vmReadyMs.cold, clone: vmReadyMs.clone });
+      rows.push({ what: 'to the first container (true) exited', cold: toFirst.cold, clone: toFirst.clone });
     }
-    const pss: Record<string, unknown> = {};
-    for (const n of [...new Set([1, PODS])])
-      for (const mode of ['cold', 'clone'] as const) pss[`${mode}x${n}`] = await b.pss(mode, n);
-    const ctr = await ctrRun();
-    const figures = {
-      runs: RUNS,
-      template: made,
-      vmReadyMs: { cold: round(median(ready.cold)), clone: round(median(ready.clone)), all: ready },
-      toFirstContainerExitMs: { cold: round(median(first.cold)), clone: round(median(first.clone)), all: first },
-      hostPssPerPod: pss,
-      ctrRunTrue: ctr,
-    };
-    printTable('VM templates: cold boot vs clone (ms, medians)', [
-      { what: 'VM ready (agent answered)', cold: figures.vmReadyMs.cold, clone: figures.vmReadyMs.clone },
-      {
-        what: 'to the first container (true) exited',
-        cold: figures.toFirstContainerExitMs.cold,
-        clone: figures.toFirstContainerExitMs.clone,
-      },
-      { what: 'ctr run --rm busybox true', cold: ctr.offMedianMs as number, clone: ctr.onMedianMs as number },
-    ]);
-    printTable(
-      'host PSS per idle pod (MiB)',
-      Object.entries(pss).map(([k, v]) => ({ pods: k, ...(v as Record<string, number>) })),
-    );
-    console.log(
-      `template made in ${made.ms} ms; first ctr run with templates on (makes it): ${String(ctr.firstWithTemplateMs)} ms`,
-    );
+    if (PARTS.has('pss')) {
+      const pss: Record<string, unknown> = {};
+      for (const n of [...new Set([1, PODS])])
+        for (const mode of ['cold', 'clone'] as const) pss[`${mode}x${n}`] = await b.pss(mode, n);
+      figures.hostPssPerPod = pss;
+      printTable(
+        'host PSS per idle pod (MiB)',
+        Object.entries(pss).map(([k, v]) => ({ pods: k, ...(v as Record<string, number>) })),
+      );
+    }
+    if (PARTS.has('ctr')) {
+      const ctr = await ctrRun();
+      figures.ctrRunTrue = ctr;
+      rows.push({
+        what: 'ctr run --rm busybox true',
+        cold: ctr.offMedianMs as number,
+        clone: ctr.onMedianMs as number,
+      });
+      console.log(`first ctr run with templates on (makes it): ${String(ctr.firstWithTemplateMs)} ms`);
+    }
+    if (PARTS.has('cri')) {
+      const pods = await criPodStart();
+      figures.criPodStartToFirstExec = pods;
+      rows.push({
+        what: 'CRI pod start to first exec',
+        cold: (pods.offMedianMs as Record<string, number>).totalMs!,
+        clone: (pods.onMedianMs as Record<string, number>).totalMs!,
+      });
+    }
+    printTable('VM templates: cold boot vs clone (ms, medians)', rows);
     return figures;
   } finally {
     b.dispose();

@@ -34,7 +34,7 @@ import { MAX_MEMORY_SLOTS } from '../hypervisor/config';
 import { processStartTime } from '../hypervisor/process';
 import type { Hypervisor, SpawnedHelper, VmConfig, VmTemplateUse } from '../hypervisor/types';
 import type { Logger } from '../log';
-import { GUEST_SHARE_TAG, MEMORY_HOTPLUG_BLOCK_MIB } from '../hypervisor/types';
+import { GUEST_SHARE_TAG, MEMORY_HOTPLUG_BLOCK_MIB, TEMPLATE_NIC_PORTS } from '../hypervisor/types';
 import type { EventSink, RootfsMount, StdioPaths } from './events';
 import { armedFailpoint, sigkillSelf, type Crash, type FailpointStep } from './failpoint';
 import { inSpan } from './tracing';
@@ -485,8 +485,14 @@ export class Sandbox {
       if (h.name === 'qemu') this.failpoint(id, 'qemu-spawned');
       if (h.name === 'virtiofsd') this.failpoint(id, 'virtiofsd-spawned');
     };
-    // A template's layout has no NICs yet: a VM with a network boots normally.
-    if (this.o.template && config.network === undefined) {
+    // A clone's NICs are hot-plugged on the template's spare root ports: a VM with more NICs boots normally.
+    const nics = config.network?.nics.length ?? 0;
+    if (this.o.template && nics > TEMPLATE_NIC_PORTS)
+      this.o.logger.info(
+        { nics, templateNicPorts: TEMPLATE_NIC_PORTS },
+        `the pod has ${nics} NICs, a VM template room for ${TEMPLATE_NIC_PORTS}: booting normally`,
+      );
+    else if (this.o.template) {
       const template = await inSpan('vm.template', { 'hull.sandbox.id': id }, () => this.o.template!(config));
       if (template) config.template = template;
     }

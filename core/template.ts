@@ -23,7 +23,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { FailedPreconditionError, InvalidArgumentError, errorMessage } from '../errors';
 import { MAX_MEMORY_SLOTS } from '../hypervisor/config';
-import { MEMORY_HOTPLUG_BLOCK_MIB } from '../hypervisor/types';
+import { MEMORY_HOTPLUG_BLOCK_MIB, TEMPLATE_NIC_PORTS } from '../hypervisor/types';
 import type { Hypervisor, SpawnedHelper, VmConfig, VmTemplateUse } from '../hypervisor/types';
 import { processStartTime } from '../hypervisor/process';
 import { copySparse } from '../hypervisor';
@@ -33,8 +33,11 @@ import { helperRuns } from './store';
 import { hotplugLimits } from './vm-size';
 import { SandboxVm, type AgentDialer } from './vm';
 
-/** Bumped when what a template holds or how it is made changes: old templates are then never used. */
-export const TEMPLATE_FORMAT = 1;
+/**
+ * Bumped when what a template holds or how it is made changes: old templates are then never used. 2: the layout
+ * has TEMPLATE_NIC_PORTS spare root ports for a clone's NICs (their number is in the key too).
+ */
+export const TEMPLATE_FORMAT = 2;
 export const MEMORY_FILE = 'memory';
 export const STATE_FILE = 'state';
 export const FINGERPRINT_FILE = 'fingerprint.json';
@@ -102,12 +105,18 @@ export function templateIdentity(
   vm: VmConfig,
   identify: (p: string) => string = fileIdentity,
 ): { key: string; fingerprint: string; inputs: Record<string, unknown> } {
-  const config = stableJson({ format: TEMPLATE_FORMAT, ...templateConfig(vm) });
+  // The spare root ports are part of the layout a clone must match: their number is in the key.
+  const config = stableJson({ format: TEMPLATE_FORMAT, nicPorts: TEMPLATE_NIC_PORTS, ...templateConfig(vm) });
   const key = sha(config);
   const files: Record<string, string> = {};
   for (const p of [vm.kernel, vm.initrd, vm.image, vm.qemuPath ?? '/usr/bin/qemu-system-x86_64'])
     files[p] = identify(p);
-  const inputs = { format: TEMPLATE_FORMAT, config: JSON.parse(config) as unknown, files };
+  const inputs = {
+    format: TEMPLATE_FORMAT,
+    nicPorts: TEMPLATE_NIC_PORTS,
+    config: JSON.parse(config) as unknown,
+    files,
+  };
   return { key, fingerprint: sha(stableJson({ key, files })), inputs };
 }
 

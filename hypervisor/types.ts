@@ -98,6 +98,13 @@ export interface VmConfig {
   template?: VmTemplateUse;
 }
 
+/**
+ * How many NICs a VM template's layout has room for: spare PCIe root ports where a clone hot-plugs its NICs
+ * (qemu/cmdline.ts templateLayoutArgs). A VM with more NICs than this is booted cold (core/sandbox.ts logs why).
+ * Part of every template's key (core/template.ts): a change makes new templates.
+ */
+export const TEMPLATE_NIC_PORTS = 2;
+
 export type VmTemplateUse =
   { role: 'make'; memoryFile: string } | { role: 'clone'; memoryFile: string; stateFile: string };
 

@@ -1,15 +1,16 @@
 /**
  * VM templates with the real guest (TCG): a template is made (core/template.ts, hypervisor/qemu/template.ts); a
  * clone boots from it with its own virtio-fs share hot-plugged and runs a container reading a file the host wrote
- * into the share, and an exec; three clones at once each have their own random bytes (after the reseed), host
+ * into the share, and an exec; five clones at once each have their own random bytes (after the reseed), host
  * name and clock; a changed guest kernel invalidates the template. Everything lives under a tmpfs folder the test
  * makes and removes; no QEMU or virtiofsd is left.
  */
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
+import { execFile, execFileSync } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
+import http from 'node:http';
 import path from 'node:path';
 import { parseConfig, toVmConfig } from '../core/config';
 import { FAILPOINT_ANNOTATION } from '../core/failpoint';
@@ -18,7 +19,15 @@ import type { SandboxVm } from '../core/vm';
 import { VirtioFsShare } from '../fs-share';
 import { QemuHypervisor, type VmConfig } from '../hypervisor';
 import { NOOP_LOGGER } from '../log';
-import { BUSYBOX_IMAGE, REPO, importBusybox, startContainerd, type PrivateContainerd } from './lib/containerd';
+import {
+  BUSYBOX_IMAGE,
+  BUSYBOX_WWW_INDEX,
+  REPO,
+  importBusybox,
+  startContainerd,
+  type PrivateContainerd,
+} from './lib/containerd';
+import { cri } from './lib/cri';
 import { busyboxRootfs, collectOutput } from './lib/containers';
 import { childProcesses } from './lib/guest';
 import { testProcess, testSpec } from './lib/oci-spec';
@@ -122,9 +131,9 @@ describe('VM templates (real QEMU, TCG)', function () {
     }
   });
 
-  it('three clones at once: each its own random bytes, host name and clock', async () => {
+  it('five clones at once: each its own random bytes, host name and clock', async () => {
     assert.ok(made, 'needs the template');
-    const ids = ['clone2', 'clone3', 'clone4'];
+    const ids = ['clone2', 'clone3', 'clone4', 'clone5', 'clone6'];
     const started = await Promise.allSettled(ids.map((id) => clone(id, `host-${id}`)));
     const clones = started.flatMap((s) => (s.status === 'fulfilled' ? [s.value] : []));
     try {
@@ -150,7 +159,7 @@ describe('VM templates (real QEMU, TCG)', function () {
         ids.map((id) => `host-${id}`),
       );
       for (const s of seen) assert.match(s.random ?? '', /^[0-9a-f]{64}$/);
-      assert.equal(new Set(seen.map((s) => s.random)).size, 3, `random bytes differ: ${JSON.stringify(seen)}`);
+      assert.equal(new Set(seen.map((s) => s.random)).size, ids.length, `random bytes differ: ${JSON.stringify(seen)}`);
       for (const s of seen)
         assert.ok(Math.abs(s.clock - Date.now() / 1000) < 60, `guest clock ${s.clock} is the host's (±60 s)`);
     } finally {
@@ -357,5 +366,213 @@ describe('VM templates through containerd and the shim (`enable_template = true`
     assert.equal(removed.code, 0, removed.stderr);
     assert.match(removed.stdout, new RegExp(`^removed ${path.basename(dir)}$`, 'm'));
     assert.deepEqual(fs.readdirSync(root), []);
+  });
+});
+
+/**
+ * Issue 15: CRI pods (each has a network namespace and a NIC) start from the template too; the clone's NIC is
+ * hot-plugged on the template's spare root port with the pod's MAC (its tap opened from QEMU's command line).
+ * containerd 1.x only (hull's own behaviour, the same under either generation).
+ */
+describe('VM templates for CRI pods: the NIC hot-plugged into the clone (`enable_template = true`, containerd 1.x)', function () {
+  this.timeout(900_000);
+  let ctd: PrivateContainerd;
+  let state: string;
+  const { ContainerState } = cri;
+  const HTTP_PORT = 8080;
+
+  before(async () => {
+    // state_dir on tmpfs (templates refuse a disk), short: a CRI id is 64 hex digits and the VM's sockets below it
+    // must fit in 107 bytes.
+    state = fs.mkdtempSync('/dev/shm/h');
+    ctd = await startContainerd({
+      cri: true,
+      generation: 1,
+      hullConfig: [
+        '[runtime]',
+        `state_dir = "${state}"`,
+        'debug = true',
+        '[agent]',
+        'boot_timeout = 120',
+        '[hypervisor]',
+        'enable_template = true',
+        '',
+      ].join('\n'),
+    });
+    await importBusybox(ctd);
+  });
+
+  after(async () => {
+    await ctd?.stop();
+    assert.deepEqual(processesMentioning(state), [], 'no QEMU or virtiofsd left');
+    fs.rmSync(state, { recursive: true, force: true });
+  });
+
+  const sandboxDir = (pod: string): string => path.join(state, 'k8s.io', pod);
+
+  const podConfig = (name: string): cri.IPodSandboxConfig => {
+    const logDirectory = path.join(ctd.cri!.logRoot, name);
+    fs.mkdirSync(logDirectory, { recursive: true });
+    return {
+      metadata: { name, uid: crypto.randomUUID(), namespace: 'hulltpl', attempt: 0 },
+      hostname: name,
+      logDirectory,
+      labels: { test: 'template' },
+      linux: {},
+    };
+  };
+
+  const startContainer = async (
+    pod: string,
+    config: cri.IPodSandboxConfig,
+    name: string,
+    command: string[],
+  ): Promise<string> => {
+    const client = ctd.cri!.client;
+    const { containerId } = await client.createContainer({
+      podSandboxId: pod,
+      sandboxConfig: config,
+      config: { metadata: { name }, image: { image: BUSYBOX_IMAGE }, command, logPath: `${name}.log` },
+    });
+    await client.startContainer(containerId);
+    return containerId;
+  };
+
+  const execSync = async (id: string, cmd: string[]): Promise<{ stdout: string; stderr: string; exitCode: number }> => {
+    const r = await ctd.cri!.client.execSync({ containerId: id, cmd, timeout: 60 });
+    return { stdout: Buffer.from(r.stdout).toString(), stderr: Buffer.from(r.stderr).toString(), exitCode: r.exitCode };
+  };
+
+  /** The pod's QEMU argv: started from the template (`-incoming defer`), its NIC's tap a netdev, no NIC device. */
+  const assertClone = (pod: string): void => {
+    const qemu = processesMentioning(sandboxDir(pod)).filter((l) => l.includes('qemu-system'));
+    assert.equal(qemu.length, 1, qemu.join('\n'));
+    const argv = fs.readFileSync(`/proc/${qemu[0]!.split(' ')[0]!}/cmdline`, 'latin1').split('\0');
+    assert.equal(argv[argv.indexOf('-incoming') + 1], 'defer', 'started from the template');
+    assert.equal(argv[argv.indexOf('-netdev') + 1], 'tap,id=net0,ifname=tap0_hull,script=no,downscript=no');
+    assert.ok(!argv.some((w) => w.startsWith('virtio-net-pci')), 'the NIC is hot-plugged, not on the command line');
+  };
+
+  /** GET with retries (the server may still be starting). */
+  const httpGetRetry = async (url: string, deadlineMs = 30_000): Promise<string> => {
+    const until = Date.now() + deadlineMs;
+    for (;;) {
+      try {
+        return await new Promise<string>((resolve, reject) => {
+          const req = http.get(url, { timeout: 5_000 }, (res) => {
+            const chunks: Buffer[] = [];
+            res.on('data', (c: Buffer) => chunks.push(c));
+            res.on('end', () => resolve(Buffer.concat(chunks).toString()));
+            res.on('error', reject);
+          });
+          req.on('timeout', () => req.destroy(new Error(`GET ${url}: no answer`)));
+          req.on('error', reject);
+        });
+      } catch (err) {
+        if (Date.now() > until) throw err;
+        await new Promise((r) => setTimeout(r, 300));
+      }
+    }
+  };
+
+  /** Stop and remove a pod; then nothing of it is left: processes, state folder, netns (with its tap), IP. */
+  const removeAndCheck = async (pod: string): Promise<void> => {
+    const client = ctd.cri!.client;
+    const info = await client.sandboxInfo(pod);
+    const netns = info?.runtimeSpec?.linux?.namespaces?.find((n) => n.type === 'network')?.path;
+    assert.ok(netns && fs.existsSync(netns), 'the pod has a network namespace');
+    const ip = (await client.podSandboxStatus(pod)).status!.network?.ip ?? '';
+    await client.stopPodSandbox(pod);
+    await client.removePodSandbox(pod);
+    const dir = sandboxDir(pod);
+    for (let i = 0; i < 100 && (fs.existsSync(dir) || processesMentioning(dir).length > 0); i++)
+      await new Promise((r) => setTimeout(r, 100));
+    assert.deepEqual(processesMentioning(dir), [], 'no QEMU, virtiofsd or shim of the pod is left');
+    assert.equal(fs.existsSync(dir), false, `${dir} (with the clone's RAM copy) is removed`);
+    assert.equal(fs.existsSync(netns), false, 'the netns and the tap in it are gone');
+    const ipam = ctd.cri!.network.ipamDataDir;
+    const held = fs.existsSync(ipam) ? fs.readdirSync(ipam).filter((n) => fs.existsSync(path.join(ipam, n, ip))) : [];
+    assert.deepEqual(held, [], `host-local released ${ip}`);
+  };
+
+  it('a pod starts from the template (made by its RunPodSandbox) with its NIC hot-plugged: the host reaches its IP, ExecSync and ContainerStats work; nothing is left after', async () => {
+    const client = ctd.cri!.client;
+    const config = podConfig('tpl-web');
+    const pod = await ctd.cri!.runPod(config, 'hull');
+    try {
+      assertClone(pod);
+      const templates = fs.readdirSync(path.join(state, '_templates'));
+      assert.equal(templates.length, 1, `one template: ${templates.join(', ')}`);
+      const ip = (await client.podSandboxStatus(pod)).status!.network?.ip ?? '';
+      assert.ok(ip.startsWith(ctd.cri!.network.subnet.replace(/\.0\/24$/, '.')), `pod IP ${ip}`);
+      const web = await startContainer(pod, config, 'web', ['httpd', '-f', '-p', String(HTTP_PORT), '-h', '/www']);
+      assert.equal((await client.containerStatus(web)).status!.state, ContainerState.CONTAINER_RUNNING);
+      assert.equal(await httpGetRetry(`http://${ip}:${HTTP_PORT}/`), BUSYBOX_WWW_INDEX, 'the host reaches the pod IP');
+      const ex = await execSync(web, ['sh', '-c', 'hostname; cat /sys/class/net/eth0/address']);
+      assert.equal(ex.exitCode, 0, ex.stderr);
+      const [hostname, mac] = ex.stdout.trim().split('\n');
+      assert.equal(hostname, 'tpl-web');
+      const netns = (await client.sandboxInfo(pod))?.runtimeSpec?.linux?.namespaces?.find((n) => n.type === 'network');
+      assert.ok(netns?.path);
+      // The guest's eth0 carries the MAC of the pod's veth (CNI's eth0 in the netns; /sys would be the host's).
+      // spawns: nsenter, ip
+      const link = execFileSync('nsenter', [`--net=${netns.path}`, 'ip', '-j', 'link', 'show', 'dev', 'eth0'], {
+        encoding: 'utf8',
+        timeout: 30_000,
+      });
+      const veth = (JSON.parse(link) as { address?: string }[])[0]?.address;
+      assert.equal(mac, veth);
+      const { stats } = await client.containerStats(web);
+      assert.ok(Number(stats!.memory?.workingSetBytes?.value ?? 0) > 0, `working set ${JSON.stringify(stats!.memory)}`);
+      assert.ok(Number(stats!.cpu?.usageCoreNanoSeconds?.value ?? 0) > 0, `cpu ${JSON.stringify(stats!.cpu)}`);
+    } finally {
+      await removeAndCheck(pod);
+    }
+    assert.equal(fs.readdirSync(path.join(state, '_templates')).length, 1, 'the template stays');
+  });
+
+  it('5 pods at once, all clones: each reachable at its own IP, with its own random bytes, host name and clock; nothing is left after', async () => {
+    const n = 5;
+    const pods = await Promise.allSettled(
+      Array.from({ length: n }, async (_, i) => {
+        const config = podConfig(`tpl-many-${i}`);
+        const pod = await ctd.cri!.runPod(config, 'hull');
+        return { pod, config };
+      }),
+    );
+    const started = pods.flatMap((p) => (p.status === 'fulfilled' ? [p.value] : []));
+    try {
+      for (const p of pods) if (p.status === 'rejected') throw p.reason;
+      const seen = await Promise.all(
+        started.map(async ({ pod, config }) => {
+          assertClone(pod);
+          const ip = (await ctd.cri!.client.podSandboxStatus(pod)).status!.network?.ip ?? '';
+          const c = await startContainer(pod, config, 'web', ['httpd', '-f', '-p', String(HTTP_PORT), '-h', '/www']);
+          const body = await httpGetRetry(`http://${ip}:${HTTP_PORT}/`);
+          const r = await execSync(c, [
+            'sh',
+            '-c',
+            'hostname; head -c 32 /dev/urandom | od -An -tx1 | tr -d " \\n"; echo; date +%s',
+          ]);
+          assert.equal(r.exitCode, 0, r.stderr);
+          const [hostname, random, clock] = r.stdout.trim().split('\n');
+          return { ip, body, hostname, random, clock: Number(clock) };
+        }),
+      );
+      assert.deepEqual(
+        seen.map((s) => s.hostname),
+        started.map((p) => p.config.hostname),
+      );
+      assert.equal(new Set(seen.map((s) => s.ip)).size, n, 'an IP each');
+      for (const s of seen) assert.equal(s.body, BUSYBOX_WWW_INDEX, `the host reaches ${s.ip}`);
+      for (const s of seen) assert.match(s.random ?? '', /^[0-9a-f]{64}$/);
+      assert.equal(new Set(seen.map((s) => s.random)).size, n, `random bytes differ: ${JSON.stringify(seen)}`);
+      for (const s of seen)
+        assert.ok(Math.abs(s.clock - Date.now() / 1000) < 60, `guest clock ${s.clock} is the host's (±60 s)`);
+    } finally {
+      for (const { pod } of started) await removeAndCheck(pod);
+    }
+    assert.deepEqual(processesMentioning(path.join(state, 'k8s.io')), [], 'no VM process of a pod is left');
+    assert.equal(fs.readdirSync(path.join(state, '_templates')).length, 1, 'the template stays');
   });
 });

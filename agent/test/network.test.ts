@@ -521,14 +521,29 @@ describe('agent network', () => {
 
     it('UpdateInterface: NOT_FOUND for an unknown MAC (naming what there is), INVALID_ARGUMENT before any change', async () => {
       const { ip, calls } = fakeIp({ links: GUEST_LINKS });
-      const net = new GuestNetwork(ip);
+      const net = new GuestNetwork(ip, undefined, { timeoutMs: 100, pollMs: 10 });
+      const t0 = Date.now();
       await assert.rejects(
         net.updateInterface({ interface: { ...iface, hwAddr: '02:00:00:00:00:77' } }),
         (e: StatusError) =>
           e.code === Code.NOT_FOUND && /02:00:00:00:00:77/.test(e.message) && /eth0 02:42:ac:11:00:02/.test(e.message),
       );
+      assert.ok(Date.now() - t0 >= 90, 'it waited for the NIC to appear first');
       await assert.rejects(net.updateInterface({ interface: { ...iface, mtu: 20 } }), invalidArg);
       assert.deepEqual(calls, []);
+    });
+
+    it('UpdateInterface waits for a NIC that appears later (hot-plugged into a clone), then configures it', async () => {
+      const state = { links: [GUEST_LINKS[0]] as unknown[] }; // lo only
+      const { ip, calls } = fakeIp(state);
+      setTimeout(() => (state.links = GUEST_LINKS), 150);
+      const t0 = Date.now();
+      const res = await new GuestNetwork(ip, undefined, { timeoutMs: 5000, pollMs: 10 }).updateInterface({
+        interface: iface,
+      });
+      assert.ok(Date.now() - t0 >= 140, 'it waited');
+      assert.equal(res.hwAddr, '02:42:ac:11:00:02');
+      assert.equal(calls[0], 'link set dev eth0 down');
     });
 
     it("UpdateRoutes removes the old routes (not lo's, not the kernel's), then adds link routes before gateway routes", async () => {

@@ -15,6 +15,7 @@ import {
 } from '../../errors';
 import { NOOP_LOGGER } from '../../log';
 import type { VmConfig } from '../../hypervisor/types';
+import { TEMPLATE_NIC_PORTS } from '../../hypervisor/types';
 import { processStartTime } from '../../hypervisor/process';
 import type { SandboxEvent, StdioPaths } from '../events';
 import { FAILPOINT_ANNOTATION, FAILPOINT_STEPS, type FailpointStep } from '../failpoint';
@@ -1934,31 +1935,76 @@ describe('core Sandbox: VM templates (fake hypervisor and agent)', () => {
     }
   });
 
-  it('a pod with a network namespace boots normally (a template has no NICs yet): the template is not asked for', async () => {
+  const NETNS_SPEC: OciSpec = {
+    ...SPEC,
+    linux: {
+      namespaces: [
+        { type: 'pid' },
+        { type: 'ipc' },
+        { type: 'uts' },
+        { type: 'mount' },
+        { type: 'network', path: '/var/run/netns/cni-1' },
+      ],
+    },
+  };
+
+  it('a pod with a network namespace starts from the template too: its NICs go with the clone, then the guest is configured', async () => {
+    const asked: VmConfig[] = [];
+    const h = new Harness({
+      template: async (vm) => {
+        asked.push(vm);
+        return TEMPLATE;
+      },
+    });
+    try {
+      (h.agent as FakeAgent & { reseedRandomDev?: (seed: Uint8Array) => Promise<void> }).reseedRandomDev = async (
+        seed: Uint8Array,
+      ) => void h.agent.calls.push(`reseed ${seed.length}`);
+      await h.sandbox.create(h.request('sb', NO_STDIO, NETNS_SPEC));
+      assert.equal(asked.length, 1);
+      assert.deepEqual(h.hv.config?.template, TEMPLATE);
+      assert.deepEqual(h.hv.config?.network?.nics, [{ tap: 'tap0_hull', mac: '02:00:00:00:00:01', mtu: 1450 }]);
+      assert.equal(h.agent.calls[0], 'reseed 64');
+      assert.ok(
+        h.netCalls.some((c) => c.startsWith('configureGuest (agent calls so far: reseed 64')),
+        `the guest's network is configured after the clone's identity: ${h.netCalls.join('; ')}`,
+      );
+    } finally {
+      await h.dispose();
+    }
+  });
+
+  it(`a pod with more NICs than a template has ports for (${TEMPLATE_NIC_PORTS}) boots normally: the template is not asked for`, async () => {
     let asked = 0;
+    const nics = Array.from({ length: TEMPLATE_NIC_PORTS + 1 }, (_, i) => ({
+      tap: `tap${i}_hull`,
+      mac: `02:00:00:00:00:0${i + 1}`,
+    }));
     const h = new Harness({
       template: async () => {
         asked++;
         return TEMPLATE;
       },
+      connectNetwork: async (netnsPath, record) => {
+        record(
+          netnsPath,
+          nics.map((n) => n.tap),
+        );
+        return {
+          taps: nics.map((n) => n.tap),
+          vmNetwork: () => ({ netnsPath, nics }),
+          describe: () => ({}),
+          configureGuest: async () => undefined,
+          forwardLocalhost: async () => undefined,
+          disconnect: async () => undefined,
+        };
+      },
     });
     try {
-      const spec: OciSpec = {
-        ...SPEC,
-        linux: {
-          namespaces: [
-            { type: 'pid' },
-            { type: 'ipc' },
-            { type: 'uts' },
-            { type: 'mount' },
-            { type: 'network', path: '/var/run/netns/cni-1' },
-          ],
-        },
-      };
-      await h.sandbox.create(h.request('sb', NO_STDIO, spec));
+      await h.sandbox.create(h.request('sb', NO_STDIO, NETNS_SPEC));
       assert.equal(asked, 0);
       assert.equal(h.hv.config?.template, undefined);
-      assert.ok(h.hv.config?.network, 'it has its NICs');
+      assert.equal(h.hv.config?.network?.nics.length, TEMPLATE_NIC_PORTS + 1, 'it has its NICs');
     } finally {
       await h.dispose();
     }

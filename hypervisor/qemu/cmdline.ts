@@ -14,6 +14,7 @@ import {
   GUEST_SHARE_TAG,
   MEMORY_HOTPLUG_BLOCK_MIB,
   type Accel,
+  TEMPLATE_NIC_PORTS,
   type AgentTransport,
   type VmNic,
 } from '../types';
@@ -99,9 +100,10 @@ export interface QemuCmdline {
   /** TCG's translation cache in MiB; ignored under KVM; absent or 0 = QEMU's default. */
   tcgTbSizeMiB?: number;
   /**
-   * A VM template's layout (qemu/template.ts): guest RAM in this file (share=on), a spare PCIe root port for the
-   * virtio-fs device and no virtio-fs device on the command line; `clone` adds the virtio-fs chardev (connected at
-   * start, before -runas) and `-incoming defer`. Absent: the argv exactly as before.
+   * A VM template's layout (qemu/template.ts): guest RAM in this file (share=on), spare PCIe root ports for the
+   * virtio-fs device and TEMPLATE_NIC_PORTS NICs, and neither device on the command line; `clone` adds the
+   * virtio-fs chardev and each NIC's netdev (opened at start, before -runas) and `-incoming defer`. Absent: the
+   * argv exactly as before.
    */
   template?: { role: 'make' | 'clone'; memoryFile: string };
 }
@@ -338,18 +340,20 @@ export function virtiofsArgs(socketPath: string): string[] {
  * one is given. netdev ids are net0, net1, ... in order, so the guest's NICs come up in PCI slot order too.
  */
 export function networkArgs(nics: readonly VmNic[], vhostNet: boolean): string[] {
-  return nics.flatMap((nic, i) => {
-    // The NIC was checked by resolveConfig (checkNetwork); here only QEMU's option syntax is guarded.
-    const tap = checkOptionValue('tap name', nic.tap);
-    const mac = checkOptionValue('NIC MAC', nic.mac);
-    const id = `net${i}`;
-    return [
-      '-netdev',
-      `tap,id=${id},ifname=${tap},script=no,downscript=no${vhostNet ? ',vhost=on' : ''}`,
-      '-device',
-      `virtio-net-pci,netdev=${id},mac=${mac}${nic.mtu === undefined ? '' : `,host_mtu=${nic.mtu}`}`,
-    ];
-  });
+  return nics.flatMap((nic, i) => [...netdevArgs(nic, i, vhostNet), '-device', nicDeviceProps(nic, i).join(',')]);
+}
+
+/** The tap backend of NIC `i` (`net<i>`): QEMU opens the existing tap by name, runs no scripts. */
+export function netdevArgs(nic: VmNic, i: number, vhostNet: boolean): string[] {
+  // The NIC was checked by resolveConfig (checkNetwork); here only QEMU's option syntax is guarded.
+  const tap = checkOptionValue('tap name', nic.tap);
+  return ['-netdev', `tap,id=net${i},ifname=${tap},script=no,downscript=no${vhostNet ? ',vhost=on' : ''}`];
+}
+
+/** The virtio-net device of NIC `i` on netdev `net<i>`, with the pod's MAC and host_mtu, as `key=value` words. */
+export function nicDeviceProps(nic: VmNic, i: number): string[] {
+  const mac = checkOptionValue('NIC MAC', nic.mac);
+  return ['virtio-net-pci', `netdev=net${i}`, `mac=${mac}`, ...(nic.mtu === undefined ? [] : [`host_mtu=${nic.mtu}`])];
 }
 
 /**
@@ -421,12 +425,12 @@ export function buildQemuArgv(c: QemuCmdline): string[] {
       : c.virtiofsSocket === undefined
         ? []
         : virtiofsArgs(c.virtiofsSocket)),
-    ...networkArgs(c.nics ?? [], c.vhostNet ?? false),
+    ...(c.template === undefined ? networkArgs(c.nics ?? [], c.vhostNet ?? false) : []),
     ...(c.freePageReporting === true ? balloonArgs() : []),
     ...consoleArgs(),
     ...qmpArgs(c.qmpSocket),
     ...(c.confinement === undefined ? [] : confinementArgs(c.confinement)),
-    ...(c.template?.role === 'clone' ? cloneArgs(c.virtiofsSocket) : []),
+    ...(c.template?.role === 'clone' ? cloneArgs(c.virtiofsSocket, c.nics ?? [], c.vhostNet ?? false) : []),
   ];
 }
 
@@ -436,24 +440,41 @@ export const TEMPLATE_FS_PORT = 'hullfsport';
 export const TEMPLATE_FS_DEVICE = 'hullfs';
 export const TEMPLATE_FS_CHARDEV = 'fs';
 
+/** The spare PCIe root ports of a template's layout where a clone hot-plugs its NICs: hullnetport0, 1, ... */
+export const templateNicPort = (i: number): string => `hullnetport${i}`;
+/** The id of a clone's hot-plugged NIC `i`. */
+export const templateNicDevice = (i: number): string => `hullnet${i}`;
+
 /**
- * What a VM template's layout has in place of the virtio-fs device: an empty PCIe root port (native PCIe hot-plug,
- * which q35's root ports have and the guest's pciehp, built in, handles).
+ * What a VM template's layout has in place of the per-pod devices: empty PCIe root ports (native PCIe hot-plug,
+ * which q35's root ports have and the guest's pciehp, built in, handles), one for the virtio-fs device and
+ * TEMPLATE_NIC_PORTS for NICs.
  */
 export function templateLayoutArgs(): string[] {
-  return ['-device', `pcie-root-port,id=${TEMPLATE_FS_PORT},bus=pcie.0,chassis=1`];
+  return [
+    '-device',
+    `pcie-root-port,id=${TEMPLATE_FS_PORT},bus=pcie.0,chassis=1`,
+    ...Array.from({ length: TEMPLATE_NIC_PORTS }, (_, i) => [
+      '-device',
+      `pcie-root-port,id=${templateNicPort(i)},bus=pcie.0,chassis=${i + 2}`,
+    ]).flat(),
+  ];
 }
 
 /**
- * A clone's extras: virtiofsd's vhost-user socket as a chardev only (QEMU connects while still root, before
- * -runas; chardevs are not part of the migrated state, devices are), and `-incoming defer`: QEMU waits for
- * migrate-incoming (qemu/template.ts) instead of booting.
+ * A clone's extras: virtiofsd's vhost-user socket as a chardev only and each NIC's tap as a netdev only (QEMU
+ * connects and opens them while still root, before -runas, exactly as a cold boot does; chardevs and netdevs are
+ * backends, not part of the migrated state, devices are: qemu/template.ts hot-plugs the devices on them), and
+ * `-incoming defer`: QEMU waits for migrate-incoming (qemu/template.ts) instead of booting.
  */
-export function cloneArgs(virtiofsSocket?: string): string[] {
+export function cloneArgs(virtiofsSocket?: string, nics: readonly VmNic[] = [], vhostNet = false): string[] {
+  if (nics.length > TEMPLATE_NIC_PORTS)
+    throw new InvalidArgumentError(`a clone has room for ${TEMPLATE_NIC_PORTS} NICs, not ${nics.length}`);
   return [
     ...(virtiofsSocket === undefined
       ? []
       : ['-chardev', `socket,id=${TEMPLATE_FS_CHARDEV},path=${checkOptionValue('virtiofsd socket', virtiofsSocket)}`]),
+    ...nics.flatMap((nic, i) => netdevArgs(nic, i, vhostNet)),
     '-incoming',
     'defer',
   ];

@@ -51,12 +51,13 @@ import {
   type VmSize,
   type VmTemplateUse,
   MEMORY_HOTPLUG_BLOCK_MIB,
+  TEMPLATE_NIC_PORTS,
 } from '../types';
 import { NOOP_LOGGER, type Logger } from '../../log';
 import { Mutex, abortError, sleep } from '../util';
 import { Virtiofsd, probeSandboxMode, type SandboxMode } from '../virtiofsd';
 import { buildQemuArgv, QBOOT_FIRMWARE } from './cmdline';
-import { copySparse, loadTemplateState, plugVirtiofs, saveTemplateState } from './template';
+import { copySparse, loadTemplateState, plugNics, plugVirtiofs, saveTemplateState } from './template';
 import { QmpClient } from './qmp';
 
 export interface QemuHypervisorOptions {
@@ -99,6 +100,9 @@ export interface StartTimings {
   templateLoadMs?: number;
   /** A clone: device_add of its virtio-fs device. */
   virtiofsPlugMs?: number;
+  /** A clone: device_add of its NICs, and how many. */
+  nicPlugMs?: number;
+  nicsPlugged?: number;
 }
 
 /** All mutable state, in one place. */
@@ -684,8 +688,30 @@ export class QemuHypervisor implements Hypervisor {
         await plugVirtiofs(qmp);
         this.#s.timings.virtiofsPlugMs = performance.now() - t0;
       }
+      if (this.#s.template?.role === 'clone' && c.network !== undefined && c.network.nics.length > 0) {
+        const t0 = performance.now();
+        await plugNics(qmp, c.network.nics);
+        this.#s.timings.nicPlugMs = performance.now() - t0;
+        this.#s.timings.nicsPlugged = c.network.nics.length;
+      }
       this.#s.timings.qmpReadyMs = performance.now() - qemu.spawnedAt;
-      this.#log.info({ id: c.id, pid: qemu.pid, qmpReadyMs: Math.round(this.#s.timings.qmpReadyMs) }, 'VM running');
+      const t = this.#s.timings;
+      this.#log.info(
+        {
+          id: c.id,
+          pid: qemu.pid,
+          qmpReadyMs: Math.round(t.qmpReadyMs ?? 0),
+          ...(this.#s.template?.role === 'clone'
+            ? {
+                memoryCopyMs: Math.round(t.memoryCopyMs ?? 0),
+                templateLoadMs: Math.round(t.templateLoadMs ?? 0),
+                virtiofsPlugMs: Math.round(t.virtiofsPlugMs ?? 0),
+                nicPlugMs: Math.round(t.nicPlugMs ?? 0),
+              }
+            : {}),
+        },
+        this.#s.template?.role === 'clone' ? 'VM running (cloned from its template)' : 'VM running',
+      );
     } catch (err) {
       if (signal.aborted && !qemu.exit) throw abortError(signal, 'start vm');
       // A QMP failure (connection reset, handshake error) usually means QEMU is on its way out: give it a moment,
@@ -820,14 +846,18 @@ function checkTemplate(t: VmTemplateUse, c: ResolvedConfig): VmTemplateUse {
       throw new InvalidArgumentError(`template ${what} must be an absolute, normalised path`);
     return p;
   };
-  if (c.network !== undefined)
-    throw new InvalidArgumentError('a VM template has no NICs yet: boot a VM with a network cold');
   if (t.role === 'make') {
     if (c.sharedDir !== undefined) throw new InvalidArgumentError('a template VM has no virtio-fs share');
+    if (c.network !== undefined) throw new InvalidArgumentError('a template VM has no NICs');
     return { role: 'make', memoryFile: abs('memory file', t.memoryFile) };
   }
-  if (t.role === 'clone')
+  if (t.role === 'clone') {
+    if (c.network !== undefined && c.network.nics.length > TEMPLATE_NIC_PORTS)
+      throw new InvalidArgumentError(
+        `a VM template has room for ${TEMPLATE_NIC_PORTS} NICs, this VM has ${c.network.nics.length}: boot it cold`,
+      );
     return { role: 'clone', memoryFile: abs('memory file', t.memoryFile), stateFile: abs('state file', t.stateFile) };
+  }
   throw new InvalidArgumentError('template role must be make or clone');
 }
 

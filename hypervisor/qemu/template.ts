@@ -4,7 +4,8 @@
  * saved with the `x-ignore-shared` migration capability: the stream then carries the devices and the small ROM
  * blocks, not the shared guest RAM, which is in the file already. A clone starts QEMU with the same layout on its
  * own copy of that file, `-incoming defer`, loads the state (`migrate-incoming fd:3`, the state file inherited as
- * fd 3: nothing to connect to, so it works after -runas), resumes, and hot-plugs its virtio-fs device.
+ * fd 3: nothing to connect to, so it works after -runas), resumes, and hot-plugs its virtio-fs device and its NICs
+ * (their backends, virtiofsd's chardev and the taps' netdevs, are on its command line, opened before -runas).
  *
  * Why a copy and not a private copy-on-write mapping of the template's file (share=off): vhost-user hands virtiofsd
  * the file descriptor of each RAM block, and virtiofsd maps it MAP_SHARED. With share=off QEMU's guest would write
@@ -18,7 +19,14 @@ import net from 'node:net';
 import { UnavailableError } from '../../errors';
 import { abortError, sleep } from '../util';
 import { GUEST_SHARE_TAG } from '../types';
-import { TEMPLATE_FS_CHARDEV, TEMPLATE_FS_DEVICE, TEMPLATE_FS_PORT } from './cmdline';
+import type { VmNic } from '../types';
+import {
+  TEMPLATE_FS_CHARDEV,
+  TEMPLATE_FS_DEVICE,
+  TEMPLATE_FS_PORT,
+  templateNicDevice,
+  templateNicPort,
+} from './cmdline';
 import type { QmpClient } from './qmp';
 
 /** The fd a clone's QEMU inherits the template's saved state on (stdin, stdout, stderr come first). */
@@ -102,6 +110,25 @@ export async function plugVirtiofs(qmp: QmpClient): Promise<void> {
     tag: GUEST_SHARE_TAG,
     bus: TEMPLATE_FS_PORT,
   });
+}
+
+/**
+ * Hot-plugs a clone's NICs: NIC `i` is a virtio-net-pci device with the pod's MAC (and host_mtu) on netdev `net<i>`
+ * (its tap, opened from the command line) and the template's spare port `hullnetport<i>`. The guest's pciehp and
+ * virtio_net bring it up asynchronously; the agent's UpdateInterface waits for the MAC to appear.
+ */
+export async function plugNics(qmp: QmpClient, nics: readonly VmNic[]): Promise<void> {
+  for (const [i, nic] of nics.entries()) {
+    // JSON, not QEMU's option syntax: the MAC (checked by resolveConfig) cannot smuggle in another property.
+    await qmp.execute('device_add', {
+      driver: 'virtio-net-pci',
+      id: templateNicDevice(i),
+      bus: templateNicPort(i),
+      netdev: `net${i}`,
+      mac: nic.mac,
+      ...(nic.mtu === undefined ? {} : { host_mtu: nic.mtu }),
+    });
+  }
 }
 
 /**

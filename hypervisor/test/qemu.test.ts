@@ -17,7 +17,7 @@ import { VHOST_VSOCK_DEVICE, cidCandidates, type HostProbe } from '../accel';
 import { processStartTime } from '../process';
 import { QemuHypervisor, type QemuHypervisorOptions } from '../qemu/qemu';
 import { PFN_INFO_OFFSET, PFN_SIGNATURE, ROOT_IMAGE_DATA_OFFSET, type ImageProbe } from '../root-image';
-import type { VmConfig } from '../types';
+import { TEMPLATE_NIC_PORTS, type VmConfig } from '../types';
 import type { Logger } from '../../log';
 import { pidExists } from '../util';
 import { writeFakeQemu } from './fake-qemu';
@@ -567,6 +567,43 @@ describe('hypervisor/qemu/qemu (fake QEMU)', function () {
     await assert.rejects(vm.start(AbortSignal.timeout(1000)), FailedPreconditionError);
     await vm.cleanup();
     assert.equal(fs.existsSync(cfg.stateDir), false);
+  });
+
+  it('a template clone takes up to TEMPLATE_NIC_PORTS NICs (netdevs on its command line), a template VM none', async () => {
+    const name = `hull-t-${crypto.randomBytes(4).toString('hex')}`;
+    execFileSync('ip', ['netns', 'add', name]);
+    try {
+      const nic = (i: number): { tap: string; mac: string } => ({
+        tap: `tap${i}_hull`,
+        mac: `02:00:00:00:00:0${i + 1}`,
+      });
+      const network = (n: number): VmConfig['network'] => ({
+        netnsPath: `/run/netns/${name}`,
+        nics: Array.from({ length: n }, (_, i) => nic(i)),
+      });
+      const clone = {
+        role: 'clone' as const,
+        memoryFile: path.join(dir, 'memory'),
+        stateFile: path.join(dir, 'state'),
+      };
+      const vm = make();
+      await vm.prepare({ ...cfg, network: network(TEMPLATE_NIC_PORTS), template: clone });
+      const argv = vm.argv();
+      assert.ok(argv.includes('tap,id=net1,ifname=tap1_hull,script=no,downscript=no'));
+      assert.ok(!argv.some((w) => w.startsWith('virtio-net-pci')), 'the NICs are hot-plugged after the state load');
+      assert.equal(vm.command().file, '/usr/bin/nsenter', 'QEMU runs in the pod netns');
+      await assert.rejects(
+        make().prepare({ ...cfg, network: network(TEMPLATE_NIC_PORTS + 1), template: clone }),
+        (e: Error) =>
+          e instanceof InvalidArgumentError && /room for 2 NICs, this VM has 3: boot it cold/.test(e.message),
+      );
+      await assert.rejects(
+        make().prepare({ ...cfg, network: network(1), template: { role: 'make', memoryFile: path.join(dir, 'm') } }),
+        (e: Error) => e instanceof InvalidArgumentError && /a template VM has no NICs/.test(e.message),
+      );
+    } finally {
+      execFileSync('ip', ['netns', 'delete', name]);
+    }
   });
 
   it('with a network, QEMU runs in that namespace through nsenter, keeping its pid and its own argv', async () => {

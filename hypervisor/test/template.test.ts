@@ -5,7 +5,9 @@ import os from 'node:os';
 import path from 'node:path';
 import { InvalidArgumentError } from '../../errors';
 import { buildQemuArgv, type QemuCmdline } from '../qemu/cmdline';
-import { copySparse } from '../qemu/template';
+import { copySparse, plugNics } from '../qemu/template';
+import type { QmpClient } from '../qemu/qmp';
+import { TEMPLATE_NIC_PORTS } from '../types';
 
 const S = '/run/hull/vm/pod1';
 const base: QemuCmdline = {
@@ -35,6 +37,9 @@ describe('hypervisor/qemu/template', () => {
       assert.ok(argv.includes('memory-backend-file,id=mem,size=512M,mem-path=/run/hull/_t/k/memory,share=on'));
       assert.ok(!argv.some((w) => w.startsWith('memory-backend-memfd')));
       assert.ok(argv.includes('pcie-root-port,id=hullfsport,bus=pcie.0,chassis=1'));
+      assert.equal(TEMPLATE_NIC_PORTS, 2);
+      assert.ok(argv.includes('pcie-root-port,id=hullnetport0,bus=pcie.0,chassis=2'));
+      assert.ok(argv.includes('pcie-root-port,id=hullnetport1,bus=pcie.0,chassis=3'));
       assert.ok(!argv.some((w) => w.includes('vhost-user-fs')));
       assert.ok(!argv.includes('-incoming'));
     });
@@ -44,6 +49,75 @@ describe('hypervisor/qemu/template', () => {
       const clone = buildQemuArgv({ ...base, template: { role: 'clone', memoryFile: `${S}/memory` } });
       assert.deepEqual(clone.slice(-4), ['-chardev', `socket,id=fs,path=${S}/virtiofsd.sock`, '-incoming', 'defer']);
       assert.deepEqual(layout(clone.slice(0, -4)), layout(make));
+    });
+
+    const NICS = [
+      { tap: 'tap0_hull', mac: '02:42:0a:00:00:05', mtu: 1450 },
+      { tap: 'tap1_hull', mac: '02:42:0a:00:00:06' },
+    ];
+
+    it("a clone with NICs: the template's layout, each tap as a netdev only (no device), then -incoming defer", () => {
+      const make = buildQemuArgv({ ...base, template: { role: 'make', memoryFile: '/run/hull/tt/k1/memory' } });
+      const clone = buildQemuArgv({ ...base, nics: NICS, template: { role: 'clone', memoryFile: `${S}/memory` } });
+      assert.deepEqual(clone.slice(-8), [
+        '-chardev',
+        `socket,id=fs,path=${S}/virtiofsd.sock`,
+        '-netdev',
+        'tap,id=net0,ifname=tap0_hull,script=no,downscript=no',
+        '-netdev',
+        'tap,id=net1,ifname=tap1_hull,script=no,downscript=no',
+        '-incoming',
+        'defer',
+      ]);
+      assert.deepEqual(layout(clone.slice(0, -8)), layout(make), 'no virtio-net device on the command line');
+      assert.throws(
+        () =>
+          buildQemuArgv({
+            ...base,
+            nics: [...NICS, { tap: 'tap2_hull', mac: '02:42:0a:00:00:07' }],
+            template: { role: 'clone', memoryFile: `${S}/memory` },
+          }),
+        /room for 2 NICs, not 3/,
+      );
+    });
+
+    it('a cold boot with NICs is as before: netdev and virtio-net device per tap, no root port', () => {
+      const argv = buildQemuArgv({ ...base, nics: NICS });
+      const at = argv.indexOf('tap,id=net0,ifname=tap0_hull,script=no,downscript=no');
+      assert.deepEqual(argv.slice(at - 1, at + 7), [
+        '-netdev',
+        'tap,id=net0,ifname=tap0_hull,script=no,downscript=no',
+        '-device',
+        'virtio-net-pci,netdev=net0,mac=02:42:0a:00:00:05,host_mtu=1450',
+        '-netdev',
+        'tap,id=net1,ifname=tap1_hull,script=no,downscript=no',
+        '-device',
+        'virtio-net-pci,netdev=net1,mac=02:42:0a:00:00:06',
+      ]);
+      assert.ok(!argv.some((w) => w.startsWith('pcie-root-port')));
+    });
+
+    it("plugNics: device_add of a virtio-net-pci per NIC on its netdev and spare port, with the pod's MAC and MTU", async () => {
+      const sent: unknown[] = [];
+      const qmp = { execute: async (cmd: string, args: unknown) => void sent.push([cmd, args]) };
+      await plugNics(qmp as unknown as QmpClient, NICS);
+      assert.deepEqual(sent, [
+        [
+          'device_add',
+          {
+            driver: 'virtio-net-pci',
+            id: 'hullnet0',
+            bus: 'hullnetport0',
+            netdev: 'net0',
+            mac: '02:42:0a:00:00:05',
+            host_mtu: 1450,
+          },
+        ],
+        [
+          'device_add',
+          { driver: 'virtio-net-pci', id: 'hullnet1', bus: 'hullnetport1', netdev: 'net1', mac: '02:42:0a:00:00:06' },
+        ],
+      ]);
     });
 
     it('without a template the argv is as before (memfd RAM, the virtio-fs device, no root port)', () => {
