@@ -79,6 +79,7 @@ export function execIp(binary = GUEST_IP, timeoutMs = 30_000): IpRunner {
  * quotes and backslashes, and getcmdline ends a line at '\n' and drops what follows '#'. No argument may hold any of
  * them (nor any other control character), so each argv becomes exactly one line of exactly its words.
  */
+// eslint-disable-next-line no-control-regex -- control characters are exactly what must not reach a batch line
 const BATCH_UNSAFE = /[\s"'\\#\x00-\x1f\x7f]/;
 
 /** Most lines one `ip -batch` takes from us (a request's commands are few: the route list is capped). */
