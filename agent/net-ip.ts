@@ -19,16 +19,21 @@ import {
 /** iproute2's ip in the guest image (guest/config.ts GUEST_PATHS.ip); busybox's applet is at /sbin/ip. */
 export const GUEST_IP = '/usr/sbin/ip';
 
-/** Runs ip with `args` and resolves with its stdout. */
-export type IpRunner = (args: readonly string[]) => Promise<string>;
+/** Runs ip with `args` (and `input` on its stdin, for `-batch -`) and resolves with its stdout. */
+export type IpRunner = (args: readonly string[], input?: string) => Promise<string>;
 
 /** The options ip may be given before its object (`link`, `addr`, `route`, `neigh`); nothing else may start with '-'. */
 const OPTIONS = new Set(['-j', '-d', '-4', '-6']);
 
-/** Throws unless every argument after the leading OPTIONS is free of a leading '-'. */
+/**
+ * Throws unless every argument after the leading OPTIONS is free of a leading '-'. The one exception is the batch
+ * form, OPTIONS then exactly `-batch -` (the commands come on stdin, each checked by `batchInput`).
+ */
 export function checkArgv(args: readonly string[]): void {
   let i = 0;
   while (i < args.length && OPTIONS.has(args[i]!)) i++;
+  if (i > 0 && i === args.length - 2 && args[i] === '-batch' && args[i + 1] === '-') return;
+  if (i === 0 && args.length === 2 && args[0] === '-batch' && args[1] === '-') return;
   for (const a of args.slice(i)) {
     if (a.startsWith('-') || a.length === 0 || a.includes('\0'))
       throw new StatusError(Code.INTERNAL, `refusing ip argument ${JSON.stringify(a)}`);
@@ -53,16 +58,100 @@ export function ipFailure(args: readonly string[], stderr: string, cause?: Error
 }
 
 export function execIp(binary = GUEST_IP, timeoutMs = 30_000): IpRunner {
-  return (args) => {
+  return (args, input) => {
     checkArgv(args);
     return new Promise((resolve, reject) => {
       // spawns: wrapper; execIp's callers name the ip binary (default GUEST_IP)
-      execFile(binary, [...args], { timeout: timeoutMs, maxBuffer: 16 << 20 }, (err, stdout, stderr) => {
-        if (err) reject(ipFailure(args, stderr, err));
+      const child = execFile(binary, [...args], { timeout: timeoutMs, maxBuffer: 16 << 20 }, (err, stdout, stderr) => {
+        if (err) reject(Object.assign(ipFailure(args, stderr, err), { stderr }));
         else resolve(stdout);
       });
+      child.stdin?.on('error', () => undefined); // ip exited before reading it all: its exit status tells
+      child.stdin?.end(input ?? '');
     });
   };
+}
+
+// ---- batches ------------------------------------------------------------------------------------------------
+
+/**
+ * What would change the meaning of a line of `ip -batch`: iproute2's makeargs splits words at white space, reads
+ * quotes and backslashes, and getcmdline ends a line at '\n' and drops what follows '#'. No argument may hold any of
+ * them (nor any other control character), so each argv becomes exactly one line of exactly its words.
+ */
+// eslint-disable-next-line no-control-regex -- control characters are exactly what must not reach a batch line
+const BATCH_UNSAFE = /[\s"'\\#\x00-\x1f\x7f]/;
+
+/** Most lines one `ip -batch` takes from us (a request's commands are few: the route list is capped). */
+export const MAX_BATCH_LINES = 1024;
+
+/** The family option a command starts with (`-4`/`-6`), which a batch takes once, before `-batch`. */
+export function commandFamily(args: readonly string[]): Family | undefined {
+  return args[0] === '-4' ? 4 : args[0] === '-6' ? 6 : undefined;
+}
+
+/**
+ * The stdin of `ip [-4|-6] -batch -` for `commands` (argv arrays as the builders make them, all of `family`, the
+ * family option stripped): one line per command. Throws INTERNAL for an argument that could change the batch's
+ * meaning (see BATCH_UNSAFE) or a command that is not of the batch's family.
+ */
+export function batchInput(commands: readonly (readonly string[])[], family?: Family): string {
+  if (commands.length === 0 || commands.length > MAX_BATCH_LINES)
+    throw new StatusError(Code.INTERNAL, `ip batch of ${commands.length} commands`);
+  return commands
+    .map((args) => {
+      checkArgv(args);
+      if (commandFamily(args) !== family)
+        throw new StatusError(Code.INTERNAL, `ip batch for family ${family ?? 'any'}: ${args.join(' ')}`);
+      const words = family === undefined ? args : args.slice(1);
+      for (const w of words) {
+        if (w.startsWith('-') || BATCH_UNSAFE.test(w))
+          throw new StatusError(Code.INTERNAL, `refusing ip batch argument ${JSON.stringify(w)}`);
+      }
+      return `${words.join(' ')}\n`;
+    })
+    .join('');
+}
+
+/**
+ * Runs `commands` in order, as few ip processes as their family options allow: each run of consecutive commands
+ * with the same family option (none, -4, -6) is one `ip -batch -`. Like one ip per command, it stops at the first
+ * command that fails, and that failure is the one ipFailure makes for that command alone (ip names the failed line,
+ * "Command failed -:N", which maps it back; its own words are the lines before).
+ */
+export async function runBatch(ip: IpRunner, commands: readonly (readonly string[])[]): Promise<void> {
+  let start = 0;
+  while (start < commands.length) {
+    const family = commandFamily(commands[start]!);
+    let end = start + 1;
+    while (end < commands.length && end - start < MAX_BATCH_LINES && commandFamily(commands[end]!) === family) end++;
+    const group = commands.slice(start, end);
+    const argv = [...(family === undefined ? [] : [`-${family}`]), '-batch', '-'];
+    const input = batchInput(group, family);
+    const offset = start;
+    await ip(argv, input).catch((err: unknown) => {
+      const failure = batchFailure(group, err);
+      // Which of `commands` failed (1-based), for a caller that tolerates some failures (route deletion).
+      if (failure !== err) Object.assign(failure as object, { batchLine: offset + (failure as { line: number }).line });
+      throw failure;
+    });
+    start = end;
+  }
+}
+
+/** The failure of one batch as the failure of its command that failed (when ip named it), else as it came. */
+export function batchFailure(group: readonly (readonly string[])[], err: unknown): unknown {
+  const stderr = (err as { stderr?: unknown } | null)?.stderr;
+  if (typeof stderr !== 'string') return err;
+  const lines = stderr.split('\n');
+  const at = lines.findIndex((l) => /^Command failed -:\d+$/.test(l.trim()));
+  if (at < 0) return err;
+  const n = Number(/(\d+)$/.exec(lines[at]!.trim())![1]);
+  const args = group[n - 1];
+  if (!args) return err;
+  const own = lines.slice(0, at).join('\n');
+  const failure = ipFailure(args, own, err instanceof Error ? err : undefined);
+  return Object.assign(failure, { line: n });
 }
 
 // ---- argv builders ------------------------------------------------------------------------------------------
@@ -81,9 +170,11 @@ export const linkSettings = (dev: string, mtu: number, noArp: boolean): string[]
   noArp ? 'off' : 'on',
 ];
 export const addrFlush = (dev: string): string[] => ['addr', 'flush', 'dev', dev];
-/** IPv4 addresses get their broadcast address computed (`broadcast +`), as CNI's do. */
+/**
+ * IPv4 addresses get their broadcast address computed (`broadcast +`), as CNI's do. No family option: the address
+ * (checked to be of its family) gives it, so an interface's addresses and link changes go in one batch.
+ */
 export const addrAdd = (dev: string, a: CheckedAddress): string[] => [
-  `-${a.family}`,
   'addr',
   'add',
   `${a.address}/${a.prefix}`,

@@ -25,6 +25,7 @@ import {
   routeOrder,
   routeReplace,
   routeShow,
+  runBatch,
   toInterface,
   toRoute,
   type IpLink,
@@ -73,12 +74,17 @@ export class GuestNetwork {
             .join(', ') || 'none';
         throw new StatusError(Code.NOT_FOUND, `no guest interface has MAC ${want.mac} (interfaces: ${seen})`);
       }
-      await this.ip(linkDown(link.ifname));
-      if (link.ifname !== want.name) await this.rename(link, want.name, links);
-      await this.ip(linkSettings(want.name, want.mtu, want.noArp));
-      await this.ip(addrFlush(want.name));
-      for (const a of want.addresses) await this.ip(addrAdd(want.name, a));
-      await this.ip(linkUp(want.name));
+      // One ip process for all the changes, in this order, stopping at the first that fails (ip -batch).
+      await runBatch(this.ip, [
+        linkDown(link.ifname),
+        ...(link.ifname !== want.name ? this.rename(link, want.name, links) : []),
+        linkSettings(want.name, want.mtu, want.noArp),
+        addrFlush(want.name),
+        ...want.addresses.map((a) => addrAdd(want.name, a)),
+        linkUp(want.name),
+      ]);
+      const holder = link.ifname !== want.name ? links.find((l) => l.ifname === want.name) : undefined;
+      if (holder) log.info('interface names swapped', { [want.name]: link.address, [link.ifname]: holder.address });
       const now = (await this.links()).find((l) => l.address === want.mac);
       if (!now)
         throw new StatusError(
@@ -109,16 +115,12 @@ export class GuestNetwork {
       for (const family of [4, 6] as const) {
         const current = removableRoutes(parseRoutes(await this.ip(routeShow(family))));
         // Routes via a gateway first, then the routes they may depend on.
-        for (const r of [
-          ...current.filter((c) => c.gateway !== undefined),
-          ...current.filter((c) => c.gateway === undefined),
-        ]) {
-          await this.ip(routeDelete(family, r)).catch((err: unknown) => {
-            if (!(err instanceof StatusError && err.code === Code.NOT_FOUND)) throw err; // already gone with another
-          });
-        }
+        await this.deleteRoutes([
+          ...current.filter((c) => c.gateway !== undefined).map((r) => routeDelete(family, r)),
+          ...current.filter((c) => c.gateway === undefined).map((r) => routeDelete(family, r)),
+        ]);
       }
-      for (const r of routeOrder(routes)) await this.ip(routeReplace(r));
+      await runBatch(this.ip, routeOrder(routes).map(routeReplace));
       log.info('routes updated', { count: routes.length });
       return { Routes: await this.routes() };
     });
@@ -132,7 +134,7 @@ export class GuestNetwork {
         neighbors.map((n) => n.device),
         'neighbor',
       );
-      for (const n of neighbors) await this.ip(neighReplace(n));
+      await runBatch(this.ip, neighbors.map(neighReplace));
       log.info('neighbors added', { count: neighbors.length });
     });
   }
@@ -176,24 +178,43 @@ export class GuestNetwork {
   }
 
   /**
-   * Renames `link` (already down) to `name`. If another link has that name, the two swap names through a
-   * temporary one (how the kernel numbers NICs need not match the host's order); the other link keeps its state.
+   * Deletes routes in order, in one ip batch, tolerating those already gone (NOT_FOUND: removed with another,
+   * e.g. with its gateway's link route) as one ip per route did: a batch stops at its first failing line, so after
+   * a NOT_FOUND the rest is run again as a new batch; any other failure ends it.
    */
-  private async rename(link: IpLink, name: string, links: readonly IpLink[]): Promise<void> {
-    const holder = links.find((l) => l.ifname === name);
-    if (!holder) {
-      await this.ip(linkRename(link.ifname, name));
-      return;
+  private async deleteRoutes(commands: readonly string[][]): Promise<void> {
+    let rest = commands;
+    while (rest.length) {
+      const done = await runBatch(this.ip, rest).then(
+        () => rest.length,
+        (err: unknown) => {
+          const line = (err as { batchLine?: unknown }).batchLine;
+          if (!(err instanceof StatusError && err.code === Code.NOT_FOUND && typeof line === 'number')) throw err;
+          return line; // lines 1..line-1 were deleted, line `line` was already gone
+        },
+      );
+      rest = rest.slice(done);
     }
+  }
+
+  /**
+   * The commands that rename `link` (already down) to `name`. If another link has that name, the two swap names
+   * through a temporary one (how the kernel numbers NICs need not match the host's order); the other link keeps
+   * its state.
+   */
+  private rename(link: IpLink, name: string, links: readonly IpLink[]): string[][] {
+    const holder = links.find((l) => l.ifname === name);
+    if (!holder) return [linkRename(link.ifname, name)];
     const temp = `hull-tmp${holder.ifindex}`.slice(0, 15);
     if (links.some((l) => l.ifname === temp))
       throw new StatusError(Code.INTERNAL, `cannot free the name ${name}: ${temp} is taken too`);
     const wasUp = holder.flags.includes('UP');
-    if (wasUp) await this.ip(linkDown(holder.ifname));
-    await this.ip(linkRename(holder.ifname, temp));
-    await this.ip(linkRename(link.ifname, name));
-    await this.ip(linkRename(temp, link.ifname));
-    if (wasUp) await this.ip(linkUp(link.ifname));
-    log.info('interface names swapped', { [name]: link.address, [link.ifname]: holder.address });
+    return [
+      ...(wasUp ? [linkDown(holder.ifname)] : []),
+      linkRename(holder.ifname, temp),
+      linkRename(link.ifname, name),
+      linkRename(temp, link.ifname),
+      ...(wasUp ? [linkUp(link.ifname)] : []),
+    ];
   }
 }

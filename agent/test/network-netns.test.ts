@@ -16,12 +16,15 @@ describe('agent network (real ip, in a test network namespace)', function () {
   const ns = `hull-t-${crypto.randomBytes(4).toString('hex')}`;
   const MAC = '02:aa:bb:cc:dd:01';
   // ip -n <ns> ... : the agent's argv, run in the namespace.
-  const ip: IpRunner = (args) => {
+  // As execIp does: a batch's commands on stdin, ip's stderr kept with its failure.
+  const ip: IpRunner = (args, input) => {
     checkArgv(args);
     return new Promise((resolve, reject) => {
-      execFile('ip', ['-n', ns, ...args], (err, stdout, stderr) =>
-        err ? reject(ipFailure(args, stderr, err)) : resolve(stdout),
+      const child = execFile('ip', ['-n', ns, ...args], (err, stdout, stderr) =>
+        err ? reject(Object.assign(ipFailure(args, stderr, err), { stderr })) : resolve(stdout),
       );
+      child.stdin?.on('error', () => undefined); // ip stopped reading at a failing line: its status tells
+      child.stdin?.end(input ?? '');
     });
   };
   let net: GuestNetwork;

@@ -15,7 +15,9 @@ import {
 } from '../net-validate';
 import {
   addrAdd,
+  batchInput,
   checkArgv,
+  linkDown,
   ipFailure,
   linkSettings,
   neighReplace,
@@ -63,24 +65,59 @@ const GUEST_LINKS = [
   },
 ];
 
-/** A fake ip: show commands answer from `state`, every other command is recorded (and may fail on demand). */
+/**
+ * A fake ip: show commands answer from `state`, every other command is recorded (and may fail on demand, `fail`
+ * giving ip's words on stderr). It understands `ip [-4|-6] -batch -` as ip does: one command per stdin line, in
+ * order, stopping at the first that fails with "Command failed -:N". `spawns` counts the ip processes.
+ */
 function fakeIp(
   state: { links: unknown[]; routes4?: unknown[]; routes6?: unknown[] },
-  fail?: (args: readonly string[]) => StatusError | undefined,
+  fail?: (args: readonly string[]) => string | undefined,
 ) {
   const calls: string[] = [];
-  const ip: IpRunner = async (args) => {
+  const batches: string[][] = [];
+  let spawns = 0;
+  const one = (args: readonly string[]): string => {
     checkArgv(args);
     const line = args.join(' ');
     if (line === '-j -d addr show') return JSON.stringify(state.links);
     if (line === '-j -4 route show table main') return JSON.stringify(state.routes4 ?? []);
     if (line === '-j -6 route show table main') return JSON.stringify(state.routes6 ?? []);
     calls.push(line);
-    const err = fail?.(args);
-    if (err) throw err;
+    const said = fail?.(args);
+    if (said !== undefined) throw Object.assign(ipFailure(args, said), { said });
     return '';
   };
-  return { ip, calls };
+  const ip: IpRunner = async (args, input) => {
+    spawns++;
+    checkArgv(args);
+    if (args.at(-1) !== '-' || args.at(-2) !== '-batch') return one(args);
+    assert.equal(typeof input, 'string', 'a batch has its commands on stdin');
+    const family = args.length === 3 ? [args[0]!] : [];
+    const lines = input!.split('\n');
+    assert.equal(lines.pop(), '', 'every line ends with a newline');
+    batches.push(lines);
+    let out = '';
+    for (const [i, line] of lines.entries()) {
+      try {
+        out += one([...family, ...line.split(' ')]);
+      } catch (err) {
+        const said = (err as { said: string }).said;
+        throw Object.assign(ipFailure(args, `${said}\nCommand failed -:${i + 1}`), {
+          stderr: `${said}\nCommand failed -:${i + 1}\n`,
+        });
+      }
+    }
+    return out;
+  };
+  return {
+    ip,
+    calls,
+    batches,
+    get spawns() {
+      return spawns;
+    },
+  };
 }
 
 describe('agent network', () => {
@@ -263,7 +300,6 @@ describe('agent network', () => {
       assert.deepEqual(linkSettings('eth0', 1450, false), ['link', 'set', 'dev', 'eth0', 'mtu', '1450', 'arp', 'on']);
       assert.deepEqual(linkSettings('eth0', 0, true), ['link', 'set', 'dev', 'eth0', 'arp', 'off']);
       assert.deepEqual(addrAdd('eth0', { family: 4, address: '10.0.0.2', prefix: 24 }), [
-        '-4',
         'addr',
         'add',
         '10.0.0.2/24',
@@ -273,7 +309,6 @@ describe('agent network', () => {
         'eth0',
       ]);
       assert.deepEqual(addrAdd('eth0', { family: 6, address: 'fd00::2', prefix: 64 }), [
-        '-6',
         'addr',
         'add',
         'fd00::2/64',
@@ -373,6 +408,57 @@ describe('agent network', () => {
         routeOrder(r).map((x) => x.dest),
         ['10.0.0.0/24', '10.0.0.1/32', 'default', '10.2.0.0/16'],
       );
+    });
+
+    it('ip -batch: one line per command, no validated value can split or comment a line, family lifted to the batch', () => {
+      assert.equal(
+        batchInput([linkDown('eth0'), addrAdd('eth0', { family: 6, address: 'fd00::2', prefix: 64 })]),
+        'link set dev eth0 down\naddr add fd00::2/64 dev eth0\n',
+      );
+      assert.equal(
+        batchInput([routeReplace(checkRoutes([{ dest: '', gateway: '10.0.0.1', device: 'eth0' }])[0]!)], 4),
+        'route replace default via 10.0.0.1 dev eth0 scope global proto boot table main\n',
+      );
+      assert.throws(() => batchInput([['-4', 'route', 'show']]), /family any/);
+      assert.throws(() => batchInput([['link', 'show']], 6), /family 6/);
+      assert.throws(() => batchInput([]), code(Code.INTERNAL));
+      assert.doesNotThrow(() => checkArgv(['-batch', '-']));
+      assert.doesNotThrow(() => checkArgv(['-6', '-batch', '-']));
+      assert.throws(() => checkArgv(['-batch', '-', 'x']), code(Code.INTERNAL));
+      // What ip's batch reader treats specially: white space (splits words, ends lines), quotes, backslash, '#'.
+      const separators = [' ', '\t', '\n', '\r', '\v', '\f', '"', "'", '\\', '#', '\0', '\x1b', '\u00a0', '\u2028'];
+      for (const sep of separators) {
+        const label = JSON.stringify(sep);
+        // The runner's last guard: no argument with a separator ever reaches a batch line.
+        assert.throws(() => batchInput([['link', 'set', 'dev', `eth${sep}0`, 'up']]), code(Code.INTERNAL), label);
+        // And no checked value can hold one in the first place.
+        assert.throws(() => ifName(`eth${sep}0`, 'n'), invalidArg, label);
+        assert.throws(() => macAddress(`02:42:ac:11:00:0${sep}`, 'm'), invalidArg, label);
+        assert.throws(() => ipAddress(`10.0.0.1${sep}`, 'a'), invalidArg, label);
+        assert.throws(() => ipAddress(`fd00::1${sep}`, 'a'), invalidArg, label);
+        assert.throws(() => cidr(`10.0.0.0/24${sep}`, 4, 'd'), invalidArg, label);
+        assert.throws(() => prefixLength(`2${sep}4`, 4, 'p'), invalidArg, label);
+        assert.throws(
+          () =>
+            checkInterface({
+              name: 'eth0',
+              hwAddr: '02:42:ac:11:00:02',
+              IPAddresses: [{ address: `10.0.0.2${sep}`, mask: '24' }],
+            }),
+          invalidArg,
+          label,
+        );
+        assert.throws(() => checkRoutes([{ dest: '', gateway: `10.0.0.1${sep}`, device: 'eth0' }]), invalidArg, label);
+        assert.throws(() => checkRoutes([{ dest: '', gateway: '10.0.0.1', device: `eth0${sep}` }]), invalidArg, label);
+        assert.throws(
+          () =>
+            checkNeighbors([
+              { toIPAddress: { address: '10.0.0.1' }, lladdr: `02:00:00:00:00:01${sep}`, device: 'eth0' },
+            ]),
+          invalidArg,
+          label,
+        );
+      }
     });
 
     it('refuses an argument that starts with "-" after the leading options', () => {
@@ -489,10 +575,44 @@ describe('agent network', () => {
         'link set dev eth0 down',
         'link set dev eth0 mtu 1450 arp on',
         'addr flush dev eth0',
-        '-4 addr add 10.0.0.2/24 broadcast + dev eth0',
+        'addr add 10.0.0.2/24 broadcast + dev eth0',
         'link set dev eth0 up',
       ]);
       assert.equal(res.hwAddr, '02:42:ac:11:00:02');
+    });
+
+    it('UpdateInterface runs its changes as one ip -batch: 3 ip processes in all (find, change, read back)', async () => {
+      const fake = fakeIp({ links: GUEST_LINKS });
+      await new GuestNetwork(fake.ip).updateInterface({
+        interface: {
+          ...iface,
+          name: 'pod0',
+          IPAddresses: [
+            { family: types.IPFamily.v4, address: '10.0.0.2', mask: '24' },
+            { family: types.IPFamily.v6, address: 'fd00::2', mask: '64' },
+          ],
+        },
+      });
+      assert.equal(fake.calls.length, 7);
+      assert.equal(fake.spawns, 3);
+      assert.deepEqual(fake.batches, [fake.calls]);
+    });
+
+    it("UpdateInterface: a command failing in the batch is reported as itself, with ip's words and code", async () => {
+      const fake = fakeIp({ links: GUEST_LINKS }, (args) =>
+        args.includes('mtu')
+          ? 'Error: mtu greater than device maximum.\nRTNETLINK answers: Invalid argument'
+          : undefined,
+      );
+      await assert.rejects(
+        new GuestNetwork(fake.ip).updateInterface({ interface: iface }),
+        (e: StatusError) =>
+          e.code === Code.INVALID_ARGUMENT &&
+          e.message.startsWith('ip link set dev eth0 mtu 1450 arp on: ') &&
+          /mtu greater than device maximum/.test(e.message) &&
+          !/Command failed/.test(e.message),
+      );
+      assert.deepEqual(fake.calls, ['link set dev eth0 down', 'link set dev eth0 mtu 1450 arp on'], 'stops there');
     });
 
     it('UpdateInterface renames, swapping names with a link that has the wanted one', async () => {
@@ -559,7 +679,7 @@ describe('agent network', () => {
           routes6: [{ dst: 'fd00::/64', dev: 'eth0', protocol: 'ra', metric: 1024, flags: [] }],
         },
         (args) =>
-          args.includes('del') && args.includes('10.5.0.0/16') ? new StatusError(Code.NOT_FOUND, 'gone') : undefined,
+          args.includes('del') && args.includes('10.5.0.0/16') ? 'RTNETLINK answers: No such process' : undefined,
       );
       const res = await new GuestNetwork(ip).updateRoutes({
         routes: {
@@ -577,6 +697,55 @@ describe('agent network', () => {
         '-4 route replace default via 10.0.0.1 dev eth0 scope global proto boot table main',
       ]);
       assert.ok(Array.isArray(res.Routes));
+    });
+
+    it('UpdateRoutes: deletions in one batch per family, a route already gone skipped (the rest run), other failures stop', async () => {
+      const routes4 = [
+        { dst: 'default', gateway: '10.5.0.1', dev: 'eth0', flags: [] },
+        { dst: '10.6.0.0/16', gateway: '10.5.0.1', dev: 'eth0', flags: [] },
+        { dst: '10.5.0.0/16', dev: 'eth0', scope: 'link', flags: [] },
+      ];
+      const want = { routes: { Routes: [{ dest: '10.0.0.0/24', device: 'eth0', scope: 253 }] } };
+      const gone = fakeIp({ links: GUEST_LINKS, routes4 }, (args) =>
+        args.includes('del') && args.includes('default') ? 'RTNETLINK answers: No such process' : undefined,
+      );
+      await new GuestNetwork(gone.ip).updateRoutes(want);
+      assert.deepEqual(gone.calls, [
+        '-4 route del default via 10.5.0.1 dev eth0 table main',
+        '-4 route del 10.6.0.0/16 via 10.5.0.1 dev eth0 table main',
+        '-4 route del 10.5.0.0/16 dev eth0 table main',
+        '-4 route replace 10.0.0.0/24 dev eth0 scope link proto boot table main',
+      ]);
+      assert.deepEqual(gone.batches, [
+        [
+          'route del default via 10.5.0.1 dev eth0 table main',
+          'route del 10.6.0.0/16 via 10.5.0.1 dev eth0 table main',
+          'route del 10.5.0.0/16 dev eth0 table main',
+        ],
+        ['route del 10.6.0.0/16 via 10.5.0.1 dev eth0 table main', 'route del 10.5.0.0/16 dev eth0 table main'],
+        ['route replace 10.0.0.0/24 dev eth0 scope link proto boot table main'],
+      ]);
+      const refused = fakeIp({ links: GUEST_LINKS, routes4 }, (args) =>
+        args.includes('del') && args.includes('10.6.0.0/16') ? 'RTNETLINK answers: Operation not permitted' : undefined,
+      );
+      await assert.rejects(
+        new GuestNetwork(refused.ip).updateRoutes(want),
+        (e: StatusError) =>
+          e.code === Code.INTERNAL &&
+          /^ip -4 route del 10\.6\.0\.0\/16 via 10\.5\.0\.1 .*Operation not permitted$/.test(e.message),
+      );
+      assert.equal(refused.calls.length, 2, 'nothing after the refused deletion');
+      // No stale routes: listing (addr show, 2 route shows), one batch of replacements, the answer (2 route shows).
+      const plain = fakeIp({ links: GUEST_LINKS });
+      await new GuestNetwork(plain.ip).updateRoutes({
+        routes: {
+          Routes: [
+            { dest: '', gateway: '10.0.0.1', device: 'eth0' },
+            { dest: '10.0.0.0/24', device: 'eth0', scope: 253 },
+          ],
+        },
+      });
+      assert.equal(plain.spawns, 6);
     });
 
     it('UpdateRoutes and AddARPNeighbors: NOT_FOUND for a device the guest lacks, before any change', async () => {
