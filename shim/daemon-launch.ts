@@ -5,14 +5,13 @@
  */
 
 /**
- * V8 and node settings of the daemon, a long-lived process per pod that mostly waits:
- * - `--optimize-for-size`: V8 grows its heap later and keeps less code and fewer optimisations (TurboFan stays, so
- *   the stdout relay and the Task calls run at the same speed);
- * - `--v8-pool-size=1`: one V8 worker thread instead of four (concurrent marking and compilation, whose threads and
- *   their malloc arenas a waiting process pays for).
- * No limit on the old generation: a burst of stdout or many execs must never end the shim in an out-of-memory abort.
+ * V8 and node settings of the daemon, a long-lived process per pod that mostly waits: `--v8-pool-size=1`, one V8
+ * worker thread instead of four (concurrent marking and compilation, whose threads and their malloc arenas a
+ * waiting process pays for). No limit on the old generation: a burst of stdout or many execs must never end the
+ * shim in an out-of-memory abort. `--optimize-for-size` saves 1–3 MiB more but costs ~20 ms of CPU time before the
+ * daemon serves (160 → 180 ms; `--lite-mode` more on Task calls): not taken, start-up is part of every pod's start.
  */
-export const DAEMON_NODE_FLAGS: readonly string[] = ['--optimize-for-size', '--v8-pool-size=1'];
+export const DAEMON_NODE_FLAGS: readonly string[] = ['--v8-pool-size=1'];
 
 /** Set in the daemon's environment when `start` chose its MALLOC_ARENA_MAX, so the daemon does not pass it on. */
 const ARENA_MARK = 'HULL_SHIM_MALLOC_ARENA_MAX';
