@@ -149,6 +149,12 @@ function rollup(pid: number): { rssKiB: number; pssKiB: number; anonKiB: number 
   return { rssKiB: kib('Rss'), pssKiB: kib('Pss'), anonKiB: kib('Anonymous') };
 }
 
+/** A process's user + system CPU time, in ms (clock ticks of 10 ms). */
+function cpuMs(pid: number): number {
+  const fields = fs.readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+  return (Number(fields[11]) + Number(fields[12])) * 10;
+}
+
 /** A launcher like bin/'s for `dist`, under `dir`, with node `flags` in its #! line; returns its path. */
 function writeLauncher(dir: string, dist: string, flags: readonly string[]): string {
   const bin = path.join(dir, 'bin');
@@ -207,6 +213,7 @@ async function shimDaemonOnce(run: number, launcher: string): Promise<Record<str
     await new Promise((res) => setTimeout(res, 1000));
     const busy = rollup(pid);
     // A burst: STDOUT_BYTES of stdout relayed by the shim to ctr (which writes them to /dev/null).
+    const cpu0 = cpuMs(pid);
     const t0 = performance.now();
     const out = await ctd.ctr(
       ['task', 'exec', '--exec-id', 'burst', id, 'head', '-c', String(STDOUT_BYTES), '/dev/zero'],
@@ -216,6 +223,7 @@ async function shimDaemonOnce(run: number, launcher: string): Promise<Record<str
     );
     if (out.code !== 0) throw new Error(`ctr task exec head: ${out.stderr}`);
     const burstMs = performance.now() - t0;
+    const burstCpuMs = cpuMs(pid) - cpu0;
     await new Promise((res) => setTimeout(res, 1000));
     const burst = rollup(pid);
     const argv = fs.readFileSync(`/proc/${pid}/cmdline`, 'latin1').split('\0');
@@ -230,6 +238,8 @@ async function shimDaemonOnce(run: number, launcher: string): Promise<Record<str
       after_exec_pss_mib: MiB(busy.pssKiB),
       after_exec_anon_mib: MiB(busy.anonKiB),
       stdout_mb_per_s: round(STDOUT_BYTES / 1e6 / (burstMs / 1000)),
+      // The shim's own CPU time per MB relayed: what its settings cost, whatever the guest's speed under TCG.
+      stdout_shim_cpu_ms_per_mb: round(burstCpuMs / (STDOUT_BYTES / 1e6)),
       after_stdout_rss_mib: MiB(burst.rssKiB),
       after_stdout_pss_mib: MiB(burst.pssKiB),
       after_stdout_anon_mib: MiB(burst.anonKiB),
