@@ -20,7 +20,12 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { FailedPreconditionError, InvalidArgumentError } from '../errors';
-import { withSystemd, type SystemdSocket, type UnitProperty } from './systemd';
+import type { SystemdSocket, UnitProperty } from './systemd';
+
+/** systemd's client and its D-Bus code, loaded only for the systemd driver (the shim daemon's start stays lean). */
+const withSystemd: typeof import('./systemd').withSystemd = (...args) =>
+  // eslint-disable-next-line @typescript-eslint/no-require-imports -- loaded lazily: only the systemd driver needs it
+  (require('./systemd') as typeof import('./systemd')).withSystemd(...args);
 
 /** Where every cgroup hierarchy is mounted; recorded cgroup folders must lie below it. */
 export const CGROUP_ROOT = '/sys/fs/cgroup';

@@ -78,7 +78,7 @@ async function generate(mod, protos, outDir) {
   const js = path.join(outDir, `${mod.name}.js`);
   const files = protos.filter(mod.select).map((rel) => path.join(protoDir, rel));
   if (files.length === 0) throw new Error(`no .proto files for module ${mod.name}`);
-  await run('pbjs', [
+  const args = [
     '-t',
     'static-module',
     '-w',
@@ -94,9 +94,62 @@ async function generate(mod, protos, outDir) {
     '-o',
     js,
     ...files,
-  ]);
+  ];
+  await run('pbjs', args);
   await run('pbts', ['-o', path.join(outDir, `${mod.name}.d.ts`), js]);
+  // The module that runs: the same code without its JSDoc (pbts above needs it; V8 keeps a module's whole source in
+  // the heap for as long as the process lives), every namespace, message, enum and service defined lazily (lazyDefs).
+  await run('pbjs', [...args.slice(0, -files.length - 2), '--no-comments', '-o', js, ...files]);
+  fs.writeFileSync(js, lazyDefs(fs.readFileSync(js, 'utf8')));
 }
+
+/**
+ * pbjs's static module defines everything at load: each namespace, message, enum and service is an immediately
+ * invoked `X.Name = (function() { ... })();`, which V8 compiles eagerly and runs, making a class, its prototype and
+ * its codecs for all ~1 500 types of a module, while a process uses a few dozen (the shim daemon: the Task API,
+ * events, metrics). Each becomes `$lazy(X, "Name", function() { ... });`: a getter that runs the same function at
+ * the first access and replaces itself with the result, so an unused type costs its source text only. Behaviour is
+ * the same: the code of a definition only refers to other types inside functions that run later (codecs,
+ * fromObject), and a property read or write sees the same value either way.
+ */
+export function lazyDefs(code) {
+  const lines = code.split('\n');
+  const open = /^(\s*)(\$?\w+)\.(\w+) = \(function\(\) \{$/;
+  const closers = [];
+  let count = 0;
+  const out = lines.map((line) => {
+    const m = open.exec(line);
+    if (m) {
+      closers.push(`${m[1]}})();`);
+      count++;
+      return `${m[1]}$lazy(${m[2]}, ${JSON.stringify(m[3])}, function() {`;
+    }
+    if (closers.length > 0 && line === closers[closers.length - 1]) {
+      closers.pop();
+      return line.replace('})();', '});');
+    }
+    return line;
+  });
+  if (closers.length > 0 || count === 0) throw new Error('lazyDefs: unexpected pbjs output');
+  const root = out.findIndex((l) => l.startsWith('var $root = '));
+  if (root < 0) throw new Error('lazyDefs: no $root in pbjs output');
+  out.splice(root + 1, 0, LAZY_HELPER);
+  return out.join('\n');
+}
+
+const LAZY_HELPER = `
+// Defined at first use (scripts/gen-protos.mjs lazyDefs).
+function $lazy(object, name, define) {
+    function set(value) {
+        $Object.defineProperty(object, name, { value: value, writable: true, enumerable: true, configurable: true });
+    }
+    $Object.defineProperty(object, name, {
+        get: function() { var value = define(); set(value); return value; },
+        set: set,
+        enumerable: true,
+        configurable: true
+    });
+}`;
 
 /** Copies src to dst unless dst already has the same bytes. Returns true if it wrote. */
 function copyIfChanged(src, dst) {

@@ -8,20 +8,23 @@ import net from 'node:net';
 import path from 'node:path';
 import { Server } from 'ttrpc-ts';
 import { errorMessage } from '../errors';
+import type { Logger } from '../log';
 import type { AnyLike } from '../protos/containerd';
 import { socketAddress, socketPath } from './address';
+import { restoreDaemonEnv } from './daemon-launch';
 import type { ShimFlags } from './flags';
 import { openLogger } from './logger';
 import { EventPublisher } from './publisher';
 import { TaskServiceImpl } from './task-service';
 import { startMetrics } from './metrics-wiring';
 import { registerTaskServices } from './task-services';
-import { startDebugConsole } from './debug-console';
+import type { DaemonDebugConsole } from './debug-console';
 import { ShimTracing } from './tracing';
 
 const LISTEN_FD = 3;
 
 export async function runDaemon(flags: ShimFlags, binDir: string): Promise<void> {
+  restoreDaemonEnv();
   const bundle = process.cwd();
   const logger = openLogger(bundle, flags.debug, flags.id, flags.namespace);
   const sockPath = flags.socket || socketPath(socketAddress(flags.address, flags.namespace, flags.id));
@@ -29,7 +32,7 @@ export async function runDaemon(flags: ShimFlags, binDir: string): Promise<void>
   const server = new Server({ onError: (err, where) => logger.debug({ ...where, error: errorMessage(err) }, 'ttrpc') });
 
   const metrics = startMetrics(logger);
-  const debugConsole = startDebugConsole(logger);
+  const debugConsole = lazyDebugConsole(logger);
   let exiting = false;
   const exit = async (code: number): Promise<void> => {
     if (exiting) return;
@@ -126,4 +129,25 @@ export async function runDaemon(flags: ShimFlags, binDir: string): Promise<void>
     process.exit(1);
   });
   logger.info({ socket: sockPath, bundle: path.basename(bundle) }, 'shim daemon serving');
+}
+
+/**
+ * The debug console (`[agent] debug_console_enabled`, off by default): its module, its socket protocol and the
+ * agent client's console are required only when a sandbox has it enabled.
+ */
+function lazyDebugConsole(logger: Logger): DaemonDebugConsole {
+  let impl: DaemonDebugConsole | undefined;
+  let closed = false;
+  return {
+    serve(sandbox, enabled) {
+      if (!enabled || closed) return;
+      // eslint-disable-next-line @typescript-eslint/no-require-imports -- loaded lazily: off by default
+      impl ??= (require('./debug-console') as typeof import('./debug-console')).startDebugConsole(logger);
+      impl.serve(sandbox, enabled);
+    },
+    close() {
+      closed = true;
+      impl?.close();
+    },
+  };
 }

@@ -15,6 +15,7 @@ import net from 'node:net';
 import path from 'node:path';
 import { sandboxOf, socketAddress, socketPath } from './address';
 import { chooseAnswer, formatAnswer } from './bootstrap';
+import { DAEMON_NODE_FLAGS, daemonEnv } from './daemon-launch';
 import { readStdin } from './stdin';
 import { readSpec } from './spec';
 import type { ShimFlags } from './flags';
@@ -89,6 +90,7 @@ async function startShim(flags: ShimFlags, entry: string): Promise<string> {
       const fd = (server as unknown as { _handle: { fd: number } })._handle.fd;
       const args = [
         ...process.execArgv,
+        ...DAEMON_NODE_FLAGS.filter((f) => !process.execArgv.includes(f)),
         entry,
         '-namespace',
         flags.namespace,
@@ -102,6 +104,7 @@ async function startShim(flags: ShimFlags, entry: string): Promise<string> {
       const child = spawn(process.execPath, args, {
         cwd: bundle,
         detached: true,
+        env: daemonEnv(process.env),
         stdio: ['ignore', 'ignore', 'ignore', fd],
       });
       child.unref();
