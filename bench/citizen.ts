@@ -28,7 +28,7 @@ import { median, printTable, round } from './lib/report';
 const RUNS = Number(process.env.BENCH_CITIZEN_RUNS ?? 3);
 /** Which parts run (default all): start, hotadd, memory. */
 const PARTS = new Set((process.env.BENCH_CITIZEN_PARTS ?? 'start,hotadd,memory').split(','));
-/** The README's RuntimeClass `overhead.podFixed.memory` (800Mi): default_memory + memory_overhead. */
+/** The README's RuntimeClass `overhead.podFixed.memory` (768Mi): default_memory + memory_overhead. */
 const DOCUMENTED_POD_OVERHEAD_MIB = 800;
 const MIB = 1024 * 1024;
 const TOUCH_MIB = 64;

@@ -65,12 +65,14 @@ export const DEFAULT_MEMORY_MIB = 512;
 export const DEFAULT_MAX_VCPUS = 255;
 export const DEFAULT_MAX_MEMORY_MIB = 32768;
 /**
- * What a pod's VM takes on the host beyond its guest memory, for the pod's cgroup memory check (core/sandbox.ts):
- * QEMU's own memory (measured on this TCG host with a 512 MiB guest: 239 MiB of RSS outside the guest RAM mapping,
- * mostly TCG's translated code), the shim daemon (~37 MiB PSS with a container, README bench) and virtiofsd
- * (~4 MiB): 280 MiB, rounded up. Under KVM QEMU's share is far smaller; the key lowers it.
+ * What a pod's VM takes on the host beyond its guest memory, for the pod's cgroup memory check (core/sandbox.ts).
+ * Measured on this TCG host with a 512 MiB guest, the DAX root image and a 64 MiB translation cache: QEMU's RSS
+ * outside the guest RAM mapping 181 MiB (the translation cache full, its anonymous memory, its binary and the root
+ * image's pages, all counted whole), the shim daemon up to ~57 MiB anonymous after relaying 32 MiB of stdout (17 at
+ * idle) and virtiofsd ~4 MiB: 242 MiB, rounded up. The pod cgroup's own peak beyond the guest memory it touched was
+ * 119 MiB (bench/citizen.ts). Under KVM QEMU has no translation cache; the key lowers it.
  */
-export const DEFAULT_MEMORY_OVERHEAD_MIB = 288;
+export const DEFAULT_MEMORY_OVERHEAD_MIB = 256;
 export const MAX_MEMORY_OVERHEAD_MIB = 65536;
 /**
  * From the start of boot until the agent answers. An idle 2-core host boots a TCG guest in about 5 s; several pods

@@ -158,7 +158,7 @@ Kubernetes (overhead: the base guest, default_memory, plus [hypervisor] memory_o
   handler: hull
   overhead:
     podFixed:
-      memory: "800Mi"
+      memory: "768Mi"
       cpu: "250m"
 
 Prometheus (hull-monitor listens on 127.0.0.1:8090; every shim's metrics with sandbox_id, pod_name, pod_namespace, pod_uid):

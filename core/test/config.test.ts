@@ -103,7 +103,7 @@ describe('core/config', () => {
           virtioFsDaemon: '/usr/lib/qemu/virtiofsd',
           virtioFsCache: 'auto',
           virtioFsExtraArgs: [],
-          memoryOverheadMiB: 288,
+          memoryOverheadMiB: 256,
           seccomp: true,
           qemuUser: 'nobody',
           freePageReporting: true,
