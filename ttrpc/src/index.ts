@@ -52,7 +52,9 @@ export {
   decodeResponse,
   encodeRequest,
   encodeResponse,
+  payloadLength,
   type KeyValue,
+  type Payload,
   type RequestMessage,
   type ResponseMessage,
 } from './wire';

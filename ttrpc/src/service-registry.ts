@@ -2,6 +2,7 @@
 import type { Metadata } from './metadata';
 import type { RequestOf, ResponseOf, ServiceDefinition } from './method';
 import { Code, StatusError } from './status';
+import type { Payload } from './wire';
 
 export interface HandlerContext {
   readonly service: string;
@@ -13,7 +14,8 @@ export interface HandlerContext {
   readonly deadline: number | undefined;
 }
 
-export type RawHandler = (payload: Buffer, context: HandlerContext) => Promise<Uint8Array> | Uint8Array;
+/** Bytes in; bytes, or parts written one after the other (wire.ts Payload), out. */
+export type RawHandler = (payload: Buffer, context: HandlerContext) => Promise<Payload> | Payload;
 
 export type ServiceImplementation<S extends ServiceDefinition> = {
   [K in keyof S]: (request: RequestOf<S[K]>, context: HandlerContext) => Promise<ResponseOf<S[K]>> | ResponseOf<S[K]>;
@@ -33,7 +35,10 @@ export class ServiceRegistry {
     for (const [name, desc] of Object.entries(definition)) {
       const fn = impl[name as keyof S];
       if (!fn) continue;
-      const encode = (response: unknown): Uint8Array => desc.response.encode(response);
+      const codec = desc.response;
+      const encode = codec.encodeParts
+        ? (response: unknown): Payload => codec.encodeParts!(response)
+        : (response: unknown): Payload => codec.encode(response);
       this.registerRaw(desc.service, desc.method, (payload, context) => {
         let request: unknown;
         try {
