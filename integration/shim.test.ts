@@ -308,6 +308,54 @@ function shimSuite(this: Mocha.Suite, generation: ContainerdGeneration): void {
   });
 
   itGeneration1(
+    'answers a line echoed by `sh` at once, after bulk output as well (the agent coalesces only bulk)',
+    async () => {
+      // 200 KB of bulk output first (coalesced by the agent into large answers), then line by line over a held stdin:
+      // each echo must reach ctr before the next line is sent, within a bound far below a stalled coalescing read.
+      const child = ctd.spawnCtr([
+        'run',
+        '--rm',
+        '--runtime',
+        RUNTIME,
+        BUSYBOX_IMAGE,
+        'echoer',
+        'sh',
+        '-c',
+        'head -c 200000 /dev/zero | tr "\\0" x; echo; echo ready; while read l; do echo "got:$l"; [ "$l" = end ] && exit 0; done',
+      ]);
+      let out = '';
+      child.stdout!.on('data', (c: Buffer) => (out += c.toString('latin1')));
+      let stderr = '';
+      child.stderr!.on('data', (c: Buffer) => (stderr += c.toString()));
+      const exited = new Promise<number | null>((resolve) => child.once('close', resolve));
+      const until = async (text: string, ms: number): Promise<number> => {
+        const t0 = performance.now();
+        while (!out.includes(text)) {
+          if (performance.now() - t0 > ms)
+            throw new Error(`no ${JSON.stringify(text)} within ${ms} ms; stderr: ${stderr}`);
+          await sleep(5);
+        }
+        return performance.now() - t0;
+      };
+      try {
+        await until('ready\n', 240_000);
+        assert.equal(out.indexOf('ready'), 200_001, 'the bulk output came whole and first');
+        const rounds: number[] = [];
+        for (const line of ['one', 'two', 'three', 'end']) {
+          child.stdin!.write(`${line}\n`);
+          rounds.push(await until(`got:${line}\n`, 5_000));
+        }
+        assert.equal(await exited, 0, stderr);
+        console.log(`      echo round trips (ms): ${rounds.map((r) => Math.round(r)).join(' ')}`);
+      } finally {
+        child.kill();
+        await exited;
+      }
+      await assertNothingLeft('echoer');
+    },
+  );
+
+  itGeneration1(
     'confines each VM by default: QEMU under its seccomp filter as nobody, virtiofsd in its sandbox under seccomp; the container runs',
     async () => {
       const id = 'confined';
