@@ -13,8 +13,9 @@
 import { execFile, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
+import net from 'node:net';
 import { Code, StatusError } from 'ttrpc-ts';
-import { ConsoleSocket, PipeReader, pipe as makePipe, setPipeSize } from 'hull-vsock';
+import { ConsoleSocket, pipe as makePipe, setPipeSize } from 'hull-vsock';
 import type { grpc } from '../protos/agent';
 import { SHARED_CONTAINERS } from './init';
 import { log } from './log';
@@ -440,10 +441,10 @@ export class Containers {
     settle?: (pipes: ContainerProcess) => ContainerProcess,
   ): Promise<ContainerProcess> {
     fs.rmSync(pidFile, { force: true });
+    // spawns: crun; the agent's crun (GUEST_PATHS.crun in the image)
     const out = outputPipes();
     let child: ReturnType<typeof spawn>;
     try {
-      // spawns: crun; the agent's crun (GUEST_PATHS.crun in the image)
       child = spawn(this.crun, this.crunArgs(bundle, args), {
         stdio: ['pipe', out?.stdout.write ?? 'pipe', out?.stderr.write ?? 'pipe'],
         env: {},
@@ -554,14 +555,13 @@ interface OutputPipe {
   write: number;
   read: number;
   /** The read end as a stream (called once). */
-  reader(): PipeReader;
+  reader(): net.Socket;
 }
 
 /**
  * Pipes for a child's stdout and stderr, rather than node's stdio 'pipe' (an AF_UNIX socket pair): a socket wakes
  * its reader at every write (busybox `head` writes 4 KiB at a time), a pipe only when it was empty, and a pipe's
- * size can be raised (OUTPUT_PIPE_BYTES). Read by hull-vsock's PipeReader: all the pipe holds in one read, where
- * node's streams read 64 KiB at a time. Undefined when they cannot be made (node's pipes are used then).
+ * size can be raised (OUTPUT_PIPE_BYTES). Undefined when they cannot be made (node's pipes are used then).
  */
 function outputPipes(): { stdout: OutputPipe; stderr: OutputPipe } | undefined {
   const made: number[] = [];
@@ -574,7 +574,7 @@ function outputPipes(): { stdout: OutputPipe; stderr: OutputPipe } | undefined {
       } catch (err) {
         log.debug('output pipe keeps its size', { error: (err as Error).message });
       }
-      return { write: w, read: r, reader: () => new PipeReader(r) };
+      return { write: w, read: r, reader: () => new net.Socket({ fd: r, readable: true, writable: false }) };
     };
     return { stdout: one(), stderr: one() };
   } catch (err) {

@@ -187,8 +187,8 @@ static napi_value console_set_pipe_size(napi_env env, napi_callback_info info) {
 }
 
 /*
- * pipe() -> [read fd, write fd] | -errno: pipe2(O_CLOEXEC), the read end non-blocking (for PipeReader, pipe.ts), the
- * write end blocking (it goes to a child as its stdout; the two ends are separate open files). node's own stdio 'pipe' is an AF_UNIX
+ * pipe() -> [read fd, write fd] | -errno: pipe2(O_CLOEXEC), both ends blocking (node's net.Socket makes the read end
+ * non-blocking when it adopts it; the write end goes to a child as its stdout). node's own stdio 'pipe' is an AF_UNIX
  * socket pair, whose every write wakes the reader; a pipe wakes it only when it was empty, and its size can be set.
  */
 static napi_value console_pipe(napi_env env, napi_callback_info info) {
@@ -196,12 +196,6 @@ static napi_value console_pipe(napi_env env, napi_callback_info info) {
   if (napi_get_cb_info(env, info, &argc, NULL, NULL, NULL) != napi_ok) return NULL;
   int fds[2];
   if (pipe2(fds, O_CLOEXEC) < 0) return result(env, -errno);
-  if (fcntl(fds[0], F_SETFL, O_NONBLOCK) < 0) {
-    int err = errno;
-    close(fds[0]);
-    close(fds[1]);
-    return result(env, -err);
-  }
   napi_value arr, a, b;
   if (napi_create_array_with_length(env, 2, &arr) != napi_ok || napi_create_int32(env, fds[0], &a) != napi_ok ||
       napi_create_int32(env, fds[1], &b) != napi_ok || napi_set_element(env, arr, 0, a) != napi_ok ||

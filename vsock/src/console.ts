@@ -69,7 +69,7 @@ export function windowSize(fd: number): { rows: number; cols: number } {
   return { rows: r[0], cols: r[1] };
 }
 
-/** A pipe (pipe2 with O_CLOEXEC; the read end non-blocking, the write end blocking): [read fd, write fd]; throws a VsockError. */
+/** A pipe (pipe2 with O_CLOEXEC, both ends blocking): [read fd, write fd]; throws a VsockError. */
 export function pipe(): [number, number] {
   const r = native().pipe();
   if (typeof r === 'number') throw errnoError(r, 'pipe2');

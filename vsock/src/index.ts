@@ -14,7 +14,6 @@ export { VsockError, errnoError, vsockUri } from './errors';
 export { isAvailable } from './native';
 export { VsockSocket, connect, type ConnectOptions, type SocketOptions, type VsockAddress } from './socket';
 export { VsockServer, type ListenOptions } from './server';
-export { PipeReader } from './pipe';
 export { ConsoleSocket, pipe, setPipeSize, setWindowSize, windowSize, type ConsoleMaster } from './console';
 
 /** Any CID (bind: every transport). */

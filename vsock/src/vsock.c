@@ -25,7 +25,6 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <linux/vm_sockets.h>
@@ -43,8 +42,6 @@ typedef struct {
   uv_poll_t *poll;
   int fd;
   int events;
-  /* A pipe (pipe.ts PipeReader): read() instead of recv(). */
-  bool pipe;
   bool unrefed;
   bool hook;
 } vsock_handle;
@@ -190,7 +187,7 @@ static void on_poll(uv_poll_t *p, int status, int events) {
   napi_close_handle_scope(env, scope);
 }
 
-/* new Handle(fd): adopts a non-blocking AF_VSOCK fd (from socket() or accept()), or a pipe's non-blocking read end. */
+/* new Handle(fd): adopts a non-blocking AF_VSOCK fd (from socket() or accept()). */
 static napi_value handle_new(napi_env env, napi_callback_info info) {
   size_t argc = 1;
   napi_value argv[1], self, name;
@@ -208,8 +205,6 @@ static napi_value handle_new(napi_env env, napi_callback_info info) {
   }
   h->env = env;
   h->fd = fd;
-  struct stat st;
-  h->pipe = fstat(fd, &st) == 0 && S_ISFIFO(st.st_mode);
   if (napi_wrap(env, self, h, finalize, NULL, &h->wrapper) != napi_ok) {
     free(h);
     return throw_last(env);
@@ -289,7 +284,7 @@ static napi_value handle_read(napi_env env, napi_callback_info info) {
   if (!h || argc < 3 || !arg_bytes(env, argv, &data, &len)) return NULL;
   if (h->fd < 0) return int_value(env, -EBADF);
   ssize_t n;
-  do n = h->pipe ? read(h->fd, data, len) : recv(h->fd, data, len, MSG_DONTWAIT);
+  do n = recv(h->fd, data, len, MSG_DONTWAIT);
   while (n < 0 && errno == EINTR);
   return int_value(env, n < 0 ? -errno : n);
 }
