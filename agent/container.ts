@@ -441,10 +441,10 @@ export class Containers {
     settle?: (pipes: ContainerProcess) => ContainerProcess,
   ): Promise<ContainerProcess> {
     fs.rmSync(pidFile, { force: true });
-    // spawns: crun; the agent's crun (GUEST_PATHS.crun in the image)
     const out = outputPipes();
     let child: ReturnType<typeof spawn>;
     try {
+      // spawns: crun; the agent's crun (GUEST_PATHS.crun in the image)
       child = spawn(this.crun, this.crunArgs(bundle, args), {
         stdio: ['pipe', out?.stdout.write ?? 'pipe', out?.stderr.write ?? 'pipe'],
         env: {},
