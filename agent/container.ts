@@ -204,11 +204,10 @@ export class Containers {
     return this.process(req).wait();
   }
 
-  /** ReadStdout/ReadStderr: the bytes as the chunks they were read in (gathered.ts); none at end of file. */
-  async read(req: grpc.IReadStreamRequest, which: 'stdout' | 'stderr'): Promise<Buffer[]> {
+  async read(req: grpc.IReadStreamRequest, which: 'stdout' | 'stderr'): Promise<Buffer> {
     const len = Number(req.len ?? 0);
     if (!Number.isInteger(len) || len <= 0) throw invalid(`read length ${req.len} is not a positive integer`);
-    return this.process(req)[which].readChunks(Math.min(len, READ_LIMIT));
+    return this.process(req)[which].read(Math.min(len, READ_LIMIT));
   }
 
   async write(req: grpc.IWriteStreamRequest): Promise<number> {

@@ -93,13 +93,9 @@ export class LoopbackConnections {
   }
 
   /** Up to maxBytes of what the guest's side sent, waiting for some; eof once it ended and all was read. */
-  /** The bytes as the chunks they were read in (gathered.ts). */
-  async read(req: {
-    connectionId?: number | null;
-    maxBytes?: number | null;
-  }): Promise<{ data: Buffer[]; eof: boolean }> {
+  async read(req: { connectionId?: number | null; maxBytes?: number | null }): Promise<{ data: Buffer; eof: boolean }> {
     const c = this.get(req.connectionId);
-    const data = await c.output.readChunks(Math.min(req.maxBytes || READ_LIMIT, READ_LIMIT));
+    const data = await c.output.read(Math.min(req.maxBytes || READ_LIMIT, READ_LIMIT));
     return { data, eof: data.length === 0 };
   }
 

@@ -26,20 +26,8 @@ export const WRITE_LIMIT = 1 << 20;
  */
 export const EXIT_DRAIN_MS = 2_000;
 
-/**
- * Coalescing of bulk output (under TCG every answer costs the guest far more than its bytes: a ttrpc call's JavaScript,
- * its encoding, a write to the port): once a read finds at least COALESCE_FROM bytes buffered (a bulk writer, not a
- * line of interactive output, which is answered at once), it waits for more while they keep coming, until
- * COALESCE_BYTES are buffered, the stream ended or paused, no chunk came for COALESCE_IDLE_MS, or COALESCE_MAX_MS
- * passed.
- */
-export const COALESCE_FROM = 16 * 1024;
-export const COALESCE_BYTES = 512 * 1024;
-export const COALESCE_IDLE_MS = 2;
-export const COALESCE_MAX_MS = 20;
-
 /** Chunks (reads of the pipe or socket) and bytes every OutputBuffer took in, and its answers: the profile hook reports them. */
-export const outputTotals = { chunks: 0, bytes: 0, answers: 0, coalesced: 0 };
+export const outputTotals = { chunks: 0, bytes: 0, answers: 0 };
 
 /** A pipe's output, buffered up to a cap; read() blocks until there is data or end of file. */
 export class OutputBuffer {
@@ -85,18 +73,8 @@ export class OutputBuffer {
 
   /** Up to `len` bytes, waiting for some; empty at end of file. */
   async read(len: number): Promise<Buffer> {
-    const parts = await this.readChunks(len);
-    return parts.length === 1 ? parts[0]! : Buffer.concat(parts);
-  }
-
-  /**
-   * read(), as the chunks the bytes arrived in (none at end of file): an answer encodes them straight into its frame
-   * (gathered.ts), one copy instead of three.
-   */
-  async readChunks(len: number): Promise<Buffer[]> {
     while (this.size === 0 && !this.eof) await new Promise<void>((resolve) => this.waiters.push(resolve));
-    if (this.size === 0) return [];
-    if (this.size >= COALESCE_FROM && this.size < Math.min(len, COALESCE_BYTES)) await this.coalesce(len);
+    if (this.size === 0) return Buffer.alloc(0);
     const parts: Buffer[] = [];
     let want = len;
     while (want > 0 && this.chunks.length) {
@@ -111,28 +89,11 @@ export class OutputBuffer {
         want = 0;
       }
     }
-    this.size -= len - want;
+    const out = Buffer.concat(parts);
+    this.size -= out.length;
     outputTotals.answers++;
     if (this.size < this.limit && this.stream?.isPaused()) this.stream.resume();
-    return parts;
-  }
-
-  /** Waits while more output keeps coming (see COALESCE_BYTES). */
-  private async coalesce(len: number): Promise<void> {
-    const want = Math.min(len, COALESCE_BYTES);
-    const until = performance.now() + COALESCE_MAX_MS;
-    outputTotals.coalesced++;
-    while (this.size < want && !this.eof && !this.stream?.isPaused()) {
-      const left = until - performance.now();
-      if (left <= 0) return;
-      let timer: NodeJS.Timeout | undefined;
-      const more = await new Promise<boolean>((resolve) => {
-        this.waiters.push(() => resolve(true));
-        timer = setTimeout(() => resolve(false), Math.min(COALESCE_IDLE_MS, left));
-      });
-      clearTimeout(timer);
-      if (!more) return;
-    }
+    return out;
   }
 
   /** Drops the buffer and stops reading (the process is forgotten); blocked readers get end of file. */

@@ -19,7 +19,6 @@ import {
 import type { DebugConsole } from './debug-console';
 import type { DebugHooks } from './debug-hooks';
 import { SHARED_ROOT } from './init';
-import { gathered } from './gathered';
 import { log } from './log';
 import { guestMetricsText } from './metrics';
 import type { Reaper } from './reaper';
@@ -68,18 +67,10 @@ export interface AgentContext {
   reseed?(seed: Buffer): Promise<void>;
 }
 
-const AGENT_SERVICE = {
-  ...AgentService,
-  ReadStdout: gathered(AgentService.ReadStdout),
-  ReadStderr: gathered(AgentService.ReadStderr),
-};
-const PORT_FORWARD_SERVICE = { ...PortForwardService, ReadConnection: gathered(PortForwardService.ReadConnection) };
-
 export function registerServices(plain: Server, ctx: AgentContext): void {
   // Every handler runs in a guest span when the host's call carries a sampled traceparent (agent/tracing.ts).
   const server = tracedServer(plain);
-  // Output answers are encoded straight from the buffered chunks (gathered.ts).
-  server.register(AGENT_SERVICE, {
+  server.register(AgentService, {
     CreateSandbox: async (req, call) => {
       await ctx.sandbox.create(req);
       ctx.debugConsole?.configure(call.metadata[DEBUG_CONSOLE_METADATA]?.[0] === DEBUG_CONSOLE_ENABLED);
@@ -193,7 +184,7 @@ export function registerServices(plain: Server, ctx: AgentContext): void {
     ListProcesses: (req) => ({ processList: ctx.containers.listProcesses(req) }),
   });
 
-  server.register(PORT_FORWARD_SERVICE, {
+  server.register(PortForwardService, {
     OpenConnection: (req) => ctx.portForward.open(req),
     // Long poll: answers with data, or eof once the guest's side ended.
     ReadConnection: (req) => ctx.portForward.read(req),

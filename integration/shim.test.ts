@@ -308,10 +308,11 @@ function shimSuite(this: Mocha.Suite, generation: ContainerdGeneration): void {
   });
 
   itGeneration1(
-    'answers a line echoed by `sh` at once, after bulk output as well (the agent coalesces only bulk)',
+    "writes the container's output into a pipe (not a socket pair), and a line echoed by `sh` arrives at once, after bulk output too",
     async () => {
-      // 200 KB of bulk output first (coalesced by the agent into large answers), then line by line over a held stdin:
-      // each echo must reach ctr before the next line is sent, within a bound far below a stalled coalescing read.
+      // The agent gives the container pipes (a socket pair wakes the agent at every write): stat names the type of
+      // stdout. Then 200 KB of bulk output, then line by line over a held stdin:
+      // each echo must reach ctr before the next line is sent (a read that held output back would stall here).
       const child = ctd.spawnCtr([
         'run',
         '--rm',
@@ -321,7 +322,7 @@ function shimSuite(this: Mocha.Suite, generation: ContainerdGeneration): void {
         'echoer',
         'sh',
         '-c',
-        'head -c 200000 /dev/zero | tr "\\0" x; echo; echo ready; while read l; do echo "got:$l"; [ "$l" = end ] && exit 0; done',
+        'stat -L -c %F /proc/self/fd/1; head -c 200000 /dev/zero | tr "\\0" x; echo; echo ready; while read l; do echo "got:$l"; [ "$l" = end ] && exit 0; done',
       ]);
       let out = '';
       child.stdout!.on('data', (c: Buffer) => (out += c.toString('latin1')));
@@ -339,7 +340,8 @@ function shimSuite(this: Mocha.Suite, generation: ContainerdGeneration): void {
       };
       try {
         await until('ready\n', 240_000);
-        assert.equal(out.indexOf('ready'), 200_001, 'the bulk output came whole and first');
+        assert.equal(out.slice(0, out.indexOf('\n')), 'fifo', "the container's stdout is a pipe");
+        assert.equal(out.indexOf('ready'), 'fifo\n'.length + 200_001, 'the bulk output came whole and first');
         const rounds: number[] = [];
         for (const line of ['one', 'two', 'three', 'end']) {
           child.stdin!.write(`${line}\n`);

@@ -6,14 +6,7 @@ import { PassThrough } from 'node:stream';
 import { Code, StatusError } from 'ttrpc-ts';
 import { killCgroup } from '../container';
 import { toRuntimeSpec } from '../oci';
-import {
-  COALESCE_BYTES,
-  COALESCE_FROM,
-  COALESCE_MAX_MS,
-  ContainerProcess,
-  OutputBuffer,
-  outputTotals,
-} from '../process';
+import { ContainerProcess, OutputBuffer } from '../process';
 
 const code = (c: Code) => (e: unknown) => e instanceof StatusError && e.code === c;
 
@@ -38,66 +31,6 @@ describe('container output buffering', () => {
     assert.equal(pipe.isPaused(), true);
     assert.equal((await out.read(6)).toString(), 'abcdef');
     assert.equal(pipe.isPaused(), false);
-  });
-
-  it('answers a line of interactive output at once, without waiting for more', async () => {
-    const pipe = new PassThrough();
-    const out = new OutputBuffer(pipe);
-    const coalesced = outputTotals.coalesced;
-    let got: Buffer | undefined;
-    const reading = out.read(1 << 20).then((b) => (got = b));
-    pipe.write('$ echo hi\nhi\n');
-    await new Promise((r) => setImmediate(r));
-    assert.equal(got?.toString(), '$ echo hi\nhi\n', 'answered before any timer ran');
-    await reading;
-    assert.equal(outputTotals.coalesced, coalesced);
-  });
-
-  it('coalesces bulk output while it keeps coming, into answers of COALESCE_BYTES or more', async () => {
-    const pipe = new PassThrough();
-    const out = new OutputBuffer(pipe);
-    const chunk = Buffer.alloc(COALESCE_FROM * 2, 7);
-    const total = COALESCE_BYTES * 2;
-    const writer = (async () => {
-      for (let sent = 0; sent < total; sent += chunk.length) {
-        pipe.write(chunk);
-        await new Promise((r) => setImmediate(r));
-      }
-      pipe.end();
-    })();
-    const sizes: number[] = [];
-    for (;;) {
-      const b = await out.read(1 << 20);
-      if (b.length === 0) break;
-      sizes.push(b.length);
-    }
-    await writer;
-    assert.equal(
-      sizes.reduce((a, b) => a + b, 0),
-      total,
-    );
-    assert.ok(sizes[0]! >= COALESCE_BYTES, `first answer ${sizes[0]} bytes, in ${sizes.length} answers`);
-    assert.ok(sizes.length <= 3, `${sizes.length} answers: ${sizes.join(' ')}`);
-  });
-
-  it('answers bulk output once it stops coming, and within COALESCE_MAX_MS while it trickles', async () => {
-    const pipe = new PassThrough();
-    const out = new OutputBuffer(pipe);
-    pipe.write(Buffer.alloc(COALESCE_FROM));
-    const t0 = performance.now();
-    assert.equal((await out.read(1 << 20)).length, COALESCE_FROM);
-    assert.ok(performance.now() - t0 < 1000, 'answered after the writer paused');
-    pipe.write(Buffer.alloc(COALESCE_FROM));
-    const trickle = setInterval(() => pipe.write(Buffer.alloc(64)), 1);
-    try {
-      const t1 = performance.now();
-      const b = await out.read(1 << 20);
-      assert.ok(b.length >= COALESCE_FROM && b.length < COALESCE_BYTES);
-      // COALESCE_MAX_MS, plus room for a loaded host's late timers
-      assert.ok(performance.now() - t1 < COALESCE_MAX_MS + 1000);
-    } finally {
-      clearInterval(trickle);
-    }
   });
 
   it('answers WaitProcess only after the exit and end of file on stdout and stderr', async () => {

@@ -52,9 +52,7 @@ export {
   decodeResponse,
   encodeRequest,
   encodeResponse,
-  payloadLength,
   type KeyValue,
-  type Payload,
   type RequestMessage,
   type ResponseMessage,
 } from './wire';

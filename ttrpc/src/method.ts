@@ -6,11 +6,6 @@
 export interface Codec<T> {
   encode(value: T): Uint8Array;
   decode(bytes: Uint8Array): T;
-  /**
-   * Optional, for a server's responses: the encoding as parts written one after the other into the frame (so a
-   * large bytes field is copied once, not concatenated and then encoded). Must equal `encode`'s bytes.
-   */
-  encodeParts?(value: T): readonly Uint8Array[];
 }
 
 export interface MethodDescriptor<Req, Res> {

@@ -13,7 +13,7 @@ import type { ServiceDefinition } from './method';
 import { ServiceRegistry, type HandlerContext, type RawHandler, type ServiceImplementation } from './service-registry';
 import { Code, StatusError, toStatus, type Status } from './status';
 import { listenUnix, type ListenOptions } from './transport';
-import { decodeRequest, prepareResponse, type Payload, type RequestMessage } from './wire';
+import { decodeRequest, prepareResponse, type RequestMessage } from './wire';
 
 export interface ServerOptions {
   maxMessageLength?: number;
@@ -168,7 +168,7 @@ class ServerConnection {
     const context = new RequestContext(request, deadline);
     this.active.set(streamId, context);
     const payload = Buffer.from(request.payload.buffer, request.payload.byteOffset, request.payload.length);
-    const finish = (result: Payload | undefined, status: Status | undefined): void => {
+    const finish = (result: Uint8Array | undefined, status: Status | undefined): void => {
       context.dispose();
       this.active.delete(streamId);
       this.respond(streamId, result, status);
@@ -178,18 +178,18 @@ class ServerConnection {
       this.server.options.onError?.(err, { service: request.service, method: request.method });
       finish(undefined, toStatus(err));
     };
-    let pending: Promise<Payload> | Payload;
+    let pending: Promise<Uint8Array> | Uint8Array;
     try {
       pending = handler(payload, context);
     } catch (err) {
       fail(err);
       return;
     }
-    if (pending instanceof Uint8Array || Array.isArray(pending)) finish(pending as Payload, undefined);
-    else (pending as Promise<Payload>).then((result) => finish(result, undefined), fail);
+    if (pending instanceof Uint8Array) finish(pending, undefined);
+    else pending.then((result) => finish(result, undefined), fail);
   }
 
-  private respond(streamId: number, payload: Payload | undefined, status: Status | undefined): void {
+  private respond(streamId: number, payload: Uint8Array | undefined, status: Status | undefined): void {
     // An error's message may quote its input (a megabyte-long id): cut it, so that the code still reaches the caller.
     if (status && status.message.length > MAX_STATUS_MESSAGE) {
       status = {

@@ -2,7 +2,6 @@
 import type { Metadata } from './metadata';
 import type { RequestOf, ResponseOf, ServiceDefinition } from './method';
 import { Code, StatusError } from './status';
-import type { Payload } from './wire';
 
 export interface HandlerContext {
   readonly service: string;
@@ -14,8 +13,7 @@ export interface HandlerContext {
   readonly deadline: number | undefined;
 }
 
-/** Bytes in; bytes, or parts written one after the other (wire.ts Payload), out. */
-export type RawHandler = (payload: Buffer, context: HandlerContext) => Promise<Payload> | Payload;
+export type RawHandler = (payload: Buffer, context: HandlerContext) => Promise<Uint8Array> | Uint8Array;
 
 export type ServiceImplementation<S extends ServiceDefinition> = {
   [K in keyof S]: (request: RequestOf<S[K]>, context: HandlerContext) => Promise<ResponseOf<S[K]>> | ResponseOf<S[K]>;
@@ -35,10 +33,7 @@ export class ServiceRegistry {
     for (const [name, desc] of Object.entries(definition)) {
       const fn = impl[name as keyof S];
       if (!fn) continue;
-      const codec = desc.response;
-      const encode = codec.encodeParts
-        ? (response: unknown): Payload => codec.encodeParts!(response)
-        : (response: unknown): Payload => codec.encode(response);
+      const encode = (response: unknown): Uint8Array => desc.response.encode(response);
       this.registerRaw(desc.service, desc.method, (payload, context) => {
         let request: unknown;
         try {

@@ -97,17 +97,6 @@ class Writer {
     this.buf[this.pos++] = (field << 3) | wire; // every field number here is < 16
   }
 
-  /** A length-delimited field whose bytes are `parts`, one after the other (`len` is their total). */
-  parts(field: number, parts: readonly Uint8Array[], len: number): void {
-    if (len === 0) return;
-    this.tag(field, WIRE_LEN);
-    this.varint(len);
-    for (const p of parts) {
-      this.buf.set(p, this.pos);
-      this.pos += p.length;
-    }
-  }
-
   bytes(field: number, data: Uint8Array): void {
     if (data.length === 0) return;
     this.tag(field, WIRE_LEN);
@@ -180,26 +169,11 @@ export function encodeRequest(req: RequestMessage): Buffer {
 
 // ---- Response ----------------------------------------------------------------------------------------------------
 
-/**
- * A response's payload as a handler gives it: bytes, or parts that are written one after the other straight into
- * the frame (no concatenation first: a large answer assembled from buffered chunks is copied once).
- */
-export type Payload = Uint8Array | readonly Uint8Array[];
-
-export function payloadLength(payload: Payload): number {
-  if (payload instanceof Uint8Array) return payload.length;
-  let len = 0;
-  for (const p of payload) len += p.length;
-  return len;
-}
-
-export function prepareResponse(res: { status?: Status; payload: Payload }): EncodedRequest {
+export function prepareResponse(res: ResponseMessage): EncodedRequest {
   const status = res.status && res.status.code !== Code.OK ? prepareStatus(res.status) : undefined;
-  const payload = res.payload;
-  const len = payloadLength(payload);
   let size = 0;
   if (status) size += lenFieldSize(status.size);
-  if (len) size += lenFieldSize(len);
+  if (res.payload.length) size += lenFieldSize(res.payload.length);
   return {
     size,
     write(buf, offset) {
@@ -208,8 +182,7 @@ export function prepareResponse(res: { status?: Status; payload: Payload }): Enc
         w.header(1, status.size);
         status.write(w);
       }
-      if (payload instanceof Uint8Array) w.bytes(2, payload);
-      else w.parts(2, payload, len);
+      w.bytes(2, res.payload);
     },
   };
 }

@@ -16,8 +16,7 @@ import {
   StatusError,
 } from '../src/status';
 import { decodeResponse, encodeRequest } from '../src/wire';
-import { method } from '../src/method';
-import { Echo, duplexPair, json, sleep, type EchoRequest, type EchoResponse } from './helpers';
+import { Echo, duplexPair, sleep, type EchoRequest, type EchoResponse } from './helpers';
 
 function echoServer(log: { aborted: string[]; started: number } = { aborted: [], started: 0 }): Server {
   return new Server().register(Echo, {
@@ -252,25 +251,6 @@ for (const transport of transports) {
         client.callRaw('test.Raw', 'Throw', Buffer.alloc(0)),
         (e: StatusError) => e.code === Code.UNKNOWN && e.message === 'boom',
       );
-    });
-
-    it('writes a payload given as parts one after the other, from a raw handler and from a codec with encodeParts', async () => {
-      server.registerRaw('test.Raw', 'Parts', () => [Buffer.from('ab'), new Uint8Array(0), Buffer.from('cde')]);
-      assert.equal((await client.callRaw('test.Raw', 'Parts', Buffer.alloc(0))).toString(), 'abcde');
-      server.registerRaw('test.Raw', 'AsyncParts', async () => [Buffer.from('x'), Buffer.alloc(70_000, 'y')]);
-      const got = await client.callRaw('test.Raw', 'AsyncParts', Buffer.alloc(0));
-      assert.equal(got.length, 70_001);
-      assert.equal(got.toString('latin1', 0, 2), 'xy');
-      const partsCodec = {
-        ...json<{ text: string }>(),
-        encodeParts: (v: { text: string }) => [
-          Buffer.from(JSON.stringify(v).slice(0, 3)),
-          Buffer.from(JSON.stringify(v).slice(3)),
-        ],
-      };
-      const desc = method('test.Parts', 'Echo', json<{ text: string }>(), partsCodec);
-      server.register({ Echo: desc }, { Echo: (req) => ({ text: `${req.text}!` }) });
-      assert.deepEqual(await client.call(desc, { text: 'hi' }), { text: 'hi!' });
     });
 
     it('answers RESOURCE_EXHAUSTED for an oversized frame and keeps the connection', async () => {
