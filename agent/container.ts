@@ -13,8 +13,9 @@
 import { execFile, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
+import net from 'node:net';
 import { Code, StatusError } from 'ttrpc-ts';
-import { ConsoleSocket } from 'hull-vsock';
+import { ConsoleSocket, pipe as makePipe, setPipeSize } from 'hull-vsock';
 import type { grpc } from '../protos/agent';
 import { SHARED_CONTAINERS } from './init';
 import { log } from './log';
@@ -439,12 +440,30 @@ export class Containers {
     settle?: (pipes: ContainerProcess) => ContainerProcess,
   ): Promise<ContainerProcess> {
     fs.rmSync(pidFile, { force: true });
-    // spawns: crun; the agent's crun (GUEST_PATHS.crun in the image)
-    const child = spawn(this.crun, this.crunArgs(bundle, args), { stdio: ['pipe', 'pipe', 'pipe'], env: {} });
+    const out = outputPipes();
+    let child: ReturnType<typeof spawn>;
+    try {
+      // spawns: crun; the agent's crun (GUEST_PATHS.crun in the image)
+      child = spawn(this.crun, this.crunArgs(bundle, args), {
+        stdio: ['pipe', out?.stdout.write ?? 'pipe', out?.stderr.write ?? 'pipe'],
+        env: {},
+      });
+    } catch (err) {
+      if (out) for (const fd of [out.stdout.read, out.stderr.read]) fs.closeSync(fd);
+      throw err;
+    } finally {
+      // The child has its own copies of the write ends (or failed to start): the agent keeps only the read ends.
+      if (out) for (const fd of [out.stdout.write, out.stderr.write]) fs.closeSync(fd);
+    }
     // Node destroys a child's stdin when the child exits; crun exits at once, the process it started keeps the pipe.
     const stdin = child.stdin;
     (child as { stdin: unknown }).stdin = null;
-    let proc = new ContainerProcess(execId, stdin, child.stdout, child.stderr);
+    let proc = new ContainerProcess(
+      execId,
+      stdin,
+      out ? out.stdout.reader() : child.stdout,
+      out ? out.stderr.reader() : child.stderr,
+    );
     const timer = setTimeout(() => child.kill('SIGKILL'), CRUN_TIMEOUT_MS);
     const code = await new Promise<number | string>((resolve) => {
       child.on('error', (err) => resolve(err.message));
@@ -520,6 +539,47 @@ export class Containers {
         },
       );
     });
+  }
+}
+
+/**
+ * The capacity of the container's output pipes (the kernel's default is 64 KiB): a bulk writer then runs ahead by
+ * that much before it blocks, and the agent takes more in one wake. Capped by /proc/sys/fs/pipe-max-size (1 MiB by
+ * default) for an unprivileged caller; the agent is root.
+ */
+export const OUTPUT_PIPE_BYTES = 1 << 20;
+
+interface OutputPipe {
+  /** The write end, for the child; closed by the agent once the child has it. */
+  write: number;
+  read: number;
+  /** The read end as a stream (called once). */
+  reader(): net.Socket;
+}
+
+/**
+ * Pipes for a child's stdout and stderr, rather than node's stdio 'pipe' (an AF_UNIX socket pair): a socket wakes
+ * its reader at every write (busybox `head` writes 4 KiB at a time), a pipe only when it was empty, and a pipe's
+ * size can be raised (OUTPUT_PIPE_BYTES). Undefined when they cannot be made (node's pipes are used then).
+ */
+function outputPipes(): { stdout: OutputPipe; stderr: OutputPipe } | undefined {
+  const made: number[] = [];
+  try {
+    const one = (): OutputPipe => {
+      const [r, w] = makePipe();
+      made.push(r, w);
+      try {
+        setPipeSize(r, OUTPUT_PIPE_BYTES);
+      } catch (err) {
+        log.debug('output pipe keeps its size', { error: (err as Error).message });
+      }
+      return { write: w, read: r, reader: () => new net.Socket({ fd: r, readable: true, writable: false }) };
+    };
+    return { stdout: one(), stderr: one() };
+  } catch (err) {
+    for (const fd of made) fs.closeSync(fd);
+    log.warn('output pipes could not be made; using socket pairs', { error: (err as Error).message });
+    return undefined;
   }
 }
 

@@ -308,6 +308,61 @@ function shimSuite(this: Mocha.Suite, generation: ContainerdGeneration): void {
   });
 
   itGeneration1(
+    "writes the container's output into a pipe (not a socket pair), and a line echoed by `sh` arrives at once, after bulk output too",
+    async () => {
+      // The agent gives the container pipes (a socket pair wakes the agent at every write): stat names the type of
+      // stdout. Then 200 KB of bulk output, then line by line over a held stdin:
+      // each echo must reach ctr before the next line is sent (a read that held output back would stall here).
+      const child = ctd.spawnCtr([
+        'run',
+        '--rm',
+        '--runtime',
+        RUNTIME,
+        BUSYBOX_IMAGE,
+        'echoer',
+        'sh',
+        '-c',
+        'stat -L -c %F /proc/self/fd/1; head -c 200000 /dev/zero | tr "\\0" x; echo; echo ready; while read l; do echo "got:$l"; [ "$l" = end ] && exit 0; done',
+      ]);
+      let out = '';
+      child.stdout!.on('data', (c: Buffer) => (out += c.toString('latin1')));
+      let stderr = '';
+      child.stderr!.on('data', (c: Buffer) => (stderr += c.toString()));
+      const exited = new Promise<number | null>((resolve) => child.once('close', resolve));
+      const until = async (text: string, ms: number): Promise<number> => {
+        const t0 = performance.now();
+        while (!out.includes(text)) {
+          if (performance.now() - t0 > ms)
+            throw new Error(`no ${JSON.stringify(text)} within ${ms} ms; stderr: ${stderr}`);
+          await sleep(5);
+        }
+        return performance.now() - t0;
+      };
+      try {
+        await until('ready\n', 240_000);
+        assert.equal(out.slice(0, out.indexOf('\n')), 'fifo', "the container's stdout is a pipe");
+        assert.equal(out.indexOf('ready'), 'fifo\n'.length + 200_001, 'the bulk output came whole and first');
+        const rounds: number[] = [];
+        for (const line of ['one', 'two', 'three', 'end']) {
+          child.stdin!.write(`${line}\n`);
+          rounds.push(await until(`got:${line}\n`, 5_000));
+        }
+        assert.equal(await exited, 0, stderr);
+        console.log(`      echo round trips (ms): ${rounds.map((r) => Math.round(r)).join(' ')}`);
+      } finally {
+        if (child.exitCode === null) {
+          // ctr run passes SIGTERM on to the container, whose sh (its pid 1) ignores it: end the task, then ctr.
+          await ctd.ctr(['task', 'kill', '-s', 'KILL', 'echoer']);
+          await Promise.race([exited, sleep(30_000)]);
+          child.kill('SIGKILL');
+        }
+        await exited;
+      }
+      await assertNothingLeft('echoer');
+    },
+  );
+
+  itGeneration1(
     'confines each VM by default: QEMU under its seccomp filter as nobody, virtiofsd in its sandbox under seccomp; the container runs',
     async () => {
       const id = 'confined';

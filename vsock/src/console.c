@@ -172,6 +172,42 @@ static napi_value console_get_winsize(napi_env env, napi_callback_info info) {
 }
 
 /*
+ * setPipeSize(fd, bytes) -> the pipe's new capacity | -errno: F_SETPIPE_SZ (the kernel rounds up to a power of two
+ * pages; an unprivileged caller is capped by /proc/sys/fs/pipe-max-size). Not about consoles either: the agent's
+ * stdio pipes, whose 64 KiB default makes a bulk writer and the agent take turns every 64 KiB.
+ */
+static napi_value console_set_pipe_size(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  int64_t fd, bytes;
+  if (!arg_count(env, info, 2, argv) || !arg_int(env, argv[0], "fd", 0, INT32_MAX, &fd) ||
+      !arg_int(env, argv[1], "bytes", 4096, 1 << 30, &bytes))
+    return NULL;
+  int r = fcntl((int)fd, F_SETPIPE_SZ, (int)bytes);
+  return result(env, r < 0 ? -errno : r);
+}
+
+/*
+ * pipe() -> [read fd, write fd] | -errno: pipe2(O_CLOEXEC), both ends blocking (node's net.Socket makes the read end
+ * non-blocking when it adopts it; the write end goes to a child as its stdout). node's own stdio 'pipe' is an AF_UNIX
+ * socket pair, whose every write wakes the reader; a pipe wakes it only when it was empty, and its size can be set.
+ */
+static napi_value console_pipe(napi_env env, napi_callback_info info) {
+  size_t argc = 0;
+  if (napi_get_cb_info(env, info, &argc, NULL, NULL, NULL) != napi_ok) return NULL;
+  int fds[2];
+  if (pipe2(fds, O_CLOEXEC) < 0) return result(env, -errno);
+  napi_value arr, a, b;
+  if (napi_create_array_with_length(env, 2, &arr) != napi_ok || napi_create_int32(env, fds[0], &a) != napi_ok ||
+      napi_create_int32(env, fds[1], &b) != napi_ok || napi_set_element(env, arr, 0, a) != napi_ok ||
+      napi_set_element(env, arr, 1, b) != napi_ok) {
+    close(fds[0]);
+    close(fds[1]);
+    return NULL;
+  }
+  return arr;
+}
+
+/*
  * _sendFds(path, [fd, ...]) -> 0 | -errno: connects to `path` and sends the descriptors (any number, none
  * included) with one byte, as crun does. For tests only: node cannot send a descriptor by itself.
  */
@@ -232,6 +268,8 @@ napi_status console_init(napi_env env, napi_value exports) {
       {"consoleReceive", console_receive},
       {"setWinsize", console_set_winsize},
       {"getWinsize", console_get_winsize},
+      {"setPipeSize", console_set_pipe_size},
+      {"pipe", console_pipe},
       {"_sendFds", console_send_fds},
   };
   for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++) {

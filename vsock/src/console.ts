@@ -68,3 +68,17 @@ export function windowSize(fd: number): { rows: number; cols: number } {
   if (typeof r === 'number') throw errnoError(r, 'ioctl(TIOCGWINSZ)');
   return { rows: r[0], cols: r[1] };
 }
+
+/** A pipe (pipe2 with O_CLOEXEC, both ends blocking): [read fd, write fd]; throws a VsockError. */
+export function pipe(): [number, number] {
+  const r = native().pipe();
+  if (typeof r === 'number') throw errnoError(r, 'pipe2');
+  return r;
+}
+
+/** F_SETPIPE_SZ: sets a pipe's capacity (bytes, at least 4096) and returns the one the kernel chose; throws a VsockError. */
+export function setPipeSize(fd: number, bytes: number): number {
+  const r = native().setPipeSize(fd, bytes);
+  if (r < 0) throw errnoError(r, 'fcntl(F_SETPIPE_SZ)');
+  return r;
+}

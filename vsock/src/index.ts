@@ -14,7 +14,7 @@ export { VsockError, errnoError, vsockUri } from './errors';
 export { isAvailable } from './native';
 export { VsockSocket, connect, type ConnectOptions, type SocketOptions, type VsockAddress } from './socket';
 export { VsockServer, type ListenOptions } from './server';
-export { ConsoleSocket, setWindowSize, windowSize, type ConsoleMaster } from './console';
+export { ConsoleSocket, pipe, setPipeSize, setWindowSize, windowSize, type ConsoleMaster } from './console';
 
 /** Any CID (bind: every transport). */
 export const VMADDR_CID_ANY = 0xffffffff;

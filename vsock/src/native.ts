@@ -47,6 +47,10 @@ export interface NativeBinding {
   setWinsize(fd: number, rows: number, cols: number): number;
   /** TIOCGWINSZ: [rows, cols] or -errno. */
   getWinsize(fd: number): [number, number] | number;
+  /** F_SETPIPE_SZ: the pipe's new capacity, or -errno. */
+  setPipeSize(fd: number, bytes: number): number;
+  /** pipe2(O_CLOEXEC): [read fd, write fd], or -errno. */
+  pipe(): [number, number] | number;
   /** Tests only: connects to `path` and sends `fds` (SCM_RIGHTS) with one byte, as crun does; 0 or -errno. */
   _sendFds(path: string, fds: number[]): number;
   readonly VMADDR_CID_ANY: number;
