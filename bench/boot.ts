@@ -30,13 +30,13 @@ import path from 'node:path';
 import { SandboxVm } from '../core/vm';
 import { VirtioFsShare } from '../fs-share';
 import { QemuHypervisor, ROOT_IMAGE_DEVICES, type RootImageDevice } from '../hypervisor';
-import { GUEST_SHARE_TAG } from '../hypervisor/types';
 import { NOOP_LOGGER } from '../log';
 import type { AgentClient } from '../agent-client';
 import { busyboxRootfs } from '../integration/lib/containers';
 import { GUEST_OUT, guestArtifacts } from '../integration/lib/guest';
 import { testSpec } from '../integration/lib/oci-spec';
 import { median, printTable, round } from './lib/report';
+import { sharedDirStorage } from '../core/pod';
 
 const RUNS = Number(process.env.BENCH_BOOT_RUNS ?? 3);
 const COMPARE = process.env.BENCH_BOOT_COMPARE;
@@ -141,15 +141,7 @@ async function bootOnce(image: Image, run: number, rootfs: string, dir: string):
     const phases = bootPhases({ ...vm.timings, sentMs, receivedMs }, details);
     await vm.agent.createSandbox({
       sandboxId: SANDBOX,
-      storages: [
-        {
-          driver: 'virtio-fs',
-          source: GUEST_SHARE_TAG,
-          fstype: 'virtiofs',
-          options: ['nodev'],
-          mountPoint: '/run/kata-containers/shared/containers',
-        },
-      ],
+      storages: [sharedDirStorage()],
     });
     await new Promise((r) => setTimeout(r, 2000)); // idle: the agent's background start-up work is done
     const idle = await vm.agent.guestDetails();

@@ -25,11 +25,12 @@ import { SandboxVm } from '../core/vm';
 import { hotplugLimits } from '../core/vm-size';
 import { QemuHypervisor } from '../hypervisor';
 import { MAX_MEMORY_SLOTS } from '../hypervisor/config';
-import { GUEST_SHARE_TAG, MEMORY_HOTPLUG_BLOCK_MIB, type VmConfig } from '../hypervisor/types';
+import { MEMORY_HOTPLUG_BLOCK_MIB, type VmConfig } from '../hypervisor/types';
 import { NOOP_LOGGER } from '../log';
 import { guestArtifacts } from '../integration/lib/guest';
 import { splitSmaps, type SmapsSplit } from '../integration/lib/smaps';
 import { median, printTable, round } from './lib/report';
+import { sharedDirStorage } from '../core/pod';
 
 interface Variant {
   /** What it changes against the previous default. */
@@ -149,15 +150,7 @@ async function bootOne(id: string, variant: Variant, dir: string): Promise<{ vm:
     );
     await vm.agent.createSandbox({
       sandboxId: id,
-      storages: [
-        {
-          driver: 'virtio-fs',
-          source: GUEST_SHARE_TAG,
-          fstype: 'virtiofs',
-          options: [],
-          mountPoint: '/run/kata-containers/shared/containers',
-        },
-      ],
+      storages: [sharedDirStorage()],
     });
     return { vm, hv };
   } catch (err) {

@@ -9,12 +9,12 @@ import path from 'node:path';
 import { SandboxVm } from '../core/vm';
 import { VirtioFsShare } from '../fs-share';
 import { QemuHypervisor } from '../hypervisor';
-import { GUEST_SHARE_TAG } from '../hypervisor/types';
 import { NOOP_LOGGER } from '../log';
 import { busyboxRootfs, collectOutput, drainStream } from '../integration/lib/containers';
 import { guestArtifacts } from '../integration/lib/guest';
 import { median, printTable, round } from './lib/report';
 import { testSpec, testProcess } from '../integration/lib/oci-spec';
+import { sharedDirStorage } from '../core/pod';
 
 const RUNS = Number(process.env.BENCH_GUEST_RUNS ?? 8);
 const THROUGHPUT_BYTES = 32 << 20;
@@ -48,15 +48,7 @@ export async function benchGuest(): Promise<Record<string, unknown>> {
     const agent = vm.agent;
     await agent.createSandbox({
       sandboxId: SANDBOX,
-      storages: [
-        {
-          driver: 'virtio-fs',
-          source: GUEST_SHARE_TAG,
-          fstype: 'virtiofs',
-          options: ['nodev'],
-          mountPoint: '/run/kata-containers/shared/containers',
-        },
-      ],
+      storages: [sharedDirStorage()],
     });
 
     const start = async (cid: string, args: string[]): Promise<void> => {

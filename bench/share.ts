@@ -19,18 +19,17 @@ import { parseConfig, toVmConfig } from '../core/config';
 import { SandboxVm } from '../core/vm';
 import { VirtioFsShare } from '../fs-share';
 import { QemuHypervisor } from '../hypervisor';
-import { GUEST_SHARE_TAG } from '../hypervisor/types';
 import { NOOP_LOGGER } from '../log';
 import { busyboxRootfs, collectOutput } from '../integration/lib/containers';
 import { testSpec } from '../integration/lib/oci-spec';
 import { median, printTable, round } from './lib/report';
+import { sharedDirStorage } from '../core/pod';
 
 const execFileAsync = promisify(execFile);
 const RUNC = '/usr/sbin/runc';
 const MODES = ['auto', 'always', 'never'] as const;
 const PHASES = ['create', 'read', 'stat', 'delete'] as const;
 type Phase = (typeof PHASES)[number];
-const SHARED_MOUNT = '/run/kata-containers/shared/containers';
 
 function script(files: number): string {
   return [
@@ -86,15 +85,7 @@ async function hullMode(
     vm = await SandboxVm.boot(hv, vmConfig, { bootTimeoutMs: 180_000, logger: NOOP_LOGGER });
     await vm.agent.createSandbox({
       sandboxId: id,
-      storages: [
-        {
-          driver: 'virtio-fs',
-          source: GUEST_SHARE_TAG,
-          fstype: 'virtiofs',
-          options: ['nodev'],
-          mountPoint: SHARED_MOUNT,
-        },
-      ],
+      storages: [sharedDirStorage()],
     });
     const runAll = async (onTmpfs: boolean): Promise<Record<Phase, number>> => {
       const results: Record<Phase, number>[] = [];

@@ -22,13 +22,13 @@ import { VmTemplates, type TemplateFiles } from '../core/template';
 import { SandboxVm } from '../core/vm';
 import { VirtioFsShare } from '../fs-share';
 import { QemuHypervisor, type VmConfig } from '../hypervisor';
-import { GUEST_SHARE_TAG } from '../hypervisor/types';
 import { NOOP_LOGGER } from '../log';
 import { BUSYBOX_IMAGE, importBusybox, startContainerd, type PrivateContainerd } from '../integration/lib/containerd';
 import type { cri } from '../integration/lib/cri';
 import { busyboxRootfs, collectOutput } from '../integration/lib/containers';
 import { testSpec } from '../integration/lib/oci-spec';
 import { OUT_DIR, median, printTable, round } from './lib/report';
+import { sharedDirStorage } from '../core/pod';
 
 const RUNS = Number(process.env.BENCH_TEMPLATE_RUNS ?? 3);
 const PODS = Number(process.env.BENCH_TEMPLATE_PODS ?? 3);
@@ -141,15 +141,7 @@ class Bench {
     const readyMs = performance.now() - t0;
     await vm.agent.createSandbox({
       sandboxId: id,
-      storages: [
-        {
-          driver: 'virtio-fs',
-          source: GUEST_SHARE_TAG,
-          fstype: 'virtiofs',
-          options: ['nodev'],
-          mountPoint: '/run/kata-containers/shared/containers',
-        },
-      ],
+      storages: [sharedDirStorage()],
     });
     return { vm, hv, share, readyMs, id };
   }

@@ -10,10 +10,10 @@ import os from 'node:os';
 import path from 'node:path';
 import { SandboxVm } from '../core/vm';
 import { QemuHypervisor } from '../hypervisor';
-import { GUEST_SHARE_TAG } from '../hypervisor/types';
 import { NOOP_LOGGER } from '../log';
 import { guestArtifacts } from '../integration/lib/guest';
 import { median, printTable, round } from './lib/report';
+import { sharedDirStorage } from '../core/pod';
 
 const BOOTS = Number(process.env.BENCH_VM_BOOTS ?? 5);
 const TARGET_MS = 3000;
@@ -78,15 +78,7 @@ export async function benchVm(): Promise<Record<string, unknown>> {
       const details = await vm.agent.guestDetails();
       await vm.agent.createSandbox({
         sandboxId: `bench${i}`,
-        storages: [
-          {
-            driver: 'virtio-fs',
-            source: GUEST_SHARE_TAG,
-            fstype: 'virtiofs',
-            options: [],
-            mountPoint: '/run/kata-containers/shared/containers',
-          },
-        ],
+        storages: [sharedDirStorage()],
       });
       await new Promise((r) => setTimeout(r, 1000)); // idle guest
       const ready = agentReadyLine(hv.agentLogTail().join('\n'));

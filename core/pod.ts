@@ -11,7 +11,8 @@ import fs from 'node:fs';
 import os from 'node:os';
 import { InvalidArgumentError } from '../errors';
 import type { OciMount, OciSpec } from '../agent-client';
-import type { VmConfig } from '../hypervisor/types';
+import { GUEST_SHARED_DIR } from '../fs-share';
+import { GUEST_SHARE_TAG, type VmConfig } from '../hypervisor/types';
 
 export const CRI_ANNOTATIONS = {
   containerType: 'io.kubernetes.cri.container-type',
@@ -219,6 +220,23 @@ export function podShm(spec: OciSpec): PodShm | undefined {
     }
   }
   return { hostSource: m.source, sizeBytes };
+}
+
+/** CreateSandbox's storage for the sandbox's virtio-fs share, mounted in the guest at GUEST_SHARED_DIR. */
+export function sharedDirStorage(): {
+  driver: string;
+  source: string;
+  fstype: string;
+  options: string[];
+  mountPoint: string;
+} {
+  return {
+    driver: 'virtio-fs',
+    source: GUEST_SHARE_TAG,
+    fstype: 'virtiofs',
+    options: ['nodev'],
+    mountPoint: GUEST_SHARED_DIR,
+  };
 }
 
 /** CreateSandbox's storage for the pod's shm. */

@@ -29,12 +29,12 @@ import type {
   OciProcess,
   OciSpec,
 } from '../agent-client';
-import { GUEST_SHARED_DIR, isBindMount, shareVolumes, type FsShare } from '../fs-share';
+import { isBindMount, shareVolumes, type FsShare } from '../fs-share';
 import { MAX_MEMORY_SLOTS } from '../hypervisor/config';
 import { processStartTime } from '../hypervisor/process';
 import type { Hypervisor, SpawnedHelper, VmConfig, VmTemplateUse } from '../hypervisor/types';
 import type { Logger } from '../log';
-import { GUEST_SHARE_TAG, MEMORY_HOTPLUG_BLOCK_MIB, TEMPLATE_NIC_PORTS } from '../hypervisor/types';
+import { MEMORY_HOTPLUG_BLOCK_MIB, TEMPLATE_NIC_PORTS } from '../hypervisor/types';
 import type { EventSink, RootfsMount, StdioPaths } from './events';
 import { armedFailpoint, sigkillSelf, type Crash, type FailpointStep } from './failpoint';
 import { inSpan } from './tracing';
@@ -48,6 +48,7 @@ import {
   podRole,
   podShm,
   podSizing,
+  sharedDirStorage,
   shmStorage,
   sizeVm,
   type PodShm,
@@ -509,16 +510,7 @@ export class Sandbox {
       sandboxId: this.o.id,
       debugConsole: this.o.debugConsole === true,
       hostname: spec.hostname ?? '',
-      storages: [
-        {
-          driver: 'virtio-fs',
-          source: GUEST_SHARE_TAG,
-          fstype: 'virtiofs',
-          options: ['nodev'],
-          mountPoint: GUEST_SHARED_DIR,
-        },
-        ...(this.podShm ? [shmStorage(this.podShm)] : []),
-      ],
+      storages: [sharedDirStorage(), ...(this.podShm ? [shmStorage(this.podShm)] : [])],
     });
     this.failpoint(id, 'sandbox-created');
     void this.watchOom(this.vm.agent, this.oomWatch.signal);

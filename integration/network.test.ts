@@ -17,13 +17,12 @@ import { SandboxVm } from '../core/vm';
 import { NotFoundError } from '../errors';
 import { VirtioFsShare } from '../fs-share';
 import { QemuHypervisor } from '../hypervisor';
-import { GUEST_SHARE_TAG } from '../hypervisor/types';
 import { NOOP_LOGGER } from '../log';
 import { busyboxRootfs, collectOutput } from './lib/containers';
 import { childProcesses, guestArtifacts, mountsContaining } from './lib/guest';
 import { testSpec } from './lib/oci-spec';
+import { sharedDirStorage } from '../core/pod';
 
-const SHARED_MOUNT = '/run/kata-containers/shared/containers';
 const SANDBOX = 'nettest';
 const APPLETS = ['sh', 'wget', 'nc', 'ip', 'echo', 'cat'];
 const TAP = 'tap0_kata';
@@ -120,15 +119,7 @@ describe('pod networking in a real VM (a NIC on a tap in a test network namespac
     agent = vm.agent;
     await agent.createSandbox({
       sandboxId: SANDBOX,
-      storages: [
-        {
-          driver: 'virtio-fs',
-          source: GUEST_SHARE_TAG,
-          fstype: 'virtiofs',
-          options: ['nodev'],
-          mountPoint: SHARED_MOUNT,
-        },
-      ],
+      storages: [sharedDirStorage()],
     });
   });
 

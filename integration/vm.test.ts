@@ -10,9 +10,10 @@ import { SandboxVm } from '../core/vm';
 import { DeadlineExceededError, FailedPreconditionError, InvalidArgumentError, UnavailableError } from '../errors';
 import { QemuHypervisor } from '../hypervisor';
 import type { GuestDetails } from '../agent-client';
-import { GUEST_SHARE_TAG, type VmConfig } from '../hypervisor/types';
+import { type VmConfig } from '../hypervisor/types';
 import { NOOP_LOGGER } from '../log';
 import { childProcesses, guestArtifacts, mountsContaining } from './lib/guest';
+import { sharedDirStorage } from '../core/pod';
 
 const SHARED_MOUNT = '/run/kata-containers/shared/containers';
 
@@ -88,15 +89,7 @@ describe('a real VM with the agent (QEMU, guest image)', function () {
       await vm.agent.createSandbox({
         sandboxId: 'vmtest',
         hostname: 'vmtest',
-        storages: [
-          {
-            driver: 'virtio-fs',
-            source: GUEST_SHARE_TAG,
-            fstype: 'virtiofs',
-            options: ['nodev'],
-            mountPoint: SHARED_MOUNT,
-          },
-        ],
+        storages: [sharedDirStorage()],
       });
       const file = await vm.agent.readSharedFile(`${SHARED_MOUNT}/probe.txt`);
       assert.equal(file.data.toString(), payload, 'the guest reads the host file through virtio-fs');
@@ -217,15 +210,7 @@ describe('a real VM with the agent (QEMU, guest image)', function () {
           await vm.agent.createSandbox({
             sandboxId: 'vmtest',
             hostname: 'vmtest',
-            storages: [
-              {
-                driver: 'virtio-fs',
-                source: GUEST_SHARE_TAG,
-                fstype: 'virtiofs',
-                options: ['nodev'],
-                mountPoint: SHARED_MOUNT,
-              },
-            ],
+            storages: [sharedDirStorage()],
           });
           assert.equal(
             (await vm.agent.readSharedFile(`${SHARED_MOUNT}/probe.txt`)).data.toString(),

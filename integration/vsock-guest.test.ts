@@ -15,14 +15,13 @@ import type { AgentClient } from '../agent-client';
 import { SandboxVm } from '../core/vm';
 import { VirtioFsShare } from '../fs-share';
 import { QemuHypervisor } from '../hypervisor';
-import { GUEST_SHARE_TAG } from '../hypervisor/types';
 import { NOOP_LOGGER } from '../log';
 import { collectOutput } from './lib/containers';
 import { childProcesses, guestArtifacts, mountsContaining } from './lib/guest';
 import { nodeRootfs } from './lib/node-rootfs';
 import { testSpec } from './lib/oci-spec';
+import { sharedDirStorage } from '../core/pod';
 
-const SHARED_MOUNT = '/run/kata-containers/shared/containers';
 const SANDBOX = 'vsocktest';
 const SIGKILL = 9;
 
@@ -63,15 +62,7 @@ describe('hull-vsock in a real guest (vsock_loopback, CID 1)', function () {
     agent = vm.agent;
     await agent.createSandbox({
       sandboxId: SANDBOX,
-      storages: [
-        {
-          driver: 'virtio-fs',
-          source: GUEST_SHARE_TAG,
-          fstype: 'virtiofs',
-          options: ['nodev'],
-          mountPoint: SHARED_MOUNT,
-        },
-      ],
+      storages: [sharedDirStorage()],
       kernelModules: [{ name: 'vsock_loopback', parameters: [] }],
     });
   });

@@ -6,11 +6,11 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import type { AgentClient } from '../../agent-client';
 import { SandboxVm } from '../../core/vm';
-import { GUEST_SHARED_DIR, type VirtioFsShare } from '../../fs-share';
+import type { VirtioFsShare } from '../../fs-share';
 import type { Hypervisor, VmConfig } from '../../hypervisor';
-import { GUEST_SHARE_TAG } from '../../hypervisor/types';
 import { NOOP_LOGGER } from '../../log';
 import { childProcesses, mountsContaining } from './guest';
+import { sharedDirStorage } from '../../core/pod';
 
 /**
  * Boots `config` and has the agent make the sandbox with the share at GUEST_SHARED_DIR (with `hostname`; after
@@ -27,15 +27,7 @@ export async function bootWithShare(
   await vm.agent.createSandbox({
     sandboxId,
     ...(opts.hostname ? { hostname: opts.hostname } : {}),
-    storages: [
-      {
-        driver: 'virtio-fs',
-        source: GUEST_SHARE_TAG,
-        fstype: 'virtiofs',
-        options: ['nodev'],
-        mountPoint: GUEST_SHARED_DIR,
-      },
-    ],
+    storages: [sharedDirStorage()],
   });
   return vm;
 }
